@@ -1,0 +1,1 @@
+"""HTTP/WebSocket API, the web page it serves, and the `repolens` CLI."""

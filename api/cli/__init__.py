@@ -1,0 +1,23 @@
+"""The `repolens` command line.
+
+Exit codes (documented in the README): 0 success, 1 unexpected error, 2 usage error,
+3 not found, 4 authentication failed, 5 a limit was exceeded, 6 provider error,
+7 source unreachable or invalid, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from api.cli.app import app
+from api.cli import ingest_cmds, search_cmd, ask_cmd, serve_cmd  # noqa: F401  (register commands)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

