@@ -1,8 +1,11 @@
 """Keep secrets out of every message and log line.
 
 Known secrets (tokens, API keys) are registered once and replaced wherever they
-appear; credential-shaped text (URL userinfo, Authorization headers, key=value
-pairs) is masked even when the secret was never registered.
+appear, also in their URL-encoded form; credential-shaped text (URL userinfo,
+Authorization headers, key=value pairs, the well-known token formats of GitHub,
+GitLab, Atlassian, Google and OpenAI) is masked even when the secret was never
+registered, because a token can arrive from places we do not control (a URL a
+user pasted, a provider's error body).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import Any
 
 MASK = "***"
 _MIN_SECRET_LENGTH = 4
@@ -19,25 +24,36 @@ _secrets: set[str] = set()
 _lock = threading.Lock()
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # https://user:token@host or https://token@host
-    (re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@"), r"\g<scheme>" + MASK + "@"),
+    # https://user:token@host or https://token@host (ssh's plain `git@` login is not a secret)
+    (re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?!git@)[^/\s@]+@"), r"\g<scheme>" + MASK + "@"),
     # Authorization: Basic xxx / Bearer xxx (headers, git's http.extraHeader)
     (re.compile(r"(?i)(authorization\s*[:=]\s*)(basic|bearer|token)?\s*[^\s'\"]+"), r"\1\2 " + MASK),
     # api_key=..., "token": "...", x-goog-api-key: ...
     (
-        re.compile(r"(?i)((?:api[_-]?key|access[_-]?token|token|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s'\",&]+"),
+        re.compile(
+            r"(?i)((?:api[_-]?key|access[_-]?token|token|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s'\",&]+"
+        ),
         r"\1" + MASK,
     ),
     (re.compile(r"(?i)(key=)[A-Za-z0-9_\-]{8,}"), r"\1" + MASK),
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), MASK),
+    # Token formats with a recognisable prefix: OpenAI, GitHub, GitLab, Atlassian/Bitbucket, Google.
+    (
+        re.compile(
+            r"\b(?:sk-[A-Za-z0-9_\-]{8,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|"
+            r"glpat-[A-Za-z0-9_\-]{20,}|AT(?:BB|ATT|CTT)[A-Za-z0-9_\-=]{20,}|AIza[A-Za-z0-9_\-]{30,})"
+        ),
+        MASK,
+    ),
 )
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret so it is masked everywhere from now on."""
-    if value and len(value) >= _MIN_SECRET_LENGTH:
-        with _lock:
-            _secrets.add(value)
+    """Remember a secret (and its URL-encoded spelling) so it is masked everywhere from now on."""
+    if not value or len(value) < _MIN_SECRET_LENGTH:
+        return
+    with _lock:
+        _secrets.add(value)
+        _secrets.add(urllib.parse.quote(value, safe=""))
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -52,25 +68,52 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
+def _scrub(record: logging.LogRecord) -> None:
+    """Replace a record's message and traceback text with their redacted forms, in place."""
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):
+        message = f"{record.msg} {record.args}"
+    cleaned = redact(message)
+    if record.exc_info and record.exc_info[1] is not None:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        record.exc_info = None
+    if cleaned != message or record.args:
+        record.msg = cleaned
+        record.args = None
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites each record's message with secrets masked before any handler sees it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        if cleaned != message or record.args:
-            record.msg = cleaned
-            record.args = None
+        _scrub(record)
         return True
 
 
 def install_log_redaction() -> None:
-    """Attach the filter to the root logger and its handlers (idempotent)."""
+    """Mask secrets in every log record, whichever logger or handler it goes through (idempotent).
+
+    Filters on the root logger do not see records propagated from child
+    loggers, and handlers added later (a test's log capture, uvicorn's) would
+    miss them too; redacting in the record factory covers all of them, and the
+    root filters stay for records whose text is changed after creation.
+    """
     root = logging.getLogger()
     targets: list[logging.Filterer] = [root, *root.handlers]
     for target in targets:
         if not any(isinstance(existing, RedactingFilter) for existing in target.filters):
             target.addFilter(RedactingFilter())
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "redacting", False):
+        logging.setLogRecordFactory(_redacting_factory(factory))
+
+
+def _redacting_factory(inner: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = inner(*args, **kwargs)
+        _scrub(record)
+        return record
+
+    factory.redacting = True  # type: ignore[attr-defined]
+    return factory

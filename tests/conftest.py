@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures that start real servers, available to every test module.
+pytest_plugins = ["tests.support.fake_provider", "tests.support.live_server", "tests.support.chat"]
+
 _PROVIDER_VARIABLES = (
     "OPENAI_API_KEY", "OPENAI_BASE_URL", "GOOGLE_API_KEY", "OPENROUTER_API_KEY", "AZURE_OPENAI_API_KEY",
     "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_VERSION", "DASHSCOPE_API_KEY", "DASHSCOPE_WORKSPACE_ID",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from api.cli.app import app
 from api.cli import ask_cmd, ingest_cmds, search_cmd, serve_cmd, setup_cmd  # noqa: F401  (register commands)
+from api.cli.app import app
 
 
 def main() -> None:

@@ -1,1 +1,222 @@
-"""Placeholder: filled in by the issue that owns this command."""
+"""`repolens ask`: one question, answered in the terminal by the same path as the server.
+
+The request goes through `api.schemas` and `api.chat_session.chat_events`, so the CLI
+validates, indexes on first use, researches and cites exactly like `/ws/chat`. Output:
+rendered markdown that updates live on a terminal, the raw text with `--plain` (and
+whenever stdout is not a terminal, so pipes get clean text), or one JSON event per line
+with `--json`. Progress goes to stderr so stdout only ever holds the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.markup import escape
+
+from api.chat_session import Event, chat_events
+from api.cli.app import EXIT_CODES, app, cli_errors, err_console
+from api.schemas import parse_chat_request
+from api.services import Services
+from ingest.pipeline import resolve_repo_id
+from rag.errors import NotFoundError
+from rag.settings import Settings
+
+
+@app.command()
+def ask(
+    repo: str = typer.Argument(..., help="Indexed repo id, URL or local path (indexed first if needed)."),
+    question: str = typer.Argument(..., help="The question."),
+    provider: str | None = typer.Option(None, help="LLM provider [default: REPOLENS_PROVIDER or offline]."),
+    model: str | None = typer.Option(None, help="Model id [default: the provider's default]."),
+    file: str | None = typer.Option(None, "--file", help="Repository file to pin into the context."),
+    language: str = typer.Option("en", help="Answer language: en, ja, zh, zh-tw, es, kr, vi, pt-br, fr, ru."),
+    plain: bool = typer.Option(False, "--plain", help="Print the answer as plain text."),
+    as_json: bool = typer.Option(False, "--json", help="Print every event as one JSON line."),
+    deep: bool = typer.Option(
+        False, "--deep", help="Deep research: investigate with tools before answering."
+    ),
+    max_iterations: int | None = typer.Option(None, help="Deep research turns (1-10) [default: 5]."),
+    k: int = typer.Option(10, "-k", help="How many retrieved passages to use (1-50)."),
+    repo_type: str | None = typer.Option(None, "--type", help="github, gitlab, bitbucket, git or local."),
+    ref: str | None = typer.Option(None, "--ref", help="Branch, tag or commit (remote repositories)."),
+    token: str | None = typer.Option(
+        None, help="Access token for a private repository (or REPOLENS_TOKEN / GITHUB_TOKEN / ...)."
+    ),
+) -> None:
+    """Ask a question about a repository and stream the answer with its sources."""
+    with cli_errors(as_json):
+        settings = Settings.from_env()
+        services = Services.from_settings(settings)
+        body: dict[str, Any] = {
+            **_repo_fields(services, repo, repo_type, ref),
+            "messages": [{"role": "user", "content": question}],
+            "filePath": file,
+            "token": token,
+            "provider": provider,
+            "model": model,
+            "language": language,
+            "deep_research": deep,
+            "max_iterations": max_iterations,
+            "k": k,
+        }
+        request = parse_chat_request({name: value for name, value in body.items() if value is not None})
+        if as_json:
+            renderer: _Renderer = _JsonRenderer()
+        elif plain or not sys.stdout.isatty():
+            renderer = _PlainRenderer()
+        else:
+            renderer = _LiveRenderer()
+        error = asyncio.run(_stream(services, request, renderer))
+        if error is not None:
+            if not as_json:
+                err_console.print(f"[bold red]error:[/] {escape(error['message'])}", highlight=False)
+            raise typer.Exit(EXIT_CODES.get(error["code"], 1))
+
+
+def _repo_fields(services: Services, repo: str, repo_type: str | None, ref: str | None) -> dict[str, Any]:
+    """Request fields naming the repository: an indexed one by its stored URL, else `repo` as given."""
+    try:
+        record = services.store.get(resolve_repo_id(services.store, repo))
+    except NotFoundError:
+        record = None
+    if record is not None and repo_type is None and ref is None:
+        return {"repo_url": record.url, "type": record.platform, "ref": record.ref}
+    return {"repo_url": repo, "type": repo_type, "ref": ref}
+
+
+async def _stream(services: Services, request: Any, renderer: _Renderer) -> Event | None:
+    """Render every event; the first error event (if any) decides the exit code."""
+    error: Event | None = None
+    with renderer:
+        async with contextlib.aclosing(chat_events(services, request, asyncio.Event())) as events:
+            async for event in events:
+                renderer.show(event)
+                if event["type"] == "error" and error is None:
+                    error = event
+    return error
+
+
+class _Renderer:
+    """Shows events as they arrive; the answer text on stdout, everything else on stderr."""
+
+    def __init__(self) -> None:
+        self.sources: list[dict[str, Any]] = []
+        self.flagged: set[tuple[str, int, int]] = set()
+        self.text = ""
+
+    def __enter__(self) -> _Renderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
+
+    def show(self, event: Event) -> None:
+        kind = event["type"]
+        if kind == "token":
+            self.text += event["text"]
+            self.token(event["text"])
+        elif kind == "sources":
+            self.sources = event["sources"]
+        elif kind == "citations":
+            self.flagged = {
+                (item["path"], item["start_line"], item["end_line"])
+                for item in event["citations"]
+                if not item.get("in_context", True)
+            }
+        elif kind == "status":
+            self.progress(_status_line(event))
+        elif kind == "research":
+            self.progress(_research_line(event))
+
+    def token(self, text: str) -> None:
+        raise NotImplementedError
+
+    def progress(self, line: str) -> None:
+        if sys.stderr.isatty():
+            err_console.print(line, style="dim", markup=False, highlight=False)
+
+    def finish(self) -> None:
+        self.print_sources(Console())
+
+    def print_sources(self, console: Console) -> None:
+        if self.sources:
+            console.print("\nSources:", style="bold", highlight=False)
+            for source in self.sources:
+                where = f"{source['path']}:{source['start_line']}-{source['end_line']}"
+                symbol = f" ({source['symbol']})" if source.get("symbol") else ""
+                url = f"  {source['url']}" if source.get("url") else ""
+                console.print(f"  {where}{symbol}{url}", highlight=False, markup=False, soft_wrap=True)
+        if self.flagged:
+            console.print("\nCitations not found in the retrieved context (check them):", style="bold yellow")
+            for path, start, end in sorted(self.flagged):
+                console.print(f"  ! {path}:{start}-{end}", highlight=False, markup=False)
+
+
+class _PlainRenderer(_Renderer):
+    def token(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def finish(self) -> None:
+        if self.text and not self.text.endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        self.print_sources(Console(file=sys.stdout, force_terminal=False, no_color=True, width=10_000))
+
+
+class _LiveRenderer(_Renderer):
+    """Markdown re-rendered in place as tokens arrive (rich Live)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.console = Console()
+        self.live = Live(
+            Markdown(""), console=self.console, refresh_per_second=12, vertical_overflow="visible"
+        )
+
+    def __enter__(self) -> _Renderer:
+        self.live.start()
+        return self
+
+    def token(self, text: str) -> None:
+        self.live.update(Markdown(self.text))
+
+    def progress(self, line: str) -> None:
+        if not self.text:
+            self.live.update(Markdown(f"*{line}*"))
+
+    def finish(self) -> None:
+        self.live.update(Markdown(self.text))
+        self.live.stop()
+        self.print_sources(self.console)
+
+
+class _JsonRenderer(_Renderer):
+    def show(self, event: Event) -> None:
+        print(json.dumps(event, ensure_ascii=False), flush=True)
+
+    def finish(self) -> None:
+        return None
+
+
+def _status_line(event: Event) -> str:
+    counts = ""
+    if event.get("chunks_total"):
+        counts = f" {event['chunks_done']}/{event['chunks_total']} chunks"
+    elif event.get("files_total"):
+        counts = f" {event['files_done']}/{event['files_total']} files"
+    return f"{event['stage']}{counts} {event.get('message', '')}".strip()
+
+
+def _research_line(event: Event) -> str:
+    step = f"[{event.get('iteration', '?')}/{event.get('max_iterations', '?')}] {event.get('phase', '')}"
+    detail = event.get("summary") or event.get("tool") or event.get("event", "")
+    return f"research {step}: {detail}"

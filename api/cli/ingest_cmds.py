@@ -1,1 +1,355 @@
-"""Placeholder: filled in by the issue that owns this command."""
+"""`repolens ingest | update | list | show | delete`: build and manage local indexes.
+
+The ingest runs in a worker thread so Ctrl-C can ask it to stop (a
+`threading.Event` checked between steps) and the previous index stays intact.
+Progress is a rich display on a terminal, JSON lines on stderr with
+`--progress jsonl`, and nothing at all when piped (`auto`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+
+from api.cli.app import app, cli_errors, console, err_console
+from ingest import IngestOptions, IngestReport, Progress, ingest, resolve_repo_id, update
+from ingest.filters import FilterSpec, parse_patterns
+from ingest.reader import Limits
+from rag.embedders import get_embedder
+from rag.settings import Settings
+from rag.store import Store
+
+
+class ProgressMode(StrEnum):
+    auto = "auto"
+    rich = "rich"
+    jsonl = "jsonl"
+    none = "none"
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
+ProgressFlag = Annotated[
+    ProgressMode,
+    typer.Option("--progress", help="auto: a live display on a terminal, silent when piped; jsonl: stderr."),
+]
+TokenFlag = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="Access token for a private repository (else REPOLENS_TOKEN or GITHUB_TOKEN, GITLAB_TOKEN, "
+        "BITBUCKET_TOKEN). Used for this run only, never stored.",
+        show_default=False,
+    ),
+]
+UsernameFlag = Annotated[
+    str | None, typer.Option("--username", help="User name for Bitbucket API tokens.", show_default=False)
+]
+CloneTimeoutFlag = Annotated[float, typer.Option("--clone-timeout", help="Seconds before git gives up.")]
+ReindexFlag = Annotated[
+    bool, typer.Option("--reindex", help="Rebuild from scratch (needed after changing the embedder).")
+]
+MaxFilesFlag = Annotated[
+    int | None,
+    typer.Option(
+        "--max-files",
+        help="Stop if more files than this pass the filters (REPOLENS_MAX_FILES).",
+        show_default=False,
+    ),
+]
+MaxBytesFlag = Annotated[
+    int | None,
+    typer.Option(
+        "--max-bytes", help="Stop if the files total more bytes (REPOLENS_MAX_BYTES).", show_default=False
+    ),
+]
+MaxFileBytesFlag = Annotated[
+    int | None,
+    typer.Option(
+        "--max-file-bytes", help="Skip files larger than this (REPOLENS_MAX_FILE_BYTES).", show_default=False
+    ),
+]
+PatternsFlag = Annotated[list[str] | None, typer.Option(show_default=False)]
+
+
+def _context() -> tuple[Settings, Store]:
+    settings = Settings.from_env()
+    return settings, Store(settings.home)
+
+
+def _run_with_progress(
+    job: Callable[[Callable[[Progress], None], threading.Event], IngestReport],
+    mode: ProgressMode,
+) -> IngestReport:
+    """Run `job` in a worker thread with a progress sink; Ctrl-C sets the cancel event and waits."""
+    if mode is ProgressMode.auto:
+        mode = ProgressMode.rich if err_console.is_terminal else ProgressMode.none
+    cancel = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    with ProgressSink(mode) as sink:
+
+        def work() -> None:
+            try:
+                outcome["report"] = job(sink, cancel)
+            except BaseException as error:  # handed to the main thread, which re-raises it
+                outcome["error"] = error
+
+        worker = threading.Thread(target=work, name="repolens-ingest", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.1)
+        except KeyboardInterrupt:
+            cancel.set()
+            err_console.print("cancelling: the previous index stays as it was ...")
+            worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["report"]
+
+
+class ProgressSink:
+    """A context manager yielding the callback that shows `Progress` events in `mode`."""
+
+    def __init__(self, mode: ProgressMode) -> None:
+        self._mode = mode
+        self._display: RichProgress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> Callable[[Progress], None]:
+        if self._mode is ProgressMode.rich:
+            self._display = RichProgress(
+                TextColumn("[bold]{task.fields[stage]:<9}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("{task.fields[eta]}"),
+                TextColumn("[dim]{task.fields[message]}", justify="left"),
+                console=err_console,
+                transient=True,
+            )
+            self._display.start()
+            self._task = self._display.add_task("ingest", total=None, stage="", rate="", eta="", message="")
+        return self._show
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._display is not None:
+            self._display.stop()
+
+    def _show(self, event: Progress) -> None:
+        if self._mode is ProgressMode.jsonl:
+            print(json.dumps({"type": "progress", **event.to_json()}), file=sys.stderr, flush=True)
+        elif self._display is not None:
+            embedding = event.stage == "embedding"
+            done = event.chunks_done if embedding else event.files_done
+            total = (event.chunks_total if embedding else event.files_total) or None
+            unit = "chunks/s" if embedding else "files/s"
+            self._display.update(
+                self._task,
+                completed=done,
+                total=total,
+                stage=event.stage,
+                rate=f"{event.rate:.1f} {unit}" if event.rate else "",
+                eta=f"ETA {event.eta_s:.0f}s" if event.eta_s is not None else "",
+                message=event.message[-60:],
+            )
+
+
+def _print_report(report: IngestReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_json()))
+        return
+    record, files, chunks = report.record, report.files, report.chunks
+    commit = f" @ {record.commit[:12]}" if record.commit else ""
+    console.print(f"[bold green]indexed[/] {record.id}{commit} (version {record.version})", highlight=False)
+    console.print(
+        f"  files:  {files['added']} added, {files['changed']} changed, {files['removed']} removed, "
+        f"{files['unchanged']} unchanged, {files['skipped']} skipped",
+        highlight=False,
+    )
+    console.print(
+        f"  chunks: {chunks['added']} embedded, {chunks['reused']} reused, {chunks['removed']} removed, "
+        f"{chunks['total']} in the index",
+        highlight=False,
+    )
+    console.print(f"  time:   {report.timings['total_s']:.1f}s", highlight=False)
+
+
+@app.command("ingest")
+def ingest_command(
+    location: Annotated[
+        str, typer.Argument(help="A repository URL, ssh remote, file:// URL or local folder.")
+    ],
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            help="github, gitlab, bitbucket, git or local (default: from the host).",
+            show_default=False,
+        ),
+    ] = None,
+    ref: Annotated[
+        str | None,
+        typer.Option("--branch", "--ref", help="Branch, tag or commit to index.", show_default=False),
+    ] = None,
+    token: TokenFlag = None,
+    username: UsernameFlag = None,
+    include_dirs: PatternsFlag = None,
+    exclude_dirs: PatternsFlag = None,
+    include_files: PatternsFlag = None,
+    exclude_files: PatternsFlag = None,
+    no_default_excludes: Annotated[
+        bool, typer.Option("--no-default-excludes", help="Index vendored, build and lock files too.")
+    ] = False,
+    max_files: MaxFilesFlag = None,
+    max_bytes: MaxBytesFlag = None,
+    max_file_bytes: MaxFileBytesFlag = None,
+    clone_timeout: CloneTimeoutFlag = 300.0,
+    reindex: ReindexFlag = False,
+    as_json: JsonFlag = False,
+    progress: ProgressFlag = ProgressMode.auto,
+) -> None:
+    """Index a repository, or update it if it is already indexed (only changed files are re-embedded).
+
+    Filter patterns are gitignore-style, relative to the repository root, comma-separated or repeated.
+    """
+    with cli_errors(as_json):
+        settings, store = _context()
+        options = IngestOptions(
+            platform=platform,
+            ref=ref,
+            token=token,
+            username=username,
+            filters=FilterSpec(
+                include_dirs=parse_patterns(include_dirs),
+                exclude_dirs=parse_patterns(exclude_dirs),
+                include_files=parse_patterns(include_files),
+                exclude_files=parse_patterns(exclude_files),
+                use_defaults=not no_default_excludes,
+            ),
+            limits=Limits.from_env(
+                max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes
+            ),
+            clone_timeout=clone_timeout,
+            reindex=reindex,
+        )
+        embedder = get_embedder(settings)
+        report = _run_with_progress(
+            lambda sink, cancel: ingest(
+                location, options, store=store, embedder=embedder, progress=sink, cancel=cancel
+            ),
+            progress,
+        )
+        _print_report(report, as_json)
+
+
+@app.command("update")
+def update_command(
+    repo: Annotated[str, typer.Argument(help="An indexed repository: its id, URL or local path.")],
+    token: TokenFlag = None,
+    username: UsernameFlag = None,
+    max_files: MaxFilesFlag = None,
+    max_bytes: MaxBytesFlag = None,
+    max_file_bytes: MaxFileBytesFlag = None,
+    clone_timeout: CloneTimeoutFlag = 300.0,
+    reindex: ReindexFlag = False,
+    as_json: JsonFlag = False,
+    progress: ProgressFlag = ProgressMode.auto,
+) -> None:
+    """Fetch the latest commit of an indexed repository (same URL, ref, filters); re-index what changed."""
+    with cli_errors(as_json):
+        settings, store = _context()
+        repo_id = resolve_repo_id(store, repo)
+        options = IngestOptions(
+            token=token,
+            username=username,
+            limits=Limits.from_env(
+                max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes
+            ),
+            clone_timeout=clone_timeout,
+            reindex=reindex,
+        )
+        embedder = get_embedder(settings)
+        report = _run_with_progress(
+            lambda sink, cancel: update(
+                repo_id, options, store=store, embedder=embedder, progress=sink, cancel=cancel
+            ),
+            progress,
+        )
+        _print_report(report, as_json)
+
+
+@app.command("list")
+def list_command(as_json: JsonFlag = False) -> None:
+    """List indexed repositories."""
+    with cli_errors(as_json):
+        _, store = _context()
+        records = store.list()
+        if as_json:
+            print(json.dumps({"repos": [record.to_json() for record in records]}))
+            return
+        if not records:
+            console.print("no repositories indexed yet: try `repolens ingest <url-or-path>`")
+            return
+        table = Table("id", "commit", "files", "chunks", "embedder", "updated")
+        for record in records:
+            table.add_row(
+                record.id,
+                (record.commit or "")[:12],
+                str(record.file_count),
+                str(record.chunk_count),
+                record.embedder,
+                record.updated_at,
+            )
+        console.print(table)
+
+
+@app.command("show")
+def show_command(
+    repo: Annotated[str, typer.Argument(help="An indexed repository: its id, URL or local path.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show what is known about an indexed repository, with its files per language."""
+    with cli_errors(as_json):
+        _, store = _context()
+        index = store.open(resolve_repo_id(store, repo))
+        data = {**index.record.to_json(), "languages": index.languages()}
+        if as_json:
+            print(json.dumps(data))
+            return
+        for key, value in data.items():
+            shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
+            console.print(f"[bold]{key:<12}[/] {shown if shown not in (None, '') else '-'}", highlight=False)
+
+
+@app.command("delete")
+def delete_command(
+    repo: Annotated[str, typer.Argument(help="An indexed repository: its id, URL or local path.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete a repository's index and its clone (the original repository is not touched)."""
+    with cli_errors(as_json):
+        _, store = _context()
+        repo_id = resolve_repo_id(store, repo)
+        confirmed = yes or (sys.stdin.isatty() and typer.confirm(f"Delete the index of {repo_id}?"))
+        if confirmed:
+            store.delete(repo_id)
+            if as_json:
+                print(json.dumps({"deleted": repo_id}))
+            else:
+                console.print(f"deleted {repo_id}", highlight=False)
+    if not confirmed:
+        err_console.print(
+            f"not deleted: confirm interactively or pass --yes to delete {repo_id}", highlight=False
+        )
+        raise typer.Exit(2)

@@ -1,1 +1,114 @@
-"""Placeholder: filled in by the issue that owns this command."""
+"""`repolens search`: hybrid search over an indexed repository, for people and for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.syntax import Syntax
+from rich.text import Text
+
+from api.cli.app import app, cli_errors, console
+from ingest import resolve_repo_id
+from rag.embedders import get_embedder
+from rag.retrieval import MAX_K, MODES, Retriever, SearchError, search_payload
+from rag.settings import Settings
+from rag.store import Store
+from rag.types import SearchHit
+
+EXCERPT_LINES = 12
+
+SearchMode = Enum("SearchMode", {mode: mode for mode in MODES}, type=str)
+
+
+def read_queries(path: Path) -> Iterator[tuple[Any, str]]:
+    """`(id, query)` from a JSON-lines file of `{"id": ..., "query": ...}` objects; blank lines skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise SearchError(f"cannot read the queries file {path}: {error.strerror}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SearchError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("query"), str):
+            raise SearchError(f'{path}:{number}: expected an object like {{"id": 1, "query": "..."}}')
+        yield item.get("id", number), item["query"]
+
+
+def print_hits(hits: list[SearchHit]) -> None:
+    """path:lines, symbol and a highlighted excerpt per hit."""
+    if not hits:
+        console.print("no results")
+        return
+    for rank, hit in enumerate(hits, start=1):
+        title = Text.assemble(
+            (f"{rank}. ", "bold"),
+            (f"{hit.path}:{hit.start_line}-{hit.end_line}", "bold cyan"),
+            (f"  {hit.symbol}" if hit.symbol else "", "magenta"),
+            (f"  score {hit.score:.4f}", "dim"),
+        )
+        console.print(title)
+        lines = hit.text.splitlines()
+        excerpt = "\n".join(lines[:EXCERPT_LINES])
+        console.print(
+            Syntax(
+                excerpt,
+                Syntax.guess_lexer(hit.path, excerpt),
+                line_numbers=True,
+                start_line=hit.start_line,
+                word_wrap=True,
+            )
+        )
+        if len(lines) > EXCERPT_LINES:
+            console.print(f"   … {len(lines) - EXCERPT_LINES} more lines", style="dim")
+        console.print()
+
+
+@app.command("search")
+def search_command(
+    repo: Annotated[str, typer.Argument(help="Repository id, URL or local path of an indexed repository.")],
+    query: Annotated[str | None, typer.Argument(help="What to look for (omit with --queries-file).")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="Number of results.")] = 10,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of highlighted excerpts.")
+    ] = False,
+    path: Annotated[
+        str | None,
+        typer.Option("--path", help="Only files under this prefix or matching this glob ('src', '*.py')."),
+    ] = None,
+    language: Annotated[str | None, typer.Option("--language", help="Only chunks in this language.")] = None,
+    mode: Annotated[SearchMode, typer.Option("--mode", help="Ranking to use.")] = SearchMode.hybrid,
+    queries_file: Annotated[
+        Path | None,
+        typer.Option("--queries-file", help='JSON lines of {"id", "query"}: one JSON line per query.'),
+    ] = None,
+) -> None:
+    """Search an indexed repository: exact identifiers and paraphrases alike."""
+    with cli_errors(as_json or queries_file is not None):
+        if (query is None) == (queries_file is None):
+            raise SearchError("give either a query or --queries-file")
+        settings = Settings.from_env()
+        store = Store(settings.home)
+        index = store.open(resolve_repo_id(store, repo))
+        retriever = Retriever(index, None if mode is SearchMode.lexical else get_embedder(settings))
+        options: dict[str, Any] = {"path_glob": path, "language": language, "mode": mode.value}
+        if queries_file is not None:
+            for query_id, text in read_queries(queries_file):
+                hits = retriever.search(text, k, **options)
+                results = [hit.to_json() for hit in hits]
+                print(json.dumps({"id": query_id, "query": text, "results": results}), flush=True)
+            return
+        assert query is not None
+        hits = retriever.search(query, k, **options)
+        if as_json:
+            print(json.dumps(search_payload(index.record.id, query, hits)))
+        else:
+            print_hits(hits)

@@ -1,1 +1,31 @@
-"""Placeholder: filled in by the issue that owns this command."""
+"""`repolens serve`: the API, `/ws/chat` and the web page under uvicorn.
+
+Host and port default to `REPOLENS_HOST` / `PORT` (deepwiki-open's variable), the data dir
+to `REPOLENS_HOME`; every log line, uvicorn's included, goes through `rag.redact`.
+"""
+
+from __future__ import annotations
+
+import typer
+import uvicorn
+
+from api.app import create_app
+from api.cli.app import app, cli_errors
+from api.server import redact_server_logs, uvicorn_config
+from rag.settings import Settings
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Interface to bind [default: REPOLENS_HOST or 127.0.0.1]."),
+    port: int | None = typer.Option(None, help="Port [default: PORT or 8000]."),
+    log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
+) -> None:
+    """Serve the HTTP API, the WebSocket chat and the web page."""
+    with cli_errors():
+        settings = Settings.from_env()
+        config = uvicorn_config(
+            create_app(settings), host or settings.host, port or settings.port, log_level=log_level
+        )
+        redact_server_logs()
+        uvicorn.Server(config).run()

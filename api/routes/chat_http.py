@@ -1,1 +1,114 @@
-"""Placeholder: filled in by the issue that owns these routes."""
+"""`POST /chat/completions/stream`: the chat for clients that cannot hold a WebSocket.
+
+Same body as `/ws/chat`. By default the answer streams as raw text like deepwiki-open (content
+type `text/event-stream` but no SSE framing); an error found before the first token is an
+HTTP status with JSON `{"detail": ...}`, one found later is appended as `\\nError: ...`.
+With `"protocol": "events"` or `Accept: text/event-stream`, the response is real SSE
+(`event: <type>` / `data: <json>`) carrying the same typed frames as the WebSocket.
+A client that disconnects cancels the stream, which closes the provider's stream too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from api.chat_session import HTTP_STATUS_BY_CODE, Event, chat_events
+from api.schemas import (
+    BadRequestError,
+    ChatRequestBody,
+    check_size,
+    decode_json,
+    max_request_bytes,
+    parse_chat_request,
+)
+from api.services import get_services
+
+router = APIRouter()
+
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_ANSWER_END = ("token", "error", "done")
+
+
+@router.post("/chat/completions/stream", response_model=None)
+async def chat_completions_stream(http_request: Request) -> Response:
+    services = get_services(http_request)
+    try:
+        body = await _read_body(http_request, max_request_bytes(services.settings))
+        request = parse_chat_request(decode_json(body))
+    except BadRequestError as error:
+        return JSONResponse({"detail": str(error)}, status_code=error.http_status)
+    events = chat_events(services, request, asyncio.Event())
+    if _wants_events(http_request, request):
+        return StreamingResponse(_sse(events), media_type="text/event-stream", headers=_STREAM_HEADERS)
+    return await _plain_response(http_request, events)
+
+
+async def _read_body(http_request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes `limit` (a huge upload is never buffered whole)."""
+    body = bytearray()
+    async for part in http_request.stream():
+        body.extend(part)
+        if len(body) > limit:
+            check_size(body, limit)
+    return bytes(body)
+
+
+def _wants_events(http_request: Request, request: ChatRequestBody) -> bool:
+    return request.protocol == "events" or "text/event-stream" in http_request.headers.get("accept", "")
+
+
+async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[str]:
+    async with contextlib.aclosing(events):
+        async for event in events:
+            yield f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+
+async def _plain_response(http_request: Request, events: AsyncIterator[Event]) -> Response:
+    """Hold the response until the first token so an early failure can still be an HTTP error."""
+    first_task = asyncio.ensure_future(_first_answer_event(events))
+    gone = asyncio.ensure_future(_wait_for_disconnect(http_request))
+    await asyncio.wait({first_task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    gone.cancel()
+    if not first_task.done():
+        first_task.cancel()
+        await asyncio.gather(first_task, return_exceptions=True)
+        await events.aclose()
+        return Response(status_code=499)
+    first = first_task.result()
+    if first is not None and first["type"] == "error":
+        await events.aclose()
+        status = HTTP_STATUS_BY_CODE.get(first["code"], 500)
+        return JSONResponse({"detail": first["message"], "code": first["code"]}, status_code=status)
+    return StreamingResponse(
+        _plain_text(first, events), media_type="text/event-stream", headers=_STREAM_HEADERS
+    )
+
+
+async def _first_answer_event(events: AsyncIterator[Event]) -> Event | None:
+    async for event in events:
+        if event["type"] in _ANSWER_END:
+            return event
+    return None
+
+
+async def _wait_for_disconnect(http_request: Request) -> None:
+    while (await http_request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _plain_text(first: Event | None, events: AsyncIterator[Event]) -> AsyncIterator[str]:
+    async with contextlib.aclosing(events):
+        event = first
+        while event is not None:
+            if event["type"] == "token":
+                yield event["text"]
+            elif event["type"] == "error":
+                yield f"\nError: {event['message']}"
+                return
+            event = await anext(events, None)

@@ -1,1 +1,193 @@
-"""Placeholder: filled in by the issue that owns these routes."""
+"""`/ws/chat`: deepwiki-open's plain-text protocol and RepoLens' typed events, on one endpoint.
+
+The mode is chosen by the first frame. A chat request without `"protocol"` is *compatible*
+mode, exactly deepwiki-open: the answer's text as plain frames, `Error: ...` on failure, then
+the server closes the socket. A request with `"protocol": "events"`, a control frame
+(`ping`/`cancel`), or a connection to `/ws/chat?protocol=events` selects *events* mode: JSON
+frames that each carry a `type`, and a socket that stays open for the whole conversation.
+
+Events mode runs one answer at a time per socket: a request that arrives while an answer
+streams is refused with error `busy` (the client sends `{"type": "cancel"}` first if it wants
+to replace it). Cancel and disconnect both cancel the answer task, which closes the provider
+stream and stops an ingest in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+
+from api.chat_session import Event, chat_events, done_event, error_event
+from api.schemas import BadRequestError, ChatRequestBody, decode_frame, max_request_bytes, parse_chat_request
+from api.services import Services
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+_CONTROL_TYPES = ("cancel", "ping")
+
+
+@router.websocket("/ws/chat")
+async def chat_socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    services: Services = websocket.app.state.services
+    limit = max_request_bytes(services.settings)
+    raw = await _receive(websocket)
+    if raw is None:
+        return
+    events_mode = websocket.query_params.get("protocol") == "events"
+    try:
+        data = decode_frame(raw, limit)
+    except BadRequestError as error:
+        data = None
+        if not events_mode:
+            await _compat_error(websocket, str(error))
+            return
+    if data is not None and not events_mode:
+        events_mode = data.get("protocol") == "events" or ("messages" not in data and "type" in data)
+    if events_mode:
+        await EventsConnection(websocket, services, limit).run(first=raw)
+    else:
+        await _compat_conversation(websocket, services, data or {})
+
+
+async def _receive(websocket: WebSocket) -> str | bytes | None:
+    """The next text or binary frame, or None once the client has gone."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    return message.get("text") if message.get("text") is not None else message.get("bytes", b"")
+
+
+async def _compat_error(websocket: WebSocket, message: str) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_text(f"Error: {message}")
+        await websocket.close()
+
+
+async def _compat_conversation(websocket: WebSocket, services: Services, data: dict[str, Any]) -> None:
+    """deepwiki-open's protocol: one request, the answer text, then close."""
+    try:
+        request = parse_chat_request(data)
+    except BadRequestError as error:
+        await _compat_error(websocket, str(error))
+        return
+    answer = asyncio.create_task(_compat_answer(websocket, services, request))
+    gone = asyncio.create_task(_wait_for_disconnect(websocket))
+    await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if gone.done():
+        answer.cancel()
+    else:
+        gone.cancel()
+    await asyncio.gather(answer, gone, return_exceptions=True)
+
+
+async def _wait_for_disconnect(websocket: WebSocket) -> None:
+    while await _receive(websocket) is not None:
+        pass
+
+
+async def _compat_answer(websocket: WebSocket, services: Services, request: ChatRequestBody) -> None:
+    async with contextlib.aclosing(chat_events(services, request, asyncio.Event())) as events:
+        async for event in events:
+            if event["type"] == "token":
+                await websocket.send_text(event["text"])
+            elif event["type"] == "error":
+                await websocket.send_text(f"Error: {event['message']}")
+                break
+    with contextlib.suppress(Exception):
+        await websocket.close()
+
+
+class EventsConnection:
+    """One events-mode socket: a reader loop plus at most one answer task."""
+
+    def __init__(self, websocket: WebSocket, services: Services, limit: int) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.limit = limit
+        self.answer: asyncio.Task[None] | None = None
+        self.cancel_flag = asyncio.Event()
+        self.closed = False
+        self._send_lock = asyncio.Lock()
+
+    async def run(self, first: str | bytes) -> None:
+        raw: str | bytes | None = first
+        try:
+            while raw is not None:
+                await self.handle(raw)
+                raw = await _receive(self.websocket)
+        finally:
+            self.closed = True
+            await self.stop_answer()
+
+    async def send(self, event: Event) -> None:
+        """Send one frame; a client that has gone is noticed by the reader, not here."""
+        if self.closed:
+            return
+        async with self._send_lock:
+            try:
+                await self.websocket.send_json(event)
+            except Exception:
+                self.closed = True
+
+    async def handle(self, raw: str | bytes) -> None:
+        try:
+            data = decode_frame(raw, self.limit)
+        except BadRequestError as error:
+            await self.send(error_event(error.code, str(error)))
+            return
+        if "messages" in data:
+            await self.start_answer(data)
+        elif data.get("type") == "ping":
+            await self.send({"type": "pong"})
+        elif data.get("type") == "cancel":
+            await self.stop_answer()
+        else:
+            kind = data.get("type")
+            await self.send(
+                error_event(
+                    "bad_request",
+                    f"unknown frame type {kind!r}: send a chat request (with 'messages') "
+                    f"or a control frame of type {' or '.join(_CONTROL_TYPES)}",
+                )
+            )
+
+    async def start_answer(self, data: dict[str, Any]) -> None:
+        if self.answer is not None and not self.answer.done():
+            message = 'an answer is already streaming on this socket: send {"type": "cancel"} first'
+            await self.send(error_event("busy", message))
+            return
+        try:
+            request = parse_chat_request(data)
+        except BadRequestError as error:
+            await self.send(error_event(error.code, str(error)))
+            return
+        self.cancel_flag = asyncio.Event()
+        self.answer = asyncio.create_task(self.stream(request, self.cancel_flag))
+
+    async def stop_answer(self) -> None:
+        """Cancel the running answer (if any) and wait until its provider stream is closed."""
+        if self.answer is None or self.answer.done():
+            return
+        self.cancel_flag.set()
+        self.answer.cancel()
+        await asyncio.wait({self.answer})
+
+    async def stream(self, request: ChatRequestBody, cancel: asyncio.Event) -> None:
+        started = time.perf_counter()
+        try:
+            async with contextlib.aclosing(chat_events(self.services, request, cancel)) as events:
+                async for event in events:
+                    await self.send(event)
+        except asyncio.CancelledError:
+            if self.closed:
+                raise
+            await self.send(error_event("cancelled", "the answer was cancelled by the client"))
+            await self.send(done_event(started))

@@ -1,1 +1,239 @@
-"""Placeholder: filled in by the issue that owns these routes."""
+"""The repository routes: list, ingest, update, show, delete, and view an indexed file.
+
+Ingest and update answer with Server-Sent Events (`event: <type>` + `data: <json>`):
+`status` frames while the work runs, then one `done` frame with the repository
+record and the ingest report, or one `error` frame (`code`, `message`). The
+work runs in its own thread; a client that disconnects cancels it, and the
+previous index stays as it was. Files are served from the index (the stored
+text), never from the disk, so a path can only name an indexed file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import StreamingResponse
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from api.chat_session import status_from_progress
+from api.services import Services, get_services
+from ingest import IngestOptions, IngestReport, Progress, ingest, update
+from ingest.filters import FilterSpec, parse_patterns
+from ingest.reader import Limits
+from ingest.sources import resolve_source
+from rag.errors import NotFoundError, RepoLensError
+from rag.redact import redact
+
+router = APIRouter()
+log = logging.getLogger(__name__)
+
+Job = Callable[[Callable[[Progress], None], threading.Event], IngestReport]
+
+
+class IngestBody(BaseModel):
+    """The repository fields of a chat request (deepwiki names), plus RepoLens' own options."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    repo_url: str = Field(min_length=1, validation_alias=AliasChoices("repo_url", "url"))
+    type: Literal["github", "gitlab", "bitbucket", "git", "local"] | None = None
+    ref: str | None = Field(None, validation_alias=AliasChoices("ref", "branch"))
+    token: str | None = None
+    username: str | None = None
+    included_dirs: str | list[str] | None = None
+    excluded_dirs: str | list[str] | None = None
+    included_files: str | list[str] | None = None
+    excluded_files: str | list[str] | None = None
+    use_default_excludes: bool = True
+    reindex: bool = False
+    max_files: int | None = Field(None, ge=1)
+    max_bytes: int | None = Field(None, ge=1)
+    max_file_bytes: int | None = Field(None, ge=1)
+
+    def options(self) -> IngestOptions:
+        return IngestOptions(
+            platform=self.type,
+            ref=self.ref,
+            token=self.token,
+            username=self.username,
+            filters=FilterSpec(
+                include_dirs=parse_patterns(self.included_dirs),
+                exclude_dirs=parse_patterns(self.excluded_dirs),
+                include_files=parse_patterns(self.included_files),
+                exclude_files=parse_patterns(self.excluded_files),
+                use_defaults=self.use_default_excludes,
+            ),
+            limits=Limits.from_env(
+                max_files=self.max_files, max_total_bytes=self.max_bytes, max_file_bytes=self.max_file_bytes
+            ),
+            reindex=self.reindex,
+        )
+
+
+class UpdateBody(BaseModel):
+    """What an update cannot take from the stored record: credentials are never stored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    token: str | None = None
+    username: str | None = None
+    reindex: bool = False
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _http_error(error: RepoLensError) -> HTTPException:
+    return HTTPException(error.http_status, detail=redact(error.message))
+
+
+def _frame(event: dict[str, Any]) -> str:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+
+async def _events(job: Job) -> AsyncIterator[str]:
+    """Run `job` in a thread and stream its progress, then `done` or `error`, as SSE frames."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    cancel = threading.Event()
+
+    def emit(event: dict[str, Any] | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    def work() -> None:
+        try:
+            report = job(lambda progress: emit(status_from_progress(progress)), cancel)
+            emit({"type": "done", "repo": report.record.to_json(), "report": report.to_json()})
+        except RepoLensError as error:
+            emit({"type": "error", "code": error.code, "message": redact(error.message)})
+        except Exception as error:
+            log.exception("ingest failed")
+            emit({"type": "error", "code": "internal", "message": redact(str(error)) or type(error).__name__})
+        finally:
+            emit(None)
+
+    threading.Thread(target=work, name="repolens-ingest", daemon=True).start()
+    try:
+        while (event := await queue.get()) is not None:
+            yield _frame(event)
+    finally:
+        cancel.set()
+
+
+def _sse(job: Job) -> StreamingResponse:
+    return StreamingResponse(
+        _events(job), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/api/repos")
+def list_repos(services: ServicesDep) -> dict[str, Any]:
+    return {"repos": [record.to_json() for record in services.store.list()]}
+
+
+@router.post("/api/repos")
+def ingest_repo(body: IngestBody, services: ServicesDep) -> StreamingResponse:
+    """Ingest (or incrementally update) a repository; a malformed location is a 400 before streaming."""
+    try:
+        resolve_source(body.repo_url, platform=body.type, ref=body.ref)
+    except RepoLensError as error:
+        raise _http_error(error) from None
+    options = body.options()
+    return _sse(
+        lambda progress, cancel: ingest(
+            body.repo_url,
+            options,
+            store=services.store,
+            embedder=services.embedder,
+            progress=progress,
+            cancel=cancel,
+        )
+    )
+
+
+@router.post("/api/repos/{repo_id:path}/update")
+def update_repo(repo_id: str, services: ServicesDep, body: UpdateBody | None = None) -> StreamingResponse:
+    if services.store.get(repo_id) is None:
+        raise _http_error(NotFoundError(f"{repo_id} is not indexed"))
+    given = body or UpdateBody()
+    options = IngestOptions(token=given.token, username=given.username, reindex=given.reindex)
+    return _sse(
+        lambda progress, cancel: update(
+            repo_id,
+            options,
+            store=services.store,
+            embedder=services.embedder,
+            progress=progress,
+            cancel=cancel,
+        )
+    )
+
+
+def _safe_relative(path: str) -> str:
+    """Refuse anything but a plain relative path inside the repository."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or "\x00" in path or ".." in parts or "" in parts:
+        raise HTTPException(400, detail="path must be a file path relative to the repository root")
+    return path
+
+
+@router.get("/api/repos/{repo_id:path}/file")
+def view_file(
+    repo_id: str,
+    services: ServicesDep,
+    path: Annotated[str, Query(min_length=1, max_length=4096)],
+    start: Annotated[int | None, Query(ge=1)] = None,
+    end: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """Lines `start..end` (1-based, inclusive; default the whole file) of an indexed file."""
+    try:
+        index = services.store.open(repo_id)
+    except RepoLensError as error:
+        raise _http_error(error) from None
+    text = index.file_text(_safe_relative(path))
+    if text is None:
+        raise HTTPException(404, detail=f"{path} is not in the index of {repo_id}")
+    lines = text.splitlines()
+    first = start or 1
+    last = min(end or len(lines), len(lines))
+    if first > max(last, 1):
+        raise HTTPException(400, detail=f"start ({first}) is after the end ({last}) of {path}")
+    info = index.file_info(path)
+    return {
+        "repo": index.record.id,
+        "commit": index.record.commit,
+        "path": path,
+        "language": info.language if info else None,
+        "start_line": first,
+        "end_line": last,
+        "total_lines": len(lines),
+        "text": "\n".join(lines[first - 1 : last]),
+    }
+
+
+@router.get("/api/repos/{repo_id:path}")
+def show_repo(repo_id: str, services: ServicesDep) -> dict[str, Any]:
+    try:
+        index = services.store.open(repo_id)
+    except RepoLensError as error:
+        raise _http_error(error) from None
+    return {**index.record.to_json(), "languages": index.languages()}
+
+
+@router.delete("/api/repos/{repo_id:path}")
+def delete_repo(repo_id: str, services: ServicesDep) -> dict[str, Any]:
+    try:
+        deleted = services.store.delete(repo_id)
+    except RepoLensError as error:
+        raise _http_error(error) from None
+    if not deleted:
+        raise _http_error(NotFoundError(f"{repo_id} is not indexed"))
+    return {"deleted": repo_id}

@@ -1,1 +1,42 @@
-"""Placeholder: filled in by the issue that owns these routes."""
+"""`POST /api/repos/{repo_id}/search`: the same hybrid search as `repolens search --json`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.services import Services, get_services
+from rag.errors import RepoLensError
+from rag.retrieval import MAX_K, Mode, Retriever, search_payload
+
+router = APIRouter()
+
+
+class SearchRequest(BaseModel):
+    """Unknown fields are refused so a typo (`top_k`) is a 422, not a silently ignored option."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=10_000, pattern=r"\S")
+    k: int = Field(10, ge=1, le=MAX_K)
+    path_glob: str | None = None
+    language: str | None = None
+    mode: Mode = "hybrid"
+
+
+@router.post("/api/repos/{repo_id:path}/search")
+def search_repo(
+    repo_id: str, body: SearchRequest, services: Annotated[Services, Depends(get_services)]
+) -> dict[str, Any]:
+    """A plain `def`: FastAPI runs it in its thread pool, so a search never blocks the event loop."""
+    try:
+        index = services.store.open(repo_id)
+        embedder = None if body.mode == "lexical" else services.embedder
+        hits = Retriever(index, embedder).search(
+            body.query, body.k, path_glob=body.path_glob, language=body.language, mode=body.mode
+        )
+    except RepoLensError as error:
+        raise HTTPException(error.http_status, detail=error.message) from None
+    return search_payload(index.record.id, body.query, hits)

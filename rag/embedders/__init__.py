@@ -1,0 +1,32 @@
+"""Embedders: the offline MiniLM default, remote ones by configuration, and the vector cache.
+
+`get_embedder(settings)` is the one entry point the rest of RepoLens uses.
+"""
+
+from __future__ import annotations
+
+from rag.embedders.base import Embedder, EmbedderError
+from rag.embedders.cache import CachedEmbedder
+from rag.embedders.local import DEFAULT_MODEL, load_local_embedder
+from rag.settings import Settings
+
+__all__ = ["CachedEmbedder", "Embedder", "EmbedderError", "get_embedder"]
+
+
+def _local(settings: Settings) -> Embedder:
+    model = (settings.get("REPOLENS_EMBEDDING_MODEL") or DEFAULT_MODEL).strip().lower()
+    threads = settings.get("REPOLENS_EMBEDDER_THREADS")
+    return load_local_embedder(settings, model, int(threads) if threads else None)
+
+
+def get_embedder(settings: Settings | None = None, *, cache_vectors: bool = True) -> Embedder:
+    """The configured embedder (REPOLENS_EMBEDDER, default `local`), wrapped in the vector cache."""
+    settings = settings or Settings.from_env()
+    kind = (settings.get("REPOLENS_EMBEDDER", "local") or "local").strip().lower()
+    if kind == "local":
+        embedder = _local(settings)
+    else:
+        raise EmbedderError(f"unknown embedder {kind!r} in REPOLENS_EMBEDDER: use local")
+    if not cache_vectors:
+        return embedder
+    return CachedEmbedder(embedder, settings.home / "cache" / "embeddings")

@@ -1,0 +1,241 @@
+"""One chat request from validated body to typed event frames, shared by every transport.
+
+`/ws/chat` (both modes), `POST /chat/completions/stream` (plain and SSE) and `repolens ask`
+all call `chat_events`, so indexing-on-first-use, deep research dispatch, error handling and
+the end-of-answer rule are the same everywhere:
+
+- an accepted request always ends with exactly one `done` frame (an `error` frame comes
+  before it when something failed), so a client can wait for `done` alone;
+- a repository that is not indexed yet is ingested first, in a worker thread, reporting
+  `status` frames (`cloning`, then `indexing` with counts); cancelling the consumer (a client
+  cancel or disconnect) sets the ingest's cancel flag so the thread stops too;
+- the request token is registered with `rag.redact` before anything can log or echo it.
+
+Rejected input never gets here: transports validate with `api.schemas` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from api.schemas import ChatRequestBody
+from api.services import Services
+from ingest import IngestOptions, Progress, ingest
+from ingest.filters import FilterSpec, parse_patterns
+from ingest.sources import RepoSource, resolve_source
+from rag.answer import AnswerRequest, error_event
+from rag.errors import RepoLensError
+from rag.redact import register_secret
+from rag.research import ResearchOptions, compat_iteration, is_deep_research, run_research
+
+logger = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+# Error codes of other layers → HTTP status, for errors reported before the HTTP stream starts.
+HTTP_STATUS_BY_CODE: dict[str, int] = {
+    "bad_request": 400,
+    "bad_url": 400,
+    "not_found": 404,
+    "auth_failed": 401,
+    "busy": 409,
+    "embedder_mismatch": 409,
+    "limit_exceeded": 413,
+    "cancelled": 499,
+    "unreachable": 502,
+    "provider_error": 502,
+    "timeout": 504,
+}
+
+
+def done_event(started: float, **timings: float) -> Event:
+    """The end marker for an answer that produced no `done` of its own (failure, cancel)."""
+    total_ms = round((time.perf_counter() - started) * 1000, 1)
+    return {
+        "type": "done",
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0},
+        "timings": {**timings, "total_ms": total_ms},
+    }
+
+
+async def chat_events(
+    services: Services, request: ChatRequestBody, cancel: asyncio.Event
+) -> AsyncIterator[Event]:
+    """Every frame of one accepted request; the last is always one `done`."""
+    register_secret(request.token)
+    started = time.perf_counter()
+    index_ms: float | None = None
+    saw_done = False
+    try:
+        source = resolve_source(request.repo_url, platform=request.platform, ref=request.ref)
+        if services.store.get(source.repo_id) is None:
+            async for event in _ensure_indexed(services, request, source):
+                yield event
+            index_ms = round((time.perf_counter() - started) * 1000, 1)
+        async for event in _answer_events(services, request, source.repo_id, cancel):
+            if event.get("type") == "done":
+                if saw_done:
+                    continue
+                saw_done = True
+                if index_ms is not None:
+                    event = {**event, "timings": {**event.get("timings", {}), "index_ms": index_ms}}
+            yield event
+    except RepoLensError as error:
+        yield error_event(error.code, str(error))
+    except Exception as error:
+        logger.exception("chat request failed")
+        yield error_event("internal", f"internal error: {type(error).__name__}: {error}")
+    if not saw_done:
+        yield done_event(started, **({"index_ms": index_ms} if index_ms is not None else {}))
+
+
+def _answer_events(
+    services: Services, request: ChatRequestBody, repo_id: str, cancel: asyncio.Event
+) -> AsyncIterator[Event]:
+    messages = [message.model_dump() for message in request.messages]
+    if request.deep_research:
+        options = ResearchOptions(max_iterations=request.max_iterations or ResearchOptions.max_iterations)
+        return run_research(
+            services,
+            repo_id=repo_id,
+            question=request.question,
+            history=request.history,
+            provider=request.provider,
+            model=request.model,
+            language=request.language,
+            options=options,
+            cancel=cancel,
+        )
+    if is_deep_research(messages):
+        return compat_iteration(
+            services,
+            repo_id=repo_id,
+            messages=messages,
+            provider=request.provider,
+            model=request.model,
+            language=request.language,
+            cancel=cancel,
+        )
+    answer_request = AnswerRequest(
+        repo_id=repo_id,
+        question=request.question,
+        history=request.history,
+        provider=request.provider,
+        model=request.model,
+        language=request.language,
+        file_path=request.file_path,
+        k=request.k,
+    )
+    return services.answers.answer(answer_request, cancel)
+
+
+def _filter_spec(request: ChatRequestBody) -> FilterSpec:
+    return FilterSpec(
+        include_dirs=parse_patterns(request.included_dirs),
+        exclude_dirs=parse_patterns(request.excluded_dirs),
+        include_files=parse_patterns(request.included_files),
+        exclude_files=parse_patterns(request.excluded_files),
+    )
+
+
+def status_from_progress(progress: Progress) -> Event:
+    """An ingest progress report as a `status` frame (every stage after cloning is `indexing`)."""
+    stage = "cloning" if progress.stage == "cloning" else "indexing"
+    return {**progress.to_json(), "type": "status", "stage": stage, "step": progress.stage}
+
+
+async def _ensure_indexed(
+    services: Services, request: ChatRequestBody, source: RepoSource
+) -> AsyncIterator[Event]:
+    """Ingest `source` unless another request did meanwhile; yields `status` frames.
+
+    The per-repo lock is held until the ingest thread has really ended, even when the
+    consumer is cancelled first, so the next request never races a dying build.
+    """
+    lock = services.index_lock(source.repo_id)
+    await lock.acquire()
+    release_now = True
+    try:
+        if services.store.get(source.repo_id) is not None:
+            return
+        if source.is_local:
+            yield {"type": "status", "stage": "indexing", "message": f"indexing {source.local_path}"}
+        else:
+            yield {"type": "status", "stage": "cloning", "message": f"fetching {source.url}"}
+        options = IngestOptions(
+            platform=request.platform,
+            ref=request.ref,
+            token=request.token,
+            filters=_filter_spec(request),
+        )
+        loop = asyncio.get_running_loop()
+        updates: asyncio.Queue[Event | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def report(progress: Progress) -> None:
+            _call_soon(loop, updates.put_nowait, status_from_progress(progress))
+
+        def work() -> Any:
+            try:
+                return ingest(
+                    request.repo_url,
+                    options,
+                    store=services.store,
+                    embedder=services.embedder,
+                    progress=report,
+                    cancel=stop,
+                )
+            finally:
+                _call_soon(loop, updates.put_nowait, None)
+
+        finished = _run_in_thread(loop, work)
+        try:
+            while (event := await updates.get()) is not None:
+                yield event
+            await finished
+        finally:
+            if not finished.done():
+                stop.set()
+                release_now = False
+                finished.add_done_callback(lambda _: lock.release())
+    finally:
+        if release_now:
+            lock.release()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+    """Schedule `callback` on `loop` from a worker thread; a closed loop means nobody listens."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
+def _run_in_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Run blocking `work` in its own thread (long ingests must not hold the shared executor)."""
+    future: asyncio.Future[Any] = loop.create_future()
+    # An abandoned run (cancelled consumer) still ends with an outcome nobody awaits.
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    def settle(outcome: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(outcome)
+        else:
+            future.set_exception(error)
+
+    def target() -> None:
+        try:
+            outcome = work()
+        except BaseException as error:
+            _call_soon(loop, settle, None, error)
+        else:
+            _call_soon(loop, settle, outcome, None)
+
+    threading.Thread(target=target, name="repolens-ingest", daemon=True).start()
+    return future

@@ -1,0 +1,127 @@
+"""The chat request as clients send it, validated once at the edge.
+
+The body is deepwiki-open's (`repo_url`, `messages`, `filePath`, `token`, `type`, `provider`,
+`model`, `language`, and the four filter strings, newline-separated and percent-encoded) plus
+RepoLens' own fields (`protocol`, `deep_research`, `max_iterations`, `k`, `ref`). The same model
+serves `/ws/chat`, `POST /chat/completions/stream` and `repolens ask`, so every entry point
+rejects the same bad input with the same `bad_request` message. Unknown fields are ignored
+(deepwiki clients send a few we do not need); known fields of the wrong type are errors.
+Validation messages never echo input values: the body may carry a token.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rag.errors import RepoLensError
+from rag.settings import Settings
+
+DEFAULT_MAX_REQUEST_BYTES = 1_000_000
+MAX_REQUEST_BYTES_VARIABLE = "REPOLENS_MAX_REQUEST_BYTES"
+
+
+class BadRequestError(RepoLensError):
+    code = "bad_request"
+    http_status = 400
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["user", "assistant", "system"]
+    content: str
+
+
+class ChatRequestBody(BaseModel):
+    """One question of a conversation; `messages` is the whole history, the question last."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    repo_url: str = Field(min_length=1)
+    messages: list[ChatMessage]
+    file_path: str | None = Field(None, alias="filePath")
+    token: str | None = None
+    type: Literal["github", "gitlab", "bitbucket", "git", "local"] = "github"
+    provider: str | None = None
+    model: str | None = None
+    language: str = "en"
+    excluded_dirs: str | list[str] | None = None
+    excluded_files: str | list[str] | None = None
+    included_dirs: str | list[str] | None = None
+    included_files: str | list[str] | None = None
+    protocol: Literal["events"] | None = None
+    deep_research: bool = False
+    max_iterations: int | None = Field(None, ge=1, le=10)
+    k: int = Field(10, ge=1, le=50)
+    ref: str | None = None
+
+    @property
+    def question(self) -> str:
+        return self.messages[-1].content
+
+    @property
+    def history(self) -> list[dict[str, str]]:
+        return [message.model_dump() for message in self.messages[:-1]]
+
+    @property
+    def platform(self) -> str | None:
+        """The platform the client named, or None to let the source resolver detect it.
+
+        deepwiki clients always send `type` (default `github`), so an explicit value is
+        trusted; an omitted one must not force `github` onto a GitLab or local location.
+        """
+        return self.type if "type" in self.model_fields_set else None
+
+
+def max_request_bytes(settings: Settings) -> int:
+    configured = settings.get(MAX_REQUEST_BYTES_VARIABLE)
+    return int(configured) if configured else DEFAULT_MAX_REQUEST_BYTES
+
+
+def check_size(raw: str | bytes | bytearray, limit: int) -> None:
+    size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
+    if size > limit:
+        raise BadRequestError(
+            f"request is {size} bytes, over the limit of {limit} bytes "
+            f"(raise it with {MAX_REQUEST_BYTES_VARIABLE})"
+        )
+
+
+def decode_frame(raw: str | bytes, limit: int) -> dict[str, Any]:
+    """A JSON object from one WebSocket frame, or a specific `BadRequestError`."""
+    check_size(raw, limit)
+    return decode_json(raw)
+
+
+def decode_json(raw: str | bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BadRequestError(f"malformed JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise BadRequestError(f"the request must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_chat_request(data: dict[str, Any]) -> ChatRequestBody:
+    """Validate a decoded request; the messages checks use deepwiki-open's wording."""
+    if not data.get("messages") and isinstance(data.get("messages", []), list):
+        raise BadRequestError("No messages provided")
+    try:
+        request = ChatRequestBody.model_validate(data)
+    except ValidationError as error:
+        raise BadRequestError(f"invalid request: {_describe(error)}") from None
+    if request.messages[-1].role != "user":
+        raise BadRequestError("Last message must be from the user")
+    return request
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)

@@ -1,0 +1,242 @@
+"""Chat API overhead and concurrency: `/ws/chat` (events mode) against a fake provider.
+
+Three processes, so the load generator never shares an event loop (or GIL) with what it
+measures: the fake OpenAI-style provider (`tests.support.fake_provider`, scripted with a fixed
+first-token delay and chunk pace), `repolens serve` on a data dir where the fixture repository
+is indexed, and this process driving WebSocket clients.
+
+Figures:
+- `added_first_token_ms`: request sent → first `token` frame, minus the provider's own
+  first-token delay. That is the server's work before the model speaks (validation,
+  hybrid retrieval with the query embedding, prompt building, the provider round trip over
+  loopback) plus the frame's way back.
+- `levels`: for 1, 50, 100 and 200 concurrent conversations (starts spread over a ramp so all
+  are streaming at the peak), added first-token p50/p95, completed streams and errors.
+  `sustained_streams` is the largest level with no errors and added p95 under the 50 ms target.
+Questions rotate over a fixed set, as in a team asking about one repository.
+Environment: `REPOLENS_BENCH_CHAT_LEVELS=1,50,100,200` to change the levels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PROVIDER_FIRST_DELAY_S = 0.2
+CHUNKS = 30
+CHUNK_DELAY_S = 0.05
+TARGET_ADDED_P95_MS = 50.0
+DEFAULT_LEVELS = (1, 50, 100, 200)
+RAMP_PER_STREAM_S = 0.01
+WARMUP = 5
+SAMPLES = 30
+LEVEL_TIMEOUT_S = 60.0
+QUESTIONS = (
+    "How does the CLI reach the HTTP client?",
+    "Where are forecasts persisted?",
+    "What does ForecastService.run do?",
+    "How are retries limited?",
+    "Which module parses the forecast payload?",
+    "How is the chart drawn in the web page?",
+    "What does the Go server expose?",
+    "How is the backoff delay computed?",
+)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _serve_provider(responses: int) -> None:
+    """Subprocess entry: a fake provider scripted with `responses` identical slow answers."""
+    from tests.support.fake_provider import FakeProvider, FakeResponse
+
+    provider = FakeProvider()
+    provider.start()
+    answer = " ".join(f"word{i}" for i in range(CHUNKS))
+    scripted = FakeResponse(
+        text=answer, chunks=CHUNKS, first_delay=PROVIDER_FIRST_DELAY_S, delay=CHUNK_DELAY_S
+    )
+    provider.script(*[scripted] * responses)
+    print(provider.base_url, flush=True)
+    sys.stdin.read()
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 1)
+
+
+async def _conversation(ws_url: str, body: dict[str, Any], delay: float) -> dict[str, Any]:
+    """One request on its own socket: added first-token latency, or the error that ended it."""
+    from websockets.asyncio.client import connect
+
+    await asyncio.sleep(delay)
+    try:
+        async with connect(f"{ws_url}/ws/chat", open_timeout=30, max_size=None) as ws:
+            sent = time.perf_counter()
+            await ws.send(json.dumps(body))
+            first: float | None = None
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if frame["type"] == "token" and first is None:
+                    first = time.perf_counter()
+                elif frame["type"] == "error":
+                    return {"error": frame["code"]}
+                elif frame["type"] == "done":
+                    break
+        if first is None:
+            return {"error": "no_tokens"}
+        return {"added_ms": (first - sent - PROVIDER_FIRST_DELAY_S) * 1000}
+    except Exception as error:
+        return {"error": type(error).__name__}
+
+
+def _request(repo: Path, question: str) -> dict[str, Any]:
+    return {
+        "repo_url": str(repo),
+        "type": "local",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "protocol": "events",
+        "messages": [{"role": "user", "content": question}],
+    }
+
+
+async def _level(ws_url: str, repo: Path, streams: int) -> dict[str, Any]:
+    bodies = [_request(repo, QUESTIONS[i % len(QUESTIONS)]) for i in range(streams)]
+    started = time.perf_counter()
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(_conversation(ws_url, body, i * RAMP_PER_STREAM_S) for i, body in enumerate(bodies))
+        ),
+        LEVEL_TIMEOUT_S,
+    )
+    added = [result["added_ms"] for result in results if "added_ms" in result]
+    errors: dict[str, int] = {}
+    for result in results:
+        if "error" in result:
+            errors[result["error"]] = errors.get(result["error"], 0) + 1
+    return {
+        "streams": streams,
+        "completed": len(added),
+        "errors": errors,
+        "added_first_token_p50_ms": _percentile(added, 0.5),
+        "added_first_token_p95_ms": _percentile(added, 0.95),
+        "wall_s": round(time.perf_counter() - started, 2),
+    }
+
+
+async def _sequential(ws_url: str, repo: Path) -> list[float]:
+    """Added first-token latency of one conversation at a time (after a warm-up)."""
+    added = []
+    for i in range(WARMUP + SAMPLES):
+        body = _request(repo, QUESTIONS[i % len(QUESTIONS)])
+        result = await _conversation(ws_url, body, 0.0)
+        if i >= WARMUP and "added_ms" in result:
+            added.append(result["added_ms"])
+    return added
+
+
+def _wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("repolens serve exited during startup")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("repolens serve did not become healthy")
+
+
+def run() -> dict[str, Any]:
+    from ingest import ingest
+    from rag.embedders import get_embedder
+    from rag.settings import Settings
+    from rag.store import Store
+    from tests.support.live_server import free_port
+    from tests.support.repos import make_fixture_repo
+
+    levels = [int(n) for n in os.environ.get("REPOLENS_BENCH_CHAT_LEVELS", "").split(",") if n] or list(
+        DEFAULT_LEVELS
+    )
+    with tempfile.TemporaryDirectory(prefix="repolens-chat-bench-") as scratch:
+        home = Path(scratch) / "home"
+        env = {**os.environ, "REPOLENS_HOME": str(home), "PYTHONPATH": str(ROOT)}
+        settings = Settings.from_env(environ=env, dotenv=Path(scratch) / "no.env")
+        repo = make_fixture_repo(Path(scratch) / "weatherline")
+        ingest(str(repo), store=Store(settings.home), embedder=get_embedder(settings))
+
+        provider = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"import bench.chat_bench as b; b._serve_provider({WARMUP + SAMPLES + sum(levels)})",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+        )
+        port = free_port()
+        server: subprocess.Popen[bytes] | None = None
+        try:
+            assert provider.stdout is not None
+            provider_url = provider.stdout.readline().decode().strip()
+            server_env = {**env, "OPENAI_API_KEY": "sk-bench-0000000000", "OPENAI_BASE_URL": provider_url}
+            server = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "repolens"),
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=server_env,
+            )
+            base_url = f"http://127.0.0.1:{port}"
+            _wait_for_health(base_url, server)
+            ws_url = f"ws://127.0.0.1:{port}"
+            sequential = asyncio.run(_sequential(ws_url, repo))
+            results = [asyncio.run(_level(ws_url, repo, streams)) for streams in levels]
+        finally:
+            for process in (server, provider):
+                if process is not None:
+                    process.terminate()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(10)
+
+    sustained = max(
+        (
+            level["streams"]
+            for level in results
+            if not level["errors"]
+            and level["completed"] == level["streams"]
+            and (level["added_first_token_p95_ms"] or 0) < TARGET_ADDED_P95_MS
+        ),
+        default=0,
+    )
+    return {
+        "provider_first_token_delay_ms": PROVIDER_FIRST_DELAY_S * 1000,
+        "stream": {"chunks": CHUNKS, "chunk_delay_ms": CHUNK_DELAY_S * 1000},
+        "added_first_token_ms": {
+            "requests": len(sequential),
+            "p50": _percentile(sequential, 0.5),
+            "p95": _percentile(sequential, 0.95),
+        },
+        "levels": results,
+        "sustained_streams": sustained,
+        "target": {"streams": 200, "added_p95_ms": TARGET_ADDED_P95_MS},
+    }

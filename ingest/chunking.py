@@ -1,0 +1,711 @@
+"""Splitting files into chunks that respect syntax and fit the embedder's window.
+
+Code is parsed with tree-sitter. The file's top-level nodes partition its lines; a part that is
+over the token budget is partitioned again by its own children (a class by its methods, a function
+by its statements), and a part with no usable children falls back to line windows; a single line
+that is still too long is cut by tokens. Small neighbouring parts are merged up to the budget.
+Markdown and reStructuredText are partitioned the same way by their heading levels, then by
+paragraphs. Everything else is cut into overlapping line windows.
+
+Because parts always partition their parent's lines, every line of a file lands in a chunk. Token
+counts of parts are summed to plan merges (each line range is counted once); every finished chunk is
+then counted exactly, header included, and re-split if the estimate was optimistic, so
+`count_tokens(chunk.embed_text) <= max_tokens` always holds.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tree_sitter import Node, Parser
+
+from ingest.languages import grammar
+from rag import tokens
+from rag.errors import RepoLensError
+from rag.types import Chunk
+
+DEFAULT_OVERLAP_LINES = 2
+MIN_MAX_TOKENS = 16
+# A token is rarely longer than this many characters; it bounds how much of an over-long line is
+# tried at once when cutting it (a wrong guess only makes a piece shorter, never over budget).
+_MAX_CHARS_PER_TOKEN = 8
+
+Symbol = tuple[str, ...]
+
+
+class ChunkingError(RepoLensError):
+    """A chunk cannot fit the budget at all (the header alone is too long for it)."""
+
+    code = "chunk_budget"
+
+
+class SourceText(Protocol):
+    """What the chunker needs from a file (`ingest.reader.SourceFile` fits)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A range of lines [start, end) (0-based) with its symbol, and how to partition it further."""
+
+    start: int
+    end: int
+    symbol: Symbol
+    split: Callable[[], list[_Part]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A planned chunk: lines [start, end) or, for a piece of a cut line, that piece's `text`."""
+
+    start: int
+    end: int
+    symbol: Symbol
+    tokens: int
+    text: str | None = None
+
+
+class Chunker:
+    """Chunks files for one embedder: `max_tokens` is its window, `count_tokens` its tokenizer."""
+
+    def __init__(
+        self,
+        max_tokens: int,
+        count_tokens: Callable[[str], int] = tokens.count_tokens,
+        overlap_lines: int = DEFAULT_OVERLAP_LINES,
+    ) -> None:
+        if max_tokens < MIN_MAX_TOKENS:
+            raise ValueError(f"max_tokens must be at least {MIN_MAX_TOKENS}, got {max_tokens}")
+        self.max_tokens = max_tokens
+        self.count_tokens = count_tokens
+        self.overlap_lines = max(0, overlap_lines)
+        self._parsers: dict[str, Parser] = {}
+
+    def chunk(self, file: SourceText) -> list[Chunk]:
+        """The chunks of `file` in line order; every non-blank line is in at least one."""
+        return _FileChunker(self, file).run()
+
+    def parser(self, language: str) -> Parser | None:
+        """One parser per language, reused for every file (they are cheap to keep, slow to build)."""
+        if language not in self._parsers:
+            loaded = grammar(language)
+            if loaded is None:
+                return None
+            self._parsers[language] = Parser(loaded)
+        return self._parsers[language]
+
+
+class _FileChunker:
+    """The state of chunking one file: its lines and the token counts already paid for."""
+
+    def __init__(self, chunker: Chunker, file: SourceText) -> None:
+        self.chunker = chunker
+        self.count = chunker.count_tokens
+        self.path = file.path
+        self.language = file.language
+        self.text = file.text
+        lines = file.text.split("\n")
+        if lines and lines[-1] == "" and file.text.endswith("\n"):
+            lines.pop()
+        self.lines = lines
+        self.separator = " > " if file.language in _HEADING_PARSERS else "."
+        self._line_tokens: dict[int, int] = {}
+        self._header_tokens: dict[Symbol, int] = {}
+        digits = str(max(len(lines), 1))
+        self._header_template = f"# {self.path}:{digits}-{digits}"
+
+    def run(self) -> list[Chunk]:
+        if not self.text.strip():
+            return []
+        parts = self._root_parts()
+        whole = _merged_symbol([part.symbol for part in parts])
+        total = self._range_tokens(0, len(self.lines))
+        if total <= self._budget(whole):
+            spans = [_Span(0, len(self.lines), whole, total)]
+        else:
+            spans = self._arrange(parts)
+        return [chunk for span in spans for chunk in self._emit(span) if chunk.text.strip()]
+
+    # planning -----------------------------------------------------------------------------------
+
+    def _root_parts(self) -> list[_Part]:
+        parser = self.chunker.parser(self.language)
+        if parser is not None:
+            tree = parser.parse(self.text.encode("utf-8"))
+            return _TreeSplitter(self, _RULES.get(self.language, _Rules())).root_parts(tree.root_node)
+        heading_parser = _HEADING_PARSERS.get(self.language)
+        if heading_parser is not None:
+            return _DocumentSplitter(self.lines, heading_parser(self.lines)).parts(0, len(self.lines), (), False)
+        return [_Part(0, len(self.lines), ())]
+
+    def _arrange(self, parts: Sequence[_Part]) -> list[_Span]:
+        """Spans for consecutive parts: small ones merged up to the budget, big ones split."""
+        spans: list[_Span] = []
+        group: list[_Span] = []
+        for part in parts:
+            count = self._range_tokens(part.start, part.end)
+            if count <= self._budget(part.symbol):
+                leaf = _Span(part.start, part.end, part.symbol, count)
+                if group and self._merged_fits(group, leaf):
+                    group.append(leaf)
+                    continue
+                spans.extend(self._merge(group))
+                group = [leaf]
+            else:
+                spans.extend(self._merge(group))
+                group = []
+                spans.extend(self._split(part))
+        spans.extend(self._merge(group))
+        return spans
+
+    def _split(self, part: _Part) -> list[_Span]:
+        children = part.split() if part.split is not None else []
+        if len(children) > 1:
+            return self._arrange(children)
+        return self._windows(part.start, part.end, part.symbol)
+
+    def _merged_fits(self, group: list[_Span], leaf: _Span) -> bool:
+        symbol = _merged_symbol([span.symbol for span in group] + [leaf.symbol])
+        estimate = sum(span.tokens for span in group) + leaf.tokens + len(group)
+        return estimate <= self._budget(symbol)
+
+    @staticmethod
+    def _merge(group: list[_Span]) -> list[_Span]:
+        if len(group) <= 1:
+            return group
+        symbol = _merged_symbol([span.symbol for span in group])
+        estimate = sum(span.tokens for span in group) + len(group) - 1
+        return [_Span(group[0].start, group[-1].end, symbol, estimate)]
+
+    def _windows(self, start: int, end: int, symbol: Symbol, shrink: int = 0) -> list[_Span]:
+        """Overlapping windows of whole lines; a line too long on its own is cut by tokens."""
+        budget = self._budget(symbol) - shrink
+        spans: list[_Span] = []
+        first = start
+        while first < end:
+            if self._tokens_of_line(first) > budget:
+                spans.extend(self._cut_line(first, symbol))
+                first += 1
+                continue
+            total = self._tokens_of_line(first)
+            stop = first + 1
+            while stop < end and total + 1 + self._tokens_of_line(stop) <= budget:
+                total += 1 + self._tokens_of_line(stop)
+                stop += 1
+            spans.append(_Span(first, stop, symbol, total))
+            if stop >= end:
+                break
+            overlap = min(self.chunker.overlap_lines, (stop - first) // 2)
+            next_fits = self._tokens_of_line(stop) <= budget
+            first = max(stop - overlap, first + 1) if next_fits else stop
+        return spans
+
+    def _cut_line(self, index: int, symbol: Symbol) -> list[_Span]:
+        """Pieces of one over-long line, each checked exactly against the budget."""
+        line = self.lines[index]
+        spans: list[_Span] = []
+        offset = 0
+        while offset < len(line):
+            size = self._longest_fitting_prefix(index, line[offset:], symbol)
+            if size == 0 and symbol:
+                symbol = ()
+                continue
+            if size == 0:
+                raise ChunkingError(
+                    f"cannot chunk {self.path}: its chunk header alone exceeds the {self.chunker.max_tokens}-token "
+                    "budget of the embedder"
+                )
+            piece = line[offset : offset + size]
+            spans.append(_Span(index, index + 1, symbol, self.count(piece), piece))
+            offset += size
+        return spans
+
+    def _longest_fitting_prefix(self, index: int, rest: str, symbol: Symbol) -> int:
+        def fits(size: int) -> bool:
+            return self._exact_tokens(index, index + 1, symbol, rest[:size]) <= self.chunker.max_tokens
+
+        high = min(len(rest), self.chunker.max_tokens * _MAX_CHARS_PER_TOKEN)
+        if fits(high):
+            return high
+        low = 0
+        while low < high - 1:
+            middle = (low + high) // 2
+            if fits(middle):
+                low = middle
+            else:
+                high = middle
+        return low
+
+    # emitting -----------------------------------------------------------------------------------
+
+    def _emit(self, span: _Span) -> list[Chunk]:
+        """The span as chunks, re-split until each fits exactly (estimates can be a little low)."""
+        text = span.text if span.text is not None else "\n".join(self.lines[span.start : span.end])
+        chunk = Chunk(self.path, self.language, span.start + 1, span.end, self._symbol_text(span.symbol), text)
+        excess = self.count(chunk.embed_text) - self.chunker.max_tokens
+        if excess <= 0:
+            return [chunk]
+        if span.end - span.start == 1:
+            pieces = self._cut_line(span.start, span.symbol)
+        else:
+            pieces = self._windows(span.start, span.end, span.symbol, shrink=excess)
+            if len(pieces) == 1 and pieces[0].text is None:
+                middle = (span.start + span.end) // 2
+                pieces = [_Span(span.start, middle, span.symbol, 0), _Span(middle, span.end, span.symbol, 0)]
+        return [piece for sub in pieces for piece in self._emit(sub)]
+
+    # counting -----------------------------------------------------------------------------------
+
+    def _range_tokens(self, start: int, end: int) -> int:
+        if end - start == 1:
+            return self._tokens_of_line(start)
+        return self.count("\n".join(self.lines[start:end]))
+
+    def _tokens_of_line(self, index: int) -> int:
+        count = self._line_tokens.get(index)
+        if count is None:
+            count = self._line_tokens[index] = self.count(self.lines[index])
+        return count
+
+    def _budget(self, symbol: Symbol) -> int:
+        """Tokens left for the text once the header (with the widest line numbers) and newline are in."""
+        header = self._header_tokens.get(symbol)
+        if header is None:
+            named = self._symbol_text(symbol)
+            template = f"{self._header_template} {named}" if named else self._header_template
+            header = self._header_tokens[symbol] = self.count(template + "\n")
+        return self.chunker.max_tokens - header
+
+    def _exact_tokens(self, start: int, end: int, symbol: Symbol, text: str) -> int:
+        chunk = Chunk(self.path, self.language, start + 1, end, self._symbol_text(symbol), text)
+        return self.count(chunk.embed_text)
+
+    def _symbol_text(self, symbol: Symbol) -> str | None:
+        return self.separator.join(symbol) if symbol else None
+
+
+def _merged_symbol(symbols: Sequence[Symbol]) -> Symbol:
+    """The symbol of merged parts: their common enclosing scope, ignoring parts outside any symbol.
+
+    `import x` + `def foo` is `foo`; `Client.send` + `Client.close` is `Client`; `foo` + `bar` is
+    module level (no symbol).
+    """
+    named = [symbol for symbol in symbols if symbol]
+    if not named:
+        return ()
+    common = named[0]
+    for symbol in named[1:]:
+        size = 0
+        while size < min(len(common), len(symbol)) and common[size] == symbol[size]:
+            size += 1
+        common = common[:size]
+    return common
+
+
+# code ---------------------------------------------------------------------------------------------
+
+# Nodes that belong to the definition below them when nothing separates them.
+_PREFIX_TYPES = frozenset(
+    {"comment", "line_comment", "block_comment", "doc_comment", "decorator", "attribute_item", "attribute_list"}
+)
+_FUNCTION_VALUES = frozenset(
+    {"arrow_function", "function_expression", "function", "generator_function", "class", "class_expression"}
+)
+_NAME_LEAVES = frozenset(
+    {
+        "identifier", "field_identifier", "qualified_identifier", "destructor_name", "operator_name",
+        "type_identifier", "template_function", "scoped_identifier",
+    }
+)  # fmt: skip
+_GENERIC_TAIL = re.compile(r"[<\[(].*$", re.DOTALL)
+
+
+def _clean_name(raw: str) -> Symbol:
+    """`*Reader[T]` -> `Reader`, `Foo::bar` -> (`Foo`, `bar`), `std::vector<int>` -> (`std`, `vector`)."""
+    name = _GENERIC_TAIL.sub("", raw).strip().lstrip("*&").strip()
+    parts = [part for part in re.split(r"::|\.|\\", name) if part]
+    return tuple(parts)
+
+
+def _text(node: Node | None) -> str:
+    return node.text.decode("utf-8", "replace") if node is not None and node.text is not None else ""
+
+
+def _field_name(node: Node) -> Symbol:
+    return _clean_name(_text(node.child_by_field_name("name")))
+
+
+def _go_method_name(node: Node) -> Symbol:
+    receiver = node.child_by_field_name("receiver")
+    method = _field_name(node)
+    for parameter in receiver.named_children if receiver is not None else []:
+        receiver_type = _clean_name(_text(parameter.child_by_field_name("type")))
+        if receiver_type:
+            return receiver_type[-1:] + method
+    return method
+
+
+def _go_type_name(node: Node) -> Symbol:
+    specs = [child for child in node.named_children if child.type == "type_spec"]
+    return _field_name(specs[0]) if len(specs) == 1 else ()
+
+
+def _declarator_name(node: Node) -> Symbol:
+    """The name inside a C/C++ declarator chain (`*bar(int)` -> `bar`, `Foo::go() const` -> `Foo.go`)."""
+    current = node.child_by_field_name("declarator")
+    while current is not None and current.type not in _NAME_LEAVES:
+        inner = current.child_by_field_name("declarator")
+        current = inner if inner is not None else (current.named_children or [None])[-1]
+    return _clean_name(_text(current))
+
+
+def _tagged_type_name(node: Node) -> Symbol:
+    """`struct foo { ... }` is a definition; a bare `struct foo` reference is not."""
+    return _field_name(node) if node.child_by_field_name("body") is not None else ()
+
+
+def _rust_impl_name(node: Node) -> Symbol:
+    return _clean_name(_text(node.child_by_field_name("type")))
+
+
+def _variable_function_name(node: Node) -> Symbol:
+    """`const foo = () => {...}` names a function; other declarations are plain statements."""
+    declarators = [child for child in node.named_children if child.type == "variable_declarator"]
+    if len(declarators) != 1:
+        return ()
+    value = declarators[0].child_by_field_name("value")
+    if value is None or value.type not in _FUNCTION_VALUES:
+        return ()
+    return _field_name(declarators[0])
+
+
+def _field_function_name(node: Node) -> Symbol:
+    value = node.child_by_field_name("value")
+    if value is None or value.type not in _FUNCTION_VALUES:
+        return ()
+    name = node.child_by_field_name("name") or node.child_by_field_name("property")
+    return _clean_name(_text(name))
+
+
+def _typedef_name(node: Node) -> Symbol:
+    kind = node.child_by_field_name("type")
+    has_body = kind is not None and kind.child_by_field_name("body") is not None
+    return _clean_name(_text(node.child_by_field_name("declarator"))) if has_body else ()
+
+
+NameRule = Callable[[Node], Symbol]
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """How one language names its definitions and which nodes merely wrap one."""
+
+    names: dict[str, NameRule] | None = None
+    wrappers: dict[str, Callable[[Node], Node | None]] | None = None
+
+    def unwrap(self, node: Node) -> Node:
+        wrappers = self.wrappers or {}
+        while node.type in wrappers:
+            inner = wrappers[node.type](node)
+            if inner is None:
+                break
+            node = inner
+        return node
+
+    def symbol(self, node: Node) -> Symbol:
+        """The name `node` defines (unwrapping decorators, exports, templates), or ()."""
+        inner = self.unwrap(node)
+        rule = (self.names or {}).get(inner.type)
+        return rule(inner) if rule is not None else ()
+
+
+def _named(*types: str, rule: NameRule = _field_name) -> dict[str, NameRule]:
+    return dict.fromkeys(types, rule)
+
+
+def _field(name: str) -> Callable[[Node], Node | None]:
+    return lambda node: node.child_by_field_name(name)
+
+
+def _last_named(node: Node) -> Node | None:
+    return node.named_children[-1] if node.named_children else None
+
+
+def _only_named(node: Node) -> Node | None:
+    return node.named_children[0] if len(node.named_children) == 1 else None
+
+
+_JS_NAMES = {
+    **_named(
+        "function_declaration", "generator_function_declaration", "class_declaration", "class",
+        "abstract_class_declaration", "method_definition", "interface_declaration", "enum_declaration",
+        "internal_module", "module", "function_signature", "abstract_method_signature",
+    ),
+    **_named("lexical_declaration", "variable_declaration", rule=_variable_function_name),
+    **_named("public_field_definition", "field_definition", rule=_field_function_name),
+}  # fmt: skip
+_JS_WRAPPERS = {
+    "export_statement": lambda node: node.child_by_field_name("declaration") or node.child_by_field_name("value"),
+    "expression_statement": _only_named,
+}
+_C_NAMES = {
+    **_named("function_definition", rule=_declarator_name),
+    **_named("struct_specifier", "union_specifier", "enum_specifier", "class_specifier", rule=_tagged_type_name),
+    **_named("type_definition", rule=_typedef_name),
+}
+
+_RULES: dict[str, _Rules] = {
+    "python": _Rules(
+        _named("function_definition", "class_definition"), {"decorated_definition": _field("definition")}
+    ),
+    "javascript": _Rules(_JS_NAMES, _JS_WRAPPERS),
+    "typescript": _Rules(_JS_NAMES, _JS_WRAPPERS),
+    "tsx": _Rules(_JS_NAMES, _JS_WRAPPERS),
+    "go": _Rules(
+        {
+            **_named("function_declaration", "type_spec"),
+            **_named("method_declaration", rule=_go_method_name),
+            **_named("type_declaration", rule=_go_type_name),
+        }
+    ),
+    "java": _Rules(
+        _named(
+            "class_declaration", "interface_declaration", "enum_declaration", "record_declaration",
+            "annotation_type_declaration", "method_declaration", "constructor_declaration",
+        )
+    ),  # fmt: skip
+    "rust": _Rules(
+        {
+            **_named(
+                "function_item", "function_signature_item", "struct_item", "enum_item", "union_item",
+                "trait_item", "mod_item", "macro_definition",
+            ),
+            **_named("impl_item", rule=_rust_impl_name),
+        }
+    ),  # fmt: skip
+    "c": _Rules(_C_NAMES),
+    "cpp": _Rules(_C_NAMES, {"template_declaration": _last_named}),
+    "ruby": _Rules(_named("class", "module", "method", "singleton_method")),
+    "php": _Rules(
+        _named(
+            "class_declaration", "interface_declaration", "trait_declaration", "enum_declaration",
+            "function_definition", "method_declaration",
+        )
+    ),  # fmt: skip
+    "csharp": _Rules(
+        _named(
+            "class_declaration", "struct_declaration", "interface_declaration", "enum_declaration",
+            "record_declaration", "record_struct_declaration", "method_declaration", "constructor_declaration",
+            "destructor_declaration", "property_declaration",
+        )
+    ),  # fmt: skip
+}
+
+
+def _last_row(node: Node) -> int:
+    """The last line a node occupies (a node ending at column 0 ends on the line before)."""
+    row = node.end_point.row
+    return row - 1 if node.end_point.column == 0 and row > node.start_point.row else row
+
+
+class _TreeSplitter:
+    """Partitions line ranges by the syntax tree: definitions and statements become parts."""
+
+    def __init__(self, file: _FileChunker, rules: _Rules) -> None:
+        self.file = file
+        self.rules = rules
+
+    def root_parts(self, root: Node) -> list[_Part]:
+        return self._parts(root.named_children, 0, len(self.file.lines), ())
+
+    def node_parts(self, node: Node, start: int, end: int, scope: Symbol) -> list[_Part]:
+        """The parts of a part owned by `node`: its children, inside the scope `node` defines."""
+        inner = self.rules.unwrap(node)
+        return self._parts(self._candidates(inner), start, end, scope + self.rules.symbol(inner))
+
+    def _candidates(self, node: Node) -> list[Node]:
+        """Children that can start a part; bodies (`{...}`, blocks) are looked through."""
+        candidates: list[Node] = []
+        named = node.named_children
+        for child in named:
+            multiline = _last_row(child) > child.start_point.row
+            is_body = child.start_point.row == node.start_point.row or child == named[-1]
+            if multiline and is_body and child.named_child_count and not self.rules.symbol(child):
+                candidates.extend(self._candidates(child))
+            else:
+                candidates.append(child)
+        return candidates
+
+    def _parts(self, children: Sequence[Node], start: int, end: int, scope: Symbol) -> list[_Part]:
+        groups: list[tuple[int, list[Node]]] = [(start, [])]
+        for row, owner in self._starts(children):
+            row = max(row, start)
+            if row >= end:
+                continue
+            if row == groups[-1][0]:
+                groups[-1][1].extend(owner)
+            else:
+                groups.append((row, owner))
+        parts: list[_Part] = []
+        for index, (row, owners) in enumerate(groups):
+            stop = groups[index + 1][0] if index + 1 < len(groups) else end
+            defined = [symbol for owner in owners if (symbol := self.rules.symbol(owner))]
+            symbol = scope + defined[0] if len(defined) == 1 else scope
+            split = (
+                functools.partial(self.node_parts, owners[0], row, stop, scope) if len(owners) == 1 else None
+            )
+            parts.append(_Part(row, stop, symbol, split))
+        return parts
+
+    @staticmethod
+    def _starts(children: Sequence[Node]) -> list[tuple[int, list[Node]]]:
+        """(first row, owning node) of each child; comments and decorators join the node below them."""
+        starts: list[tuple[int, list[Node]]] = []
+        pending: int | None = None
+        pending_last = -1
+        for child in children:
+            first, last = child.start_point.row, _last_row(child)
+            if child.type in _PREFIX_TYPES:
+                if pending is None or first > pending_last + 1:
+                    if pending is not None:
+                        starts.append((pending, []))
+                    pending = first
+                pending_last = max(pending_last, last) if pending != first else last
+                continue
+            if pending is not None:
+                if first <= pending_last + 1:
+                    starts.append((pending, [child]))
+                    pending = None
+                    continue
+                starts.append((pending, []))
+                pending = None
+            starts.append((first, [child]))
+        if pending is not None:
+            starts.append((pending, []))
+        return starts
+
+
+# documents ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Heading:
+    row: int
+    level: int
+    title: str
+
+
+_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t#]*$")
+_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_RST_ADORNMENT = re.compile(r"^([!-/:-@\[-`{-~])\1+\s*$")
+
+
+def _fenced_rows(lines: Sequence[str]) -> list[bool]:
+    """Which lines are inside (or open/close) a fenced code block."""
+    inside: list[bool] = []
+    fence: str | None = None
+    for line in lines:
+        match = _FENCE.match(line)
+        if fence is None and match:
+            fence = match.group(1)
+            inside.append(True)
+        elif fence is not None:
+            inside.append(True)
+            if match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence):
+                fence = None
+        else:
+            inside.append(False)
+    return inside
+
+
+def _markdown_headings(lines: Sequence[str]) -> tuple[list[_Heading], list[bool]]:
+    fenced = _fenced_rows(lines)
+    headings: list[_Heading] = []
+    for row, line in enumerate(lines):
+        if fenced[row]:
+            continue
+        atx = _ATX.match(line)
+        if atx:
+            headings.append(_Heading(row, len(atx.group(1)), (atx.group(2) or "").strip()))
+            continue
+        underline = _SETEXT.match(line)
+        previous = lines[row - 1].strip() if row > 0 else ""
+        if underline and previous and not fenced[row - 1] and not _ATX.match(lines[row - 1]):
+            if headings and headings[-1].row == row - 1:
+                continue
+            level = 1 if underline.group(1)[0] == "=" else 2
+            headings.append(_Heading(row - 1, level, previous))
+    return headings, fenced
+
+
+def _rst_headings(lines: Sequence[str]) -> tuple[list[_Heading], list[bool]]:
+    """Titles underlined (and optionally overlined); levels follow the order styles first appear in."""
+    styles: list[tuple[str, bool]] = []
+    headings: list[_Heading] = []
+    row = 0
+    while row < len(lines) - 1:
+        title, underline = lines[row], lines[row + 1]
+        adornment = _RST_ADORNMENT.match(underline)
+        if title.strip() and not _RST_ADORNMENT.match(title) and adornment and len(underline.rstrip()) >= len(
+            title.strip()
+        ):
+            overline = row > 0 and lines[row - 1].rstrip() == underline.rstrip()
+            style = (adornment.group(1), overline)
+            if style not in styles:
+                styles.append(style)
+            headings.append(_Heading(row - 1 if overline else row, styles.index(style) + 1, title.strip()))
+            row += 2
+            continue
+        row += 1
+    return headings, [False] * len(lines)
+
+
+_HEADING_PARSERS: dict[str, Callable[[Sequence[str]], tuple[list[_Heading], list[bool]]]] = {
+    "markdown": _markdown_headings,
+    "rst": _rst_headings,
+}
+
+
+class _DocumentSplitter:
+    """Partitions a document by its highest heading level inside a range, then by paragraphs."""
+
+    def __init__(self, lines: Sequence[str], parsed: tuple[list[_Heading], list[bool]]) -> None:
+        self.lines = lines
+        self.headings, self.fenced = parsed
+
+    def parts(self, start: int, end: int, path: Symbol, own_heading: bool) -> list[_Part]:
+        first = start + 1 if own_heading else start
+        inside = [heading for heading in self.headings if first <= heading.row < end]
+        if not inside:
+            return self._paragraphs(start, end, path)
+        level = min(heading.level for heading in inside)
+        tops = [heading for heading in inside if heading.level == level]
+        parts: list[_Part] = []
+        if tops[0].row > start:
+            parts.append(
+                _Part(start, tops[0].row, path, functools.partial(self.parts, start, tops[0].row, path, own_heading))
+            )
+        for index, heading in enumerate(tops):
+            stop = tops[index + 1].row if index + 1 < len(tops) else end
+            section = (*path, heading.title) if heading.title else path
+            parts.append(_Part(heading.row, stop, section, functools.partial(self.parts, heading.row, stop, section, True)))
+        return parts
+
+    def _paragraphs(self, start: int, end: int, path: Symbol) -> list[_Part]:
+        rows = [start] + [
+            row
+            for row in range(start + 1, end)
+            if self.lines[row].strip() and not self.lines[row - 1].strip() and not self.fenced[row]
+        ]
+        return [_Part(row, rows[i + 1] if i + 1 < len(rows) else end, path) for i, row in enumerate(rows)]

@@ -1,0 +1,373 @@
+"""Fetch a repository with git without a token ever touching disk, argv or a message.
+
+The token reaches git only through the environment of one git process, as an
+`http.<url>.extraHeader` scoped to the repository's host (so a redirect to
+another host never receives it). Nothing is written to `.git/config` but the
+credential-free URL, prompts and credential helpers are off so git fails fast
+instead of waiting on a terminal, and every line git prints is redacted before
+it is shown, logged or put into an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable
+from ipaddress import ip_address
+from pathlib import Path
+
+from ingest.errors import (
+    AuthenticationError,
+    CloneTimeoutError,
+    HostUnreachableError,
+    IngestCancelled,
+    IngestError,
+    InvalidSourceError,
+    RepositoryNotFoundError,
+    UnknownRefError,
+)
+from ingest.sources import RepoSource, is_commit_sha
+from rag.redact import redact, register_secret
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+TOKEN_ENV = {"github": "GITHUB_TOKEN", "gitlab": "GITLAB_TOKEN", "bitbucket": "BITBUCKET_TOKEN"}
+# The user name each platform expects in front of an access token in HTTP Basic auth.
+TOKEN_USER = {"github": "x-access-token", "gitlab": "oauth2", "bitbucket": "x-token-auth"}
+_DEFAULT_TOKEN_USER = "x-access-token"
+
+# Fixed options on every git call: no credential helper, no askpass, quiet hints.
+_GIT_OPTIONS = (
+    "-c", "credential.helper=",
+    "-c", "core.askPass=",
+    "-c", "advice.detachedHead=false",
+    "-c", "init.defaultBranch=main",
+)  # fmt: skip
+# Inherited variables that could print headers, redirect git, or inject config.
+_DROPPED_ENV_PREFIXES = ("GIT_CONFIG", "GIT_TRACE", "GIT_CURL", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX")
+_STDERR_LINES_KEPT = 40
+_POLL_SECONDS = 0.05
+
+_AUTH_PATTERNS = re.compile(
+    r"Authentication failed|could not read (Username|Password)|terminal prompts disabled|"
+    r"HTTP Basic: Access denied|returned error: 40[13]|Invalid username or password|"
+    r"Permission denied \(publickey|Invalid credentials|access denied",
+    re.IGNORECASE,
+)
+_NOT_FOUND_PATTERNS = re.compile(
+    r"repository '[^']*' not found|Repository not found|does not appear to be a git repository|"
+    r"returned error: 404|project you were looking for could not be found|No such repository",
+    re.IGNORECASE,
+)
+_REF_PATTERNS = re.compile(
+    r"Remote branch .* not found|couldn't find remote ref|not our ref|"
+    r"unadvertised object|no such ref|invalid refspec",
+    re.IGNORECASE,
+)
+_UNREACHABLE_PATTERNS = re.compile(
+    r"Could not resolve host|Could not resolve hostname|Failed to connect|Connection refused|"
+    r"Couldn't connect to server|Network is unreachable|No route to host|Connection timed out|"
+    r"Connection reset|SSL certificate problem|unable to access|Name or service not known|"
+    r"Temporary failure in name resolution|Host key verification failed|Empty reply from server",
+    re.IGNORECASE,
+)
+
+
+def token_for(platform: str, explicit: str | None = None) -> str | None:
+    """The token to use: an explicit one, else `REPOLENS_TOKEN`, else the platform's own variable."""
+    for value in (explicit, os.environ.get("REPOLENS_TOKEN"), os.environ.get(TOKEN_ENV.get(platform, ""))):
+        if value and value.strip():
+            register_secret(value.strip())
+            return value.strip()
+    return None
+
+
+def auth_header(platform: str, token: str, username: str | None = None) -> str:
+    """The `Authorization` header git sends: Basic `<scheme-user or username>:<token>`."""
+    user = username or TOKEN_USER.get(platform, _DEFAULT_TOKEN_USER)
+    encoded = base64.b64encode(f"{user}:{token}".encode()).decode("ascii")
+    register_secret(token)
+    register_secret(encoded)
+    register_secret(urllib.parse.quote(token, safe=""))
+    return f"Authorization: Basic {encoded}"
+
+
+def is_git_checkout(path: Path) -> bool:
+    """True when `path` lies inside a git working tree that git is willing to read."""
+    result = _quick_git(["rev-parse", "--is-inside-work-tree"], Path(path))
+    return result == "true"
+
+
+def local_commit(path: Path) -> str | None:
+    """HEAD of the local checkout at `path`, or None for plain folders and repos without commits."""
+    result = _quick_git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], Path(path))
+    return result if result and re.fullmatch(r"[0-9a-f]{40,64}", result) else None
+
+
+def checkout(
+    source: RepoSource,
+    dest: Path,
+    *,
+    token: str | None = None,
+    username: str | None = None,
+    timeout: float = 300.0,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> str:
+    """Make `dest` a shallow working copy of `source` at its ref and return the commit sha.
+
+    A new clone is built in a temporary folder beside `dest` and renamed into
+    place, so a failed or cancelled clone leaves nothing behind; an existing
+    clone is fetched and hard-reset, so a failed fetch leaves it as it was.
+    `token` falls back to a token pasted in the URL, then to the environment.
+    """
+    if source.is_local:
+        raise InvalidSourceError(f"{source.repo_id} is a local folder: it is read in place, not cloned")
+    token = token_for(source.platform, token or source.url_token)
+    username = username or source.url_username
+    run = _GitRun(source, token, username, time.monotonic() + timeout, timeout, progress, cancel)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_partials(dest)
+
+    if dest.exists() and _quick_git(["rev-parse", "--is-inside-work-tree"], dest) == "true":
+        return run.update(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    partial = dest.parent / f".{dest.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        sha = run.clone(partial)
+        os.replace(partial, dest)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return sha
+
+
+def _remove_partials(dest: Path) -> None:
+    """Delete temporary clones left by a process that was killed mid-clone."""
+    for leftover in dest.parent.glob(f".{dest.name}.partial-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _quick_git(args: list[str], cwd: Path) -> str | None:
+    """Run a local, read-only git command; None when git fails or the folder is not a repository."""
+    if not cwd.is_dir():
+        return None
+    try:
+        result = subprocess.run(
+            ["git", *_GIT_OPTIONS, *args],
+            cwd=cwd,
+            env=_base_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _base_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(_DROPPED_ENV_PREFIXES)}
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_ASKPASS="",
+        SSH_ASKPASS="",
+        GCM_INTERACTIVE="never",
+        GIT_TRACE_REDACT="1",
+        GIT_LFS_SKIP_SMUDGE="1",
+        LC_ALL="C",
+        LANGUAGE="C",
+    )
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=30")
+    return env
+
+
+def _is_loopback(host: str) -> bool:
+    name = urllib.parse.urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class _GitFailure(Exception):
+    def __init__(self, stderr: str) -> None:
+        super().__init__(stderr)
+        self.stderr = stderr
+
+
+class _GitRun:
+    """The git commands of one checkout, sharing its credentials, deadline and progress sink."""
+
+    def __init__(
+        self,
+        source: RepoSource,
+        token: str | None,
+        username: str | None,
+        deadline: float,
+        timeout: float,
+        progress: Progress | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.source = source
+        self.token = token
+        self.deadline = deadline
+        self.timeout = timeout
+        self.progress = progress
+        self.cancel = cancel
+        self.env = _base_env()
+        scheme = urllib.parse.urlsplit(source.clone_url).scheme
+        if token and scheme in ("https", "http"):
+            if scheme == "http" and not _is_loopback(source.host):
+                raise InvalidSourceError(
+                    f"refusing to send a token over unencrypted http to {source.host}; use an https URL"
+                )
+            self.env.update(
+                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_KEY_0=f"http.{scheme}://{source.host}/.extraHeader",
+                GIT_CONFIG_VALUE_0=auth_header(source.platform, token, username),
+            )
+        elif token:
+            log.debug("ignoring the token for %s: ssh uses keys", source.url)
+
+    def clone(self, target: Path) -> str:
+        ref = self.source.ref
+        if is_commit_sha(ref):
+            self._git(["init", "--quiet", str(target)], cwd=target.parent)
+            self._git(["remote", "add", "origin", self.source.clone_url], cwd=target)
+            return self.update(target)
+        args = ["clone", "--depth", "1", "--single-branch", "--no-tags"]
+        if ref:
+            args += ["--branch", ref]
+        if self.progress:
+            args.append("--progress")
+        self._git([*args, "--", self.source.clone_url, str(target)], cwd=target.parent)
+        return self._head(target)
+
+    def update(self, repo: Path) -> str:
+        self._git(["remote", "set-url", "origin", self.source.clone_url], cwd=repo)
+        fetch = ["fetch", "--depth", "1", "--no-tags"]
+        if self.progress:
+            fetch.append("--progress")
+        # The ref was validated by resolve_source: it cannot start with "-" and pass as an option.
+        self._git([*fetch, "origin", self.source.ref or "HEAD"], cwd=repo)
+        self._git(["reset", "--quiet", "--hard", "FETCH_HEAD"], cwd=repo)
+        self._git(["clean", "--quiet", "-ffdx"], cwd=repo)
+        return self._head(repo)
+
+    def _head(self, repo: Path) -> str:
+        return self._git(["rev-parse", "HEAD"], cwd=repo).strip()
+
+    def _git(self, args: list[str], *, cwd: Path) -> str:
+        try:
+            return self._run(args, cwd)
+        except _GitFailure as failure:
+            raise self._classify(failure.stderr) from None
+
+    def _run(self, args: list[str], cwd: Path) -> str:
+        process = subprocess.Popen(
+            ["git", *_GIT_OPTIONS, *args],
+            cwd=cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        stdout: list[bytes] = []
+        stderr: deque[str] = deque(maxlen=_STDERR_LINES_KEPT)
+        readers = [
+            threading.Thread(target=lambda: stdout.append(process.stdout.read()), daemon=True),
+            threading.Thread(target=self._read_stderr, args=(process.stderr, stderr), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            while process.poll() is None:
+                if self.cancel is not None and self.cancel.is_set():
+                    raise IngestCancelled(f"cancelled while fetching {self.source.url}")
+                if time.monotonic() > self.deadline:
+                    raise CloneTimeoutError(
+                        f"fetching {self.source.url} did not finish within {self.timeout:g}s; "
+                        "check the network, or allow more time with --clone-timeout"
+                    )
+                time.sleep(_POLL_SECONDS)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            for reader in readers:
+                reader.join(timeout=5)
+        if process.returncode != 0:
+            raise _GitFailure("\n".join(stderr))
+        return b"".join(stdout).decode("utf-8", "replace")
+
+    def _read_stderr(self, stream: object, lines: deque[str]) -> None:
+        """Collect git's messages (redacted) and forward progress lines, split on \\r as git redraws them."""
+        buffer = b""
+        read = stream.read1  # type: ignore[attr-defined]
+        while chunk := read(4096):
+            buffer += chunk
+            *complete, buffer = re.split(rb"[\r\n]", buffer)
+            for raw in complete:
+                self._take_line(raw, lines)
+        self._take_line(buffer, lines)
+
+    def _take_line(self, raw: bytes, lines: deque[str]) -> None:
+        line = redact(raw.decode("utf-8", "replace").strip(), [self.token] if self.token else [])
+        if not line:
+            return
+        if self.progress is not None and re.search(r"\d+%", line):
+            self.progress(line)
+        else:
+            lines.append(line)
+            log.debug("git: %s", line)
+
+    def _classify(self, stderr: str) -> IngestError:
+        """Map git's stderr to the error a user can act on; the text is redacted and credential-free."""
+        url = self.source.url
+        detail = redact(_last_fatal(stderr), [self.token] if self.token else [])
+        if _UNREACHABLE_PATTERNS.search(stderr) and not _AUTH_PATTERNS.search(stderr):
+            return HostUnreachableError(f"cannot reach {self.source.host} for {url}: {detail}")
+        if _AUTH_PATTERNS.search(stderr):
+            if self.token:
+                return AuthenticationError(f"authentication failed for {url}: check the token and its scopes")
+            variable = TOKEN_ENV.get(self.source.platform)
+            hint = f"--token, REPOLENS_TOKEN or {variable}" if variable else "--token or REPOLENS_TOKEN"
+            return AuthenticationError(
+                f"authentication failed for {url}: the repository is private or does not exist; "
+                f"give an access token with {hint}"
+            )
+        if _NOT_FOUND_PATTERNS.search(stderr):
+            return RepositoryNotFoundError(f"repository not found: {url}")
+        if _REF_PATTERNS.search(stderr):
+            return UnknownRefError(
+                f"ref {self.source.ref!r} not found in {url}: check the branch, tag or sha"
+            )
+        return IngestError(f"git failed for {url}: {detail}", code="git_failed")
+
+
+def _last_fatal(stderr: str) -> str:
+    """The most telling line of git's output: its last `fatal:`/`error:` line, else the last line."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(("fatal:", "error:")):
+            return line.split(":", 1)[1].strip()
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,425 @@
+"""The ingest pipeline: source -> checkout -> read + filter -> chunk -> embed -> new index version.
+
+Every run is an update: files are diffed by SHA-256 against the live version,
+so only added and changed files are chunked and embedded, removed files leave,
+and chunks whose text did not change keep their vectors. The new version is
+built beside the live one and swapped in atomically (see `rag.store`), so a
+crash, a kill or a cancel leaves the previous index as it was, and the next
+run cleans up and starts again (the vector cache keeps what was embedded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ingest.chunking import Chunker
+from ingest.errors import IngestCancelled, IngestError
+from ingest.filters import FileFilter, FilterSpec
+from ingest.git import checkout, local_commit
+from ingest.reader import Limits, SkipStats, SourceFile, iter_source_files
+from ingest.sources import RepoSource, resolve_source
+from rag.embedders import Embedder
+from rag.errors import NotFoundError, RepoLensError
+from rag.store import IndexBuilder, Store
+from rag.types import Chunk, RepoRecord
+
+Stage = Literal["cloning", "scanning", "chunking", "embedding", "writing", "done"]
+ProgressCallback = Callable[["Progress"], None]
+
+# Texts per embedder call: small enough that progress, cancel and the vector
+# cache (written after each call) stay fresh, large enough to batch well.
+EMBED_SLICE = 64
+_PROGRESS_INTERVAL_S = 0.2
+
+
+class EmptyRepositoryError(IngestError):
+    """Nothing is left to index after the filters: an empty index would only answer 'no context'."""
+
+    code = "empty"
+    http_status = 422
+
+
+@dataclass
+class IngestOptions:
+    """How to fetch and filter a repository. The token is used for this run only, never stored."""
+
+    platform: str | None = None
+    ref: str | None = None
+    token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    filters: FilterSpec = field(default_factory=FilterSpec)
+    limits: Limits = field(default_factory=Limits.from_env)
+    clone_timeout: float = 300.0
+    reindex: bool = False
+
+
+@dataclass
+class Progress:
+    stage: Stage
+    files_done: int = 0
+    files_total: int = 0
+    chunks_done: int = 0
+    chunks_total: int = 0
+    rate: float = 0.0
+    eta_s: float | None = None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rate"] = round(self.rate, 2)
+        data["eta_s"] = None if self.eta_s is None else round(self.eta_s, 1)
+        return data
+
+
+@dataclass
+class IngestReport:
+    """What a run did; `to_json()` is the `--json` output of `repolens ingest` and `update`."""
+
+    record: RepoRecord
+    files: dict[str, int]
+    chunks: dict[str, int]
+    timings: dict[str, float]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def repo_id(self) -> str:
+        return self.record.id
+
+    @property
+    def commit(self) -> str | None:
+        return self.record.commit
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.record.id,
+            "url": self.record.url,
+            "commit": self.record.commit,
+            "version": self.record.version,
+            "files": self.files,
+            "chunks": self.chunks,
+            "skipped": self.skipped,
+            "timings": {name: round(value, 3) for name, value in self.timings.items()},
+        }
+
+
+class _Reporter:
+    """Turns pipeline steps into throttled `Progress` events with a rate and an ETA."""
+
+    def __init__(
+        self, callback: ProgressCallback | None, cancel: threading.Event | None, repo_id: str
+    ) -> None:
+        self._callback = callback
+        self._cancel = cancel
+        self._repo_id = repo_id
+        self._stage: Stage | None = None
+        self._stage_started = time.monotonic()
+        self._last_emit = 0.0
+
+    def check_cancel(self) -> None:
+        if self._cancel is not None and self._cancel.is_set():
+            raise IngestCancelled(f"ingest of {self._repo_id} cancelled; the previous index is unchanged")
+
+    def __call__(self, stage: Stage, message: str = "", **counts: int) -> None:
+        self.check_cancel()
+        now = time.monotonic()
+        new_stage = stage != self._stage
+        if new_stage:
+            self._stage, self._stage_started = stage, now
+        if self._callback is None:
+            return
+        done_key = "chunks" if stage == "embedding" else "files"
+        done, total = counts.get(f"{done_key}_done", 0), counts.get(f"{done_key}_total", 0)
+        final = total > 0 and done >= total
+        if not (new_stage or final or now - self._last_emit >= _PROGRESS_INTERVAL_S):
+            return
+        self._last_emit = now
+        elapsed = now - self._stage_started
+        rate = done / elapsed if elapsed > 0 and done else 0.0
+        eta = (total - done) / rate if rate > 0 and total >= done else None
+        self._callback(Progress(stage=stage, rate=rate, eta_s=eta, message=message, **counts))
+
+
+@dataclass
+class _Diff:
+    """The files of this run against the version being replaced."""
+
+    files: list[SourceFile]
+    added: list[SourceFile]
+    changed: list[SourceFile]
+    removed: list[str]
+
+    @classmethod
+    def between(cls, files: list[SourceFile], old: dict[str, str]) -> _Diff:
+        current = {file.path for file in files}
+        return cls(
+            files=files,
+            added=[f for f in files if f.path not in old],
+            changed=[f for f in files if f.path in old and old[f.path] != f.sha256],
+            removed=sorted(set(old) - current),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+    def counts(self, skipped: int) -> dict[str, int]:
+        return {
+            "added": len(self.added),
+            "changed": len(self.changed),
+            "removed": len(self.removed),
+            "unchanged": len(self.files) - len(self.added) - len(self.changed),
+            "skipped": skipped,
+        }
+
+
+def ingest(
+    location: str,
+    options: IngestOptions | None = None,
+    *,
+    store: Store,
+    embedder: Embedder,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> IngestReport:
+    """Index `location` (URL or path); if it is already indexed, update it incrementally.
+
+    With nothing changed (same commit, files and filters) no new version is written.
+    """
+    options = options or IngestOptions()
+    started = time.monotonic()
+    source = resolve_source(location, platform=options.platform, ref=options.ref)
+    report = _Reporter(progress, cancel, source.repo_id)
+    base = None if options.reindex or store.get(source.repo_id) is None else store.open(source.repo_id)
+    record = RepoRecord(
+        id=source.repo_id,
+        url=source.url,
+        platform=source.platform,
+        ref=source.ref,
+        commit=None,
+        embedder=embedder.name,
+        dimension=embedder.dimension,
+        filters=options.filters.model_dump(mode="json"),
+    )
+    timings: dict[str, float] = {}
+    with store.builder(record, base) as builder:
+        with _timed(timings, "clone_s"):
+            root, record.commit = _fetch(source, options, store, report, cancel)
+        skipped = SkipStats()
+        with _timed(timings, "scan_s"):
+            diff = _Diff.between(_scan(root, options, skipped, report), builder.file_hashes())
+        if not diff.files:
+            raise EmptyRepositoryError(
+                f"no files to index in {source.repo_id} after filters ({_describe(skipped)}); "
+                "check --include-dirs/--include-files or use --no-default-excludes"
+            )
+        with _timed(timings, "chunk_s"):
+            chunked = _chunk(diff.added + diff.changed, embedder, report)
+        all_chunks = [chunk for _, chunks in chunked for chunk in chunks]
+        with _timed(timings, "embed_s"):
+            vectors = builder.reusable_vectors(chunk.content_hash for chunk in all_chunks)
+            reused = sum(1 for chunk in all_chunks if chunk.content_hash in vectors)
+            vectors.update(_embed(all_chunks, vectors, embedder, report))
+        nothing_new = (
+            base is not None
+            and diff.empty
+            and base.record.commit == record.commit
+            and base.record.filters == record.filters
+        )
+        removed_chunks = 0
+        with _timed(timings, "write_s"):
+            if nothing_new and base is not None:
+                committed = base.record
+            else:
+                removed_chunks = _write(builder, diff, chunked, vectors, embedder.dimension, report)
+                committed = builder.commit()
+    timings["total_s"] = time.monotonic() - started
+    report(
+        "done",
+        f"indexed {committed.id}: {committed.file_count} files, {committed.chunk_count} chunks",
+        files_done=committed.file_count,
+        files_total=committed.file_count,
+        chunks_done=committed.chunk_count,
+        chunks_total=committed.chunk_count,
+    )
+    return IngestReport(
+        record=committed,
+        files=diff.counts(skipped.total),
+        chunks={
+            "added": len(all_chunks) - reused,
+            "removed": removed_chunks,
+            "reused": reused,
+            "total": committed.chunk_count,
+        },
+        timings=timings,
+        skipped=skipped.as_dict(),
+    )
+
+
+def update(
+    repo_id: str,
+    options: IngestOptions | None = None,
+    *,
+    store: Store,
+    embedder: Embedder,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> IngestReport:
+    """Re-fetch an indexed repository with its stored URL, ref and filters.
+
+    `options` supplies what is never stored (token, user name) and per-run
+    choices (limits, timeout, reindex); its platform, ref and filters are ignored.
+    """
+    record = store.get(repo_id)
+    if record is None:
+        raise NotFoundError(f"{repo_id} is not indexed; see `repolens list`")
+    given = options or IngestOptions()
+    stored = IngestOptions(
+        platform=record.platform,
+        ref=record.ref,
+        token=given.token,
+        username=given.username,
+        filters=FilterSpec.model_validate(record.filters),
+        limits=given.limits,
+        clone_timeout=given.clone_timeout,
+        reindex=given.reindex,
+    )
+    return ingest(record.url, stored, store=store, embedder=embedder, progress=progress, cancel=cancel)
+
+
+def resolve_repo_id(store: Store, text: str) -> str:
+    """The id of an indexed repository named by its id, its URL, or its path."""
+    if store.get(text) is not None:
+        return text
+    wanted = text.strip().rstrip("/").removesuffix(".git")
+    for record in store.list():
+        if record.url.rstrip("/").removesuffix(".git") == wanted:
+            return record.id
+    try:
+        repo_id = resolve_source(text).repo_id
+    except RepoLensError:
+        repo_id = None
+    if repo_id is not None and store.get(repo_id) is not None:
+        return repo_id
+    raise NotFoundError(f"no indexed repository matches {text!r}; see `repolens list`")
+
+
+def _fetch(
+    source: RepoSource,
+    options: IngestOptions,
+    store: Store,
+    report: _Reporter,
+    cancel: threading.Event | None,
+) -> tuple[Path, str | None]:
+    """The folder to read and its commit: the local folder itself, or a fresh clone/fetch."""
+    if source.local_path is not None:
+        report("cloning", f"reading local folder {source.local_path}")
+        return source.local_path, local_commit(source.local_path)
+    report("cloning", f"fetching {source.url}")
+    dest = store.clone_dir(source.repo_id)
+    commit = checkout(
+        source,
+        dest,
+        token=options.token,
+        username=options.username,
+        timeout=options.clone_timeout,
+        progress=lambda line: report("cloning", line),
+        cancel=cancel,
+    )
+    return dest, commit
+
+
+def _scan(root: Path, options: IngestOptions, skipped: SkipStats, report: _Reporter) -> list[SourceFile]:
+    file_filter = FileFilter.from_spec(options.filters, root)
+    files: list[SourceFile] = []
+    for file in iter_source_files(root, file_filter, options.limits, skipped):
+        files.append(file)
+        report("scanning", file.path, files_done=len(files))
+    return files
+
+
+def _chunk(
+    files: Sequence[SourceFile], embedder: Embedder, report: _Reporter
+) -> list[tuple[SourceFile, list[Chunk]]]:
+    chunker = Chunker(embedder.max_tokens, embedder.count_tokens)
+    chunked: list[tuple[SourceFile, list[Chunk]]] = []
+    for done, file in enumerate(files, start=1):
+        chunked.append((file, chunker.chunk(file)))
+        report("chunking", file.path, files_done=done, files_total=len(files))
+    return chunked
+
+
+def _embed(
+    chunks: Sequence[Chunk], known: dict[str, np.ndarray], embedder: Embedder, report: _Reporter
+) -> dict[str, np.ndarray]:
+    """Vectors for every chunk text not in `known`, embedded in slices so progress and cancel stay live."""
+    pending = {c.content_hash: c.embed_text for c in chunks if c.content_hash not in known}
+    hashes, texts = list(pending), list(pending.values())
+    total = len(texts)
+    vectors: dict[str, np.ndarray] = {}
+    report("embedding", f"{total} chunks to embed", chunks_done=0, chunks_total=total)
+    for start in range(0, total, EMBED_SLICE):
+        stop = min(start + EMBED_SLICE, total)
+
+        def on_progress(done: int, _: int, offset: int = start) -> None:
+            report("embedding", "", chunks_done=offset + done, chunks_total=total)
+
+        batch = embedder.embed_documents(texts[start:stop], progress=on_progress)
+        vectors.update(zip(hashes[start:stop], np.asarray(batch, dtype=np.float32), strict=True))
+        report("embedding", "", chunks_done=stop, chunks_total=total)
+    return vectors
+
+
+def _write(
+    builder: IndexBuilder,
+    diff: _Diff,
+    chunked: list[tuple[SourceFile, list[Chunk]]],
+    vectors: dict[str, np.ndarray],
+    dimension: int,
+    report: _Reporter,
+) -> int:
+    """Apply the diff to the new version; returns how many chunks left the index."""
+    report("writing", "writing the new index version", files_done=0, files_total=len(chunked))
+    removed = sum(builder.remove_file(path) for path in diff.removed)
+    for file, chunks in chunked:
+        removed += builder.add_file(
+            file, chunks, _stack([vectors[c.content_hash] for c in chunks], dimension)
+        )
+    report.check_cancel()
+    return removed
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = time.monotonic() - started
+
+
+def _stack(vectors: list[np.ndarray], dimension: int) -> np.ndarray:
+    return np.stack(vectors) if vectors else np.zeros((0, dimension), dtype=np.float32)
+
+
+def _describe(skipped: SkipStats) -> str:
+    counts = skipped.as_dict()
+    return ", ".join(f"{count} {reason}" for reason, count in counts.items() if count) or "no files found"
+
+
+__all__ = [
+    "EmptyRepositoryError",
+    "IngestOptions",
+    "IngestReport",
+    "Progress",
+    "ingest",
+    "resolve_repo_id",
+    "update",
+]

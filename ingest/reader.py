@@ -1,0 +1,250 @@
+"""Finding and reading the files to index.
+
+The walk prunes excluded directories (so `node_modules` costs nothing), never follows symlinks
+(nothing outside the repository can be read through one) and sorts paths so every run sees the same
+order. Limits are checked on the whole candidate list before any file is read, so an oversized
+repository stops at once with a message naming the limit and how to raise it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from charset_normalizer import from_bytes
+
+from ingest.errors import LimitExceededError
+from ingest.filters import FileFilter
+from ingest.languages import language_for
+from rag.errors import RepoLensError
+
+SNIFF_BYTES = 8192
+# Share of control characters (other than whitespace and form feed) above which a file is binary.
+MAX_CONTROL_RATIO = 0.10
+_TEXT_CONTROLS = frozenset(b"\t\n\r\f\v\x1b")
+_CONTROL_BYTES = frozenset(range(32)) - _TEXT_CONTROLS | {0x7F}
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_TIE_BREAK = "cp1252"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One file to index: its text with `\\n` newlines, and the SHA-256 of its bytes on disk."""
+
+    path: str
+    language: str
+    text: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits of one ingest; each has a CLI flag and an environment variable."""
+
+    max_file_bytes: int = 1_000_000
+    max_files: int = 20_000
+    max_total_bytes: int = 200_000_000
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: int | None) -> Limits:
+        """Limits from `REPOLENS_MAX_FILE_BYTES`/`_MAX_FILES`/`_MAX_BYTES`; explicit values win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, int] = {}
+        for name, variable in _ENV_VARIABLES.items():
+            override = overrides.get(name)
+            if override is not None:
+                values[name] = override
+            elif env.get(variable):
+                values[name] = _positive_int(variable, env[variable])
+        return cls(**values)
+
+
+_ENV_VARIABLES = {
+    "max_file_bytes": "REPOLENS_MAX_FILE_BYTES",
+    "max_files": "REPOLENS_MAX_FILES",
+    "max_total_bytes": "REPOLENS_MAX_BYTES",
+}
+
+
+def _positive_int(variable: str, value: str) -> int:
+    try:
+        number = int(value.replace("_", ""))
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise RepoLensError(f"{variable} must be a positive whole number, got {value!r}", code="bad_request")
+    return number
+
+
+@dataclass
+class SkipStats:
+    """How many files were left out, by reason, with a few example paths for reports."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    REASONS = ("filtered", "filtered_dirs", "symlink", "binary", "too_large", "undecodable", "unreadable")
+    MAX_EXAMPLES = 5
+
+    def add(self, reason: str, path: str) -> None:
+        self.counts[reason] += 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < self.MAX_EXAMPLES:
+            examples.append(path)
+
+    @property
+    def total(self) -> int:
+        """Skipped files (pruned directories are counted separately, as `filtered_dirs`)."""
+        return sum(count for reason, count in self.counts.items() if reason != "filtered_dirs")
+
+    def as_dict(self) -> dict[str, int]:
+        return {reason: self.counts[reason] for reason in self.REASONS if self.counts[reason]}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A file that passed the filters and the per-file size limit, not yet read."""
+
+    path: str
+    size: int
+
+
+def scan(root: Path, file_filter: FileFilter, limits: Limits, skipped: SkipStats | None = None) -> list[Candidate]:
+    """The files to read, sorted by path; raises `LimitExceededError` before anything is read."""
+    skipped = skipped if skipped is not None else SkipStats()
+    root = root.resolve()
+    candidates: list[Candidate] = []
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(root / rel_dir) as entries:
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                if entry.is_symlink():
+                    skipped.add("symlink", rel)
+                elif entry.is_dir():
+                    if file_filter.accepts_dir(rel):
+                        stack.append(rel)
+                    else:
+                        skipped.add("filtered_dirs", rel)
+                elif not entry.is_file():
+                    continue
+                elif not file_filter.accepts(rel):
+                    skipped.add("filtered", rel)
+                else:
+                    size = entry.stat().st_size
+                    if size > limits.max_file_bytes:
+                        skipped.add("too_large", rel)
+                    else:
+                        candidates.append(Candidate(rel, size))
+    candidates.sort(key=lambda candidate: candidate.path)
+    _check_limits(candidates, limits)
+    return candidates
+
+
+def _check_limits(candidates: list[Candidate], limits: Limits) -> None:
+    if len(candidates) > limits.max_files:
+        raise LimitExceededError(
+            f"the repository has {len(candidates):,} files to index, more than the limit of "
+            f"{limits.max_files:,} (max_files); narrow it with --include-dirs/--exclude-dirs or raise "
+            "the limit with --max-files or REPOLENS_MAX_FILES"
+        )
+    total = sum(candidate.size for candidate in candidates)
+    if total > limits.max_total_bytes:
+        raise LimitExceededError(
+            f"the files to index total {total:,} bytes, more than the limit of {limits.max_total_bytes:,} "
+            "(max_total_bytes); narrow it with --include-dirs/--exclude-dirs or raise the limit with "
+            "--max-bytes or REPOLENS_MAX_BYTES"
+        )
+
+
+def is_binary(data: bytes) -> bool:
+    """Binary by content: a NUL byte or many control characters near the start (UTF-16 BOMs excepted)."""
+    head = data[:SNIFF_BYTES]
+    if head.startswith(_UTF16_BOMS):
+        return False
+    if b"\x00" in head:
+        return True
+    controls = sum(1 for byte in head if byte in _CONTROL_BYTES)
+    return bool(head) and controls / len(head) > MAX_CONTROL_RATIO
+
+
+def decode(data: bytes) -> str | None:
+    """The text of `data`: UTF-8 (with or without BOM), else charset detection; None if undecodable."""
+    if data.startswith(_UTF16_BOMS):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    encoding = _guess_encoding(data[: SNIFF_BYTES * 8])
+    if encoding is None:
+        return None
+    try:
+        return data.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def _guess_encoding(sample: bytes) -> str | None:
+    """charset-normalizer's pick, except that Windows-1252 wins a tie.
+
+    Short Western-European texts fit several single-byte code pages equally well, and the detector's
+    first pick (often cp1250) turns `ï` into `ď`; cp1252 is by far the most common of them in source.
+    """
+    matches = list(from_bytes(sample))
+    if not matches:
+        return None
+    best = matches[0]
+    tied = {m.encoding for m in matches if m.chaos <= best.chaos and m.coherence >= best.coherence}
+    return _TIE_BREAK if _TIE_BREAK in tied else best.encoding
+
+
+def normalise_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_source_file(root: Path, candidate: Candidate, skipped: SkipStats | None = None) -> SourceFile | None:
+    """The file as a `SourceFile`, or None (counted in `skipped`) if it is binary or undecodable."""
+    skipped = skipped if skipped is not None else SkipStats()
+    try:
+        data = (root / candidate.path).read_bytes()
+    except OSError:
+        skipped.add("unreadable", candidate.path)
+        return None
+    if is_binary(data):
+        skipped.add("binary", candidate.path)
+        return None
+    text = decode(data)
+    if text is None:
+        skipped.add("undecodable", candidate.path)
+        return None
+    text = normalise_newlines(text)
+    return SourceFile(
+        path=candidate.path,
+        language=language_for(candidate.path, text),
+        text=text,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+    )
+
+
+def iter_source_files(
+    root: Path, file_filter: FileFilter, limits: Limits | None = None, skipped: SkipStats | None = None
+) -> Iterator[SourceFile]:
+    """Every indexable file under `root` in path order; skipped files are counted in `skipped`."""
+    limits = limits or Limits()
+    skipped = skipped if skipped is not None else SkipStats()
+    root = root.resolve()
+    for candidate in scan(root, file_filter, limits, skipped):
+        source = read_source_file(root, candidate, skipped)
+        if source is not None:
+            yield source

@@ -1,0 +1,244 @@
+"""One question in, a stream of typed events out: retrieval → prompt → provider → citations.
+
+Every way of asking (both WebSocket modes, the HTTP fallback, `repolens ask`) goes through
+`AnswerService.answer`, so they cannot drift apart in what they retrieve, send or report.
+Events are the dicts of docs/ARCHITECTURE.md ("Typed events").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from rag.citations import Span, check_citations, extract_citations, link, source_url
+from rag.embedders import Embedder
+from rag.errors import NotFoundError, RepoLensError
+from rag.prompt import PinnedFile, PromptResult, build_prompt
+from rag.providers.base import ChatProvider, ChatRequest, Message, ProviderError, TextDelta, Usage
+from rag.providers.catalog import PROVIDERS, default_provider, get_provider, resolve_model
+from rag.redact import redact
+from rag.retrieval import Retriever
+from rag.settings import Settings
+from rag.store import RepoIndex, Store
+from rag.tokens import count_tokens
+from rag.types import RepoRecord, SearchHit
+
+logger = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+T = TypeVar("T")
+
+DEFAULT_K = 10
+# Output tokens kept free in the context window; capped by the model's own output limit.
+RESERVED_OUTPUT = 4096
+
+
+class AnswerCancelled(RepoLensError):
+    code = "cancelled"
+
+
+@dataclass
+class AnswerRequest:
+    """`history` is the conversation before `question`, as `{role, content}` dicts."""
+
+    repo_id: str
+    question: str
+    history: list[dict[str, str]] = field(default_factory=list)
+    provider: str | None = None
+    model: str | None = None
+    language: str = "en"
+    file_path: str | None = None
+    k: int = DEFAULT_K
+
+
+def error_event(code: str, message: str) -> Event:
+    return {"type": "error", "code": code, "message": redact(message)}
+
+
+def sources_payload(record: RepoRecord, hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
+    return [
+        {
+            "path": hit.path,
+            "start_line": hit.start_line,
+            "end_line": hit.end_line,
+            "symbol": hit.symbol,
+            "language": hit.language,
+            "score": round(hit.score, 6),
+            "url": source_url(record, hit.path, hit.start_line, hit.end_line),
+        }
+        for hit in hits
+    ]
+
+
+def history_messages(history: Sequence[dict[str, str]]) -> list[Message]:
+    """User and assistant turns with content; other roles (system) are the server's business."""
+    return [
+        Message(turn["role"], turn["content"])  # type: ignore[arg-type]
+        for turn in history
+        if turn.get("role") in ("user", "assistant") and (turn.get("content") or "").strip()
+    ]
+
+
+async def until_cancelled(events: AsyncIterator[T], cancel: asyncio.Event | None) -> AsyncIterator[T]:
+    """`events`, stopped (and closed, which closes the provider's HTTP stream) as soon as `cancel` is set,
+    even while waiting for the next token."""
+    async with contextlib.aclosing(events):  # type: ignore[type-var]
+        if cancel is None:
+            async for event in events:
+                yield event
+            return
+        waiter = asyncio.ensure_future(cancel.wait())
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(events))
+                await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await step
+                    raise AnswerCancelled("the answer was cancelled")
+                try:
+                    event = step.result()
+                except StopAsyncIteration:
+                    return
+                yield event
+        finally:
+            waiter.cancel()
+
+
+class AnswerService:
+    """Answers questions about indexed repositories; shared by every request of a process."""
+
+    def __init__(self, store: Store, embedder: Embedder, settings: Settings) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+
+    async def answer(
+        self, request: AnswerRequest, cancel: asyncio.Event | None = None
+    ) -> AsyncIterator[Event]:
+        """Events for one answer: status, sources, tokens, citations, done; or an `error` event."""
+        try:
+            async for event in self._answer(request, cancel):
+                yield event
+        except RepoLensError as error:
+            yield error_event(error.code, str(error))
+        except Exception as error:
+            logger.exception("answer failed")
+            yield error_event("internal", f"internal error: {type(error).__name__}: {error}")
+
+    def _provider(self, request: AnswerRequest) -> tuple[ChatProvider, str | None]:
+        """The provider to use, and a note when falling back to the offline answer.
+
+        deepwiki-open clients always name a provider (`google` by default); on a server with no
+        provider configured at all, answering offline beats refusing.
+        """
+        try:
+            return get_provider(request.provider, self.settings, request.model), None
+        except ProviderError as error:
+            if error.code != "not_configured" or default_provider(self.settings) != "offline":
+                raise
+            note = f"{request.provider} is not configured; answering offline from the retrieved code"
+            return get_provider("offline", self.settings), note
+
+    def _retrieve(self, request: AnswerRequest) -> tuple[RepoIndex, list[SearchHit], PinnedFile | None]:
+        """Blocking work (index load, embedding, search); run in a thread."""
+        index = self.store.open(request.repo_id)
+        index.check_embedder(self.embedder)
+        hits = Retriever(index, self.embedder).search(request.question, request.k or DEFAULT_K)
+        pinned = None
+        if request.file_path:
+            path = request.file_path.strip().lstrip("/")
+            text = index.file_text(path)
+            if text is None:
+                raise NotFoundError(f"file '{path}' is not in the index of {request.repo_id}")
+            pinned = PinnedFile(path, text)
+        return index, hits, pinned
+
+    def _prompt(
+        self, request: AnswerRequest, provider: ChatProvider, hits: list[SearchHit], pinned: PinnedFile | None
+    ) -> tuple[PromptResult, int]:
+        model = resolve_model(PROVIDERS[provider.name], self.settings, request.model)
+        reserve = min(RESERVED_OUTPUT, model.max_output, model.context_window // 4)
+        result = build_prompt(
+            request.question,
+            history_messages(request.history),
+            hits,
+            file_pin=pinned,
+            language=request.language,
+            model_context=model.context_window,
+            reserve_output=reserve,
+            repo=request.repo_id,
+        )
+        return result, reserve
+
+    async def _answer(self, request: AnswerRequest, cancel: asyncio.Event | None) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        if not request.question.strip():
+            raise RepoLensError("the question is empty", code="bad_request")
+        provider, note = self._provider(request)
+        yield {"type": "status", "stage": "retrieving", "message": note or f"searching {request.repo_id}"}
+        index, hits, pinned = await asyncio.to_thread(self._retrieve, request)
+        retrieval_ms = _ms(started)
+        prompt, reserve = self._prompt(request, provider, hits, pinned)
+        record = index.record
+        yield {"type": "sources", "sources": sources_payload(record, prompt.used_hits)}
+        yield {
+            "type": "status",
+            "stage": "generating",
+            "message": f"asking {provider.name} ({provider.model})",
+            "provider": provider.name,
+            "model": provider.model,
+        }
+        chat = ChatRequest(
+            prompt.messages,
+            model=provider.model,
+            max_tokens=reserve,
+            question=request.question,
+            context=tuple(prompt.used_hits),
+        )
+        parts: list[str] = []
+        usage: Usage | None = None
+        first_token_ms: float | None = None
+        async for event in until_cancelled(provider.stream(chat), cancel):
+            if isinstance(event, TextDelta):
+                if first_token_ms is None:
+                    first_token_ms = _ms(started)
+                parts.append(event.text)
+                yield {"type": "token", "text": event.text}
+            elif isinstance(event, Usage):
+                usage = event
+        text = "".join(parts)
+        context: list[SearchHit | Span] = [*prompt.used_hits]
+        if pinned is not None:
+            context.append(Span(pinned.path, 1, pinned.text.count("\n") + 1))
+        citations = link(check_citations(extract_citations(text), context), record)
+        yield {"type": "citations", "citations": [citation.to_json() for citation in citations]}
+        yield {
+            "type": "done",
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens if usage else prompt.prompt_tokens,
+                "completion_tokens": usage.completion_tokens if usage else count_tokens(text),
+            },
+            "timings": {
+                "retrieval_ms": retrieval_ms,
+                "first_token_ms": first_token_ms,
+                "total_ms": _ms(started),
+            },
+            "provider": provider.name,
+            "model": provider.model,
+            "context": {
+                "hits": len(prompt.used_hits),
+                "dropped_hits": len(prompt.dropped_hits),
+                "dropped_turns": prompt.dropped_turns,
+            },
+        }
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)

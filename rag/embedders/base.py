@@ -1,0 +1,52 @@
+"""What every embedder offers, and the helpers they share.
+
+An index stores its embedder's `name` and `dimension`, so a name must change
+whenever the vectors would (another model, provider or quantisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from rag.errors import RepoLensError
+
+Progress = Callable[[int, int], None]
+
+
+class EmbedderError(RepoLensError):
+    """An embedder could not load or answer; the message never holds a key."""
+
+    code = "embedder_error"
+    http_status = 502
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+    dimension: int
+    max_tokens: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def embed_documents(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Row-wise unit length as float32, leaving all-zero rows at zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def batches(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def empty(dimension: int) -> np.ndarray:
+    return np.zeros((0, dimension), dtype=np.float32)

@@ -1,0 +1,106 @@
+"""A persistent content-hash → vector cache in front of any embedder.
+
+Re-ingesting a repository, or another branch of it, re-embeds only text that
+was never seen before. One SQLite file per embedder name keeps vectors of
+different models apart; WAL mode lets several processes read and write at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rag.embedders.base import Embedder, Progress, empty
+
+_LOOKUP_BATCH = 500
+_SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (hash BLOB PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID"
+
+
+def content_hash(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def cache_file(cache_dir: Path, embedder_name: str) -> Path:
+    return cache_dir / f"{urllib.parse.quote(embedder_name, safe='')}.sqlite"
+
+
+class CachedEmbedder:
+    """Wraps an embedder; documents are looked up by the SHA-256 of their text before embedding."""
+
+    def __init__(self, embedder: Embedder, cache_dir: Path) -> None:
+        self.inner = embedder
+        self.name = embedder.name
+        self.dimension = embedder.dimension
+        self.max_tokens = embedder.max_tokens
+        self.path = cache_file(cache_dir, embedder.name)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.inner.embed_query(text)
+
+    def embed_documents(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        if not texts:
+            return empty(self.dimension)
+        hashes = [content_hash(text) for text in texts]
+        found = self._lookup(set(hashes))
+        missing: dict[bytes, str] = {}
+        for key, text in zip(hashes, texts, strict=True):
+            if key not in found:
+                missing.setdefault(key, text)
+        total = len(missing) + len(found)
+        if progress is not None:
+            progress(len(found), total)
+        if missing:
+
+            def inner_progress(done: int, _: int) -> None:
+                if progress is not None:
+                    progress(len(found) + done, total)
+
+            fresh = self.inner.embed_documents(list(missing.values()), progress=inner_progress)
+            new = dict(zip(missing, np.asarray(fresh, dtype=np.float32), strict=True))
+            self._store(new.items())
+            found.update(new)
+        return np.stack([found[key] for key in hashes]).astype(np.float32, copy=False)
+
+    def _lookup(self, keys: set[bytes]) -> dict[bytes, np.ndarray]:
+        wanted = list(keys)
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(wanted), _LOOKUP_BATCH):
+                part = wanted[start : start + _LOOKUP_BATCH]
+                rows = self._db.execute(
+                    f"SELECT hash, vector FROM vectors WHERE hash IN ({','.join('?' * len(part))})", part
+                )
+                for key, blob in rows:
+                    if len(blob) == self.dimension * 4:
+                        found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def _store(self, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
+        rows = [(key, vector.astype(np.float32).tobytes()) for key, vector in items]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO vectors (hash, vector) VALUES (?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

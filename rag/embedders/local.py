@@ -1,0 +1,137 @@
+"""The default offline embedder: MiniLM through onnxruntime, from a derived ONNX file.
+
+The ONNX file is built from the packaged weights by `repolens setup` (run by
+`make install`) into `REPOLENS_MODEL_DIR`, else `<sys.prefix>/share/repolens/models`,
+else `$REPOLENS_HOME/models`; if it is missing at first use it is built then
+(a few seconds). Builds hold a file lock, so concurrent processes build once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from rag.embedders.base import EmbedderError
+from rag.embedders.minilm import MiniLMEmbedder
+from rag.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GRAPH_VERSION = 1  # bump when onnx_export changes the graph, so stale files are rebuilt
+FLOAT_MODEL = "minilm-l6-v2"
+INT8_MODEL = "minilm-l6-v2-int8"
+DEFAULT_MODEL = INT8_MODEL
+LOCAL_MODELS = (FLOAT_MODEL, INT8_MODEL)
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def model_dirs(settings: Settings) -> list[Path]:
+    """Where derived model files are looked for, in order; the first writable one receives builds."""
+    configured = settings.get("REPOLENS_MODEL_DIR")
+    if configured:
+        return [Path(configured).expanduser()]
+    return [Path(sys.prefix) / "share" / "repolens" / "models", settings.home / "models"]
+
+
+def model_filename(model: str) -> str:
+    return f"{model}.v{GRAPH_VERSION}.onnx"
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+@contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    with open(folder / ".build.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(folder: Path, model: str) -> Path:
+    from rag.embedders.onnx_export import build_model, quantize_int8, write_model
+
+    target = folder / model_filename(model)
+    with _build_lock(folder):
+        if target.exists():
+            return target
+        float_path = folder / model_filename(FLOAT_MODEL)
+        if not float_path.exists():
+            log.info("building the ONNX model %s", float_path)
+            write_model(build_model(), float_path)
+        if model == INT8_MODEL:
+            log.info("quantising %s", target)
+            quantize_int8(float_path, target)
+    return target
+
+
+def ensure_model(settings: Settings, model: str = DEFAULT_MODEL, *, rebuild: bool = False) -> Path:
+    """The path of the ONNX file for `model`, building it if no model dir has it yet."""
+    if model not in LOCAL_MODELS:
+        raise EmbedderError(f"unknown local embedding model {model!r}: use one of {', '.join(LOCAL_MODELS)}")
+    folders = model_dirs(settings)
+    if not rebuild:
+        for folder in folders:
+            if (folder / model_filename(model)).is_file():
+                return folder / model_filename(model)
+    for folder in folders:
+        if _writable(folder):
+            if rebuild:
+                (folder / model_filename(model)).unlink(missing_ok=True)
+            return _build(folder, model)
+    raise EmbedderError(
+        f"cannot write the ONNX model to any of {', '.join(map(str, folders))}: set REPOLENS_MODEL_DIR "
+        "to a writable folder"
+    )
+
+
+class OnnxForward:
+    """`Forward` for `MiniLMEmbedder` over an onnxruntime session (whose `run` is thread-safe)."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or available_cpus()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.path = path
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0]
+
+
+@functools.cache
+def _open(path: Path, model: str, threads: int | None) -> MiniLMEmbedder:
+    """One per process and model file: a session holds ~100 MB and serves every thread."""
+    return MiniLMEmbedder(OnnxForward(path, threads), name=model)
+
+
+def load_local_embedder(settings: Settings, model: str = DEFAULT_MODEL, threads: int | None = None) -> MiniLMEmbedder:
+    """Load (building first if needed); a damaged model file is rebuilt once."""
+    path = ensure_model(settings, model)
+    try:
+        return _open(path, model, threads)
+    except Exception as error:  # onnxruntime raises its own exception types for unreadable files
+        log.warning("the ONNX model %s could not be loaded (%s); rebuilding it", path, error)
+        return _open(ensure_model(settings, model, rebuild=True), model, threads)

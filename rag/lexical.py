@@ -1,0 +1,156 @@
+"""Code-aware keyword search: BM25 over pre-tokenised chunks in SQLite FTS5.
+
+Dense embeddings blur exact identifiers, file names and error strings; BM25
+over tokens that know about `snake_case`, `camelCase` and dotted names finds
+them. The index lives in the version's `meta.sqlite` beside the `chunks`
+table, so it is versioned, copied and swapped together with the FAISS index
+and updated incrementally by the store's builder.
+
+Functions the store calls (all take an open `sqlite3.Connection`; the caller
+owns the transaction):
+
+- `create_lexical_schema(conn)` once when a version database is created;
+- `index_chunks(conn, rows)` with `(chunk_id, path, symbol, text)` rows for new chunks;
+- `delete_chunks(conn, ids)` for chunks of removed or changed files;
+- `lexical_search(conn, query, k, *, path_glob=None, language=None)` ->
+  `[(chunk_id, score)]`, best first, score higher is better. Filters join the
+  `chunks(id, path, language, ...)` table of the same database.
+
+`path_matches(path, pattern)` is the one definition of the path filter
+(a plain prefix such as `rag` or `rag/prompt.py`, or a glob such as `*.py`
+or `rag/**/test_*.py`); dense search must use the same rule.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+TABLE = "lexical"
+
+# Columns are weighted in `bm25()`: a token in the symbol name or the path says
+# more about a chunk than the same token somewhere in its body.
+_COLUMN_WEIGHTS = (2.0, 4.0, 1.0)  # path, symbol, body
+
+_DOTTED = re.compile(r"\w+(?:\.\w+)+")
+_WORD = re.compile(r"\w+")
+_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+|[^\W\d_A-Za-z]+")
+_GLOB_CHARS = frozenset("*?[")
+
+# Words that carry no meaning in a question about code; leaving them out keeps
+# queries fast (they match nearly every chunk) and the index small.
+_STOPWORD_TEXT = """a an and are as at be by can do does for from has have how i if in into is it its of on or
+that the their then there these this to was what when where which who why will with you your"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+def split_identifier(word: str) -> list[str]:
+    """`HTTPClient_sendAll2` -> `["http", "client", "send", "all", "2"]`."""
+    parts: list[str] = []
+    for piece in word.split("_"):
+        parts.extend(match.group().lower() for match in _PART.finditer(piece))
+    return parts
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased tokens: dotted names whole, identifiers whole and split into their parts.
+
+    `Client.send_all` gives `client.send_all`, `client`, `send_all`, `send`,
+    `all`; a path `rag/prompt.py` gives `prompt.py`, `rag`, `prompt`, `py`. So
+    a query for the exact identifier and a query in plain words both match.
+    """
+    tokens: list[str] = [match.group().lower() for match in _DOTTED.finditer(text)]
+    for match in _WORD.finditer(text):
+        word = match.group()
+        whole = word.strip("_").lower()
+        parts = split_identifier(word)
+        if whole and (len(parts) != 1 or parts[0] != whole):
+            tokens.append(whole)
+        tokens.extend(parts)
+    return [token for token in tokens if token not in STOPWORDS]
+
+
+def _joined(text: str | None) -> str:
+    return " ".join(tokenize(text)) if text else ""
+
+
+def create_lexical_schema(conn: sqlite3.Connection) -> None:
+    """Create the FTS5 table; its rowid is the chunk id.
+
+    The text is tokenised by `tokenize` before it reaches SQLite, so FTS5 only
+    splits on whitespace (`.` and `_` are token characters) and stems with Porter
+    so that `redirects` finds `redirect`.
+    """
+    conn.execute(
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5("
+        "path, symbol, body, tokenize = \"porter unicode61 tokenchars '._' remove_diacritics 0\")"
+    )
+
+
+def index_chunks(conn: sqlite3.Connection, rows: Iterable[tuple[int, str, str | None, str]]) -> None:
+    """Add `(chunk_id, path, symbol, text)` rows (a chunk id already present is replaced)."""
+    conn.executemany(
+        f"INSERT OR REPLACE INTO {TABLE}(rowid, path, symbol, body) VALUES (?, ?, ?, ?)",
+        ((chunk_id, _joined(path), _joined(symbol), _joined(text)) for chunk_id, path, symbol, text in rows),
+    )
+
+
+def delete_chunks(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
+    conn.executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", ((int(chunk_id),) for chunk_id in ids))
+
+
+def is_glob(pattern: str) -> bool:
+    return any(char in _GLOB_CHARS for char in pattern)
+
+
+def path_matches(path: str, pattern: str) -> bool:
+    """A plain pattern is a prefix of whole path segments; otherwise a glob.
+
+    In a glob `*` also crosses `/`, and `**/` may match no folder at all, as in `.gitignore`.
+    """
+    if is_glob(pattern):
+        return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, pattern.replace("**/", ""))
+    prefix = pattern.strip("/")
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+def query_terms(query: str) -> list[str]:
+    """The distinct tokens of a query, in order of first appearance."""
+    return list(dict.fromkeys(tokenize(query)))
+
+
+def match_expression(terms: Sequence[str]) -> str:
+    """An FTS5 query matching any of the terms (each quoted, so no FTS5 syntax leaks in)."""
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def lexical_search(
+    conn: sqlite3.Connection,
+    query: str,
+    k: int,
+    *,
+    path_glob: str | None = None,
+    language: str | None = None,
+) -> list[tuple[int, float]]:
+    """The `k` best chunks for `query` by BM25, as `(chunk_id, score)` with higher = better."""
+    terms = query_terms(query)
+    if not terms or k <= 0:
+        return []
+    weights = ", ".join(str(weight) for weight in _COLUMN_WEIGHTS)
+    sql = f"SELECT {TABLE}.rowid, bm25({TABLE}, {weights}) AS rank FROM {TABLE}"
+    where = [f"{TABLE} MATCH ?"]
+    params: list[object] = [match_expression(terms)]
+    if path_glob or language:
+        sql += f" JOIN chunks ON chunks.id = {TABLE}.rowid"
+        if language:
+            where.append("chunks.language = ?")
+            params.append(language)
+        if path_glob:
+            conn.create_function("repolens_path_matches", 2, path_matches, deterministic=True)
+            where.append("repolens_path_matches(chunks.path, ?)")
+            params.append(path_glob)
+    sql += " WHERE " + " AND ".join(where) + " ORDER BY rank LIMIT ?"
+    params.append(k)
+    return [(int(chunk_id), -float(rank)) for chunk_id, rank in conn.execute(sql, params)]

@@ -1,0 +1,298 @@
+"""Which providers exist, their models and context windows, how each is configured, and the default.
+
+Configuration comes from `Settings` (environment + `.env`), using deepwiki-open's variable names so
+its users' `.env` files keep working. With nothing configured the `offline` provider is the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rag.errors import RepoLensError
+from rag.providers.base import ChatProvider, ProviderError
+from rag.providers.gemini import DEFAULT_BASE_URL as GEMINI_BASE_URL
+from rag.providers.gemini import GeminiProvider
+from rag.providers.offline import OfflineProvider
+from rag.providers.openai_compat import OpenAICompatProvider, OpenAIConfig
+from rag.redact import register_secret
+from rag.settings import Settings
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    name: str
+    context_window: int
+    max_output: int = 4096
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """A provider's catalogue entry. `required` are the settings that must be set for it to work;
+    `custom_context_window` is assumed for model ids not in `models`."""
+
+    id: str
+    name: str
+    models: tuple[ModelInfo, ...]
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    supports_custom_model: bool = True
+    custom_context_window: int = 32_768
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0].id
+
+    def model(self, model_id: str) -> ModelInfo:
+        for model in self.models:
+            if model.id == model_id:
+                return model
+        return ModelInfo(model_id, model_id, self.custom_context_window)
+
+
+def _m(model_id: str, context: int, name: str | None = None, max_output: int = 4096) -> ModelInfo:
+    return ModelInfo(model_id, name or model_id, context, max_output)
+
+
+PROVIDERS: dict[str, ProviderInfo] = {
+    info.id: info
+    for info in (
+        ProviderInfo(
+            "offline",
+            "Offline (no LLM: retrieved code, grounded)",
+            (_m("grounded-excerpts", 1_000_000, "Grounded excerpts"),),
+            required=(),
+            supports_custom_model=False,
+        ),
+        ProviderInfo(
+            "openai",
+            "OpenAI",
+            (
+                _m("gpt-4o-mini", 128_000, "GPT-4o mini"),
+                _m("gpt-4o", 128_000, "GPT-4o"),
+                _m("gpt-4.1", 1_047_576, "GPT-4.1"),
+                _m("gpt-4.1-mini", 1_047_576, "GPT-4.1 mini"),
+                _m("o4-mini", 200_000, "o4-mini", max_output=16_384),
+            ),
+            required=("OPENAI_API_KEY",),
+            optional=("OPENAI_BASE_URL",),
+            custom_context_window=128_000,
+        ),
+        ProviderInfo(
+            "google",
+            "Google Gemini",
+            (
+                _m("gemini-2.0-flash", 1_048_576, "Gemini 2.0 Flash"),
+                _m("gemini-2.5-flash", 1_048_576, "Gemini 2.5 Flash", max_output=8192),
+                _m("gemini-2.5-pro", 1_048_576, "Gemini 2.5 Pro", max_output=8192),
+            ),
+            required=("GOOGLE_API_KEY",),
+            optional=("GOOGLE_API_BASE_URL",),
+            custom_context_window=1_000_000,
+        ),
+        ProviderInfo(
+            "openrouter",
+            "OpenRouter",
+            (
+                _m("openai/gpt-4o-mini", 128_000, "OpenAI GPT-4o mini"),
+                _m("anthropic/claude-3.5-sonnet", 200_000, "Claude 3.5 Sonnet"),
+                _m("google/gemini-2.0-flash-001", 1_048_576, "Gemini 2.0 Flash"),
+                _m("meta-llama/llama-3.1-70b-instruct", 131_072, "Llama 3.1 70B Instruct"),
+            ),
+            required=("OPENROUTER_API_KEY",),
+            optional=("OPENROUTER_BASE_URL",),
+        ),
+        ProviderInfo(
+            "azure",
+            "Azure OpenAI",
+            (
+                _m("gpt-4o-mini", 128_000, "GPT-4o mini (deployment)"),
+                _m("gpt-4o", 128_000, "GPT-4o (deployment)"),
+            ),
+            required=("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT"),
+            optional=("AZURE_OPENAI_VERSION",),
+            custom_context_window=128_000,
+        ),
+        ProviderInfo(
+            "dashscope",
+            "Alibaba DashScope (Qwen)",
+            (
+                _m("qwen-plus", 131_072, "Qwen Plus"),
+                _m("qwen-turbo", 1_000_000, "Qwen Turbo"),
+                _m("qwen-max", 32_768, "Qwen Max"),
+            ),
+            required=("DASHSCOPE_API_KEY",),
+            optional=("DASHSCOPE_WORKSPACE_ID", "DASHSCOPE_BASE_URL"),
+        ),
+        ProviderInfo(
+            "ollama",
+            "Ollama (local)",
+            (_m("llama3.1", 8192, "Llama 3.1 8B"), _m("qwen2.5-coder", 8192, "Qwen2.5 Coder 7B")),
+            required=(),
+            optional=("OLLAMA_HOST",),
+            custom_context_window=8192,
+        ),
+        ProviderInfo(
+            "openai-compatible",
+            "OpenAI-compatible server (vLLM, LM Studio, llama.cpp)",
+            (_m("default", 8192, "Server default model"),),
+            required=("REPOLENS_OPENAI_COMPATIBLE_BASE_URL",),
+            optional=("REPOLENS_OPENAI_COMPATIBLE_API_KEY",),
+            custom_context_window=8192,
+        ),
+    )
+}
+
+# When REPOLENS_PROVIDER is unset, the first configured provider in this order is the default.
+_DEFAULT_ORDER = ("openai", "google", "openrouter", "azure", "dashscope", "openai-compatible", "ollama")
+# deepwiki-open names that RepoLens does not serve, with what to use instead.
+_UNSUPPORTED = {
+    "bedrock": "AWS Bedrock is not supported; use openai, openrouter or an openai-compatible server"
+}
+
+DEFAULT_OPENROUTER_URL = "https://openrouter.ai/api/v1"
+DEFAULT_DASHSCOPE_URL = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
+DEFAULT_AZURE_VERSION = "2024-10-21"
+
+
+class UnknownProviderError(RepoLensError):
+    code = "bad_request"
+
+
+def _usable(info: ProviderInfo, settings: Settings) -> bool:
+    return all(settings.get(name) for name in info.required)
+
+
+def is_configured(provider: str, settings: Settings) -> bool:
+    """Usable and set up on purpose: Ollama works without settings (localhost) but only counts as
+    configured, and so can only become the default, once OLLAMA_HOST is set."""
+    info = PROVIDERS.get(provider)
+    if info is None or not _usable(info, settings):
+        return False
+    return info.id == "offline" or any(settings.get(name) for name in info.required + info.optional)
+
+
+def default_provider(settings: Settings) -> str:
+    """REPOLENS_PROVIDER if set, else the first provider with credentials, else `offline`."""
+    chosen = settings.get("REPOLENS_PROVIDER")
+    if chosen:
+        return chosen.strip().lower()
+    return next((name for name in _DEFAULT_ORDER if is_configured(name, settings)), "offline")
+
+
+def provider_info(name: str) -> ProviderInfo:
+    key = name.strip().lower()
+    if key in _UNSUPPORTED:
+        raise UnknownProviderError(f"provider '{name}': {_UNSUPPORTED[key]}")
+    if key not in PROVIDERS:
+        raise UnknownProviderError(f"unknown provider '{name}'; choose one of: {', '.join(PROVIDERS)}")
+    return PROVIDERS[key]
+
+
+def resolve_model(info: ProviderInfo, settings: Settings, model: str | None) -> ModelInfo:
+    """The requested model, else REPOLENS_MODEL (for the default provider), else the provider's default.
+
+    REPOLENS_CONTEXT_WINDOW overrides the context window, e.g. for a local server started with a
+    smaller or larger context than the catalogue assumes.
+    """
+    model_id = model or (settings.get("REPOLENS_MODEL") if info.id == default_provider(settings) else None)
+    if model_id and not info.supports_custom_model and model_id not in {m.id for m in info.models}:
+        model_id = None
+    resolved = info.model(model_id or info.default_model)
+    override = settings.get("REPOLENS_CONTEXT_WINDOW")
+    if override and override.isdigit():
+        return ModelInfo(resolved.id, resolved.name, int(override), resolved.max_output)
+    return resolved
+
+
+def _timeout(settings: Settings) -> float:
+    value = settings.get("REPOLENS_LLM_TIMEOUT", "120") or "120"
+    return float(value)
+
+
+def _secret(settings: Settings, name: str) -> str:
+    value = settings.get(name) or ""
+    register_secret(value)
+    return value
+
+
+def _openai_config(name: str, settings: Settings) -> OpenAIConfig:
+    timeout = _timeout(settings)
+    if name == "openai":
+        return OpenAIConfig(
+            _secret(settings, "OPENAI_API_KEY"),
+            settings.get("OPENAI_BASE_URL"),
+            "OPENAI_API_KEY",
+            timeout,
+            max_tokens_field="max_completion_tokens",
+        )
+    if name == "azure":
+        return OpenAIConfig(
+            _secret(settings, "AZURE_OPENAI_API_KEY"),
+            None,
+            "AZURE_OPENAI_API_KEY",
+            timeout,
+            azure_endpoint=settings.get("AZURE_OPENAI_ENDPOINT"),
+            azure_api_version=settings.get("AZURE_OPENAI_VERSION", DEFAULT_AZURE_VERSION),
+        )
+    if name == "openrouter":
+        base = settings.get("OPENROUTER_BASE_URL", DEFAULT_OPENROUTER_URL)
+        headers = (("HTTP-Referer", "https://github.com/repolens"), ("X-Title", "RepoLens"))
+        return OpenAIConfig(
+            _secret(settings, "OPENROUTER_API_KEY"), base, "OPENROUTER_API_KEY", timeout, headers=headers
+        )
+    if name == "dashscope":
+        base = settings.get("DASHSCOPE_BASE_URL", DEFAULT_DASHSCOPE_URL)
+        workspace = settings.get("DASHSCOPE_WORKSPACE_ID")
+        headers = (("X-DashScope-WorkSpace", workspace),) if workspace else ()
+        return OpenAIConfig(
+            _secret(settings, "DASHSCOPE_API_KEY"), base, "DASHSCOPE_API_KEY", timeout, headers=headers
+        )
+    if name == "ollama":
+        host = (settings.get("OLLAMA_HOST") or "http://localhost:11434").rstrip("/")
+        host = host if "://" in host else f"http://{host}"
+        return OpenAIConfig("ollama", f"{host}/v1", "OLLAMA_HOST", timeout)
+    base = settings.get("REPOLENS_OPENAI_COMPATIBLE_BASE_URL")
+    key = _secret(settings, "REPOLENS_OPENAI_COMPATIBLE_API_KEY") or "none"
+    return OpenAIConfig(key, base, "REPOLENS_OPENAI_COMPATIBLE_API_KEY", timeout)
+
+
+def get_provider(name: str | None, settings: Settings, model: str | None = None) -> ChatProvider:
+    """The provider `name` (None: the default) ready to stream, or a clear error if it is not set up."""
+    info = provider_info(name or default_provider(settings))
+    if not _usable(info, settings):
+        missing = " and ".join(variable for variable in info.required if not settings.get(variable))
+        raise ProviderError(
+            "not_configured", f"not configured: set {missing} (see README, Configuration)", provider=info.id
+        )
+    resolved = resolve_model(info, settings, model)
+    if info.id == "offline":
+        return OfflineProvider()
+    if info.id == "google":
+        base = settings.get("GOOGLE_API_BASE_URL", GEMINI_BASE_URL) or GEMINI_BASE_URL
+        return GeminiProvider(
+            resolved.id, _secret(settings, "GOOGLE_API_KEY"), base_url=base, timeout_s=_timeout(settings)
+        )
+    return OpenAICompatProvider(info.id, resolved.id, _openai_config(info.id, settings))
+
+
+def list_providers(settings: Settings) -> list[dict[str, Any]]:
+    """Every provider with its models and whether it is configured (for `/api/models`)."""
+    default = default_provider(settings)
+    return [
+        {
+            "id": info.id,
+            "name": info.name,
+            "configured": is_configured(info.id, settings),
+            "default": info.id == default,
+            "default_model": resolve_model(info, settings, None).id,
+            "supports_custom_model": info.supports_custom_model,
+            "env": list(info.required + info.optional),
+            "models": [
+                {"id": m.id, "name": m.name, "context_window": m.context_window, "max_output": m.max_output}
+                for m in info.models
+            ],
+        }
+        for info in PROVIDERS.values()
+    ]

@@ -1,0 +1,230 @@
+"""deepwiki-open's client-driven deep research: one iteration per request, numbered from the history.
+
+The client tags a message with `[DEEP RESEARCH]`, sends "[DEEP RESEARCH] Continue the research"
+after each answer and stops once an answer contains `## Final Conclusion`. So: iteration =
+assistant messages + 1; iteration 1 is `## Research Plan` ... `## Next Steps`; 2–4 are
+`## Research Update N`; 5 and later `## Final Conclusion`. Every iteration researches the
+ORIGINAL question (the first tagged user message), with the earlier iterations' answers as
+context, and may use the tools for a turn or two. We write the heading ourselves, so it is exact
+whatever the model does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rag.errors import RepoLensError
+from rag.providers.base import ProviderError
+from rag.research import prompts
+from rag.research.frames import Stats, done_frame, error_frame
+from rag.research.options import ResearchOptions
+from rag.research.services import ResearchServices
+from rag.tokens import count_tokens, truncate_to_tokens
+
+DEEP_RESEARCH_TAG = "[DEEP RESEARCH]"
+FINAL_ITERATION = 5
+NEXT_STEPS = "## Next Steps"
+PREVIOUS_TOKENS = 4_000
+_CONTINUE = re.compile(
+    r"^\s*(please\s+)?continue(\s+(the|with|your))?(\s+research)?\s*[.!]?\s*$", re.IGNORECASE
+)
+# Investigation turns per iteration: a first look with the plan, deeper updates, a last check.
+_TURNS = {1: 1, FINAL_ITERATION: 1}
+_UPDATE_TURNS = 2
+
+
+class CompatRequestError(RepoLensError):
+    code = "bad_request"
+
+
+@dataclass(frozen=True, slots=True)
+class CompatState:
+    """What one compatible request asks for, read from its message history."""
+
+    iteration: int
+    question: str
+    latest: str
+    previous: tuple[str, ...]
+
+    @property
+    def heading(self) -> str:
+        if self.iteration == 1:
+            return "## Research Plan"
+        if self.iteration < FINAL_ITERATION:
+            return f"## Research Update {self.iteration}"
+        return "## Final Conclusion"
+
+
+def strip_tag(text: str) -> str:
+    return text.replace(DEEP_RESEARCH_TAG, "").strip()
+
+
+def is_deep_research(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """deepwiki's rule: any message whose content contains the tag makes the request deep research."""
+    return any(DEEP_RESEARCH_TAG in str(m.get("content") or "") for m in messages)
+
+
+def is_continue(text: str) -> bool:
+    return bool(_CONTINUE.match(strip_tag(text)))
+
+
+def compat_state(messages: Sequence[Mapping[str, Any]]) -> CompatState:
+    """Iteration number, the original question and the earlier iterations' answers."""
+    users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
+    if not users:
+        raise CompatRequestError("No messages provided: a deep research request needs a user message")
+    tagged = [text for text in users if DEEP_RESEARCH_TAG in text and not is_continue(text)]
+    candidates = tagged or [text for text in users if not is_continue(text)] or users
+    question = strip_tag(candidates[0])
+    latest = strip_tag(users[-1])
+    previous = tuple(str(m.get("content") or "") for m in messages if m.get("role") == "assistant")
+    return CompatState(len(previous) + 1, question, latest, previous)
+
+
+def research_so_far(state: CompatState) -> str:
+    """The earlier iterations' answers as context, newest kept whole when they must be cut."""
+    if not state.previous:
+        return ""
+    parts = [f"### Iteration {n}\n{text.strip()}" for n, text in enumerate(state.previous, 1)]
+    text = "\n\n".join(parts)
+    if count_tokens(text) > PREVIOUS_TOKENS:
+        newest = truncate_to_tokens(parts[-1], PREVIOUS_TOKENS // 2)
+        older = truncate_to_tokens("\n\n".join(parts[:-1]), PREVIOUS_TOKENS // 2)
+        text = f"{older}\n… (earlier iterations cut to fit)\n\n{newest}"
+    extra = (
+        ""
+        if is_continue(state.latest) or state.latest == state.question
+        else f"\nThe user adds: {state.latest}\n"
+    )
+    return f"Research so far (earlier iterations of this investigation):\n{text}\n{extra}\n"
+
+
+def writing_instruction(state: CompatState) -> str:
+    if state.iteration == 1:
+        return (
+            "This is iteration 1 of a multi-turn investigation. Write the research plan (sub-questions, "
+            "what to look at) and the first findings. Do not conclude. Do not repeat the heading. "
+            f"End with a section headed exactly '{NEXT_STEPS}' listing what the next iterations will investigate."
+        )
+    if state.iteration < FINAL_ITERATION:
+        return (
+            f"This is iteration {state.iteration}. Report only what is new since the earlier iterations, "
+            "deepening the open sub-questions. Do not conclude yet and do not write a 'Final Conclusion' "
+            "heading; do not repeat the heading."
+        )
+    return (
+        "This is the final iteration. Write the final conclusion answering the original question, drawing "
+        "on all earlier iterations and the evidence. Do not repeat the heading."
+    )
+
+
+def _normal(line: str) -> str:
+    return " ".join(line.strip().lstrip("#").split()).lower()
+
+
+async def without_heading(pieces: AsyncIterator[str], heading: str) -> AsyncIterator[str]:
+    """The model's text minus a leading copy of `heading` (we already sent it)."""
+    buffer = ""
+    decided = False
+    async for piece in pieces:
+        if decided:
+            yield piece
+            continue
+        buffer += piece
+        stripped = buffer.lstrip()
+        if "\n" not in stripped and len(stripped) < len(heading) + 20:
+            continue
+        decided = True
+        first, _, rest = stripped.partition("\n")
+        buffer = rest.lstrip("\n") if _normal(first) == _normal(heading) else stripped
+        if buffer:
+            yield buffer
+    if not decided and buffer.strip() and _normal(buffer) != _normal(heading):
+        yield buffer.lstrip()
+
+
+async def compat_events(
+    services: ResearchServices,
+    *,
+    repo_id: str,
+    messages: Sequence[Mapping[str, Any]],
+    provider: str | None,
+    model: str | None,
+    language: str,
+    options: ResearchOptions,
+    cancel: asyncio.Event | None,
+) -> AsyncIterator[dict[str, Any]]:
+    """One compatible iteration as `token` frames, then `done` (an `error` frame before it on failure)."""
+    from rag.research.loop import prepare
+
+    failed = Stats(options.max_iterations, stopped_because="error")
+    try:
+        state = compat_state(messages)
+        chat, tools, options = await prepare(services, repo_id, provider, model, options)
+    except RepoLensError as error:
+        yield error_frame(error.code, error.message)
+        yield done_frame(failed)
+        return
+    if getattr(chat, "name", "") == "offline":
+        from rag.research.offline import offline_compat
+
+        async for frame in offline_compat(tools, state, options=options, cancel=cancel):
+            yield frame
+        return
+    async for frame in _model_iteration(tools, chat, state, language, options, cancel):
+        yield frame
+
+
+async def _model_iteration(
+    tools: Any,
+    chat: Any,
+    state: CompatState,
+    language: str,
+    options: ResearchOptions,
+    cancel: asyncio.Event | None,
+) -> AsyncIterator[dict[str, Any]]:
+    from rag.research.loop import ResearchCancelled, Researcher, TimeBudgetExceeded
+
+    turns = min(_TURNS.get(min(state.iteration, FINAL_ITERATION), _UPDATE_TURNS), options.max_iterations)
+    run = Researcher(
+        tools,
+        chat,
+        question=state.question,
+        language=language,
+        options=dataclasses.replace(options, max_iterations=turns),
+        cancel=cancel,
+    )
+    run.context_note = research_so_far(state)
+    yield {"type": "token", "text": f"{state.heading}\n\n"}
+    body = ""
+    try:
+        try:
+            if state.iteration == 1:
+                async for _ in run.plan():
+                    pass
+            async for _ in run.investigate():
+                pass
+        except TimeBudgetExceeded:
+            run.stats.stopped_because = "time_budget"
+        system = prompts.conclude_system(language)
+        async for piece in without_heading(run.conclude(system, writing_instruction(state)), state.heading):
+            body += piece
+            yield {"type": "token", "text": piece}
+        if state.iteration == 1 and NEXT_STEPS not in body:
+            yield {
+                "type": "token",
+                "text": f"\n\n{NEXT_STEPS}\n\n- Continue the research on: {state.question}\n",
+            }
+    except ResearchCancelled:
+        run.stats.stopped_because = "cancelled"
+        yield error_frame("cancelled", "research cancelled")
+    except (ProviderError, RepoLensError) as error:
+        run.stats.stopped_because = "error"
+        yield {"type": "token", "text": ("\n\n---\n" if body else "") + run.findings_so_far(error.message)}
+        yield error_frame("provider_error" if isinstance(error, ProviderError) else error.code, error.message)
+    yield done_frame(run.stats)

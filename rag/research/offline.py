@@ -1,0 +1,353 @@
+"""Research without a model: follow the code graph out from the retrieved code.
+
+Starting from the spans retrieval finds for the question, each hop looks at the identifiers a span
+calls (callees: their definitions, found through the chunk symbols) and at the places that call
+the span's own symbol (callers: references, found by identifier grep, lifted to their enclosing
+chunk). After a few hops the visited spans form a small call graph; the conclusion lays out its
+longest paths ("`main` calls `run` calls `send`") with `path:start-end` citations, plus the other
+connections found. Everything comes from the index, so it cannot invent code. Deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import keyword
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.research.compat import FINAL_ITERATION, NEXT_STEPS, CompatState
+from rag.research.frames import (
+    Stats,
+    citations_frame,
+    done_frame,
+    error_frame,
+    research_frame,
+    sources_frame,
+)
+from rag.research.options import ResearchOptions
+from rag.research.tools import Evidence, RepoTools
+
+OFFLINE_LABEL = "Offline research (no LLM configured)"
+MAX_HOPS = 4
+SEEDS = 4
+MAX_NODES = 24
+MAX_DEFINITIONS = 2
+GENERIC_NAME_DEFINITIONS = 6
+_CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+_DEFINING = re.compile(r"\b(?:def|class|function|func|fn)\s+([A-Za-z_]\w*)")
+_PROSE_LANGUAGES = frozenset({"markdown", "rst", "text", "json", "yaml", "toml", "html", "css"})
+_IGNORED = frozenset(
+    {*keyword.kwlist, *dir(builtins), "self", "cls", "super", "this", "new", "function", "func", "return"}
+    | {"if", "for", "while", "switch", "catch", "sizeof", "typeof", "require", "console", "make", "append"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A span of code in the graph: a chunk with its symbol."""
+
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.path}:{self.start_line}-{self.end_line}"
+
+    @property
+    def name(self) -> str:
+        return self.symbol or self.ref
+
+    @property
+    def short(self) -> str | None:
+        return self.symbol.rsplit(".", 1)[-1] if self.symbol else None
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    caller: Node
+    callee: Node
+    identifier: str
+
+
+@dataclass
+class Graph:
+    nodes: dict[Node, int] = field(default_factory=dict)
+    edges: set[Edge] = field(default_factory=set)
+
+    def add(self, node: Node, hop: int) -> bool:
+        if node in self.nodes:
+            return False
+        self.nodes[node] = hop
+        return True
+
+    def callees(self, node: Node) -> list[Edge]:
+        return sorted(
+            (e for e in self.edges if e.caller == node), key=lambda e: (e.callee.path, e.callee.start_line)
+        )
+
+    def paths(self) -> list[list[Edge]]:
+        """Longest call chains, each starting at a node nobody in the graph calls; longest first."""
+        called = {edge.callee for edge in self.edges}
+        roots = [node for node in self.nodes if node not in called and self.callees(node)]
+        chains: list[list[Edge]] = []
+
+        def walk(node: Node, chain: list[Edge], seen: set[Node]) -> list[Edge]:
+            best = chain
+            for edge in self.callees(node):
+                if edge.callee not in seen:
+                    candidate = walk(edge.callee, [*chain, edge], seen | {edge.callee})
+                    if len(candidate) > len(best):
+                        best = candidate
+            return best
+
+        for root in roots:
+            chain = walk(root, [], {root})
+            if chain:
+                chains.append(chain)
+        chains.sort(key=lambda chain: (-len(chain), chain[0].caller.path))
+        kept: list[list[Edge]] = []
+        for chain in chains:
+            if not any(set(chain) <= set(other) for other in kept):
+                kept.append(chain)
+        return kept
+
+
+class CodeGraphWalker:
+    """Explores callers and callees hop by hop over one repository's tools (blocking calls)."""
+
+    def __init__(self, tools: RepoTools) -> None:
+        self.tools = tools
+        self.graph = Graph()
+        self.lookups = 0
+
+    def node_at(self, path: str, line: int) -> Node:
+        span = self.tools.enclosing(path, line)
+        return Node(span.path, span.start_line, span.end_line, span.symbol)
+
+    def seeds(self, question: str) -> list[Node]:
+        hits = self.tools.retriever.search(question, k=SEEDS * 3)
+        seeds: list[Node] = []
+        for hit in hits:
+            if hit.language in _PROSE_LANGUAGES:
+                continue
+            node = self.node_at(hit.path, hit.start_line)
+            if node.symbol is None:
+                node = Node(hit.path, hit.start_line, hit.end_line, hit.symbol)
+            if node not in seeds:
+                seeds.append(node)
+            if len(seeds) >= SEEDS:
+                break
+        return seeds
+
+    def _text(self, node: Node) -> str:
+        return "\n".join(self.tools.lines(node.path)[node.start_line - 1 : node.end_line])
+
+    def _rank(self, caller: Node, candidates: list[Evidence]) -> list[Evidence]:
+        """Definitions in files the caller imports or names come first."""
+        caller_text = self.tools.text(caller.path)
+
+        def score(item: Evidence) -> tuple[int, str]:
+            module = item.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            return (
+                0 if item.path == caller.path or re.search(rf"\b{re.escape(module)}\b", caller_text) else 1,
+                item.path,
+            )
+
+        return sorted(candidates, key=score)
+
+    def callees(self, node: Node) -> list[Edge]:
+        text = self._text(node)
+        defined_here = set(_DEFINING.findall(text))
+        edges = []
+        for name in dict.fromkeys(_CALL.findall(text)):
+            if name in _IGNORED or name in defined_here or name == node.short:
+                continue
+            self.lookups += 1
+            definitions = self.tools.definitions(name)
+            if not definitions or len(definitions) > GENERIC_NAME_DEFINITIONS:
+                continue
+            spans = [Evidence(d.path, d.start_line, d.end_line, d.symbol) for d in definitions]
+            for item in self._rank(node, spans)[:MAX_DEFINITIONS]:
+                target = Node(item.path, item.start_line, item.end_line, item.symbol)
+                if target != node:
+                    edges.append(Edge(node, target, name))
+        return edges
+
+    def callers(self, node: Node) -> list[Edge]:
+        name = node.short
+        if not name or name in _IGNORED:
+            return []
+        self.lookups += 1
+        call = re.compile(rf"\b{re.escape(name)}\s*\(")
+        edges = []
+        for path, line, text in self.tools.references(name, 40):
+            if not call.search(text):
+                continue
+            caller = self.node_at(path, line)
+            if caller != node and not (caller.path == node.path and node.start_line <= line <= node.end_line):
+                edges.append(Edge(caller, node, name))
+        return edges
+
+    def hop(self, frontier: list[Node], hop: int) -> list[Node]:
+        """Expand `frontier` one step in both directions; returns the nodes reached for the first time."""
+        reached: list[Node] = []
+        for node in frontier:
+            for edge in [*self.callees(node), *self.callers(node)]:
+                if len(self.graph.nodes) >= MAX_NODES and (
+                    edge.caller not in self.graph.nodes or edge.callee not in self.graph.nodes
+                ):
+                    continue
+                self.graph.edges.add(edge)
+                for end in (edge.caller, edge.callee):
+                    if self.graph.add(end, hop):
+                        reached.append(end)
+        return reached
+
+
+def _first_doc_line(walker: CodeGraphWalker, node: Node) -> str:
+    for line in walker.tools.lines(node.path)[node.start_line - 1 : node.end_line]:
+        stripped = line.strip().strip("\"'/*# ").strip()
+        if stripped and not _DEFINING.search(line) and not stripped.startswith(("@", "import", "from")):
+            return stripped[:160]
+    return ""
+
+
+def write_conclusion(question: str, walker: CodeGraphWalker, hops: int, *, title: bool = True) -> str:
+    """The structured offline answer: paths through the code, other connections, key spans."""
+    graph = walker.graph
+    files = sorted({node.path for node in graph.nodes})
+    lines = [f"## {OFFLINE_LABEL}", ""] if title else [f"*{OFFLINE_LABEL}*", ""]
+    lines += [
+        f"Question: {question}",
+        "",
+        f"Followed the code graph for {hops} hops from the retrieved code: {len(graph.nodes)} spans in "
+        f"{len(files)} files, {len(graph.edges)} call edges. No model was used; every line below is taken "
+        "from the index.",
+        "",
+    ]
+    chains = graph.paths()
+    if chains:
+        lines += ["### Path through the code", ""]
+        for number, chain in enumerate(chains[:3], 1):
+            if len(chains) > 1:
+                lines.append(f"Path {number}:")
+            steps = [chain[0].caller, *(edge.callee for edge in chain)]
+            for step, node in enumerate(steps, 1):
+                via = f" — calls `{chain[step - 1].identifier}` ↓" if step <= len(chain) else ""
+                lines.append(f"{step}. `{node.name}` at {node.ref}{via}")
+            lines.append("")
+    in_chains = {edge for chain in chains[:3] for edge in chain}
+    others = sorted(graph.edges - in_chains, key=lambda e: (e.caller.path, e.caller.start_line, e.identifier))
+    if others:
+        lines += ["### Other connections", ""]
+        lines += [
+            f"- `{e.caller.name}` ({e.caller.ref}) calls `{e.identifier}` → {e.callee.ref}"
+            for e in others[:15]
+        ]
+        if len(others) > 15:
+            lines.append(f"- … and {len(others) - 15} more")
+        lines.append("")
+    if graph.nodes:
+        lines += ["### Spans examined", ""]
+        for node in sorted(graph.nodes, key=lambda n: (graph.nodes[n], n.path, n.start_line)):
+            doc = _first_doc_line(walker, node)
+            lines.append(f"- {node.ref} `{node.name}`" + (f": {doc}" if doc else ""))
+    else:
+        lines.append("No code matching the question was found in the index.")
+    return "\n".join(lines) + "\n"
+
+
+async def offline_events(
+    tools: RepoTools, *, question: str, options: ResearchOptions, cancel: asyncio.Event | None
+) -> AsyncIterator[dict[str, Any]]:
+    """Events-mode offline research: progress per hop, then the structured conclusion."""
+    stats = Stats(options.max_iterations)
+    walker = CodeGraphWalker(tools)
+    hops = min(options.max_iterations, MAX_HOPS)
+
+    def cancelled() -> bool:
+        return cancel is not None and cancel.is_set()
+
+    seeds = await asyncio.to_thread(walker.seeds, question)
+    for node in seeds:
+        walker.graph.add(node, 0)
+    start = ", ".join(f"{n.ref} ({n.name})" for n in seeds) or "nothing"
+    yield research_frame(stats, "plan", "plan", summary=f"offline: follow callers and callees from {start}")
+    frontier = seeds
+    while frontier and stats.turns < hops:
+        if cancelled():
+            stats.stopped_because = "cancelled"
+            yield error_frame("cancelled", "research cancelled")
+            yield done_frame(stats)
+            return
+        stats.turns += 1
+        names = [n.name for n in frontier]
+        yield research_frame(stats, "investigate", "tool_call", tool="find_symbol", args={"names": names})
+        before = walker.lookups
+        frontier = await asyncio.to_thread(walker.hop, frontier, stats.turns)
+        stats.tool_calls += walker.lookups - before
+        files = list(dict.fromkeys(n.path for n in frontier))
+        summary = f"{len(frontier)} new spans: " + ", ".join(f"{n.name} ({n.ref})" for n in frontier[:6])
+        yield research_frame(stats, "investigate", "finding", summary=summary, files=files)
+    stats.stopped_because = "no_new_evidence" if not frontier else "max_iterations"
+    answer = await asyncio.to_thread(write_conclusion, question, walker, stats.turns)
+    spans = [
+        Evidence(n.path, n.start_line, n.end_line, n.symbol, tools.language(n.path))
+        for n in walker.graph.nodes
+    ]
+    yield research_frame(stats, "conclude", "note", summary="writing the path through the code")
+    yield sources_frame(tools, spans)
+    for line in answer.splitlines(keepends=True):
+        yield {"type": "token", "text": line}
+    yield citations_frame(tools, spans, answer)
+    yield done_frame(stats)
+
+
+def offline_plan(question: str, walker: CodeGraphWalker, seeds: list[Node]) -> str:
+    """Iteration 1 of compatible mode: where the walk starts and what it will follow."""
+    lines = [f"{OFFLINE_LABEL}. Question: {question}", "", "Starting points found by retrieval:", ""]
+    lines += [f"- `{node.name}` at {node.ref}" for node in seeds] or ["- (no code matched the question)"]
+    follow = sorted(
+        {name for node in seeds for name in _CALL.findall(walker._text(node)) if name not in _IGNORED}
+    )
+    lines += ["", f"{NEXT_STEPS}", ""]
+    lines.append("- Follow the callers and callees of the starting points, one hop per iteration.")
+    if follow:
+        lines.append("- Identifiers to follow: " + ", ".join(f"`{name}`" for name in follow[:12]))
+    return "\n".join(lines) + "\n"
+
+
+async def offline_compat(
+    tools: RepoTools, state: CompatState, *, options: ResearchOptions, cancel: asyncio.Event | None
+) -> AsyncIterator[dict[str, Any]]:
+    """A compatible-mode iteration without a model: plan, then the graph `iteration - 1` hops deep."""
+    stats = Stats(options.max_iterations)
+    walker = CodeGraphWalker(tools)
+    seeds = await asyncio.to_thread(walker.seeds, state.question)
+    for node in seeds:
+        walker.graph.add(node, 0)
+    yield {"type": "token", "text": f"{state.heading}\n\n"}
+    if state.iteration == 1:
+        text = offline_plan(state.question, walker, seeds)
+    else:
+        hops = MAX_HOPS if state.iteration >= FINAL_ITERATION else state.iteration - 1
+        frontier = seeds
+        while frontier and stats.turns < hops:
+            if cancel is not None and cancel.is_set():
+                stats.stopped_because = "cancelled"
+                yield error_frame("cancelled", "research cancelled")
+                yield done_frame(stats)
+                return
+            stats.turns += 1
+            frontier = await asyncio.to_thread(walker.hop, frontier, stats.turns)
+        text = write_conclusion(state.question, walker, stats.turns, title=False)
+    stats.tool_calls = walker.lookups
+    stats.stopped_because = "iteration_done"
+    for line in text.splitlines(keepends=True):
+        yield {"type": "token", "text": line}
+    yield done_frame(stats)

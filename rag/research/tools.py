@@ -1,0 +1,457 @@
+"""The research tools: read-only views of one indexed repository, safe to hand to a model.
+
+Every tool reads the store (`RepoIndex.file_text`, `list_files`, `chunks_for_file`), never the
+file system, so a model can only ever see what was indexed. Paths are normalised and anything
+absolute, containing `..`, or not in the index is refused with a `ToolError` whose message is
+returned to the model as the tool's result. Outputs are bounded in tokens and say when they
+were truncated and how to narrow the call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import posixpath
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import regex
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rag.errors import RepoLensError
+from rag.lexical import path_matches
+from rag.tokens import count_tokens, truncate_to_tokens
+
+MAX_PATTERN_LENGTH = 500
+GREP_SECONDS = 2.0
+MAX_READ_LINES = 200
+MAX_LINE_CHARS = 240
+
+
+class ToolError(RepoLensError):
+    """A refused or malformed tool call; its message goes back to the model, research goes on."""
+
+    code = "tool_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A span of a file a tool showed: what the conclusion may cite."""
+
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None = None
+    language: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.path}:{self.start_line}-{self.end_line}"
+
+
+@dataclass(slots=True)
+class ToolResult:
+    tool: str
+    args: dict[str, Any]
+    output: str
+    summary: str
+    evidence: list[Evidence] = field(default_factory=list)
+    is_error: bool = False
+
+    @property
+    def files(self) -> list[str]:
+        return list(dict.fromkeys(item.path for item in self.evidence))
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    name: str
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchArgs(_Args):
+    query: str = Field(min_length=1, description="What to look for, in words or identifiers.")
+    k: int = Field(8, ge=1, le=20, description="How many spans to return.")
+    path_glob: str | None = Field(None, description="Only files matching this glob, e.g. 'src/**/*.py'.")
+    language: str | None = Field(None, description="Only files of this language, e.g. 'python'.")
+
+
+class GrepArgs(_Args):
+    pattern: str = Field(min_length=1, max_length=MAX_PATTERN_LENGTH, description="A regular expression.")
+    path_glob: str | None = Field(None, description="Only files matching this glob, e.g. '*.py'.")
+    ignore_case: bool = Field(False, description="Match case-insensitively.")
+    max_matches: int = Field(50, ge=1, le=200, description="Stop after this many matching lines.")
+
+
+class GlobArgs(_Args):
+    pattern: str = Field(
+        min_length=1, description="A gitignore-style glob, e.g. 'src/**/*.ts' or '*client*'."
+    )
+
+
+class ListDirArgs(_Args):
+    path: str = Field("", description="A directory relative to the repository root; '' is the root.")
+
+
+class ReadFileArgs(_Args):
+    path: str = Field(min_length=1, description="A file path relative to the repository root.")
+    start_line: int = Field(1, ge=1, description="First line to read (1-based).")
+    end_line: int | None = Field(
+        None, ge=1, description=f"Last line (inclusive); at most {MAX_READ_LINES} lines."
+    )
+
+
+class FindSymbolArgs(_Args):
+    name: str = Field(
+        min_length=1, description="A function, class or method name, e.g. 'send' or 'Client.send'."
+    )
+    max_references: int = Field(30, ge=0, le=100, description="How many reference lines to list.")
+
+
+_ARG_MODELS: dict[str, type[_Args]] = {
+    "search": SearchArgs,
+    "grep": GrepArgs,
+    "glob": GlobArgs,
+    "list_dir": ListDirArgs,
+    "read_file": ReadFileArgs,
+    "find_symbol": FindSymbolArgs,
+}
+
+TOOL_DESCRIPTIONS: dict[str, str] = {
+    "search": "Hybrid (semantic + keyword) search over the repository's code; returns line-numbered spans.",
+    "grep": "Regular-expression search over every indexed file; returns path:line: text for matching lines.",
+    "glob": "List indexed file paths matching a glob.",
+    "list_dir": "List the files and sub-directories of one directory of the repository.",
+    "read_file": f"Read a line range of one file (line-numbered, at most {MAX_READ_LINES} lines per call).",
+    "find_symbol": "Find where a function/class/method is defined and the lines that reference it.",
+}
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    """Name, description and JSON-schema parameters of every tool (for native tool calling and prompts)."""
+    schemas = []
+    for name, model in _ARG_MODELS.items():
+        parameters = model.model_json_schema()
+        parameters.pop("title", None)
+        for prop in parameters.get("properties", {}).values():
+            prop.pop("title", None)
+        schemas.append({"name": name, "description": TOOL_DESCRIPTIONS[name], "parameters": parameters})
+    return schemas
+
+
+def normalize_path(raw: str) -> str:
+    """The repository-relative posix form of `raw`, refusing anything that could leave the repository."""
+    text = raw.strip().replace("\\", "/")
+    if text.startswith(("/", "~")) or re.match(r"^[A-Za-z]:", text):
+        raise ToolError(f"refused: {raw!r} is an absolute path; use a path relative to the repository root")
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ToolError(f"refused: {raw!r} points outside the repository ('..' is not allowed)")
+    return posixpath.join(*parts) if parts else ""
+
+
+def _clip_line(line: str) -> str:
+    return line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + " …"
+
+
+def numbered(lines: Iterable[str], first_line: int) -> str:
+    """Lines prefixed with their 1-based number, the way prompts show code so models can cite it."""
+    return "\n".join(f"{number:>5}| {_clip_line(line)}" for number, line in enumerate(lines, first_line))
+
+
+def _definition_regex(name: str) -> regex.Pattern[str]:
+    """Lines that define `name` in the common languages (def/class/function/func/fn/struct/...)."""
+    keyword = r"(?:def|class|function|func|fn|struct|interface|trait|enum|type|module|record)"
+    assign = rf"(?:const|let|var)\s+{re.escape(name)}\s*=\s*(?:async\s*)?(?:function\b|\()"
+    method = (
+        rf"^\s*(?:(?:public|private|protected|static|async|override|virtual)\s+)*{re.escape(name)}\s*\([^;]*$"
+    )
+    return regex.compile(
+        rf"\b{keyword}\s+(?:\([^)]*\)\s*)?{re.escape(name)}\b|{assign}|{method}", regex.MULTILINE
+    )
+
+
+class RepoTools:
+    """The tools bound to one opened index; safe to call from several threads at once.
+
+    `retriever` is a `rag.retrieval.Retriever` (or anything with its `search`); texts, paths and
+    the symbol table are loaded lazily once per instance, i.e. once per research run.
+    """
+
+    def __init__(self, index: Any, retriever: Any, *, output_tokens: int = 1_500) -> None:
+        self.index = index
+        self.retriever = retriever
+        self.output_tokens = output_tokens
+        self._lock = threading.Lock()
+        self._texts: dict[str, str] = {}
+        self._chunk_cache: dict[str, list[Any]] = {}
+
+    @functools.cached_property
+    def _files(self) -> dict[str, Any]:
+        return {info.path: info for info in self.index.list_files()}
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted(self._files)
+
+    def language(self, path: str) -> str:
+        return getattr(self._files.get(path), "language", "") or ""
+
+    def text(self, path: str) -> str:
+        with self._lock:
+            cached = self._texts.get(path)
+        if cached is None:
+            cached = self.index.file_text(path) or ""
+            with self._lock:
+                self._texts[path] = cached
+        return cached
+
+    def lines(self, path: str) -> list[str]:
+        return self.text(path).splitlines()
+
+    def chunks(self, path: str) -> list[Any]:
+        """The indexed chunks of `path` in line order (cached)."""
+        with self._lock:
+            cached = self._chunk_cache.get(path)
+        if cached is None:
+            cached = self.index.chunks_for_file(path)
+            with self._lock:
+                self._chunk_cache[path] = cached
+        return cached
+
+    def enclosing(self, path: str, line: int) -> Evidence:
+        """The innermost indexed chunk of `path` containing `line` (the line itself if none does)."""
+        best: Any = None
+        for chunk in self.chunks(path):
+            inside = chunk.start_line <= line <= chunk.end_line
+            if inside and (
+                best is None or chunk.end_line - chunk.start_line < best.end_line - best.start_line
+            ):
+                best = chunk
+        if best is None:
+            return Evidence(path, line, line, None, self.language(path))
+        return Evidence(path, best.start_line, best.end_line, best.symbol, self.language(path))
+
+    def resolve_file(self, raw: str) -> str:
+        path = normalize_path(raw)
+        if path in self._files:
+            return path
+        base = posixpath.basename(path)
+        similar = [p for p in self.paths if posixpath.basename(p) == base] or difflib.get_close_matches(
+            path, self.paths, n=3
+        )
+        hint = f"; did you mean {', '.join(similar[:3])}?" if similar else ""
+        raise ToolError(f"refused: {raw!r} is not a file of the indexed repository{hint}")
+
+    def run(self, name: str, args: Mapping[str, Any] | None) -> ToolResult:
+        """Execute one tool call; a refused or malformed call becomes an error result, never an exception."""
+        raw_args = dict(args or {})
+        model = _ARG_MODELS.get(name)
+        try:
+            if model is None:
+                raise ToolError(f"unknown tool {name!r}; available: {', '.join(_ARG_MODELS)}")
+            try:
+                parsed = model.model_validate(raw_args)
+            except ValidationError as error:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in item['loc']) or 'args'}: {item['msg']}"
+                    for item in error.errors()
+                )
+                raise ToolError(f"bad arguments for {name}: {problems}") from error
+            result = getattr(self, f"_{name}")(parsed)
+        except ToolError as error:
+            return ToolResult(name, raw_args, f"ERROR: {error.message}", error.message, is_error=True)
+        result.args = raw_args
+        return result
+
+    def _bounded(self, body: str, note: str) -> str:
+        """`body` cut to the output budget, with `note` (how to narrow the call) if anything was cut."""
+        if count_tokens(body) <= self.output_tokens:
+            return body
+        kept = truncate_to_tokens(body, self.output_tokens)
+        kept = kept[: kept.rfind("\n")] if "\n" in kept else kept
+        return f"{kept}\n[output truncated to {self.output_tokens} tokens: {note}]"
+
+    def _search(self, args: SearchArgs) -> ToolResult:
+        hits = self.retriever.search(args.query, k=args.k, path_glob=args.path_glob, language=args.language)
+        if not hits:
+            return ToolResult("search", {}, f"No results for {args.query!r}.", "no results")
+        blocks = []
+        for hit in hits:
+            label = f"{hit.path}:{hit.start_line}-{hit.end_line}" + (f" ({hit.symbol})" if hit.symbol else "")
+            blocks.append(f"## {label}\n{numbered(hit.text.splitlines(), hit.start_line)}")
+        evidence = [Evidence(h.path, h.start_line, h.end_line, h.symbol, h.language) for h in hits]
+        output = self._bounded("\n\n".join(blocks), "lower k, or use read_file on one span")
+        summary = f"{len(hits)} spans: " + ", ".join(item.ref for item in evidence[:4])
+        return ToolResult("search", {}, output, summary, evidence)
+
+    def _grep(self, args: GrepArgs) -> ToolResult:
+        flags = regex.MULTILINE | (regex.IGNORECASE if args.ignore_case else 0)
+        try:
+            compiled = regex.compile(args.pattern, flags)
+        except regex.error as error:
+            raise ToolError(f"invalid regular expression {args.pattern!r}: {error}") from error
+        matches, truncated = self.grep_lines(compiled, args.path_glob, args.max_matches)
+        if not matches:
+            return ToolResult("grep", {}, f"No lines match {args.pattern!r}.", "no matches")
+        rendered = "\n".join(f"{path}:{line}: {_clip_line(text.strip())}" for path, line, text in matches)
+        if truncated:
+            rendered += f"\n[stopped at {args.max_matches} matching lines: narrow the pattern or path_glob]"
+        evidence = [Evidence(path, line, line, None, self.language(path)) for path, line, _ in matches]
+        files = list(dict.fromkeys(path for path, _, _ in matches))
+        output = self._bounded(rendered, "narrow the pattern or path_glob")
+        summary = f"{len(matches)} lines in {len(files)} files: " + ", ".join(files[:4])
+        return ToolResult("grep", {}, output, summary, evidence)
+
+    def grep_lines(
+        self, compiled: regex.Pattern[str], path_glob: str | None, max_matches: int
+    ) -> tuple[list[tuple[str, int, str]], bool]:
+        """(path, line, text) of lines matching `compiled`, one per line; True if `max_matches` cut it."""
+        deadline = time.monotonic() + GREP_SECONDS
+        found: list[tuple[str, int, str]] = []
+        for path in self.paths:
+            if path_glob and not path_matches(path, path_glob):
+                continue
+            text = self.text(path)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ToolError(
+                    f"grep took longer than {GREP_SECONDS:.0f}s: use a simpler pattern or a path_glob"
+                )
+            line, scanned = 1, 0
+            try:
+                for match in compiled.finditer(text, timeout=remaining):
+                    start = match.start()
+                    if scanned and start < scanned:
+                        continue
+                    line += text.count("\n", scanned, start)
+                    line_start = text.rfind("\n", 0, start) + 1
+                    line_end = text.find("\n", start)
+                    scanned = line_end + 1 if line_end >= 0 else len(text) + 1
+                    found.append((path, line, text[line_start : scanned - 1]))
+                    line += 1
+                    if len(found) >= max_matches:
+                        return found, True
+            except TimeoutError as error:
+                raise ToolError(
+                    f"the pattern {compiled.pattern!r} is too expensive (timed out after {GREP_SECONDS:.0f}s):"
+                    " avoid nested repetition like (a+)+"
+                ) from error
+        return found, False
+
+    def _glob(self, args: GlobArgs) -> ToolResult:
+        paths = [path for path in self.paths if path_matches(path, args.pattern)]
+        if not paths:
+            return ToolResult("glob", {}, f"No indexed files match {args.pattern!r}.", "no files")
+        output = self._bounded("\n".join(paths), "use a narrower pattern")
+        return ToolResult("glob", {}, output, f"{len(paths)} files", [])
+
+    def _list_dir(self, args: ListDirArgs) -> ToolResult:
+        folder = normalize_path(args.path)
+        prefix = f"{folder}/" if folder else ""
+        subdirs: dict[str, int] = {}
+        files: list[str] = []
+        for path in self.paths:
+            if not path.startswith(prefix):
+                continue
+            rest = path[len(prefix) :]
+            head, _, tail = rest.partition("/")
+            if tail:
+                subdirs[head] = subdirs.get(head, 0) + 1
+            else:
+                files.append(head)
+        if not subdirs and not files:
+            raise ToolError(f"{args.path!r} is not a directory of the indexed repository")
+        listing = [f"{name}/  ({count} files)" for name, count in sorted(subdirs.items())] + files
+        output = self._bounded("\n".join(listing), "list a sub-directory instead")
+        summary = f"{len(subdirs)} directories, {len(files)} files in {folder or '/'}"
+        return ToolResult("list_dir", {}, output, summary, [])
+
+    def _read_file(self, args: ReadFileArgs) -> ToolResult:
+        path = self.resolve_file(args.path)
+        lines = self.lines(path)
+        if not lines:
+            return ToolResult("read_file", {}, f"{path} is empty.", f"{path} is empty")
+        first = args.start_line
+        if first > len(lines):
+            raise ToolError(f"{path} has {len(lines)} lines; start_line {first} is past the end")
+        wanted_end = min(args.end_line or len(lines), len(lines))
+        if wanted_end < first:
+            raise ToolError(f"end_line {wanted_end} is before start_line {first}")
+        budget = self.output_tokens - 40
+        end = first - 1
+        for line in lines[first - 1 : min(wanted_end, first + MAX_READ_LINES - 1)]:
+            budget -= count_tokens(_clip_line(line)) + 3
+            if budget < 0 and end >= first:
+                break
+            end += 1
+        body = f"{path} (lines {first}-{end} of {len(lines)})\n" + numbered(lines[first - 1 : end], first)
+        if end < wanted_end:
+            body += f"\n[output stopped at line {end}: read from line {end + 1} in another call]"
+        evidence = [Evidence(path, first, end, None, self.language(path))]
+        return ToolResult("read_file", {}, body, f"read {evidence[0].ref}", evidence)
+
+    def definitions(self, name: str) -> list[Definition]:
+        """Where `name` (a bare or dotted symbol) is defined: chunk symbols first, then definition lines."""
+        short = name.rsplit(".", 1)[-1]
+        found = [
+            Definition(short, chunk.path, chunk.start_line, chunk.end_line, chunk.symbol)
+            for chunk in self.index.find_symbol(name)
+        ]
+        if found or not re.fullmatch(r"\w+", short):
+            return found
+        pattern = _definition_regex(short)
+        matches, _ = self.grep_lines(pattern, None, 20)
+        return [Definition(short, path, line, line, None) for path, line, _ in matches]
+
+    def references(self, name: str, limit: int) -> list[tuple[str, int, str]]:
+        """Lines using identifier `name` outside its own definition lines."""
+        short = name.rsplit(".", 1)[-1]
+        if not re.fullmatch(r"\w+", short):
+            raise ToolError(f"{name!r} is not an identifier")
+        definitions = self.definitions(name)
+        def_lines = {(d.path, d.start_line) for d in definitions}
+        define = _definition_regex(short)
+        matches, _ = self.grep_lines(
+            regex.compile(rf"\b{re.escape(short)}\b"), None, limit + len(definitions) + 20
+        )
+        return [
+            (path, line, text)
+            for path, line, text in matches
+            if (path, line) not in def_lines and not define.search(text)
+        ][:limit]
+
+    def _find_symbol(self, args: FindSymbolArgs) -> ToolResult:
+        definitions = self.definitions(args.name)
+        references = self.references(args.name, args.max_references) if args.max_references else []
+        if not definitions and not references:
+            return ToolResult("find_symbol", {}, f"No definition or reference of {args.name!r}.", "not found")
+        parts = ["Definitions:"]
+        for item in definitions:
+            lines = self.lines(item.path)[item.start_line - 1 : item.end_line]
+            label = f"{item.path}:{item.start_line}-{item.end_line}" + (
+                f" ({item.symbol})" if item.symbol else ""
+            )
+            parts.append(f"## {label}\n{numbered(lines[:40], item.start_line)}")
+        if not definitions:
+            parts.append("(none found in the index)")
+        parts.append("References:")
+        parts.extend(f"{path}:{line}: {_clip_line(text.strip())}" for path, line, text in references)
+        evidence = [
+            Evidence(d.path, d.start_line, d.end_line, d.symbol, self.language(d.path)) for d in definitions
+        ]
+        evidence += [Evidence(path, line, line, None, self.language(path)) for path, line, _ in references]
+        output = self._bounded("\n".join(parts), "lower max_references")
+        summary = f"{len(definitions)} definitions, {len(references)} references"
+        return ToolResult("find_symbol", {}, output, summary, evidence)

@@ -1,0 +1,209 @@
+"""Writes a new version of a repository's index beside the live one.
+
+An update starts from a copy of the live version (SQLite file and FAISS
+index), removes the files that changed or left, and adds the new ones; the
+unchanged majority is never touched, so a 10-file update of a large repository
+costs a file copy plus the new embeddings. Until `commit()` swaps `current`,
+readers (and a crash) only ever see the previous version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+import faiss
+import numpy as np
+
+from rag import lexical
+from rag.errors import EmbedderMismatchError
+from rag.store.index import RepoIndex
+from rag.store.layout import BUILD_PREFIX, RepoLock, RepoPaths, fsync_dir
+from rag.store.schema import (
+    FAISS_FILE,
+    META_FILE,
+    RECORD_FILE,
+    SourceFileLike,
+    open_for_build,
+)
+from rag.types import Chunk, RepoRecord
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class IndexBuilder:
+    """Context manager for one build: holds the repo lock, commits or leaves no trace.
+
+    Usage::
+
+        with store.builder(record, base) as builder:
+            builder.remove_file("old.py")
+            builder.add_file(source_file, chunks, vectors)
+            builder.record.commit = sha
+            builder.commit()
+    """
+
+    def __init__(self, paths: RepoPaths, record: RepoRecord, base: RepoIndex | None) -> None:
+        if base is not None and (base.record.embedder, base.record.dimension) != (
+            record.embedder,
+            record.dimension,
+        ):
+            raise EmbedderMismatchError(
+                f"cannot update {record.id} built with {base.record.embedder} using {record.embedder}; "
+                f"re-index with `repolens ingest {base.record.url} --reindex`"
+            )
+        self.record = record
+        self._paths = paths
+        self._base = base
+        self._lock = RepoLock(paths, record.id)
+        self._dir = paths.root / f"{BUILD_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        self._committed = False
+        self._removed_ids: list[int] = []
+        self._added_ids: list[np.ndarray] = []
+        self._added_vectors: list[np.ndarray] = []
+        self._base_ids_by_hash: dict[str, int] = {}
+
+    def __enter__(self) -> IndexBuilder:
+        self._lock.__enter__()
+        try:
+            self._paths.remove_leftover_builds()
+            self._dir.mkdir(parents=True)
+            self._open_working_copy()
+        except BaseException:
+            self._discard()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._committed:
+            self._discard()
+        else:
+            self._lock.__exit__(exc_type, exc, tb)
+
+    def _discard(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._lock.__exit__(None, None, None)
+
+    def _open_working_copy(self) -> None:
+        if self._base is None:
+            self._conn = open_for_build(self._dir / META_FILE)
+            self._faiss = faiss.IndexIDMap2(faiss.IndexFlatIP(self.record.dimension))
+            self._next_id = 1
+            return
+        shutil.copyfile(self._base.version_dir / META_FILE, self._dir / META_FILE)
+        self._conn = open_for_build(self._dir / META_FILE)
+        self._faiss = faiss.clone_index(self._base.faiss)
+        self._base_ids_by_hash = dict(self._conn.execute("SELECT content_hash, id FROM chunks"))
+        (max_id,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()
+        self._next_id = int(max_id) + 1
+
+    @property
+    def base(self) -> RepoIndex | None:
+        return self._base
+
+    def file_hashes(self) -> dict[str, str]:
+        """`path -> sha256` of the files in the version being built."""
+        return dict(self._conn.execute("SELECT path, sha256 FROM files"))
+
+    def reusable_vectors(self, content_hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """Vectors the previous version already has for these texts (valid for the whole build)."""
+        found = {h: self._base_ids_by_hash[h] for h in set(content_hashes) if h in self._base_ids_by_hash}
+        if not found:
+            return {}
+        ids = np.fromiter(found.values(), dtype=np.int64, count=len(found))
+        vectors = self._faiss.reconstruct_batch(ids)
+        return dict(zip(found.keys(), vectors, strict=True))
+
+    def remove_file(self, path: str) -> int:
+        """Drop a file and its chunks; returns how many chunks left."""
+        ids = [row[0] for row in self._conn.execute("SELECT id FROM chunks WHERE path = ?", (path,))]
+        self._conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
+        self._conn.execute("DELETE FROM files WHERE path = ?", (path,))
+        lexical.delete_chunks(self._conn, ids)
+        self._removed_ids.extend(ids)
+        return len(ids)
+
+    def add_file(self, file: SourceFileLike, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
+        """Add (or replace) a file with its chunks and their L2-normalised vectors, row for row.
+
+        Returns how many chunks of a previous copy of the file were replaced.
+        """
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{file.path}: {len(chunks)} chunks but {len(vectors)} vectors")
+        replaced = self.remove_file(file.path)
+        self._conn.execute(
+            "INSERT INTO files(path, sha256, language, size, text) VALUES (?, ?, ?, ?, ?)",
+            (file.path, file.sha256, file.language, file.size, file.text),
+        )
+        ids = np.arange(self._next_id, self._next_id + len(chunks), dtype=np.int64)
+        self._next_id += len(chunks)
+        rows = [
+            (int(chunk_id), c.path, c.language, c.start_line, c.end_line, c.symbol, c.text, c.content_hash)
+            for chunk_id, c in zip(ids, chunks, strict=True)
+        ]
+        self._conn.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        lexical.index_chunks(self._conn, ((row[0], row[1], row[5], row[6]) for row in rows))
+        if len(chunks):
+            self._added_ids.append(ids)
+            self._added_vectors.append(np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1))
+        return replaced
+
+    def _apply_vector_changes(self) -> None:
+        if self._removed_ids:
+            self._faiss.remove_ids(np.asarray(self._removed_ids, dtype=np.int64))
+        if self._added_ids:
+            vectors = np.ascontiguousarray(np.concatenate(self._added_vectors))
+            if vectors.shape[1] != self.record.dimension:
+                raise ValueError(f"vectors have {vectors.shape[1]} dimensions, not {self.record.dimension}")
+            self._faiss.add_with_ids(vectors, np.concatenate(self._added_ids))
+
+    def commit(self) -> RepoRecord:
+        """Write the version, swap `current` to it atomically, and drop older versions."""
+        self._apply_vector_changes()
+        (files,) = self._conn.execute("SELECT COUNT(*) FROM files").fetchone()
+        (chunks,) = self._conn.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        if chunks != self._faiss.ntotal:
+            raise RuntimeError(f"index inconsistent: {chunks} chunk rows but {self._faiss.ntotal} vectors")
+        self._conn.execute("COMMIT")
+        self._conn.close()
+        self._conn = None
+
+        number = self._paths.next_version()
+        now = utc_now()
+        self.record.version = number
+        self.record.file_count = int(files)
+        self.record.chunk_count = int(chunks)
+        self.record.created_at = self._base.record.created_at if self._base else now
+        self.record.updated_at = now
+        faiss.write_index(self._faiss, str(self._dir / FAISS_FILE))
+        (self._dir / RECORD_FILE).write_text(json.dumps(self.record.to_json(), indent=2))
+        for name in (META_FILE, FAISS_FILE, RECORD_FILE):
+            _fsync_file(self._dir / name)
+        fsync_dir(self._dir)
+
+        target = self._paths.version_dir(number)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self._dir, target)
+        fsync_dir(target.parent)
+        self._paths.swap_current(target)
+        self._committed = True
+        self._paths.remove_old_versions()
+        return self.record
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())

@@ -1,0 +1,162 @@
+"""One loaded, read-only version of a repository's index.
+
+Loaded once per process by `Store.open` and shared by every request and
+thread: FAISS searches are thread-safe, and SQLite access goes through one
+lock (queries are short; the connection is immutable).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import faiss
+import numpy as np
+
+from rag import lexical
+from rag.errors import EmbedderMismatchError
+from rag.store.schema import (
+    CHUNK_COLUMNS,
+    FAISS_FILE,
+    META_FILE,
+    RECORD_FILE,
+    FileInfo,
+    StoredChunk,
+    open_readonly,
+    row_to_chunk,
+)
+from rag.types import RepoRecord
+
+
+class EmbedderLike(Protocol):
+    """The two attributes an index is tied to (any `rag.embedders.Embedder`)."""
+
+    name: str
+    dimension: int
+
+
+class RepoIndex:
+    """Dense and lexical search plus chunk and file lookups over one version."""
+
+    def __init__(self, version_dir: Path) -> None:
+        self.version_dir = version_dir
+        self.record = RepoRecord.from_json(json.loads((version_dir / RECORD_FILE).read_text()))
+        self.faiss = faiss.read_index(str(version_dir / FAISS_FILE))
+        self._conn = open_readonly(version_dir / META_FILE)
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        """Number of vectors (= chunks)."""
+        return int(self.faiss.ntotal)
+
+    def check_embedder(self, embedder: EmbedderLike) -> None:
+        """Refuse to mix embedders: a query vector from another model matches nothing meaningful."""
+        if embedder.name == self.record.embedder and embedder.dimension == self.record.dimension:
+            return
+        raise EmbedderMismatchError(
+            f"{self.record.id} was indexed with the embedder {self.record.embedder} "
+            f"({self.record.dimension} dimensions) but the configured embedder is {embedder.name} "
+            f"({embedder.dimension} dimensions); re-index with "
+            f"`repolens ingest {self.record.url} --reindex` or configure the original embedder"
+        )
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _allowed_ids(self, path_glob: str | None, language: str | None) -> np.ndarray:
+        where: list[str] = []
+        params: list[object] = []
+        if language:
+            where.append("language = ?")
+            params.append(language)
+        rows = self._query(f"SELECT id, path FROM chunks WHERE {' AND '.join(where) or '1'}", params)
+        ids = [chunk_id for chunk_id, path in rows if not path_glob or lexical.path_matches(path, path_glob)]
+        return np.asarray(ids, dtype=np.int64)
+
+    def dense_search(
+        self, vector: np.ndarray, k: int, *, path_glob: str | None = None, language: str | None = None
+    ) -> list[tuple[int, float]]:
+        """The `k` nearest chunks by cosine similarity, as `(chunk_id, score)`, best first.
+
+        Filters become a FAISS id selector, so a filtered search still returns
+        `k` hits when that many chunks pass the filter.
+        """
+        if k <= 0 or self.size == 0:
+            return []
+        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        params = None
+        if path_glob or language:
+            allowed = self._allowed_ids(path_glob, language)
+            if allowed.size == 0:
+                return []
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+        scores, ids = self.faiss.search(query, min(k, self.size), params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def lexical_search(
+        self, query: str, k: int, *, path_glob: str | None = None, language: str | None = None
+    ) -> list[tuple[int, float]]:
+        """BM25 over the code-aware tokens of `rag.lexical`, as `(chunk_id, score)`, best first."""
+        with self._lock:
+            return lexical.lexical_search(self._conn, query, k, path_glob=path_glob, language=language)
+
+    def get_chunks(self, ids: Sequence[int]) -> list[StoredChunk]:
+        """Chunks in the order of `ids` (unknown ids are left out)."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._query(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE id IN ({marks})", [int(i) for i in ids])
+        by_id = {row[0]: row_to_chunk(row) for row in rows}
+        return [by_id[int(i)] for i in ids if int(i) in by_id]
+
+    def chunks_for_file(self, path: str) -> list[StoredChunk]:
+        rows = self._query(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE path = ? ORDER BY start_line", [path])
+        return [row_to_chunk(row) for row in rows]
+
+    def find_symbol(self, symbol: str) -> list[StoredChunk]:
+        """Chunks whose symbol is `symbol` or ends with `.symbol` (`send` finds `HttpClient.send`)."""
+        rows = self._query(
+            f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE symbol = ? OR symbol LIKE ? ESCAPE '\\' "
+            "ORDER BY path, start_line",
+            [symbol, "%." + symbol.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")],
+        )
+        return [row_to_chunk(row) for row in rows]
+
+    def file_text(self, path: str) -> str | None:
+        rows = self._query("SELECT text FROM files WHERE path = ?", [path])
+        return rows[0][0] if rows else None
+
+    def list_files(self) -> list[FileInfo]:
+        rows = self._query(
+            "SELECT f.path, f.language, f.size, f.sha256, COUNT(c.id) FROM files f "
+            "LEFT JOIN chunks c ON c.path = f.path GROUP BY f.path ORDER BY f.path"
+        )
+        return [FileInfo(*row) for row in rows]
+
+    def file_info(self, path: str) -> FileInfo | None:
+        rows = self._query(
+            "SELECT f.path, f.language, f.size, f.sha256, COUNT(c.id) FROM files f "
+            "LEFT JOIN chunks c ON c.path = f.path WHERE f.path = ? GROUP BY f.path",
+            [path],
+        )
+        return FileInfo(*rows[0]) if rows else None
+
+    def languages(self) -> dict[str, int]:
+        """Files per language, most common first."""
+        rows = self._query(
+            "SELECT language, COUNT(*) AS n FROM files GROUP BY language ORDER BY n DESC, language"
+        )
+        return dict(rows)
+
+    def file_hashes(self) -> dict[str, str]:
+        """`path -> sha256` of every file: what an update diffs against."""
+        return dict(self._query("SELECT path, sha256 FROM files"))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

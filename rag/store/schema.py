@@ -1,0 +1,139 @@
+"""The SQLite half of a version: tables, row types and how connections are opened.
+
+A version's `meta.sqlite` is written once by a builder and never changed after
+the swap, so readers open it `immutable`: no locks, no journal, safe to share
+between threads and to keep reading after the version directory was
+garbage-collected (the open file stays valid on POSIX).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from rag import lexical
+from rag.types import Chunk, SearchHit
+
+META_FILE = "meta.sqlite"
+FAISS_FILE = "index.faiss"
+RECORD_FILE = "record.json"
+
+_DDL = """
+CREATE TABLE files (
+    path TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    language TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    language TEXT NOT NULL,
+    start_line INTEGER NOT NULL,
+    end_line INTEGER NOT NULL,
+    symbol TEXT,
+    text TEXT NOT NULL,
+    content_hash TEXT NOT NULL
+);
+CREATE INDEX chunks_path ON chunks(path, start_line);
+CREATE INDEX chunks_hash ON chunks(content_hash);
+CREATE INDEX chunks_symbol ON chunks(symbol);
+"""
+
+CHUNK_COLUMNS = "id, path, language, start_line, end_line, symbol, text, content_hash"
+
+
+class SourceFileLike(Protocol):
+    """What the builder needs to know about a file (`ingest.reader.SourceFile` fits)."""
+
+    path: str
+    language: str
+    text: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """A chunk as stored in a version, with its id in the FAISS index."""
+
+    id: int
+    path: str
+    language: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    text: str
+    content_hash: str
+
+    def to_chunk(self) -> Chunk:
+        return Chunk(self.path, self.language, self.start_line, self.end_line, self.symbol, self.text)
+
+    def to_hit(self, score: float) -> SearchHit:
+        return SearchHit(
+            self.path, self.language, self.start_line, self.end_line, self.symbol, self.text, score
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "language": self.language,
+            "start_line": self.start_line,
+            "end_line": self.end_line,
+            "symbol": self.symbol,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """One indexed file, without its text."""
+
+    path: str
+    language: str
+    size: int
+    sha256: str
+    chunk_count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "language": self.language,
+            "size": self.size,
+            "sha256": self.sha256,
+            "chunk_count": self.chunk_count,
+        }
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Tables of a brand-new version, including the lexical (FTS5) index."""
+    conn.executescript(_DDL)
+    lexical.create_lexical_schema(conn)
+
+
+def open_for_build(path: Path) -> sqlite3.Connection:
+    """A writable connection tuned for bulk writes: durability comes from fsync at commit.
+
+    A new database gets its tables first; everything after runs in one transaction.
+    """
+    new = not path.exists()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    if new:
+        create_schema(conn)
+    conn.execute("BEGIN")
+    return conn
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+def row_to_chunk(row: tuple[Any, ...]) -> StoredChunk:
+    return StoredChunk(*row)

@@ -1,0 +1,87 @@
+"""The registry of indexed repositories and the per-process cache of loaded indexes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+from rag.errors import NotFoundError
+from rag.store.builder import IndexBuilder
+from rag.store.index import RepoIndex
+from rag.store.layout import RepoLock, RepoPaths, repo_folder
+from rag.store.schema import RECORD_FILE
+from rag.types import RepoRecord
+
+_OPEN_ATTEMPTS = 3
+
+
+class Store:
+    """All repositories under `$REPOLENS_HOME/repos`, one folder each."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self.repos_dir = self.home / "repos"
+        self._loaded: dict[str, RepoIndex] = {}
+        self._lock = threading.Lock()
+
+    def paths(self, repo_id: str) -> RepoPaths:
+        return RepoPaths(self.repos_dir / repo_folder(repo_id))
+
+    def clone_dir(self, repo_id: str) -> Path:
+        """Where the git working copy of `repo_id` lives (removed with the repo)."""
+        return self.home / "clones" / repo_folder(repo_id)
+
+    def list(self) -> list[RepoRecord]:
+        records = [
+            RepoRecord.from_json(json.loads(path.read_text()))
+            for path in self.repos_dir.glob(f"*/current/{RECORD_FILE}")
+        ]
+        return sorted(records, key=lambda record: record.id)
+
+    def get(self, repo_id: str) -> RepoRecord | None:
+        try:
+            return RepoRecord.from_json(json.loads((self.paths(repo_id).current / RECORD_FILE).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def open(self, repo_id: str) -> RepoIndex:
+        """The live version, loaded once per process and reloaded after a swap.
+
+        The freshness check is one `readlink`; a version garbage-collected
+        between that check and loading is retried with the new link.
+        """
+        paths = self.paths(repo_id)
+        for _ in range(_OPEN_ATTEMPTS):
+            target = paths.current_target()
+            if target is None:
+                break
+            with self._lock:
+                cached = self._loaded.get(repo_id)
+                if cached is not None and cached.version_dir == paths.root / target:
+                    return cached
+                try:
+                    index = RepoIndex(paths.root / target)
+                except FileNotFoundError:
+                    continue
+                self._loaded[repo_id] = index
+                return index
+        raise NotFoundError(f"{repo_id} is not indexed; run `repolens ingest <url-or-path>` first")
+
+    def builder(self, record: RepoRecord, base: RepoIndex | None = None) -> IndexBuilder:
+        """A builder for the next version (`with store.builder(...) as b: ...; b.commit()`)."""
+        return IndexBuilder(self.paths(record.id), record, base)
+
+    def delete(self, repo_id: str) -> bool:
+        """Remove the index and the clone; False if there was nothing to delete."""
+        paths = self.paths(repo_id)
+        if not paths.root.exists():
+            return False
+        existed = paths.current_target() is not None
+        with RepoLock(paths, repo_id):
+            with self._lock:
+                self._loaded.pop(repo_id, None)
+            shutil.rmtree(self.clone_dir(repo_id), ignore_errors=True)
+            shutil.rmtree(paths.root)
+        return existed

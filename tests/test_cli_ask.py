@@ -1,0 +1,76 @@
+"""`repolens ask`: JSON events, plain text with sources, the offline answer, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+from rag.store import Store
+from tests.support.fake_provider import FakeProvider, FakeResponse
+
+pytest_plugins = ["tests.support.repos"]
+
+runner = CliRunner()
+QUESTION = "How does main reach HttpClient.send?"
+
+
+@pytest.fixture
+def provider_env(fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
+    for name, value in fake_provider.openai_env().items():
+        monkeypatch.setenv(name, value)
+    return fake_provider
+
+
+def test_ask_json_then_plain_then_offline(
+    indexed_repo: tuple[Store, str],
+    fixture_repo: Path,
+    provider_env: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, repo_id = indexed_repo
+    answer = "main() calls ForecastService.run (see nowhere/ghost.py:10-12)."
+    provider_env.script(FakeResponse(text=answer, chunks=4), FakeResponse(text=answer, chunks=4))
+
+    result = runner.invoke(app, ["ask", repo_id, QUESTION, "--json", "--provider", "openai", "-k", "5"])
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [event["type"] for event in events]
+    assert kinds[-1] == "done" and "sources" in kinds
+    assert "".join(event["text"] for event in events if event["type"] == "token") == answer
+    assert len(next(event for event in events if event["type"] == "sources")["sources"]) <= 5
+
+    result = runner.invoke(app, ["ask", str(fixture_repo), QUESTION, "--plain", "--provider", "openai"])
+    assert result.exit_code == 0, result.output
+    text, _, sources = result.stdout.partition("\nSources:\n")
+    assert text.strip() == answer
+    assert "weatherline/" in sources
+    assert "! nowhere/ghost.py:10-12" in sources
+
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name)
+    result = runner.invoke(app, ["ask", repo_id, QUESTION, "--plain"])
+    assert result.exit_code == 0, result.output
+    assert "offline" in result.stdout.lower()
+    assert "weatherline/client.py" in result.stdout
+    assert len(provider_env.requests) == 2
+
+
+def test_ask_provider_error_exits_with_the_provider_code(
+    indexed_repo: tuple[Store, str], provider_env: FakeProvider
+) -> None:
+    _, repo_id = indexed_repo
+    provider_env.script(FakeResponse(status=401))
+    result = runner.invoke(app, ["ask", repo_id, QUESTION, "--json", "--provider", "openai"])
+    assert result.exit_code == 6, result.output
+    error = next(json.loads(line) for line in result.stdout.splitlines() if '"error"' in line)
+    assert error["message"] and "sk-fake-test-key" not in result.stdout
+
+
+def test_ask_rejects_bad_options_clearly(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ask", str(tmp_path), QUESTION, "-k", "0", "--plain"])
+    assert result.exit_code != 0
+    assert "k: Input should be greater than or equal to 1" in result.stderr

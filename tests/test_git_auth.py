@@ -1,0 +1,284 @@
+"""Cloning with tokens against a real smart-HTTP git server, and proof the token never leaks.
+
+The server (tests/support/git_http_server.py) runs `git http-backend` behind HTTP Basic auth on
+127.0.0.1 and demands its token; every clone below is real git over real sockets.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ingest.errors import (
+    AuthenticationError,
+    CloneTimeoutError,
+    HostUnreachableError,
+    IngestCancelled,
+    InvalidSourceError,
+    RepositoryNotFoundError,
+    UnknownRefError,
+)
+from ingest.git import checkout, token_for
+from ingest.sources import resolve_source
+from rag.redact import install_log_redaction
+
+if TYPE_CHECKING:
+    from tests.support.git_http_server import GitHttpServer, SilentServer
+
+pytest_plugins = ["tests.support.git_http_server"]
+
+FILES = {"README.md": "# demo\n", "src/app.py": "def main():\n    return 1\n"}
+
+
+@pytest.fixture
+def argv_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put a `git` first on PATH that records its argv, then runs the real git: argv is what `ps` shows."""
+    real_git = next(
+        Path(folder) / "git"
+        for folder in os.environ["PATH"].split(os.pathsep)
+        if (Path(folder) / "git").is_file()
+    )
+    wrapper_dir = tmp_path / "bin"
+    wrapper_dir.mkdir()
+    log = tmp_path / "argv.log"
+    wrapper = wrapper_dir / "git"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec "{real_git}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{wrapper_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    install_log_redaction()
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+
+
+def _leak_forms(token: str) -> list[bytes]:
+    """The token as is, and inside every Basic header a scheme could build."""
+    users = ("x-access-token", "oauth2", "x-token-auth", "alice")
+    return [token.encode(), *(base64.b64encode(f"{user}:{token}".encode()) for user in users)]
+
+
+def _assert_no_leak(token: str, roots: list[Path], texts: list[str]) -> None:
+    forms = _leak_forms(token)
+    scanned = 0
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                scanned += 1
+                assert not any(form in data for form in forms), f"token found in {path}"
+    assert scanned > 0
+    for text in texts:
+        assert not any(form.decode() in text for form in forms)
+
+
+@pytest.mark.parametrize(
+    ("platform", "username", "expected_user"),
+    [
+        ("github", None, "x-access-token"),
+        ("gitlab", None, "oauth2"),
+        ("bitbucket", None, "x-token-auth"),
+        ("bitbucket", "alice", "alice"),
+        ("git", None, "x-access-token"),
+    ],
+)
+def test_right_token_clones_with_the_platform_scheme(
+    git_http_server: GitHttpServer,
+    tmp_path: Path,
+    repolens_home: Path,
+    argv_log: Path,
+    logs: pytest.LogCaptureFixture,
+    platform: str,
+    username: str | None,
+    expected_user: str,
+) -> None:
+    sha = git_http_server.add_repo("acme/demo", FILES)
+    source = resolve_source(git_http_server.url_for("acme/demo"), platform=platform)
+    dest = repolens_home / "clones" / "acme/demo"
+    progress: list[str] = []
+
+    commit = checkout(source, dest, token=git_http_server.token, username=username, progress=progress.append)
+
+    assert commit == sha
+    assert (dest / "src" / "app.py").read_text() == FILES["src/app.py"]
+    assert {request.user for request in git_http_server.requests} == {expected_user}
+    assert all(request.authorized for request in git_http_server.requests)
+    config = (dest / ".git" / "config").read_text()
+    assert f"url = {git_http_server.url_for('acme/demo')}" in config
+    assert "extraheader" not in config.lower() and "@" not in config
+    assert argv_log.read_text().count("clone --depth 1 --single-branch --no-tags") == 1
+    _assert_no_leak(git_http_server.token, [tmp_path], [logs.text, *progress])
+
+
+def test_wrong_token_fails_with_a_clean_message(
+    git_http_server: GitHttpServer, tmp_path: Path, argv_log: Path, logs: pytest.LogCaptureFixture
+) -> None:
+    git_http_server.add_repo("acme/demo", FILES)
+    wrong = "rl-wrong-" + "9" * 20
+    dest = tmp_path / "clones" / "acme/demo"
+    with pytest.raises(AuthenticationError) as caught:
+        checkout(resolve_source(git_http_server.url_for("acme/demo")), dest, token=wrong)
+
+    url = git_http_server.url_for("acme/demo").removesuffix(".git")
+    assert str(caught.value) == f"authentication failed for {url}: check the token and its scopes"
+    assert caught.value.code == "auth_failed"
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+    assert git_http_server.requests[0].authorized is False
+    _assert_no_leak(wrong, [tmp_path], [logs.text, str(caught.value), repr(caught.value)])
+
+
+def test_missing_token_names_the_variables_to_set(git_http_server: GitHttpServer, tmp_path: Path) -> None:
+    git_http_server.add_repo("acme/demo", FILES)
+    source = resolve_source(git_http_server.url_for("acme/demo"), platform="gitlab")
+    with pytest.raises(AuthenticationError) as caught:
+        checkout(source, tmp_path / "clone", timeout=30)
+    assert str(caught.value).startswith(f"authentication failed for {source.url}: ")
+    assert "GITLAB_TOKEN" in str(caught.value)
+    assert all(request.user is None for request in git_http_server.requests)
+
+
+def test_token_from_environment_and_precedence(
+    git_http_server: GitHttpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    git_http_server.add_repo("acme/demo", FILES)
+    monkeypatch.setenv("GITLAB_TOKEN", git_http_server.token)
+    source = resolve_source(git_http_server.url_for("acme/demo"), platform="gitlab")
+    assert checkout(source, tmp_path / "a")
+    assert git_http_server.requests[-1].user == "oauth2"
+
+    monkeypatch.setenv("REPOLENS_TOKEN", "rl-stale-token-value")
+    assert token_for("gitlab") == "rl-stale-token-value"
+    assert token_for("gitlab", "explicit-value") == "explicit-value"
+    assert token_for("github") == "rl-stale-token-value"
+    monkeypatch.delenv("REPOLENS_TOKEN")
+    assert token_for("github") is None
+    assert token_for("git") is None
+
+
+def test_token_pasted_in_the_url_is_used_but_never_stored(
+    git_http_server: GitHttpServer, tmp_path: Path, argv_log: Path, logs: pytest.LogCaptureFixture
+) -> None:
+    git_http_server.add_repo("acme/demo", FILES)
+    pasted = git_http_server.url_for("acme/demo").replace(
+        "http://", f"http://x-access-token:{git_http_server.token}@"
+    )
+    source = resolve_source(pasted)
+    dest = tmp_path / "clone"
+    checkout(source, dest)
+
+    assert git_http_server.requests[-1].authorized
+    assert git_http_server.token not in (dest / ".git" / "config").read_text()
+    logging.getLogger("repolens.test").warning("ingesting %s", pasted)
+    _assert_no_leak(git_http_server.token, [tmp_path], [logs.text])
+
+
+def test_unknown_repository(git_http_server: GitHttpServer, tmp_path: Path) -> None:
+    source = resolve_source(git_http_server.url_for("acme/nope"))
+    with pytest.raises(RepositoryNotFoundError) as caught:
+        checkout(source, tmp_path / "clone", token=git_http_server.token)
+    assert str(caught.value) == f"repository not found: {source.url}"
+    assert caught.value.code == "not_found"
+
+
+def test_unknown_ref(git_http_server: GitHttpServer, tmp_path: Path) -> None:
+    git_http_server.add_repo("acme/demo", FILES)
+    source = resolve_source(git_http_server.url_for("acme/demo"), ref="no-such-branch")
+    with pytest.raises(UnknownRefError, match="ref 'no-such-branch' not found in"):
+        checkout(source, tmp_path / "clone", token=git_http_server.token)
+    missing_sha = resolve_source(git_http_server.url_for("acme/demo"), ref="ab" * 20)
+    with pytest.raises(UnknownRefError):
+        checkout(missing_sha, tmp_path / "clone", token=git_http_server.token)
+    assert not (tmp_path / "clone").exists()
+
+
+def test_branch_tag_and_commit_refs(git_http_server: GitHttpServer, tmp_path: Path) -> None:
+    first = git_http_server.add_repo("acme/demo", FILES)
+    second = git_http_server.add_repo("acme/demo", {"src/app.py": "def main():\n    return 2\n"})
+    feature = git_http_server.add_repo("acme/demo", {"FEATURE.md": "yes\n"}, branch="feature/x")
+    git_http_server.tag("acme/demo", "v1.0", first)
+    url, token = git_http_server.url_for("acme/demo"), git_http_server.token
+
+    assert checkout(resolve_source(url), tmp_path / "head", token=token) == second
+    assert checkout(resolve_source(url, ref="feature/x"), tmp_path / "feature", token=token) == feature
+    assert (tmp_path / "feature" / "FEATURE.md").exists()
+    assert checkout(resolve_source(url, ref="v1.0"), tmp_path / "tag", token=token) == first
+    assert checkout(resolve_source(url, ref=first), tmp_path / "sha", token=token) == first
+    assert "return 1" in (tmp_path / "sha" / "src" / "app.py").read_text()
+    assert not list((tmp_path / "sha").glob("FEATURE.md"))
+
+
+def test_recheckout_fetches_and_resets(git_http_server: GitHttpServer, tmp_path: Path) -> None:
+    git_http_server.add_repo("acme/demo", FILES)
+    source = resolve_source(git_http_server.url_for("acme/demo"))
+    dest = tmp_path / "clone"
+    checkout(source, dest, token=git_http_server.token)
+    (dest / "stray.txt").write_text("left by someone")
+    (dest / "README.md").write_text("edited locally")
+
+    newer = git_http_server.add_repo("acme/demo", {"src/new.py": "x = 1\n", "src/app.py": None})
+    assert checkout(source, dest, token=git_http_server.token) == newer
+    assert (dest / "src" / "new.py").exists()
+    assert not (dest / "src" / "app.py").exists()
+    assert not (dest / "stray.txt").exists()
+    assert (dest / "README.md").read_text() == FILES["README.md"]
+    assert any(r.method == "POST" for r in git_http_server.requests[-2:])
+
+
+def test_failed_fetch_keeps_the_existing_clone(git_http_server: GitHttpServer, tmp_path: Path) -> None:
+    sha = git_http_server.add_repo("acme/demo", FILES)
+    source = resolve_source(git_http_server.url_for("acme/demo"))
+    dest = tmp_path / "clone"
+    checkout(source, dest, token=git_http_server.token)
+    with pytest.raises(AuthenticationError):
+        checkout(source, dest, token="rl-wrong-token-value")
+    assert (dest / "src" / "app.py").exists()
+    assert (dest / ".git").is_dir()
+    assert checkout(source, dest, token=git_http_server.token) == sha
+
+
+def test_unreachable_host(refused_port: int, tmp_path: Path) -> None:
+    source = resolve_source(f"http://127.0.0.1:{refused_port}/team/app.git")
+    with pytest.raises(HostUnreachableError) as caught:
+        checkout(source, tmp_path / "clone", token="rl-some-token-value", timeout=30)
+    assert caught.value.code == "unreachable"
+    assert str(caught.value).startswith(f"cannot reach {source.host} for {source.url}: ")
+    assert "rl-some-token-value" not in str(caught.value)
+
+
+def test_host_that_never_answers_times_out(silent_server: SilentServer, tmp_path: Path) -> None:
+    source = resolve_source(f"{silent_server.base_url}/team/app.git")
+    with pytest.raises(CloneTimeoutError, match=r"did not finish within 1s"):
+        checkout(source, tmp_path / "clones" / "app", token="rl-some-token-value", timeout=1.0)
+    assert list((tmp_path / "clones").iterdir()) == []
+
+
+def test_cancel_stops_the_clone(silent_server: SilentServer, tmp_path: Path) -> None:
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    source = resolve_source(f"{silent_server.base_url}/team/app.git")
+    with pytest.raises(IngestCancelled):
+        checkout(source, tmp_path / "clones" / "app", timeout=30, cancel=cancel)
+    assert list((tmp_path / "clones").iterdir()) == []
+
+
+def test_token_is_never_sent_over_plain_http_to_a_remote_host(tmp_path: Path) -> None:
+    source = resolve_source("http://git.example.com/team/app.git")
+    with pytest.raises(InvalidSourceError, match="unencrypted http"):
+        checkout(source, tmp_path / "clones" / "app", token="rl-some-token-value")
+    assert not (tmp_path / "clones").exists()
+
+
+def test_local_sources_are_not_cloned(tmp_path: Path) -> None:
+    with pytest.raises(InvalidSourceError, match="read in place"):
+        checkout(resolve_source(str(tmp_path)), tmp_path / "clone")

@@ -1,0 +1,110 @@
+"""`POST /chat/completions/stream` over a real uvicorn server: plain text, SSE, errors, disconnects."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.support.chat import ChatServer, sse_events
+from tests.support.fake_provider import FakeProvider, FakeResponse
+
+TIMEOUT = httpx.Timeout(20.0)
+
+
+def url(chat_server: ChatServer) -> str:
+    return f"{chat_server.server.base_url}/chat/completions/stream"
+
+
+def test_plain_text_stream_like_deepwiki(chat_server: ChatServer, fake_provider: FakeProvider) -> None:
+    answer = "HttpClient.send retries up to ZORBLAX_RETRY_CEILING times."
+    fake_provider.script(FakeResponse(text=answer, chunks=5, delay=0.02))
+    with httpx.stream("POST", url(chat_server), json=chat_server.request(), timeout=TIMEOUT) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        pieces = list(response.iter_text())
+    assert "".join(pieces) == answer
+    assert len(pieces) > 1
+
+
+@pytest.mark.parametrize("how", ["protocol", "accept"])
+def test_sse_carries_the_typed_events(chat_server: ChatServer, fake_provider: FakeProvider, how: str) -> None:
+    fake_provider.script(FakeResponse(text="Service.run calls send.", chunks=3))
+    body = chat_server.request(protocol="events") if how == "protocol" else chat_server.request()
+    headers = {"Accept": "text/event-stream"} if how == "accept" else {}
+    response = httpx.post(url(chat_server), json=body, headers=headers, timeout=TIMEOUT)
+    assert response.status_code == 200
+    events = sse_events(response.text)
+    kinds = [event["type"] for event in events]
+    assert kinds[-1] == "done" and kinds.count("done") == 1
+    assert "sources" in kinds and "status" in kinds
+    assert "".join(event["text"] for event in events if event["type"] == "token") == "Service.run calls send."
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "detail"),
+    [
+        ({"messages": []}, 400, "No messages provided"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, 400, "Last message must be from the user"),
+        ({"k": 0}, 400, "k: Input should be greater than or equal to 1"),
+        ({"language": 7}, 400, "language: Input should be a valid string"),
+        ({"repo_url": "ftp://example.invalid/repo"}, 400, "unsupported URL scheme"),
+    ],
+)
+def test_errors_before_streaming_are_http_errors(
+    chat_server: ChatServer, change: dict[str, object], status: int, detail: str
+) -> None:
+    response = httpx.post(url(chat_server), json={**chat_server.request(), **change}, timeout=TIMEOUT)
+    assert response.status_code == status
+    assert detail in response.json()["detail"]
+
+
+def test_malformed_and_oversized_bodies_are_refused(chat_server: ChatServer) -> None:
+    malformed = httpx.post(url(chat_server), content=b"{nope", timeout=TIMEOUT)
+    assert malformed.status_code == 400
+    assert malformed.json()["detail"].startswith("malformed JSON")
+    huge = json.dumps(chat_server.request("x" * 1_100_000)).encode()
+    oversized = httpx.post(url(chat_server), content=huge, timeout=TIMEOUT)
+    assert oversized.status_code == 400
+    assert "over the limit of 1000000 bytes" in oversized.json()["detail"]
+
+
+def test_unindexed_missing_local_folder_is_not_found(chat_server: ChatServer, tmp_path: object) -> None:
+    body = chat_server.request(repo_url=f"{tmp_path}/does-not-exist")
+    response = httpx.post(url(chat_server), json=body, timeout=TIMEOUT)
+    assert response.status_code in (400, 404)
+    assert "does-not-exist" in response.json()["detail"]
+
+
+def test_provider_error_before_the_first_token_is_an_http_error(
+    chat_server: ChatServer, fake_provider: FakeProvider
+) -> None:
+    fake_provider.script(FakeResponse(status=401))
+    response = httpx.post(url(chat_server), json=chat_server.request(), timeout=TIMEOUT)
+    assert response.status_code >= 400
+    assert response.json()["detail"]
+    assert "sk-fake-test-key" not in response.text
+
+
+def test_provider_error_mid_stream_is_appended_to_the_text(
+    chat_server: ChatServer, fake_provider: FakeProvider
+) -> None:
+    fake_provider.script(FakeResponse(text="alpha beta gamma delta", fail_after=2))
+    response = httpx.post(url(chat_server), json=chat_server.request(), timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.text.startswith("alpha beta \nError: ")
+
+
+@pytest.mark.parametrize("protocol", ["events", None])
+def test_client_disconnect_closes_the_provider_stream(
+    chat_server: ChatServer, fake_provider: FakeProvider, protocol: str | None
+) -> None:
+    fake_provider.script(FakeResponse(text="word " * 200, delay=0.05))
+    body = chat_server.request(**({"protocol": protocol} if protocol else {}))
+    with httpx.stream("POST", url(chat_server), json=body, timeout=TIMEOUT) as response:
+        for chunk in response.iter_text():
+            if "word" in chunk:
+                break
+    assert fake_provider.wait_for_disconnect(timeout=5)
+    assert fake_provider.completed == 0

@@ -1,0 +1,72 @@
+"""Secrets are masked in text, in log records from any logger, and in tracebacks."""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+
+import pytest
+
+from rag.redact import MASK, install_log_redaction, redact, register_secret
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("fatal: unable to access 'https://x-access-token:abc123XYZ@github.com/a/b.git/'", "abc123XYZ"),
+        ("cloning https://glpat-tokentokentoken1234@gitlab.com/g/r.git", "glpat-tokentokentoken1234"),
+        ("Authorization: Basic eC1hY2Nlc3MtdG9rZW46c2VjcmV0", "eC1hY2Nlc3MtdG9rZW46c2VjcmV0"),
+        ("authorization=Bearer sk-live-abcdefgh12345678", "sk-live-abcdefgh12345678"),
+        ('{"api_key": "AKIA-very-secret-value"}', "AKIA-very-secret-value"),
+        ("GET /v1beta/models?key=AIzaSyA-1234567890abcdefghijklmnopqrstu", "AIzaSyA-1234567890abcdef"),
+        ("token ghp_0123456789abcdefghijABCDEFGHIJ in text", "ghp_0123456789abcdefghij"),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "github_pat_11ABCDEFG0123456789"),
+        ("bitbucket ATBB0123456789abcdefghijklmnopqrst rejected", "ATBB0123456789abcdefghijklmnopqrst"),
+        ("REPOLENS_TOKEN=plain-secret-value", "plain-secret-value"),
+    ],
+)
+def test_credential_shaped_text_is_masked(text: str, secret: str) -> None:
+    cleaned = redact(text)
+    assert secret not in cleaned
+    assert MASK in cleaned
+
+
+def test_registered_secrets_are_masked_in_every_spelling() -> None:
+    secret = "rl-unit/secret+value=1"
+    register_secret(secret)
+    encoded = urllib.parse.quote(secret, safe="")
+    cleaned = redact(f"plain {secret} and url-encoded {encoded} and again {secret}")
+    assert secret not in cleaned and encoded not in cleaned
+    assert cleaned == f"plain {MASK} and url-encoded {MASK} and again {MASK}"
+
+
+def test_explicit_secrets_and_short_values() -> None:
+    assert redact("value one-off-secret here", ["one-off-secret"]) == f"value {MASK} here"
+    assert redact("a b c", ["a", ""]) == "a b c"  # too short to be a secret: masking it would garble text
+    register_secret("")
+    register_secret(None)
+
+
+def test_ordinary_text_is_left_alone() -> None:
+    text = "cloning ssh://git@github.com/encode/httpx.git with max_tokens: 256 at https://github.com/a/b"
+    assert redact(text) == text
+
+
+def test_log_records_from_any_logger_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "rl-log-secret-0123456789"
+    register_secret(secret)
+    install_log_redaction()
+    install_log_redaction()  # idempotent: one filter, one factory wrapper
+    assert sum(1 for f in logging.getLogger().filters if type(f).__name__ == "RedactingFilter") == 1
+    caplog.set_level(logging.DEBUG)
+    child = logging.getLogger("repolens.tests.deep.child")
+    child.info("using %s for %s", secret, "https://user:other-pass@example.com/x")
+    try:
+        raise RuntimeError(f"failed with {secret}")
+    except RuntimeError:
+        child.exception("boom")
+
+    assert secret not in caplog.text
+    assert "other-pass" not in caplog.text
+    assert "failed with ***" in caplog.text
+    assert caplog.records[0].getMessage() == f"using {MASK} for https://{MASK}@example.com/x"
