@@ -29,8 +29,9 @@ from api.services import Services
 from ingest import IngestOptions, Progress, ingest
 from ingest.filters import FilterSpec, parse_patterns
 from ingest.sources import RepoSource, resolve_source
-from rag.answer import AnswerRequest, error_event
+from rag.answer import AnswerRequest, error_event, until_cancelled
 from rag.errors import RepoLensError
+from rag.providers.base import PROVIDER_ERROR_CODES
 from rag.redact import register_secret
 from rag.research import ResearchOptions, compat_iteration, is_deep_research, run_research
 
@@ -38,8 +39,13 @@ logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 
+CANCEL_GRACE_S = 2.0
+# Producer tasks of `detached_events`, referenced until they end (asyncio keeps only weak refs).
+_producers: set[asyncio.Task[None]] = set()
+
 # Error codes of other layers → HTTP status, for errors reported before the HTTP stream starts.
 HTTP_STATUS_BY_CODE: dict[str, int] = {
+    **dict.fromkeys(PROVIDER_ERROR_CODES, 502),
     "bad_request": 400,
     "bad_url": 400,
     "not_found": 404,
@@ -51,6 +57,9 @@ HTTP_STATUS_BY_CODE: dict[str, int] = {
     "unreachable": 502,
     "provider_error": 502,
     "timeout": 504,
+    "rate_limit": 429,
+    "context_length": 400,
+    "not_configured": 400,
 }
 
 
@@ -75,17 +84,19 @@ async def chat_events(
     try:
         source = resolve_source(request.repo_url, platform=request.platform, ref=request.ref)
         if services.store.get(source.repo_id) is None:
-            async for event in _ensure_indexed(services, request, source):
-                yield event
+            async with contextlib.aclosing(_ensure_indexed(services, request, source, cancel)) as progress:
+                async for event in progress:
+                    yield event
             index_ms = round((time.perf_counter() - started) * 1000, 1)
-        async for event in _answer_events(services, request, source.repo_id, cancel):
-            if event.get("type") == "done":
-                if saw_done:
-                    continue
-                saw_done = True
-                if index_ms is not None:
-                    event = {**event, "timings": {**event.get("timings", {}), "index_ms": index_ms}}
-            yield event
+        async with contextlib.aclosing(_answer_events(services, request, source.repo_id, cancel)) as answer:
+            async for event in answer:
+                if event.get("type") == "done":
+                    if saw_done:
+                        continue
+                    saw_done = True
+                    if index_ms is not None:
+                        event = {**event, "timings": {**event.get("timings", {}), "index_ms": index_ms}}
+                yield event
     except RepoLensError as error:
         yield error_event(error.code, str(error))
     except Exception as error:
@@ -93,6 +104,37 @@ async def chat_events(
         yield error_event("internal", f"internal error: {type(error).__name__}: {error}")
     if not saw_done:
         yield done_event(started, **({"index_ms": index_ms} if index_ms is not None else {}))
+
+
+async def detached_events(services: Services, request: ChatRequestBody) -> AsyncIterator[Event]:
+    """`chat_events` produced in a task of its own, for consumers that get cancelled abruptly.
+
+    Starlette cancels a streaming response's task when the client disconnects. Here that
+    cancellation lands on a queue read instead of inside a provider read, and the answer is
+    then stopped through its cancel flag, which closes the provider stream cleanly (with a
+    task cancel as the fallback after `CANCEL_GRACE_S`).
+    """
+    cancel = asyncio.Event()
+    queue: asyncio.Queue[Event | None] = asyncio.Queue()
+
+    async def produce() -> None:
+        try:
+            async with contextlib.aclosing(chat_events(services, request, cancel)) as events:
+                async for event in events:
+                    queue.put_nowait(event)
+        finally:
+            queue.put_nowait(None)
+
+    producer = asyncio.create_task(produce())
+    _producers.add(producer)
+    producer.add_done_callback(_producers.discard)
+    try:
+        while (event := await queue.get()) is not None:
+            yield event
+    finally:
+        if not producer.done():
+            cancel.set()
+            asyncio.get_running_loop().call_later(CANCEL_GRACE_S, producer.cancel)
 
 
 def _answer_events(
@@ -151,12 +193,13 @@ def status_from_progress(progress: Progress) -> Event:
 
 
 async def _ensure_indexed(
-    services: Services, request: ChatRequestBody, source: RepoSource
+    services: Services, request: ChatRequestBody, source: RepoSource, cancel: asyncio.Event
 ) -> AsyncIterator[Event]:
     """Ingest `source` unless another request did meanwhile; yields `status` frames.
 
-    The per-repo lock is held until the ingest thread has really ended, even when the
-    consumer is cancelled first, so the next request never races a dying build.
+    Setting `cancel` stops the ingest (error `cancelled`). The per-repo lock is held until
+    the ingest thread has really ended, even when the consumer is gone first, so the next
+    request never races a dying build.
     """
     lock = services.index_lock(source.repo_id)
     await lock.acquire()
@@ -196,7 +239,7 @@ async def _ensure_indexed(
 
         finished = _run_in_thread(loop, work)
         try:
-            while (event := await updates.get()) is not None:
+            async for event in until_cancelled(_drain(updates), cancel):
                 yield event
             await finished
         finally:
@@ -207,6 +250,22 @@ async def _ensure_indexed(
     finally:
         if release_now:
             lock.release()
+
+
+async def _drain(updates: asyncio.Queue[Event | None]) -> AsyncIterator[Event]:
+    while (event := await updates.get()) is not None:
+        yield event
+
+
+async def stop_answer(task: asyncio.Task[Any], cancel: asyncio.Event) -> None:
+    """Stop an answer task: first through its cancel flag, which ends it cleanly (provider
+    stream closed, `cancelled` error and `done` frames sent), then by cancelling the task if
+    it has not ended within `CANCEL_GRACE_S` (e.g. stuck in a blocking step)."""
+    cancel.set()
+    _, pending = await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+    if pending:
+        task.cancel()
+        await asyncio.wait({task})
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:

@@ -16,9 +16,10 @@ then counted exactly, header included, and re-split if the estimate was optimist
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tree_sitter import Node, Parser
@@ -33,6 +34,11 @@ MIN_MAX_TOKENS = 16
 # A token is rarely longer than this many characters; it bounds how much of an over-long line is
 # tried at once when cutting it (a wrong guess only makes a piece shorter, never over budget).
 _MAX_CHARS_PER_TOKEN = 8
+# Relative error allowed for an estimate from characters; within it, the text is counted.
+_ESTIMATE_ERROR = 0.1
+# Prior for the chars-per-token ratio of a language, worth this many observed tokens.
+_PRIOR_CHARS_PER_TOKEN = 3.0
+_PRIOR_WEIGHT = 2_000
 
 Symbol = tuple[str, ...]
 
@@ -66,13 +72,19 @@ class _Part:
 
 @dataclass(frozen=True, slots=True)
 class _Span:
-    """A planned chunk: lines [start, end) or, for a piece of a cut line, that piece's `text`."""
+    """A planned chunk: lines [start, end) or, for a piece of a cut line, that piece's `text`.
+
+    `tokens` is an estimate of the text's tokens, off by at most about `slack` (0 once counted);
+    `leaves` are the parts a merged span was made of, to split it again if it turns out too long.
+    """
 
     start: int
     end: int
     symbol: Symbol
-    tokens: int
+    tokens: float
+    slack: float = 0.0
     text: str | None = None
+    leaves: tuple[_Span, ...] = ()
 
 
 class Chunker:
@@ -90,6 +102,18 @@ class Chunker:
         self.count_tokens = count_tokens
         self.overlap_lines = max(0, overlap_lines)
         self._parsers: dict[str, Parser] = {}
+        self._observed: dict[str, list[int]] = {}
+
+    def observe(self, language: str, chars: int, tokens: int) -> None:
+        """Learn the chars-per-token ratio of a language from an exact count."""
+        totals = self._observed.setdefault(language, [0, 0])
+        totals[0] += chars
+        totals[1] += tokens
+
+    def chars_per_token(self, language: str) -> float:
+        chars, counted = self._observed.get(language, (0, 0))
+        prior_chars = _PRIOR_CHARS_PER_TOKEN * _PRIOR_WEIGHT
+        return (chars + prior_chars) / (counted + _PRIOR_WEIGHT)
 
     def chunk(self, file: SourceText) -> list[Chunk]:
         """The chunks of `file` in line order; every non-blank line is in at least one."""
@@ -106,11 +130,15 @@ class Chunker:
 
 
 class _FileChunker:
-    """The state of chunking one file: its lines and the token counts already paid for."""
+    """The state of chunking one file: its lines, their offsets and the header costs already paid for.
+
+    Planning works on estimates (characters divided by the chars-per-token ratio observed so far for
+    the language) and counts exactly only when an estimate is close to the budget; every finished
+    chunk is counted exactly once.
+    """
 
     def __init__(self, chunker: Chunker, file: SourceText) -> None:
         self.chunker = chunker
-        self.count = chunker.count_tokens
         self.path = file.path
         self.language = file.language
         self.text = file.text
@@ -118,9 +146,10 @@ class _FileChunker:
         if lines and lines[-1] == "" and file.text.endswith("\n"):
             lines.pop()
         self.lines = lines
+        self._offsets = [0, *itertools.accumulate(len(line) + 1 for line in lines)]
         self.separator = " > " if file.language in _HEADING_PARSERS else "."
-        self._line_tokens: dict[int, int] = {}
         self._header_tokens: dict[Symbol, int] = {}
+        self._counted: dict[tuple[int, int, Symbol], int] = {}
         digits = str(max(len(lines), 1))
         self._header_template = f"# {self.path}:{digits}-{digits}"
 
@@ -128,12 +157,8 @@ class _FileChunker:
         if not self.text.strip():
             return []
         parts = self._root_parts()
-        whole = _merged_symbol([part.symbol for part in parts])
-        total = self._range_tokens(0, len(self.lines))
-        if total <= self._budget(whole):
-            spans = [_Span(0, len(self.lines), whole, total)]
-        else:
-            spans = self._arrange(parts)
+        whole = self._fits(self._measure(0, len(self.lines), _merged_symbol([part.symbol for part in parts])))
+        spans = [whole] if whole is not None else self._arrange(parts)
         return [chunk for span in spans for chunk in self._emit(span) if chunk.text.strip()]
 
     # planning -----------------------------------------------------------------------------------
@@ -145,68 +170,70 @@ class _FileChunker:
             return _TreeSplitter(self, _RULES.get(self.language, _Rules())).root_parts(tree.root_node)
         heading_parser = _HEADING_PARSERS.get(self.language)
         if heading_parser is not None:
-            return _DocumentSplitter(self.lines, heading_parser(self.lines)).parts(0, len(self.lines), (), False)
+            splitter = _DocumentSplitter(self.lines, heading_parser(self.lines))
+            return splitter.parts(0, len(self.lines), (), False)
         return [_Part(0, len(self.lines), ())]
 
     def _arrange(self, parts: Sequence[_Part]) -> list[_Span]:
         """Spans for consecutive parts: small ones merged up to the budget, big ones split."""
         spans: list[_Span] = []
-        group: list[_Span] = []
+        group: _Span | None = None
         for part in parts:
-            count = self._range_tokens(part.start, part.end)
-            if count <= self._budget(part.symbol):
-                leaf = _Span(part.start, part.end, part.symbol, count)
-                if group and self._merged_fits(group, leaf):
-                    group.append(leaf)
-                    continue
-                spans.extend(self._merge(group))
-                group = [leaf]
-            else:
-                spans.extend(self._merge(group))
-                group = []
+            leaf = self._fits(self._measure(part.start, part.end, part.symbol))
+            if leaf is None:
+                if group is not None:
+                    spans.append(group)
+                group = None
                 spans.extend(self._split(part))
-        spans.extend(self._merge(group))
+                continue
+            if group is not None:
+                merged = _Span(
+                    group.start,
+                    leaf.end,
+                    _merged_symbol((group.symbol, leaf.symbol)),
+                    group.tokens + leaf.tokens + 1,
+                    group.slack + leaf.slack,
+                    leaves=(*(group.leaves or (group,)), leaf),
+                )
+                fitting = self._fits(merged)
+                if fitting is not None:
+                    group = fitting
+                    continue
+                spans.append(group)
+            group = leaf
+        if group is not None:
+            spans.append(group)
         return spans
 
     def _split(self, part: _Part) -> list[_Span]:
         children = part.split() if part.split is not None else []
+        while len(children) == 1 and children[0].split is not None:
+            children = children[0].split()
         if len(children) > 1:
             return self._arrange(children)
         return self._windows(part.start, part.end, part.symbol)
 
-    def _merged_fits(self, group: list[_Span], leaf: _Span) -> bool:
-        symbol = _merged_symbol([span.symbol for span in group] + [leaf.symbol])
-        estimate = sum(span.tokens for span in group) + leaf.tokens + len(group)
-        return estimate <= self._budget(symbol)
-
-    @staticmethod
-    def _merge(group: list[_Span]) -> list[_Span]:
-        if len(group) <= 1:
-            return group
-        symbol = _merged_symbol([span.symbol for span in group])
-        estimate = sum(span.tokens for span in group) + len(group) - 1
-        return [_Span(group[0].start, group[-1].end, symbol, estimate)]
-
     def _windows(self, start: int, end: int, symbol: Symbol, shrink: int = 0) -> list[_Span]:
         """Overlapping windows of whole lines; a line too long on its own is cut by tokens."""
         budget = self._budget(symbol) - shrink
+        ratio = self.chunker.chars_per_token(self.language)
         spans: list[_Span] = []
         first = start
         while first < end:
-            if self._tokens_of_line(first) > budget:
+            if not self._fits(self._measure(first, first + 1, symbol), budget):
                 spans.extend(self._cut_line(first, symbol))
                 first += 1
                 continue
-            total = self._tokens_of_line(first)
+            total = len(self.lines[first]) / ratio
             stop = first + 1
-            while stop < end and total + 1 + self._tokens_of_line(stop) <= budget:
-                total += 1 + self._tokens_of_line(stop)
+            while stop < end and total + 1 + len(self.lines[stop]) / ratio <= budget:
+                total += 1 + len(self.lines[stop]) / ratio
                 stop += 1
-            spans.append(_Span(first, stop, symbol, total))
+            spans.append(self._measure(first, stop, symbol))
             if stop >= end:
                 break
             overlap = min(self.chunker.overlap_lines, (stop - first) // 2)
-            next_fits = self._tokens_of_line(stop) <= budget
+            next_fits = self._fits(self._measure(stop, stop + 1, symbol), budget)
             first = max(stop - overlap, first + 1) if next_fits else stop
         return spans
 
@@ -222,11 +249,11 @@ class _FileChunker:
                 continue
             if size == 0:
                 raise ChunkingError(
-                    f"cannot chunk {self.path}: its chunk header alone exceeds the {self.chunker.max_tokens}-token "
-                    "budget of the embedder"
+                    f"cannot chunk {self.path}: its chunk header alone exceeds the embedder's "
+                    f"{self.chunker.max_tokens}-token budget"
                 )
             piece = line[offset : offset + size]
-            spans.append(_Span(index, index + 1, symbol, self.count(piece), piece))
+            spans.append(_Span(index, index + 1, symbol, 0, text=piece))
             offset += size
         return spans
 
@@ -249,46 +276,88 @@ class _FileChunker:
     # emitting -----------------------------------------------------------------------------------
 
     def _emit(self, span: _Span) -> list[Chunk]:
-        """The span as chunks, re-split until each fits exactly (estimates can be a little low)."""
+        """The span as chunks, re-split until each fits exactly (estimates can be low)."""
         text = span.text if span.text is not None else "\n".join(self.lines[span.start : span.end])
-        chunk = Chunk(self.path, self.language, span.start + 1, span.end, self._symbol_text(span.symbol), text)
-        excess = self.count(chunk.embed_text) - self.chunker.max_tokens
+        chunk = Chunk(
+            self.path, self.language, span.start + 1, span.end, self._symbol_text(span.symbol), text
+        )
+        key = (span.start, span.end, span.symbol)
+        counted = self._counted.get(key) if span.text is None else None
+        excess = (counted if counted is not None else self._count(chunk.embed_text)) - self.chunker.max_tokens
         if excess <= 0:
             return [chunk]
-        if span.end - span.start == 1:
+        if len(span.leaves) > 1:
+            half = len(span.leaves) // 2
+            pieces = [self._join(span.leaves[:half]), self._join(span.leaves[half:])]
+        elif span.end - span.start == 1:
             pieces = self._cut_line(span.start, span.symbol)
         else:
             pieces = self._windows(span.start, span.end, span.symbol, shrink=excess)
             if len(pieces) == 1 and pieces[0].text is None:
                 middle = (span.start + span.end) // 2
-                pieces = [_Span(span.start, middle, span.symbol, 0), _Span(middle, span.end, span.symbol, 0)]
+                pieces = [
+                    self._measure(span.start, middle, span.symbol),
+                    self._measure(middle, span.end, span.symbol),
+                ]
         return [piece for sub in pieces for piece in self._emit(sub)]
+
+    def _join(self, leaves: Sequence[_Span]) -> _Span:
+        symbol = _merged_symbol([leaf.symbol for leaf in leaves])
+        joined = self._measure(leaves[0].start, leaves[-1].end, symbol)
+        return replace(joined, leaves=tuple(leaves))
 
     # counting -----------------------------------------------------------------------------------
 
-    def _range_tokens(self, start: int, end: int) -> int:
-        if end - start == 1:
-            return self._tokens_of_line(start)
-        return self.count("\n".join(self.lines[start:end]))
+    def _measure(self, start: int, end: int, symbol: Symbol) -> _Span:
+        """A span for lines [start, end) with its estimated tokens (characters / observed ratio)."""
+        chars = self._offsets[end] - self._offsets[start] - 1
+        tokens = chars / self.chunker.chars_per_token(self.language)
+        return _Span(start, end, symbol, tokens, tokens * _ESTIMATE_ERROR + 2)
 
-    def _tokens_of_line(self, index: int) -> int:
-        count = self._line_tokens.get(index)
-        if count is None:
-            count = self._line_tokens[index] = self.count(self.lines[index])
+    def _fits(self, span: _Span, budget: int | None = None) -> _Span | None:
+        """`span` if it fits (with exact tokens if they had to be counted), else None.
+
+        Counts only when the estimate and its error cannot tell, and remembers the count so a span
+        emitted as it is is never counted twice.
+        """
+        budget = self._budget(span.symbol) if budget is None else budget
+        if span.tokens + span.slack <= budget:
+            return span
+        if span.tokens - span.slack > budget:
+            return None
+        key = (span.start, span.end, span.symbol)
+        if key not in self._counted:
+            text = "\n".join(self.lines[span.start : span.end])
+            chunk = Chunk(
+                self.path, self.language, span.start + 1, span.end, self._symbol_text(span.symbol), text
+            )
+            self._counted[key] = self._count(chunk.embed_text)
+        counted = self._counted[key]
+        if counted > self.chunker.max_tokens - (self._budget(span.symbol) - budget):
+            return None
+        return replace(span, tokens=counted - self._header(span.symbol), slack=0.0)
+
+    def _count(self, text: str) -> int:
+        count = self.chunker.count_tokens(text)
+        self.chunker.observe(self.language, len(text), count)
         return count
 
-    def _budget(self, symbol: Symbol) -> int:
-        """Tokens left for the text once the header (with the widest line numbers) and newline are in."""
+    def _header(self, symbol: Symbol) -> int:
+        """Tokens of the header (with the widest line numbers) and its newline."""
         header = self._header_tokens.get(symbol)
         if header is None:
             named = self._symbol_text(symbol)
             template = f"{self._header_template} {named}" if named else self._header_template
-            header = self._header_tokens[symbol] = self.count(template + "\n")
-        return self.chunker.max_tokens - header
+            header = self._header_tokens[symbol] = self.chunker.count_tokens(template + "\n")
+        return header
+
+    def _budget(self, symbol: Symbol) -> int:
+        """Tokens left for the text of a chunk with this symbol."""
+        return self.chunker.max_tokens - self._header(symbol)
 
     def _exact_tokens(self, start: int, end: int, symbol: Symbol, text: str) -> int:
         chunk = Chunk(self.path, self.language, start + 1, end, self._symbol_text(symbol), text)
-        return self.count(chunk.embed_text)
+        return self.chunker.count_tokens(chunk.embed_text)
 
     def _symbol_text(self, symbol: Symbol) -> str | None:
         return self.separator.join(symbol) if symbol else None
@@ -316,7 +385,15 @@ def _merged_symbol(symbols: Sequence[Symbol]) -> Symbol:
 
 # Nodes that belong to the definition below them when nothing separates them.
 _PREFIX_TYPES = frozenset(
-    {"comment", "line_comment", "block_comment", "doc_comment", "decorator", "attribute_item", "attribute_list"}
+    {
+        "comment",
+        "line_comment",
+        "block_comment",
+        "doc_comment",
+        "decorator",
+        "attribute_item",
+        "attribute_list",
+    }
 )
 _FUNCTION_VALUES = frozenset(
     {"arrow_function", "function_expression", "function", "generator_function", "class", "class_expression"}
@@ -455,12 +532,16 @@ _JS_NAMES = {
     **_named("public_field_definition", "field_definition", rule=_field_function_name),
 }  # fmt: skip
 _JS_WRAPPERS = {
-    "export_statement": lambda node: node.child_by_field_name("declaration") or node.child_by_field_name("value"),
+    "export_statement": lambda node: (
+        node.child_by_field_name("declaration") or node.child_by_field_name("value")
+    ),
     "expression_statement": _only_named,
 }
 _C_NAMES = {
     **_named("function_definition", rule=_declarator_name),
-    **_named("struct_specifier", "union_specifier", "enum_specifier", "class_specifier", rule=_tagged_type_name),
+    **_named(
+        "struct_specifier", "union_specifier", "enum_specifier", "class_specifier", rule=_tagged_type_name
+    ),
     **_named("type_definition", rule=_typedef_name),
 }
 
@@ -480,15 +561,26 @@ _RULES: dict[str, _Rules] = {
     ),
     "java": _Rules(
         _named(
-            "class_declaration", "interface_declaration", "enum_declaration", "record_declaration",
-            "annotation_type_declaration", "method_declaration", "constructor_declaration",
+            "class_declaration",
+            "interface_declaration",
+            "enum_declaration",
+            "record_declaration",
+            "annotation_type_declaration",
+            "method_declaration",
+            "constructor_declaration",
         )
     ),  # fmt: skip
     "rust": _Rules(
         {
             **_named(
-                "function_item", "function_signature_item", "struct_item", "enum_item", "union_item",
-                "trait_item", "mod_item", "macro_definition",
+                "function_item",
+                "function_signature_item",
+                "struct_item",
+                "enum_item",
+                "union_item",
+                "trait_item",
+                "mod_item",
+                "macro_definition",
             ),
             **_named("impl_item", rule=_rust_impl_name),
         }
@@ -498,15 +590,26 @@ _RULES: dict[str, _Rules] = {
     "ruby": _Rules(_named("class", "module", "method", "singleton_method")),
     "php": _Rules(
         _named(
-            "class_declaration", "interface_declaration", "trait_declaration", "enum_declaration",
-            "function_definition", "method_declaration",
+            "class_declaration",
+            "interface_declaration",
+            "trait_declaration",
+            "enum_declaration",
+            "function_definition",
+            "method_declaration",
         )
     ),  # fmt: skip
     "csharp": _Rules(
         _named(
-            "class_declaration", "struct_declaration", "interface_declaration", "enum_declaration",
-            "record_declaration", "record_struct_declaration", "method_declaration", "constructor_declaration",
-            "destructor_declaration", "property_declaration",
+            "class_declaration",
+            "struct_declaration",
+            "interface_declaration",
+            "enum_declaration",
+            "record_declaration",
+            "record_struct_declaration",
+            "method_declaration",
+            "constructor_declaration",
+            "destructor_declaration",
+            "property_declaration",
         )
     ),  # fmt: skip
 }
@@ -569,18 +672,28 @@ class _TreeSplitter:
 
     @staticmethod
     def _starts(children: Sequence[Node]) -> list[tuple[int, list[Node]]]:
-        """(first row, owning node) of each child; comments and decorators join the node below them."""
+        """(first row, owning node) of each child.
+
+        Comments and decorators join the node right below them; a comment at the end of a line stays
+        with the code it follows.
+        """
         starts: list[tuple[int, list[Node]]] = []
         pending: int | None = None
-        pending_last = -1
+        pending_last = previous_last = -1
         for child in children:
             first, last = child.start_point.row, _last_row(child)
+            trailing = first <= previous_last
+            previous_last = max(previous_last, last)
+            if child.type in _PREFIX_TYPES and trailing:
+                continue
             if child.type in _PREFIX_TYPES:
-                if pending is None or first > pending_last + 1:
-                    if pending is not None:
-                        starts.append((pending, []))
-                    pending = first
-                pending_last = max(pending_last, last) if pending != first else last
+                if pending is not None and first > pending_last + 1:
+                    starts.append((pending, []))
+                    pending = None
+                if pending is None:
+                    pending, pending_last = first, last
+                else:
+                    pending_last = max(pending_last, last)
                 continue
             if pending is not None:
                 if first <= pending_last + 1:
@@ -612,9 +725,14 @@ _RST_ADORNMENT = re.compile(r"^([!-/:-@\[-`{-~])\1+\s*$")
 
 
 def _fenced_rows(lines: Sequence[str]) -> list[bool]:
-    """Which lines are inside (or open/close) a fenced code block."""
+    """Which lines are inside (or open/close) a fenced code block or the YAML front matter."""
     inside: list[bool] = []
     fence: str | None = None
+    if lines and lines[0].rstrip() == "---":
+        closing = next((row for row in range(1, len(lines)) if lines[row].rstrip() in ("---", "...")), None)
+        if closing is not None:
+            inside = [True] * (closing + 1)
+            lines = lines[closing + 1 :]
     for line in lines:
         match = _FENCE.match(line)
         if fence is None and match:
@@ -657,8 +775,11 @@ def _rst_headings(lines: Sequence[str]) -> tuple[list[_Heading], list[bool]]:
     while row < len(lines) - 1:
         title, underline = lines[row], lines[row + 1]
         adornment = _RST_ADORNMENT.match(underline)
-        if title.strip() and not _RST_ADORNMENT.match(title) and adornment and len(underline.rstrip()) >= len(
+        if (
             title.strip()
+            and not _RST_ADORNMENT.match(title)
+            and adornment
+            and len(underline.rstrip()) >= len(title.strip())
         ):
             overline = row > 0 and lines[row - 1].rstrip() == underline.rstrip()
             style = (adornment.group(1), overline)
@@ -694,12 +815,24 @@ class _DocumentSplitter:
         parts: list[_Part] = []
         if tops[0].row > start:
             parts.append(
-                _Part(start, tops[0].row, path, functools.partial(self.parts, start, tops[0].row, path, own_heading))
+                _Part(
+                    start,
+                    tops[0].row,
+                    path,
+                    functools.partial(self.parts, start, tops[0].row, path, own_heading),
+                )
             )
         for index, heading in enumerate(tops):
             stop = tops[index + 1].row if index + 1 < len(tops) else end
             section = (*path, heading.title) if heading.title else path
-            parts.append(_Part(heading.row, stop, section, functools.partial(self.parts, heading.row, stop, section, True)))
+            parts.append(
+                _Part(
+                    heading.row,
+                    stop,
+                    section,
+                    functools.partial(self.parts, heading.row, stop, section, True),
+                )
+            )
         return parts
 
     def _paragraphs(self, start: int, end: int, path: Symbol) -> list[_Part]:

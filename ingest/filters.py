@@ -129,7 +129,9 @@ class FileFilter:
         self.spec = spec
         self.root = root
         self._include = [
-            s for s in (_spec(spec.include_dirs, directory=True), _spec(spec.include_files, directory=False)) if s
+            s
+            for s in (_spec(spec.include_dirs, directory=True), _spec(spec.include_files, directory=False))
+            if s
         ]
         self._exclude_dirs = _spec(spec.exclude_dirs, directory=True)
         self._exclude_files = _spec(spec.exclude_files, directory=False)
@@ -212,4 +214,3 @@ class FileFilter:
             except OSError:
                 continue
         return GitIgnoreSpec.from_lines(lines) if lines else None
-

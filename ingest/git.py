@@ -1,11 +1,11 @@
 """Fetch a repository with git without a token ever touching disk, argv or a message.
 
 The token reaches git only through the environment of one git process, as an
-`http.<url>.extraHeader` scoped to the repository's host (so a redirect to
-another host never receives it). Nothing is written to `.git/config` but the
-credential-free URL, prompts and credential helpers are off so git fails fast
-instead of waiting on a terminal, and every line git prints is redacted before
-it is shown, logged or put into an error.
+`http.<url>.extraHeader` for the repository's host, with redirects switched off
+(git would send the header on to whatever host a redirect names). Nothing but
+the credential-free URL is written to `.git/config`; prompts and credential
+helpers are off so git fails fast instead of waiting on a terminal; and every
+line git prints is redacted before it is shown, logged or put into an error.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
+from typing import IO
 
 from ingest.errors import (
     AuthenticationError,
@@ -76,6 +77,7 @@ _REF_PATTERNS = re.compile(
     r"unadvertised object|no such ref|invalid refspec",
     re.IGNORECASE,
 )
+_MOVED_PATTERN = re.compile(r"returned error: 30[12378]")
 _UNREACHABLE_PATTERNS = re.compile(
     r"Could not resolve host|Could not resolve hostname|Failed to connect|Connection refused|"
     r"Couldn't connect to server|Network is unreachable|No route to host|Connection timed out|"
@@ -100,7 +102,6 @@ def auth_header(platform: str, token: str, username: str | None = None) -> str:
     encoded = base64.b64encode(f"{user}:{token}".encode()).decode("ascii")
     register_secret(token)
     register_secret(encoded)
-    register_secret(urllib.parse.quote(token, safe=""))
     return f"Authorization: Basic {encoded}"
 
 
@@ -142,7 +143,7 @@ def checkout(
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_partials(dest)
 
-    if dest.exists() and _quick_git(["rev-parse", "--is-inside-work-tree"], dest) == "true":
+    if _is_clone_root(dest):
         return run.update(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -155,10 +156,29 @@ def checkout(
     return sha
 
 
+def _is_clone_root(dest: Path) -> bool:
+    """True only when `dest` itself holds the clone: a leftover folder inside another repository
+    (a data dir kept in a git checkout) must never have that repository fetched and reset."""
+    top = _quick_git(["rev-parse", "--show-toplevel"], dest)
+    return top is not None and Path(top).resolve() == dest.resolve()
+
+
 def _remove_partials(dest: Path) -> None:
-    """Delete temporary clones left by a process that was killed mid-clone."""
+    """Delete temporary clones left by processes that died mid-clone (never a live process's)."""
     for leftover in dest.parent.glob(f".{dest.name}.partial-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+        pid = leftover.name.rpartition(".partial-")[2].split("-")[0]
+        if not (pid.isdigit() and _process_alive(int(pid))):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _quick_git(args: list[str], cwd: Path) -> str | None:
@@ -238,10 +258,14 @@ class _GitRun:
                 raise InvalidSourceError(
                     f"refusing to send a token over unencrypted http to {source.host}; use an https URL"
                 )
+            # git applies the header to every request of the session, also after a redirect to
+            # another host, so with a token redirects are not followed at all.
             self.env.update(
-                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_COUNT="2",
                 GIT_CONFIG_KEY_0=f"http.{scheme}://{source.host}/.extraHeader",
                 GIT_CONFIG_VALUE_0=auth_header(source.platform, token, username),
+                GIT_CONFIG_KEY_1="http.followRedirects",
+                GIT_CONFIG_VALUE_1="false",
             )
         elif token:
             log.debug("ignoring the token for %s: ssh uses keys", source.url)
@@ -272,7 +296,12 @@ class _GitRun:
         return self._head(repo)
 
     def _head(self, repo: Path) -> str:
-        return self._git(["rev-parse", "HEAD"], cwd=repo).strip()
+        head = _quick_git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo)
+        if not head:
+            raise RepositoryNotFoundError(
+                f"repository {self.source.url} has no commits yet: nothing to index"
+            )
+        return head
 
     def _git(self, args: list[str], *, cwd: Path) -> str:
         try:
@@ -319,11 +348,10 @@ class _GitRun:
             raise _GitFailure("\n".join(stderr))
         return b"".join(stdout).decode("utf-8", "replace")
 
-    def _read_stderr(self, stream: object, lines: deque[str]) -> None:
+    def _read_stderr(self, stream: IO[bytes], lines: deque[str]) -> None:
         """Collect git's messages (redacted) and forward progress lines, split on \\r as git redraws them."""
         buffer = b""
-        read = stream.read1  # type: ignore[attr-defined]
-        while chunk := read(4096):
+        while chunk := os.read(stream.fileno(), 4096):
             buffer += chunk
             *complete, buffer = re.split(rb"[\r\n]", buffer)
             for raw in complete:
@@ -344,8 +372,6 @@ class _GitRun:
         """Map git's stderr to the error a user can act on; the text is redacted and credential-free."""
         url = self.source.url
         detail = redact(_last_fatal(stderr), [self.token] if self.token else [])
-        if _UNREACHABLE_PATTERNS.search(stderr) and not _AUTH_PATTERNS.search(stderr):
-            return HostUnreachableError(f"cannot reach {self.source.host} for {url}: {detail}")
         if _AUTH_PATTERNS.search(stderr):
             if self.token:
                 return AuthenticationError(f"authentication failed for {url}: check the token and its scopes")
@@ -355,12 +381,18 @@ class _GitRun:
                 f"authentication failed for {url}: the repository is private or does not exist; "
                 f"give an access token with {hint}"
             )
+        if _MOVED_PATTERN.search(stderr):
+            return RepositoryNotFoundError(
+                f"{url} redirects elsewhere (moved or renamed?); with a token, redirects are not "
+                "followed so the token stays with this host: ingest the repository's current URL"
+            )
         if _NOT_FOUND_PATTERNS.search(stderr):
             return RepositoryNotFoundError(f"repository not found: {url}")
         if _REF_PATTERNS.search(stderr):
-            return UnknownRefError(
-                f"ref {self.source.ref!r} not found in {url}: check the branch, tag or sha"
-            )
+            ref = self.source.ref or "HEAD"
+            return UnknownRefError(f"ref {ref!r} not found in {url}: check the branch, tag or commit sha")
+        if _UNREACHABLE_PATTERNS.search(stderr):
+            return HostUnreachableError(f"cannot reach {self.source.host} for {url}: {detail}")
         return IngestError(f"git failed for {url}: {detail}", code="git_failed")
 
 

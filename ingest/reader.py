@@ -114,7 +114,9 @@ class Candidate:
     size: int
 
 
-def scan(root: Path, file_filter: FileFilter, limits: Limits, skipped: SkipStats | None = None) -> list[Candidate]:
+def scan(
+    root: Path, file_filter: FileFilter, limits: Limits, skipped: SkipStats | None = None
+) -> list[Candidate]:
     """The files to read, sorted by path; raises `LimitExceededError` before anything is read."""
     skipped = skipped if skipped is not None else SkipStats()
     root = root.resolve()

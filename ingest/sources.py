@@ -9,7 +9,6 @@ taken out here, before the URL can reach a log, the registry or `.git/config`.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import urllib.parse
 from dataclasses import dataclass, field
@@ -17,6 +16,9 @@ from pathlib import Path
 
 from ingest.errors import InvalidSourceError, RepositoryNotFoundError
 from rag.redact import redact, register_secret
+from rag.store.layout import repo_folder
+
+__all__ = ["ACCEPTED", "PLATFORMS", "RepoSource", "is_commit_sha", "repo_folder", "resolve_source"]
 
 PLATFORMS = ("github", "gitlab", "bitbucket", "git", "local")
 _CLOUD_HOSTS = {"github.com": "github", "gitlab.com": "gitlab", "bitbucket.org": "bitbucket"}
@@ -24,14 +26,13 @@ _DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
 # User names that are part of a platform's token scheme, not a real account.
 _SCHEME_USERS = {"x-access-token", "oauth2", "x-token-auth", "git", "token"}
 _HOST_RE = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~+-][A-Za-z0-9._~+@%-]*$")
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~+-][A-Za-z0-9._~+%-]*$")
 _SCP_RE = re.compile(r"^(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+):(?!//)(?P<path>.+)$")
 _TOKEN_SHAPE_RE = re.compile(r"^[A-Za-z0-9_\-.=]{20,}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _BAD_REF_RE = re.compile(r"(^[-/.])|\.\.|@\{|//|[\x00-\x20\x7f~^:?*\[\\]|(\.lock|[/.])$")
 # Browser-URL tails that name a ref: /tree/<ref>, /-/blob/<ref>/file, /src/<ref>/file ...
 _REF_MARKERS = {"tree", "blob", "commit", "commits", "src", "branch", "raw"}
-_MAX_FOLDER_CHARS = 200
 
 ACCEPTED = (
     "accepted sources: https://github.com/<owner>/<repo>, https://gitlab.com/<group>/<subgroup>/<repo>, "
@@ -71,19 +72,6 @@ class RepoSource:
         return self.url
 
 
-def repo_folder(repo_id: str) -> str:
-    """A single, reversible-looking folder name for `repo_id`.
-
-    Ids longer than a file name may be (deep local paths) keep a readable
-    prefix plus a hash so two long ids never share a folder.
-    """
-    folder = urllib.parse.quote(repo_id, safe="")
-    if len(folder) <= _MAX_FOLDER_CHARS:
-        return folder
-    digest = hashlib.sha256(repo_id.encode("utf-8")).hexdigest()[:16]
-    return f"{folder[: _MAX_FOLDER_CHARS - 17]}-{digest}"
-
-
 def resolve_source(location: str, *, platform: str | None = None, ref: str | None = None) -> RepoSource:
     """Parse a URL, ssh remote or path into a `RepoSource`; raise `InvalidSourceError` if it is none."""
     text = (location or "").strip()
@@ -103,7 +91,11 @@ def resolve_source(location: str, *, platform: str | None = None, ref: str | Non
     if scheme:
         raise InvalidSourceError(f"unsupported URL scheme {scheme!r} in {redact(text)}; {ACCEPTED}")
     if platform == "local" or _looks_like_path(text):
-        return _local_source(Path(text).expanduser(), ref)
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError:  # ~user of an unknown user
+            raise InvalidSourceError(f"cannot expand {text!r}: no such user") from None
+        return _local_source(path, ref)
     scp = _SCP_RE.match(text)
     if scp:
         return _url_source(f"ssh://{scp['user']}@{scp['host']}/{scp['path'].lstrip('/')}", platform, ref)
@@ -114,7 +106,12 @@ def resolve_source(location: str, *, platform: str | None = None, ref: str | Non
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.startswith(("/", "./", "../", "~", ".\\")) or text in (".", "..") or Path(text).exists()
+    if text.startswith(("/", "./", "../", "~", ".\\")) or text in (".", ".."):
+        return True
+    try:
+        return Path(text).exists()
+    except OSError:  # a name too long for the file system is no folder of ours
+        return False
 
 
 def _file_url_path(text: str) -> Path:
@@ -161,7 +158,9 @@ def _url_source(text: str, platform: str | None, ref: str | None) -> RepoSource:
         raise InvalidSourceError(f"malformed URL {redact(text)!r}: missing or invalid host name; {ACCEPTED}")
     if platform == "local":
         raise InvalidSourceError("--type local needs a folder or file:// URL, not a remote URL")
-    platform = platform or _detect_platform(host)
+    # The three cloud hosts are known for sure; a --type hint only matters for self-hosted servers
+    # (deepwiki clients send type "github" by default, even with a GitLab URL).
+    platform = _CLOUD_HOSTS.get(host) or platform or _detect_platform(host)
     if port is not None and port == _DEFAULT_PORTS.get(scheme):
         port = None
     netloc = f"{host}:{port}" if port else host
@@ -170,7 +169,9 @@ def _url_source(text: str, platform: str | None, ref: str | None) -> RepoSource:
     password = urllib.parse.unquote(parts.password) if parts.password else None
     url_token, url_username, ssh_user = _split_credentials(scheme, user, password)
 
-    segments = [urllib.parse.unquote(s) for s in parts.path.split("/") if s]
+    # A repo id pasted back (`github.com/a/b@v1.0`) names its ref after "@".
+    repo_path, _, id_ref = urllib.parse.unquote(parts.path).partition("@")
+    segments = [segment for segment in repo_path.split("/") if segment]
     repo_segments, url_ref = _split_browser_path(platform, segments)
     if not repo_segments or any(s in (".", "..") or not _SEGMENT_RE.match(s) for s in repo_segments):
         raise InvalidSourceError(f"{redact(text)!r} does not name a repository path; {ACCEPTED}")
@@ -180,7 +181,7 @@ def _url_source(text: str, platform: str | None, ref: str | None) -> RepoSource:
         raise InvalidSourceError(f"{redact(text)!r} does not name a repository; {ACCEPTED}")
     if host in _CLOUD_HOSTS:
         repo_segments = [s.lower() for s in repo_segments]
-    ref = ref or _check_ref(url_ref)
+    ref = ref or _check_ref(url_ref) or _check_ref(id_ref.rstrip("/"))
 
     path = "/".join(repo_segments)
     if scheme == "ssh":
@@ -208,8 +209,6 @@ def _url_source(text: str, platform: str | None, ref: str | None) -> RepoSource:
 
 
 def _detect_platform(host: str) -> str:
-    if host in _CLOUD_HOSTS:
-        return _CLOUD_HOSTS[host]
     for name in ("gitlab", "bitbucket", "github"):
         if name in host:
             return name

@@ -38,6 +38,12 @@ MERGE_GAP = 2
 _PATH_LIKE = re.compile(r"[\w\-]+(?:[./][\w\-]+)+")
 _SYMBOL_LIKE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _CAMEL_INSIDE = re.compile(r"[a-z0-9][A-Z]")
+# A line that defines `name` in most languages: a keyword (Go methods with their
+# receiver) followed by the name, or the name assigned at the start of a line.
+_DEFINITION = (
+    r"(?:\b(?:def|class|function|func|fn|struct|interface|type|enum|trait|module|const|let|var)\s+"
+    r"(?:\([^)]*\)\s*)?{name}\b|^\s*(?:export\s+)?{name}\s*(?::[^=]*)?=[^=])"
+)
 
 
 class SearchError(RepoLensError):
@@ -187,8 +193,24 @@ class Retriever:
                 ranked = [chunk for chunk in file_chunks if chunk.id in scores]
                 found.append(max(ranked, key=lambda c: scores[c.id]) if ranked else file_chunks[0])
         for name in named_symbols(query):
-            found.extend(self.index.find_symbol(name)[:pool])
+            found.extend(self.index.find_symbol(name)[:pool] or self._defining_chunks(name, pool))
         return found
+
+    def _defining_chunks(self, name: str, pool: int) -> list[StoredChunk]:
+        """Chunks that define `name` although their symbol names something else.
+
+        A chunker may pack a small class with its methods, or a module constant
+        with the next function, into one chunk named after the first symbol; the
+        definition is then found in the text (`def send`, `func (c *C) Get`, `X = 7`).
+        """
+        container, _, last = name.rpartition(".")
+        definition = re.compile(_DEFINITION.format(name=re.escape(last)), re.MULTILINE)
+        ids = [chunk_id for chunk_id, _ in self.index.lexical_search(name, pool)]
+        return [
+            chunk
+            for chunk in self.index.get_chunks(ids)
+            if definition.search(chunk.text) and (not container or container.split(".")[-1] in chunk.text)
+        ]
 
 
 def merge_chunks(

@@ -13,13 +13,20 @@ from pathlib import Path
 import pytest
 
 # Fixtures that start real servers, available to every test module.
-pytest_plugins = ["tests.support.fake_provider", "tests.support.live_server", "tests.support.chat"]
+pytest_plugins = [
+    "tests.support.fake_provider",
+    "tests.support.repos",
+    "tests.support.live_server",
+    "tests.support.chat",
+]
 
 _PROVIDER_VARIABLES = (
     "OPENAI_API_KEY", "OPENAI_BASE_URL", "GOOGLE_API_KEY", "OPENROUTER_API_KEY", "AZURE_OPENAI_API_KEY",
     "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_VERSION", "DASHSCOPE_API_KEY", "DASHSCOPE_WORKSPACE_ID",
     "OLLAMA_HOST", "REPOLENS_TOKEN", "GITHUB_TOKEN", "GITLAB_TOKEN", "BITBUCKET_TOKEN",
     "REPOLENS_PROVIDER", "REPOLENS_MODEL", "REPOLENS_EMBEDDER",
+    "GOOGLE_API_BASE_URL", "OPENROUTER_BASE_URL", "DASHSCOPE_BASE_URL", "REPOLENS_OPENAI_COMPATIBLE_BASE_URL",
+    "REPOLENS_OPENAI_COMPATIBLE_API_KEY", "REPOLENS_CONTEXT_WINDOW", "REPOLENS_LLM_TIMEOUT",
 )
 
 # Derived model files and the tiktoken cache are shared by all tests (built once by `make install`).

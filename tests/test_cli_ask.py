@@ -12,8 +12,6 @@ from api.cli import app
 from rag.store import Store
 from tests.support.fake_provider import FakeProvider, FakeResponse
 
-pytest_plugins = ["tests.support.repos"]
-
 runner = CliRunner()
 QUESTION = "How does main reach HttpClient.send?"
 

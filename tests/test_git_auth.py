@@ -7,9 +7,11 @@ The server (tests/support/git_http_server.py) runs `git http-backend` behind HTT
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +28,10 @@ from ingest.errors import (
     RepositoryNotFoundError,
     UnknownRefError,
 )
-from ingest.git import checkout, token_for
+from ingest.git import checkout, local_commit, token_for
 from ingest.sources import resolve_source
 from rag.redact import install_log_redaction
+from tests.support.repos import commit_all, git, write_files
 
 if TYPE_CHECKING:
     from tests.support.git_http_server import GitHttpServer, SilentServer
@@ -282,3 +285,91 @@ def test_token_is_never_sent_over_plain_http_to_a_remote_host(tmp_path: Path) ->
 def test_local_sources_are_not_cloned(tmp_path: Path) -> None:
     with pytest.raises(InvalidSourceError, match="read in place"):
         checkout(resolve_source(str(tmp_path)), tmp_path / "clone")
+
+
+def test_empty_repository_is_reported(git_http_server: GitHttpServer, tmp_path: Path) -> None:
+    git(git_http_server.root, "init", "--quiet", "--bare", str(git_http_server.repos / "acme" / "empty.git"))
+    source = resolve_source(git_http_server.url_for("acme/empty"))
+    with pytest.raises(RepositoryNotFoundError, match="has no commits yet"):
+        checkout(source, tmp_path / "clones" / "empty", token=git_http_server.token)
+    assert list((tmp_path / "clones").iterdir()) == []
+
+
+def test_a_stale_folder_inside_another_repository_is_replaced_not_reset(
+    git_http_server: GitHttpServer, tmp_path: Path
+) -> None:
+    """A data dir inside a git checkout: git must never fetch into or reset the enclosing repository."""
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    git(outer, "init", "--quiet")
+    write_files(outer, {"keep.txt": "mine\n"})
+    outer_head = commit_all(outer, "outer")
+    dest = outer / "clones" / "demo"
+    dest.mkdir(parents=True)
+    sha = git_http_server.add_repo("acme/demo", FILES)
+
+    assert (
+        checkout(resolve_source(git_http_server.url_for("acme/demo")), dest, token=git_http_server.token)
+        == sha
+    )
+    assert local_commit(outer) == outer_head
+    assert (outer / "keep.txt").read_text() == "mine\n"
+    assert (dest / "README.md").exists()
+
+
+def test_redirects_are_not_followed_with_a_token(
+    git_http_server: GitHttpServer, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """git would send the header to whatever host a redirect names, so with a token it must stop."""
+    from tests.support.git_http_server import GitHttpServer
+
+    elsewhere = GitHttpServer(tmp_path_factory.mktemp("elsewhere"))
+    elsewhere.require_auth = False  # a public host: a followed redirect would complete the clone
+    try:
+        sha = elsewhere.add_repo("acme/demo", FILES)
+        git_http_server.redirect("acme/moved", elsewhere.url_for("acme/demo"))
+        source = resolve_source(git_http_server.url_for("acme/moved"))
+        with pytest.raises(RepositoryNotFoundError, match="redirects elsewhere"):
+            checkout(source, tmp_path / "clone", token=git_http_server.token)
+        assert elsewhere.requests == []
+        assert checkout(source, tmp_path / "public") == sha  # without a token, redirects are followed
+    finally:
+        elsewhere.close()
+    assert all(request.user is None for request in elsewhere.requests)
+
+
+def test_cli_reports_a_wrong_token_in_one_clean_line(
+    git_http_server: GitHttpServer, repolens_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a user sees from `repolens ingest`: the exit code and one JSON error, without the token."""
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    git_http_server.add_repo("acme/demo", FILES)
+    wrong = "rl-wrong-" + "7" * 20
+    monkeypatch.setenv("GITHUB_TOKEN", wrong)
+    url = git_http_server.url_for("acme/demo")
+    result = CliRunner().invoke(app, ["ingest", url, "--type", "github", "--json"])
+    assert result.exit_code == 4, result.output
+    assert json.loads(result.stdout)["error"] == {
+        "code": "auth_failed",
+        "message": f"authentication failed for {url.removesuffix('.git')}: check the token and its scopes",
+    }
+    assert git_http_server.requests[0].user == "x-access-token"
+    _assert_no_leak(wrong, [repolens_home], [result.output])
+
+
+def test_leftovers_of_a_killed_clone_are_removed(git_http_server: GitHttpServer, tmp_path: Path) -> None:
+    git_http_server.add_repo("acme/demo", FILES)
+    clones = tmp_path / "clones"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = clones / f".demo.partial-{dead.pid}-0000"
+    live = clones / f".demo.partial-{os.getpid()}-1111"  # another thread of a running process
+    for folder in (stale, live):
+        (folder / ".git").mkdir(parents=True)
+    checkout(
+        resolve_source(git_http_server.url_for("acme/demo")), clones / "demo", token=git_http_server.token
+    )
+    assert sorted(path.name for path in clones.iterdir()) == sorted(["demo", live.name])

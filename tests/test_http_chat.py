@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.chat import ChatServer, sse_events
+from tests.support.chat import ChatServer, server_errors, sse_events
 from tests.support.fake_provider import FakeProvider, FakeResponse
+from tests.support.live_server import free_port
 
 TIMEOUT = httpx.Timeout(20.0)
 
@@ -98,7 +106,10 @@ def test_provider_error_mid_stream_is_appended_to_the_text(
 
 @pytest.mark.parametrize("protocol", ["events", None])
 def test_client_disconnect_closes_the_provider_stream(
-    chat_server: ChatServer, fake_provider: FakeProvider, protocol: str | None
+    chat_server: ChatServer,
+    fake_provider: FakeProvider,
+    protocol: str | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake_provider.script(FakeResponse(text="word " * 200, delay=0.05))
     body = chat_server.request(**({"protocol": protocol} if protocol else {}))
@@ -108,3 +119,31 @@ def test_client_disconnect_closes_the_provider_stream(
                 break
     assert fake_provider.wait_for_disconnect(timeout=5)
     assert fake_provider.completed == 0
+    assert server_errors(caplog) == []
+
+
+def test_repolens_serve_uses_port_from_the_environment(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "REPOLENS_HOME": str(tmp_path / "home")}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "repolens"), "serve", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        health = None
+        while health is None and time.monotonic() < deadline and server.poll() is None:
+            with contextlib.suppress(httpx.TransportError):
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            time.sleep(0.1)
+        assert health is not None and health.status_code == 200, "repolens serve did not answer /health"
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert page.status_code == 200 and "RepoLens" in page.text
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=15)
+    # uvicorn shuts down gracefully, then re-raises the signal so the exit status reports it.
+    assert server.returncode == -signal.SIGTERM
+    assert b"Traceback" not in output, output.decode(errors="replace")

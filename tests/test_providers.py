@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
+import httpx
 import pytest
 
 from rag.providers import (
@@ -321,3 +323,29 @@ def test_catalogue_models_and_context_windows() -> None:
         PROVIDERS["openai"], Settings.from_env({"REPOLENS_CONTEXT_WINDOW": "9000"}), "my-ft"
     )
     assert (custom.id, custom.context_window) == ("my-ft", 9000)
+
+
+def test_config_routes_in_deepwiki_shapes(live_server_factory, tmp_path) -> None:
+    settings = Settings.from_env({"REPOLENS_HOME": str(tmp_path), "GOOGLE_API_KEY": "g-key-123456"})
+    server = live_server_factory(settings)
+    with httpx.Client(base_url=server.base_url, timeout=10) as client:
+        health = client.get("/health").json()
+        models_config = client.get("/models/config").json()
+        lang = client.get("/lang/config").json()
+        models = client.get("/api/models").json()
+
+    assert health["status"] == "healthy"
+    assert models_config["defaultProvider"] == "google"
+    first = models_config["providers"][0]
+    assert set(first) == {"id", "name", "models", "supportsCustomModel"}
+    assert first["id"] == "google", "configured providers are listed first"
+    assert {"id": "gemini-2.0-flash", "name": "Gemini 2.0 Flash"} in first["models"]
+    offline = next(entry for entry in models_config["providers"] if entry["id"] == "offline")
+    assert offline["supportsCustomModel"] is False
+    assert lang["default"] == "en"
+    assert lang["supported_languages"]["ja"] == "Japanese (日本語)"
+    assert len(lang["supported_languages"]) == 10
+    assert models["default_provider"] == "google"
+    google = next(entry for entry in models["providers"] if entry["id"] == "google")
+    assert google["configured"] is True and google["env"][0] == "GOOGLE_API_KEY"
+    assert "g-key-123456" not in json.dumps(models)

@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from rag.redact import MASK, install_log_redaction, redact, register_secret
+from rag.redact import MASK, RedactingFilter, install_log_redaction, redact, register_secret
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_log_records_from_any_logger_are_redacted(caplog: pytest.LogCaptureFixtu
     register_secret(secret)
     install_log_redaction()
     install_log_redaction()  # idempotent: one filter, one factory wrapper
-    assert sum(1 for f in logging.getLogger().filters if type(f).__name__ == "RedactingFilter") == 1
+    assert sum(isinstance(f, RedactingFilter) for f in logging.getLogger().filters) == 1
     caplog.set_level(logging.DEBUG)
     child = logging.getLogger("repolens.tests.deep.child")
     child.info("using %s for %s", secret, "https://user:other-pass@example.com/x")

@@ -1,11 +1,15 @@
 """The research tools over a really ingested fixture repository: bounded, read-only, inside the index.
 
-`research_index` (module-scoped, reused by the other research test modules) ingests the weatherline
-fixture once with the real embedder into its own data dir.
+`research_index` (reused by the other research test modules: import it) ingests the weatherline
+fixture with the real embedder into its own data dir once per test session; research only reads it.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +39,12 @@ class ResearchIndex:
         return ResearchIndex(self.store, self.embedder, settings, self.repo_id, self.home)
 
 
-@pytest.fixture(scope="module")
-def research_index(tmp_path_factory: pytest.TempPathFactory) -> ResearchIndex:
+@functools.cache
+def _shared_index() -> ResearchIndex:
     from ingest import ingest
 
-    base = tmp_path_factory.mktemp("research")
+    base = Path(tempfile.mkdtemp(prefix="repolens-research-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
     home = base / "home"
     home.mkdir()
     settings = Settings(home=home, env={"REPOLENS_HOME": str(home)})
@@ -50,7 +55,12 @@ def research_index(tmp_path_factory: pytest.TempPathFactory) -> ResearchIndex:
     return ResearchIndex(store, embedder, settings, report.repo_id, home)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
+def research_index() -> ResearchIndex:
+    return _shared_index()
+
+
+@pytest.fixture
 def tools(research_index: ResearchIndex) -> RepoTools:
     from rag.research.loop import open_tools
 
@@ -109,7 +119,7 @@ def test_grep_finds_lines_with_a_path_glob_and_caps_matches(tools: RepoTools) ->
 def test_grep_rejects_bad_and_catastrophic_patterns_quickly(tools: RepoTools) -> None:
     invalid = tools.run("grep", {"pattern": "(unclosed"})
     assert invalid.is_error and "invalid regular expression" in invalid.output
-    slow = RepoTools(tools.index, tools.retriever)
+    slow = RepoTools(tools.index, tools.retriever, grep_seconds=0.3)
     slow._texts = {path: "a" * 40 + "!" for path in slow.paths}
     started = time.monotonic()
     result = slow.run("grep", {"pattern": "(a|aa)+$"})

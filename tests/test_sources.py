@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from ingest.errors import InvalidSourceError, RepositoryNotFoundError
 from ingest.git import is_git_checkout, local_commit
 from ingest.sources import is_commit_sha, repo_folder, resolve_source
-from tests.support.git_http_server import commit_files
+from tests.support.repos import commit_all, git, write_files
 
 REMOTE_CASES = [
     # location, platform hint, ref, repo_id, platform, url, clone_url
@@ -198,6 +197,18 @@ def test_remote_sources_are_canonical(
     assert source.repo_id.startswith(source.host + "/")
 
 
+@pytest.mark.parametrize(
+    "repo_id",
+    [
+        "github.com/encode/httpx@v0.27.0",
+        "gitlab.com/group/sub/repo@feature/x",
+        "git.example.com:8443/team/app",
+    ],
+)
+def test_a_repo_id_resolves_to_itself(repo_id: str) -> None:
+    assert resolve_source(repo_id).repo_id == repo_id
+
+
 def test_host_and_path_are_kept_for_blob_links() -> None:
     source = resolve_source("https://gitlab.com/group/sub/repo/-/tree/main")
     assert (source.host, source.path, source.ref) == ("gitlab.com", "group/sub/repo", "main")
@@ -291,6 +302,7 @@ def test_ssh_url_with_password_is_rejected_without_echoing_it() -> None:
         "https://example.com/a/../b",
         "encode/httpx",
         "javascript:alert(1)",
+        "x" * 5000,
     ],
 )
 def test_bad_urls_say_what_is_accepted(location: str) -> None:
@@ -310,6 +322,14 @@ def test_bad_refs_are_rejected(ref: str) -> None:
         resolve_source("https://github.com/encode/httpx", ref=ref)
 
 
+def test_cloud_hosts_ignore_a_wrong_type_hint() -> None:
+    """deepwiki clients send type "github" by default, also for GitLab and Bitbucket URLs."""
+    source = resolve_source("https://gitlab.com/group/sub/repo", platform="github")
+    assert (source.platform, source.repo_id) == ("gitlab", "gitlab.com/group/sub/repo")
+    assert resolve_source("https://bitbucket.org/team/app", platform="gitlab").platform == "bitbucket"
+    assert resolve_source("https://git.example.com/team/app", platform="gitlab").platform == "gitlab"
+
+
 def test_unknown_platform_is_rejected() -> None:
     with pytest.raises(InvalidSourceError, match="unknown --type 'svn'"):
         resolve_source("https://github.com/encode/httpx", platform="svn")
@@ -324,7 +344,10 @@ def test_default_ref_names_mean_no_ref() -> None:
 
 def test_local_git_checkout_and_plain_folder(tmp_path: Path) -> None:
     checkout_dir = tmp_path / "proj"
-    sha = commit_files(checkout_dir, {"app.py": "print('hi')\n"})
+    checkout_dir.mkdir()
+    git(checkout_dir, "init", "--quiet")
+    write_files(checkout_dir, {"app.py": "print('hi')\n"})
+    sha = commit_all(checkout_dir, "initial")
     plain = tmp_path / "plain"
     plain.mkdir()
 
@@ -350,12 +373,14 @@ def test_local_errors(tmp_path: Path) -> None:
         resolve_source(str(tmp_path / "file.txt"))
     with pytest.raises(InvalidSourceError, match="--ref applies to remote"):
         resolve_source(str(tmp_path), ref="main")
+    with pytest.raises(InvalidSourceError, match="no such user"):
+        resolve_source("~no-such-user-here/repo")
     with pytest.raises(InvalidSourceError, match="file:// URLs"):
         resolve_source("file://otherhost/srv/repo")
 
 
 def test_git_repository_without_commits_has_no_commit(tmp_path: Path) -> None:
-    subprocess.run(["git", "init", "--quiet", str(tmp_path / "fresh")], check=True)
+    git(tmp_path, "init", "--quiet", "fresh")
     assert is_git_checkout(tmp_path / "fresh")
     assert local_commit(tmp_path / "fresh") is None
     assert local_commit(tmp_path / "missing") is None

@@ -12,7 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from rag.store import Store
-from tests.support.chat import ChatServer, provider_env, settings_for
+from tests.support.chat import ChatServer, provider_env, server_errors, settings_for
 from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.repos import make_fixture_repo
 
@@ -179,7 +179,7 @@ async def test_events_mode_is_selected_by_the_first_request(chat_server: ChatSer
 
 
 async def test_cancel_stops_the_answer_and_closes_the_provider_stream(
-    chat_server: ChatServer, fake_provider: FakeProvider
+    chat_server: ChatServer, fake_provider: FakeProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_provider.script(FakeResponse(text="word " * 200, delay=0.05), FakeResponse(text="Next answer."))
     async with connect(f"{chat_server.server.ws_url}/ws/chat") as ws:
@@ -193,6 +193,7 @@ async def test_cancel_stops_the_answer_and_closes_the_provider_stream(
         assert len(tokens(rest).split()) < 100
         await ws.send(json.dumps(chat_server.request()))
         assert tokens(await until_done(ws)) == "Next answer."
+    assert server_errors(caplog) == []
 
 
 async def test_a_second_request_while_answering_is_refused_as_busy(
@@ -212,7 +213,10 @@ async def test_a_second_request_while_answering_is_refused_as_busy(
 
 @pytest.mark.parametrize("protocol", ["events", None])
 async def test_client_disconnect_mid_answer_closes_the_provider_stream(
-    chat_server: ChatServer, fake_provider: FakeProvider, protocol: str | None
+    chat_server: ChatServer,
+    fake_provider: FakeProvider,
+    protocol: str | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake_provider.script(FakeResponse(text="word " * 200, delay=0.05))
     request = chat_server.request(**({"protocol": protocol} if protocol else {}))
@@ -223,6 +227,7 @@ async def test_client_disconnect_mid_answer_closes_the_provider_stream(
             first = await asyncio.wait_for(ws.recv(), TIMEOUT)
     assert fake_provider.wait_for_disconnect(timeout=5)
     assert fake_provider.completed == 0
+    assert server_errors(caplog) == []
 
 
 async def test_provider_error_mid_stream_follows_the_partial_tokens(
@@ -337,3 +342,33 @@ async def test_compatible_request_with_percent_encoded_newline_filters_offline(
     paths = {info.path for info in Store(home).open(record.id).list_files()}
     assert "weatherline/client.py" in paths
     assert not {"server/main.go", "web/chart.js", "docs/architecture.md", "README.md"} & paths
+
+
+async def test_deep_research_in_events_mode_streams_research_frames(chat_server: ChatServer) -> None:
+    request = chat_server.request(
+        "How does main reach HttpClient.send?",
+        protocol="events",
+        deep_research=True,
+        max_iterations=2,
+        provider="offline",
+        model=None,
+    )
+    async with connect(f"{chat_server.server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps(request))
+        frames = await until_done(ws)
+    research = [frame for frame in frames if frame["type"] == "research"]
+    assert research and all(frame["max_iterations"] == 2 for frame in research)
+    assert "weatherline/client.py" in tokens(frames)
+    assert set(frames[-1]["research"]) >= {"turns", "tool_calls", "seconds"}
+
+
+async def test_deep_research_tag_in_compatible_mode_runs_one_iteration(chat_server: ChatServer) -> None:
+    request = chat_server.request(
+        "[DEEP RESEARCH] How does main reach HttpClient.send?", provider="offline", model=None
+    )
+    async with connect(f"{chat_server.server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps(request))
+        frames = await compat_frames(ws)
+    answer = "".join(frames)
+    assert answer.startswith("## Research Plan"), answer[:200]
+    assert "## Next Steps" in answer

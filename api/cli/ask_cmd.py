@@ -27,6 +27,7 @@ from api.schemas import parse_chat_request
 from api.services import Services
 from ingest.pipeline import resolve_repo_id
 from rag.errors import NotFoundError
+from rag.providers.base import PROVIDER_ERROR_CODES
 from rag.settings import Settings
 
 
@@ -75,10 +76,17 @@ def ask(
         else:
             renderer = _LiveRenderer()
         error = asyncio.run(_stream(services, request, renderer))
-        if error is not None:
-            if not as_json:
-                err_console.print(f"[bold red]error:[/] {escape(error['message'])}", highlight=False)
-            raise typer.Exit(EXIT_CODES.get(error["code"], 1))
+    if error is not None:
+        if not as_json:
+            err_console.print(f"[bold red]error:[/] {escape(error['message'])}", highlight=False)
+        raise typer.Exit(exit_code(error["code"]))
+
+
+def exit_code(code: str) -> int:
+    """The documented exit code for an error event's code (provider failures share one)."""
+    if code in EXIT_CODES:
+        return EXIT_CODES[code]
+    return EXIT_CODES["provider_error"] if code in PROVIDER_ERROR_CODES else 1
 
 
 def _repo_fields(services: Services, repo: str, repo_type: str | None, ref: str | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.progress import Progress as RichProgress
-from rich.table import Table
+from rich.table import Column, Table
 
 from api.cli.app import app, cli_errors, console, err_console
 from ingest import IngestOptions, IngestReport, Progress, ingest, resolve_repo_id, update
@@ -170,18 +170,24 @@ def _print_report(report: IngestReport, as_json: bool) -> None:
         return
     record, files, chunks = report.record, report.files, report.chunks
     commit = f" @ {record.commit[:12]}" if record.commit else ""
-    console.print(f"[bold green]indexed[/] {record.id}{commit} (version {record.version})", highlight=False)
+    console.print(
+        f"[bold green]indexed[/] {record.id}{commit} (version {record.version})",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(
         f"  files:  {files['added']} added, {files['changed']} changed, {files['removed']} removed, "
         f"{files['unchanged']} unchanged, {files['skipped']} skipped",
         highlight=False,
+        soft_wrap=True,
     )
     console.print(
         f"  chunks: {chunks['added']} embedded, {chunks['reused']} reused, {chunks['removed']} removed, "
         f"{chunks['total']} in the index",
         highlight=False,
+        soft_wrap=True,
     )
-    console.print(f"  time:   {report.timings['total_s']:.1f}s", highlight=False)
+    console.print(f"  time:   {report.timings['total_s']:.1f}s", highlight=False, soft_wrap=True)
 
 
 @app.command("ingest")
@@ -300,7 +306,7 @@ def list_command(as_json: JsonFlag = False) -> None:
         if not records:
             console.print("no repositories indexed yet: try `repolens ingest <url-or-path>`")
             return
-        table = Table("id", "commit", "files", "chunks", "embedder", "updated")
+        table = Table(Column("id", overflow="fold"), "commit", "files", "chunks", "embedder", "updated")
         for record in records:
             table.add_row(
                 record.id,
@@ -328,7 +334,11 @@ def show_command(
             return
         for key, value in data.items():
             shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
-            console.print(f"[bold]{key:<12}[/] {shown if shown not in (None, '') else '-'}", highlight=False)
+            console.print(
+                f"[bold]{key:<12}[/] {shown if shown not in (None, '') else '-'}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @app.command("delete")
@@ -347,7 +357,7 @@ def delete_command(
             if as_json:
                 print(json.dumps({"deleted": repo_id}))
             else:
-                console.print(f"deleted {repo_id}", highlight=False)
+                console.print(f"deleted {repo_id}", highlight=False, soft_wrap=True)
     if not confirmed:
         err_console.print(
             f"not deleted: confirm interactively or pass --yes to delete {repo_id}", highlight=False

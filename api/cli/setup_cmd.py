@@ -14,8 +14,7 @@ from typing import Annotated
 import typer
 
 from api.cli.app import app, cli_errors, console
-from rag.embedders import get_embedder
-from rag.embedders.local import LOCAL_MODELS, ensure_model
+from rag.embedders.local import DEFAULT_MODEL, LOCAL_MODELS, ensure_model, load_local_embedder
 from rag.settings import Settings
 from rag.tokens import seed_tiktoken_cache
 
@@ -25,7 +24,7 @@ def setup(
     force: Annotated[bool, typer.Option("--force", help="Rebuild the model files even if present.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Seed the tokenizer cache and build the offline embedding models."""
+    """Seed the tokenizer cache and build the offline embedding models (no network needed)."""
     with cli_errors(as_json):
         settings = Settings.from_env()
         started = time.perf_counter()
@@ -33,7 +32,7 @@ def setup(
         models: dict[str, Path] = {
             model: ensure_model(settings, model, rebuild=force) for model in LOCAL_MODELS
         }
-        embedder = get_embedder(settings, cache_vectors=False)
+        embedder = load_local_embedder(settings, DEFAULT_MODEL)
         check = embedder.embed_query("def hello(): return 'world'")
         summary = {
             "tiktoken_cache": str(tiktoken_dir),
@@ -45,7 +44,7 @@ def setup(
         if as_json:
             print(json.dumps(summary))
             return
-        console.print(f"tiktoken cache: {tiktoken_dir}")
+        console.print(f"tiktoken cache: {tiktoken_dir}", soft_wrap=True)
         for name, path in models.items():
-            console.print(f"model {name}: {path}")
+            console.print(f"model {name}: {path}", soft_wrap=True)
         console.print(f"embedder [bold]{embedder.name}[/] ready ({summary['dimension']} dimensions)")

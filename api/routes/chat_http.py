@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from api.chat_session import HTTP_STATUS_BY_CODE, Event, chat_events
+from api.chat_session import HTTP_STATUS_BY_CODE, Event, detached_events
 from api.schemas import (
     BadRequestError,
     ChatRequestBody,
@@ -43,7 +43,7 @@ async def chat_completions_stream(http_request: Request) -> Response:
         request = parse_chat_request(decode_json(body))
     except BadRequestError as error:
         return JSONResponse({"detail": str(error)}, status_code=error.http_status)
-    events = chat_events(services, request, asyncio.Event())
+    events = detached_events(services, request)
     if _wants_events(http_request, request):
         return StreamingResponse(_sse(events), media_type="text/event-stream", headers=_STREAM_HEADERS)
     return await _plain_response(http_request, events)

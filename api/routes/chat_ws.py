@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from api.chat_session import Event, chat_events, done_event, error_event
+from api.chat_session import Event, chat_events, done_event, error_event, stop_answer
 from api.schemas import BadRequestError, ChatRequestBody, decode_frame, max_request_bytes, parse_chat_request
 from api.services import Services
 
@@ -78,11 +78,12 @@ async def _compat_conversation(websocket: WebSocket, services: Services, data: d
     except BadRequestError as error:
         await _compat_error(websocket, str(error))
         return
-    answer = asyncio.create_task(_compat_answer(websocket, services, request))
+    cancel = asyncio.Event()
+    answer = asyncio.create_task(_compat_answer(websocket, services, request, cancel))
     gone = asyncio.create_task(_wait_for_disconnect(websocket))
     await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
     if gone.done():
-        answer.cancel()
+        await stop_answer(answer, cancel)
     else:
         gone.cancel()
     await asyncio.gather(answer, gone, return_exceptions=True)
@@ -93,8 +94,10 @@ async def _wait_for_disconnect(websocket: WebSocket) -> None:
         pass
 
 
-async def _compat_answer(websocket: WebSocket, services: Services, request: ChatRequestBody) -> None:
-    async with contextlib.aclosing(chat_events(services, request, asyncio.Event())) as events:
+async def _compat_answer(
+    websocket: WebSocket, services: Services, request: ChatRequestBody, cancel: asyncio.Event
+) -> None:
+    async with contextlib.aclosing(chat_events(services, request, cancel)) as events:
         async for event in events:
             if event["type"] == "token":
                 await websocket.send_text(event["text"])
@@ -173,12 +176,9 @@ class EventsConnection:
         self.answer = asyncio.create_task(self.stream(request, self.cancel_flag))
 
     async def stop_answer(self) -> None:
-        """Cancel the running answer (if any) and wait until its provider stream is closed."""
-        if self.answer is None or self.answer.done():
-            return
-        self.cancel_flag.set()
-        self.answer.cancel()
-        await asyncio.wait({self.answer})
+        """Stop the running answer (if any) and wait until its provider stream is closed."""
+        if self.answer is not None and not self.answer.done():
+            await stop_answer(self.answer, self.cancel_flag)
 
     async def stream(self, request: ChatRequestBody, cancel: asyncio.Event) -> None:
         started = time.perf_counter()

@@ -33,8 +33,11 @@ def models(services: ServicesDep) -> dict[str, Any]:
 
 @router.get("/models/config")
 def models_config(services: ServicesDep) -> dict[str, Any]:
-    """deepwiki-open's shape. Configured providers come first, so its picker offers a working one."""
-    providers = sorted(list_providers(services.settings), key=lambda entry: not entry["configured"])
+    """deepwiki-open's shape. The default, then the other configured providers come first, so its
+    picker offers a working one."""
+    providers = sorted(
+        list_providers(services.settings), key=lambda entry: (not entry["default"], not entry["configured"])
+    )
     return {
         "providers": [
             {

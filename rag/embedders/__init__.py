@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from rag.embedders import remote
 from rag.embedders.base import Embedder, EmbedderError
 from rag.embedders.cache import CachedEmbedder
 from rag.embedders.local import DEFAULT_MODEL, load_local_embedder
@@ -23,10 +24,17 @@ def get_embedder(settings: Settings | None = None, *, cache_vectors: bool = True
     """The configured embedder (REPOLENS_EMBEDDER, default `local`), wrapped in the vector cache."""
     settings = settings or Settings.from_env()
     kind = (settings.get("REPOLENS_EMBEDDER", "local") or "local").strip().lower()
+    embedder: Embedder
     if kind == "local":
         embedder = _local(settings)
+    elif kind in ("openai", "azure", "ollama"):
+        embedder = remote.openai_compatible(settings, kind)
+    elif kind == "google":
+        embedder = remote.google(settings)
     else:
-        raise EmbedderError(f"unknown embedder {kind!r} in REPOLENS_EMBEDDER: use local")
+        raise EmbedderError(
+            f"unknown embedder {kind!r} in REPOLENS_EMBEDDER: use local, openai, azure, ollama or google"
+        )
     if not cache_vectors:
         return embedder
     return CachedEmbedder(embedder, settings.home / "cache" / "embeddings")

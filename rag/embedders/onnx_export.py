@@ -24,13 +24,16 @@ from rag.embedders.minilm import model_config
 from rag.embedders.reference import Weights, load_weights
 
 OPSET = 18
+FFN_DOWN_SUFFIX = "_ffn_down"  # the FFN output projections, kept in float by `quantize_int8`
 _MS = "com.microsoft"
 
 
 class _GraphBuilder:
-    """Collects nodes and initializers with unique names."""
+    """Collects nodes and initializers; weights are registered under their safetensors names."""
 
-    def __init__(self) -> None:
+    def __init__(self, weights: Weights, eps: float) -> None:
+        self.weights = weights
+        self.eps = eps
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
 
@@ -38,84 +41,102 @@ class _GraphBuilder:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
+    def param(self, key: str) -> str:
+        return self.const(key, self.weights[key])
+
     def op(self, op_type: str, inputs: list[str], output: str, domain: str = "", **attrs: object) -> str:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, domain=domain, **attrs))
         return output
 
+    def matmul(self, x: str, dense: str, output: str) -> str:
+        """x @ W.T without the bias, which the following fused op adds."""
+        weight = self.const(f"{dense}.weight.T", self.weights[f"{dense}.weight"].T)
+        return self.op("MatMul", [x, weight], output)
+
+    def add_norm(self, x: str, residual: str, dense: str, norm: str, output: str) -> str:
+        """LayerNorm(x + dense bias + residual) as one SkipLayerNormalization."""
+        inputs = [
+            x,
+            residual,
+            self.param(f"{norm}.weight"),
+            self.param(f"{norm}.bias"),
+            self.param(f"{dense}.bias"),
+        ]
+        return self.op("SkipLayerNormalization", inputs, output, domain=_MS, epsilon=self.eps)
+
+    def attention(self, x: str, prefix: str, mask: str, heads: int, output: str) -> str:
+        """Fused self-attention; its weight is [Wq.T | Wk.T | Wv.T]."""
+        parts = [f"{prefix}.{part}" for part in ("query", "key", "value")]
+        weight = np.concatenate([self.weights[f"{part}.weight"].T for part in parts], axis=1)
+        bias = np.concatenate([self.weights[f"{part}.bias"] for part in parts])
+        inputs = [x, self.const(f"{prefix}.qkv.weight", weight), self.const(f"{prefix}.qkv.bias", bias), mask]
+        return self.op("Attention", inputs, output, domain=_MS, num_heads=heads)
+
 
 def build_model(weights: Weights | None = None) -> onnx.ModelProto:
     """(input_ids, attention_mask) int64 [batch, seq] -> embeddings float32 [batch, 384], unit length."""
-    w = weights if weights is not None else load_weights()
     config = model_config()
-    eps = float(config["layer_norm_eps"])
+    g = _GraphBuilder(weights if weights is not None else load_weights(), float(config["layer_norm_eps"]))
     heads = int(config["num_attention_heads"])
-    g = _GraphBuilder()
+    axis = {
+        name: g.const(name, np.array([value])) for name, value in (("axis0", 0), ("axis1", 1), ("axis2", 2))
+    }
 
     # Embeddings: words + positions [0, seq) + token type 0, then LayerNorm.
-    words = g.op("Gather", [g.const("word_embeddings", w["embeddings.word_embeddings.weight"]), "input_ids"],
-                 "words")
-    seq_len = g.op("Slice", [g.op("Shape", ["input_ids"], "ids_shape"), g.const("one", np.array([1])),
-                             g.const("two", np.array([2]))], "seq_len")
-    positions = g.op("Slice", [g.const("position_embeddings", w["embeddings.position_embeddings.weight"]),
-                               g.const("zero", np.array([0])), seq_len, g.const("axis0", np.array([0]))],
-                     "positions")
-    summed = g.op("Add", [g.op("Add", [words, positions], "words_positions"),
-                          g.const("token_type0", w["embeddings.token_type_embeddings.weight"][0])], "embed_sum")
-    hidden = g.op("LayerNormalization", [summed, g.const("emb_ln_w", w["embeddings.LayerNorm.weight"]),
-                                         g.const("emb_ln_b", w["embeddings.LayerNorm.bias"])],
-                  "embed_out", axis=-1, epsilon=eps)
+    words = g.op("Gather", [g.param("embeddings.word_embeddings.weight"), "input_ids"], "words")
+    seq_len = g.op(
+        "Slice", [g.op("Shape", ["input_ids"], "ids_shape"), axis["axis1"], axis["axis2"]], "seq_len"
+    )
+    positions = g.op(
+        "Slice",
+        [g.param("embeddings.position_embeddings.weight"), axis["axis0"], seq_len, axis["axis0"]],
+        "positions",
+    )
+    token_type = g.const("token_type0", g.weights["embeddings.token_type_embeddings.weight"][0])
+    summed = g.op("Add", [g.op("Add", [words, positions], "words_positions"), token_type], "embed_sum")
+    norm = [g.param("embeddings.LayerNorm.weight"), g.param("embeddings.LayerNorm.bias")]
+    hidden = g.op("LayerNormalization", [summed, *norm], "embed_out", axis=-1, epsilon=g.eps)
     mask_i32 = g.op("Cast", ["attention_mask"], "mask_i32", to=TensorProto.INT32)
 
     for layer in range(int(config["num_hidden_layers"])):
-        p = f"encoder.layer.{layer}"
-        qkv_weight = np.concatenate(
-            [w[f"{p}.attention.self.{part}.weight"].T for part in ("query", "key", "value")], axis=1
+        p, n = f"encoder.layer.{layer}", f"l{layer}"
+        context = g.attention(hidden, f"{p}.attention.self", mask_i32, heads, f"{n}_context")
+        projected = g.matmul(context, f"{p}.attention.output.dense", f"{n}_attn_proj")
+        hidden = g.add_norm(
+            projected,
+            hidden,
+            f"{p}.attention.output.dense",
+            f"{p}.attention.output.LayerNorm",
+            f"{n}_attn_norm",
         )
-        qkv_bias = np.concatenate([w[f"{p}.attention.self.{part}.bias"] for part in ("query", "key", "value")])
-        context = g.op("Attention", [hidden, g.const(f"l{layer}_qkv_w", qkv_weight),
-                                     g.const(f"l{layer}_qkv_b", qkv_bias), mask_i32],
-                       f"l{layer}_context", domain=_MS, num_heads=heads)
-        attn_out = g.op("MatMul", [context, g.const(f"l{layer}_ao_w", w[f"{p}.attention.output.dense.weight"].T)],
-                        f"l{layer}_attn_proj")
-        hidden = g.op("SkipLayerNormalization",
-                      [attn_out, hidden, g.const(f"l{layer}_aln_w", w[f"{p}.attention.output.LayerNorm.weight"]),
-                       g.const(f"l{layer}_aln_b", w[f"{p}.attention.output.LayerNorm.bias"]),
-                       g.const(f"l{layer}_ao_b", w[f"{p}.attention.output.dense.bias"])],
-                      f"l{layer}_attn_ln", domain=_MS, epsilon=eps)
-        inter = g.op("MatMul", [hidden, g.const(f"l{layer}_i_w", w[f"{p}.intermediate.dense.weight"].T)],
-                     f"l{layer}_inter")
-        gelu = g.op("BiasGelu", [inter, g.const(f"l{layer}_i_b", w[f"{p}.intermediate.dense.bias"])],
-                    f"l{layer}_gelu", domain=_MS)
-        out = g.op("MatMul", [gelu, g.const(f"l{layer}_o_w", w[f"{p}.output.dense.weight"].T)], f"l{layer}_out")
-        hidden = g.op("SkipLayerNormalization",
-                      [out, hidden, g.const(f"l{layer}_oln_w", w[f"{p}.output.LayerNorm.weight"]),
-                       g.const(f"l{layer}_oln_b", w[f"{p}.output.LayerNorm.bias"]),
-                       g.const(f"l{layer}_o_b", w[f"{p}.output.dense.bias"])],
-                      f"l{layer}_ffn_ln", domain=_MS, epsilon=eps)
+        inner = g.matmul(hidden, f"{p}.intermediate.dense", f"{n}_ffn_up")
+        gelu = g.op("BiasGelu", [inner, g.param(f"{p}.intermediate.dense.bias")], f"{n}_gelu", domain=_MS)
+        down = g.matmul(gelu, f"{p}.output.dense", f"{n}{FFN_DOWN_SUFFIX}")
+        hidden = g.add_norm(down, hidden, f"{p}.output.dense", f"{p}.output.LayerNorm", f"{n}_ffn_norm")
 
     # Mean over real tokens, then unit length.
-    mask_f = g.op("Unsqueeze", [g.op("Cast", ["attention_mask"], "mask_f", to=TensorProto.FLOAT),
-                                g.const("axis_last", np.array([-1]))], "mask_f3")
-    token_sum = g.op("ReduceSum", [g.op("Mul", [hidden, mask_f], "masked"), g.const("axis1", np.array([1]))],
-                     "token_sum", keepdims=0)
-    count = g.op("Max", [g.op("ReduceSum", [mask_f, g.const("axis1b", np.array([1]))], "count_raw", keepdims=0),
-                         g.const("min_count", np.array(1e-9, dtype=np.float32))], "count")
-    mean = g.op("Div", [token_sum, count], "mean")
-    norm = g.op("Max", [g.op("ReduceL2", [mean, g.const("axis1c", np.array([1]))], "norm_raw", keepdims=1),
-                        g.const("min_norm", np.array(1e-12, dtype=np.float32))], "norm")
-    g.op("Div", [mean, norm], "embeddings")
+    mask = g.op(
+        "Unsqueeze",
+        [g.op("Cast", ["attention_mask"], "mask_f", to=TensorProto.FLOAT), axis["axis2"]],
+        "mask3",
+    )
+    total = g.op("ReduceSum", [g.op("Mul", [hidden, mask], "masked"), axis["axis1"]], "token_sum", keepdims=0)
+    count = g.op("ReduceSum", [mask, axis["axis1"]], "token_count", keepdims=0)
+    tiny = g.const("tiny", np.array(1e-9, dtype=np.float32))
+    mean = g.op("Div", [total, g.op("Max", [count, tiny], "safe_count")], "mean")
+    length = g.op("ReduceL2", [mean, axis["axis1"]], "length", keepdims=1)
+    g.op("Div", [mean, g.op("Max", [length, tiny], "safe_length")], "embeddings")
 
-    graph = helper.make_graph(
-        g.nodes,
-        "minilm_l6_v2",
-        [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"])
-         for name in ("input_ids", "attention_mask")],
-        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", 384])],
-        g.initializers,
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(_MS, 1)], producer_name="repolens"
-    )
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"])
+        for name in ("input_ids", "attention_mask")
+    ]
+    outputs = [
+        helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", int(config["hidden_size"])])
+    ]
+    graph = helper.make_graph(g.nodes, "all_minilm_l6_v2", inputs, outputs, g.initializers)
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(_MS, 1)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="repolens")
     onnx.checker.check_model(model)
     return model
 
@@ -162,7 +183,7 @@ def quantize_int8(source: Path, target: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(source), load_external_data=False)
-    keep_float = [node.name for node in model.graph.node if node.name.endswith("_out")]
+    keep_float = [node.name for node in model.graph.node if node.name.endswith(FFN_DOWN_SUFFIX)]
     with _atomic_target(target) as tmp, _quiet_root_logger():
         quantize_dynamic(
             source,

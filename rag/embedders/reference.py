@@ -6,6 +6,8 @@ numpy and the safetensors weights, so it also serves when onnxruntime is missing
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from safetensors.numpy import load_file
 
@@ -69,14 +71,18 @@ class NumpyForward:
             q = split(_dense(x, w, f"{p}.attention.self.query"))
             k = split(_dense(x, w, f"{p}.attention.self.key"))
             v = split(_dense(x, w, f"{p}.attention.self.value"))
-            scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(head_size) + bias
+            scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(head_size) + bias
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
             probs = scores / scores.sum(axis=-1, keepdims=True)
             context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, hidden)
-            x = _layer_norm(x + _dense(context, w, f"{p}.attention.output.dense"), w,
-                            f"{p}.attention.output.LayerNorm", self.eps)
+            x = _layer_norm(
+                x + _dense(context, w, f"{p}.attention.output.dense"),
+                w,
+                f"{p}.attention.output.LayerNorm",
+                self.eps,
+            )
             h = _dense(x, w, f"{p}.intermediate.dense")
-            h = 0.5 * h * (1.0 + _erf(h / np.sqrt(2.0)))
+            h = 0.5 * h * (1.0 + _erf(h / math.sqrt(2.0)))
             x = _layer_norm(x + _dense(h, w, f"{p}.output.dense"), w, f"{p}.output.LayerNorm", self.eps)
         weights_mask = mask[:, :, None].astype(np.float32)
         pooled = (x * weights_mask).sum(axis=1) / np.maximum(weights_mask.sum(axis=1), 1e-9)

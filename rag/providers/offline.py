@@ -37,13 +37,34 @@ def question_terms(question: str) -> set[str]:
     return terms - _STOPWORDS
 
 
+_DEFINITION = re.compile(
+    r"^\s*(?:export\s+)?(?:pub\s+)?(?:async\s+)?"
+    r"(?:def|class|func|function|fn|interface|struct|type|enum|trait)\s+(?:\([^)]*\)\s*)?([A-Za-z_]\w*)"
+)
+_IMPORT = re.compile(r"^\s*(?:import|from|using|require|#include|package)\b")
+_PROSE = frozenset({"markdown", "rst", "text", "json", "yaml", "toml"})
+MAX_CONNECTIONS = 12
+
+
+def defined_names(hit: SearchHit) -> set[str]:
+    """Names the span defines: its symbol's last part and every def/class/func line inside it."""
+    names = {match.group(1) for match in map(_DEFINITION.match, hit.text.splitlines()) if match}
+    if hit.symbol:
+        leaf = re.split(r"[.:#/]", hit.symbol)[-1]
+        if _WORD.fullmatch(leaf) and hit.language not in _PROSE:
+            names.add(leaf)
+    return {name for name in names if len(name) > 2 and not name.startswith("__")}
+
+
 def _line_score(line: str, terms: set[str]) -> int:
+    if _IMPORT.match(line):
+        return 0
     words = {word.lower() for word in _WORD.findall(line)}
     return sum(1 for term in terms if term in words or any(term in word for word in words))
 
 
 def key_excerpt(hit: SearchHit, terms: set[str], max_lines: int = EXCERPT_LINES) -> list[tuple[int, str]]:
-    """The span's first line (usually the signature) plus the window that matches the question best."""
+    """The span's first line (usually the signature) plus the window that matches `terms` best."""
     lines = hit.text.splitlines()
     if len(lines) <= max_lines:
         return [(hit.start_line + offset, line) for offset, line in enumerate(lines)]
@@ -57,36 +78,24 @@ def key_excerpt(hit: SearchHit, terms: set[str], max_lines: int = EXCERPT_LINES)
     return [(hit.start_line + offset, lines[offset]) for offset in chosen]
 
 
-def _leaf(symbol: str | None) -> str | None:
-    if not symbol:
-        return None
-    leaf = re.split(r"[.:#/]", symbol)[-1]
-    return leaf if _WORD.fullmatch(leaf) and len(leaf) > 2 else None
-
-
-def connections(hits: Sequence[SearchHit]) -> list[tuple[SearchHit, SearchHit]]:
-    """(a, b) pairs where span a mentions the symbol defined by span b."""
-    pairs = []
-    for target in hits:
-        leaf = _leaf(target.symbol)
-        if leaf is None:
-            continue
-        pattern = re.compile(rf"\b{re.escape(leaf)}\b")
-        for source in hits:
-            if source is target or source.symbol == target.symbol:
+def connections(hits: Sequence[SearchHit]) -> list[tuple[SearchHit, SearchHit, list[str]]]:
+    """(a, b, names): span a uses (or, for docs, mentions) the names that span b defines."""
+    defined = [defined_names(hit) for hit in hits]
+    links = []
+    for a_index, source in enumerate(hits):
+        body = "\n".join(line for line in source.text.splitlines() if not _IMPORT.match(line))
+        used_words = set(_WORD.findall(body))
+        for b_index, target in enumerate(hits):
+            if a_index == b_index:
                 continue
-            body = source.text.splitlines()[1:] if source.symbol else source.text.splitlines()
-            if pattern.search("\n".join(body)):
-                pairs.append((source, target))
-    return pairs
+            names = sorted((defined[b_index] - defined[a_index]) & used_words)
+            if names:
+                links.append((source, target, names))
+    return links
 
 
 def _where(hit: SearchHit) -> str:
     return f"{hit.path}:{hit.start_line}-{hit.end_line}"
-
-
-def _name(hit: SearchHit) -> str:
-    return f"`{hit.symbol}`" if hit.symbol else f"`{hit.path}`"
 
 
 def offline_answer(question: str, hits: Sequence[SearchHit]) -> str:
@@ -99,12 +108,13 @@ def offline_answer(question: str, hits: Sequence[SearchHit]) -> str:
     if not hits:
         return header + "\nNo indexed code matched the question. Try naming a file, function or class.\n"
     shown = list(hits[:MAX_SPANS])
-    terms = question_terms(question)
+    names = set().union(*(defined_names(hit) for hit in shown))
     parts = [header, f"\n### Most relevant code for: {question.strip()[:200]}\n"]
     for number, hit in enumerate(shown, 1):
-        symbol = f" — {_name(hit)}" if hit.symbol else ""
+        symbol = f" — `{hit.symbol}`" if hit.symbol else ""
         parts.append(f"\n{number}. `{_where(hit)}`{symbol} ({hit.language})\n")
-        excerpt = key_excerpt(hit, terms)
+        others = {name.lower() for name in names - defined_names(hit)}
+        excerpt = key_excerpt(hit, question_terms(question) | others)
         width = len(str(excerpt[-1][0]))
         body = []
         previous = None
@@ -114,10 +124,14 @@ def offline_answer(question: str, hits: Sequence[SearchHit]) -> str:
             body.append(f"{line_number:>{width}} | {line}")
             previous = line_number
         parts.append(f"```{hit.language}\n" + "\n".join(body) + "\n```\n")
-    links = connections(shown)
+    # Code calling code says more about how things connect than documentation naming them.
+    links = sorted(connections(shown), key=lambda link: link[0].language in _PROSE)[:MAX_CONNECTIONS]
     if links:
         parts.append("\n### How they connect\n")
-        parts.extend(f"- {_name(a)} (`{_where(a)}`) uses {_name(b)} (`{_where(b)}`)\n" for a, b in links)
+        for source, target, used in links:
+            verb = "mentions" if source.language in _PROSE else "uses"
+            listed = ", ".join(f"`{name}`" for name in used)
+            parts.append(f"- `{_where(source)}` {verb} {listed} from `{_where(target)}`\n")
     files = sorted({hit.path for hit in shown})
     parts.append("\n### Files\n" + "".join(f"- `{path}`\n" for path in files))
     return "".join(parts)

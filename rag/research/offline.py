@@ -14,10 +14,11 @@ import asyncio
 import builtins
 import keyword
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.providers.offline import question_terms
 from rag.research.compat import FINAL_ITERATION, NEXT_STEPS, CompatState
 from rag.research.frames import (
     Stats,
@@ -35,6 +36,8 @@ MAX_HOPS = 4
 SEEDS = 4
 MAX_NODES = 24
 MAX_DEFINITIONS = 2
+MAX_TREE_DEPTH = 4
+MAX_TREE_LINES = 40
 GENERIC_NAME_DEFINITIONS = 6
 _CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
 _DEFINING = re.compile(r"\b(?:def|class|function|func|fn)\s+([A-Za-z_]\w*)")
@@ -60,7 +63,11 @@ class Node:
 
     @property
     def name(self) -> str:
-        return self.symbol or self.ref
+        return self.symbol or "(module code)"
+
+    @property
+    def size(self) -> int:
+        return self.end_line - self.start_line + 1
 
     @property
     def short(self) -> str | None:
@@ -86,35 +93,35 @@ class Graph:
         return True
 
     def callees(self, node: Node) -> list[Edge]:
+        """Edges out of `node`, the most specific callee (smallest span) first: a method before its class."""
+        edges = [e for e in self.edges if e.caller == node]
         return sorted(
-            (e for e in self.edges if e.caller == node), key=lambda e: (e.callee.path, e.callee.start_line)
+            edges, key=lambda e: (e.callee.end_line - e.callee.start_line, e.callee.path, e.callee.start_line)
         )
 
-    def paths(self) -> list[list[Edge]]:
-        """Longest call chains, each starting at a node nobody in the graph calls; longest first."""
+    def roots(self) -> list[Node]:
+        """Nodes that call something and that nothing in the graph calls: where the code paths start."""
         called = {edge.callee for edge in self.edges}
-        roots = [node for node in self.nodes if node not in called and self.callees(node)]
-        chains: list[list[Edge]] = []
+        return [node for node in self.nodes if node not in called and self.callees(node)]
 
-        def walk(node: Node, chain: list[Edge], seen: set[Node]) -> list[Edge]:
-            best = chain
+    def best_path(self, relevance: Callable[[Node], int]) -> list[Edge]:
+        """The longest call chain from a root; among equally long ones the most relevant to the
+        question, then the most specific (fewest lines: a method rather than its whole class)."""
+
+        def walk(node: Node, seen: frozenset[Node]) -> tuple[tuple[int, int, int], list[Edge]]:
+            own = (0, relevance(node), -node.size)
+            best: tuple[tuple[int, int, int], list[Edge]] = (own, [])
             for edge in self.callees(node):
-                if edge.callee not in seen:
-                    candidate = walk(edge.callee, [*chain, edge], seen | {edge.callee})
-                    if len(candidate) > len(best):
-                        best = candidate
+                if edge.callee in seen:
+                    continue
+                (length, score, size), chain = walk(edge.callee, seen | {edge.callee})
+                key = (length + 1, score + own[1], size + own[2])
+                if key > best[0]:
+                    best = (key, [edge, *chain])
             return best
 
-        for root in roots:
-            chain = walk(root, [], {root})
-            if chain:
-                chains.append(chain)
-        chains.sort(key=lambda chain: (-len(chain), chain[0].caller.path))
-        kept: list[list[Edge]] = []
-        for chain in chains:
-            if not any(set(chain) <= set(other) for other in kept):
-                kept.append(chain)
-        return kept
+        results = [walk(root, frozenset({root})) for root in self.roots()]
+        return max(results, key=lambda result: result[0], default=((0, 0, 0), []))[1]
 
 
 class CodeGraphWalker:
@@ -144,7 +151,7 @@ class CodeGraphWalker:
                 break
         return seeds
 
-    def _text(self, node: Node) -> str:
+    def node_text(self, node: Node) -> str:
         return "\n".join(self.tools.lines(node.path)[node.start_line - 1 : node.end_line])
 
     def _rank(self, caller: Node, candidates: list[Evidence]) -> list[Evidence]:
@@ -161,7 +168,7 @@ class CodeGraphWalker:
         return sorted(candidates, key=score)
 
     def callees(self, node: Node) -> list[Edge]:
-        text = self._text(node)
+        text = self.node_text(node)
         defined_here = set(_DEFINING.findall(text))
         edges = []
         for name in dict.fromkeys(_CALL.findall(text)):
@@ -186,7 +193,7 @@ class CodeGraphWalker:
         call = re.compile(rf"\b{re.escape(name)}\s*\(")
         edges = []
         for path, line, text in self.tools.references(name, 40):
-            if not call.search(text):
+            if not call.search(text) or self.tools.language(path) in _PROSE_LANGUAGES:
                 continue
             caller = self.node_at(path, line)
             if caller != node and not (caller.path == node.path and node.start_line <= line <= node.end_line):
@@ -217,6 +224,33 @@ def _first_doc_line(walker: CodeGraphWalker, node: Node) -> str:
     return ""
 
 
+def _call_tree(graph: Graph) -> list[str]:
+    """Every root's callees as a nested list, each node expanded once (later mentions point back)."""
+    lines: list[str] = []
+    expanded: set[Node] = set()
+
+    def visit(edge: Edge, depth: int) -> None:
+        node = edge.callee
+        again = node in expanded
+        suffix = " (expanded above)" if again and graph.callees(node) else ""
+        lines.append(f"{'  ' * depth}- calls `{edge.identifier}` → `{node.name}` at {node.ref}{suffix}")
+        if again or depth >= MAX_TREE_DEPTH or len(lines) >= MAX_TREE_LINES:
+            return
+        expanded.add(node)
+        for child in graph.callees(node):
+            visit(child, depth + 1)
+
+    for root in graph.roots():
+        if len(lines) >= MAX_TREE_LINES:
+            lines.append("- … (tree cut here)")
+            break
+        lines.append(f"- `{root.name}` at {root.ref}")
+        expanded.add(root)
+        for edge in graph.callees(root):
+            visit(edge, 1)
+    return lines
+
+
 def write_conclusion(question: str, walker: CodeGraphWalker, hops: int, *, title: bool = True) -> str:
     """The structured offline answer: paths through the code, other connections, key spans."""
     graph = walker.graph
@@ -230,27 +264,20 @@ def write_conclusion(question: str, walker: CodeGraphWalker, hops: int, *, title
         "from the index.",
         "",
     ]
-    chains = graph.paths()
-    if chains:
+    terms = question_terms(question)
+
+    def relevance(node: Node) -> int:
+        text = f"{node.symbol or ''} {_first_doc_line(walker, node)}".lower()
+        return sum(term in text for term in terms)
+
+    path = graph.best_path(relevance)
+    if path:
         lines += ["### Path through the code", ""]
-        for number, chain in enumerate(chains[:3], 1):
-            if len(chains) > 1:
-                lines.append(f"Path {number}:")
-            steps = [chain[0].caller, *(edge.callee for edge in chain)]
-            for step, node in enumerate(steps, 1):
-                via = f" — calls `{chain[step - 1].identifier}` ↓" if step <= len(chain) else ""
-                lines.append(f"{step}. `{node.name}` at {node.ref}{via}")
-            lines.append("")
-    in_chains = {edge for chain in chains[:3] for edge in chain}
-    others = sorted(graph.edges - in_chains, key=lambda e: (e.caller.path, e.caller.start_line, e.identifier))
-    if others:
-        lines += ["### Other connections", ""]
-        lines += [
-            f"- `{e.caller.name}` ({e.caller.ref}) calls `{e.identifier}` → {e.callee.ref}"
-            for e in others[:15]
-        ]
-        if len(others) > 15:
-            lines.append(f"- … and {len(others) - 15} more")
+        for step, node in enumerate([path[0].caller, *(edge.callee for edge in path)], 1):
+            via = f" — calls `{path[step - 1].identifier}` ↓" if step <= len(path) else ""
+            lines.append(f"{step}. `{node.name}` at {node.ref}{via}")
+        lines += ["", "### Call tree", ""]
+        lines += _call_tree(graph)
         lines.append("")
     if graph.nodes:
         lines += ["### Spans examined", ""]
@@ -313,7 +340,7 @@ def offline_plan(question: str, walker: CodeGraphWalker, seeds: list[Node]) -> s
     lines = [f"{OFFLINE_LABEL}. Question: {question}", "", "Starting points found by retrieval:", ""]
     lines += [f"- `{node.name}` at {node.ref}" for node in seeds] or ["- (no code matched the question)"]
     follow = sorted(
-        {name for node in seeds for name in _CALL.findall(walker._text(node)) if name not in _IGNORED}
+        {name for node in seeds for name in _CALL.findall(walker.node_text(node)) if name not in _IGNORED}
     )
     lines += ["", f"{NEXT_STEPS}", ""]
     lines.append("- Follow the callers and callees of the starting points, one hop per iteration.")

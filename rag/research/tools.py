@@ -9,8 +9,10 @@ were truncated and how to narrow the call.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
+import json
 import posixpath
 import re
 import threading
@@ -30,6 +32,7 @@ MAX_PATTERN_LENGTH = 500
 GREP_SECONDS = 2.0
 MAX_READ_LINES = 200
 MAX_LINE_CHARS = 240
+MAX_DEFINITION_LINES = 300
 
 
 class ToolError(RepoLensError):
@@ -138,16 +141,37 @@ TOOL_DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def tool_schemas() -> list[dict[str, Any]]:
-    """Name, description and JSON-schema parameters of every tool (for native tool calling and prompts)."""
+def _portable_property(prop: dict[str, Any]) -> dict[str, Any]:
+    """A property schema both OpenAI and Gemini accept: only widely supported keywords, no anyOf-null."""
+    variants = [v for v in prop.get("anyOf", [prop]) if v.get("type") != "null"]
+    result = {key: value for key, value in variants[0].items() if key in _PORTABLE_KEYWORDS}
+    description = prop.get("description", "")
+    if prop.get("default") is not None:
+        description = f"{description} Default: {json.dumps(prop['default'])}.".strip()
+    return {**result, "description": description}
+
+
+_PORTABLE_KEYWORDS = ("type", "minimum", "maximum", "enum", "items")
+
+
+@functools.cache
+def _schemas() -> tuple[dict[str, Any], ...]:
     schemas = []
     for name, model in _ARG_MODELS.items():
-        parameters = model.model_json_schema()
-        parameters.pop("title", None)
-        for prop in parameters.get("properties", {}).values():
-            prop.pop("title", None)
+        raw = model.model_json_schema()
+        parameters: dict[str, Any] = {
+            "type": "object",
+            "properties": {key: _portable_property(prop) for key, prop in raw.get("properties", {}).items()},
+        }
+        if raw.get("required"):
+            parameters["required"] = raw["required"]
         schemas.append({"name": name, "description": TOOL_DESCRIPTIONS[name], "parameters": parameters})
-    return schemas
+    return tuple(schemas)
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    """Name, description and JSON-schema parameters of every tool (for native tool calling and prompts)."""
+    return copy.deepcopy(list(_schemas()))
 
 
 def normalize_path(raw: str) -> str:
@@ -159,6 +183,15 @@ def normalize_path(raw: str) -> str:
     if ".." in parts:
         raise ToolError(f"refused: {raw!r} points outside the repository ('..' is not allowed)")
     return posixpath.join(*parts) if parts else ""
+
+
+_OWNER = re.compile(
+    r"\s*(?:export\s+)?(?:pub\s+)?(?:abstract\s+)?(?:class|struct|impl|interface|trait)\s+(\w+)"
+)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
 
 
 def _clip_line(line: str) -> str:
@@ -189,8 +222,11 @@ class RepoTools:
     the symbol table are loaded lazily once per instance, i.e. once per research run.
     """
 
-    def __init__(self, index: Any, retriever: Any, *, output_tokens: int = 1_500) -> None:
+    def __init__(
+        self, index: Any, retriever: Any, *, output_tokens: int = 1_500, grep_seconds: float = GREP_SECONDS
+    ) -> None:
         self.index = index
+        self.grep_seconds = grep_seconds
         self.retriever = retriever
         self.output_tokens = output_tokens
         self._lock = threading.Lock()
@@ -318,7 +354,7 @@ class RepoTools:
         self, compiled: regex.Pattern[str], path_glob: str | None, max_matches: int
     ) -> tuple[list[tuple[str, int, str]], bool]:
         """(path, line, text) of lines matching `compiled`, one per line; True if `max_matches` cut it."""
-        deadline = time.monotonic() + GREP_SECONDS
+        deadline = time.monotonic() + self.grep_seconds
         found: list[tuple[str, int, str]] = []
         for path in self.paths:
             if path_glob and not path_matches(path, path_glob):
@@ -327,7 +363,7 @@ class RepoTools:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ToolError(
-                    f"grep took longer than {GREP_SECONDS:.0f}s: use a simpler pattern or a path_glob"
+                    f"grep took longer than {self.grep_seconds:g}s: use a simpler pattern or a path_glob"
                 )
             line, scanned = 1, 0
             try:
@@ -345,7 +381,7 @@ class RepoTools:
                         return found, True
             except TimeoutError as error:
                 raise ToolError(
-                    f"the pattern {compiled.pattern!r} is too expensive (timed out after {GREP_SECONDS:.0f}s):"
+                    f"the pattern {compiled.pattern!r} is too expensive (timed out after {self.grep_seconds:g}s):"
                     " avoid nested repetition like (a+)+"
                 ) from error
         return found, False
@@ -413,7 +449,34 @@ class RepoTools:
             return found
         pattern = _definition_regex(short)
         matches, _ = self.grep_lines(pattern, None, 20)
-        return [Definition(short, path, line, line, None) for path, line, _ in matches]
+        found = [self._definition_at(short, path, line) for path, line, _ in matches]
+        return [d for d in found if "." not in name or (d.symbol or "").endswith(name)]
+
+    def _definition_at(self, name: str, path: str, line: int) -> Definition:
+        """The extent of a definition whose chunk holds more than it (small definitions get merged).
+
+        Its body is the following lines indented deeper than the definition line (plus a closing
+        bracket at the same depth); its owner is the class-like line it is indented under.
+        """
+        lines = self.lines(path)
+        indent = _indent(lines[line - 1])
+        end = line
+        for number in range(line + 1, min(len(lines), line + MAX_DEFINITION_LINES) + 1):
+            text = lines[number - 1]
+            if not text.strip():
+                continue
+            if _indent(text) <= indent:
+                end = number if text.strip()[0] in ")]}" else end
+                break
+            end = number
+        owner = None
+        for number in range(line - 1, 0, -1):
+            text = lines[number - 1]
+            if text.strip() and _indent(text) < indent:
+                match = _OWNER.match(text)
+                owner = match.group(1) if match else None
+                break
+        return Definition(name, path, line, end, f"{owner}.{name}" if owner else name)
 
     def references(self, name: str, limit: int) -> list[tuple[str, int, str]]:
         """Lines using identifier `name` outside its own definition lines."""

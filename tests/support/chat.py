@@ -1,7 +1,7 @@
 """Shared pieces of the chat API tests: an indexed fixture repo and a server for a whole module.
 
 Indexing the fixture repository and loading the embedder take seconds, so the chat tests
-share one data dir and one real uvicorn server per module (`chat_server`), pointed at the
+share one data dir and one real uvicorn server per test session (`chat_server`), pointed at the
 session's fake provider. Tests that need a fresh, unindexed data dir (indexing on first
 request) start their own server with `live_server_factory`.
 """
@@ -9,6 +9,7 @@ request) start their own server with `live_server_factory`.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,6 @@ import pytest
 from rag.settings import Settings
 from tests.support.fake_provider import FAKE_API_KEY, _server
 from tests.support.live_server import LiveServer
-from tests.support.repos import make_fixture_repo
 
 PROVIDER = {"provider": "openai", "model": "gpt-4o-mini"}
 
@@ -53,11 +53,12 @@ def provider_env() -> dict[str, str]:
     return {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": _server().base_url}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """A real server over a data dir where the fixture repo is already indexed."""
     from api.app import create_app
     from ingest import ingest
+    from tests.support.repos import make_fixture_repo
 
     root = tmp_path_factory.mktemp("chat")
     home = root / "home"
@@ -69,6 +70,11 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer
     server = LiveServer(lambda: app).start()
     yield ChatServer(server=server, repo=repo, home=home)
     server.stop()
+
+
+def server_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Error log lines the server wrote (a clean cancel or disconnect writes none)."""
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 def sse_events(text: str) -> list[dict[str, Any]]:

@@ -7,9 +7,9 @@ name is accepted, so GitHub's `x-access-token:<t>`, GitLab's `oauth2:<t>`, Bitbu
 `x-token-auth:<t>` and `<username>:<t>` all work. A wrong or missing token gets
 `401` with `WWW-Authenticate: Basic`, like a real forge; an unknown repository gets 404.
 
-Usage (import the fixture into a test module, or list the module in `pytest_plugins`)::
+Usage (list the module in `pytest_plugins`, or import the fixtures into a test module)::
 
-    from tests.support.git_http_server import git_http_server  # noqa: F401 (the fixture)
+    pytest_plugins = ["tests.support.git_http_server"]
 
     def test_clone(git_http_server, tmp_path):
         sha = git_http_server.add_repo("acme/demo", {"README.md": "# demo\\n", "src/app.py": "x = 1\\n"})
@@ -26,12 +26,14 @@ API of `GitHttpServer`:
   and returns the new commit. Call it again to add commits (e.g. to test updates).
 - `.tag(name, tag, commit)`: adds a lightweight tag.
 - `.require_auth`: set to False to serve like a public repository.
+- `.redirect(name, target_url)`: answer requests for `name` with a 302 to `target_url` (e.g. another
+  server's `url_for(...)`), like a renamed or moved repository.
 - `.requests`: a list of `GitRequest(method, path, user, authorized, status)` (never a password).
 
-Other helpers for tests that need failing hosts: `closed_port()` / the `refused_port` fixture (a
-port nothing listens on) and the `silent_server` fixture / `SilentServer` (accepts TCP connections
-and never answers),
-plus `commit_files(worktree, files, message)` for building local repositories.
+Helpers for tests that need failing hosts: `closed_port()` / the `refused_port` fixture (a port
+nothing listens on) and the `silent_server` fixture / `SilentServer` (accepts TCP connections and
+never answers). Local repositories are built with `tests.support.repos` (`git`, `write_files`,
+`commit_all`), which also gives the commits here their fixed identity and dates.
 """
 
 from __future__ import annotations
@@ -51,22 +53,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.repos import commit_all, git, write_files
+
 HOST = "127.0.0.1"
 HTTP_BACKEND = (
     Path(subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True).stdout.strip())
     / "git-http-backend"
 )
-# Fixed identity and dates make commits reproducible and independent of the developer's git config.
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "RepoLens Test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "RepoLens Test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
-    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,33 +71,12 @@ class GitRequest:
     status: int
 
 
-def _git(*args: str, cwd: Path | None = None) -> str:
-    env = {**os.environ, **GIT_ENV}
-    result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
-    return result.stdout.strip()
-
-
-def commit_files(worktree: Path, files: Mapping[str, str | None], message: str = "update") -> str:
-    """Write `files` into a (possibly new) git work tree, commit them, and return the commit sha."""
-    worktree.mkdir(parents=True, exist_ok=True)
-    if not (worktree / ".git").exists():
-        _git("init", "--quiet", "--initial-branch", "main", str(worktree))
-    for rel_path, text in files.items():
-        target = worktree / rel_path
-        if text is None:
-            target.unlink(missing_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-    _git("add", "--all", cwd=worktree)
-    _git("commit", "--quiet", "--allow-empty", "-m", message, cwd=worktree)
-    return _git("rev-parse", "HEAD", cwd=worktree)
-
-
 def _has_ref(worktree: Path, ref: str) -> bool:
-    env = {**os.environ, **GIT_ENV}
-    probe = ["git", "rev-parse", "--verify", "--quiet", ref]
-    return subprocess.run(probe, cwd=worktree, env=env, capture_output=True, check=False).returncode == 0
+    try:
+        git(worktree, "rev-parse", "--verify", "--quiet", ref)
+    except subprocess.CalledProcessError:
+        return False
+    return True
 
 
 def _split_cgi_output(output: bytes) -> tuple[bytes, bytes]:
@@ -135,6 +107,7 @@ class GitHttpServer:
         self.token = f"rl-test-{secrets.token_hex(12)}"
         self.require_auth = True
         self.requests: list[GitRequest] = []
+        self.redirects: dict[str, str] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((HOST, 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -151,23 +124,29 @@ class GitHttpServer:
     ) -> str:
         bare = self.repos / f"{name}.git"
         if not bare.exists():
-            _git("init", "--quiet", "--bare", "--initial-branch", "main", str(bare))
+            git(self.root, "init", "--quiet", "--bare", "--initial-branch", "main", str(bare))
         worktree = self.work / name
         if not worktree.exists():
-            _git("clone", "--quiet", str(bare), str(worktree))
-        _git("fetch", "--quiet", "origin", cwd=worktree)
+            git(self.root, "clone", "--quiet", str(bare), str(worktree))
+        git(worktree, "fetch", "--quiet", "origin")
         if _has_ref(worktree, f"refs/remotes/origin/{branch}"):
-            _git("checkout", "--quiet", "-B", branch, f"origin/{branch}", cwd=worktree)
+            git(worktree, "checkout", "--quiet", "-B", branch, f"origin/{branch}")
         elif _has_ref(worktree, "HEAD"):
-            _git("checkout", "--quiet", "-B", branch, cwd=worktree)
+            git(worktree, "checkout", "--quiet", "-B", branch)
         else:
-            _git("symbolic-ref", "HEAD", f"refs/heads/{branch}", cwd=worktree)
-        sha = commit_files(worktree, files, message)
-        _git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=worktree)
+            git(worktree, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+        write_files(worktree, {path: text for path, text in files.items() if text is not None})
+        for path in (path for path, text in files.items() if text is None):
+            (worktree / path).unlink(missing_ok=True)
+        sha = commit_all(worktree, message)
+        git(worktree, "push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
         return sha
 
+    def redirect(self, name: str, target_url: str) -> None:
+        self.redirects[f"/{name}.git"] = target_url
+
     def tag(self, name: str, tag: str, commit: str) -> None:
-        _git("tag", tag, commit, cwd=self.repos / f"{name}.git")
+        git(self.repos / f"{name}.git", "tag", tag, commit)
 
     def close(self) -> None:
         self._server.shutdown()
@@ -194,6 +173,12 @@ def _handler_for(server: GitHttpServer) -> type[BaseHTTPRequestHandler]:
             user, authorized = self._check_auth()
             parts = urllib.parse.urlsplit(self.path)
             body = self._read_body()
+            for prefix, target in server.redirects.items():
+                if parts.path.startswith(prefix + "/"):
+                    rest = parts.path[len(prefix) :] + (f"?{parts.query}" if parts.query else "")
+                    self._reply(302, {"Location": target + rest}, b"")
+                    server._record(GitRequest(self.command, parts.path, user, authorized, 302))
+                    return
             if server.require_auth and not authorized:
                 self._reply(401, {"WWW-Authenticate": 'Basic realm="git"'}, b"authentication required\n")
                 server._record(GitRequest(self.command, parts.path, user, False, 401))

@@ -1,8 +1,6 @@
 """A real uvicorn server running a RepoLens app, for tests that speak HTTP or WebSocket.
 
-Usage (list this module in a test module's `pytest_plugins`, or import the fixtures)::
-
-    pytest_plugins = ["tests.support.live_server"]
+Usage (tests/conftest.py lists this module in `pytest_plugins`, so the fixtures are everywhere)::
 
     def test_health(live_server):
         assert httpx.get(f"{live_server.base_url}/health").status_code == 200

@@ -22,7 +22,9 @@ Usage::
         store, repo_id = indexed_repo
         index = store.open(repo_id)
 
-`commit_all(repo, message)` commits later edits (for update tests).
+`shared_embedder` (session scope) is the real default embedder with a vector cache shared
+by all tests: use it to ingest fixture content cheaply. `commit_all(repo, message)` commits
+later edits (for update tests); `write_files(repo, files)` writes several files at once.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from pathlib import Path
 
 import pytest
 
+from ingest import ingest
+from rag.embedders import Embedder, get_embedder
+from rag.settings import Settings
 from rag.store import Store
 
 RARE_IDENTIFIER = "ZORBLAX_RETRY_CEILING"
@@ -300,14 +305,20 @@ def fixture_repo(tmp_path: Path) -> Path:
     return make_fixture_repo(tmp_path / "weatherline")
 
 
-@pytest.fixture
-def indexed_repo(fixture_repo: Path) -> tuple[Store, str]:
-    """The fixture repository ingested with the real default embedder into this test's REPOLENS_HOME."""
-    from ingest import ingest
-    from rag.embedders import get_embedder
-    from rag.settings import Settings
+@pytest.fixture(scope="session")
+def shared_embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    """The real default embedder with one vector cache for the whole session.
 
-    settings = Settings.from_env()
-    store = Store(settings.home)
-    report = ingest(str(fixture_repo), store=store, embedder=get_embedder(settings))
+    Vectors are a pure function of the text, so sharing the cache changes no
+    result; it only saves re-embedding the same fixture files in every test.
+    """
+    cache_home = tmp_path_factory.mktemp("shared-embeddings")
+    return get_embedder(Settings.from_env({**os.environ, "REPOLENS_HOME": str(cache_home)}))
+
+
+@pytest.fixture
+def indexed_repo(fixture_repo: Path, shared_embedder: Embedder) -> tuple[Store, str]:
+    """The fixture repository ingested with the real default embedder into this test's REPOLENS_HOME."""
+    store = Store(Settings.from_env().home)
+    report = ingest(str(fixture_repo), store=store, embedder=shared_embedder)
     return store, report.repo_id

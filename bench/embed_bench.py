@@ -1,0 +1,116 @@
+"""Offline embedder throughput: 256-token chunks of real code, per model and batch size.
+
+Figures: chunks/s for the float and int8 MiniLM at their production batch sizes
+and in a batch-size sweep, int8-vs-float cosine, model build and load time,
+query latency (p50/p95), token-counting speed and peak RSS. Bounded: about a
+minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rag.embedders.local import BATCH_SIZES, FLOAT_MODEL, INT8_MODEL, OnnxForward, ensure_model
+from rag.embedders.minilm import WINDOW, MiniLMEmbedder, load_tokenizer
+from rag.settings import Settings
+
+CHUNKS = 128
+SWEEP_CHUNKS = 48
+SWEEP_SIZES = (1, 4, 8, 16, 32)
+QUERIES = 60
+SOURCE_PACKAGES = ("httpx", "rich", "typer", "pydantic", "fastapi")
+
+
+def code_chunks(count: int) -> list[str]:
+    """Windows of exactly WINDOW tokens (with [CLS]/[SEP]) cut from installed packages' source."""
+    tokenizer = load_tokenizer(None)
+    site = Path(np.__file__).resolve().parent.parent
+    chunks: list[str] = []
+    for package in SOURCE_PACKAGES:
+        for path in sorted((site / package).rglob("*.py")):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            offsets = tokenizer.encode(text, add_special_tokens=False).offsets
+            step = WINDOW - 2
+            for start in range(0, len(offsets) - step, step):
+                chunks.append(text[offsets[start][0] : offsets[start + step - 1][1]])
+                if len(chunks) == count:
+                    return chunks
+    return chunks
+
+
+def throughput(embedder: MiniLMEmbedder, chunks: list[str]) -> tuple[float, np.ndarray]:
+    embedder.embed_documents(chunks[:2])  # warm-up
+    started = time.perf_counter()
+    vectors = embedder.embed_documents(chunks)
+    return len(chunks) / (time.perf_counter() - started), vectors
+
+
+def run() -> dict[str, object]:
+    settings = Settings.from_env()
+    chunks = code_chunks(CHUNKS)
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        ensure_model(Settings(home=Path(scratch), env={"REPOLENS_MODEL_DIR": scratch}), INT8_MODEL)
+        build_s = time.perf_counter() - started
+
+    results: dict[str, object] = {
+        "cpus": len(os.sched_getaffinity(0)),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "chunk_tokens": WINDOW,
+        "chunks": len(chunks),
+        "build_both_models_s": round(build_s, 2),
+    }
+    vectors: dict[str, np.ndarray] = {}
+    for model in (FLOAT_MODEL, INT8_MODEL):
+        path = ensure_model(settings, model)
+        started = time.perf_counter()
+        forward = OnnxForward(path)
+        embedder = MiniLMEmbedder(forward, model, batch_size=BATCH_SIZES[model])
+        load_s = time.perf_counter() - started
+        rate, vectors[model] = throughput(embedder, chunks)
+        sweep = {}
+        for size in SWEEP_SIZES:
+            sweep[str(size)] = round(
+                throughput(MiniLMEmbedder(forward, model, size), chunks[:SWEEP_CHUNKS])[0], 1
+            )
+        latencies = []
+        for index in range(QUERIES):
+            started = time.perf_counter()
+            embedder.embed_query(f"where does the client retry request number {index}?")
+            latencies.append((time.perf_counter() - started) * 1000)
+        results[model] = {
+            "batch_size": BATCH_SIZES[model],
+            "chunks_per_s": round(rate, 1),
+            "batch_sweep_chunks_per_s": sweep,
+            "load_s": round(load_s, 3),
+            "query_ms_p50": round(statistics.median(latencies), 2),
+            "query_ms_p95": round(statistics.quantiles(latencies, n=20)[18], 2),
+            "model_mb": round(path.stat().st_size / 1e6, 1),
+        }
+    cosine = (vectors[FLOAT_MODEL] * vectors[INT8_MODEL]).sum(axis=1)
+    results["int8_vs_float_cosine"] = {
+        "min": round(float(cosine.min()), 4),
+        "mean": round(float(cosine.mean()), 4),
+    }
+
+    counter = MiniLMEmbedder(forward, INT8_MODEL)
+    started = time.perf_counter()
+    for chunk in chunks:
+        counter.count_tokens(chunk)
+    results["count_tokens_per_s"] = round(len(chunks) / (time.perf_counter() - started))
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return results
+
+
+if __name__ == "__main__":
+    import json
+
+    json.dump(run(), sys.stdout, indent=2)

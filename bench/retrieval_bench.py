@@ -1,0 +1,326 @@
+"""Retrieval quality on real code: do dense, BM25 and hybrid search find the function a docstring describes?
+
+Labelled queries are built offline from two code bases in different languages:
+the pure-Python `rich` package from this virtualenv and the JavaScript `undici`
+library that ships inside Debian's npm (`/usr/lib/node_modules/npm/node_modules/undici`).
+For every function or method with a docstring (JSDoc `/** ... */` in JavaScript)
+the docstring's first sentence is the query and the function's file and line
+span is the answer. Every docstring and JSDoc block is blanked out of a copy of
+the sources before it is indexed, so the answer cannot be found by matching the
+sentence itself; line numbers are kept.
+
+The copies are ingested with the real pipeline and the default embedder (vectors
+are cached under `build/bench/embeddings`, so reruns are fast). Reported for each
+mode: Recall@1/5/10 and MRR@10 at file level (a hit in the right file) and at
+span level (a hit covering at least half of the function's lines).
+
+`REPOLENS_BENCH_QUERIES` caps the queries per code base (default 300).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import rich
+
+from ingest import ingest
+from rag.embedders import CachedEmbedder, Embedder, get_embedder
+from rag.retrieval import MODES, Retriever
+from rag.settings import Settings
+from rag.store import Store
+from rag.types import SearchHit
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = ROOT / "build" / "bench" / "embeddings"
+RICH_DIR = Path(rich.__file__).parent
+NPM_MODULES = Path("/usr/lib/node_modules/npm/node_modules")
+# Well-documented JavaScript libraries bundled with Debian's npm, one copy of each
+# (no ESM twins or minified bundles; undici's generated WebAssembly wrappers left out).
+JS_SOURCES: dict[str, tuple[str, ...]] = {
+    "undici": (
+        "index.js",
+        "lib/api/*.js",
+        "lib/core/*.js",
+        "lib/dispatcher/*.js",
+        "lib/handler/*.js",
+        "lib/interceptor/*.js",
+        "lib/mock/*.js",
+        "lib/util/*.js",
+        "lib/web/**/*.js",
+        "lib/cache/*.js",
+    ),
+    "ip-address": ("dist/**/*.js",),
+    "smart-buffer": ("build/*.js",),
+    "lru-cache": ("dist/commonjs/*.js",),
+    "path-scurry": ("dist/commonjs/*.js",),
+    "negotiator": ("index.js", "lib/*.js"),
+    "minipass": ("dist/commonjs/*.js",),
+    "socks": ("build/**/*.js",),
+    "http-cache-semantics": ("index.js",),
+}
+K = 10
+CUTOFFS = (1, 5, 10)
+MIN_QUERY_WORDS = 3
+SEED = 7
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    query: str
+    path: str
+    start_line: int
+    end_line: int
+
+
+Transform = Callable[[str, bytes], tuple[bytes, list[LabelledQuery]]]
+
+
+@dataclass
+class Corpus:
+    """A stripped copy of a code base and the queries whose answers it holds."""
+
+    name: str
+    root: Path
+    queries: list[LabelledQuery]
+
+
+def first_sentence(doc: str) -> str | None:
+    """The docstring's first sentence on one line, or None when it is too short to be a question."""
+    paragraph = inspect.cleandoc(doc).split("\n\n")[0]
+    paragraph = paragraph.split("\n@")[0] if not paragraph.startswith("@") else ""
+    text = " ".join(paragraph.split())
+    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".")
+    if len(sentence.split()) < MIN_QUERY_WORDS or sentence.startswith(("@", "http", "See ", "see ")):
+        return None
+    return sentence
+
+
+def blank(source: bytes, spans: list[tuple[int, int]], filler: bytes = b"") -> bytes:
+    """Replace each byte span with `filler` plus the span's newlines, so line numbers stay put."""
+    out = bytearray()
+    last = 0
+    for start, end in sorted(spans):
+        out += source[last:start] + filler + b"\n" * source.count(b"\n", start, end)
+        last = end
+    return bytes(out + source[last:])
+
+
+def _line_offsets(source: bytes) -> list[int]:
+    offsets = [0]
+    offsets.extend(i + 1 for i, byte in enumerate(source) if byte == 0x0A)
+    return offsets
+
+
+def python_file(path: str, source: bytes) -> tuple[bytes, list[LabelledQuery]]:
+    """Docstrings replaced by `...`, and a query per documented function or method."""
+    tree = ast.parse(source)
+    offsets = _line_offsets(source)
+    spans: list[tuple[int, int]] = []
+    queries: list[LabelledQuery] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        doc = ast.get_docstring(node, clean=False)
+        if doc is None:
+            continue
+        expr = node.body[0]
+        assert expr.end_lineno is not None and expr.end_col_offset is not None
+        start = offsets[expr.lineno - 1] + expr.col_offset
+        spans.append((start, offsets[expr.end_lineno - 1] + expr.end_col_offset))
+        sentence = first_sentence(doc)
+        is_function = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        if is_function and sentence and not node.name.startswith("__") and node.end_lineno:
+            queries.append(LabelledQuery(sentence, path, node.lineno, node.end_lineno))
+    return blank(source, spans, b"..."), queries
+
+
+_JS_FUNCTIONS = {
+    "function_declaration",
+    "generator_function_declaration",
+    "method_definition",
+    "lexical_declaration",
+    "variable_declaration",
+    "expression_statement",
+    "export_statement",
+    "field_definition",
+}
+_JS_FUNCTION_VALUES = {"function_expression", "arrow_function", "function", "generator_function"}
+
+
+def _is_js_function(node) -> bool:  # noqa: ANN001  (a tree_sitter.Node)
+    """A declaration whose value is a function, possibly wrapped in `export` or an assignment."""
+    if node.type in {"function_declaration", "generator_function_declaration", "method_definition"}:
+        return True
+    if node.type not in _JS_FUNCTIONS:
+        return False
+    stack = list(node.named_children)
+    while stack:
+        child = stack.pop()
+        if child.type in _JS_FUNCTION_VALUES or child.type in {"function_declaration", "method_definition"}:
+            return True
+        if child.type in {"variable_declarator", "assignment_expression", "export_statement"}:
+            stack.extend(child.named_children)
+    return False
+
+
+def javascript_file(path: str, source: bytes) -> tuple[bytes, list[LabelledQuery]]:
+    """JSDoc blocks blanked, and a query per function or method documented by one."""
+    import tree_sitter_javascript
+    from tree_sitter import Language, Parser
+
+    parser = Parser(Language(tree_sitter_javascript.language()))
+    spans: list[tuple[int, int]] = []
+    queries: list[LabelledQuery] = []
+    stack = [parser.parse(source).root_node]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.type != "comment" or not source[node.start_byte : node.end_byte].startswith(b"/**"):
+            continue
+        spans.append((node.start_byte, node.end_byte))
+        target = node.next_named_sibling
+        if target is None or not _is_js_function(target):
+            continue
+        text = source[node.start_byte + 3 : node.end_byte - 2].decode("utf-8", "replace")
+        sentence = first_sentence(re.sub(r"^\s*\* ?", "", text, flags=re.MULTILINE))
+        if sentence:
+            queries.append(LabelledQuery(sentence, path, target.start_point[0] + 1, target.end_point[0] + 1))
+    return blank(source, spans), queries
+
+
+def strip_tree(
+    name: str, source_root: Path, files: Iterable[Path], dest: Path, transform: Transform, cap: int
+) -> Corpus:
+    """Copy `files` under `dest` with docstrings removed; keep up to `cap` unambiguous queries."""
+    queries: list[LabelledQuery] = []
+    for file in sorted(files):
+        relative = file.relative_to(source_root).as_posix()
+        stripped, found = transform(relative, file.read_bytes())
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(stripped)
+        queries.extend(found)
+    counts: dict[str, int] = {}
+    for item in queries:
+        counts[item.query.lower()] = counts.get(item.query.lower(), 0) + 1
+    unique = [item for item in queries if counts[item.query.lower()] == 1]
+    chosen = random.Random(SEED).sample(unique, min(cap, len(unique)))
+    return Corpus(name, dest, sorted(chosen, key=lambda q: (q.path, q.start_line)))
+
+
+def js_files() -> list[Path]:
+    files: set[Path] = set()
+    for package, patterns in JS_SOURCES.items():
+        for pattern in patterns:
+            files.update(path for path in (NPM_MODULES / package).glob(pattern) if path.is_file())
+    return sorted(files)
+
+
+def corpora(workdir: Path, cap: int) -> list[Corpus]:
+    found: list[Corpus] = []
+    if RICH_DIR.is_dir():
+        found.append(strip_tree("rich", RICH_DIR, RICH_DIR.rglob("*.py"), workdir / "rich", python_file, cap))
+    if NPM_MODULES.is_dir():
+        found.append(strip_tree("npm-js", NPM_MODULES, js_files(), workdir / "npm-js", javascript_file, cap))
+    return found
+
+
+def first_relevant(hits: list[SearchHit], query: LabelledQuery, span: bool) -> int | None:
+    """1-based rank of the first hit in the right file (and covering half the function, for `span`)."""
+    needed = (query.end_line - query.start_line + 1) / 2
+    for rank, hit in enumerate(hits, start=1):
+        if hit.path != query.path:
+            continue
+        overlap = min(hit.end_line, query.end_line) - max(hit.start_line, query.start_line) + 1
+        if not span or overlap >= needed:
+            return rank
+    return None
+
+
+def metrics(ranks: list[int | None]) -> dict[str, float]:
+    total = max(len(ranks), 1)
+    figures = {f"recall@{c}": sum(1 for r in ranks if r is not None and r <= c) / total for c in CUTOFFS}
+    figures["mrr@10"] = sum(1 / r for r in ranks if r is not None and r <= K) / total
+    return {name: round(value, 4) for name, value in figures.items()}
+
+
+def evaluate(retriever: Retriever, queries: list[LabelledQuery], mode: str) -> dict[str, object]:
+    file_ranks: list[int | None] = []
+    span_ranks: list[int | None] = []
+    started = time.perf_counter()
+    for query in queries:
+        hits = retriever.search(query.query, K, mode=mode)  # type: ignore[arg-type]
+        file_ranks.append(first_relevant(hits, query, span=False))
+        span_ranks.append(first_relevant(hits, query, span=True))
+    elapsed = time.perf_counter() - started
+    return {
+        "file": metrics(file_ranks),
+        "span": metrics(span_ranks),
+        "ms_per_query": round(1000 * elapsed / max(len(queries), 1), 2),
+    }
+
+
+def bench_embedder(home: Path) -> Embedder:
+    """The default embedder with a vector cache that outlives the temporary store."""
+    inner = get_embedder(Settings(home=home, env=dict(os.environ)), cache_vectors=False)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    return CachedEmbedder(inner, CACHE_DIR)
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    lines = [
+        "| code base | mode | file R@1 | file R@5 | file R@10 | file MRR@10 "
+        "| span R@1 | span R@5 | span R@10 | span MRR@10 | ms/query |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        for mode, figures in result["modes"].items():
+            file, span = figures["file"], figures["span"]
+            cells = [name + f" ({result['queries']} q)", mode]
+            cells += [f"{100 * file[m]:.1f}" for m in ("recall@1", "recall@5", "recall@10", "mrr@10")]
+            cells += [f"{100 * span[m]:.1f}" for m in ("recall@1", "recall@5", "recall@10", "mrr@10")]
+            cells.append(f"{figures['ms_per_query']:.1f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run() -> dict:
+    cap = int(os.environ.get("REPOLENS_BENCH_QUERIES", "300"))
+    workdir = Path(tempfile.mkdtemp(prefix="repolens-retrieval-bench-"))
+    try:
+        store = Store(workdir / "home")
+        embedder = bench_embedder(workdir / "home")
+        results: dict[str, dict] = {}
+        for corpus in corpora(workdir / "corpora", cap):
+            started = time.perf_counter()
+            report = ingest(str(corpus.root), store=store, embedder=embedder)
+            index = store.open(report.repo_id)
+            retriever = Retriever(index, embedder)
+            results[corpus.name] = {
+                "files": report.record.file_count,
+                "chunks": report.record.chunk_count,
+                "queries": len(corpus.queries),
+                "ingest_s": round(time.perf_counter() - started, 1),
+                "modes": {mode: evaluate(retriever, corpus.queries, mode) for mode in MODES},
+            }
+        table = markdown_table(results)
+        print(table, file=sys.stderr)
+        return {"k": K, "results": results, "table": table}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

@@ -1,0 +1,186 @@
+"""`repolens ingest | update | list | show | delete`: JSON outputs, exit codes, and a killed ingest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+from ingest import ingest
+from rag.embedders import Embedder
+from rag.store import Store
+from tests.support.repos import commit_all, git, write_files
+
+runner = CliRunner()
+
+SMALL_REPO = {
+    "pkg/greeting.py": 'def greet(name: str) -> str:\n    """Say hello."""\n    return f"hello {name}"\n',
+    "README.md": "# Greeter\n\nSays hello.\n",
+}
+
+pytest_plugins = ["tests.support.repos"]
+
+
+def make_repo(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir()
+    write_files(path, files)
+    git(path, "init", "-q", "-b", "main")
+    commit_all(path, "initial")
+    return path
+
+
+def run(*args: str) -> tuple[int, dict | None, str]:
+    """Invoke the CLI in-process; returns the exit code, stdout parsed as JSON (if it is), and stderr."""
+    result = runner.invoke(app, list(args))
+    try:
+        data = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        data = None
+    return result.exit_code, data, result.stderr
+
+
+@pytest.fixture
+def small_repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "greeter", SMALL_REPO)
+
+
+def test_ingest_list_show_update_delete_with_json(small_repo: Path) -> None:
+    code, report, _ = run("ingest", str(small_repo), "--json")
+    assert code == 0, report
+    repo_id = report["id"]
+    assert repo_id == f"local/{small_repo.resolve().as_posix().lstrip('/')}"
+    assert report["commit"] == git(small_repo, "rev-parse", "HEAD")
+    assert report["files"]["added"] == 2 and report["chunks"]["total"] >= 2
+    assert {"clone_s", "embed_s", "total_s"} <= set(report["timings"])
+
+    code, listing, _ = run("list", "--json")
+    assert code == 0 and [repo["id"] for repo in listing["repos"]] == [repo_id]
+
+    code, shown, _ = run("show", str(small_repo), "--json")  # by path, not id
+    assert code == 0 and shown["id"] == repo_id and shown["languages"] == {"markdown": 1, "python": 1}
+
+    write_files(small_repo, {"pkg/greeting.py": SMALL_REPO["pkg/greeting.py"].replace("hello", "hi")})
+    commit_all(small_repo, "say hi")
+    code, updated, _ = run("update", repo_id, "--json")
+    assert code == 0 and updated["files"]["changed"] == 1 and updated["files"]["unchanged"] == 1
+    assert updated["version"] == 2
+
+    code, deleted, _ = run("delete", small_repo.resolve().as_uri(), "--yes", "--json")  # by URL
+    assert code == 0 and deleted == {"deleted": repo_id}
+    assert run("list", "--json")[1] == {"repos": []}
+
+
+def test_human_output_is_a_short_summary(small_repo: Path) -> None:
+    result = runner.invoke(app, ["ingest", str(small_repo)])
+    assert result.exit_code == 0
+    assert "indexed local/" in result.stdout and "2 added" in result.stdout
+    listing = runner.invoke(app, ["list"])
+    assert "greeter" in listing.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "error_code"),
+    [
+        (["ingest", "/no/such/folder"], 3, "not_found"),
+        (["ingest", "ftp://example.invalid/repo"], 7, "bad_url"),
+        (["show", "github.com/acme/missing"], 3, "not_found"),
+        (["update", "github.com/acme/missing"], 3, "not_found"),
+        (["delete", "github.com/acme/missing", "--yes"], 3, "not_found"),
+    ],
+)
+def test_errors_are_one_json_object_and_a_documented_exit_code(
+    args: list[str], code: int, error_code: str
+) -> None:
+    exit_code, data, _ = run(*args, "--json")
+    assert exit_code == code
+    assert data["error"]["code"] == error_code and data["error"]["message"]
+
+
+def test_limits_and_filters_that_leave_nothing_fail_clearly(small_repo: Path) -> None:
+    exit_code, data, _ = run("ingest", str(small_repo), "--max-files", "1", "--json")
+    assert (
+        exit_code == 5
+        and data["error"]["code"] == "limit_exceeded"
+        and "--max-files" in data["error"]["message"]
+    )
+    exit_code, data, _ = run("ingest", str(small_repo), "--include-files", "*.rs", "--json")
+    assert exit_code == 1 and data["error"]["code"] == "empty"
+    assert run("list", "--json")[1] == {"repos": []}
+
+
+def test_delete_without_yes_asks_and_refuses_when_it_cannot(small_repo: Path) -> None:
+    assert run("ingest", str(small_repo), "--json")[0] == 0
+    exit_code, _, stderr = run("delete", str(small_repo))
+    assert exit_code == 2 and "--yes" in stderr
+    assert len(run("list", "--json")[1]["repos"]) == 1
+
+
+def test_progress_jsonl_reports_stages_on_stderr(small_repo: Path) -> None:
+    result = runner.invoke(app, ["ingest", str(small_repo), "--json", "--progress", "jsonl"])
+    assert result.exit_code == 0
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {event["stage"] for event in events} >= {"scanning", "embedding", "done"}
+    assert all(event["type"] == "progress" for event in events)
+    assert json.loads(result.stdout)["files"]["added"] == 2
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from api.cli import main; main()", *args]
+
+
+@pytest.mark.slow
+def test_a_killed_ingest_leaves_the_previous_index_usable_and_a_rerun_recovers(
+    tmp_path: Path,
+    repolens_home: Path,
+    shared_embedder: Embedder,
+) -> None:
+    repo = make_repo(tmp_path / "big", SMALL_REPO)
+    store = Store(repolens_home)
+    first = ingest(str(repo), store=store, embedder=shared_embedder)
+    body = "\n".join(f"    total += value * {n} + offset  # step {n} of the pipeline" for n in range(12))
+    modules = {
+        f"gen/module_{m}.py": f"def compute_{m}(value, offset=0):\n{body}\n    return {m}\n"
+        for m in range(60)
+    }
+    write_files(repo, modules)
+    commit_all(repo, "many modules")
+
+    env = {**os.environ, "REPOLENS_HOME": str(repolens_home)}
+    process = subprocess.Popen(
+        _cli("ingest", str(repo), "--json", "--progress", "jsonl"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in process.stderr:
+            if json.loads(line).get("stage") == "embedding":
+                break
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    paths = store.paths(first.repo_id)
+    assert list(paths.root.glob("build-*")), "the kill should have left a half-built version"
+
+    index = store.open(first.repo_id)
+    assert index.record.version == 1 and {f.path for f in index.list_files()} == set(SMALL_REPO)
+    hits = index.dense_search(shared_embedder.embed_query("def greet(name) returns hello"), 2)
+    assert "pkg/greeting.py" in {chunk.path for chunk in index.get_chunks([i for i, _ in hits])}
+
+    rerun = subprocess.run(
+        _cli("ingest", str(repo), "--json"), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    assert report["version"] == 2 and report["files"]["added"] == 60
+    assert not list(paths.root.glob("build-*"))
+    assert len(store.open(first.repo_id).list_files()) == 62

@@ -1,0 +1,219 @@
+"""The store on its own: real FAISS and SQLite, with hand-made unit vectors instead of an embedder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.errors import EmbedderMismatchError, NotFoundError
+from rag.store import IndexBusyError, RepoIndex, Store, repo_folder
+from rag.types import Chunk, RepoRecord
+
+DIM = 8
+
+
+@dataclasses.dataclass
+class File:
+    path: str
+    language: str
+    text: str
+    sha256: str
+    size: int
+
+
+@dataclasses.dataclass
+class FakeEmbedderIdentity:
+    name: str
+    dimension: int
+
+
+def unit(axis: int) -> np.ndarray:
+    vector = np.zeros(DIM, dtype=np.float32)
+    vector[axis] = 1.0
+    return vector
+
+
+def record(repo_id: str = "github.com/acme/widgets") -> RepoRecord:
+    return RepoRecord(
+        id=repo_id,
+        url=f"https://{repo_id}",
+        platform="github",
+        ref=None,
+        commit="a" * 40,
+        embedder="test-embedder",
+        dimension=DIM,
+    )
+
+
+def add(builder, path: str, language: str, symbols_and_axes: list[tuple[str, int]]) -> None:
+    """A file with one chunk per (symbol, axis); each chunk's vector points along its axis."""
+    chunks = [
+        Chunk(
+            path, language, n * 10 + 1, n * 10 + 9, symbol, f"def {symbol.split('.')[-1]}(): pass  # {path}"
+        )
+        for n, (symbol, _) in enumerate(symbols_and_axes)
+    ]
+    text = "\n".join(chunk.text for chunk in chunks)
+    vectors = np.stack([unit(axis) for _, axis in symbols_and_axes])
+    builder.add_file(File(path, language, text, f"sha-{path}-{text}", len(text)), chunks, vectors)
+
+
+@pytest.fixture
+def store(repolens_home: Path) -> Store:
+    return Store(repolens_home)
+
+
+@pytest.fixture
+def built(store: Store) -> RepoIndex:
+    with store.builder(record()) as builder:
+        add(builder, "src/client.py", "python", [("HttpClient.send", 0), ("HttpClient.close", 1)])
+        add(builder, "src/service.py", "python", [("Service.run", 2)])
+        add(builder, "web/app.js", "javascript", [("renderChart", 3)])
+        builder.commit()
+    return store.open("github.com/acme/widgets")
+
+
+def test_a_built_version_is_listed_and_searchable(store: Store, built: RepoIndex) -> None:
+    assert [r.id for r in store.list()] == ["github.com/acme/widgets"]
+    saved = store.get("github.com/acme/widgets")
+    assert saved is not None and (saved.version, saved.file_count, saved.chunk_count) == (1, 3, 4)
+    assert saved.created_at and saved.updated_at
+
+    best_id, best_score = built.dense_search(unit(2), 2)[0]
+    (best,) = built.get_chunks([best_id])
+    assert (best.path, best.symbol, best.start_line) == ("src/service.py", "Service.run", 1)
+    assert best_score == pytest.approx(1.0)
+
+    lexical_ids = [chunk_id for chunk_id, _ in built.lexical_search("renderChart", 5)]
+    assert [c.path for c in built.get_chunks(lexical_ids)][0] == "web/app.js"
+
+
+def test_dense_filters_still_return_k_hits_from_the_allowed_set(built: RepoIndex) -> None:
+    by_language = built.get_chunks([i for i, _ in built.dense_search(unit(0), 10, language="javascript")])
+    assert [c.path for c in by_language] == ["web/app.js"]
+    by_prefix = built.get_chunks([i for i, _ in built.dense_search(unit(3), 2, path_glob="src")])
+    assert len(by_prefix) == 2 and all(c.path.startswith("src/") for c in by_prefix)
+    by_glob = built.get_chunks([i for i, _ in built.dense_search(unit(0), 10, path_glob="*/client.py")])
+    assert {c.symbol for c in by_glob} == {"HttpClient.send", "HttpClient.close"}
+    assert built.dense_search(unit(0), 5, language="rust") == []
+
+
+def test_lookups_by_id_file_and_symbol(built: RepoIndex) -> None:
+    ids = [i for i, _ in built.dense_search(unit(1), 4)]
+    assert [c.id for c in built.get_chunks(list(reversed(ids)))] == list(reversed(ids))
+    assert [c.symbol for c in built.chunks_for_file("src/client.py")] == [
+        "HttpClient.send",
+        "HttpClient.close",
+    ]
+    assert [c.path for c in built.find_symbol("send")] == ["src/client.py"]
+    assert "def run()" in (built.file_text("src/service.py") or "")
+    assert built.file_text("missing.py") is None
+    files = {info.path: info for info in built.list_files()}
+    assert files["src/client.py"].chunk_count == 2 and files["web/app.js"].language == "javascript"
+    assert built.languages() == {"python": 2, "javascript": 1}
+
+
+def test_version_dir_holds_no_pickles(built: RepoIndex) -> None:
+    assert sorted(p.name for p in built.version_dir.iterdir()) == [
+        "index.faiss",
+        "meta.sqlite",
+        "record.json",
+    ]
+    assert json.loads((built.version_dir / "record.json").read_text())["embedder"] == "test-embedder"
+
+
+def test_update_from_a_base_removes_files_everywhere_and_reuses_vectors(
+    store: Store, built: RepoIndex
+) -> None:
+    send_hash = built.find_symbol("HttpClient.send")[0].content_hash
+    with store.builder(dataclasses.replace(built.record), built) as builder:
+        assert builder.file_hashes().keys() == {"src/client.py", "src/service.py", "web/app.js"}
+        reused = builder.reusable_vectors([send_hash, "unknown-hash"])
+        assert list(reused) == [send_hash]
+        np.testing.assert_array_equal(reused[send_hash], unit(0))
+        assert builder.remove_file("web/app.js") == 1
+        add(builder, "src/service.py", "python", [("Service.run", 4), ("Service.stop", 5)])
+        builder.commit()
+
+    index = store.open("github.com/acme/widgets")
+    assert index is not built and index.record.version == 2
+    assert {f.path for f in index.list_files()} == {"src/client.py", "src/service.py"}
+    assert index.lexical_search("renderChart", 5) == []
+    assert all(
+        c.path != "web/app.js" for c in index.get_chunks([i for i, _ in index.dense_search(unit(3), 10)])
+    )
+    (top_id, _), *_ = index.dense_search(unit(5), 1)
+    assert index.get_chunks([top_id])[0].symbol == "Service.stop"
+    assert index.size == 4 == index.record.chunk_count
+    assert sorted(p.name for p in store.paths("github.com/acme/widgets").versions.iterdir()) == ["000002"]
+
+
+def test_open_is_cached_until_the_version_changes(store: Store, built: RepoIndex) -> None:
+    assert store.open("github.com/acme/widgets") is built
+    with pytest.raises(NotFoundError, match="not indexed"):
+        store.open("github.com/acme/other")
+
+
+def test_leaving_without_commit_keeps_the_live_version(store: Store, built: RepoIndex) -> None:
+    paths = store.paths("github.com/acme/widgets")
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        store.builder(dataclasses.replace(built.record), built) as b,
+    ):
+        b.remove_file("src/client.py")
+        raise RuntimeError("boom")
+    assert not list(paths.root.glob("build-*"))
+    assert store.open("github.com/acme/widgets") is built
+    assert store.get("github.com/acme/widgets").version == 1
+
+
+def test_leftover_build_dirs_of_killed_runs_are_removed(store: Store, built: RepoIndex) -> None:
+    leftover = store.paths("github.com/acme/widgets").root / "build-99999-dead"
+    leftover.mkdir()
+    (leftover / "meta.sqlite").write_text("half written")
+    with store.builder(dataclasses.replace(built.record), built) as builder:
+        assert not leftover.exists()
+        builder.commit()
+
+
+def test_a_second_builder_is_refused_while_the_first_holds_the_lock(store: Store, built: RepoIndex) -> None:
+    with store.builder(dataclasses.replace(built.record), built):
+        with pytest.raises(IndexBusyError, match=f"pid {os.getpid()}") as caught:
+            store.builder(dataclasses.replace(built.record), built).__enter__()
+        assert caught.value.code == "busy"
+        with pytest.raises(IndexBusyError):
+            store.delete("github.com/acme/widgets")
+    with store.builder(dataclasses.replace(built.record), built) as builder:  # released again
+        builder.commit()
+
+
+def test_embedder_mismatch_is_a_clear_error(store: Store, built: RepoIndex) -> None:
+    built.check_embedder(FakeEmbedderIdentity("test-embedder", DIM))
+    with pytest.raises(EmbedderMismatchError, match="--reindex") as caught:
+        built.check_embedder(FakeEmbedderIdentity("other-model", 384))
+    assert "repolens ingest https://github.com/acme/widgets --reindex" in str(caught.value)
+    other = dataclasses.replace(built.record, embedder="other-model", dimension=384)
+    with pytest.raises(EmbedderMismatchError):
+        store.builder(other, built)
+
+
+def test_delete_removes_index_and_clone(store: Store, built: RepoIndex) -> None:
+    clone = store.clone_dir("github.com/acme/widgets")
+    clone.mkdir(parents=True)
+    assert store.delete("github.com/acme/widgets") is True
+    assert not clone.exists() and store.list() == [] and store.get("github.com/acme/widgets") is None
+    assert store.delete("github.com/acme/widgets") is False
+    with pytest.raises(NotFoundError):
+        store.open("github.com/acme/widgets")
+
+
+def test_repo_folders_are_flat_and_distinct() -> None:
+    assert repo_folder("gitlab.com/group/sub/repo") == "gitlab.com%2Fgroup%2Fsub%2Frepo"
+    assert repo_folder("github.com/a/b@v1.0") != repo_folder("github.com/a/b")
+    deep_a, deep_b = repo_folder("local/" + "x/" * 150 + "a"), repo_folder("local/" + "x/" * 150 + "b")
+    assert deep_a != deep_b and len(deep_a) <= 200 and "/" not in deep_a
