@@ -201,6 +201,7 @@ def _quick_git(args: list[str], cwd: Path) -> str | None:
 
 
 def _base_env() -> dict[str, str]:
+    """git's environment: no prompts (ssh too: git runs in a new session without a terminal)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(_DROPPED_ENV_PREFIXES)}
     env.update(
         GIT_TERMINAL_PROMPT="0",
@@ -212,7 +213,6 @@ def _base_env() -> dict[str, str]:
         LC_ALL="C",
         LANGUAGE="C",
     )
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=30")
     return env
 
 

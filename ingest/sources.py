@@ -98,7 +98,8 @@ def resolve_source(location: str, *, platform: str | None = None, ref: str | Non
         return _local_source(path, ref)
     scp = _SCP_RE.match(text)
     if scp:
-        return _url_source(f"ssh://{scp['user']}@{scp['host']}/{scp['path'].lstrip('/')}", platform, ref)
+        as_url = f"ssh://{scp['user']}@{scp['host']}/{scp['path'].lstrip('/')}"
+        return _url_source(as_url, platform, ref, remote=text)
     first = text.split("/", 1)[0].lower()
     if "." in first and _HOST_RE.match(first.split(":")[0]) and text.count("/") >= 2:
         return _url_source(f"https://{text}", platform, ref)
@@ -146,7 +147,9 @@ def _local_source(path: Path, ref: str | None) -> RepoSource:
     )
 
 
-def _url_source(text: str, platform: str | None, ref: str | None) -> RepoSource:
+def _url_source(text: str, platform: str | None, ref: str | None, *, remote: str | None = None) -> RepoSource:
+    """Parse a URL; `remote` is the scp-style form (`git@host:path`) it was made from, kept as the
+    clone URL because its path is relative to the login's home, unlike an ssh:// path."""
     try:
         parts = urllib.parse.urlsplit(text)
         port = parts.port
@@ -184,14 +187,16 @@ def _url_source(text: str, platform: str | None, ref: str | None) -> RepoSource:
     ref = ref or _check_ref(url_ref) or _check_ref(id_ref.rstrip("/"))
 
     path = "/".join(repo_segments)
-    if scheme == "ssh":
+    # Forges accept either spelling; a plain git server needs the path exactly as it was given.
+    suffix = ".git" if repo_path.rstrip("/").endswith(".git") or platform != "git" else ""
+    if remote is not None:
+        url = clone_url = remote
+    elif scheme in ("ssh", "git"):
         user_part = f"{ssh_user}@" if ssh_user else ""
-        clone_url = f"ssh://{user_part}{netloc}/{path}.git"
-        url = clone_url
+        url = clone_url = f"{scheme}://{user_part}{netloc}/{path}{suffix}"
     else:
         url = f"{scheme}://{netloc}/{path}"
-        keep_suffix = parts.path.rstrip("/").endswith(".git") or platform in ("github", "gitlab", "bitbucket")
-        clone_url = f"{url}.git" if keep_suffix else url
+        clone_url = url + suffix
     if url_token:
         register_secret(url_token)
     repo_id = f"{netloc}/{path}" + (f"@{ref}" if ref else "")
@@ -280,6 +285,8 @@ def _ref_from_tail(tail: list[str]) -> str | None:
 def _check_ref(ref: str | None) -> str | None:
     if not ref or ref.upper() == "HEAD":
         return None
+    if _SHA_RE.match(ref.lower()):
+        return ref.lower()
     if _BAD_REF_RE.search(ref):
         raise InvalidSourceError(f"invalid ref {ref!r}: give a branch, tag or commit sha")
     return ref

@@ -69,18 +69,34 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 def _scrub(record: logging.LogRecord) -> None:
-    """Replace a record's message and traceback text with their redacted forms, in place."""
+    """Mask secrets in a record's message and traceback text, in place.
+
+    Records without secrets are left untouched, and a record's args keep their
+    shape when masking them is enough: formatters such as uvicorn's access log
+    unpack `record.args` and would fail on a record flattened to one string.
+    """
+    if record.exc_info and record.exc_info[1] is not None:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        record.exc_info = None
     try:
         message = record.getMessage()
     except (TypeError, ValueError):
         message = f"{record.msg} {record.args}"
     cleaned = redact(message)
-    if record.exc_info and record.exc_info[1] is not None:
-        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-        record.exc_info = None
-    if cleaned != message or record.args:
-        record.msg = cleaned
-        record.args = None
+    if cleaned == message:
+        return
+    if isinstance(record.args, tuple) and record.args and isinstance(record.msg, str):
+        original = (record.msg, record.args)
+        record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        record.msg = redact(record.msg)
+        try:
+            if redact(record.getMessage()) == record.getMessage():
+                return
+        except (TypeError, ValueError):
+            pass
+        record.msg, record.args = original
+    record.msg = cleaned
+    record.args = None
 
 
 class RedactingFilter(logging.Filter):

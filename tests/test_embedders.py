@@ -173,11 +173,13 @@ def test_missing_or_damaged_model_is_built_on_first_use(tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
     (models / model_filename(INT8_MODEL)).write_bytes(b"truncated garbage")
+    stale = models / "minilm-l6-v2.v0.onnx"
+    stale.write_bytes(b"an older graph version")
     embedder = get_embedder(settings(REPOLENS_MODEL_DIR=str(models)), cache_vectors=False)
     assert embedder.name == INT8_MODEL
     assert embedder.embed_query(SORT_CODE).shape == (384,)
     assert (models / model_filename(FLOAT_MODEL)).stat().st_size > 80_000_000
-    assert not list(models.glob("*.tmp"))
+    assert not list(models.glob("*.tmp")) and not stale.exists()
     installed = get_embedder(settings(), cache_vectors=False)
     assert np.allclose(embedder.embed_query(SORT_CODE), installed.embed_query(SORT_CODE), atol=1e-6)
 

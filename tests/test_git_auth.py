@@ -61,7 +61,7 @@ def argv_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    install_log_redaction()
+    """Every log record at DEBUG (git's own messages included), as the code under test wrote them."""
     caplog.set_level(logging.DEBUG)
     yield caplog
 
@@ -114,6 +114,7 @@ def test_right_token_clones_with_the_platform_scheme(
     commit = checkout(source, dest, token=git_http_server.token, username=username, progress=progress.append)
 
     assert commit == sha
+    assert any("Receiving objects" in line for line in progress)
     assert (dest / "src" / "app.py").read_text() == FILES["src/app.py"]
     assert {request.user for request in git_http_server.requests} == {expected_user}
     assert all(request.authorized for request in git_http_server.requests)
@@ -182,6 +183,7 @@ def test_token_pasted_in_the_url_is_used_but_never_stored(
 
     assert git_http_server.requests[-1].authorized
     assert git_http_server.token not in (dest / ".git" / "config").read_text()
+    install_log_redaction()  # what the CLI and the server do at start-up
     logging.getLogger("repolens.test").warning("ingesting %s", pasted)
     _assert_no_leak(git_http_server.token, [tmp_path], [logs.text])
 
@@ -250,8 +252,11 @@ def test_failed_fetch_keeps_the_existing_clone(git_http_server: GitHttpServer, t
     assert checkout(source, dest, token=git_http_server.token) == sha
 
 
-def test_unreachable_host(refused_port: int, tmp_path: Path) -> None:
-    source = resolve_source(f"http://127.0.0.1:{refused_port}/team/app.git")
+@pytest.mark.parametrize(
+    "remote", ["http://127.0.0.1:{port}/team/app.git", "ssh://git@127.0.0.1:{port}/team/app.git"]
+)
+def test_unreachable_host(remote: str, refused_port: int, tmp_path: Path) -> None:
+    source = resolve_source(remote.format(port=refused_port))
     with pytest.raises(HostUnreachableError) as caught:
         checkout(source, tmp_path / "clone", token="rl-some-token-value", timeout=30)
     assert caught.value.code == "unreachable"

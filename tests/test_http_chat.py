@@ -122,6 +122,7 @@ def test_client_disconnect_closes_the_provider_stream(
     assert server_errors(caplog) == []
 
 
+@pytest.mark.slow
 def test_repolens_serve_uses_port_from_the_environment(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PORT": str(port), "REPOLENS_HOME": str(tmp_path / "home")}

@@ -70,3 +70,27 @@ def test_log_records_from_any_logger_are_redacted(caplog: pytest.LogCaptureFixtu
     assert "other-pass" not in caplog.text
     assert "failed with ***" in caplog.text
     assert caplog.records[0].getMessage() == f"using {MASK} for https://{MASK}@example.com/x"
+
+
+def test_records_keep_their_args_for_formatters_that_unpack_them() -> None:
+    """uvicorn's access formatter unpacks `record.args`; masking must not flatten them."""
+    secret = "rl-args-secret-0123456789"
+    register_secret(secret)
+    install_log_redaction()
+    logger = logging.getLogger("repolens.tests.access")
+    clean_args = ("127.0.0.1:5000", "GET", "/health", "1.1", 200)
+    record = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', clean_args, None
+    )
+    assert record.args == clean_args
+
+    secret_args = ("127.0.0.1:5000", "GET", f"/api?token={secret}", "1.1", 200)
+    record = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', secret_args, None
+    )
+    assert isinstance(record.args, tuple) and len(record.args) == 5
+    assert secret not in record.getMessage()
+    assert record.args[2] == f"/api?token={MASK}"
+
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "token=%s", (secret,), None)
+    assert record.getMessage() == f"token={MASK}"

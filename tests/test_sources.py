@@ -154,8 +154,26 @@ REMOTE_CASES = [
         None,
         "github.com/encode/httpx",
         "github",
-        "ssh://git@github.com/encode/httpx.git",
-        "ssh://git@github.com/encode/httpx.git",
+        "git@github.com:encode/httpx.git",
+        "git@github.com:encode/httpx.git",
+    ),
+    (
+        "git@plain.example.com:projects/app",
+        None,
+        None,
+        "plain.example.com/projects/app",
+        "git",
+        "git@plain.example.com:projects/app",
+        "git@plain.example.com:projects/app",
+    ),
+    (
+        "ssh://git@plain.example.com/srv/git/app",
+        None,
+        None,
+        "plain.example.com/srv/git/app",
+        "git",
+        "ssh://git@plain.example.com/srv/git/app",
+        "ssh://git@plain.example.com/srv/git/app",
     ),
     (
         "git@gitlab.com:group/sub/repo.git",
@@ -163,8 +181,8 @@ REMOTE_CASES = [
         "main",
         "gitlab.com/group/sub/repo@main",
         "gitlab",
-        "ssh://git@gitlab.com/group/sub/repo.git",
-        "ssh://git@gitlab.com/group/sub/repo.git",
+        "git@gitlab.com:group/sub/repo.git",
+        "git@gitlab.com:group/sub/repo.git",
     ),
     (
         "ssh://git@git.example.com:2222/team/app.git",
@@ -384,6 +402,11 @@ def test_git_repository_without_commits_has_no_commit(tmp_path: Path) -> None:
     assert is_git_checkout(tmp_path / "fresh")
     assert local_commit(tmp_path / "fresh") is None
     assert local_commit(tmp_path / "missing") is None
+
+
+def test_commit_sha_refs_are_lower_case() -> None:
+    sha = "0123456789ABCDEF0123456789abcdef01234567"
+    assert resolve_source("https://github.com/a/b", ref=sha).ref == sha.lower()
 
 
 def test_commit_sha_detection() -> None:

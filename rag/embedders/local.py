@@ -25,7 +25,7 @@ from rag.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GRAPH_VERSION = 1  # bump when onnx_export changes the graph, so stale files are rebuilt
+GRAPH_VERSION = 2  # bump when onnx_export changes a model file, so stale files are rebuilt
 FLOAT_MODEL = "minilm-l6-v2"
 INT8_MODEL = "minilm-l6-v2-int8"
 DEFAULT_MODEL = INT8_MODEL
@@ -84,6 +84,9 @@ def _build(folder: Path, model: str) -> Path:
         if model == INT8_MODEL:
             log.info("quantising %s", target)
             quantize_int8(float_path, target)
+        for stale in folder.glob("minilm-*.v*.onnx"):  # files of other graph versions
+            if not stale.name.endswith(f".v{GRAPH_VERSION}.onnx"):
+                stale.unlink(missing_ok=True)
     return target
 
 
