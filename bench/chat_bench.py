@@ -10,8 +10,9 @@ Figures:
   first-token delay. That is the server's work before the model speaks (validation,
   hybrid retrieval with the query embedding, prompt building, the provider round trip over
   loopback) plus the frame's way back.
-- `levels`: for 1, 50, 100 and 200 concurrent conversations (starts spread over a ramp so all
-  are streaming at the peak), added first-token p50/p95, completed streams and errors.
+- `levels`: for 1, 50, 100 and 200 concurrent conversations (starts spread over a 4 s ramp,
+  each answer streaming 100 chunks at 20 chunks/s, so all are streaming at the peak), added
+  first-token p50/p95, completed streams, errors and the server's CPU use (cores).
   `sustained_streams` is the largest level with no errors and added p95 under the 50 ms target.
 Questions rotate over a fixed set, as in a team asking about one repository.
 Environment: `REPOLENS_BENCH_CHAT_LEVELS=1,50,100,200` to change the levels.
@@ -30,12 +31,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 PROVIDER_FIRST_DELAY_S = 0.2
-CHUNKS = 30
+CHUNKS = 100
 CHUNK_DELAY_S = 0.05
 TARGET_ADDED_P95_MS = 50.0
 DEFAULT_LEVELS = (1, 50, 100, 200)
-RAMP_PER_STREAM_S = 0.01
+RAMP_S = 4.0
 WARMUP = 5
 SAMPLES = 30
 LEVEL_TIMEOUT_S = 60.0
@@ -59,9 +62,9 @@ def _serve_provider(responses: int) -> None:
     provider = FakeProvider()
     provider.start()
     answer = " ".join(f"word{i}" for i in range(CHUNKS))
-    scripted = FakeResponse(
-        text=answer, chunks=CHUNKS, first_delay=PROVIDER_FIRST_DELAY_S, delay=CHUNK_DELAY_S
-    )
+    # The fake waits `first_delay + delay` before the first piece: together, the provider's own delay.
+    first_delay = PROVIDER_FIRST_DELAY_S - CHUNK_DELAY_S
+    scripted = FakeResponse(text=answer, chunks=CHUNKS, first_delay=first_delay, delay=CHUNK_DELAY_S)
     provider.script(*[scripted] * responses)
     print(provider.base_url, flush=True)
     sys.stdin.read()
@@ -84,6 +87,7 @@ async def _conversation(ws_url: str, body: dict[str, Any], delay: float) -> dict
             sent = time.perf_counter()
             await ws.send(json.dumps(body))
             first: float | None = None
+            timings: dict[str, Any] = {}
             while True:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 if frame["type"] == "token" and first is None:
@@ -91,10 +95,14 @@ async def _conversation(ws_url: str, body: dict[str, Any], delay: float) -> dict
                 elif frame["type"] == "error":
                     return {"error": frame["code"]}
                 elif frame["type"] == "done":
+                    timings = frame["timings"]
                     break
         if first is None:
             return {"error": "no_tokens"}
-        return {"added_ms": (first - sent - PROVIDER_FIRST_DELAY_S) * 1000}
+        return {
+            "added_ms": (first - sent - PROVIDER_FIRST_DELAY_S) * 1000,
+            "retrieval_ms": timings["retrieval_ms"],
+        }
     except Exception as error:
         return {"error": type(error).__name__}
 
@@ -110,15 +118,23 @@ def _request(repo: Path, question: str) -> dict[str, Any]:
     }
 
 
-async def _level(ws_url: str, repo: Path, streams: int) -> dict[str, Any]:
+def _cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    return {name: sum(process.cpu_times()[:2]) for name, process in processes.items()}
+
+
+async def _level(
+    ws_url: str, repo: Path, streams: int, processes: dict[str, psutil.Process]
+) -> dict[str, Any]:
+    """`streams` conversations starting over `RAMP_S`; each streams longer than the ramp, so all overlap."""
     bodies = [_request(repo, QUESTIONS[i % len(QUESTIONS)]) for i in range(streams)]
     started = time.perf_counter()
+    cpu_before = _cpu_seconds(processes)
     results = await asyncio.wait_for(
-        asyncio.gather(
-            *(_conversation(ws_url, body, i * RAMP_PER_STREAM_S) for i, body in enumerate(bodies))
-        ),
+        asyncio.gather(*(_conversation(ws_url, body, i * RAMP_S / streams) for i, body in enumerate(bodies))),
         LEVEL_TIMEOUT_S,
     )
+    wall = time.perf_counter() - started
+    cpu_after = _cpu_seconds(processes)
     added = [result["added_ms"] for result in results if "added_ms" in result]
     errors: dict[str, int] = {}
     for result in results:
@@ -130,19 +146,20 @@ async def _level(ws_url: str, repo: Path, streams: int) -> dict[str, Any]:
         "errors": errors,
         "added_first_token_p50_ms": _percentile(added, 0.5),
         "added_first_token_p95_ms": _percentile(added, 0.95),
-        "wall_s": round(time.perf_counter() - started, 2),
+        "wall_s": round(wall, 2),
+        "cpu_cores": {name: round((cpu_after[name] - cpu_before[name]) / wall, 2) for name in processes},
     }
 
 
-async def _sequential(ws_url: str, repo: Path) -> list[float]:
+async def _sequential(ws_url: str, repo: Path) -> list[dict[str, float]]:
     """Added first-token latency of one conversation at a time (after a warm-up)."""
-    added = []
+    results = []
     for i in range(WARMUP + SAMPLES):
         body = _request(repo, QUESTIONS[i % len(QUESTIONS)])
         result = await _conversation(ws_url, body, 0.0)
         if i >= WARMUP and "added_ms" in result:
-            added.append(result["added_ms"])
-    return added
+            results.append(result)
+    return results
 
 
 def _wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -210,7 +227,9 @@ def run() -> dict[str, Any]:
             _wait_for_health(base_url, server)
             ws_url = f"ws://127.0.0.1:{port}"
             sequential = asyncio.run(_sequential(ws_url, repo))
-            results = [asyncio.run(_level(ws_url, repo, streams)) for streams in levels]
+            results = [
+                asyncio.run(_level(ws_url, repo, streams, psutil.Process(server.pid))) for streams in levels
+            ]
         finally:
             for process in (server, provider):
                 if process is not None:
@@ -233,8 +252,9 @@ def run() -> dict[str, Any]:
         "stream": {"chunks": CHUNKS, "chunk_delay_ms": CHUNK_DELAY_S * 1000},
         "added_first_token_ms": {
             "requests": len(sequential),
-            "p50": _percentile(sequential, 0.5),
-            "p95": _percentile(sequential, 0.95),
+            "p50": _percentile([result["added_ms"] for result in sequential], 0.5),
+            "p95": _percentile([result["added_ms"] for result in sequential], 0.95),
+            "of_which_retrieval_p50": _percentile([result["retrieval_ms"] for result in sequential], 0.5),
         },
         "levels": results,
         "sustained_streams": sustained,

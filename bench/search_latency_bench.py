@@ -14,6 +14,7 @@ are embedded by the real default embedder, each one new, so the query cache neve
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import random
 import shutil
@@ -58,10 +59,10 @@ class Generator:
             words.add("".join(self.random.choices(_SYLLABLES, k=self.random.randint(2, 4))))
         self.words = sorted(words)
         self.random.shuffle(self.words)
-        self.weights = [1 / (rank + 1) ** 1.05 for rank in range(VOCABULARY)]
+        self.cumulative = list(itertools.accumulate(1 / (rank + 1) ** 1.05 for rank in range(VOCABULARY)))
 
     def word(self) -> str:
-        return self.random.choices(self.words, self.weights)[0]
+        return self.random.choices(self.words, cum_weights=self.cumulative)[0]
 
     def identifier(self) -> str:
         parts = [self.word() for _ in range(self.random.randint(1, 3))]

@@ -35,10 +35,10 @@ MIN_MAX_TOKENS = 16
 # tried at once when cutting it (a wrong guess only makes a piece shorter, never over budget).
 _MAX_CHARS_PER_TOKEN = 8
 # Relative error allowed for an estimate from characters; within it, the text is counted.
-_ESTIMATE_ERROR = 0.1
-# Prior for the chars-per-token ratio of a language, worth this many observed tokens.
+_ESTIMATE_ERROR = 0.3
+# Prior for a file's chars-per-token ratio, worth this many counted tokens.
 _PRIOR_CHARS_PER_TOKEN = 3.0
-_PRIOR_WEIGHT = 2_000
+_PRIOR_WEIGHT = 500
 
 Symbol = tuple[str, ...]
 
@@ -102,21 +102,9 @@ class Chunker:
         self.count_tokens = count_tokens
         self.overlap_lines = max(0, overlap_lines)
         self._parsers: dict[str, Parser] = {}
-        self._observed: dict[str, list[int]] = {}
-
-    def observe(self, language: str, chars: int, tokens: int) -> None:
-        """Learn the chars-per-token ratio of a language from an exact count."""
-        totals = self._observed.setdefault(language, [0, 0])
-        totals[0] += chars
-        totals[1] += tokens
-
-    def chars_per_token(self, language: str) -> float:
-        chars, counted = self._observed.get(language, (0, 0))
-        prior_chars = _PRIOR_CHARS_PER_TOKEN * _PRIOR_WEIGHT
-        return (chars + prior_chars) / (counted + _PRIOR_WEIGHT)
 
     def chunk(self, file: SourceText) -> list[Chunk]:
-        """The chunks of `file` in line order; every non-blank line is in at least one."""
+        """The chunks of `file` in line order; every line is in at least one (blank files give none)."""
         return _FileChunker(self, file).run()
 
     def parser(self, language: str) -> Parser | None:
@@ -132,9 +120,9 @@ class Chunker:
 class _FileChunker:
     """The state of chunking one file: its lines, their offsets and the header costs already paid for.
 
-    Planning works on estimates (characters divided by the chars-per-token ratio observed so far for
-    the language) and counts exactly only when an estimate is close to the budget; every finished
-    chunk is counted exactly once.
+    Planning works on estimates (characters divided by the chars-per-token ratio observed so far in
+    this file, so a file always chunks the same way whatever came before it) and counts exactly only
+    when an estimate is close to the budget; every finished chunk is counted exactly once.
     """
 
     def __init__(self, chunker: Chunker, file: SourceText) -> None:
@@ -150,6 +138,8 @@ class _FileChunker:
         self.separator = " > " if file.language in _HEADING_PARSERS else "."
         self._header_tokens: dict[Symbol, int] = {}
         self._counted: dict[tuple[int, int, Symbol], int] = {}
+        self._observed_chars = _PRIOR_CHARS_PER_TOKEN * _PRIOR_WEIGHT
+        self._observed_tokens = float(_PRIOR_WEIGHT)
         digits = str(max(len(lines), 1))
         self._header_template = f"# {self.path}:{digits}-{digits}"
 
@@ -158,8 +148,30 @@ class _FileChunker:
             return []
         parts = self._root_parts()
         whole = self._fits(self._measure(0, len(self.lines), _merged_symbol([part.symbol for part in parts])))
-        spans = [whole] if whole is not None else self._arrange(parts)
+        spans = [whole] if whole is not None else self._fold_blank_spans(self._arrange(parts))
         return [chunk for span in spans for chunk in self._emit(span) if chunk.text.strip()]
+
+    def _fold_blank_spans(self, spans: list[_Span]) -> list[_Span]:
+        """Blank lines that would make a chunk of their own join a neighbouring chunk instead."""
+        folded: list[_Span] = []
+        waiting: _Span | None = None
+        for span in spans:
+            previous = folded[-1] if folded else None
+            if span.text is None and not any(line.strip() for line in self.lines[span.start : span.end]):
+                if previous is not None and previous.text is None and previous.end >= span.start:
+                    folded[-1] = replace(previous, end=max(previous.end, span.end))
+                else:
+                    waiting = span
+                continue
+            if waiting is not None and span.text is None and waiting.end >= span.start:
+                span = replace(span, start=min(waiting.start, span.start))
+            elif waiting is not None:
+                folded.append(waiting)
+            waiting = None
+            folded.append(span)
+        if waiting is not None:
+            folded.append(waiting)
+        return folded
 
     # planning -----------------------------------------------------------------------------------
 
@@ -213,14 +225,14 @@ class _FileChunker:
             return self._arrange(children)
         return self._windows(part.start, part.end, part.symbol)
 
-    def _windows(self, start: int, end: int, symbol: Symbol, shrink: int = 0) -> list[_Span]:
+    def _windows(self, start: int, end: int, symbol: Symbol) -> list[_Span]:
         """Overlapping windows of whole lines; a line too long on its own is cut by tokens."""
-        budget = self._budget(symbol) - shrink
-        ratio = self.chunker.chars_per_token(self.language)
+        budget = self._budget(symbol)
+        ratio = self._chars_per_token()
         spans: list[_Span] = []
         first = start
         while first < end:
-            if not self._fits(self._measure(first, first + 1, symbol), budget):
+            if not self._fits(self._measure(first, first + 1, symbol)):
                 spans.extend(self._cut_line(first, symbol))
                 first += 1
                 continue
@@ -233,7 +245,7 @@ class _FileChunker:
             if stop >= end:
                 break
             overlap = min(self.chunker.overlap_lines, (stop - first) // 2)
-            next_fits = self._fits(self._measure(stop, stop + 1, symbol), budget)
+            next_fits = self._fits(self._measure(stop, stop + 1, symbol))
             first = max(stop - overlap, first + 1) if next_fits else stop
         return spans
 
@@ -292,7 +304,8 @@ class _FileChunker:
         elif span.end - span.start == 1:
             pieces = self._cut_line(span.start, span.symbol)
         else:
-            pieces = self._windows(span.start, span.end, span.symbol, shrink=excess)
+            # The estimate was wrong; the count just made has corrected the ratio windows use.
+            pieces = self._windows(span.start, span.end, span.symbol)
             if len(pieces) == 1 and pieces[0].text is None:
                 middle = (span.start + span.end) // 2
                 pieces = [
@@ -311,16 +324,16 @@ class _FileChunker:
     def _measure(self, start: int, end: int, symbol: Symbol) -> _Span:
         """A span for lines [start, end) with its estimated tokens (characters / observed ratio)."""
         chars = self._offsets[end] - self._offsets[start] - 1
-        tokens = chars / self.chunker.chars_per_token(self.language)
+        tokens = chars / self._chars_per_token()
         return _Span(start, end, symbol, tokens, tokens * _ESTIMATE_ERROR + 2)
 
-    def _fits(self, span: _Span, budget: int | None = None) -> _Span | None:
+    def _fits(self, span: _Span) -> _Span | None:
         """`span` if it fits (with exact tokens if they had to be counted), else None.
 
         Counts only when the estimate and its error cannot tell, and remembers the count so a span
         emitted as it is is never counted twice.
         """
-        budget = self._budget(span.symbol) if budget is None else budget
+        budget = self._budget(span.symbol)
         if span.tokens + span.slack <= budget:
             return span
         if span.tokens - span.slack > budget:
@@ -333,14 +346,18 @@ class _FileChunker:
             )
             self._counted[key] = self._count(chunk.embed_text)
         counted = self._counted[key]
-        if counted > self.chunker.max_tokens - (self._budget(span.symbol) - budget):
+        if counted > self.chunker.max_tokens:
             return None
         return replace(span, tokens=counted - self._header(span.symbol), slack=0.0)
 
     def _count(self, text: str) -> int:
         count = self.chunker.count_tokens(text)
-        self.chunker.observe(self.language, len(text), count)
+        self._observed_chars += len(text)
+        self._observed_tokens += count
         return count
+
+    def _chars_per_token(self) -> float:
+        return self._observed_chars / self._observed_tokens
 
     def _header(self, symbol: Symbol) -> int:
         """Tokens of the header (with the widest line numbers) and its newline."""
@@ -364,12 +381,15 @@ class _FileChunker:
 
 
 def _merged_symbol(symbols: Sequence[Symbol]) -> Symbol:
-    """The symbol of merged parts: their common enclosing scope, ignoring parts outside any symbol.
+    """The symbol of merged parts: the most specific name they share.
 
-    `import x` + `def foo` is `foo`; `Client.send` + `Client.close` is `Client`; `foo` + `bar` is
-    module level (no symbol).
+    Parts outside a definition's body (imports, a class's own header and fields) only give context,
+    so they do not widen the symbol: `import x` + `def foo` is `foo`, the header of `class Client` +
+    `Client.send` is `Client.send`. Two definitions give their common scope: `Client.send` +
+    `Client.close` is `Client`, and `foo` + `bar` is module level (no symbol).
     """
-    named = [symbol for symbol in symbols if symbol]
+    distinct = set(symbols)
+    named = [s for s in distinct if s and not any(len(o) > len(s) and o[: len(s)] == s for o in distinct)]
     if not named:
         return ()
     common = named[0]

@@ -92,8 +92,6 @@ _GRAMMARS: dict[str, tuple[str, str]] = {
     "csharp": ("tree_sitter_c_sharp", "language"),
 }
 
-DOCUMENT_LANGUAGES = frozenset({"markdown", "rst"})
-
 
 def language_for(path: str, text: str | None = None) -> str:
     """The language of `path` (posix, relative); `text` refines extension-less scripts and `.h` headers."""
@@ -115,11 +113,6 @@ def language_for(path: str, text: str | None = None) -> str:
 
 def has_grammar(language: str) -> bool:
     return language in _GRAMMARS
-
-
-def supported_grammars() -> list[str]:
-    """Languages chunked by syntax, for the README and `/health`-style reports."""
-    return sorted(_GRAMMARS)
 
 
 @functools.cache

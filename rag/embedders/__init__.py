@@ -16,7 +16,9 @@ __all__ = ["CachedEmbedder", "Embedder", "EmbedderError", "get_embedder"]
 
 def _local(settings: Settings) -> Embedder:
     model = (settings.get("REPOLENS_EMBEDDING_MODEL") or DEFAULT_MODEL).strip().lower()
-    threads = settings.get("REPOLENS_EMBEDDER_THREADS")
+    threads = settings.get("REPOLENS_EMBEDDER_THREADS") or ""
+    if threads and not (threads.isdigit() and int(threads) > 0):
+        raise EmbedderError(f"REPOLENS_EMBEDDER_THREADS must be a whole number >= 1, not {threads!r}")
     return load_local_embedder(settings, model, int(threads) if threads else None)
 
 

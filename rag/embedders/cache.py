@@ -8,6 +8,7 @@ different models apart; WAL mode lets several processes read and write at once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import threading
 import urllib.parse
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from rag.embedders.base import Embedder, Progress, empty
+
+log = logging.getLogger(__name__)
 
 _LOOKUP_BATCH = 500
 _SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (hash BLOB PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID"
@@ -36,15 +39,36 @@ class CachedEmbedder:
     def __init__(self, embedder: Embedder, cache_dir: Path) -> None:
         self.inner = embedder
         self.name = embedder.name
-        self.dimension = embedder.dimension
-        self.max_tokens = embedder.max_tokens
         self.path = cache_file(cache_dir, embedder.name)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as error:
+            log.warning("the vector cache %s is unreadable (%s); starting a new one", self.path, error)
+            for leftover in self.path.parent.glob(f"{self.path.name}*"):
+                leftover.unlink()
+            self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    @property
+    def dimension(self) -> int:
+        """Read through: a remote embedder may learn its dimension only from its first answer."""
+        return self.inner.dimension
+
+    @property
+    def max_tokens(self) -> int:
+        return self.inner.max_tokens
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)

@@ -33,7 +33,7 @@ LOCAL_MODELS = (FLOAT_MODEL, INT8_MODEL)
 # Dynamic quantisation scales each MatMul input by its whole-tensor range, so in a batch a text's
 # vector would depend on its neighbours; one text per run keeps every vector a function of its
 # text alone (cache hits, queries and documents agree), and 256-token inputs keep the GEMMs efficient.
-BATCH_SIZES = {FLOAT_MODEL: 16, INT8_MODEL: 1}
+BATCH_SIZES = {FLOAT_MODEL: 8, INT8_MODEL: 1}
 
 
 def available_cpus() -> int:
@@ -111,13 +111,16 @@ def ensure_model(settings: Settings, model: str = DEFAULT_MODEL, *, rebuild: boo
 
 
 class OnnxForward:
-    """`Forward` for `MiniLMEmbedder` over an onnxruntime session (whose `run` is thread-safe)."""
+    """`Forward` for `MiniLMEmbedder` over an onnxruntime session (whose `run` is thread-safe).
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    Each run uses only its caller's thread: `MiniLMEmbedder` runs one batch per core in parallel.
+    """
+
+    def __init__(self, path: Path) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or available_cpus()
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
@@ -129,18 +132,20 @@ class OnnxForward:
 
 
 @functools.cache
-def _open(path: Path, model: str, threads: int | None) -> MiniLMEmbedder:
+def _open(path: Path, model: str, workers: int | None) -> MiniLMEmbedder:
     """One per process and model file: a session holds ~100 MB and serves every thread."""
-    return MiniLMEmbedder(OnnxForward(path, threads), name=model, batch_size=BATCH_SIZES[model])
+    return MiniLMEmbedder(
+        OnnxForward(path), name=model, batch_size=BATCH_SIZES[model], workers=workers or available_cpus()
+    )
 
 
 def load_local_embedder(
-    settings: Settings, model: str = DEFAULT_MODEL, threads: int | None = None
+    settings: Settings, model: str = DEFAULT_MODEL, workers: int | None = None
 ) -> MiniLMEmbedder:
-    """Load (building first if needed); a damaged model file is rebuilt once."""
+    """Load (building first if needed); a damaged model file is rebuilt once. Default: a worker per CPU."""
     path = ensure_model(settings, model)
     try:
-        return _open(path, model, threads)
+        return _open(path, model, workers)
     except Exception as error:  # onnxruntime raises its own exception types for unreadable files
         log.warning("the ONNX model %s could not be loaded (%s); rebuilding it", path, error)
-        return _open(ensure_model(settings, model, rebuild=True), model, threads)
+        return _open(ensure_model(settings, model, rebuild=True), model, workers)

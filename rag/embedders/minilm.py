@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -65,14 +66,22 @@ def pad_batch(encodings: Sequence[Encoding]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class MiniLMEmbedder:
-    """Batched, length-sorted embedding with a pluggable forward pass; safe to share between threads."""
+    """Batched, length-sorted embedding with a pluggable forward pass; safe to share between threads.
+
+    Batches run on `workers` threads at once (the forward pass releases the GIL):
+    one single-threaded run per core scales better than splitting every operator
+    across cores, and does not spin-wait when other processes compete for the CPU.
+    """
 
     dimension = DIMENSION
     max_tokens = WINDOW
 
-    def __init__(self, forward: Forward, name: str, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self, forward: Forward, name: str, batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1
+    ) -> None:
         self.name = name
         self.batch_size = batch_size
+        self.workers = workers
         self._forward = forward
         self._tokenizer = load_tokenizer(WINDOW)
         self._counter = load_tokenizer(None)
@@ -86,14 +95,19 @@ class MiniLMEmbedder:
             return empty(self.dimension)
         encodings = self._tokenizer.encode_batch(list(texts))
         order = sorted(range(len(texts)), key=lambda index: len(encodings[index].ids))
+        groups = list(batches(order, self.batch_size))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+
+        def run(batch: Sequence[int]) -> np.ndarray:
+            return self._forward(*pad_batch([encodings[index] for index in batch]))
+
         done = 0
-        for batch in batches(order, self.batch_size):
-            ids, mask = pad_batch([encodings[index] for index in batch])
-            vectors[list(batch)] = self._forward(ids, mask)
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(texts))
+        with ThreadPoolExecutor(max(1, min(self.workers, len(groups)))) as pool:
+            for batch, result in zip(groups, pool.map(run, groups), strict=True):
+                vectors[list(batch)] = result
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(texts))
         return vectors
 
     def embed_query(self, text: str) -> np.ndarray:

@@ -21,9 +21,8 @@ from rag.redact import redact, register_secret
 from rag.settings import Settings
 from rag.tokens import count_tokens
 
-DEFAULT_WINDOW = (
-    512  # tiktoken tokens per chunk: small enough for precise retrieval, within every model's limit
-)
+# tiktoken tokens per chunk: small enough for precise retrieval, within every model's input limit
+DEFAULT_WINDOW = 512
 DEFAULT_AZURE_VERSION = "2024-10-21"
 GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 RETRIES = 2
