@@ -3,18 +3,22 @@
 Three processes, so the load generator never shares an event loop (or GIL) with what it
 measures: the fake OpenAI-style provider (`tests.support.fake_provider`, scripted with a fixed
 first-token delay and chunk pace), `repolens serve` on a data dir where the fixture repository
-is indexed, and this process driving WebSocket clients.
+is indexed, and this process driving the clients.
 
 Figures:
-- `added_first_token_ms`: request sent → first `token` frame, minus the provider's own
-  first-token delay. That is the server's work before the model speaks (validation,
-  hybrid retrieval with the query embedding, prompt building, the provider round trip over
-  loopback) plus the frame's way back.
+- `added_first_token_ms`: one conversation at a time, request sent → first `token` frame,
+  minus the provider's own first-token delay (200 ms). That is the server's work before the
+  model speaks (validation, hybrid retrieval with the query embedding, prompt building, the
+  provider request over loopback) plus the frame's way back. Short answers (5 chunks).
 - `levels`: for 1, 50, 100 and 200 concurrent conversations (starts spread over a 4 s ramp,
-  each answer streaming 100 chunks at 20 chunks/s, so all are streaming at the peak), added
-  first-token p50/p95, completed streams, errors and the server's CPU use (cores).
-  `sustained_streams` is the largest level with no errors and added p95 under the 50 ms target.
-Questions rotate over a fixed set, as in a team asking about one repository.
+  each answer streaming 100 chunks at 20 chunks/s, so all are streaming at the peak): first
+  token p50/p95 through the server, the same load sent straight to the fake provider
+  (`provider_direct_*`: what the provider itself does at that concurrency), the difference
+  (`added_*`: the server's share), completed streams, errors, and the CPU use (cores) of the
+  server, the fake provider and the clients. `sustained_streams` is the largest level with no
+  errors and an added p95 under the 50 ms target.
+Questions rotate over a fixed set, as in a team asking about one repository. The machine's other
+load shows up in every figure: run it on an idle machine.
 Environment: `REPOLENS_BENCH_CHAT_LEVELS=1,50,100,200` to change the levels.
 """
 
@@ -31,10 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 PROVIDER_FIRST_DELAY_S = 0.2
 CHUNKS = 100
+SHORT_CHUNKS = 5
 CHUNK_DELAY_S = 0.05
 TARGET_ADDED_P95_MS = 50.0
 DEFAULT_LEVELS = (1, 50, 100, 200)
@@ -55,17 +61,18 @@ QUESTIONS = (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _serve_provider(responses: int) -> None:
-    """Subprocess entry: a fake provider scripted with `responses` identical slow answers."""
+def _serve_provider(short: int, long: int) -> None:
+    """Subprocess entry: a fake provider scripted with `short` short answers, then `long` long ones."""
     from tests.support.fake_provider import FakeProvider, FakeResponse
 
     provider = FakeProvider()
     provider.start()
-    answer = " ".join(f"word{i}" for i in range(CHUNKS))
     # The fake waits `first_delay + delay` before the first piece: together, the provider's own delay.
     first_delay = PROVIDER_FIRST_DELAY_S - CHUNK_DELAY_S
-    scripted = FakeResponse(text=answer, chunks=CHUNKS, first_delay=first_delay, delay=CHUNK_DELAY_S)
-    provider.script(*[scripted] * responses)
+    for count, chunks in ((short, SHORT_CHUNKS), (long, CHUNKS)):
+        answer = " ".join(f"word{i}" for i in range(chunks))
+        scripted = FakeResponse(text=answer, chunks=chunks, first_delay=first_delay, delay=CHUNK_DELAY_S)
+        provider.script(*[scripted] * count)
     print(provider.base_url, flush=True)
     sys.stdin.read()
 
@@ -99,10 +106,7 @@ async def _conversation(ws_url: str, body: dict[str, Any], delay: float) -> dict
                     break
         if first is None:
             return {"error": "no_tokens"}
-        return {
-            "added_ms": (first - sent - PROVIDER_FIRST_DELAY_S) * 1000,
-            "retrieval_ms": timings["retrieval_ms"],
-        }
+        return {"first_ms": (first - sent) * 1000, "retrieval_ms": timings["retrieval_ms"]}
     except Exception as error:
         return {"error": type(error).__name__}
 
@@ -122,10 +126,37 @@ def _cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
     return {name: sum(process.cpu_times()[:2]) for name, process in processes.items()}
 
 
+async def _direct_stream(client: httpx.AsyncClient, provider_url: str, delay: float) -> float | None:
+    """First-token ms of one streaming request sent straight to the provider (OpenAI wire format)."""
+    await asyncio.sleep(delay)
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": QUESTIONS[0]}]}
+    sent = time.perf_counter()
+    first: float | None = None
+    async with client.stream("POST", f"{provider_url}/chat/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if first is None and line.startswith("data: {"):
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                if choices[0].get("delta", {}).get("content"):
+                    first = (time.perf_counter() - sent) * 1000
+    return first
+
+
+async def _provider_direct(provider_url: str, streams: int) -> list[float]:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None)) as client:
+        firsts = await asyncio.wait_for(
+            asyncio.gather(
+                *(_direct_stream(client, provider_url, i * RAMP_S / streams) for i in range(streams))
+            ),
+            LEVEL_TIMEOUT_S,
+        )
+    return [first for first in firsts if first is not None]
+
+
 async def _level(
-    ws_url: str, repo: Path, streams: int, processes: dict[str, psutil.Process]
+    ws_url: str, provider_url: str, repo: Path, streams: int, processes: dict[str, psutil.Process]
 ) -> dict[str, Any]:
     """`streams` conversations starting over `RAMP_S`; each streams longer than the ramp, so all overlap."""
+    direct = await _provider_direct(provider_url, streams)
     bodies = [_request(repo, QUESTIONS[i % len(QUESTIONS)]) for i in range(streams)]
     started = time.perf_counter()
     cpu_before = _cpu_seconds(processes)
@@ -135,20 +166,22 @@ async def _level(
     )
     wall = time.perf_counter() - started
     cpu_after = _cpu_seconds(processes)
-    added = [result["added_ms"] for result in results if "added_ms" in result]
+    firsts = [result["first_ms"] for result in results if "first_ms" in result]
     errors: dict[str, int] = {}
     for result in results:
         if "error" in result:
             errors[result["error"]] = errors.get(result["error"], 0) + 1
-    return {
-        "streams": streams,
-        "completed": len(added),
-        "errors": errors,
-        "added_first_token_p50_ms": _percentile(added, 0.5),
-        "added_first_token_p95_ms": _percentile(added, 0.95),
-        "wall_s": round(wall, 2),
-        "cpu_cores": {name: round((cpu_after[name] - cpu_before[name]) / wall, 2) for name in processes},
-    }
+    figures: dict[str, Any] = {"streams": streams, "completed": len(firsts), "errors": errors}
+    for name, fraction in (("p50", 0.5), ("p95", 0.95)):
+        through, straight = _percentile(firsts, fraction), _percentile(direct, fraction)
+        figures[f"first_token_{name}_ms"] = through
+        figures[f"provider_direct_first_token_{name}_ms"] = straight
+        figures[f"added_{name}_ms"] = (
+            None if through is None or straight is None else round(through - straight, 1)
+        )
+    figures["wall_s"] = round(wall, 2)
+    figures["cpu_cores"] = {name: round((cpu_after[name] - cpu_before[name]) / wall, 2) for name in processes}
+    return figures
 
 
 async def _sequential(ws_url: str, repo: Path) -> list[dict[str, float]]:
@@ -157,14 +190,12 @@ async def _sequential(ws_url: str, repo: Path) -> list[dict[str, float]]:
     for i in range(WARMUP + SAMPLES):
         body = _request(repo, QUESTIONS[i % len(QUESTIONS)])
         result = await _conversation(ws_url, body, 0.0)
-        if i >= WARMUP and "added_ms" in result:
+        if i >= WARMUP and "first_ms" in result:
             results.append(result)
     return results
 
 
 def _wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -198,7 +229,7 @@ def run() -> dict[str, Any]:
             [
                 sys.executable,
                 "-c",
-                f"import bench.chat_bench as b; b._serve_provider({WARMUP + SAMPLES + sum(levels)})",
+                f"import bench.chat_bench as b; b._serve_provider({WARMUP + SAMPLES}, {2 * sum(levels)})",
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -227,8 +258,13 @@ def run() -> dict[str, Any]:
             _wait_for_health(base_url, server)
             ws_url = f"ws://127.0.0.1:{port}"
             sequential = asyncio.run(_sequential(ws_url, repo))
+            processes = {
+                "server": psutil.Process(server.pid),
+                "provider": psutil.Process(provider.pid),
+                "clients": psutil.Process(),
+            }
             results = [
-                asyncio.run(_level(ws_url, repo, streams, psutil.Process(server.pid))) for streams in levels
+                asyncio.run(_level(ws_url, provider_url, repo, streams, processes)) for streams in levels
             ]
         finally:
             for process in (server, provider):
@@ -243,17 +279,19 @@ def run() -> dict[str, Any]:
             for level in results
             if not level["errors"]
             and level["completed"] == level["streams"]
-            and (level["added_first_token_p95_ms"] or 0) < TARGET_ADDED_P95_MS
+            and level["added_p95_ms"] is not None
+            and level["added_p95_ms"] < TARGET_ADDED_P95_MS
         ),
         default=0,
     )
+    added = [result["first_ms"] - PROVIDER_FIRST_DELAY_S * 1000 for result in sequential]
     return {
         "provider_first_token_delay_ms": PROVIDER_FIRST_DELAY_S * 1000,
         "stream": {"chunks": CHUNKS, "chunk_delay_ms": CHUNK_DELAY_S * 1000},
         "added_first_token_ms": {
             "requests": len(sequential),
-            "p50": _percentile([result["added_ms"] for result in sequential], 0.5),
-            "p95": _percentile([result["added_ms"] for result in sequential], 0.95),
+            "p50": _percentile(added, 0.5),
+            "p95": _percentile(added, 0.95),
             "of_which_retrieval_p50": _percentile([result["retrieval_ms"] for result in sequential], 0.5),
         },
         "levels": results,

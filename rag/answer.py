@@ -34,6 +34,7 @@ Event = dict[str, Any]
 T = TypeVar("T")
 
 DEFAULT_K = 10
+FOLLOW_UP_WORDS = 8
 # Output tokens kept free in the context window; capped by the model's own output limit.
 RESERVED_OUTPUT = 4096
 
@@ -82,6 +83,15 @@ def history_messages(history: Sequence[dict[str, str]]) -> list[Message]:
         for turn in history
         if turn.get("role") in ("user", "assistant") and (turn.get("content") or "").strip()
     ]
+
+
+def retrieval_query(request: AnswerRequest) -> str:
+    """What to search for. A short follow-up ("what does it return?") names nothing to find, so it is
+    searched together with the previous user question it refers to."""
+    previous = [turn.get("content", "") for turn in request.history if turn.get("role") == "user"]
+    if previous and len(request.question.split()) <= FOLLOW_UP_WORDS:
+        return f"{previous[-1]}\n{request.question}"
+    return request.question
 
 
 async def until_cancelled(events: AsyncIterator[T], cancel: asyncio.Event | None) -> AsyncIterator[T]:
@@ -150,7 +160,7 @@ class AnswerService:
         """Blocking work (index load, embedding, search); run in a thread."""
         index = self.store.open(request.repo_id)
         index.check_embedder(self.embedder)
-        hits = Retriever(index, self.embedder).search(request.question, request.k or DEFAULT_K)
+        hits = Retriever(index, self.embedder).search(retrieval_query(request), request.k or DEFAULT_K)
         pinned = None
         if request.file_path:
             path = request.file_path.strip().lstrip("/")

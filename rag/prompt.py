@@ -67,6 +67,8 @@ class PinnedFile:
 
 @dataclass
 class PromptResult:
+    """The messages to send and what was left out; hit lists keep the input's relevance order."""
+
     messages: list[Message]
     used_hits: list[SearchHit]
     dropped_hits: list[SearchHit]
@@ -155,8 +157,13 @@ def build_prompt(
     hit_costs = [count_tokens(render_hit(hit)) + 8 for hit in kept_hits]
     turn_costs = [_cost(turn.content) for turn in turns]
     pinned_text = file_pin.text if file_pin else ""
+    # A pinned file may take at most half the room, so one huge file cannot push out all retrieved
+    # code and the whole conversation.
+    pinned_room = (budget - fixed) // 2
+    pinned_truncated = count_tokens(pinned_text) > pinned_room
+    if pinned_truncated:
+        pinned_text = truncate_to_tokens(pinned_text, pinned_room)
     pinned_cost = count_tokens(render_pinned(file_pin, pinned_text)) if file_pin else 0
-    pinned_truncated = False
     dropped: list[SearchHit] = []
     dropped_turns = 0
 

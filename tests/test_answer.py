@@ -200,3 +200,14 @@ async def test_long_history_is_fitted_to_the_context_window(
     assert prompt_tokens + sent["max_completion_tokens"] <= window
     assert sent["messages"][-2]["content"].startswith("answer 39:"), "the newest turns are kept"
     assert sent["messages"][-1]["content"].endswith(f"Question: {QUESTION}")
+
+
+async def test_short_follow_up_is_searched_with_the_previous_question(indexed: Indexed) -> None:
+    history = [
+        {"role": "user", "content": "How does parse_forecasts work?"},
+        {"role": "assistant", "content": "It builds Forecast objects."},
+    ]
+    events = await run(
+        indexed.service(), AnswerRequest(indexed.repo_id, "What does it return?", history=history)
+    )
+    assert one(events, "sources")["sources"][0]["path"] == "weatherline/models.py"

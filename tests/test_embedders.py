@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -29,7 +30,7 @@ from api.cli import app
 from rag.embedders import CachedEmbedder, Embedder, EmbedderError, get_embedder
 from rag.embedders.cache import cache_file
 from rag.embedders.local import FLOAT_MODEL, INT8_MODEL, OnnxForward, ensure_model, model_filename
-from rag.embedders.minilm import MiniLMEmbedder
+from rag.embedders.minilm import MiniLMEmbedder, load_tokenizer
 from rag.embedders.reference import NumpyForward
 from rag.settings import Settings
 
@@ -45,13 +46,9 @@ TEXTS = [
 
 
 def settings(**env: str) -> Settings:
-    return Settings.from_env(dotenv=Path("/nonexistent/.env"), environ={**_base_env(), **env})
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return {"REPOLENS_HOME": os.environ["REPOLENS_HOME"]}
+    """Settings from an explicit environment: this test's data dir plus `env`, no `.env` file."""
+    environ = {"REPOLENS_HOME": os.environ["REPOLENS_HOME"], **env}
+    return Settings.from_env(environ=environ, dotenv=Path("/nonexistent/.env"))
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +63,11 @@ def reference_embedder() -> MiniLMEmbedder:
 
 def code_chunks(count: int) -> list[str]:
     """Real code from this repository, cut into windows of ~250 WordPiece tokens."""
-    embedder = MiniLMEmbedder(NumpyForward.__new__(NumpyForward), "tokenizer-only")
+    tokenizer = load_tokenizer(None)
     chunks: list[str] = []
     for path in sorted((ROOT / "rag").rglob("*.py")):
         text = path.read_text()
-        offsets = embedder._counter.encode(text, add_special_tokens=False).offsets
+        offsets = tokenizer.encode(text, add_special_tokens=False).offsets
         for start in range(0, len(offsets) - 250, 250):
             chunks.append(text[offsets[start][0] : offsets[start + 249][1]])
             if len(chunks) == count:
@@ -117,7 +114,7 @@ def test_embedder_contract_and_order_is_preserved() -> None:
 def test_window_is_256_tokens_not_the_packaged_128(float_embedder: MiniLMEmbedder) -> None:
     words = [f"token{index % 50}" for index in range(600)]
     text = " ".join(words)
-    encoding = float_embedder._counter.encode(text, add_special_tokens=False)
+    encoding = load_tokenizer(None).encode(text, add_special_tokens=False)
     head = text[: encoding.offsets[253][1]]  # 254 content tokens + [CLS] + [SEP] = 256
     short = text[: encoding.offsets[125][1]]
     full, window, first_128 = float_embedder.embed_documents([text, head, short])
@@ -178,6 +175,7 @@ def test_missing_or_damaged_model_is_built_on_first_use(tmp_path: Path) -> None:
     (models / model_filename(INT8_MODEL)).write_bytes(b"truncated garbage")
     stale = models / "minilm-l6-v2.v0.onnx"
     stale.write_bytes(b"an older graph version")
+    (models / ".minilm-l6-v2.v2.onnx.abc.tmp").write_bytes(b"left by a killed build")
     embedder = get_embedder(settings(REPOLENS_MODEL_DIR=str(models)), cache_vectors=False)
     assert embedder.name == INT8_MODEL
     assert embedder.embed_query(SORT_CODE).shape == (384,)
@@ -257,8 +255,10 @@ def test_get_embedder_caches_under_the_data_dir(repolens_home: Path) -> None:
 def test_cache_ignores_rows_of_the_wrong_size(repolens_home: Path) -> None:
     counting = CountingEmbedder(get_embedder(settings(), cache_vectors=False))
     cache = CachedEmbedder(counting, repolens_home / "cache")
-    digest = hashlib.sha256(TEXTS[0].encode()).digest()
-    cache._db.execute("INSERT INTO vectors VALUES (?, ?)", (digest, b"\x00" * 12))
+    with sqlite3.connect(cache.path) as db:  # a row left by a bug or another dimension
+        db.execute(
+            "INSERT INTO vectors VALUES (?, ?)", (hashlib.sha256(TEXTS[0].encode()).digest(), b"\0" * 12)
+        )
     vector = cache.embed_documents([TEXTS[0]])[0]
     assert counting.calls == [[TEXTS[0]]] and abs(float(np.linalg.norm(vector)) - 1) < 1e-5
 

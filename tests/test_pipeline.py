@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -16,7 +17,6 @@ from ingest.pipeline import EmptyRepositoryError
 from rag.embedders import Embedder
 from rag.errors import EmbedderMismatchError
 from rag.store import Store
-from tests.support.git_http_server import GitHttpServer
 from tests.support.repos import (
     FILES,
     INDEXED_PATHS,
@@ -26,6 +26,9 @@ from tests.support.repos import (
     make_fixture_repo,
     write_files,
 )
+
+if TYPE_CHECKING:
+    from tests.support.git_http_server import GitHttpServer
 
 pytest_plugins = ["tests.support.git_http_server", "tests.support.repos"]
 

@@ -125,3 +125,15 @@ def test_oversized_pinned_file_is_truncated_to_fit() -> None:
     assert result.pinned_truncated
     assert result.prompt_tokens <= 3000
     assert "1: line_0 = 0" in result.messages[-1].content
+
+
+def test_huge_pinned_file_leaves_room_for_retrieved_code_and_history() -> None:
+    text = "\n".join(f"row_{n} = {n}" for n in range(20_000))
+    history = [Message("user", "earlier question"), Message("assistant", "earlier answer")]
+    hits = [hit("pkg/a.py", 1, 10, 0.9)]
+    result = build_prompt(
+        "q?", history, hits, file_pin=PinnedFile("big.py", text), model_context=8000, reserve_output=1000
+    )
+    assert result.pinned_truncated
+    assert result.used_hits == hits and result.dropped_turns == 0
+    assert result.prompt_tokens <= 7000

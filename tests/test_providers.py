@@ -9,6 +9,7 @@ import socket
 import httpx
 import pytest
 
+from rag.errors import RepoLensError
 from rag.providers import (
     ChatRequest,
     Message,
@@ -349,3 +350,18 @@ def test_config_routes_in_deepwiki_shapes(live_server_factory, tmp_path) -> None
     google = next(entry for entry in models["providers"] if entry["id"] == "google")
     assert google["configured"] is True and google["env"][0] == "GOOGLE_API_KEY"
     assert "g-key-123456" not in json.dumps(models)
+
+
+@pytest.mark.parametrize("provider", ["openai", "google"])
+async def test_a_silent_model_times_out(fake_provider: FakeProvider, provider: str) -> None:
+    fake_provider.script(FakeResponse(text="too late", first_delay=2.0))
+    chat = get_provider(provider, settings_for(fake_provider, provider, REPOLENS_LLM_TIMEOUT="0.3"))
+    with pytest.raises(ProviderError) as caught:
+        await collect(chat, ChatRequest(QUESTION, model=chat.model))
+    assert caught.value.code == "timeout"
+
+
+def test_bad_timeout_setting_is_a_clear_error() -> None:
+    settings = Settings.from_env({"OPENAI_API_KEY": "sk-123456", "REPOLENS_LLM_TIMEOUT": "soon"})
+    with pytest.raises(RepoLensError, match="REPOLENS_LLM_TIMEOUT must be a positive number"):
+        get_provider("openai", settings)

@@ -101,29 +101,36 @@ class CachedEmbedder:
         return np.stack([found[key] for key in hashes]).astype(np.float32, copy=False)
 
     def _lookup(self, keys: set[bytes]) -> dict[bytes, np.ndarray]:
+        """Cached vectors by hash; a cache that cannot be read only costs re-embedding."""
         wanted = list(keys)
+        size = self.dimension * 4
         found: dict[bytes, np.ndarray] = {}
-        with self._lock:
-            for start in range(0, len(wanted), _LOOKUP_BATCH):
-                part = wanted[start : start + _LOOKUP_BATCH]
-                rows = self._db.execute(
-                    f"SELECT hash, vector FROM vectors WHERE hash IN ({','.join('?' * len(part))})", part
-                )
-                for key, blob in rows:
-                    if len(blob) == self.dimension * 4:
-                        found[key] = np.frombuffer(blob, dtype=np.float32)
+        try:
+            with self._lock:
+                for start in range(0, len(wanted), _LOOKUP_BATCH):
+                    part = wanted[start : start + _LOOKUP_BATCH]
+                    query = f"SELECT hash, vector FROM vectors WHERE hash IN ({','.join('?' * len(part))})"
+                    for key, blob in self._db.execute(query, part):
+                        if len(blob) == size:
+                            found[key] = np.frombuffer(blob, dtype=np.float32)
+        except sqlite3.Error as error:
+            log.warning("vector cache %s: lookup failed (%s); embedding everything", self.path, error)
         return found
 
     def _store(self, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
+        """Best effort: the vectors are already computed, so a failed write (disk full) is only logged."""
         rows = [(key, vector.astype(np.float32).tobytes()) for key, vector in items]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("INSERT OR REPLACE INTO vectors (hash, vector) VALUES (?, ?)", rows)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany("INSERT OR REPLACE INTO vectors (hash, vector) VALUES (?, ?)", rows)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            log.warning("vector cache %s: write failed (%s)", self.path, error)
 
     def close(self) -> None:
         with self._lock:

@@ -77,6 +77,8 @@ def _build(folder: Path, model: str) -> Path:
     with _build_lock(folder):
         if target.exists():
             return target
+        for leftover in folder.glob(".minilm-*.tmp"):  # from a build that was killed; we hold the lock
+            leftover.unlink(missing_ok=True)
         float_path = folder / model_filename(FLOAT_MODEL)
         if not float_path.exists():
             log.info("building the ONNX model %s", float_path)
@@ -143,9 +145,16 @@ def load_local_embedder(
     settings: Settings, model: str = DEFAULT_MODEL, workers: int | None = None
 ) -> MiniLMEmbedder:
     """Load (building first if needed); a damaged model file is rebuilt once. Default: a worker per CPU."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
+
+    unreadable = (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile)
     path = ensure_model(settings, model)
     try:
         return _open(path, model, workers)
-    except Exception as error:  # onnxruntime raises its own exception types for unreadable files
+    except unreadable as error:
         log.warning("the ONNX model %s could not be loaded (%s); rebuilding it", path, error)
-        return _open(ensure_model(settings, model, rebuild=True), model, workers)
+    path = ensure_model(settings, model, rebuild=True)
+    try:
+        return _open(path, model, workers)
+    except unreadable as error:
+        raise EmbedderError(f"the rebuilt ONNX model {path} cannot be loaded: {error}") from None

@@ -87,13 +87,17 @@ class MiniLMEmbedder:
         self._counter = load_tokenizer(None)
 
     def count_tokens(self, text: str) -> int:
-        """WordPiece tokens including [CLS] and [SEP], without truncation."""
-        return len(self._counter.encode(text).ids)
+        """WordPiece tokens including [CLS] and [SEP], without truncation.
+
+        The chunker calls this for every candidate chunk; the `_fast` encoder skips
+        character offsets, which saves about a quarter of the time.
+        """
+        return len(self._counter.encode_batch_fast([text])[0].ids)
 
     def embed_documents(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         if not texts:
             return empty(self.dimension)
-        encodings = self._tokenizer.encode_batch(list(texts))
+        encodings = self._tokenizer.encode_batch_fast(list(texts))
         order = sorted(range(len(texts)), key=lambda index: len(encodings[index].ids))
         groups = list(batches(order, self.batch_size))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)

@@ -186,8 +186,8 @@ def _number(settings: Settings, variable: str, default: float, minimum: float) -
     try:
         number = float(value)
     except ValueError:
-        number = minimum - 1
-    if number < minimum:
+        number = float("nan")
+    if not number >= minimum:  # also refuses nan
         raise EmbedderError(f"{variable} must be a number >= {minimum:g}, not {value!r}")
     return number
 

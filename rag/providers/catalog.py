@@ -208,7 +208,15 @@ def resolve_model(info: ProviderInfo, settings: Settings, model: str | None) -> 
 
 def _timeout(settings: Settings) -> float:
     value = settings.get("REPOLENS_LLM_TIMEOUT", "120") or "120"
-    return float(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise RepoLensError(
+            f"REPOLENS_LLM_TIMEOUT must be a positive number of seconds, got {value!r}", code="bad_config"
+        )
+    return seconds
 
 
 def _secret(settings: Settings, name: str) -> str:

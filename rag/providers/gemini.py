@@ -153,7 +153,7 @@ class GeminiProvider:
         try:
             if response.status_code >= 400:
                 raise _error(response.status_code, await response.aread(), model=model)
-            async for event in self._events(response):
+            async for event in self._events(response, model):
                 yield event
         except httpx.TimeoutException:
             raise ProviderError(
@@ -166,7 +166,7 @@ class GeminiProvider:
         finally:
             await response.aclose()
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[StreamEvent]:
+    async def _events(self, response: httpx.Response, model: str) -> AsyncIterator[StreamEvent]:
         usage: Usage | None = None
         calls = 0
         async for line in response.aiter_lines():
@@ -180,7 +180,7 @@ class GeminiProvider:
                 ) from None
             if "error" in payload:
                 status = int(payload["error"].get("code") or 500)
-                raise _error(status, json.dumps(payload).encode(), model=self.model)
+                raise _error(status, json.dumps(payload).encode(), model=model)
             for candidate in payload.get("candidates", []):
                 for part in (candidate.get("content") or {}).get("parts", []):
                     if part.get("text"):

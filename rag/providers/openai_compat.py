@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +101,7 @@ def _tool_json(tool: ToolSpec) -> dict[str, Any]:
 
 def _detail(error: openai.APIError) -> str:
     body = error.body if isinstance(error.body, dict) else {}
-    message = body.get("message") or (body.get("error") or {}).get("message") if body else None
+    message = (body.get("message") or (body.get("error") or {}).get("message")) if body else None
     return redact(str(message or error.message))[:_MAX_DETAIL]
 
 
@@ -177,17 +177,10 @@ class _ToolCallAssembler:
 class OpenAICompatProvider:
     """A ChatProvider over any OpenAI-style `/chat/completions` endpoint."""
 
-    def __init__(
-        self,
-        name: str,
-        model: str,
-        config: OpenAIConfig,
-        client: Callable[[], openai.AsyncOpenAI] | None = None,
-    ):
+    def __init__(self, name: str, model: str, config: OpenAIConfig) -> None:
         self.name = name
         self.model = model
         self._config = config
-        self._make_client = client or (lambda: _client(config))
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         return stream_with_retry(lambda: self._attempt(request))
@@ -216,7 +209,7 @@ class OpenAICompatProvider:
         model = arguments["model"]
         tool_calls = _ToolCallAssembler()
         try:
-            response = await self._make_client().chat.completions.create(**arguments)
+            response = await _client(self._config).chat.completions.create(**arguments)
         except openai.APIError as error:
             raise map_error(
                 error, provider=self.name, model=model, key_variable=self._config.key_variable
@@ -238,6 +231,10 @@ class OpenAICompatProvider:
         except openai.APIError as error:
             raise map_error(
                 error, provider=self.name, model=model, key_variable=self._config.key_variable
+            ) from None
+        except httpx2.TimeoutException:
+            raise ProviderError(
+                "timeout", "the model stopped sending (read timeout)", provider=self.name
             ) from None
         except (httpx2.HTTPError, OSError) as error:
             raise ProviderError(

@@ -1,0 +1,58 @@
+/** Page bootstrap: load the server's configuration, then wire the repository panel to the chat. */
+import "highlight.js/styles/github.css";
+import "./style.css";
+import { getJson } from "./api";
+import { ChatView } from "./chat";
+import { h } from "./dom";
+import { RepoPanel } from "./repos";
+import { loadPreferences } from "./store";
+import type { ProviderInfo } from "./types";
+
+async function start(root: HTMLElement): Promise<void> {
+  const [models, languages] = await Promise.all([
+    getJson<{ default_provider: string; providers: ProviderInfo[] }>("/api/models"),
+    getJson<{ supported_languages: Record<string, string>; default: string }>("/lang/config"),
+  ]);
+  const chat = new ChatView({
+    providers: models.providers,
+    defaultProvider: models.default_provider,
+    languages: languages.supported_languages,
+    defaultLanguage: languages.default,
+  });
+  const sidebar = h("aside", { class: "sidebar" });
+  const panel: RepoPanel = new RepoPanel({
+    onSelect: (repo) => {
+      chat.select(repo);
+      panel.renderList();
+      sidebar.classList.remove("open");
+    },
+    onDeleted: (repoId) => chat.forget(repoId),
+    selected: () => chat.repoId,
+  });
+  sidebar.append(panel.element);
+  const toggle = h("button", { type: "button", class: "button small menu", "aria-label": "Show repositories" }, "Repositories");
+  toggle.addEventListener("click", () => sidebar.classList.toggle("open"));
+  const header = h(
+    "header",
+    { class: "topbar" },
+    h("div", { class: "brand" }, h("span", { class: "logo", "aria-hidden": "true" }, "◎"), "RepoLens"),
+    h("span", { class: "tagline muted" }, "Ask your code, get answers with line-level citations"),
+    h("span", { class: "spacer" }),
+    h("span", { class: "socket-state", title: "Connection to the server" }),
+    toggle,
+  );
+  root.replaceChildren(header, h("div", { class: "layout" }, sidebar, h("main", {}, chat.element)));
+  const repos = await panel.load();
+  const remembered = panel.find(loadPreferences().repoId ?? null) ?? (repos.length === 1 ? repos[0] : undefined);
+  if (remembered) chat.select(remembered);
+  else sidebar.classList.add("open");
+  panel.renderList();
+  document.body.dataset.ready = "true";
+}
+
+const root = document.getElementById("app")!;
+start(root).catch((error: Error) => {
+  root.replaceChildren(
+    h("div", { class: "fatal", role: "alert" }, h("h1", {}, "RepoLens could not start"), h("p", {}, error.message), h("button", { class: "button primary", onclick: () => location.reload() }, "Reload")),
+  );
+});

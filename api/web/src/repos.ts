@@ -1,0 +1,256 @@
+/**
+ * The repository panel: index a URL or local path (live progress from the server's SSE),
+ * and list indexed repositories with update and delete.
+ *
+ * The access token is read from its password field when a request is sent and kept only in
+ * this module's memory (`currentToken`, reused by Update): never in storage, never in a URL,
+ * never shown again.
+ */
+import { getJson, postEvents, repoPath } from "./api";
+import { h } from "./dom";
+import type { FilterDefaults, RepoRecord, StatusEvent } from "./types";
+
+let currentToken: string | null = null;
+
+export interface RepoPanelHooks {
+  onSelect(repo: RepoRecord): void;
+  onDeleted(repoId: string): void;
+  selected(): string | null;
+}
+
+export class RepoPanel {
+  readonly element: HTMLElement;
+  private readonly list = h("ul", { class: "repo-list", "aria-label": "Indexed repositories" });
+  private readonly progress = h("div", { class: "progress", hidden: true, role: "status", "aria-live": "polite" });
+  private readonly location = h("input", {
+    name: "repo_url",
+    type: "text",
+    placeholder: "https://github.com/owner/repo or /path/to/folder",
+    autocomplete: "off",
+    spellcheck: false,
+    required: true,
+  });
+  private readonly platform = h(
+    "select",
+    { name: "type", "aria-label": "Platform" },
+    ...["auto", "github", "gitlab", "bitbucket", "git", "local"].map((value) =>
+      h("option", { value }, value === "auto" ? "Detect platform" : value),
+    ),
+  );
+  private readonly token = h("input", {
+    name: "token",
+    type: "password",
+    placeholder: "Access token (private repos, optional)",
+    autocomplete: "off",
+  });
+  private readonly filters = {
+    excluded_dirs: h("textarea", { name: "excluded_dirs", rows: 2, placeholder: "extra folders to skip, one per line" }),
+    excluded_files: h("textarea", { name: "excluded_files", rows: 2, placeholder: "extra file patterns to skip" }),
+    included_dirs: h("textarea", { name: "included_dirs", rows: 2, placeholder: "only these folders (optional)" }),
+    included_files: h("textarea", { name: "included_files", rows: 2, placeholder: "only these file patterns (optional)" }),
+  };
+  private readonly useDefaults = h("input", { type: "checkbox", name: "use_default_excludes", checked: true });
+  private readonly defaultsView = h("p", { class: "muted small defaults" }, "Loading the default exclusions…");
+  private readonly submit = h("button", { type: "submit", class: "button primary" }, "Index repository");
+  private readonly cancel = h("button", { type: "button", class: "button", hidden: true }, "Cancel");
+  private running: AbortController | null = null;
+  private repos: RepoRecord[] = [];
+
+  constructor(private readonly hooks: RepoPanelHooks) {
+    const form = h(
+      "form",
+      { class: "index-form", "aria-label": "Index a repository" },
+      h("label", {}, h("span", {}, "Repository"), this.location),
+      h("div", { class: "row" }, this.platform, this.token),
+      h(
+        "details",
+        { class: "filters" },
+        h("summary", {}, "Filters"),
+        h("label", { class: "check" }, this.useDefaults, " Skip the default exclusions"),
+        this.defaultsView,
+        ...Object.values(this.filters),
+      ),
+      h("div", { class: "row" }, this.submit, this.cancel),
+      this.progress,
+    );
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.index();
+    });
+    this.cancel.addEventListener("click", () => this.running?.abort());
+    this.element = h("section", { class: "panel repos" }, h("h2", {}, "Repositories"), form, h("h3", {}, "Indexed"), this.list);
+  }
+
+  async load(): Promise<RepoRecord[]> {
+    const [{ repos }] = await Promise.all([getJson<{ repos: RepoRecord[] }>("/api/repos"), this.loadDefaults()]);
+    this.repos = repos;
+    this.renderList();
+    return repos;
+  }
+
+  find(repoId: string | null): RepoRecord | undefined {
+    return this.repos.find((repo) => repo.id === repoId);
+  }
+
+  private async loadDefaults(): Promise<void> {
+    try {
+      const defaults = await getJson<FilterDefaults>("/api/filters/defaults");
+      this.defaultsView.replaceChildren(
+        h("strong", {}, "Always skipped: "),
+        `${defaults.excluded_dirs.join(", ")}; files ${defaults.excluded_files.join(", ")}`,
+      );
+    } catch (error) {
+      this.defaultsView.textContent = `Default exclusions unavailable: ${(error as Error).message}`;
+    }
+  }
+
+  renderList(): void {
+    const selected = this.hooks.selected();
+    if (this.repos.length === 0) {
+      this.list.replaceChildren(h("li", { class: "muted" }, "Nothing indexed yet."));
+      return;
+    }
+    this.list.replaceChildren(...this.repos.map((repo) => this.renderRepo(repo, repo.id === selected)));
+  }
+
+  private renderRepo(repo: RepoRecord, selected: boolean): HTMLElement {
+    const facts = [
+      repo.commit ? `@${repo.commit.slice(0, 8)}` : null,
+      `${repo.file_count} files`,
+      `${repo.chunk_count} chunks`,
+      repo.updated_at ? `updated ${new Date(repo.updated_at).toLocaleString()}` : null,
+    ].filter(Boolean);
+    const update = h("button", { type: "button", class: "button small", title: "Fetch new commits and re-index changed files" }, "Update");
+    const remove = h("button", { type: "button", class: "button small danger", title: "Delete this index" }, "Delete");
+    update.addEventListener("click", () => void this.update(repo));
+    remove.addEventListener("click", () => void this.remove(repo, remove));
+    const open = h("button", { type: "button", class: "repo-name", title: `Ask about ${repo.id}` }, repo.id);
+    open.addEventListener("click", () => this.hooks.onSelect(repo));
+    return h(
+      "li",
+      { class: selected ? "repo selected" : "repo", "data-repo-id": repo.id },
+      open,
+      h("span", { class: "muted small" }, facts.join(" · ")),
+      h("div", { class: "row" }, update, remove),
+    );
+  }
+
+  private body(): Record<string, unknown> {
+    const body: Record<string, unknown> = {
+      repo_url: this.location.value.trim(),
+      use_default_excludes: this.useDefaults.checked,
+    };
+    if (this.platform.value !== "auto") body.type = this.platform.value;
+    for (const [name, field] of Object.entries(this.filters)) if (field.value.trim()) body[name] = field.value.trim();
+    return body;
+  }
+
+  private takeToken(): string | null {
+    // Read once, then clear the field: the value is never shown again.
+    const value = this.token.value.trim();
+    this.token.value = "";
+    if (value) currentToken = value;
+    return value || null;
+  }
+
+  private async index(): Promise<void> {
+    if (!this.location.value.trim()) return;
+    const body = this.body();
+    const token = this.takeToken();
+    if (token) body.token = token;
+    await this.run("/api/repos", body, "Indexing");
+  }
+
+  private async update(repo: RepoRecord): Promise<void> {
+    await this.run(`${repoPath(repo.id)}/update`, currentToken ? { token: currentToken } : {}, `Updating ${repo.id}`);
+  }
+
+  private async remove(repo: RepoRecord, button: HTMLButtonElement): Promise<void> {
+    // Two clicks instead of `confirm()`: no modal, and still no accidental deletes.
+    if (button.dataset.armed !== "true") {
+      button.dataset.armed = "true";
+      button.textContent = "Confirm delete";
+      setTimeout(() => {
+        button.dataset.armed = "false";
+        button.textContent = "Delete";
+      }, 4000);
+      return;
+    }
+    try {
+      await getJson(repoPath(repo.id), { method: "DELETE" });
+      this.repos = this.repos.filter((item) => item.id !== repo.id);
+      this.hooks.onDeleted(repo.id);
+      this.renderList();
+    } catch (error) {
+      this.showProgress("error", `Delete failed: ${(error as Error).message}`);
+    }
+  }
+
+  private async run(url: string, body: unknown, label: string): Promise<void> {
+    if (this.running) return;
+    this.running = new AbortController();
+    this.submit.disabled = true;
+    this.cancel.hidden = false;
+    this.showProgress("running", `${label}: starting…`);
+    let finished: RepoRecord | null = null;
+    try {
+      await postEvents(
+        url,
+        body,
+        (event) => {
+          if (event.type === "status") this.showStatus(label, event as unknown as StatusEvent);
+          else if (event.type === "error") this.showProgress("error", `${label} failed: ${event.message} (${event.code})`);
+          else if (event.type === "done") {
+            finished = event.repo as RepoRecord;
+            const report = event.report as { chunks?: { total?: number }; timings?: { total_s?: number } };
+            const seconds = report.timings?.total_s;
+            this.showProgress(
+              "done",
+              `Indexed ${finished.id}: ${finished.file_count} files, ${finished.chunk_count} chunks` +
+                (seconds !== undefined ? ` in ${seconds.toFixed(1)} s` : "") +
+                ". Ask a question below.",
+            );
+          }
+        },
+        this.running.signal,
+      );
+    } catch (error) {
+      const aborted = (error as Error).name === "AbortError";
+      this.showProgress("error", aborted ? `${label} cancelled; the previous index is unchanged.` : `${label} failed: ${(error as Error).message}`);
+    } finally {
+      this.running = null;
+      this.submit.disabled = false;
+      this.cancel.hidden = true;
+    }
+    if (finished) {
+      await this.load();
+      this.hooks.onSelect(finished);
+    }
+  }
+
+  private showStatus(label: string, status: StatusEvent): void {
+    const parts = [`${label}: ${status.step ?? status.stage}`];
+    if (status.files_total) parts.push(`${status.files_done ?? 0}/${status.files_total} files`);
+    if (status.chunks_total) parts.push(`${status.chunks_done ?? 0}/${status.chunks_total} chunks`);
+    if (status.rate) parts.push(`${status.rate.toFixed(1)}/s`);
+    if (status.eta_s) parts.push(`about ${Math.ceil(status.eta_s)} s left`);
+    const fraction = status.chunks_total
+      ? (status.chunks_done ?? 0) / status.chunks_total
+      : status.files_total
+        ? (status.files_done ?? 0) / status.files_total
+        : undefined;
+    this.showProgress("running", parts.join(" · "), fraction, status.message);
+  }
+
+  private showProgress(state: "running" | "done" | "error", text: string, fraction?: number, detail?: string): void {
+    this.progress.hidden = false;
+    this.progress.dataset.state = state;
+    const bar = h("progress", { max: 1 });
+    if (fraction !== undefined) bar.value = fraction;
+    if (state === "done") bar.value = 1;
+    const parts: HTMLElement[] = [state === "error" ? h("p", { class: "error", role: "alert" }, text) : h("p", {}, text)];
+    if (state !== "error") parts.push(bar);
+    if (detail) parts.push(h("p", { class: "muted small" }, detail));
+    this.progress.replaceChildren(...parts);
+  }
+}

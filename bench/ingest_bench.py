@@ -1,0 +1,171 @@
+"""Ingest throughput: a generated multi-language repository, this project's own tree, and an update.
+
+`REPOLENS_BENCH_SCALE` (default 1.0) scales the generated repository: 1.0 is
+2,000 files (~10 MB), the size the targets are stated for. Each run uses a
+fresh data dir and vector cache, so every chunk is really embedded.
+
+Targets (2-core machine): embedding >= 25 chunks/s; the 2,000-file repository
+in under 8 minutes; an update after 10 changed files in under 5 s; peak RSS
+under 1.5 GB.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import synthetic_repo
+from ingest import IngestReport, ingest, update
+from rag.embedders import Embedder, get_embedder
+from rag.settings import Settings
+from rag.store import Store
+
+FULL_SCALE_FILES = 2_000
+CHANGED_FILES = 10
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"chunks_per_s": 25.0, "full_ingest_s": 480.0, "update_s": 5.0, "peak_rss_mb": 1536.0}
+
+
+class PeakRss:
+    """Samples this process's resident memory in a thread; `peak_mb` is the highest seen."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self._process = psutil.Process()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self.peak_mb = 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+            self._stop.wait(self._interval)
+
+    @contextmanager
+    def watching(self) -> Iterator[PeakRss]:
+        thread = threading.Thread(target=self._sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+
+def _git(repo: Path, *args: str) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+    }
+    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+
+
+def _commit(repo: Path, message: str) -> None:
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+
+
+def _throughput(report: IngestReport, seconds: float) -> dict[str, Any]:
+    files = report.files["added"] + report.files["changed"]
+    embedded = report.chunks["added"]
+    return {
+        "files": report.record.file_count,
+        "chunks": report.record.chunk_count,
+        "seconds": round(seconds, 2),
+        "files_per_s": round(files / seconds, 1) if seconds else None,
+        "chunks_per_s": round(embedded / seconds, 1) if seconds else None,
+        "embed_chunks_per_s": round(embedded / report.timings["embed_s"], 1)
+        if report.timings["embed_s"]
+        else None,
+        "timings": {name: round(value, 2) for name, value in report.timings.items()},
+    }
+
+
+def _timed(job: Callable[[], IngestReport]) -> tuple[IngestReport, float]:
+    started = time.perf_counter()
+    report = job()
+    return report, time.perf_counter() - started
+
+
+def _chunks_over_window(store: Store, repo_id: str, embedder: Embedder) -> int:
+    """Chunks whose embedded text would be truncated by the embedder (should be 0)."""
+    index = store.open(repo_id)
+    over = 0
+    for info in index.list_files():
+        for chunk in index.chunks_for_file(info.path):
+            if embedder.count_tokens(chunk.to_chunk().embed_text) > embedder.max_tokens:
+                over += 1
+    return over
+
+
+def _generated(workdir: Path, scale: float) -> dict[str, Any]:
+    repo = workdir / "generated"
+    files = max(20, int(FULL_SCALE_FILES * scale))
+    size = synthetic_repo.generate(repo, files)
+    _git(repo, "init", "-q", "-b", "main")
+    _commit(repo, "generated")
+
+    settings = Settings.from_env({**os.environ, "REPOLENS_HOME": str(workdir / "home-generated")})
+    store, embedder = Store(settings.home), get_embedder(settings)
+    with PeakRss().watching() as rss:
+        full, full_s = _timed(lambda: ingest(str(repo), store=store, embedder=embedder))
+        unchanged, unchanged_s = _timed(lambda: ingest(str(repo), store=store, embedder=embedder))
+        synthetic_repo.touch(repo, list(range(0, CHANGED_FILES * 7, 7)), revision=1)
+        _commit(repo, "edit 10 files")
+        updated, update_s = _timed(lambda: update(full.repo_id, store=store, embedder=embedder))
+    return {
+        "source_files": files,
+        "source_mb": round(size / 2**20, 2),
+        "full": _throughput(full, full_s),
+        "chunks_over_window": _chunks_over_window(store, full.repo_id, embedder),
+        "reingest_unchanged_s": round(unchanged_s, 2),
+        "unchanged_embedded": unchanged.chunks["added"],
+        "update_10_files": {
+            "seconds": round(update_s, 2),
+            "files_changed": updated.files["changed"],
+            "chunks_embedded": updated.chunks["added"],
+            "chunks_reused": updated.chunks["reused"],
+        },
+        "peak_rss_mb": round(rss.peak_mb, 1),
+    }
+
+
+def _own_repo(workdir: Path) -> dict[str, Any]:
+    settings = Settings.from_env({**os.environ, "REPOLENS_HOME": str(workdir / "home-self")})
+    store, embedder = Store(settings.home), get_embedder(settings)
+    with PeakRss().watching() as rss:
+        report, seconds = _timed(lambda: ingest(str(PROJECT_ROOT), store=store, embedder=embedder))
+    return {**_throughput(report, seconds), "peak_rss_mb": round(rss.peak_mb, 1)}
+
+
+def run() -> dict[str, Any]:
+    scale = float(os.environ.get("REPOLENS_BENCH_SCALE", "1.0"))
+    with tempfile.TemporaryDirectory(prefix="repolens-ingest-bench-") as tmp:
+        workdir = Path(tmp)
+        generated = _generated(workdir, scale)
+        own = _own_repo(workdir)
+    full_s_at_scale = generated["full"]["seconds"]
+    return {
+        "scale": scale,
+        "generated_repo": generated,
+        "this_repo": own,
+        "targets": TARGETS,
+        "meets": {
+            "chunks_per_s": (generated["full"]["embed_chunks_per_s"] or 0) >= TARGETS["chunks_per_s"],
+            "full_ingest_s": full_s_at_scale / scale <= TARGETS["full_ingest_s"] if scale else None,
+            "update_s": generated["update_10_files"]["seconds"] <= TARGETS["update_s"],
+            "peak_rss_mb": max(generated["peak_rss_mb"], own["peak_rss_mb"]) <= TARGETS["peak_rss_mb"],
+            "every_chunk_fully_embedded": generated["chunks_over_window"] == 0,
+        },
+    }

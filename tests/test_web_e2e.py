@@ -1,0 +1,271 @@
+"""The web page end to end: the real server, the fixture repository, the fake provider and headless chromium.
+
+One server and one browser serve the whole module; every test opens a fresh browser context
+(so its own localStorage). Screenshots of the main states go to build/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect
+
+from api.routes.web import IMMUTABLE, REVALIDATE
+from rag.store import Store
+from tests.support.browser import SCREENSHOTS, browser  # noqa: F401 (the fixture)
+from tests.support.chat import provider_env, settings_for
+from tests.support.fake_provider import FakeProvider, FakeResponse
+from tests.support.live_server import LiveServer
+from tests.support.repos import make_fixture_repo
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TIMEOUT_MS = 20_000
+ANSWER = """## How a forecast is fetched
+
+`main()` builds a **ForecastService** and calls `run` (weatherline/cli.py:1-12).
+
+```python
+def backoff_delay(attempt: int) -> float:
+    return min(2 ** attempt, 30)
+```
+"""
+
+
+@dataclass
+class Web:
+    server: LiveServer
+    store: Store
+    repo_id: str
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+    """A server whose data dir already holds the fixture repository, answering through the fake provider."""
+    from api.app import create_app
+    from ingest import ingest
+
+    root = tmp_path_factory.mktemp("web")
+    app = create_app(settings_for(root / "home", **provider_env()))
+    services = app.state.services
+    report = ingest(str(make_fixture_repo(root / "weatherline")), store=services.store, embedder=services.embedder)
+    server = LiveServer(lambda: app).start()
+    yield Web(server=server, store=services.store, repo_id=report.repo_id, root=root)
+    server.stop()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:  # noqa: F811 (the browser fixture)
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert errors == [], f"the page threw: {errors}"
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def open_repo(page: Page, web: Web, repo_id: str | None = None) -> None:
+    page.goto(web.server.base_url)
+    expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
+    page.locator(f'li[data-repo-id="{repo_id or web.repo_id}"] .repo-name').click()
+    expect(page.locator("body[data-socket=open]")).to_have_count(1, timeout=TIMEOUT_MS)
+
+
+def ask(page: Page, question: str) -> Locator:
+    """Type a question, send it with Enter, and return the answer's element."""
+    box = page.get_by_label("Question")
+    box.fill(question)
+    box.press("Enter")
+    answer = page.locator(".turn.assistant").last
+    expect(answer).to_have_attribute("data-state", "streaming")
+    return answer
+
+
+def finished(answer: Locator, state: str = "done") -> None:
+    expect(answer).to_have_attribute("data-state", state, timeout=TIMEOUT_MS)
+
+
+def test_page_is_served_with_cache_headers(web: Web) -> None:
+    index = httpx.get(web.server.base_url)
+    assert index.status_code == 200 and "RepoLens" in index.text
+    assert index.headers["cache-control"] == REVALIDATE
+    asset = next(part.split('"')[0] for part in index.text.split('src="')[1:] if part.startswith("/assets/"))
+    assert httpx.get(web.server.base_url + asset).headers["cache-control"] == IMMUTABLE
+    defaults = httpx.get(f"{web.server.base_url}/api/filters/defaults").json()
+    assert "node_modules" in defaults["excluded_dirs"] and "*.min.js" in defaults["excluded_files"]
+
+
+def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
+    page.goto(web.server.base_url)
+    expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
+    page.locator(".filters summary").click()
+    expect(page.locator(".defaults")).to_contain_text("node_modules")
+
+    page.get_by_placeholder("https://github.com/owner/repo").fill("::not a repository::")
+    page.get_by_role("button", name="Index repository").click()
+    expect(page.locator(".progress[data-state=error]")).to_contain_text("failed:", timeout=TIMEOUT_MS)
+
+    second = make_fixture_repo(web.root / "second-copy")
+    page.evaluate(
+        """() => { window.progressLog = [];
+        new MutationObserver(() => window.progressLog.push(document.querySelector('.progress').textContent))
+          .observe(document.querySelector('.progress'), {childList: true, subtree: true}); }"""
+    )
+    page.get_by_placeholder("https://github.com/owner/repo").fill(str(second))
+    page.get_by_label("Platform").select_option("local")
+    page.get_by_placeholder("Access token").fill("tok-never-stored-123")
+    page.get_by_role("button", name="Index repository").click()
+    expect(page.locator(".progress[data-state=done]")).to_contain_text("Indexed", timeout=TIMEOUT_MS)
+    shot(page, "indexed")
+
+    log = page.evaluate("window.progressLog")
+    assert any("files" in entry and "chunks" in entry for entry in log), log
+    record = next(r for r in web.store.list() if r.url.endswith("second-copy"))
+    row = page.locator(f'li[data-repo-id="{record.id}"]')
+    expect(row).to_contain_text(f"{record.file_count} files")
+    expect(row).to_contain_text(f"{record.chunk_count} chunks")
+    expect(row).to_contain_text(f"@{record.commit[:8]}")
+    assert page.get_by_placeholder("Access token").input_value() == ""
+    stored = page.evaluate("JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})")
+    assert "tok-never-stored" not in stored and "tok-never-stored" not in page.url
+
+    row.get_by_role("button", name="Delete").click()
+    row.get_by_role("button", name="Confirm delete").click()
+    expect(row).to_have_count(0)
+    assert web.store.get(record.id) is None
+
+
+def test_streamed_answer_renders_markdown_code_and_citations(
+    page: Page, web: Web, fake_provider: FakeProvider
+) -> None:
+    fake_provider.script(FakeResponse(text=ANSWER, chunks=15, delay=0.04))
+    open_repo(page, web)
+    answer = ask(page, "How is a forecast fetched?")
+    expect(answer.locator(".markdown")).not_to_be_empty(timeout=TIMEOUT_MS)
+    partial = answer.locator(".markdown").inner_text()
+    finished(answer)
+    assert len(partial) < len(answer.locator(".markdown").inner_text()), "the answer did not stream"
+
+    expect(answer.locator("h2")).to_have_text("How a forecast is fetched")
+    expect(answer.locator("strong")).to_have_text("ForecastService")
+    expect(answer.locator("pre code.hljs .hljs-keyword").first).to_have_text("def")
+    chip = answer.locator(".citations .chip", has_text="weatherline/cli.py:1-12")
+    expect(chip).to_be_visible()
+    shot(page, "answer")
+
+    chip.click()
+    viewer = page.locator("dialog.viewer[open]")
+    expect(viewer).to_contain_text("weatherline/cli.py:1-12")
+    expect(viewer.locator(".line.cited").first).to_be_visible(timeout=TIMEOUT_MS)
+    cited = viewer.locator(".line.cited").all_inner_texts()
+    file_lines = web.store.open(web.repo_id).file_text("weatherline/cli.py").splitlines()
+    assert len(cited) == 12 and cited[0].split(maxsplit=1)[1].strip() == file_lines[0].strip()
+    shot(page, "source-viewer")
+    page.keyboard.press("Escape")
+    expect(viewer).to_have_count(0)
+
+    page.reload()
+    expect(page.locator(".turn.assistant h2")).to_have_text("How a forecast is fetched", timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Clear").click()
+    expect(page.locator(".turn")).to_have_count(0)
+    assert "forecast is fetched" not in page.evaluate("JSON.stringify({...localStorage})")
+
+
+def test_stop_a_long_answer(page: Page, web: Web, fake_provider: FakeProvider) -> None:
+    long_text = "word " * 400
+    fake_provider.script(FakeResponse(text=long_text, chunks=400, delay=0.03))
+    open_repo(page, web)
+    answer = ask(page, "Tell me everything.")
+    expect(answer.locator(".markdown")).not_to_be_empty(timeout=TIMEOUT_MS)
+    page.keyboard.press("Escape")
+    finished(answer, "stopped")
+    expect(answer.locator(".stopped-note")).to_be_visible()
+    assert len(answer.locator(".markdown").inner_text()) < len(long_text.strip())
+    assert fake_provider.wait_for_disconnect(timeout=5)
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+
+def test_deep_research_shows_each_iteration(page: Page, web: Web, fake_provider: FakeProvider) -> None:
+    fake_provider.script(
+        FakeResponse(text="1. Find the entry point. 2. Follow the request."),
+        FakeResponse(tool_calls=[{"name": "grep", "arguments": {"pattern": "def send"}}], text=None),
+        FakeResponse(tool_calls=[{"name": "read_file", "arguments": {"path": "weatherline/cli.py"}}], text=None),
+        FakeResponse(text="The evidence suffices."),
+        FakeResponse(text="The CLI reaches HttpClient.send through ForecastService.run."),
+    )
+    open_repo(page, web)
+    page.get_by_label("Deep research").check()
+    answer = ask(page, "How does the CLI reach the HTTP client?")
+    expect(answer.locator(".research")).to_be_visible(timeout=TIMEOUT_MS)
+    finished(answer)
+    research = answer.locator(".research")
+    research.locator("summary").click()
+    expect(research.locator(".iteration[data-iteration='0']")).to_contain_text("Find the entry point")
+    expect(research.locator(".iteration[data-iteration='1']")).to_contain_text('grep(pattern="def send")')
+    expect(research.locator(".iteration[data-iteration='2']")).to_contain_text("read_file")
+    expect(answer.locator(".markdown")).to_contain_text("HttpClient.send")
+    shot(page, "deep-research")
+
+
+def test_answer_markup_cannot_run_script(page: Page, web: Web, fake_provider: FakeProvider) -> None:
+    hostile = (
+        "Look: <script>window.pwned = 1</script>"
+        '<img src="x" onerror="window.pwned = 2"> '
+        '<a href="javascript:window.pwned=3">click</a> [also](javascript:window.pwned=4)'
+    )
+    fake_provider.script(FakeResponse(text=hostile, chunks=4, delay=0.02))
+    open_repo(page, web)
+    answer = ask(page, "Say something hostile.")
+    finished(answer)
+    expect(answer.locator(".markdown")).to_contain_text("Look:")
+    for link in answer.locator(".markdown a").all():
+        link.click(modifiers=["Control"])
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.pwned") is None
+    assert answer.locator("script, [onerror], a[href^='javascript']").count() == 0
+
+
+def test_reconnects_after_a_server_restart(page: Page, web: Web, fake_provider: FakeProvider) -> None:
+    open_repo(page, web)
+    finished(ask(page, "What does backoff_delay return?"))
+
+    web.server.stop()
+    banner = page.locator(".banner[data-kind=offline]")
+    expect(banner).to_contain_text("reconnecting", timeout=TIMEOUT_MS)
+    shot(page, "reconnecting")
+    web.server.start()
+    expect(page.locator(".banner[data-kind=ok]")).to_contain_text("Reconnected", timeout=TIMEOUT_MS)
+
+    fake_provider.script(FakeResponse(text="It is capped at 30 seconds."))
+    second = ask(page, "And its maximum?")
+    finished(second)
+    expect(second.locator(".markdown")).to_have_text("It is capped at 30 seconds.")
+    messages = fake_provider.requests[-1].body["messages"]
+    assert "What does backoff_delay return?" in json.dumps(messages), "the history was not sent"
+
+
+def test_phone_width_layout(browser: Browser, web: Web) -> None:  # noqa: F811 (the browser fixture)
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+    phone = context.new_page()
+    try:
+        phone.goto(web.server.base_url)
+        expect(phone.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
+        phone.get_by_role("button", name="Show repositories").click()
+        phone.locator(f'li[data-repo-id="{web.repo_id}"] .repo-name').click()
+        expect(phone.get_by_label("Question")).to_be_visible()
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 375
+        shot(phone, "phone")
+    finally:
+        context.close()
