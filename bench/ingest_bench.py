@@ -1,8 +1,10 @@
 """Ingest throughput: a generated multi-language repository, this project's own tree, and an update.
 
-`REPOLENS_BENCH_SCALE` (default 1.0) scales the generated repository: 1.0 is
-2,000 files (~10 MB), the size the targets are stated for. Each run uses a
-fresh data dir and vector cache, so every chunk is really embedded.
+`REPOLENS_BENCH_SCALE` scales the generated repository: 1.0 is 2,000 files
+(~10 MB), the size the targets are stated for. The default, 0.25, keeps
+`make bench` to a few minutes; the full-scale time is then projected linearly
+(embedding dominates and is linear in chunks). Each run uses a fresh data dir
+and vector cache, so every chunk is really embedded.
 
 Targets (2-core machine): embedding >= 25 chunks/s; the 2,000-file repository
 in under 8 minutes; an update after 10 changed files in under 5 s; peak RSS
@@ -30,6 +32,7 @@ from rag.settings import Settings
 from rag.store import Store
 
 FULL_SCALE_FILES = 2_000
+DEFAULT_SCALE = "0.25"
 CHANGED_FILES = 10
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"chunks_per_s": 25.0, "full_ingest_s": 480.0, "update_s": 5.0, "peak_rss_mb": 1536.0}
@@ -150,20 +153,21 @@ def _own_repo(workdir: Path) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    scale = float(os.environ.get("REPOLENS_BENCH_SCALE", "1.0"))
+    scale = float(os.environ.get("REPOLENS_BENCH_SCALE", DEFAULT_SCALE))
     with tempfile.TemporaryDirectory(prefix="repolens-ingest-bench-") as tmp:
         workdir = Path(tmp)
         generated = _generated(workdir, scale)
         own = _own_repo(workdir)
-    full_s_at_scale = generated["full"]["seconds"]
+    projected_full_s = generated["full"]["seconds"] / scale
     return {
         "scale": scale,
+        "projected_full_scale_ingest_s": round(projected_full_s, 1),
         "generated_repo": generated,
         "this_repo": own,
         "targets": TARGETS,
         "meets": {
             "chunks_per_s": (generated["full"]["embed_chunks_per_s"] or 0) >= TARGETS["chunks_per_s"],
-            "full_ingest_s": full_s_at_scale / scale <= TARGETS["full_ingest_s"] if scale else None,
+            "full_ingest_s": projected_full_s <= TARGETS["full_ingest_s"],
             "update_s": generated["update_10_files"]["seconds"] <= TARGETS["update_s"],
             "peak_rss_mb": max(generated["peak_rss_mb"], own["peak_rss_mb"]) <= TARGETS["peak_rss_mb"],
             "every_chunk_fully_embedded": generated["chunks_over_window"] == 0,

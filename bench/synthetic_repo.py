@@ -12,8 +12,86 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-_WORDS = ["account", "balance", "buffer", "cache", "channel", "client", "config", "connection", "cursor", "digest", "document", "event", "factory", "filter", "frame", "handler", "header", "index", "invoice", "job", "ledger", "limit", "listener", "message", "metric", "node", "order", "packet", "parser", "payload", "policy", "pool", "queue", "quota", "record", "region", "report", "request", "response", "retry", "route", "schema", "session", "shard", "signal", "snapshot", "socket", "stream", "tenant", "token", "transaction", "upload", "user", "vector", "window", "worker"]
-_VERBS = ["build", "check", "compute", "decode", "encode", "fetch", "flush", "load", "merge", "parse", "publish", "read", "render", "resolve", "scan", "send", "store", "sync", "validate", "write"]
+_WORDS = [
+    "account",
+    "balance",
+    "buffer",
+    "cache",
+    "channel",
+    "client",
+    "config",
+    "connection",
+    "cursor",
+    "digest",
+    "document",
+    "event",
+    "factory",
+    "filter",
+    "frame",
+    "handler",
+    "header",
+    "index",
+    "invoice",
+    "job",
+    "ledger",
+    "limit",
+    "listener",
+    "message",
+    "metric",
+    "node",
+    "order",
+    "packet",
+    "parser",
+    "payload",
+    "policy",
+    "pool",
+    "queue",
+    "quota",
+    "record",
+    "region",
+    "report",
+    "request",
+    "response",
+    "retry",
+    "route",
+    "schema",
+    "session",
+    "shard",
+    "signal",
+    "snapshot",
+    "socket",
+    "stream",
+    "tenant",
+    "token",
+    "transaction",
+    "upload",
+    "user",
+    "vector",
+    "window",
+    "worker",
+]
+_VERBS = [
+    "build",
+    "check",
+    "compute",
+    "decode",
+    "encode",
+    "fetch",
+    "flush",
+    "load",
+    "merge",
+    "parse",
+    "publish",
+    "read",
+    "render",
+    "resolve",
+    "scan",
+    "send",
+    "store",
+    "sync",
+    "validate",
+    "write",
+]
 
 Writer = Callable[[random.Random, int], str]
 
@@ -29,111 +107,94 @@ def _sentence(rng: random.Random) -> str:
     )
 
 
-def _python(rng: random.Random, serial: int) -> str:
-    parts = [f'"""Module {serial}: {_sentence(rng)}."""\n\nimport json\nimport os\n']
-    for n in range(rng.randint(5, 9)):
-        verb, noun = _name(rng)
-        body = "\n".join(
-            f"    {rng.choice(_WORDS)}_{i} = {noun}.get('{rng.choice(_WORDS)}', {rng.randint(0, 999)}) * {i + serial}"
-            for i in range(rng.randint(4, 12))
-        )
-        parts.append(
-            f"\ndef {verb}_{noun}_{serial}_{n}({noun}: dict, limit: int = {rng.randint(1, 100)}) -> dict:\n"
-            f'    """{_sentence(rng)}."""\n{body}\n    return {{"{noun}": limit, "serial": {serial}}}\n'
-        )
-    return "".join(parts)
-
-
-def _javascript(rng: random.Random, serial: int) -> str:
-    parts = [f"// Module {serial}: {_sentence(rng)}.\n"]
-    for n in range(rng.randint(5, 9)):
-        verb, noun = _name(rng)
-        body = "\n".join(
-            f"  const {rng.choice(_WORDS)}{i} = {noun}.{rng.choice(_WORDS)} ?? {rng.randint(0, 999)} + {i * serial};"
-            for i in range(rng.randint(4, 12))
-        )
-        parts.append(
-            f"\n/** {_sentence(rng)}. */\nexport function {verb}{noun.capitalize()}{serial}_{n}({noun}, options = {{}}) {{\n"
-            f"{body}\n  return {{ {noun}, serial: {serial} }};\n}}\n"
-        )
-    return "".join(parts)
-
-
-def _typescript(rng: random.Random, serial: int) -> str:
-    verb, noun = _name(rng)
-    methods = []
-    for n in range(rng.randint(4, 8)):
-        m_verb, m_noun = _name(rng)
-        body = "\n".join(
-            f"    const {rng.choice(_WORDS)}{i}: number = this.{noun}Count * {rng.randint(1, 99)} + {i};"
-            for i in range(rng.randint(3, 10))
-        )
-        methods.append(
-            f"  /** {_sentence(rng)}. */\n  {m_verb}{m_noun.capitalize()}{n}(input: string): number {{\n"
-            f"{body}\n    return input.length + {serial};\n  }}\n"
-        )
-    return (
-        f"// Module {serial}: {_sentence(rng)}.\nexport class {noun.capitalize()}{verb.capitalize()}{serial} {{\n"
-        f"  private {noun}Count = {serial};\n\n" + "\n".join(methods) + "}\n"
+def _lines(rng: random.Random, template: str, serial: int, low: int = 4, high: int = 12) -> str:
+    """Lines from `template`, filling `{w}` (a word), `{n}` (a number) and `{i}` (the line)."""
+    return "\n".join(
+        template.format(w=rng.choice(_WORDS), n=rng.randint(0, 999), i=i + serial)
+        for i in range(rng.randint(low, high))
     )
 
 
+def _functions(rng: random.Random, serial: int, render: Callable[[str, str, int, str], str]) -> str:
+    """8-14 documented functions, each rendered by `render(verb, noun, n, doc)`."""
+    return "".join(render(*_name(rng), n, _sentence(rng)) for n in range(rng.randint(8, 14)))
+
+
+def _python(rng: random.Random, serial: int) -> str:
+    def render(verb: str, noun: str, n: int, doc: str) -> str:
+        body = _lines(rng, f"    {{w}}_{{i}} = {noun}.get('{{w}}', {{n}}) * {{i}}", serial)
+        return (
+            f"\ndef {verb}_{noun}_{serial}_{n}({noun}: dict, limit: int = 10) -> dict:\n"
+            f'    """{doc}."""\n{body}\n    return {{"{noun}": limit}}\n'
+        )
+
+    return f'"""Module {serial}: {_sentence(rng)}."""\n\nimport json\n' + _functions(rng, serial, render)
+
+
+def _javascript(rng: random.Random, serial: int) -> str:
+    def render(verb: str, noun: str, n: int, doc: str) -> str:
+        body = _lines(rng, f"  const {{w}}{{i}} = {noun}.{{w}} ?? {{n}} + {{i}};", serial)
+        name = f"{verb}{noun.capitalize()}{serial}_{n}"
+        signature = f"export function {name}({noun}, options = {{}})"
+        return f"\n/** {doc}. */\n{signature} {{\n{body}\n  return {noun};\n}}\n"
+
+    return f"// Module {serial}: {_sentence(rng)}.\n" + _functions(rng, serial, render)
+
+
+def _typescript(rng: random.Random, serial: int) -> str:
+    def render(verb: str, noun: str, n: int, doc: str) -> str:
+        body = _lines(rng, "    const {w}{i}: number = this.count * {n} + {i};", serial, 3, 10)
+        signature = f"{verb}{noun.capitalize()}{n}(input: string): number"
+        return f"\n  /** {doc}. */\n  {signature} {{\n{body}\n    return 1;\n  }}\n"
+
+    verb, noun = _name(rng)
+    header = f"// Module {serial}: {_sentence(rng)}.\n"
+    header += f"export class {noun.capitalize()}{verb.capitalize()}{serial} {{\n"
+    return header + f"  private count = {serial};\n" + _functions(rng, serial, render) + "}\n"
+
+
 def _go(rng: random.Random, serial: int) -> str:
-    parts = [f'// Package mod{serial}: {_sentence(rng)}.\npackage mod{serial}\n\nimport "fmt"\n']
-    for n in range(rng.randint(5, 9)):
-        verb, noun = _name(rng)
-        body = "\n".join(
-            f"\t{rng.choice(_WORDS)}{i} := {noun} * {rng.randint(1, 999)} + {i * serial}\n\t_ = {rng.choice(_WORDS)}{i}"
-            for i in range(rng.randint(3, 9))
-        )
-        parts.append(
-            f"\n// {verb.capitalize()}{noun.capitalize()}{n}: {_sentence(rng)}.\n"
-            f"func {verb.capitalize()}{noun.capitalize()}{n}({noun} int) string {{\n{body}\n"
-            f'\treturn fmt.Sprintf("%d-{serial}", {noun})\n}}\n'
-        )
-    return "".join(parts)
+    def render(verb: str, noun: str, n: int, doc: str) -> str:
+        body = _lines(rng, f"\t{{w}}{{i}} := {noun} * {{n}} + {{i}}\n\t_ = {{w}}{{i}}", serial, 3, 9)
+        name = f"{verb.capitalize()}{noun.capitalize()}{n}"
+        tail = f"\treturn fmt.Sprint({noun})\n}}\n"
+        return f"\n// {name}: {doc}.\nfunc {name}({noun} int) string {{\n{body}\n{tail}"
+
+    return f'// Package mod{serial}: {_sentence(rng)}.\npackage mod{serial}\n\nimport "fmt"\n' + _functions(
+        rng, serial, render
+    )
 
 
 def _java(rng: random.Random, serial: int) -> str:
+    def render(verb: str, noun: str, n: int, doc: str) -> str:
+        body = _lines(rng, f"        long {{w}}{{i}} = {noun} * {{n}}L + {{i}};", serial, 3, 10)
+        signature = f"public long {verb}{noun.capitalize()}{n}(long {noun})"
+        return f"\n    /** {doc}. */\n    {signature} {{\n{body}\n        return {noun};\n    }}\n"
+
     verb, noun = _name(rng)
-    methods = []
-    for n in range(rng.randint(4, 8)):
-        m_verb, m_noun = _name(rng)
-        body = "\n".join(
-            f"        long {rng.choice(_WORDS)}{i} = {m_noun} * {rng.randint(1, 999)}L + {i};"
-            for i in range(rng.randint(3, 10))
-        )
-        methods.append(
-            f"    /** {_sentence(rng)}. */\n    public long {m_verb}{m_noun.capitalize()}{n}(long {m_noun}) {{\n"
-            f"{body}\n        return {m_noun} + {serial};\n    }}\n"
-        )
+    header = f"package bench.mod{serial};\n\n/** {_sentence(rng)}. */\n"
     return (
-        f"package bench.mod{serial};\n\n/** {_sentence(rng)}. */\n"
-        f"public class {noun.capitalize()}{verb.capitalize()}{serial} {{\n" + "\n".join(methods) + "}\n"
+        header
+        + f"public class {noun.capitalize()}{verb.capitalize()}{serial} {{\n"
+        + _functions(rng, serial, render)
+        + "}\n"
     )
 
 
 def _rust(rng: random.Random, serial: int) -> str:
-    parts = [f"//! Module {serial}: {_sentence(rng)}.\n"]
-    for n in range(rng.randint(5, 9)):
-        verb, noun = _name(rng)
-        body = "\n".join(
-            f"    let {rng.choice(_WORDS)}_{i} = {noun} * {rng.randint(1, 999)} + {i * serial};"
-            for i in range(rng.randint(3, 9))
-        )
-        parts.append(
-            f"\n/// {_sentence(rng)}.\npub fn {verb}_{noun}_{n}({noun}: u64) -> u64 {{\n{body}\n    {noun} + {serial}\n}}\n"
-        )
-    return "".join(parts)
+    def render(verb: str, noun: str, n: int, doc: str) -> str:
+        body = _lines(rng, f"    let {{w}}_{{i}} = {noun} * {{n}} + {{i}};", serial, 3, 9)
+        return f"\n/// {doc}.\npub fn {verb}_{noun}_{n}({noun}: u64) -> u64 {{\n{body}\n    {noun}\n}}\n"
+
+    return f"//! Module {serial}: {_sentence(rng)}.\n" + _functions(rng, serial, render)
 
 
 def _markdown(rng: random.Random, serial: int) -> str:
-    sections = []
-    for n in range(rng.randint(3, 6)):
-        verb, noun = _name(rng)
+    def render(verb: str, noun: str, n: int, doc: str) -> str:
         paragraph = " ".join(_sentence(rng) + "." for _ in range(rng.randint(3, 8)))
-        sections.append(f"## {verb.capitalize()} {noun} {n}\n\n{paragraph}\n")
-    return f"# Guide {serial}\n\n{_sentence(rng)}.\n\n" + "\n".join(sections)
+        return f"\n## {verb.capitalize()} {noun} {n}\n\n{doc}. {paragraph}\n"
+
+    return f"# Guide {serial}\n\n{_sentence(rng)}.\n" + _functions(rng, serial, render)
 
 
 _LANGUAGES: tuple[tuple[str, str, Writer], ...] = (

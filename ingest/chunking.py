@@ -149,7 +149,23 @@ class _FileChunker:
         parts = self._root_parts()
         whole = self._fits(self._measure(0, len(self.lines), _merged_symbol([part.symbol for part in parts])))
         spans = [whole] if whole is not None else self._fold_blank_spans(self._arrange(parts))
-        return [chunk for span in spans for chunk in self._emit(span) if chunk.text.strip()]
+        chunks: list[Chunk] = []
+        for chunk in (chunk for span in spans for chunk in self._emit(span)):
+            if chunk.text.strip():
+                chunks.append(chunk)
+            elif chunks:
+                chunks[-1] = self._absorb_blank_lines(chunks[-1], chunk)
+        return chunks
+
+    def _absorb_blank_lines(self, previous: Chunk, blank: Chunk) -> Chunk:
+        """`previous` extended over the blank lines a re-split left on their own, if it still fits."""
+        lines = "\n".join(self.lines[previous.start_line - 1 : previous.end_line])
+        if previous.text != lines or blank.start_line > previous.end_line + 1:
+            return previous
+        end = max(previous.end_line, blank.end_line)
+        text = "\n".join(self.lines[previous.start_line - 1 : end])
+        extended = Chunk(self.path, self.language, previous.start_line, end, previous.symbol, text)
+        return extended if self._count(extended.embed_text) <= self.chunker.max_tokens else previous
 
     def _fold_blank_spans(self, spans: list[_Span]) -> list[_Span]:
         """Blank lines that would make a chunk of their own join a neighbouring chunk instead."""

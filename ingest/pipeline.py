@@ -227,16 +227,11 @@ def ingest(
             vectors = builder.reusable_vectors(chunk.content_hash for chunk in all_chunks)
             reused = sum(1 for chunk in all_chunks if chunk.content_hash in vectors)
             vectors.update(_embed(all_chunks, vectors, embedder, report))
-        nothing_new = (
-            base is not None
-            and diff.empty
-            and base.record.commit == record.commit
-            and base.record.filters == record.filters
-        )
+        live = builder.base
         removed_chunks = 0
         with _timed(timings, "write_s"):
-            if nothing_new and base is not None:
-                committed = base.record
+            if live is not None and _same_as_live(live.record, record, diff):
+                committed = live.record
             else:
                 removed_chunks = _write(builder, diff, chunked, vectors, embedder.dimension, report)
                 committed = builder.commit()
@@ -375,6 +370,11 @@ def _embed(
         vectors.update(zip(hashes[start:stop], np.asarray(batch, dtype=np.float32), strict=True))
         report("embedding", "", chunks_done=stop, chunks_total=total)
     return vectors
+
+
+def _same_as_live(live: RepoRecord, record: RepoRecord, diff: _Diff) -> bool:
+    """Same commit, same filters, same files: a new version would be identical to the live one."""
+    return diff.empty and (live.commit, live.filters) == (record.commit, record.filters)
 
 
 def _write(

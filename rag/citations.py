@@ -114,10 +114,12 @@ def check_citations(citations: Sequence[Citation], context: Sequence[SearchHit |
 
 
 def _web_base(record: RepoRecord) -> str:
-    url = record.url.rstrip("/").removesuffix(".git")
-    parts = urlsplit(url)
-    scheme = parts.scheme if parts.scheme in ("http", "https") else "https"
-    return f"{scheme}://{parts.netloc}{parts.path}"
+    """The repository's web address; ssh remotes have none, so it comes from the id (host/path@ref)."""
+    parts = urlsplit(record.url.rstrip("/").removesuffix(".git"))
+    if parts.scheme in ("http", "https"):
+        return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    host_and_path = record.id.rsplit("@", 1)[0] if "@" in record.id else record.id
+    return f"https://{host_and_path}"
 
 
 def source_url(record: RepoRecord, path: str, start: int, end: int) -> str:

@@ -117,3 +117,18 @@ def test_single_line_anchor_and_quoted_path() -> None:
         "url": linked[0].url,
         "in_context": True,
     }
+
+
+def test_ssh_remote_links_to_the_web_view() -> None:
+    record = RepoRecord(
+        id="github.com/encode/httpx@main",
+        url="git@github.com:encode/httpx.git",
+        platform="github",
+        ref="main",
+        commit="abc123",
+        embedder="minilm",
+        dimension=384,
+    )
+    assert source_url(record, "httpx/_client.py", 3, 9) == (
+        "https://github.com/encode/httpx/blob/abc123/httpx/_client.py#L3-L9"
+    )

@@ -184,3 +184,34 @@ def test_a_killed_ingest_leaves_the_previous_index_usable_and_a_rerun_recovers(
     assert report["version"] == 2 and report["files"]["added"] == 60
     assert not list(paths.root.glob("build-*"))
     assert len(store.open(first.repo_id).list_files()) == 62
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_cleanly_with_exit_130(
+    tmp_path: Path, repolens_home: Path, shared_embedder: Embedder
+) -> None:
+    repo = make_repo(tmp_path / "interrupted", SMALL_REPO)
+    store = Store(repolens_home)
+    first = ingest(str(repo), store=store, embedder=shared_embedder)
+    write_files(
+        repo, {f"gen/part_{m}.py": f"def part_{m}(x):\n    return x * {m} + {m * m}\n" for m in range(40)}
+    )
+    commit_all(repo, "parts")
+
+    env = {**os.environ, "REPOLENS_HOME": str(repolens_home)}
+    process = subprocess.Popen(
+        _cli("ingest", str(repo), "--json", "--progress", "jsonl"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in process.stderr:
+        if json.loads(line).get("stage") == "embedding":
+            break
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert json.loads(stdout)["error"]["code"] == "cancelled"
+    assert store.open(first.repo_id).record.version == 1
+    assert not list(store.paths(first.repo_id).root.glob("build-*"))

@@ -217,3 +217,13 @@ def test_repo_folders_are_flat_and_distinct() -> None:
     assert repo_folder("github.com/a/b@v1.0") != repo_folder("github.com/a/b")
     deep_a, deep_b = repo_folder("local/" + "x/" * 150 + "a"), repo_folder("local/" + "x/" * 150 + "b")
     assert deep_a != deep_b and len(deep_a) <= 200 and "/" not in deep_a
+
+
+def test_a_builder_with_a_stale_base_builds_on_the_newest_version(store: Store, built: RepoIndex) -> None:
+    with store.builder(dataclasses.replace(built.record), built) as first:
+        add(first, "src/new.py", "python", [("fresh", 6)])
+        first.commit()
+    with store.builder(dataclasses.replace(built.record), built) as stale:  # `built` is version 1
+        assert "src/new.py" in stale.file_hashes()
+        stale.commit()
+    assert {f.path for f in store.open("github.com/acme/widgets").list_files()} >= {"src/new.py"}

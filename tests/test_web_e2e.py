@@ -85,11 +85,14 @@ def open_repo(page: Page, web: Web, repo_id: str | None = None) -> None:
 
 def ask(page: Page, question: str) -> Locator:
     """Type a question, send it with Enter, and return the answer's element."""
+    answers = page.locator(".turn.assistant")
+    before = answers.count()
     box = page.get_by_label("Question")
     box.fill(question)
     box.press("Enter")
-    answer = page.locator(".turn.assistant").last
-    expect(answer).to_have_attribute("data-state", "streaming")
+    answer = answers.nth(before)
+    expect(answer).to_have_count(1)
+    expect(box).to_have_value("")
     return answer
 
 
@@ -113,9 +116,12 @@ def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
     page.locator(".filters summary").click()
     expect(page.locator(".defaults")).to_contain_text("node_modules")
 
-    page.get_by_placeholder("https://github.com/owner/repo").fill("::not a repository::")
+    bad = "ftp://example.invalid/x"
+    page.get_by_placeholder("https://github.com/owner/repo").fill(bad)
     page.get_by_role("button", name="Index repository").click()
-    expect(page.locator(".progress[data-state=error]")).to_contain_text("failed:", timeout=TIMEOUT_MS)
+    refusal = httpx.post(f"{web.server.base_url}/api/repos", json={"repo_url": bad})
+    assert refusal.status_code == 400
+    expect(page.locator(".progress[data-state=error]")).to_contain_text(refusal.json()["detail"])
 
     second = make_fixture_repo(web.root / "second-copy")
     page.evaluate(
@@ -150,7 +156,7 @@ def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
 def test_streamed_answer_renders_markdown_code_and_citations(
     page: Page, web: Web, fake_provider: FakeProvider
 ) -> None:
-    fake_provider.script(FakeResponse(text=ANSWER, chunks=15, delay=0.04))
+    fake_provider.script(FakeResponse(text=ANSWER, chunks=15, delay=0.08))
     open_repo(page, web)
     answer = ask(page, "How is a forecast fetched?")
     expect(answer.locator(".markdown")).not_to_be_empty(timeout=TIMEOUT_MS)
@@ -165,8 +171,11 @@ def test_streamed_answer_renders_markdown_code_and_citations(
     expect(chip).to_be_visible()
     shot(page, "answer")
 
-    chip.click()
+    answer.locator(".markdown button.cite", has_text="weatherline/cli.py:1-12").click()
     viewer = page.locator("dialog.viewer[open]")
+    expect(viewer).to_contain_text("weatherline/cli.py:1-12")
+    page.keyboard.press("Escape")
+    chip.click()
     expect(viewer).to_contain_text("weatherline/cli.py:1-12")
     expect(viewer.locator(".line.cited").first).to_be_visible(timeout=TIMEOUT_MS)
     cited = viewer.locator(".line.cited").all_inner_texts()
@@ -223,7 +232,8 @@ def test_answer_markup_cannot_run_script(page: Page, web: Web, fake_provider: Fa
     hostile = (
         "Look: <script>window.pwned = 1</script>"
         '<img src="x" onerror="window.pwned = 2"> '
-        '<a href="javascript:window.pwned=3">click</a> [also](javascript:window.pwned=4)'
+        '<a href="javascript:window.pwned=3">click</a> [also](javascript:window.pwned=4)\n\n'
+        "```mermaid\ngraph TD\n  A[Client] --> B[\"<img src=x onerror=window.pwned=5>\"]\n```\n"
     )
     fake_provider.script(FakeResponse(text=hostile, chunks=4, delay=0.02))
     open_repo(page, web)
@@ -233,8 +243,20 @@ def test_answer_markup_cannot_run_script(page: Page, web: Web, fake_provider: Fa
     for link in answer.locator(".markdown a").all():
         link.click(modifiers=["Control"])
     page.wait_for_timeout(300)
+    expect(answer.locator(".mermaid-diagram svg")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(answer.locator(".mermaid-diagram")).to_contain_text("Client")
     assert page.evaluate("window.pwned") is None
     assert answer.locator("script, [onerror], a[href^='javascript']").count() == 0
+    shot(page, "mermaid")
+
+
+def test_provider_failure_shows_the_server_message(page: Page, web: Web, fake_provider: FakeProvider) -> None:
+    fake_provider.script(FakeResponse(status=404))
+    open_repo(page, web)
+    answer = ask(page, "Which model?")
+    finished(answer, "error")
+    expect(answer.locator(".error")).to_contain_text("model")
+    expect(answer.locator(".error")).not_to_contain_text("sk-fake")
 
 
 def test_reconnects_after_a_server_restart(page: Page, web: Web, fake_provider: FakeProvider) -> None:

@@ -16,6 +16,8 @@ from tests.support.chat import ChatServer, provider_env, server_errors, settings
 from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.repos import make_fixture_repo
 
+pytest_plugins = ["tests.support.git_http_server"]
+
 TIMEOUT = 20.0
 
 
@@ -281,7 +283,6 @@ async def test_request_token_never_reaches_frames_or_logs(
     assert token not in caplog.text
 
 
-@pytest.mark.slow
 async def test_first_request_indexes_the_repository_with_progress(
     live_server_factory: Any, tmp_path: Any, fake_provider: FakeProvider
 ) -> None:
@@ -315,7 +316,6 @@ async def test_first_request_indexes_the_repository_with_progress(
     assert [record.url for record in records] and records[0].chunk_count > 0
 
 
-@pytest.mark.slow
 async def test_compatible_request_with_percent_encoded_newline_filters_offline(
     live_server_factory: Any, tmp_path: Any
 ) -> None:
@@ -372,3 +372,39 @@ async def test_deep_research_tag_in_compatible_mode_runs_one_iteration(chat_serv
     answer = "".join(frames)
     assert answer.startswith("## Research Plan"), answer[:200]
     assert "## Next Steps" in answer
+
+
+async def test_private_repository_is_indexed_with_the_request_token(
+    chat_server: ChatServer, git_http_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over a real smart-HTTP git server: a wrong token fails clearly, the right one indexes."""
+    caplog.set_level(logging.DEBUG)
+    git_http_server.add_repo(
+        "acme/vault",
+        {"vault/lock.py": 'def open_vault(code):\n    """Open the vault."""\n    return code * 2\n'},
+    )
+    request = chat_server.request(
+        "What does open_vault return?",
+        repo_url=git_http_server.url_for("acme/vault"),
+        type="git",
+        protocol="events",
+    )
+    async with connect(f"{chat_server.server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({**request, "token": "wrong-token-1234567"}))
+        refused = await until_done(ws)
+        await ws.send(json.dumps({**request, "token": git_http_server.token}))
+        frames = await until_done(ws)
+    error = next(frame for frame in refused if frame["type"] == "error")
+    assert error["code"] == "auth_failed" and "wrong-token" not in error["message"]
+    stages = [frame["stage"] for frame in frames if frame["type"] == "status"]
+    assert stages[0] == "cloning" and "indexing" in stages
+    sources = next(frame for frame in frames if frame["type"] == "sources")["sources"]
+    assert [source["path"] for source in sources] == ["vault/lock.py"]
+    secret = git_http_server.token
+    assert secret not in json.dumps(frames) and secret not in caplog.text
+    stored = [
+        path
+        for path in chat_server.home.rglob("*")
+        if path.is_file() and secret.encode() in path.read_bytes()
+    ]
+    assert stored == []

@@ -5,6 +5,9 @@ validates, indexes on first use, researches and cites exactly like `/ws/chat`. O
 rendered markdown that updates live on a terminal, the raw text with `--plain` (and
 whenever stdout is not a terminal, so pipes get clean text), or one JSON event per line
 with `--json`. Progress goes to stderr so stdout only ever holds the answer.
+
+The answer machinery (the LLM SDKs, FAISS, the embedder) is imported when `ask` runs, not
+when the module registers the command, so other `repolens` commands start fast.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -21,14 +24,14 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
 
-from api.chat_session import Event, chat_events
 from api.cli.app import EXIT_CODES, app, cli_errors, err_console
-from api.schemas import parse_chat_request
-from api.services import Services
-from ingest.pipeline import resolve_repo_id
 from rag.errors import NotFoundError
-from rag.providers.base import PROVIDER_ERROR_CODES
 from rag.settings import Settings
+
+if TYPE_CHECKING:
+    from api.chat_session import Event
+    from api.schemas import ChatRequestBody
+    from api.services import Services
 
 
 @app.command()
@@ -55,6 +58,9 @@ def ask(
     """Ask a question about a repository and stream the answer with its sources."""
     with cli_errors(as_json):
         settings = Settings.from_env()
+        from api.schemas import parse_chat_request
+        from api.services import Services
+
         services = Services.from_settings(settings)
         body: dict[str, Any] = {
             **_repo_fields(services, repo, repo_type, ref),
@@ -84,6 +90,8 @@ def ask(
 
 def exit_code(code: str) -> int:
     """The documented exit code for an error event's code (provider failures share one)."""
+    from rag.providers.base import PROVIDER_ERROR_CODES
+
     if code in EXIT_CODES:
         return EXIT_CODES[code]
     return EXIT_CODES["provider_error"] if code in PROVIDER_ERROR_CODES else 1
@@ -91,6 +99,8 @@ def exit_code(code: str) -> int:
 
 def _repo_fields(services: Services, repo: str, repo_type: str | None, ref: str | None) -> dict[str, Any]:
     """Request fields naming the repository: an indexed one by its stored URL, else `repo` as given."""
+    from ingest.pipeline import resolve_repo_id
+
     try:
         record = services.store.get(resolve_repo_id(services.store, repo))
     except NotFoundError:
@@ -100,8 +110,10 @@ def _repo_fields(services: Services, repo: str, repo_type: str | None, ref: str 
     return {"repo_url": repo, "type": repo_type, "ref": ref}
 
 
-async def _stream(services: Services, request: Any, renderer: _Renderer) -> Event | None:
+async def _stream(services: Services, request: ChatRequestBody, renderer: _Renderer) -> Event | None:
     """Render every event; the first error event (if any) decides the exit code."""
+    from api.chat_session import chat_events
+
     error: Event | None = None
     with renderer:
         async with contextlib.aclosing(chat_events(services, request, asyncio.Event())) as events:

@@ -2,16 +2,14 @@
 
 Host and port default to `REPOLENS_HOST` / `PORT` (deepwiki-open's variable), the data dir
 to `REPOLENS_HOME`; every log line, uvicorn's included, goes through `rag.redact`.
+The app is imported when `serve` runs, so other `repolens` commands do not pay for it.
 """
 
 from __future__ import annotations
 
 import typer
-import uvicorn
 
-from api.app import create_app
 from api.cli.app import app, cli_errors
-from api.server import redact_server_logs, uvicorn_config
 from rag.settings import Settings
 
 
@@ -23,6 +21,11 @@ def serve(
 ) -> None:
     """Serve the HTTP API, the WebSocket chat and the web page."""
     with cli_errors():
+        import uvicorn
+
+        from api.app import create_app
+        from api.server import redact_server_logs, uvicorn_config
+
         settings = Settings.from_env()
         config = uvicorn_config(
             create_app(settings), host or settings.host, port or settings.port, log_level=log_level

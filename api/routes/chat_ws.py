@@ -24,7 +24,7 @@ from fastapi import APIRouter, WebSocket
 
 from api.chat_session import Event, chat_events, done_event, error_event, stop_answer
 from api.schemas import BadRequestError, ChatRequestBody, decode_frame, max_request_bytes, parse_chat_request
-from api.services import Services
+from api.services import Services, get_ws_services
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ _CONTROL_TYPES = ("cancel", "ping")
 @router.websocket("/ws/chat")
 async def chat_socket(websocket: WebSocket) -> None:
     await websocket.accept()
-    services: Services = websocket.app.state.services
+    services = get_ws_services(websocket)
     limit = max_request_bytes(services.settings)
     raw = await _receive(websocket)
     if raw is None:
@@ -45,16 +45,22 @@ async def chat_socket(websocket: WebSocket) -> None:
     try:
         data = decode_frame(raw, limit)
     except BadRequestError as error:
-        data = None
-        if not events_mode:
+        if events_mode:
+            await EventsConnection(websocket, services, limit).run(first=raw)
+        else:
             await _compat_error(websocket, str(error))
-            return
-    if data is not None and not events_mode:
-        events_mode = data.get("protocol") == "events" or ("messages" not in data and "type" in data)
-    if events_mode:
+        return
+    if events_mode or _selects_events(data):
         await EventsConnection(websocket, services, limit).run(first=raw)
     else:
-        await _compat_conversation(websocket, services, data or {})
+        await _compat_conversation(websocket, services, data)
+
+
+def _selects_events(first: dict[str, Any]) -> bool:
+    """deepwiki clients never send `protocol` nor a bare control frame."""
+    return first.get("protocol") == "events" or (
+        "messages" not in first and first.get("type") in _CONTROL_TYPES
+    )
 
 
 async def _receive(websocket: WebSocket) -> str | bytes | None:

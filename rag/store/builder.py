@@ -74,6 +74,7 @@ class IndexBuilder:
     def __enter__(self) -> IndexBuilder:
         self._lock.__enter__()
         try:
+            self._refresh_stale_base()
             self._paths.remove_leftover_builds()
             self._dir.mkdir(parents=True)
             self._open_working_copy()
@@ -89,6 +90,14 @@ class IndexBuilder:
             self._discard()
         else:
             self._lock.__exit__(exc_type, exc, tb)
+
+    def _refresh_stale_base(self) -> None:
+        """Another builder may have committed since `base` was opened: build on the newest version."""
+        if self._base is None:
+            return
+        target = self._paths.current_target()
+        if target is not None and self._paths.root / target != self._base.version_dir:
+            self._base = RepoIndex(self._paths.root / target)
 
     def _discard(self) -> None:
         conn = getattr(self, "_conn", None)

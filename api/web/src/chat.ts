@@ -3,7 +3,7 @@
  * chips that open the source viewer, deep-research progress, stop, and per-repository history
  * kept in localStorage.
  */
-import { copyText, formatLines, h } from "./dom";
+import { copyText, formatLines, h, repoName } from "./dom";
 import { renderMarkdown } from "./markdown";
 import { ChatSocket, type SocketState } from "./socket";
 import { loadConversation, loadPreferences, saveConversation, savePreferences, type Turn } from "./store";
@@ -156,7 +156,8 @@ export class ChatView {
   }
 
   private render(): void {
-    this.title.textContent = this.repo ? this.repo.id : "No repository selected";
+    this.title.textContent = this.repo ? repoName(this.repo) : "No repository selected";
+    this.title.title = this.repo?.id ?? "";
     this.clear.hidden = this.turns.length === 0;
     this.input.disabled = !this.repo;
     this.send.disabled = !this.repo || this.live !== null;
@@ -168,7 +169,7 @@ export class ChatView {
     }
     if (this.turns.length === 0) {
       const chips = SUGGESTIONS.map((text) => h("button", { type: "button", class: "suggestion", onclick: () => this.ask(text) }, text));
-      this.log.replaceChildren(h("div", { class: "empty" }, h("h3", {}, `Ask about ${this.repo.id}`), h("div", { class: "suggestions" }, ...chips)));
+      this.log.replaceChildren(h("div", { class: "empty" }, h("h3", {}, `Ask about ${repoName(this.repo)}`), h("div", { class: "suggestions" }, ...chips)));
       return;
     }
     this.log.replaceChildren(...this.turns.map((turn) => new TurnView(turn, this.repo!.id, false).element));
@@ -351,6 +352,7 @@ class TurnView {
   update(final = false): void {
     if (this.turn.content) this.setStatus("");
     renderMarkdown(this.body, this.turn.content, final);
+    if (this.turn.citations?.length) linkCitations(this.body, this.turn.citations, (item) => void openSource(this.repoId, item));
     this.element.querySelector(".research-slot")!.replaceChildren(renderResearch(this.turn.research ?? [], final));
     this.extras.replaceChildren(...this.renderExtras(final));
   }
@@ -407,6 +409,28 @@ class TurnView {
       ? h("a", { class: "chip-link", href: source.url, target: "_blank", rel: "noopener noreferrer", title: "Open at the source", "aria-label": `Open ${label} at the source` }, "↗")
       : null;
     return h("span", { class: "chip-group" }, open, link);
+  }
+}
+
+/** Make each `path:lines` the server recognised as a citation in the answer text open the viewer. */
+function linkCitations(root: HTMLElement, citations: Citation[], open: (citation: Citation) => void): void {
+  const byLabel = new Map(citations.map((item) => [`${item.path}:${formatLines(item)}`, item]));
+  const escaped = [...byLabel.keys()].sort((a, b) => b.length - a.length).map((label) => label.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const pattern = new RegExp(`(${escaped.join("|")})(?![\\d-])`, "g");
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const nodes: Text[] = [];
+  while (walker.nextNode()) if (!walker.currentNode.parentElement?.closest("pre")) nodes.push(walker.currentNode as Text);
+  for (const node of nodes) {
+    const parts = node.data.split(pattern);
+    if (parts.length === 1) continue;
+    node.replaceWith(
+      ...parts.map((part, index) => {
+        const citation = index % 2 === 1 ? byLabel.get(part) : undefined;
+        if (!citation) return part;
+        const warn = citation.in_context ? "" : " (not in the retrieved context)";
+        return h("button", { type: "button", class: citation.in_context ? "cite" : "cite unverified", title: `Show ${part}${warn}`, onclick: () => open(citation) }, part);
+      }),
+    );
   }
 }
 

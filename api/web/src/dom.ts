@@ -34,3 +34,8 @@ export async function copyText(text: string, button: HTMLElement): Promise<void>
 export function formatLines(source: { start_line: number; end_line: number }): string {
   return source.start_line === source.end_line ? `${source.start_line}` : `${source.start_line}-${source.end_line}`;
 }
+
+/** A short name for a repository: remote ids read well as they are, local ones by their folder. */
+export function repoName(repo: { id: string; platform: string }): string {
+  return repo.platform === "local" ? `${repo.id.split("/").pop()} (local)` : repo.id;
+}

@@ -7,7 +7,7 @@
  * never shown again.
  */
 import { getJson, postEvents, repoPath } from "./api";
-import { h } from "./dom";
+import { h, repoName } from "./dom";
 import type { FilterDefaults, RepoRecord, StatusEvent } from "./types";
 
 let currentToken: string | null = null;
@@ -34,7 +34,7 @@ export class RepoPanel {
     "select",
     { name: "type", "aria-label": "Platform" },
     ...["auto", "github", "gitlab", "bitbucket", "git", "local"].map((value) =>
-      h("option", { value }, value === "auto" ? "Detect platform" : value),
+      h("option", { value }, value === "auto" ? "Auto-detect" : value),
     ),
   );
   private readonly token = h("input", {
@@ -61,12 +61,12 @@ export class RepoPanel {
       "form",
       { class: "index-form", "aria-label": "Index a repository" },
       h("label", {}, h("span", {}, "Repository"), this.location),
-      h("div", { class: "row" }, this.platform, this.token),
+      h("div", { class: "fields" }, this.platform, this.token),
       h(
         "details",
         { class: "filters" },
         h("summary", {}, "Filters"),
-        h("label", { class: "check" }, this.useDefaults, " Skip the default exclusions"),
+        h("label", { class: "check" }, this.useDefaults, " Apply the default exclusions"),
         this.defaultsView,
         ...Object.values(this.filters),
       ),
@@ -96,8 +96,11 @@ export class RepoPanel {
     try {
       const defaults = await getJson<FilterDefaults>("/api/filters/defaults");
       this.defaultsView.replaceChildren(
-        h("strong", {}, "Always skipped: "),
-        `${defaults.excluded_dirs.join(", ")}; files ${defaults.excluded_files.join(", ")}`,
+        h("strong", {}, "Folders: "),
+        defaults.excluded_dirs.join(" "),
+        h("br"),
+        h("strong", {}, "Files: "),
+        defaults.excluded_files.join(" "),
       );
     } catch (error) {
       this.defaultsView.textContent = `Default exclusions unavailable: ${(error as Error).message}`;
@@ -124,12 +127,13 @@ export class RepoPanel {
     const remove = h("button", { type: "button", class: "button small danger", title: "Delete this index" }, "Delete");
     update.addEventListener("click", () => void this.update(repo));
     remove.addEventListener("click", () => void this.remove(repo, remove));
-    const open = h("button", { type: "button", class: "repo-name", title: `Ask about ${repo.id}` }, repo.id);
+    const open = h("button", { type: "button", class: "repo-name", title: `Ask about ${repo.id}` }, repoName(repo));
     open.addEventListener("click", () => this.hooks.onSelect(repo));
     return h(
       "li",
       { class: selected ? "repo selected" : "repo", "data-repo-id": repo.id },
       open,
+      repo.platform === "local" ? h("span", { class: "muted small path" }, repo.url) : null,
       h("span", { class: "muted small" }, facts.join(" · ")),
       h("div", { class: "row" }, update, remove),
     );
@@ -206,7 +210,7 @@ export class RepoPanel {
             const seconds = report.timings?.total_s;
             this.showProgress(
               "done",
-              `Indexed ${finished.id}: ${finished.file_count} files, ${finished.chunk_count} chunks` +
+              `Indexed ${repoName(finished)}: ${finished.file_count} files, ${finished.chunk_count} chunks` +
                 (seconds !== undefined ? ` in ${seconds.toFixed(1)} s` : "") +
                 ". Ask a question below.",
             );
