@@ -149,23 +149,38 @@ class _FileChunker:
         parts = self._root_parts()
         whole = self._fits(self._measure(0, len(self.lines), _merged_symbol([part.symbol for part in parts])))
         spans = [whole] if whole is not None else self._fold_blank_spans(self._arrange(parts))
+        emitted = [chunk for span in spans for chunk in self._emit(span)]
+        return self._absorb_blank_chunks(emitted)
+
+    def _absorb_blank_chunks(self, emitted: list[Chunk]) -> list[Chunk]:
+        """Blank lines a re-split left on their own join the chunk before (or after) them, if it fits."""
         chunks: list[Chunk] = []
-        for chunk in (chunk for span in spans for chunk in self._emit(span)):
+        stray: Chunk | None = None
+        for chunk in emitted:
             if chunk.text.strip():
+                if stray is not None and chunk.start_line == stray.end_line + 1:
+                    chunk = self._widened(chunk, stray.start_line, chunk.end_line) or chunk
                 chunks.append(chunk)
-            elif chunks:
-                chunks[-1] = self._absorb_blank_lines(chunks[-1], chunk)
+                stray = None
+                continue
+            widened = None
+            if chunks and chunks[-1].end_line + 1 >= chunk.start_line:
+                widened = self._widened(
+                    chunks[-1], chunks[-1].start_line, max(chunks[-1].end_line, chunk.end_line)
+                )
+            if widened is not None:
+                chunks[-1] = widened
+            else:
+                stray = chunk
         return chunks
 
-    def _absorb_blank_lines(self, previous: Chunk, blank: Chunk) -> Chunk:
-        """`previous` extended over the blank lines a re-split left on their own, if it still fits."""
-        lines = "\n".join(self.lines[previous.start_line - 1 : previous.end_line])
-        if previous.text != lines or blank.start_line > previous.end_line + 1:
-            return previous
-        end = max(previous.end_line, blank.end_line)
-        text = "\n".join(self.lines[previous.start_line - 1 : end])
-        extended = Chunk(self.path, self.language, previous.start_line, end, previous.symbol, text)
-        return extended if self._count(extended.embed_text) <= self.chunker.max_tokens else previous
+    def _widened(self, chunk: Chunk, start: int, end: int) -> Chunk | None:
+        """`chunk` over lines start..end (1-based), if it is made of whole lines and still fits."""
+        if chunk.text != "\n".join(self.lines[chunk.start_line - 1 : chunk.end_line]):
+            return None
+        text = "\n".join(self.lines[start - 1 : end])
+        widened = Chunk(self.path, self.language, start, end, chunk.symbol, text)
+        return widened if self._count(widened.embed_text) <= self.chunker.max_tokens else None
 
     def _fold_blank_spans(self, spans: list[_Span]) -> list[_Span]:
         """Blank lines that would make a chunk of their own join a neighbouring chunk instead."""

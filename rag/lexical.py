@@ -16,6 +16,11 @@ owns the transaction):
   `[(chunk_id, score)]`, best first, score higher is better. Filters join the
   `chunks(id, path, language, ...)` table of the same database.
 
+Words are stemmed (Snowball English, via PyStemmer) before they reach SQLite,
+so `redirects` finds `redirect`; stemming in Python rather than in FTS5 lets a
+query look up each term's document frequency in the FTS5 vocabulary and leave
+out terms so common that scoring them would cost more than they tell.
+
 `path_matches(path, pattern)` is the one definition of the path filter
 (a plain prefix such as `rag` or `rag/prompt.py`, or a glob such as `*.py`
 or `rag/**/test_*.py`); dense search must use the same rule.
@@ -24,11 +29,20 @@ or `rag/**/test_*.py`); dense search must use the same rule.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 
+import Stemmer
+
 TABLE = "lexical"
+VOCABULARY = "lexical_vocab"
+# A query scores at most this many postings (the sum of its terms' document
+# frequencies): past it BM25 costs tens of milliseconds per term. Terms are
+# kept rarest first, so only terms found in a large share of a big index are
+# dropped; in an index smaller than this nothing is ever dropped.
+POSTINGS_BUDGET = 20_000
 
 # Columns are weighted in `bm25()`: a token in the symbol name or the path says
 # more about a chunk than the same token somewhere in its body.
@@ -54,8 +68,13 @@ def split_identifier(word: str) -> list[str]:
     return parts
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-cased tokens: dotted names whole, identifiers whole and split into their parts.
+@functools.cache
+def _stemmer() -> Stemmer.Stemmer:
+    return Stemmer.Stemmer("english")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words before stemming: dotted names whole, identifiers whole and split into parts.
 
     `Client.send_all` gives `client.send_all`, `client`, `send_all`, `send`,
     `all`; a path `rag/prompt.py` gives `prompt.py`, `rag`, `prompt`, `py`. So
@@ -72,6 +91,15 @@ def tokenize(text: str) -> list[str]:
     return [token for token in tokens if token not in STOPWORDS]
 
 
+def tokenize(text: str) -> list[str]:
+    """The index terms of `text`: its `words`, plain words stemmed (`redirects` -> `redirect`).
+
+    Compound names (`follow_redirects`, `client.send`) stay exact.
+    """
+    stem = _stemmer().stemWord
+    return [word if "_" in word or "." in word else stem(word) for word in words(text)]
+
+
 def _joined(text: str | None) -> str:
     return " ".join(tokenize(text)) if text else ""
 
@@ -80,12 +108,11 @@ def create_lexical_schema(conn: sqlite3.Connection) -> None:
     """Create the FTS5 table; its rowid is the chunk id.
 
     The text is tokenised by `tokenize` before it reaches SQLite, so FTS5 only
-    splits on whitespace (`.` and `_` are token characters) and stems with Porter
-    so that `redirects` finds `redirect`.
+    splits on whitespace (`.` and `_` are token characters).
     """
     conn.execute(
         f"CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5("
-        "path, symbol, body, tokenize = \"porter unicode61 tokenchars '._' remove_diacritics 0\")"
+        "path, symbol, body, tokenize = \"unicode61 tokenchars '._' remove_diacritics 0\")"
     )
 
 
@@ -121,6 +148,24 @@ def query_terms(query: str) -> list[str]:
     return list(dict.fromkeys(tokenize(query)))
 
 
+def affordable_terms(conn: sqlite3.Connection, terms: Sequence[str]) -> list[str]:
+    """The terms present in the index, rarest first, within `POSTINGS_BUDGET` (see there)."""
+    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{VOCABULARY} USING fts5vocab(main, {TABLE}, row)")
+    frequencies: list[tuple[int, str]] = []
+    for term in terms:
+        row = conn.execute(f"SELECT doc FROM temp.{VOCABULARY} WHERE term = ?", (term,)).fetchone()
+        if row:
+            frequencies.append((int(row[0]), term))
+    kept: list[str] = []
+    postings = 0
+    for frequency, term in sorted(frequencies):
+        postings += frequency
+        if postings > POSTINGS_BUDGET:
+            break
+        kept.append(term)
+    return kept
+
+
 def match_expression(terms: Sequence[str]) -> str:
     """An FTS5 query matching any of the terms (each quoted, so no FTS5 syntax leaks in)."""
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
@@ -135,8 +180,8 @@ def lexical_search(
     language: str | None = None,
 ) -> list[tuple[int, float]]:
     """The `k` best chunks for `query` by BM25, as `(chunk_id, score)` with higher = better."""
-    terms = query_terms(query)
-    if not terms or k <= 0:
+    terms = affordable_terms(conn, query_terms(query)) if k > 0 else []
+    if not terms:
         return []
     weights = ", ".join(str(weight) for weight in _COLUMN_WEIGHTS)
     sql = f"SELECT {TABLE}.rowid, bm25({TABLE}, {weights}) AS rank FROM {TABLE}"

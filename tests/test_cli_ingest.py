@@ -25,8 +25,6 @@ SMALL_REPO = {
     "README.md": "# Greeter\n\nSays hello.\n",
 }
 
-pytest_plugins = ["tests.support.repos"]
-
 
 def make_repo(path: Path, files: dict[str, str]) -> Path:
     path.mkdir()
@@ -210,8 +208,8 @@ def test_ctrl_c_cancels_cleanly_with_exit_130(
         if json.loads(line).get("stage") == "embedding":
             break
     process.send_signal(signal.SIGINT)
-    stdout, _ = process.communicate(timeout=60)
-    assert process.returncode == 130
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
     assert json.loads(stdout)["error"]["code"] == "cancelled"
     assert store.open(first.repo_id).record.version == 1
     assert not list(store.paths(first.repo_id).root.glob("build-*"))

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.chat import ChatServer, server_errors, sse_events
+from api.origins import origin_allowed
+from tests.support.chat import ChatServer, server_errors, settings_for, sse_events
 from tests.support.fake_provider import FakeProvider, FakeResponse
-from tests.support.live_server import free_port
+from tests.support.live_server import LiveServer, free_port
 
 TIMEOUT = httpx.Timeout(20.0)
 
@@ -66,6 +67,7 @@ def test_errors_before_streaming_are_http_errors(
     response = httpx.post(url(chat_server), json={**chat_server.request(), **change}, timeout=TIMEOUT)
     assert response.status_code == status
     assert detail in response.json()["detail"]
+    assert response.json()["code"] in ("bad_request", "bad_url")
 
 
 def test_malformed_and_oversized_bodies_are_refused(chat_server: ChatServer) -> None:
@@ -148,3 +150,33 @@ def test_repolens_serve_uses_port_from_the_environment(tmp_path: Path) -> None:
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status reports it.
     assert server.returncode == -signal.SIGTERM
     assert b"Traceback" not in output, output.decode(errors="replace")
+
+
+def test_live_server_restarts_on_the_same_port(live_server: LiveServer) -> None:
+    """The shared fixture's restart (used by reconnect tests) serves a fresh app on the same port."""
+    port, first_app = live_server.port, live_server.app
+    assert httpx.get(f"{live_server.base_url}/health", timeout=5).status_code == 200
+    live_server.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{live_server.base_url}/health", timeout=5)
+    live_server.start()
+    assert live_server.port == port and live_server.app is not first_app
+    assert httpx.get(f"{live_server.base_url}/health", timeout=5).status_code == 200
+
+
+def test_pages_of_other_sites_cannot_post_chat_requests(chat_server: ChatServer) -> None:
+    refused = httpx.post(
+        url(chat_server),
+        json=chat_server.request(),
+        headers={"Origin": "https://evil.example"},
+        timeout=TIMEOUT,
+    )
+    assert refused.status_code == 403
+    assert "REPOLENS_ALLOWED_ORIGINS" in refused.json()["detail"]
+    settings = settings_for(
+        chat_server.home, REPOLENS_ALLOWED_ORIGINS="https://wiki.example.com, https://b.example"
+    )
+    assert origin_allowed("https://wiki.example.com", "127.0.0.1:8000", settings)
+    assert not origin_allowed("https://evil.example", "127.0.0.1:8000", settings)
+    assert origin_allowed("http://127.0.0.1:8000", "127.0.0.1:8000", settings_for(chat_server.home))
+    assert origin_allowed(None, "127.0.0.1:8000", settings_for(chat_server.home))

@@ -69,8 +69,33 @@ def ids(results: list[tuple[int, float]]) -> list[int]:
         ("How is the Value parsed", ["value", "parsed"]),
     ],
 )
-def test_tokenize_splits_identifiers_and_keeps_them_whole(text: str, expected: list[str]) -> None:
-    assert lexical.tokenize(text) == expected
+def test_words_split_identifiers_and_keep_them_whole(text: str, expected: list[str]) -> None:
+    assert lexical.words(text) == expected
+
+
+def test_tokenize_stems_plain_words_but_not_compound_names() -> None:
+    assert lexical.tokenize("followed redirects follow_redirects Client.sends") == [
+        "client.sends",
+        "follow",
+        "redirect",
+        "follow_redirects",
+        "follow",
+        "redirect",
+        "client",
+        "send",
+    ]
+
+
+def test_very_common_terms_are_left_out_of_big_indexes(
+    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "json" is in chunks 3 and 4, "parse" in 3 and 4, "value" in 3 and 4, "e4471" only in 5.
+    assert lexical.affordable_terms(conn, ["json", "e4471", "missing"]) == ["e4471", "json"]
+    monkeypatch.setattr(lexical, "POSTINGS_BUDGET", 2)
+    assert lexical.affordable_terms(conn, ["json", "e4471"]) == ["e4471"]
+    assert ids(lexical.lexical_search(conn, "parseJSONValue E4471", 5)) == [5]
+    monkeypatch.setattr(lexical, "POSTINGS_BUDGET", 0)
+    assert lexical.lexical_search(conn, "E4471", 5) == []
 
 
 def test_exact_identifier_ranks_its_chunk_first(conn: sqlite3.Connection) -> None:

@@ -30,7 +30,7 @@ from tests.support.repos import (
 if TYPE_CHECKING:
     from tests.support.git_http_server import GitHttpServer
 
-pytest_plugins = ["tests.support.git_http_server", "tests.support.repos"]
+pytest_plugins = ["tests.support.git_http_server"]
 
 
 class RecordingEmbedder:

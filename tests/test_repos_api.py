@@ -21,8 +21,6 @@ FILES = {
     "notes.txt": "remember to greet politely\n",
 }
 
-pytest_plugins = ["tests.support.live_server", "tests.support.repos"]
-
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:

@@ -9,23 +9,32 @@ import pytest
 
 from rag.research import DEEP_RESEARCH_TAG, compat_iteration, is_deep_research
 from rag.research.compat import compat_state
-from tests.support.fake_provider import FakeProvider, FakeResponse, fake_provider  # noqa: F401
-from tests.test_research_tools import ResearchIndex, research_index  # noqa: F401
+from tests.support.fake_provider import FakeProvider, FakeResponse
+from tests.test_research_tools import ResearchIndex, shared_research_index
 
 QUESTION = "How does the CLI reach the HTTP client?"
 CONTINUE = f"{DEEP_RESEARCH_TAG} Continue the research"
+
+
+@pytest.fixture
+def research_index() -> ResearchIndex:
+    return shared_research_index()
 
 
 def history(assistant_turns: int) -> list[dict[str, str]]:
     """A deepwiki client's messages after `assistant_turns` iterations."""
     messages = [{"role": "user", "content": f"{DEEP_RESEARCH_TAG} {QUESTION}"}]
     for number in range(1, assistant_turns + 1):
-        messages.append({"role": "assistant", "content": f"Iteration {number} found weatherline/cli.py:19-25."})
+        messages.append(
+            {"role": "assistant", "content": f"Iteration {number} found weatherline/cli.py:19-25."}
+        )
         messages.append({"role": "user", "content": CONTINUE})
     return messages
 
 
-async def iterate(index: ResearchIndex, messages: list[dict[str, str]], provider: str, **env: str) -> list[dict[str, Any]]:
+async def iterate(
+    index: ResearchIndex, messages: list[dict[str, str]], provider: str, **env: str
+) -> list[dict[str, Any]]:
     services = index.with_env(env) if env else index
     stream = compat_iteration(services, repo_id=index.repo_id, messages=messages, provider=provider)
     return [event async for event in stream]
@@ -70,7 +79,9 @@ async def test_first_iteration_is_a_plan_ending_with_next_steps(
     fake_provider.script(
         FakeResponse(text="Sub-questions: where is main?"),
         FakeResponse(tool_calls=[{"name": "find_symbol", "arguments": {"name": "main"}}]),
-        FakeResponse(text="## Research Plan\n\nmain is at weatherline/cli.py:19-25.\n\n## Next Steps\n\n- follow run"),
+        FakeResponse(
+            text="## Research Plan\n\nmain is at weatherline/cli.py:19-25.\n\n## Next Steps\n\n- follow run"
+        ),
     )
     events = await iterate(research_index, history(0), "openai", **fake_provider.openai_env())
     text = text_of(events)

@@ -1,4 +1,4 @@
-"""The research loop against the scripted fake provider over loopback (real SSE, real tool-call wire format)."""
+"""The research loop against the scripted fake provider on loopback (real SSE, real tool-call format)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,19 @@ import pytest
 
 from rag.research import ResearchOptions, run_research
 from rag.research.tools import RepoTools
-from tests.support.fake_provider import FakeProvider, FakeResponse, fake_provider  # noqa: F401
-from tests.test_research_tools import ResearchIndex, research_index  # noqa: F401
+from tests.support.fake_provider import FakeProvider, FakeResponse
+from tests.test_research_tools import ResearchIndex, shared_research_index
 
 QUESTION = "Trace what happens from the CLI command to the HTTP request"
 CONCLUSION = (
     "The command starts in main (weatherline/cli.py:19-25), which calls ForecastService.run "
     "(weatherline/service.py:16-21), which calls HttpClient.send (weatherline/client.py:23-34)."
 )
+
+
+@pytest.fixture
+def research_index() -> ResearchIndex:
+    return shared_research_index()
 
 
 def tool(tool_name: str, **arguments: Any) -> dict[str, Any]:
@@ -73,9 +78,14 @@ async def test_plan_investigate_conclude_with_parallel_calls_fed_back(
         FakeResponse(text="1. Where does the CLI start? Look for main. 2. How is the request sent?"),
         FakeResponse(
             text="Looking for the entry point and the sender.",
-            tool_calls=[tool("find_symbol", name="main"), tool("grep", pattern=r"def send", path_glob="*.py")],
+            tool_calls=[
+                tool("find_symbol", name="main"),
+                tool("grep", pattern=r"def send", path_glob="*.py"),
+            ],
         ),
-        FakeResponse(tool_calls=[tool("read_file", path="weatherline/service.py", start_line=16, end_line=21)]),
+        FakeResponse(
+            tool_calls=[tool("read_file", path="weatherline/service.py", start_line=16, end_line=21)]
+        ),
         FakeResponse(text="main -> ForecastService.run -> HttpClient.send; the evidence suffices."),
         FakeResponse(text=CONCLUSION),
     )
@@ -102,12 +112,19 @@ async def test_plan_investigate_conclude_with_parallel_calls_fed_back(
     assert done["type"] == "done"
     assert done["research"]["turns"] == 3 and done["research"]["tool_calls"] == 3
     assert done["research"]["stopped_because"] == "enough_evidence"
-    assert done["research"]["tokens"] == done["usage"]["prompt_tokens"] + done["usage"]["completion_tokens"] > 0
+    assert (
+        done["research"]["tokens"] == done["usage"]["prompt_tokens"] + done["usage"]["completion_tokens"] > 0
+    )
 
     bodies = [request.body for request in fake_provider.requests]
     assert len(bodies) == 5
     assert "tools" not in bodies[0] and "tools" not in bodies[4]
-    assert {t["function"]["name"] for t in bodies[1]["tools"]} >= {"search", "grep", "read_file", "find_symbol"}
+    assert {t["function"]["name"] for t in bodies[1]["tools"]} >= {
+        "search",
+        "grep",
+        "read_file",
+        "find_symbol",
+    }
     fed_back = tool_messages(bodies[2])
     assert [m["tool_call_id"] for m in fed_back] == ["call_0", "call_1"]
     assert "def main(" in fed_back[0]["content"]
@@ -135,7 +152,10 @@ async def test_tool_calls_of_one_turn_run_concurrently(
         return original(self, name, args)
 
     monkeypatch.setattr(RepoTools, "run", slow_run)
-    reads = [tool("read_file", path=p) for p in ("weatherline/cli.py", "weatherline/service.py", "weatherline/client.py")]
+    reads = [
+        tool("read_file", path=p)
+        for p in ("weatherline/cli.py", "weatherline/service.py", "weatherline/client.py")
+    ]
     fake_provider.script(FakeResponse(text="plan"), FakeResponse(tool_calls=reads), FakeResponse(text="done"))
     fake_provider.script(FakeResponse(text="answer"))
     events = await collect(research(research_index, fake_provider))
@@ -148,7 +168,9 @@ async def test_reading_outside_the_repository_is_refused_and_research_goes_on(
 ) -> None:
     fake_provider.script(
         FakeResponse(text="plan"),
-        FakeResponse(tool_calls=[tool("read_file", path="../../../etc/passwd"), tool("grep", pattern="HttpClient")]),
+        FakeResponse(
+            tool_calls=[tool("read_file", path="../../../etc/passwd"), tool("grep", pattern="HttpClient")]
+        ),
         FakeResponse(text="enough"),
         FakeResponse(text="answer"),
     )
@@ -166,7 +188,10 @@ async def test_stops_when_a_turn_brings_no_new_evidence(
 ) -> None:
     same = [tool("grep", pattern="ZORBLAX_RETRY_CEILING")]
     fake_provider.script(
-        FakeResponse(text="plan"), FakeResponse(tool_calls=same), FakeResponse(tool_calls=same), FakeResponse(text="answer")
+        FakeResponse(text="plan"),
+        FakeResponse(tool_calls=same),
+        FakeResponse(tool_calls=same),
+        FakeResponse(text="answer"),
     )
     events = await collect(research(research_index, fake_provider))
     assert events[-1]["research"]["stopped_because"] == "no_new_evidence"
@@ -260,7 +285,9 @@ async def test_provider_error_mid_research_keeps_the_findings(
 ) -> None:
     fake_provider.script(
         FakeResponse(text="plan: find the sender"),
-        FakeResponse(tool_calls=[tool("grep", pattern="ZORBLAX_RETRY_CEILING")], text="Found the retry limit."),
+        FakeResponse(
+            tool_calls=[tool("grep", pattern="ZORBLAX_RETRY_CEILING")], text="Found the retry limit."
+        ),
         FakeResponse(status=500),
     )
     events = await collect(research(research_index, fake_provider))
@@ -318,11 +345,16 @@ async def test_older_findings_are_summarised_not_dropped(
     reads = ["weatherline/cli.py", "weatherline/service.py", "weatherline/client.py"]
     fake_provider.script(
         FakeResponse(text="plan"),
-        *[FakeResponse(text=f"Read {p}. " + "detail " * 150, tool_calls=[tool("read_file", path=p)]) for p in reads],
+        *[
+            FakeResponse(text=f"Read {p}. " + "detail " * 150, tool_calls=[tool("read_file", path=p)])
+            for p in reads
+        ],
         FakeResponse(text="enough"),
         FakeResponse(text="answer"),
     )
-    events = await collect(research(research_index, fake_provider, context_tokens=1_000, tool_output_tokens=300))
+    events = await collect(
+        research(research_index, fake_provider, context_tokens=1_000, tool_output_tokens=300)
+    )
     assert events[-1]["research"]["turns"] == 4
     last_turn = json.dumps(fake_provider.requests[4].body["messages"][1]["content"])
     assert "Turn 1 (summarised)" in last_turn and "weatherline/cli.py:1-" in last_turn

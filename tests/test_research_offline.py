@@ -6,11 +6,18 @@ import asyncio
 import re
 from typing import Any
 
+import pytest
+
 from rag.research import ResearchOptions, run_research
 from tests.support.repos import CALL_CHAIN
-from tests.test_research_tools import ResearchIndex, research_index  # noqa: F401
+from tests.test_research_tools import ResearchIndex, shared_research_index
 
 QUESTION = "Trace what happens from the CLI command to the HTTP request"
+
+
+@pytest.fixture
+def research_index() -> ResearchIndex:
+    return shared_research_index()
 
 
 async def offline_events(index: ResearchIndex, **kwargs: Any) -> list[dict[str, Any]]:
@@ -18,7 +25,9 @@ async def offline_events(index: ResearchIndex, **kwargs: Any) -> list[dict[str, 
     return [event async for event in stream]
 
 
-async def test_offline_research_follows_the_call_chain_across_three_files(research_index: ResearchIndex) -> None:
+async def test_offline_research_follows_the_call_chain_across_three_files(
+    research_index: ResearchIndex,
+) -> None:
     events = await offline_events(research_index)
     answer = "".join(e["text"] for e in events if e["type"] == "token")
     assert answer.startswith("## Offline research (no LLM configured)")

@@ -1,7 +1,8 @@
 """The research tools over a really ingested fixture repository: bounded, read-only, inside the index.
 
-`research_index` (reused by the other research test modules: import it) ingests the weatherline
-fixture with the real embedder into its own data dir once per test session; research only reads it.
+`shared_research_index()` (wrapped by each research test module's `research_index` fixture) ingests
+the weatherline fixture with the real embedder into its own data dir once per test session; research
+only reads it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class ResearchIndex:
 
 
 @functools.cache
-def _shared_index() -> ResearchIndex:
+def shared_research_index() -> ResearchIndex:
+    """Built once per test session; the other research test modules wrap it in their own fixture."""
     from ingest import ingest
 
     base = Path(tempfile.mkdtemp(prefix="repolens-research-"))
@@ -57,7 +59,7 @@ def _shared_index() -> ResearchIndex:
 
 @pytest.fixture
 def research_index() -> ResearchIndex:
-    return _shared_index()
+    return shared_research_index()
 
 
 @pytest.fixture

@@ -28,7 +28,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TIMEOUT_MS = 20_000
 ANSWER = """## How a forecast is fetched
 
-`main()` builds a **ForecastService** and calls `run` (weatherline/cli.py:1-12).
+`main()` builds a **ForecastService** and calls `run` (weatherline/cli.py:1-12):
+
+1. the CLI parses `--city` and `--days`;
+2. the service asks the HTTP client for each day;
+3. failed requests are retried with a capped backoff (compare weatherline/imaginary.py:3-4):
 
 ```python
 def backoff_delay(attempt: int) -> float:
@@ -54,7 +58,9 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     root = tmp_path_factory.mktemp("web")
     app = create_app(settings_for(root / "home", **provider_env()))
     services = app.state.services
-    report = ingest(str(make_fixture_repo(root / "weatherline")), store=services.store, embedder=services.embedder)
+    report = ingest(
+        str(make_fixture_repo(root / "weatherline")), store=services.store, embedder=services.embedder
+    )
     server = LiveServer(lambda: app).start()
     yield Web(server=server, store=services.store, repo_id=report.repo_id, root=root)
     server.stop()
@@ -169,6 +175,10 @@ def test_streamed_answer_renders_markdown_code_and_citations(
     expect(answer.locator("pre code.hljs .hljs-keyword").first).to_have_text("def")
     chip = answer.locator(".citations .chip", has_text="weatherline/cli.py:1-12")
     expect(chip).to_be_visible()
+    expect(chip).not_to_have_class("chip unverified")
+    guessed = answer.locator(".citations .chip.unverified")
+    expect(guessed).to_have_text("⚠weatherline/imaginary.py:3-4")
+    expect(answer.locator(".markdown button.cite.unverified")).to_have_text("weatherline/imaginary.py:3-4")
     shot(page, "answer")
 
     answer.locator(".markdown button.cite", has_text="weatherline/cli.py:1-12").click()
@@ -210,7 +220,9 @@ def test_deep_research_shows_each_iteration(page: Page, web: Web, fake_provider:
     fake_provider.script(
         FakeResponse(text="1. Find the entry point. 2. Follow the request."),
         FakeResponse(tool_calls=[{"name": "grep", "arguments": {"pattern": "def send"}}], text=None),
-        FakeResponse(tool_calls=[{"name": "read_file", "arguments": {"path": "weatherline/cli.py"}}], text=None),
+        FakeResponse(
+            tool_calls=[{"name": "read_file", "arguments": {"path": "weatherline/cli.py"}}], text=None
+        ),
         FakeResponse(text="The evidence suffices."),
         FakeResponse(text="The CLI reaches HttpClient.send through ForecastService.run."),
     )
@@ -233,7 +245,7 @@ def test_answer_markup_cannot_run_script(page: Page, web: Web, fake_provider: Fa
         "Look: <script>window.pwned = 1</script>"
         '<img src="x" onerror="window.pwned = 2"> '
         '<a href="javascript:window.pwned=3">click</a> [also](javascript:window.pwned=4)\n\n'
-        "```mermaid\ngraph TD\n  A[Client] --> B[\"<img src=x onerror=window.pwned=5>\"]\n```\n"
+        '```mermaid\ngraph TD\n  A[Client] --> B["<img src=x onerror=window.pwned=5>"]\n```\n'
     )
     fake_provider.script(FakeResponse(text=hostile, chunks=4, delay=0.02))
     open_repo(page, web)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from rag.store import Store
 from tests.support.chat import ChatServer, provider_env, server_errors, settings_for
@@ -76,6 +77,7 @@ async def test_compatible_mode_streams_plain_text_then_closes(
         ({"messages": [{"role": "assistant", "content": "hi"}]}, "Error: Last message must be from the user"),
         ({"messages": "what?"}, "Error: invalid request: messages: Input should be a valid list"),
         ("{not json", "Error: malformed JSON"),
+        (json.dumps({"repo_url": "https://github.com/a/b", "type": "github"}), "Error: No messages provided"),
     ],
 )
 async def test_compatible_mode_errors_are_text_then_close(
@@ -408,3 +410,15 @@ async def test_private_repository_is_indexed_with_the_request_token(
         if path.is_file() and secret.encode() in path.read_bytes()
     ]
     assert stored == []
+
+
+async def test_pages_of_other_sites_cannot_open_the_socket(chat_server: ChatServer) -> None:
+    url = f"{chat_server.server.ws_url}/ws/chat"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, origin=Origin("https://evil.example")):
+            pass
+    assert refused.value.response.status_code == 403
+    for allowed in ("http://localhost:3000", chat_server.server.base_url):
+        async with connect(url, origin=Origin(allowed)) as ws:
+            await ws.send(json.dumps({"type": "ping"}))
+            assert await receive_json(ws) == {"type": "pong"}

@@ -77,7 +77,16 @@ MaxFileBytesFlag = Annotated[
         "--max-file-bytes", help="Skip files larger than this (REPOLENS_MAX_FILE_BYTES).", show_default=False
     ),
 ]
-PatternsFlag = Annotated[list[str] | None, typer.Option(show_default=False)]
+IncludeDirs = Annotated[
+    list[str] | None, typer.Option(help="Only these folders (e.g. src,lib).", show_default=False)
+]
+ExcludeDirs = Annotated[list[str] | None, typer.Option(help="Leave out these folders.", show_default=False)]
+IncludeFiles = Annotated[
+    list[str] | None, typer.Option(help="Only files like these (e.g. '*.py').", show_default=False)
+]
+ExcludeFiles = Annotated[
+    list[str] | None, typer.Option(help="Leave out files like these.", show_default=False)
+]
 
 
 def _context() -> tuple[Settings, Store]:
@@ -89,10 +98,14 @@ def _run_with_progress(
     job: Callable[[Callable[[Progress], None], threading.Event], IngestReport],
     mode: ProgressMode,
 ) -> IngestReport:
-    """Run `job` in a worker thread with a progress sink; Ctrl-C sets the cancel event and waits."""
+    """Run `job` in a worker thread with a progress sink; Ctrl-C sets the cancel event and waits.
+
+    The main thread waits on an event rather than `Thread.join`, which an
+    interrupt can leave believing the thread has ended.
+    """
     if mode is ProgressMode.auto:
         mode = ProgressMode.rich if err_console.is_terminal else ProgressMode.none
-    cancel = threading.Event()
+    cancel, finished = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
 
     with ProgressSink(mode) as sink:
@@ -102,16 +115,17 @@ def _run_with_progress(
                 outcome["report"] = job(sink, cancel)
             except BaseException as error:  # handed to the main thread, which re-raises it
                 outcome["error"] = error
+            finally:
+                finished.set()
 
-        worker = threading.Thread(target=work, name="repolens-ingest", daemon=True)
-        worker.start()
+        threading.Thread(target=work, name="repolens-ingest", daemon=True).start()
         try:
-            while worker.is_alive():
-                worker.join(0.1)
+            while not finished.wait(0.2):  # a timed wait lets the interrupt through promptly
+                pass
         except KeyboardInterrupt:
             cancel.set()
             err_console.print("cancelling: the previous index stays as it was ...")
-            worker.join()
+            finished.wait()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["report"]
@@ -182,7 +196,7 @@ def _print_report(report: IngestReport, as_json: bool) -> None:
         soft_wrap=True,
     )
     console.print(
-        f"  chunks: {chunks['added']} embedded, {chunks['reused']} reused, {chunks['removed']} removed, "
+        f"  chunks: {chunks['added']} new, {chunks['reused']} reused, {chunks['removed']} removed, "
         f"{chunks['total']} in the index",
         highlight=False,
         soft_wrap=True,
@@ -209,10 +223,10 @@ def ingest_command(
     ] = None,
     token: TokenFlag = None,
     username: UsernameFlag = None,
-    include_dirs: PatternsFlag = None,
-    exclude_dirs: PatternsFlag = None,
-    include_files: PatternsFlag = None,
-    exclude_files: PatternsFlag = None,
+    include_dirs: IncludeDirs = None,
+    exclude_dirs: ExcludeDirs = None,
+    include_files: IncludeFiles = None,
+    exclude_files: ExcludeFiles = None,
     no_default_excludes: Annotated[
         bool, typer.Option("--no-default-excludes", help="Index vendored, build and lock files too.")
     ] = False,

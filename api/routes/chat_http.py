@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.chat_session import HTTP_STATUS_BY_CODE, Event, detached_events
+from api.origins import origin_allowed, refusal
 from api.schemas import (
     BadRequestError,
     ChatRequestBody,
@@ -38,11 +39,14 @@ _ANSWER_END = ("token", "error", "done")
 @router.post("/chat/completions/stream", response_model=None)
 async def chat_completions_stream(http_request: Request) -> Response:
     services = get_services(http_request)
+    origin = http_request.headers.get("origin")
+    if not origin_allowed(origin, http_request.headers.get("host"), services.settings):
+        return JSONResponse({"detail": refusal(origin or ""), "code": "forbidden_origin"}, status_code=403)
     try:
         body = await _read_body(http_request, max_request_bytes(services.settings))
         request = parse_chat_request(decode_json(body))
     except BadRequestError as error:
-        return JSONResponse({"detail": str(error)}, status_code=error.http_status)
+        return JSONResponse({"detail": str(error), "code": error.code}, status_code=error.http_status)
     events = detached_events(services, request)
     if _wants_events(http_request, request):
         return StreamingResponse(_sse(events), media_type="text/event-stream", headers=_STREAM_HEADERS)

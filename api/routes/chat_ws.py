@@ -20,9 +20,10 @@ import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, WebSocket, status
 
 from api.chat_session import Event, chat_events, done_event, error_event, stop_answer
+from api.origins import origin_allowed, refusal
 from api.schemas import BadRequestError, ChatRequestBody, decode_frame, max_request_bytes, parse_chat_request
 from api.services import Services, get_ws_services
 
@@ -35,8 +36,13 @@ _CONTROL_TYPES = ("cancel", "ping")
 
 @router.websocket("/ws/chat")
 async def chat_socket(websocket: WebSocket) -> None:
-    await websocket.accept()
     services = get_ws_services(websocket)
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host"), services.settings):
+        logger.warning(refusal(origin or ""))
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
+        return
+    await websocket.accept()
     limit = max_request_bytes(services.settings)
     raw = await _receive(websocket)
     if raw is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.embedders.base import EmbedderError
-from rag.embedders.minilm import MiniLMEmbedder
+from rag.embedders.minilm import DEFAULT_BATCH_SIZE, MiniLMEmbedder
 from rag.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ LOCAL_MODELS = (FLOAT_MODEL, INT8_MODEL)
 # Dynamic quantisation scales each MatMul input by its whole-tensor range, so in a batch a text's
 # vector would depend on its neighbours; one text per run keeps every vector a function of its
 # text alone (cache hits, queries and documents agree), and 256-token inputs keep the GEMMs efficient.
-BATCH_SIZES = {FLOAT_MODEL: 8, INT8_MODEL: 1}
+BATCH_SIZES = {FLOAT_MODEL: DEFAULT_BATCH_SIZE, INT8_MODEL: 1}
 
 
 def available_cpus() -> int:

@@ -18,10 +18,9 @@ from tokenizers import Encoding, Tokenizer
 
 from rag.embedders.base import EmbedderError, Progress, batches, empty
 
-MODEL_ID = "all-MiniLM-L6-v2"
 DIMENSION = 384
 WINDOW = 256  # the model's trained max_seq_length; the packaged tokenizer.json says 128
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 8  # batches sorted by length; 8-16 measured fastest for the float model
 
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

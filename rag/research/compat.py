@@ -109,7 +109,8 @@ def writing_instruction(state: CompatState) -> str:
         return (
             "This is iteration 1 of a multi-turn investigation. Write the research plan (sub-questions, "
             "what to look at) and the first findings. Do not conclude. Do not repeat the heading. "
-            f"End with a section headed exactly '{NEXT_STEPS}' listing what the next iterations will investigate."
+            f"End with a section headed exactly '{NEXT_STEPS}' listing what the next iterations will "
+            "investigate."
         )
     if state.iteration < FINAL_ITERATION:
         return (

@@ -198,6 +198,11 @@ class Researcher:
 
     # ---- phases -------------------------------------------------------------------------------
 
+    def brief(self) -> str:
+        """The question and the plan, which head every investigation and conclusion prompt."""
+        plan = self.plan_text or "(none)"
+        return f"{self.context_note}Question: {self.question}\n\nResearch plan:\n{plan}\n\n"
+
     def _history_text(self) -> str:
         turns = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in self.history[-6:]]
         return "Earlier conversation:\n" + "\n".join(turns) + "\n\n" if turns else ""
@@ -240,16 +245,13 @@ class Researcher:
         """System, the question with plan and findings (compacted to fit), then the last turn in full."""
         system = Message("system", prompts.investigate_system(self.language, json_actions=self.json_actions))
         recent = sum(count_tokens(m.content) + 10 for m in self._last_turn)
-        fixed = (
-            count_tokens(system.content) + count_tokens(self.question) + count_tokens(self.plan_text) + 200
-        )
+        fixed = count_tokens(system.content) + count_tokens(self.brief()) + 100
         budget = max(self.options.context_tokens - fixed - recent, 300)
         findings = render_findings(self.findings, budget)
         remaining = self.options.max_iterations - self.stats.turns
         user = Message(
             "user",
-            f"{self.context_note}Question: {self.question}\n\nResearch plan:\n{self.plan_text or '(none)'}\n\n"
-            f"Findings so far:\n{findings}\n\nInvestigation turn {self.stats.turns + 1} "
+            f"{self.brief()}Findings so far:\n{findings}\n\nInvestigation turn {self.stats.turns + 1} "
             f"({remaining} left). Call tools, or stop when the evidence suffices.",
         )
         return [system, user, *self._last_turn]
@@ -294,7 +296,8 @@ class Researcher:
                         result = future.result()
                     except Exception as error:
                         raise ToolFailure(
-                            f"the {calls[index].name} tool failed: {redact(str(error)) or type(error).__name__}"
+                            f"the {calls[index].name} tool failed: "
+                            f"{redact(str(error)) or type(error).__name__}"
                         ) from error
                     yield index, result
         finally:
@@ -407,12 +410,15 @@ class Researcher:
     def conclusion_messages(self, system: str, instruction: str = "") -> list[Message]:
         findings_budget = self.options.context_tokens // 4
         findings = render_findings(self.findings, findings_budget)
-        fixed = count_tokens(system) + count_tokens(findings) + count_tokens(self.plan_text) + 300
-        excerpts = self.evidence_excerpts(max(self.options.context_tokens - fixed - ANSWER_MAX_TOKENS, 500))
-        user = (
-            f"{self.context_note}Question: {self.question}\n\nResearch plan:\n{self.plan_text or '(none)'}\n\n"
-            f"Findings:\n{findings}\n\nEvidence:\n{excerpts}\n\n{instruction}".rstrip()
+        fixed = (
+            count_tokens(system)
+            + count_tokens(findings)
+            + count_tokens(self.brief())
+            + count_tokens(instruction)
+            + 100
         )
+        excerpts = self.evidence_excerpts(max(self.options.context_tokens - fixed, 500))
+        user = f"{self.brief()}Findings:\n{findings}\n\nEvidence:\n{excerpts}\n\n{instruction}".rstrip()
         return [Message("system", system), Message("user", user)]
 
     def findings_so_far(self, reason: str) -> str:

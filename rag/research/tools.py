@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import itertools
 import json
 import posixpath
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,8 @@ GREP_SECONDS = 2.0
 MAX_READ_LINES = 200
 MAX_LINE_CHARS = 240
 MAX_DEFINITION_LINES = 300
+MAX_DEFINITIONS = 20
+MAX_WORD_LINES = 2_000
 
 
 class ToolError(RepoLensError):
@@ -190,6 +193,10 @@ _OWNER = re.compile(
 )
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
@@ -203,16 +210,23 @@ def numbered(lines: Iterable[str], first_line: int) -> str:
     return "\n".join(f"{number:>5}| {_clip_line(line)}" for number, line in enumerate(lines, first_line))
 
 
-def _definition_regex(name: str) -> regex.Pattern[str]:
-    """Lines that define `name` in the common languages (def/class/function/func/fn/struct/...)."""
+@functools.lru_cache(maxsize=256)
+def _word_regex(identifier: str) -> regex.Pattern[str]:
+    return regex.compile(rf"\b{re.escape(identifier)}\b")
+
+
+@functools.lru_cache(maxsize=256)
+def _definition_regex(name: str) -> re.Pattern[str]:
+    """Lines that define `name` in the common languages (def/class/function/func/fn/struct/...).
+
+    Built by us from an escaped identifier, so plain `re` (twice as fast here as `regex`) is safe.
+    """
     keyword = r"(?:def|class|function|func|fn|struct|interface|trait|enum|type|module|record)"
     assign = rf"(?:const|let|var)\s+{re.escape(name)}\s*=\s*(?:async\s*)?(?:function\b|\()"
     method = (
         rf"^\s*(?:(?:public|private|protected|static|async|override|virtual)\s+)*{re.escape(name)}\s*\([^;]*$"
     )
-    return regex.compile(
-        rf"\b{keyword}\s+(?:\([^)]*\)\s*)?{re.escape(name)}\b|{assign}|{method}", regex.MULTILINE
-    )
+    return re.compile(rf"\b{keyword}\s+(?:\([^)]*\)\s*)?{re.escape(name)}\b|{assign}|{method}", re.MULTILINE)
 
 
 class RepoTools:
@@ -347,15 +361,21 @@ class RepoTools:
         evidence = [Evidence(path, line, line, None, self.language(path)) for path, line, _ in matches]
         files = list(dict.fromkeys(path for path, _, _ in matches))
         output = self._bounded(rendered, "narrow the pattern or path_glob")
-        summary = f"{len(matches)} lines in {len(files)} files: " + ", ".join(files[:4])
+        summary = f"{_plural(len(matches), 'line')} in {_plural(len(files), 'file')}: " + ", ".join(files[:4])
         return ToolResult("grep", {}, output, summary, evidence)
 
     def grep_lines(
         self, compiled: regex.Pattern[str], path_glob: str | None, max_matches: int
     ) -> tuple[list[tuple[str, int, str]], bool]:
         """(path, line, text) of lines matching `compiled`, one per line; True if `max_matches` cut it."""
+        found = list(itertools.islice(self.iter_lines(compiled, path_glob), max_matches + 1))
+        return found[:max_matches], len(found) > max_matches
+
+    def iter_lines(
+        self, compiled: regex.Pattern[str], path_glob: str | None
+    ) -> Iterator[tuple[str, int, str]]:
+        """Matching lines in path order, lazily; the whole scan must finish within `grep_seconds`."""
         deadline = time.monotonic() + self.grep_seconds
-        found: list[tuple[str, int, str]] = []
         for path in self.paths:
             if path_glob and not path_matches(path, path_glob):
                 continue
@@ -369,22 +389,20 @@ class RepoTools:
             try:
                 for match in compiled.finditer(text, timeout=remaining):
                     start = match.start()
-                    if scanned and start < scanned:
+                    if start < scanned:
                         continue
                     line += text.count("\n", scanned, start)
                     line_start = text.rfind("\n", 0, start) + 1
                     line_end = text.find("\n", start)
                     scanned = line_end + 1 if line_end >= 0 else len(text) + 1
-                    found.append((path, line, text[line_start : scanned - 1]))
+                    yield path, line, text[line_start : scanned - 1]
                     line += 1
-                    if len(found) >= max_matches:
-                        return found, True
             except TimeoutError as error:
                 raise ToolError(
-                    f"the pattern {compiled.pattern!r} is too expensive (timed out after {self.grep_seconds:g}s):"
+                    f"the pattern {compiled.pattern!r} is too expensive "
+                    f"(timed out after {self.grep_seconds:g}s):"
                     " avoid nested repetition like (a+)+"
                 ) from error
-        return found, False
 
     def _glob(self, args: GlobArgs) -> ToolResult:
         paths = [path for path in self.paths if path_matches(path, args.pattern)]
@@ -447,10 +465,15 @@ class RepoTools:
         ]
         if found or not re.fullmatch(r"\w+", short):
             return found
-        pattern = _definition_regex(short)
-        matches, _ = self.grep_lines(pattern, None, 20)
-        found = [self._definition_at(short, path, line) for path, line, _ in matches]
+        define = _definition_regex(short)
+        lines = [(path, line) for path, line, text in self.word_lines(short) if define.search(text)]
+        found = [self._definition_at(short, path, line) for path, line in lines[:MAX_DEFINITIONS]]
         return [d for d in found if "." not in name or (d.symbol or "").endswith(name)]
+
+    def word_lines(self, identifier: str, limit: int = MAX_WORD_LINES) -> list[tuple[str, int, str]]:
+        """Lines containing `identifier` as a whole word: a cheap first pass the finer patterns filter."""
+        matches, _ = self.grep_lines(_word_regex(identifier), None, limit)
+        return matches
 
     def _definition_at(self, name: str, path: str, line: int) -> Definition:
         """The extent of a definition whose chunk holds more than it (small definitions get merged).
@@ -479,21 +502,18 @@ class RepoTools:
         return Definition(name, path, line, end, f"{owner}.{name}" if owner else name)
 
     def references(self, name: str, limit: int) -> list[tuple[str, int, str]]:
-        """Lines using identifier `name` outside its own definition lines."""
+        """Lines using identifier `name` outside its own definition lines (the first `limit`)."""
         short = name.rsplit(".", 1)[-1]
         if not re.fullmatch(r"\w+", short):
             raise ToolError(f"{name!r} is not an identifier")
-        definitions = self.definitions(name)
-        def_lines = {(d.path, d.start_line) for d in definitions}
+        def_lines = {(d.path, d.start_line) for d in self.definitions(name)}
         define = _definition_regex(short)
-        matches, _ = self.grep_lines(
-            regex.compile(rf"\b{re.escape(short)}\b"), None, limit + len(definitions) + 20
-        )
-        return [
+        uses = (
             (path, line, text)
-            for path, line, text in matches
+            for path, line, text in self.iter_lines(_word_regex(short), None)
             if (path, line) not in def_lines and not define.search(text)
-        ][:limit]
+        )
+        return list(itertools.islice(uses, limit))
 
     def _find_symbol(self, args: FindSymbolArgs) -> ToolResult:
         definitions = self.definitions(args.name)

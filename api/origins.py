@@ -1,0 +1,35 @@
+"""Which browser pages may drive the chat endpoints.
+
+WebSockets are not covered by CORS: without a check, any web site the user visits could open
+`ws://127.0.0.1:8000/ws/chat`, index folders of the user's disk (`type: "local"`) and read
+private repositories through the answers. Browsers always send `Origin`, so requests from
+other sites are refused unless the site is listed in `REPOLENS_ALLOWED_ORIGINS`
+(comma-separated origins, or `*`). Same-origin pages (the built-in web page), pages served
+from the loopback interface (e.g. a deepwiki-open front end on `http://localhost:3000`) and
+clients that send no `Origin` (scripts, the CLI, curl) are allowed.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from rag.settings import Settings
+
+ALLOWED_ORIGINS_VARIABLE = "REPOLENS_ALLOWED_ORIGINS"
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def origin_allowed(origin: str | None, host: str | None, settings: Settings) -> bool:
+    if origin is None:
+        return True
+    configured = {
+        item.strip().rstrip("/") for item in (settings.get(ALLOWED_ORIGINS_VARIABLE) or "").split(",")
+    }
+    if "*" in configured or origin.rstrip("/") in configured:
+        return True
+    parts = urlsplit(origin)
+    return parts.netloc == host or parts.hostname in _LOOPBACK_HOSTS
+
+
+def refusal(origin: str) -> str:
+    return f"origin {origin} may not use this server: add it to {ALLOWED_ORIGINS_VARIABLE} to allow it"
