@@ -124,7 +124,7 @@ def _generated(workdir: Path, scale: float) -> dict[str, Any]:
     with PeakRss().watching() as rss:
         full, full_s = _timed(lambda: ingest(str(repo), store=store, embedder=embedder))
         unchanged, unchanged_s = _timed(lambda: ingest(str(repo), store=store, embedder=embedder))
-        synthetic_repo.touch(repo, list(range(0, CHANGED_FILES * 7, 7)), revision=1)
+        synthetic_repo.touch(repo, list(range(0, files, files // CHANGED_FILES))[:CHANGED_FILES], revision=1)
         _commit(repo, "edit 10 files")
         updated, update_s = _timed(lambda: update(full.repo_id, store=store, embedder=embedder))
     return {
@@ -139,6 +139,7 @@ def _generated(workdir: Path, scale: float) -> dict[str, Any]:
             "files_changed": updated.files["changed"],
             "chunks_embedded": updated.chunks["added"],
             "chunks_reused": updated.chunks["reused"],
+            "timings": {name: round(value, 2) for name, value in updated.timings.items()},
         },
         "peak_rss_mb": round(rss.peak_mb, 1),
     }

@@ -107,13 +107,13 @@ def _script(provider: Any) -> None:
             tool_calls=[
                 call("find_symbol", name="main"),
                 call("grep", pattern="def send"),
-                call("search", query="retry"),
+                call("search", query="retry", k=2),
             ],
         ),
         FakeResponse(
             tool_calls=[call("read_file", path="weatherline/service.py"), call("find_symbol", name="run")]
         ),
-        FakeResponse(tool_calls=[call("read_file", path="weatherline/models.py")]),
+        FakeResponse(tool_calls=[call("read_file", path="web/format.js")]),
         FakeResponse(text="enough"),
         FakeResponse(
             text="main (weatherline/cli.py:19-25) calls ForecastService.run (weatherline/service.py:16-21)."

@@ -226,7 +226,7 @@ def generate(dest: Path, files: int, seed: int = 7) -> int:
 
 
 def touch(dest: Path, serials: list[int], revision: int) -> None:
-    """Change the given files the way an edit would: one function appended at the end."""
+    """Edit the given files (a comment line appended to each), as a small commit would."""
     for serial in serials:
         target = dest / file_path(serial)
         comment = "//" if target.suffix != ".py" else "#"

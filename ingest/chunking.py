@@ -7,9 +7,10 @@ that is still too long is cut by tokens. Small neighbouring parts are merged up 
 Markdown and reStructuredText are partitioned the same way by their heading levels, then by
 paragraphs. Everything else is cut into overlapping line windows.
 
-Because parts always partition their parent's lines, every line of a file lands in a chunk. Token
-counts of parts are summed to plan merges (each line range is counted once); every finished chunk is
-then counted exactly, header included, and re-split if the estimate was optimistic, so
+Because parts always partition their parent's lines, every line of a file lands in a chunk (the
+only exception: blank lines caught between two pieces of cut lines, which no chunk can take).
+Sizes are planned from estimates and counted exactly only near the budget; every finished chunk is
+counted exactly, header included, and re-split if it is over, so
 `count_tokens(chunk.embed_text) <= max_tokens` always holds.
 """
 
@@ -104,7 +105,7 @@ class Chunker:
         self._parsers: dict[str, Parser] = {}
 
     def chunk(self, file: SourceText) -> list[Chunk]:
-        """The chunks of `file` in line order; every line is in at least one (blank files give none)."""
+        """The chunks of `file` in line order; every line with content is in at least one."""
         return _FileChunker(self, file).run()
 
     def parser(self, language: str) -> Parser | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,26 @@ def test_deepwiki_style_filters_are_newline_separated_and_percent_encoded(
         done = sse(client, "/api/repos", body)[-1]
         assert done["type"] == "done" and done["repo"]["file_count"] == 1
         assert done["repo"]["filters"]["exclude_files"] == ["README.md", "notes.txt"]
+
+
+def test_a_client_that_disconnects_cancels_the_ingest(
+    live_server: LiveServer, repo: Path, repolens_home: Path
+) -> None:
+    write_files(
+        repo, {f"gen/part_{m}.py": f"def part_{m}(x):\n    return x * {m} + {m * m}\n" for m in range(60)}
+    )
+    commit_all(repo, "parts")
+    with (
+        httpx.Client(base_url=live_server.base_url, timeout=120) as client,
+        client.stream("POST", "/api/repos", json={"repo_url": str(repo)}) as response,
+    ):
+        for line in response.iter_lines():
+            if line.startswith("data: ") and json.loads(line[6:]).get("step") == "embedding":
+                break
+    store = Store(repolens_home)
+    repo_root = next((repolens_home / "repos").iterdir())
+    deadline = time.monotonic() + 60
+    while list(repo_root.glob("build-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list(repo_root.glob("build-*"))
+    assert store.list() == []

@@ -359,3 +359,32 @@ async def test_older_findings_are_summarised_not_dropped(
     last_turn = json.dumps(fake_provider.requests[4].body["messages"][1]["content"])
     assert "Turn 1 (summarised)" in last_turn and "weatherline/cli.py:1-" in last_turn
     assert "Turn 3: Read weatherline/client.py." in last_turn
+
+
+async def test_a_broken_tool_ends_research_with_the_findings_so_far(
+    research_index: ResearchIndex, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = RepoTools.run
+
+    def failing_run(self: RepoTools, name: str, args: Any) -> Any:
+        if name == "glob":
+            raise OSError("disk I/O error")
+        return original(self, name, args)
+
+    monkeypatch.setattr(RepoTools, "run", failing_run)
+    fake_provider.script(
+        FakeResponse(text="plan"),
+        FakeResponse(text="Found the limit.", tool_calls=[tool("grep", pattern="ZORBLAX_RETRY_CEILING")]),
+        FakeResponse(tool_calls=[tool("glob", pattern="*.py")]),
+    )
+    events = await collect(research(research_index, fake_provider))
+    text = answer_text(events)
+    assert text.startswith("**Research ended early (the glob tool failed: disk I/O error)")
+    assert "Found the limit." in text and "weatherline/client.py:9-9" in text
+    assert events[-2] == {
+        "type": "error",
+        "code": "tool_error",
+        "message": "the glob tool failed: disk I/O error",
+    }
+    assert events[-1]["research"]["stopped_because"] == "error"
+    assert len(fake_provider.requests) == 3

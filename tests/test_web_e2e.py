@@ -7,7 +7,7 @@ One server and one browser serve the whole module; every test opens a fresh brow
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from tests.support.repos import make_fixture_repo
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TIMEOUT_MS = 20_000
+# The suite shares 2 cores with other tests' servers: give every expectation room.
+expect.set_options(timeout=10_000)
 ANSWER = """## How a forecast is fetched
 
 `main()` builds a **ForecastService** and calls `run` (weatherline/cli.py:1-12):
@@ -153,6 +155,11 @@ def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
     stored = page.evaluate("JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})")
     assert "tok-never-stored" not in stored and "tok-never-stored" not in page.url
 
+    row.get_by_role("button", name="Update").click()
+    expect(page.locator(".progress[data-state=done]")).to_contain_text(
+        f"Indexed {second.name}", timeout=TIMEOUT_MS
+    )
+
     row.get_by_role("button", name="Delete").click()
     row.get_by_role("button", name="Confirm delete").click()
     expect(row).to_have_count(0)
@@ -164,6 +171,10 @@ def test_streamed_answer_renders_markdown_code_and_citations(
 ) -> None:
     fake_provider.script(FakeResponse(text=ANSWER, chunks=15, delay=0.08))
     open_repo(page, web)
+    models = page.get_by_label("Model")
+    model = models.locator("option").nth(1).get_attribute("value")
+    models.select_option(model)
+    page.get_by_label("Answer language").select_option("ja")
     answer = ask(page, "How is a forecast fetched?")
     expect(answer.locator(".markdown")).not_to_be_empty(timeout=TIMEOUT_MS)
     partial = answer.locator(".markdown").inner_text()
@@ -175,6 +186,8 @@ def test_streamed_answer_renders_markdown_code_and_citations(
     expect(answer.locator("pre code.hljs .hljs-keyword").first).to_have_text("def")
     chip = answer.locator(".citations .chip", has_text="weatherline/cli.py:1-12")
     expect(chip).to_be_visible()
+    body = fake_provider.requests[-1].body
+    assert body["model"] == model and "Japanese" in json.dumps(body["messages"], ensure_ascii=False)
     expect(chip).not_to_have_class("chip unverified")
     guessed = answer.locator(".citations .chip.unverified")
     expect(guessed).to_have_text("⚠weatherline/imaginary.py:3-4")
@@ -297,9 +310,28 @@ def test_phone_width_layout(browser: Browser, web: Web) -> None:  # noqa: F811 (
         phone.goto(web.server.base_url)
         expect(phone.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
         phone.get_by_role("button", name="Show repositories").click()
+        expect(phone.get_by_role("button", name="Index repository")).to_be_visible()
+        shot(phone, "phone-repositories")
         phone.locator(f'li[data-repo-id="{web.repo_id}"] .repo-name').click()
         expect(phone.get_by_label("Question")).to_be_visible()
         assert phone.evaluate("document.documentElement.scrollWidth") <= 375
         shot(phone, "phone")
     finally:
         context.close()
+
+
+def test_notice_when_the_page_is_not_built(
+    live_server_factory: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    from fastapi import FastAPI
+
+    from api.routes import web as web_routes
+
+    def app_without_page() -> FastAPI:
+        app = FastAPI()
+        web_routes.mount(app, dist=tmp_path / "missing-dist")
+        return app
+
+    server = live_server_factory(app_factory=app_without_page)
+    notice = httpx.get(server.base_url)
+    assert notice.status_code == 200 and "make install" in notice.text

@@ -20,7 +20,8 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from rag.research.compat import DEEP_RESEARCH_TAG, is_deep_research
+from rag.research.compat import DEEP_RESEARCH_TAG, compat_events, is_deep_research
+from rag.research.loop import research_events
 from rag.research.options import ResearchOptions, ResearchOptionsError
 from rag.research.services import ResearchServices
 
@@ -56,8 +57,6 @@ def run_research(
     The last frame is always `done` with `research: {turns, tool_calls, tokens, seconds,
     stopped_because}` and `usage`.
     """
-    from rag.research.loop import research_events
-
     return research_events(
         services,
         repo_id=repo_id,
@@ -90,8 +89,6 @@ def compat_iteration(
     `## Research Update N`; 5 and later start with `## Final Conclusion`. Yields `token` frames
     (the compatible API forwards only their text), then `done`; on failure an `error` frame.
     """
-    from rag.research.compat import compat_events
-
     return compat_events(
         services,
         repo_id=repo_id,

@@ -22,8 +22,18 @@ from rag.errors import RepoLensError
 from rag.providers.base import ProviderError
 from rag.research import prompts
 from rag.research.frames import Stats, done_frame, error_frame
+from rag.research.loop import ResearchCancelled, Researcher, TimeBudgetExceeded, prepare
+from rag.research.offline import (
+    MAX_HOPS,
+    OFFLINE_LABEL,
+    CodeGraphWalker,
+    Node,
+    walk_hops,
+    write_conclusion,
+)
 from rag.research.options import ResearchOptions
 from rag.research.services import ResearchServices
+from rag.research.tools import RepoTools
 from rag.tokens import count_tokens, truncate_to_tokens
 
 DEEP_RESEARCH_TAG = "[DEEP RESEARCH]"
@@ -161,8 +171,6 @@ async def compat_events(
     cancel: asyncio.Event | None,
 ) -> AsyncIterator[dict[str, Any]]:
     """One compatible iteration as `token` frames, then `done` (an `error` frame before it on failure)."""
-    from rag.research.loop import prepare
-
     failed = Stats(options.max_iterations, stopped_because="error")
     try:
         state = compat_state(messages)
@@ -172,8 +180,6 @@ async def compat_events(
         yield done_frame(failed)
         return
     if getattr(chat, "name", "") == "offline":
-        from rag.research.offline import offline_compat
-
         async for frame in offline_compat(tools, state, options=options, cancel=cancel):
             yield frame
         return
@@ -189,8 +195,6 @@ async def _model_iteration(
     options: ResearchOptions,
     cancel: asyncio.Event | None,
 ) -> AsyncIterator[dict[str, Any]]:
-    from rag.research.loop import ResearchCancelled, Researcher, TimeBudgetExceeded
-
     turns = min(_TURNS.get(min(state.iteration, FINAL_ITERATION), _UPDATE_TURNS), options.max_iterations)
     run = Researcher(
         tools,
@@ -229,3 +233,39 @@ async def _model_iteration(
         yield {"type": "token", "text": ("\n\n---\n" if body else "") + run.findings_so_far(error.message)}
         yield error_frame("provider_error" if isinstance(error, ProviderError) else error.code, error.message)
     yield done_frame(run.stats)
+
+
+def offline_plan(question: str, walker: CodeGraphWalker, seeds: list[Node]) -> str:
+    """Iteration 1 of compatible mode: where the walk starts and what it will follow."""
+    lines = [f"{OFFLINE_LABEL}. Question: {question}", "", "Starting points found by retrieval:", ""]
+    lines += [f"- `{node.name}` at {node.ref}" for node in seeds] or ["- (no code matched the question)"]
+    follow = sorted({name for node in seeds for name in walker.called_names(node)})
+    lines += ["", f"{NEXT_STEPS}", ""]
+    lines.append("- Follow the callers and callees of the starting points, one hop per iteration.")
+    if follow:
+        lines.append("- Identifiers to follow: " + ", ".join(f"`{name}`" for name in follow[:12]))
+    return "\n".join(lines) + "\n"
+
+
+async def offline_compat(
+    tools: RepoTools, state: CompatState, *, options: ResearchOptions, cancel: asyncio.Event | None
+) -> AsyncIterator[dict[str, Any]]:
+    """A compatible-mode iteration without a model: plan, then the graph `iteration - 1` hops deep."""
+    stats = Stats(options.max_iterations)
+    walker = CodeGraphWalker(tools)
+    seeds = await asyncio.to_thread(walker.seeds, state.question)
+    yield {"type": "token", "text": f"{state.heading}\n\n"}
+    if state.iteration == 1:
+        text = offline_plan(state.question, walker, seeds)
+    else:
+        hops = MAX_HOPS if state.iteration >= FINAL_ITERATION else state.iteration - 1
+        async for _ in walk_hops(walker, seeds, hops, stats, cancel):
+            pass
+        if stats.stopped_because == "cancelled":
+            yield error_frame("cancelled", "research cancelled")
+            yield done_frame(stats)
+            return
+        text = write_conclusion(state.question, walker, stats.turns, title=False)
+    for line in text.splitlines(keepends=True):
+        yield {"type": "token", "text": line}
+    yield done_frame(stats)

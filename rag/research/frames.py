@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.citations import Span, check_citations, extract_citations, link, source_url
 from rag.research.tools import Evidence, RepoTools
 
 
@@ -70,8 +71,6 @@ def research_frame(stats: Stats, phase: str, kind: str, *, summary: str = "", **
 
 def sources_frame(tools: RepoTools, spans: Sequence[Evidence]) -> dict[str, Any]:
     """The union of evidence as `sources`, in order of discovery (scores only reflect that order)."""
-    from rag.citations import source_url
-
     record = tools.index.record
     sources = []
     for rank, item in enumerate(spans):
@@ -91,8 +90,6 @@ def sources_frame(tools: RepoTools, spans: Sequence[Evidence]) -> dict[str, Any]
 
 def citations_frame(tools: RepoTools, spans: Sequence[Evidence], answer: str) -> dict[str, Any]:
     """The answer's `path:start-end` citations, each flagged whether research actually saw those lines."""
-    from rag.citations import Span, check_citations, extract_citations, link
-
     seen = [Span(item.path, item.start_line, item.end_line) for item in spans]
     checked = link(check_citations(extract_citations(answer), seen), tools.index.record)
     return {"type": "citations", "citations": [citation.to_json() for citation in checked]}

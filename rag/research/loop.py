@@ -27,6 +27,7 @@ from rag.providers.base import (
     ToolSpec,
     Usage,
 )
+from rag.providers.catalog import default_provider, get_provider, provider_info, resolve_model
 from rag.redact import redact
 from rag.research import prompts
 from rag.research.evidence import EvidenceSet, Finding, render_findings
@@ -38,9 +39,11 @@ from rag.research.frames import (
     research_frame,
     sources_frame,
 )
+from rag.research.offline import offline_events
 from rag.research.options import ResearchOptions
 from rag.research.services import ResearchServices
 from rag.research.tools import RepoTools, ToolResult, numbered, tool_schemas
+from rag.retrieval import Retriever
 from rag.tokens import count_tokens
 
 T = TypeVar("T")
@@ -73,8 +76,6 @@ class Completion:
 
 def open_tools(services: ResearchServices, repo_id: str, options: ResearchOptions) -> RepoTools:
     """The tools over `repo_id`'s current index (blocking: run it in a thread)."""
-    from rag.retrieval import Retriever
-
     if services.store.get(repo_id) is None:
         raise NotFoundError(f"repository {repo_id!r} is not indexed: ingest it first (repolens ingest <url>)")
     index = services.store.open(repo_id)
@@ -447,8 +448,6 @@ def resolve_provider(
     services: ResearchServices, provider: str | None, model: str | None, options: ResearchOptions
 ) -> tuple[Any, ResearchOptions]:
     """The chat provider, and `options` with the prompt budget fitted to the model's context window."""
-    from rag.providers.catalog import default_provider, get_provider, provider_info, resolve_model
-
     chat = get_provider(provider, services.settings, model)
     info = provider_info(provider or default_provider(services.settings))
     window = resolve_model(info, services.settings, model).context_window
@@ -490,8 +489,6 @@ async def research_events(
         yield done_frame(failed)
         return
     if getattr(chat, "name", "") == "offline":
-        from rag.research.offline import offline_events
-
         async for frame in offline_events(tools, question=question, options=options, cancel=cancel):
             yield frame
         return

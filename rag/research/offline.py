@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.providers.offline import question_terms
-from rag.research.compat import FINAL_ITERATION, NEXT_STEPS, CompatState
 from rag.research.frames import (
     Stats,
     citations_frame,
@@ -167,13 +166,17 @@ class CodeGraphWalker:
 
         return sorted(candidates, key=score)
 
-    def callees(self, node: Node) -> list[Edge]:
+    def called_names(self, node: Node) -> list[str]:
+        """Identifiers `node` calls, without keywords, builtins and what `node` defines itself."""
         text = self.node_text(node)
-        defined_here = set(_DEFINING.findall(text))
+        own = {*_DEFINING.findall(text), node.short}
+        return [
+            name for name in dict.fromkeys(_CALL.findall(text)) if name not in _IGNORED and name not in own
+        ]
+
+    def callees(self, node: Node) -> list[Edge]:
         edges = []
-        for name in dict.fromkeys(_CALL.findall(text)):
-            if name in _IGNORED or name in defined_here or name == node.short:
-                continue
+        for name in self.called_names(node):
             self.lookups += 1
             definitions = self.tools.definitions(name)
             if not definitions or len(definitions) > GENERIC_NAME_DEFINITIONS:
@@ -289,39 +292,42 @@ def write_conclusion(question: str, walker: CodeGraphWalker, hops: int, *, title
     return "\n".join(lines) + "\n"
 
 
+async def walk_hops(
+    walker: CodeGraphWalker, seeds: list[Node], hops: int, stats: Stats, cancel: asyncio.Event | None
+) -> AsyncIterator[list[Node]]:
+    """Expand from `seeds` hop by hop, yielding each hop's new nodes; sets `stats.stopped_because`."""
+    for node in seeds:
+        walker.graph.add(node, 0)
+    frontier = seeds
+    while frontier and stats.turns < hops:
+        if cancel is not None and cancel.is_set():
+            stats.stopped_because = "cancelled"
+            return
+        stats.turns += 1
+        frontier = await asyncio.to_thread(walker.hop, frontier, stats.turns)
+        stats.tool_calls = walker.lookups
+        yield frontier
+    stats.stopped_because = "max_iterations" if frontier else "no_new_evidence"
+
+
 async def offline_events(
     tools: RepoTools, *, question: str, options: ResearchOptions, cancel: asyncio.Event | None
 ) -> AsyncIterator[dict[str, Any]]:
     """Events-mode offline research: progress per hop, then the structured conclusion."""
     stats = Stats(options.max_iterations)
     walker = CodeGraphWalker(tools)
-    hops = min(options.max_iterations, MAX_HOPS)
-
-    def cancelled() -> bool:
-        return cancel is not None and cancel.is_set()
-
     seeds = await asyncio.to_thread(walker.seeds, question)
-    for node in seeds:
-        walker.graph.add(node, 0)
     start = ", ".join(f"{n.ref} ({n.name})" for n in seeds) or "nothing"
     yield research_frame(stats, "plan", "plan", summary=f"offline: follow callers and callees from {start}")
-    frontier = seeds
-    while frontier and stats.turns < hops:
-        if cancelled():
-            stats.stopped_because = "cancelled"
-            yield error_frame("cancelled", "research cancelled")
-            yield done_frame(stats)
-            return
-        stats.turns += 1
-        names = [n.name for n in frontier]
-        yield research_frame(stats, "investigate", "tool_call", tool="find_symbol", args={"names": names})
-        before = walker.lookups
-        frontier = await asyncio.to_thread(walker.hop, frontier, stats.turns)
-        stats.tool_calls += walker.lookups - before
-        files = list(dict.fromkeys(n.path for n in frontier))
-        summary = f"{len(frontier)} new spans: " + ", ".join(f"{n.name} ({n.ref})" for n in frontier[:6])
+    hops = min(options.max_iterations, MAX_HOPS)
+    async for reached in walk_hops(walker, seeds, hops, stats, cancel):
+        files = list(dict.fromkeys(n.path for n in reached))
+        summary = f"{len(reached)} new spans: " + ", ".join(f"{n.name} ({n.ref})" for n in reached[:6])
         yield research_frame(stats, "investigate", "finding", summary=summary, files=files)
-    stats.stopped_because = "no_new_evidence" if not frontier else "max_iterations"
+    if stats.stopped_because == "cancelled":
+        yield error_frame("cancelled", "research cancelled")
+        yield done_frame(stats)
+        return
     answer = await asyncio.to_thread(write_conclusion, question, walker, stats.turns)
     spans = [
         Evidence(n.path, n.start_line, n.end_line, n.symbol, tools.language(n.path))
@@ -332,49 +338,4 @@ async def offline_events(
     for line in answer.splitlines(keepends=True):
         yield {"type": "token", "text": line}
     yield citations_frame(tools, spans, answer)
-    yield done_frame(stats)
-
-
-def offline_plan(question: str, walker: CodeGraphWalker, seeds: list[Node]) -> str:
-    """Iteration 1 of compatible mode: where the walk starts and what it will follow."""
-    lines = [f"{OFFLINE_LABEL}. Question: {question}", "", "Starting points found by retrieval:", ""]
-    lines += [f"- `{node.name}` at {node.ref}" for node in seeds] or ["- (no code matched the question)"]
-    follow = sorted(
-        {name for node in seeds for name in _CALL.findall(walker.node_text(node)) if name not in _IGNORED}
-    )
-    lines += ["", f"{NEXT_STEPS}", ""]
-    lines.append("- Follow the callers and callees of the starting points, one hop per iteration.")
-    if follow:
-        lines.append("- Identifiers to follow: " + ", ".join(f"`{name}`" for name in follow[:12]))
-    return "\n".join(lines) + "\n"
-
-
-async def offline_compat(
-    tools: RepoTools, state: CompatState, *, options: ResearchOptions, cancel: asyncio.Event | None
-) -> AsyncIterator[dict[str, Any]]:
-    """A compatible-mode iteration without a model: plan, then the graph `iteration - 1` hops deep."""
-    stats = Stats(options.max_iterations)
-    walker = CodeGraphWalker(tools)
-    seeds = await asyncio.to_thread(walker.seeds, state.question)
-    for node in seeds:
-        walker.graph.add(node, 0)
-    yield {"type": "token", "text": f"{state.heading}\n\n"}
-    if state.iteration == 1:
-        text = offline_plan(state.question, walker, seeds)
-    else:
-        hops = MAX_HOPS if state.iteration >= FINAL_ITERATION else state.iteration - 1
-        frontier = seeds
-        while frontier and stats.turns < hops:
-            if cancel is not None and cancel.is_set():
-                stats.stopped_because = "cancelled"
-                yield error_frame("cancelled", "research cancelled")
-                yield done_frame(stats)
-                return
-            stats.turns += 1
-            frontier = await asyncio.to_thread(walker.hop, frontier, stats.turns)
-        text = write_conclusion(state.question, walker, stats.turns, title=False)
-    stats.tool_calls = walker.lookups
-    stats.stopped_because = "iteration_done"
-    for line in text.splitlines(keepends=True):
-        yield {"type": "token", "text": line}
     yield done_frame(stats)

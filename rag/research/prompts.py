@@ -18,20 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from rag.prompt import language_name
 from rag.research.tools import tool_schemas
-
-_LANGUAGES = {
-    "en": "English",
-    "ja": "Japanese",
-    "zh": "Simplified Chinese",
-    "zh-tw": "Traditional Chinese",
-    "es": "Spanish",
-    "kr": "Korean",
-    "vi": "Vietnamese",
-    "pt-br": "Brazilian Portuguese",
-    "fr": "French",
-    "ru": "Russian",
-}
 
 CITE_RULE = (
     "Cite every claim about the code as path:start-end (for example pkg/client.py:12-30), "
@@ -40,7 +28,7 @@ CITE_RULE = (
 
 
 def language_rule(language: str) -> str:
-    return f"Write in {_LANGUAGES.get(language.lower(), 'English')}."
+    return f"Write in {language_name(language)}."
 
 
 def plan_system(language: str) -> str:

@@ -77,17 +77,6 @@ class StoredChunk:
             self.path, self.language, self.start_line, self.end_line, self.symbol, self.text, score
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "path": self.path,
-            "language": self.language,
-            "start_line": self.start_line,
-            "end_line": self.end_line,
-            "symbol": self.symbol,
-            "text": self.text,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
@@ -98,15 +87,6 @@ class FileInfo:
     size: int
     sha256: str
     chunk_count: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "language": self.language,
-            "size": self.size,
-            "sha256": self.sha256,
-            "chunk_count": self.chunk_count,
-        }
 
 
 def create_schema(conn: sqlite3.Connection) -> None:

@@ -4,7 +4,6 @@ export class ApiError extends Error {
   constructor(
     message: string,
     readonly status: number,
-    readonly code = "http_error",
   ) {
     super(message);
   }

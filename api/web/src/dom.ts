@@ -10,10 +10,10 @@ export function h<K extends keyof HTMLElementTagNameMap>(
 ): HTMLElementTagNameMap[K] {
   const element = document.createElement(tag);
   for (const [name, value] of Object.entries(props)) {
-    if (value === undefined || value === false) continue;
+    if (value === undefined) continue;
     if (typeof value === "function") element.addEventListener(name.replace(/^on/, ""), value);
-    else if (name in element && typeof value !== "string") (element as unknown as Record<string, unknown>)[name] = value;
-    else element.setAttribute(name, value === true ? "" : String(value));
+    else if (typeof value !== "string" && name in element) (element as unknown as Record<string, unknown>)[name] = value;
+    else if (value !== false) element.setAttribute(name, value === true ? "" : String(value));
   }
   for (const child of children) if (child) element.append(child);
   return element;
