@@ -35,7 +35,8 @@ from pathlib import Path
 
 import rich
 
-from ingest import ingest
+from ingest import IngestOptions, ingest
+from ingest.filters import FilterSpec
 from rag.embedders import CachedEmbedder, Embedder, get_embedder
 from rag.retrieval import MODES, Retriever
 from rag.settings import Settings
@@ -70,6 +71,8 @@ JS_SOURCES: dict[str, tuple[str, ...]] = {
     "socks": ("build/**/*.js",),
     "http-cache-semantics": ("index.js",),
 }
+# Everything copied is source: the default excludes would drop the packages' `build/` and `dist/` folders.
+INGEST_OPTIONS = IngestOptions(filters=FilterSpec(use_defaults=False, respect_gitignore=False))
 K = 10
 CUTOFFS = (1, 5, 10)
 MIN_QUERY_WORDS = 3
@@ -305,7 +308,7 @@ def run() -> dict:
         results: dict[str, dict] = {}
         for corpus in corpora(workdir / "corpora", cap):
             started = time.perf_counter()
-            report = ingest(str(corpus.root), store=store, embedder=embedder)
+            report = ingest(str(corpus.root), INGEST_OPTIONS, store=store, embedder=embedder)
             index = store.open(report.repo_id)
             retriever = Retriever(index, embedder)
             results[corpus.name] = {

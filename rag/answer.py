@@ -103,14 +103,12 @@ async def until_cancelled(events: AsyncIterator[T], cancel: asyncio.Event | None
                 yield event
             return
         waiter = asyncio.ensure_future(cancel.wait())
+        step: asyncio.Future[T] | None = None
         try:
             while True:
                 step = asyncio.ensure_future(anext(events))
                 await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
-                    step.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await step
                     raise AnswerCancelled("the answer was cancelled")
                 try:
                     event = step.result()
@@ -119,6 +117,12 @@ async def until_cancelled(events: AsyncIterator[T], cancel: asyncio.Event | None
                 yield event
         finally:
             waiter.cancel()
+            # A pending step must finish before aclose(), which refuses a generator that is still running;
+            # this also covers the consuming task itself being cancelled mid-wait.
+            if step is not None and not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await step
 
 
 class AnswerService:

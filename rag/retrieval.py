@@ -53,10 +53,14 @@ class SearchError(RepoLensError):
 
 @dataclass(frozen=True, slots=True)
 class Weights:
-    """Relative weight of each ranking in the fusion (tuned with bench/retrieval_bench.py)."""
+    """Relative weight of each ranking in the fusion.
+
+    Tuned with bench/retrieval_bench.py: on both code bases a 1.5 lexical
+    weight beat 1.0 (and 2.0 dense) on file Recall@5, MRR@10 and span Recall@5.
+    """
 
     dense: float = 1.0
-    lexical: float = 1.0
+    lexical: float = 1.5
 
 
 @functools.lru_cache(maxsize=2048)

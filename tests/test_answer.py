@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from rag.answer import AnswerRequest, AnswerService
+from rag.answer import AnswerRequest, AnswerService, until_cancelled
 from rag.embedders import Embedder, get_embedder
 from rag.providers.offline import LABEL
 from rag.store import Store
@@ -211,3 +211,31 @@ async def test_short_follow_up_is_searched_with_the_previous_question(indexed: I
         indexed.service(), AnswerRequest(indexed.repo_id, "What does it return?", history=history)
     )
     assert one(events, "sources")["sources"][0]["path"] == "weatherline/models.py"
+
+
+async def test_cancelling_the_consumer_task_closes_the_stream_cleanly() -> None:
+    """Cancelling the task that reads an answer must close the source without 'already running' errors."""
+    closed = asyncio.Event()
+
+    async def slow_events() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await asyncio.sleep(60)
+            yield 2
+        finally:
+            closed.set()
+
+    received: list[int] = []
+
+    async def consume() -> None:
+        async for event in until_cancelled(slow_events(), asyncio.Event()):
+            received.append(event)
+
+    task = asyncio.create_task(consume())
+    while not received:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed.is_set()
+    assert received == [1]

@@ -70,5 +70,5 @@ def test_ask_provider_error_exits_with_the_provider_code(
 
 def test_ask_rejects_bad_options_clearly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ask", str(tmp_path), QUESTION, "-k", "0", "--plain"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert "k: Input should be greater than or equal to 1" in result.stderr

@@ -109,7 +109,7 @@ def test_limits_and_filters_that_leave_nothing_fail_clearly(small_repo: Path) ->
         and "--max-files" in data["error"]["message"]
     )
     exit_code, data, _ = run("ingest", str(small_repo), "--include-files", "*.rs", "--json")
-    assert exit_code == 1 and data["error"]["code"] == "empty"
+    assert exit_code == 10 and data["error"]["code"] == "empty"
     assert run("list", "--json")[1] == {"repos": []}
 
 

@@ -2,7 +2,8 @@
 
 Exit codes (documented in the README): 0 success, 1 unexpected error, 2 usage error,
 3 not found, 4 authentication failed, 5 a limit was exceeded, 6 provider error,
-7 source unreachable or invalid, 130 interrupted.
+7 source unreachable or invalid, 8 index built with another embedder, 9 the repository is
+being indexed by another process, 10 nothing left to index after filters, 130 interrupted.
 """
 
 from __future__ import annotations

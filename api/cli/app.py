@@ -45,6 +45,10 @@ EXIT_CODES: dict[str, int] = {
     "unreachable": 7,
     "timeout": 7,
     "embedder_mismatch": 8,
+    "embedder_error": 6,
+    "bad_request": 2,
+    "busy": 9,
+    "empty": 10,
     "cancelled": 130,
 }
 
