@@ -154,6 +154,7 @@ class Retriever:
         pool = max(self.candidates, 3 * k)
         filters = {"path_glob": path_glob or None, "language": language or None}
         rankings: list[tuple[float, list[int]]] = []
+        seen: dict[str, list[int]] = {}  # unfiltered BM25 results of this search, by query text
         native: dict[int, float] = {}
         if mode != "lexical":
             dense = self.index.dense_search(self.query_vector(query), pool, **filters)
@@ -161,13 +162,15 @@ class Retriever:
             native.update(dense)
         if mode != "dense":
             lexical = self.index.lexical_search(query, pool, **filters)
+            if not path_glob and not language:
+                seen[query] = [chunk_id for chunk_id, _ in lexical]
             rankings.append((self.weights.lexical, [chunk_id for chunk_id, _ in lexical]))
             native.update(lexical)
         scores = rrf(rankings) if mode == "hybrid" else native
 
         chunks = {chunk.id: chunk for chunk in self.index.get_chunks(list(scores))}
         if mode != "dense":
-            for chunk in self._exact_matches(query, scores, pool):
+            for chunk in self._exact_matches(query, scores, pool, seen):
                 chunks.setdefault(chunk.id, chunk)
                 scores[chunk.id] = scores.get(chunk.id, 0.0) + EXACT_BOOST
         ranked = sorted(
@@ -182,7 +185,14 @@ class Retriever:
             not language or chunk.language == language
         )
 
-    def _exact_matches(self, query: str, scores: dict[int, float], pool: int) -> list[StoredChunk]:
+    def _lexical_ids(self, text: str, pool: int, seen: dict[str, list[int]]) -> list[int]:
+        if text not in seen:
+            seen[text] = [chunk_id for chunk_id, _ in self.index.lexical_search(text, pool)]
+        return seen[text]
+
+    def _exact_matches(
+        self, query: str, scores: dict[int, float], pool: int, seen: dict[str, list[int]]
+    ) -> list[StoredChunk]:
         """Chunks of files the query names (the best-ranked chunk of each) and of symbols it names.
 
         Candidates come from the query text and are confirmed against the index,
@@ -190,31 +200,33 @@ class Retriever:
         """
         found: list[StoredChunk] = []
         for named in named_paths(query):
-            ids = [chunk_id for chunk_id, _ in self.index.lexical_search(named, pool)]
+            ids = self._lexical_ids(named, pool, seen)
             paths = sorted({c.path for c in self.index.get_chunks(ids) if _file_matches(c.path, named)})
             for path in paths:
                 file_chunks = self.index.chunks_for_file(path)
                 ranked = [chunk for chunk in file_chunks if chunk.id in scores]
                 found.append(max(ranked, key=lambda c: scores[c.id]) if ranked else file_chunks[0])
         for name in named_symbols(query):
-            found.extend(self.index.find_symbol(name)[:pool] or self._defining_chunks(name, pool))
+            found.extend(self._symbol_chunks(name, self._lexical_ids(name, pool, seen)))
         return found
 
-    def _defining_chunks(self, name: str, pool: int) -> list[StoredChunk]:
-        """Chunks that define `name` although their symbol names something else.
+    def _symbol_chunks(self, name: str, ids: list[int]) -> list[StoredChunk]:
+        """Chunks named `name` (or `Owner.name`), else chunks whose text defines it.
 
-        A chunker may pack a small class with its methods, or a module constant
-        with the next function, into one chunk named after the first symbol; the
+        Candidates come from BM25, where the symbol column weighs most, rather
+        than from a scan of every symbol: that keeps large indexes fast. A
+        chunker may pack a small class with its methods, or a constant with the
+        next function, into one chunk named after its first symbol; the
         definition is then found in the text (`def send`, `func (c *C) Get`, `X = 7`).
         """
+        candidates = self.index.get_chunks(ids)
+        named = [c for c in candidates if c.symbol and (c.symbol == name or c.symbol.endswith("." + name))]
+        if named:
+            return named
         container, _, last = name.rpartition(".")
         definition = re.compile(_DEFINITION.format(name=re.escape(last)), re.MULTILINE)
-        ids = [chunk_id for chunk_id, _ in self.index.lexical_search(name, pool)]
-        return [
-            chunk
-            for chunk in self.index.get_chunks(ids)
-            if definition.search(chunk.text) and (not container or container.split(".")[-1] in chunk.text)
-        ]
+        owner = container.rpartition(".")[2]
+        return [c for c in candidates if definition.search(c.text) and owner in c.text]
 
 
 def merge_chunks(
