@@ -199,7 +199,8 @@ class AnswerService:
         yield {"type": "status", "stage": "retrieving", "message": note or f"searching {request.repo_id}"}
         index, hits, pinned = await asyncio.to_thread(self._retrieve, request)
         retrieval_ms = _ms(started)
-        prompt, reserve = self._prompt(request, provider, hits, pinned)
+        # Token counting is CPU work: off the event loop, so other conversations keep streaming meanwhile.
+        prompt, reserve = await asyncio.to_thread(self._prompt, request, provider, hits, pinned)
         record = index.record
         yield {"type": "sources", "sources": sources_payload(record, prompt.used_hits)}
         yield {

@@ -178,6 +178,26 @@ class ProgressSink:
             )
 
 
+def _run_and_report(
+    pipeline: Callable[..., IngestReport],
+    target: str,
+    options: IngestOptions,
+    settings: Settings,
+    store: Store,
+    progress: ProgressMode,
+    as_json: bool,
+) -> None:
+    """Run `ingest` or `update` on `target` with the progress display, then print its report."""
+    embedder = get_embedder(settings)
+    report = _run_with_progress(
+        lambda sink, cancel: pipeline(
+            target, options, store=store, embedder=embedder, progress=sink, cancel=cancel
+        ),
+        progress,
+    )
+    _print_report(report, as_json)
+
+
 def _print_report(report: IngestReport, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.to_json()))
@@ -262,14 +282,7 @@ def ingest_command(
             clone_timeout=clone_timeout,
             reindex=reindex,
         )
-        embedder = get_embedder(settings)
-        report = _run_with_progress(
-            lambda sink, cancel: ingest(
-                location, options, store=store, embedder=embedder, progress=sink, cancel=cancel
-            ),
-            progress,
-        )
-        _print_report(report, as_json)
+        _run_and_report(ingest, location, options, settings, store, progress, as_json)
 
 
 @app.command("update")
@@ -298,14 +311,7 @@ def update_command(
             clone_timeout=clone_timeout,
             reindex=reindex,
         )
-        embedder = get_embedder(settings)
-        report = _run_with_progress(
-            lambda sink, cancel: update(
-                repo_id, options, store=store, embedder=embedder, progress=sink, cancel=cancel
-            ),
-            progress,
-        )
-        _print_report(report, as_json)
+        _run_and_report(update, repo_id, options, settings, store, progress, as_json)
 
 
 @app.command("list")
