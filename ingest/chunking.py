@@ -412,15 +412,19 @@ class _FileChunker:
         return self.separator.join(symbol) if symbol else None
 
 
+_LISTED_NAMES = 3
+
+
 def _merged_symbol(symbols: Sequence[Symbol]) -> Symbol:
     """The symbol of merged parts: the most specific name they share.
 
     Parts outside a definition's body (imports, a class's own header and fields) only give context,
     so they do not widen the symbol: `import x` + `def foo` is `foo`, the header of `class Client` +
     `Client.send` is `Client.send`. Two definitions give their common scope: `Client.send` +
-    `Client.close` is `Client`, and `foo` + `bar` is module level (no symbol).
+    `Client.close` is `Client`. Definitions with no common scope are listed, so the header still names
+    them for search: `foo` + `bar` is `foo, bar` (at most three names, then `…`).
     """
-    distinct = set(symbols)
+    distinct = list(dict.fromkeys(symbols))
     named = [s for s in distinct if s and not any(len(o) > len(s) and o[: len(s)] == s for o in distinct)]
     if not named:
         return ()
@@ -430,7 +434,11 @@ def _merged_symbol(symbols: Sequence[Symbol]) -> Symbol:
         while size < min(len(common), len(symbol)) and common[size] == symbol[size]:
             size += 1
         common = common[:size]
-    return common
+    if common or len(named) == 1:
+        return common
+    names = [symbol[-1] for symbol in named]
+    listed = ", ".join(names[:_LISTED_NAMES]) + (", …" if len(names) > _LISTED_NAMES else "")
+    return (listed,)
 
 
 # code ---------------------------------------------------------------------------------------------

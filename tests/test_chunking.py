@@ -329,7 +329,10 @@ def test_small_neighbours_merge_into_one_chunk_with_the_definition_symbol() -> N
     chunks = Chunker(256).chunk(source("small.py", "import os\n\n\ndef only():\n    return os.sep\n"))
     assert [(c.start_line, c.end_line, c.symbol) for c in chunks] == [(1, 5, "only")]
     two = Chunker(256).chunk(source("two.py", "def a():\n    return 1\n\n\ndef b():\n    return 2\n"))
-    assert [(c.start_line, c.end_line, c.symbol) for c in two] == [(1, 6, None)]
+    assert [(c.start_line, c.end_line, c.symbol) for c in two] == [(1, 6, "a, b")]
+    many = "".join(f"def f{i}():\n    return {i}\n\n\n" for i in range(5))
+    listed = Chunker(256).chunk(source("many.py", many))
+    assert [c.symbol for c in listed] == ["f0, f1, f2, …"]
 
 
 def test_large_function_is_split_inside_and_keeps_its_qualified_symbol() -> None:

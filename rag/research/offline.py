@@ -70,7 +70,10 @@ class Node:
 
     @property
     def short(self) -> str | None:
-        return self.symbol.rsplit(".", 1)[-1] if self.symbol else None
+        """The name callers use; None for module code and for chunks that list several definitions."""
+        if not self.symbol or ", " in self.symbol:
+            return None
+        return self.symbol.rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True, slots=True)
