@@ -9,7 +9,9 @@ the end-of-answer rule are the same everywhere:
 - a repository that is not indexed yet is ingested first, in a worker thread, reporting
   `status` frames (`cloning`, then `indexing` with counts); cancelling the consumer (a client
   cancel or disconnect) sets the ingest's cancel flag so the thread stops too;
-- the request token is registered with `rag.redact` before anything can log or echo it.
+- the request token is registered with `rag.redact` before anything can log or echo it;
+- a private repository (indexed with a token) answers only when the request's `token` is
+  accepted by its host (`ingest.access.verify_access`), deep research included.
 
 Rejected input never gets here: transports validate with `api.schemas` first.
 """
@@ -27,10 +29,11 @@ from typing import Any
 from api.schemas import ChatRequestBody
 from api.services import Services
 from ingest import IngestOptions, Progress, ingest
+from ingest.access import verify_access
 from ingest.filters import FilterSpec, parse_patterns
 from ingest.sources import RepoSource, resolve_source
 from rag.answer import AnswerRequest, error_event, until_cancelled
-from rag.errors import RepoLensError
+from rag.errors import NotFoundError, RepoLensError
 from rag.providers.base import PROVIDER_ERROR_CODES
 from rag.redact import register_secret
 from rag.research import ResearchOptions, compat_iteration, is_deep_research, run_research
@@ -88,6 +91,7 @@ async def chat_events(
                 async for event in progress:
                     yield event
             index_ms = round((time.perf_counter() - started) * 1000, 1)
+        await _check_access(services, source.repo_id, request.token)
         async with contextlib.aclosing(_answer_events(services, request, source.repo_id, cancel)) as answer:
             async for event in answer:
                 if event.get("type") == "done":
@@ -135,6 +139,14 @@ async def detached_events(services: Services, request: ChatRequestBody) -> Async
         if not producer.done():
             cancel.set()
             asyncio.get_running_loop().call_later(CANCEL_GRACE_S, producer.cancel)
+
+
+async def _check_access(services: Services, repo_id: str, token: str | None) -> None:
+    """A private repository answers only requests whose token the host accepts (network I/O: a thread)."""
+    record = services.store.get(repo_id)
+    if record is None:
+        raise NotFoundError(f"{repo_id} is not indexed")
+    await asyncio.to_thread(verify_access, record, token)
 
 
 def _answer_events(

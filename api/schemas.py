@@ -12,14 +12,18 @@ Validation messages never echo input values: the body may carry a token.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Header
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rag.errors import RepoLensError
 from rag.settings import Settings
 
 DEFAULT_MAX_REQUEST_BYTES = 1_000_000
+
+# A private repository's access token on routes that serve its content (a header keeps it out of URLs).
+RepoToken = Annotated[str | None, Header(alias="X-Repo-Token")]
 MAX_REQUEST_BYTES_VARIABLE = "REPOLENS_MAX_REQUEST_BYTES"
 
 

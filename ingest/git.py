@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -154,6 +155,25 @@ def checkout(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return sha
+
+
+def ls_remote(source: RepoSource, token: str, *, username: str | None = None, timeout: float = 20.0) -> None:
+    """Ask the host whether `token` may read `source` (`git ls-remote`); raise the classified error if not.
+
+    The token travels exactly as in `checkout`: one process's environment, redirects off.
+    Only http(s) can check a token: over ssh git would use the server's own keys and say yes.
+    """
+    if not uses_token(source):
+        raise InvalidSourceError(f"{source.url} is not fetched over https: a token cannot be checked")
+    register_secret(token)
+    run = _GitRun(source, token, username, time.monotonic() + timeout, timeout, None, None)
+    with tempfile.TemporaryDirectory(prefix="repolens-ls-remote-") as scratch:
+        run.ls_remote(Path(scratch))
+
+
+def uses_token(source: RepoSource) -> bool:
+    """True when fetching `source` sends a token (https/http); local folders and ssh never do."""
+    return not source.is_local and urllib.parse.urlsplit(source.clone_url).scheme in ("https", "http")
 
 
 def _is_clone_root(dest: Path) -> bool:
@@ -294,6 +314,9 @@ class _GitRun:
         self._git(["reset", "--quiet", "--hard", "FETCH_HEAD"], cwd=repo)
         self._git(["clean", "--quiet", "-ffdx"], cwd=repo)
         return self._head(repo)
+
+    def ls_remote(self, cwd: Path) -> None:
+        self._git(["ls-remote", "--quiet", "--", self.source.clone_url, "HEAD"], cwd=cwd)
 
     def _head(self, repo: Path) -> str:
         head = _quick_git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo)

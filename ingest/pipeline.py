@@ -23,7 +23,7 @@ import numpy as np
 from ingest.chunking import Chunker
 from ingest.errors import IngestCancelled, IngestError
 from ingest.filters import FileFilter, FilterSpec
-from ingest.git import checkout, local_commit
+from ingest.git import checkout, local_commit, token_for, uses_token
 from ingest.reader import Limits, SkipStats, SourceFile, iter_source_files
 from ingest.sources import RepoSource, resolve_source
 from rag.embedders import Embedder
@@ -207,6 +207,7 @@ def ingest(
         embedder=embedder.name,
         dimension=embedder.dimension,
         filters=options.filters.model_dump(mode="json"),
+        private=_is_private(source, options, store.get(source.repo_id)),
     )
     timings: dict[str, float] = {}
     with store.builder(record, base) as builder:
@@ -331,6 +332,17 @@ def _fetch(
     return dest, commit
 
 
+def _is_private(source: RepoSource, options: IngestOptions, live: RepoRecord | None) -> bool:
+    """Cloned with a token (given, pasted in the URL, or from the environment), or private before:
+    a public-looking update (say over ssh, the same repo id) must not open a repository that was
+    private. Local folders are never private; ssh remotes send no token."""
+    if source.is_local:
+        return False
+    if live is not None and live.private:
+        return True
+    return uses_token(source) and token_for(source.platform, options.token or source.url_token) is not None
+
+
 def _scan(root: Path, options: IngestOptions, skipped: SkipStats, report: _Reporter) -> list[SourceFile]:
     file_filter = FileFilter.from_spec(options.filters, root)
     files: list[SourceFile] = []
@@ -374,7 +386,11 @@ def _embed(
 
 def _same_as_live(live: RepoRecord, record: RepoRecord, diff: _Diff) -> bool:
     """Same commit, same filters, same files: a new version would be identical to the live one."""
-    return diff.empty and (live.commit, live.filters) == (record.commit, record.filters)
+    return diff.empty and (live.commit, live.filters, live.private) == (
+        record.commit,
+        record.filters,
+        record.private,
+    )
 
 
 def _write(

@@ -79,6 +79,8 @@ class RepoRecord:
     created_at: str = ""
     updated_at: str = ""
     version: int = 0
+    # Cloned with a token: every API request for its content must prove access (see ingest.access).
+    private: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +97,7 @@ class RepoRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "version": self.version,
+            "private": self.private,
         }
 
     @classmethod

@@ -335,3 +335,53 @@ def test_notice_when_the_page_is_not_built(
     server = live_server_factory(app_factory=app_without_page)
     notice = httpx.get(server.base_url)
     assert notice.status_code == 200 and "make install" in notice.text
+
+
+def test_private_repository_token_goes_with_questions_and_sources(
+    page: Page, web: Web, fake_provider: FakeProvider, tmp_path: Path
+) -> None:
+    """The token typed at indexing is sent with questions and file fetches; after a reload the
+    server's refusal is shown and the token field focused, and indexing again with it recovers."""
+    from tests.support.git_http_server import GitHttpServer
+
+    git = GitHttpServer(tmp_path / "git")
+    try:
+        git.add_repo("acme/vault", {"vault/lock.py": "def open_vault(code):\n    return code * 2\n"})
+        token_field = page.get_by_placeholder("Access token")
+
+        def index_with_token() -> None:
+            token_field.fill(git.token)
+            page.get_by_role("button", name="Index repository").click()
+            expect(page.locator(".progress[data-state=done]")).to_contain_text("Indexed", timeout=TIMEOUT_MS)
+
+        page.goto(web.server.base_url)
+        expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
+        page.get_by_placeholder("https://github.com/owner/repo").fill(git.url_for("acme/vault"))
+        page.get_by_label("Platform").select_option("git")
+        index_with_token()
+        expect(page.locator("body[data-socket=open]")).to_have_count(1, timeout=TIMEOUT_MS)
+        fake_provider.script(FakeResponse(text="It doubles the code (vault/lock.py:1-2)."))
+        answer = ask(page, "What does open_vault return?")
+        finished(answer)
+        answer.locator(".citations .chip", has_text="vault/lock.py:1-2").click()
+        viewer = page.locator("dialog.viewer[open]")
+        expect(viewer.locator(".line.cited").first).to_be_visible(timeout=TIMEOUT_MS)
+        page.keyboard.press("Escape")
+
+        page.reload()
+        expect(page.locator("body[data-socket=open]")).to_have_count(1, timeout=TIMEOUT_MS)
+        refused = ask(page, "And after a reload?")
+        finished(refused, "error")
+        expect(refused.locator(".error")).to_contain_text("is private")
+        expect(page.locator(".progress[data-state=error]")).to_contain_text("is private")
+        expect(token_field).to_be_focused()
+        index_with_token()
+        fake_provider.script(FakeResponse(text="Answered with the token again."))
+        finished(ask(page, "Once more?"))
+        stored = page.evaluate("JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})")
+        assert git.token not in stored and git.token not in page.url
+    finally:
+        git.close()
+        for record in web.store.list():
+            if record.private:
+                web.store.delete(record.id)

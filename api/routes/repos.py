@@ -5,7 +5,8 @@ Ingest and update answer with Server-Sent Events (`event: <type>` + `data: <json
 record and the ingest report, or one `error` frame (`code`, `message`). The
 work runs in its own thread; a client that disconnects cancels it, and the
 previous index stays as it was. Files are served from the index (the stored
-text), never from the disk, so a path can only name an indexed file.
+text), never from the disk, so a path can only name an indexed file. A private repository's
+files need its token (`X-Repo-Token`); its record (`GET /api/repos/{id}`) is metadata only.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from api.chat_session import status_from_progress
+from api.schemas import RepoToken
 from api.services import Services, get_services
 from ingest import IngestOptions, IngestReport, Progress, ingest, update
+from ingest.access import verify_access
 from ingest.filters import FilterSpec, parse_patterns
 from ingest.reader import Limits
 from ingest.sources import resolve_source
@@ -192,10 +195,15 @@ def view_file(
     path: Annotated[str, Query(min_length=1, max_length=4096)],
     start: Annotated[int | None, Query(ge=1)] = None,
     end: Annotated[int | None, Query(ge=1)] = None,
+    repo_token: RepoToken = None,
 ) -> dict[str, Any]:
-    """Lines `start..end` (1-based, inclusive; default the whole file) of an indexed file."""
+    """Lines `start..end` (1-based, inclusive; default the whole file) of an indexed file.
+
+    A private repository's file needs its token in `X-Repo-Token` (checked in this thread-pool
+    route, since it asks the git host)."""
     try:
         index = services.store.open(repo_id)
+        verify_access(index.record, repo_token)
     except RepoLensError as error:
         raise _http_error(error) from None
     text = index.file_text(_safe_relative(path))
@@ -229,8 +237,12 @@ def show_repo(repo_id: str, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.delete("/api/repos/{repo_id:path}")
-def delete_repo(repo_id: str, services: ServicesDep) -> dict[str, Any]:
+def delete_repo(repo_id: str, services: ServicesDep, repo_token: RepoToken = None) -> dict[str, Any]:
+    """Only someone the host lets read a private repository may delete its index."""
     try:
+        record = services.store.get(repo_id)
+        if record is not None:
+            verify_access(record, repo_token)
         deleted = services.store.delete(repo_id)
     except RepoLensError as error:
         raise _http_error(error) from None

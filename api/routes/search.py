@@ -1,4 +1,6 @@
-"""`POST /api/repos/{repo_id}/search`: the same hybrid search as `repolens search --json`."""
+"""`POST /api/repos/{repo_id}/search`: the same hybrid search as `repolens search --json`.
+
+A private repository's token comes in the `X-Repo-Token` header or the body's `token` field."""
 
 from __future__ import annotations
 
@@ -7,8 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas import RepoToken
 from api.services import Services, get_services
+from ingest.access import verify_access
 from rag.errors import RepoLensError
+from rag.redact import redact
 from rag.retrieval import MAX_K, Mode, Retriever, search_payload
 
 router = APIRouter()
@@ -24,19 +29,25 @@ class SearchRequest(BaseModel):
     path_glob: str | None = None
     language: str | None = None
     mode: Mode = "hybrid"
+    token: str | None = Field(None, repr=False)
 
 
 @router.post("/api/repos/{repo_id:path}/search")
 def search_repo(
-    repo_id: str, body: SearchRequest, services: Annotated[Services, Depends(get_services)]
+    repo_id: str,
+    body: SearchRequest,
+    services: Annotated[Services, Depends(get_services)],
+    repo_token: RepoToken = None,
 ) -> dict[str, Any]:
-    """A plain `def`: FastAPI runs it in its thread pool, so a search never blocks the event loop."""
+    """A plain `def`: FastAPI runs it in its thread pool, so neither the search nor the access
+    check (a request to the git host for private repositories) blocks the event loop."""
     try:
         index = services.store.open(repo_id)
+        verify_access(index.record, repo_token or body.token)
         embedder = None if body.mode == "lexical" else services.embedder
         hits = Retriever(index, embedder).search(
             body.query, body.k, path_glob=body.path_glob, language=body.language, mode=body.mode
         )
     except RepoLensError as error:
-        raise HTTPException(error.http_status, detail=error.message) from None
+        raise HTTPException(error.http_status, detail=redact(error.message)) from None
     return search_payload(index.record.id, body.query, hits)

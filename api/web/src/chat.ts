@@ -8,6 +8,7 @@ import { renderMarkdown } from "./markdown";
 import { ChatSocket, type SocketState } from "./socket";
 import { loadConversation, loadPreferences, saveConversation, savePreferences, type Turn } from "./store";
 import type { ChatEvent, Citation, ProviderInfo, RepoRecord, ResearchEvent, Source } from "./types";
+import { accessRefused, tokenFor } from "./tokens";
 import { openSource } from "./viewer";
 
 const SUGGESTIONS = [
@@ -192,6 +193,7 @@ export class ChatView {
       model: this.model.value || undefined,
       language: this.language.value,
       deep_research: this.deep.checked,
+      token: tokenFor(this.repo.id),
     });
     if (!sent) {
       this.showBanner("error", "Not connected to the server yet — your question is kept; try again in a moment.");
@@ -220,6 +222,7 @@ export class ChatView {
     const live = this.live;
     if (event.type === "pong" || !live) {
       if (event.type === "error") this.showBanner("error", event.message);
+      if (event.type === "error" && event.code === "auth_failed" && this.repo) accessRefused(this.repo.id, event.message);
       return;
     }
     const { turn, view } = live;
@@ -246,6 +249,7 @@ export class ChatView {
       case "error":
         if (event.code === "cancelled") turn.stopped = true;
         else turn.error = `${event.message} (${event.code})`;
+        if (event.code === "auth_failed" && this.repo) accessRefused(this.repo.id, event.message);
         view.update();
         break;
       case "done":

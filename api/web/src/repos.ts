@@ -3,14 +3,15 @@
  * and list indexed repositories with update and delete.
  *
  * The access token is read from its password field when a request is sent and kept only in
- * this module's memory (`currentToken`, reused by Update): never in storage, never in a URL,
- * never shown again.
+ * page memory (`tokens.ts`, by repository id, reused by Update, the chat and the source
+ * viewer): never in storage, never in a URL, never shown again. When the server refuses a
+ * private repository's content, the panel shows why and focuses the token field; indexing the
+ * repository again with the token (nothing is re-embedded if it did not change) remembers it.
  */
 import { getJson, postEvents, repoPath } from "./api";
 import { h, repoName } from "./dom";
+import { onAccessRefused, rememberToken, tokenFor } from "./tokens";
 import type { FilterDefaults, RepoRecord, StatusEvent } from "./types";
-
-let currentToken: string | null = null;
 
 export interface RepoPanelHooks {
   onSelect(repo: RepoRecord): void;
@@ -57,6 +58,7 @@ export class RepoPanel {
   private repos: RepoRecord[] = [];
 
   constructor(private readonly hooks: RepoPanelHooks) {
+    onAccessRefused((repoId, message) => this.askForToken(repoId, message));
     const form = h(
       "form",
       { class: "index-form", "aria-label": "Index a repository" },
@@ -153,7 +155,6 @@ export class RepoPanel {
     // Read once, then clear the field: the value is never shown again.
     const value = this.token.value.trim();
     this.token.value = "";
-    if (value) currentToken = value;
     return value || null;
   }
 
@@ -162,11 +163,23 @@ export class RepoPanel {
     const body = this.body();
     const token = this.takeToken();
     if (token) body.token = token;
-    await this.run("/api/repos", body, "Indexing");
+    await this.run("/api/repos", body, "Indexing", token);
   }
 
   private async update(repo: RepoRecord): Promise<void> {
-    await this.run(`${repoPath(repo.id)}/update`, currentToken ? { token: currentToken } : {}, `Updating ${repo.id}`);
+    const token = this.takeToken() ?? tokenFor(repo.id) ?? null;
+    await this.run(`${repoPath(repo.id)}/update`, token ? { token } : {}, `Updating ${repo.id}`, token);
+  }
+
+  /** A private repository's content was refused: say why, and prepare re-indexing it with a token. */
+  private askForToken(repoId: string, message: string): void {
+    const repo = this.find(repoId);
+    if (repo) {
+      this.location.value = repo.url;
+      this.platform.value = repo.platform;
+    }
+    this.showProgress("error", `${message}. Enter the token and press “Index repository”.`);
+    this.token.focus();
   }
 
   private async remove(repo: RepoRecord, button: HTMLButtonElement): Promise<void> {
@@ -181,7 +194,8 @@ export class RepoPanel {
       return;
     }
     try {
-      await getJson(repoPath(repo.id), { method: "DELETE" });
+      const token = tokenFor(repo.id);
+      await getJson(repoPath(repo.id), { method: "DELETE", headers: token ? { "X-Repo-Token": token } : {} });
       this.repos = this.repos.filter((item) => item.id !== repo.id);
       this.hooks.onDeleted(repo.id);
       this.renderList();
@@ -190,7 +204,7 @@ export class RepoPanel {
     }
   }
 
-  private async run(url: string, body: unknown, label: string): Promise<void> {
+  private async run(url: string, body: unknown, label: string, token: string | null): Promise<void> {
     if (this.running) return;
     this.running = new AbortController();
     this.submit.disabled = true;
@@ -206,6 +220,7 @@ export class RepoPanel {
           else if (event.type === "error") this.showProgress("error", `${label} failed: ${event.message} (${event.code})`);
           else if (event.type === "done") {
             finished = event.repo as RepoRecord;
+            if (token) rememberToken(finished.id, token);
             const report = event.report as { chunks?: { total?: number }; timings?: { total_s?: number } };
             const seconds = report.timings?.total_s;
             this.showProgress(

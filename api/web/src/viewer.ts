@@ -1,7 +1,11 @@
-/** The source viewer: the cited lines of a file with some context, highlighted, from the file endpoint. */
-import { getJson, repoPath } from "./api";
+/**
+ * The source viewer: the cited lines of a file with some context, highlighted, from the file
+ * endpoint. A private repository's token goes in the `X-Repo-Token` header, never the URL.
+ */
+import { ApiError, getJson, repoPath } from "./api";
 import { formatLines, h } from "./dom";
 import { highlight } from "./markdown";
+import { accessRefused, tokenFor } from "./tokens";
 import type { Source } from "./types";
 
 const CONTEXT_LINES = 6;
@@ -41,9 +45,16 @@ export async function openSource(repoId: string, source: Source): Promise<void> 
   const end = source.end_line + CONTEXT_LINES;
   const query = new URLSearchParams({ path: source.path, start: String(start), end: String(end) });
   try {
-    const slice = await getJson<FileSlice>(`${repoPath(repoId)}/file?${query}`);
+    const token = tokenFor(repoId);
+    const slice = await getJson<FileSlice>(`${repoPath(repoId)}/file?${query}`, token ? { headers: { "X-Repo-Token": token } } : undefined);
     body.replaceChildren(renderSlice(slice, source));
   } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      // The token field is in the page behind this modal dialog: close it so the field can take focus.
+      box.close();
+      accessRefused(repoId, error.message);
+      return;
+    }
     body.replaceChildren(h("p", { class: "error", role: "alert" }, `Could not load ${source.path}: ${(error as Error).message}`));
   }
 }
