@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -234,7 +235,7 @@ async def _ensure_indexed(
         stop = threading.Event()
 
         def report(progress: Progress) -> None:
-            _call_soon(loop, updates.put_nowait, status_from_progress(progress))
+            call_soon(loop, updates.put_nowait, status_from_progress(progress))
 
         def work() -> Any:
             try:
@@ -247,7 +248,7 @@ async def _ensure_indexed(
                     cancel=stop,
                 )
             finally:
-                _call_soon(loop, updates.put_nowait, None)
+                call_soon(loop, updates.put_nowait, None)
 
         finished = _run_in_thread(loop, work)
         try:
@@ -280,7 +281,12 @@ async def stop_answer(task: asyncio.Task[Any], cancel: asyncio.Event) -> None:
         await asyncio.wait({task})
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+def sse_frame(event: Event) -> str:
+    """One typed event as a Server-Sent Events frame (the HTTP chat and the ingest routes share it)."""
+    return f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+
+def call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
     """Schedule `callback` on `loop` from a worker thread; a closed loop means nobody listens."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback, *args)
@@ -304,9 +310,9 @@ def _run_in_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], Any]) -> 
         try:
             outcome = work()
         except BaseException as error:
-            _call_soon(loop, settle, None, error)
+            call_soon(loop, settle, None, error)
         else:
-            _call_soon(loop, settle, outcome, None)
+            call_soon(loop, settle, outcome, None)
 
     threading.Thread(target=target, name="repolens-ingest", daemon=True).start()
     return future

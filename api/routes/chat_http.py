@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from api.chat_session import HTTP_STATUS_BY_CODE, Event, detached_events
+from api.chat_session import HTTP_STATUS_BY_CODE, Event, detached_events, sse_frame
 from api.origins import origin_allowed, refusal
 from api.schemas import (
     BadRequestError,
@@ -70,7 +69,7 @@ def _wants_events(http_request: Request, request: ChatRequestBody) -> bool:
 async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[str]:
     async with contextlib.aclosing(events):
         async for event in events:
-            yield f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+            yield sse_frame(event)
 
 
 async def _plain_response(http_request: Request, events: AsyncIterator[Event]) -> Response:

@@ -12,8 +12,6 @@ files need its token (`X-Repo-Token`); its record (`GET /api/repos/{id}`) is met
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from api.chat_session import status_from_progress
+from api.chat_session import call_soon, sse_frame, status_from_progress
 from api.schemas import RepoToken
 from api.services import Services, get_services
 from ingest import IngestOptions, IngestReport, Progress, ingest, update
@@ -97,10 +95,6 @@ def _http_error(error: RepoLensError) -> HTTPException:
     return HTTPException(error.http_status, detail=redact(error.message))
 
 
-def _frame(event: dict[str, Any]) -> str:
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
-
-
 async def _events(job: Job) -> AsyncIterator[str]:
     """Run `job` in a thread and stream its progress, then `done` or `error`, as SSE frames."""
     loop = asyncio.get_running_loop()
@@ -108,8 +102,7 @@ async def _events(job: Job) -> AsyncIterator[str]:
     cancel = threading.Event()
 
     def emit(event: dict[str, Any] | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+        call_soon(loop, queue.put_nowait, event)
 
     def work() -> None:
         try:
@@ -126,7 +119,7 @@ async def _events(job: Job) -> AsyncIterator[str]:
     threading.Thread(target=work, name="repolens-ingest", daemon=True).start()
     try:
         while (event := await queue.get()) is not None:
-            yield _frame(event)
+            yield sse_frame(event)
     finally:
         cancel.set()
 
