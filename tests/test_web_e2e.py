@@ -370,6 +370,8 @@ def test_private_repository_token_goes_with_questions_and_sources(
 
         page.reload()
         expect(page.locator("body[data-socket=open]")).to_have_count(1, timeout=TIMEOUT_MS)
+        # The restored conversation must be on the page before asking, or `ask` would count it late.
+        expect(page.locator(".turn.assistant")).to_have_count(1, timeout=TIMEOUT_MS)
         refused = ask(page, "And after a reload?")
         finished(refused, "error")
         expect(refused.locator(".error")).to_contain_text("is private")
