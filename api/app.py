@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.routes import chat_http, chat_ws, config, repos, search, web
+from api.routes import chat_http, chat_ws, config, deepwiki, repos, search, web
 from api.services import Services
 from rag.redact import install_log_redaction
 from rag.settings import Settings
@@ -15,7 +15,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_log_redaction()
     app = FastAPI(title="RepoLens", version="0.1.0")
     app.state.services = Services.from_settings(settings)
-    for module in (config, repos, search, chat_http, chat_ws):
+    for module in (config, deepwiki, repos, search, chat_http, chat_ws):
         app.include_router(module.router)
     web.mount(app)
     return app

@@ -19,8 +19,8 @@ from rag.citations import Span, check_citations, extract_citations, link, source
 from rag.embedders import Embedder
 from rag.errors import NotFoundError, RepoLensError
 from rag.prompt import PinnedFile, PromptResult, build_prompt
-from rag.providers.base import ChatProvider, ChatRequest, Message, ProviderError, TextDelta, Usage
-from rag.providers.catalog import PROVIDERS, default_provider, get_provider, resolve_model
+from rag.providers.base import ChatProvider, ChatRequest, Message, TextDelta, Usage
+from rag.providers.catalog import PROVIDERS, provider_or_offline, resolve_model
 from rag.redact import redact
 from rag.retrieval import Retriever
 from rag.settings import Settings
@@ -147,18 +147,8 @@ class AnswerService:
             yield error_event("internal", f"internal error: {type(error).__name__}: {error}")
 
     def _provider(self, request: AnswerRequest) -> tuple[ChatProvider, str | None]:
-        """The provider to use, and a note when falling back to the offline answer.
-
-        deepwiki-open clients always name a provider (`google` by default); on a server with no
-        provider configured at all, answering offline beats refusing.
-        """
-        try:
-            return get_provider(request.provider, self.settings, request.model), None
-        except ProviderError as error:
-            if error.code != "not_configured" or default_provider(self.settings) != "offline":
-                raise
-            note = f"{request.provider} is not configured; answering offline from the retrieved code"
-            return get_provider("offline", self.settings), note
+        """The provider to use, and a note when falling back to the offline answer."""
+        return provider_or_offline(request.provider, self.settings, request.model)
 
     def _retrieve(self, request: AnswerRequest) -> tuple[RepoIndex, list[SearchHit], PinnedFile | None]:
         """Blocking work (index load, embedding, search); run in a thread."""

@@ -26,10 +26,16 @@ def url(chat_server: ChatServer) -> str:
     return f"{chat_server.server.base_url}/chat/completions/stream"
 
 
-def test_plain_text_stream_like_deepwiki(chat_server: ChatServer, fake_provider: FakeProvider) -> None:
+@pytest.mark.parametrize("accept", [None, "text/event-stream"])
+def test_plain_text_stream_like_deepwiki(
+    chat_server: ChatServer, fake_provider: FakeProvider, accept: str | None
+) -> None:
+    """deepwiki-open's Next.js proxy sends `Accept: text/event-stream` and pastes the body as text."""
     answer = "HttpClient.send retries up to ZORBLAX_RETRY_CEILING times."
     fake_provider.script(FakeResponse(text=answer, chunks=5, delay=0.02))
-    with httpx.stream("POST", url(chat_server), json=chat_server.request(), timeout=TIMEOUT) as response:
+    headers = {"Content-Type": "application/json", "Accept": accept} if accept else {}
+    body = chat_server.request()
+    with httpx.stream("POST", url(chat_server), json=body, headers=headers, timeout=TIMEOUT) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         pieces = list(response.iter_text())
@@ -37,11 +43,12 @@ def test_plain_text_stream_like_deepwiki(chat_server: ChatServer, fake_provider:
     assert len(pieces) > 1
 
 
-@pytest.mark.parametrize("how", ["protocol", "accept"])
+@pytest.mark.parametrize("how", ["protocol", "header"])
 def test_sse_carries_the_typed_events(chat_server: ChatServer, fake_provider: FakeProvider, how: str) -> None:
+    """Typed SSE only when asked for explicitly: the body's `protocol` or the `X-RepoLens-Protocol` header."""
     fake_provider.script(FakeResponse(text="Service.run calls send.", chunks=3))
     body = chat_server.request(protocol="events") if how == "protocol" else chat_server.request()
-    headers = {"Accept": "text/event-stream"} if how == "accept" else {}
+    headers = {"X-RepoLens-Protocol": "events"} if how == "header" else {}
     response = httpx.post(url(chat_server), json=body, headers=headers, timeout=TIMEOUT)
     assert response.status_code == 200
     events = sse_events(response.text)

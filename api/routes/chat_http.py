@@ -3,8 +3,10 @@
 Same body as `/ws/chat`. By default the answer streams as raw text like deepwiki-open (content
 type `text/event-stream` but no SSE framing); an error found before the first token is an
 HTTP status with JSON `{"detail": ...}`, one found later is appended as `\\nError: ...`.
-With `"protocol": "events"` or `Accept: text/event-stream`, the response is real SSE
-(`event: <type>` / `data: <json>`) carrying the same typed frames as the WebSocket.
+Typed SSE (`event: <type>` / `data: <json>`, the same frames as the WebSocket) only when asked for
+explicitly: `"protocol": "events"` in the body or the header `X-RepoLens-Protocol: events`.
+`Accept: text/event-stream` alone is not enough: deepwiki-open's proxy sends it and pastes the body
+into the answer as text, so it must get plain text.
 A client that disconnects cancels the stream, which closes the provider's stream too.
 """
 
@@ -62,8 +64,11 @@ async def _read_body(http_request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+PROTOCOL_HEADER = "x-repolens-protocol"
+
+
 def _wants_events(http_request: Request, request: ChatRequestBody) -> bool:
-    return request.protocol == "events" or "text/event-stream" in http_request.headers.get("accept", "")
+    return request.protocol == "events" or http_request.headers.get(PROTOCOL_HEADER, "").lower() == "events"
 
 
 async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[str]:

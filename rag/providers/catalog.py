@@ -285,6 +285,24 @@ def get_provider(name: str | None, settings: Settings, model: str | None = None)
     return OpenAICompatProvider(info.id, resolved.id, _openai_config(info.id, settings))
 
 
+def provider_or_offline(
+    name: str | None, settings: Settings, model: str | None = None
+) -> tuple[ChatProvider, str | None]:
+    """`get_provider`, or the offline provider (with a note saying so) when `name` is not configured on a
+    server that has no provider configured at all.
+
+    deepwiki-open clients always name a provider (`google` by default); answering offline beats
+    refusing, for plain questions, deep research and wikis alike.
+    """
+    try:
+        return get_provider(name, settings, model), None
+    except ProviderError as error:
+        if error.code != "not_configured" or default_provider(settings) != "offline":
+            raise
+        note = f"{name} is not configured; answering offline from the retrieved code"
+        return get_provider("offline", settings), note
+
+
 def list_providers(settings: Settings) -> list[dict[str, Any]]:
     """Every provider with its models and whether it is configured (for `/api/models`)."""
     default = default_provider(settings)

@@ -27,7 +27,7 @@ from rag.providers.base import (
     ToolSpec,
     Usage,
 )
-from rag.providers.catalog import default_provider, get_provider, provider_info, resolve_model
+from rag.providers.catalog import provider_info, provider_or_offline, resolve_model
 from rag.redact import redact
 from rag.research import prompts
 from rag.research.evidence import EvidenceSet, Finding, render_findings
@@ -448,8 +448,8 @@ def resolve_provider(
     services: ResearchServices, provider: str | None, model: str | None, options: ResearchOptions
 ) -> tuple[Any, ResearchOptions]:
     """The chat provider, and `options` with the prompt budget fitted to the model's context window."""
-    chat = get_provider(provider, services.settings, model)
-    info = provider_info(provider or default_provider(services.settings))
+    chat, _ = provider_or_offline(provider, services.settings, model)
+    info = provider_info(chat.name)
     window = resolve_model(info, services.settings, model).context_window
     fitted = min(options.context_tokens, max(window - ANSWER_MAX_TOKENS - 500, 2_000))
     return chat, dataclasses.replace(options, context_tokens=fitted)
