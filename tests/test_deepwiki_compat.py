@@ -1,4 +1,4 @@
-"""deepwiki-open's web front end against a real RepoLens server: the exact requests it sends, the shapes it parses.
+"""deepwiki-open's web front end against a real RepoLens server: its exact requests, the shapes it parses.
 
 Requests are copied from its source (AsyncFuncAI/deepwiki-open, snapshot 2026-05): the Next.js routes in
 `src/app/api/*` (which add `Content-Type: application/json`) and `src/app/[owner]/[repo]/page.tsx`
