@@ -34,8 +34,7 @@ from ingest.access import verify_access
 from ingest.filters import FilterSpec, parse_patterns
 from ingest.sources import RepoSource, resolve_source
 from rag.answer import AnswerRequest, error_event, until_cancelled
-from rag.errors import NotFoundError, RepoLensError
-from rag.providers.base import PROVIDER_ERROR_CODES
+from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.redact import register_secret
 from rag.research import ResearchOptions, compat_iteration, is_deep_research, run_research
 
@@ -46,25 +45,6 @@ Event = dict[str, Any]
 CANCEL_GRACE_S = 2.0
 # Producer tasks of `detached_events`, referenced until they end (asyncio keeps only weak refs).
 _producers: set[asyncio.Task[None]] = set()
-
-# Error codes of other layers → HTTP status, for errors reported before the HTTP stream starts.
-HTTP_STATUS_BY_CODE: dict[str, int] = {
-    **dict.fromkeys(PROVIDER_ERROR_CODES, 502),
-    "bad_request": 400,
-    "bad_url": 400,
-    "not_found": 404,
-    "auth_failed": 401,
-    "busy": 409,
-    "embedder_mismatch": 409,
-    "limit_exceeded": 413,
-    "cancelled": 499,
-    "unreachable": 502,
-    "provider_error": 502,
-    "timeout": 504,
-    "rate_limit": 429,
-    "context_length": 400,
-    "not_configured": 400,
-}
 
 
 def done_event(started: float, **timings: float) -> Event:
@@ -106,7 +86,7 @@ async def chat_events(
         yield error_event(error.code, str(error))
     except Exception as error:
         logger.exception("chat request failed")
-        yield error_event("internal", f"internal error: {type(error).__name__}: {error}")
+        yield error_event(ErrorCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
     if not saw_done:
         yield done_event(started, **({"index_ms": index_ms} if index_ms is not None else {}))
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Header
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 from rag.settings import Settings
 
 DEFAULT_MAX_REQUEST_BYTES = 1_000_000
@@ -28,8 +28,7 @@ MAX_REQUEST_BYTES_VARIABLE = "REPOLENS_MAX_REQUEST_BYTES"
 
 
 class BadRequestError(RepoLensError):
-    code = "bad_request"
-    http_status = 400
+    code = ErrorCode.BAD_REQUEST
 
 
 class ChatMessage(BaseModel):

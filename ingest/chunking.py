@@ -27,7 +27,7 @@ from tree_sitter import Node, Parser
 
 from ingest.languages import grammar
 from rag import tokens
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 from rag.types import Chunk
 
 DEFAULT_OVERLAP_LINES = 2
@@ -47,7 +47,7 @@ Symbol = tuple[str, ...]
 class ChunkingError(RepoLensError):
     """A chunk cannot fit the budget at all (the header alone is too long for it)."""
 
-    code = "chunk_budget"
+    code = ErrorCode.CHUNK_BUDGET
 
 
 class SourceText(Protocol):

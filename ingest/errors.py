@@ -8,7 +8,7 @@ do, and never contain a token.
 
 from __future__ import annotations
 
-from rag.errors import EmbedderMismatchError, RepoLensError
+from rag.errors import EmbedderMismatchError, ErrorCode, RepoLensError
 
 __all__ = [
     "AuthenticationError",
@@ -27,34 +27,31 @@ __all__ = [
 class IngestError(RepoLensError):
     """Any expected failure while resolving, fetching or indexing a repository."""
 
-    code = "ingest_failed"
+    code = ErrorCode.INGEST_FAILED
 
 
 class InvalidSourceError(IngestError):
     """The location is not a URL or path we can ingest."""
 
-    code = "bad_url"
+    code = ErrorCode.BAD_URL
 
 
 class HostUnreachableError(IngestError):
     """DNS failed or the connection was refused: nothing to do with credentials."""
 
-    code = "unreachable"
-    http_status = 502
+    code = ErrorCode.UNREACHABLE
 
 
 class AuthenticationError(IngestError):
     """The host refused the credentials (or asked for some and none were given)."""
 
-    code = "auth_failed"
-    http_status = 401
+    code = ErrorCode.AUTH_FAILED
 
 
 class RepositoryNotFoundError(IngestError):
     """The host answered but has no such repository (or local path)."""
 
-    code = "not_found"
-    http_status = 404
+    code = ErrorCode.NOT_FOUND
 
 
 class UnknownRefError(RepositoryNotFoundError):
@@ -64,19 +61,16 @@ class UnknownRefError(RepositoryNotFoundError):
 class CloneTimeoutError(IngestError):
     """git did not finish within the allowed time; the partial clone is discarded."""
 
-    code = "timeout"
-    http_status = 504
+    code = ErrorCode.CLONE_TIMEOUT
 
 
 class LimitExceededError(IngestError):
     """A size limit stopped the ingest; the message names the limit and how to raise it."""
 
-    code = "limit_exceeded"
-    http_status = 413
+    code = ErrorCode.LIMIT_EXCEEDED
 
 
 class IngestCancelled(IngestError):
     """The user cancelled; the previous index is left untouched."""
 
-    code = "cancelled"
-    http_status = 499
+    code = ErrorCode.CANCELLED

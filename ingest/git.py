@@ -39,6 +39,7 @@ from ingest.errors import (
     UnknownRefError,
 )
 from ingest.sources import RepoSource, is_commit_sha
+from rag.errors import ErrorCode
 from rag.redact import redact, register_secret
 
 log = logging.getLogger(__name__)
@@ -416,7 +417,7 @@ class _GitRun:
             return UnknownRefError(f"ref {ref!r} not found in {url}: check the branch, tag or commit sha")
         if _UNREACHABLE_PATTERNS.search(stderr):
             return HostUnreachableError(f"cannot reach {self.source.host} for {url}: {detail}")
-        return IngestError(f"git failed for {url}: {detail}", code="git_failed")
+        return IngestError(f"git failed for {url}: {detail}", code=ErrorCode.GIT_FAILED)
 
 
 def _last_fatal(stderr: str) -> str:

@@ -27,7 +27,7 @@ from ingest.git import checkout, local_commit, token_for, uses_token
 from ingest.reader import Limits, SkipStats, SourceFile, iter_source_files
 from ingest.sources import RepoSource, resolve_source
 from rag.embedders import Embedder
-from rag.errors import NotFoundError, RepoLensError
+from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.store import IndexBuilder, Store
 from rag.types import Chunk, RepoRecord
 
@@ -43,8 +43,7 @@ _PROGRESS_INTERVAL_S = 0.2
 class EmptyRepositoryError(IngestError):
     """Nothing is left to index after the filters: an empty index would only answer 'no context'."""
 
-    code = "empty"
-    http_status = 422
+    code = ErrorCode.EMPTY
 
 
 @dataclass

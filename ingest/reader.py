@@ -20,7 +20,7 @@ from charset_normalizer import from_bytes
 from ingest.errors import LimitExceededError
 from ingest.filters import FileFilter
 from ingest.languages import language_for
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 
 SNIFF_BYTES = 8192
 # Share of control characters (other than whitespace and form feed) above which a file is binary.
@@ -77,7 +77,9 @@ def _positive_int(variable: str, value: str) -> int:
     except ValueError:
         number = 0
     if number <= 0:
-        raise RepoLensError(f"{variable} must be a positive whole number, got {value!r}", code="bad_request")
+        raise RepoLensError(
+            f"{variable} must be a positive whole number, got {value!r}", code=ErrorCode.BAD_REQUEST
+        )
     return number
 
 

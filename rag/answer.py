@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from rag.citations import Span, check_citations, extract_citations, link, source_url
 from rag.embedders import Embedder
-from rag.errors import NotFoundError, RepoLensError
+from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.prompt import PinnedFile, PromptResult, build_prompt
 from rag.providers.base import ChatProvider, ChatRequest, Message, TextDelta, Usage
 from rag.providers.catalog import PROVIDERS, provider_or_offline, resolve_model
@@ -40,7 +40,7 @@ RESERVED_OUTPUT = 4096
 
 
 class AnswerCancelled(RepoLensError):
-    code = "cancelled"
+    code = ErrorCode.CANCELLED
 
 
 @dataclass
@@ -57,7 +57,7 @@ class AnswerRequest:
     k: int = DEFAULT_K
 
 
-def error_event(code: str, message: str) -> Event:
+def error_event(code: ErrorCode, message: str) -> Event:
     return {"type": "error", "code": code, "message": redact(message)}
 
 
@@ -144,7 +144,7 @@ class AnswerService:
             yield error_event(error.code, str(error))
         except Exception as error:
             logger.exception("answer failed")
-            yield error_event("internal", f"internal error: {type(error).__name__}: {error}")
+            yield error_event(ErrorCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
 
     def _provider(self, request: AnswerRequest) -> tuple[ChatProvider, str | None]:
         """The provider to use, and a note when falling back to the offline answer."""
@@ -184,7 +184,7 @@ class AnswerService:
     async def _answer(self, request: AnswerRequest, cancel: asyncio.Event | None) -> AsyncIterator[Event]:
         started = time.perf_counter()
         if not request.question.strip():
-            raise RepoLensError("the question is empty", code="bad_request")
+            raise RepoLensError("the question is empty", code=ErrorCode.BAD_REQUEST)
         provider, note = self._provider(request)
         yield {"type": "status", "stage": "retrieving", "message": note or f"searching {request.repo_id}"}
         index, hits, pinned = await asyncio.to_thread(self._retrieve, request)

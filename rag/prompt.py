@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 from rag.providers.base import Message
 from rag.tokens import count_tokens, truncate_to_tokens
 from rag.types import SearchHit
@@ -53,8 +53,7 @@ paths and the line numbers shown at the start of each context line.
 class ContextLengthError(RepoLensError):
     """Even the question alone does not fit the model's context window."""
 
-    code = "context_length"
-    http_status = 413
+    code = ErrorCode.CONTEXT_LENGTH
 
 
 @dataclass(frozen=True, slots=True)

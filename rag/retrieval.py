@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from rag.embedders import Embedder
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 from rag.lexical import STOPWORDS, path_matches
 from rag.store import RepoIndex, StoredChunk
 from rag.types import SearchHit
@@ -47,8 +47,7 @@ _DEFINITION = (
 
 
 class SearchError(RepoLensError):
-    code = "bad_request"
-    http_status = 422
+    code = ErrorCode.BAD_REQUEST
 
 
 @dataclass(frozen=True, slots=True)

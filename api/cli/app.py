@@ -1,8 +1,8 @@
 """The Typer application and the behaviour every command shares.
 
 Commands register themselves on `app` and wrap their body in `cli_errors()`
-so a failure is one clear line (or a JSON object with `--json`) and a
-documented exit code; `--debug` shows the traceback instead.
+so a failure is one clear line (or a JSON object with `--json`) and the exit
+code of its error code in `rag.errors.ERROR_TABLE`; `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 
-from rag.errors import RepoLensError
+from rag.errors import UNEXPECTED_EXIT_CODE, ErrorCode, RepoLensError, exit_code
 from rag.redact import install_log_redaction, redact
 
 app = typer.Typer(
@@ -28,29 +28,6 @@ app = typer.Typer(
 
 console = Console()
 err_console = Console(stderr=True)
-
-EXIT_CODES: dict[str, int] = {
-    "not_found": 3,
-    "auth_failed": 4,
-    "limit_exceeded": 5,
-    "provider_error": 6,
-    "auth": 6,
-    "model_not_found": 6,
-    "rate_limit": 6,
-    "context_length": 6,
-    "unavailable": 6,
-    "bad_response": 6,
-    "not_configured": 6,
-    "bad_url": 7,
-    "unreachable": 7,
-    "timeout": 7,
-    "embedder_mismatch": 8,
-    "embedder_error": 6,
-    "bad_request": 2,
-    "busy": 9,
-    "empty": 10,
-    "cancelled": 130,
-}
 
 
 class _State:
@@ -69,10 +46,6 @@ def _global_options(
     install_log_redaction()
 
 
-def exit_code_for(error: RepoLensError) -> int:
-    return EXIT_CODES.get(error.code, 1)
-
-
 @contextmanager
 def cli_errors(as_json: bool = False) -> Iterator[None]:
     """Turn expected errors into one line and an exit code."""
@@ -86,10 +59,10 @@ def cli_errors(as_json: bool = False) -> Iterator[None]:
             print(json.dumps({"error": {"code": error.code, "message": message}}))
         else:
             err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-        raise typer.Exit(exit_code_for(error)) from None
+        raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code(ErrorCode.CANCELLED)) from None
     except Exception as error:
         if state.debug:
             raise
@@ -98,4 +71,4 @@ def cli_errors(as_json: bool = False) -> Iterator[None]:
             "(run with --debug for the traceback)",
             highlight=False,
         )
-        raise typer.Exit(1) from None
+        raise typer.Exit(UNEXPECTED_EXIT_CODE) from None

@@ -24,8 +24,8 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
 
-from api.cli.app import EXIT_CODES, app, cli_errors, err_console
-from rag.errors import NotFoundError
+from api.cli.app import app, cli_errors, err_console
+from rag.errors import NotFoundError, exit_code
 from rag.settings import Settings
 
 if TYPE_CHECKING:
@@ -86,15 +86,6 @@ def ask(
         if not as_json:
             err_console.print(f"[bold red]error:[/] {escape(error['message'])}", highlight=False)
         raise typer.Exit(exit_code(error["code"]))
-
-
-def exit_code(code: str) -> int:
-    """The documented exit code for an error event's code (provider failures share one)."""
-    from rag.providers.base import PROVIDER_ERROR_CODES
-
-    if code in EXIT_CODES:
-        return EXIT_CODES[code]
-    return EXIT_CODES["provider_error"] if code in PROVIDER_ERROR_CODES else 1
 
 
 def _repo_fields(services: Services, repo: str, repo_type: str | None, ref: str | None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from api.chat_session import HTTP_STATUS_BY_CODE, Event, detached_events, sse_frame
+from api.chat_session import Event, detached_events, sse_frame
 from api.origins import origin_allowed, refusal
 from api.schemas import (
     BadRequestError,
@@ -30,6 +30,7 @@ from api.schemas import (
     parse_chat_request,
 )
 from api.services import get_services
+from rag.errors import ErrorCode, http_status
 
 router = APIRouter()
 
@@ -42,7 +43,9 @@ async def chat_completions_stream(http_request: Request) -> Response:
     services = get_services(http_request)
     origin = http_request.headers.get("origin")
     if not origin_allowed(origin, http_request.headers.get("host"), services.settings):
-        return JSONResponse({"detail": refusal(origin or ""), "code": "forbidden_origin"}, status_code=403)
+        return JSONResponse(
+            {"detail": refusal(origin or ""), "code": ErrorCode.FORBIDDEN_ORIGIN}, status_code=403
+        )
     try:
         body = await _read_body(http_request, max_request_bytes(services.settings))
         request = parse_chat_request(decode_json(body))
@@ -91,7 +94,7 @@ async def _plain_response(http_request: Request, events: AsyncIterator[Event]) -
     first = first_task.result()
     if first is not None and first["type"] == "error":
         await events.aclose()
-        status = HTTP_STATUS_BY_CODE.get(first["code"], 500)
+        status = http_status(first["code"])
         return JSONResponse({"detail": first["message"], "code": first["code"]}, status_code=status)
     return StreamingResponse(
         _plain_text(first, events), media_type="text/event-stream", headers=_STREAM_HEADERS

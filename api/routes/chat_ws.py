@@ -26,6 +26,7 @@ from api.chat_session import Event, chat_events, done_event, error_event, stop_a
 from api.origins import origin_allowed, refusal
 from api.schemas import BadRequestError, ChatRequestBody, decode_frame, max_request_bytes, parse_chat_request
 from api.services import Services, get_ws_services
+from rag.errors import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class EventsConnection:
     async def start_answer(self, data: dict[str, Any]) -> None:
         if self.answer is not None and not self.answer.done():
             message = 'an answer is already streaming on this socket: send {"type": "cancel"} first'
-            await self.send(error_event("busy", message))
+            await self.send(error_event(ErrorCode.BUSY, message))
             return
         try:
             request = parse_chat_request(data)
@@ -201,5 +202,5 @@ class EventsConnection:
         except asyncio.CancelledError:
             if self.closed:
                 raise
-            await self.send(error_event("cancelled", "the answer was cancelled by the client"))
+            await self.send(error_event(ErrorCode.CANCELLED, "the answer was cancelled by the client"))
             await self.send(done_event(started))

@@ -29,7 +29,7 @@ from ingest.access import verify_access
 from ingest.filters import FilterSpec, parse_patterns
 from ingest.reader import Limits
 from ingest.sources import resolve_source
-from rag.errors import NotFoundError, RepoLensError
+from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.redact import redact
 
 router = APIRouter()
@@ -112,7 +112,13 @@ async def _events(job: Job) -> AsyncIterator[str]:
             emit({"type": "error", "code": error.code, "message": redact(error.message)})
         except Exception as error:
             log.exception("ingest failed")
-            emit({"type": "error", "code": "internal", "message": redact(str(error)) or type(error).__name__})
+            emit(
+                {
+                    "type": "error",
+                    "code": ErrorCode.INTERNAL,
+                    "message": redact(str(error)) or type(error).__name__,
+                }
+            )
         finally:
             emit(None)
 

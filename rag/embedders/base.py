@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 
 Progress = Callable[[int, int], None]
 
@@ -19,8 +19,7 @@ Progress = Callable[[int, int], None]
 class EmbedderError(RepoLensError):
     """An embedder could not load or answer; the message never holds a key."""
 
-    code = "embedder_error"
-    http_status = 502
+    code = ErrorCode.EMBEDDER_ERROR
 
 
 @runtime_checkable

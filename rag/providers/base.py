@@ -13,21 +13,21 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 from rag.redact import redact
 from rag.types import SearchHit
 
 Role = Literal["system", "user", "assistant", "tool"]
 
 PROVIDER_ERROR_CODES = (
-    "auth",
-    "model_not_found",
-    "rate_limit",
-    "context_length",
-    "unavailable",
-    "timeout",
-    "bad_response",
-    "not_configured",
+    ErrorCode.AUTH,
+    ErrorCode.MODEL_NOT_FOUND,
+    ErrorCode.RATE_LIMIT,
+    ErrorCode.CONTEXT_LENGTH,
+    ErrorCode.UNAVAILABLE,
+    ErrorCode.TIMEOUT,
+    ErrorCode.BAD_RESPONSE,
+    ErrorCode.NOT_CONFIGURED,
 )
 
 
@@ -102,9 +102,7 @@ StreamEvent = TextDelta | ToolCallEvent | Usage
 class ProviderError(RepoLensError):
     """A provider failed; `code` is one of `PROVIDER_ERROR_CODES`."""
 
-    http_status = 502
-
-    def __init__(self, code: str, message: str, *, provider: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, provider: str | None = None) -> None:
         prefix = f"{provider}: " if provider else ""
         super().__init__(redact(prefix + message), code=code)
         self.provider = provider

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 from rag.providers.base import ChatProvider, ProviderError
 from rag.providers.gemini import DEFAULT_BASE_URL as GEMINI_BASE_URL
 from rag.providers.gemini import GeminiProvider
@@ -157,7 +157,7 @@ DEFAULT_AZURE_VERSION = "2024-10-21"
 
 
 class UnknownProviderError(RepoLensError):
-    code = "bad_request"
+    code = ErrorCode.BAD_REQUEST
 
 
 def _usable(info: ProviderInfo, settings: Settings) -> bool:
@@ -214,7 +214,8 @@ def _timeout(settings: Settings) -> float:
         seconds = 0.0
     if seconds <= 0:
         raise RepoLensError(
-            f"REPOLENS_LLM_TIMEOUT must be a positive number of seconds, got {value!r}", code="bad_config"
+            f"REPOLENS_LLM_TIMEOUT must be a positive number of seconds, got {value!r}",
+            code=ErrorCode.BAD_CONFIG,
         )
     return seconds
 
@@ -272,7 +273,9 @@ def get_provider(name: str | None, settings: Settings, model: str | None = None)
     if not _usable(info, settings):
         missing = " and ".join(variable for variable in info.required if not settings.get(variable))
         raise ProviderError(
-            "not_configured", f"not configured: set {missing} (see README, Configuration)", provider=info.id
+            ErrorCode.NOT_CONFIGURED,
+            f"not configured: set {missing} (see README, Configuration)",
+            provider=info.id,
         )
     resolved = resolve_model(info, settings, model)
     if info.id == "offline":

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from rag.errors import ErrorCode
 from rag.providers.base import (
     ChatRequest,
     Message,
@@ -76,21 +77,29 @@ def _error(status: int, body: bytes, *, model: str) -> ProviderError:
     lowered = detail.lower()
     if status in (401, 403) or "API_KEY_INVALID" in reasons or "api key not valid" in lowered:
         return ProviderError(
-            "auth", f"the API key was rejected (HTTP {status}); check GOOGLE_API_KEY", provider="google"
+            ErrorCode.AUTH,
+            f"the API key was rejected (HTTP {status}); check GOOGLE_API_KEY",
+            provider="google",
         )
     if status == 404:
-        return ProviderError("model_not_found", f"model '{model}' was not found: {detail}", provider="google")
+        return ProviderError(
+            ErrorCode.MODEL_NOT_FOUND, f"model '{model}' was not found: {detail}", provider="google"
+        )
     if status == 429:
-        return ProviderError("rate_limit", f"rate limit or quota exceeded: {detail}", provider="google")
+        return ProviderError(
+            ErrorCode.RATE_LIMIT, f"rate limit or quota exceeded: {detail}", provider="google"
+        )
     if "token count" in lowered and "exceeds" in lowered:
         return ProviderError(
-            "context_length", f"the prompt is too long for '{model}': {detail}", provider="google"
+            ErrorCode.CONTEXT_LENGTH, f"the prompt is too long for '{model}': {detail}", provider="google"
         )
     if status >= 500:
         return ProviderError(
-            "unavailable", f"the provider failed (HTTP {status}): {detail}", provider="google"
+            ErrorCode.UNAVAILABLE, f"the provider failed (HTTP {status}): {detail}", provider="google"
         )
-    return ProviderError("bad_response", f"the provider rejected the request: {detail}", provider="google")
+    return ProviderError(
+        ErrorCode.BAD_RESPONSE, f"the provider rejected the request: {detail}", provider="google"
+    )
 
 
 class GeminiProvider:
@@ -144,7 +153,7 @@ class GeminiProvider:
             response = await _client().send(http_request, stream=True)
         except httpx.TimeoutException:
             raise ProviderError(
-                "timeout", "the request timed out waiting for the model", provider=self.name
+                ErrorCode.TIMEOUT, "the request timed out waiting for the model", provider=self.name
             ) from None
         except httpx.TransportError as error:
             raise ProviderConnectionError(
@@ -157,11 +166,13 @@ class GeminiProvider:
                 yield event
         except httpx.TimeoutException:
             raise ProviderError(
-                "timeout", "the model stopped sending (read timeout)", provider=self.name
+                ErrorCode.TIMEOUT, "the model stopped sending (read timeout)", provider=self.name
             ) from None
         except httpx.TransportError as error:
             raise ProviderError(
-                "unavailable", f"the stream broke mid-answer ({type(error).__name__})", provider=self.name
+                ErrorCode.UNAVAILABLE,
+                f"the stream broke mid-answer ({type(error).__name__})",
+                provider=self.name,
             ) from None
         finally:
             await response.aclose()
@@ -176,7 +187,7 @@ class GeminiProvider:
                 payload = json.loads(line[5:])
             except json.JSONDecodeError:
                 raise ProviderError(
-                    "bad_response", "the provider sent malformed JSON", provider=self.name
+                    ErrorCode.BAD_RESPONSE, "the provider sent malformed JSON", provider=self.name
                 ) from None
             if "error" in payload:
                 status = int(payload["error"].get("code") or 500)

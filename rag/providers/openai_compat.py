@@ -17,6 +17,7 @@ from typing import Any
 import httpx2  # the transport the openai SDK streams over; its errors surface mid-stream
 import openai
 
+from rag.errors import ErrorCode
 from rag.providers.base import (
     ChatRequest,
     Message,
@@ -108,7 +109,9 @@ def _detail(error: openai.APIError) -> str:
 def map_error(error: openai.APIError, *, provider: str, model: str, key_variable: str) -> ProviderError:
     """The SDK's exception as a ProviderError with a stable code and an actionable, key-free message."""
     if isinstance(error, openai.APITimeoutError):
-        return ProviderError("timeout", "the request timed out waiting for the model", provider=provider)
+        return ProviderError(
+            ErrorCode.TIMEOUT, "the request timed out waiting for the model", provider=provider
+        )
     if isinstance(error, openai.APIConnectionError):
         return ProviderConnectionError(
             f"could not connect to the provider ({redact(str(error))})", provider=provider
@@ -118,26 +121,36 @@ def map_error(error: openai.APIError, *, provider: str, model: str, key_variable
     if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
         status = getattr(error, "status_code", "")
         return ProviderError(
-            "auth", f"the API key was rejected (HTTP {status}); check {key_variable}", provider=provider
+            ErrorCode.AUTH,
+            f"the API key was rejected (HTTP {status}); check {key_variable}",
+            provider=provider,
         )
     if isinstance(error, openai.NotFoundError):
-        return ProviderError("model_not_found", f"model '{model}' was not found: {detail}", provider=provider)
+        return ProviderError(
+            ErrorCode.MODEL_NOT_FOUND, f"model '{model}' was not found: {detail}", provider=provider
+        )
     if isinstance(error, openai.RateLimitError):
-        return ProviderError("rate_limit", f"rate limit or quota exceeded: {detail}", provider=provider)
+        return ProviderError(
+            ErrorCode.RATE_LIMIT, f"rate limit or quota exceeded: {detail}", provider=provider
+        )
     lowered = detail.lower()
     if code == "context_length_exceeded" or "context length" in lowered or "too many tokens" in lowered:
         return ProviderError(
-            "context_length", f"the prompt is too long for '{model}': {detail}", provider=provider
+            ErrorCode.CONTEXT_LENGTH, f"the prompt is too long for '{model}': {detail}", provider=provider
         )
     if isinstance(error, openai.APIStatusError) and error.status_code >= 500:
         return ProviderError(
-            "unavailable", f"the provider failed (HTTP {error.status_code}): {detail}", provider=provider
+            ErrorCode.UNAVAILABLE,
+            f"the provider failed (HTTP {error.status_code}): {detail}",
+            provider=provider,
         )
     if isinstance(error, openai.APIStatusError):
         return ProviderError(
-            "bad_response", f"the provider rejected the request: {detail}", provider=provider
+            ErrorCode.BAD_RESPONSE, f"the provider rejected the request: {detail}", provider=provider
         )
-    return ProviderError("unavailable", f"the provider failed mid-answer: {detail}", provider=provider)
+    return ProviderError(
+        ErrorCode.UNAVAILABLE, f"the provider failed mid-answer: {detail}", provider=provider
+    )
 
 
 class _ToolCallAssembler:
@@ -163,7 +176,7 @@ class _ToolCallAssembler:
                 arguments = json.loads(call["arguments"] or "{}")
             except json.JSONDecodeError:
                 raise ProviderError(
-                    "bad_response",
+                    ErrorCode.BAD_RESPONSE,
                     f"the model sent invalid JSON arguments for tool '{call['name']}'",
                     provider=provider,
                 ) from None
@@ -234,11 +247,13 @@ class OpenAICompatProvider:
             ) from None
         except httpx2.TimeoutException:
             raise ProviderError(
-                "timeout", "the model stopped sending (read timeout)", provider=self.name
+                ErrorCode.TIMEOUT, "the model stopped sending (read timeout)", provider=self.name
             ) from None
         except (httpx2.HTTPError, OSError) as error:
             raise ProviderError(
-                "unavailable", f"the stream broke mid-answer ({type(error).__name__})", provider=self.name
+                ErrorCode.UNAVAILABLE,
+                f"the stream broke mid-answer ({type(error).__name__})",
+                provider=self.name,
             ) from None
         finally:
             await response.close()

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 from rag.providers.base import ProviderError
 from rag.research import prompts
 from rag.research.frames import Stats, done_frame, error_frame
@@ -49,7 +49,7 @@ _UPDATE_TURNS = 2
 
 
 class CompatRequestError(RepoLensError):
-    code = "bad_request"
+    code = ErrorCode.BAD_REQUEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +227,13 @@ async def _model_iteration(
             }
     except ResearchCancelled:
         run.stats.stopped_because = "cancelled"
-        yield error_frame("cancelled", "research cancelled")
+        yield error_frame(ErrorCode.CANCELLED, "research cancelled")
     except (ProviderError, RepoLensError) as error:
         run.stats.stopped_because = "error"
         yield {"type": "token", "text": ("\n\n---\n" if body else "") + run.findings_so_far(error.message)}
-        yield error_frame("provider_error" if isinstance(error, ProviderError) else error.code, error.message)
+        yield error_frame(
+            ErrorCode.PROVIDER_ERROR if isinstance(error, ProviderError) else error.code, error.message
+        )
     yield done_frame(run.stats)
 
 
@@ -262,7 +264,7 @@ async def offline_compat(
         async for _ in walk_hops(walker, seeds, hops, stats, cancel):
             pass
         if stats.stopped_because == "cancelled":
-            yield error_frame("cancelled", "research cancelled")
+            yield error_frame(ErrorCode.CANCELLED, "research cancelled")
             yield done_frame(stats)
             return
         text = write_conclusion(state.question, walker, stats.turns, title=False)

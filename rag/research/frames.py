@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.citations import Span, check_citations, extract_citations, link, source_url
+from rag.errors import ErrorCode
+from rag.redact import redact
 from rag.research.tools import Evidence, RepoTools
 
 
@@ -51,8 +53,8 @@ def done_frame(stats: Stats) -> dict[str, Any]:
     }
 
 
-def error_frame(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}
+def error_frame(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": redact(message)}
 
 
 def research_frame(stats: Stats, phase: str, kind: str, *, summary: str = "", **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from rag.errors import NotFoundError, RepoLensError
+from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.providers.base import (
     ChatRequest,
     Message,
@@ -61,7 +61,7 @@ class ResearchCancelled(Exception):
 class ToolFailure(RepoLensError):
     """A tool broke (not a refused call, which goes back to the model): research ends with its findings."""
 
-    code = "tool_error"
+    code = ErrorCode.TOOL_ERROR
 
 
 class TimeBudgetExceeded(Exception):
@@ -518,12 +518,12 @@ async def run_phases(run: Researcher) -> AsyncIterator[dict[str, Any]]:
             yield {"type": "token", "text": piece}
     except ResearchCancelled:
         run.stats.stopped_because = "cancelled"
-        yield error_frame("cancelled", "research cancelled")
+        yield error_frame(ErrorCode.CANCELLED, "research cancelled")
         yield done_frame(run.stats)
         return
     except (ProviderError, RepoLensError) as error:
         run.stats.stopped_because = "error"
-        code = "provider_error" if isinstance(error, ProviderError) else error.code
+        code = ErrorCode.PROVIDER_ERROR if isinstance(error, ProviderError) else error.code
         failure = error_frame(code, error.message)
         salvage = ("\n\n---\n" if answer else "") + run.findings_so_far(error.message)
         if not answer:

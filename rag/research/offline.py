@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.errors import ErrorCode
 from rag.providers.offline import question_terms
 from rag.research.frames import (
     Stats,
@@ -328,7 +329,7 @@ async def offline_events(
         summary = f"{len(reached)} new spans: " + ", ".join(f"{n.name} ({n.ref})" for n in reached[:6])
         yield research_frame(stats, "investigate", "finding", summary=summary, files=files)
     if stats.stopped_because == "cancelled":
-        yield error_frame("cancelled", "research cancelled")
+        yield error_frame(ErrorCode.CANCELLED, "research cancelled")
         yield done_frame(stats)
         return
     answer = await asyncio.to_thread(write_conclusion, question, walker, stats.turns)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 
 MIN_ITERATIONS = 1
 MAX_ITERATIONS = 10
 
 
 class ResearchOptionsError(RepoLensError):
-    code = "bad_request"
+    code = ErrorCode.BAD_REQUEST
 
 
 @dataclass(frozen=True)

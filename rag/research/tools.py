@@ -25,7 +25,7 @@ from typing import Any
 import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 from rag.lexical import path_matches
 from rag.tokens import count_tokens, truncate_to_tokens
 
@@ -41,7 +41,7 @@ MAX_WORD_LINES = 2_000
 class ToolError(RepoLensError):
     """A refused or malformed tool call; its message goes back to the model, research goes on."""
 
-    code = "tool_error"
+    code = ErrorCode.TOOL_ERROR
 
 
 @dataclass(frozen=True, slots=True)

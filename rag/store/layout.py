@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 
 MAX_FOLDER_CHARS = 200
 VERSION_DIGITS = 6
@@ -29,8 +29,7 @@ BUILD_PREFIX = "build-"
 class IndexBusyError(RepoLensError):
     """Another process is building (or deleting) this repository's index right now."""
 
-    code = "busy"
-    http_status = 409
+    code = ErrorCode.BUSY
 
 
 def repo_folder(repo_id: str) -> str:
