@@ -6,6 +6,12 @@ The token reaches git only through the environment of one git process, as an
 the credential-free URL is written to `.git/config`; prompts and credential
 helpers are off so git fails fast instead of waiting on a terminal; and every
 line git prints is redacted before it is shown, logged or put into an error.
+
+Every git command runs through GitPython: `git.cmd.Git.execute` starts the processes (in a
+new session, so a timeout or a cancel kills git and its helpers together), GitPython's own
+unsafe-protocol and unsafe-option checks (`ext::`, `--upload-pack`, ...) vet each network
+command before any process starts, and `git.Repo` answers the local questions (which
+commit, whether a folder is a clone) by reading the repository.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -27,6 +32,17 @@ from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 from typing import IO
+
+import git
+from git.cmd import Git
+from git.exc import (
+    GitCommandError,
+    GitCommandNotFound,
+    InvalidGitRepositoryError,
+    NoSuchPathError,
+    UnsafeOptionError,
+    UnsafeProtocolError,
+)
 
 from ingest.errors import (
     AuthenticationError,
@@ -52,14 +68,20 @@ TOKEN_USER = {"github": "x-access-token", "gitlab": "oauth2", "bitbucket": "x-to
 _DEFAULT_TOKEN_USER = "x-access-token"
 
 # Fixed options on every git call: no credential helper, no askpass, quiet hints.
-_GIT_OPTIONS = (
-    "-c", "credential.helper=",
-    "-c", "core.askPass=",
-    "-c", "advice.detachedHead=false",
-    "-c", "init.defaultBranch=main",
-)  # fmt: skip
+_GIT_OPTIONS = tuple(
+    Git().transform_kwargs(
+        c=["credential.helper=", "core.askPass=", "advice.detachedHead=false", "init.defaultBranch=main"]
+    )
+)
 # Inherited variables that could print headers, redirect git, or inject config.
 _DROPPED_ENV_PREFIXES = ("GIT_CONFIG", "GIT_TRACE", "GIT_CURL", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX")
+# The unsafe options GitPython knows for each network command (its `Repo.clone_from`,
+# `Remote.fetch` and `Git.ls_remote` refuse them the same way).
+_UNSAFE_OPTIONS = {
+    "clone": git.Repo.unsafe_git_clone_options,
+    "fetch": git.Remote.unsafe_git_fetch_options,
+    "ls-remote": Git.unsafe_git_ls_remote_options,
+}
 _STDERR_LINES_KEPT = 40
 _POLL_SECONDS = 0.05
 
@@ -109,14 +131,13 @@ def auth_header(platform: str, token: str, username: str | None = None) -> str:
 
 def is_git_checkout(path: Path) -> bool:
     """True when `path` lies inside a git working tree that git is willing to read."""
-    result = _quick_git(["rev-parse", "--is-inside-work-tree"], Path(path))
-    return result == "true"
+    return _quick_git(["rev-parse", "--is-inside-work-tree"], Path(path)) == "true"
 
 
 def local_commit(path: Path) -> str | None:
     """HEAD of the local checkout at `path`, or None for plain folders and repos without commits."""
-    result = _quick_git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], Path(path))
-    return result if result and re.fullmatch(r"[0-9a-f]{40,64}", result) else None
+    repo = _open_repo(Path(path), search_parents=True)
+    return _head_commit(repo) if repo is not None and is_git_checkout(Path(path)) else None
 
 
 def checkout(
@@ -180,8 +201,25 @@ def uses_token(source: RepoSource) -> bool:
 def _is_clone_root(dest: Path) -> bool:
     """True only when `dest` itself holds the clone: a leftover folder inside another repository
     (a data dir kept in a git checkout) must never have that repository fetched and reset."""
-    top = _quick_git(["rev-parse", "--show-toplevel"], dest)
+    repo = _open_repo(dest, search_parents=False)
+    top = repo.working_tree_dir if repo is not None else None
     return top is not None and Path(top).resolve() == dest.resolve()
+
+
+def _open_repo(path: Path, *, search_parents: bool) -> git.Repo | None:
+    """The repository at `path` (or above it), read by GitPython; None for anything else."""
+    try:
+        return git.Repo(path, search_parent_directories=search_parents)
+    except (InvalidGitRepositoryError, NoSuchPathError, OSError):
+        return None
+
+
+def _head_commit(repo: git.Repo) -> str | None:
+    """The sha HEAD points at; None while the repository has no commits."""
+    try:
+        return repo.head.commit.hexsha
+    except ValueError:  # HEAD names a branch that has no commit yet
+        return None
 
 
 def _remove_partials(dest: Path) -> None:
@@ -207,23 +245,24 @@ def _quick_git(args: list[str], cwd: Path) -> str | None:
     if not cwd.is_dir():
         return None
     try:
-        result = subprocess.run(
-            ["git", *_GIT_OPTIONS, *args],
-            cwd=cwd,
-            env=_base_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
+        output = Git(cwd).execute(
+            [Git.GIT_PYTHON_GIT_EXECUTABLE, *_GIT_OPTIONS, *args], env=_base_env(), kill_after_timeout=30
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except (GitCommandError, OSError):
         return None
-    return result.stdout.strip() if result.returncode == 0 else None
+    return str(output).strip()
 
 
 def _base_env() -> dict[str, str]:
-    """git's environment: no prompts (ssh too: git runs in a new session without a terminal)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(_DROPPED_ENV_PREFIXES)}
+    """git's environment: no prompts (ssh too: git runs in a new session without a terminal).
+
+    GitPython starts every git process from a copy of `os.environ`, so inherited variables
+    that could print headers, redirect git or inject config are removed from the process
+    environment itself: RepoLens never wants git to follow them.
+    """
+    for key in [key for key in os.environ if key.startswith(_DROPPED_ENV_PREFIXES)]:
+        os.environ.pop(key, None)
+    env = dict(os.environ)
     env.update(
         GIT_TERMINAL_PROMPT="0",
         GIT_ASKPASS="",
@@ -245,6 +284,25 @@ def _is_loopback(host: str) -> bool:
         return ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def process_config_env(source: RepoSource, token: str | None, username: str | None) -> dict[str, str]:
+    """The `GIT_CONFIG_COUNT/KEY_n/VALUE_n` variables of one git process: config that lives
+    only in that process's environment, never in argv or `.git/config`.
+
+    With a token: the `Authorization` header for the repository's host, and no redirects (git
+    applies the header to every request of the session, also after a redirect to another host).
+    """
+    config: dict[str, str] = {}
+    if token:
+        scheme = urllib.parse.urlsplit(source.clone_url).scheme
+        config[f"http.{scheme}://{source.host}/.extraHeader"] = auth_header(source.platform, token, username)
+        config["http.followRedirects"] = "false"
+    env = {"GIT_CONFIG_COUNT": str(len(config))}
+    for index, (key, value) in enumerate(config.items()):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
 
 
 class _GitFailure(Exception):
@@ -279,48 +337,57 @@ class _GitRun:
                 raise InvalidSourceError(
                     f"refusing to send a token over unencrypted http to {source.host}; use an https URL"
                 )
-            # git applies the header to every request of the session, also after a redirect to
-            # another host, so with a token redirects are not followed at all.
-            self.env.update(
-                GIT_CONFIG_COUNT="2",
-                GIT_CONFIG_KEY_0=f"http.{scheme}://{source.host}/.extraHeader",
-                GIT_CONFIG_VALUE_0=auth_header(source.platform, token, username),
-                GIT_CONFIG_KEY_1="http.followRedirects",
-                GIT_CONFIG_VALUE_1="false",
-            )
         elif token:
             log.debug("ignoring the token for %s: ssh uses keys", source.url)
+        self.env.update(process_config_env(source, token if scheme in ("https", "http") else None, username))
 
     def clone(self, target: Path) -> str:
         ref = self.source.ref
         if is_commit_sha(ref):
-            self._git(["init", "--quiet", str(target)], cwd=target.parent)
-            self._git(["remote", "add", "origin", self.source.clone_url], cwd=target)
+            self._vet(["fetch", "origin", ref or ""])
+            repo = git.Repo.init(target, mkdir=True)
+            repo.git.update_environment(**_base_env())
+            repo.create_remote("origin", self.source.clone_url)
             return self.update(target)
-        args = ["clone", "--depth", "1", "--single-branch", "--no-tags"]
+        options = ["--depth", "1", "--single-branch", "--no-tags"]
         if ref:
-            args += ["--branch", ref]
+            options += ["--branch", ref]
         if self.progress:
-            args.append("--progress")
-        self._git([*args, "--", self.source.clone_url, str(target)], cwd=target.parent)
+            options.append("--progress")
+        self._git(["clone", *options, "--", self.source.clone_url, str(target)], cwd=target.parent)
         return self._head(target)
 
-    def update(self, repo: Path) -> str:
-        self._git(["remote", "set-url", "origin", self.source.clone_url], cwd=repo)
+    def update(self, target: Path) -> str:
         fetch = ["fetch", "--depth", "1", "--no-tags"]
         if self.progress:
             fetch.append("--progress")
         # The ref was validated by resolve_source: it cannot start with "-" and pass as an option.
-        self._git([*fetch, "origin", self.source.ref or "HEAD"], cwd=repo)
-        self._git(["reset", "--quiet", "--hard", "FETCH_HEAD"], cwd=repo)
-        self._git(["clean", "--quiet", "-ffdx"], cwd=repo)
-        return self._head(repo)
+        fetch += ["origin", self.source.ref or "HEAD"]
+        self._vet(fetch)
+        repo = git.Repo(target)
+        repo.git.update_environment(**_base_env())
+        repo.remotes.origin.set_url(self.source.clone_url)
+        self._git(fetch, cwd=target)
+        repo.head.reset("FETCH_HEAD", index=True, working_tree=True)
+        repo.git.clean("--quiet", "-ffdx")
+        return self._head(target)
 
     def ls_remote(self, cwd: Path) -> None:
         self._git(["ls-remote", "--quiet", "--", self.source.clone_url, "HEAD"], cwd=cwd)
 
-    def _head(self, repo: Path) -> str:
-        head = _quick_git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo)
+    def _vet(self, args: list[str]) -> None:
+        """GitPython's own checks on a network command (`args[0]`), before any git process starts:
+        no remote helper (`ext::`, `fd::`, ...) as the URL and no option that runs a command."""
+        try:
+            Git.check_unsafe_protocols(self.source.clone_url)
+            Git.check_unsafe_options(args[1:], _UNSAFE_OPTIONS[args[0]])
+        except (UnsafeProtocolError, UnsafeOptionError) as refused:
+            raise InvalidSourceError(
+                f"refusing to run git {args[0]} for {redact(self.source.url)}: {refused}"
+            ) from None
+
+    def _head(self, target: Path) -> str:
+        head = _head_commit(git.Repo(target))
         if not head:
             raise RepositoryNotFoundError(
                 f"repository {self.source.url} has no commits yet: nothing to index"
@@ -328,21 +395,28 @@ class _GitRun:
         return head
 
     def _git(self, args: list[str], *, cwd: Path) -> str:
+        self._vet(args)
         try:
             return self._run(args, cwd)
         except _GitFailure as failure:
             raise self._classify(failure.stderr) from None
 
     def _run(self, args: list[str], cwd: Path) -> str:
-        process = subprocess.Popen(
-            ["git", *_GIT_OPTIONS, *args],
-            cwd=cwd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        """Run one network command with GitPython, watching the deadline and the cancel event.
+
+        `execute(as_process=True)` hands back the running process; its own session
+        (`start_new_session`) lets a timeout or a cancel kill git and its helpers at once.
+        """
+        try:
+            handle = Git(cwd).execute(
+                [Git.GIT_PYTHON_GIT_EXECUTABLE, *_GIT_OPTIONS, *args],
+                as_process=True,
+                env=self.env,
+                start_new_session=True,
+            )
+        except GitCommandNotFound:
+            raise IngestError("git is not installed: install git to ingest remote repositories") from None
+        process = handle.proc
         assert process.stdout is not None and process.stderr is not None
         stdout: list[bytes] = []
         stderr: deque[str] = deque(maxlen=_STDERR_LINES_KEPT)
