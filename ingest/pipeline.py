@@ -29,6 +29,7 @@ from ingest.sources import RepoSource, resolve_source
 from rag.embedders import Embedder
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.store import IndexBuilder, Store
+from rag.store.layout import InvalidRepoIdError
 from rag.types import Chunk, RepoRecord
 
 Stage = Literal["cloning", "scanning", "chunking", "embedding", "writing", "done"]
@@ -291,8 +292,9 @@ def update(
 
 def resolve_repo_id(store: Store, text: str) -> str:
     """The id of an indexed repository named by its id, its URL, or its path."""
-    if store.get(text) is not None:
-        return text
+    with contextlib.suppress(InvalidRepoIdError):  # a path such as ./repo is not an id, but may name one
+        if store.get(text) is not None:
+            return text
     wanted = text.strip().rstrip("/").removesuffix(".git")
     for record in store.list():
         if record.url.rstrip("/").removesuffix(".git") == wanted:

@@ -8,8 +8,10 @@ repository stops at once with a message naming the limit and how to raise it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -90,7 +92,17 @@ class SkipStats:
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
-    REASONS = ("filtered", "filtered_dirs", "symlink", "binary", "too_large", "undecodable", "unreadable")
+    REASONS = (
+        "filtered",
+        "filtered_dirs",
+        "symlink",
+        "hardlink",
+        "special",
+        "binary",
+        "too_large",
+        "undecodable",
+        "unreadable",
+    )
     MAX_EXAMPLES = 5
 
     def add(self, reason: str, path: str) -> None:
@@ -137,12 +149,15 @@ def scan(
                     else:
                         skipped.add("filtered_dirs", rel)
                 elif not entry.is_file():
-                    continue
+                    skipped.add("special", rel)  # fifos, sockets, devices: reading one could hang
                 elif not file_filter.accepts(rel):
                     skipped.add("filtered", rel)
                 else:
-                    size = entry.stat().st_size
-                    if size > limits.max_file_bytes:
+                    info = entry.stat()
+                    size = info.st_size
+                    if info.st_nlink > 1:  # a hard link may be a file from outside the repository
+                        skipped.add("hardlink", rel)
+                    elif size > limits.max_file_bytes:
                         skipped.add("too_large", rel)
                     else:
                         candidates.append(Candidate(rel, size))
@@ -216,11 +231,38 @@ def normalise_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+class _NotRegularFile(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of `path`, checked again on the open file: it may have been swapped for a
+    symlink, a hard link or a fifo since the scan (O_NOFOLLOW, O_NONBLOCK, fstat)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _NotRegularFile("symlink") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotRegularFile("special")
+        if info.st_nlink > 1:
+            raise _NotRegularFile("hardlink")
+        return handle.read()
+
+
 def read_source_file(root: Path, candidate: Candidate, skipped: SkipStats | None = None) -> SourceFile | None:
     """The file as a `SourceFile`, or None (counted in `skipped`) if it is binary or undecodable."""
     skipped = skipped if skipped is not None else SkipStats()
     try:
-        data = (root / candidate.path).read_bytes()
+        data = _read_regular_file(root / candidate.path)
+    except _NotRegularFile as refused:
+        skipped.add(refused.reason, candidate.path)
+        return None
     except OSError:
         skipped.add("unreadable", candidate.path)
         return None

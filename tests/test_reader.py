@@ -153,3 +153,35 @@ def test_grammars_cover_the_required_languages() -> None:
     ]
     assert all(has_grammar(language) for language in required)
     assert not has_grammar("markdown")
+
+
+def test_hard_links_and_special_files_are_skipped_like_symlinks(tmp_path: Path) -> None:
+    """A hard link inside a repository to a file outside it (say /etc/passwd) was indexed."""
+    import os
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "ok.py").write_text("print('ok')\n")
+    os.link(outside / "passwd", root / "passwd.txt")
+    os.mkfifo(root / "pipe.txt")  # reading a fifo would block the ingest forever
+    skipped = SkipStats()
+    files = read_all(root, skipped=skipped)
+    assert sorted(files) == ["ok.py"]
+    assert skipped.as_dict() == {"hardlink": 1, "special": 1}
+
+
+def test_a_file_swapped_after_the_scan_is_checked_again_when_read(tmp_path: Path) -> None:
+    import os
+
+    from ingest.reader import Candidate, read_source_file
+
+    (tmp_path / "secret").write_text("top secret\n")
+    (tmp_path / "a.py").symlink_to(tmp_path / "secret")
+    os.link(tmp_path / "secret", tmp_path / "b.py")
+    skipped = SkipStats()
+    assert read_source_file(tmp_path, Candidate("a.py", 10), skipped) is None
+    assert read_source_file(tmp_path, Candidate("b.py", 10), skipped) is None
+    assert skipped.as_dict() == {"symlink": 1, "hardlink": 1}

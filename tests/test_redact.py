@@ -94,3 +94,37 @@ def test_records_keep_their_args_for_formatters_that_unpack_them() -> None:
 
     record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "token=%s", (secret,), None)
     assert record.getMessage() == f"token={MASK}"
+
+
+# Hostile shapes for each pattern: a long run where a pattern could start at every position.
+_MB = 1_000_000
+_HOSTILE = {
+    "one long word": "a" * _MB,
+    "scheme characters": "a+" * (_MB // 2),
+    "token prefixes": "sk-" * (_MB // 3),
+    "github prefixes": "ghp_" * (_MB // 4),
+    "keywords and spaces": "token " * (_MB // 6),
+    "header and spaces": "authorization" + " " * _MB,
+    "many urls": "https://x" * (_MB // 9),
+    "query keys": "key=" * (_MB // 4),
+}
+
+
+@pytest.mark.parametrize("text", list(_HOSTILE.values()), ids=list(_HOSTILE))
+def test_redaction_is_linear_time_on_hostile_megabytes(text: str) -> None:
+    """A complexity guard, not a benchmark: a backtracking pattern takes minutes on these inputs,
+    linear patterns take milliseconds; the bound is generous for a loaded 2-core CI machine."""
+    import time
+
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        redact(text)
+        best = min(best, time.perf_counter() - started)
+    assert best < 0.25, f"redacting 1 MB took {best * 1000:.0f} ms"
+
+
+def test_masking_keeps_the_text_around_each_secret() -> None:
+    text = "Authorization: Bearer abcdefgh1234 then https://user:pw-secret@host/x and token=t0ps3cret!"
+    cleaned = redact(text)
+    assert cleaned == f"Authorization: Bearer {MASK} then https://{MASK}@host/x and token={MASK}"

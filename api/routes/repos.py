@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from api.chat_session import call_soon, sse_frame, status_from_progress
-from api.schemas import RepoToken
+from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
 from ingest import IngestOptions, IngestReport, Progress, ingest, update
 from ingest.access import verify_access
@@ -162,7 +162,9 @@ def ingest_repo(body: IngestBody, services: ServicesDep) -> StreamingResponse:
 
 
 @router.post("/api/repos/{repo_id:path}/update")
-def update_repo(repo_id: str, services: ServicesDep, body: UpdateBody | None = None) -> StreamingResponse:
+def update_repo(
+    repo_id: RepoIdPath, services: ServicesDep, body: UpdateBody | None = None
+) -> StreamingResponse:
     if services.store.get(repo_id) is None:
         raise _http_error(NotFoundError(f"{repo_id} is not indexed"))
     given = body or UpdateBody()
@@ -189,7 +191,7 @@ def _safe_relative(path: str) -> str:
 
 @router.get("/api/repos/{repo_id:path}/file")
 def view_file(
-    repo_id: str,
+    repo_id: RepoIdPath,
     services: ServicesDep,
     path: Annotated[str, Query(min_length=1, max_length=4096)],
     start: Annotated[int | None, Query(ge=1)] = None,
@@ -227,7 +229,7 @@ def view_file(
 
 
 @router.get("/api/repos/{repo_id:path}")
-def show_repo(repo_id: str, services: ServicesDep) -> dict[str, Any]:
+def show_repo(repo_id: RepoIdPath, services: ServicesDep) -> dict[str, Any]:
     try:
         index = services.store.open(repo_id)
     except RepoLensError as error:
@@ -236,7 +238,7 @@ def show_repo(repo_id: str, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.delete("/api/repos/{repo_id:path}")
-def delete_repo(repo_id: str, services: ServicesDep, repo_token: RepoToken = None) -> dict[str, Any]:
+def delete_repo(repo_id: RepoIdPath, services: ServicesDep, repo_token: RepoToken = None) -> dict[str, Any]:
     """Only someone the host lets read a private repository may delete its index."""
     try:
         record = services.store.get(repo_id)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import RepoToken
+from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
 from ingest.access import verify_access
 from rag.errors import RepoLensError
@@ -34,7 +34,7 @@ class SearchRequest(BaseModel):
 
 @router.post("/api/repos/{repo_id:path}/search")
 def search_repo(
-    repo_id: str,
+    repo_id: RepoIdPath,
     body: SearchRequest,
     services: Annotated[Services, Depends(get_services)],
     repo_token: RepoToken = None,

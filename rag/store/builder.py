@@ -104,7 +104,7 @@ class IndexBuilder:
         if conn is not None:
             conn.close()
         shutil.rmtree(self._dir, ignore_errors=True)
-        self._lock.__exit__(None, None, None)
+        self._lock.release_and_remove_if_unindexed()
 
     def _open_working_copy(self) -> None:
         if self._base is None:

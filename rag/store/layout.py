@@ -22,8 +22,16 @@ from types import TracebackType
 from rag.errors import ErrorCode, RepoLensError
 
 MAX_FOLDER_CHARS = 200
+MAX_REPO_ID_CHARS = 1024
 VERSION_DIGITS = 6
 BUILD_PREFIX = "build-"
+
+
+class InvalidRepoIdError(RepoLensError):
+    """A repository id that could name something other than one repository's folder."""
+
+    code = "bad_request"
+    http_status = 400
 
 
 class IndexBusyError(RepoLensError):
@@ -32,13 +40,41 @@ class IndexBusyError(RepoLensError):
     code = ErrorCode.BUSY
 
 
+def validate_repo_id(repo_id: str) -> str:
+    """`repo_id` if it can only ever name one repository, else `InvalidRepoIdError`.
+
+    The one check every route and CLI command goes through (via `Store.paths`): an empty id,
+    an empty, `.` or `..` segment, a NUL or other control character, or an id longer than
+    `MAX_REPO_ID_CHARS` is refused before it becomes part of a path.
+    """
+    if not isinstance(repo_id, str) or not repo_id:
+        raise InvalidRepoIdError("a repository id is required (e.g. github.com/owner/name)")
+    if len(repo_id) > MAX_REPO_ID_CHARS:
+        raise InvalidRepoIdError(f"repository id is {len(repo_id)} characters, over {MAX_REPO_ID_CHARS}")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in repo_id):
+        raise InvalidRepoIdError("repository ids cannot contain control characters")
+    if any(segment in ("", ".", "..") for segment in repo_id.split("/")):
+        raise InvalidRepoIdError(
+            "repository ids cannot have empty, '.' or '..' segments (e.g. github.com/owner/name)"
+        )
+    return repo_id
+
+
+def contained(path: Path, base: Path) -> Path:
+    """`path` resolved, refused unless it lies strictly inside `base` (checked before any read or delete)."""
+    resolved, root = path.resolve(), base.resolve()
+    if resolved == root or not resolved.is_relative_to(root):
+        raise InvalidRepoIdError(f"refusing a path outside {root.name}/")
+    return resolved
+
+
 def repo_folder(repo_id: str) -> str:
     """A repo id as one safe folder name (`github.com/a/b` -> `github.com%2Fa%2Fb`).
 
     Ids too long for a file name (deep local paths) keep a readable prefix
     plus a hash, so two long ids never share a folder.
     """
-    folder = urllib.parse.quote(repo_id, safe="")
+    folder = urllib.parse.quote(validate_repo_id(repo_id), safe="")
     if len(folder) <= MAX_FOLDER_CHARS:
         return folder
     digest = hashlib.sha256(repo_id.encode("utf-8")).hexdigest()[:16]
@@ -115,21 +151,39 @@ class RepoLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RepoLock:
-        self._paths.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._paths.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise IndexBusyError(
-                f"another process (pid {holder}) is indexing {self._repo_id}; "
-                "wait for it to finish or stop it, then try again"
-            ) from None
+        while True:
+            self._paths.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._paths.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise IndexBusyError(
+                    f"another process (pid {holder}) is indexing {self._repo_id}; "
+                    "wait for it to finish or stop it, then try again"
+                ) from None
+            if self._still_linked(fd):
+                break
+            os.close(fd)  # the holder removed the folder of a failed first build meanwhile: retry
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
         return self
+
+    def _still_linked(self, fd: int) -> bool:
+        try:
+            return os.fstat(fd).st_ino == os.stat(self._paths.lock_file).st_ino
+        except FileNotFoundError:
+            return False
+
+    def release_and_remove_if_unindexed(self) -> None:
+        """Release the lock; if the repository has no live version (a failed first ingest),
+        remove its folder too, so failures leave no `repos/<id>/` behind. Done while the
+        lock is held, and lockers check the lock file is still linked, so no builder races it."""
+        if self._fd is not None and self._paths.current_target() is None:
+            shutil.rmtree(self._paths.root, ignore_errors=True)
+        self.__exit__(None, None, None)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

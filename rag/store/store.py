@@ -10,7 +10,7 @@ from pathlib import Path
 from rag.errors import NotFoundError
 from rag.store.builder import IndexBuilder
 from rag.store.index import RepoIndex
-from rag.store.layout import RepoLock, RepoPaths, repo_folder
+from rag.store.layout import RepoLock, RepoPaths, contained, repo_folder
 from rag.store.schema import RECORD_FILE
 from rag.types import RepoRecord
 
@@ -27,11 +27,14 @@ class Store:
         self._lock = threading.Lock()
 
     def paths(self, repo_id: str) -> RepoPaths:
-        return RepoPaths(self.repos_dir / repo_folder(repo_id))
+        """The folders of `repo_id`; an id that is not valid, or whose folder would resolve outside
+        `repos/`, is an `InvalidRepoIdError` (`rag.store.layout.validate_repo_id`)."""
+        return RepoPaths(contained(self.repos_dir / repo_folder(repo_id), self.repos_dir))
 
     def clone_dir(self, repo_id: str) -> Path:
         """Where the git working copy of `repo_id` lives (removed with the repo)."""
-        return self.home / "clones" / repo_folder(repo_id)
+        clones = self.home / "clones"
+        return contained(clones / repo_folder(repo_id), clones)
 
     def list(self) -> list[RepoRecord]:
         records = [
@@ -74,14 +77,14 @@ class Store:
         return IndexBuilder(self.paths(record.id), record, base)
 
     def delete(self, repo_id: str) -> bool:
-        """Remove the index and the clone; False if there was nothing to delete."""
+        """Remove the index and the clone; False (and nothing removed) unless `repo_id` is an
+        indexed repository. Leftovers of repositories never indexed are `repolens doctor`'s job."""
         paths = self.paths(repo_id)
-        if not paths.root.exists():
+        if paths.current_target() is None or not (paths.current / RECORD_FILE).is_file():
             return False
-        existed = paths.current_target() is not None
         with RepoLock(paths, repo_id):
             with self._lock:
                 self._loaded.pop(repo_id, None)
             shutil.rmtree(self.clone_dir(repo_id), ignore_errors=True)
             shutil.rmtree(paths.root)
-        return existed
+        return True
