@@ -30,8 +30,7 @@ BUILD_PREFIX = "build-"
 class InvalidRepoIdError(RepoLensError):
     """A repository id that could name something other than one repository's folder."""
 
-    code = "bad_request"
-    http_status = 400
+    code = ErrorCode.BAD_REQUEST
 
 
 class IndexBusyError(RepoLensError):
