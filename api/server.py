@@ -30,12 +30,40 @@ def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.
         "ws_ping_interval": WS_PING_INTERVAL_S,
         "ws_ping_timeout": WS_PING_TIMEOUT_S,
         "ws_max_size": WS_TRANSPORT_MAX_BYTES,
+        # Token frames are a few bytes: compressing each costs more CPU than it saves on loopback or LAN.
+        "ws_per_message_deflate": False,
         "lifespan": "on",
         "log_level": "warning",
         "timeout_graceful_shutdown": 2,
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
+
+
+def create_worker_app() -> Any:
+    """The app factory each `--workers` process calls: its own services, its own log redaction."""
+    from api.app import create_app
+
+    redact_server_logs()
+    return create_app()
+
+
+def serve(host: str, port: int, *, log_level: str, workers: int = 1) -> None:
+    """Run the server in this process, or in `workers` processes sharing one listening socket."""
+    if workers <= 1:
+        from api.app import create_app
+
+        config = uvicorn_config(create_app(), host, port, log_level=log_level)
+        redact_server_logs()
+        uvicorn.Server(config).run()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn_config(
+        "api.server:create_worker_app", host, port, log_level=log_level, factory=True, workers=workers
+    )
+    redact_server_logs()
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 def redact_server_logs() -> None:

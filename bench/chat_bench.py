@@ -20,7 +20,13 @@ Figures:
   50 ms target.
 Questions rotate over a fixed set, as in a team asking about one repository. The machine's other
 load shows up in every figure: run it on an idle machine.
-Environment: `REPOLENS_BENCH_CHAT_LEVELS=1,50,100,200` to change the levels.
+- `inter_token_*`: gaps between token frames at the client (the provider sends a piece every
+  50 ms; `added_inter_token_*` subtracts that), and `token_frames_per_stream` (coalescing merges
+  pieces that queue up). A stream whose text differs from what the provider sent counts as error
+  `lost_tokens`.
+- `idle_sockets`: 1,000 events-mode sockets opened, held 5 s, then pinged: how many answer.
+Environment: `REPOLENS_BENCH_CHAT_LEVELS=1,50,100,200,400` to change the levels;
+`REPOLENS_BENCH_PROFILE=<file>` records the server with py-spy during the levels (raw stacks).
 """
 
 from __future__ import annotations
@@ -43,8 +49,11 @@ PROVIDER_FIRST_DELAY_S = 0.2
 CHUNKS = 100
 SHORT_CHUNKS = 5
 CHUNK_DELAY_S = 0.05
-TARGET_ADDED_P95_MS = 50.0
-DEFAULT_LEVELS = (1, 50, 100, 200)
+TARGET_ADDED_P95_MS = 100.0
+DEFAULT_LEVELS = (1, 50, 100, 200, 400)
+TARGET_INTER_TOKEN_P95_MS = 50.0
+IDLE_SOCKETS = 1000
+IDLE_HOLD_S = 5.0
 RAMP_S = 4.0
 WARMUP = 5
 SAMPLES = 30
@@ -60,6 +69,7 @@ QUESTIONS = (
     "How is the backoff delay computed?",
 )
 ROOT = Path(__file__).resolve().parent.parent
+LONG_ANSWER = " ".join(f"word{i}" for i in range(CHUNKS))
 
 
 def _serve_provider(short: int, long: int) -> None:
@@ -85,8 +95,11 @@ def _percentile(values: list[float], fraction: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 1)
 
 
-async def _conversation(ws_url: str, body: dict[str, Any], delay: float) -> dict[str, Any]:
-    """One request on its own socket: added first-token latency, or the error that ended it."""
+async def _conversation(
+    ws_url: str, body: dict[str, Any], delay: float, expected: str | None = None
+) -> dict[str, Any]:
+    """One request on its own socket: first-token latency and the gaps between token frames, or the
+    error that ended it (`lost_tokens` if the text differs from `expected`)."""
     from websockets.asyncio.client import connect
 
     await asyncio.sleep(delay)
@@ -95,11 +108,15 @@ async def _conversation(ws_url: str, body: dict[str, Any], delay: float) -> dict
             sent = time.perf_counter()
             await ws.send(json.dumps(body))
             first: float | None = None
+            arrivals: list[float] = []
+            text: list[str] = []
             timings: dict[str, Any] = {}
             while True:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                if frame["type"] == "token" and first is None:
-                    first = time.perf_counter()
+                if frame["type"] == "token":
+                    arrivals.append(time.perf_counter())
+                    text.append(frame["text"])
+                    first = arrivals[0]
                 elif frame["type"] == "error":
                     return {"error": frame["code"]}
                 elif frame["type"] == "done":
@@ -107,8 +124,12 @@ async def _conversation(ws_url: str, body: dict[str, Any], delay: float) -> dict
                     break
         if first is None:
             return {"error": "no_tokens"}
+        if expected is not None and "".join(text) != expected:
+            return {"error": "lost_tokens"}
         return {
             "first_ms": (first - sent) * 1000,
+            "gaps_ms": [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:], strict=False)],
+            "frames": len(arrivals),
             "retrieval_ms": timings["retrieval_ms"],
             "server_first_ms": timings["first_token_ms"],
         }
@@ -166,7 +187,9 @@ async def _level(
     started = time.perf_counter()
     cpu_before = _cpu_seconds(processes)
     results = await asyncio.wait_for(
-        asyncio.gather(*(_conversation(ws_url, body, i * RAMP_S / streams) for i, body in enumerate(bodies))),
+        asyncio.gather(
+            *(_conversation(ws_url, body, i * RAMP_S / streams, LONG_ANSWER) for i, body in enumerate(bodies))
+        ),
         LEVEL_TIMEOUT_S,
     )
     wall = time.perf_counter() - started
@@ -185,9 +208,53 @@ async def _level(
         for key in ("retrieval_ms", "server_first_ms"):
             values = [result[key] for result in results if key in result]
             figures[f"{key.removesuffix('_ms')}_{name}_ms"] = _percentile(values, fraction)
+    gaps = [gap for result in results for gap in result.get("gaps_ms", [])]
+    frames = sum(result.get("frames", 0) for result in results)
+    for name, fraction in (("p50", 0.5), ("p95", 0.95)):
+        gap = _percentile(gaps, fraction)
+        figures[f"inter_token_{name}_ms"] = gap
+        figures[f"added_inter_token_{name}_ms"] = (
+            None if gap is None else round(gap - CHUNK_DELAY_S * 1000, 1)
+        )
+    figures["token_frames_per_stream"] = round(frames / len(firsts), 1) if firsts else None
     figures["wall_s"] = round(wall, 2)
     figures["cpu_cores"] = {name: round((cpu_after[name] - cpu_before[name]) / wall, 2) for name in processes}
     return figures
+
+
+async def _idle_sockets(ws_url: str, count: int, server: psutil.Process) -> dict[str, Any]:
+    """Open `count` events-mode sockets, hold them `IDLE_HOLD_S`, then ping each: how many still answer,
+    and the server's memory while they are held."""
+    from websockets.asyncio.client import connect
+
+    async def open_one(index: int) -> Any:
+        await asyncio.sleep(index * 0.002)
+        return await connect(f"{ws_url}/ws/chat?protocol=events", open_timeout=30, max_size=None)
+
+    async def ping(ws: Any) -> bool:
+        try:
+            await ws.send(json.dumps({"type": "ping"}))
+            return json.loads(await asyncio.wait_for(ws.recv(), 20)).get("type") == "pong"
+        except Exception:
+            return False
+
+    rss_before = server.memory_info().rss
+    opened = await asyncio.gather(*(open_one(i) for i in range(count)), return_exceptions=True)
+    sockets = [ws for ws in opened if not isinstance(ws, BaseException)]
+    await asyncio.sleep(IDLE_HOLD_S)
+    started = time.perf_counter()
+    alive = await asyncio.gather(*(ping(ws) for ws in sockets))
+    ping_s = time.perf_counter() - started
+    rss_held = server.memory_info().rss
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return {
+        "requested": count,
+        "opened": len(sockets),
+        "answered_ping_after_hold": sum(alive),
+        "hold_s": IDLE_HOLD_S,
+        "ping_all_s": round(ping_s, 2),
+        "server_rss_added_mb": round((rss_held - rss_before) / 2**20, 1),
+    }
 
 
 async def _sequential(ws_url: str, repo: Path) -> list[dict[str, float]]:
@@ -199,6 +266,24 @@ async def _sequential(ws_url: str, repo: Path) -> list[dict[str, float]]:
         if i >= WARMUP and "first_ms" in result:
             results.append(result)
     return results
+
+
+def _start_profiler(pid: int) -> subprocess.Popen[bytes] | None:
+    """With `REPOLENS_BENCH_PROFILE=<file>`: py-spy samples the server during the levels (collapsed
+    stacks, one line per stack: `grep`/`sort` them, or load them in speedscope)."""
+    target = os.environ.get("REPOLENS_BENCH_PROFILE")
+    if not target:
+        return None
+    command = ["py-spy", "record", "-p", str(pid), "-r", "50", "-f", "raw", "-o", target]
+    spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(spy) if spy.exists() else "py-spy", *command[1:]], stdout=subprocess.DEVNULL)
+
+
+def _stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            profiler.wait(30)
 
 
 def _wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -269,9 +354,12 @@ def run() -> dict[str, Any]:
                 "provider": psutil.Process(provider.pid),
                 "clients": psutil.Process(),
             }
+            profiler = _start_profiler(server.pid)
             results = [
                 asyncio.run(_level(ws_url, provider_url, repo, streams, processes)) for streams in levels
             ]
+            _stop_profiler(profiler)
+            idle = asyncio.run(_idle_sockets(ws_url, IDLE_SOCKETS, processes["server"]))
         finally:
             for process in (server, provider):
                 if process is not None:
@@ -287,6 +375,8 @@ def run() -> dict[str, Any]:
             and level["completed"] == level["streams"]
             and level["added_p95_ms"] is not None
             and level["added_p95_ms"] < TARGET_ADDED_P95_MS
+            and level["added_inter_token_p95_ms"] is not None
+            and level["added_inter_token_p95_ms"] < TARGET_INTER_TOKEN_P95_MS
         ),
         default=0,
     )
@@ -302,5 +392,11 @@ def run() -> dict[str, Any]:
         },
         "levels": results,
         "sustained_streams": sustained,
-        "target": {"streams": 200, "added_p95_ms": TARGET_ADDED_P95_MS},
+        "idle_sockets": idle,
+        "target": {
+            "streams": 200,
+            "added_p95_ms": TARGET_ADDED_P95_MS,
+            "added_inter_token_p95_ms": TARGET_INTER_TOKEN_P95_MS,
+            "idle_sockets": IDLE_SOCKETS,
+        },
     }

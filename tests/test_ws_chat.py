@@ -59,7 +59,8 @@ async def test_compatible_mode_streams_plain_text_then_closes(
     chat_server: ChatServer, fake_provider: FakeProvider
 ) -> None:
     answer = "The CLI calls ForecastService.run, which sends through HttpClient.send."
-    fake_provider.script(FakeResponse(text=answer, chunks=6, delay=0.01))
+    # Pieces slower than the 20 ms coalescing window: each one is a frame of its own.
+    fake_provider.script(FakeResponse(text=answer, chunks=6, delay=0.04))
     async with connect(f"{chat_server.server.ws_url}/ws/chat") as ws:
         await ws.send(json.dumps(chat_server.request()))
         frames = await compat_frames(ws)
@@ -422,3 +423,17 @@ async def test_pages_of_other_sites_cannot_open_the_socket(chat_server: ChatServ
         async with connect(url, origin=Origin(allowed)) as ws:
             await ws.send(json.dumps({"type": "ping"}))
             assert await receive_json(ws) == {"type": "pong"}
+
+
+async def test_fast_tokens_are_coalesced_into_fewer_frames_without_losing_any(
+    chat_server: ChatServer, fake_provider: FakeProvider
+) -> None:
+    answer = " ".join(f"piece{i}" for i in range(120))
+    fake_provider.script(FakeResponse(text=answer, chunks=120, delay=0.001))
+    async with connect(f"{chat_server.server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps(chat_server.request(protocol="events")))
+        frames = await until_done(ws)
+    token_frames = [frame for frame in frames if frame["type"] == "token"]
+    assert tokens(frames) == answer
+    assert len(token_frames) < 120
+    assert [frame["type"] for frame in frames][-2:] == ["citations", "done"]

@@ -3,6 +3,8 @@
 Host and port default to `REPOLENS_HOST` / `PORT` (deepwiki-open's variable), the data dir
 to `REPOLENS_HOME`; every log line, uvicorn's included, goes through `rag.redact`.
 The app is imported when `serve` runs, so other `repolens` commands do not pay for it.
+`--workers N` runs N server processes on one port (uvicorn's process manager): each has its own
+event loop and embedder, so streaming and retrieval scale past one core.
 """
 
 from __future__ import annotations
@@ -18,17 +20,16 @@ def serve(
     host: str | None = typer.Option(None, help="Interface to bind [default: REPOLENS_HOST or 127.0.0.1]."),
     port: int | None = typer.Option(None, help="Port [default: PORT or 8000]."),
     log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=64,
+        help="Server processes sharing the port (each loads its own embedder), for more concurrent chats.",
+    ),
 ) -> None:
     """Serve the HTTP API, the WebSocket chat and the web page."""
     with cli_errors():
-        import uvicorn
-
-        from api.app import create_app
-        from api.server import redact_server_logs, uvicorn_config
+        from api.server import serve as run_server
 
         settings = Settings.from_env()
-        config = uvicorn_config(
-            create_app(settings), host or settings.host, port or settings.port, log_level=log_level
-        )
-        redact_server_logs()
-        uvicorn.Server(config).run()
+        run_server(host or settings.host, port or settings.port, log_level=log_level, workers=workers)

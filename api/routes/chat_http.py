@@ -7,6 +7,7 @@ Typed SSE (`event: <type>` / `data: <json>`, the same frames as the WebSocket) o
 explicitly: `"protocol": "events"` in the body or the header `X-RepoLens-Protocol: events`.
 `Accept: text/event-stream` alone is not enough: deepwiki-open's proxy sends it and pastes the body
 into the answer as text, so it must get plain text.
+Token frames are coalesced as on the WebSocket (`api.coalesce`).
 A client that disconnects cancels the stream, which closes the provider's stream too.
 """
 
@@ -20,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.chat_session import Event, detached_events, sse_frame
+from api.coalesce import coalesce_window_s, coalesced
 from api.origins import origin_allowed, refusal
 from api.schemas import (
     BadRequestError,
@@ -51,7 +53,7 @@ async def chat_completions_stream(http_request: Request) -> Response:
         request = parse_chat_request(decode_json(body))
     except BadRequestError as error:
         return JSONResponse({"detail": str(error), "code": error.code}, status_code=error.http_status)
-    events = detached_events(services, request)
+    events = coalesced(detached_events(services, request), coalesce_window_s(services.settings))
     if _wants_events(http_request, request):
         return StreamingResponse(_sse(events), media_type="text/event-stream", headers=_STREAM_HEADERS)
     return await _plain_response(http_request, events)

@@ -6,6 +6,10 @@ the server closes the socket. A request with `"protocol": "events"`, a control f
 (`ping`/`cancel`), or a connection to `/ws/chat?protocol=events` selects *events* mode: JSON
 frames that each carry a `type`, and a socket that stays open for the whole conversation.
 
+Both modes send an answer through `api.coalesce.coalesced`, the per-connection send queue: the
+answer keeps streaming while a send waits on a slow socket, and token frames that pile up meanwhile
+(or arrive within 20 ms of the previous one) go out as one frame, text in order.
+
 Events mode runs one answer at a time per socket: a request that arrives while an answer
 streams is refused with error `busy` (the client sends `{"type": "cancel"}` first if it wants
 to replace it). Cancel and disconnect both cancel the answer task, which closes the provider
@@ -23,6 +27,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, status
 
 from api.chat_session import Event, chat_events, done_event, error_event, stop_answer
+from api.coalesce import coalesce_window_s, coalesced
 from api.origins import origin_allowed, refusal
 from api.schemas import BadRequestError, ChatRequestBody, decode_frame, max_request_bytes, parse_chat_request
 from api.services import Services, get_ws_services
@@ -110,7 +115,8 @@ async def _wait_for_disconnect(websocket: WebSocket) -> None:
 async def _compat_answer(
     websocket: WebSocket, services: Services, request: ChatRequestBody, cancel: asyncio.Event
 ) -> None:
-    async with contextlib.aclosing(chat_events(services, request, cancel)) as events:
+    window = coalesce_window_s(services.settings)
+    async with contextlib.aclosing(coalesced(chat_events(services, request, cancel), window)) as events:
         async for event in events:
             if event["type"] == "token":
                 await websocket.send_text(event["text"])
@@ -132,6 +138,7 @@ class EventsConnection:
         self.cancel_flag = asyncio.Event()
         self.closed = False
         self._send_lock = asyncio.Lock()
+        self.window_s = coalesce_window_s(services.settings)
 
     async def run(self, first: str | bytes) -> None:
         raw: str | bytes | None = first
@@ -196,7 +203,8 @@ class EventsConnection:
     async def stream(self, request: ChatRequestBody, cancel: asyncio.Event) -> None:
         started = time.perf_counter()
         try:
-            async with contextlib.aclosing(chat_events(self.services, request, cancel)) as events:
+            answer = coalesced(chat_events(self.services, request, cancel), self.window_s)
+            async with contextlib.aclosing(answer) as events:
                 async for event in events:
                     await self.send(event)
         except asyncio.CancelledError:

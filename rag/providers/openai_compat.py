@@ -1,8 +1,15 @@
 """Every OpenAI-style provider (OpenAI, Azure, OpenRouter, DashScope, Ollama, vLLM/LM Studio/llama.cpp)
-through the official SDK's streaming chat completions.
+through streaming chat completions, read straight off the wire.
 
-The SDK's own retries are off (`max_retries=0`): a retry after the first token would duplicate output,
-so `stream_with_retry` retries once, and only before anything was produced.
+The stream is parsed from the provider's Server-Sent Events with httpx and `json.loads`: building the
+SDK's pydantic models for every chunk was the largest single cost of the server at 200 concurrent
+streams (see docs/ARCHITECTURE.md, "Streaming at load"). The request is the one the `openai` SDK
+sends (same URL, headers and body, Azure's deployment path and `api-version` included), and errors
+map to the same `ProviderError` codes; `map_error` still maps the SDK's exceptions for code that
+calls the SDK itself.
+
+There are no automatic retries: a retry after the first token would duplicate output, so
+`stream_with_retry` retries once, and only before anything was produced.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2  # the transport the openai SDK streams over; its errors surface mid-stream
+import httpx
 import openai
 
 from rag.errors import ErrorCode
@@ -32,6 +39,7 @@ from rag.providers.base import (
 )
 from rag.redact import redact
 
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _MAX_DETAIL = 300
 # Reasoning models reject `temperature` and `max_tokens` (they take `max_completion_tokens`).
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -52,29 +60,31 @@ class OpenAIConfig:
     max_tokens_field: str = "max_tokens"
 
 
-# One client per event loop and endpoint: the SDK's connection pool belongs to the loop that made it.
-_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[OpenAIConfig, openai.AsyncOpenAI]] = (
+# One pooled client per event loop: connections belong to the loop that opened them.
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _client(config: OpenAIConfig) -> openai.AsyncOpenAI:
-    clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
-    if config not in clients:
-        timeout = openai.Timeout(config.timeout_s, connect=config.connect_timeout_s)
-        common: dict[str, Any] = {
-            "api_key": config.api_key,
-            "max_retries": 0,
-            "timeout": timeout,
-            "default_headers": dict(config.headers) or None,
-        }
-        if config.azure_endpoint:
-            clients[config] = openai.AsyncAzureOpenAI(
-                azure_endpoint=config.azure_endpoint, api_version=config.azure_api_version, **common
-            )
-        else:
-            clients[config] = openai.AsyncOpenAI(base_url=config.base_url, **common)
-    return clients[config]
+def _client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    if loop not in _CLIENTS:
+        # No cap on connections: 200 concurrent answers are 200 concurrent provider streams.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
+        _CLIENTS[loop] = httpx.AsyncClient(limits=limits)
+    return _CLIENTS[loop]
+
+
+def _endpoint(config: OpenAIConfig, model: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(URL, query, headers) of the streaming call, as the SDK builds them (Azure: deployment path)."""
+    headers = {"Accept": "text/event-stream", **dict(config.headers)}
+    if config.azure_endpoint:
+        root = config.azure_endpoint.rstrip("/")
+        headers["api-key"] = config.api_key
+        query = {"api-version": config.azure_api_version} if config.azure_api_version else {}
+        return f"{root}/openai/deployments/{model}/chat/completions", query, headers
+    headers["Authorization"] = f"Bearer {config.api_key}"
+    return f"{(config.base_url or DEFAULT_BASE_URL).rstrip('/')}/chat/completions", {}, headers
 
 
 def _message_json(message: Message) -> dict[str, Any]:
@@ -100,36 +110,31 @@ def _tool_json(tool: ToolSpec) -> dict[str, Any]:
     }
 
 
-def _detail(error: openai.APIError) -> str:
-    body = error.body if isinstance(error.body, dict) else {}
-    message = (body.get("message") or (body.get("error") or {}).get("message")) if body else None
-    return redact(str(message or error.message))[:_MAX_DETAIL]
+def _body_detail(body: object, fallback: str) -> tuple[str, str]:
+    """(error code, key-free message) of an OpenAI error body (`{"error": {...}}` or the inner dict)."""
+    inner = body.get("error", body) if isinstance(body, dict) else {}
+    inner = inner if isinstance(inner, dict) else {"message": str(inner)}
+    message = inner.get("message") or fallback
+    return str(inner.get("code") or ""), redact(str(message))[:_MAX_DETAIL]
 
 
-def map_error(error: openai.APIError, *, provider: str, model: str, key_variable: str) -> ProviderError:
-    """The SDK's exception as a ProviderError with a stable code and an actionable, key-free message."""
-    if isinstance(error, openai.APITimeoutError):
-        return ProviderError(
-            ErrorCode.TIMEOUT, "the request timed out waiting for the model", provider=provider
-        )
-    if isinstance(error, openai.APIConnectionError):
-        return ProviderConnectionError(
-            f"could not connect to the provider ({redact(str(error))})", provider=provider
-        )
-    code = str(getattr(error, "code", "") or "")
-    detail = _detail(error)
-    if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
-        status = getattr(error, "status_code", "")
+def status_error(
+    status: int | None, body: object, *, provider: str, model: str, key_variable: str, fallback: str = ""
+) -> ProviderError:
+    """An HTTP error status (None: an error sent inside the stream) as a ProviderError with a stable
+    code and an actionable, key-free message."""
+    code, detail = _body_detail(body, fallback)
+    if status in (401, 403):
         return ProviderError(
             ErrorCode.AUTH,
             f"the API key was rejected (HTTP {status}); check {key_variable}",
             provider=provider,
         )
-    if isinstance(error, openai.NotFoundError):
+    if status == 404:
         return ProviderError(
             ErrorCode.MODEL_NOT_FOUND, f"model '{model}' was not found: {detail}", provider=provider
         )
-    if isinstance(error, openai.RateLimitError):
+    if status == 429:
         return ProviderError(
             ErrorCode.RATE_LIMIT, f"rate limit or quota exceeded: {detail}", provider=provider
         )
@@ -138,13 +143,11 @@ def map_error(error: openai.APIError, *, provider: str, model: str, key_variable
         return ProviderError(
             ErrorCode.CONTEXT_LENGTH, f"the prompt is too long for '{model}': {detail}", provider=provider
         )
-    if isinstance(error, openai.APIStatusError) and error.status_code >= 500:
+    if status is not None and status >= 500:
         return ProviderError(
-            ErrorCode.UNAVAILABLE,
-            f"the provider failed (HTTP {error.status_code}): {detail}",
-            provider=provider,
+            ErrorCode.UNAVAILABLE, f"the provider failed (HTTP {status}): {detail}", provider=provider
         )
-    if isinstance(error, openai.APIStatusError):
+    if status is not None:
         return ProviderError(
             ErrorCode.BAD_RESPONSE, f"the provider rejected the request: {detail}", provider=provider
         )
@@ -153,20 +156,43 @@ def map_error(error: openai.APIError, *, provider: str, model: str, key_variable
     )
 
 
+def map_error(error: openai.APIError, *, provider: str, model: str, key_variable: str) -> ProviderError:
+    """The SDK's exception as the same ProviderError `status_error` gives for the raw response."""
+    if isinstance(error, openai.APITimeoutError):
+        return ProviderError(
+            ErrorCode.TIMEOUT, "the request timed out waiting for the model", provider=provider
+        )
+    if isinstance(error, openai.APIConnectionError):
+        return ProviderConnectionError(
+            f"could not connect to the provider ({redact(str(error))})", provider=provider
+        )
+    status = error.status_code if isinstance(error, openai.APIStatusError) else None
+    body = {"code": getattr(error, "code", None), "message": _sdk_message(error)}
+    return status_error(status, body, provider=provider, model=model, key_variable=key_variable)
+
+
+def _sdk_message(error: openai.APIError) -> str:
+    body = error.body if isinstance(error.body, dict) else {}
+    return str((body.get("message") or (body.get("error") or {}).get("message")) or error.message)
+
+
 class _ToolCallAssembler:
     """Collects `tool_calls` deltas (id and name first, then argument fragments) by index."""
 
     def __init__(self) -> None:
         self._calls: dict[int, dict[str, str]] = {}
 
-    def add(self, deltas: list[Any]) -> None:
+    def add(self, deltas: list[dict[str, Any]]) -> None:
         for delta in deltas:
-            call = self._calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
-            if delta.id:
-                call["id"] = delta.id
-            if delta.function is not None:
-                call["name"] += delta.function.name or ""
-                call["arguments"] += delta.function.arguments or ""
+            call = self._calls.setdefault(
+                int(delta.get("index") or 0), {"id": "", "name": "", "arguments": ""}
+            )
+            if delta.get("id"):
+                call["id"] = delta["id"]
+            function = delta.get("function")
+            if function:
+                call["name"] += function.get("name") or ""
+                call["arguments"] += function.get("arguments") or ""
 
     def events(self, provider: str) -> list[ToolCallEvent]:
         events = []
@@ -194,6 +220,7 @@ class OpenAICompatProvider:
         self.name = name
         self.model = model
         self._config = config
+        self._timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         return stream_with_retry(lambda: self._attempt(request))
@@ -217,43 +244,93 @@ class OpenAICompatProvider:
             arguments["tools"] = [_tool_json(tool) for tool in request.tools]
         return arguments
 
+    def _error(self, status: int | None, body: object, model: str, fallback: str = "") -> ProviderError:
+        return status_error(
+            status,
+            body,
+            provider=self.name,
+            model=model,
+            key_variable=self._config.key_variable,
+            fallback=fallback,
+        )
+
     async def _attempt(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         arguments = self._arguments(request)
         model = arguments["model"]
-        tool_calls = _ToolCallAssembler()
+        url, query, headers = _endpoint(self._config, model)
+        client = _client()
+        http_request = client.build_request(
+            "POST", url, params=query, json=arguments, headers=headers, timeout=self._timeout
+        )
         try:
-            response = await _client(self._config).chat.completions.create(**arguments)
-        except openai.APIError as error:
-            raise map_error(
-                error, provider=self.name, model=model, key_variable=self._config.key_variable
+            response = await client.send(http_request, stream=True)
+        except httpx.TimeoutException:
+            raise ProviderError(
+                ErrorCode.TIMEOUT, "the request timed out waiting for the model", provider=self.name
+            ) from None
+        except httpx.TransportError as error:
+            raise ProviderConnectionError(
+                f"could not connect to the provider ({type(error).__name__}: {redact(str(error))})",
+                provider=self.name,
             ) from None
         try:
-            async for chunk in response:
-                if chunk.usage is not None:
-                    yield Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-                for choice in chunk.choices:
-                    if choice.delta.content:
-                        yield TextDelta(choice.delta.content)
-                    if choice.delta.tool_calls:
-                        tool_calls.add(choice.delta.tool_calls)
-                    if choice.finish_reason:
-                        for event in tool_calls.events(self.name):
-                            yield event
-            for event in tool_calls.events(self.name):
+            if response.status_code >= 400:
+                raw = await response.aread()
+                raise self._error(
+                    response.status_code, _json_or_text(raw), model, f"HTTP {response.status_code}"
+                )
+            async for event in self._events(response, model):
                 yield event
-        except openai.APIError as error:
-            raise map_error(
-                error, provider=self.name, model=model, key_variable=self._config.key_variable
-            ) from None
-        except httpx2.TimeoutException:
+        except httpx.TimeoutException:
             raise ProviderError(
                 ErrorCode.TIMEOUT, "the model stopped sending (read timeout)", provider=self.name
             ) from None
-        except (httpx2.HTTPError, OSError) as error:
+        except (httpx.HTTPError, OSError) as error:
             raise ProviderError(
                 ErrorCode.UNAVAILABLE,
                 f"the stream broke mid-answer ({type(error).__name__})",
                 provider=self.name,
             ) from None
         finally:
-            await response.close()
+            await response.aclose()
+
+    async def _events(self, response: httpx.Response, model: str) -> AsyncIterator[StreamEvent]:
+        """Events of one SSE body: `data: {chunk}` lines up to `data: [DONE]`."""
+        tool_calls = _ToolCallAssembler()
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except json.JSONDecodeError:
+                raise ProviderError(
+                    ErrorCode.BAD_RESPONSE, "the provider sent malformed JSON", provider=self.name
+                ) from None
+            if not isinstance(chunk, dict):
+                continue
+            if chunk.get("error"):
+                raise self._error(None, chunk, model, "the provider reported an error")
+            usage = chunk.get("usage")
+            if usage:
+                yield Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    yield TextDelta(delta["content"])
+                if delta.get("tool_calls"):
+                    tool_calls.add(delta["tool_calls"])
+                if choice.get("finish_reason"):
+                    for event in tool_calls.events(self.name):
+                        yield event
+        for event in tool_calls.events(self.name):
+            yield event
+
+
+def _json_or_text(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"message": raw[:_MAX_DETAIL].decode(errors="replace")}
