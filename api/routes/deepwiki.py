@@ -9,7 +9,8 @@ Read from its source (`api/api.py`, `src/app/[owner]/[repo]/page.tsx`, `src/app/
 - a cached wiki never stores the client's access token;
 - `/local_repo/structure` reads a local folder only when local sources are allowed
   (`REPOLENS_ALLOW_LOCAL`, optionally limited to `REPOLENS_LOCAL_ROOTS`), refused by default;
-- wikis RepoLens generated on the server are offered to its front end too (cache and project list).
+- wikis RepoLens generated on the server are offered to its front end too (cache and project list),
+  for public repositories only (its client sends no repository token on these calls).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,9 +30,11 @@ from api.services import Services, get_services
 from ingest.filters import FileFilter, FilterSpec
 from rag.prompt import DEFAULT_LANGUAGE, LANGUAGES
 from rag.settings import Settings
+from rag.types import RepoRecord
 from rag.wiki.client_cache import CacheKey, ClientWikiCache
 from rag.wiki.export import attachment_name, json_document, markdown_document
-from rag.wiki.model import WikiPage, WikiStructure
+from rag.wiki.model import Wiki, WikiPage, WikiStructure
+from rag.wiki.store import WikiStore
 
 router = APIRouter()
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -109,6 +113,28 @@ def auth_validate(body: AuthCode, services: ServicesDep) -> dict[str, bool]:
     return {"success": code_accepted(services.settings, body.code)}
 
 
+_HOSTS = {"github": "github.com", "gitlab": "gitlab.com", "bitbucket": "bitbucket.org"}
+
+
+def _owner_and_repo(record: RepoRecord) -> tuple[str, str, str]:
+    """deepwiki-open's (owner, repo, repo_type) for one of our repositories."""
+    if record.platform == "local":
+        return "local", record.id.rstrip("/").split("/")[-1], "local"
+    parts = record.id.split("@")[0].split("/")
+    return (parts[-2] if len(parts) > 2 else parts[0]), parts[-1], record.platform
+
+
+def _server_wiki(services: Services, owner: str, repo: str, repo_type: str, language: str) -> Wiki | None:
+    """A wiki RepoLens generated for the repository deepwiki's client names (public repositories only)."""
+    wikis = WikiStore(services.store)
+    for record in services.store.list():
+        if not record.private and _owner_and_repo(record) == (owner, repo, repo_type):
+            wiki = wikis.latest(record.id, language)
+            if wiki is not None:
+                return wiki
+    return None
+
+
 @router.get("/api/wiki_cache", response_model=None)
 def get_wiki_cache(
     services: ServicesDep,
@@ -117,8 +143,29 @@ def get_wiki_cache(
     repo_type: NameQuery,
     language: str = DEFAULT_LANGUAGE,
 ) -> dict[str, Any] | None:
-    """The cached wiki, or `null` (200) when there is none: deepwiki's client then generates one."""
-    return _cache(services).get(CacheKey(owner, repo, repo_type, _language(language)))
+    """The cached wiki, or `null` (200) when there is none: deepwiki's client then generates one.
+
+    A wiki its client saved comes first; else one RepoLens generated on the server for that repository.
+    """
+    language = _language(language)
+    cached = _cache(services).get(CacheKey(owner, repo, repo_type, language))
+    if cached is not None:
+        return cached
+    wiki = _server_wiki(services, owner, repo, repo_type, language)
+    if wiki is None:
+        return None
+    record = services.store.get(wiki.repo_id)
+    url = record.url if record else None
+    local_path = url if repo_type == "local" else None
+    info = {
+        "owner": owner,
+        "repo": repo,
+        "type": repo_type,
+        "token": None,
+        "localPath": local_path,
+        "repoUrl": url,
+    }
+    return {**wiki.cache_data(info), "repo_url": url}
 
 
 @router.post("/api/wiki_cache")
@@ -155,7 +202,32 @@ def delete_wiki_cache(
 
 @router.get("/api/processed_projects")
 def processed_projects(services: ServicesDep) -> list[dict[str, Any]]:
-    return _cache(services).projects()
+    """Wikis its client saved, then those RepoLens generated (public repositories), newest first."""
+    projects = _cache(services).projects()
+    listed = {(p["owner"], p["repo"], p["repo_type"], p["language"]) for p in projects}
+    wikis = WikiStore(services.store)
+    for record in services.store.list():
+        if record.private:
+            continue
+        owner, repo, repo_type = _owner_and_repo(record)
+        for item in wikis.summaries(record.id):
+            key = (owner, repo, repo_type, item["language"])
+            if key in listed:
+                continue
+            listed.add(key)
+            stamp = datetime.fromisoformat(item["generated_at"]).timestamp() if item["generated_at"] else 0
+            projects.append(
+                {
+                    "id": f"repolens:{record.id}:{item['language']}",
+                    "owner": owner,
+                    "repo": repo,
+                    "name": f"{owner}/{repo}",
+                    "repo_type": repo_type,
+                    "submittedAt": int(stamp * 1000),
+                    "language": item["language"],
+                }
+            )
+    return sorted(projects, key=lambda project: project["submittedAt"], reverse=True)
 
 
 @router.post("/export/wiki")

@@ -25,6 +25,7 @@ class WikiPage(BaseModel):
     id: str = Field(min_length=1, max_length=200)
     title: str = Field(min_length=1, max_length=500)
     content: str = ""
+    description: str = ""
     filePaths: list[str] = Field(default_factory=list)
     importance: Importance = "medium"
     relatedPages: list[str] = Field(default_factory=list)

@@ -1,0 +1,133 @@
+"""`repolens wiki`: generate or update the wiki of an indexed repository, and export it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from api.cli.app import app, cli_errors, console, err_console
+from api.services import Services
+from ingest import resolve_repo_id
+from rag.errors import RepoLensError
+from rag.prompt import LANGUAGES
+from rag.settings import Settings
+from rag.wiki.export import wiki_json, wiki_markdown, wiki_zip
+from rag.wiki.generate import WikiOptions, generate_wiki
+from rag.wiki.model import Wiki
+from rag.wiki.store import WikiStore
+
+
+class ExportFormat(StrEnum):
+    md = "md"
+    json = "json"
+    zip = "zip"
+
+
+def export_bytes(wiki: Wiki, repo_url: str, fmt: str) -> bytes:
+    if fmt == "md":
+        return wiki_markdown(wiki, repo_url).encode("utf-8")
+    if fmt == "json":
+        return wiki_json(wiki, repo_url).encode("utf-8")
+    return wiki_zip(wiki, repo_url)
+
+
+async def _run(services: Services, repo_id: str, options: WikiOptions, quiet: bool) -> dict[str, Any]:
+    outcome: dict[str, Any] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        disable=quiet,
+    ) as progress:
+        task = progress.add_task("reading the code", total=None)
+        async for event in generate_wiki(services, repo_id, options):
+            kind = event["type"]
+            if kind == "status":
+                progress.update(task, description=event["message"])
+            elif kind == "wiki" and event["event"] == "structure":
+                progress.update(task, total=event["total"], description=f"writing {event['total']} pages")
+            elif kind == "wiki" and event["event"] == "page":
+                verb = "kept" if event["reused"] else "wrote"
+                progress.update(task, completed=event["index"], description=f"{verb} {event['title']}")
+            elif kind == "wiki" and event["event"] == "note" and not quiet:
+                progress.console.print(f"[yellow]note:[/] {event['message']}", highlight=False)
+            elif kind == "error":
+                raise RepoLensError(event["message"], code=event["code"])
+            elif kind == "done":
+                outcome = event["wiki"]
+    return outcome
+
+
+@app.command("wiki")
+def wiki_command(
+    repo: Annotated[str, typer.Argument(help="Repository id, URL or local path of an indexed repository.")],
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Write the wiki without a language model.")
+    ] = False,
+    language: Annotated[
+        str, typer.Option("--language", help=f"Language of the pages: {', '.join(LANGUAGES)}.")
+    ] = "en",
+    concise: Annotated[bool, typer.Option("--concise", help="Fewer, shorter pages.")] = False,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="LLM provider (default: configured).")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model id of the provider.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write every page again, even unchanged ones.")
+    ] = False,
+    export: Annotated[
+        ExportFormat | None, typer.Option("--export", help="Also export: md, json or zip.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the export (default: stdout).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Generate the wiki of an indexed repository (only pages whose files changed are rewritten)."""
+    with cli_errors(as_json):
+        if language not in LANGUAGES:
+            raise RepoLensError(
+                f"unknown language {language!r}; choose one of: {', '.join(LANGUAGES)}", code="bad_request"
+            )
+        settings = Settings.from_env()
+        services = Services.from_settings(settings)
+        repo_id = resolve_repo_id(services.store, repo)
+        options = WikiOptions(
+            offline=offline,
+            language=language,
+            comprehensive=not concise,
+            provider=provider,
+            model=model,
+            force=force,
+        )
+        quiet = as_json or (export is not None and out is None)
+        outcome = asyncio.run(_run(services, repo_id, options, quiet))
+        if export is not None:
+            wiki = WikiStore(services.store).load(repo_id, outcome["commit"], language, not concise)
+            if wiki is None:
+                raise RepoLensError("the wiki was not saved", code="internal")
+            record = services.store.get(repo_id)
+            data = export_bytes(wiki, record.url if record else repo_id, export.value)
+            if out is None:
+                typer.echo(data.decode("utf-8") if export is not ExportFormat.zip else "use --out for a zip")
+                return
+            out.write_bytes(data)
+            outcome["export"] = str(out)
+        if as_json:
+            print(json.dumps(outcome))
+            return
+        mode = "without a language model" if outcome["mode"] == "offline" else f"with {outcome['provider']}"
+        console.print(
+            f"[bold]{outcome['title']}[/]: {outcome['pages']} pages written {mode} "
+            f"({outcome['regenerated']} regenerated, {outcome['reused']} unchanged)",
+            highlight=False,
+        )
+        if "export" in outcome:
+            console.print(f"exported to {outcome['export']}", highlight=False)

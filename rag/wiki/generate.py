@@ -1,0 +1,249 @@
+"""Generate (or bring up to date) the wiki of an indexed repository, reporting progress as typed events.
+
+`generate_wiki(services, repo_id, options)` is an async generator of event dicts:
+
+- `{"type": "status", "stage": "wiki", "message": ...}` while reading the code and planning;
+- `{"type": "wiki", "event": "structure", "title", "pages": [{id, title}], "total", "mode"}` once planned;
+- `{"type": "wiki", "event": "note", "message"}` for what the reader should know (a repaired plan, a
+  fallback to the offline plan, diagrams repaired or dropped);
+- `{"type": "wiki", "event": "page", "index": k, "total": n, "page_id", "title", "reused"}` per page;
+- `{"type": "error", "code", "message"}` on failure; always last, one `{"type": "done", "wiki": {...}}`
+  with the summary and `regenerated`/`reused` counts.
+
+Pages are written concurrently (at most `options.concurrency` at once). A page of the previous wiki of the
+same repository, language and detail is reused when the files it was written from (`WikiPage.sources`,
+their sha256 at generation) and its planned files are unchanged; so after `repolens update` only pages
+whose cited files changed are written again. With no provider configured (or `offline=True`) the wiki is
+written without a language model (`rag.wiki.offline`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rag.citations import Span, check_citations, extract_citations, link
+from rag.errors import RepoLensError
+from rag.providers.base import ChatProvider
+from rag.providers.catalog import provider_or_offline
+from rag.redact import redact
+from rag.research.services import ResearchServices
+from rag.retrieval import Retriever
+from rag.wiki import llm, offline
+from rag.wiki.mermaid import clean_diagrams
+from rag.wiki.model import Wiki, WikiPage, WikiStructure
+from rag.wiki.store import WikiStore, summary
+
+logger = logging.getLogger(__name__)
+Event = dict[str, Any]
+DEFAULT_CONCURRENCY = 3
+
+
+@dataclass
+class WikiOptions:
+    offline: bool = False
+    language: str = "en"
+    comprehensive: bool = True
+    provider: str | None = None
+    model: str | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    force: bool = False  # write every page again, even unchanged ones
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def is_fresh(previous: WikiPage | None, planned: WikiPage, hashes: dict[str, str]) -> bool:
+    """Whether `previous` can stand for `planned`: same files planned, and none of its sources changed."""
+    if previous is None or not previous.content or not previous.sources:
+        return False
+    if sorted(previous.filePaths) != sorted(planned.filePaths):
+        return False
+    return all(hashes.get(path) == sha for path, sha in previous.sources.items())
+
+
+def finish_page(
+    planned: WikiPage, content: str, context: list[Span], record: Any, hashes: dict[str, str]
+) -> tuple[WikiPage, int, int]:
+    """Diagrams checked, citations checked against `context` and linked, sources recorded."""
+    cleaned, repaired, dropped = clean_diagrams(content)
+    citations = link(check_citations(extract_citations(cleaned), context), record)
+    cited = [c.path for c in citations if c.in_context]
+    sources = {path: hashes[path] for path in dict.fromkeys([*planned.filePaths, *cited]) if path in hashes}
+    page = planned.model_copy(
+        update={"content": cleaned, "citations": [c.to_json() for c in citations], "sources": sources}
+    )
+    return page, repaired, dropped
+
+
+class _Run:
+    """One generation: shared state of the page tasks."""
+
+    def __init__(self, services: ResearchServices, repo_id: str, options: WikiOptions) -> None:
+        self.services = services
+        self.repo_id = repo_id
+        self.options = options
+        self.wikis = WikiStore(services.store)
+        self.notes: list[str] = []
+
+    def load(self) -> tuple[Any, offline.RepoFacts, dict[str, str]]:
+        index = self.services.store.open(self.repo_id)
+        facts = offline.collect_facts(index, self.options.comprehensive)
+        return index, facts, index.file_hashes()
+
+    def chat(self) -> ChatProvider | None:
+        if self.options.offline:
+            return None
+        chat, note = provider_or_offline(self.options.provider, self.services.settings, self.options.model)
+        if note:
+            self.notes.append(
+                note.replace("answering offline from the retrieved code", "writing the wiki offline")
+            )
+        return None if chat.name == "offline" else chat
+
+    async def structure(
+        self, chat: ChatProvider | None, facts: offline.RepoFacts, previous: Wiki | None
+    ) -> WikiStructure:
+        if chat is None:
+            return offline.plan(facts)
+        if previous is not None and previous.mode == "llm" and not self.options.force:
+            return previous.structure
+        planned = await llm.plan_with_model(
+            chat, facts, self.options.comprehensive, self.options.language, self.notes
+        )
+        return planned or offline.plan(facts)
+
+    async def write(
+        self,
+        chat: ChatProvider | None,
+        index: Any,
+        facts: offline.RepoFacts,
+        structure: WikiStructure,
+        page: WikiPage,
+    ) -> tuple[str, list[Span]]:
+        if chat is None:
+            whole_files = [Span(path, 1, max(1, text.count("\n") + 1)) for path, text in facts.texts.items()]
+            return offline.write_page(facts, page), whole_files
+        hits = await asyncio.to_thread(self._retrieve, index, page)
+        messages = llm.page_messages(page, structure, hits, self.options.comprehensive, self.options.language)
+        text = await llm.complete(chat, messages, llm.PAGE_MAX_TOKENS[self.options.comprehensive])
+        return text, [Span(hit.path, hit.start_line, hit.end_line) for hit in hits]
+
+    def _retrieve(self, index: Any, page: WikiPage) -> list[Any]:
+        index.check_embedder(self.services.embedder)
+        found = Retriever(index, self.services.embedder).search(llm.page_query(page), 8)
+        return llm.fit_context(llm.merge_hits(llm.file_hits(index, page.filePaths), found))
+
+
+async def generate_wiki(
+    services: ResearchServices,
+    repo_id: str,
+    options: WikiOptions | None = None,
+    cancel: asyncio.Event | None = None,
+) -> AsyncIterator[Event]:
+    """See the module docstring."""
+    options = options or WikiOptions()
+    counts = {"regenerated": 0, "reused": 0}
+    result: dict[str, Any] = {}
+    try:
+        async for event in _generate(services, repo_id, options, cancel, counts, result):
+            yield event
+    except RepoLensError as error:
+        yield {"type": "error", "code": error.code, "message": redact(str(error))}
+    except Exception as error:
+        logger.exception("wiki generation failed")
+        yield {"type": "error", "code": "internal", "message": redact(f"{type(error).__name__}: {error}")}
+    yield {"type": "done", "wiki": {**result, **counts}}
+
+
+async def _generate(
+    services: ResearchServices,
+    repo_id: str,
+    options: WikiOptions,
+    cancel: asyncio.Event | None,
+    counts: dict[str, int],
+    result: dict[str, Any],
+) -> AsyncIterator[Event]:
+    run = _Run(services, repo_id, options)
+    yield {"type": "status", "stage": "wiki", "message": f"reading the code of {repo_id}"}
+    index, facts, hashes = await asyncio.to_thread(run.load)
+    record = index.record
+    chat = run.chat()
+    previous = None if options.force else run.wikis.latest(repo_id, options.language, options.comprehensive)
+    mode = "offline" if chat is None else "llm"
+    if previous is not None and previous.mode != mode:
+        previous = None
+    if chat is not None:
+        yield {
+            "type": "status",
+            "stage": "wiki",
+            "message": f"planning the wiki with {chat.name} ({chat.model})",
+        }
+    structure = await run.structure(chat, facts, previous)
+    for note in run.notes:
+        yield {"type": "wiki", "event": "note", "message": note}
+    shown = len(run.notes)
+    total = len(structure.pages)
+    yield {"type": "wiki", "event": "structure", **llm.plan_summary(structure), "total": total, "mode": mode}
+
+    pages: dict[str, WikiPage] = {}
+    old = previous.pages if previous is not None else {}
+    limit = asyncio.Semaphore(max(1, options.concurrency))
+
+    async def produce(planned: WikiPage) -> tuple[WikiPage, bool, int, int]:
+        if is_fresh(old.get(planned.id), planned, hashes):
+            return old[planned.id], True, 0, 0
+        async with limit:
+            if cancel is not None and cancel.is_set():
+                raise RepoLensError("the wiki generation was cancelled", code="cancelled")
+            content, context = await run.write(chat, index, facts, structure, planned)
+        page, repaired, dropped = finish_page(planned, content, context, record, hashes)
+        return page, False, repaired, dropped
+
+    tasks = [asyncio.ensure_future(produce(page)) for page in structure.pages]
+    try:
+        for done_number, finished in enumerate(asyncio.as_completed(tasks), 1):
+            page, reused, repaired, dropped = await finished
+            pages[page.id] = page
+            counts["reused" if reused else "regenerated"] += 1
+            if repaired or dropped:
+                message = f"{page.title}: {repaired} diagram(s) repaired, {dropped} dropped (invalid Mermaid)"
+                yield {"type": "wiki", "event": "note", "message": message}
+            yield {
+                "type": "wiki",
+                "event": "page",
+                "index": done_number,
+                "total": total,
+                "page_id": page.id,
+                "title": page.title,
+                "reused": reused,
+            }
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    for note in run.notes[shown:]:
+        yield {"type": "wiki", "event": "note", "message": note}
+    wiki = Wiki(
+        repo_id=repo_id,
+        commit=record.commit,
+        language=options.language,
+        comprehensive=options.comprehensive,
+        mode=mode,
+        provider=None if chat is None else chat.name,
+        model=None if chat is None else chat.model,
+        generated_at=_now(),
+        structure=structure.model_copy(
+            update={"pages": [page.model_copy(update={"content": ""}) for page in structure.pages]}
+        ),
+        pages=pages,
+    )
+    await asyncio.to_thread(run.wikis.save, wiki)
+    result.update(summary(wiki))

@@ -1,0 +1,418 @@
+"""The offline wiki: pages written from the indexed code and docs alone, with no language model.
+
+An overview (the README's own words, the modules, entry points, a module diagram), one page per module
+(what its files say they do, entry points, key classes and functions, an import diagram, who uses it) and
+one how-to page per document. Every statement quotes or points at the lines it comes from
+(`path:start-end`), and each page says it was generated without a language model.
+
+Modules are folders of code files (two levels deep in comprehensive mode, one in concise mode). Imports
+come from the code graph when the index has one (`RepoIndex.imports_of`), else from the import lines.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.wiki.codefacts import (
+    CODE_LANGUAGES,
+    DOC_LANGUAGES,
+    Definition,
+    Summary,
+    definitions,
+    entry_point_lines,
+    first_paragraph,
+    first_sentence,
+    go_module_path,
+    imports,
+    module_summary,
+)
+from rag.wiki.mermaid import label, node_id
+from rag.wiki.model import WikiPage, WikiSection, WikiStructure
+
+ROOT_MODULE = "(top level)"
+MAX_MODULES = {True: 20, False: 6}
+MAX_GUIDES = {True: 10, False: 3}
+MAX_DEFINITIONS = {True: 25, False: 10}
+MAX_DIAGRAM_NODES = 24
+_SKIPPED_DOCS = re.compile(
+    r"(^|/)(CHANGELOG|CHANGES|HISTORY|LICENSE|LICENCE|CODE_OF_CONDUCT|NOTICE)[^/]*$", re.I
+)
+_TEST_DIR = re.compile(r"(^|/)(tests?|testing|spec|__tests__)(/|$)")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "root"
+
+
+def cite(path: str, start: int, end: int | None = None) -> str:
+    end = end or start
+    return f"{path}:{start}" if end == start else f"{path}:{start}-{end}"
+
+
+def cite_span(path: str, summary: Summary) -> str:
+    return cite(path, summary.start_line, summary.end_line)
+
+
+@dataclass
+class RepoFacts:
+    """What the offline writer knows about one indexed version."""
+
+    repo_id: str
+    commit: str | None
+    languages: dict[str, str]
+    texts: dict[str, str]
+    summaries: dict[str, Summary] = field(default_factory=dict)
+    defs: dict[str, list[Definition]] = field(default_factory=dict)
+    imports: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    modules: dict[str, list[str]] = field(default_factory=dict)
+    docs: list[str] = field(default_factory=list)
+    readme: str | None = None
+
+    def module_of(self, path: str) -> str | None:
+        return next((name for name, paths in self.modules.items() if path in paths), None)
+
+
+def module_name(path: str, comprehensive: bool) -> str:
+    folder = posixpath.dirname(path)
+    if not folder:
+        return ROOT_MODULE
+    parts = folder.split("/")
+    return "/".join(parts[: 2 if comprehensive else 1])
+
+
+def collect_facts(index: Any, comprehensive: bool = True) -> RepoFacts:
+    """Read every indexed file once and extract what the pages will say (blocking: run in a thread)."""
+    files = index.list_files()
+    texts = {info.path: index.file_text(info.path) or "" for info in files}
+    languages = {info.path: info.language for info in files}
+    facts = RepoFacts(index.record.id, index.record.commit, languages, texts)
+    known = set(texts)
+    go_module = go_module_path(texts.get("go.mod"))
+    use_graph = bool(getattr(index, "has_graph", False))
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for path, language in languages.items():
+        text = texts[path]
+        summary = module_summary(language, text)
+        if summary is not None and summary.text:
+            facts.summaries[path] = summary
+        if language in CODE_LANGUAGES:
+            facts.defs[path] = definitions(language, text)
+            if use_graph:
+                facts.imports[path] = [
+                    (line, target) for line, _, target in index.imports_of(path) if target != path
+                ]
+            else:
+                facts.imports[path] = imports(path, language, text, known, go_module)
+            grouped[module_name(path, comprehensive)].append(path)
+        elif language in DOC_LANGUAGES:
+            if posixpath.basename(path).lower() in ("readme.md", "readme.rst") and "/" not in path:
+                facts.readme = path
+            elif not _SKIPPED_DOCS.search(path):
+                facts.docs.append(path)
+    size = Counter({name: sum(len(texts[p]) for p in paths) for name, paths in grouped.items()})
+    ranked = sorted(grouped, key=lambda name: (bool(_TEST_DIR.search(name)), -size[name], name))
+    facts.modules = {name: sorted(grouped[name]) for name in ranked[: MAX_MODULES[comprehensive]]}
+    facts.docs = sorted(facts.docs, key=lambda p: (not p.startswith(("docs/", "doc/")), p.count("/"), p))
+    facts.docs = facts.docs[: MAX_GUIDES[comprehensive]]
+    return facts
+
+
+def _doc_title(facts: RepoFacts, path: str) -> str:
+    for line in facts.texts[path].splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip() or path
+    return posixpath.splitext(posixpath.basename(path))[0].replace("-", " ").replace("_", " ").title()
+
+
+def _repo_title(facts: RepoFacts) -> str:
+    if facts.readme:
+        for line in facts.texts[facts.readme].splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+    return facts.repo_id.split("@")[0].rstrip("/").split("/")[-1]
+
+
+def plan(facts: RepoFacts) -> WikiStructure:
+    """The pages of the offline wiki, without content."""
+    overview_files = [p for p in [facts.readme, *_entry_files(facts)] if p]
+    pages = [
+        WikiPage(
+            id="overview",
+            title="Overview",
+            description="What the repository is, its modules and where programs start.",
+            filePaths=list(dict.fromkeys(overview_files)),
+            importance="high",
+            relatedPages=[f"module-{slug(name)}" for name in facts.modules][:6],
+        )
+    ]
+    for name, paths in facts.modules.items():
+        test_module = bool(_TEST_DIR.search(name))
+        pages.append(
+            WikiPage(
+                id=f"module-{slug(name)}",
+                title=f"Module {name}" if name != ROOT_MODULE else "Top-level files",
+                description=f"The {len(paths)} code files of {name}: roles, entry points, key definitions.",
+                filePaths=paths,
+                importance="low" if test_module else "medium",
+                relatedPages=["overview"],
+            )
+        )
+    for path in facts.docs:
+        pages.append(
+            WikiPage(
+                id=f"guide-{slug(path)}",
+                title=_doc_title(facts, path),
+                description=f"A guide to {path}, section by section.",
+                filePaths=[path],
+                importance="low",
+                relatedPages=["overview"],
+            )
+        )
+    sections = [WikiSection(id="section-overview", title="Overview", pages=["overview"])]
+    module_ids = [page.id for page in pages if page.id.startswith("module-")]
+    guide_ids = [page.id for page in pages if page.id.startswith("guide-")]
+    if module_ids:
+        sections.append(WikiSection(id="section-modules", title="Modules", pages=module_ids))
+    if guide_ids:
+        sections.append(WikiSection(id="section-guides", title="Guides", pages=guide_ids))
+    return WikiStructure(
+        id="wiki",
+        title=f"{_repo_title(facts)} wiki",
+        description=_description(facts),
+        pages=pages,
+        sections=sections,
+        rootSections=[section.id for section in sections],
+    )
+
+
+def _description(facts: RepoFacts) -> str:
+    if facts.readme:
+        paragraph = first_paragraph(facts.texts[facts.readme].splitlines())
+        if paragraph:
+            return first_sentence(paragraph.text)
+    return f"The code of {facts.repo_id}."
+
+
+def _entry_files(facts: RepoFacts) -> list[str]:
+    return [path for path, _ in _entry_points(facts)][:8]
+
+
+def _entry_points(facts: RepoFacts, paths: list[str] | None = None) -> list[tuple[str, Definition]]:
+    found = []
+    for path in paths if paths is not None else sorted(facts.defs):
+        if paths is None and _TEST_DIR.search(path):
+            continue
+        found.extend(
+            (path, entry)
+            for entry in entry_point_lines(facts.languages[path], facts.texts[path], facts.defs[path])
+        )
+    return found
+
+
+def label_line(facts: RepoFacts) -> str:
+    commit = (facts.commit or "unknown")[:12]
+    return (
+        f"> Generated without a language model, from the code and docs at commit `{commit}`. "
+        "Every statement quotes or points at the lines it comes from."
+    )
+
+
+def write_page(facts: RepoFacts, page: WikiPage) -> str:
+    """The Markdown of one planned page."""
+    if page.id == "overview":
+        return _overview(facts)
+    if page.id.startswith("guide-"):
+        return _guide(facts, page.filePaths[0])
+    name = next(name for name in facts.modules if f"module-{slug(name)}" == page.id)
+    return _module(facts, name)
+
+
+def _overview(facts: RepoFacts) -> str:
+    lines = [label_line(facts), ""]
+    if facts.readme:
+        paragraph = first_paragraph(facts.texts[facts.readme].splitlines())
+        if paragraph:
+            lines += [
+                f"{paragraph.text} ({cite(facts.readme, paragraph.start_line, paragraph.end_line)})",
+                "",
+            ]
+    if facts.modules:
+        lines += ["## Modules", ""]
+        for name, paths in facts.modules.items():
+            summary = _module_summary(facts, paths)
+            what = (
+                f": {first_sentence(summary[1].text)} ({cite_span(summary[0], summary[1])})"
+                if summary
+                else ""
+            )
+            title = name if name != ROOT_MODULE else "top-level files"
+            lines.append(f"- **{title}** ({len(paths)} files){what}")
+        lines.append("")
+        lines += ["## How the modules depend on each other", "", *_module_diagram(facts), ""]
+    entries = _entry_points(facts)
+    if entries:
+        lines += ["## Entry points", ""]
+        for path, entry in entries[:12]:
+            what = f": {entry.doc}" if entry.doc else ""
+            name = "the `__main__` block" if entry.name == "__main__" else f"`{entry.name}`"
+            lines.append(f"- {name} in `{path}`{what} ({cite(path, entry.start_line, entry.end_line)})")
+        lines.append("")
+    counts = Counter(facts.languages[path] for path in facts.defs)
+    if counts:
+        lines += [
+            "## Languages",
+            "",
+            ", ".join(f"{language}: {n} files" for language, n in counts.most_common()),
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _module_summary(facts: RepoFacts, paths: list[str]) -> tuple[str, Summary] | None:
+    ordered = sorted(
+        paths, key=lambda p: (not p.endswith(("__init__.py", "mod.rs", "index.js", "index.ts", "doc.go")), p)
+    )
+    for path in ordered:
+        if path in facts.summaries:
+            return path, facts.summaries[path]
+    return None
+
+
+def _module(facts: RepoFacts, name: str) -> str:
+    paths = facts.modules[name]
+    lines = [label_line(facts), ""]
+    language_counts = Counter(facts.languages[path] for path in paths)
+    languages = ", ".join(language for language, _ in language_counts.most_common())
+    lines += [f"`{name}` has {len(paths)} code files ({languages}).", ""]
+    described = [path for path in paths if path in facts.summaries]
+    if described:
+        lines += ["## Responsibilities", ""]
+        for path in described:
+            summary = facts.summaries[path]
+            lines.append(f"- `{path}`: {first_sentence(summary.text)} ({cite_span(path, summary)})")
+        lines.append("")
+    entries = _entry_points(facts, paths)
+    if entries:
+        lines += ["## Entry points", ""]
+        for path, entry in entries:
+            name_text = "the `__main__` block" if entry.name == "__main__" else f"`{entry.name}()`"
+            what = f": {entry.doc}" if entry.doc else ""
+            lines.append(f"- {name_text} in `{path}`{what} ({cite(path, entry.start_line, entry.end_line)})")
+        lines.append("")
+    key = _key_definitions(facts, paths)
+    if key:
+        lines += ["## Key classes and functions", ""]
+        for path, definition in key:
+            what = f": {definition.doc}" if definition.doc else ""
+            lines.append(
+                f"- `{definition.name}` ({definition.kind} in `{path}`){what} "
+                f"({cite(path, definition.start_line, definition.end_line)})"
+            )
+        lines.append("")
+    lines += ["## Imports", "", *_import_diagram(facts, name), ""]
+    outgoing = [(path, line, target) for path in paths for line, target in facts.imports.get(path, [])]
+    if outgoing:
+        for path, line, target in outgoing[:30]:
+            lines.append(f"- `{path}` imports `{target}` ({cite(path, line)})")
+        lines.append("")
+    users = [
+        (path, line, target)
+        for path, found in sorted(facts.imports.items())
+        if path not in paths
+        for line, target in found
+        if target in paths
+    ]
+    if users:
+        lines += ["## Used by", ""]
+        for path, line, target in users[:20]:
+            lines.append(f"- `{path}` imports `{target}` ({cite(path, line)})")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _key_definitions(facts: RepoFacts, paths: list[str]) -> list[tuple[str, Definition]]:
+    candidates = [(path, d) for path in paths for d in facts.defs.get(path, []) if d.is_public]
+    ranked = sorted(
+        candidates, key=lambda item: (item[1].kind == "method", not item[1].doc, item[0], item[1].start_line)
+    )
+    limit = MAX_DEFINITIONS[True] if len(paths) > 3 else MAX_DEFINITIONS[False]
+    chosen = set(map(id, ranked[:limit]))
+    return [item for item in candidates if id(item) in chosen]
+
+
+def _import_diagram(facts: RepoFacts, name: str) -> list[str]:
+    """A Mermaid flowchart of the module's files, their imports inside it, and the other modules they use."""
+    paths = facts.modules[name][:MAX_DIAGRAM_NODES]
+    ids = {path: node_id(number) for number, path in enumerate(paths, 1)}
+    lines = ["```mermaid", "graph LR"]
+    for path in paths:
+        lines.append(f"    {ids[path]}[{label(posixpath.basename(path))}]")
+    others: dict[str, str] = {}
+    edges: set[tuple[str, str, str]] = set()
+    for path in paths:
+        for _, target in facts.imports.get(path, []):
+            if target in ids:
+                edges.add((ids[path], "-->", ids[target]))
+                continue
+            other = facts.module_of(target)
+            if other is None or other == name or len(others) >= MAX_DIAGRAM_NODES // 2:
+                continue
+            if other not in others:
+                others[other] = f"m{len(others) + 1}"
+                lines.append(f"    {others[other]}([{label(other)}])")
+            edges.add((ids[path], "-.->", others[other]))
+    lines += [f"    {source} {arrow} {target}" for source, arrow, target in sorted(edges)]
+    lines.append("```")
+    return lines
+
+
+def _module_diagram(facts: RepoFacts) -> list[str]:
+    ids = {name: node_id(number) for number, name in enumerate(facts.modules, 1)}
+    lines = ["```mermaid", "graph TD"]
+    lines += [f"    {ids[name]}[{label(name)}]" for name in facts.modules]
+    edges = set()
+    for path, found in facts.imports.items():
+        source = facts.module_of(path)
+        for _, target in found:
+            destination = facts.module_of(target)
+            if source and destination and source != destination:
+                edges.add((ids[source], ids[destination]))
+    lines += [f"    {source} --> {target}" for source, target in sorted(edges)]
+    lines.append("```")
+    return lines
+
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+
+
+def _guide(facts: RepoFacts, path: str) -> str:
+    """A document's outline: each section's heading, its first sentence and its lines."""
+    lines_of_doc = facts.texts[path].splitlines()
+    headings = []
+    fenced = False
+    for number, line in enumerate(lines_of_doc, 1):
+        if line.strip().startswith("```"):
+            fenced = not fenced
+        match = None if fenced else _HEADING.match(line)
+        if match:
+            headings.append((number, len(match.group(1)), match.group(2)))
+    lines = [label_line(facts), "", f"This guide follows `{path}`.", ""]
+    for position, (number, level, title) in enumerate(headings):
+        end = headings[position + 1][0] - 1 if position + 1 < len(headings) else len(lines_of_doc)
+        paragraph = first_paragraph(lines_of_doc[:end], number)
+        marker = "#" * min(level + 1, 6)
+        lines += [f"{marker} {title}", ""]
+        if paragraph:
+            lines.append(f"{first_sentence(paragraph.text, 400)} ({cite_span(path, paragraph)})")
+        else:
+            lines.append(f"See {cite(path, number, max(number, end))}.")
+        lines.append("")
+    if not headings:
+        paragraph = first_paragraph(lines_of_doc)
+        if paragraph:
+            lines.append(f"{paragraph.text} ({cite(path, paragraph.start_line, paragraph.end_line)})")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,273 @@
+"""Server-side wikis: the offline wiki, the LLM wiki through the fake provider, updates, exports, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+from ingest import update
+from rag.citations import extract_citations
+from rag.embedders import Embedder
+from rag.settings import Settings
+from rag.store import Store
+from rag.wiki.export import wiki_from_json, wiki_json, wiki_markdown, wiki_zip
+from rag.wiki.generate import WikiOptions, generate_wiki
+from rag.wiki.llm import parse_plan
+from rag.wiki.mermaid import check_diagram, clean_diagrams, diagrams
+from rag.wiki.model import Wiki
+from rag.wiki.store import WikiStore
+from tests.support.fake_provider import FakeProvider, FakeResponse
+from tests.support.repos import commit_all, write_files
+
+_DEFINITION_BULLET = re.compile(
+    r"^- `(?P<name>\w+)` \((?P<kind>class|function|method) in `(?P<path>[^`]+)`\)"
+)
+
+
+def run_wiki(store: Store, embedder: Embedder | None, repo_id: str, **options: Any) -> list[dict[str, Any]]:
+    services = SimpleNamespace(store=store, embedder=embedder, settings=Settings.from_env())
+
+    async def collect() -> list[dict[str, Any]]:
+        return [event async for event in generate_wiki(services, repo_id, WikiOptions(**options))]
+
+    return asyncio.run(collect())
+
+
+def saved(store: Store, repo_id: str) -> Wiki:
+    wiki = WikiStore(store).latest(repo_id)
+    assert wiki is not None
+    return wiki
+
+
+def test_offline_wiki_has_an_overview_module_pages_diagrams_and_real_citations(
+    indexed_repo: tuple[Store, str],
+) -> None:
+    store, repo_id = indexed_repo
+    events = run_wiki(store, None, repo_id, offline=True)
+    kinds = [event["type"] for event in events]
+    assert kinds[-1] == "done" and "error" not in kinds
+    structure = next(event for event in events if event.get("event") == "structure")
+    progress = [event for event in events if event.get("event") == "page"]
+    assert [event["index"] for event in progress] == list(range(1, structure["total"] + 1))
+
+    wiki = saved(store, repo_id)
+    assert wiki.mode == "offline" and wiki.provider is None
+    assert {"overview", "module-weatherline", "module-web", "module-server"} <= set(wiki.pages)
+    assert any(page_id.startswith("guide-") for page_id in wiki.pages)
+    overview = wiki.pages["overview"].content
+    assert "Generated without a language model" in overview
+    assert "Weatherline fetches weather forecasts" in overview and "(README.md:3-4)" in overview
+
+    module = wiki.pages["module-weatherline"].content
+    [diagram] = diagrams(module)
+    checked = check_diagram(diagram)
+    assert checked.text is not None and not checked.repaired
+    assert re.search(r"n\d+ --> n\d+", diagram)  # cli.py --> service.py etc.
+    assert "`ForecastService`" in module and "`persist_forecasts`" in module
+
+    index = store.open(repo_id)
+    checked_bullets = 0
+    for page in wiki.ordered_pages():
+        citations = extract_citations(page.content)
+        assert citations, page.id
+        assert page.citations and all(item["in_context"] for item in page.citations)
+        for citation in citations:
+            text = index.file_text(citation.path)
+            assert text is not None, citation
+            assert citation.end_line <= len(text.splitlines()), citation
+        for line in page.content.splitlines():
+            match = _DEFINITION_BULLET.match(line)
+            if match:
+                [citation] = extract_citations(line)
+                first = index.file_text(citation.path).splitlines()[citation.start_line - 1]
+                assert match["name"] in first and citation.path == match["path"], line
+                checked_bullets += 1
+    assert checked_bullets >= 8
+
+
+def test_update_regenerates_only_the_pages_citing_the_changed_file(
+    indexed_repo: tuple[Store, str], fixture_repo: Path, shared_embedder: Embedder
+) -> None:
+    store, repo_id = indexed_repo
+    run_wiki(store, None, repo_id, offline=True)
+    before = saved(store, repo_id)
+    citing = {page.id for page in before.ordered_pages() if "web/format.js" in page.sources}
+    assert citing and len(citing) < len(before.pages)
+
+    write_files(
+        fixture_repo,
+        {
+            "web/format.js": "/** Formats degrees Celsius, one decimal. */\n"
+            "export function formatCelsius(v) {\n  return `${v.toFixed(1)} C`;\n}\n"
+        },
+    )
+    commit_all(fixture_repo, "shorter unit")
+    update(repo_id, store=store, embedder=shared_embedder)
+
+    events = run_wiki(store, None, repo_id, offline=True)
+    done = events[-1]["wiki"]
+    rewritten = {event["page_id"] for event in events if event.get("event") == "page" and not event["reused"]}
+    assert rewritten == citing
+    assert done["regenerated"] == len(citing) and done["reused"] == len(before.pages) - len(citing)
+    after = saved(store, repo_id)
+    assert after.commit != before.commit
+    assert "Formats degrees Celsius, one decimal." in after.pages["module-web"].content
+
+
+PLAN = {
+    "title": "Weatherline wiki",
+    "description": "Forecasts in the terminal",
+    "pages": [
+        {
+            "id": "overview",
+            "title": "Overview",
+            "description": "What it does",
+            "filePaths": ["README.md"],
+            "importance": "high",
+            "relatedPages": ["http-client"],
+        },
+        {
+            "id": "http-client",
+            "title": "HTTP client",
+            "description": "Retries and backoff",
+            "filePaths": ["weatherline/client.py", "missing/file.py"],
+            "importance": "medium",
+            "relatedPages": [],
+        },
+        {
+            "id": "service",
+            "title": "Forecast service",
+            "description": "Fetch, parse, store",
+            "filePaths": ["weatherline/service.py"],
+            "importance": "medium",
+            "relatedPages": ["overview"],
+        },
+    ],
+    "sections": [{"id": "core", "title": "Core", "pages": ["overview", "http-client", "service"]}],
+}
+BROKEN_DIAGRAM_PAGE = (
+    "Weatherline prints forecasts (README.md:3-4).\n\n```mermaid\ngraph TD\n"
+    "A[send(method, path)] --> B[backoff_delay]\n```\n\nAnd it invents lines (weatherline/client.py:900-901)."
+)
+
+
+def test_llm_wiki_repairs_a_broken_plan_and_checks_citations_and_diagrams(
+    indexed_repo: tuple[Store, str],
+    shared_embedder: Embedder,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in fake_provider.openai_env().items():
+        monkeypatch.setenv(name, value)
+    store, repo_id = indexed_repo
+    fake_provider.script(
+        FakeResponse(text='Here is the plan you asked for: {"title": "Weatherline", "pages": [{"id": '),
+        FakeResponse(text=json.dumps(PLAN)),
+        FakeResponse(text=BROKEN_DIAGRAM_PAGE),
+    )  # the other pages get the fake's echo answer, which cites a span of the prompt
+    events = run_wiki(store, shared_embedder, repo_id, provider="openai", concurrency=1)
+    assert events[-1]["type"] == "done" and "error" not in [event["type"] for event in events]
+    notes = [event["message"] for event in events if event.get("event") == "note"]
+    assert any("plan attempt 1 was not usable" in note and "asking again" in note for note in notes)
+    assert any("1 diagram(s) repaired" in note for note in notes)
+    assert "No valid XML" not in json.dumps(events)
+    retry = fake_provider.requests[1].body["messages"]
+    assert "not usable" in retry[-1]["content"]
+
+    wiki = saved(store, repo_id)
+    assert wiki.mode == "llm" and wiki.provider == "openai"
+    assert [page.id for page in wiki.ordered_pages()] == ["overview", "http-client", "service"]
+    assert wiki.pages["http-client"].filePaths == ["weatherline/client.py"]
+    assert wiki.structure.sections and wiki.structure.sections[0].pages == [
+        "overview",
+        "http-client",
+        "service",
+    ]
+    first = wiki.pages["overview"]
+    assert 'A["send(method, path)"] --> B["backoff_delay"]' in first.content
+    by_lines = {(c["path"], c["start_line"]): c["in_context"] for c in first.citations}
+    assert by_lines[("README.md", 3)] is True
+    assert by_lines[("weatherline/client.py", 900)] is False
+    for page in wiki.ordered_pages():
+        assert page.content and page.sources
+    # The page prompts carried numbered code from the retrieved context.
+    page_prompt = fake_provider.requests[2].body["messages"][-1]["content"]
+    assert "<context>" in page_prompt and "weatherline/" in page_prompt
+
+
+def test_parse_plan_repairs_fenced_json_with_trailing_commas() -> None:
+    text = "```json\n" + json.dumps(PLAN, indent=1).replace('"high"', '"high",').rstrip("}") + ",}\n```"
+    parsed = parse_plan(text)
+    assert parsed.repaired and [page.id for page in parsed.plan.pages] == [
+        "overview",
+        "http-client",
+        "service",
+    ]
+    assert not parse_plan(json.dumps(PLAN)).repaired
+
+
+@pytest.mark.parametrize(
+    ("source", "kept"),
+    [
+        ("graph TD\n  A --> B", "A --> B"),
+        ("graph LR\n  Web Page --> API[serve(x)]", 'Web_Page --> API["serve(x)"]'),
+        ("flowchart TD\n  A --> B\n  ][ nonsense ((", "A --> B"),
+        ("sequenceDiagram\n  A->>B: hi", "A->>B: hi"),
+    ],
+)
+def test_mermaid_check_and_repair(source: str, kept: str) -> None:
+    checked = check_diagram(source)
+    assert checked.text is not None and kept in checked.text
+
+
+def test_an_unrepairable_diagram_is_dropped_from_the_page() -> None:
+    text, repaired, dropped = clean_diagrams("Intro\n```mermaid\nnot a diagram at all\n```\nOutro")
+    assert (repaired, dropped) == (0, 1) and "```mermaid" not in text and "Outro" in text
+
+
+def test_exports_round_trip(indexed_repo: tuple[Store, str]) -> None:
+    store, repo_id = indexed_repo
+    run_wiki(store, None, repo_id, offline=True)
+    wiki = saved(store, repo_id)
+    back = wiki_from_json(wiki_json(wiki, "https://example.invalid/weatherline"))
+    assert back.ordered_pages() == wiki.ordered_pages()
+    assert (back.repo_id, back.commit, back.mode, back.structure.sections) == (
+        wiki.repo_id,
+        wiki.commit,
+        wiki.mode,
+        wiki.structure.sections,
+    )
+    markdown = wiki_markdown(wiki, "https://example.invalid/weatherline")
+    for page in wiki.ordered_pages():
+        assert f"## {page.title}" in markdown and page.content.strip() in markdown
+    archive = zipfile.ZipFile(io.BytesIO(wiki_zip(wiki, "https://example.invalid/weatherline")))
+    names = archive.namelist()
+    assert "index.md" in names and len([n for n in names if n.endswith(".md")]) == len(wiki.pages) + 1
+    assert wiki_from_json(archive.read("wiki.json").decode()).ordered_pages() == wiki.ordered_pages()
+
+
+def test_cli_wiki_offline_with_json_export(indexed_repo: tuple[Store, str], tmp_path: Path) -> None:
+    _, repo_id = indexed_repo
+    out = tmp_path / "wiki.json"
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["wiki", repo_id, "--offline", "--export", "json", "--out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["mode"] == "offline" and summary["regenerated"] == summary["pages"] >= 4
+    assert wiki_from_json(out.read_text()).pages.keys() >= {"overview", "module-weatherline"}
+    again = runner.invoke(app, ["wiki", repo_id, "--offline", "--json"])
+    assert json.loads(again.stdout.strip().splitlines()[-1])["reused"] == summary["pages"]
+    unknown = runner.invoke(app, ["wiki", "github.com/nobody/nothing", "--offline"])
+    assert unknown.exit_code == 3
