@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from api.cli.app import app, cli_errors, console, err_console
 from api.services import Services
 from ingest import resolve_repo_id
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 from rag.prompt import LANGUAGES
 from rag.settings import Settings
 from rag.wiki.export import wiki_json, wiki_markdown, wiki_zip
@@ -93,8 +93,9 @@ def wiki_command(
     """Generate the wiki of an indexed repository (only pages whose files changed are rewritten)."""
     with cli_errors(as_json):
         if language not in LANGUAGES:
+            choices = ", ".join(LANGUAGES)
             raise RepoLensError(
-                f"unknown language {language!r}; choose one of: {', '.join(LANGUAGES)}", code="bad_request"
+                f"unknown language {language!r}; choose one of: {choices}", code=ErrorCode.BAD_REQUEST
             )
         settings = Settings.from_env()
         services = Services.from_settings(settings)
@@ -112,7 +113,7 @@ def wiki_command(
         if export is not None:
             wiki = WikiStore(services.store).load(repo_id, outcome["commit"], language, not concise)
             if wiki is None:
-                raise RepoLensError("the wiki was not saved", code="internal")
+                raise RepoLensError("the wiki was not saved", code=ErrorCode.INTERNAL)
             record = services.store.get(repo_id)
             data = export_bytes(wiki, record.url if record else repo_id, export.value)
             if out is None:

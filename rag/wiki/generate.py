@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rag.citations import Span, check_citations, extract_citations, link
-from rag.errors import RepoLensError
+from rag.errors import ErrorCode, RepoLensError
 from rag.providers.base import ChatProvider
 from rag.providers.catalog import provider_or_offline
 from rag.redact import redact
@@ -158,7 +158,8 @@ async def generate_wiki(
         yield {"type": "error", "code": error.code, "message": redact(str(error))}
     except Exception as error:
         logger.exception("wiki generation failed")
-        yield {"type": "error", "code": "internal", "message": redact(f"{type(error).__name__}: {error}")}
+        message = redact(f"{type(error).__name__}: {error}")
+        yield {"type": "error", "code": ErrorCode.INTERNAL.value, "message": message}
     yield {"type": "done", "wiki": {**result, **counts}}
 
 
@@ -201,7 +202,7 @@ async def _generate(
             return old[planned.id], True, 0, 0
         async with limit:
             if cancel is not None and cancel.is_set():
-                raise RepoLensError("the wiki generation was cancelled", code="cancelled")
+                raise RepoLensError("the wiki generation was cancelled", code=ErrorCode.CANCELLED)
             content, context = await run.write(chat, index, facts, structure, planned)
         page, repaired, dropped = finish_page(planned, content, context, record, hashes)
         return page, False, repaired, dropped
