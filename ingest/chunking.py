@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from tree_sitter import Node, Parser
+from tree_sitter import Node, Parser, Tree
 
 from ingest.languages import grammar
 from rag import tokens
@@ -104,9 +104,17 @@ class Chunker:
         self.overlap_lines = max(0, overlap_lines)
         self._parsers: dict[str, Parser] = {}
 
-    def chunk(self, file: SourceText) -> list[Chunk]:
-        """The chunks of `file` in line order; every line with content is in at least one."""
-        return _FileChunker(self, file).run()
+    def chunk(self, file: SourceText, tree: Tree | None = None) -> list[Chunk]:
+        """The chunks of `file` in line order; every line with content is in at least one.
+
+        `tree` is the file already parsed with `parse` (the ingest pipeline shares it with the graph).
+        """
+        return _FileChunker(self, file, tree).run()
+
+    def parse(self, file: SourceText) -> Tree | None:
+        """The syntax tree of `file`, or None if its language has no grammar."""
+        parser = self.parser(file.language)
+        return parser.parse(file.text.encode("utf-8")) if parser is not None else None
 
     def parser(self, language: str) -> Parser | None:
         """One parser per language, reused for every file (they are cheap to keep, slow to build)."""
@@ -126,8 +134,9 @@ class _FileChunker:
     when an estimate is close to the budget; every finished chunk is counted exactly once.
     """
 
-    def __init__(self, chunker: Chunker, file: SourceText) -> None:
+    def __init__(self, chunker: Chunker, file: SourceText, tree: Tree | None = None) -> None:
         self.chunker = chunker
+        self.tree = tree
         self.path = file.path
         self.language = file.language
         self.text = file.text
@@ -208,9 +217,8 @@ class _FileChunker:
     # planning -----------------------------------------------------------------------------------
 
     def _root_parts(self) -> list[_Part]:
-        parser = self.chunker.parser(self.language)
-        if parser is not None:
-            tree = parser.parse(self.text.encode("utf-8"))
+        tree = self.tree or self.chunker.parse(self)
+        if tree is not None:
             return _TreeSplitter(self, _RULES.get(self.language, _Rules())).root_parts(tree.root_node)
         heading_parser = _HEADING_PARSERS.get(self.language)
         if heading_parser is not None:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ingest import graph as code_graph
 from ingest.chunking import Chunker
 from ingest.errors import IngestCancelled, IngestError
 from ingest.filters import FileFilter, FilterSpec
@@ -28,6 +29,7 @@ from ingest.reader import Limits, SkipStats, SourceFile, iter_source_files
 from ingest.sources import RepoSource, resolve_source
 from rag.embedders import Embedder
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
+from rag.graph_types import GRAPH_VERSION, FileGraph
 from rag.store import IndexBuilder, Store
 from rag.store.layout import InvalidRepoIdError
 from rag.types import Chunk, RepoRecord
@@ -39,6 +41,8 @@ ProgressCallback = Callable[["Progress"], None]
 # cache (written after each call) stay fresh, large enough to batch well.
 EMBED_SLICE = 64
 _PROGRESS_INTERVAL_S = 0.2
+# The backfill only borrows a chunker's parsers: its token budget is never used.
+MIN_PARSER_TOKENS = 256
 
 
 class EmptyRepositoryError(IngestError):
@@ -148,6 +152,14 @@ class _Reporter:
 
 
 @dataclass
+class _Graphs:
+    """The code graphs of the files chunked in this run, and the seconds spent on the graph."""
+
+    files: dict[str, FileGraph] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
 class _Diff:
     """The files of this run against the version being replaced."""
 
@@ -221,8 +233,9 @@ def ingest(
                 f"no files to index in {source.repo_id} after filters ({_describe(skipped)}); "
                 "check --include-dirs/--include-files or use --no-default-excludes"
             )
+        graphs = _Graphs()
         with _timed(timings, "chunk_s"):
-            chunked = _chunk(diff.added + diff.changed, embedder, report)
+            chunked = _chunk(diff.added + diff.changed, embedder, report, graphs)
         all_chunks = [chunk for _, chunks in chunked for chunk in chunks]
         with _timed(timings, "embed_s"):
             vectors = builder.reusable_vectors(chunk.content_hash for chunk in all_chunks)
@@ -234,8 +247,10 @@ def ingest(
             if live is not None and _same_as_live(live.record, record, diff):
                 committed = live.record
             else:
-                removed_chunks = _write(builder, diff, chunked, vectors, embedder.dimension, report)
+                removed_chunks = _write(builder, diff, chunked, vectors, embedder.dimension, report, graphs)
                 committed = builder.commit()
+                graphs.seconds += builder.graph_resolve_s
+    timings["graph_s"] = graphs.seconds
     timings["total_s"] = time.monotonic() - started
     report(
         "done",
@@ -354,13 +369,22 @@ def _scan(root: Path, options: IngestOptions, skipped: SkipStats, report: _Repor
 
 
 def _chunk(
-    files: Sequence[SourceFile], embedder: Embedder, report: _Reporter
+    files: Sequence[SourceFile], embedder: Embedder, report: _Reporter, graphs: _Graphs
 ) -> list[tuple[SourceFile, list[Chunk]]]:
+    """Chunks per file; each file is parsed once, and its code graph lands in `graphs`."""
     chunker = Chunker(embedder.max_tokens, embedder.count_tokens)
+    graph_seconds = 0.0
     chunked: list[tuple[SourceFile, list[Chunk]]] = []
     for done, file in enumerate(files, start=1):
-        chunked.append((file, chunker.chunk(file)))
+        tree = chunker.parse(file)
+        started = time.monotonic()
+        file_graph = code_graph.extract(file.language, tree) if tree is not None else None
+        graph_seconds += time.monotonic() - started
+        if file_graph is not None:
+            graphs.files[file.path] = file_graph
+        chunked.append((file, chunker.chunk(file, tree)))
         report("chunking", file.path, files_done=done, files_total=len(files))
+    graphs.seconds += graph_seconds
     return chunked
 
 
@@ -401,16 +425,37 @@ def _write(
     vectors: dict[str, np.ndarray],
     dimension: int,
     report: _Reporter,
+    graphs: _Graphs,
 ) -> int:
     """Apply the diff to the new version; returns how many chunks left the index."""
     report("writing", "writing the new index version", files_done=0, files_total=len(chunked))
     removed = sum(builder.remove_file(path) for path in diff.removed)
     for file, chunks in chunked:
         removed += builder.add_file(
-            file, chunks, _stack([vectors[c.content_hash] for c in chunks], dimension)
+            file,
+            chunks,
+            _stack([vectors[c.content_hash] for c in chunks], dimension),
+            graphs.files.get(file.path),
+            GRAPH_VERSION,
         )
+    started = time.monotonic()
+    _backfill_graph(builder)
+    graphs.seconds += time.monotonic() - started
     report.check_cancel()
     return removed
+
+
+def _backfill_graph(builder: IndexBuilder) -> None:
+    """Graph the kept files that have none yet (a version indexed before the graph existed)."""
+    chunker: Chunker | None = None
+    for path, language, text in builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES):
+        chunker = chunker or Chunker(MIN_PARSER_TOKENS)
+        parser = chunker.parser(language)
+        if parser is None:
+            continue
+        file_graph = code_graph.extract(language, parser.parse(text.encode("utf-8")))
+        if file_graph is not None:
+            builder.set_file_graph(path, file_graph, GRAPH_VERSION)
 
 
 @contextlib.contextmanager

@@ -111,7 +111,7 @@ def test_full_ingest_indexes_every_wanted_file(repo: Path, store: Store, spy: Re
     assert lexical_paths(store, report.repo_id, RARE_IDENTIFIER)[0] == "weatherline/client.py"
     found = paths_found(store, report.repo_id, "retry failed HTTP requests with exponential backoff", spy)
     assert found[0] == "weatherline/client.py"
-    assert set(report.timings) == {"clone_s", "scan_s", "chunk_s", "embed_s", "write_s", "total_s"}
+    assert set(report.timings) == {"clone_s", "scan_s", "chunk_s", "embed_s", "write_s", "graph_s", "total_s"}
 
 
 def test_reingesting_an_unchanged_repo_embeds_and_writes_nothing(

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 
 from rag import lexical
 from rag.errors import EmbedderMismatchError
+from rag.graph_types import FileGraph
+from rag.store import graph
 from rag.store.index import RepoIndex
 from rag.store.layout import BUILD_PREFIX, RepoLock, RepoPaths, fsync_dir
 from rag.store.schema import (
@@ -70,6 +73,7 @@ class IndexBuilder:
         self._added_ids: list[np.ndarray] = []
         self._added_vectors: list[np.ndarray] = []
         self._base_ids_by_hash: dict[str, int] = {}
+        self.graph_resolve_s = 0.0  # time `commit` spent resolving the code graph (for ingest timings)
 
     def __enter__(self) -> IndexBuilder:
         self._lock.__enter__()
@@ -114,6 +118,7 @@ class IndexBuilder:
             return
         shutil.copyfile(self._base.version_dir / META_FILE, self._dir / META_FILE)
         self._conn = open_for_build(self._dir / META_FILE)
+        graph.create_graph_schema(self._conn)  # a version from before the code graph gains its tables
         self._faiss = faiss.clone_index(self._base.faiss)
         self._base_ids_by_hash = dict(self._conn.execute("SELECT content_hash, id FROM chunks"))
         (max_id,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()
@@ -141,12 +146,21 @@ class IndexBuilder:
         ids = [row[0] for row in self._conn.execute("SELECT id FROM chunks WHERE path = ?", (path,))]
         self._conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
         self._conn.execute("DELETE FROM files WHERE path = ?", (path,))
+        graph.delete_file_graph(self._conn, path)
         lexical.delete_chunks(self._conn, ids)
         self._removed_ids.extend(ids)
         return len(ids)
 
-    def add_file(self, file: SourceFileLike, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
-        """Add (or replace) a file with its chunks and their L2-normalised vectors, row for row.
+    def add_file(
+        self,
+        file: SourceFileLike,
+        chunks: Sequence[Chunk],
+        vectors: np.ndarray,
+        file_graph: FileGraph | None = None,
+        graph_version: int = 0,
+    ) -> int:
+        """Add (or replace) a file with its chunks and their L2-normalised vectors, row for row,
+        and its code graph (None: a language the graph does not understand).
 
         Returns how many chunks of a previous copy of the file were replaced.
         """
@@ -165,10 +179,30 @@ class IndexBuilder:
         ]
         self._conn.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         lexical.index_chunks(self._conn, ((row[0], row[1], row[5], row[6]) for row in rows))
+        if file_graph is not None:
+            graph.write_file_graph(self._conn, file.path, file_graph, graph_version)
         if len(chunks):
             self._added_ids.append(ids)
             self._added_vectors.append(np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1))
         return replaced
+
+    def files_needing_graph(self, version: int, languages: frozenset[str]) -> list[tuple[str, str, str]]:
+        """(path, language, text) of kept files of `languages` with no graph, or one older than `version`
+        (an update of a version built before the graph, or by an older extractor)."""
+        have = graph.graphed_files(self._conn)
+        rows = self._conn.execute("SELECT path, language FROM files").fetchall()
+        stale = [path for path, language in rows if language in languages and have.get(path, -1) < version]
+        return [
+            (path, language, text)
+            for path in stale
+            for language, text in self._conn.execute(
+                "SELECT language, text FROM files WHERE path = ?", (path,)
+            )
+        ]
+
+    def set_file_graph(self, path: str, file_graph: FileGraph, version: int) -> None:
+        """Store the graph of a file already in the version (see `files_needing_graph`)."""
+        graph.write_file_graph(self._conn, path, file_graph, version)
 
     def _apply_vector_changes(self) -> None:
         if self._removed_ids:
@@ -182,6 +216,9 @@ class IndexBuilder:
     def commit(self) -> RepoRecord:
         """Write the version, swap `current` to it atomically, and drop older versions."""
         self._apply_vector_changes()
+        started = time.monotonic()
+        graph.resolve(self._conn)
+        self.graph_resolve_s = time.monotonic() - started
         (files,) = self._conn.execute("SELECT COUNT(*) FROM files").fetchone()
         (chunks,) = self._conn.execute("SELECT COUNT(*) FROM chunks").fetchone()
         if chunks != self._faiss.ntotal:

@@ -7,6 +7,7 @@ lock (queries are short; the connection is immutable).
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Sequence
@@ -20,9 +21,12 @@ from rag import lexical
 from rag.errors import EmbedderMismatchError
 from rag.store.schema import (
     CHUNK_COLUMNS,
+    DEFINITION_COLUMNS,
     FAISS_FILE,
     META_FILE,
     RECORD_FILE,
+    CodeDefinition,
+    CodeEdge,
     FileInfo,
     StoredChunk,
     open_readonly,
@@ -160,6 +164,110 @@ class RepoIndex:
     def file_hashes(self) -> dict[str, str]:
         """`path -> sha256` of every file: what an update diffs against."""
         return dict(self._query("SELECT path, sha256 FROM files"))
+
+    # code graph ----------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def has_graph(self) -> bool:
+        """False for a version indexed before the code graph existed (its next update adds it)."""
+        rows = self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'edges'")
+        return bool(rows)
+
+    def _definitions(self, where: str, params: Sequence[object]) -> list[CodeDefinition]:
+        if not self.has_graph:
+            return []
+        rows = self._query(
+            f"SELECT {DEFINITION_COLUMNS} FROM definitions WHERE {where} AND kind != 'impl' "
+            "ORDER BY path, start_line",
+            params,
+        )
+        return [CodeDefinition(*row) for row in rows]
+
+    def definitions_named(self, name: str) -> list[CodeDefinition]:
+        """Definitions whose short name is `name` (one index lookup; what doc-to-code boosts use)."""
+        return self._definitions("name = ?", [name])
+
+    def definition(self, name: str) -> list[CodeDefinition]:
+        """Definitions of `name`: a qualified name (`Router.add_route`, or its tail `routing.Router.add`
+        written with the module) or a short one (`add_route`), exact qualified matches first."""
+        exact = self._definitions("qualname = ?", [name])
+        if exact:
+            return exact
+        parts = name.replace("::", ".").split(".")
+        for start in range(1, len(parts)):
+            found = self._definitions("qualname = ?", [".".join(parts[start:])])
+            if found:
+                return found
+        return self.definitions_named(parts[-1])
+
+    def definitions_in(self, path: str) -> list[CodeDefinition]:
+        return self._definitions("path = ?", [path])
+
+    def definition_at(self, path: str, line: int) -> CodeDefinition | None:
+        """The innermost definition of `path` containing `line`."""
+        found = self._definitions("path = ? AND start_line <= ? AND end_line >= ?", [path, line, line])
+        return min(found, key=lambda d: d.end_line - d.start_line, default=None)
+
+    def definition_by_id(self, definition_id: int) -> CodeDefinition | None:
+        found = self._definitions("id = ?", [definition_id])
+        return found[0] if found else None
+
+    def _edges(self, where: str, params: Sequence[object]) -> list[CodeEdge]:
+        if not self.has_graph:
+            return []
+        rows = self._query(
+            f"SELECT kind, path, line, name, exact, src_id, dst_id FROM edges WHERE {where} "
+            "ORDER BY exact DESC, path, line",
+            params,
+        )
+        ids = sorted({i for row in rows for i in row[5:] if i is not None})
+        by_id: dict[int, CodeDefinition] = {}
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            by_id.update((d.id, d) for d in self._definitions(f"id IN ({','.join('?' * len(batch))})", batch))
+        return [
+            CodeEdge(kind, path, line, name, bool(exact), by_id.get(src) if src else None, by_id[dst])
+            for kind, path, line, name, exact, src, dst in rows
+            if dst in by_id
+        ]
+
+    def callers(self, definition: CodeDefinition, kinds: Sequence[str] = ("call",)) -> list[CodeEdge]:
+        """Who calls `definition` (each edge's `source`; None for module-level code)."""
+        marks = ",".join("?" * len(kinds))
+        return self._edges(f"dst_id = ? AND kind IN ({marks})", [definition.id, *kinds])
+
+    def callees(self, definition: CodeDefinition, kinds: Sequence[str] = ("call", "read")) -> list[CodeEdge]:
+        """What `definition` calls (and which settings it reads), in line order."""
+        marks = ",".join("?" * len(kinds))
+        edges = self._edges(f"src_id = ? AND kind IN ({marks})", [definition.id, *kinds])
+        return sorted(edges, key=lambda edge: edge.line)
+
+    def references(self, definition: CodeDefinition) -> list[CodeEdge]:
+        """Every resolved use of `definition`: calls, reads and subclasses."""
+        return self._edges("dst_id = ?", [definition.id])
+
+    def subclasses(self, definition: CodeDefinition) -> list[CodeDefinition]:
+        """Classes that extend, implement or embed `definition` directly."""
+        return [edge.source for edge in self.callers(definition, ("inherit",)) if edge.source is not None]
+
+    def superclasses(self, definition: CodeDefinition) -> list[CodeDefinition]:
+        return [edge.target for edge in self._edges("src_id = ? AND kind = 'inherit'", [definition.id])]
+
+    def imports_of(self, path: str) -> list[tuple[int, str, str]]:
+        """(line, bound name, indexed file) of what `path` imports."""
+        if not self.has_graph:
+            return []
+        return self._query(
+            "SELECT line, alias, target_path FROM import_edges WHERE path = ? ORDER BY line", [path]
+        )
+
+    def importers_of(self, path: str) -> list[tuple[str, int, str]]:
+        """(file, line, bound name) of the indexed files that import `path`."""
+        if not self.has_graph:
+            return []
+        return self._query(
+            "SELECT path, line, alias FROM import_edges WHERE target_path = ? ORDER BY path, line", [path]
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rag import lexical
+from rag.store.graph import create_graph_schema
 from rag.types import Chunk, SearchHit
 
 META_FILE = "meta.sqlite"
@@ -89,10 +90,49 @@ class FileInfo:
     chunk_count: int
 
 
+@dataclass(frozen=True, slots=True)
+class CodeDefinition:
+    """A definition of the code graph: `qualname` is dotted inside its file (`Router.add_route`)."""
+
+    id: int
+    path: str
+    name: str
+    qualname: str
+    kind: str
+    parent: str | None
+    start_line: int
+    end_line: int
+
+    @property
+    def ref(self) -> str:
+        return f"{self.path}:{self.start_line}-{self.end_line}"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeEdge:
+    """A resolved use at `path:line`: a `call`, `read` or `inherit` from `source` to `target`.
+
+    `source` is None for module-level code; `exact` is False when the name was matched only by being
+    the one (or one of the few) definitions of that name in the repository.
+    """
+
+    kind: str
+    path: str
+    line: int
+    name: str
+    exact: bool
+    source: CodeDefinition | None
+    target: CodeDefinition
+
+
+DEFINITION_COLUMNS = "id, path, name, qualname, kind, parent, start_line, end_line"
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
     """Tables of a brand-new version, including the lexical (FTS5) index."""
     conn.executescript(_DDL)
     lexical.create_lexical_schema(conn)
+    create_graph_schema(conn)
 
 
 def open_for_build(path: Path) -> sqlite3.Connection:

@@ -1,0 +1,66 @@
+"""The code graph of one file, as extracted at ingest time and stored in a version's `meta.sqlite`.
+
+`ingest.graph` fills these from a tree-sitter tree; `rag.store` writes them (rows of one file come
+and go with the file) and resolves names to definitions across files when a version is committed.
+Everything is per file and syntactic, so an update only re-extracts the files that changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Bumped when extraction changes, so an update re-extracts files graphed by an older extractor.
+GRAPH_VERSION = 1
+
+RECEIVER_SELF = "self"  # a call on the enclosing method's own object (`self.`, `this.`, Go/Rust receiver)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphDefinition:
+    """A function, method or type: `qualname` is dotted inside the file (`Router.add_route`)."""
+
+    name: str
+    qualname: str
+    kind: str  # "function" | "method" | "class"
+    start_line: int
+    end_line: int
+    parent: str | None = None  # qualname of the enclosing class/type, for methods
+    bases: tuple[str, ...] = ()  # names the class extends/implements/embeds, as written
+
+
+@dataclass(frozen=True, slots=True)
+class GraphImport:
+    """`module` as written (`starlette.routing`, `./router`, `github.com/spf13/cobra`), bound to `alias`.
+
+    `name` is the imported member (`from x import name`), None when the module itself is bound.
+    """
+
+    line: int
+    module: str
+    name: str | None
+    alias: str
+
+
+@dataclass(frozen=True, slots=True)
+class GraphReference:
+    """A use of `name` at `line` inside the definition `scope` ('' for module level).
+
+    `kind` is "call" (a call or instantiation) or "read" (an attribute of a settings/options object
+    or of `self` that a constructor stored). `receiver` is what the name was reached through:
+    `RECEIVER_SELF`, an identifier (`router`, `os`), or None for a bare name.
+    """
+
+    line: int
+    scope: str
+    name: str
+    kind: str
+    receiver: str | None = None
+
+
+@dataclass(slots=True)
+class FileGraph:
+    """Everything the graph knows about one file."""
+
+    definitions: list[GraphDefinition] = field(default_factory=list)
+    imports: list[GraphImport] = field(default_factory=list)
+    references: list[GraphReference] = field(default_factory=list)

@@ -1,0 +1,104 @@
+"""Two small repositories whose call chains cross files: Python (through an import and `self.`) and
+Go (through a package import and a method on a receiver), with a subclass override in each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.repos import commit_all, git, write_files
+
+PYTHON_FILES = {
+    "shop/cli.py": '''"""Command line entry point."""
+from shop.service import CheckoutService
+
+
+def main(argv):
+    service = CheckoutService(argv[0])
+    return service.checkout(argv[1:])
+''',
+    "shop/service.py": '''"""The checkout service."""
+from shop import payments
+
+
+class CheckoutService:
+    def __init__(self, currency):
+        self.currency = currency
+
+    def checkout(self, items):
+        total = self.total(items)
+        return self.charge(total)
+
+    def total(self, items):
+        return sum(items)
+
+    def charge(self, amount):
+        gateway = payments.make_gateway(self.currency)
+        return gateway.capture_payment(amount)
+''',
+    "shop/payments.py": '''"""Payment gateways."""
+
+
+class Gateway:
+    def capture_payment(self, amount):
+        raise NotImplementedError
+
+
+class CardGateway(Gateway):
+    def capture_payment(self, amount):
+        return {"captured": amount, "via": "card"}
+
+
+def make_gateway(currency):
+    return CardGateway()
+''',
+    "README.md": "# shop\n\nA tiny shop. `main` checks out through `CheckoutService`.\n",
+}
+
+GO_FILES = {
+    "go.mod": "module example.com/relay\n\ngo 1.21\n",
+    "cmd/relay/main.go": """package main
+
+import (
+	"os"
+
+	"example.com/relay/server"
+)
+
+func main() {
+	srv := server.New(os.Args[1])
+	srv.Start()
+}
+""",
+    "server/server.go": """package server
+
+type Server struct {
+	addr string
+}
+
+func New(addr string) *Server {
+	return &Server{addr: addr}
+}
+
+func (s *Server) Start() {
+	s.listen()
+}
+
+func (s *Server) listen() {
+	openSocket(s.addr)
+}
+""",
+    "server/socket.go": """package server
+
+func openSocket(addr string) int {
+	return len(addr)
+}
+""",
+}
+
+
+def make_repo(dest: Path, files: dict[str, str]) -> Path:
+    dest.mkdir(parents=True)
+    git(dest, "init", "-q", "-b", "main")
+    write_files(dest, files)
+    commit_all(dest, "initial")
+    return dest

@@ -1,0 +1,103 @@
+"""The code graph built at ingest: definitions, resolved imports, calls and inheritance, kept
+incrementally with the files (fixture repositories in Python and Go)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ingest import ingest
+from rag.embedders import Embedder
+from rag.store import RepoIndex, Store
+from tests.support.graph_repos import GO_FILES, PYTHON_FILES, make_repo
+from tests.support.repos import commit_all, write_files
+
+CHECKOUT_CALLS = ["CheckoutService.total", "CheckoutService.charge"]
+
+
+def _index(tmp_path: Path, embedder: Embedder, files: dict[str, str], name: str) -> tuple[Store, str, Path]:
+    repo = make_repo(tmp_path / name, files)
+    store = Store(tmp_path / f"home-{name}")
+    return store, ingest(str(repo), store=store, embedder=embedder).repo_id, repo
+
+
+def _one(index: RepoIndex, name: str):
+    found = index.definition(name)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _callee_names(index: RepoIndex, name: str) -> list[str]:
+    return [edge.target.qualname for edge in index.callees(_one(index, name))]
+
+
+def test_python_definitions_have_qualified_names_and_spans(tmp_path: Path, shared_embedder: Embedder) -> None:
+    store, repo_id, _ = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+    index = store.open(repo_id)
+    checkout = _one(index, "CheckoutService.checkout")
+    assert (checkout.path, checkout.kind, checkout.parent) == ("shop/service.py", "method", "CheckoutService")
+    assert (checkout.start_line, checkout.end_line) == (9, 11)
+    assert [d.qualname for d in index.definitions_named("capture_payment")] == [
+        "Gateway.capture_payment",
+        "CardGateway.capture_payment",
+    ]
+
+
+def test_python_calls_resolve_through_imports_and_self(tmp_path: Path, shared_embedder: Embedder) -> None:
+    store, repo_id, _ = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+    index = store.open(repo_id)
+    assert (2, "CheckoutService", "shop/service.py") in index.imports_of("shop/cli.py")
+    assert "CheckoutService.checkout" in _callee_names(index, "main")
+    assert _callee_names(index, "CheckoutService.checkout") == CHECKOUT_CALLS
+    assert "make_gateway" in _callee_names(index, "CheckoutService.charge")
+    callers = index.callers(_one(index, "CheckoutService.charge"))
+    assert [(e.source.qualname, e.path, e.line) for e in callers if e.source] == [
+        ("CheckoutService.checkout", "shop/service.py", 11)
+    ]
+
+
+def test_subclasses_and_overrides(tmp_path: Path, shared_embedder: Embedder) -> None:
+    store, repo_id, _ = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+    index = store.open(repo_id)
+    gateway = _one(index, "Gateway")
+    assert [d.qualname for d in index.subclasses(gateway)] == ["CardGateway"]
+    assert [d.qualname for d in index.superclasses(_one(index, "CardGateway"))] == ["Gateway"]
+
+
+def test_go_calls_resolve_through_package_import_and_receiver(
+    tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    store, repo_id, _ = _index(tmp_path, shared_embedder, GO_FILES, "relay")
+    index = store.open(repo_id)
+    assert {target for _, _, target in index.imports_of("cmd/relay/main.go")} == {
+        "server/server.go",
+        "server/socket.go",
+    }
+    assert _callee_names(index, "main") == ["New", "Server.Start"]
+    assert _callee_names(index, "Server.Start") == ["Server.listen"]
+    listen = _one(index, "Server.listen")
+    assert [(e.target.qualname, e.target.path) for e in index.callees(listen)] == [
+        ("openSocket", "server/socket.go")
+    ]
+
+
+def test_update_removing_a_function_removes_its_edges(tmp_path: Path, shared_embedder: Embedder) -> None:
+    store, repo_id, repo = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+    index = store.open(repo_id)
+    assert "make_gateway" in _callee_names(index, "CheckoutService.charge")
+    payments = PYTHON_FILES["shop/payments.py"].split("\n\ndef make_gateway")[0] + "\n"
+    write_files(repo, {"shop/payments.py": payments})
+    commit_all(repo, "drop make_gateway")
+    ingest(str(repo), store=store, embedder=shared_embedder)
+    index = store.open(repo_id)
+    assert index.definition("make_gateway") == []
+    assert "make_gateway" not in _callee_names(index, "CheckoutService.charge")
+    # Unchanged files keep their rows, and their calls into the changed file are resolved again.
+    assert _callee_names(index, "CheckoutService.checkout") == CHECKOUT_CALLS
+    assert [d.qualname for d in index.subclasses(_one(index, "Gateway"))] == ["CardGateway"]
+
+
+def test_unknown_names_and_enclosing_definitions(tmp_path: Path, shared_embedder: Embedder) -> None:
+    store, repo_id, _ = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+    index = store.open(repo_id)
+    assert index.definition("no_such_function") == []
+    assert index.definition_at("shop/cli.py", 6).qualname == "main"
