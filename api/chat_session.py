@@ -9,7 +9,8 @@ the end-of-answer rule are the same everywhere:
 - a repository that is not indexed yet is ingested first, in a worker thread, reporting
   `status` frames (`cloning`, then `indexing` with counts); cancelling the consumer (a client
   cancel or disconnect) sets the ingest's cancel flag so the thread stops too;
-- the request token is registered with `rag.redact` before anything can log or echo it;
+- the request token is masked by `rag.redact` (a `secret_scope`, forgotten when the request ends)
+  before anything can log or echo it;
 - a private repository (indexed with a token) answers only when the request's `token` is
   accepted by its host (`ingest.access.verify_access`), deep research included.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import threading
@@ -35,7 +37,7 @@ from ingest.filters import FilterSpec, parse_patterns
 from ingest.sources import RepoSource, resolve_source
 from rag.answer import AnswerRequest, error_event, until_cancelled
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
-from rag.redact import register_secret
+from rag.redact import secret_scope
 from rag.research import ResearchOptions, compat_iteration, is_deep_research, run_research
 
 logger = logging.getLogger(__name__)
@@ -60,8 +62,18 @@ def done_event(started: float, **timings: float) -> Event:
 async def chat_events(
     services: Services, request: ChatRequestBody, cancel: asyncio.Event
 ) -> AsyncIterator[Event]:
+    """Every frame of one accepted request; the last is always one `done`. The request's token
+    is masked (`secret_scope`) from the first step to the last, and forgotten afterwards."""
+    with secret_scope(request.token):
+        async with contextlib.aclosing(_request_events(services, request, cancel)) as events:
+            async for event in events:
+                yield event
+
+
+async def _request_events(
+    services: Services, request: ChatRequestBody, cancel: asyncio.Event
+) -> AsyncIterator[Event]:
     """Every frame of one accepted request; the last is always one `done`."""
-    register_secret(request.token)
     started = time.perf_counter()
     index_ms: float | None = None
     saw_done = False
@@ -294,5 +306,7 @@ def _run_in_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], Any]) -> 
         else:
             call_soon(loop, settle, outcome, None)
 
-    threading.Thread(target=target, name="repolens-ingest", daemon=True).start()
+    # The thread runs in a copy of this context, so the request's secret scope covers it too.
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(target,), name="repolens-ingest", daemon=True).start()
     return future

@@ -22,9 +22,7 @@ _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 def origin_allowed(origin: str | None, host: str | None, settings: Settings) -> bool:
     if origin is None:
         return True
-    configured = {
-        item.strip().rstrip("/") for item in (settings.get(ALLOWED_ORIGINS_VARIABLE) or "").split(",")
-    }
+    configured = {item.strip().rstrip("/") for item in settings.allowed_origins.split(",")}
     if "*" in configured or origin.rstrip("/") in configured:
         return True
     parts = urlsplit(origin)

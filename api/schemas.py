@@ -21,8 +21,6 @@ from rag.errors import ErrorCode, RepoLensError
 from rag.settings import Settings
 from rag.store.layout import InvalidRepoIdError, validate_repo_id
 
-DEFAULT_MAX_REQUEST_BYTES = 1_000_000
-
 # A private repository's access token on routes that serve its content (a header keeps it out of URLs).
 RepoToken = Annotated[str | None, Header(alias="X-Repo-Token")]
 MAX_REQUEST_BYTES_VARIABLE = "REPOLENS_MAX_REQUEST_BYTES"
@@ -93,8 +91,7 @@ class ChatRequestBody(BaseModel):
 
 
 def max_request_bytes(settings: Settings) -> int:
-    configured = settings.get(MAX_REQUEST_BYTES_VARIABLE)
-    return int(configured) if configured else DEFAULT_MAX_REQUEST_BYTES
+    return settings.max_request_bytes
 
 
 def check_size(raw: str | bytes | bytearray, limit: int) -> None:

@@ -15,6 +15,7 @@ from fastapi import Request, WebSocket
 
 from rag.answer import AnswerService
 from rag.embedders import Embedder, get_embedder
+from rag.redact import register_secret
 from rag.settings import Settings
 from rag.store import Store
 
@@ -40,6 +41,9 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
+        """Configured keys and tokens are masked in every log line and message from now on."""
+        for secret in settings.secrets():
+            register_secret(secret)
         return cls(settings=settings, store=Store(settings.home))
 
 

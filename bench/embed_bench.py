@@ -109,7 +109,7 @@ def run() -> dict[str, object]:
     chunks = code_chunks(CHUNKS)
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
-        ensure_model(Settings(home=Path(scratch), env={"REPOLENS_MODEL_DIR": scratch}), INT8_MODEL)
+        ensure_model(Settings.from_env({"REPOLENS_HOME": scratch, "REPOLENS_MODEL_DIR": scratch}), INT8_MODEL)
         build_s = time.perf_counter() - started
 
     results: dict[str, object] = {

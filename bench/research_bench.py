@@ -148,7 +148,9 @@ def _fixture(workdir: Path) -> dict[str, Any]:
     provider = FakeProvider()
     provider.start()
     try:
-        settings = Settings(home=home, env={"REPOLENS_HOME": str(home), **provider.openai_env()})
+        settings = Settings.from_env(
+            {"REPOLENS_HOME": str(home), **provider.openai_env()}, dotenv=home / "no.env"
+        )
         store = Store(home)
         services = Services(store, get_embedder(settings), settings)
         repo_id = ingest(str(repo), store=store, embedder=services.embedder).repo_id
@@ -200,7 +202,7 @@ def _tools(workdir: Path, scale: float) -> dict[str, Any]:
     size = synthetic_repo.generate(repo, files)
     _git_init(repo)
     home = workdir / "home-generated"
-    settings = Settings(home=home, env={"REPOLENS_HOME": str(home)})
+    settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
     store = Store(home)
     services = Services(store, HashingEmbedder(), settings)
     started = time.perf_counter()

@@ -277,7 +277,7 @@ def evaluate(retriever: Retriever, queries: list[LabelledQuery], mode: str) -> d
 
 def bench_embedder(home: Path) -> Embedder:
     """The default embedder with a vector cache that outlives the temporary store."""
-    inner = get_embedder(Settings(home=home, env=dict(os.environ)), cache_vectors=False)
+    inner = get_embedder(Settings.from_env({**os.environ, "REPOLENS_HOME": str(home)}), cache_vectors=False)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     return CachedEmbedder(inner, CACHE_DIR)
 

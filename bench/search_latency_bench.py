@@ -161,7 +161,9 @@ def run() -> dict:
     searches = int(os.environ.get("REPOLENS_BENCH_SEARCHES", "200"))
     workdir = Path(tempfile.mkdtemp(prefix="repolens-latency-bench-"))
     try:
-        embedder = get_embedder(Settings(home=workdir, env=dict(os.environ)), cache_vectors=False)
+        embedder = get_embedder(
+            Settings.from_env({**os.environ, "REPOLENS_HOME": str(workdir)}), cache_vectors=False
+        )
         store = Store(workdir)
         generator = Generator()
         started = time.perf_counter()

@@ -57,12 +57,13 @@ from ingest.errors import (
 from ingest.sources import RepoSource, is_commit_sha
 from rag.errors import ErrorCode
 from rag.redact import redact, register_secret
+from rag.settings import TOKEN_VARIABLES, Settings
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-TOKEN_ENV = {"github": "GITHUB_TOKEN", "gitlab": "GITLAB_TOKEN", "bitbucket": "BITBUCKET_TOKEN"}
+TOKEN_ENV = TOKEN_VARIABLES
 # The user name each platform expects in front of an access token in HTTP Basic auth.
 TOKEN_USER = {"github": "x-access-token", "gitlab": "oauth2", "bitbucket": "x-token-auth"}
 _DEFAULT_TOKEN_USER = "x-access-token"
@@ -111,13 +112,15 @@ _UNREACHABLE_PATTERNS = re.compile(
 )
 
 
-def token_for(platform: str, explicit: str | None = None) -> str | None:
-    """The token to use: an explicit one, else `REPOLENS_TOKEN`, else the platform's own variable."""
-    for value in (explicit, os.environ.get("REPOLENS_TOKEN"), os.environ.get(TOKEN_ENV.get(platform, ""))):
-        if value and value.strip():
-            register_secret(value.strip())
-            return value.strip()
-    return None
+def token_for(platform: str, explicit: str | None = None, settings: Settings | None = None) -> str | None:
+    """The token to use: an explicit one, else `REPOLENS_TOKEN`, else the platform's own variable
+    (`Settings.git_token`; the settings are loaded here when the caller has none)."""
+    token = explicit.strip() if explicit and explicit.strip() else None
+    if token is None:
+        token = (settings or Settings.from_env()).git_token(platform)
+    if token:
+        register_secret(token)
+    return token
 
 
 def auth_header(platform: str, token: str, username: str | None = None) -> str:

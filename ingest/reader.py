@@ -13,7 +13,7 @@ import hashlib
 import os
 import stat
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from charset_normalizer import from_bytes
 from ingest.errors import LimitExceededError
 from ingest.filters import FileFilter
 from ingest.languages import language_for
-from rag.errors import ErrorCode, RepoLensError
+from rag.settings import Settings
 
 SNIFF_BYTES = 8192
 # Share of control characters (other than whitespace and form feed) above which a file is binary.
@@ -53,36 +53,20 @@ class Limits:
     max_total_bytes: int = 200_000_000
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: int | None) -> Limits:
-        """Limits from `REPOLENS_MAX_FILE_BYTES`/`_MAX_FILES`/`_MAX_BYTES`; explicit values win."""
-        env = os.environ if environ is None else environ
-        values: dict[str, int] = {}
-        for name, variable in _ENV_VARIABLES.items():
-            override = overrides.get(name)
-            if override is not None:
-                values[name] = override
-            elif env.get(variable):
-                values[name] = _positive_int(variable, env[variable])
+    def from_settings(cls, settings: Settings, **overrides: int | None) -> Limits:
+        """Limits from `REPOLENS_MAX_FILE_BYTES`/`_MAX_FILES`/`_MAX_BYTES`; explicit values (flags) win."""
+        values = {
+            "max_file_bytes": settings.max_file_bytes,
+            "max_files": settings.max_files,
+            "max_total_bytes": settings.max_bytes,
+        }
+        values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
 
-
-_ENV_VARIABLES = {
-    "max_file_bytes": "REPOLENS_MAX_FILE_BYTES",
-    "max_files": "REPOLENS_MAX_FILES",
-    "max_total_bytes": "REPOLENS_MAX_BYTES",
-}
-
-
-def _positive_int(variable: str, value: str) -> int:
-    try:
-        number = int(value.replace("_", ""))
-    except ValueError:
-        number = 0
-    if number <= 0:
-        raise RepoLensError(
-            f"{variable} must be a positive whole number, got {value!r}", code=ErrorCode.BAD_REQUEST
-        )
-    return number
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: int | None) -> Limits:
+        """`from_settings` of `Settings.from_env(environ)`."""
+        return cls.from_settings(Settings.from_env(environ), **overrides)
 
 
 @dataclass

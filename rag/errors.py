@@ -182,6 +182,13 @@ class IndexCorruptError(RepoLensError):
     code = ErrorCode.INDEX_CORRUPT
 
 
+class EmbedderError(RepoLensError):
+    """An embedder could not load or answer, or is misconfigured; the message never holds a key
+    (re-exported by `rag.embedders`)."""
+
+    code = ErrorCode.EMBEDDER_ERROR
+
+
 class ConfigError(RepoLensError):
     """A setting has a value RepoLens cannot use; the message names the variable."""
 

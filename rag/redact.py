@@ -1,8 +1,11 @@
 """Keep secrets out of every message and log line.
 
 Known secrets (tokens, API keys) are registered once and replaced wherever they
-appear, also in their URL-encoded form; credential-shaped text (URL userinfo,
-Authorization headers, key=value pairs, the well-known token formats of GitHub,
+appear, also in their URL-encoded form. Configured secrets (registered at start-up,
+outside any request) are masked for the life of the process; a secret registered inside
+`secret_scope()` (a request's token) is masked only while that request runs, in its
+context (tasks and threads started from it inherit it), and then forgotten. Credential-shaped
+text (URL userinfo, Authorization headers, key=value pairs, the well-known token formats of GitHub,
 GitLab, Atlassian, Google and OpenAI) is masked even when the secret was never
 registered, because a token can arrive from places we do not control (a URL a
 user pasted, a provider's error body).
@@ -10,11 +13,13 @@ user pasted, a provider's error body).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 MASK = "***"
@@ -22,6 +27,10 @@ _MIN_SECRET_LENGTH = 4
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
+# The secrets of the request running in this context (None: no request scope).
+_scoped: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "repolens_scoped_secrets", default=None
+)
 
 # Credential-shaped text: each rule masks its `secret` group. Every pattern starts with a
 # literal, so the regex engine jumps from one occurrence of that literal to the next instead of
@@ -57,18 +66,39 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret (and its URL-encoded spelling) so it is masked everywhere from now on."""
+    """Remember a secret (and its URL-encoded spelling) so it is masked from now on: until the
+    current `secret_scope()` ends, or for the life of the process outside any scope."""
     if not value or len(value) < _MIN_SECRET_LENGTH:
         return
+    spellings = {value, urllib.parse.quote(value, safe="")}
     with _lock:
-        _secrets.add(value)
-        _secrets.add(urllib.parse.quote(value, safe=""))
+        scope = _scoped.get()
+        (_secrets if scope is None else scope).update(spellings)
+
+
+@contextlib.contextmanager
+def secret_scope(*values: str | None) -> Iterator[None]:
+    """Mask `values`, and every secret registered meanwhile in this context, until the block ends.
+
+    Nested scopes share the outer one. Restores the previous state by value (not by token), so it
+    also works in an async generator that a different task resumes."""
+    previous = _scoped.get()
+    if previous is None:
+        _scoped.set(set())
+    try:
+        for value in values:
+            register_secret(value)
+        yield
+    finally:
+        if previous is None:
+            _scoped.set(None)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every known or credential-shaped secret replaced by ***."""
     with _lock:
         known = set(_secrets)
+        known.update(_scoped.get() or ())
     known.update(secret for secret in secrets if secret and len(secret) >= _MIN_SECRET_LENGTH)
     for secret in sorted(known, key=len, reverse=True):
         text = text.replace(secret, MASK)

@@ -1,47 +1,271 @@
-"""Runtime configuration, read once from the environment (and a `.env` file if present).
+"""Runtime configuration: one typed `Settings`, read once from the environment and a `.env` file.
 
-deepwiki-open's variable names are honoured so its users can reuse their `.env`.
+Every variable RepoLens reads is a field here (deepwiki-open's names, so its users' `.env` files
+keep working); keys and tokens are `SecretStr`, so they never show in a repr, a log or an error.
+The process environment wins over `.env` (read from the current directory). A bad value fails when
+the settings are loaded, with a `ConfigError` (code `bad_config`) that names the variable; bad
+embedder settings raise `EmbedderError` (`embedder_error`) like every other embedder misconfiguration.
+
+Load once at start-up (`Settings.from_env()`: the CLI commands, `create_app`) and pass the object
+down; nothing else reads `os.environ` for configuration.
+
+Adding a setting: add one field below with `setting("VARIABLE_NAME", default, "what it does")`
+(a type with constraints, `SecretStr | None` for a secret), read it as `settings.<field>`, and
+regenerate the README's settings table with `python -m rag.settings` (a test checks it).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import contextvars
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from rag.errors import ConfigError, EmbedderError
+
+EmbedderKind = Literal["local", "openai", "azure", "ollama", "google"]
+EMBEDDER_KINDS: tuple[str, ...] = ("local", "openai", "azure", "ollama", "google")
+TOKEN_VARIABLES = {"github": "GITHUB_TOKEN", "gitlab": "GITLAB_TOKEN", "bitbucket": "BITBUCKET_TOKEN"}
+
+# An explicit environment for `Settings.from_env(environ=...)` (tests, embedding RepoLens), read by the
+# env source instead of `os.environ` while one load runs.
+_explicit_environ: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "repolens_settings_environ", default=None
+)
 
 
-def _load_dotenv(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return {key: value for key, value in dotenv_values(path).items() if value is not None}
+def setting(variable: str, default: Any = None, description: str = "", **constraints: Any) -> Any:
+    """A field read from the environment variable `variable`."""
+    return Field(default, validation_alias=AliasChoices(variable), description=description, **constraints)
 
 
-@dataclass(frozen=True)
-class Settings:
+class _Environ(EnvSettingsSource):
+    """The environment source, reading the explicit mapping of `from_env(environ=...)` when given."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        explicit = _explicit_environ.get()
+        if explicit is None:
+            return super()._load_env_vars()
+        return {key.lower(): value for key, value in explicit.items() if value != ""}
+
+
+class Settings(BaseSettings):
     """Everything configurable, with the embedded offline defaults."""
 
-    home: Path
-    env: Mapping[str, str] = field(default_factory=dict)
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # Data and server
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".repolens",
+        validation_alias=AliasChoices("REPOLENS_HOME"),
+        description="data directory (indexes, clones, caches)",
+    )
+    host: str = setting("REPOLENS_HOST", "127.0.0.1", "address `repolens serve` binds")
+    port: int = setting("PORT", 8000, "port `repolens serve` listens on", ge=1, le=65535)
+    max_request_bytes: int = setting(
+        "REPOLENS_MAX_REQUEST_BYTES", 1_000_000, "largest chat request (WebSocket frame or HTTP body)", ge=1
+    )
+    allowed_origins: str = setting(
+        "REPOLENS_ALLOWED_ORIGINS",
+        "",
+        "extra browser origins allowed to use the chat (comma-separated, or `*`)",
+    )
+    api_key: SecretStr | None = setting("REPOLENS_API_KEY", None, "key clients must send to use the server")
+    allow_local: bool = setting(
+        "REPOLENS_ALLOW_LOCAL", False, "let the server read local folders (`1` to allow)"
+    )
+    local_roots: str = setting(
+        "REPOLENS_LOCAL_ROOTS",
+        "",
+        "folders the server may read when local folders are allowed (`:`-separated)",
+    )
+
+    # LLM providers
+    provider: str | None = setting("REPOLENS_PROVIDER", None, "default LLM provider id")
+    model: str | None = setting("REPOLENS_MODEL", None, "default model of the default provider")
+    context_window: int | None = setting(
+        "REPOLENS_CONTEXT_WINDOW", None, "override the model's context window (tokens)", ge=256
+    )
+    llm_timeout: float = setting(
+        "REPOLENS_LLM_TIMEOUT", 120.0, "seconds to wait for the model between pieces"
+    )
+    openai_api_key: SecretStr | None = setting("OPENAI_API_KEY", None, "OpenAI key (chat and embeddings)")
+    openai_base_url: str | None = setting("OPENAI_BASE_URL", None, "OpenAI-compatible gateway URL")
+    google_api_key: SecretStr | None = setting("GOOGLE_API_KEY", None, "Gemini key (chat and embeddings)")
+    google_api_base_url: str | None = setting("GOOGLE_API_BASE_URL", None, "Gemini API base URL")
+    openrouter_api_key: SecretStr | None = setting("OPENROUTER_API_KEY", None, "OpenRouter key")
+    openrouter_base_url: str | None = setting("OPENROUTER_BASE_URL", None, "OpenRouter base URL")
+    azure_openai_api_key: SecretStr | None = setting("AZURE_OPENAI_API_KEY", None, "Azure OpenAI key")
+    azure_openai_endpoint: str | None = setting("AZURE_OPENAI_ENDPOINT", None, "Azure OpenAI endpoint")
+    azure_openai_version: str = setting("AZURE_OPENAI_VERSION", "2024-10-21", "Azure OpenAI API version")
+    dashscope_api_key: SecretStr | None = setting("DASHSCOPE_API_KEY", None, "DashScope (Qwen) key")
+    dashscope_workspace_id: str | None = setting("DASHSCOPE_WORKSPACE_ID", None, "DashScope workspace")
+    dashscope_base_url: str | None = setting("DASHSCOPE_BASE_URL", None, "DashScope base URL")
+    ollama_host: str | None = setting("OLLAMA_HOST", None, "Ollama server (chat and embeddings)")
+    openai_compatible_base_url: str | None = setting(
+        "REPOLENS_OPENAI_COMPATIBLE_BASE_URL", None, "vLLM / LM Studio / llama.cpp server URL"
+    )
+    openai_compatible_api_key: SecretStr | None = setting(
+        "REPOLENS_OPENAI_COMPATIBLE_API_KEY", None, "key of the OpenAI-compatible server"
+    )
+
+    # Embedders
+    embedder: EmbedderKind = setting(
+        "REPOLENS_EMBEDDER", "local", "embedder: local, openai, azure, ollama, google"
+    )
+    embedding_model: str | None = setting("REPOLENS_EMBEDDING_MODEL", None, "embedding model id")
+    embedder_threads: int | None = setting(
+        "REPOLENS_EMBEDDER_THREADS", None, "threads of the local embedder", ge=1
+    )
+    embedding_timeout: float = setting(
+        "REPOLENS_EMBEDDING_TIMEOUT", 60.0, "seconds a remote embedding request may take", ge=0.1
+    )
+    embedding_max_tokens: int = setting(
+        "REPOLENS_EMBEDDING_MAX_TOKENS", 512, "tokens per chunk for remote embedders", ge=16
+    )
+    model_dir: Path | None = setting("REPOLENS_MODEL_DIR", None, "where derived local model files are kept")
+    tiktoken_cache_dir: Path | None = setting(
+        "TIKTOKEN_CACHE_DIR", None, "tiktoken's encodings (default: `<REPOLENS_HOME>/cache/tiktoken`)"
+    )
+
+    # Ingest
+    max_file_bytes: int = setting("REPOLENS_MAX_FILE_BYTES", 1_000_000, "largest file indexed (bytes)", ge=1)
+    max_files: int = setting("REPOLENS_MAX_FILES", 20_000, "most files indexed per repository", ge=1)
+    max_bytes: int = setting("REPOLENS_MAX_BYTES", 200_000_000, "most bytes indexed per repository", ge=1)
+    repolens_token: SecretStr | None = setting("REPOLENS_TOKEN", None, "git token for every host")
+    github_token: SecretStr | None = setting("GITHUB_TOKEN", None, "git token for github.com")
+    gitlab_token: SecretStr | None = setting("GITLAB_TOKEN", None, "git token for gitlab.com")
+    bitbucket_token: SecretStr | None = setting("BITBUCKET_TOKEN", None, "git token for bitbucket.org")
+
+    @field_validator("embedder", mode="before")
+    @classmethod
+    def _embedder_kind(cls, value: Any) -> Any:
+        kind = str(value).strip().lower()
+        if kind not in EMBEDDER_KINDS:
+            raise ValueError(f"unknown embedder {value!r}: use {', '.join(EMBEDDER_KINDS)}")
+        return kind
+
+    @field_validator("llm_timeout", mode="before")
+    @classmethod
+    def _positive_timeout(cls, value: Any) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = 0.0
+        if not seconds > 0:  # also refuses nan
+            raise ValueError("must be a positive number of seconds")
+        return seconds
+
+    @field_validator("max_file_bytes", "max_files", "max_bytes", mode="before")
+    @classmethod
+    def _underscored_int(cls, value: Any) -> Any:
+        return value.replace("_", "") if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _Environ(settings_cls), dotenv_settings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
-        """Process environment wins over `.env` (read from the current directory by default)."""
-        merged = dict(_load_dotenv(dotenv or Path.cwd() / ".env"))
-        merged.update(os.environ if environ is None else environ)
-        home = Path(merged.get("REPOLENS_HOME") or Path.home() / ".repolens").expanduser()
-        return cls(home=home, env=merged)
+        """The settings of `environ` (default: the process environment) over `dotenv` (default `./.env`).
 
-    def get(self, name: str, default: str | None = None) -> str | None:
-        value = self.env.get(name)
-        return value if value else default
+        Raises `ConfigError` (or `EmbedderError` for an embedder setting) naming the bad variable.
+        """
+        marker = _explicit_environ.set(environ)
+        try:
+            return cls(_env_file=dotenv or Path.cwd() / ".env")  # type: ignore[call-arg]
+        except ValidationError as error:
+            raise _config_error(error) from None
+        finally:
+            _explicit_environ.reset(marker)
 
-    @property
-    def port(self) -> int:
-        return int(self.get("PORT", "8000") or 8000)
+    def value(self, variable: str) -> str | None:
+        """The value of the field read from `variable`, as text (for tables keyed by variable name,
+        like the provider catalogue's required settings). Unknown names are a bug: KeyError."""
+        raw = getattr(self, _FIELD_BY_VARIABLE[variable])
+        if isinstance(raw, SecretStr):
+            raw = raw.get_secret_value()
+        return None if raw is None or raw == "" else str(raw)
 
-    @property
-    def host(self) -> str:
-        return self.get("REPOLENS_HOST", "127.0.0.1") or "127.0.0.1"
+    def secret(self, variable: str) -> str:
+        """A secret setting's plain value ("" when unset)."""
+        return self.value(variable) or ""
+
+    def git_token(self, platform: str) -> str | None:
+        """`REPOLENS_TOKEN`, else the platform's own token variable."""
+        for variable in ("REPOLENS_TOKEN", TOKEN_VARIABLES.get(platform)):
+            if variable and (token := self.value(variable)) and token.strip():
+                return token.strip()
+        return None
+
+    def secrets(self) -> Iterator[str]:
+        """Every configured secret value (registered with `rag.redact` at start-up)."""
+        for name in type(self).model_fields:
+            raw = getattr(self, name)
+            if isinstance(raw, SecretStr) and raw.get_secret_value():
+                yield raw.get_secret_value()
+
+
+def variable_of(field: FieldInfo) -> str:
+    alias = field.validation_alias
+    assert isinstance(alias, AliasChoices)
+    first = alias.choices[0]
+    assert isinstance(first, str)
+    return first
+
+
+_FIELD_BY_VARIABLE = {variable_of(field): name for name, field in Settings.model_fields.items()}
+_EMBEDDER_FIELDS = {
+    "embedder",
+    "embedding_model",
+    "embedder_threads",
+    "embedding_timeout",
+    "embedding_max_tokens",
+}
+
+
+def _config_error(error: ValidationError) -> ConfigError | EmbedderError:
+    """One message naming every bad variable, with the value given and what is expected."""
+    problems = []
+    embedder = False
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else "?"
+        field_name = name if name in Settings.model_fields else _FIELD_BY_VARIABLE.get(name.upper(), name)
+        variable = (
+            variable_of(Settings.model_fields[field_name]) if field_name in Settings.model_fields else name
+        )
+        embedder = embedder or field_name in _EMBEDDER_FIELDS
+        reason = str(item["msg"]).removeprefix("Value error, ")
+        reason = reason if reason.startswith("must") else f"is invalid ({reason[:1].lower()}{reason[1:]})"
+        problems.append(f"{variable} {reason}, got {item.get('input')!r}")
+    message = "; ".join(problems)
+    return EmbedderError(message) if embedder else ConfigError(message)
+
+
+def markdown_table() -> str:
+    """The README's table of every setting, generated from the fields."""
+    lines = ["| variable | default | what |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else f"`{field.default}`"
+        if name == "home":
+            default = "`~/.repolens`"
+        secret = " (secret)" if "SecretStr" in str(field.annotation) else ""
+        lines.append(f"| `{variable_of(field)}` | {default} | {field.description}{secret} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

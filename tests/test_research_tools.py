@@ -36,7 +36,7 @@ class ResearchIndex:
     home: Path
 
     def with_env(self, env: dict[str, str]) -> ResearchIndex:
-        settings = Settings(home=self.home, env={"REPOLENS_HOME": str(self.home), **env})
+        settings = Settings.from_env({"REPOLENS_HOME": str(self.home), **env}, dotenv=self.home / "no.env")
         return ResearchIndex(self.store, self.embedder, settings, self.repo_id, self.home)
 
 
@@ -49,7 +49,7 @@ def shared_research_index() -> ResearchIndex:
     atexit.register(shutil.rmtree, base, ignore_errors=True)
     home = base / "home"
     home.mkdir()
-    settings = Settings(home=home, env={"REPOLENS_HOME": str(home)})
+    settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
     repo = make_fixture_repo(base / "weatherline")
     store = Store(home)
     embedder = get_embedder(settings)

@@ -276,8 +276,8 @@ def ingest_command(
                 exclude_files=parse_patterns(exclude_files),
                 use_defaults=not no_default_excludes,
             ),
-            limits=Limits.from_env(
-                max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes
+            limits=Limits.from_settings(
+                settings, max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes
             ),
             clone_timeout=clone_timeout,
             reindex=reindex,
@@ -305,8 +305,8 @@ def update_command(
         options = IngestOptions(
             token=token,
             username=username,
-            limits=Limits.from_env(
-                max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes
+            limits=Limits.from_settings(
+                settings, max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes
             ),
             clone_timeout=clone_timeout,
             reindex=reindex,

@@ -28,7 +28,7 @@ def setup(
     with cli_errors(as_json):
         settings = Settings.from_env()
         started = time.perf_counter()
-        tiktoken_dir = seed_tiktoken_cache()
+        tiktoken_dir = seed_tiktoken_cache(settings)
         models: dict[str, Path] = {
             model: ensure_model(settings, model, rebuild=force) for model in LOCAL_MODELS
         }

@@ -84,7 +84,7 @@ class ExportBody(BaseModel):
 
 
 def api_key(settings: Settings) -> str | None:
-    return settings.get(API_KEY_VARIABLE)
+    return settings.value(API_KEY_VARIABLE)
 
 
 def code_accepted(settings: Settings, code: str | None) -> bool:
@@ -246,12 +246,9 @@ def export_wiki(body: ExportBody) -> Response:
 
 def local_path_refusal(path: Path, settings: Settings) -> str | None:
     """Why the server may not read the folder `path`, or None when it may."""
-    allowed = (settings.get(ALLOW_LOCAL_VARIABLE) or "").strip().lower() in ("1", "true", "yes", "on")
-    if not allowed:
+    if not settings.allow_local:
         return f"local folders are disabled on this server: set {ALLOW_LOCAL_VARIABLE}=1 to allow them"
-    roots = [
-        item for item in (settings.get(LOCAL_ROOTS_VARIABLE) or "").replace(",", os.pathsep).split(os.pathsep)
-    ]
+    roots = [item for item in settings.local_roots.replace(",", os.pathsep).split(os.pathsep)]
     roots = [Path(item).expanduser().resolve() for item in roots if item.strip()]
     if roots and not any(path == root or root in path.parents for root in roots):
         return f"{path} is outside the folders allowed by {LOCAL_ROOTS_VARIABLE}"

@@ -31,6 +31,7 @@ from ingest.reader import Limits
 from ingest.sources import resolve_source
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.redact import redact
+from rag.settings import Settings
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class IngestBody(BaseModel):
     max_bytes: int | None = Field(None, ge=1)
     max_file_bytes: int | None = Field(None, ge=1)
 
-    def options(self) -> IngestOptions:
+    def options(self, settings: Settings) -> IngestOptions:
         return IngestOptions(
             platform=self.type,
             ref=self.ref,
@@ -71,8 +72,11 @@ class IngestBody(BaseModel):
                 exclude_files=parse_patterns(self.excluded_files),
                 use_defaults=self.use_default_excludes,
             ),
-            limits=Limits.from_env(
-                max_files=self.max_files, max_total_bytes=self.max_bytes, max_file_bytes=self.max_file_bytes
+            limits=Limits.from_settings(
+                settings,
+                max_files=self.max_files,
+                max_total_bytes=self.max_bytes,
+                max_file_bytes=self.max_file_bytes,
             ),
             reindex=self.reindex,
         )
@@ -148,7 +152,7 @@ def ingest_repo(body: IngestBody, services: ServicesDep) -> StreamingResponse:
         resolve_source(body.repo_url, platform=body.type, ref=body.ref)
     except RepoLensError as error:
         raise _http_error(error) from None
-    options = body.options()
+    options = body.options(services.settings)
     return _sse(
         lambda progress, cancel: ingest(
             body.repo_url,

@@ -15,28 +15,21 @@ __all__ = ["CachedEmbedder", "Embedder", "EmbedderError", "get_embedder"]
 
 
 def _local(settings: Settings) -> Embedder:
-    model = (settings.get("REPOLENS_EMBEDDING_MODEL") or DEFAULT_MODEL).strip().lower()
-    threads = settings.get("REPOLENS_EMBEDDER_THREADS") or ""
-    if threads and not (threads.isdigit() and int(threads) > 0):
-        raise EmbedderError(f"REPOLENS_EMBEDDER_THREADS must be a whole number >= 1, not {threads!r}")
-    return load_local_embedder(settings, model, int(threads) if threads else None)
+    model = (settings.embedding_model or DEFAULT_MODEL).strip().lower()
+    return load_local_embedder(settings, model, settings.embedder_threads)
 
 
 def get_embedder(settings: Settings | None = None, *, cache_vectors: bool = True) -> Embedder:
     """The configured embedder (REPOLENS_EMBEDDER, default `local`), wrapped in the vector cache."""
     settings = settings or Settings.from_env()
-    kind = (settings.get("REPOLENS_EMBEDDER", "local") or "local").strip().lower()
+    kind = settings.embedder
     embedder: Embedder
     if kind == "local":
         embedder = _local(settings)
     elif kind in ("openai", "azure", "ollama"):
         embedder = remote.openai_compatible(settings, kind)
-    elif kind == "google":
-        embedder = remote.google(settings)
     else:
-        raise EmbedderError(
-            f"unknown embedder {kind!r} in REPOLENS_EMBEDDER: use local, openai, azure, ollama or google"
-        )
+        embedder = remote.google(settings)
     if not cache_vectors:
         return embedder
     return CachedEmbedder(embedder, settings.home / "cache" / "embeddings")

@@ -11,15 +11,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from rag.errors import ErrorCode, RepoLensError
+from rag.errors import EmbedderError
+
+__all__ = ["Embedder", "EmbedderError", "Progress"]
 
 Progress = Callable[[int, int], None]
-
-
-class EmbedderError(RepoLensError):
-    """An embedder could not load or answer; the message never holds a key."""
-
-    code = ErrorCode.EMBEDDER_ERROR
 
 
 @runtime_checkable

@@ -42,9 +42,8 @@ def available_cpus() -> int:
 
 def model_dirs(settings: Settings) -> list[Path]:
     """Where derived model files are looked for, in order; the first writable one receives builds."""
-    configured = settings.get("REPOLENS_MODEL_DIR")
-    if configured:
-        return [Path(configured).expanduser()]
+    if settings.model_dir is not None:
+        return [settings.model_dir.expanduser()]
     return [Path(sys.prefix) / "share" / "repolens" / "models", settings.home / "models"]
 
 

@@ -23,7 +23,6 @@ from rag.tokens import count_tokens
 
 # tiktoken tokens per chunk: small enough for precise retrieval, within every model's input limit
 DEFAULT_WINDOW = 512
-DEFAULT_AZURE_VERSION = "2024-10-21"
 GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 RETRIES = 2
 DEFAULT_TIMEOUT = 60.0
@@ -179,29 +178,13 @@ def _google_parse(payload: Any) -> list[list[float]]:
     return [item["values"] for item in payload["embeddings"]]
 
 
-def _number(settings: Settings, variable: str, default: float, minimum: float) -> float:
-    value = settings.get(variable)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not number >= minimum:  # also refuses nan
-        raise EmbedderError(f"{variable} must be a number >= {minimum:g}, not {value!r}")
-    return number
-
-
 def _options(settings: Settings) -> dict[str, Any]:
     """The tunables shared by every remote embedder."""
-    return {
-        "max_tokens": int(_number(settings, "REPOLENS_EMBEDDING_MAX_TOKENS", DEFAULT_WINDOW, 16)),
-        "timeout": _number(settings, "REPOLENS_EMBEDDING_TIMEOUT", DEFAULT_TIMEOUT, 0.1),
-    }
+    return {"max_tokens": settings.embedding_max_tokens, "timeout": settings.embedding_timeout}
 
 
 def _require(settings: Settings, variable: str, provider: str) -> str:
-    value = settings.get(variable)
+    value = settings.value(variable)
     if not value:
         raise EmbedderError(f"REPOLENS_EMBEDDER={provider} needs {variable} to be set")
     register_secret(value)
@@ -210,23 +193,23 @@ def _require(settings: Settings, variable: str, provider: str) -> str:
 
 def openai_compatible(settings: Settings, provider: str) -> RemoteEmbedder:
     """OpenAI, Azure OpenAI or Ollama (through its OpenAI-compatible /v1 API)."""
-    model = settings.get("REPOLENS_EMBEDDING_MODEL") or DEFAULT_MODELS[provider]
+    model = settings.embedding_model or DEFAULT_MODELS[provider]
     headers = {"Content-Type": "application/json"}
     key_variable, secret = "OPENAI_API_KEY", ""
     if provider == "azure":
         key_variable = "AZURE_OPENAI_API_KEY"
         secret = _require(settings, key_variable, provider)
         endpoint = _require(settings, "AZURE_OPENAI_ENDPOINT", provider).rstrip("/")
-        version = settings.get("AZURE_OPENAI_VERSION", DEFAULT_AZURE_VERSION)
+        version = settings.azure_openai_version
         url = f"{endpoint}/openai/deployments/{model}/embeddings?api-version={version}"
         headers["api-key"] = secret
     elif provider == "ollama":
         key_variable = "OLLAMA_HOST"
-        host = (settings.get("OLLAMA_HOST") or "http://localhost:11434").rstrip("/")
+        host = (settings.ollama_host or "http://localhost:11434").rstrip("/")
         url = f"{host if '://' in host else 'http://' + host}/v1/embeddings"
     else:
         secret = _require(settings, key_variable, provider)
-        base = (settings.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        base = (settings.openai_base_url or "https://api.openai.com/v1").rstrip("/")
         url = f"{base}/embeddings"
         headers["Authorization"] = f"Bearer {secret}"
 
@@ -246,9 +229,9 @@ def openai_compatible(settings: Settings, provider: str) -> RemoteEmbedder:
 
 def google(settings: Settings) -> RemoteEmbedder:
     """Google's Generative Language API, `batchEmbedContents` (at most 100 texts a request)."""
-    model = (settings.get("REPOLENS_EMBEDDING_MODEL") or DEFAULT_MODELS["google"]).removeprefix("models/")
+    model = (settings.embedding_model or DEFAULT_MODELS["google"]).removeprefix("models/")
     secret = _require(settings, "GOOGLE_API_KEY", "google")
-    base = (settings.get("GOOGLE_API_BASE_URL") or GOOGLE_BASE_URL).rstrip("/")
+    base = (settings.google_api_base_url or GOOGLE_BASE_URL).rstrip("/")
     url = f"{base}/models/{model}:batchEmbedContents"
     headers = {"Content-Type": "application/json", "x-goog-api-key": secret}
 

@@ -153,7 +153,6 @@ _UNSUPPORTED = {
 
 DEFAULT_OPENROUTER_URL = "https://openrouter.ai/api/v1"
 DEFAULT_DASHSCOPE_URL = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
-DEFAULT_AZURE_VERSION = "2024-10-21"
 
 
 class UnknownProviderError(RepoLensError):
@@ -161,7 +160,7 @@ class UnknownProviderError(RepoLensError):
 
 
 def _usable(info: ProviderInfo, settings: Settings) -> bool:
-    return all(settings.get(name) for name in info.required)
+    return all(settings.value(name) for name in info.required)
 
 
 def is_configured(provider: str, settings: Settings) -> bool:
@@ -170,12 +169,12 @@ def is_configured(provider: str, settings: Settings) -> bool:
     info = PROVIDERS.get(provider)
     if info is None or not _usable(info, settings):
         return False
-    return info.id == "offline" or any(settings.get(name) for name in info.required + info.optional)
+    return info.id == "offline" or any(settings.value(name) for name in info.required + info.optional)
 
 
 def default_provider(settings: Settings) -> str:
     """REPOLENS_PROVIDER if set, else the first provider with credentials, else `offline`."""
-    chosen = settings.get("REPOLENS_PROVIDER")
+    chosen = settings.provider
     if chosen:
         return chosen.strip().lower()
     return next((name for name in _DEFAULT_ORDER if is_configured(name, settings)), "offline")
@@ -196,42 +195,27 @@ def resolve_model(info: ProviderInfo, settings: Settings, model: str | None) -> 
     REPOLENS_CONTEXT_WINDOW overrides the context window, e.g. for a local server started with a
     smaller or larger context than the catalogue assumes.
     """
-    model_id = model or (settings.get("REPOLENS_MODEL") if info.id == default_provider(settings) else None)
+    model_id = model or (settings.model if info.id == default_provider(settings) else None)
     if model_id and not info.supports_custom_model and model_id not in {m.id for m in info.models}:
         model_id = None
     resolved = info.model(model_id or info.default_model)
-    override = settings.get("REPOLENS_CONTEXT_WINDOW")
-    if override and override.isdigit():
-        return ModelInfo(resolved.id, resolved.name, int(override), resolved.max_output)
+    if settings.context_window is not None:
+        return ModelInfo(resolved.id, resolved.name, settings.context_window, resolved.max_output)
     return resolved
 
 
-def _timeout(settings: Settings) -> float:
-    value = settings.get("REPOLENS_LLM_TIMEOUT", "120") or "120"
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if seconds <= 0:
-        raise RepoLensError(
-            f"REPOLENS_LLM_TIMEOUT must be a positive number of seconds, got {value!r}",
-            code=ErrorCode.BAD_CONFIG,
-        )
-    return seconds
-
-
 def _secret(settings: Settings, name: str) -> str:
-    value = settings.get(name) or ""
+    value = settings.secret(name)
     register_secret(value)
     return value
 
 
 def _openai_config(name: str, settings: Settings) -> OpenAIConfig:
-    timeout = _timeout(settings)
+    timeout = settings.llm_timeout
     if name == "openai":
         return OpenAIConfig(
             _secret(settings, "OPENAI_API_KEY"),
-            settings.get("OPENAI_BASE_URL"),
+            settings.openai_base_url,
             "OPENAI_API_KEY",
             timeout,
             max_tokens_field="max_completion_tokens",
@@ -242,27 +226,27 @@ def _openai_config(name: str, settings: Settings) -> OpenAIConfig:
             None,
             "AZURE_OPENAI_API_KEY",
             timeout,
-            azure_endpoint=settings.get("AZURE_OPENAI_ENDPOINT"),
-            azure_api_version=settings.get("AZURE_OPENAI_VERSION", DEFAULT_AZURE_VERSION),
+            azure_endpoint=settings.azure_openai_endpoint,
+            azure_api_version=settings.azure_openai_version,
         )
     if name == "openrouter":
-        base = settings.get("OPENROUTER_BASE_URL", DEFAULT_OPENROUTER_URL)
+        base = settings.openrouter_base_url or DEFAULT_OPENROUTER_URL
         headers = (("HTTP-Referer", "https://github.com/repolens"), ("X-Title", "RepoLens"))
         return OpenAIConfig(
             _secret(settings, "OPENROUTER_API_KEY"), base, "OPENROUTER_API_KEY", timeout, headers=headers
         )
     if name == "dashscope":
-        base = settings.get("DASHSCOPE_BASE_URL", DEFAULT_DASHSCOPE_URL)
-        workspace = settings.get("DASHSCOPE_WORKSPACE_ID")
+        base = settings.dashscope_base_url or DEFAULT_DASHSCOPE_URL
+        workspace = settings.dashscope_workspace_id
         headers = (("X-DashScope-WorkSpace", workspace),) if workspace else ()
         return OpenAIConfig(
             _secret(settings, "DASHSCOPE_API_KEY"), base, "DASHSCOPE_API_KEY", timeout, headers=headers
         )
     if name == "ollama":
-        host = (settings.get("OLLAMA_HOST") or "http://localhost:11434").rstrip("/")
+        host = (settings.ollama_host or "http://localhost:11434").rstrip("/")
         host = host if "://" in host else f"http://{host}"
         return OpenAIConfig("ollama", f"{host}/v1", "OLLAMA_HOST", timeout)
-    base = settings.get("REPOLENS_OPENAI_COMPATIBLE_BASE_URL")
+    base = settings.openai_compatible_base_url
     key = _secret(settings, "REPOLENS_OPENAI_COMPATIBLE_API_KEY") or "none"
     return OpenAIConfig(key, base, "REPOLENS_OPENAI_COMPATIBLE_API_KEY", timeout)
 
@@ -271,7 +255,7 @@ def get_provider(name: str | None, settings: Settings, model: str | None = None)
     """The provider `name` (None: the default) ready to stream, or a clear error if it is not set up."""
     info = provider_info(name or default_provider(settings))
     if not _usable(info, settings):
-        missing = " and ".join(variable for variable in info.required if not settings.get(variable))
+        missing = " and ".join(variable for variable in info.required if not settings.value(variable))
         raise ProviderError(
             ErrorCode.NOT_CONFIGURED,
             f"not configured: set {missing} (see README, Configuration)",
@@ -281,9 +265,9 @@ def get_provider(name: str | None, settings: Settings, model: str | None = None)
     if info.id == "offline":
         return OfflineProvider()
     if info.id == "google":
-        base = settings.get("GOOGLE_API_BASE_URL", GEMINI_BASE_URL) or GEMINI_BASE_URL
+        base = settings.google_api_base_url or GEMINI_BASE_URL
         return GeminiProvider(
-            resolved.id, _secret(settings, "GOOGLE_API_KEY"), base_url=base, timeout_s=_timeout(settings)
+            resolved.id, _secret(settings, "GOOGLE_API_KEY"), base_url=base, timeout_s=settings.llm_timeout
         )
     return OpenAICompatProvider(info.id, resolved.id, _openai_config(info.id, settings))
 
