@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import logging
 import threading
 import time
@@ -35,28 +34,17 @@ from ingest import IngestOptions, Progress, ingest
 from ingest.access import verify_access
 from ingest.filters import FilterSpec, parse_patterns
 from ingest.sources import RepoSource, resolve_source
-from rag.answer import AnswerRequest, error_event, until_cancelled
+from rag.answer import AnswerRequest, until_cancelled
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
+from rag.events import Event, done_event, error_event, status_event
 from rag.redact import secret_scope
 from rag.research import ResearchOptions, compat_iteration, is_deep_research, run_research
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, Any]
-
 CANCEL_GRACE_S = 2.0
 # Producer tasks of `detached_events`, referenced until they end (asyncio keeps only weak refs).
 _producers: set[asyncio.Task[None]] = set()
-
-
-def done_event(started: float, **timings: float) -> Event:
-    """The end marker for an answer that produced no `done` of its own (failure, cancel)."""
-    total_ms = round((time.perf_counter() - started) * 1000, 1)
-    return {
-        "type": "done",
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0},
-        "timings": {**timings, "total_ms": total_ms},
-    }
 
 
 async def chat_events(
@@ -100,7 +88,7 @@ async def _request_events(
         logger.exception("chat request failed")
         yield error_event(ErrorCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
     if not saw_done:
-        yield done_event(started, **({"index_ms": index_ms} if index_ms is not None else {}))
+        yield done_event(started=started, timings={"index_ms": index_ms} if index_ms is not None else None)
 
 
 async def detached_events(services: Services, request: ChatRequestBody) -> AsyncIterator[Event]:
@@ -194,7 +182,7 @@ def _filter_spec(request: ChatRequestBody) -> FilterSpec:
 def status_from_progress(progress: Progress) -> Event:
     """An ingest progress report as a `status` frame (every stage after cloning is `indexing`)."""
     stage = "cloning" if progress.stage == "cloning" else "indexing"
-    return {**progress.to_json(), "type": "status", "stage": stage, "step": progress.stage}
+    return status_event(**{**progress.to_json(), "stage": stage, "step": progress.stage})
 
 
 async def _ensure_indexed(
@@ -213,9 +201,9 @@ async def _ensure_indexed(
         if services.store.get(source.repo_id) is not None:
             return
         if source.is_local:
-            yield {"type": "status", "stage": "indexing", "message": f"indexing {source.local_path}"}
+            yield status_event("indexing", f"indexing {source.local_path}")
         else:
-            yield {"type": "status", "stage": "cloning", "message": f"fetching {source.url}"}
+            yield status_event("cloning", f"fetching {source.url}")
         options = IngestOptions(
             platform=request.platform,
             ref=request.ref,
@@ -271,11 +259,6 @@ async def stop_answer(task: asyncio.Task[Any], cancel: asyncio.Event) -> None:
     if pending:
         task.cancel()
         await asyncio.wait({task})
-
-
-def sse_frame(event: Event) -> str:
-    """One typed event as a Server-Sent Events frame (the HTTP chat and the ingest routes share it)."""
-    return f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
 
 
 def call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:

@@ -19,11 +19,9 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
 
+from rag.events import Event, token_event
 from rag.settings import Settings
-
-Event = dict[str, Any]
 
 DEFAULT_WINDOW_MS = 20.0
 _TOKEN_KEYS = frozenset(("type", "text"))
@@ -55,7 +53,7 @@ class _Pending:
     def add(self, event: Event) -> None:
         if self.events and _mergeable(event) and _mergeable(self.events[-1]):
             last = self.events[-1]
-            self.events[-1] = {"type": "token", "text": last["text"] + event["text"]}
+            self.events[-1] = token_event(last["text"] + event["text"])
         else:
             self.events.append(event)
         self.ready.set()

@@ -2,7 +2,7 @@
 
 Every way of asking (both WebSocket modes, the HTTP fallback, `repolens ask`) goes through
 `AnswerService.answer`, so they cannot drift apart in what they retrieve, send or report.
-Events are the dicts of docs/ARCHITECTURE.md ("Typed events").
+Events are built with `rag.events` (docs/ARCHITECTURE.md, "Typed events").
 """
 
 from __future__ import annotations
@@ -18,10 +18,18 @@ from typing import Any, TypeVar
 from rag.citations import Span, check_citations, extract_citations, link, source_url
 from rag.embedders import Embedder
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
+from rag.events import (
+    Event,
+    citations_event,
+    done_event,
+    error_event,
+    sources_event,
+    status_event,
+    token_event,
+)
 from rag.prompt import PinnedFile, PromptResult, build_prompt
 from rag.providers.base import ChatProvider, ChatRequest, Message, TextDelta, Usage
 from rag.providers.catalog import PROVIDERS, provider_or_offline, resolve_model
-from rag.redact import redact
 from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import RepoIndex, Store
@@ -30,7 +38,6 @@ from rag.types import RepoRecord, SearchHit
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, Any]
 T = TypeVar("T")
 
 DEFAULT_K = 10
@@ -55,10 +62,6 @@ class AnswerRequest:
     language: str = "en"
     file_path: str | None = None
     k: int = DEFAULT_K
-
-
-def error_event(code: ErrorCode, message: str) -> Event:
-    return {"type": "error", "code": code, "message": redact(message)}
 
 
 def sources_payload(record: RepoRecord, hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
@@ -186,20 +189,19 @@ class AnswerService:
         if not request.question.strip():
             raise RepoLensError("the question is empty", code=ErrorCode.BAD_REQUEST)
         provider, note = self._provider(request)
-        yield {"type": "status", "stage": "retrieving", "message": note or f"searching {request.repo_id}"}
+        yield status_event("retrieving", note or f"searching {request.repo_id}")
         index, hits, pinned = await asyncio.to_thread(self._retrieve, request)
         retrieval_ms = _ms(started)
         # Token counting is CPU work: off the event loop, so other conversations keep streaming meanwhile.
         prompt, reserve = await asyncio.to_thread(self._prompt, request, provider, hits, pinned)
         record = index.record
-        yield {"type": "sources", "sources": sources_payload(record, prompt.used_hits)}
-        yield {
-            "type": "status",
-            "stage": "generating",
-            "message": f"asking {provider.name} ({provider.model})",
-            "provider": provider.name,
-            "model": provider.model,
-        }
+        yield sources_event(sources_payload(record, prompt.used_hits))
+        yield status_event(
+            "generating",
+            f"asking {provider.name} ({provider.model})",
+            provider=provider.name,
+            model=provider.model,
+        )
         chat = ChatRequest(
             prompt.messages,
             model=provider.model,
@@ -215,7 +217,7 @@ class AnswerService:
                 if first_token_ms is None:
                     first_token_ms = _ms(started)
                 parts.append(event.text)
-                yield {"type": "token", "text": event.text}
+                yield token_event(event.text)
             elif isinstance(event, Usage):
                 usage = event
         text = "".join(parts)
@@ -223,26 +225,22 @@ class AnswerService:
         if pinned is not None:
             context.append(Span(pinned.path, 1, pinned.text.count("\n") + 1))
         citations = link(check_citations(extract_citations(text), context), record)
-        yield {"type": "citations", "citations": [citation.to_json() for citation in citations]}
-        yield {
-            "type": "done",
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens if usage else prompt.prompt_tokens,
-                "completion_tokens": usage.completion_tokens if usage else count_tokens(text),
-            },
-            "timings": {
-                "retrieval_ms": retrieval_ms,
-                "first_token_ms": first_token_ms,
-                "total_ms": _ms(started),
-            },
-            "provider": provider.name,
-            "model": provider.model,
-            "context": {
+        yield citations_event([citation.to_json() for citation in citations])
+        yield done_event(
+            usage=(
+                usage.prompt_tokens if usage else prompt.prompt_tokens,
+                usage.completion_tokens if usage else count_tokens(text),
+            ),
+            timings={"retrieval_ms": retrieval_ms, "first_token_ms": first_token_ms},
+            started=started,
+            provider=provider.name,
+            model=provider.model,
+            context={
                 "hits": len(prompt.used_hits),
                 "dropped_hits": len(prompt.dropped_hits),
                 "dropped_turns": prompt.dropped_turns,
             },
-        }
+        )
 
 
 def _ms(since: float) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +25,13 @@ from rich.markup import escape
 
 from api.cli.app import app, cli_errors, err_console
 from rag.errors import NotFoundError, exit_code
+from rag.events import encode
 from rag.settings import Settings
 
 if TYPE_CHECKING:
-    from api.chat_session import Event
     from api.schemas import ChatRequestBody
     from api.services import Services
+    from rag.events import Event
 
 
 @app.command()
@@ -212,7 +212,7 @@ class _LiveRenderer(_Renderer):
 
 class _JsonRenderer(_Renderer):
     def show(self, event: Event) -> None:
-        print(json.dumps(event, ensure_ascii=False), flush=True)
+        print(encode(event), flush=True)
 
     def finish(self) -> None:
         return None

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from api.chat_session import Event, detached_events, sse_frame
+from api.chat_session import detached_events
 from api.coalesce import coalesce_window_s, coalesced
 from api.origins import origin_allowed, refusal
 from api.schemas import (
@@ -33,6 +33,7 @@ from api.schemas import (
 )
 from api.services import get_services
 from rag.errors import ErrorCode, http_status
+from rag.events import Event, sse_frame
 
 router = APIRouter()
 

@@ -26,12 +26,13 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, status
 
-from api.chat_session import Event, chat_events, done_event, error_event, stop_answer
+from api.chat_session import chat_events, stop_answer
 from api.coalesce import coalesce_window_s, coalesced
 from api.origins import origin_allowed, refusal
 from api.schemas import BadRequestError, ChatRequestBody, decode_frame, max_request_bytes, parse_chat_request
 from api.services import Services, get_ws_services
 from rag.errors import ErrorCode
+from rag.events import Event, done_event, encode, error_event, pong_event
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class EventsConnection:
             return
         async with self._send_lock:
             try:
-                await self.websocket.send_json(event)
+                await self.websocket.send_text(encode(event))
             except Exception:
                 self.closed = True
 
@@ -169,7 +170,7 @@ class EventsConnection:
         if "messages" in data:
             await self.start_answer(data)
         elif data.get("type") == "ping":
-            await self.send({"type": "pong"})
+            await self.send(pong_event())
         elif data.get("type") == "cancel":
             await self.stop_answer()
         else:
@@ -211,4 +212,4 @@ class EventsConnection:
             if self.closed:
                 raise
             await self.send(error_event(ErrorCode.CANCELLED, "the answer was cancelled by the client"))
-            await self.send(done_event(started))
+            await self.send(done_event(started=started))

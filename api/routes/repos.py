@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from api.chat_session import call_soon, sse_frame, status_from_progress
+from api.chat_session import call_soon, status_from_progress
 from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
 from ingest import IngestOptions, IngestReport, Progress, ingest, update
@@ -30,6 +30,7 @@ from ingest.filters import FilterSpec, parse_patterns
 from ingest.reader import Limits
 from ingest.sources import resolve_source
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
+from rag.events import error_event, ingest_done_event, sse_frame
 from rag.redact import redact
 from rag.settings import Settings
 
@@ -111,18 +112,12 @@ async def _events(job: Job) -> AsyncIterator[str]:
     def work() -> None:
         try:
             report = job(lambda progress: emit(status_from_progress(progress)), cancel)
-            emit({"type": "done", "repo": report.record.to_json(), "report": report.to_json()})
+            emit(ingest_done_event(report.record.to_json(), report.to_json()))
         except RepoLensError as error:
-            emit({"type": "error", "code": error.code, "message": redact(error.message)})
+            emit(error_event(error.code, error.message))
         except Exception as error:
             log.exception("ingest failed")
-            emit(
-                {
-                    "type": "error",
-                    "code": ErrorCode.INTERNAL,
-                    "message": redact(str(error)) or type(error).__name__,
-                }
-            )
+            emit(error_event(ErrorCode.INTERNAL, str(error) or type(error).__name__))
         finally:
             emit(None)
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag.errors import ErrorCode, RepoLensError
+from rag.events import error_event, token_event
 from rag.providers.base import ProviderError
 from rag.research import prompts
-from rag.research.frames import Stats, done_frame, error_frame
+from rag.research.frames import Stats, done_frame
 from rag.research.loop import ResearchCancelled, Researcher, TimeBudgetExceeded, prepare
 from rag.research.offline import (
     MAX_HOPS,
@@ -176,7 +177,7 @@ async def compat_events(
         state = compat_state(messages)
         chat, tools, options = await prepare(services, repo_id, provider, model, options)
     except RepoLensError as error:
-        yield error_frame(error.code, error.message)
+        yield error_event(error.code, error.message)
         yield done_frame(failed)
         return
     if getattr(chat, "name", "") == "offline":
@@ -205,7 +206,7 @@ async def _model_iteration(
         cancel=cancel,
     )
     run.context_note = research_so_far(state)
-    yield {"type": "token", "text": f"{state.heading}\n\n"}
+    yield token_event(f"{state.heading}\n\n")
     body = ""
     try:
         try:
@@ -219,19 +220,16 @@ async def _model_iteration(
         system = prompts.conclude_system(language)
         async for piece in without_heading(run.conclude(system, writing_instruction(state)), state.heading):
             body += piece
-            yield {"type": "token", "text": piece}
+            yield token_event(piece)
         if state.iteration == 1 and NEXT_STEPS not in body:
-            yield {
-                "type": "token",
-                "text": f"\n\n{NEXT_STEPS}\n\n- Continue the research on: {state.question}\n",
-            }
+            yield token_event(f"\n\n{NEXT_STEPS}\n\n- Continue the research on: {state.question}\n")
     except ResearchCancelled:
         run.stats.stopped_because = "cancelled"
-        yield error_frame(ErrorCode.CANCELLED, "research cancelled")
+        yield error_event(ErrorCode.CANCELLED, "research cancelled")
     except (ProviderError, RepoLensError) as error:
         run.stats.stopped_because = "error"
-        yield {"type": "token", "text": ("\n\n---\n" if body else "") + run.findings_so_far(error.message)}
-        yield error_frame(
+        yield token_event(("\n\n---\n" if body else "") + run.findings_so_far(error.message))
+        yield error_event(
             ErrorCode.PROVIDER_ERROR if isinstance(error, ProviderError) else error.code, error.message
         )
     yield done_frame(run.stats)
@@ -256,7 +254,7 @@ async def offline_compat(
     stats = Stats(options.max_iterations)
     walker = CodeGraphWalker(tools)
     seeds = await asyncio.to_thread(walker.seeds, state.question)
-    yield {"type": "token", "text": f"{state.heading}\n\n"}
+    yield token_event(f"{state.heading}\n\n")
     if state.iteration == 1:
         text = offline_plan(state.question, walker, seeds)
     else:
@@ -264,10 +262,10 @@ async def offline_compat(
         async for _ in walk_hops(walker, seeds, hops, stats, cancel):
             pass
         if stats.stopped_because == "cancelled":
-            yield error_frame(ErrorCode.CANCELLED, "research cancelled")
+            yield error_event(ErrorCode.CANCELLED, "research cancelled")
             yield done_frame(stats)
             return
         text = write_conclusion(state.question, walker, stats.turns, title=False)
     for line in text.splitlines(keepends=True):
-        yield {"type": "token", "text": line}
+        yield token_event(line)
     yield done_frame(stats)

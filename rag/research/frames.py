@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.citations import Span, check_citations, extract_citations, link, source_url
-from rag.errors import ErrorCode
-from rag.redact import redact
+from rag.events import Event, citations_event, done_event, research_event, sources_event
 from rag.research.tools import Evidence, RepoTools
 
 
@@ -44,34 +43,27 @@ class Stats:
         }
 
 
-def done_frame(stats: Stats) -> dict[str, Any]:
-    return {
-        "type": "done",
-        "usage": {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens},
-        "timings": {"total_ms": round(stats.seconds * 1000, 1)},
-        "research": stats.research(),
-    }
+def done_frame(stats: Stats) -> Event:
+    return done_event(
+        usage=(stats.prompt_tokens, stats.completion_tokens),
+        timings={"total_ms": round(stats.seconds * 1000, 1)},
+        research=stats.research(),
+    )
 
 
-def error_frame(code: ErrorCode, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": redact(message)}
-
-
-def research_frame(stats: Stats, phase: str, kind: str, *, summary: str = "", **extra: Any) -> dict[str, Any]:
+def research_frame(stats: Stats, phase: str, kind: str, *, summary: str = "", **extra: Any) -> Event:
     """A progress frame; the plan is iteration 0, investigation turns count from 1."""
-    frame = {
-        "type": "research",
-        "iteration": 0 if phase == "plan" else stats.turns,
-        "max_iterations": stats.max_iterations,
-        "phase": phase,
-        "event": kind,
-        "summary": summary,
-    }
-    frame.update({key: value for key, value in extra.items() if value is not None})
-    return frame
+    return research_event(
+        iteration=0 if phase == "plan" else stats.turns,
+        max_iterations=stats.max_iterations,
+        phase=phase,
+        event=kind,
+        summary=summary,
+        **{key: value for key, value in extra.items() if value is not None},
+    )
 
 
-def sources_frame(tools: RepoTools, spans: Sequence[Evidence]) -> dict[str, Any]:
+def sources_frame(tools: RepoTools, spans: Sequence[Evidence]) -> Event:
     """The union of evidence as `sources`, in order of discovery (scores only reflect that order)."""
     record = tools.index.record
     sources = []
@@ -87,11 +79,11 @@ def sources_frame(tools: RepoTools, spans: Sequence[Evidence]) -> dict[str, Any]
                 "url": source_url(record, item.path, item.start_line, item.end_line),
             }
         )
-    return {"type": "sources", "sources": sources}
+    return sources_event(sources)
 
 
-def citations_frame(tools: RepoTools, spans: Sequence[Evidence], answer: str) -> dict[str, Any]:
+def citations_frame(tools: RepoTools, spans: Sequence[Evidence], answer: str) -> Event:
     """The answer's `path:start-end` citations, each flagged whether research actually saw those lines."""
     seen = [Span(item.path, item.start_line, item.end_line) for item in spans]
     checked = link(check_citations(extract_citations(answer), seen), tools.index.record)
-    return {"type": "citations", "citations": [citation.to_json() for citation in checked]}
+    return citations_event([citation.to_json() for citation in checked])

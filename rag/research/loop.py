@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
+from rag.events import error_event, token_event
 from rag.providers.base import (
     ChatRequest,
     Message,
@@ -35,7 +36,6 @@ from rag.research.frames import (
     Stats,
     citations_frame,
     done_frame,
-    error_frame,
     research_frame,
     sources_frame,
 )
@@ -485,7 +485,7 @@ async def research_events(
     try:
         chat, tools, options = await prepare(services, repo_id, provider, model, options)
     except RepoLensError as error:
-        yield error_frame(error.code, error.message)
+        yield error_event(error.code, error.message)
         yield done_frame(failed)
         return
     if getattr(chat, "name", "") == "offline":
@@ -515,21 +515,21 @@ async def run_phases(run: Researcher) -> AsyncIterator[dict[str, Any]]:
         yield sources_frame(run.tools, run.evidence.merged())
         async for piece in run.conclude(prompts.conclude_system(run.language)):
             answer += piece
-            yield {"type": "token", "text": piece}
+            yield token_event(piece)
     except ResearchCancelled:
         run.stats.stopped_because = "cancelled"
-        yield error_frame(ErrorCode.CANCELLED, "research cancelled")
+        yield error_event(ErrorCode.CANCELLED, "research cancelled")
         yield done_frame(run.stats)
         return
     except (ProviderError, RepoLensError) as error:
         run.stats.stopped_because = "error"
         code = ErrorCode.PROVIDER_ERROR if isinstance(error, ProviderError) else error.code
-        failure = error_frame(code, error.message)
+        failure = error_event(code, error.message)
         salvage = ("\n\n---\n" if answer else "") + run.findings_so_far(error.message)
         if not answer:
             yield sources_frame(run.tools, run.evidence.merged())
         answer += salvage
-        yield {"type": "token", "text": salvage}
+        yield token_event(salvage)
     yield citations_frame(run.tools, run.evidence.merged(), answer)
     if failure:
         yield failure

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.errors import ErrorCode
+from rag.events import error_event, token_event
 from rag.providers.offline import question_terms
 from rag.research.frames import (
     Stats,
     citations_frame,
     done_frame,
-    error_frame,
     research_frame,
     sources_frame,
 )
@@ -329,7 +329,7 @@ async def offline_events(
         summary = f"{len(reached)} new spans: " + ", ".join(f"{n.name} ({n.ref})" for n in reached[:6])
         yield research_frame(stats, "investigate", "finding", summary=summary, files=files)
     if stats.stopped_because == "cancelled":
-        yield error_frame(ErrorCode.CANCELLED, "research cancelled")
+        yield error_event(ErrorCode.CANCELLED, "research cancelled")
         yield done_frame(stats)
         return
     answer = await asyncio.to_thread(write_conclusion, question, walker, stats.turns)
@@ -340,6 +340,6 @@ async def offline_events(
     yield research_frame(stats, "conclude", "note", summary="writing the path through the code")
     yield sources_frame(tools, spans)
     for line in answer.splitlines(keepends=True):
-        yield {"type": "token", "text": line}
+        yield token_event(line)
     yield citations_frame(tools, spans, answer)
     yield done_frame(stats)

@@ -258,7 +258,7 @@ export class RepoPanel {
       : status.files_total
         ? (status.files_done ?? 0) / status.files_total
         : undefined;
-    this.showProgress("running", parts.join(" · "), fraction, status.message);
+    this.showProgress("running", parts.join(" · "), fraction, status.message ?? undefined);
   }
 
   private showProgress(state: "running" | "done" | "error", text: string, fraction?: number, detail?: string): void {

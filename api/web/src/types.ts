@@ -12,30 +12,54 @@ export interface RepoRecord {
   updated_at: string;
 }
 
+// The event frames: one interface per model of rag/events.py (tests/test_events.py checks the fields).
+
 export interface Source {
   path: string;
   start_line: number;
   end_line: number;
   symbol?: string | null;
   language?: string | null;
+  score?: number | null;
   url?: string | null;
 }
 
-export interface Citation extends Source {
+export interface Citation {
+  path: string;
+  start_line: number;
+  end_line: number;
+  url?: string | null;
   in_context: boolean;
 }
 
 export interface StatusEvent {
   type: "status";
   stage: string;
-  step?: string;
-  message?: string;
-  files_done?: number;
-  files_total?: number;
-  chunks_done?: number;
-  chunks_total?: number;
-  rate?: number;
+  message?: string | null;
+  step?: string | null;
+  files_done?: number | null;
+  files_total?: number | null;
+  chunks_done?: number | null;
+  chunks_total?: number | null;
+  rate?: number | null;
   eta_s?: number | null;
+  provider?: string | null;
+  model?: string | null;
+}
+
+export interface SourcesEvent {
+  type: "sources";
+  sources: Source[];
+}
+
+export interface TokenEvent {
+  type: "token";
+  text: string;
+}
+
+export interface CitationsEvent {
+  type: "citations";
+  citations: Citation[];
 }
 
 export interface ResearchEvent {
@@ -44,10 +68,10 @@ export interface ResearchEvent {
   max_iterations: number;
   phase: string;
   event: string;
-  tool?: string;
-  args?: Record<string, unknown>;
   summary?: string;
-  files?: string[];
+  tool?: string | null;
+  args?: Record<string, unknown> | null;
+  files?: string[] | null;
 }
 
 export interface ErrorEvent {
@@ -56,15 +80,36 @@ export interface ErrorEvent {
   message: string;
 }
 
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+export interface DoneEvent {
+  type: "done";
+  usage?: Usage | null;
+  timings?: Record<string, number | null> | null;
+  provider?: string | null;
+  model?: string | null;
+  context?: Record<string, number> | null;
+  research?: Record<string, unknown> | null;
+  repo?: Record<string, unknown> | null;
+  report?: Record<string, unknown> | null;
+}
+
+export interface PongEvent {
+  type: "pong";
+}
+
 export type ChatEvent =
   | StatusEvent
+  | SourcesEvent
+  | TokenEvent
+  | CitationsEvent
   | ResearchEvent
   | ErrorEvent
-  | { type: "sources"; sources: Source[] }
-  | { type: "token"; text: string }
-  | { type: "citations"; citations: Citation[] }
-  | { type: "done"; timings?: Record<string, number> }
-  | { type: "pong" };
+  | DoneEvent
+  | PongEvent;
 
 export interface ModelInfo {
   id: string;

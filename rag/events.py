@@ -1,0 +1,210 @@
+"""The typed event frames every transport sends, defined once.
+
+Each event type is a pydantic model; producers build events through these models (the builders
+below validate every frame) and pass them on in their wire form, a JSON-ready dict whose `type`
+names the model (`Event`). `encode` is the one serialiser: the WebSocket events mode, every SSE
+stream (`sse_frame`: the HTTP chat and the ingest routes) and `repolens ask --json` use it, so a
+frame reads the same everywhere. Error frames are always redacted (`ErrorEvent` masks its message).
+`api/web/src/types.ts` mirrors these models; `tests/test_events.py` fails when they drift.
+
+Adding a field: add it to the model (optional, so older producers stay valid) and to `types.ts`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from rag.errors import ErrorCode
+from rag.redact import redact
+
+Event = dict[str, Any]
+"""An event in its wire form (what `encode` writes)."""
+
+
+class _Frame(BaseModel):
+    """Fields a producer leaves out are left out of the frame (`exclude_unset`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def wire(self) -> Event:
+        return {"type": self.type, **self.model_dump(mode="json", exclude_unset=True, exclude={"type"})}
+
+
+class StatusEvent(_Frame):
+    """Progress: `cloning`/`indexing` (ingest counts, the pipeline `step`), `retrieving`, `generating`."""
+
+    type: Literal["status"] = "status"
+    stage: str
+    message: str | None = None
+    step: str | None = None
+    files_done: int | None = None
+    files_total: int | None = None
+    chunks_done: int | None = None
+    chunks_total: int | None = None
+    rate: float | None = None
+    eta_s: float | None = None
+    provider: str | None = None
+    model: str | None = None
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None = None
+    language: str | None = None
+    score: float | None = None
+    url: str | None = None
+
+
+class SourcesEvent(_Frame):
+    type: Literal["sources"] = "sources"
+    sources: list[Source]
+
+
+class TokenEvent(_Frame):
+    type: Literal["token"] = "token"
+    text: str
+
+
+class Citation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    start_line: int
+    end_line: int
+    url: str | None = None
+    in_context: bool
+
+
+class CitationsEvent(_Frame):
+    type: Literal["citations"] = "citations"
+    citations: list[Citation]
+
+
+class ResearchEvent(_Frame):
+    """Deep-research progress; the plan is iteration 0."""
+
+    type: Literal["research"] = "research"
+    iteration: int
+    max_iterations: int
+    phase: str
+    event: str
+    summary: str = ""
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+    files: list[str] | None = None
+
+
+class ErrorEvent(_Frame):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+
+    @field_validator("message")
+    @classmethod
+    def _redacted(cls, message: str) -> str:
+        return redact(message)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class DoneEvent(_Frame):
+    """The end of an answer (usage, timings, ...) or of an ingest (`repo`, `report`)."""
+
+    type: Literal["done"] = "done"
+    usage: Usage | None = None
+    timings: dict[str, float | None] | None = None
+    provider: str | None = None
+    model: str | None = None
+    context: dict[str, int] | None = None
+    research: dict[str, Any] | None = None
+    repo: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+
+
+class PongEvent(_Frame):
+    type: Literal["pong"] = "pong"
+
+
+EVENT_MODELS: tuple[type[_Frame], ...] = (
+    StatusEvent,
+    SourcesEvent,
+    TokenEvent,
+    CitationsEvent,
+    ResearchEvent,
+    ErrorEvent,
+    DoneEvent,
+    PongEvent,
+)
+
+
+def status_event(stage: str, message: str | None = None, **fields: Any) -> Event:
+    if message is not None:
+        fields["message"] = message
+    return StatusEvent(stage=stage, **fields).wire()
+
+
+def sources_event(sources: list[dict[str, Any]]) -> Event:
+    return SourcesEvent.model_validate({"sources": sources}).wire()
+
+
+def token_event(text: str) -> Event:
+    return TokenEvent(text=text).wire()
+
+
+def citations_event(citations: list[dict[str, Any]]) -> Event:
+    return CitationsEvent.model_validate({"citations": citations}).wire()
+
+
+def research_event(**fields: Any) -> Event:
+    return ResearchEvent.model_validate(fields).wire()
+
+
+def error_event(code: ErrorCode, message: str) -> Event:
+    """An `error` frame; the message is redacted."""
+    return ErrorEvent(code=code, message=message).wire()
+
+
+def done_event(
+    *,
+    usage: tuple[int, int] = (0, 0),
+    timings: dict[str, float | None] | None = None,
+    started: float | None = None,
+    **fields: Any,
+) -> Event:
+    """A `done` frame for an answer: `usage` as (prompt, completion) tokens; with `started` (a
+    `time.perf_counter()` value) `timings` gets `total_ms`."""
+    timings = dict(timings or {})
+    if started is not None:
+        timings["total_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    prompt, completion = usage
+    usage_model = Usage(prompt_tokens=prompt, completion_tokens=completion)
+    return DoneEvent(usage=usage_model, timings=timings, **fields).wire()
+
+
+def ingest_done_event(repo: dict[str, Any], report: dict[str, Any]) -> Event:
+    return DoneEvent(repo=repo, report=report).wire()
+
+
+def pong_event() -> Event:
+    return PongEvent().wire()
+
+
+def encode(event: Event) -> str:
+    """The one serialiser: an event as one line of JSON."""
+    return json.dumps(event, ensure_ascii=False)
+
+
+def sse_frame(event: Event) -> str:
+    """One event as a Server-Sent Events frame (`event: <type>`, `data: <json>`)."""
+    return f"event: {event['type']}\ndata: {encode(event)}\n\n"
