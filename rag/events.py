@@ -114,8 +114,8 @@ class ErrorEvent(_Frame):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class DoneEvent(_Frame):
