@@ -23,18 +23,12 @@ from collections.abc import AsyncIterator
 from rag.events import Event, token_event
 from rag.settings import Settings
 
-DEFAULT_WINDOW_MS = 20.0
 _TOKEN_KEYS = frozenset(("type", "text"))
 
 
 def coalesce_window_s(settings: Settings) -> float:
     """The coalescing window in seconds (`REPOLENS_STREAM_COALESCE_MS`; 0 turns timed merging off)."""
-    raw = settings.get("REPOLENS_STREAM_COALESCE_MS") or ""
-    try:
-        value = float(raw) if raw.strip() else DEFAULT_WINDOW_MS
-    except ValueError:
-        value = DEFAULT_WINDOW_MS
-    return max(0.0, min(value, 1000.0)) / 1000
+    return settings.stream_coalesce_ms / 1000
 
 
 def _mergeable(event: Event) -> bool:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         "",
         "extra browser origins allowed to use the chat (comma-separated, or `*`)",
     )
+    stream_coalesce_ms: float = setting(
+        "REPOLENS_STREAM_COALESCE_MS", 20.0, "window merging token frames (ms, 0-1000; 0: no timed merging)"
+    )
     api_key: SecretStr | None = setting("REPOLENS_API_KEY", None, "key clients must send to use the server")
     allow_local: bool = setting(
         "REPOLENS_ALLOW_LOCAL", False, "let the server read local folders (`1` to allow)"
@@ -161,6 +164,16 @@ class Settings(BaseSettings):
         if not seconds > 0:  # also refuses nan
             raise ValueError("must be a positive number of seconds")
         return seconds
+
+    @field_validator("stream_coalesce_ms", mode="before")
+    @classmethod
+    def _lenient_window(cls, value: Any) -> float:
+        """A tuning knob: an unreadable value keeps the default, others are clamped to 0-1000 ms."""
+        try:
+            window = float(value)
+        except (TypeError, ValueError):
+            window = 20.0
+        return max(0.0, min(window, 1000.0))
 
     @field_validator("max_file_bytes", "max_files", "max_bytes", mode="before")
     @classmethod
