@@ -21,11 +21,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.chat_session import sse_frame
 from api.schemas import RepoToken
 from api.services import Services, get_services
 from ingest.access import verify_access
 from rag.errors import RepoLensError
+from rag.events import sse_frame
 from rag.prompt import DEFAULT_LANGUAGE, LANGUAGES
 from rag.redact import redact
 from rag.wiki.export import attachment_name, wiki_json, wiki_markdown, wiki_zip
