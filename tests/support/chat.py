@@ -50,7 +50,14 @@ def settings_for(home: Path, **env: str) -> Settings:
 
 
 def provider_env() -> dict[str, str]:
-    return {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": _server().base_url}
+    """OpenAI, Anthropic and Bedrock, all pointed at the session's fake provider."""
+    fake = _server()
+    return {
+        "OPENAI_API_KEY": FAKE_API_KEY,
+        "OPENAI_BASE_URL": fake.base_url,
+        **fake.anthropic_env(),
+        **fake.bedrock_env(),
+    }
 
 
 @pytest.fixture(scope="session")

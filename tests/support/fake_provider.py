@@ -20,6 +20,9 @@ Endpoints (any path prefix is accepted, so Azure/Ollama/OpenRouter-style base UR
   chunk; `stream: false` gets one `chat.completion` object.
 - `POST .../models/{model}:streamGenerateContent?alt=sse`: Gemini SSE (`candidates[].content.parts[]`
   with `text` or `functionCall`, `usageMetadata` on the last event).
+- `POST .../v1/messages`: the Anthropic Messages API stream, and `POST /model/{id}/converse-stream`:
+  Bedrock ConverseStream in AWS event-stream framing (see `tests.support.fake_vendors`);
+  `.anthropic_base_url` / `anthropic_env()` and `.bedrock_endpoint_url` / `bedrock_env()` point at them.
 
 Scripting (`fake_provider.script(*responses)` queues `FakeResponse`s, consumed one per request, in order):
 - `FakeResponse(text=..., chunks=N, delay=s)`: the text split into N pieces (default: one per word),
@@ -66,7 +69,11 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import pytest
 
+from tests.support import fake_vendors
+
 FAKE_API_KEY = "sk-fake-test-key-0123456789abcdef"
+FAKE_AWS_KEY_ID = "AKIAFAKETEST01234567"
+FAKE_AWS_SECRET = "fake/aws+secret-0123456789abcdefghijklmnopq"
 # One request per connection: clients never reuse a socket we are about to close.
 _CLOSE = [("connection", "close")]
 _CITATION = re.compile(r"([\w./-]+\.\w+):(\d+)-(\d+)")
@@ -100,11 +107,16 @@ class RecordedRequest:
 
     @property
     def api_key(self) -> str | None:
-        """The key as sent: a Bearer token, Azure's `api-key` or Gemini's `x-goog-api-key` header."""
+        """The key as sent: a Bearer token, Azure's `api-key`, Gemini's `x-goog-api-key`, Anthropic's
+        `x-api-key` header, or the access key id of an AWS SigV4 signature (the secret is never sent)."""
         auth = self.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             return auth[7:]
-        return self.headers.get("api-key") or self.headers.get("x-goog-api-key")
+        if auth.startswith("AWS4-HMAC-SHA256 Credential="):
+            return auth.split("=", 1)[1].split("/", 1)[0]
+        return (
+            self.headers.get("api-key") or self.headers.get("x-goog-api-key") or self.headers.get("x-api-key")
+        )
 
 
 def _split(text: str, chunks: int | None) -> list[str]:
@@ -235,6 +247,25 @@ class FakeProvider:
     def gemini_env(self, key: str = FAKE_API_KEY) -> dict[str, str]:
         return {"GOOGLE_API_KEY": key, "GOOGLE_API_BASE_URL": self.gemini_base_url}
 
+    @property
+    def anthropic_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def anthropic_env(self, key: str = FAKE_API_KEY) -> dict[str, str]:
+        return {"ANTHROPIC_API_KEY": key, "ANTHROPIC_BASE_URL": self.anthropic_base_url}
+
+    @property
+    def bedrock_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def bedrock_env(self, key_id: str = FAKE_AWS_KEY_ID, secret: str = FAKE_AWS_SECRET) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.bedrock_endpoint_url,
+        }
+
     def reset(self) -> None:
         with self._lock:
             self._script: list[FakeResponse] = []
@@ -342,6 +373,9 @@ class FakeProvider:
                 return None
 
     async def _respond(self, stream: _Stream, request: RecordedRequest, script: FakeResponse) -> None:
+        if fake_vendors.is_anthropic(request) or fake_vendors.is_bedrock(request):
+            await self._respond_vendor(stream, request, script)
+            return
         gemini = ":streamGenerateContent" in request.path or ":generateContent" in request.path
         model = (
             request.path.rsplit("/", 1)[-1].split(":")[0] if gemini else str(request.body.get("model", ""))
@@ -356,6 +390,26 @@ class FakeProvider:
             await stream.sse(_openai_events(script, model, request.body))
         else:
             await stream.json_response(200, _openai_completion(script, model, request.body))
+        with self._lock:
+            self.completed += 1
+
+    async def _respond_vendor(self, stream: _Stream, request: RecordedRequest, script: FakeResponse) -> None:
+        """Anthropic's Messages API or Bedrock's ConverseStream (`tests.support.fake_vendors`)."""
+        if fake_vendors.is_bedrock(request):
+            if script.status is not None:
+                headers, body = fake_vendors.bedrock_error(script)
+                await stream.json_response(script.status, body, headers)
+                return
+            frames = fake_vendors.bedrock_events(script, request.body, _split)
+            await stream.sse(frames, content_type="application/vnd.amazon.eventstream")
+        else:
+            model = str(request.body.get("model", ""))
+            if script.status is not None:
+                await stream.json_response(
+                    script.status, fake_vendors.anthropic_error_body(script, request, model)
+                )
+                return
+            await stream.sse(fake_vendors.anthropic_events(script, model, request.body, _split))
         with self._lock:
             self.completed += 1
 
@@ -388,16 +442,19 @@ class _Stream:
         if done:
             raise _Disconnected
 
-    async def json_response(self, status: int, body: Any) -> None:
+    async def json_response(self, status: int, body: Any, extra: list[tuple[str, str]] | None = None) -> None:
         payload = json.dumps(body).encode()
         headers = [*_CLOSE, ("content-type", "application/json"), ("content-length", str(len(payload)))]
+        headers += extra or []
         await self._send(h11.Response(status_code=status, headers=headers))
         await self._send(h11.Data(data=payload))
         await self._send(h11.EndOfMessage())
 
-    async def sse(self, events: AsyncIterator[tuple[float, bytes | None]]) -> None:
+    async def sse(
+        self, events: AsyncIterator[tuple[float, bytes | None]], content_type: str = "text/event-stream"
+    ) -> None:
         """Stream (delay, payload) pairs; a None payload cuts the connection without finishing the body."""
-        headers = [*_CLOSE, ("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]
+        headers = [*_CLOSE, ("content-type", content_type), ("transfer-encoding", "chunked")]
         await self._send(h11.Response(status_code=200, headers=headers))
         async for delay, payload in events:
             await self._sleep(delay)
