@@ -117,6 +117,35 @@ class Settings(BaseSettings):
     openai_compatible_api_key: SecretStr | None = setting(
         "REPOLENS_OPENAI_COMPATIBLE_API_KEY", None, "key of the OpenAI-compatible server"
     )
+    anthropic_api_key: SecretStr | None = setting("ANTHROPIC_API_KEY", None, "Anthropic (Claude) key")
+    anthropic_base_url: str | None = setting("ANTHROPIC_BASE_URL", None, "Anthropic API base URL")
+    aws_access_key_id: SecretStr | None = setting("AWS_ACCESS_KEY_ID", None, "AWS key id (Bedrock)")
+    aws_secret_access_key: SecretStr | None = setting(
+        "AWS_SECRET_ACCESS_KEY", None, "AWS secret key (Bedrock)"
+    )
+    aws_session_token: SecretStr | None = setting("AWS_SESSION_TOKEN", None, "AWS session token (Bedrock)")
+    aws_region: str = setting("AWS_REGION", "us-east-1", "AWS region of Bedrock")
+    aws_role_arn: str | None = setting(
+        "AWS_ROLE_ARN", None, "IAM role to assume (STS) before calling Bedrock"
+    )
+    aws_endpoint_url_bedrock_runtime: str | None = setting(
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", None, "Bedrock runtime endpoint (a gateway or a test server)"
+    )
+    aws_endpoint_url_sts: str | None = setting("AWS_ENDPOINT_URL_STS", None, "STS endpoint for AWS_ROLE_ARN")
+    deepseek_api_key: SecretStr | None = setting("DEEPSEEK_API_KEY", None, "DeepSeek key")
+    deepseek_base_url: str | None = setting("DEEPSEEK_BASE_URL", None, "DeepSeek base URL")
+    mistral_api_key: SecretStr | None = setting("MISTRAL_API_KEY", None, "Mistral AI key")
+    mistral_base_url: str | None = setting("MISTRAL_BASE_URL", None, "Mistral AI base URL")
+    xai_api_key: SecretStr | None = setting("XAI_API_KEY", None, "xAI (Grok) key")
+    xai_base_url: str | None = setting("XAI_BASE_URL", None, "xAI base URL")
+    fireworks_api_key: SecretStr | None = setting("FIREWORKS_API_KEY", None, "Fireworks AI key")
+    fireworks_base_url: str | None = setting("FIREWORKS_BASE_URL", None, "Fireworks AI base URL")
+    sambanova_api_key: SecretStr | None = setting("SAMBANOVA_API_KEY", None, "SambaNova key")
+    sambanova_base_url: str | None = setting("SAMBANOVA_BASE_URL", None, "SambaNova base URL")
+    together_api_key: SecretStr | None = setting("TOGETHER_API_KEY", None, "Together AI key")
+    together_base_url: str | None = setting("TOGETHER_BASE_URL", None, "Together AI base URL")
+    groq_api_key: SecretStr | None = setting("GROQ_API_KEY", None, "Groq key")
+    groq_base_url: str | None = setting("GROQ_BASE_URL", None, "Groq base URL")
 
     # Embedders
     embedder: EmbedderKind = setting(

@@ -394,7 +394,7 @@ def _openai_config(name: str, settings: Settings) -> OpenAIConfig:
         )
     if name in _VENDORS:
         vendor = _VENDORS[name]
-        base = settings.get(vendor.base_url_variable, vendor.base_url)
+        base = settings.value(vendor.base_url_variable) or vendor.base_url
         return OpenAIConfig(_secret(settings, vendor.key_variable), base, vendor.key_variable, timeout)
     if name == "ollama":
         host = (settings.ollama_host or "http://localhost:11434").rstrip("/")
@@ -427,8 +427,8 @@ def get_provider(name: str | None, settings: Settings, model: str | None = None)
         # Imported on use: the anthropic SDK takes a while to import and most servers never need it.
         from rag.providers.anthropic_messages import DEFAULT_BASE_URL, AnthropicConfig, AnthropicProvider
 
-        base = settings.get("ANTHROPIC_BASE_URL", DEFAULT_BASE_URL) or DEFAULT_BASE_URL
-        config = AnthropicConfig(_secret(settings, "ANTHROPIC_API_KEY"), base, _timeout(settings))
+        base = settings.anthropic_base_url or DEFAULT_BASE_URL
+        config = AnthropicConfig(_secret(settings, "ANTHROPIC_API_KEY"), base, settings.llm_timeout)
         return AnthropicProvider(resolved.id, config)
     if info.id == "bedrock":
         return _bedrock(resolved.id, settings)
@@ -440,12 +440,12 @@ def _bedrock(model: str, settings: Settings) -> ChatProvider:
     config = BedrockConfig(
         access_key_id=_secret(settings, "AWS_ACCESS_KEY_ID"),
         secret_access_key=_secret(settings, "AWS_SECRET_ACCESS_KEY"),
-        region=settings.get("AWS_REGION") or settings.get("AWS_DEFAULT_REGION") or "us-east-1",
-        session_token=settings.get("AWS_SESSION_TOKEN"),
-        role_arn=settings.get("AWS_ROLE_ARN"),
-        endpoint_url=settings.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
-        sts_endpoint_url=settings.get("AWS_ENDPOINT_URL_STS"),
-        timeout_s=_timeout(settings),
+        region=settings.aws_region,
+        session_token=_secret(settings, "AWS_SESSION_TOKEN") or None,
+        role_arn=settings.aws_role_arn,
+        endpoint_url=settings.aws_endpoint_url_bedrock_runtime,
+        sts_endpoint_url=settings.aws_endpoint_url_sts,
+        timeout_s=settings.llm_timeout,
     )
     provider = bedrock_provider(model, config)
     provider.supports_tools = model.startswith(_BEDROCK_TOOL_MODELS)
