@@ -7,6 +7,7 @@ One server and one browser serve the whole module; every test opens a fresh brow
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,3 +388,39 @@ def test_private_repository_token_goes_with_questions_and_sources(
         for record in web.store.list():
             if record.private:
                 web.store.delete(record.id)
+
+
+def test_wiki_view_generates_and_renders_pages_with_diagrams_and_citations(page: Page, web: Web) -> None:
+    open_repo(page, web)
+    page.get_by_role("tab", name="Wiki").click()
+    wiki = page.locator("section.wiki")
+    expect(wiki).to_be_visible()
+    page.get_by_label("Without a model").check()
+    wiki.locator("button.generate-wiki").click()
+    progress = wiki.locator(".wiki-progress")
+    expect(progress).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+    expect(progress).to_contain_text("Page 5 of 5")
+    tree = wiki.locator(".wiki-tree")
+    expect(tree.get_by_role("button", name="Overview")).to_have_class(re.compile("current"))
+    expect(wiki.locator(".wiki-meta")).to_contain_text("without a language model")
+    article = wiki.locator("article.wiki-page")
+    expect(article).to_contain_text("Generated without a language model")
+    expect(article.locator(".mermaid-diagram svg").first).to_be_visible(timeout=TIMEOUT_MS)
+
+    tree.get_by_role("button", name="Module weatherline").click()
+    expect(article.locator("h1")).to_have_text("Module weatherline")
+    expect(article.locator(".mermaid-diagram svg")).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(article.locator(".mermaid-error")).to_have_count(0)
+    expect(article.locator(".mermaid-diagram")).to_contain_text("service.py")
+    shot(page, "wiki")
+    article.locator(".mermaid-diagram").screenshot(path=str(SCREENSHOTS / "wiki-diagram.png"))
+    citation = article.locator("button.cite", has_text="weatherline/service.py:10-21")
+    citation.click()
+    viewer = page.locator("dialog.viewer[open]")
+    expect(viewer).to_contain_text("weatherline/service.py:10-21")
+    expect(viewer.locator(".line.cited").first).to_contain_text("class ForecastService", timeout=TIMEOUT_MS)
+    viewer.get_by_role("button", name="Close").click()
+
+    wiki.locator("button.generate-wiki", has_text="Regenerate").click()
+    expect(progress).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+    expect(article.locator("h1")).to_have_text("Module weatherline")

@@ -66,7 +66,7 @@ def test_offline_wiki_has_an_overview_module_pages_diagrams_and_real_citations(
     assert any(page_id.startswith("guide-") for page_id in wiki.pages)
     overview = wiki.pages["overview"].content
     assert "Generated without a language model" in overview
-    assert "Weatherline fetches weather forecasts" in overview and "(README.md:3-4)" in overview
+    assert "Weatherline fetches weather forecasts" in overview and "(`README.md:3-4`)" in overview
 
     module = wiki.pages["module-weatherline"].content
     [diagram] = diagrams(module)

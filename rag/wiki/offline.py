@@ -49,8 +49,9 @@ def slug(text: str) -> str:
 
 
 def cite(path: str, start: int, end: int | None = None) -> str:
+    """`path:start-end` in backticks, so Markdown leaves names like `__init__.py` alone."""
     end = end or start
-    return f"{path}:{start}" if end == start else f"{path}:{start}-{end}"
+    return f"`{path}:{start}`" if end == start else f"`{path}:{start}-{end}`"
 
 
 def cite_span(path: str, summary: Summary) -> str:

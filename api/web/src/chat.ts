@@ -417,7 +417,7 @@ class TurnView {
 }
 
 /** Make each `path:lines` the server recognised as a citation in the answer text open the viewer. */
-function linkCitations(root: HTMLElement, citations: Citation[], open: (citation: Citation) => void): void {
+export function linkCitations(root: HTMLElement, citations: Citation[], open: (citation: Citation) => void): void {
   const byLabel = new Map(citations.map((item) => [`${item.path}:${formatLines(item)}`, item]));
   const escaped = [...byLabel.keys()].sort((a, b) => b.length - a.length).map((label) => label.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
   const pattern = new RegExp(`(${escaped.join("|")})(?![\\d-])`, "g");

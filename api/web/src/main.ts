@@ -7,6 +7,7 @@ import { h } from "./dom";
 import { RepoPanel } from "./repos";
 import { loadPreferences } from "./store";
 import type { ProviderInfo } from "./types";
+import { WikiView } from "./wiki";
 
 async function start(root: HTMLElement): Promise<void> {
   const [models, languages] = await Promise.all([
@@ -19,14 +20,20 @@ async function start(root: HTMLElement): Promise<void> {
     languages: languages.supported_languages,
     defaultLanguage: languages.default,
   });
+  const wiki = new WikiView(() => loadPreferences().language ?? languages.default);
+  wiki.element.hidden = true;
   const sidebar = h("aside", { class: "sidebar" });
   const panel: RepoPanel = new RepoPanel({
     onSelect: (repo) => {
       chat.select(repo);
+      wiki.select(repo);
       panel.renderList();
       sidebar.classList.remove("open");
     },
-    onDeleted: (repoId) => chat.forget(repoId),
+    onDeleted: (repoId) => {
+      chat.forget(repoId);
+      wiki.forget(repoId);
+    },
     selected: () => chat.repoId,
   });
   sidebar.append(panel.element);
@@ -41,10 +48,24 @@ async function start(root: HTMLElement): Promise<void> {
     h("span", { class: "socket-state", title: "Connection to the server" }),
     toggle,
   );
-  root.replaceChildren(header, h("div", { class: "layout" }, sidebar, h("main", {}, chat.element)));
+  const tabs = h("div", { class: "tabs", role: "tablist", "aria-label": "View" });
+  const views = { chat: chat.element, wiki: wiki.element };
+  for (const [name, label] of [["chat", "Chat"], ["wiki", "Wiki"]] as const) {
+    const tab = h("button", { type: "button", role: "tab", class: "tab", "data-view": name, "aria-selected": String(name === "chat") }, label);
+    tab.addEventListener("click", () => {
+      for (const other of tabs.children) other.setAttribute("aria-selected", String(other === tab));
+      views.chat.hidden = name !== "chat";
+      views.wiki.hidden = name !== "wiki";
+    });
+    tabs.append(tab);
+  }
+  root.replaceChildren(header, h("div", { class: "layout" }, sidebar, h("main", {}, tabs, chat.element, wiki.element)));
   const repos = await panel.load();
   const remembered = panel.find(loadPreferences().repoId ?? null) ?? (repos.length === 1 ? repos[0] : undefined);
-  if (remembered) chat.select(remembered);
+  if (remembered) {
+    chat.select(remembered);
+    wiki.select(remembered);
+  }
   else sidebar.classList.add("open");
   panel.renderList();
   document.body.dataset.ready = "true";

@@ -129,3 +129,41 @@ export interface FilterDefaults {
   excluded_dirs: string[];
   excluded_files: string[];
 }
+
+export interface WikiPage {
+  id: string;
+  title: string;
+  content: string;
+  description?: string;
+  filePaths: string[];
+  importance: "high" | "medium" | "low";
+  relatedPages: string[];
+  citations: Citation[];
+}
+
+export interface WikiSection {
+  id: string;
+  title: string;
+  pages: string[];
+}
+
+export interface Wiki {
+  repo_id: string;
+  commit: string | null;
+  language: string;
+  mode: "offline" | "llm" | "client";
+  provider: string | null;
+  model: string | null;
+  generated_at: string;
+  structure: { title: string; description: string; pages: WikiPage[]; sections?: WikiSection[] | null };
+  pages: Record<string, WikiPage>;
+  stale_pages: string[];
+}
+
+export type WikiEvent =
+  | { type: "status"; stage: string; message: string }
+  | { type: "wiki"; event: "structure"; title: string; total: number; mode: string; pages: { id: string; title: string }[] }
+  | { type: "wiki"; event: "page"; index: number; total: number; page_id: string; title: string; reused: boolean }
+  | { type: "wiki"; event: "note"; message: string }
+  | ErrorEvent
+  | { type: "done"; wiki: Record<string, unknown> };
