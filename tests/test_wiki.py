@@ -43,6 +43,12 @@ def run_wiki(store: Store, embedder: Embedder | None, repo_id: str, **options: A
     return asyncio.run(collect())
 
 
+def index_line(store: Store, repo_id: str, path: str, line: int) -> str:
+    text = store.open(repo_id).file_text(path)
+    assert text is not None
+    return text.splitlines()[line - 1]
+
+
 def saved(store: Store, repo_id: str) -> Wiki:
     wiki = WikiStore(store).latest(repo_id)
     assert wiki is not None
@@ -69,10 +75,19 @@ def test_offline_wiki_has_an_overview_module_pages_diagrams_and_real_citations(
     assert "Weatherline fetches weather forecasts" in overview and "(`README.md:3-4`)" in overview
 
     module = wiki.pages["module-weatherline"].content
-    [diagram] = diagrams(module)
-    checked = check_diagram(diagram)
-    assert checked.text is not None and not checked.repaired
-    assert re.search(r"n\d+ --> n\d+", diagram)  # cli.py --> service.py etc.
+    calls, imports = diagrams(module)  # from the code graph: who calls whom, which file imports which
+    for diagram in (calls, imports):
+        checked = check_diagram(diagram)
+        assert checked.text is not None and not checked.repaired
+        assert re.search(r"n\d+ --> n\d+", diagram)
+    assert '["ForecastService.run"]' in calls and '["service.py"]' in imports
+    [call] = [
+        line
+        for line in module.splitlines()
+        if line.startswith("- `ForecastService.run` calls `HttpClient.send`")
+    ]
+    [citation] = extract_citations(call)
+    assert ".send(" in index_line(store, repo_id, citation.path, citation.start_line)
     assert "`ForecastService`" in module and "`persist_forecasts`" in module
 
     index = store.open(repo_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
+from typing import Any
 
 CODE_LANGUAGES = {
     "python",
@@ -246,6 +247,39 @@ def _brace_end(lines: list[str], index: int) -> int:
         if not opened and end > index and code.rstrip().endswith(";"):
             return end
     return index
+
+
+def definition_doc(language: str, lines: list[str], start_line: int) -> str:
+    """The first sentence of the docs of the definition starting at `start_line` (1-based)."""
+    index = start_line - 1
+    if language == "python":
+        body = index + 1
+        while body < len(lines) and body - index < 20 and not lines[body - 1].rstrip().endswith(":"):
+            body += 1
+        doc = _python_docstring(lines, body)
+    else:
+        doc = _comment_block(lines, index - 1, -1) if index else None
+    return first_sentence(doc.text) if doc else ""
+
+
+def graph_definitions(language: str, text: str, found: list[Any]) -> list[Definition]:
+    """The code graph's definitions of a file (tree-sitter lines) as `Definition`s: top level and methods."""
+    lines = text.splitlines()
+    kept = []
+    for item in found:
+        if item.kind not in ("class", "function", "method") or item.qualname.count(".") > 1:
+            continue
+        kind = "method" if item.parent else item.kind
+        kept.append(
+            Definition(
+                item.name,
+                kind,
+                item.start_line,
+                item.end_line,
+                definition_doc(language, lines, item.start_line),
+            )
+        )
+    return kept
 
 
 def definitions(language: str, text: str) -> list[Definition]:

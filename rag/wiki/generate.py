@@ -129,7 +129,7 @@ class _Run:
     ) -> tuple[str, list[Span]]:
         if chat is None:
             whole_files = [Span(path, 1, max(1, text.count("\n") + 1)) for path, text in facts.texts.items()]
-            return offline.write_page(facts, page), whole_files
+            return await asyncio.to_thread(offline.write_page, facts, page), whole_files
         hits = await asyncio.to_thread(self._retrieve, index, page)
         messages = llm.page_messages(page, structure, hits, self.options.comprehensive, self.options.language)
         text = await llm.complete(chat, messages, llm.PAGE_MAX_TOKENS[self.options.comprehensive])

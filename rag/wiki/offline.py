@@ -27,6 +27,7 @@ from rag.wiki.codefacts import (
     first_paragraph,
     first_sentence,
     go_module_path,
+    graph_definitions,
     imports,
     module_summary,
 )
@@ -38,6 +39,8 @@ MAX_MODULES = {True: 20, False: 6}
 MAX_GUIDES = {True: 10, False: 3}
 MAX_DEFINITIONS = {True: 25, False: 10}
 MAX_DIAGRAM_NODES = 24
+MAX_GRAPH_DEFINITIONS_PER_FILE = 60
+MAX_CALLS_LISTED = 30
 _SKIPPED_DOCS = re.compile(
     r"(^|/)(CHANGELOG|CHANGES|HISTORY|LICENSE|LICENCE|CODE_OF_CONDUCT|NOTICE)[^/]*$", re.I
 )
@@ -70,6 +73,8 @@ class RepoFacts:
     defs: dict[str, list[Definition]] = field(default_factory=dict)
     imports: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     modules: dict[str, list[str]] = field(default_factory=dict)
+    # (caller qualname, caller path, call line, callee qualname, callee path) from the code graph
+    calls: list[tuple[str, str, int, str, str]] = field(default_factory=list)
     docs: list[str] = field(default_factory=list)
     readme: str | None = None
 
@@ -101,12 +106,17 @@ def collect_facts(index: Any, comprehensive: bool = True) -> RepoFacts:
         if summary is not None and summary.text:
             facts.summaries[path] = summary
         if language in CODE_LANGUAGES:
-            facts.defs[path] = definitions(language, text)
             if use_graph:
+                found = index.definitions_in(path)
+                facts.defs[path] = (
+                    graph_definitions(language, text, found) if found else definitions(language, text)
+                )
+                facts.calls.extend(_calls(index, found))
                 facts.imports[path] = [
                     (line, target) for line, _, target in index.imports_of(path) if target != path
                 ]
             else:
+                facts.defs[path] = definitions(language, text)
                 facts.imports[path] = imports(path, language, text, known, go_module)
             grouped[module_name(path, comprehensive)].append(path)
         elif language in DOC_LANGUAGES:
@@ -120,6 +130,17 @@ def collect_facts(index: Any, comprehensive: bool = True) -> RepoFacts:
     facts.docs = sorted(facts.docs, key=lambda p: (not p.startswith(("docs/", "doc/")), p.count("/"), p))
     facts.docs = facts.docs[: MAX_GUIDES[comprehensive]]
     return facts
+
+
+def _calls(index: Any, found: list[Any]) -> list[tuple[str, str, int, str, str]]:
+    calls = []
+    for definition in found[:MAX_GRAPH_DEFINITIONS_PER_FILE]:
+        for edge in index.callees(definition, ("call",)):
+            if (edge.target.path, edge.target.qualname) != (definition.path, definition.qualname):
+                calls.append(
+                    (definition.qualname, definition.path, edge.line, edge.target.qualname, edge.target.path)
+                )
+    return calls
 
 
 def _doc_title(facts: RepoFacts, path: str) -> str:
@@ -314,6 +335,13 @@ def _module(facts: RepoFacts, name: str) -> str:
                 f"({cite(path, definition.start_line, definition.end_line)})"
             )
         lines.append("")
+    calls = [call for call in facts.calls if call[1] in paths]
+    if calls:
+        lines += ["## Calls", "", *_call_diagram(facts, name, calls), ""]
+        for caller, path, line, callee, target in calls[:MAX_CALLS_LISTED]:
+            where = "" if target in paths else f" in `{target}`"
+            lines.append(f"- `{caller}` calls `{callee}`{where} ({cite(path, line)})")
+        lines.append("")
     lines += ["## Imports", "", *_import_diagram(facts, name), ""]
     outgoing = [(path, line, target) for path in paths for line, target in facts.imports.get(path, [])]
     if outgoing:
@@ -367,6 +395,31 @@ def _import_diagram(facts: RepoFacts, name: str) -> list[str]:
                 lines.append(f"    {others[other]}([{label(other)}])")
             edges.add((ids[path], "-.->", others[other]))
     lines += [f"    {source} {arrow} {target}" for source, arrow, target in sorted(edges)]
+    lines.append("```")
+    return lines
+
+
+def _call_diagram(facts: RepoFacts, name: str, calls: list[tuple[str, str, int, str, str]]) -> list[str]:
+    """A Mermaid flowchart of who calls whom, from the code graph: the module's definitions, and the
+    definitions of other modules they call (rounded)."""
+    ids: dict[tuple[str, str], str] = {}
+    lines = ["```mermaid", "graph LR"]
+    edges: set[tuple[str, str]] = set()
+    for caller, path, _, callee, target in calls:
+        ends = []
+        for qualname, where in ((caller, path), (callee, target)):
+            key = (qualname, where)
+            if key not in ids:
+                if len(ids) >= MAX_DIAGRAM_NODES:
+                    break
+                ids[key] = node_id(len(ids) + 1)
+                text = label(qualname if facts.module_of(where) == name else f"{qualname} ({where})")
+                shape = f"[{text}]" if facts.module_of(where) == name else f"([{text}])"
+                lines.append(f"    {ids[key]}{shape}")
+            ends.append(ids[key])
+        if len(ends) == 2 and ends[0] != ends[1]:
+            edges.add((ends[0], ends[1]))
+    lines += [f"    {source} --> {target}" for source, target in sorted(edges)]
     lines.append("```")
     return lines
 
