@@ -42,7 +42,7 @@ export class WikiView {
         "div",
         { class: "wiki-head" },
         h("div", { class: "wiki-heading" }, this.title, this.meta),
-        h("label", { class: "check small", title: "Write the wiki from the code alone, without a language model" }, this.offline, " Without a model"),
+        h("label", { class: "check small", title: "Write the wiki from the code alone, without a language model" }, this.offline, " Offline (no LLM)"),
         this.generate,
       ),
       this.progress,
