@@ -39,6 +39,7 @@ from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import Event, done_event, error_event, status_event
 from rag.redact import secret_scope
 from rag.research import ResearchOptions, compat_iteration, is_deep_research, run_research
+from rag.wiki.compat import answers_offline, compat_wiki_events, wiki_request_kind
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +158,9 @@ def _answer_events(
             language=request.language,
             cancel=cancel,
         )
+    wiki_kind = wiki_request_kind(request.question)
+    if wiki_kind and answers_offline(services.settings, request.provider, request.model):
+        return compat_wiki_events(services, repo_id, wiki_kind, request.question)  # deepwiki's wiki, offline
     answer_request = AnswerRequest(
         repo_id=repo_id,
         question=request.question,

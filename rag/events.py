@@ -102,6 +102,22 @@ class ResearchEvent(_Frame):
     files: list[str] | None = None
 
 
+class WikiEvent(_Frame):
+    """Wiki generation progress (`rag.wiki.generate`): the planned `structure`, each finished `page`
+    (k of n, `reused` when unchanged since the last wiki), or a `note` for the reader."""
+
+    type: Literal["wiki"] = "wiki"
+    event: Literal["structure", "page", "note"]
+    title: str | None = None
+    total: int | None = None
+    mode: str | None = None
+    pages: list[dict[str, str]] | None = None
+    index: int | None = None
+    page_id: str | None = None
+    reused: bool | None = None
+    message: str | None = None
+
+
 class ErrorEvent(_Frame):
     type: Literal["error"] = "error"
     code: ErrorCode
@@ -130,6 +146,7 @@ class DoneEvent(_Frame):
     research: dict[str, Any] | None = None
     repo: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
+    wiki: dict[str, Any] | None = None
 
 
 class PongEvent(_Frame):
@@ -142,6 +159,7 @@ EVENT_MODELS: tuple[type[_Frame], ...] = (
     TokenEvent,
     CitationsEvent,
     ResearchEvent,
+    WikiEvent,
     ErrorEvent,
     DoneEvent,
     PongEvent,
@@ -168,6 +186,15 @@ def citations_event(citations: list[dict[str, Any]]) -> Event:
 
 def research_event(**fields: Any) -> Event:
     return ResearchEvent.model_validate(fields).wire()
+
+
+def wiki_event(**fields: Any) -> Event:
+    return WikiEvent.model_validate(fields).wire()
+
+
+def wiki_done_event(summary: dict[str, Any]) -> Event:
+    """The end of a wiki generation: its summary with `regenerated` and `reused` page counts."""
+    return DoneEvent(wiki=summary).wire()
 
 
 def error_event(code: ErrorCode, message: str) -> Event:

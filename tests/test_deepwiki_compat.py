@@ -8,6 +8,7 @@ Requests are copied from its source (AsyncFuncAI/deepwiki-open, snapshot 2026-05
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,101 @@ def test_deep_research_with_an_unconfigured_provider_falls_back_offline(compat: 
     assert response.status_code == 200
     assert response.text.lstrip().startswith("## Research Plan")
     assert "not configured" not in response.text
+
+
+def ws_answer(compat: Compat, body: dict[str, Any]) -> str:
+    """What its `websocketClient.ts` collects: every text frame until the server closes the socket."""
+    from websockets.exceptions import ConnectionClosedOK
+    from websockets.sync.client import connect
+
+    parts = []
+    with connect(f"{compat.server.ws_url}/ws/chat", open_timeout=10) as ws:
+        ws.send(json.dumps(body))
+        try:
+            while True:
+                parts.append(ws.recv(timeout=30))
+        except ConnectionClosedOK:
+            pass
+    return "".join(parts)
+
+
+# The prompts of page.tsx (determineWikiStructure and generatePageContent), abridged where it adds nothing.
+STRUCTURE_PROMPT = """Analyze this GitHub repository local/weatherline and create a wiki structure for it.
+
+1. The complete file tree of the project:
+<file_tree>
+{tree}
+</file_tree>
+
+2. The README file of the project:
+<readme>
+{readme}
+</readme>
+
+Return your analysis in the following XML format:
+
+<wiki_structure>
+  <title>[Overall title for the wiki]</title>
+  <description>[Brief description of the repository]</description>
+  <pages>
+    <page id="page-1">
+      <title>[Page title]</title>
+    </page>
+  </pages>
+</wiki_structure>
+
+IMPORTANT FORMATTING INSTRUCTIONS:
+- Return ONLY the valid XML structure specified above
+- Start directly with <wiki_structure> and end with </wiki_structure>
+
+IMPORTANT:
+1. Create 8-12 pages that would make a comprehensive wiki for this repository"""
+
+PAGE_PROMPT = """You are an expert technical writer and software architect.
+Your task is to generate a comprehensive and accurate technical wiki page in Markdown format about a \
+specific feature, system, or module within a given software project.
+
+You will be given:
+1. The "[WIKI_PAGE_TOPIC]" for the page you need to create.
+2. A list of "[RELEVANT_SOURCE_FILES]" from the project that you MUST use as the sole basis for \
+the content.
+
+<details>
+<summary>Relevant source files</summary>
+
+The following files were used as context for generating this wiki page:
+
+{files}
+</details>
+
+Immediately after the `<details>` block, the main title of the page should be a H1 Markdown heading: \
+`# {title}`.
+"""
+
+
+def test_its_wiki_generation_works_offline_over_the_websocket(compat: Compat) -> None:
+    """No model configured: the structure request gets the XML its parser reads, each page its content."""
+    import xml.etree.ElementTree as ElementTree
+
+    structure = httpx.get(
+        compat.url("/local_repo/structure"), params={"path": str(compat.repo)}, timeout=TIMEOUT
+    )
+    prompt = STRUCTURE_PROMPT.format(
+        **{"tree": structure.json()["file_tree"], "readme": structure.json()["readme"]}
+    )
+    body = chat_body(compat, prompt)
+    text = ws_answer(compat, body)
+    match = re.search(r"<wiki_structure>[\s\S]*?</wiki_structure>", text)  # page.tsx: else "No valid XML"
+    assert match is not None, text[:300]
+    root = ElementTree.fromstring(match.group())
+    pages = root.findall("./pages/page")
+    assert root.findtext("title") == "Weatherline wiki" and len(pages) >= 4
+    module = next(page for page in pages if page.findtext("title") == "Module weatherline")
+    files = [node.text for node in module.findall("./relevant_files/file_path")]
+    assert "weatherline/client.py" in files
+    assert module.findtext("parent_section") in {s.get("id") for s in root.findall("./sections/section")}
+
+    listing = "\n".join(f"- [{path}](file://{path})" for path in files)
+    page = ws_answer(compat, chat_body(compat, PAGE_PROMPT.format(files=listing, title="Module weatherline")))
+    assert page.startswith("<details>") and "# Module weatherline" in page
+    assert "Generated without a language model" in page and "`weatherline/service.py:10-21`" in page

@@ -29,9 +29,9 @@ from typing import Any
 
 from rag.citations import Span, check_citations, extract_citations, link
 from rag.errors import ErrorCode, RepoLensError
+from rag.events import error_event, status_event, wiki_done_event, wiki_event
 from rag.providers.base import ChatProvider
 from rag.providers.catalog import provider_or_offline
-from rag.redact import redact
 from rag.research.services import ResearchServices
 from rag.retrieval import Retriever
 from rag.wiki import llm, offline
@@ -155,12 +155,11 @@ async def generate_wiki(
         async for event in _generate(services, repo_id, options, cancel, counts, result):
             yield event
     except RepoLensError as error:
-        yield {"type": "error", "code": error.code, "message": redact(str(error))}
+        yield error_event(error.code, str(error))
     except Exception as error:
         logger.exception("wiki generation failed")
-        message = redact(f"{type(error).__name__}: {error}")
-        yield {"type": "error", "code": ErrorCode.INTERNAL.value, "message": message}
-    yield {"type": "done", "wiki": {**result, **counts}}
+        yield error_event(ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
+    yield wiki_done_event({**result, **counts})
 
 
 async def _generate(
@@ -172,7 +171,7 @@ async def _generate(
     result: dict[str, Any],
 ) -> AsyncIterator[Event]:
     run = _Run(services, repo_id, options)
-    yield {"type": "status", "stage": "wiki", "message": f"reading the code of {repo_id}"}
+    yield status_event("wiki", f"reading the code of {repo_id}")
     index, facts, hashes = await asyncio.to_thread(run.load)
     record = index.record
     chat = run.chat()
@@ -188,10 +187,10 @@ async def _generate(
         }
     structure = await run.structure(chat, facts, previous)
     for note in run.notes:
-        yield {"type": "wiki", "event": "note", "message": note}
+        yield wiki_event(event="note", message=note)
     shown = len(run.notes)
     total = len(structure.pages)
-    yield {"type": "wiki", "event": "structure", **llm.plan_summary(structure), "total": total, "mode": mode}
+    yield wiki_event(event="structure", **llm.plan_summary(structure), total=total, mode=mode)
 
     pages: dict[str, WikiPage] = {}
     old = previous.pages if previous is not None else {}
@@ -215,23 +214,17 @@ async def _generate(
             counts["reused" if reused else "regenerated"] += 1
             if repaired or dropped:
                 message = f"{page.title}: {repaired} diagram(s) repaired, {dropped} dropped (invalid Mermaid)"
-                yield {"type": "wiki", "event": "note", "message": message}
-            yield {
-                "type": "wiki",
-                "event": "page",
-                "index": done_number,
-                "total": total,
-                "page_id": page.id,
-                "title": page.title,
-                "reused": reused,
-            }
+                yield wiki_event(event="note", message=message)
+            yield wiki_event(
+                event="page", index=done_number, total=total, page_id=page.id, title=page.title, reused=reused
+            )
     finally:
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
     for note in run.notes[shown:]:
-        yield {"type": "wiki", "event": "note", "message": note}
+        yield wiki_event(event="note", message=note)
     wiki = Wiki(
         repo_id=repo_id,
         commit=record.commit,

@@ -95,10 +95,24 @@ export interface DoneEvent {
   research?: Record<string, unknown> | null;
   repo?: Record<string, unknown> | null;
   report?: Record<string, unknown> | null;
+  wiki?: Record<string, unknown> | null;
 }
 
 export interface PongEvent {
   type: "pong";
+}
+
+export interface WikiEvent {
+  type: "wiki";
+  event: "structure" | "page" | "note";
+  title?: string | null;
+  total?: number | null;
+  mode?: string | null;
+  pages?: Record<string, string>[] | null;
+  index?: number | null;
+  page_id?: string | null;
+  reused?: boolean | null;
+  message?: string | null;
 }
 
 export type ChatEvent =
@@ -107,6 +121,7 @@ export type ChatEvent =
   | TokenEvent
   | CitationsEvent
   | ResearchEvent
+  | WikiEvent
   | ErrorEvent
   | DoneEvent
   | PongEvent;
@@ -159,11 +174,3 @@ export interface Wiki {
   pages: Record<string, WikiPage>;
   stale_pages: string[];
 }
-
-export type WikiEvent =
-  | { type: "status"; stage: string; message: string }
-  | { type: "wiki"; event: "structure"; title: string; total: number; mode: string; pages: { id: string; title: string }[] }
-  | { type: "wiki"; event: "page"; index: number; total: number; page_id: string; title: string; reused: boolean }
-  | { type: "wiki"; event: "note"; message: string }
-  | ErrorEvent
-  | { type: "done"; wiki: Record<string, unknown> };

@@ -8,7 +8,7 @@ import { linkCitations } from "./chat";
 import { h } from "./dom";
 import { renderMarkdown } from "./markdown";
 import { accessRefused, tokenFor } from "./tokens";
-import type { RepoRecord, Wiki, WikiEvent, WikiPage } from "./types";
+import type { ChatEvent, RepoRecord, Wiki, WikiPage } from "./types";
 import { openSource } from "./viewer";
 
 export class WikiView {
@@ -104,15 +104,15 @@ export class WikiView {
     try {
       const body = { offline: this.offline.checked, language: this.languageOf(), force: Boolean(this.wiki) };
       await postEvents(`${repoPath(repo.id)}/wiki`, body, (raw) => {
-        const event = raw as unknown as WikiEvent;
-        if (event.type === "status") line.textContent = event.message;
+        const event = raw as unknown as ChatEvent;
+        if (event.type === "status") line.textContent = event.message ?? "";
         else if (event.type === "wiki" && event.event === "structure") {
-          bar.max = event.total;
+          bar.max = event.total ?? 1;
           line.textContent = `Planned ${event.total} pages: ${event.title}`;
         } else if (event.type === "wiki" && event.event === "page") {
-          bar.value = event.index;
+          bar.value = event.index ?? 0;
           line.textContent = `Page ${event.index} of ${event.total}: ${event.title}${event.reused ? " (unchanged)" : ""}`;
-        } else if (event.type === "wiki" && event.event === "note") notes.append(h("li", {}, event.message));
+        } else if (event.type === "wiki" && event.event === "note") notes.append(h("li", {}, event.message ?? ""));
         else if (event.type === "error") failed = event.message;
       }, controller.signal);
     } catch (error) {
