@@ -429,3 +429,25 @@ def test_config_routes_list_the_new_providers_and_their_models(live_server_facto
     bedrock = next(entry for entry in models["providers"] if entry["id"] == "bedrock")
     assert bedrock["configured"] is True
     assert FAKE_AWS_SECRET not in json.dumps(models) + json.dumps(models_config)
+
+
+async def test_bedrock_assumes_aws_role_arn_first_and_signs_with_the_role(
+    fake_provider: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.support.fake_vendors import ROLE_CREDENTIALS
+
+    install_log_redaction()
+    caplog.set_level(logging.DEBUG)
+    role = "arn:aws:iam::123456789012:role/bedrock-reader"
+    fake_provider.script(FakeResponse(text="hello from a role"))
+    sts_url = fake_provider.bedrock_endpoint_url
+    chat = provider(fake_provider, "bedrock", AWS_ROLE_ARN=role, AWS_ENDPOINT_URL_STS=sts_url)
+    assert text_of(await collect(chat, ChatRequest(QUESTION, model=chat.model))) == "hello from a role"
+
+    sts, converse = fake_provider.requests[-2:]
+    assert sts.body["Action"] == "AssumeRole" and sts.body["RoleArn"] == role
+    assert sts.api_key == FAKE_AWS_KEY_ID, "the configured keys ask for the role"
+    assert converse.api_key == ROLE_CREDENTIALS["AccessKeyId"], "the role's keys sign the call"
+    assert converse.headers["x-amz-security-token"] == ROLE_CREDENTIALS["SessionToken"]
+    for secret in (FAKE_AWS_SECRET, ROLE_CREDENTIALS["SecretAccessKey"], ROLE_CREDENTIALS["SessionToken"]):
+        assert secret not in caplog.text

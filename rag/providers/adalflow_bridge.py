@@ -218,6 +218,9 @@ def bedrock_client(config: BedrockConfig) -> Any:
         if cached is not None and not _role_expired(config):
             return cached
     load_adalflow()
+    # botocore logs request headers and response bodies at DEBUG, STS's temporary keys included,
+    # before anything could register them for redaction: never below INFO.
+    logging.getLogger("botocore").setLevel(logging.INFO)
     import boto3
     from adalflow.components.model_client.bedrock_client import BedrockAPIClient
     from botocore.config import Config

@@ -22,7 +22,8 @@ Endpoints (any path prefix is accepted, so Azure/Ollama/OpenRouter-style base UR
   with `text` or `functionCall`, `usageMetadata` on the last event).
 - `POST .../v1/messages`: the Anthropic Messages API stream, and `POST /model/{id}/converse-stream`:
   Bedrock ConverseStream in AWS event-stream framing (see `tests.support.fake_vendors`);
-  `.anthropic_base_url` / `anthropic_env()` and `.bedrock_endpoint_url` / `bedrock_env()` point at them.
+  `.anthropic_base_url` / `anthropic_env()` and `.bedrock_endpoint_url` / `bedrock_env()` point at them;
+  STS `AssumeRole` (`POST /`, form `Action=AssumeRole`) answers with `fake_vendors.ROLE_CREDENTIALS`.
 
 Scripting (`fake_provider.script(*responses)` queues `FakeResponse`s, consumed one per request, in order):
 - `FakeResponse(text=..., chunks=N, delay=s)`: the text split into N pieces (default: one per word),
@@ -64,7 +65,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import h11
 import pytest
@@ -215,6 +216,15 @@ def gemini_error_body(script: FakeResponse, request: RecordedRequest, model: str
     return [{"error": error}]
 
 
+def _parse_body(body: bytes, content_type: str) -> dict[str, Any]:
+    """JSON, or a form (AWS query protocol, e.g. STS `AssumeRole`) as a flat dict."""
+    if not body:
+        return {}
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return dict(parse_qsl(body.decode()))
+    return json.loads(body)
+
+
 class _Disconnected(Exception):
     """The client closed its end while we were streaming."""
 
@@ -318,6 +328,8 @@ class FakeProvider:
                 return FakeResponse(
                     status=401, error_code="API_KEY_INVALID" if "x-goog-api-key" in request.headers else None
                 )
+            if fake_vendors.is_sts(request):
+                return FakeResponse()  # credentials for AWS_ROLE_ARN: not an answer, takes no script
             return self._script.pop(0) if self._script else echo_response(request)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -367,12 +379,15 @@ class FakeProvider:
                     path=target.path,
                     query=parse_qs(target.query),
                     headers=headers,
-                    body=json.loads(body) if body else {},
+                    body=_parse_body(body, headers.get("content-type", "")),
                 )
             else:
                 return None
 
     async def _respond(self, stream: _Stream, request: RecordedRequest, script: FakeResponse) -> None:
+        if fake_vendors.is_sts(request):
+            await stream.body_response(200, fake_vendors.sts_assume_role(request), "text/xml")
+            return
         if fake_vendors.is_anthropic(request) or fake_vendors.is_bedrock(request):
             await self._respond_vendor(stream, request, script)
             return
@@ -443,8 +458,12 @@ class _Stream:
             raise _Disconnected
 
     async def json_response(self, status: int, body: Any, extra: list[tuple[str, str]] | None = None) -> None:
-        payload = json.dumps(body).encode()
-        headers = [*_CLOSE, ("content-type", "application/json"), ("content-length", str(len(payload)))]
+        await self.body_response(status, json.dumps(body).encode(), "application/json", extra)
+
+    async def body_response(
+        self, status: int, payload: bytes, content_type: str, extra: list[tuple[str, str]] | None = None
+    ) -> None:
+        headers = [*_CLOSE, ("content-type", content_type), ("content-length", str(len(payload)))]
         headers += extra or []
         await self._send(h11.Response(status_code=status, headers=headers))
         await self._send(h11.Data(data=payload))

@@ -15,6 +15,9 @@ same `FakeResponse`s as the OpenAI and Gemini formats:
   `contentBlockStop`, `messageStop`, `metadata` (usage); an `exception` message for an in-band
   failure. HTTP errors carry `x-amzn-ErrorType` and a `{"message": ...}` body, as botocore expects.
 
+- `POST /` with the form `Action=AssumeRole` (AWS query protocol): STS's XML answer with the fixed
+  temporary credentials `ROLE_CREDENTIALS`, for `AWS_ROLE_ARN`.
+
 `encode_event_message(headers, payload)` is the framing; the tests check it against botocore's own
 decoder (`botocore.eventstream.EventStreamBuffer`).
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import binascii
 import json
 import struct
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -225,3 +229,31 @@ async def bedrock_events(script: FakeResponse, body: dict[str, Any], split: Any)
     )
     usage = {"inputTokens": prompt, "outputTokens": completion, "totalTokens": prompt + completion}
     yield 0.0, _event("metadata", {"usage": usage, "metrics": {"latencyMs": 42}})
+
+
+# ---- STS AssumeRole (AWS_ROLE_ARN) ---------------------------------------------------------------
+
+ROLE_CREDENTIALS = {
+    "AccessKeyId": "ASIAFAKEROLEKEY01234",
+    "SecretAccessKey": "fake/role+secret-abcdefghijklmnopqrstuvwxyz0123",
+    "SessionToken": "FakeRoleSessionToken//0123456789abcdefghijklmnopqrstuvwxyz==",
+}
+
+
+def is_sts(request: RecordedRequest) -> bool:
+    return request.path == "/" and request.body.get("Action") == "AssumeRole"
+
+
+def sts_assume_role(request: RecordedRequest) -> bytes:
+    """STS's `AssumeRoleResponse` XML with `ROLE_CREDENTIALS`, valid for an hour."""
+    expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    credentials = "".join(f"<{name}>{value}</{name}>" for name, value in ROLE_CREDENTIALS.items())
+    session = request.body.get("RoleSessionName", "session")
+    return (
+        '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>'
+        f"<Credentials>{credentials}<Expiration>{expiration}</Expiration></Credentials>"
+        f"<AssumedRoleUser><AssumedRoleId>AROAFAKE:{session}</AssumedRoleId>"
+        f"<Arn>{request.body.get('RoleArn', '')}/{session}</Arn></AssumedRoleUser>"
+        "</AssumeRoleResult><ResponseMetadata><RequestId>fake-request</RequestId></ResponseMetadata>"
+        "</AssumeRoleResponse>"
+    ).encode()
