@@ -81,6 +81,11 @@ class RepoRecord:
     version: int = 0
     # Cloned with a token: every API request for its content must prove access (see ingest.access).
     private: bool = False
+    # Lexical-first ingest: `dense_chunks` of the `dense_total` chunks worth embedding have vectors.
+    # `index_state` is `complete`, `lexical` (none yet) or `partial n/m`; records from before say complete.
+    index_state: str = "complete"
+    dense_chunks: int = 0
+    dense_total: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +103,9 @@ class RepoRecord:
             "updated_at": self.updated_at,
             "version": self.version,
             "private": self.private,
+            "index_state": self.index_state,
+            "dense_chunks": self.dense_chunks,
+            "dense_total": self.dense_total,
         }
 
     @classmethod

@@ -9,12 +9,13 @@ readers (and a crash) only ever see the previous version.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -74,6 +75,8 @@ class IndexBuilder:
         self._added_vectors: list[np.ndarray] = []
         self._base_ids_by_hash: dict[str, int] = {}
         self.graph_resolve_s = 0.0  # time `commit` spent resolving the code graph (for ingest timings)
+        self._created_at = base.record.created_at if base is not None else ""
+        self._files_changed = True
 
     def __enter__(self) -> IndexBuilder:
         self._lock.__enter__()
@@ -120,7 +123,11 @@ class IndexBuilder:
         self._conn = open_for_build(self._dir / META_FILE)
         graph.create_graph_schema(self._conn)  # a version from before the code graph gains its tables
         self._faiss = faiss.clone_index(self._base.faiss)
-        self._base_ids_by_hash = dict(self._conn.execute("SELECT content_hash, id FROM chunks"))
+        self._base_ids_by_hash = dict(
+            self._conn.execute(
+                "SELECT content_hash, id FROM chunks WHERE id NOT IN (SELECT id FROM vectorless)"
+            )
+        )
         (max_id,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()
         self._next_id = int(max_id) + 1
 
@@ -143,7 +150,11 @@ class IndexBuilder:
 
     def remove_file(self, path: str) -> int:
         """Drop a file and its chunks; returns how many chunks left."""
+        self._files_changed = True
         ids = [row[0] for row in self._conn.execute("SELECT id FROM chunks WHERE path = ?", (path,))]
+        self._conn.execute(
+            "DELETE FROM vectorless WHERE id IN (SELECT id FROM chunks WHERE path = ?)", (path,)
+        )
         self._conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
         self._conn.execute("DELETE FROM files WHERE path = ?", (path,))
         graph.delete_file_graph(self._conn, path)
@@ -155,14 +166,19 @@ class IndexBuilder:
         self,
         file: SourceFileLike,
         chunks: Sequence[Chunk],
-        vectors: np.ndarray,
+        vectors: np.ndarray | Sequence[np.ndarray | None],
         file_graph: FileGraph | None = None,
         graph_version: int = 0,
+        *,
+        priority: int = 0,
+        skip: Collection[int] = (),
     ) -> int:
         """Add (or replace) a file with its chunks and their L2-normalised vectors, row for row,
         and its code graph (None: a language the graph does not understand).
 
-        Returns how many chunks of a previous copy of the file were replaced.
+        A `None` vector makes the chunk searchable lexically now and embedded later (`add_vectors`,
+        in `priority` order, lowest first); chunk indexes in `skip` are never embedded (no semantic
+        value). Returns how many chunks of a previous copy of the file were replaced.
         """
         if len(chunks) != len(vectors):
             raise ValueError(f"{file.path}: {len(chunks)} chunks but {len(vectors)} vectors")
@@ -181,9 +197,18 @@ class IndexBuilder:
         lexical.index_chunks(self._conn, ((row[0], row[1], row[5], row[6]) for row in rows))
         if file_graph is not None:
             graph.write_file_graph(self._conn, file.path, file_graph, graph_version)
-        if len(chunks):
-            self._added_ids.append(ids)
-            self._added_vectors.append(np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1))
+        present = [row for row, vector in enumerate(vectors) if vector is not None]
+        missing = [
+            (int(ids[row]), priority, None if row in skip else chunks[row].embed_text)
+            for row, vector in enumerate(vectors)
+            if vector is None
+        ]
+        self._conn.executemany("INSERT INTO vectorless VALUES (?, ?, ?)", missing)
+        if present:
+            self._added_ids.append(ids[present])
+            self._added_vectors.append(
+                np.asarray([vectors[row] for row in present], dtype=np.float32).reshape(len(present), -1)
+            )
         return replaced
 
     def files_needing_graph(self, version: int, languages: frozenset[str]) -> list[tuple[str, str, str]]:
@@ -202,7 +227,46 @@ class IndexBuilder:
 
     def set_file_graph(self, path: str, file_graph: FileGraph, version: int) -> None:
         """Store the graph of a file already in the version (see `files_needing_graph`)."""
+        self._files_changed = True
         graph.write_file_graph(self._conn, path, file_graph, version)
+
+    def pending_texts(self, limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` `(content_hash, embed_text)` still to embed, in priority order, one per text."""
+        rows = self._conn.execute(
+            "SELECT c.content_hash, v.embed_text FROM vectorless v JOIN chunks c ON c.id = v.id "
+            "WHERE v.embed_text IS NOT NULL ORDER BY v.priority, v.id"
+        )
+        found: dict[str, str] = {}
+        for content_hash, text in rows:
+            found.setdefault(content_hash, text)
+            if len(found) >= limit:
+                break
+        return list(found.items())
+
+    def pending_count(self) -> int:
+        """Chunks that will get a vector but have none yet."""
+        (count,) = self._conn.execute(
+            "SELECT COUNT(*) FROM vectorless WHERE embed_text IS NOT NULL"
+        ).fetchone()
+        return int(count)
+
+    def add_vectors(self, vectors: Mapping[str, np.ndarray]) -> int:
+        """Give every pending chunk whose content hash is in `vectors` its vector; returns how many."""
+        if not vectors:
+            return 0
+        rows = self._conn.execute(
+            "SELECT c.id, c.content_hash FROM vectorless v JOIN chunks c ON c.id = v.id "
+            "WHERE v.embed_text IS NOT NULL"
+        ).fetchall()
+        filled = [(chunk_id, content_hash) for chunk_id, content_hash in rows if content_hash in vectors]
+        if not filled:
+            return 0
+        self._conn.executemany("DELETE FROM vectorless WHERE id = ?", [(chunk_id,) for chunk_id, _ in filled])
+        self._added_ids.append(np.asarray([chunk_id for chunk_id, _ in filled], dtype=np.int64))
+        self._added_vectors.append(
+            np.asarray([vectors[content_hash] for _, content_hash in filled], dtype=np.float32)
+        )
+        return len(filled)
 
     def _apply_vector_changes(self) -> None:
         if self._removed_ids:
@@ -216,13 +280,20 @@ class IndexBuilder:
     def commit(self) -> RepoRecord:
         """Write the version, swap `current` to it atomically, and drop older versions."""
         self._apply_vector_changes()
-        started = time.monotonic()
-        graph.resolve(self._conn)
-        self.graph_resolve_s = time.monotonic() - started
+        if self._files_changed:  # a dense checkpoint only adds vectors: the graph is as resolved
+            started = time.monotonic()
+            graph.resolve(self._conn)
+            self.graph_resolve_s += time.monotonic() - started
         (files,) = self._conn.execute("SELECT COUNT(*) FROM files").fetchone()
         (chunks,) = self._conn.execute("SELECT COUNT(*) FROM chunks").fetchone()
-        if chunks != self._faiss.ntotal:
-            raise RuntimeError(f"index inconsistent: {chunks} chunk rows but {self._faiss.ntotal} vectors")
+        (pending, skipped) = self._conn.execute(
+            "SELECT COUNT(embed_text), COUNT(*) - COUNT(embed_text) FROM vectorless"
+        ).fetchone()
+        if chunks - pending - skipped != self._faiss.ntotal:
+            raise RuntimeError(
+                f"index inconsistent: {chunks} chunk rows, {pending + skipped} without a vector, "
+                f"but {self._faiss.ntotal} vectors"
+            )
         self._conn.execute("COMMIT")
         self._conn.close()
         self._conn = None
@@ -232,7 +303,10 @@ class IndexBuilder:
         self.record.version = number
         self.record.file_count = int(files)
         self.record.chunk_count = int(chunks)
-        self.record.created_at = self._base.record.created_at if self._base else now
+        self.record.dense_chunks = int(self._faiss.ntotal)
+        self.record.dense_total = int(chunks - skipped)
+        self.record.index_state = index_state(self.record.dense_chunks, self.record.dense_total)
+        self.record.created_at = self._created_at or now
         self.record.updated_at = now
         faiss.write_index(self._faiss, str(self._dir / FAISS_FILE))
         (self._dir / RECORD_FILE).write_text(json.dumps(self.record.to_json(), indent=2))
@@ -248,6 +322,29 @@ class IndexBuilder:
         self._committed = True
         self._paths.remove_old_versions()
         return self.record
+
+    def checkpoint(self) -> RepoRecord:
+        """Commit what is built so far as the live version, then keep building on top of it with the
+        lock still held (lexical-first ingest: a searchable version, then dense ones). A crash after
+        this leaves the checkpoint serving; the next build starts from it."""
+        committed = self.commit()
+        self._committed = False
+        self.record = dataclasses.replace(committed)
+        self._created_at = committed.created_at
+        self._dir = self._paths.root / f"{BUILD_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        self._dir.mkdir(parents=True)
+        shutil.copyfile(self._paths.version_dir(committed.version) / META_FILE, self._dir / META_FILE)
+        self._conn = open_for_build(self._dir / META_FILE)
+        self._removed_ids, self._added_ids, self._added_vectors = [], [], []
+        self._files_changed = False
+        return dataclasses.replace(committed)
+
+
+def index_state(dense_chunks: int, dense_total: int) -> str:
+    """`complete`, `lexical` (no vector yet) or `partial n/m`, as records and status frames say it."""
+    if dense_chunks >= dense_total:
+        return "complete"
+    return "lexical" if dense_chunks == 0 else f"partial {dense_chunks}/{dense_total}"
 
 
 def _fsync_file(path: Path) -> None:

@@ -44,6 +44,18 @@ CREATE INDEX chunks_hash ON chunks(content_hash);
 CREATE INDEX chunks_symbol ON chunks(symbol);
 """
 
+# Chunks with no vector yet (lexical-first ingest: embedded later, in `priority` order) or never
+# (`embed_text` NULL: content with no semantic value, searchable lexically only). Created on every
+# build connection, so versions written before it existed gain it on their next update.
+_VECTORLESS_DDL = """
+CREATE TABLE IF NOT EXISTS vectorless (
+    id INTEGER PRIMARY KEY,
+    priority INTEGER NOT NULL,
+    embed_text TEXT
+);
+CREATE INDEX IF NOT EXISTS vectorless_order ON vectorless(priority, id);
+"""
+
 CHUNK_COLUMNS = "id, path, language, start_line, end_line, symbol, text, content_hash"
 
 
@@ -146,6 +158,7 @@ def open_for_build(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = OFF")
     if new:
         create_schema(conn)
+    conn.executescript(_VECTORLESS_DDL)
     conn.execute("BEGIN")
     return conn
 
