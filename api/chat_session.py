@@ -186,7 +186,10 @@ def _filter_spec(request: ChatRequestBody) -> FilterSpec:
 def status_from_progress(progress: Progress) -> Event:
     """An ingest progress report as a `status` frame (every stage after cloning is `indexing`)."""
     stage = "cloning" if progress.stage == "cloning" else "indexing"
-    return status_event(**{**progress.to_json(), "stage": stage, "step": progress.stage})
+    fields = {**progress.to_json(), "stage": stage, "step": progress.stage}
+    if fields.get("index_state") is None:
+        fields.pop("index_state", None)  # set only at milestones (searchable, each dense version)
+    return status_event(**fields)
 
 
 async def _ensure_indexed(
@@ -194,7 +197,10 @@ async def _ensure_indexed(
 ) -> AsyncIterator[Event]:
     """Ingest `source` unless another request did meanwhile; yields `status` frames.
 
-    Setting `cancel` stops the ingest (error `cancelled`). The per-repo lock is held until
+    Returns at the ingest's `searchable` milestone (lexical-first: the version answers with BM25
+    everywhere and vectors where they exist); the dense phase goes on in the ingest thread and
+    commits better versions as it goes. Setting `cancel` before that milestone stops the ingest
+    (error `cancelled`). The per-repo lock is held until
     the ingest thread has really ended, even when the consumer is gone first, so the next
     request never races a dying build.
     """
@@ -235,13 +241,20 @@ async def _ensure_indexed(
                 call_soon(loop, updates.put_nowait, None)
 
         finished = _run_in_thread(loop, work)
+        searchable = False
         try:
-            async for event in until_cancelled(_drain(updates), cancel):
-                yield event
-            await finished
+            async with contextlib.aclosing(until_cancelled(_drain(updates), cancel)) as progress:
+                async for event in progress:
+                    yield event
+                    if event.get("step") == "searchable":
+                        searchable = True  # answer now; the dense phase goes on in its thread
+                        break
+            if not searchable:
+                await finished
         finally:
             if not finished.done():
-                stop.set()
+                if not searchable:
+                    stop.set()
                 release_now = False
                 finished.add_done_callback(lambda _: lock.release())
     finally:

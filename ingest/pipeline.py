@@ -11,6 +11,7 @@ run cleans up and starts again (the vector cache keeps what was embedded).
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,20 +28,21 @@ from ingest.filters import FileFilter, FilterSpec
 from ingest.git import checkout, local_commit, token_for, uses_token
 from ingest.reader import Limits, SkipStats, SourceFile, iter_source_files
 from ingest.sources import RepoSource, resolve_source
-from rag.embedders import Embedder
+from rag.embedders import CachedEmbedder, Embedder
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.graph_types import GRAPH_VERSION, FileGraph
 from rag.store import IndexBuilder, Store
 from rag.store.layout import InvalidRepoIdError
 from rag.types import Chunk, RepoRecord
 
-Stage = Literal["cloning", "scanning", "chunking", "embedding", "writing", "done"]
+Stage = Literal["cloning", "scanning", "chunking", "writing", "searchable", "embedding", "done"]
 ProgressCallback = Callable[["Progress"], None]
 
 # Texts per embedder call: small enough that progress, cancel and the vector
 # cache (written after each call) stay fresh, large enough to batch well.
 EMBED_SLICE = 64
 _PROGRESS_INTERVAL_S = 0.2
+DENSE_COMMIT_S = 10.0
 # The backfill only borrows a chunker's parsers: its token budget is never used.
 MIN_PARSER_TOKENS = 256
 
@@ -63,6 +65,8 @@ class IngestOptions:
     limits: Limits = field(default_factory=Limits.from_env)
     clone_timeout: float = 300.0
     reindex: bool = False
+    # Lexical-first ingest: a new dense version is committed this often while vectors are computed.
+    dense_commit_s: float = DENSE_COMMIT_S
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Progress:
     rate: float = 0.0
     eta_s: float | None = None
     message: str = ""
+    index_state: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -107,6 +112,9 @@ class IngestReport:
             "url": self.record.url,
             "commit": self.record.commit,
             "version": self.record.version,
+            "index_state": self.record.index_state,
+            "dense_chunks": self.record.dense_chunks,
+            "dense_total": self.record.dense_total,
             "files": self.files,
             "chunks": self.chunks,
             "skipped": self.skipped,
@@ -131,7 +139,11 @@ class _Reporter:
         if self._cancel is not None and self._cancel.is_set():
             raise IngestCancelled(f"ingest of {self._repo_id} cancelled; the previous index is unchanged")
 
-    def __call__(self, stage: Stage, message: str = "", **counts: int) -> None:
+    def __call__(
+        self, stage: Stage, message: str = "", index_state: str | None = None, **counts: int
+    ) -> None:
+        """Report a step; a new stage, a finished count or a new `index_state` (a version landed)
+        is always reported, other steps at most every `_PROGRESS_INTERVAL_S`."""
         self.check_cancel()
         now = time.monotonic()
         new_stage = stage != self._stage
@@ -142,13 +154,16 @@ class _Reporter:
         done_key = "chunks" if stage == "embedding" else "files"
         done, total = counts.get(f"{done_key}_done", 0), counts.get(f"{done_key}_total", 0)
         final = total > 0 and done >= total
-        if not (new_stage or final or now - self._last_emit >= _PROGRESS_INTERVAL_S):
+        if not (new_stage or final or index_state or now - self._last_emit >= _PROGRESS_INTERVAL_S):
             return
         self._last_emit = now
         elapsed = now - self._stage_started
         rate = done / elapsed if elapsed > 0 and done else 0.0
         eta = (total - done) / rate if rate > 0 and total >= done else None
-        self._callback(Progress(stage=stage, rate=rate, eta_s=eta, message=message, **counts))
+        progress = Progress(
+            stage=stage, rate=rate, eta_s=eta, message=message, index_state=index_state, **counts
+        )
+        self._callback(progress)
 
 
 @dataclass
@@ -237,19 +252,30 @@ def ingest(
         with _timed(timings, "chunk_s"):
             chunked = _chunk(diff.added + diff.changed, embedder, report, graphs)
         all_chunks = [chunk for _, chunks in chunked for chunk in chunks]
-        with _timed(timings, "embed_s"):
-            vectors = builder.reusable_vectors(chunk.content_hash for chunk in all_chunks)
-            reused = sum(1 for chunk in all_chunks if chunk.content_hash in vectors)
-            vectors.update(_embed(all_chunks, vectors, embedder, report))
         live = builder.base
         removed_chunks = 0
         with _timed(timings, "write_s"):
+            vectors = builder.reusable_vectors(chunk.content_hash for chunk in all_chunks)
+            reused = sum(1 for chunk in all_chunks if chunk.content_hash in vectors)
+            vectors.update(_cached_vectors(all_chunks, vectors, embedder))
             if live is not None and _same_as_live(live.record, record, diff):
                 committed = live.record
             else:
-                removed_chunks = _write(builder, diff, chunked, vectors, embedder.dimension, report, graphs)
-                committed = builder.commit()
+                removed_chunks = _write(builder, diff, chunked, vectors, report, graphs)
+                # Lexical first: this version answers (BM25 everywhere, dense where vectors exist).
+                committed = builder.checkpoint() if builder.pending_count() else builder.commit()
                 graphs.seconds += builder.graph_resolve_s
+        timings["searchable_s"] = time.monotonic() - started
+        report(
+            "searchable",
+            f"{committed.id} is searchable ({committed.index_state})",
+            chunks_done=committed.dense_chunks,
+            chunks_total=committed.dense_total,
+            index_state=committed.index_state,
+        )
+        with _timed(timings, "embed_s"):
+            if committed.index_state != "complete":
+                committed = _embed_pending(builder, committed, embedder, report, options.dense_commit_s)
     timings["graph_s"] = graphs.seconds
     timings["total_s"] = time.monotonic() - started
     report(
@@ -301,6 +327,7 @@ def update(
         limits=given.limits,
         clone_timeout=given.clone_timeout,
         reindex=given.reindex,
+        dense_commit_s=given.dense_commit_s,
     )
     return ingest(record.url, stored, store=store, embedder=embedder, progress=progress, cancel=cancel)
 
@@ -388,25 +415,87 @@ def _chunk(
     return chunked
 
 
-def _embed(
-    chunks: Sequence[Chunk], known: dict[str, np.ndarray], embedder: Embedder, report: _Reporter
+def _cached_vectors(
+    chunks: Sequence[Chunk], known: dict[str, np.ndarray], embedder: Embedder
 ) -> dict[str, np.ndarray]:
-    """Vectors for every chunk text not in `known`, embedded in slices so progress and cancel stay live."""
+    """Vectors the embedder's cache already holds for chunk texts not in `known` (no embedding)."""
+    if not isinstance(embedder, CachedEmbedder):
+        return {}
     pending = {c.content_hash: c.embed_text for c in chunks if c.content_hash not in known}
-    hashes, texts = list(pending), list(pending.values())
-    total = len(texts)
-    vectors: dict[str, np.ndarray] = {}
-    report("embedding", f"{total} chunks to embed", chunks_done=0, chunks_total=total)
-    for start in range(0, total, EMBED_SLICE):
-        stop = min(start + EMBED_SLICE, total)
+    found = embedder.lookup(list(pending.values()))
+    return {
+        content_hash: vector
+        for content_hash, vector in zip(pending, found, strict=True)
+        if vector is not None
+    }
 
-        def on_progress(done: int, _: int, offset: int = start) -> None:
-            report("embedding", "", chunks_done=offset + done, chunks_total=total)
 
-        batch = embedder.embed_documents(texts[start:stop], progress=on_progress)
-        vectors.update(zip(hashes[start:stop], np.asarray(batch, dtype=np.float32), strict=True))
-        report("embedding", "", chunks_done=stop, chunks_total=total)
-    return vectors
+def _embed_pending(
+    builder: IndexBuilder, committed: RepoRecord, embedder: Embedder, report: _Reporter, commit_every_s: float
+) -> RepoRecord:
+    """The dense phase: embed the chunks without vectors in priority order (source, tests, docs, rest),
+    committing a new version every `commit_every_s` seconds and at the end. Returns the last record."""
+    done, total = committed.dense_chunks, committed.dense_total
+    report("embedding", f"{total - done} chunks to embed", chunks_done=done, chunks_total=total)
+    last_commit = time.monotonic()
+    while pending := builder.pending_texts(EMBED_SLICE):
+        hashes, texts = [h for h, _ in pending], [t for _, t in pending]
+
+        def on_progress(count: int, _: int, offset: int = done) -> None:
+            report("embedding", "", chunks_done=min(total, offset + count), chunks_total=total)
+
+        batch = np.asarray(embedder.embed_documents(texts, progress=on_progress), dtype=np.float32)
+        done += builder.add_vectors(dict(zip(hashes, batch, strict=True)))
+        report("embedding", "", chunks_done=done, chunks_total=total)
+        if builder.pending_count() == 0:
+            break
+        if time.monotonic() - last_commit >= commit_every_s:
+            committed = builder.checkpoint()
+            last_commit = time.monotonic()
+            report(
+                "embedding",
+                f"dense version {committed.version}: {committed.index_state}",
+                chunks_done=done,
+                chunks_total=total,
+                index_state=committed.index_state,
+            )
+    return builder.commit()
+
+
+# Embedding order: what answers most questions first. Lower is earlier.
+_DOC_LANGUAGES = frozenset(("markdown", "rst", "text", "asciidoc", "org", "latex"))
+_DATA_LANGUAGES = frozenset(("json", "yaml", "toml", "ini", "xml", "html", "css", "scss", "less", "sql"))
+_TEST_PARTS = re.compile(
+    r"(^|/)(tests?|__tests__|spec|testing)(/|$)|(^|/)test_[^/]*$|_test\.\w+$|\.(test|spec)\.\w+$"
+)
+
+
+def embed_priority(path: str, language: str) -> int:
+    """0 source, 1 tests, 2 docs, 3 configuration and data: the dense phase embeds in this order."""
+    if language in _DOC_LANGUAGES or path.startswith(("docs/", "doc/")):
+        return 2
+    if _TEST_PARTS.search(path):
+        return 1
+    if language in _DATA_LANGUAGES:
+        return 3
+    return 0
+
+
+_BLOB_RUN = re.compile(r"[A-Za-z0-9+/=_-]{200,}")
+
+
+def no_semantic_value(text: str) -> bool:
+    """Text a sentence embedder cannot make sense of (minified code, encoded blobs, number tables):
+    kept lexical-only, so it is still found by exact words but costs no embedding time."""
+    if not text.strip():
+        return True
+    lines = text.splitlines() or [text]
+    if len(text) >= 400 and len(text) / len(lines) > 300:
+        return True  # minified or one-line generated content
+    if _BLOB_RUN.search(text) and sum(len(run) for run in _BLOB_RUN.findall(text)) > len(text) / 2:
+        return True  # base64, hashes, inline data
+    letters = sum(char.isalpha() for char in text)
+    return len(text) >= 200 and letters / len(text) < 0.25  # hex dumps, number tables
 
 
 def _same_as_live(live: RepoRecord, record: RepoRecord, diff: _Diff) -> bool:
@@ -423,20 +512,22 @@ def _write(
     diff: _Diff,
     chunked: list[tuple[SourceFile, list[Chunk]]],
     vectors: dict[str, np.ndarray],
-    dimension: int,
     report: _Reporter,
     graphs: _Graphs,
 ) -> int:
-    """Apply the diff to the new version; returns how many chunks left the index."""
+    """Apply the diff to the new version (chunks without a known vector wait for the dense phase);
+    returns how many chunks left the index."""
     report("writing", "writing the new index version", files_done=0, files_total=len(chunked))
     removed = sum(builder.remove_file(path) for path in diff.removed)
     for file, chunks in chunked:
         removed += builder.add_file(
             file,
             chunks,
-            _stack([vectors[c.content_hash] for c in chunks], dimension),
+            [vectors.get(c.content_hash) for c in chunks],
             graphs.files.get(file.path),
             GRAPH_VERSION,
+            priority=embed_priority(file.path, file.language),
+            skip={row for row, chunk in enumerate(chunks) if no_semantic_value(chunk.text)},
         )
     started = time.monotonic()
     _backfill_graph(builder)
@@ -465,10 +556,6 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         timings[name] = time.monotonic() - started
-
-
-def _stack(vectors: list[np.ndarray], dimension: int) -> np.ndarray:
-    return np.stack(vectors) if vectors else np.zeros((0, dimension), dtype=np.float32)
 
 
 def _describe(skipped: SkipStats) -> str:

@@ -30,7 +30,7 @@ from rag.events import (
 from rag.prompt import PinnedFile, PromptResult, build_prompt
 from rag.providers.base import ChatProvider, ChatRequest, Message, TextDelta, Usage
 from rag.providers.catalog import PROVIDERS, provider_or_offline, resolve_model
-from rag.retrieval import Retriever
+from rag.retrieval import Retriever, partial_index_note
 from rag.settings import Settings
 from rag.store import RepoIndex, Store
 from rag.tokens import count_tokens
@@ -195,6 +195,10 @@ class AnswerService:
         # Token counting is CPU work: off the event loop, so other conversations keep streaming meanwhile.
         prompt, reserve = await asyncio.to_thread(self._prompt, request, provider, hits, pinned)
         record = index.record
+        if record.index_state != "complete":
+            yield status_event(
+                "retrieving", partial_index_note(record.index_state), index_state=record.index_state
+            )
         yield sources_event(sources_payload(record, prompt.used_hits))
         yield status_event(
             "generating",

@@ -49,6 +49,9 @@ class StatusEvent(_Frame):
     eta_s: float | None = None
     provider: str | None = None
     model: str | None = None
+    # Lexical-first ingest: `lexical`, `partial n/m` or `complete` (the searchable milestone, each dense
+    # version, and an answer from an index still being embedded).
+    index_state: str | None = None
 
 
 class Source(BaseModel):

@@ -284,6 +284,22 @@ def _touching(a: SearchHit, b: SearchHit) -> bool:
     return a.start_line <= b.end_line + 1 + MERGE_GAP and b.start_line <= a.end_line + 1 + MERGE_GAP
 
 
-def search_payload(repo_id: str, query: str, hits: Sequence[SearchHit]) -> dict[str, object]:
-    """The JSON answer of `repolens search --json` and `POST /api/repos/{id}/search`."""
-    return {"repo": repo_id, "query": query, "results": [hit.to_json() for hit in hits]}
+def search_payload(
+    repo_id: str, query: str, hits: Sequence[SearchHit], index_state: str = "complete"
+) -> dict[str, object]:
+    """The JSON answer of `repolens search --json` and `POST /api/repos/{id}/search`; `index_state`
+    (and a `note`) tells a client when dense vectors cover only part of the index."""
+    payload: dict[str, object] = {"repo": repo_id, "query": query, "index_state": index_state}
+    if index_state != "complete":
+        payload["note"] = partial_index_note(index_state)
+    payload["results"] = [hit.to_json() for hit in hits]
+    return payload
+
+
+def partial_index_note(index_state: str) -> str:
+    """What a lexical-first index being embedded means for results (`lexical` or `partial n/m`)."""
+    covered = "no chunk yet" if index_state == "lexical" else f"{index_state.split()[-1]} chunks"
+    return (
+        f"the index is {index_state}: dense vectors cover {covered}, keyword (BM25) search covers every "
+        "file; results improve as embedding completes"
+    )

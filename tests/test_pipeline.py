@@ -111,7 +111,16 @@ def test_full_ingest_indexes_every_wanted_file(repo: Path, store: Store, spy: Re
     assert lexical_paths(store, report.repo_id, RARE_IDENTIFIER)[0] == "weatherline/client.py"
     found = paths_found(store, report.repo_id, "retry failed HTTP requests with exponential backoff", spy)
     assert found[0] == "weatherline/client.py"
-    assert set(report.timings) == {"clone_s", "scan_s", "chunk_s", "embed_s", "write_s", "graph_s", "total_s"}
+    assert set(report.timings) == {
+        "clone_s",
+        "scan_s",
+        "chunk_s",
+        "write_s",
+        "searchable_s",
+        "embed_s",
+        "graph_s",
+        "total_s",
+    }
 
 
 def test_reingesting_an_unchanged_repo_embeds_and_writes_nothing(
@@ -121,7 +130,7 @@ def test_reingesting_an_unchanged_repo_embeds_and_writes_nothing(
     spy.embedded.clear()
     again = ingest(str(repo), store=store, embedder=spy)
     assert spy.embedded == []
-    assert again.record.version == first.record.version == 1
+    assert again.record.version == first.record.version
     assert again.chunks == {"added": 0, "removed": 0, "reused": 0, "total": first.chunks["total"]}
     assert again.files["unchanged"] == len(INDEXED_PATHS)
 
@@ -149,7 +158,7 @@ def test_update_reembeds_only_what_changed_and_drops_deleted_files(
     assert report.files["added"] == 1 and report.files["changed"] == 1 and report.files["removed"] == 1
     assert report.chunks["removed"] >= 2 and report.chunks["added"] == len(spy.embedded)
     after = store.open(first.repo_id)
-    assert after.record.commit == sha and after.record.version == 2
+    assert after.record.commit == sha and after.record.version > first.record.version
     assert "weatherline/storage.py" not in {info.path for info in after.list_files()}
     lexical_hits = after.get_chunks([i for i, _ in after.lexical_search("history.jsonl CACHE_FILE", 50)])
     assert "weatherline/storage.py" not in {chunk.path for chunk in lexical_hits}
@@ -196,11 +205,11 @@ def test_nothing_left_after_filters_is_a_clear_error(
     with pytest.raises(EmptyRepositoryError, match="no files to index") as caught:
         ingest(str(repo), options, store=store, embedder=spy)
     assert caught.value.code == "empty"
-    assert store.open(first.repo_id).record.version == 1
+    assert store.open(first.repo_id).record.version == first.record.version
     assert len(store.open(first.repo_id).list_files()) == len(INDEXED_PATHS)
 
 
-def test_cancel_while_embedding_keeps_the_previous_version(
+def test_cancel_while_embedding_leaves_the_searchable_version_and_a_rerun_completes_it(
     repo: Path, store: Store, spy: RecordingEmbedder
 ) -> None:
     first = ingest(str(repo), store=store, embedder=spy)
@@ -216,16 +225,23 @@ def test_cancel_while_embedding_keeps_the_previous_version(
 
     with pytest.raises(IngestCancelled):
         ingest(str(repo), store=store, embedder=spy, progress=on_progress, cancel=cancel)
-    assert store.open(first.repo_id).record.version == 1
+    live = store.open(first.repo_id)
+    assert live.record.version > first.record.version
+    assert live.record.index_state == f"partial {first.record.dense_chunks}/{live.record.dense_total}"
+    assert "weatherline/gen_3.py" in lexical_paths(store, first.repo_id, "generated_3")
     assert not list(store.paths(first.repo_id).root.glob("build-*"))
-    assert ingest(str(repo), store=store, embedder=spy).files["added"] == 5  # the lock was released
+    spy.embedded.clear()
+    rerun = ingest(str(repo), store=store, embedder=spy)  # the lock was released
+    assert rerun.files["added"] == 0 and rerun.record.index_state == "complete"
+    assert spy.embedded_paths() == {f"weatherline/gen_{n}.py" for n in range(5)}
+    assert store.open(first.repo_id).size == rerun.record.chunk_count
 
 
 def test_progress_covers_every_stage(repo: Path, store: Store, spy: RecordingEmbedder) -> None:
     events: list[Progress] = []
     ingest(str(repo), store=store, embedder=spy, progress=events.append)
     stages = list(dict.fromkeys(event.stage for event in events))
-    assert stages == ["cloning", "scanning", "chunking", "embedding", "writing", "done"]
+    assert stages == ["cloning", "scanning", "chunking", "writing", "searchable", "embedding", "done"]
     last_embedding = [e for e in events if e.stage == "embedding"][-1]
     assert last_embedding.chunks_done == last_embedding.chunks_total > 0
     assert last_embedding.eta_s == 0 and last_embedding.rate > 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
@@ -138,6 +139,7 @@ class ProgressSink:
         self._mode = mode
         self._display: RichProgress | None = None
         self._task: Any = None
+        self._started = time.monotonic()
 
     def __enter__(self) -> Callable[[Progress], None]:
         if self._mode is ProgressMode.rich:
@@ -163,6 +165,12 @@ class ProgressSink:
         if self._mode is ProgressMode.jsonl:
             print(json.dumps({"type": "progress", **event.to_json()}), file=sys.stderr, flush=True)
         elif self._display is not None:
+            if event.stage == "searchable":  # the first milestone stays on screen above the live bar
+                self._display.console.print(
+                    f"[bold green]searchable[/] after {time.monotonic() - self._started:.1f}s "
+                    f"({event.index_state}): ask and search now; dense embedding continues",
+                    highlight=False,
+                )
             embedding = event.stage == "embedding"
             done = event.chunks_done if embedding else event.files_done
             total = (event.chunks_total if embedding else event.files_total) or None
@@ -221,7 +229,13 @@ def _print_report(report: IngestReport, as_json: bool) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"  time:   {report.timings['total_s']:.1f}s", highlight=False, soft_wrap=True)
+    searchable = report.timings.get("searchable_s")
+    milestones = f"searchable after {searchable:.1f}s, " if searchable is not None else ""
+    console.print(
+        f"  time:   {milestones}{record.index_state} after {report.timings['total_s']:.1f}s",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("ingest")

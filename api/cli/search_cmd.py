@@ -12,10 +12,10 @@ import typer
 from rich.syntax import Syntax
 from rich.text import Text
 
-from api.cli.app import app, cli_errors, console
+from api.cli.app import app, cli_errors, console, err_console
 from ingest import resolve_repo_id
 from rag.embedders import get_embedder
-from rag.retrieval import MAX_K, MODES, Retriever, SearchError, search_payload
+from rag.retrieval import MAX_K, MODES, Retriever, SearchError, partial_index_note, search_payload
 from rag.settings import Settings
 from rag.store import Store
 from rag.types import SearchHit
@@ -109,6 +109,8 @@ def search_command(
         assert query is not None
         hits = retriever.search(query, k, **options)
         if as_json:
-            print(json.dumps(search_payload(index.record.id, query, hits)))
+            print(json.dumps(search_payload(index.record.id, query, hits, index.record.index_state)))
         else:
+            if index.record.index_state != "complete":
+                err_console.print(f"note: {partial_index_note(index.record.index_state)}", style="dim")
             print_hits(hits)

@@ -50,4 +50,4 @@ def search_repo(
         )
     except RepoLensError as error:
         raise HTTPException(error.http_status, detail=redact(error.message)) from None
-    return search_payload(index.record.id, body.query, hits)
+    return search_payload(index.record.id, body.query, hits, index.record.index_state)

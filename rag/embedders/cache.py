@@ -100,6 +100,12 @@ class CachedEmbedder:
             found.update(new)
         return np.stack([found[key] for key in hashes]).astype(np.float32, copy=False)
 
+    def lookup(self, texts: Sequence[str]) -> list[np.ndarray | None]:
+        """The cached vector of each text, or None: what an ingest can use without embedding."""
+        hashes = [content_hash(text) for text in texts]
+        found = self._lookup(set(hashes)) if hashes else {}
+        return [found.get(key) for key in hashes]
+
     def _lookup(self, keys: set[bytes]) -> dict[bytes, np.ndarray]:
         """Cached vectors by hash; a cache that cannot be read only costs re-embedding."""
         wanted = list(keys)

@@ -45,6 +45,7 @@ export interface StatusEvent {
   eta_s?: number | null;
   provider?: string | null;
   model?: string | null;
+  index_state?: string | null;
 }
 
 export interface SourcesEvent {
