@@ -19,6 +19,7 @@ from rag.redact import RedactingFilter, install_log_redaction
 WS_PING_INTERVAL_S = 20.0
 WS_PING_TIMEOUT_S = 20.0
 WS_TRANSPORT_MAX_BYTES = 16 * 1024 * 1024
+WORKER_HEALTHCHECK_S = 60
 
 
 def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Config:
@@ -60,7 +61,15 @@ def serve(host: str, port: int, *, log_level: str, workers: int = 1) -> None:
     from uvicorn.supervisors import Multiprocess
 
     config = uvicorn_config(
-        "api.server:create_worker_app", host, port, log_level=log_level, factory=True, workers=workers
+        "api.server:create_worker_app",
+        host,
+        port,
+        log_level=log_level,
+        factory=True,
+        workers=workers,
+        # A worker loads the embedder before it serves; on a busy machine that outlasts uvicorn's 5 s,
+        # which would have the supervisor kill and restart workers that are merely starting.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
     )
     redact_server_logs()
     Multiprocess(config, sockets=[config.bind_socket()]).run()

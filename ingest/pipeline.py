@@ -11,10 +11,11 @@ run cleans up and starts again (the vector cache keeps what was embedded).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +54,15 @@ class EmptyRepositoryError(IngestError):
     code = ErrorCode.EMPTY
 
 
+def dense_commit_interval(environ: Mapping[str, str]) -> float:
+    """Seconds between dense versions (`REPOLENS_DENSE_COMMIT_S`, default 10; at least 0)."""
+    raw = environ.get("REPOLENS_DENSE_COMMIT_S", "")
+    try:
+        return max(0.0, float(raw)) if raw.strip() else DENSE_COMMIT_S
+    except ValueError:
+        return DENSE_COMMIT_S
+
+
 @dataclass
 class IngestOptions:
     """How to fetch and filter a repository. The token is used for this run only, never stored."""
@@ -66,7 +76,7 @@ class IngestOptions:
     clone_timeout: float = 300.0
     reindex: bool = False
     # Lexical-first ingest: a new dense version is committed this often while vectors are computed.
-    dense_commit_s: float = DENSE_COMMIT_S
+    dense_commit_s: float = field(default_factory=lambda: dense_commit_interval(os.environ))
 
 
 @dataclass

@@ -166,3 +166,10 @@ def test_content_with_no_semantic_value_is_kept_lexical_only(
     assert "app/bundle.js" not in set(embedder.paths())
     hits = index.get_chunks([i for i, _ in index.lexical_search("ZQXW_MARKER", 3)])
     assert hits and hits[0].path == "app/bundle.js"
+
+
+def test_the_dense_commit_interval_is_configurable() -> None:
+    assert pipeline.dense_commit_interval({}) == pipeline.DENSE_COMMIT_S
+    assert pipeline.dense_commit_interval({"REPOLENS_DENSE_COMMIT_S": "2.5"}) == 2.5
+    assert pipeline.dense_commit_interval({"REPOLENS_DENSE_COMMIT_S": "-1"}) == 0
+    assert pipeline.dense_commit_interval({"REPOLENS_DENSE_COMMIT_S": "soon"}) == pipeline.DENSE_COMMIT_S

@@ -63,7 +63,12 @@ def test_ingest_streams_status_then_done_and_the_repo_is_listed(live_server: Liv
         assert statuses and all(event["type"] == "status" for event in statuses)
         assert {event["stage"] for event in statuses} <= {"cloning", "indexing"}
         assert "embedding" in {event["step"] for event in statuses}
+        # Lexical first: the searchable milestone comes before the dense phase, with the index state.
+        steps = [event["step"] for event in statuses]
+        assert steps.index("searchable") < len(steps) - 1 - steps[::-1].index("embedding")
+        assert statuses[steps.index("searchable")]["index_state"] == "lexical"
         assert done["type"] == "done" and done["report"]["files"]["added"] == 3
+        assert done["repo"]["index_state"] == "complete"
         repo_id = done["repo"]["id"]
         assert repo_id == f"local/{repo.resolve().as_posix().lstrip('/')}"
 
@@ -82,7 +87,7 @@ def test_update_streams_only_the_changes_and_delete_removes(
         done = sse(client, f"/api/repos/{repo_id}/update")[-1]
         assert done["type"] == "done"
         assert (done["report"]["files"]["changed"], done["report"]["files"]["unchanged"]) == (1, 2)
-        assert done["repo"]["version"] == 2
+        assert done["repo"]["version"] >= 2 and done["repo"]["index_state"] == "complete"
 
         assert client.delete(f"/api/repos/{repo_id}").json() == {"deleted": repo_id}
         assert client.get(f"/api/repos/{repo_id}").status_code == 404
@@ -173,4 +178,6 @@ def test_a_client_that_disconnects_cancels_the_ingest(
     while list(repo_root.glob("build-*")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not list(repo_root.glob("build-*"))
-    assert store.list() == []
+    # Disconnected in the dense phase: the searchable version stays, its embedding stopped.
+    records = store.list()
+    assert len(records) == 1 and records[0].index_state != "complete"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -268,6 +269,13 @@ class RepoIndex:
         return self._query(
             "SELECT path, line, alias FROM import_edges WHERE target_path = ? ORDER BY path, line", [path]
         )
+
+    def vectorless_ids(self) -> set[int]:
+        """Chunks with no vector: lexical-only content, or (partial index) not embedded yet."""
+        try:
+            return {row[0] for row in self._query("SELECT id FROM vectorless")}
+        except sqlite3.OperationalError:  # a version from before lexical-first ingest
+            return set()
 
     def close(self) -> None:
         with self._lock:
