@@ -11,11 +11,10 @@ run cleans up and starts again (the vector cache keeps what was embedded).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from ingest.sources import RepoSource, resolve_source
 from rag.embedders import CachedEmbedder, Embedder
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.graph_types import GRAPH_VERSION, FileGraph
+from rag.settings import Settings
 from rag.store import IndexBuilder, Store
 from rag.store.layout import InvalidRepoIdError
 from rag.types import Chunk, RepoRecord
@@ -43,7 +43,6 @@ ProgressCallback = Callable[["Progress"], None]
 # cache (written after each call) stay fresh, large enough to batch well.
 EMBED_SLICE = 64
 _PROGRESS_INTERVAL_S = 0.2
-DENSE_COMMIT_S = 10.0
 # The backfill only borrows a chunker's parsers: its token budget is never used.
 MIN_PARSER_TOKENS = 256
 
@@ -52,15 +51,6 @@ class EmptyRepositoryError(IngestError):
     """Nothing is left to index after the filters: an empty index would only answer 'no context'."""
 
     code = ErrorCode.EMPTY
-
-
-def dense_commit_interval(environ: Mapping[str, str]) -> float:
-    """Seconds between dense versions (`REPOLENS_DENSE_COMMIT_S`, default 10; at least 0)."""
-    raw = environ.get("REPOLENS_DENSE_COMMIT_S", "")
-    try:
-        return max(0.0, float(raw)) if raw.strip() else DENSE_COMMIT_S
-    except ValueError:
-        return DENSE_COMMIT_S
 
 
 @dataclass
@@ -76,7 +66,7 @@ class IngestOptions:
     clone_timeout: float = 300.0
     reindex: bool = False
     # Lexical-first ingest: a new dense version is committed this often while vectors are computed.
-    dense_commit_s: float = field(default_factory=lambda: dense_commit_interval(os.environ))
+    dense_commit_s: float = field(default_factory=lambda: Settings.from_env().dense_commit_s)
 
 
 @dataclass

@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     max_file_bytes: int = setting("REPOLENS_MAX_FILE_BYTES", 1_000_000, "largest file indexed (bytes)", ge=1)
     max_files: int = setting("REPOLENS_MAX_FILES", 20_000, "most files indexed per repository", ge=1)
     max_bytes: int = setting("REPOLENS_MAX_BYTES", 200_000_000, "most bytes indexed per repository", ge=1)
+    dense_commit_s: float = setting(
+        "REPOLENS_DENSE_COMMIT_S", 10.0, "seconds between dense index versions while an ingest embeds", ge=0
+    )
     repolens_token: SecretStr | None = setting("REPOLENS_TOKEN", None, "git token for every host")
     github_token: SecretStr | None = setting("GITHUB_TOKEN", None, "git token for github.com")
     gitlab_token: SecretStr | None = setting("GITLAB_TOKEN", None, "git token for gitlab.com")

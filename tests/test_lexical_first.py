@@ -168,8 +168,7 @@ def test_content_with_no_semantic_value_is_kept_lexical_only(
     assert hits and hits[0].path == "app/bundle.js"
 
 
-def test_the_dense_commit_interval_is_configurable() -> None:
-    assert pipeline.dense_commit_interval({}) == pipeline.DENSE_COMMIT_S
-    assert pipeline.dense_commit_interval({"REPOLENS_DENSE_COMMIT_S": "2.5"}) == 2.5
-    assert pipeline.dense_commit_interval({"REPOLENS_DENSE_COMMIT_S": "-1"}) == 0
-    assert pipeline.dense_commit_interval({"REPOLENS_DENSE_COMMIT_S": "soon"}) == pipeline.DENSE_COMMIT_S
+def test_the_dense_commit_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert IngestOptions().dense_commit_s == 10.0
+    monkeypatch.setenv("REPOLENS_DENSE_COMMIT_S", "2.5")
+    assert IngestOptions().dense_commit_s == 2.5
