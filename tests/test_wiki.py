@@ -286,3 +286,26 @@ def test_cli_wiki_offline_with_json_export(indexed_repo: tuple[Store, str], tmp_
     assert json.loads(again.stdout.strip().splitlines()[-1])["reused"] == summary["pages"]
     unknown = runner.invoke(app, ["wiki", "github.com/nobody/nothing", "--offline"])
     assert unknown.exit_code == 3
+
+
+def test_codefacts_read_rst_headings_and_skip_docstring_titles() -> None:
+    from rag.wiki.codefacts import headings, module_summary
+
+    rst = [
+        "Developer Interface",
+        "===================",
+        "",
+        "Intro text.",
+        "",
+        "Sessions",
+        "--------",
+        "",
+        "More.",
+    ]
+    assert headings(rst) == [(1, 1, "Developer Interface"), (6, 2, "Sessions")]
+    assert headings(["# Title", "", "```", "# not a heading", "```", "## Part"]) == [
+        (1, 1, "Title"),
+        (6, 2, "Part"),
+    ]
+    summary = module_summary("python", '"""\nrequests.models\n~~~~~~~~~~~~~~~\n\nThe primary objects.\n"""\n')
+    assert summary is not None and summary.text == "The primary objects." and summary.start_line == 1

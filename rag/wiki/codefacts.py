@@ -119,7 +119,10 @@ def module_summary(language: str, text: str) -> Summary | None:
         index = 0
         while index < len(lines) and (not lines[index].strip() or lines[index].startswith("#")):
             index += 1
-        return _python_docstring(lines, index)
+        docstring = _python_docstring(lines, index)
+        if docstring is None:
+            return None
+        return Summary(_drop_rst_title(docstring.text), docstring.start_line, docstring.end_line)
     if language in DOC_LANGUAGES:
         return first_paragraph(lines)
     if language in CODE_LANGUAGES:
@@ -133,6 +136,47 @@ def module_summary(language: str, text: str) -> Summary | None:
     return None
 
 
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+:.])\1{2,}\s*$")
+
+
+def headings(lines: list[str]) -> list[tuple[int, int, str]]:
+    """`(line, level, title)` of Markdown (`## Title`) and reStructuredText (underlined) headings."""
+    found: list[tuple[int, int, str]] = []
+    rst_levels: list[str] = []
+    fenced = False
+    for index, line in enumerate(lines):
+        if line.strip().startswith("```"):
+            fenced = not fenced
+        if fenced:
+            continue
+        match = _MD_HEADING.match(line)
+        if match:
+            found.append((index + 1, len(match.group(1)), match.group(2)))
+            continue
+        underline = _RST_UNDERLINE.match(lines[index + 1]) if index + 1 < len(lines) else None
+        title = line.strip()
+        if (
+            underline
+            and title
+            and not _RST_UNDERLINE.match(line)
+            and len(lines[index + 1].strip()) >= len(title)
+        ):
+            char = underline.group(1)
+            if char not in rst_levels:
+                rst_levels.append(char)
+            found.append((index + 1, rst_levels.index(char) + 1, title))
+    return found
+
+
+def _drop_rst_title(text: str) -> str:
+    """`requests.models\n~~~~~~~\n\nThe primary objects...` → `The primary objects...`."""
+    lines = text.strip().splitlines()
+    if len(lines) > 1 and _RST_UNDERLINE.match(lines[1].strip()):
+        return "\n".join(lines[2:]).strip()
+    return text
+
+
 def first_paragraph(lines: list[str], start: int = 0) -> Summary | None:
     """The first prose paragraph from `start` (headings, badges, code fences and HTML skipped)."""
     index, fenced = start, False
@@ -140,7 +184,13 @@ def first_paragraph(lines: list[str], start: int = 0) -> Summary | None:
         stripped = lines[index].strip()
         if stripped.startswith("```"):
             fenced = not fenced
-        elif not fenced and stripped and not stripped.startswith(("#", "<", "![", "[![", "=", "-", "|", ">")):
+        elif (
+            not fenced
+            and stripped
+            and not stripped.startswith(("#", "<", "![", "[![", "=", "-", "|", ">", "..", ":"))
+            and not (index + 1 < len(lines) and _RST_UNDERLINE.match(lines[index + 1]))
+            and not _RST_UNDERLINE.match(stripped)
+        ):
             break
         index += 1
     if index >= len(lines):

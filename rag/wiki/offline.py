@@ -28,13 +28,14 @@ from rag.wiki.codefacts import (
     first_sentence,
     go_module_path,
     graph_definitions,
+    headings,
     imports,
     module_summary,
 )
 from rag.wiki.mermaid import label, node_id
 from rag.wiki.model import WikiPage, WikiSection, WikiStructure
 
-ROOT_MODULE = "(top level)"
+ROOT_MODULE = "top-level files"
 MAX_MODULES = {True: 20, False: 6}
 MAX_GUIDES = {True: 10, False: 3}
 MAX_DEFINITIONS = {True: 25, False: 10}
@@ -55,6 +56,10 @@ def cite(path: str, start: int, end: int | None = None) -> str:
     """`path:start-end` in backticks, so Markdown leaves names like `__init__.py` alone."""
     end = end or start
     return f"`{path}:{start}`" if end == start else f"`{path}:{start}-{end}`"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def cite_span(path: str, summary: Summary) -> str:
@@ -144,9 +149,9 @@ def _calls(index: Any, found: list[Any]) -> list[tuple[str, str, int, str, str]]
 
 
 def _doc_title(facts: RepoFacts, path: str) -> str:
-    for line in facts.texts[path].splitlines():
-        if line.startswith("#"):
-            return line.lstrip("#").strip() or path
+    found = headings(facts.texts[path].splitlines())
+    if found:
+        return min(found, key=lambda heading: (heading[1], heading[0]))[2]
     return posixpath.splitext(posixpath.basename(path))[0].replace("-", " ").replace("_", " ").title()
 
 
@@ -272,7 +277,7 @@ def _overview(facts: RepoFacts) -> str:
                 else ""
             )
             title = name if name != ROOT_MODULE else "top-level files"
-            lines.append(f"- **{title}** ({len(paths)} files){what}")
+            lines.append(f"- **{title}** ({plural(len(paths), 'file')}){what}")
         lines.append("")
         lines += ["## How the modules depend on each other", "", *_module_diagram(facts), ""]
     entries = _entry_points(facts)
@@ -288,7 +293,7 @@ def _overview(facts: RepoFacts) -> str:
         lines += [
             "## Languages",
             "",
-            ", ".join(f"{language}: {n} files" for language, n in counts.most_common()),
+            ", ".join(f"{language}: {plural(n, 'file')}" for language, n in counts.most_common()),
             "",
         ]
     return "\n".join(lines).rstrip() + "\n"
@@ -309,7 +314,7 @@ def _module(facts: RepoFacts, name: str) -> str:
     lines = [label_line(facts), ""]
     language_counts = Counter(facts.languages[path] for path in paths)
     languages = ", ".join(language for language, _ in language_counts.most_common())
-    lines += [f"`{name}` has {len(paths)} code files ({languages}).", ""]
+    lines += [f"`{name}` has {plural(len(paths), 'code file')} ({languages}).", ""]
     described = [path for path in paths if path in facts.summaries]
     if described:
         lines += ["## Responsibilities", ""]
@@ -440,23 +445,13 @@ def _module_diagram(facts: RepoFacts) -> list[str]:
     return lines
 
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-
-
 def _guide(facts: RepoFacts, path: str) -> str:
     """A document's outline: each section's heading, its first sentence and its lines."""
     lines_of_doc = facts.texts[path].splitlines()
-    headings = []
-    fenced = False
-    for number, line in enumerate(lines_of_doc, 1):
-        if line.strip().startswith("```"):
-            fenced = not fenced
-        match = None if fenced else _HEADING.match(line)
-        if match:
-            headings.append((number, len(match.group(1)), match.group(2)))
+    sections = headings(lines_of_doc)
     lines = [label_line(facts), "", f"This guide follows `{path}`.", ""]
-    for position, (number, level, title) in enumerate(headings):
-        end = headings[position + 1][0] - 1 if position + 1 < len(headings) else len(lines_of_doc)
+    for position, (number, level, title) in enumerate(sections):
+        end = sections[position + 1][0] - 1 if position + 1 < len(sections) else len(lines_of_doc)
         paragraph = first_paragraph(lines_of_doc[:end], number)
         marker = "#" * min(level + 1, 6)
         lines += [f"{marker} {title}", ""]
@@ -465,7 +460,7 @@ def _guide(facts: RepoFacts, path: str) -> str:
         else:
             lines.append(f"See {cite(path, number, max(number, end))}.")
         lines.append("")
-    if not headings:
+    if not sections:
         paragraph = first_paragraph(lines_of_doc)
         if paragraph:
             lines.append(f"{paragraph.text} ({cite(path, paragraph.start_line, paragraph.end_line)})")
