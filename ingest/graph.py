@@ -143,6 +143,8 @@ class _Extractor:
             return
         if kind in self.syntax.calls:
             self._call(node, scope)
+        elif kind in self.syntax.members and self._is_callback(node, scope):
+            self._read(node, scope, "call")
         elif kind in self.syntax.members and self._is_config_read(node):
             self._read(node, scope)
         elif kind in _IMPORTS:
@@ -334,10 +336,18 @@ class _Extractor:
         leaf = obj.rsplit(".", 1)[-1].lower()
         return leaf in _CONFIG_RECEIVERS
 
-    def _read(self, node: Node, scope: _Scope) -> None:
+    def _is_callback(self, node: Node, scope: _Scope) -> bool:
+        """`run_sync(self.lookup_path, path)`: a method of this object passed to be called later."""
+        parent = node.parent
+        if parent is None or parent.type not in ("argument_list", "arguments"):
+            return False
+        obj = _text(node.child_by_field_name(self.syntax.members[node.type][0]))
+        return obj in scope.receivers or obj in _SELF_NAMES
+
+    def _read(self, node: Node, scope: _Scope, kind: str = "read") -> None:
         member = self.syntax.members[node.type]
         name = _text(node.child_by_field_name(member[1]))
-        self._reference(node, scope, name, node.child_by_field_name(member[0]), "read")
+        self._reference(node, scope, name, node.child_by_field_name(member[0]), kind)
 
     # imports --------------------------------------------------------------------------------------
 

@@ -258,7 +258,8 @@ def ingest(
             vectors = builder.reusable_vectors(chunk.content_hash for chunk in all_chunks)
             reused = sum(1 for chunk in all_chunks if chunk.content_hash in vectors)
             vectors.update(_cached_vectors(all_chunks, vectors, embedder))
-            if live is not None and _same_as_live(live.record, record, diff):
+            graph_current = not builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES)
+            if live is not None and graph_current and _same_as_live(live.record, record, diff):
                 committed = live.record
             else:
                 removed_chunks = _write(builder, diff, chunked, vectors, report, graphs)

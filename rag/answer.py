@@ -27,6 +27,7 @@ from rag.events import (
     status_event,
     token_event,
 )
+from rag.graph_walk import find_chain
 from rag.prompt import PinnedFile, PromptResult, build_prompt
 from rag.providers.base import ChatProvider, ChatRequest, Message, TextDelta, Usage
 from rag.providers.catalog import PROVIDERS, provider_or_offline, resolve_model
@@ -206,12 +207,19 @@ class AnswerService:
             provider=provider.name,
             model=provider.model,
         )
+        chain = None
+        if provider.name == "offline":
+            # Without a model, the answer explains the code graph's chain for the question.
+            chain = await asyncio.to_thread(find_chain, index, request.question, prompt.used_hits)
         chat = ChatRequest(
             prompt.messages,
             model=provider.model,
             max_tokens=reserve,
             question=request.question,
             context=tuple(prompt.used_hits),
+            chain=chain,
+            file_text=index.file_text,
+            language=request.language or "en",
         )
         parts: list[str] = []
         usage: Usage | None = None
@@ -228,6 +236,12 @@ class AnswerService:
         context: list[SearchHit | Span] = [*prompt.used_hits]
         if pinned is not None:
             context.append(Span(pinned.path, 1, pinned.text.count("\n") + 1))
+        if chain is not None:
+            context += [
+                Span(link.definition.path, link.definition.start_line, link.definition.end_line)
+                for link in chain.links
+            ]
+            context += [Span(path, line, line) for _, path, line in chain.reads]
         citations = link(check_citations(extract_citations(text), context), record)
         yield citations_event([citation.to_json() for citation in citations])
         yield done_event(

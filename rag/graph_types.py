@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Bumped when extraction changes, so an update re-extracts files graphed by an older extractor.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 
 RECEIVER_SELF = "self"  # a call on the enclosing method's own object (`self.`, `this.`, Go/Rust receiver)
 

@@ -12,7 +12,7 @@ import pytest
 
 from rag.answer import AnswerRequest, AnswerService, until_cancelled
 from rag.embedders import Embedder, get_embedder
-from rag.providers.offline import LABEL
+from rag.providers.offline import labels
 from rag.store import Store
 from rag.tokens import count_tokens
 from tests.support.chat import settings_for
@@ -72,12 +72,14 @@ async def test_offline_answer_is_grounded_labelled_and_deterministic(indexed: In
 
     assert [event["type"] for event in events][:3] == ["status", "sources", "status"]
     assert sum(event["type"] == "token" for event in events) > 5, "streamed in pieces"
-    assert answer.startswith(f"**{LABEL}**")
-    for path in ("weatherline/cli.py", "weatherline/client.py", "weatherline/service.py"):
-        assert path in answer
-    assert "### How they connect" in answer
-    assert re.search(r"`weatherline/cli\.py:\d+-\d+` uses [^\n]*`ForecastService`", answer)
-    assert 'ForecastService(HttpClient("https://forecast.example.invalid"))' in answer, "a key excerpt"
+    assert answer.startswith(f"**{labels('en')['title']}**")
+    # The code graph's chain, each step cited: the entry point first, down to the HTTP client.
+    assert re.search(
+        r"reached from `main\(\)` \(`weatherline/cli\.py:19-25`\) → `ForecastService\.run\(\)` "
+        r"\(`weatherline/service\.py:16-21`\) → `HttpClient\.send\(\)` \(`weatherline/client\.py:23-34`\)",
+        answer,
+    )
+    assert 'payload = self.client.send("GET"' in answer, "a key excerpt"
     citations = one(events, "citations")["citations"]
     assert citations and all(citation["in_context"] for citation in citations)
     sources = one(events, "sources")["sources"]
@@ -173,7 +175,7 @@ async def test_unconfigured_provider_falls_back_to_offline_only_when_nothing_is_
 ) -> None:
     events = await run(indexed.service(), AnswerRequest(indexed.repo_id, QUESTION, provider="google"))
     assert "google is not configured" in events[0]["message"]
-    assert text(events).startswith(f"**{LABEL}**")
+    assert text(events).startswith(f"**{labels('en')['title']}**")
     configured = indexed.service(**fake_provider.openai_env())
     events = await run(configured, AnswerRequest(indexed.repo_id, QUESTION, provider="google"))
     assert events[-1]["type"] == "error" and events[-1]["code"] == "not_configured"

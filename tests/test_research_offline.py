@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from rag.providers.offline import labels
 from rag.research import ResearchOptions, run_research
+from rag.store import RepoIndex
 from tests.support.repos import CALL_CHAIN
 from tests.test_research_tools import ResearchIndex, shared_research_index
 
@@ -30,10 +32,10 @@ async def test_offline_research_follows_the_call_chain_across_three_files(
 ) -> None:
     events = await offline_events(research_index)
     answer = "".join(e["text"] for e in events if e["type"] == "token")
-    assert answer.startswith("## Offline research (no LLM configured)")
-    path_section = answer.split("### Path through the code", 1)[1].split("###", 1)[0]
-    steps = re.findall(r"^\d+\. `([\w.]+)` at ([\w/.]+):(\d+)-(\d+)", path_section, re.MULTILINE)
-    assert [(path, name) for name, path, _, _ in steps[:3]] == list(CALL_CHAIN), path_section
+    assert answer.startswith(f"**{labels('en')['title']}**")
+    reached = next(line for line in answer.splitlines() if "reached from" in line)
+    steps = re.findall(r"`([\w.]+)\(\)` \(`([\w/.]+):(\d+)-(\d+)`\)", reached)
+    assert [(path, name) for name, path, _, _ in steps[:3]] == list(CALL_CHAIN), reached
     assert len({path for path, _ in CALL_CHAIN}) == 3
 
     research = [e for e in events if e["type"] == "research"]
@@ -48,7 +50,22 @@ async def test_offline_research_follows_the_call_chain_across_three_files(
     assert all(c["in_context"] for c in citations)
     done = events[-1]
     assert done["type"] == "done" and done["research"]["tokens"] == 0
-    assert done["research"]["turns"] >= 2 and done["research"]["tool_calls"] > 0
+    assert done["research"]["turns"] >= 1 and done["research"]["tool_calls"] > 0
+    assert done["research"]["stopped_because"] == "chain_found"
+
+
+async def test_without_a_code_graph_offline_research_walks_identifiers(
+    research_index: ResearchIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index built before the code graph existed still gets offline research (the older walk)."""
+    monkeypatch.setattr(RepoIndex, "has_graph", property(lambda self: False))
+    events = await offline_events(research_index)
+    answer = "".join(e["text"] for e in events if e["type"] == "token")
+    assert answer.startswith("## Offline research (no LLM configured)")
+    path_section = answer.split("### Path through the code", 1)[1].split("###", 1)[0]
+    steps = re.findall(r"^\d+\. `([\w.]+)` at ([\w/.]+):(\d+)-(\d+)", path_section, re.MULTILINE)
+    assert [(path, name) for name, path, _, _ in steps[:3]] == list(CALL_CHAIN), path_section
+    assert events[-1]["research"]["turns"] >= 2
 
 
 async def test_offline_answer_cites_lines_that_exist(research_index: ResearchIndex) -> None:
@@ -67,7 +84,12 @@ async def test_offline_research_is_deterministic(research_index: ResearchIndex) 
     assert answer(first) == answer(second)
 
 
-async def test_offline_research_respects_the_hop_budget(research_index: ResearchIndex) -> None:
+async def test_offline_research_respects_the_hop_budget(
+    research_index: ResearchIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = await offline_events(research_index, options=ResearchOptions(max_iterations=1))
+    assert events[-1]["research"]["turns"] == 1  # the graph walk is one turn
+    monkeypatch.setattr(RepoIndex, "has_graph", property(lambda self: False))
     events = await offline_events(research_index, options=ResearchOptions(max_iterations=1))
     assert events[-1]["research"]["turns"] == 1
     assert events[-1]["research"]["stopped_because"] == "max_iterations"

@@ -170,6 +170,9 @@ def test_output_is_bounded_with_a_note(tools: RepoTools) -> None:
 
 def test_schemas_describe_every_tool() -> None:
     names = [schema["name"] for schema in tool_schemas()]
-    assert names == ["search", "grep", "glob", "list_dir", "read_file", "find_symbol"]
+    assert names == [
+        "search", "grep", "glob", "list_dir", "read_file", "find_symbol",
+        "definition", "callers", "callees", "references", "subclasses",
+    ]  # fmt: skip
     read = next(schema for schema in tool_schemas() if schema["name"] == "read_file")
     assert read["parameters"]["required"] == ["path"]

@@ -74,6 +74,11 @@ class ChatRequest:
     temperature: float | None = 0.2
     question: str = ""
     context: tuple[SearchHit, ...] = ()
+    # For the offline provider's explained answer: a `rag.graph_walk.Chain`, a `path -> text`
+    # reader over the index, and the answer's language code.
+    chain: Any = None
+    file_text: Any = None
+    language: str = "en"
 
 
 @dataclass(frozen=True, slots=True)

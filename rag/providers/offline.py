@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from rag.providers.base import ChatRequest, StreamEvent, TextDelta, Usage
 from rag.tokens import count_tokens
@@ -137,6 +138,156 @@ def offline_answer(question: str, hits: Sequence[SearchHit]) -> str:
     return "".join(parts)
 
 
+# Labels of the explained answer, in the languages the page offers (`rag.prompt.LANGUAGES`).
+_LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "uses": "It uses",
+        "title": "Offline answer — generated from the code graph without a language model",
+        "done": "is done in", "reached": "It is reached from", "reads": "It reads",
+        "set": "set in", "documented": "Documented in", "key": "Key code", "other": "Other retrieved code",
+        "override": "overridden by", "answer": "In short",
+    },
+    "ja": {
+        "uses": "利用するコード",
+        "title": "オフライン回答 — 言語モデルを使わずコードグラフから生成",
+        "done": "の処理は次の場所で行われます:", "reached": "呼び出し経路", "reads": "読み取る設定",
+        "set": "設定箇所", "documented": "ドキュメント", "key": "主要なコード", "other": "その他の検索結果",
+        "override": "オーバーライド", "answer": "要点",
+    },
+    "zh": {
+        "uses": "使用",
+        "title": "离线回答 — 未使用语言模型，由代码图生成",
+        "done": "在此实现：", "reached": "调用路径", "reads": "读取的配置", "set": "设置于",
+        "documented": "文档", "key": "关键代码", "other": "其他检索结果", "override": "被重写于",
+        "answer": "要点",
+    },
+    "zh-tw": {
+        "uses": "使用",
+        "title": "離線回答 — 未使用語言模型，由程式碼圖產生",
+        "done": "在此實作：", "reached": "呼叫路徑", "reads": "讀取的設定", "set": "設定於",
+        "documented": "文件", "key": "關鍵程式碼", "other": "其他檢索結果", "override": "被覆寫於",
+        "answer": "要點",
+    },
+    "es": {
+        "uses": "Usa",
+        "title": "Respuesta sin conexión — generada a partir del grafo de código, sin modelo de lenguaje",
+        "done": "se realiza en", "reached": "Se llega desde", "reads": "Lee", "set": "definido en",
+        "documented": "Documentado en", "key": "Código clave", "other": "Otro código recuperado",
+        "override": "sobrescrito por", "answer": "En resumen",
+    },
+    "kr": {
+        "uses": "사용하는 코드",
+        "title": "오프라인 답변 — 언어 모델 없이 코드 그래프로 생성됨",
+        "done": "처리 위치:", "reached": "호출 경로", "reads": "읽는 설정", "set": "설정 위치",
+        "documented": "문서", "key": "핵심 코드", "other": "기타 검색된 코드", "override": "재정의",
+        "answer": "요약",
+    },
+    "vi": {
+        "uses": "Sử dụng",
+        "title": "Câu trả lời ngoại tuyến — tạo từ đồ thị mã, không dùng mô hình ngôn ngữ",
+        "done": "được thực hiện trong", "reached": "Được gọi từ", "reads": "Đọc cấu hình",
+        "set": "đặt tại", "documented": "Tài liệu", "key": "Mã chính", "other": "Mã khác được tìm thấy",
+        "override": "được ghi đè bởi", "answer": "Tóm lại",
+    },
+    "pt-br": {
+        "uses": "Usa",
+        "title": "Resposta offline — gerada a partir do grafo de código, sem modelo de linguagem",
+        "done": "é feito em", "reached": "É alcançado a partir de", "reads": "Lê", "set": "definido em",
+        "documented": "Documentado em", "key": "Código principal", "other": "Outro código recuperado",
+        "override": "sobrescrito por", "answer": "Em resumo",
+    },
+    "fr": {
+        "uses": "Il utilise",
+        "title": "Réponse hors ligne — générée à partir du graphe de code, sans modèle de langage",
+        "done": "est réalisé dans", "reached": "On y arrive depuis", "reads": "Il lit", "set": "défini dans",
+        "documented": "Documenté dans", "key": "Code clé", "other": "Autre code retrouvé",
+        "override": "redéfini par", "answer": "En bref",
+    },
+    "ru": {
+        "uses": "Использует",
+        "title": "Офлайн-ответ — построен по графу кода, без языковой модели",
+        "done": "выполняется в", "reached": "Вызывается из", "reads": "Читает", "set": "задано в",
+        "documented": "Документация", "key": "Ключевой код", "other": "Другой найденный код",
+        "override": "переопределено в", "answer": "Коротко",
+    },
+}  # fmt: skip
+
+
+def labels(language: str | None) -> dict[str, str]:
+    """The answer's labels in `language` (a code of the page's language menu; English otherwise)."""
+    return _LABELS.get((language or "en").strip().lower(), _LABELS["en"])
+
+
+def _span_excerpt(text: str, definition: Any, terms: set[str]) -> tuple[str, list[tuple[int, str]]]:
+    lines = text.splitlines()[definition.start_line - 1 : definition.end_line]
+    hit = SearchHit(
+        definition.path, "", definition.start_line, definition.end_line, None, "\n".join(lines), 0.0
+    )
+    return hit.path, key_excerpt(hit, terms)
+
+
+def _fenced(excerpt: list[tuple[int, str]], language: str) -> str:
+    width = len(str(excerpt[-1][0])) if excerpt else 1
+    body, previous = [], None
+    for line_number, line in excerpt:
+        if previous is not None and line_number != previous + 1:
+            body.append(" " * width + " | ...")
+        body.append(f"{line_number:>{width}} | {line}")
+        previous = line_number
+    return f"```{language}\n" + "\n".join(body) + "\n```\n"
+
+
+def explained_answer(
+    question: str, chain: Any, hits: Sequence[SearchHit], file_text: Any, language: str | None = None
+) -> str:
+    """The offline answer built from a `rag.graph_walk.Chain`: first the code that does it, then how
+    it is reached and what it reads, each with a line citation; then the key excerpts.
+
+    `file_text(path)` returns an indexed file's text. Falls back to `offline_answer` without a chain.
+    """
+    if chain is None or chain.worker is None:
+        return offline_answer(question, hits)
+    words = labels(language)
+    worker = chain.worker
+    parts = [f"**{words['title']}**\n\n"]
+    parts.append(
+        f"**{words['answer']}:** `{worker.qualname}` ({worker.kind}) {words['done']} `{worker.ref}`.\n"
+    )
+    if len(chain.links) > 1:
+        steps = []
+        for link in chain.links:
+            arrow = f" ({words['override']})" if link.how == "override" else ""
+            steps.append(f"`{link.definition.qualname}()` (`{link.ref}`){arrow}")
+        parts.append(f"- {words['reached']} " + " → ".join(steps) + ".\n")
+    if chain.uses:
+        listed = ", ".join(f"`{link.definition.qualname}` (`{link.ref}`)" for link in chain.uses)
+        parts.append(f"- {words['uses']} {listed}.\n")
+    for name, path, line in chain.reads:
+        parts.append(f"- {words['reads']} `{name}` (`{path}:{line}-{line}`).\n")
+    docs = [hit for hit in hits if hit.language in _PROSE][:2]
+    if docs:
+        listed = ", ".join(f"`{_where(hit)}`" for hit in docs)
+        parts.append(f"- {words['documented']} {listed}.\n")
+    terms = question_terms(question)
+    parts.append(f"\n### {words['key']}\n")
+    shown = list(reversed(chain.links))[:3]
+    for link in shown:
+        definition = link.definition
+        text = file_text(definition.path) or ""
+        _, excerpt = _span_excerpt(text, definition, terms)
+        language_name = next((h.language for h in hits if h.path == definition.path), "")
+        parts.append(f"\n`{definition.qualname}` — `{definition.ref}`\n")
+        parts.append(_fenced(excerpt, language_name))
+    on_chain = set(chain.files)
+    others = [hit for hit in hits if hit.path not in on_chain and hit.language not in _PROSE][:4]
+    if others:
+        parts.append(f"\n### {words['other']}\n")
+        parts.extend(
+            f"- `{_where(hit)}`" + (f" `{hit.symbol}`" if hit.symbol else "") + "\n" for hit in others
+        )
+    return "".join(parts)
+
+
 class OfflineProvider:
     """A ChatProvider that answers from `ChatRequest.context` (the retrieved spans) instead of a model."""
 
@@ -147,7 +298,12 @@ class OfflineProvider:
         question = request.question or next(
             (m.content for m in reversed(request.messages) if m.role == "user"), ""
         )
-        text = offline_answer(question, request.context)
+        if request.chain is not None and request.file_text is not None:
+            text = explained_answer(
+                question, request.chain, request.context, request.file_text, request.language
+            )
+        else:
+            text = offline_answer(question, request.context)
         for line in text.splitlines(keepends=True):
             yield TextDelta(line)
         yield Usage(prompt_tokens=0, completion_tokens=count_tokens(text))

@@ -489,7 +489,9 @@ async def research_events(
         yield done_frame(failed)
         return
     if getattr(chat, "name", "") == "offline":
-        async for frame in offline_events(tools, question=question, options=options, cancel=cancel):
+        async for frame in offline_events(
+            tools, question=question, options=options, cancel=cancel, language=language
+        ):
             yield frame
         return
     run = Researcher(

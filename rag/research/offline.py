@@ -20,7 +20,8 @@ from typing import Any
 
 from rag.errors import ErrorCode
 from rag.events import error_event, token_event
-from rag.providers.offline import question_terms
+from rag.graph_walk import Chain, code_hits, find_chain
+from rag.providers.offline import explained_answer, question_terms
 from rag.research.frames import (
     Stats,
     citations_frame,
@@ -32,6 +33,8 @@ from rag.research.options import ResearchOptions
 from rag.research.tools import Evidence, RepoTools
 
 OFFLINE_LABEL = "Offline research (no LLM configured)"
+# Hits retrieved to seed the graph walk (its seeds are the best code hits outside tests and docs).
+SEARCH_HITS = 30
 MAX_HOPS = 4
 SEEDS = 4
 MAX_NODES = 24
@@ -314,11 +317,69 @@ async def walk_hops(
     stats.stopped_because = "max_iterations" if frontier else "no_new_evidence"
 
 
-async def offline_events(
-    tools: RepoTools, *, question: str, options: ResearchOptions, cancel: asyncio.Event | None
+def chain_evidence(tools: RepoTools, chain: Chain) -> list[Evidence]:
+    """What the chain's answer cites: each step's definition, then the settings the worker reads."""
+    spans = [
+        Evidence(d.path, d.start_line, d.end_line, d.qualname, tools.language(d.path))
+        for d in (link.definition for link in [*chain.links, *chain.uses])
+    ]
+    spans += [Evidence(path, line, line, None, tools.language(path)) for _, path, line in chain.reads]
+    return spans
+
+
+async def graph_events(
+    tools: RepoTools, *, question: str, language: str, cancel: asyncio.Event | None, stats: Stats
 ) -> AsyncIterator[dict[str, Any]]:
-    """Events-mode offline research: progress per hop, then the structured conclusion."""
+    """Offline research over the index's code graph: the chain from the entry point to the worker.
+
+    Its sources are the chain (what the answer cites), not every definition the walk looked at.
+    """
+    hits = await asyncio.to_thread(tools.retriever.search, question, k=SEARCH_HITS)
+    start = ", ".join(f"{hit.path}:{hit.start_line}-{hit.end_line}" for hit in hits[:4]) or "nothing"
+    yield research_frame(stats, "plan", "plan", summary=f"offline: walk the code graph from {start}")
+    stats.turns = 1
+    chain = await asyncio.to_thread(find_chain, tools.index, question, hits)
+    stats.tool_calls = chain.lookups + 1
+    if cancel is not None and cancel.is_set():
+        stats.stopped_because = "cancelled"
+        yield error_event(ErrorCode.CANCELLED, "research cancelled")
+        yield done_frame(stats)
+        return
+    steps = " → ".join(f"{link.definition.qualname} ({link.ref})" for link in chain.links) or "no chain"
+    yield research_frame(
+        stats, "investigate", "finding", summary=f"explored {chain.explored} definitions: {steps}",
+        files=chain.files,
+    )  # fmt: skip
+    stats.stopped_because = "chain_found" if chain.links else "no_new_evidence"
+    answer = explained_answer(question, chain, hits, tools.text, language)
+    spans = chain_evidence(tools, chain) or [
+        Evidence(h.path, h.start_line, h.end_line, h.symbol, h.language) for h in code_hits(hits)[:3]
+    ]
+    yield research_frame(stats, "conclude", "note", summary="writing the chain through the code")
+    yield sources_frame(tools, spans)
+    for line in answer.splitlines(keepends=True):
+        yield token_event(line)
+    yield citations_frame(tools, spans + [Evidence(h.path, h.start_line, h.end_line) for h in hits], answer)
+    yield done_frame(stats)
+
+
+async def offline_events(
+    tools: RepoTools,
+    *,
+    question: str,
+    options: ResearchOptions,
+    cancel: asyncio.Event | None,
+    language: str = "en",
+) -> AsyncIterator[dict[str, Any]]:
+    """Events-mode offline research: the code graph's chain when the index has a graph; otherwise
+    (an index built before the graph) the older walk over identifiers, progress per hop."""
     stats = Stats(options.max_iterations)
+    if getattr(tools.index, "has_graph", False):
+        async for frame in graph_events(
+            tools, question=question, language=language, cancel=cancel, stats=stats
+        ):
+            yield frame
+        return
     walker = CodeGraphWalker(tools)
     seeds = await asyncio.to_thread(walker.seeds, question)
     start = ", ".join(f"{n.ref} ({n.name})" for n in seeds) or "nothing"

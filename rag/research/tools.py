@@ -125,6 +125,14 @@ class FindSymbolArgs(_Args):
     max_references: int = Field(30, ge=0, le=100, description="How many reference lines to list.")
 
 
+class GraphArgs(_Args):
+    name: str = Field(
+        min_length=1,
+        description="A function, method or class: 'send', 'Client.send' or 'pkg/client.py:Client.send'.",
+    )
+    max_results: int = Field(20, ge=1, le=60, description="How many edges or definitions to list.")
+
+
 _ARG_MODELS: dict[str, type[_Args]] = {
     "search": SearchArgs,
     "grep": GrepArgs,
@@ -132,7 +140,13 @@ _ARG_MODELS: dict[str, type[_Args]] = {
     "list_dir": ListDirArgs,
     "read_file": ReadFileArgs,
     "find_symbol": FindSymbolArgs,
+    "definition": GraphArgs,
+    "callers": GraphArgs,
+    "callees": GraphArgs,
+    "references": GraphArgs,
+    "subclasses": GraphArgs,
 }
+GRAPH_TOOLS = ("definition", "callers", "callees", "references", "subclasses")
 
 TOOL_DESCRIPTIONS: dict[str, str] = {
     "search": "Hybrid (semantic + keyword) search over the repository's code; returns line-numbered spans.",
@@ -141,6 +155,11 @@ TOOL_DESCRIPTIONS: dict[str, str] = {
     "list_dir": "List the files and sub-directories of one directory of the repository.",
     "read_file": f"Read a line range of one file (line-numbered, at most {MAX_READ_LINES} lines per call).",
     "find_symbol": "Find where a function/class/method is defined and the lines that reference it.",
+    "definition": "Code graph: where a function/method/class is defined (qualified name, file:lines, code).",
+    "callers": "Code graph: the functions that call a function/method (resolved through imports and self).",
+    "callees": "Code graph: what a function/method calls and which settings it reads, in order, resolved.",
+    "references": "Code graph: every resolved use of a definition: calls, reads, subclasses.",
+    "subclasses": "Code graph: classes extending/implementing a class, and their overrides of its methods.",
 }
 
 
@@ -538,3 +557,98 @@ class RepoTools:
         output = self._bounded("\n".join(parts), "lower max_references")
         summary = f"{len(definitions)} definitions, {len(references)} references"
         return ToolResult("find_symbol", {}, output, summary, evidence)
+
+    # code graph ---------------------------------------------------------------------------------
+
+    def graph_definitions(self, name: str) -> list[Any]:
+        """Definitions `name` denotes: `path:qualname`, a qualified name, or a short name."""
+        if not getattr(self.index, "has_graph", False):
+            raise ToolError(
+                "this index has no code graph (it was built before the graph existed): update it with "
+                "`repolens update <repo>`, or use find_symbol and grep"
+            )
+        path, _, qualname = name.rpartition(":")
+        found = self.index.definition(qualname.strip())
+        if path:
+            found = [d for d in found if d.path == normalize_path(path)]
+        if not found:
+            raise ToolError(f"no definition named {name!r} in the code graph; try search or find_symbol")
+        return found
+
+    def _evidence(self, definition: Any) -> Evidence:
+        return Evidence(
+            definition.path, definition.start_line, definition.end_line, definition.qualname,
+            self.language(definition.path),
+        )  # fmt: skip
+
+    def _label(self, definition: Any) -> str:
+        return f"`{definition.qualname}` ({definition.kind}) at {definition.ref}"
+
+    def _graph_result(
+        self, tool: str, parts: list[str], evidence: list[Evidence], summary: str
+    ) -> ToolResult:
+        output = self._bounded("\n".join(parts), "lower max_results or name a qualified definition")
+        return ToolResult(tool, {}, output, summary, evidence)
+
+    def _definition(self, args: GraphArgs) -> ToolResult:
+        found = self.graph_definitions(args.name)[: args.max_results]
+        parts = []
+        for item in found:
+            body = self.lines(item.path)[item.start_line - 1 : min(item.end_line, item.start_line + 39)]
+            parts.append(f"## {self._label(item)}\n{numbered(body, item.start_line)}")
+        summary = ", ".join(self._label(item) for item in found[:3])
+        return self._graph_result("definition", parts, [self._evidence(d) for d in found], summary)
+
+    def _edges_tool(self, tool: str, args: GraphArgs) -> ToolResult:
+        parts, evidence, count = [], [], 0
+        for definition in self.graph_definitions(args.name)[:5]:
+            if tool == "callers":
+                edges = self.index.callers(definition)
+            elif tool == "callees":
+                edges = self.index.callees(definition)
+            else:
+                edges = self.index.references(definition)
+            parts.append(f"## {tool} of {self._label(definition)}")
+            evidence.append(self._evidence(definition))
+            for edge in edges[: args.max_results - count]:
+                other = edge.target if tool == "callees" else edge.source
+                where = self._label(other) if other is not None else "module-level code"
+                guess = "" if edge.exact else " (matched by name only)"
+                text = self.lines(edge.path)[edge.line - 1].strip() if edge.line else ""
+                parts.append(
+                    f"- {edge.kind} at {edge.path}:{edge.line}: {where}{guess}\n    {_clip_line(text)}"
+                )
+                if other is not None:
+                    evidence.append(self._evidence(other))
+                count += 1
+            if not edges:
+                parts.append("(none resolved)")
+        summary = f"{count} {tool} edges" + (f": {parts[1][2:60]}" if count else "")
+        return self._graph_result(tool, parts, evidence, summary)
+
+    def _callers(self, args: GraphArgs) -> ToolResult:
+        return self._edges_tool("callers", args)
+
+    def _callees(self, args: GraphArgs) -> ToolResult:
+        return self._edges_tool("callees", args)
+
+    def _references(self, args: GraphArgs) -> ToolResult:
+        return self._edges_tool("references", args)
+
+    def _subclasses(self, args: GraphArgs) -> ToolResult:
+        parts, evidence = [], []
+        for base in self.graph_definitions(args.name)[:5]:
+            parts.append(f"## subclasses of {self._label(base)}")
+            evidence.append(self._evidence(base))
+            methods = {d.name for d in self.index.definitions_in(base.path) if d.parent == base.qualname}
+            for sub in self.index.subclasses(base)[: args.max_results]:
+                overrides = [
+                    d
+                    for d in self.index.definitions_in(sub.path)
+                    if d.parent == sub.qualname and d.name in methods
+                ]
+                listed = ", ".join(f"`{d.qualname}` ({d.ref})" for d in overrides) or "no overrides"
+                parts.append(f"- {self._label(sub)}; overrides: {listed}")
+                evidence += [self._evidence(sub), *(self._evidence(d) for d in overrides)]
+        summary = f"{len(evidence) - 1} subclasses and overrides"
+        return self._graph_result("subclasses", parts, evidence, summary)

@@ -217,13 +217,13 @@ class IndexBuilder:
         have = graph.graphed_files(self._conn)
         rows = self._conn.execute("SELECT path, language FROM files").fetchall()
         stale = [path for path, language in rows if language in languages and have.get(path, -1) < version]
-        return [
-            (path, language, text)
-            for path in stale
-            for language, text in self._conn.execute(
+        found = []
+        for path in stale:
+            (language, text) = self._conn.execute(
                 "SELECT language, text FROM files WHERE path = ?", (path,)
-            )
-        ]
+            ).fetchone()
+            found.append((path, language, text))
+        return found
 
     def set_file_graph(self, path: str, file_graph: FileGraph, version: int) -> None:
         """Store the graph of a file already in the version (see `files_needing_graph`)."""

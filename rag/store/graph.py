@@ -370,6 +370,12 @@ class _Resolver:
             if found:
                 return found, True
         guesses = [d for d in self.by_name.get(name, []) if d.kind == "method"]
+        if len(guesses) > 1:
+            # `adapter.send()`: a variable is usually named after its class (`HTTPAdapter`, `BaseAdapter`).
+            word = leaf.lstrip("_").replace("_", "").lower()
+            typed = [d for d in guesses if d.parent and d.parent.rsplit(".", 1)[-1].lower().endswith(word)]
+            if word and 0 < len(typed) <= MAX_GUESSES + 1:
+                return typed, False
         return (guesses, False) if 0 < len(guesses) <= MAX_GUESSES else ([], False)
 
     def resolve(self) -> None:

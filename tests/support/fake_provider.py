@@ -62,7 +62,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
@@ -279,6 +279,8 @@ class FakeProvider:
     def reset(self) -> None:
         with self._lock:
             self._script: list[FakeResponse] = []
+            # With an empty script: a function of the request choosing the reply (a scripted model).
+            self.policy: Callable[[RecordedRequest], FakeResponse] | None = None
             self.requests: list[RecordedRequest] = []
             self.disconnects = 0
             self.completed = 0
@@ -330,7 +332,9 @@ class FakeProvider:
                 )
             if fake_vendors.is_sts(request):
                 return FakeResponse()  # credentials for AWS_ROLE_ARN: not an answer, takes no script
-            return self._script.pop(0) if self._script else echo_response(request)
+            if self._script:
+                return self._script.pop(0)
+            return self.policy(request) if self.policy is not None else echo_response(request)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = h11.Connection(h11.SERVER)

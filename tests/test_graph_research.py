@@ -1,0 +1,166 @@
+"""Offline research and the offline answer over the code graph, on fixture repositories in Python
+and Go: chains across three files, overrides, line citations, and the graph research tools."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest import ingest
+from rag.answer import AnswerRequest, AnswerService
+from rag.embedders import get_embedder
+from rag.research import ResearchOptions, run_research
+from rag.research.loop import open_tools
+from rag.research.tools import RepoTools
+from rag.settings import Settings
+from rag.store import Store
+from tests.support.graph_repos import GO_FILES, PYTHON_FILES, make_repo
+
+
+class _Services:
+    def __init__(self, store: Store, embedder: Any, settings: Settings) -> None:
+        self.store, self.embedder, self.settings = store, embedder, settings
+
+
+@functools.cache
+def _indexed(name: str) -> tuple[_Services, str]:
+    """One index per fixture repository for the whole module (research only reads it)."""
+    base = Path(tempfile.mkdtemp(prefix=f"repolens-graph-{name}-"))
+    home = base / "home"
+    settings = Settings(home=home, env={"REPOLENS_HOME": str(home)})
+    repo = make_repo(base / name, PYTHON_FILES if name == "shop" else GO_FILES)
+    store = Store(home)
+    embedder = get_embedder(settings)
+    repo_id = ingest(str(repo), store=store, embedder=embedder).repo_id
+    return _Services(store, embedder, settings), repo_id
+
+
+def _research(
+    name: str, question: str, language: str = "en"
+) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+    services, repo_id = _indexed(name)
+
+    async def collect() -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+        sources: list[dict[str, Any]] = []
+        text: list[str] = []
+        done: dict[str, Any] = {}
+        async for event in run_research(
+            services, repo_id=repo_id, question=question, provider="offline", language=language,
+            options=ResearchOptions(),
+        ):  # fmt: skip
+            if event["type"] == "sources":
+                sources = event["sources"]
+            elif event["type"] == "token":
+                text.append(event["text"])
+            elif event["type"] == "done":
+                done = event
+        return sources, "".join(text), done
+
+    return asyncio.run(collect())
+
+
+def _tools(name: str) -> RepoTools:
+    services, repo_id = _indexed(name)
+    return open_tools(services, repo_id, ResearchOptions())
+
+
+def test_python_chain_across_three_files_through_import_and_self() -> None:
+    sources, answer, done = _research(
+        "shop", "How does main check out and charge the payment through a gateway?"
+    )
+    files = list(dict.fromkeys(source["path"] for source in sources))
+    assert files[:3] == ["shop/cli.py", "shop/service.py", "shop/payments.py"]
+    assert done["research"]["stopped_because"] == "chain_found"
+    # The chain goes main -> CheckoutService.checkout -> CheckoutService.charge (self.) -> make_gateway.
+    assert "`main()` (`shop/cli.py:5-7`)" in answer
+    assert "`CheckoutService.checkout()` (`shop/service.py:9-11`)" in answer
+    assert "`CheckoutService.charge()` (`shop/service.py:16-18`)" in answer
+
+
+def test_go_chain_across_three_files_through_package_and_receiver() -> None:
+    sources, answer, _ = _research("relay", "How does main start the server and open the socket?")
+    files = list(dict.fromkeys(source["path"] for source in sources))
+    assert set(files) == {"cmd/relay/main.go", "server/server.go", "server/socket.go"}
+    assert "`Server.listen()` (`server/server.go:15-17`)" in answer
+    assert "`openSocket` (function) is done in `server/socket.go:3-5`" in answer or (
+        "`openSocket()` (`server/socket.go:3-5`)" in answer
+    )
+
+
+def test_subclass_override_is_followed() -> None:
+    sources, answer, _ = _research("shop", "How does the card gateway capture the payment when charging?")
+    cited = {(source["path"], source["start_line"]) for source in sources}
+    assert ("shop/payments.py", 10) in cited  # CardGateway.capture_payment, the override
+    assert "CardGateway.capture_payment" in answer
+    result = _tools("shop").run("subclasses", {"name": "Gateway"})
+    assert "`CardGateway` (class) at shop/payments.py:9-11" in result.output
+    assert "`CardGateway.capture_payment` (shop/payments.py:10-11)" in result.output
+
+
+def test_offline_answer_names_entry_and_worker_with_line_citations() -> None:
+    services, repo_id = _indexed("shop")
+    service = AnswerService(services.store, services.embedder, services.settings)
+
+    async def answer() -> tuple[str, list[dict[str, Any]]]:
+        text: list[str] = []
+        citations: list[dict[str, Any]] = []
+        request = AnswerRequest(
+            repo_id=repo_id, question="How does main check out and charge the payment through a gateway?"
+        )
+        async for event in service.answer(request):
+            if event["type"] == "token":
+                text.append(event["text"])
+            elif event["type"] == "citations":
+                citations = event["citations"]
+        return "".join(text), citations
+
+    text, citations = asyncio.run(answer())
+    assert text.startswith("**Offline answer — generated from the code graph without a language model**")
+    assert "reached from `main()` (`shop/cli.py:5-7`)" in text
+    assert "`CheckoutService.charge()` (`shop/service.py:16-18`)" in text
+    checked = {(c["path"], c["start_line"], c["end_line"]): c for c in citations}
+    assert checked[("shop/cli.py", 5, 7)]["in_context"] is True
+    assert checked[("shop/service.py", 16, 18)]["in_context"] is True
+
+
+def test_offline_answer_labels_follow_the_language() -> None:
+    _, answer, _ = _research(
+        "shop", "How does main check out and charge the payment through a gateway?", language="fr"
+    )
+    assert answer.startswith("**Réponse hors ligne")
+    assert "On y arrive depuis `main()` (`shop/cli.py:5-7`)" in answer
+
+
+@pytest.mark.parametrize(
+    ("tool", "name", "expected"),
+    [
+        (
+            "callers",
+            "CheckoutService.charge",
+            "call at shop/service.py:11: `CheckoutService.checkout` (method)",
+        ),
+        (
+            "callees",
+            "main",
+            "call at shop/cli.py:7: `CheckoutService.checkout` (method) at shop/service.py:9-11",
+        ),
+        ("definition", "shop/service.py:CheckoutService.total", "13|     def total(self, items):"),
+        ("references", "make_gateway", "call at shop/service.py:17: `CheckoutService.charge` (method)"),
+    ],
+)
+def test_graph_tools(tool: str, name: str, expected: str) -> None:
+    result = _tools("shop").run(tool, {"name": name})
+    assert not result.is_error, result.output
+    assert expected in result.output
+    assert result.evidence
+
+
+def test_graph_tool_errors_are_results() -> None:
+    result = _tools("shop").run("callers", {"name": "no_such_thing"})
+    assert result.is_error
+    assert "no definition named 'no_such_thing'" in result.output
