@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from rag.citations import extract_citations
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import error_event, token_event
 from rag.providers.base import (
@@ -42,7 +43,7 @@ from rag.research.frames import (
 from rag.research.offline import offline_events
 from rag.research.options import ResearchOptions
 from rag.research.services import ResearchServices
-from rag.research.tools import RepoTools, ToolResult, numbered, tool_schemas
+from rag.research.tools import Evidence, RepoTools, ToolResult, numbered, tool_schemas
 from rag.retrieval import Retriever
 from rag.tokens import count_tokens
 
@@ -501,6 +502,19 @@ async def research_events(
         yield frame
 
 
+def cited_evidence(evidence: Sequence[Evidence], answer: str) -> list[Evidence]:
+    """The evidence spans that a `path:start-end` citation of `answer` overlaps, in evidence order."""
+    citations = extract_citations(answer)
+    return [
+        item
+        for item in evidence
+        if any(
+            c.path == item.path and c.start_line <= item.end_line and c.end_line >= item.start_line
+            for c in citations
+        )
+    ]
+
+
 async def run_phases(run: Researcher) -> AsyncIterator[dict[str, Any]]:
     """Plan, investigate, conclude; on failure the findings so far, then `error`; always `done`."""
     answer = ""
@@ -518,6 +532,10 @@ async def run_phases(run: Researcher) -> AsyncIterator[dict[str, Any]]:
         async for piece in run.conclude(prompts.conclude_system(run.language)):
             answer += piece
             yield token_event(piece)
+        cited = cited_evidence(run.evidence.merged(), answer)
+        if cited:
+            # The final sources are the evidence the answer cites, not every span a tool showed.
+            yield sources_frame(run.tools, cited)
     except ResearchCancelled:
         run.stats.stopped_because = "cancelled"
         yield error_event(ErrorCode.CANCELLED, "research cancelled")

@@ -44,7 +44,12 @@ def investigate_system(language: str, *, json_actions: bool) -> str:
     text = (
         "You are investigating a code repository with tools to answer a question. In each turn, call "
         "the tools you need (several calls per turn run in parallel): search for concepts, grep for "
-        "identifiers, find_symbol for definitions and callers, read_file for exact lines. Refine your "
+        "identifiers, find_symbol for definitions and callers, read_file for exact lines. Follow code "
+        "across files with the code graph: definition for a function's code, callees for what it "
+        "calls (and the settings it reads), callers for who calls it, references for every use, "
+        "subclasses for the classes that override a method; name definitions as search results show "
+        "them (Class.method). Walk from the entry point the question implies down to the code that "
+        "does the work, and cite that chain. Refine your "
         "queries from what earlier results showed instead of repeating the question. Alongside the "
         "calls, state briefly what you learned so far, citing path:start-end. When the evidence is "
         "enough to answer, stop calling tools and reply with a one-paragraph summary of the findings. "
