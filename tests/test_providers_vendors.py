@@ -367,8 +367,32 @@ def test_adalflow_imports_offline_and_without_torch(tmp_path) -> None:
             raise OSError("network disabled in this test")
         socket.create_connection = refuse
         socket.socket.connect = lambda self, *a: refuse()
-        from rag.providers.adalflow_bridge import load_adalflow
-        load_adalflow()
+        import asyncio
+        from rag.providers import ChatRequest, Message
+        from rag.providers.adalflow_bridge import AdalFlowProvider, load_adalflow
+
+        class Adapter:  # the bridge's own path: it must seed tiktoken before importing AdalFlow
+            def api_kwargs(self, request, model):
+                return {}
+            def events(self, chunks):
+                yield from chunks
+            def error(self, error, model):
+                return None
+            def close(self, completion):
+                pass
+
+        class Client:
+            def call(self, api_kwargs, model_type):
+                return ["chunk"]
+            def parse_chat_completion(self, completion):
+                from adalflow.core.types import GeneratorOutput
+                return GeneratorOutput(raw_response=iter(completion))
+
+        async def run():
+            provider = AdalFlowProvider("test", "m", Client, Adapter())
+            return [event async for event in provider.stream(ChatRequest([Message("user", "hi")], "m"))]
+
+        assert asyncio.run(run()) == ["chunk"]
         from adalflow.components.model_client.bedrock_client import BedrockAPIClient
         from adalflow.core.tokenizer import Tokenizer
         assert Tokenizer().count_tokens("hello world") == 2

@@ -133,6 +133,7 @@ class AdalFlowProvider:
         self, request: ChatRequest, model: str, opened: list[Any], stop: threading.Event
     ) -> Iterator[StreamEvent]:
         """Runs in the worker thread: AdalFlow's call, its parsed stream, our events."""
+        load_adalflow()
         from adalflow.core.types import ModelType
 
         client = self._client()
@@ -219,8 +220,8 @@ def bedrock_client(config: BedrockConfig) -> Any:
             return cached
     load_adalflow()
     # botocore logs request headers and response bodies at DEBUG, STS's temporary keys included,
-    # before anything could register them for redaction: never below INFO.
-    logging.getLogger("botocore").setLevel(logging.INFO)
+    # before anything could register them for redaction, and chats at INFO: warnings only.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     import boto3
     from adalflow.components.model_client.bedrock_client import BedrockAPIClient
     from botocore.config import Config
