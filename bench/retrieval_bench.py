@@ -1,4 +1,10 @@
-"""Retrieval quality on real code: do dense, BM25 and hybrid search find the function a docstring describes?
+"""Retrieval quality on real code, in two parts, each for every mode and ranking step (`RANKINGS`).
+
+**Questions** (`bench/questions.py`): hand-written developer questions on six pinned real
+repositories (starlette, requests, rich, cobra, express, axum), each with the files an answer must
+cite; tuning and frozen questions reported apart.
+
+**Describing to code** (below): does search find the function a docstring describes?
 
 Labelled queries are built offline from two code bases in different languages:
 the pure-Python `rich` package from this virtualenv and the JavaScript `undici`
@@ -14,7 +20,8 @@ are cached under `build/bench/embeddings`, so reruns are fast). Reported for eac
 mode: Recall@1/5/10 and MRR@10 at file level (a hit in the right file) and at
 span level (a hit covering at least half of the function's lines).
 
-`REPOLENS_BENCH_QUERIES` caps the queries per code base (default 300).
+`REPOLENS_BENCH_QUERIES` caps the queries per code base (default 300); `REPOLENS_BENCH_PART`
+(`questions` or `describe`) runs one part, `REPOLENS_BENCH_CORPORA` some question sets.
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ from pathlib import Path
 
 import rich
 
+from bench import questions
 from ingest import IngestOptions, ingest
 from ingest.filters import FilterSpec
 from rag.embedders import CachedEmbedder, Embedder, get_embedder
-from rag.retrieval import MODES, Retriever
+from rag.ranking import DEFAULT_RANKING, Ranking
+from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import Store
 from rag.types import SearchHit
@@ -259,12 +268,14 @@ def metrics(ranks: list[int | None]) -> dict[str, float]:
     return {name: round(value, 4) for name, value in figures.items()}
 
 
-def evaluate(retriever: Retriever, queries: list[LabelledQuery], mode: str) -> dict[str, object]:
+def evaluate(retriever: Retriever, queries: list[LabelledQuery], variant: str) -> dict[str, object]:
+    mode, ranking = RANKINGS[variant]
+    ranked = Retriever(retriever.index, retriever.embedder, ranking=ranking)
     file_ranks: list[int | None] = []
     span_ranks: list[int | None] = []
     started = time.perf_counter()
     for query in queries:
-        hits = retriever.search(query.query, K, mode=mode)  # type: ignore[arg-type]
+        hits = ranked.search(query.query, K, mode=mode)  # type: ignore[arg-type]
         file_ranks.append(first_relevant(hits, query, span=False))
         span_ranks.append(first_relevant(hits, query, span=True))
     elapsed = time.perf_counter() - started
@@ -299,7 +310,47 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+FUSION_ONLY = Ranking(roles=False, links=False, whole_definitions=False)
+# Each ranking step added in turn on top of the plain fusion; the last is the default.
+RANKINGS: dict[str, tuple[str, Ranking]] = {
+    "dense": ("dense", FUSION_ONLY),
+    "lexical": ("lexical", FUSION_ONLY),
+    "hybrid": ("hybrid", FUSION_ONLY),
+    "+roles": ("hybrid", Ranking(roles=True, links=False, whole_definitions=False)),
+    "+links": ("hybrid", Ranking(roles=True, links=True, whole_definitions=False)),
+    "+spans (default)": ("hybrid", DEFAULT_RANKING),
+}
+
+
+def question_variants() -> dict[str, questions.Search]:
+    """The modes and ranking variants compared on the question sets."""
+
+    def variant(mode: str, ranking: Ranking) -> questions.Search:
+        def search(retriever: Retriever, text: str) -> list[SearchHit]:
+            ranked = Retriever(retriever.index, retriever.embedder, ranking=ranking)
+            return ranked.search(text, K, mode=mode)  # type: ignore[arg-type]
+
+        return search
+
+    return {name: variant(mode, ranking) for name, (mode, ranking) in RANKINGS.items()}
+
+
 def run() -> dict:
+    """Both parts; `REPOLENS_BENCH_PART=questions` (or `describe`) runs one of them."""
+    part = os.environ.get("REPOLENS_BENCH_PART", "").strip()
+    result: dict[str, object] = {}
+    if part in ("", "questions"):
+        home = Path(tempfile.mkdtemp(prefix="repolens-retrieval-bench-"))
+        try:
+            result["questions"] = questions.run(bench_embedder(home), question_variants())
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+    if part in ("", "describe"):
+        result["describe"] = run_describe()
+    return result
+
+
+def run_describe() -> dict:
     cap = int(os.environ.get("REPOLENS_BENCH_QUERIES", "300"))
     workdir = Path(tempfile.mkdtemp(prefix="repolens-retrieval-bench-"))
     try:
@@ -316,7 +367,7 @@ def run() -> dict:
                 "chunks": report.record.chunk_count,
                 "queries": len(corpus.queries),
                 "ingest_s": round(time.perf_counter() - started, 1),
-                "modes": {mode: evaluate(retriever, corpus.queries, mode) for mode in MODES},
+                "modes": {variant: evaluate(retriever, corpus.queries, variant) for variant in RANKINGS},
             }
         table = markdown_table(results)
         print(table, file=sys.stderr)

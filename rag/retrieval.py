@@ -10,6 +10,7 @@ same lines twice.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +21,19 @@ import numpy as np
 
 from rag.embedders import Embedder
 from rag.errors import ErrorCode, RepoLensError
-from rag.lexical import STOPWORDS, path_matches
+from rag.lexical import STOPWORDS, path_matches, tokenize
+from rag.ranking import (
+    DEFAULT_RANKING,
+    LINKING_CHUNKS,
+    LINKING_ROLES,
+    MAX_DEFINITIONS,
+    Intent,
+    Ranking,
+    mentioned_identifiers,
+    query_intent,
+    role_weight,
+    shares_a_word,
+)
 from rag.store import RepoIndex, StoredChunk
 from rag.types import SearchHit
 
@@ -34,6 +47,10 @@ EXACT_BOOST = 1.0
 # Chunks this many lines apart or closer count as adjacent: chunkers leave the
 # blank lines between two functions outside both.
 MERGE_GAP = 2
+# A hit on a piece of a definition grows to the whole definition up to this many lines.
+MAX_DEFINITION_LINES = 150
+# Docs and tests lead to code only from among the search's best chunks.
+LINK_WINDOW = 30
 
 _PATH_LIKE = re.compile(r"[\w\-]+(?:[./][\w\-]+)+")
 _SYMBOL_LIKE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
@@ -117,10 +134,12 @@ class Retriever:
         *,
         weights: Weights | None = None,
         candidates: int = 50,
+        ranking: Ranking = DEFAULT_RANKING,
     ) -> None:
         self.index = index
         self.embedder = embedder
         self.weights = weights or Weights()
+        self.ranking = ranking
         self.candidates = candidates
 
     def query_vector(self, query: str) -> np.ndarray:
@@ -136,8 +155,13 @@ class Retriever:
         path_glob: str | None = None,
         language: str | None = None,
         mode: Mode = "hybrid",
+        explain: bool = False,
     ) -> list[SearchHit]:
-        """The `k` best spans for `query`, best first, merged per file and filtered."""
+        """The `k` best spans for `query`, best first, merged per file and filtered.
+
+        With `explain`, each hit carries why it ranked (`SearchHit.explain`: role, intent, dense and
+        lexical ranks, role weight and boosts).
+        """
         query = query.strip()
         if not query:
             raise SearchError("the query is empty")
@@ -168,15 +192,116 @@ class Retriever:
         scores = rrf(rankings) if mode == "hybrid" else native
 
         chunks = {chunk.id: chunk for chunk in self.index.get_chunks(list(scores))}
+        notes: dict[int, dict[str, object]] = {}
+        intent = query_intent(query)
+        fused = dict(scores)
+        if self.ranking.roles:
+            for chunk in chunks.values():
+                weight = role_weight(intent, self.index.file_role(chunk.path))
+                scores[chunk.id] *= weight
+                notes.setdefault(chunk.id, {})["role_weight"] = weight
+        if self.ranking.links and intent == "code":
+            self._follow_links(query, intent, chunks, scores, fused, notes)
         if mode != "dense":
             for chunk in self._exact_matches(query, scores, pool, seen):
                 chunks.setdefault(chunk.id, chunk)
                 scores[chunk.id] = scores.get(chunk.id, 0.0) + EXACT_BOOST
+                notes.setdefault(chunk.id, {})["exact_boost"] = EXACT_BOOST
         ranked = sorted(
             (chunk for chunk in chunks.values() if self._accepts(chunk, path_glob, language)),
             key=lambda chunk: (-scores[chunk.id], chunk.path, chunk.start_line),
         )
-        return merge_chunks([(chunk, scores[chunk.id]) for chunk in ranked], k, self.index.file_text)
+        scored = [(chunk, scores[chunk.id]) for chunk in ranked]
+        explanations = None
+        if explain:
+            ranks = {
+                name: {chunk_id: rank for rank, chunk_id in enumerate(ids, start=1)}
+                for name, (_, ids) in zip(self._ranking_names(mode), rankings, strict=True)
+            }
+            explanations = {
+                chunk.id: self._explanation(chunk, intent, ranks, notes.get(chunk.id, {}))
+                for chunk in ranked[: 3 * k]
+            }
+        hits = merge_chunks(scored, k, self.index.file_text, explanations)
+        return complete_definitions(hits, self.index) if self.ranking.whole_definitions else hits
+
+    @staticmethod
+    def _ranking_names(mode: Mode) -> list[str]:
+        return {"hybrid": ["dense", "lexical"], "dense": ["dense"], "lexical": ["lexical"]}[mode]
+
+    def _definitions_of(self, name: str) -> list[int]:
+        """Chunks defining `name`; for `Owner.member`, else the member's, else the owner's (a small
+        class is one chunk named after it)."""
+        owner, _, member = name.rpartition(".")
+        for candidate in (name, member, owner.rpartition(".")[2]) if owner else (name,):
+            ids = self.index.definitions(candidate)
+            if ids:
+                return ids
+        return []
+
+    def _explanation(
+        self, chunk: StoredChunk, intent: str, ranks: dict[str, dict[int, int]], note: dict[str, object]
+    ) -> dict[str, object]:
+        """Why a chunk ranked: its file's role, the question's intent, its rank per ranking, its boosts."""
+        explanation: dict[str, object] = {
+            "role": self.index.file_role(chunk.path),
+            "intent": intent,
+            "dense_rank": ranks.get("dense", {}).get(chunk.id),
+            "lexical_rank": ranks.get("lexical", {}).get(chunk.id),
+        }
+        explanation.update(note)
+        return explanation
+
+    def _follow_links(
+        self,
+        query: str,
+        intent: Intent,
+        chunks: dict[int, StoredChunk],
+        scores: dict[int, float],
+        fused: dict[int, float],
+        notes: dict[int, dict[str, object]],
+    ) -> None:
+        """Boost the definitions that the best docs, test, example and changelog chunks name (rag.ranking).
+
+        The linking chunks are the best of the fused ranking (before role weights), and each
+        definition gains a share of its linking chunk's fused score.
+        """
+        best = sorted(fused, key=lambda chunk_id: -fused[chunk_id])[:LINK_WINDOW]
+        linking = [
+            chunks[i] for i in best if i in chunks and self.index.file_role(chunks[i].path) in LINKING_ROLES
+        ]
+        if not linking:
+            return
+        terms = frozenset(tokenize(query))
+        source_weight = role_weight(intent, "source") if self.ranking.roles else 1.0
+        boosts: dict[int, tuple[float, str, str]] = {}
+        for chunk in linking[:LINKING_CHUNKS]:
+            named = [
+                (name, ids)
+                for name in mentioned_identifiers(chunk.text)
+                if (ids := self._definitions_of(name))
+            ]
+            named = [(name, ids) for name, ids in named if len(ids) <= MAX_DEFINITIONS]
+            spread = len(named) ** self.ranking.link_spread if named else 1.0
+            for name, ids in named:
+                related = 1.0 if shares_a_word(name, terms) else self.ranking.unrelated_factor
+                share = self.ranking.link_share * fused[chunk.id] * related * source_weight / spread
+                for chunk_id in ids:
+                    if chunk_id not in boosts or boosts[chunk_id][0] < share:
+                        boosts[chunk_id] = (share, chunk.path, name)
+        missing = [chunk_id for chunk_id in boosts if chunk_id not in chunks]
+        chunks.update((found.id, found) for found in self.index.get_chunks(missing))
+        for chunk_id, (boost, linked_from, name) in boosts.items():
+            if chunk_id not in chunks:
+                continue
+            if self.index.file_role(chunks[chunk_id].path) != "source":
+                if chunk_id in missing:
+                    del chunks[chunk_id]
+                continue
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + boost
+            notes.setdefault(chunk_id, {}).update(
+                link_boost=round(boost, 6), linked_from=linked_from, linked_name=name
+            )
 
     @staticmethod
     def _accepts(chunk: StoredChunk, path_glob: str | None, language: str | None) -> bool:
@@ -229,18 +354,24 @@ class Retriever:
 
 
 def merge_chunks(
-    ranked: Iterable[tuple[StoredChunk, float]], k: int, file_text: Callable[[str], str | None]
+    ranked: Iterable[tuple[StoredChunk, float]],
+    k: int,
+    file_text: Callable[[str], str | None],
+    explanations: dict[int, dict[str, object]] | None = None,
 ) -> list[SearchHit]:
     """Fold each chunk into a better-ranked hit of the same file it overlaps or touches.
 
     Stops at `k` hits: a chunk ranked below them would only widen a hit with
-    less relevant lines. `file_text(path)` supplies the lines of a merged span.
+    less relevant lines. `file_text(path)` supplies the lines of a merged span;
+    `explanations` (by chunk id) are attached to the hits, a merged hit keeping its best chunk's.
     """
     hits: list[SearchHit] = []
     for chunk, score in ranked:
         if len(hits) == k:
             break
         merged = chunk.to_hit(score)
+        if explanations is not None:
+            merged = dataclasses.replace(merged, explain=explanations.get(chunk.id))
         touching = [i for i, hit in enumerate(hits) if hit.path == merged.path and _touching(hit, merged)]
         if not touching:
             hits.append(merged)
@@ -251,6 +382,44 @@ def merge_chunks(
         for i in reversed(touching[1:]):
             del hits[i]
     return hits
+
+
+def complete_definitions(hits: list[SearchHit], index: RepoIndex) -> list[SearchHit]:
+    """Widen each hit that holds only a piece of a definition to the whole definition.
+
+    The chunker cuts a long function into consecutive chunks of the same symbol; a hit on one of
+    them would cite a neighbour of the lines that answer. The pieces are joined while the span
+    stays within `MAX_DEFINITION_LINES`; a widened hit that now overlaps another of its file is
+    folded into the better-ranked one.
+    """
+    widened: list[SearchHit] = []
+    for hit in hits:
+        if hit.symbol and "," not in hit.symbol:
+            hit = _whole_definition(hit, index)
+        same_file = [i for i, other in enumerate(widened) if other.path == hit.path and _touching(other, hit)]
+        if same_file:
+            widened[same_file[0]] = _union(widened[same_file[0]], hit, index.file_text)
+            continue
+        widened.append(hit)
+    return widened
+
+
+def _whole_definition(hit: SearchHit, index: RepoIndex) -> SearchHit:
+    pieces = [c for c in index.chunks_for_file(hit.path) if c.symbol == hit.symbol]
+    start, end = hit.start_line, hit.end_line
+    for piece in pieces:  # in line order: grow downwards through touching pieces
+        if start <= piece.start_line <= end + 1 + MERGE_GAP and piece.end_line > end:
+            end = piece.end_line
+    for piece in reversed(pieces):
+        if start - 1 - MERGE_GAP <= piece.end_line <= end and piece.start_line < start:
+            start = piece.start_line
+    if (start, end) == (hit.start_line, hit.end_line) or end - start + 1 > MAX_DEFINITION_LINES:
+        return hit
+    text = index.file_text(hit.path)
+    lines = text.splitlines()[start - 1 : end] if text is not None else None
+    if lines is None:
+        return hit
+    return dataclasses.replace(hit, start_line=start, end_line=end, text="\n".join(lines))
 
 
 def _union(a: SearchHit, b: SearchHit, file_text: Callable[[str], str | None]) -> SearchHit:
@@ -266,6 +435,7 @@ def _union(a: SearchHit, b: SearchHit, file_text: Callable[[str], str | None]) -
         symbol=best.symbol,
         text=_span_text(a, b, start, end, file_text(a.path)),
         score=best.score,
+        explain=best.explain,
     )
 
 

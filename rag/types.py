@@ -49,9 +49,11 @@ class SearchHit:
     symbol: str | None
     text: str
     score: float
+    # Why it ranked (`Retriever.search(..., explain=True)`): role, intent, ranks, boosts.
+    explain: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "path": self.path,
             "start_line": self.start_line,
             "end_line": self.end_line,
@@ -60,6 +62,9 @@ class SearchHit:
             "score": round(self.score, 6),
             "text": self.text,
         }
+        if self.explain is not None:
+            data["explain"] = self.explain
+        return data
 
 
 @dataclass(slots=True)

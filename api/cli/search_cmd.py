@@ -43,6 +43,23 @@ def read_queries(path: Path) -> Iterator[tuple[Any, str]]:
         yield item.get("id", number), item["query"]
 
 
+def explain_line(explain: dict[str, Any]) -> str:
+    """One line: `role source · intent code · dense #3 · lexical #1 · role ×1.0 · link +0.0051 from …`."""
+    parts = [f"role {explain['role']}", f"intent {explain['intent']}"]
+    for ranking in ("dense", "lexical"):
+        rank = explain.get(f"{ranking}_rank")
+        parts.append(f"{ranking} #{rank}" if rank else f"{ranking} -")
+    if "role_weight" in explain:
+        parts.append(f"role ×{explain['role_weight']}")
+    if "link_boost" in explain:
+        parts.append(
+            f"link +{explain['link_boost']:.4f} from {explain['linked_from']} ({explain['linked_name']})"
+        )
+    if "exact_boost" in explain:
+        parts.append("named in the query")
+    return " · ".join(parts)
+
+
 def print_hits(hits: list[SearchHit]) -> None:
     """path:lines, symbol and a highlighted excerpt per hit."""
     if not hits:
@@ -56,6 +73,8 @@ def print_hits(hits: list[SearchHit]) -> None:
             (f"  score {hit.score:.4f}", "dim"),
         )
         console.print(title)
+        if hit.explain is not None:
+            console.print(f"   {explain_line(hit.explain)}", style="dim", highlight=False)
         lines = hit.text.splitlines()
         excerpt = "\n".join(lines[:EXCERPT_LINES])
         console.print(
@@ -90,6 +109,12 @@ def search_command(
         Path | None,
         typer.Option("--queries-file", help='JSON lines of {"id", "query"}: one JSON line per query.'),
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain", help="Show why each hit ranked: file role, intent, dense/lexical ranks, boosts."
+        ),
+    ] = False,
 ) -> None:
     """Search an indexed repository: exact identifiers and paraphrases alike."""
     with cli_errors(as_json or queries_file is not None):
@@ -99,7 +124,12 @@ def search_command(
         store = Store(settings.home)
         index = store.open(resolve_repo_id(store, repo))
         retriever = Retriever(index, None if mode is SearchMode.lexical else get_embedder(settings))
-        options: dict[str, Any] = {"path_glob": path, "language": language, "mode": mode.value}
+        options: dict[str, Any] = {
+            "path_glob": path,
+            "language": language,
+            "mode": mode.value,
+            "explain": explain,
+        }
         if queries_file is not None:
             for query_id, text in read_queries(queries_file):
                 hits = retriever.search(text, k, **options)

@@ -29,6 +29,7 @@ class SearchRequest(BaseModel):
     path_glob: str | None = None
     language: str | None = None
     mode: Mode = "hybrid"
+    explain: bool = False
     token: str | None = Field(None, repr=False)
 
 
@@ -46,7 +47,12 @@ def search_repo(
         verify_access(index.record, repo_token or body.token)
         embedder = None if body.mode == "lexical" else services.embedder
         hits = Retriever(index, embedder).search(
-            body.query, body.k, path_glob=body.path_glob, language=body.language, mode=body.mode
+            body.query,
+            body.k,
+            path_glob=body.path_glob,
+            language=body.language,
+            mode=body.mode,
+            explain=body.explain,
         )
     except RepoLensError as error:
         raise HTTPException(error.http_status, detail=redact(error.message)) from None

@@ -26,6 +26,7 @@ import numpy as np
 from rag import lexical
 from rag.errors import EmbedderMismatchError
 from rag.graph_types import FileGraph
+from rag.roles import file_role
 from rag.store import graph
 from rag.store.index import RepoIndex
 from rag.store.layout import BUILD_PREFIX, RepoLock, RepoPaths, fsync_dir
@@ -184,8 +185,8 @@ class IndexBuilder:
             raise ValueError(f"{file.path}: {len(chunks)} chunks but {len(vectors)} vectors")
         replaced = self.remove_file(file.path)
         self._conn.execute(
-            "INSERT INTO files(path, sha256, language, size, text) VALUES (?, ?, ?, ?, ?)",
-            (file.path, file.sha256, file.language, file.size, file.text),
+            "INSERT INTO files(path, sha256, language, size, text, role) VALUES (?, ?, ?, ?, ?, ?)",
+            (file.path, file.sha256, file.language, file.size, file.text, file_role(file.path, file.text)),
         )
         ids = np.arange(self._next_id, self._next_id + len(chunks), dtype=np.int64)
         self._next_id += len(chunks)

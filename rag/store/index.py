@@ -20,6 +20,7 @@ import numpy as np
 
 from rag import lexical
 from rag.errors import EmbedderMismatchError
+from rag.roles import DEFAULT_ROLE, file_role
 from rag.store.schema import (
     CHUNK_COLUMNS,
     DEFINITION_COLUMNS,
@@ -30,6 +31,7 @@ from rag.store.schema import (
     CodeEdge,
     FileInfo,
     StoredChunk,
+    has_column,
     open_readonly,
     row_to_chunk,
 )
@@ -56,6 +58,8 @@ class RepoIndex:
         self.faiss = faiss.read_index(str(version_dir / FAISS_FILE))
         self._conn = open_readonly(version_dir / META_FILE)
         self._lock = threading.Lock()
+        self._roles: dict[str, str] | None = None
+        self._definitions: dict[str, list[int]] | None = None
 
     @property
     def size(self) -> int:
@@ -135,6 +139,42 @@ class RepoIndex:
             [symbol, "%." + symbol.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")],
         )
         return [row_to_chunk(row) for row in rows]
+
+    def roles(self) -> dict[str, str]:
+        """`path -> role` of every file (`rag.roles`), loaded once per version.
+
+        A version written before roles were stored gets them decided from its files here.
+        """
+        if self._roles is None:
+            if has_column(self._conn, "files", "role"):
+                roles = dict(self._query("SELECT path, role FROM files"))
+            else:
+                roles = {
+                    path: file_role(path, text) for path, text in self._query("SELECT path, text FROM files")
+                }
+            self._roles = roles
+        return self._roles
+
+    def file_role(self, path: str) -> str:
+        return self.roles().get(path, DEFAULT_ROLE)
+
+    def definitions(self, name: str) -> list[int]:
+        """Ids of chunks that define `name`: their symbol, or one it lists, is `name` or ends in `.name`.
+
+        The map of last names is built once per version from the chunk symbols (one scan), so a
+        lookup costs a dict access however large the index.
+        """
+        if self._definitions is None:
+            found: dict[str, list[int]] = {}
+            for chunk_id, symbol in self._query("SELECT id, symbol FROM chunks WHERE symbol IS NOT NULL"):
+                for named in dict.fromkeys(part.strip() for part in symbol.split(",")):
+                    last = named.rpartition(".")[2]
+                    if last and last != "…":
+                        found.setdefault(last, []).append(int(chunk_id))
+                        if named != last:
+                            found.setdefault(named, []).append(int(chunk_id))
+            self._definitions = found
+        return self._definitions.get(name, [])
 
     def file_text(self, path: str) -> str | None:
         rows = self._query("SELECT text FROM files WHERE path = ?", [path])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rag import lexical
+from rag.roles import file_role
 from rag.store.graph import create_graph_schema
 from rag.types import Chunk, SearchHit
 
@@ -27,7 +28,8 @@ CREATE TABLE files (
     sha256 TEXT NOT NULL,
     language TEXT NOT NULL,
     size INTEGER NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT 'source'
 );
 CREATE TABLE chunks (
     id INTEGER PRIMARY KEY,
@@ -160,7 +162,22 @@ def open_for_build(path: Path) -> sqlite3.Connection:
         create_schema(conn)
     conn.executescript(_VECTORLESS_DDL)
     conn.execute("BEGIN")
+    if not new:
+        add_missing_columns(conn)
     return conn
+
+
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a version written before `files.role` existed up to date (roles decided from each file)."""
+    if has_column(conn, "files", "role"):
+        return
+    conn.execute("ALTER TABLE files ADD COLUMN role TEXT NOT NULL DEFAULT 'source'")
+    rows = conn.execute("SELECT path, text FROM files").fetchall()
+    conn.executemany("UPDATE files SET role = ? WHERE path = ?", [(file_role(p, t), p) for p, t in rows])
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:

@@ -1,0 +1,137 @@
+"""Intent × role ranking and doc-to-code links: what `Retriever` adds on top of the fused ranking.
+
+A developer asking "how does the router pick a route?" wants `routing.py`, not the docs page that
+describes routing nor the test that calls it; one asking "how do I add middleware?" may well
+want the docs page. So each question gets an **intent** from its wording and each chunk's fused
+score is multiplied by `ROLE_WEIGHTS[intent][role of its file]`:
+
+- `usage`: "how do I", "how can I", "how to", "example", "tutorial", "guide", "usage", ...;
+- `test`: the question mentions tests, specs or fixtures;
+- `docs`: documentation, README, changelog, release notes, "what changed", migration;
+- `code` (everything else): how does X work, where is Y, why does Z.
+
+Docs, tests and examples also **lead to code**: identifiers that a well-ranked non-source chunk
+names (`Session(max_redirects=3)`, `Router.add_route`, `resolve_redirects()`) are looked up among
+the index's definitions, and each source chunk defining one gains a share of the linking chunk's
+score (more when the identifier shares a word with the question). The figures are tuned and
+measured with `python -m bench retrieval` (docs/retrieval.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from rag.lexical import STOPWORDS, split_identifier, tokenize
+
+Intent = Literal["code", "usage", "test", "docs"]
+INTENTS: tuple[Intent, ...] = ("code", "usage", "test", "docs")
+
+# Rows: the question's intent; columns: the role of a chunk's file (rag.roles).
+ROLE_WEIGHTS: dict[Intent, dict[str, float]] = {
+    "code": {"source": 1.0, "test": 0.5, "docs": 0.5, "example": 0.55, "changelog": 0.3, "config": 0.5,
+             "generated": 0.4, "vendored": 0.4},
+    "usage": {"source": 0.85, "test": 0.5, "docs": 1.0, "example": 1.0, "changelog": 0.4, "config": 0.6,
+              "generated": 0.4, "vendored": 0.4},
+    "test": {"source": 0.6, "test": 1.0, "docs": 0.4, "example": 0.5, "changelog": 0.3, "config": 0.5,
+             "generated": 0.4, "vendored": 0.4},
+    "docs": {"source": 0.7, "test": 0.4, "docs": 1.0, "example": 0.8, "changelog": 1.0, "config": 0.6,
+             "generated": 0.4, "vendored": 0.4},
+}  # fmt: skip
+
+_USAGE = re.compile(
+    r"\b(?:how (?:do|can|should|would) (?:i|we|you)|how to|examples?|tutorial|guide|usage|"
+    r"(?:what is|what's) the (?:best|right|recommended) way|can i|show me|snippet)\b",
+    re.IGNORECASE,
+)
+_TEST = re.compile(r"\b(?:tests?|tested|testing|unit ?tests?|specs?|fixtures?|test cases?)\b", re.IGNORECASE)
+_DOCS = re.compile(
+    r"\b(?:documentation|docs|documented|readme|changelog|change ?log|release notes?|what changed|"
+    r"changed in|migration|migrate|upgrade guide)\b",
+    re.IGNORECASE,
+)
+
+
+def query_intent(query: str) -> Intent:
+    """The intent of a question from its wording (tests first: "how do I test X" is about tests)."""
+    if _TEST.search(query):
+        return "test"
+    if _DOCS.search(query):
+        return "docs"
+    if _USAGE.search(query):
+        return "usage"
+    return "code"
+
+
+def role_weight(intent: Intent, role: str) -> float:
+    return ROLE_WEIGHTS[intent].get(role, 1.0)
+
+
+# Links --------------------------------------------------------------------------------------------
+
+# Roles whose chunks lead to code, and how many of a search's best such chunks are followed.
+LINKING_ROLES = frozenset({"docs", "test", "example", "changelog"})
+LINKING_CHUNKS = 8
+# An identifier defined in more places than this names nothing in particular (`get`, `new`, `run`).
+MAX_DEFINITIONS = 3
+# A linking chunk hands this share of its fused score to the definitions it names, split evenly
+# among the names it mentions (`spread` 1.0: a chunk naming one identifier gives it the whole share) ...
+LINK_SHARE = 0.5
+LINK_SPREAD = 1.0
+# ... and this much less when the identifier shares no word with the question.
+UNRELATED_FACTOR = 0.3
+
+# `Foo.bar(`, `foo_bar(`, `Foo(`, `Foo.bar`, inline code spans, and CamelCase / snake_case words.
+_CALL_OR_DOTTED = re.compile(
+    r"\b([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*)\s*(?=\()|\b([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)\b"
+)
+_CODE_SPAN = re.compile(r"`([^`\n]{2,80})`")
+_COMPOUND = re.compile(r"\b(?:[A-Za-z]+_\w+|[a-z]+[A-Z]\w*|[A-Z][a-z0-9]+[A-Z]\w*)\b")
+_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+# Words that read like identifiers in prose or tests but name nothing worth following.
+_NOISE = frozenset(
+    {"self", "cls", "this", "super", "print", "len", "str", "int", "dict", "list", "assert", "expect",
+     "require", "console.log", "t.Fatal", "t.Errorf", "t.Error", "fmt.Println", "fmt.Printf", "fmt.Sprintf",
+     "assert_eq", "assert_ne", "unwrap", "isinstance", "pytest.raises", "pytest.mark.parametrize",
+     "describe", "it", "done"}
+)  # fmt: skip
+MIN_NAME_CHARS = 4
+
+
+def mentioned_identifiers(text: str) -> list[str]:
+    """Identifiers a doc, test or example chunk names: calls, dotted names, code spans, compounds."""
+    found: list[str] = []
+    for match in _CALL_OR_DOTTED.finditer(text):
+        found.append(match.group(1) or match.group(2))
+    for span in _CODE_SPAN.finditer(text):
+        found.extend(_NAME.findall(span.group(1)))
+    found.extend(_COMPOUND.findall(text))
+    names: list[str] = []
+    for name in dict.fromkeys(found):
+        last = name.rpartition(".")[2]
+        if name in _NOISE or last in _NOISE or len(last) < MIN_NAME_CHARS or last.lower() in STOPWORDS:
+            continue
+        names.append(name)
+    return names
+
+
+def shares_a_word(name: str, query_terms: frozenset[str]) -> bool:
+    """Whether the identifier's parts (`resolve_redirects` -> resolve, redirect) meet the question's terms."""
+    parts = [part for segment in name.split(".") for part in split_identifier(segment)]
+    return any(term in query_terms for term in tokenize(" ".join(parts)))
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """Which ranking steps after the fusion a search applies (the benchmark turns them off one by one)."""
+
+    roles: bool = True
+    links: bool = True
+    whole_definitions: bool = True
+    link_share: float = LINK_SHARE
+    unrelated_factor: float = UNRELATED_FACTOR
+    link_spread: float = LINK_SPREAD
+
+
+DEFAULT_RANKING = Ranking()

@@ -1,0 +1,150 @@
+"""What a file is for: source, test, docs, example, changelog, config, generated or vendored.
+
+Retrieval weighs a chunk by its file's role and the question's intent (`rag.ranking`): a
+question about how something works wants the implementation, one about usage may want the docs.
+The role is decided once per file at build time, from its path, name and first lines, and
+stored in the index (`files.role`); the rules are ordered, the first that applies wins:
+
+1. vendored: a path folder such as `vendor/`, `third_party/`, `_vendor/`, `node_modules/`;
+2. generated: a generated-code marker in the first lines ("Code generated ... DO NOT EDIT",
+   "@generated", "auto-generated") or a generated name (`*_pb2.py`, `*.pb.go`, `*.min.js`);
+3. changelog: `CHANGELOG`, `CHANGES`, `HISTORY`, `NEWS`, `RELEASES`, release-notes pages;
+4. test: a `test`/`tests`/`spec`/`__tests__`/`testdata`/`test_helpers` folder, or a test file name
+   (`test_x.py`, `x_test.go`, `x.test.ts`, `x.spec.js`, `conftest.py`);
+5. example: an `example(s)`/`demo(s)`/`sample(s)` folder, or an `example`/`examples` file name;
+6. docs: prose (`.md`, `.rst`, `.txt`, `.adoc`, ...), README/LICENSE/CONTRIBUTING-like names,
+   or any file under a `docs`/`documentation` folder (a `doc/` folder of code is not docs);
+7. config: build and settings files (`pyproject.toml`, `package.json`, `go.mod`, `Makefile`,
+   `*.yml`, `*.toml`, `*.ini`, dotfiles, `setup.py`, ...);
+8. source: everything else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+Role = Literal["source", "test", "docs", "example", "changelog", "config", "generated", "vendored"]
+ROLES: tuple[Role, ...] = (
+    "source",
+    "test",
+    "docs",
+    "example",
+    "changelog",
+    "config",
+    "generated",
+    "vendored",
+)
+DEFAULT_ROLE: Role = "source"
+
+_VENDORED_DIRS = frozenset(
+    {"vendor", "vendored", "_vendor", "third_party", "thirdparty", "node_modules", "external"}
+)
+_TEST_DIRS = frozenset(
+    {"test", "tests", "testing", "__tests__", "spec", "specs", "testdata", "test_helpers", "e2e"}
+)
+_EXAMPLE_DIRS = frozenset({"example", "examples", "_examples", "demo", "demos", "sample", "samples"})
+_DOCS_DIRS = frozenset({"docs", "documentation", "_docs"})
+_CHANGELOG_STEMS = frozenset(
+    {"changelog", "changes", "history", "news", "releases", "release-notes", "release_notes", "releasenotes"}
+)
+_DOC_STEMS = frozenset(
+    {
+        "readme",
+        "license",
+        "licence",
+        "copying",
+        "contributing",
+        "authors",
+        "contributors",
+        "code_of_conduct",
+        "conduct",
+        "security",
+        "maintainers",
+        "notice",
+        "faq",
+        "support",
+        "governance",
+    }
+)
+_DOC_EXTENSIONS = frozenset(
+    {".md", ".markdown", ".mdx", ".rst", ".txt", ".adoc", ".asciidoc", ".org", ".textile"}
+)
+_CONFIG_EXTENSIONS = frozenset(
+    {
+        ".toml",
+        ".ini",
+        ".cfg",
+        ".yml",
+        ".yaml",
+        ".json",
+        ".lock",
+        ".conf",
+        ".properties",
+        ".mod",
+        ".sum",
+        ".editorconfig",
+    }
+)
+_CONFIG_NAMES = frozenset(
+    {
+        "makefile",
+        "dockerfile",
+        "setup.py",
+        "noxfile.py",
+        "manifest.in",
+        "cmakelists.txt",
+        "gemfile",
+        "rakefile",
+        "justfile",
+        "procfile",
+        "build.gradle",
+        "pom.xml",
+        "tsconfig.json",
+        "vite.config.js",
+        "webpack.config.js",
+    }
+)
+_TEST_NAME = re.compile(
+    r"^(?:test_.+|.+_test|.+_tests|.+[._-](?:test|spec)|conftest|test)\.[a-z0-9]+$|^tests?\.[a-z0-9]+$",
+    re.IGNORECASE,
+)
+_GENERATED_NAME = re.compile(
+    r"(?:_pb2(?:_grpc)?\.pyi?|\.pb\.(?:go|cc|h)|\.min\.(?:js|css)|\.generated\.\w+)$"
+)
+_GENERATED_MARK = re.compile(
+    r"code generated .* do not edit|@generated\b|^\W*(?:this file (?:is|was|has been) )?"
+    r"(?:auto[- ]?|automatically )generated\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Generated-code markers sit at the top of a file.
+_HEAD_CHARS = 600
+
+
+def file_role(path: str, text: str = "") -> Role:
+    """The role of the file at `path` (POSIX, relative to the repository root) with content `text`."""
+    parts = path.lower().split("/")
+    folders, name = parts[:-1], parts[-1]
+    stem, dot, extension = name.rpartition(".")
+    if not dot:
+        stem, extension = name, ""
+    extension = "." + extension if extension else ""
+    if _VENDORED_DIRS.intersection(folders):
+        return "vendored"
+    plain = extension in _CONFIG_EXTENSIONS or extension in _DOC_EXTENSIONS or name.startswith(".")
+    if _GENERATED_NAME.search(name) or (not plain and _GENERATED_MARK.search(text[:_HEAD_CHARS])):
+        return "generated"
+    prose = extension in _DOC_EXTENSIONS or not extension
+    if (prose and stem in _CHANGELOG_STEMS) or "release-notes" in folders or "changelog" in folders:
+        return "changelog"
+    if _TEST_DIRS.intersection(folders) or _TEST_NAME.match(name):
+        return "test"
+    if _EXAMPLE_DIRS.intersection(folders) or stem in {"example", "examples"}:
+        return "example"
+    if name in _CONFIG_NAMES or stem.startswith("requirements") and extension in {".txt", ".in"}:
+        return "config"
+    if extension in _DOC_EXTENSIONS or (prose and stem in _DOC_STEMS) or _DOCS_DIRS.intersection(folders):
+        return "docs"
+    if extension in _CONFIG_EXTENSIONS or (name.startswith(".") and not folders):
+        return "config"
+    return "source"

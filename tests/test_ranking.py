@@ -1,0 +1,261 @@
+"""File roles, intent × role ranking and doc-to-code links, on a fixture repository ingested for real.
+
+The fixture is written so that the plain fusion gets it wrong: the docs page and the test repeat
+the question's words, the implementation does not (it says `priority`, `deadline`, `heap`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest import IngestOptions, ingest
+from rag.embedders import Embedder
+from rag.ranking import Ranking, mentioned_identifiers, query_intent
+from rag.retrieval import Retriever
+from rag.roles import file_role
+from rag.store import Store
+
+pytest_plugins = ["tests.support.repos"]
+
+FILES = {
+    "scheduler/picker.py": """import heapq
+
+
+def pick_next_job(queue):
+    entries = [(job.priority, job.deadline, job.id, job) for job in queue.pending]
+    heapq.heapify(entries)
+    while entries:
+        _, _, _, job = heapq.heappop(entries)
+        if job.ready():
+            return job
+    return None
+""",
+    "scheduler/backlog.py": """class Dispatcher:
+    def __init__(self, pool):
+        self.pool = pool
+
+    def drain_backlog(self, limit=100):
+        moved = 0
+        while self.pool.spill and moved < limit:
+            self.pool.admit(self.pool.spill.popleft())
+            moved += 1
+        return moved
+""",
+    "workers/pool.py": '''class WorkerPool:
+    """Worker processes that run jobs; a saturated pool refuses new work."""
+
+    def saturated(self):
+        return len(self.busy) >= self.size
+
+    def submit(self, job):
+        if self.saturated():
+            raise PoolSaturated(self.size)
+        self.busy.add(job)
+''',
+    "billing/invoice.py": """def total_due(invoice):
+    return sum(line.amount * line.quantity for line in invoice.lines) - invoice.discount
+""",
+    "auth/tokens.py": """def issue_token(user, ttl=3600):
+    return sign({"sub": user.id, "exp": now() + ttl})
+""",
+    "storage/blobs.py": """def put_blob(bucket, key, data):
+    bucket.write(key, compress(data))
+""",
+    "web/render.js": """export function renderJobList(jobs) {
+  return jobs.map((job) => `<li>${job.name}: ${job.state}</li>`).join("");
+}
+""",
+    "docs/scheduling.md": """# Scheduling
+
+## How the scheduler decides which job runs next
+
+The scheduler decides which job runs next by looking at every pending job in the queue: the job
+that runs next is the ready job with the best priority, and among equals the earliest deadline.
+The scheduler decides again each time a job finishes, so the next job is always the best one.
+
+## Configuring job priorities
+
+To configure job priorities, set `priority` on each job when you enqueue it, for example
+`queue.put(Job(priority=1))`. Lower numbers run first. This is how you give a job precedence.
+
+## Overload
+
+When workers are saturated, submissions pile up in the holding area and wait there. Operators
+flush the holding area into the workers with `Dispatcher.drain_backlog()` once capacity returns,
+so piled-up submissions are not lost while the workers are saturated.
+""",
+    "tests/test_picker.py": """from scheduler.picker import pick_next_job
+
+
+def test_the_scheduler_decides_which_job_runs_next():
+    queue = make_queue([job(priority=2), job(priority=1)])
+    # the scheduler decides which job runs next: the best priority wins
+    assert pick_next_job(queue).priority == 1
+
+
+def test_the_next_job_is_none_when_no_job_is_ready():
+    assert pick_next_job(make_queue([])) is None
+""",
+}
+
+
+def write_repo(root: Path, files: dict[str, str]) -> Path:
+    for path, text in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return root
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory, shared_embedder: Embedder) -> tuple[Store, str]:
+    root = write_repo(tmp_path_factory.mktemp("ranking") / "scheduler-repo", FILES)
+    store = Store(tmp_path_factory.mktemp("ranking-home"))
+    report = ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder)
+    return store, report.repo_id
+
+
+@pytest.fixture(scope="module")
+def retriever(indexed: tuple[Store, str], shared_embedder: Embedder) -> Retriever:
+    store, repo_id = indexed
+    return Retriever(store.open(repo_id), shared_embedder)
+
+
+def paths(hits) -> list[str]:  # noqa: ANN001
+    return [hit.path for hit in hits]
+
+
+HOW_QUESTION = "how does the scheduler decide which job runs next?"
+
+
+def test_a_how_question_ranks_the_implementation_above_the_doc_and_the_test(retriever: Retriever) -> None:
+    plain = Retriever(retriever.index, retriever.embedder, ranking=Ranking(roles=False, links=False))
+    assert paths(plain.search(HOW_QUESTION, 5))[0] != "scheduler/picker.py", (
+        "the fixture no longer tests roles"
+    )
+    ranked = paths(retriever.search(HOW_QUESTION, 10))
+    assert ranked[0] == "scheduler/picker.py"
+    assert ranked.index("scheduler/picker.py") < ranked.index("docs/scheduling.md")
+    assert ranked.index("scheduler/picker.py") < ranked.index("tests/test_picker.py")
+
+
+def test_a_usage_question_still_ranks_the_doc_first(retriever: Retriever) -> None:
+    assert paths(retriever.search("how do I configure job priorities?", 5))[0] == "docs/scheduling.md"
+
+
+def test_a_question_about_tests_ranks_the_test_first(retriever: Retriever) -> None:
+    assert paths(retriever.search("which test checks that the best priority runs next?", 5))[0] == (
+        "tests/test_picker.py"
+    )
+
+
+def test_an_identifier_named_in_a_matched_doc_pulls_its_definition_in(retriever: Retriever) -> None:
+    question = "what do operators do when workers are saturated and submissions pile up?"
+    unlinked = Retriever(retriever.index, retriever.embedder, ranking=Ranking(roles=True, links=False))
+    before = paths(unlinked.search(question, 10))
+    hits = retriever.search(question, 3, explain=True)
+    assert "scheduler/backlog.py" in paths(hits)
+    assert paths(hits).index("scheduler/backlog.py") < (
+        before.index("scheduler/backlog.py") if "scheduler/backlog.py" in before else 99
+    )
+    linked = next(hit for hit in hits if hit.path == "scheduler/backlog.py")
+    assert "def drain_backlog" in linked.text
+    assert linked.explain is not None
+    assert linked.explain["linked_from"] == "docs/scheduling.md"
+    assert linked.explain["link_boost"] > 0
+
+
+def test_explain_gives_role_intent_ranks_and_weight(retriever: Retriever) -> None:
+    hits = retriever.search(HOW_QUESTION, 3, explain=True)
+    first = hits[0].explain
+    assert first is not None
+    assert first["role"] == "source" and first["intent"] == "code"
+    assert first["role_weight"] == 1.0
+    assert first["dense_rank"] is not None or first["lexical_rank"] is not None
+    assert all(hit.explain is None for hit in retriever.search(HOW_QUESTION, 3))
+    assert "explain" in hits[0].to_json()
+
+
+def test_roles_are_stored_and_leave_with_their_file(tmp_path: Path, shared_embedder: Embedder) -> None:
+    root = write_repo(tmp_path / "repo", FILES)
+    store = Store(tmp_path / "home")
+    repo_id = ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder).repo_id
+    index = store.open(repo_id)
+    roles = index.roles()
+    assert roles["scheduler/picker.py"] == roles["scheduler/backlog.py"] == "source"
+    assert (roles["docs/scheduling.md"], roles["tests/test_picker.py"]) == ("docs", "test")
+    assert index.definitions("Dispatcher")
+    (root / "scheduler/backlog.py").unlink()
+    (root / "CHANGELOG.md").write_text("# 1.1\n\n- The dispatcher is gone.\n")
+    ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder)
+    updated = store.open(repo_id)
+    assert "scheduler/backlog.py" not in updated.roles()
+    assert updated.roles()["CHANGELOG.md"] == "changelog"
+    assert updated.definitions("Dispatcher") == []
+    assert updated.find_symbol("Dispatcher") == []
+    assert updated.definitions("pick_next_job")
+
+
+@pytest.mark.parametrize(
+    ("path", "role"),
+    [
+        ("src/requests/sessions.py", "source"),
+        ("tests/test_utils.py", "test"),
+        ("command_test.go", "test"),
+        ("test/res.redirect.js", "test"),
+        ("web/app.spec.ts", "test"),
+        ("axum/src/routing/tests/nest.rs", "test"),
+        ("docs/user/quickstart.rst", "docs"),
+        ("README.md", "docs"),
+        ("axum/src/docs/routing/route.md", "docs"),
+        ("doc/man_docs.go", "source"),
+        ("security.go", "source"),
+        ("history.py", "source"),
+        ("examples/static-files/index.js", "example"),
+        ("CHANGELOG.md", "changelog"),
+        ("HISTORY.md", "changelog"),
+        ("docs/release-notes.md", "changelog"),
+        ("pyproject.toml", "config"),
+        ("Makefile", "config"),
+        ("requirements-dev.txt", "config"),
+        (".eslintrc.yml", "config"),
+        ("api/types_pb2.py", "generated"),
+        ("dist/app.min.js", "generated"),
+        ("vendor/github.com/x/y.go", "vendored"),
+    ],
+)
+def test_file_roles_come_from_paths_and_names(path: str, role: str) -> None:
+    assert file_role(path) == role
+
+
+def test_generated_code_is_recognised_by_its_header() -> None:
+    assert file_role(
+        "api/zz_types.go", "// Code generated by protoc-gen-go. DO NOT EDIT.\npackage api\n"
+    ) == ("generated")
+    assert file_role("tables.py", "# Auto generated by tools/make_tables.py\nTABLE = []\n") == "generated"
+    assert file_role("ids.py", '"""Ids generated by the server are opaque."""\n') == "source"
+
+
+@pytest.mark.parametrize(
+    ("query", "intent"),
+    [
+        ("how does the router decide which route matches?", "code"),
+        ("where is the config file validated?", "code"),
+        ("how do I add middleware to my app?", "usage"),
+        ("example of keeping user sessions", "usage"),
+        ("which tests check redirects?", "test"),
+        ("how do I test my app without a server?", "test"),
+        ("what changed in the release notes about cookies?", "docs"),
+    ],
+)
+def test_query_intent_comes_from_the_wording(query: str, intent: str) -> None:
+    assert query_intent(query) == intent
+
+
+def test_mentioned_identifiers_are_calls_dotted_names_and_code_spans() -> None:
+    text = "Use `Session(max_redirects=3)` or Router.add_route; resolve_redirects() follows them. See self.x"
+    names = mentioned_identifiers(text)
+    assert {"Session", "Router.add_route", "resolve_redirects", "max_redirects"} <= set(names)
+    assert "self" not in names and "self.x" not in names
