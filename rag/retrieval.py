@@ -230,14 +230,13 @@ class Retriever:
         return {"hybrid": ["dense", "lexical"], "dense": ["dense"], "lexical": ["lexical"]}[mode]
 
     def _definitions_of(self, name: str) -> list[int]:
-        """Chunks defining `name`; for `Owner.member`, else the member's, else the owner's (a small
-        class is one chunk named after it)."""
-        owner, _, member = name.rpartition(".")
-        for candidate in (name, member, owner.rpartition(".")[2]) if owner else (name,):
-            ids = self.index.definitions(candidate)
-            if ids:
-                return ids
-        return []
+        """Chunks holding the first line of each definition of `name` in the code graph
+        (`RepoIndex.definition`: qualified names first, then the short name); none when the name
+        has more than `MAX_DEFINITIONS` definitions, as it then names nothing in particular."""
+        found = self.index.definition(name)
+        if len(found) > MAX_DEFINITIONS:
+            return []
+        return [chunk_id for d in found for chunk_id in self.index.chunk_ids_at(d.path, d.start_line)]
 
     def _explanation(
         self, chunk: StoredChunk, intent: str, ranks: dict[str, dict[int, int]], note: dict[str, object]
@@ -281,7 +280,6 @@ class Retriever:
                 for name in mentioned_identifiers(chunk.text)
                 if (ids := self._definitions_of(name))
             ]
-            named = [(name, ids) for name, ids in named if len(ids) <= MAX_DEFINITIONS]
             spread = len(named) ** self.ranking.link_spread if named else 1.0
             for name, ids in named:
                 related = 1.0 if shares_a_word(name, terms) else self.ranking.unrelated_factor

@@ -154,13 +154,11 @@ def test_a_question_about_tests_ranks_the_test_first(retriever: Retriever) -> No
 def test_an_identifier_named_in_a_matched_doc_pulls_its_definition_in(retriever: Retriever) -> None:
     question = "what do operators do when workers are saturated and submissions pile up?"
     unlinked = Retriever(retriever.index, retriever.embedder, ranking=Ranking(roles=True, links=False))
-    before = paths(unlinked.search(question, 10))
+    before = {hit.path: hit.score for hit in unlinked.search(question, 10)}
     hits = retriever.search(question, 3, explain=True)
     assert "scheduler/backlog.py" in paths(hits)
-    assert paths(hits).index("scheduler/backlog.py") < (
-        before.index("scheduler/backlog.py") if "scheduler/backlog.py" in before else 99
-    )
     linked = next(hit for hit in hits if hit.path == "scheduler/backlog.py")
+    assert linked.score > before.get("scheduler/backlog.py", 0.0)
     assert "def drain_backlog" in linked.text
     assert linked.explain is not None
     assert linked.explain["linked_from"] == "docs/scheduling.md"
@@ -186,16 +184,16 @@ def test_roles_are_stored_and_leave_with_their_file(tmp_path: Path, shared_embed
     roles = index.roles()
     assert roles["scheduler/picker.py"] == roles["scheduler/backlog.py"] == "source"
     assert (roles["docs/scheduling.md"], roles["tests/test_picker.py"]) == ("docs", "test")
-    assert index.definitions("Dispatcher")
+    assert [d.path for d in index.definition("Dispatcher.drain_backlog")] == ["scheduler/backlog.py"]
     (root / "scheduler/backlog.py").unlink()
     (root / "CHANGELOG.md").write_text("# 1.1\n\n- The dispatcher is gone.\n")
     ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder)
     updated = store.open(repo_id)
     assert "scheduler/backlog.py" not in updated.roles()
     assert updated.roles()["CHANGELOG.md"] == "changelog"
-    assert updated.definitions("Dispatcher") == []
+    assert updated.definition("Dispatcher") == updated.definition("drain_backlog") == []
     assert updated.find_symbol("Dispatcher") == []
-    assert updated.definitions("pick_next_job")
+    assert updated.definition("pick_next_job")
 
 
 @pytest.mark.parametrize(

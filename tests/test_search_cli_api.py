@@ -225,3 +225,24 @@ def test_http_embedder_mismatch_is_409(
     assert response.status_code == 409
     assert "re-index" in response.json()["detail"]
     assert httpx.post(url, json={"query": "client", "mode": "lexical"}).status_code == 200
+
+
+def test_explain_shows_role_ranks_and_boosts_in_the_cli_and_the_api(
+    indexed: tuple[str, Path], live_server
+) -> None:
+    repo_id, _ = indexed
+    code, out = run_cli(repo_id, "HttpClient.send", "-k", "3", "--json", "--explain")
+    assert code == 0, out
+    results = json.loads(out)["results"]
+    first = results[0]["explain"]
+    assert first["role"] == "source" and first["intent"] == "code"
+    assert first["exact_boost"] > 0 and "lexical_rank" in first and "dense_rank" in first
+    response = httpx.post(
+        f"{live_server.base_url}/api/repos/{repo_id}/search",
+        json={"query": "HttpClient.send", "k": 3, "explain": True},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["results"] == results
+    code, out = run_cli(repo_id, "how is a request retried", "-k", "2", "--explain")
+    assert code == 0, out
+    assert "role source · intent code" in out and "dense #" in out

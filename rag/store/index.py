@@ -59,7 +59,6 @@ class RepoIndex:
         self._conn = open_readonly(version_dir / META_FILE)
         self._lock = threading.Lock()
         self._roles: dict[str, str] | None = None
-        self._definitions: dict[str, list[int]] | None = None
 
     @property
     def size(self) -> int:
@@ -158,23 +157,12 @@ class RepoIndex:
     def file_role(self, path: str) -> str:
         return self.roles().get(path, DEFAULT_ROLE)
 
-    def definitions(self, name: str) -> list[int]:
-        """Ids of chunks that define `name`: their symbol, or one it lists, is `name` or ends in `.name`.
-
-        The map of last names is built once per version from the chunk symbols (one scan), so a
-        lookup costs a dict access however large the index.
-        """
-        if self._definitions is None:
-            found: dict[str, list[int]] = {}
-            for chunk_id, symbol in self._query("SELECT id, symbol FROM chunks WHERE symbol IS NOT NULL"):
-                for named in dict.fromkeys(part.strip() for part in symbol.split(",")):
-                    last = named.rpartition(".")[2]
-                    if last and last != "…":
-                        found.setdefault(last, []).append(int(chunk_id))
-                        if named != last:
-                            found.setdefault(named, []).append(int(chunk_id))
-            self._definitions = found
-        return self._definitions.get(name, [])
+    def chunk_ids_at(self, path: str, line: int) -> list[int]:
+        """Ids of the chunks of `path` that hold `line`."""
+        rows = self._query(
+            "SELECT id FROM chunks WHERE path = ? AND start_line <= ? AND end_line >= ?", [path, line, line]
+        )
+        return [int(row[0]) for row in rows]
 
     def file_text(self, path: str) -> str | None:
         rows = self._query("SELECT text FROM files WHERE path = ?", [path])
