@@ -6,9 +6,10 @@ the end-of-answer rule are the same everywhere:
 
 - an accepted request always ends with exactly one `done` frame (an `error` frame comes
   before it when something failed), so a client can wait for `done` alone;
-- a repository that is not indexed yet is ingested first, in a worker thread, reporting
-  `status` frames (`cloning`, then `indexing` with counts); cancelling the consumer (a client
-  cancel or disconnect) sets the ingest's cancel flag so the thread stops too;
+- a repository that is not indexed yet is ingested first, as a job of the server's pool
+  (`ingest.jobs`; a concurrent request for it joins the same job), reporting `status` frames
+  (`cloning`, then `indexing` with counts); a consumer that goes away stops waiting, the job
+  goes on (an explicit `cancel` frame cancels it: `cancel_ingest`);
 - the request token is masked by `rag.redact` (a `secret_scope`, forgotten when the request ends)
   before anything can log or echo it;
 - a private repository (indexed with a token) answers only when the request's `token` is
@@ -21,18 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from api.schemas import ChatRequestBody
 from api.services import Services
-from ingest import IngestOptions, Progress, ingest
+from ingest import IngestOptions
 from ingest.access import verify_access
-from ingest.filters import FilterSpec, parse_patterns
+from ingest.jobs import IngestJob
 from ingest.sources import RepoSource, resolve_source
 from rag.answer import AnswerRequest, until_cancelled
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
@@ -174,97 +173,57 @@ def _answer_events(
     return services.answers.answer(answer_request, cancel)
 
 
-def _filter_spec(request: ChatRequestBody) -> FilterSpec:
-    return FilterSpec(
-        include_dirs=parse_patterns(request.included_dirs),
-        exclude_dirs=parse_patterns(request.excluded_dirs),
-        include_files=parse_patterns(request.included_files),
-        exclude_files=parse_patterns(request.excluded_files),
+def _ingest_job(services: Services, request: ChatRequestBody) -> IngestJob:
+    options = IngestOptions.from_fields(
+        services.settings,
+        platform=request.platform,
+        ref=request.ref,
+        token=request.token,
+        included_dirs=request.included_dirs,
+        excluded_dirs=request.excluded_dirs,
+        included_files=request.included_files,
+        excluded_files=request.excluded_files,
     )
-
-
-def status_from_progress(progress: Progress) -> Event:
-    """An ingest progress report as a `status` frame (every stage after cloning is `indexing`)."""
-    stage = "cloning" if progress.stage == "cloning" else "indexing"
-    fields = {**progress.to_json(), "stage": stage, "step": progress.stage}
-    if fields.get("index_state") is None:
-        fields.pop("index_state", None)  # set only at milestones (searchable, each dense version)
-    return status_event(**fields)
+    return IngestJob.for_ingest(request.repo_url, options)
 
 
 async def _ensure_indexed(
     services: Services, request: ChatRequestBody, source: RepoSource, cancel: asyncio.Event
 ) -> AsyncIterator[Event]:
-    """Ingest `source` unless another request did meanwhile; yields `status` frames.
+    """Ingest `source` as a job of the server's pool (joining one already running for it); yields
+    its `status` frames, and raises the job's error if it failed.
 
     Returns at the ingest's `searchable` milestone (lexical-first: the version answers with BM25
-    everywhere and vectors where they exist); the dense phase goes on in the ingest thread and
-    commits better versions as it goes. Setting `cancel` before that milestone stops the ingest
-    (error `cancelled`). The per-repo lock is held until
-    the ingest thread has really ended, even when the consumer is gone first, so the next
-    request never races a dying build.
+    everywhere and vectors where they exist); the job goes on with the dense phase and commits
+    better versions as it goes. Setting `cancel` stops waiting (error `cancelled`) but not the
+    job, which other requests may share and which finishes for the next question;
+    `cancel_ingest` stops the job itself.
     """
-    lock = services.index_lock(source.repo_id)
-    await lock.acquire()
-    release_now = True
+    if source.is_local:
+        yield status_event("indexing", f"indexing {source.local_path}")
+    else:
+        yield status_event("cloning", f"fetching {source.url}")
+    job = services.jobs.submit(_ingest_job(services, request))
+    async for event in until_cancelled(services.jobs.events(job), cancel):
+        if event["type"] == "status":
+            yield event
+            if event.get("step") == "searchable":
+                return  # answer now; the job's dense phase goes on
+    if job.error is not None:
+        raise job.error
+    if job.report is None:
+        raise RepoLensError(f"indexing {source.repo_id} failed (see the server log)", code=ErrorCode.INTERNAL)
+
+
+def cancel_ingest(services: Services, request: ChatRequestBody) -> None:
+    """Cancel the running ingest job of the request's repository (an explicit `cancel` frame)."""
     try:
-        if services.store.get(source.repo_id) is not None:
-            return
-        if source.is_local:
-            yield status_event("indexing", f"indexing {source.local_path}")
-        else:
-            yield status_event("cloning", f"fetching {source.url}")
-        options = IngestOptions(
-            platform=request.platform,
-            ref=request.ref,
-            token=request.token,
-            filters=_filter_spec(request),
-        )
-        loop = asyncio.get_running_loop()
-        updates: asyncio.Queue[Event | None] = asyncio.Queue()
-        stop = threading.Event()
-
-        def report(progress: Progress) -> None:
-            call_soon(loop, updates.put_nowait, status_from_progress(progress))
-
-        def work() -> Any:
-            try:
-                return ingest(
-                    request.repo_url,
-                    options,
-                    store=services.store,
-                    embedder=services.embedder,
-                    progress=report,
-                    cancel=stop,
-                )
-            finally:
-                call_soon(loop, updates.put_nowait, None)
-
-        finished = _run_in_thread(loop, work)
-        searchable = False
-        try:
-            async with contextlib.aclosing(until_cancelled(_drain(updates), cancel)) as progress:
-                async for event in progress:
-                    yield event
-                    if event.get("step") == "searchable":
-                        searchable = True  # answer now; the dense phase goes on in its thread
-                        break
-            if not searchable:
-                await finished
-        finally:
-            if not finished.done():
-                if not searchable:
-                    stop.set()
-                release_now = False
-                finished.add_done_callback(lambda _: lock.release())
-    finally:
-        if release_now:
-            lock.release()
-
-
-async def _drain(updates: asyncio.Queue[Event | None]) -> AsyncIterator[Event]:
-    while (event := await updates.get()) is not None:
-        yield event
+        repo_id = resolve_source(request.repo_url, platform=request.platform, ref=request.ref).repo_id
+    except RepoLensError:
+        return
+    for job in services.jobs.list():
+        if job.repo_id == repo_id and not job.finished:
+            services.jobs.cancel(job.id)
 
 
 async def stop_answer(task: asyncio.Task[Any], cancel: asyncio.Event) -> None:
@@ -276,37 +235,3 @@ async def stop_answer(task: asyncio.Task[Any], cancel: asyncio.Event) -> None:
     if pending:
         task.cancel()
         await asyncio.wait({task})
-
-
-def call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
-    """Schedule `callback` on `loop` from a worker thread; a closed loop means nobody listens."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(callback, *args)
-
-
-def _run_in_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], Any]) -> asyncio.Future[Any]:
-    """Run blocking `work` in its own thread (long ingests must not hold the shared executor)."""
-    future: asyncio.Future[Any] = loop.create_future()
-    # An abandoned run (cancelled consumer) still ends with an outcome nobody awaits.
-    future.add_done_callback(lambda done: done.cancelled() or done.exception())
-
-    def settle(outcome: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is None:
-            future.set_result(outcome)
-        else:
-            future.set_exception(error)
-
-    def target() -> None:
-        try:
-            outcome = work()
-        except BaseException as error:
-            call_soon(loop, settle, None, error)
-        else:
-            call_soon(loop, settle, outcome, None)
-
-    # The thread runs in a copy of this context, so the request's secret scope covers it too.
-    context = contextvars.copy_context()
-    threading.Thread(target=context.run, args=(target,), name="repolens-ingest", daemon=True).start()
-    return future

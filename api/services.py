@@ -7,12 +7,12 @@ FastAPI dependency injection, so tests can build an app on a temporary data dir.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import Request, WebSocket
 
+from ingest.jobs import JobPool
 from rag.answer import AnswerService
 from rag.embedders import Embedder, get_embedder
 from rag.redact import register_secret
@@ -24,7 +24,6 @@ from rag.store import Store
 class Services:
     settings: Settings
     store: Store
-    _index_locks: dict[str, asyncio.Lock] = field(default_factory=dict, repr=False)
 
     @functools.cached_property
     def embedder(self) -> Embedder:
@@ -32,12 +31,18 @@ class Services:
         return get_embedder(self.settings)
 
     @functools.cached_property
+    def jobs(self) -> JobPool:
+        """The server's ingest jobs (`REPOLENS_INGEST_WORKERS` at once), shared by every route."""
+        return JobPool(self.store, lambda: self.embedder, self.settings.ingest_workers)
+
+    @functools.cached_property
     def answers(self) -> AnswerService:
         return AnswerService(self.store, self.embedder, self.settings)
 
-    def index_lock(self, repo_id: str) -> asyncio.Lock:
-        """One lock per repository, so concurrent first questions about it ingest it once."""
-        return self._index_locks.setdefault(repo_id, asyncio.Lock())
+    def stop(self) -> None:
+        """Server shutdown: running ingest jobs are cancelled (their previous index stays)."""
+        if "jobs" in self.__dict__:
+            self.jobs.shutdown()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

@@ -36,6 +36,8 @@ from rag.store import IndexBuilder, Store
 from rag.store.layout import InvalidRepoIdError
 from rag.types import Chunk, RepoRecord
 
+Patterns = str | Sequence[str] | None
+
 Stage = Literal["cloning", "scanning", "chunking", "writing", "searchable", "embedding", "done"]
 ProgressCallback = Callable[["Progress"], None]
 
@@ -67,6 +69,50 @@ class IngestOptions:
     reindex: bool = False
     # Lexical-first ingest: a new dense version is committed this often while vectors are computed.
     dense_commit_s: float = field(default_factory=lambda: Settings.from_env().dense_commit_s)
+
+    @classmethod
+    def from_fields(
+        cls,
+        settings: Settings,
+        *,
+        platform: str | None = None,
+        ref: str | None = None,
+        token: str | None = None,
+        username: str | None = None,
+        included_dirs: Patterns = None,
+        excluded_dirs: Patterns = None,
+        included_files: Patterns = None,
+        excluded_files: Patterns = None,
+        use_default_excludes: bool = True,
+        max_files: int | None = None,
+        max_bytes: int | None = None,
+        max_file_bytes: int | None = None,
+        clone_timeout: float | None = None,
+        reindex: bool = False,
+    ) -> IngestOptions:
+        """The options of one run from request fields or CLI flags (filters as lists or deepwiki's
+        newline/comma-separated strings), limits not given taken from `settings`."""
+        filters = FilterSpec(
+            include_dirs=included_dirs,  # type: ignore[arg-type]  # parsed by FilterSpec
+            exclude_dirs=excluded_dirs,  # type: ignore[arg-type]
+            include_files=included_files,  # type: ignore[arg-type]
+            exclude_files=excluded_files,  # type: ignore[arg-type]
+            use_defaults=use_default_excludes,
+        )
+        limits = Limits.from_settings(
+            settings, max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes
+        )
+        return cls(
+            platform=platform,
+            ref=ref,
+            token=token,
+            username=username,
+            filters=filters,
+            limits=limits,
+            clone_timeout=cls.clone_timeout if clone_timeout is None else clone_timeout,
+            reindex=reindex,
+            dense_commit_s=settings.dense_commit_s,
+        )
 
 
 @dataclass

@@ -173,6 +173,7 @@ class Settings(BaseSettings):
     dense_commit_s: float = setting(
         "REPOLENS_DENSE_COMMIT_S", 10.0, "seconds between dense index versions while an ingest embeds", ge=0
     )
+    ingest_workers: int = setting("REPOLENS_INGEST_WORKERS", 2, "ingest jobs run at once", ge=1, le=64)
     repolens_token: SecretStr | None = setting("REPOLENS_TOKEN", None, "git token for every host")
     github_token: SecretStr | None = setting("GITHUB_TOKEN", None, "git token for github.com")
     gitlab_token: SecretStr | None = setting("GITLAB_TOKEN", None, "git token for gitlab.com")

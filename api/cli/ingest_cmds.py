@@ -1,7 +1,7 @@
 """`repolens ingest | update | list | show | delete`: build and manage local indexes.
 
-The ingest runs in a worker thread so Ctrl-C can ask it to stop (a
-`threading.Event` checked between steps) and the previous index stays intact.
+An ingest is an `ingest.jobs.IngestJob` run in the foreground (a worker thread, so Ctrl-C can
+cancel it between steps) and the previous index stays intact.
 Progress is a rich display on a terminal, JSON lines on stderr with
 `--progress jsonl`, and nothing at all when piped (`auto`).
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -22,9 +21,8 @@ from rich.progress import Progress as RichProgress
 from rich.table import Column, Table
 
 from api.cli.app import app, cli_errors, console, err_console
-from ingest import IngestOptions, IngestReport, Progress, ingest, resolve_repo_id, update
-from ingest.filters import FilterSpec, parse_patterns
-from ingest.reader import Limits
+from ingest import IngestOptions, IngestReport, Progress, resolve_repo_id
+from ingest.jobs import IngestJob
 from rag.embedders import get_embedder
 from rag.settings import Settings
 from rag.store import Store
@@ -95,43 +93,6 @@ def _context() -> tuple[Settings, Store]:
     return settings, Store(settings.home)
 
 
-def _run_with_progress(
-    job: Callable[[Callable[[Progress], None], threading.Event], IngestReport],
-    mode: ProgressMode,
-) -> IngestReport:
-    """Run `job` in a worker thread with a progress sink; Ctrl-C sets the cancel event and waits.
-
-    The main thread waits on an event rather than `Thread.join`, which an
-    interrupt can leave believing the thread has ended.
-    """
-    if mode is ProgressMode.auto:
-        mode = ProgressMode.rich if err_console.is_terminal else ProgressMode.none
-    cancel, finished = threading.Event(), threading.Event()
-    outcome: dict[str, Any] = {}
-
-    with ProgressSink(mode) as sink:
-
-        def work() -> None:
-            try:
-                outcome["report"] = job(sink, cancel)
-            except BaseException as error:  # handed to the main thread, which re-raises it
-                outcome["error"] = error
-            finally:
-                finished.set()
-
-        threading.Thread(target=work, name="repolens-ingest", daemon=True).start()
-        try:
-            while not finished.wait(0.2):  # a timed wait lets the interrupt through promptly
-                pass
-        except KeyboardInterrupt:
-            cancel.set()
-            err_console.print("cancelling: the previous index stays as it was ...")
-            finished.wait()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["report"]
-
-
 class ProgressSink:
     """A context manager yielding the callback that shows `Progress` events in `mode`."""
 
@@ -187,22 +148,19 @@ class ProgressSink:
 
 
 def _run_and_report(
-    pipeline: Callable[..., IngestReport],
-    target: str,
-    options: IngestOptions,
-    settings: Settings,
-    store: Store,
-    progress: ProgressMode,
-    as_json: bool,
+    job: IngestJob, settings: Settings, store: Store, progress: ProgressMode, as_json: bool
 ) -> None:
-    """Run `ingest` or `update` on `target` with the progress display, then print its report."""
+    """Run `job` here with the progress display (Ctrl-C cancels it), then print its report."""
     embedder = get_embedder(settings)
-    report = _run_with_progress(
-        lambda sink, cancel: pipeline(
-            target, options, store=store, embedder=embedder, progress=sink, cancel=cancel
-        ),
-        progress,
-    )
+    if progress is ProgressMode.auto:
+        progress = ProgressMode.rich if err_console.is_terminal else ProgressMode.none
+    with ProgressSink(progress) as sink:
+        report = job.run_in_foreground(
+            store,
+            embedder,
+            sink,
+            on_interrupt=lambda: err_console.print("cancelling: the previous index stays as it was ..."),
+        )
     _print_report(report, as_json)
 
 
@@ -278,25 +236,24 @@ def ingest_command(
     """
     with cli_errors(as_json):
         settings, store = _context()
-        options = IngestOptions(
+        options = IngestOptions.from_fields(
+            settings,
             platform=platform,
             ref=ref,
             token=token,
             username=username,
-            filters=FilterSpec(
-                include_dirs=parse_patterns(include_dirs),
-                exclude_dirs=parse_patterns(exclude_dirs),
-                include_files=parse_patterns(include_files),
-                exclude_files=parse_patterns(exclude_files),
-                use_defaults=not no_default_excludes,
-            ),
-            limits=Limits.from_settings(
-                settings, max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes
-            ),
+            included_dirs=include_dirs,
+            excluded_dirs=exclude_dirs,
+            included_files=include_files,
+            excluded_files=exclude_files,
+            use_default_excludes=not no_default_excludes,
+            max_files=max_files,
+            max_bytes=max_bytes,
+            max_file_bytes=max_file_bytes,
             clone_timeout=clone_timeout,
             reindex=reindex,
         )
-        _run_and_report(ingest, location, options, settings, store, progress, as_json)
+        _run_and_report(IngestJob.for_ingest(location, options), settings, store, progress, as_json)
 
 
 @app.command("update")
@@ -316,16 +273,17 @@ def update_command(
     with cli_errors(as_json):
         settings, store = _context()
         repo_id = resolve_repo_id(store, repo)
-        options = IngestOptions(
+        options = IngestOptions.from_fields(
+            settings,
             token=token,
             username=username,
-            limits=Limits.from_settings(
-                settings, max_files=max_files, max_total_bytes=max_bytes, max_file_bytes=max_file_bytes
-            ),
+            max_files=max_files,
+            max_bytes=max_bytes,
+            max_file_bytes=max_file_bytes,
             clone_timeout=clone_timeout,
             reindex=reindex,
         )
-        _run_and_report(update, repo_id, options, settings, store, progress, as_json)
+        _run_and_report(IngestJob.for_update(repo_id, options), settings, store, progress, as_json)
 
 
 @app.command("list")

@@ -26,7 +26,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, status
 
-from api.chat_session import chat_events, stop_answer
+from api.chat_session import cancel_ingest, chat_events, stop_answer
 from api.coalesce import coalesce_window_s, coalesced
 from api.origins import origin_allowed, refusal
 from api.schemas import BadRequestError, ChatRequestBody, decode_frame, max_request_bytes, parse_chat_request
@@ -136,6 +136,7 @@ class EventsConnection:
         self.services = services
         self.limit = limit
         self.answer: asyncio.Task[None] | None = None
+        self.request: ChatRequestBody | None = None
         self.cancel_flag = asyncio.Event()
         self.closed = False
         self._send_lock = asyncio.Lock()
@@ -172,6 +173,8 @@ class EventsConnection:
         elif data.get("type") == "ping":
             await self.send(pong_event())
         elif data.get("type") == "cancel":
+            if self.request is not None and self.answer is not None and not self.answer.done():
+                cancel_ingest(self.services, self.request)
             await self.stop_answer()
         else:
             kind = data.get("type")
@@ -194,6 +197,7 @@ class EventsConnection:
             await self.send(error_event(error.code, str(error)))
             return
         self.cancel_flag = asyncio.Event()
+        self.request = request
         self.answer = asyncio.create_task(self.stream(request, self.cancel_flag))
 
     async def stop_answer(self) -> None:

@@ -3,41 +3,37 @@
 Ingest and update answer with Server-Sent Events (`event: <type>` + `data: <json>`):
 `status` frames while the work runs, then one `done` frame with the repository
 record and the ingest report, or one `error` frame (`code`, `message`). The
-work runs in its own thread; a client that disconnects cancels it, and the
-previous index stays as it was. Files are served from the index (the stored
+work is an `ingest.jobs.IngestJob` in the server's job pool: a second request for the same
+repository joins the running job, a client that disconnects only stops listening (the job goes
+on; `POST /api/jobs/{id}/cancel` stops it), and a failed or cancelled job leaves the previous
+index as it was. Files are served from the index (the stored
 text), never from the disk, so a path can only name an indexed file. A private repository's
 files need its token (`X-Repo-Token`); its record (`GET /api/repos/{id}`) is metadata only.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from api.chat_session import call_soon, status_from_progress
 from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
-from ingest import IngestOptions, IngestReport, Progress, ingest, update
+from ingest import IngestOptions
 from ingest.access import verify_access
-from ingest.filters import FilterSpec, parse_patterns
-from ingest.reader import Limits
-from ingest.sources import resolve_source
-from rag.errors import ErrorCode, NotFoundError, RepoLensError
-from rag.events import error_event, ingest_done_event, sse_frame
+from ingest.jobs import IngestJob
+from rag.errors import NotFoundError, RepoLensError
+from rag.events import sse_frame
 from rag.redact import redact
 from rag.settings import Settings
 
 router = APIRouter()
 log = logging.getLogger(__name__)
-
-Job = Callable[[Callable[[Progress], None], threading.Event], IngestReport]
 
 
 class IngestBody(BaseModel):
@@ -61,24 +57,20 @@ class IngestBody(BaseModel):
     max_file_bytes: int | None = Field(None, ge=1)
 
     def options(self, settings: Settings) -> IngestOptions:
-        return IngestOptions(
+        return IngestOptions.from_fields(
+            settings,
             platform=self.type,
             ref=self.ref,
             token=self.token,
             username=self.username,
-            filters=FilterSpec(
-                include_dirs=parse_patterns(self.included_dirs),
-                exclude_dirs=parse_patterns(self.excluded_dirs),
-                include_files=parse_patterns(self.included_files),
-                exclude_files=parse_patterns(self.excluded_files),
-                use_defaults=self.use_default_excludes,
-            ),
-            limits=Limits.from_settings(
-                settings,
-                max_files=self.max_files,
-                max_total_bytes=self.max_bytes,
-                max_file_bytes=self.max_file_bytes,
-            ),
+            included_dirs=self.included_dirs,
+            excluded_dirs=self.excluded_dirs,
+            included_files=self.included_files,
+            excluded_files=self.excluded_files,
+            use_default_excludes=self.use_default_excludes,
+            max_files=self.max_files,
+            max_bytes=self.max_bytes,
+            max_file_bytes=self.max_file_bytes,
             reindex=self.reindex,
         )
 
@@ -100,39 +92,19 @@ def _http_error(error: RepoLensError) -> HTTPException:
     return HTTPException(error.http_status, detail=redact(error.message))
 
 
-async def _events(job: Job) -> AsyncIterator[str]:
-    """Run `job` in a thread and stream its progress, then `done` or `error`, as SSE frames."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    cancel = threading.Event()
-
-    def emit(event: dict[str, Any] | None) -> None:
-        call_soon(loop, queue.put_nowait, event)
-
-    def work() -> None:
-        try:
-            report = job(lambda progress: emit(status_from_progress(progress)), cancel)
-            emit(ingest_done_event(report.record.to_json(), report.to_json()))
-        except RepoLensError as error:
-            emit(error_event(error.code, error.message))
-        except Exception as error:
-            log.exception("ingest failed")
-            emit(error_event(ErrorCode.INTERNAL, str(error) or type(error).__name__))
-        finally:
-            emit(None)
-
-    threading.Thread(target=work, name="repolens-ingest", daemon=True).start()
-    try:
-        while (event := await queue.get()) is not None:
+async def _frames(services: Services, job: IngestJob) -> AsyncIterator[str]:
+    async with contextlib.aclosing(services.jobs.events(job)) as events:
+        async for event in events:
             yield sse_frame(event)
-    finally:
-        cancel.set()
 
 
-def _sse(job: Job) -> StreamingResponse:
-    return StreamingResponse(
-        _events(job), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
-    )
+def _sse(services: Services, job: IngestJob) -> StreamingResponse:
+    """Submit `job` (or join the running job of its repository) and stream its frames as SSE.
+
+    The response names the job (`X-RepoLens-Job`); a client that disconnects stops listening only."""
+    joined = services.jobs.submit(job)
+    headers = {"Cache-Control": "no-store", "X-RepoLens-Job": joined.id}
+    return StreamingResponse(_frames(services, joined), media_type="text/event-stream", headers=headers)
 
 
 @router.get("/api/repos")
@@ -144,20 +116,10 @@ def list_repos(services: ServicesDep) -> dict[str, Any]:
 def ingest_repo(body: IngestBody, services: ServicesDep) -> StreamingResponse:
     """Ingest (or incrementally update) a repository; a malformed location is a 400 before streaming."""
     try:
-        resolve_source(body.repo_url, platform=body.type, ref=body.ref)
+        job = IngestJob.for_ingest(body.repo_url, body.options(services.settings))
     except RepoLensError as error:
         raise _http_error(error) from None
-    options = body.options(services.settings)
-    return _sse(
-        lambda progress, cancel: ingest(
-            body.repo_url,
-            options,
-            store=services.store,
-            embedder=services.embedder,
-            progress=progress,
-            cancel=cancel,
-        )
-    )
+    return _sse(services, job)
 
 
 @router.post("/api/repos/{repo_id:path}/update")
@@ -167,17 +129,10 @@ def update_repo(
     if services.store.get(repo_id) is None:
         raise _http_error(NotFoundError(f"{repo_id} is not indexed"))
     given = body or UpdateBody()
-    options = IngestOptions(token=given.token, username=given.username, reindex=given.reindex)
-    return _sse(
-        lambda progress, cancel: update(
-            repo_id,
-            options,
-            store=services.store,
-            embedder=services.embedder,
-            progress=progress,
-            cancel=cancel,
-        )
+    options = IngestOptions.from_fields(
+        services.settings, token=given.token, username=given.username, reindex=given.reindex
     )
+    return _sse(services, IngestJob.for_update(repo_id, options))
 
 
 def _safe_relative(path: str) -> str:
