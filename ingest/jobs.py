@@ -224,7 +224,8 @@ class JobPool:
     def __init__(self, store: Store, embedder: Callable[[], Embedder], workers: int) -> None:
         self.store = store
         self._embedder = embedder
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="repolens-ingest")
+        self.workers = workers
+        self._executor = self._new_executor()
         self._jobs: dict[str, IngestJob] = {}
         self._listeners: dict[str, list[_Listener]] = {}
         self._lock = threading.Lock()
@@ -244,6 +245,9 @@ class JobPool:
 
     def get(self, job_id: str) -> IngestJob | None:
         return self._jobs.get(job_id)
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="repolens-ingest")
 
     def list(self) -> list[IngestJob]:
         return sorted(self._jobs.values(), key=lambda job: job.created_at, reverse=True)
@@ -274,10 +278,12 @@ class JobPool:
                 self._listeners[job.id].remove(listener)
 
     def shutdown(self) -> None:
-        """Cancel every job and wait for the workers (server shutdown, tests)."""
+        """Cancel every job and wait for the workers (server shutdown, tests). The pool takes new jobs
+        afterwards (an app that is served again)."""
         for job in list(self._jobs.values()):
             job.cancel.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        executor, self._executor = self._executor, self._new_executor()
+        executor.shutdown(wait=True)
 
     def _broadcast(self, job: IngestJob, event: Event | None) -> None:
         with self._lock:

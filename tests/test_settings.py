@@ -67,6 +67,7 @@ def test_dotenv_works_for_every_variable(tmp_path: Path, monkeypatch: pytest.Mon
 def _valid(field: str) -> str:
     special = {
         "port": "8123",
+        "ingest_workers": "3",
         "embedder": "ollama",
         "allow_local": "True",
         "home": "/tmp/somewhere",
