@@ -22,7 +22,7 @@ from tests.support.browser import SCREENSHOTS, browser  # noqa: F401 (the fixtur
 from tests.support.chat import provider_env, settings_for
 from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.live_server import LiveServer
-from tests.support.repos import make_fixture_repo
+from tests.support.repos import commit_all, make_fixture_repo, write_files
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -399,7 +399,7 @@ def test_wiki_view_generates_and_renders_pages_with_diagrams_and_citations(page:
     wiki.locator("button.generate-wiki").click()
     progress = wiki.locator(".wiki-progress")
     expect(progress).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
-    expect(progress).to_contain_text("Page 5 of 5")
+    expect(progress).to_contain_text("Done: 5 pages, 5 written, 0 unchanged")
     tree = wiki.locator(".wiki-tree")
     expect(tree.get_by_role("button", name="Overview")).to_have_class(re.compile("current"))
     expect(wiki.locator(".wiki-meta")).to_contain_text("without a language model")
@@ -425,3 +425,22 @@ def test_wiki_view_generates_and_renders_pages_with_diagrams_and_citations(page:
     wiki.locator("button.generate-wiki", has_text="Regenerate").click()
     expect(progress).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
     expect(article.locator("h1")).to_have_text("Module weatherline")
+
+    # After an update that changes one file, the view says so and rewrites only the pages citing it.
+    from ingest import update
+
+    repo = web.root / "weatherline"
+    write_files(
+        repo,
+        {"web/format.js": "/** Formats Celsius. */\nexport function formatCelsius(v) {\n  return v;\n}\n"},
+    )
+    commit_all(repo, "simpler format")
+    update(web.repo_id, store=web.store, embedder=web.server.app.state.services.embedder)
+    page.reload()
+    expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Wiki").click()
+    expect(wiki.locator(".wiki-meta")).to_contain_text("out of date", timeout=TIMEOUT_MS)
+    wiki.locator("button.generate-wiki", has_text="Update wiki").click()
+    expect(progress).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+    expect(progress).to_contain_text("Done: 5 pages, 1 written, 4 unchanged")
+    expect(wiki.locator("button.generate-wiki")).to_have_text("Regenerate")

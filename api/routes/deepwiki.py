@@ -248,8 +248,8 @@ def local_path_refusal(path: Path, settings: Settings) -> str | None:
     """Why the server may not read the folder `path`, or None when it may."""
     if not settings.allow_local:
         return f"local folders are disabled on this server: set {ALLOW_LOCAL_VARIABLE}=1 to allow them"
-    roots = [item for item in settings.local_roots.replace(",", os.pathsep).split(os.pathsep)]
-    roots = [Path(item).expanduser().resolve() for item in roots if item.strip()]
+    listed = settings.local_roots.replace(",", os.pathsep).split(os.pathsep)
+    roots = [Path(item).expanduser().resolve() for item in listed if item.strip()]
     if roots and not any(path == root or root in path.parents for root in roots):
         return f"{path} is outside the folders allowed by {LOCAL_ROOTS_VARIABLE}"
     return None

@@ -128,7 +128,7 @@ async def generate(
     repo_id: str, services: ServicesDep, body: WikiBody | None = None, repo_token: RepoToken = None
 ) -> StreamingResponse:
     await asyncio.to_thread(_check_access, services, repo_id, repo_token)
-    given = body or WikiBody()
+    given = body or WikiBody.model_validate({})
     options = WikiOptions(
         offline=given.offline,
         language=_language(given.language),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +36,7 @@ from rag.research.services import ResearchServices
 from rag.retrieval import Retriever
 from rag.wiki import llm, offline
 from rag.wiki.mermaid import clean_diagrams
-from rag.wiki.model import Wiki, WikiPage, WikiStructure
+from rag.wiki.model import Wiki, WikiMode, WikiPage, WikiStructure
 from rag.wiki.store import WikiStore, summary
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ async def generate_wiki(
     repo_id: str,
     options: WikiOptions | None = None,
     cancel: asyncio.Event | None = None,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """See the module docstring."""
     options = options or WikiOptions()
     counts = {"regenerated": 0, "reused": 0}
@@ -176,7 +176,7 @@ async def _generate(
     record = index.record
     chat = run.chat()
     previous = None if options.force else run.wikis.latest(repo_id, options.language, options.comprehensive)
-    mode = "offline" if chat is None else "llm"
+    mode: WikiMode = "offline" if chat is None else "llm"
     if previous is not None and previous.mode != mode:
         previous = None
     if chat is not None:

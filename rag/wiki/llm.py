@@ -262,7 +262,7 @@ def page_query(page: WikiPage) -> str:
 
 def file_hits(index: Any, paths: Sequence[str], per_file: int = 2) -> list[SearchHit]:
     """The first chunks of each of the page's files, so a page always sees the code it is about."""
-    hits = []
+    hits: list[SearchHit] = []
     for path in paths[:6]:
         hits.extend(chunk.to_hit(0.0) for chunk in index.chunks_for_file(path)[:per_file])
     return hits

@@ -229,7 +229,7 @@ def _entry_files(facts: RepoFacts) -> list[str]:
 
 
 def _entry_points(facts: RepoFacts, paths: list[str] | None = None) -> list[tuple[str, Definition]]:
-    found = []
+    found: list[tuple[str, Definition]] = []
     for path in paths if paths is not None else sorted(facts.defs):
         if paths is None and _TEST_DIR.search(path):
             continue

@@ -78,6 +78,7 @@ export class WikiView {
       const wiki = await getJson<Wiki>(`${repoPath(repo.id)}/wiki?${query}`, { headers: this.headers() });
       if (this.repo?.id !== repo.id) return;
       this.wiki = wiki;
+      this.offline.checked = wiki.mode === "offline"; // updating keeps the wiki's mode unless changed
       this.current = this.current && wiki.pages[this.current] ? this.current : (wiki.structure.pages[0]?.id ?? null);
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) accessRefused(repo.id, error.message);
@@ -102,7 +103,9 @@ export class WikiView {
     this.progress.hidden = false;
     let failed = "";
     try {
-      const body = { offline: this.offline.checked, language: this.languageOf(), force: Boolean(this.wiki) };
+      // Out-of-date pages: rewrite only those. Up to date: "Regenerate" rewrites every page.
+      const force = Boolean(this.wiki) && this.wiki!.stale_pages.length === 0;
+      const body = { offline: this.offline.checked, language: this.languageOf(), force };
       await postEvents(`${repoPath(repo.id)}/wiki`, body, (raw) => {
         const event = raw as unknown as ChatEvent;
         if (event.type === "status") line.textContent = event.message ?? "";
@@ -114,6 +117,10 @@ export class WikiView {
           line.textContent = `Page ${event.index} of ${event.total}: ${event.title}${event.reused ? " (unchanged)" : ""}`;
         } else if (event.type === "wiki" && event.event === "note") notes.append(h("li", {}, event.message ?? ""));
         else if (event.type === "error") failed = event.message;
+        else if (event.type === "done" && event.wiki) {
+          const { pages, regenerated, reused } = event.wiki as { pages: number; regenerated: number; reused: number };
+          line.textContent = `Done: ${pages} pages, ${regenerated} written, ${reused} unchanged`;
+        }
       }, controller.signal);
     } catch (error) {
       failed = (error as Error).message;
@@ -136,7 +143,7 @@ export class WikiView {
   private render(): void {
     const { repo, wiki } = this;
     this.generate.hidden = !repo;
-    this.generate.textContent = wiki ? "Regenerate" : "Generate wiki";
+    this.generate.textContent = !wiki ? "Generate wiki" : wiki.stale_pages.length ? "Update wiki" : "Regenerate";
     if (!repo) {
       this.title.textContent = "Wiki";
       this.meta.textContent = "";
@@ -157,7 +164,7 @@ export class WikiView {
     }
     this.title.textContent = wiki.structure.title;
     const how = wiki.mode === "offline" ? "without a language model" : `with ${wiki.provider} (${wiki.model})`;
-    const stale = wiki.stale_pages.length ? ` · ${wiki.stale_pages.length} page(s) out of date: regenerate` : "";
+    const stale = wiki.stale_pages.length ? ` · ${wiki.stale_pages.length} page(s) out of date since the last update` : "";
     this.meta.textContent = `Written ${how} at commit ${(wiki.commit ?? "").slice(0, 10)}${stale}`;
     this.tree.replaceChildren(...this.renderTree(wiki));
     const page = this.current ? wiki.pages[this.current] : undefined;
