@@ -420,11 +420,12 @@ class _GitRun:
         except GitCommandNotFound:
             raise IngestError("git is not installed: install git to ingest remote repositories") from None
         process = handle.proc
-        assert process.stdout is not None and process.stderr is not None
+        assert process is not None and process.stdout is not None and process.stderr is not None
         stdout: list[bytes] = []
         stderr: deque[str] = deque(maxlen=_STDERR_LINES_KEPT)
+        output = process.stdout
         readers = [
-            threading.Thread(target=lambda: stdout.append(process.stdout.read()), daemon=True),
+            threading.Thread(target=lambda: stdout.append(output.read()), daemon=True),
             threading.Thread(target=self._read_stderr, args=(process.stderr, stderr), daemon=True),
         ]
         for reader in readers:

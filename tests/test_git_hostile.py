@@ -12,6 +12,7 @@ import dataclasses
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ def git_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return calls
 
 
-def _source(**changes: str) -> RepoSource:
+def _source(**changes: Any) -> RepoSource:
     """A well-formed source with some fields replaced, as a caller bypassing `resolve_source` could."""
     return dataclasses.replace(resolve_source("https://git.example.com/team/app.git"), **changes)
 
@@ -58,7 +59,7 @@ def test_gitpython_refuses_remote_helper_urls_before_git_starts(
     url: str, ref: str | None, tmp_path: Path, git_calls: Path
 ) -> None:
     marker = tmp_path / "pwned"
-    source = _source(clone_url=url.format(marker=marker), ref=ref)  # type: ignore[arg-type]
+    source = _source(clone_url=url.format(marker=marker), ref=ref)
     with pytest.raises(
         InvalidSourceError, match="refusing to run git (clone|fetch).*protocol looks suspicious"
     ):

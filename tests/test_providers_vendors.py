@@ -24,6 +24,7 @@ from rag.providers import (
     ToolSpec,
     Usage,
 )
+from rag.providers.adalflow_bridge import AdalFlowProvider
 from rag.providers.catalog import ADALFLOW_OPENAI_VENDORS, PROVIDERS, get_provider, list_providers
 from rag.redact import install_log_redaction
 from rag.settings import Settings
@@ -313,9 +314,10 @@ def test_catalogue_lists_the_new_providers_with_their_variables() -> None:
 
 
 def test_titan_on_bedrock_runs_deep_research_without_tools(fake_provider: FakeProvider) -> None:
-    assert provider(fake_provider, "bedrock").supports_tools is True
+    claude = provider(fake_provider, "bedrock")
     titan = get_provider("bedrock", settings_for(fake_provider), "amazon.titan-text-express-v1")
-    assert titan.supports_tools is False
+    assert isinstance(claude, AdalFlowProvider) and isinstance(titan, AdalFlowProvider)
+    assert (claude.supports_tools, titan.supports_tools) == (True, False)
 
 
 def test_openai_style_vendors_use_adalflow_clients_endpoints_and_key_names() -> None:

@@ -295,6 +295,7 @@ def converse_messages(messages: list[Message]) -> tuple[list[dict[str, Any]], li
         if message.role == "system":
             continue
         role = "assistant" if message.role == "assistant" else "user"
+        content: list[dict[str, Any]]
         if message.role == "tool":
             content = [
                 {"toolResult": {"toolUseId": message.tool_call_id, "content": [{"text": message.content}]}}

@@ -394,8 +394,8 @@ def _openai_config(name: str, settings: Settings) -> OpenAIConfig:
         )
     if name in _VENDORS:
         vendor = _VENDORS[name]
-        base = settings.value(vendor.base_url_variable) or vendor.base_url
-        return OpenAIConfig(_secret(settings, vendor.key_variable), base, vendor.key_variable, timeout)
+        vendor_url = settings.value(vendor.base_url_variable) or vendor.base_url
+        return OpenAIConfig(_secret(settings, vendor.key_variable), vendor_url, vendor.key_variable, timeout)
     if name == "ollama":
         host = (settings.ollama_host or "http://localhost:11434").rstrip("/")
         host = host if "://" in host else f"http://{host}"

@@ -71,7 +71,7 @@ async def anthropic_events(script: FakeResponse, model: str, body: dict[str, Any
         len(json.dumps(body.get("messages", [])).split()),
         len((script.text or "").split()) + len(script.tool_calls),
     )
-    message = {
+    message: dict[str, Any] = {
         "id": "msg_fake",
         "type": "message",
         "role": "assistant",
@@ -85,7 +85,7 @@ async def anthropic_events(script: FakeResponse, model: str, body: dict[str, Any
     index = 0
     pieces = split(script.text or "", script.chunks)
     if pieces:
-        block = {"type": "text", "text": ""}
+        block: dict[str, Any] = {"type": "text", "text": ""}
         yield (
             0.0,
             _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
