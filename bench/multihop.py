@@ -8,8 +8,8 @@ Methods, each judged on the files it finally cites (its `sources`):
 - `bm25_top10` / `hybrid_top10`: one-shot retrieval, the files of the top 10 hits.
 - `offline_research`: deep research without a model (`provider="offline"`).
 - `llm_loop_scripted`: the LLM research loop against the fake OpenAI-style provider on loopback,
-  driven by a policy that calls the tools the prompt suggests (search, then the code-graph tools on
-  the definitions the results name) and cites what it was shown (`scripted_policy`).
+  driven by a scripted model that calls the tools the prompt suggests (search, then the code-graph
+  tools on the definitions the results name) and cites what it was shown (`ScriptedModel`).
 
 Metrics: sources recall (gold files cited / gold files), whole-chain rate (every gold file cited),
 source precision (cited files that are gold / cited files), turns, tool calls and seconds.
@@ -37,6 +37,26 @@ from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import Store
 
+# Measured with the researcher before the code graph (commit f48cf1d: identifier walk, every span
+# examined cited) on the same indexes, side by side with `hybrid_top10` / `bm25_top10` of that run.
+BEFORE = {
+    "offline_research": {
+        "tuning": {
+            "recall": 0.842,
+            "whole_chain": 0.65,
+            "precision": 0.216,
+            "turns": 2.8,
+            "tool_calls": 93.95,
+        },
+        "frozen": {
+            "recall": 0.958,
+            "whole_chain": 0.917,
+            "precision": 0.254,
+            "turns": 2.67,
+            "tool_calls": 100.92,
+        },
+    },
+}
 QUESTIONS_FILE = Path(__file__).with_name("research_questions.json")
 DATA_DIR = Path(
     os.environ.get("REPOLENS_BENCH_RESEARCH_DATA") or corpus.ROOT / "build" / "bench" / "research-data"
@@ -69,7 +89,7 @@ def score(sources: list[str], chain: list[str]) -> dict[str, float]:
 
 def _services(name: str, env: dict[str, str] | None = None) -> tuple[Services, str, dict[str, float]]:
     home = DATA_DIR / name
-    settings = Settings(home=home, env={"REPOLENS_HOME": str(home), **(env or {})})
+    settings = Settings.from_env({"REPOLENS_HOME": str(home), **(env or {})}, dotenv=home / "no.env")
     store = Store(home)
     embedder = get_embedder(settings)
     report = ingest(str(corpus.working_copy(name)), store=store, embedder=embedder)
@@ -97,56 +117,89 @@ def _one_shot(services: Services, repo_id: str, question: str, mode: str) -> dic
     return {"sources": [hit.path for hit in hits], "turns": 0, "tool_calls": 1}
 
 
-_DEFINITION_LINE = re.compile(r"`([\w.]+)` \((?:function|method)\) at ([^\s:]+):(\d+)-(\d+)")
+# What the tools print: `## path:a-b (symbol)` spans (search, definition) and
+# "`Qual.name` (kind) at path:a-b" definitions (callers, callees, subclasses).
 _SPAN = re.compile(r"^## ([^\s:]+):(\d+)-(\d+)(?: \(([^)]*)\))?", re.MULTILINE)
+_DEFINITION_LINE = re.compile(r"`([\w.]+)` \((?:function|method|class)\) at ([^\s:]+):(\d+)-(\d+)")
+_NOT_CODE = re.compile(r"\.(md|rst|txt)$|(^|/)(tests?|docs?|examples?)/|_test\.go$|(^|/)test_")
+_CHAIN_HINT = re.compile(r"Code graph chain for the question[^:]*: (.*)")
+MAX_CITED = 5
 
 
-def scripted_policy(request: Any) -> Any:
-    """The fake model's next reply, from what the conversation so far showed it.
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in re.split(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])", text) if len(w) > 2}
 
-    Follows the investigate prompt's advice: first `search` for the question; then `callees` and
-    `callers` of the definitions the results named (the code-graph tools), at most two rounds; then
-    finish, and in the conclusion cite the spans of the definitions it followed.
+
+def _relevant(question: str, found: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    """(symbol, path, start, end) found in tool output, code only, most question words first."""
+    wanted = _words(question)
+    code = [item for item in dict.fromkeys(found) if item[0] and not _NOT_CODE.search(item[1])]
+    return sorted(code, key=lambda item: -len(wanted & _words(f"{item[0]} {item[1]}")))
+
+
+class ScriptedModel:
+    """The scripted model of `llm_loop_scripted`: its next reply, chosen from what the tools showed.
+
+    It follows the investigate prompt's advice: turn 1 `search`es for the question; turn 2 asks the
+    code graph for the `callees` and `callers` of the two ends of the chain the plan prompt offers
+    (else of the two code spans that share most words with the question); turn 3 follows the
+    `callees` of the most relevant definition found; then it stops. Its
+    conclusion cites the chain it was offered, then the definitions that share most words with the
+    question (at most five in all), as a model answering from the evidence would. One run at a
+    time (state is per research run).
     """
-    from tests.support.fake_provider import FakeResponse
 
-    body = request.body
-    messages = body.get("messages", [])
-    text = "\n".join(str(m.get("content") or "") for m in messages)
-    question = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
-    tool_names = {t.get("function", {}).get("name") for t in body.get("tools") or []}
-    if not tool_names:
-        if "Write a short research plan" in text or "research plan" in str(messages[0].get("content", "")):
-            return FakeResponse(
-                text="1. Find the entry point. 2. Follow its callees to the code doing the work."
-            )
-        cited = _DEFINITION_LINE.findall(text)
-        refs = list(dict.fromkeys(f"{path}:{start}-{end}" for _, path, start, end in cited))[:4]
-        if not refs:
-            refs = [f"{p}:{a}-{b}" for p, a, b, _ in _SPAN.findall(text)][:3]
-        return FakeResponse(text="The path through the code: " + ", ".join(refs) + ".")
-    rounds = text.count("## callees of")
-    if (
-        "## " not in text
-        or rounds == 0
-        and "spans:" not in text
-        and "(function)" not in text
-        and not _SPAN.search(text)
-    ):
-        return FakeResponse(
-            text="Searching first.",
-            tool_calls=[{"name": "search", "arguments": {"query": question[:200], "k": 6}}],
-        )
-    if rounds >= 2:
+    def __init__(self) -> None:
+        self.found: list[tuple[str, str, str, str]] = []
+        self.turn = 0
+        self.followed: set[str] = set()
+        self.question = ""
+        self.chain: list[str] = []
+
+    def __call__(self, request: Any) -> Any:
+        from tests.support.fake_provider import FakeResponse
+
+        body = request.body
+        messages = body.get("messages", [])
+        system = str(messages[0].get("content", "")) if messages else ""
+        text = "\n".join(str(m.get("content") or "") for m in messages[1:])
+        if not body.get("tools"):
+            if "research plan" in system.lower():
+                self.__init__()  # type: ignore[misc]
+                asked = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
+                self.question = asked.split("Question: ", 1)[-1].split("\n", 1)[0]
+                lead = _CHAIN_HINT.search(asked)
+                self.chain = [sym for sym, *_ in _DEFINITION_LINE.findall(lead.group(1))] if lead else []
+                self.found += list(_DEFINITION_LINE.findall(lead.group(1))) if lead else []
+                return FakeResponse(text="1. Find the entry point. 2. Follow its callees to the work.")
+            leads = [item for item in self.found if item[0] in self.chain]
+            cited = list(dict.fromkeys([*leads, *_relevant(self.question, self.found)]))[:MAX_CITED]
+            refs = ", ".join(f"`{sym}` ({path}:{a}-{b})" for sym, path, a, b in cited)
+            return FakeResponse(text=f"The path through the code: {refs}.")
+        self.found += [(sym or "", path, a, b) for path, a, b, sym in _SPAN.findall(text)]
+        self.found += list(_DEFINITION_LINE.findall(text))
+        self.turn += 1
+        if self.turn == 1:
+            call = {"name": "search", "arguments": {"query": self.question[:200], "k": 8}}
+            return FakeResponse(text="Searching first.", tool_calls=[call])
+        if self.turn == 2:
+            ranked = [sym.split(", ")[0] for sym, *_ in _relevant(self.question, self.found)]
+            names = list(dict.fromkeys([*self.chain[-1:], *self.chain[:1], *ranked]))[:2]
+            self.followed.update(names)
+            calls = [
+                {"name": tool, "arguments": {"name": name, "max_results": 8}}
+                for name in names
+                for tool in ("callees", "callers")
+            ]
+            if calls:
+                return FakeResponse(text="Following the code graph.", tool_calls=calls)
+        if self.turn == 3:
+            fresh = [sym for sym, *_ in _relevant(self.question, self.found) if sym not in self.followed][:1]
+            if fresh:
+                self.followed.update(fresh)
+                call = {"name": "callees", "arguments": {"name": fresh[0], "max_results": 8}}
+                return FakeResponse(text="One step further.", tool_calls=[call])
         return FakeResponse(text="The evidence is enough.")
-    names = [symbol for _, _, _, symbol in _SPAN.findall(text) if symbol and "," not in symbol][:2]
-    names += [name for name, *_ in _DEFINITION_LINE.findall(text)][-2:]
-    calls = [
-        {"name": "callees", "arguments": {"name": name, "max_results": 8}} for name in dict.fromkeys(names)
-    ]
-    if not calls:
-        return FakeResponse(text="The evidence is enough.")
-    return FakeResponse(text="Following the calls.", tool_calls=calls[:3])
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -172,7 +225,7 @@ def run(methods: tuple[str, ...] = METHODS, corpora: list[str] | None = None) ->
 
         fake = FakeProvider()
         fake.start()
-        fake.policy = scripted_policy
+        fake.policy = ScriptedModel()
     rows: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
     ingest_timings: dict[str, Any] = {}
     skipped: dict[str, str] = {}

@@ -5,6 +5,8 @@
   provider on loopback with no provider delay, so the wall time is RepoLens' own cost (HTTP,
   SSE parsing, tools, prompt building). Reports wall time p50/p95, turns, tool calls, tokens.
 - `offline`: offline research (code-graph walk) on the fixture.
+- `multihop`: the multi-hop benchmark of `bench/multihop.py` (4 real corpora, 32 questions with gold
+  chains; tuning and frozen parts apart), with the figures before the code graph beside it.
 - `tools_2000_files`: grep, read_file and find_symbol p50/p95 on the generated 2,000-file
   repository (`bench/synthetic_repo.py`) ingested through the real chunker, store, FAISS and FTS5.
   Its vectors come from a cheap hashing embedder: these tools never use vectors, and embedding
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import synthetic_repo
+from bench import multihop, synthetic_repo
 from rag.embedders import get_embedder
 from rag.research import ResearchOptions, run_research
 from rag.research.loop import open_tools
@@ -238,6 +240,9 @@ def run() -> dict[str, Any]:
     scale = float(os.environ.get("REPOLENS_BENCH_SCALE", "1.0"))
     workdir = Path(tempfile.mkdtemp(prefix="repolens-research-bench-"))
     try:
-        return {**_fixture(workdir), "tools_2000_files": _tools(workdir, scale)}
+        results = {**_fixture(workdir), "tools_2000_files": _tools(workdir, scale)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    multi = multihop.run()
+    multi.pop("rows")
+    return {**results, "multihop": {**multi, "before": multihop.BEFORE}}

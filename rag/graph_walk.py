@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag.providers.offline import question_terms
+from rag.terms import question_terms
 
 SEED_HITS = 10
 MAX_EXPLORED = 160
@@ -28,6 +28,7 @@ FILE_BONUS = 0.25
 SEED_SHARE = 0.3
 USE_THRESHOLD = 1.0
 MIN_GAIN = -0.01
+RELATED_HITS = 2
 MAX_USES = 2
 ENTRY_BONUS = 1.0
 _PROSE = frozenset({"markdown", "rst", "text", "json", "yaml", "toml", "html", "css"})
@@ -356,6 +357,17 @@ def _trim(links: list[Link], score: Any) -> list[Link]:
 def code_hits(hits: Sequence[Any]) -> list[Any]:
     """The hits in code outside tests, examples and docs."""
     return [hit for hit in hits if hit.language not in _PROSE and not _TEST_PATH.search(hit.path)]
+
+
+def related_hits(chain: Chain, hits: Sequence[Any], limit: int = RELATED_HITS) -> list[Any]:
+    """The best retrieved code outside the chain's files, one hit per file: what an answer cites
+    beside the chain (retrieval's direct evidence for what the graph could not connect)."""
+    on_chain = set(chain.files)
+    related: list[Any] = []
+    for hit in code_hits(hits):
+        if hit.path not in on_chain and all(hit.path != other.path for other in related):
+            related.append(hit)
+    return related[:limit]
 
 
 def find_chain(index: Any, question: str, hits: Sequence[Any]) -> Chain:

@@ -19,6 +19,7 @@ from rag.research.loop import open_tools
 from rag.research.tools import RepoTools
 from rag.settings import Settings
 from rag.store import Store
+from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.graph_repos import GO_FILES, PYTHON_FILES, make_repo
 
 
@@ -32,7 +33,7 @@ def _indexed(name: str) -> tuple[_Services, str]:
     """One index per fixture repository for the whole module (research only reads it)."""
     base = Path(tempfile.mkdtemp(prefix=f"repolens-graph-{name}-"))
     home = base / "home"
-    settings = Settings(home=home, env={"REPOLENS_HOME": str(home)})
+    settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
     repo = make_repo(base / name, PYTHON_FILES if name == "shop" else GO_FILES)
     store = Store(home)
     embedder = get_embedder(settings)
@@ -164,3 +165,39 @@ def test_graph_tool_errors_are_results() -> None:
     result = _tools("shop").run("callers", {"name": "no_such_thing"})
     assert result.is_error
     assert "no definition named 'no_such_thing'" in result.output
+
+
+def test_llm_loop_gets_the_chain_and_graph_tools_and_cites_its_sources(fake_provider: FakeProvider) -> None:
+    """The plan prompt offers the code graph's chain, the model can call the graph tools, and the
+    final `sources` are the evidence the answer cites (not every span a tool showed)."""
+    services, repo_id = _indexed("shop")
+    env = fake_provider.openai_env()
+    settings = Settings.from_env({"REPOLENS_HOME": str(services.settings.home), **env}, dotenv=Path("no.env"))
+    fake_provider.script(
+        FakeResponse(text="1. Find the entry. 2. Follow the calls."),
+        FakeResponse(tool_calls=[{"name": "callees", "arguments": {"name": "CheckoutService.charge"}}]),
+        FakeResponse(text="enough"),
+        FakeResponse(text="`charge` builds the gateway (shop/service.py:16-18) and calls make_gateway."),
+    )
+
+    async def collect() -> list[dict[str, Any]]:
+        events = run_research(
+            _Services(services.store, services.embedder, settings), repo_id=repo_id,
+            question="How does main charge the payment through a gateway?", provider="openai",
+            options=ResearchOptions(),
+        )  # fmt: skip
+        return [event async for event in events]
+
+    events = asyncio.run(collect())
+    plan_prompt = fake_provider.requests[0].body["messages"][-1]["content"]
+    assert "Code graph chain for the question" in plan_prompt
+    assert "`CheckoutService.charge` (method) at shop/service.py:16-18" in plan_prompt
+    tools = {tool["function"]["name"] for tool in fake_provider.requests[1].body["tools"]}
+    assert {"callers", "callees", "definition", "references", "subclasses"} <= tools
+    investigate = fake_provider.requests[1].body["messages"][0]["content"]
+    assert "callees for what it calls" in investigate
+    results = [e for e in events if e["type"] == "research" and e["event"] == "tool_result"]
+    assert results and "make_gateway" in results[0]["summary"] + str(results[0].get("files"))
+    sources = [e["sources"] for e in events if e["type"] == "sources"]
+    assert len(sources) == 2, "all evidence first, then what the answer cites"
+    assert [(s["path"], s["start_line"]) for s in sources[-1]] == [("shop/service.py", 16)]

@@ -11,7 +11,9 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from rag.graph_walk import related_hits
 from rag.providers.base import ChatRequest, StreamEvent, TextDelta, Usage
+from rag.terms import question_terms
 from rag.tokens import count_tokens
 from rag.types import SearchHit
 
@@ -19,25 +21,6 @@ LABEL = "Offline answer (no LLM configured)"
 MAX_SPANS = 6
 EXCERPT_LINES = 8
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_STOPWORDS = frozenset(
-    re.findall(
-        r"\w+",
-        "the a an and or of to in on for is are was be how what where which who why does do did this that "
-        "with from by it its as at can i you we use used using when into there their about code file files "
-        "function class method work works",
-    )
-)
-
-
-def question_terms(question: str) -> set[str]:
-    """Lower-cased identifiers and words worth matching, with snake/camel parts split out."""
-    terms: set[str] = set()
-    for word in _WORD.findall(question):
-        parts = [word, *re.split(r"_|(?<=[a-z0-9])(?=[A-Z])", word)]
-        terms.update(part.lower() for part in parts if len(part) > 2)
-    return terms - _STOPWORDS
-
-
 _DEFINITION = re.compile(
     r"^\s*(?:export\s+)?(?:pub\s+)?(?:async\s+)?"
     r"(?:def|class|func|function|fn|interface|struct|type|enum|trait)\s+(?:\([^)]*\)\s*)?([A-Za-z_]\w*)"
@@ -278,8 +261,7 @@ def explained_answer(
         language_name = next((h.language for h in hits if h.path == definition.path), "")
         parts.append(f"\n`{definition.qualname}` — `{definition.ref}`\n")
         parts.append(_fenced(excerpt, language_name))
-    on_chain = set(chain.files)
-    others = [hit for hit in hits if hit.path not in on_chain and hit.language not in _PROSE][:4]
+    others = related_hits(chain, hits)
     if others:
         parts.append(f"\n### {words['other']}\n")
         parts.extend(

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from rag.citations import extract_citations
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import error_event, token_event
+from rag.graph_walk import find_chain
 from rag.providers.base import (
     ChatRequest,
     Message,
@@ -230,7 +231,25 @@ class Researcher:
         spans = ", ".join(item.ref + (f" ({item.symbol})" if item.symbol else "") for item in hits.evidence)
         return (
             f"Repository top level:\n{top.output}\n\nFirst search results for the question: {spans or 'none'}"
+            + self._graph_hint()
         )
+
+    def _graph_hint(self) -> str:
+        """The code graph's chain for the question (what offline research would cite), as a lead to
+        verify with the graph tools; empty for an index without a graph."""
+        if not getattr(self.tools.index, "has_graph", False):
+            return ""
+        chain = find_chain(self.tools.index, self.question, self.tools.retriever.search(self.question, k=10))
+        if not chain.links:
+            return ""
+        steps = " → ".join(
+            f"`{d.qualname}` ({d.kind}) at {d.ref}" for d in (link.definition for link in chain.links)
+        )
+        uses = "".join(
+            f"; uses `{link.definition.qualname}` ({link.definition.kind}) at {link.ref}"
+            for link in chain.uses
+        )
+        return f"\n\nCode graph chain for the question (a lead: check it with callees/callers): {steps}{uses}"
 
     def budget_reason(self) -> str | None:
         if self.stats.turns >= self.options.max_iterations:

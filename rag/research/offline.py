@@ -20,8 +20,8 @@ from typing import Any
 
 from rag.errors import ErrorCode
 from rag.events import error_event, token_event
-from rag.graph_walk import Chain, code_hits, find_chain
-from rag.providers.offline import explained_answer, question_terms
+from rag.graph_walk import Chain, code_hits, find_chain, related_hits
+from rag.providers.offline import explained_answer
 from rag.research.frames import (
     Stats,
     citations_frame,
@@ -31,6 +31,7 @@ from rag.research.frames import (
 )
 from rag.research.options import ResearchOptions
 from rag.research.tools import Evidence, RepoTools
+from rag.terms import question_terms
 
 OFFLINE_LABEL = "Offline research (no LLM configured)"
 # Hits retrieved to seed the graph walk (its seeds are the best code hits outside tests and docs).
@@ -352,8 +353,9 @@ async def graph_events(
     )  # fmt: skip
     stats.stopped_because = "chain_found" if chain.links else "no_new_evidence"
     answer = explained_answer(question, chain, hits, tools.text, language)
-    spans = chain_evidence(tools, chain) or [
-        Evidence(h.path, h.start_line, h.end_line, h.symbol, h.language) for h in code_hits(hits)[:3]
+    beside = related_hits(chain, hits) if chain.links else code_hits(hits)[:3]
+    spans = chain_evidence(tools, chain) + [
+        Evidence(h.path, h.start_line, h.end_line, h.symbol, h.language) for h in beside
     ]
     yield research_frame(stats, "conclude", "note", summary="writing the chain through the code")
     yield sources_frame(tools, spans)
