@@ -309,3 +309,19 @@ def test_codefacts_read_rst_headings_and_skip_docstring_titles() -> None:
     ]
     summary = module_summary("python", '"""\nrequests.models\n~~~~~~~~~~~~~~~\n\nThe primary objects.\n"""\n')
     assert summary is not None and summary.text == "The primary objects." and summary.start_line == 1
+
+
+def test_outline_and_page_lookup(indexed_repo: tuple[Store, str]) -> None:
+    store, repo_id = indexed_repo
+    run_wiki(store, None, repo_id, offline=True)
+    wiki = saved(store, repo_id)
+    outline = wiki.outline()
+    assert outline["mode"] == "offline" and [s["title"] for s in outline["sections"]] == [
+        "Overview",
+        "Modules",
+        "Guides",
+    ]
+    assert "content" not in json.dumps(outline)
+    first = outline["sections"][1]["pages"][0]
+    assert wiki.page(first["id"]) == wiki.page(first["title"].upper()) == wiki.pages[first["id"]]
+    assert wiki.page("no such page") is None

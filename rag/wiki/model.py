@@ -77,6 +77,44 @@ class Wiki(BaseModel):
         """Pages in the structure's order (pages missing from `pages` are left out)."""
         return [self.pages[page.id] for page in self.structure.pages if page.id in self.pages]
 
+    def outline(self) -> dict[str, Any]:
+        """The table of contents (no page text): what a reader, or an agent over MCP, looks at first."""
+        pages = {page.id: page for page in self.ordered_pages()}
+        sections = self.structure.sections or [WikiSection(id="pages", title="Pages", pages=list(pages))]
+        return {
+            "repo_id": self.repo_id,
+            "commit": self.commit,
+            "language": self.language,
+            "mode": self.mode,
+            "generated_at": self.generated_at,
+            "title": self.structure.title,
+            "description": self.structure.description,
+            "sections": [
+                {
+                    "id": section.id,
+                    "title": section.title,
+                    "pages": [
+                        {
+                            "id": pages[page_id].id,
+                            "title": pages[page_id].title,
+                            "description": pages[page_id].description,
+                            "importance": pages[page_id].importance,
+                        }
+                        for page_id in section.pages
+                        if page_id in pages
+                    ],
+                }
+                for section in sections
+            ],
+        }
+
+    def page(self, page_id: str) -> WikiPage | None:
+        """A page by id, or by title (case-insensitive) for callers that only saw the outline's titles."""
+        if page_id in self.pages:
+            return self.pages[page_id]
+        wanted = page_id.strip().lower()
+        return next((page for page in self.ordered_pages() if page.title.lower() == wanted), None)
+
     def cache_data(self, repo: dict[str, Any] | None = None) -> dict[str, Any]:
         """deepwiki-open's `WikiCacheData` (what its front end reads from `GET /api/wiki_cache`)."""
         structure = self.structure.model_copy(update={"pages": self.ordered_pages()})
