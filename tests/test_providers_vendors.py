@@ -477,3 +477,52 @@ async def test_bedrock_assumes_aws_role_arn_first_and_signs_with_the_role(
     assert converse.headers["x-amz-security-token"] == ROLE_CREDENTIALS["SessionToken"]
     for secret in (FAKE_AWS_SECRET, ROLE_CREDENTIALS["SecretAccessKey"], ROLE_CREDENTIALS["SessionToken"]):
         assert secret not in caplog.text
+
+
+async def test_deep_research_runs_on_anthropic_tools_and_on_titan_in_json_mode(
+    fake_provider: FakeProvider,
+) -> None:
+    """Native tool use on Claude (`tool_use` out, `tool_result` back); Titan cannot take tools in
+    Converse, so research drives it with JSON actions in the text."""
+    from rag.research import ResearchOptions, run_research
+    from tests.test_research_tools import shared_research_index
+
+    index = shared_research_index()
+
+    async def research(name: str, env: dict[str, str], model: str | None = None) -> list[dict]:
+        events = run_research(
+            index.with_env(env),
+            repo_id=index.repo_id,
+            question="Where is the HTTP request sent?",
+            provider=name,
+            model=model,
+            options=ResearchOptions(),
+        )
+        return [event async for event in events]
+
+    fake_provider.script(
+        FakeResponse(text="plan"),
+        FakeResponse(
+            text=None, tool_calls=[{"id": "toolu_1", "name": "find_symbol", "arguments": {"name": "send"}}]
+        ),
+        FakeResponse(text="enough"),
+        FakeResponse(text="answer"),
+    )
+    events = await research("anthropic", fake_provider.anthropic_env())
+    calls = [e for e in events if e["type"] == "research" and e["event"] == "tool_call"]
+    assert [call["tool"] for call in calls] == ["find_symbol"]
+    third = fake_provider.requests[2].body
+    assert third["tools"] and third["messages"][-1]["content"][0]["type"] == "tool_result"
+    assert "HttpClient.send" in third["messages"][-1]["content"][0]["content"]
+
+    fake_provider.reset()
+    fake_provider.script(
+        FakeResponse(text="plan"),
+        FakeResponse(text='{"action": "tool", "tool": "grep", "args": {"pattern": "def send"}}'),
+        FakeResponse(text='{"action": "finish", "summary": "send is in weatherline/client.py"}'),
+        FakeResponse(text="answer"),
+    )
+    events = await research("bedrock", fake_provider.bedrock_env(), "amazon.titan-text-express-v1")
+    calls = [e for e in events if e["type"] == "research" and e["event"] == "tool_call"]
+    assert [call["tool"] for call in calls] == ["grep"]
+    assert all("toolConfig" not in request.body for request in fake_provider.requests)
