@@ -1,4 +1,6 @@
-"""The FastAPI application: HTTP routes, `/ws/chat`, and the web page."""
+"""The FastAPI application: HTTP routes, `/ws/chat`, MCP at `/mcp`, and the web page.
+
+The lifespan runs the MCP session manager and stops the ingest job pool on shutdown."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import mcp_server
 from api.routes import chat_http, chat_ws, config, deepwiki, jobs, repos, search, web, wiki
 from api.services import Services
 from rag.redact import install_log_redaction
@@ -20,13 +23,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        services.stop()
+        try:
+            async with mcp.running():
+                yield
+        finally:
+            services.stop()
 
     app = FastAPI(title="RepoLens", version="0.1.0", lifespan=lifespan)
     app.state.services = services
     # `wiki` before `repos`: its `/api/repos/{id}/wiki` paths would otherwise match `/api/repos/{id}`.
     for module in (config, deepwiki, wiki, repos, jobs, search, chat_http, chat_ws):
         app.include_router(module.router)
+    mcp = mcp_server.mount(app, services)
     web.mount(app)
     return app

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import sys
 
-from api.cli import ask_cmd, ingest_cmds, search_cmd, serve_cmd, setup_cmd, wiki_cmd  # noqa: F401 (commands)
+from api.cli import (  # noqa: F401  (register commands)
+    ask_cmd,
+    ingest_cmds,
+    mcp_cmd,
+    search_cmd,
+    serve_cmd,
+    setup_cmd,
+    wiki_cmd,
+)
 from api.cli.app import app
 
 

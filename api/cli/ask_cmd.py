@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
 
+from api.answer_text import progress_line
 from api.cli.app import app, cli_errors, err_console
 from rag.errors import NotFoundError, exit_code
 from rag.events import encode
@@ -142,10 +143,8 @@ class _Renderer:
                 for item in event["citations"]
                 if not item.get("in_context", True)
             }
-        elif kind == "status":
-            self.progress(_status_line(event))
-        elif kind == "research":
-            self.progress(_research_line(event))
+        elif (line := progress_line(event)) is not None:
+            self.progress(line)
 
     def token(self, text: str) -> None:
         raise NotImplementedError
@@ -216,18 +215,3 @@ class _JsonRenderer(_Renderer):
 
     def finish(self) -> None:
         return None
-
-
-def _status_line(event: Event) -> str:
-    counts = ""
-    if event.get("chunks_total"):
-        counts = f" {event['chunks_done']}/{event['chunks_total']} chunks"
-    elif event.get("files_total"):
-        counts = f" {event['files_done']}/{event['files_total']} files"
-    return f"{event['stage']}{counts} {event.get('message', '')}".strip()
-
-
-def _research_line(event: Event) -> str:
-    step = f"[{event.get('iteration', '?')}/{event.get('max_iterations', '?')}] {event.get('phase', '')}"
-    detail = event.get("summary") or event.get("tool") or event.get("event", "")
-    return f"research {step}: {detail}"

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from api.repo_content import open_readable, read_lines
 from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
 from ingest import IngestOptions
@@ -135,14 +136,6 @@ def update_repo(
     return _sse(services, IngestJob.for_update(repo_id, options))
 
 
-def _safe_relative(path: str) -> str:
-    """Refuse anything but a plain relative path inside the repository."""
-    parts = path.split("/")
-    if not path or path.startswith("/") or "\\" in path or "\x00" in path or ".." in parts or "" in parts:
-        raise HTTPException(400, detail="path must be a file path relative to the repository root")
-    return path
-
-
 @router.get("/api/repos/{repo_id:path}/file")
 def view_file(
     repo_id: RepoIdPath,
@@ -157,29 +150,9 @@ def view_file(
     A private repository's file needs its token in `X-Repo-Token` (checked in this thread-pool
     route, since it asks the git host)."""
     try:
-        index = services.store.open(repo_id)
-        verify_access(index.record, repo_token)
+        return read_lines(open_readable(services, repo_id, repo_token), path, start, end).to_json()
     except RepoLensError as error:
         raise _http_error(error) from None
-    text = index.file_text(_safe_relative(path))
-    if text is None:
-        raise HTTPException(404, detail=f"{path} is not in the index of {repo_id}")
-    lines = text.splitlines()
-    first = start or 1
-    last = min(end or len(lines), len(lines))
-    if first > max(last, 1):
-        raise HTTPException(400, detail=f"start ({first}) is after the end ({last}) of {path}")
-    info = index.file_info(path)
-    return {
-        "repo": index.record.id,
-        "commit": index.record.commit,
-        "path": path,
-        "language": info.language if info else None,
-        "start_line": first,
-        "end_line": last,
-        "total_lines": len(lines),
-        "text": "\n".join(lines[first - 1 : last]),
-    }
 
 
 @router.get("/api/repos/{repo_id:path}")

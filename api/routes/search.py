@@ -9,12 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import repo_content
 from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
-from ingest.access import verify_access
 from rag.errors import RepoLensError
 from rag.redact import redact
-from rag.retrieval import MAX_K, Mode, Retriever, search_payload
+from rag.retrieval import MAX_K, Mode, search_payload
 
 router = APIRouter()
 
@@ -43,16 +43,16 @@ def search_repo(
     """A plain `def`: FastAPI runs it in its thread pool, so neither the search nor the access
     check (a request to the git host for private repositories) blocks the event loop."""
     try:
-        index = services.store.open(repo_id)
-        verify_access(index.record, repo_token or body.token)
-        embedder = None if body.mode == "lexical" else services.embedder
-        hits = Retriever(index, embedder).search(
+        index, hits = repo_content.search_repo(
+            services,
+            repo_id,
             body.query,
-            body.k,
+            k=body.k,
             path_glob=body.path_glob,
             language=body.language,
             mode=body.mode,
             explain=body.explain,
+            token=repo_token or body.token,
         )
     except RepoLensError as error:
         raise HTTPException(error.http_status, detail=redact(error.message)) from None
