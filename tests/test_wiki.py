@@ -325,3 +325,19 @@ def test_outline_and_page_lookup(indexed_repo: tuple[Store, str]) -> None:
     first = outline["sections"][1]["pages"][0]
     assert wiki.page(first["id"]) == wiki.page(first["title"].upper()) == wiki.pages[first["id"]]
     assert wiki.page("no such page") is None
+
+
+def test_cli_update_refreshes_an_offline_wiki_page_by_page(
+    indexed_repo: tuple[Store, str], fixture_repo: Path
+) -> None:
+    _, repo_id = indexed_repo
+    runner = CliRunner()
+    assert runner.invoke(app, ["update", repo_id]).stdout.count("wiki:") == 0  # no wiki yet: nothing said
+    assert runner.invoke(app, ["wiki", repo_id, "--offline"]).exit_code == 0
+    write_files(fixture_repo, {"server/main.go": "// Package main serves nothing.\npackage main\n"})
+    commit_all(fixture_repo, "smaller server")
+    result = runner.invoke(app, ["update", repo_id])
+    assert result.exit_code == 0, result.output
+    assert (
+        "wiki: 2 of 5 pages regenerated" in result.stdout
+    )  # module-server, and the overview (its entry point)

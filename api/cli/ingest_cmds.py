@@ -21,6 +21,7 @@ from rich.progress import Progress as RichProgress
 from rich.table import Column, Table
 
 from api.cli.app import app, cli_errors, console, err_console
+from api.cli.wiki_cmd import refresh_after_update
 from ingest import IngestOptions, IngestReport, Progress, resolve_repo_id
 from ingest.jobs import IngestJob
 from rag.embedders import get_embedder
@@ -284,6 +285,9 @@ def update_command(
             reindex=reindex,
         )
         _run_and_report(IngestJob.for_update(repo_id, options), settings, store, progress, as_json)
+        wiki = None if as_json else refresh_after_update(settings, repo_id)
+        if wiki:
+            console.print(wiki, highlight=False, soft_wrap=True)
 
 
 @app.command("list")

@@ -18,7 +18,7 @@ from rag.errors import ErrorCode, RepoLensError
 from rag.prompt import LANGUAGES
 from rag.settings import Settings
 from rag.wiki.export import wiki_json, wiki_markdown, wiki_zip
-from rag.wiki.generate import WikiOptions, generate_wiki
+from rag.wiki.generate import WikiOptions, generate_wiki, is_fresh
 from rag.wiki.model import Wiki
 from rag.wiki.store import WikiStore
 
@@ -63,6 +63,26 @@ async def _run(services: Services, repo_id: str, options: WikiOptions, quiet: bo
             elif kind == "done":
                 outcome = event["wiki"]
     return outcome
+
+
+def refresh_after_update(settings: Settings, repo_id: str) -> str | None:
+    """After `repolens update`: bring an offline wiki up to date (cheap: no model), or say how many pages
+    of a model-written wiki are out of date. None when the repository has no wiki."""
+    services = Services.from_settings(settings)
+    latest = WikiStore(services.store).latest(repo_id)
+    if latest is None:
+        return None
+    if latest.mode != "offline":
+        hashes = services.store.open(repo_id).file_hashes()
+        stale = [page for page in latest.ordered_pages() if not is_fresh(page, page, hashes)]
+        return (
+            f"wiki: {len(stale)} of {len(latest.pages)} pages out of date; "
+            f"`repolens wiki {repo_id}` rewrites only those"
+        )
+    options = WikiOptions(offline=True, language=latest.language, comprehensive=latest.comprehensive)
+    outcome = asyncio.run(_run(services, repo_id, options, quiet=True))
+    written, total = outcome["regenerated"], outcome["pages"]
+    return f"wiki: {written} of {total} pages regenerated (the others cite no changed file)"
 
 
 @app.command("wiki")
