@@ -7,12 +7,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api import mcp_server
+from api.hosts import allowed_hosts
+from api.middleware import RateLimits, RequestGuard
 from api.routes import chat_http, chat_ws, config, deepwiki, jobs, repos, search, web, wiki
 from api.services import Services
-from rag.redact import install_log_redaction
+from ingest.policy import SourcePolicy
+from rag.errors import ErrorCode, RepoLensError
+from rag.redact import install_log_redaction, redact
 from rag.settings import Settings
 
 
@@ -20,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     install_log_redaction()
     services = Services.from_settings(settings)
+    services.source_policy = SourcePolicy.for_server(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -35,5 +43,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (config, deepwiki, wiki, repos, jobs, search, chat_http, chat_ws):
         app.include_router(module.router)
     mcp = mcp_server.mount(app, services)
+    app.add_exception_handler(RepoLensError, _repolens_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.state.rate_limits = RateLimits(settings)
+    app.add_middleware(RequestGuard, settings=settings, rate_limits=app.state.rate_limits)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings), www_redirect=False)
     web.mount(app)
     return app
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422 without the `input` it echoes: a 1 MB field must not come back (nor a token)."""
+    assert isinstance(error, RequestValidationError)
+    problems = [
+        {"loc": list(item.get("loc", ())), "msg": str(item.get("msg", ""))[:300], "type": item.get("type")}
+        for item in error.errors()[:20]
+    ]
+    return JSONResponse({"detail": problems, "code": str(ErrorCode.BAD_REQUEST)}, status_code=422)
+
+
+async def _repolens_error(request: Request, error: Exception) -> JSONResponse:
+    """A `RepoLensError` no route caught (an invalid id deep in a store call) is its table status
+    and code, never a 500; the message is redacted like every message a client sees."""
+    assert isinstance(error, RepoLensError)
+    return JSONResponse(
+        {"detail": redact(error.message), "code": str(error.code)}, status_code=error.http_status
+    )

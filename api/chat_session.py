@@ -184,6 +184,7 @@ def _ingest_job(services: Services, request: ChatRequestBody) -> IngestJob:
         included_files=request.included_files,
         excluded_files=request.excluded_files,
     )
+    options.policy = services.source_policy
     return IngestJob.for_ingest(request.repo_url, options)
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from api.hosts import LOOPBACK_HOSTS, allowed_hosts, host_matches
 from rag.settings import Settings
 
 ALLOWED_ORIGINS_VARIABLE = "REPOLENS_ALLOWED_ORIGINS"
-_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def origin_allowed(origin: str | None, host: str | None, settings: Settings) -> bool:
@@ -25,8 +25,10 @@ def origin_allowed(origin: str | None, host: str | None, settings: Settings) -> 
     configured = {item.strip().rstrip("/") for item in settings.allowed_origins.split(",")}
     if "*" in configured or origin.rstrip("/") in configured:
         return True
-    parts = urlsplit(origin)
-    return parts.netloc == host or parts.hostname in _LOOPBACK_HOSTS
+    # Same-origin only from a host this server serves: `Host` itself is attacker-chosen under DNS
+    # rebinding, so `Origin == Host` alone proves nothing (the Host check runs first, in api.hosts).
+    hostname = urlsplit(origin).hostname or ""
+    return hostname in LOOPBACK_HOSTS or host_matches(hostname, allowed_hosts(settings))
 
 
 def refusal(origin: str) -> str:

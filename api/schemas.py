@@ -109,14 +109,62 @@ def decode_frame(raw: str | bytes, limit: int) -> dict[str, Any]:
     return decode_json(raw)
 
 
-def decode_json(raw: str | bytes) -> dict[str, Any]:
+# Bounds every JSON entry point shares (WebSocket frames, HTTP bodies via `api.middleware`): deep
+# nesting used to kill the socket with a RecursionError, and a 5,000-digit number with a ValueError.
+MAX_JSON_DEPTH = 64
+MAX_NUMBER_CHARS = 100
+
+
+def _bounded_number(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise BadRequestError(f"a JSON number has {len(text)} characters, over {MAX_NUMBER_CHARS}")
+        return kind(text)
+
+    return parse
+
+
+def _no_constant(name: str) -> Any:
+    raise BadRequestError(f"{name} is not valid JSON")
+
+
+def decode_json(raw: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, require_object: bool = True) -> Any:
+    """JSON within the bounds above, or a specific `BadRequestError` (never another exception)."""
     try:
-        data = json.loads(raw)
+        data = json.loads(
+            raw,
+            parse_int=_bounded_number(int),
+            parse_float=_bounded_number(float),
+            parse_constant=_no_constant,
+        )
+    except RecursionError:
+        raise BadRequestError(f"JSON is nested deeper than {max_depth} levels") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BadRequestError(f"malformed JSON: {error}") from None
-    if not isinstance(data, dict):
+    except ValueError as error:
+        raise BadRequestError(f"malformed JSON: {str(error)[:200]}") from None
+    if _depth_over(data, max_depth):
+        raise BadRequestError(f"JSON is nested deeper than {max_depth} levels")
+    if require_object and not isinstance(data, dict):
         raise BadRequestError(f"the request must be a JSON object, got {type(data).__name__}")
     return data
+
+
+def _depth_over(data: Any, limit: int) -> bool:
+    """True when containers nest more than `limit` deep (iterative: no recursion to exhaust)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def parse_chat_request(data: dict[str, Any]) -> ChatRequestBody:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fastapi import Request, WebSocket
 
 from ingest.jobs import JobPool
+from ingest.policy import SourcePolicy
 from rag.answer import AnswerService
 from rag.embedders import Embedder, get_embedder
 from rag.redact import register_secret
@@ -24,6 +25,8 @@ from rag.store import Store
 class Services:
     settings: Settings
     store: Store
+    # Rules for client-named sources: set by `create_app` (the server); None for the CLI.
+    source_policy: SourcePolicy | None = None
 
     @functools.cached_property
     def embedder(self) -> Embedder:

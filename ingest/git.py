@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from ipaddress import ip_address
 from pathlib import Path
 from typing import IO
@@ -152,8 +152,12 @@ def checkout(
     timeout: float = 300.0,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    resolve: Sequence[str] = (),
 ) -> str:
     """Make `dest` a shallow working copy of `source` at its ref and return the commit sha.
+
+    `resolve` pins host names to addresses (`host:port:addr,...`, curl's `--resolve`; see
+    `ingest.policy`): git then connects only there and follows no redirects.
 
     A new clone is built in a temporary folder beside `dest` and renamed into
     place, so a failed or cancelled clone leaves nothing behind; an existing
@@ -164,7 +168,7 @@ def checkout(
         raise InvalidSourceError(f"{source.repo_id} is a local folder: it is read in place, not cloned")
     token = token_for(source.platform, token or source.url_token)
     username = username or source.url_username
-    run = _GitRun(source, token, username, time.monotonic() + timeout, timeout, progress, cancel)
+    run = _GitRun(source, token, username, time.monotonic() + timeout, timeout, progress, cancel, resolve)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_partials(dest)
@@ -289,7 +293,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def process_config_env(source: RepoSource, token: str | None, username: str | None) -> dict[str, str]:
+def process_config_env(
+    source: RepoSource, token: str | None, username: str | None, resolve: Sequence[str] = ()
+) -> dict[str, str]:
     """The `GIT_CONFIG_COUNT/KEY_n/VALUE_n` variables of one git process: config that lives
     only in that process's environment, never in argv or `.git/config`.
 
@@ -301,8 +307,11 @@ def process_config_env(source: RepoSource, token: str | None, username: str | No
         scheme = urllib.parse.urlsplit(source.clone_url).scheme
         config[f"http.{scheme}://{source.host}/.extraHeader"] = auth_header(source.platform, token, username)
         config["http.followRedirects"] = "false"
-    env = {"GIT_CONFIG_COUNT": str(len(config))}
-    for index, (key, value) in enumerate(config.items()):
+    entries = list(config.items())
+    if resolve:  # pinned addresses: a redirect would lead to a host that was never checked
+        entries += [("http.followRedirects", "false"), *(("http.curloptResolve", pin) for pin in resolve)]
+    env = {"GIT_CONFIG_COUNT": str(len(entries))}
+    for index, (key, value) in enumerate(entries):
         env[f"GIT_CONFIG_KEY_{index}"] = key
         env[f"GIT_CONFIG_VALUE_{index}"] = value
     return env
@@ -326,6 +335,7 @@ class _GitRun:
         timeout: float,
         progress: Progress | None,
         cancel: threading.Event | None,
+        resolve: Sequence[str] = (),
     ) -> None:
         self.source = source
         self.token = token
@@ -342,7 +352,9 @@ class _GitRun:
                 )
         elif token:
             log.debug("ignoring the token for %s: ssh uses keys", source.url)
-        self.env.update(process_config_env(source, token if scheme in ("https", "http") else None, username))
+        self.env.update(
+            process_config_env(source, token if scheme in ("https", "http") else None, username, resolve)
+        )
 
     def clone(self, target: Path) -> str:
         ref = self.source.ref

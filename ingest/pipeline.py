@@ -26,6 +26,7 @@ from ingest.chunking import Chunker
 from ingest.errors import IngestCancelled, IngestError
 from ingest.filters import FileFilter, FilterSpec
 from ingest.git import checkout, local_commit, token_for, uses_token
+from ingest.policy import SourcePolicy
 from ingest.reader import Limits, SkipStats, SourceFile, iter_source_files
 from ingest.sources import RepoSource, resolve_source
 from rag.embedders import CachedEmbedder, Embedder
@@ -69,6 +70,8 @@ class IngestOptions:
     reindex: bool = False
     # Lexical-first ingest: a new dense version is committed this often while vectors are computed.
     dense_commit_s: float = field(default_factory=lambda: Settings.from_env().dense_commit_s)
+    # The server's rules for client-named sources (`ingest.policy`); None: the CLI's, anything goes.
+    policy: SourcePolicy | None = field(default=None, repr=False)
 
     @classmethod
     def from_fields(
@@ -269,6 +272,7 @@ def ingest(
     options = options or IngestOptions()
     started = time.monotonic()
     source = resolve_source(location, platform=options.platform, ref=options.ref)
+    pins = options.policy.admit(source) if options.policy is not None else ()
     report = _Reporter(progress, cancel, source.repo_id)
     base = None if options.reindex or store.get(source.repo_id) is None else store.open(source.repo_id)
     record = RepoRecord(
@@ -285,7 +289,7 @@ def ingest(
     timings: dict[str, float] = {}
     with store.builder(record, base) as builder:
         with _timed(timings, "clone_s"):
-            root, record.commit = _fetch(source, options, store, report, cancel)
+            root, record.commit = _fetch(source, options, store, report, cancel, pins)
         skipped = SkipStats()
         with _timed(timings, "scan_s"):
             diff = _Diff.between(_scan(root, options, skipped, report), builder.file_hashes())
@@ -375,6 +379,7 @@ def update(
         clone_timeout=given.clone_timeout,
         reindex=given.reindex,
         dense_commit_s=given.dense_commit_s,
+        policy=given.policy,
     )
     return ingest(record.url, stored, store=store, embedder=embedder, progress=progress, cancel=cancel)
 
@@ -403,6 +408,7 @@ def _fetch(
     store: Store,
     report: _Reporter,
     cancel: threading.Event | None,
+    pins: Sequence[str] = (),
 ) -> tuple[Path, str | None]:
     """The folder to read and its commit: the local folder itself, or a fresh clone/fetch."""
     if source.local_path is not None:
@@ -418,6 +424,7 @@ def _fetch(
         timeout=options.clone_timeout,
         progress=lambda line: report("cloning", line),
         cancel=cancel,
+        resolve=pins,
     )
     return dest, commit
 

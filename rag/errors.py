@@ -22,6 +22,10 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     BAD_CONFIG = "bad_config"
     FORBIDDEN_ORIGIN = "forbidden_origin"
+    UNAUTHORIZED = "unauthorized"
+    RATE_LIMITED = "rate_limited"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    URL_TOO_LONG = "url_too_long"
     NOT_FOUND = "not_found"
     AUTH_FAILED = "auth_failed"
     LIMIT_EXCEEDED = "limit_exceeded"
@@ -39,6 +43,8 @@ class ErrorCode(StrEnum):
     EMBEDDER_ERROR = "embedder_error"
     # sources and ingest
     BAD_URL = "bad_url"
+    FORBIDDEN_SOURCE = "forbidden_source"
+    FORBIDDEN_HOST = "forbidden_host"
     UNREACHABLE = "unreachable"
     CLONE_TIMEOUT = "clone_timeout"
     GIT_FAILED = "git_failed"
@@ -71,6 +77,14 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.BAD_CONFIG: ErrorSpec(503, 2, "a setting has an invalid value; the message names the variable"),
     ErrorCode.FORBIDDEN_ORIGIN: ErrorSpec(403, 2, "a browser page from another site was refused"),
+    ErrorCode.UNAUTHORIZED: ErrorSpec(
+        401, 2, "`REPOLENS_API_KEY` is set and the request did not bring it (Bearer or X-API-Key)"
+    ),
+    ErrorCode.RATE_LIMITED: ErrorSpec(
+        429, 2, "too many chat or ingest requests from this client (`REPOLENS_RATE_LIMIT_*`)"
+    ),
+    ErrorCode.PAYLOAD_TOO_LARGE: ErrorSpec(413, 2, "the request body is over `REPOLENS_MAX_BODY_BYTES`"),
+    ErrorCode.URL_TOO_LONG: ErrorSpec(414, 2, "the URL (path and query string) is over 8 KiB"),
     ErrorCode.NOT_FOUND: ErrorSpec(404, 3, "unknown repository, local folder, ref or indexed file"),
     ErrorCode.AUTH_FAILED: ErrorSpec(
         401, 4, "the git host refused the credentials, or a private repository's token is missing"
@@ -102,6 +116,12 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.EMBEDDER_ERROR: ErrorSpec(502, _PROVIDER, "the embedder failed or is misconfigured"),
     ErrorCode.BAD_URL: ErrorSpec(400, _SOURCE, "the location is not a URL or path RepoLens can ingest"),
+    ErrorCode.FORBIDDEN_SOURCE: ErrorSpec(
+        403, _SOURCE, "the server does not index this local folder (`REPOLENS_ALLOW_LOCAL`, `_LOCAL_ROOTS`)"
+    ),
+    ErrorCode.FORBIDDEN_HOST: ErrorSpec(
+        403, _SOURCE, "the git host resolves to a private address (`REPOLENS_ALLOW_PRIVATE_HOSTS`)"
+    ),
     ErrorCode.UNREACHABLE: ErrorSpec(502, _SOURCE, "the git host is unreachable (DNS, refused connection)"),
     ErrorCode.CLONE_TIMEOUT: ErrorSpec(504, _SOURCE, "git did not finish cloning or fetching in time"),
     ErrorCode.GIT_FAILED: ErrorSpec(502, 11, "git failed for another reason (the message has git's output)"),

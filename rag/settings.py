@@ -86,7 +86,26 @@ class Settings(BaseSettings):
     local_roots: str = setting(
         "REPOLENS_LOCAL_ROOTS",
         "",
-        "folders the server may read when local folders are allowed (`:`-separated)",
+        "the only folders the server may read (`:`-separated; set, they allow local folders under them)",
+    )
+    allow_private_hosts: bool = setting(
+        "REPOLENS_ALLOW_PRIVATE_HOSTS",
+        False,
+        "let the server fetch from hosts on loopback, private or link-local addresses (`1` to allow)",
+    )
+    allowed_hosts: str = setting(
+        "REPOLENS_ALLOWED_HOSTS",
+        "",
+        "extra `Host` names the server answers to (comma-separated, `*.example.com`, or `*`)",
+    )
+    rate_limit_chat: str = setting(
+        "REPOLENS_RATE_LIMIT_CHAT", "60/minute", "chat requests per client (`limits` syntax; empty: none)"
+    )
+    rate_limit_ingest: str = setting(
+        "REPOLENS_RATE_LIMIT_INGEST", "10/minute", "ingest and update requests per client (`limits` syntax)"
+    )
+    max_body_bytes: int = setting(
+        "REPOLENS_MAX_BODY_BYTES", 8_000_000, "largest HTTP request body of any route (bytes)", ge=1024
     )
 
     # LLM providers

@@ -6,6 +6,7 @@ developer's environment, so the suite is deterministic and never reaches the int
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,9 +60,34 @@ def repolens_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     home = tmp_path / "repolens-home"
     home.mkdir()
     monkeypatch.setenv("REPOLENS_HOME", str(home))
+
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(SHARED_CACHE / "tiktoken"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     for name in _PROVIDER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     yield home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def source_policy_opt_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The test servers' explicit opt-in to the sources the fixtures use (ingest/policy.py): local
+    folders under pytest's temporary root, and git servers on loopback; and rate limits no suite
+    reaches. A server's default refuses both sources; tests of the defaults remove these (see
+    tests/test_source_policy.py, tests/test_server_guards.py).
+    Session-wide, so module- and session-scoped servers get it too."""
+    opt_in = {
+        "REPOLENS_LOCAL_ROOTS": str(tmp_path_factory.getbasetemp().resolve()),
+        "REPOLENS_ALLOW_PRIVATE_HOSTS": "1",
+        # Suites send hundreds of chat and ingest requests a minute from one address.
+        "REPOLENS_RATE_LIMIT_CHAT": "100000/minute",
+        "REPOLENS_RATE_LIMIT_INGEST": "100000/minute",
+    }
+    saved = {name: os.environ.get(name) for name in opt_in}
+    os.environ.update(opt_in)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -47,9 +47,23 @@ def compat(tmp_path_factory: pytest.TempPathFactory, shared_embedder: Embedder) 
     app = create_app(settings)
     app.state.services.__dict__["embedder"] = shared_embedder  # the session's embedder, already loaded
     ingest(str(repo), store=app.state.services.store, embedder=shared_embedder)
-    server = LiveServer(lambda: app).start()
+    server = LiveServer(lambda: _behind_key_adding_proxy(app)).start()
     yield Compat(server, repo)
     server.stop()
+
+
+def _behind_key_adding_proxy(app: Any) -> Any:
+    """deepwiki's front end cannot send RepoLens' API key (`api.middleware` requires it on every
+    route once set), so it is deployed behind a proxy that adds `X-API-Key`; this is that proxy."""
+
+    async def proxy(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"x-api-key"]
+            scope = {**scope, "headers": [*headers, (b"x-api-key", API_KEY.encode())]}
+        await app(scope, receive, send)
+
+    proxy.state = app.state  # type: ignore[attr-defined]  # tests reach the app's services through it
+    return proxy
 
 
 def repo_info(compat: Compat) -> dict[str, Any]:
@@ -90,7 +104,9 @@ def test_auth_status_and_validate_map_onto_the_api_key(compat: Compat) -> None:
 
 
 def test_auth_is_not_required_without_a_key(live_server_factory: Any, tmp_path: Path) -> None:
-    server = live_server_factory(settings_for(tmp_path / "home"))
+    server = live_server_factory(
+        settings_for(tmp_path / "home", REPOLENS_LOCAL_ROOTS="", REPOLENS_ALLOW_PRIVATE_HOSTS="")
+    )
     assert httpx.get(f"{server.base_url}/auth/status", timeout=TIMEOUT).json() == {"auth_required": False}
     response = httpx.post(f"{server.base_url}/auth/validate", json={"code": "anything"}, timeout=TIMEOUT)
     assert response.json() == {"success": True}
@@ -236,7 +252,9 @@ def test_local_repo_structure(compat: Compat) -> None:
 
 
 def test_local_repo_structure_is_refused_by_default(live_server_factory: Any, tmp_path: Path) -> None:
-    server = live_server_factory(settings_for(tmp_path / "home"))
+    server = live_server_factory(
+        settings_for(tmp_path / "home", REPOLENS_LOCAL_ROOTS="", REPOLENS_ALLOW_PRIVATE_HOSTS="")
+    )
     response = httpx.get(
         f"{server.base_url}/local_repo/structure", params={"path": str(tmp_path)}, timeout=TIMEOUT
     )

@@ -77,6 +77,8 @@ def _valid(field: str) -> str:
     annotation = str(Settings.model_fields[field].annotation)
     if field in special:
         return special[field]
+    if "bool" in annotation:
+        return "True"
     if "int" in annotation:
         return "4096"
     if "float" in annotation:

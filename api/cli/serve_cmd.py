@@ -9,9 +9,12 @@ event loop and embedder, so streaming and retrieval scale past one core.
 
 from __future__ import annotations
 
+import ipaddress
+import os
+
 import typer
 
-from api.cli.app import app, cli_errors
+from api.cli.app import app, cli_errors, err_console
 from rag.settings import Settings
 
 
@@ -32,4 +35,27 @@ def serve(
         from api.server import serve as run_server
 
         settings = Settings.from_env()
-        run_server(host or settings.host, port or settings.port, log_level=log_level, workers=workers)
+        bind = host or settings.host
+        # The app (in every worker) validates `Host` against the bound address: tell it which.
+        os.environ["REPOLENS_HOST"] = bind
+        if settings.api_key is None and not is_loopback(bind):
+            warn_open_server(bind)
+        run_server(bind, port or settings.port, log_level=log_level, workers=workers)
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_open_server(host: str) -> None:
+    err_console.print(
+        f"[bold red]WARNING: serving on {host} without REPOLENS_API_KEY: anyone who can reach this "
+        "address can ingest, read and delete indexes and use your model keys.[/] Set REPOLENS_API_KEY "
+        "(and REPOLENS_ALLOWED_HOSTS to the names clients use), or bind 127.0.0.1.",
+        highlight=False,
+    )

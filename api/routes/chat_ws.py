@@ -28,6 +28,7 @@ from fastapi import APIRouter, WebSocket, status
 
 from api.chat_session import cancel_ingest, chat_events, stop_answer
 from api.coalesce import coalesce_window_s, coalesced
+from api.middleware import client_of
 from api.origins import origin_allowed, refusal
 from api.schemas import BadRequestError, ChatRequestBody, decode_frame, max_request_bytes, parse_chat_request
 from api.services import Services, get_ws_services
@@ -90,12 +91,21 @@ async def _compat_error(websocket: WebSocket, message: str) -> None:
         await websocket.close()
 
 
+def _rate_limited(websocket: WebSocket) -> str | None:
+    """Each chat request on a socket counts against the client's chat budget (`api.middleware`)."""
+    limits = getattr(websocket.app.state, "rate_limits", None)
+    return limits.hit("chat", client_of(websocket.scope)) if limits is not None else None
+
+
 async def _compat_conversation(websocket: WebSocket, services: Services, data: dict[str, Any]) -> None:
     """deepwiki-open's protocol: one request, the answer text, then close."""
     try:
         request = parse_chat_request(data)
     except BadRequestError as error:
         await _compat_error(websocket, str(error))
+        return
+    if refusal := _rate_limited(websocket):
+        await _compat_error(websocket, refusal)
         return
     cancel = asyncio.Event()
     answer = asyncio.create_task(_compat_answer(websocket, services, request, cancel))
@@ -195,6 +205,9 @@ class EventsConnection:
             request = parse_chat_request(data)
         except BadRequestError as error:
             await self.send(error_event(error.code, str(error)))
+            return
+        if refusal := _rate_limited(self.websocket):
+            await self.send(error_event(ErrorCode.RATE_LIMITED, refusal))
             return
         self.cancel_flag = asyncio.Event()
         self.request = request

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.services import Services, get_services
 from ingest.filters import FileFilter, FilterSpec
+from ingest.policy import SourcePolicy
 from rag.prompt import DEFAULT_LANGUAGE, LANGUAGES
 from rag.settings import Settings
 from rag.types import RepoRecord
@@ -40,8 +41,6 @@ router = APIRouter()
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 API_KEY_VARIABLE = "REPOLENS_API_KEY"
-ALLOW_LOCAL_VARIABLE = "REPOLENS_ALLOW_LOCAL"
-LOCAL_ROOTS_VARIABLE = "REPOLENS_LOCAL_ROOTS"
 README_MAX_CHARS = 200_000
 TREE_MAX_FILES = 20_000
 NameQuery = Annotated[str, Query(min_length=1, max_length=200)]
@@ -245,14 +244,8 @@ def export_wiki(body: ExportBody) -> Response:
 
 
 def local_path_refusal(path: Path, settings: Settings) -> str | None:
-    """Why the server may not read the folder `path`, or None when it may."""
-    if not settings.allow_local:
-        return f"local folders are disabled on this server: set {ALLOW_LOCAL_VARIABLE}=1 to allow them"
-    listed = settings.local_roots.replace(",", os.pathsep).split(os.pathsep)
-    roots = [Path(item).expanduser().resolve() for item in listed if item.strip()]
-    if roots and not any(path == root or root in path.parents for root in roots):
-        return f"{path} is outside the folders allowed by {LOCAL_ROOTS_VARIABLE}"
-    return None
+    """Why the server may not read the folder `path`, or None when it may (`ingest.policy`)."""
+    return SourcePolicy.for_server(settings).local_refusal(path)
 
 
 def _structure(root: Path) -> dict[str, str]:

@@ -28,6 +28,7 @@ from api.services import Services, get_services
 from ingest import IngestOptions
 from ingest.access import verify_access
 from ingest.jobs import IngestJob
+from ingest.sources import resolve_source
 from rag.errors import NotFoundError, RepoLensError
 from rag.events import sse_frame
 from rag.redact import redact
@@ -116,8 +117,12 @@ def list_repos(services: ServicesDep) -> dict[str, Any]:
 @router.post("/api/repos")
 def ingest_repo(body: IngestBody, services: ServicesDep) -> StreamingResponse:
     """Ingest (or incrementally update) a repository; a malformed location is a 400 before streaming."""
+    options = body.options(services.settings)
+    options.policy = services.source_policy
     try:
-        job = IngestJob.for_ingest(body.repo_url, body.options(services.settings))
+        job = IngestJob.for_ingest(body.repo_url, options)
+        if options.policy is not None:  # a refused folder or host is a 403 before streaming
+            options.policy.admit(resolve_source(body.repo_url, platform=body.type, ref=body.ref))
     except RepoLensError as error:
         raise _http_error(error) from None
     return _sse(services, job)
@@ -133,6 +138,7 @@ def update_repo(
     options = IngestOptions.from_fields(
         services.settings, token=given.token, username=given.username, reindex=given.reindex
     )
+    options.policy = services.source_policy
     return _sse(services, IngestJob.for_update(repo_id, options))
 
 

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import RepoToken
+from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
 from ingest.access import verify_access
 from rag.errors import RepoLensError
@@ -83,7 +83,7 @@ def _wiki(services: Services, repo_id: str, language: str, comprehensive: bool |
 
 @router.get("/api/repos/{repo_id:path}/wiki/export", response_model=None)
 def export_wiki(
-    repo_id: str,
+    repo_id: RepoIdPath,
     services: ServicesDep,
     format: Annotated[Literal["md", "json", "zip"], Query()] = "md",
     language: str = DEFAULT_LANGUAGE,
@@ -110,7 +110,7 @@ def export_wiki(
 
 @router.get("/api/repos/{repo_id:path}/wiki")
 def read_wiki(
-    repo_id: str,
+    repo_id: RepoIdPath,
     services: ServicesDep,
     language: str = DEFAULT_LANGUAGE,
     comprehensive: bool | None = None,
@@ -125,7 +125,7 @@ def read_wiki(
 
 @router.post("/api/repos/{repo_id:path}/wiki")
 async def generate(
-    repo_id: str, services: ServicesDep, body: WikiBody | None = None, repo_token: RepoToken = None
+    repo_id: RepoIdPath, services: ServicesDep, body: WikiBody | None = None, repo_token: RepoToken = None
 ) -> StreamingResponse:
     await asyncio.to_thread(_check_access, services, repo_id, repo_token)
     given = body or WikiBody.model_validate({})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,20 @@ class ChatServer:
         return body
 
 
+# The test configuration's opt-in to the fixtures' sources (set by tests/conftest.py per test).
+TEST_POLICY_VARIABLES = (
+    "REPOLENS_LOCAL_ROOTS",
+    "REPOLENS_ALLOW_PRIVATE_HOSTS",
+    "REPOLENS_RATE_LIMIT_CHAT",
+    "REPOLENS_RATE_LIMIT_INGEST",
+)
+
+
 def settings_for(home: Path, **env: str) -> Settings:
-    """Settings from an explicit environment only (no developer keys, no `.env`)."""
-    return Settings.from_env(environ={"REPOLENS_HOME": str(home), **env}, dotenv=home / "no.env")
+    """Settings from an explicit environment only (no developer keys, no `.env`), plus the test
+    configuration's source opt-in; pass `REPOLENS_LOCAL_ROOTS=""` etc. to test the defaults."""
+    opt_in = {name: os.environ[name] for name in TEST_POLICY_VARIABLES if name in os.environ}
+    return Settings.from_env(environ={"REPOLENS_HOME": str(home), **opt_in, **env}, dotenv=home / "no.env")
 
 
 def provider_env() -> dict[str, str]:

@@ -1,0 +1,240 @@
+"""App-wide guards (api/middleware.py, api/hosts.py): Host, Origin, API key, rate limits, sizes.
+
+Before (issue 9): `Host: evil.example:8000` + `Origin: http://evil.example:8000` (DNS rebinding)
+got the WebSocket (101) and the HTTP chat (200); a 50 MB body never returned and `/search`
+echoed it in its 422; JSON nested 100k deep or a 5,000-digit number killed the WebSocket
+without a close frame and was a 500 on `/chat/completions/stream`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from api.cli.serve_cmd import is_loopback
+from tests.support.chat import settings_for
+from tests.support.live_server import LiveServer
+
+API_KEY = "rl-test-api-key-0123456789"
+CHAT = {"repo_url": "/nonexistent/never", "type": "local", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _upgrade_status(server: LiveServer, host: str, origin: str | None = None, query: str = "") -> int:
+    """The HTTP status of a raw WebSocket handshake with exactly these headers."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET /ws/chat{query} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if origin:
+        lines.append(f"Origin: {origin}")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        status_line = connection.recv(4096).split(b"\r\n", 1)[0].decode()
+    return int(status_line.split()[1])
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server with an API key and tight rate limits, like a team deployment."""
+    from api.app import create_app
+
+    home = tmp_path_factory.mktemp("guarded") / "home"
+    settings = settings_for(
+        home,
+        REPOLENS_API_KEY=API_KEY,
+        REPOLENS_RATE_LIMIT_CHAT="3/minute",
+        REPOLENS_RATE_LIMIT_INGEST="2/minute",
+        REPOLENS_ALLOWED_HOSTS="repolens.internal,*.corp.example",
+    )
+    server = LiveServer(lambda: create_app(settings)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    from api.app import create_app
+
+    settings = settings_for(tmp_path_factory.mktemp("open") / "home")
+    server = LiveServer(lambda: create_app(settings)).start()
+    yield server
+    server.stop()
+
+
+def test_dns_rebinding_fails_on_http_and_websocket(open_server: LiveServer) -> None:
+    evil = {"Host": f"evil.example:{open_server.port}", "Origin": f"http://evil.example:{open_server.port}"}
+    assert httpx.get(f"{open_server.base_url}/health", headers=evil).status_code == 400
+    chat = httpx.post(f"{open_server.base_url}/chat/completions/stream", json=CHAT, headers=evil)
+    assert chat.status_code == 400
+    assert _upgrade_status(open_server, evil["Host"], evil["Origin"]) != 101
+    # the page's own origin, and other loopback pages, still work
+    own = f"127.0.0.1:{open_server.port}"
+    assert _upgrade_status(open_server, own, f"http://{own}") == 101
+    assert _upgrade_status(open_server, f"localhost:{open_server.port}", "http://localhost:3000") == 101
+
+
+def test_allowed_hosts_extend_the_loopback_names(guarded: LiveServer) -> None:
+    key = {"X-API-Key": API_KEY}
+    for host in ("repolens.internal", "team.corp.example:8443", "localhost", "[::1]:80"):
+        response = httpx.get(f"{guarded.base_url}/api/repos", headers={"Host": host, **key})
+        assert response.status_code == 200, host
+    assert (
+        httpx.get(f"{guarded.base_url}/api/repos", headers={"Host": "corp.example.evil", **key}).status_code
+        == 400
+    )
+
+
+def test_origin_equal_to_a_non_allowed_host_is_refused(open_server: LiveServer) -> None:
+    """Even past the Host check (an allowed Host), an Origin must name an allowed host."""
+    own = f"127.0.0.1:{open_server.port}"
+    assert _upgrade_status(open_server, own, "http://evil.example") != 101
+    response = httpx.post(
+        f"{open_server.base_url}/chat/completions/stream",
+        json=CHAT,
+        headers={"Origin": "http://evil.example"},
+    )
+    assert response.status_code == 403 and response.json()["code"] == "forbidden_origin"
+
+
+def test_the_api_key_guards_every_route_but_health_and_the_page_shell(guarded: LiveServer) -> None:
+    base = guarded.base_url
+    assert httpx.get(f"{base}/health").status_code == 200
+    assert httpx.get(f"{base}/").status_code == 200
+    for method, path in [
+        ("GET", "/api/repos"),
+        ("GET", "/api/models"),
+        ("DELETE", "/api/repos/github.com/a/b"),
+        ("POST", "/api/repos"),
+        ("POST", "/chat/completions/stream"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+        ("GET", "/v1/models"),  # routes added later are covered too
+        ("POST", "/mcp"),
+    ]:
+        response = httpx.request(method, f"{base}{path}", json={})
+        assert response.status_code == 401, (method, path)
+        assert response.json()["code"] == "unauthorized"
+        assert API_KEY not in response.text
+    assert httpx.get(f"{base}/api/repos", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
+    assert httpx.get(f"{base}/api/repos", headers={"X-API-Key": API_KEY}).status_code == 200
+    assert httpx.get(f"{base}/api/repos", headers={"X-API-Key": API_KEY + "x"}).status_code == 401
+    assert httpx.get(f"{base}/api/repos?api_key={API_KEY}").status_code == 401  # HTTP: headers only
+
+
+def test_the_websocket_needs_the_key_as_a_query_parameter(guarded: LiveServer) -> None:
+    own = f"127.0.0.1:{guarded.port}"
+    assert _upgrade_status(guarded, own) != 101
+    assert _upgrade_status(guarded, own, query="?api_key=wrong") != 101
+    assert _upgrade_status(guarded, own, query=f"?api_key={API_KEY}") == 101
+
+
+def test_chat_and_ingest_are_rate_limited_per_client(tmp_path: Path, live_server_factory: Any) -> None:
+    settings = settings_for(
+        tmp_path / "home", REPOLENS_RATE_LIMIT_CHAT="2/minute", REPOLENS_RATE_LIMIT_INGEST="1/minute"
+    )
+    server = live_server_factory(settings)
+    base = server.base_url
+    statuses = [httpx.post(f"{base}/chat/completions/stream", json=CHAT).status_code for _ in range(3)]
+    assert statuses[:2] != [429, 429] and statuses[2] == 429
+    limited = httpx.post(f"{base}/chat/completions/stream", json=CHAT)
+    assert limited.json()["code"] == "rate_limited"
+    ingest = [httpx.post(f"{base}/api/repos", json={"repo_url": "/nope/x"}).status_code for _ in range(2)]
+    assert ingest[0] != 429 and ingest[1] == 429
+    assert httpx.get(f"{base}/health").status_code == 200  # other routes are not counted
+    with connect(f"{server.ws_url}/ws/chat?protocol=events", open_timeout=10) as ws:
+        ws.send(json.dumps({**CHAT, "protocol": "events"}))
+        frames = [json.loads(ws.recv(timeout=10))]
+        assert frames[-1] == {"type": "error", "code": "rate_limited", "message": frames[-1]["message"]}
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "pong"  # the socket stays usable
+
+
+def test_bodies_are_capped_before_parsing(open_server: LiveServer) -> None:
+    base = open_server.base_url
+    big = b'{"query": "' + b"a" * 9_000_000 + b'"}'
+    response = httpx.post(f"{base}/api/repos/github.com/a/b/search", content=big)
+    assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while it arrives
+        for _ in range(10):
+            yield b"a" * 1_000_000
+
+    chunked = httpx.post(f"{base}/chat/completions/stream", content=chunks())
+    assert chunked.status_code == 413
+    assert httpx.get(f"{base}/health").status_code == 200
+
+
+def test_validation_errors_never_echo_the_input(open_server: LiveServer) -> None:
+    secretish = "x" * 20_000 + "tok-secret-value"
+    response = httpx.post(
+        f"{open_server.base_url}/api/repos/github.com/a/b/search", json={"query": secretish, "k": 1}
+    )
+    assert response.status_code == 422
+    assert len(response.content) < 2_000 and "tok-secret-value" not in response.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"repo_url": ' + b"9" * 5_000 + b"}", b'{"a": NaN}', b'{"a": [' * 70],
+)
+def test_hostile_json_is_a_400_on_every_http_entry_point(open_server: LiveServer, body: bytes) -> None:
+    headers = {"Content-Type": "application/json"}
+    for path in (
+        "/chat/completions/stream",
+        "/api/repos",
+        "/api/repos/github.com/a/b/search",
+        "/api/chat/stream",
+    ):
+        response = httpx.post(f"{open_server.base_url}{path}", content=body, headers=headers)
+        assert response.status_code == 400, (path, response.status_code)
+        assert response.json()["code"] == "bad_request"
+
+
+def test_hostile_json_frames_get_an_error_frame_and_the_socket_stays_usable(open_server: LiveServer) -> None:
+    with connect(f"{open_server.ws_url}/ws/chat?protocol=events", open_timeout=10, max_size=None) as ws:
+        for frame in ("[" * 100_000 + "]" * 100_000, '{"k": ' + "9" * 5_000 + "}", '{"a": [' * 70):
+            ws.send(frame)
+            error = json.loads(ws.recv(timeout=10))
+            assert error["type"] == "error" and error["code"] == "bad_request"
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.recv(timeout=10)) == {"type": "pong"}
+    with connect(f"{open_server.ws_url}/ws/chat", open_timeout=10) as ws:  # deepwiki's compatible mode
+        ws.send("[" * 100_000 + "]" * 100_000)
+        assert ws.recv(timeout=10).startswith("Error: ")
+
+
+def test_urls_are_capped(open_server: LiveServer) -> None:
+    response = httpx.get(f"{open_server.base_url}/api/repos/github.com/a/b/file?path=" + "a" * 10_000)
+    assert response.status_code == 414 and response.json()["code"] == "url_too_long"
+
+
+def test_serving_beyond_loopback_without_a_key_warns_loudly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from api.cli import serve_cmd
+
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
+    monkeypatch.setattr("api.server.serve", lambda *args, **kwargs: None)
+    monkeypatch.delenv("REPOLENS_API_KEY", raising=False)
+    serve_cmd.serve(host="0.0.0.0", port=8123, log_level="warning", workers=1)
+    assert "WARNING: serving on 0.0.0.0 without REPOLENS_API_KEY" in capsys.readouterr().err.replace(
+        "\n", " "
+    )
+    monkeypatch.setenv("REPOLENS_API_KEY", API_KEY)
+    serve_cmd.serve(host="0.0.0.0", port=8123, log_level="warning", workers=1)
+    assert "WARNING" not in capsys.readouterr().err
