@@ -120,7 +120,7 @@ def _one_shot(services: Services, repo_id: str, question: str, mode: str) -> dic
 # What the tools print: `## path:a-b (symbol)` spans (search, definition) and
 # "`Qual.name` (kind) at path:a-b" definitions (callers, callees, subclasses).
 _SPAN = re.compile(r"^## ([^\s:]+):(\d+)-(\d+)(?: \(([^)]*)\))?", re.MULTILINE)
-_DEFINITION_LINE = re.compile(r"`([\w.]+)` \((?:function|method|class)\) at ([^\s:]+):(\d+)-(\d+)")
+_DEFINITION_LINE = re.compile(r"`([^`]+)` \((?:function|method|class|code)\) at ([^\s:]+):(\d+)-(\d+)")
 _NOT_CODE = re.compile(r"\.(md|rst|txt)$|(^|/)(tests?|docs?|examples?)/|_test\.go$|(^|/)test_")
 _CHAIN_HINT = re.compile(r"Code graph chain for the question[^:]*: (.*)")
 MAX_CITED = 5

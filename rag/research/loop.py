@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from rag.citations import extract_citations
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import error_event, token_event
-from rag.graph_walk import find_chain
+from rag.graph_walk import find_chain, related_hits
 from rag.providers.base import (
     ChatRequest,
     Message,
@@ -239,7 +239,8 @@ class Researcher:
         verify with the graph tools; empty for an index without a graph."""
         if not getattr(self.tools.index, "has_graph", False):
             return ""
-        chain = find_chain(self.tools.index, self.question, self.tools.retriever.search(self.question, k=10))
+        hits = self.tools.retriever.search(self.question, k=10)
+        chain = find_chain(self.tools.index, self.question, hits)
         if not chain.links:
             return ""
         steps = " → ".join(
@@ -249,7 +250,13 @@ class Researcher:
             f"; uses `{link.definition.qualname}` ({link.definition.kind}) at {link.ref}"
             for link in chain.uses
         )
-        return f"\n\nCode graph chain for the question (a lead: check it with callees/callers): {steps}{uses}"
+        related = "".join(
+            f"; also relevant: `{hit.symbol or hit.path}` (code) at "
+            f"{hit.path}:{hit.start_line}-{hit.end_line}"
+            for hit in related_hits(chain, hits)
+        )
+        lead = "Code graph chain for the question (a lead: check it with callees/callers)"
+        return f"\n\n{lead}: {steps}{uses}{related}"
 
     def budget_reason(self) -> str | None:
         if self.stats.turns >= self.options.max_iterations:
