@@ -71,6 +71,8 @@ def _measure(repo: Path, workdir: Path, label: str) -> dict[str, Any]:
         "ingest_with_graph_s": round(with_s, 2),
         "ratio": round(with_s / without_s, 3),
         "graph_s": round(report.timings["graph_s"], 2),
+        # Steadier than `ratio` on a loaded machine: the graph's own time in the run with it.
+        "graph_share": round(report.timings["graph_s"] / with_s, 3),
         **counts,
         "call_sites_resolved": round(resolved / calls, 3) if calls else None,
     }
@@ -90,9 +92,12 @@ def run() -> dict[str, Any]:
             except corpus.CorpusUnavailable as error:
                 results[name] = {"skipped": str(error)}
     ratios = [r["ratio"] for r in results.values() if "ratio" in r]
+    shares = [r["graph_share"] for r in results.values() if "graph_share" in r]
     return {
         "corpora": results,
         "target_ratio": TARGET_RATIO,
         "worst_ratio": max(ratios),
-        "meets": max(ratios) < TARGET_RATIO,
+        "worst_graph_share": max(shares),
+        # Against an ingest without embedding; with the default embedder see ingest's `graph_share`.
+        "meets_without_embedding": max(ratios) < TARGET_RATIO,
     }
