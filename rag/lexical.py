@@ -48,7 +48,9 @@ POSTINGS_BUDGET = 20_000
 # more about a chunk than the same token somewhere in its body.
 _COLUMN_WEIGHTS = (2.0, 4.0, 1.0)  # path, symbol, body
 
-_DOTTED = re.compile(r"\w+(?:\.\w+)+")
+# Starts only at a word's start: from inside a word `\w+` would rescan the rest of it at every
+# position (quadratic: a 10,000-character one-word query took 4-5 s and blocked the event loop).
+_DOTTED = re.compile(r"(?<!\w)\w+(?:\.\w+)+")
 _WORD = re.compile(r"\w+")
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+|[^\W\d_A-Za-z]+")
 _GLOB_CHARS = frozenset("*?[")
@@ -143,9 +145,13 @@ def path_matches(path: str, pattern: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
+MAX_QUERY_TERMS = 64
+
+
 def query_terms(query: str) -> list[str]:
-    """The distinct tokens of a query, in order of first appearance."""
-    return list(dict.fromkeys(tokenize(query)))
+    """The distinct tokens of a query, in order of first appearance; at most `MAX_QUERY_TERMS`
+    (each costs an index lookup, and a question never needs more)."""
+    return list(dict.fromkeys(tokenize(query)))[:MAX_QUERY_TERMS]
 
 
 def affordable_terms(conn: sqlite3.Connection, terms: Sequence[str]) -> list[str]:

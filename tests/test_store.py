@@ -120,6 +120,7 @@ def test_lookups_by_id_file_and_symbol(built: RepoIndex) -> None:
 
 def test_version_dir_holds_no_pickles(built: RepoIndex) -> None:
     assert sorted(p.name for p in built.version_dir.iterdir()) == [
+        "checksums.json",
         "index.faiss",
         "meta.sqlite",
         "record.json",

@@ -12,6 +12,7 @@ import sys
 
 from api.cli import (  # noqa: F401  (register commands)
     ask_cmd,
+    doctor_cmd,
     ingest_cmds,
     mcp_cmd,
     search_cmd,

@@ -29,6 +29,7 @@ from rag.graph_types import FileGraph
 from rag.roles import file_role
 from rag.store import graph
 from rag.store.index import RepoIndex
+from rag.store.integrity import CHECKSUM_FILE, write_checksums
 from rag.store.layout import BUILD_PREFIX, RepoLock, RepoPaths, fsync_dir
 from rag.store.schema import (
     FAISS_FILE,
@@ -311,7 +312,8 @@ class IndexBuilder:
         self.record.updated_at = now
         faiss.write_index(self._faiss, str(self._dir / FAISS_FILE))
         (self._dir / RECORD_FILE).write_text(json.dumps(self.record.to_json(), indent=2))
-        for name in (META_FILE, FAISS_FILE, RECORD_FILE):
+        write_checksums(self._dir)
+        for name in (META_FILE, FAISS_FILE, RECORD_FILE, CHECKSUM_FILE):
             _fsync_file(self._dir / name)
         fsync_dir(self._dir)
 

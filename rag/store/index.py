@@ -19,8 +19,9 @@ import faiss
 import numpy as np
 
 from rag import lexical
-from rag.errors import EmbedderMismatchError
+from rag.errors import EmbedderMismatchError, IndexCorruptError
 from rag.roles import DEFAULT_ROLE, file_role
+from rag.store.integrity import corrupt, verify_checksums
 from rag.store.schema import (
     CHUNK_COLUMNS,
     DEFINITION_COLUMNS,
@@ -54,9 +55,16 @@ class RepoIndex:
 
     def __init__(self, version_dir: Path) -> None:
         self.version_dir = version_dir
-        self.record = RepoRecord.from_json(json.loads((version_dir / RECORD_FILE).read_text()))
-        self.faiss = faiss.read_index(str(version_dir / FAISS_FILE))
-        self._conn = open_readonly(version_dir / META_FILE)
+        try:
+            self.record = RepoRecord.from_json(json.loads((version_dir / RECORD_FILE).read_text()))
+            verify_checksums(version_dir)
+            self.faiss = faiss.read_index(str(version_dir / FAISS_FILE))
+            self._conn = open_readonly(version_dir / META_FILE)
+            self._conn.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        except (FileNotFoundError, IndexCorruptError):
+            raise
+        except (RuntimeError, sqlite3.DatabaseError, ValueError, KeyError, TypeError) as error:
+            raise corrupt(version_dir, f"{type(error).__name__}: {str(error)[:120]}") from None
         self._lock = threading.Lock()
         self._roles: dict[str, str] | None = None
 
