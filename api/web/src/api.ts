@@ -23,8 +23,51 @@ async function errorFrom(response: Response): Promise<ApiError> {
   return new ApiError(message, response.status);
 }
 
+/**
+ * The server's API key (`REPOLENS_API_KEY`), asked for once when the server refuses a request with
+ * code `unauthorized` and kept in sessionStorage (gone when the tab closes). HTTP sends it as
+ * `X-API-Key`; the WebSocket, which browsers cannot give headers, as `?api_key=` (see socket.ts).
+ */
+const KEY_STORAGE = "repolens.apiKey";
+
+export function apiKey(): string | null {
+  return sessionStorage.getItem(KEY_STORAGE);
+}
+
+function askForKey(): boolean {
+  const key = window.prompt("This RepoLens server needs its API key (REPOLENS_API_KEY):")?.trim();
+  if (!key) return false;
+  sessionStorage.setItem(KEY_STORAGE, key);
+  return true;
+}
+
+function withKey(init: RequestInit = {}): RequestInit {
+  const key = apiKey();
+  if (!key) return init;
+  return { ...init, headers: { ...(init.headers as Record<string, string> | undefined), "X-API-Key": key } };
+}
+
+async function isKeyRefusal(response: Response): Promise<boolean> {
+  if (response.status !== 401) return false;
+  try {
+    return (await response.clone().json())?.code === "unauthorized";
+  } catch {
+    return false;
+  }
+}
+
+/** `fetch` with the API key; a refusal for a missing or wrong key asks for it and retries once. */
+export async function send(url: string, init?: RequestInit): Promise<Response> {
+  const used = apiKey();
+  const response = await fetch(url, withKey(init));
+  if (!(await isKeyRefusal(response))) return response;
+  // Requests sent together are refused together: only the first asks, the others reuse its answer.
+  if (apiKey() !== used || askForKey()) return fetch(url, withKey(init));
+  return response;
+}
+
 export async function getJson<T>(url: string, init?: RequestInit): Promise<T> {
-  const response = await fetch(url, init);
+  const response = await send(url, init);
   if (!response.ok) throw await errorFrom(response);
   return (await response.json()) as T;
 }
@@ -44,7 +87,7 @@ export async function postEvents(
   onEvent: (event: Record<string, unknown>) => void,
   signal?: AbortSignal,
 ): Promise<void> {
-  const response = await fetch(url, {
+  const response = await send(url, {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
     body: JSON.stringify(body),

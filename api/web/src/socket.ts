@@ -5,6 +5,7 @@
  * hear every state change so the page can tell the user, and an answer that was streaming
  * when the socket dropped is ended by the caller (the server cancels it on disconnect).
  */
+import { apiKey } from "./api";
 import type { ChatEvent } from "./types";
 
 export type SocketState = "connecting" | "open" | "reconnecting";
@@ -33,7 +34,9 @@ export class ChatSocket {
 
   connect(): void {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}/ws/chat?protocol=events`);
+    const key = apiKey();
+    const auth = key ? `&api_key=${encodeURIComponent(key)}` : "";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/chat?protocol=events${auth}`);
     this.socket = socket;
     this.listener.onState("connecting");
     socket.onopen = () => {
