@@ -277,6 +277,24 @@ def test_a_private_repository_stays_private_when_updated_without_a_token(private
     assert httpx.post(search, json={"query": "notes"}).status_code == 401
 
 
+def test_repolens_ask_uses_the_environment_token(
+    private_repo: PrivateRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`repolens ask` on a private repository sends the user's REPOLENS_TOKEN (no `--token`)."""
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    monkeypatch.setenv("REPOLENS_HOME", str(private_repo.home))
+    command = ["ask", private_repo.record["id"], "What does open_vault return?", "--plain"]
+    refused = CliRunner().invoke(app, command)
+    assert refused.exit_code != 0 and "is private" in refused.stderr
+    monkeypatch.setenv("REPOLENS_TOKEN", private_repo.token)
+    answered = CliRunner().invoke(app, command)
+    assert answered.exit_code == 0, answered.output
+    assert "vault/lock.py" in answered.stdout and private_repo.token not in answered.output
+
+
 def test_deleting_a_private_index_needs_the_token(private_repo: PrivateRepo) -> None:
     """Last in the module: it deletes the index the module's other tests share."""
     url = private_repo.api("")

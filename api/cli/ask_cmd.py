@@ -63,11 +63,12 @@ def ask(
         from api.services import Services
 
         services = Services.from_settings(settings)
+        fields = _repo_fields(services, repo, repo_type, ref)
         body: dict[str, Any] = {
-            **_repo_fields(services, repo, repo_type, ref),
+            **fields,
             "messages": [{"role": "user", "content": question}],
             "filePath": file,
-            "token": token,
+            "token": _token(fields, token, settings),
             "provider": provider,
             "model": model,
             "language": language,
@@ -100,6 +101,22 @@ def _repo_fields(services: Services, repo: str, repo_type: str | None, ref: str 
     if record is not None and repo_type is None and ref is None:
         return {"repo_url": record.url, "type": record.platform, "ref": record.ref}
     return {"repo_url": repo, "type": repo_type, "ref": ref}
+
+
+def _token(fields: dict[str, Any], explicit: str | None, settings: Settings) -> str | None:
+    """`--token`, else the environment's token for the repository's platform (the CLI user's own
+    REPOLENS_TOKEN / GITHUB_TOKEN / ..., as `repolens ingest` uses): the server checks a private
+    repository's access with the request token only, so the CLI must send it."""
+    if explicit:
+        return explicit
+    from ingest.errors import InvalidSourceError
+    from ingest.sources import resolve_source
+
+    try:
+        platform = resolve_source(fields["repo_url"], platform=fields.get("type")).platform
+    except InvalidSourceError:  # reported by the request validation itself
+        return None
+    return None if platform == "local" else settings.git_token(platform)
 
 
 async def _stream(services: Services, request: ChatRequestBody, renderer: _Renderer) -> Event | None:
