@@ -1,4 +1,4 @@
-"""The FastAPI application: HTTP routes, `/ws/chat`, MCP at `/mcp`, and the web page.
+"""The FastAPI application: HTTP routes, `/ws/chat`, MCP at `/mcp`, OpenAI's API at `/v1`, the web page.
 
 The lifespan runs the MCP session manager and stops the ingest job pool on shutdown."""
 
@@ -15,7 +15,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from api import mcp_server
 from api.hosts import allowed_hosts
 from api.middleware import RateLimits, RequestGuard
-from api.routes import chat_http, chat_ws, config, deepwiki, jobs, repos, search, web, wiki
+from api.routes import chat_http, chat_ws, config, deepwiki, jobs, openai_api, repos, search, web, wiki
 from api.services import Services
 from ingest.policy import SourcePolicy
 from rag.errors import ErrorCode, RepoLensError
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="RepoLens", version="0.1.0", lifespan=lifespan)
     app.state.services = services
     # `wiki` before `repos`: its `/api/repos/{id}/wiki` paths would otherwise match `/api/repos/{id}`.
-    for module in (config, deepwiki, wiki, repos, jobs, search, chat_http, chat_ws):
+    for module in (config, deepwiki, wiki, repos, jobs, search, chat_http, chat_ws, openai_api):
         app.include_router(module.router)
     mcp = mcp_server.mount(app, services)
     app.add_exception_handler(RepoLensError, _repolens_error)

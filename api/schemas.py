@@ -174,13 +174,13 @@ def parse_chat_request(data: dict[str, Any]) -> ChatRequestBody:
     try:
         request = ChatRequestBody.model_validate(data)
     except ValidationError as error:
-        raise BadRequestError(f"invalid request: {_describe(error)}") from None
+        raise BadRequestError(f"invalid request: {describe(error)}") from None
     if request.messages[-1].role != "user":
         raise BadRequestError("Last message must be from the user")
     return request
 
 
-def _describe(error: ValidationError) -> str:
+def describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors(include_input=False, include_url=False):
         where = ".".join(str(part) for part in item["loc"]) or "body"

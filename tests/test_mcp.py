@@ -176,6 +176,15 @@ async def test_search_code_filters_by_language_and_glob(mcp_http: McpSetup) -> N
     assert all(hit["path"].startswith("web/") for hit in js.structured_content["results"])
 
 
+async def test_search_code_filters_by_role(mcp_http: McpSetup) -> None:
+    args = {"repo": mcp_http.repo_id, "query": "HttpClient retries", "k": 3}
+    docs = (await call(mcp_http, "search_code", {**args, "role": "docs"})).structured_content["results"]
+    assert docs and all(hit["role"] == "docs" and hit["path"].endswith(".md") for hit in docs)
+    source = (await call(mcp_http, "search_code", {**args, "role": "source"})).structured_content["results"]
+    assert source and all(hit["role"] == "source" for hit in source)
+    assert "'source'" in error_text(await call(mcp_http, "search_code", {**args, "role": "poetry"}))
+
+
 async def test_read_file_returns_the_lines_and_pages_long_files(
     mcp_http: McpSetup, monkeypatch: pytest.MonkeyPatch
 ) -> None:

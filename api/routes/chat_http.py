@@ -50,7 +50,7 @@ async def chat_completions_stream(http_request: Request) -> Response:
             {"detail": refusal(origin or ""), "code": ErrorCode.FORBIDDEN_ORIGIN}, status_code=403
         )
     try:
-        body = await _read_body(http_request, max_request_bytes(services.settings))
+        body = await read_body(http_request, max_request_bytes(services.settings))
         request = parse_chat_request(decode_json(body))
     except BadRequestError as error:
         return JSONResponse({"detail": str(error), "code": error.code}, status_code=error.http_status)
@@ -60,7 +60,7 @@ async def chat_completions_stream(http_request: Request) -> Response:
     return await _plain_response(http_request, events)
 
 
-async def _read_body(http_request: Request, limit: int) -> bytes:
+async def read_body(http_request: Request, limit: int) -> bytes:
     """The body, refused as soon as it passes `limit` (a huge upload is never buffered whole)."""
     body = bytearray()
     async for part in http_request.stream():
