@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import pytest
 from openai import OpenAI
@@ -165,7 +166,8 @@ def test_malformed_json_is_a_400(chat_server: ChatServer) -> None:
         headers={"Content-Type": "application/json"},
         timeout=30,
     )
-    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+    # Refused by the app-wide JSON guard (api.middleware) before the route, in the app's error shape.
+    assert response.status_code == 400 and response.json()["code"] == "bad_request"
 
 
 def test_provider_failure_keeps_its_status(api: OpenAI, model: str, fake_provider: FakeProvider) -> None:
@@ -249,3 +251,39 @@ def test_private_repository_needs_its_token(private_server: PrivateServer) -> No
         model=private_server.model, messages=messages, stream=True, extra_body={"repolens": extra}
     )
     assert "vault/lock.py" in "".join(chunk.choices[0].delta.content or "" for chunk in streamed)
+
+
+API_KEY = "rl-server-key-7f3a9c2e51"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server with `REPOLENS_API_KEY` set: `/v1` and `/mcp` are behind the app-wide key."""
+    from api.app import create_app
+
+    home = tmp_path_factory.mktemp("keyed") / "home"
+    server = LiveServer(lambda: create_app(settings_for(home, REPOLENS_API_KEY=API_KEY))).start()
+    yield server
+    server.stop()
+
+
+def test_the_server_api_key_guards_v1(keyed_server: LiveServer) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        client_for(keyed_server).models.list()
+    with pytest.raises(openai.AuthenticationError):
+        OpenAI(base_url=f"{keyed_server.base_url}/v1", api_key="wrong", max_retries=0).models.list()
+    # The `openai` SDK sends its api_key as `Authorization: Bearer`, which is what the server checks.
+    keyed = OpenAI(base_url=f"{keyed_server.base_url}/v1", api_key=API_KEY, max_retries=0)
+    assert keyed.models.list().data == []
+
+
+async def test_the_server_api_key_guards_mcp(keyed_server: LiveServer) -> None:
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    url = f"{keyed_server.base_url}/mcp"
+    refused = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=10)
+    assert refused.status_code == 401 and API_KEY not in refused.text
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers))) as client:
+        assert "search_code" in {tool.name for tool in (await client.list_tools()).tools}
