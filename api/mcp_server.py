@@ -53,6 +53,8 @@ from rag.redact import redact, register_secret
 from rag.retrieval import MAX_K, search_payload
 from rag.roles import Role
 from rag.types import RepoRecord
+from rag.wiki.model import Wiki
+from rag.wiki.store import WikiStore
 
 T = TypeVar("T")
 
@@ -70,9 +72,11 @@ RepoLens answers questions about code repositories it has indexed (GitHub, GitLa
 local folders). Start with list_repositories; if the repository you need is missing, call
 index_repository with its URL or path. Then use search_code to find relevant code, read_file to
 read exact lines, and ask_question for an explained answer with cited sources (deep_research=true
-for questions that span many files). Every `repo` argument takes a repository id from
-list_repositories (e.g. github.com/encode/httpx), its URL, or its local path. Private repositories
-need their access token: the X-Repo-Token HTTP header, or the `token` argument."""
+for questions that span many files). read_wiki_structure and read_wiki_page read the repository's
+generated wiki (overview, modules, guides, with cited lines) when one exists. Every `repo` argument
+takes a repository id from list_repositories (e.g. github.com/encode/httpx), its URL, or its local
+path. Private repositories need their access token: the X-Repo-Token HTTP header, or the `token`
+argument."""
 
 RepoArg = Annotated[
     str,
@@ -346,6 +350,69 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
             return _bounded(lines.to_json(), index.record, base_url(ctx))
 
         return await asyncio.to_thread(read)
+
+    def latest_wiki(record: RepoRecord, language: str, secret: str | None) -> Wiki:
+        """The newest wiki of `record` in `language`, once the caller may read the repository (blocking)."""
+        if language not in LANGUAGES:
+            raise BadRequestError(f"language must be one of {', '.join(LANGUAGES)}")
+        open_readable(services, record.id, secret)
+        wiki = WikiStore(store).latest(record.id, language)
+        if wiki is None:
+            raise NotFoundError(
+                f"{record.id} has no wiki in {language} yet: generate it with `repolens wiki {record.id}` "
+                "(or POST /api/repos/{id}/wiki, or the web page's Wiki tab); --offline needs no model"
+            )
+        return wiki
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @_tool_errors
+    async def read_wiki_structure(
+        ctx: Context,
+        repo: RepoArg,
+        language: Annotated[str, Field(description=f"Wiki language, one of: {', '.join(LANGUAGES)}.")] = "en",
+        token: TokenArg = None,
+    ) -> dict[str, Any]:
+        """The table of contents of the repository's generated wiki: title, description, the commit and
+        mode it was written at (offline = from the code alone), and its sections with their pages (id,
+        title, description, importance). Read a page's text with read_wiki_page."""
+        record = indexed(repo)
+        secret = repo_token(ctx, token)
+        return (await asyncio.to_thread(latest_wiki, record, language, secret)).outline()
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @_tool_errors
+    async def read_wiki_page(
+        ctx: Context,
+        repo: RepoArg,
+        page: Annotated[
+            str,
+            Field(min_length=1, max_length=500, description="Page id (or title) from read_wiki_structure."),
+        ],
+        language: Annotated[str, Field(description=f"Wiki language, one of: {', '.join(LANGUAGES)}.")] = "en",
+        token: TokenArg = None,
+    ) -> dict[str, Any]:
+        """One page of the repository's generated wiki as Markdown (Mermaid diagrams in ```mermaid
+        blocks, citations as path:start-end), with its files, related pages and its citations, each with
+        a URL to the cited lines and `in_context` (false: those lines were not in its context)."""
+        record = indexed(repo)
+        secret = repo_token(ctx, token)
+        wiki = await asyncio.to_thread(latest_wiki, record, language, secret)
+        found = wiki.page(page)
+        if found is None:
+            raise NotFoundError(f"the wiki of {record.id} has no page {page!r}; see read_wiki_structure")
+        base = base_url(ctx)
+        citations = [{**item, "url": absolute_url(item.get("url"), base)} for item in found.citations]
+        return {
+            "id": found.id,
+            "title": found.title,
+            "content": found.content,
+            "filePaths": found.filePaths,
+            "relatedPages": found.relatedPages,
+            "importance": found.importance,
+            "citations": citations,
+            "commit": wiki.commit,
+            "mode": wiki.mode,
+        }
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
     @_tool_errors

@@ -31,7 +31,15 @@ from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.live_server import LiveServer
 from tests.support.repos import INDEXED_PATHS, RARE_IDENTIFIER, make_fixture_repo
 
-TOOLS = {"list_repositories", "index_repository", "search_code", "read_file", "ask_question"}
+TOOLS = {
+    "list_repositories",
+    "index_repository",
+    "search_code",
+    "read_file",
+    "ask_question",
+    "read_wiki_structure",
+    "read_wiki_page",
+}
 PRIVATE_SOURCE = 'def open_vault(code):\n    """Open the vault with a code."""\n    return code * 2\n'
 
 
@@ -391,3 +399,26 @@ async def test_stdio_server_lists_indexes_searches_reads_and_asks(
         assert "less than or equal to 100" in error_text(
             await client.call_tool("search_code", {"repo": repo_id, "query": "x", "k": 1000})
         )
+
+
+async def test_wiki_tools_read_the_generated_wiki(mcp_http: McpSetup) -> None:
+    missing = await call(mcp_http, "read_wiki_structure", {"repo": mcp_http.repo_id, "language": "ja"})
+    assert "has no wiki in ja yet" in error_text(missing) and "repolens wiki" in error_text(missing)
+    url = f"{mcp_http.server.base_url}/api/repos/{mcp_http.repo_id}/wiki"
+    async with httpx.AsyncClient(timeout=30) as client:
+        generated = await client.post(url, json={"offline": True})
+    assert generated.status_code == 200 and "event: done" in generated.text
+
+    outline = (await call(mcp_http, "read_wiki_structure", {"repo": mcp_http.repo_id})).structured_content
+    assert outline["mode"] == "offline" and outline["title"] == "Weatherline wiki"
+    pages = [page for section in outline["sections"] for page in section["pages"]]
+    assert {"overview", "module-weatherline"} <= {page["id"] for page in pages}
+    page = await call(mcp_http, "read_wiki_page", {"repo": str(mcp_http.repo), "page": "Module weatherline"})
+    assert not page.is_error, page.content
+    content = page.structured_content
+    assert content["id"] == "module-weatherline" and "```mermaid" in content["content"]
+    cited = next(item for item in content["citations"] if item["path"] == "weatherline/client.py")
+    assert cited["in_context"] and cited["url"].startswith(mcp_http.server.base_url + "/api/repos/")
+    assert httpx.get(cited["url"], timeout=10).status_code == 200
+    unknown = await call(mcp_http, "read_wiki_page", {"repo": mcp_http.repo_id, "page": "nope"})
+    assert "no page 'nope'" in error_text(unknown)
