@@ -332,7 +332,13 @@ def run() -> dict[str, Any]:
         try:
             assert provider.stdout is not None
             provider_url = provider.stdout.readline().decode().strip()
-            server_env = {**env, "OPENAI_API_KEY": "sk-bench-0000000000", "OPENAI_BASE_URL": provider_url}
+            server_env = {
+                **env,
+                "OPENAI_API_KEY": "sk-bench-0000000000",
+                "OPENAI_BASE_URL": provider_url,
+                # hundreds of conversations from one address: the per-client limit would refuse them
+                "REPOLENS_RATE_LIMIT_CHAT": "off",
+            }
             server = subprocess.Popen(
                 [
                     str(Path(sys.executable).parent / "repolens"),
