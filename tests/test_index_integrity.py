@@ -156,6 +156,24 @@ def test_doctor_finds_and_repairs_what_kills_and_crashes_leave(
     assert not (repolens_home / "repos" / "github.com%2Fa%2Fnever").exists()
 
 
+def test_doctor_finds_nothing_after_other_processes_finished_normally(
+    indexed: tuple[Path, str], repolens_home: Path
+) -> None:
+    """A lock a finished process released is not `stale_lock`, so a healthy data dir stays healthy
+    after `repolens ask`, `wiki` or `doctor` itself ran in another process."""
+    import subprocess
+    import sys
+
+    _, repo_id = indexed
+    take_and_release = (
+        "import sys; from rag.store import Store; from rag.store.layout import RepoLock\n"
+        "store = Store(sys.argv[1])\n"
+        "with RepoLock(store.paths(sys.argv[2]), sys.argv[2]): pass"
+    )
+    subprocess.run([sys.executable, "-c", take_and_release, str(repolens_home), repo_id], check=True)
+    assert _doctor() == (0, {"home": str(repolens_home), "findings": [], "healthy": True})
+
+
 def test_doctor_reports_a_corrupt_index_it_cannot_repair(
     indexed: tuple[Path, str], repolens_home: Path
 ) -> None:

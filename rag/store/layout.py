@@ -188,5 +188,8 @@ class RepoLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._fd is not None:
+            # A released lock names nobody: only a process that died holding it leaves its pid
+            # behind (what `repolens doctor` reports as `stale_lock`).
+            os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
