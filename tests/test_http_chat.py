@@ -142,12 +142,15 @@ def test_repolens_serve_uses_port_from_the_environment(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a cold start under a loaded CI machine's full suite
         health = None
         while health is None and time.monotonic() < deadline and server.poll() is None:
             with contextlib.suppress(httpx.TransportError):
                 health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
             time.sleep(0.1)
+        if health is None and server.poll() is not None:
+            output, _ = server.communicate()
+            pytest.fail(f"repolens serve exited: {output.decode(errors='replace')}")
         assert health is not None and health.status_code == 200, "repolens serve did not answer /health"
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert page.status_code == 200 and "RepoLens" in page.text

@@ -206,7 +206,7 @@ async def test_aclose_closes_the_http_stream(fake_provider: FakeProvider, provid
     first = await anext(aiter(stream))
     assert isinstance(first, TextDelta)
     await stream.aclose()
-    assert await asyncio.to_thread(fake_provider.wait_for_disconnect, 3.0)
+    assert await asyncio.to_thread(fake_provider.wait_for_disconnect, 10.0)
     assert fake_provider.completed == 0
 
 
@@ -223,7 +223,7 @@ async def test_cancelling_the_consumer_task_closes_the_http_stream(fake_provider
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await asyncio.to_thread(fake_provider.wait_for_disconnect, 3.0)
+    assert await asyncio.to_thread(fake_provider.wait_for_disconnect, 10.0)
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,7 @@ def test_redaction_is_linear_time_on_hostile_megabytes(text: str, monkeypatch: p
         started = time.perf_counter()
         redact(text)
         best = min(best, time.perf_counter() - started)
-    assert best < 0.25, f"redacting 1 MB took {best * 1000:.0f} ms"
+    assert best < 1.0, f"redacting 1 MB took {best * 1000:.0f} ms"
 
 
 def test_masking_keeps_the_text_around_each_secret() -> None:
