@@ -46,6 +46,7 @@ def test_ask_json_then_plain_then_offline(
     text, _, sources = result.stdout.partition("\nSources:\n")
     assert text.strip() == answer
     assert "weatherline/" in sources
+    assert "/api/repos/" not in sources  # a local repository's server-relative links mean nothing here
     assert "! nowhere/ghost.py:10-12" in sources
 
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):

@@ -179,7 +179,9 @@ class _Renderer:
             for source in self.sources:
                 where = f"{source['path']}:{source['start_line']}-{source['end_line']}"
                 symbol = f" ({source['symbol']})" if source.get("symbol") else ""
-                url = f"  {source['url']}" if source.get("url") else ""
+                # A local repository's link is server-relative (`/api/repos/...`): no use in a terminal.
+                link = source.get("url") or ""
+                url = f"  {link}" if link and not link.startswith("/") else ""
                 console.print(f"  {where}{symbol}{url}", highlight=False, markup=False, soft_wrap=True)
         if self.flagged:
             console.print("\nCitations not found in the retrieved context (check them):", style="bold yellow")
