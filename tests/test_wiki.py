@@ -341,3 +341,30 @@ def test_cli_update_refreshes_an_offline_wiki_page_by_page(
     assert (
         "wiki: 2 of 5 pages regenerated" in result.stdout
     )  # module-server, and the overview (its entry point)
+
+
+def test_an_interrupted_llm_wiki_resumes_where_it_stopped(
+    indexed_repo: tuple[Store, str],
+    shared_embedder: Embedder,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in fake_provider.openai_env().items():
+        monkeypatch.setenv(name, value)
+    store, repo_id = indexed_repo
+    fake_provider.script(
+        FakeResponse(text=json.dumps(PLAN)),
+        FakeResponse(text="The overview (README.md:3-4)."),
+        FakeResponse(status=400, error_code="invalid_request_error"),
+    )
+    first = run_wiki(store, shared_embedder, repo_id, provider="openai", concurrency=1)
+    assert "error" in [event["type"] for event in first]
+    partial = saved(store, repo_id)
+    assert not partial.complete and list(partial.pages) == ["overview"]
+
+    fake_provider.reset()
+    resumed = run_wiki(store, shared_embedder, repo_id, provider="openai", concurrency=1)
+    assert resumed[-1]["wiki"]["reused"] == 1 and resumed[-1]["wiki"]["regenerated"] == 2
+    assert len(fake_provider.requests) == 2  # no new plan, no rewrite of the finished page
+    wiki = saved(store, repo_id)
+    assert wiki.complete and set(wiki.pages) == {"overview", "http-client", "service"}

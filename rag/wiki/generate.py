@@ -206,11 +206,33 @@ async def _generate(
         page, repaired, dropped = finish_page(planned, content, context, record, hashes)
         return page, False, repaired, dropped
 
+    skeleton = structure.model_copy(
+        update={"pages": [page.model_copy(update={"content": ""}) for page in structure.pages]}
+    )
+
+    def snapshot(complete: bool) -> Wiki:
+        return Wiki(
+            repo_id=repo_id,
+            commit=record.commit,
+            language=options.language,
+            comprehensive=options.comprehensive,
+            mode=mode,
+            provider=None if chat is None else chat.name,
+            model=None if chat is None else chat.model,
+            generated_at=_now(),
+            complete=complete,
+            structure=skeleton,
+            pages=dict(pages),
+        )
+
     tasks = [asyncio.ensure_future(produce(page)) for page in structure.pages]
     try:
         for done_number, finished in enumerate(asyncio.as_completed(tasks), 1):
             page, reused, repaired, dropped = await finished
             pages[page.id] = page
+            if not reused and chat is not None:
+                # Saved page by page: an interrupted run resumes from here (the next run reuses these).
+                await asyncio.to_thread(run.wikis.save, snapshot(complete=False))
             counts["reused" if reused else "regenerated"] += 1
             if repaired or dropped:
                 message = f"{page.title}: {repaired} diagram(s) repaired, {dropped} dropped (invalid Mermaid)"
@@ -225,19 +247,6 @@ async def _generate(
             await asyncio.gather(*tasks, return_exceptions=True)
     for note in run.notes[shown:]:
         yield wiki_event(event="note", message=note)
-    wiki = Wiki(
-        repo_id=repo_id,
-        commit=record.commit,
-        language=options.language,
-        comprehensive=options.comprehensive,
-        mode=mode,
-        provider=None if chat is None else chat.name,
-        model=None if chat is None else chat.model,
-        generated_at=_now(),
-        structure=structure.model_copy(
-            update={"pages": [page.model_copy(update={"content": ""}) for page in structure.pages]}
-        ),
-        pages=pages,
-    )
+    wiki = snapshot(complete=True)
     await asyncio.to_thread(run.wikis.save, wiki)
     result.update(summary(wiki))

@@ -70,6 +70,8 @@ class Wiki(BaseModel):
     provider: str | None = None
     model: str | None = None
     generated_at: str = ""
+    # False while a generation is still writing pages (or was interrupted: the next run resumes it).
+    complete: bool = True
     structure: WikiStructure
     pages: dict[str, WikiPage]
 

@@ -101,4 +101,5 @@ def summary(wiki: Wiki) -> dict[str, Any]:
         "generated_at": wiki.generated_at,
         "title": wiki.structure.title,
         "pages": len(wiki.pages),
+        "complete": wiki.complete,
     }

@@ -171,6 +171,7 @@ export interface Wiki {
   provider: string | null;
   model: string | null;
   generated_at: string;
+  complete: boolean;
   structure: { title: string; description: string; pages: WikiPage[]; sections?: WikiSection[] | null };
   pages: Record<string, WikiPage>;
   stale_pages: string[];

@@ -104,7 +104,7 @@ export class WikiView {
     let failed = "";
     try {
       // Out-of-date pages: rewrite only those. Up to date: "Regenerate" rewrites every page.
-      const force = Boolean(this.wiki) && this.wiki!.stale_pages.length === 0;
+      const force = Boolean(this.wiki) && this.wiki!.stale_pages.length === 0 && this.wiki!.complete;
       const body = { offline: this.offline.checked, language: this.languageOf(), force };
       await postEvents(`${repoPath(repo.id)}/wiki`, body, (raw) => {
         const event = raw as unknown as ChatEvent;
@@ -143,7 +143,7 @@ export class WikiView {
   private render(): void {
     const { repo, wiki } = this;
     this.generate.hidden = !repo;
-    this.generate.textContent = !wiki ? "Generate wiki" : wiki.stale_pages.length ? "Update wiki" : "Regenerate";
+    this.generate.textContent = !wiki ? "Generate wiki" : wiki.stale_pages.length || !wiki.complete ? "Update wiki" : "Regenerate";
     if (!repo) {
       this.title.textContent = "Wiki";
       this.meta.textContent = "";
@@ -165,7 +165,8 @@ export class WikiView {
     this.title.textContent = wiki.structure.title;
     const how = wiki.mode === "offline" ? "without a language model" : `with ${wiki.provider} (${wiki.model})`;
     const stale = wiki.stale_pages.length ? ` · ${wiki.stale_pages.length} page(s) out of date since the last update` : "";
-    this.meta.textContent = `Written ${how} at commit ${(wiki.commit ?? "").slice(0, 10)}${stale}`;
+    const partial = wiki.complete ? "" : " · incomplete (interrupted): Update wiki resumes it";
+    this.meta.textContent = `Written ${how} at commit ${(wiki.commit ?? "").slice(0, 10)}${stale}${partial}`;
     this.tree.replaceChildren(...this.renderTree(wiki));
     const page = this.current ? wiki.pages[this.current] : undefined;
     if (page) this.renderPage(page);
