@@ -164,7 +164,7 @@ def _post_ingest(server: LiveServer, body: dict[str, Any]) -> httpx.Response:
 def test_the_server_refuses_folders_of_its_machine(strict_server: LiveServer, body: dict[str, Any]) -> None:
     response = _post_ingest(strict_server, body)
     assert response.status_code == 403, response.text
-    assert "REPOLENS_ALLOW_LOCAL" in response.json()["detail"]
+    assert "start it with REPOLENS_ALLOW_LOCAL=1" in response.json()["detail"]  # says what to do
     assert httpx.get(f"{strict_server.base_url}/api/repos", timeout=10).json() == {"repos": []}
 
 
