@@ -112,6 +112,7 @@ def finished(answer: Locator, state: str = "done") -> None:
 def test_page_is_served_with_cache_headers(web: Web) -> None:
     index = httpx.get(web.server.base_url)
     assert index.status_code == 200 and "RepoLens" in index.text
+    assert 'rel="icon"' in index.text  # inline: no /favicon.ico 404 in the console on every load
     assert index.headers["cache-control"] == REVALIDATE
     asset = next(part.split('"')[0] for part in index.text.split('src="')[1:] if part.startswith("/assets/"))
     assert httpx.get(web.server.base_url + asset).headers["cache-control"] == IMMUTABLE
