@@ -8,7 +8,8 @@ Built on the official SDK's `MCPServer`; the same server object is served two wa
   (`api.origins`), like `/ws/chat`.
 
 Tools (descriptions below are what the model reads): `list_repositories`, `index_repository`,
-`search_code`, `read_file`, `ask_question`. Resources: `repolens://{repo}/{path}` for every file
+`search_code`, `read_file`, `ask_question`, `find_definition` / `find_callers` (the code graph of
+`RepoIndex`), `read_wiki_structure` / `read_wiki_page` (the generated wiki). Resources: `repolens://{repo}/{path}` for every file
 of an indexed repository (the repo id percent-encoded, e.g. `repolens://github.com%2Fo%2Fr/src/a.py`).
 
 Nothing here re-implements RepoLens logic: ingests are jobs of the app's pool (`ingest.jobs`),
@@ -52,6 +53,8 @@ from rag.prompt import LANGUAGES
 from rag.redact import redact, register_secret
 from rag.retrieval import MAX_K, search_payload
 from rag.roles import Role
+from rag.store import RepoIndex
+from rag.store.schema import CodeDefinition
 from rag.types import RepoRecord
 from rag.wiki.model import Wiki
 from rag.wiki.store import WikiStore
@@ -487,6 +490,91 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
         text = answer.text + answer.sources_markdown(base_url(ctx))
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
+    def graph_index(repo: str, token: str | None, ctx: Context) -> RepoIndex:
+        """The readable index of `repo`, refused with a clear message if it has no code graph yet."""
+        index = open_readable(services, indexed(repo).id, repo_token(ctx, token))
+        if not index.has_graph:
+            raise ToolError(
+                f"not_found: {index.record.id} was indexed before the code graph existed: call "
+                "index_repository on it again (an update adds the graph)"
+            )
+        return index
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @_tool_errors
+    async def find_definition(
+        ctx: Context,
+        repo: RepoArg,
+        symbol: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=500,
+                description="A function, class, method or constant: short ('send') or qualified "
+                "('HttpClient.send', 'client.HttpClient.send').",
+            ),
+        ],
+        token: TokenArg = None,
+    ) -> dict[str, Any]:
+        """Find where a symbol is defined, from the repository's code graph (exact qualified matches
+        first). Returns each definition's path, lines, kind, qualified name, its code and a URL."""
+
+        def find() -> dict[str, Any]:
+            index = graph_index(repo, token, ctx)
+            found = index.definition(symbol.strip())
+            if not found:
+                raise ToolError(
+                    f"not_found: no definition of {symbol!r} in {index.record.id}; try search_code "
+                    "to find it by description"
+                )
+            base = base_url(ctx)
+            return {
+                "repo": index.record.id,
+                "symbol": symbol,
+                "definitions": [_definition_json(index, d, base, with_text=True) for d in found[:20]],
+            }
+
+        return await asyncio.to_thread(find)
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @_tool_errors
+    async def find_callers(
+        ctx: Context,
+        repo: RepoArg,
+        symbol: Annotated[
+            str,
+            Field(min_length=1, max_length=500, description="The function or method whose callers to find."),
+        ],
+        token: TokenArg = None,
+    ) -> dict[str, Any]:
+        """Find who calls a function or method, from the repository's code graph: each call site's
+        path and line, and the calling definition. Follow the chain by calling it again on a caller."""
+
+        def find() -> dict[str, Any]:
+            index = graph_index(repo, token, ctx)
+            targets = index.definition(symbol.strip())
+            if not targets:
+                raise ToolError(f"not_found: no definition of {symbol!r} in {index.record.id}")
+            base = base_url(ctx)
+            calls = []
+            for target in targets[:10]:
+                for edge in index.callers(target)[:100]:
+                    calls.append(
+                        {
+                            "path": edge.path,
+                            "line": edge.line,
+                            "exact": edge.exact,
+                            "caller": _definition_json(index, edge.source, base) if edge.source else None,
+                            "callee": edge.target.qualname,
+                            "url": absolute_url(
+                                source_url(index.record, edge.path, edge.line, edge.line), base
+                            ),
+                        }
+                    )
+            return {"repo": index.record.id, "symbol": symbol, "callers": calls}
+
+        return await asyncio.to_thread(find)
+
     @server.resource(
         RESOURCE_TEMPLATE,
         name="repository_file",
@@ -525,6 +613,28 @@ def _record_summary(record: RepoRecord) -> dict[str, Any]:
         "chunk_count": record.chunk_count,
         "updated_at": record.updated_at,
     }
+
+
+def _definition_json(
+    index: RepoIndex, definition: CodeDefinition, base_url: str | None, *, with_text: bool = False
+) -> dict[str, Any]:
+    """A code-graph definition for a tool result (its code only when asked: callers stay short)."""
+    data: dict[str, Any] = {
+        "path": definition.path,
+        "start_line": definition.start_line,
+        "end_line": definition.end_line,
+        "kind": definition.kind,
+        "name": definition.name,
+        "qualname": definition.qualname,
+        "url": absolute_url(
+            source_url(index.record, definition.path, definition.start_line, definition.end_line), base_url
+        ),
+    }
+    if with_text:
+        text = index.file_text(definition.path) or ""
+        lines = text.splitlines()[definition.start_line - 1 : definition.end_line]
+        data["text"] = "\n".join(lines[:READ_MAX_LINES])
+    return data
 
 
 def _bounded(lines: dict[str, Any], record: RepoRecord, base_url: str | None) -> dict[str, Any]:

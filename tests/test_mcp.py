@@ -37,6 +37,8 @@ TOOLS = {
     "search_code",
     "read_file",
     "ask_question",
+    "find_definition",
+    "find_callers",
     "read_wiki_structure",
     "read_wiki_page",
 }
@@ -206,6 +208,26 @@ async def test_read_file_returns_the_lines_and_pages_long_files(
     page = await call(mcp_http, "read_file", {"repo": mcp_http.repo_id, "path": "weatherline/client.py"})
     assert page.structured_content["truncated"] is True
     assert (page.structured_content["start_line"], page.structured_content["end_line"]) == (1, 5)
+
+
+async def test_find_definition_and_callers_follow_the_code_graph(mcp_http: McpSetup) -> None:
+    found = await call(mcp_http, "find_definition", {"repo": mcp_http.repo_id, "symbol": "HttpClient.send"})
+    assert not found.is_error, found.content
+    definition = found.structured_content["definitions"][0]
+    assert (definition["path"], definition["qualname"]) == ("weatherline/client.py", "HttpClient.send")
+    assert "def send(" in definition["text"] and definition["url"].startswith(mcp_http.server.base_url)
+    callers = await call(mcp_http, "find_callers", {"repo": mcp_http.repo_id, "symbol": "HttpClient.send"})
+    sites = callers.structured_content["callers"]
+    assert any(
+        site["path"] == "weatherline/service.py" and site["caller"]["qualname"] == "ForecastService.run"
+        for site in sites
+    )
+    up = await call(mcp_http, "find_callers", {"repo": mcp_http.repo_id, "symbol": "ForecastService.run"})
+    assert any(
+        site["caller"] and site["caller"]["name"] == "main" for site in up.structured_content["callers"]
+    )
+    missing = {"repo": mcp_http.repo_id, "symbol": "NoSuchThing"}
+    assert "search_code" in error_text(await call(mcp_http, "find_definition", missing))
 
 
 async def test_ask_question_offline_answers_with_sources(mcp_http: McpSetup) -> None:
