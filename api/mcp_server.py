@@ -75,7 +75,8 @@ RepoLens answers questions about code repositories it has indexed (GitHub, GitLa
 local folders). Start with list_repositories; if the repository you need is missing, call
 index_repository with its URL or path. Then use search_code to find relevant code, read_file to
 read exact lines, and ask_question for an explained answer with cited sources (deep_research=true
-for questions that span many files). read_wiki_structure and read_wiki_page read the repository's
+for questions that span many files). find_definition and find_callers follow the code graph (where a
+symbol is defined, who calls it). read_wiki_structure and read_wiki_page read the repository's
 generated wiki (overview, modules, guides, with cited lines) when one exists. Every `repo` argument
 takes a repository id from list_repositories (e.g. github.com/encode/httpx), its URL, or its local
 path. Private repositories need their access token: the X-Repo-Token HTTP header, or the `token`
