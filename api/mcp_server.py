@@ -9,8 +9,8 @@ Built on the official SDK's `MCPServer`; the same server object is served two wa
 
 Tools (descriptions below are what the model reads): `list_repositories`, `index_repository`,
 `search_code`, `read_file`, `ask_question`, `find_definition` / `find_callers` (the code graph of
-`RepoIndex`), `read_wiki_structure` / `read_wiki_page` (the generated wiki). Resources: `repolens://{repo}/{path}` for every file
-of an indexed repository (the repo id percent-encoded, e.g. `repolens://github.com%2Fo%2Fr/src/a.py`).
+`RepoIndex`), `read_wiki_structure` / `read_wiki_page` (the generated wiki). Resources:
+`repolens://{repo}/{path}` for every file of an indexed repository (the repo id percent-encoded, e.g. `repolens://github.com%2Fo%2Fr/src/a.py`).
 
 Nothing here re-implements RepoLens logic: ingests are jobs of the app's pool (`ingest.jobs`),
 search and file reads through `api.repo_content`, answers through `api.chat_session`. A private
