@@ -34,6 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _ingest_in_background(base_url: str, repo: Path, state: dict[str, Any]) -> threading.Thread:
     def work() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the server stops before a 2,000-file ingest ends
+            stream()
+
+    def stream() -> None:
         started = time.perf_counter()
         with (
             httpx.Client(timeout=None) as client,
