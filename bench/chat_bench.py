@@ -219,6 +219,11 @@ async def _level(
     figures["token_frames_per_stream"] = round(frames / len(firsts), 1) if firsts else None
     figures["wall_s"] = round(wall, 2)
     figures["cpu_cores"] = {name: round((cpu_after[name] - cpu_before[name]) / wall, 2) for name in processes}
+    # CPU the server spent per answer stream: what the lean path and coalescing save, and a figure
+    # the machine's other load disturbs far less than latencies.
+    figures["server_cpu_ms_per_stream"] = round(
+        (cpu_after["server"] - cpu_before["server"]) * 1000 / streams, 1
+    )
     return figures
 
 

@@ -5,6 +5,22 @@ indexes (or incrementally updates) a repository, `update(repo_id, ...)` re-fetch
 one with its stored settings; both return an `IngestReport` and emit `Progress`.
 """
 
-from ingest.pipeline import IngestOptions, IngestReport, Progress, ingest, resolve_repo_id, update
+from ingest.pipeline import (
+    IngestOptions,
+    IngestReport,
+    Progress,
+    finish_embedding,
+    ingest,
+    resolve_repo_id,
+    update,
+)
 
-__all__ = ["IngestOptions", "IngestReport", "Progress", "ingest", "resolve_repo_id", "update"]
+__all__ = [
+    "IngestOptions",
+    "IngestReport",
+    "Progress",
+    "finish_embedding",
+    "ingest",
+    "resolve_repo_id",
+    "update",
+]

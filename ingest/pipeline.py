@@ -11,6 +11,7 @@ run cleans up and starts again (the vector cache keeps what was embedded).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 import time
@@ -68,6 +69,8 @@ class IngestOptions:
     limits: Limits = field(default_factory=Limits.from_env)
     clone_timeout: float = 300.0
     reindex: bool = False
+    # False: stop at the searchable milestone; `finish_embedding` (`repolens embed`) does the rest.
+    dense: bool = True
     # Lexical-first ingest: a new dense version is committed this often while vectors are computed.
     dense_commit_s: float = field(default_factory=lambda: Settings.from_env().dense_commit_s)
     # The server's rules for client-named sources (`ingest.policy`); None: the CLI's, anything goes.
@@ -325,7 +328,7 @@ def ingest(
             index_state=committed.index_state,
         )
         with _timed(timings, "embed_s"):
-            if committed.index_state != "complete":
+            if committed.index_state != "complete" and options.dense:
                 committed = _embed_pending(builder, committed, embedder, report, options.dense_commit_s)
     timings["graph_s"] = graphs.seconds
     timings["total_s"] = time.monotonic() - started
@@ -378,10 +381,45 @@ def update(
         limits=given.limits,
         clone_timeout=given.clone_timeout,
         reindex=given.reindex,
+        dense=given.dense,
         dense_commit_s=given.dense_commit_s,
         policy=given.policy,
     )
     return ingest(record.url, stored, store=store, embedder=embedder, progress=progress, cancel=cancel)
+
+
+def finish_embedding(
+    repo_id: str,
+    *,
+    store: Store,
+    embedder: Embedder,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    dense_commit_s: float | None = None,
+) -> RepoRecord:
+    """The dense phase alone, for an index left `lexical` or `partial` (an ingest run with
+    `dense=False`, killed or cancelled): embeds what has no vector yet, committing versions as an
+    ingest does. Returns the live record (at once if it is already complete)."""
+    live = store.get(repo_id)
+    if live is None:
+        raise NotFoundError(f"{repo_id} is not indexed; see `repolens list`")
+    if live.index_state == "complete":
+        return live
+    report = _Reporter(progress, cancel, repo_id)
+    interval = Settings.from_env().dense_commit_s if dense_commit_s is None else dense_commit_s
+    base = store.open(repo_id)
+    with store.builder(dataclasses.replace(base.record), base) as builder:
+        record = builder.base.record if builder.base is not None else base.record
+        if not builder.pending_count():
+            return record
+        committed = _embed_pending(builder, dataclasses.replace(record), embedder, report, interval)
+    report(
+        "done",
+        f"embedded {committed.id}: {committed.index_state}",
+        chunks_done=committed.dense_chunks,
+        chunks_total=committed.dense_total,
+    )
+    return committed
 
 
 def resolve_repo_id(store: Store, text: str) -> str:
@@ -622,6 +660,7 @@ __all__ = [
     "IngestOptions",
     "IngestReport",
     "Progress",
+    "finish_embedding",
     "ingest",
     "resolve_repo_id",
     "update",

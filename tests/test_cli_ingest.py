@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,30 @@ def test_ctrl_c_cancels_cleanly_with_exit_130(
     live = store.open(first.repo_id).record
     assert live.version > first.record.version and live.index_state != "complete"
     assert not list(store.paths(first.repo_id).root.glob("build-*"))
+
+
+def test_no_wait_returns_searchable_and_a_background_embed_completes_it(
+    tmp_path: Path, repolens_home: Path
+) -> None:
+    repo = make_repo(
+        tmp_path / "nowait",
+        {**SMALL_REPO, **{f"gen/step_{m}.py": f"def step_{m}(x):\n    return x + {m}\n" for m in range(30)}},
+    )
+    env = {**os.environ, "REPOLENS_HOME": str(repolens_home)}
+    started = subprocess.run(
+        _cli("ingest", str(repo), "--no-wait", "--json"), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert started.returncode == 0, started.stderr
+    report = json.loads(started.stdout)
+    assert report["index_state"] == "lexical" and report["embedding_pid"] > 0
+    store = Store(repolens_home)
+    deadline = time.monotonic() + 180
+    while store.get(report["id"]).index_state != "complete" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    record = store.get(report["id"])
+    assert record.index_state == "complete" and store.open(record.id).size == record.chunk_count
+    # Already complete: `repolens embed` has nothing left to do.
+    again = subprocess.run(
+        _cli("embed", record.id, "--json"), env=env, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0 and json.loads(again.stdout)["version"] == record.version

@@ -9,6 +9,7 @@ Progress is a rich display on a terminal, JSON lines on stderr with
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from rich.table import Column, Table
 
 from api.cli.app import app, cli_errors, console, err_console
 from api.cli.wiki_cmd import refresh_after_update
-from ingest import IngestOptions, IngestReport, Progress, resolve_repo_id
+from ingest import IngestOptions, IngestReport, Progress, finish_embedding, resolve_repo_id
 from ingest.jobs import IngestJob
 from rag.embedders import get_embedder
 from rag.settings import Settings
@@ -162,13 +163,49 @@ def _run_and_report(
             sink,
             on_interrupt=lambda: err_console.print("cancelling: the previous index stays as it was ..."),
         )
-    _print_report(report, as_json)
+    background = None
+    if not job.options.dense and report.record.index_state != "complete":
+        background = _embed_in_background(report.repo_id, settings)
+    _print_report(report, as_json, background)
 
 
-def _print_report(report: IngestReport, as_json: bool) -> None:
+def _embed_in_background(repo_id: str, settings: Settings) -> int:
+    """Start a detached `repolens embed <repo_id>` (it outlives this command); returns its pid."""
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / "embed.log").open("ab") as log:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from api.cli import main; main()",
+                "embed",
+                repo_id,
+                "--progress",
+                "none",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+    return child.pid
+
+
+def _print_report(report: IngestReport, as_json: bool, background: int | None = None) -> None:
     if as_json:
-        print(json.dumps(report.to_json()))
+        data = report.to_json()
+        if background is not None:
+            data["embedding_pid"] = background
+        print(json.dumps(data))
         return
+    if background is not None:
+        console.print(
+            f"[bold]dense embedding continues in the background[/] (pid {background}); "
+            f"`repolens show {report.repo_id}` shows its index_state",
+            highlight=False,
+            soft_wrap=True,
+        )
     record, files, chunks = report.record, report.files, report.chunks
     commit = f" @ {record.commit[:12]}" if record.commit else ""
     console.print(
@@ -195,6 +232,16 @@ def _print_report(report: IngestReport, as_json: bool) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+WaitFlag = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait",
+        help="Wait until every chunk is embedded (both milestones shown on a terminal), or return once "
+        "the index is searchable and finish embedding in a background `repolens embed`.",
+    ),
+]
 
 
 @app.command("ingest")
@@ -230,6 +277,7 @@ def ingest_command(
     reindex: ReindexFlag = False,
     as_json: JsonFlag = False,
     progress: ProgressFlag = ProgressMode.auto,
+    wait: WaitFlag = True,
 ) -> None:
     """Index a repository, or update it if it is already indexed (only changed files are re-embedded).
 
@@ -254,6 +302,7 @@ def ingest_command(
             clone_timeout=clone_timeout,
             reindex=reindex,
         )
+        options.dense = wait
         _run_and_report(IngestJob.for_ingest(location, options), settings, store, progress, as_json)
 
 
@@ -269,6 +318,7 @@ def update_command(
     reindex: ReindexFlag = False,
     as_json: JsonFlag = False,
     progress: ProgressFlag = ProgressMode.auto,
+    wait: WaitFlag = True,
 ) -> None:
     """Fetch the latest commit of an indexed repository (same URL, ref, filters); re-index what changed."""
     with cli_errors(as_json):
@@ -284,10 +334,36 @@ def update_command(
             clone_timeout=clone_timeout,
             reindex=reindex,
         )
+        options.dense = wait
         _run_and_report(IngestJob.for_update(repo_id, options), settings, store, progress, as_json)
         wiki = None if as_json else refresh_after_update(settings, repo_id)
         if wiki:
             console.print(wiki, highlight=False, soft_wrap=True)
+
+
+@app.command("embed")
+def embed_command(
+    repo: Annotated[str, typer.Argument(help="An indexed repository: its id, URL or local path.")],
+    as_json: JsonFlag = False,
+    progress: ProgressFlag = ProgressMode.auto,
+) -> None:
+    """Finish embedding an index left `lexical` or `partial` (by `ingest --no-wait`, Ctrl-C or a crash)."""
+    with cli_errors(as_json):
+        settings, store = _context()
+        repo_id = resolve_repo_id(store, repo)
+        if progress is ProgressMode.auto:
+            progress = ProgressMode.rich if err_console.is_terminal else ProgressMode.none
+        with ProgressSink(progress) as sink:
+            record = finish_embedding(repo_id, store=store, embedder=get_embedder(settings), progress=sink)
+        if as_json:
+            print(json.dumps(record.to_json()))
+        else:
+            console.print(
+                f"[bold green]{record.index_state}[/] {record.id} (version {record.version}, "
+                f"{record.dense_chunks}/{record.dense_total} chunks embedded)",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @app.command("list")

@@ -123,6 +123,7 @@ export class RepoPanel {
       repo.commit ? `@${repo.commit.slice(0, 8)}` : null,
       `${repo.file_count} files`,
       `${repo.chunk_count} chunks`,
+      repo.index_state && repo.index_state !== "complete" ? `embedding: ${repo.index_state}` : null,
       repo.updated_at ? `updated ${new Date(repo.updated_at).toLocaleString()}` : null,
     ].filter(Boolean);
     const update = h("button", { type: "button", class: "button small", title: "Fetch new commits and re-index changed files" }, "Update");
@@ -216,7 +217,12 @@ export class RepoPanel {
         url,
         body,
         (event) => {
-          if (event.type === "status") this.showStatus(label, event as unknown as StatusEvent);
+          if (event.type === "status") {
+            const status = event as unknown as StatusEvent;
+            this.showStatus(label, status);
+            // Lexical first: the repository answers from here on, while embedding goes on.
+            if (status.step === "searchable") void this.load();
+          }
           else if (event.type === "error") this.showProgress("error", `${label} failed: ${event.message} (${event.code})`);
           else if (event.type === "done") {
             finished = event.repo as RepoRecord;
@@ -248,7 +254,13 @@ export class RepoPanel {
   }
 
   private showStatus(label: string, status: StatusEvent): void {
+    if (status.step === "searchable") {
+      const detail = "Keyword search answers now; dense embedding continues and answers improve as it lands.";
+      this.showProgress("running", `${label}: searchable (${status.index_state ?? "lexical"}). Ask a question below.`, undefined, detail);
+      return;
+    }
     const parts = [`${label}: ${status.step ?? status.stage}`];
+    if (status.index_state) parts.push(status.index_state);
     if (status.files_total) parts.push(`${status.files_done ?? 0}/${status.files_total} files`);
     if (status.chunks_total) parts.push(`${status.chunks_done ?? 0}/${status.chunks_total} chunks`);
     if (status.rate) parts.push(`${status.rate.toFixed(1)}/s`);

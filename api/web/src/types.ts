@@ -10,6 +10,8 @@ export interface RepoRecord {
   chunk_count: number;
   created_at: string;
   updated_at: string;
+  // Lexical-first ingest: "lexical", "partial n/m" or "complete" (records from before: absent).
+  index_state?: string;
 }
 
 // The event frames: one interface per model of rag/events.py (tests/test_events.py checks the fields).
