@@ -33,6 +33,7 @@ from ingest.sources import RepoSource, resolve_source
 from rag.embedders import CachedEmbedder, Embedder
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.graph_types import GRAPH_VERSION, FileGraph
+from rag.roles import file_role
 from rag.settings import Settings
 from rag.store import IndexBuilder, Store
 from rag.store.layout import InvalidRepoIdError
@@ -554,23 +555,22 @@ def _embed_pending(
     return builder.commit()
 
 
-# Embedding order: what answers most questions first. Lower is earlier.
-_DOC_LANGUAGES = frozenset(("markdown", "rst", "text", "asciidoc", "org", "latex"))
-_DATA_LANGUAGES = frozenset(("json", "yaml", "toml", "ini", "xml", "html", "css", "scss", "less", "sql"))
-_TEST_PARTS = re.compile(
-    r"(^|/)(tests?|__tests__|spec|testing)(/|$)|(^|/)test_[^/]*$|_test\.\w+$|\.(test|spec)\.\w+$"
-)
+# Embedding order: what answers most questions first (file roles of `rag.roles`). Lower is earlier.
+_ROLE_PRIORITY: dict[str, int] = {
+    "source": 0,
+    "test": 1,
+    "example": 2,
+    "docs": 3,
+    "changelog": 4,
+    "config": 5,
+    "generated": 6,
+    "vendored": 6,
+}
 
 
-def embed_priority(path: str, language: str) -> int:
-    """0 source, 1 tests, 2 docs, 3 configuration and data: the dense phase embeds in this order."""
-    if language in _DOC_LANGUAGES or path.startswith(("docs/", "doc/")):
-        return 2
-    if _TEST_PARTS.search(path):
-        return 1
-    if language in _DATA_LANGUAGES:
-        return 3
-    return 0
+def embed_priority(path: str, text: str = "") -> int:
+    """When the dense phase embeds a file: source first, then tests, examples, docs, the rest."""
+    return _ROLE_PRIORITY.get(file_role(path, text), 0)
 
 
 _BLOB_RUN = re.compile(r"[A-Za-z0-9+/=_-]{200,}")
@@ -618,7 +618,7 @@ def _write(
             [vectors.get(c.content_hash) for c in chunks],
             graphs.files.get(file.path),
             GRAPH_VERSION,
-            priority=embed_priority(file.path, file.language),
+            priority=embed_priority(file.path, file.text),
             skip={row for row, chunk in enumerate(chunks) if no_semantic_value(chunk.text)},
         )
     started = time.monotonic()

@@ -114,10 +114,9 @@ def test_dense_versions_land_incrementally_source_before_tests_and_docs(
     total = report.record.dense_total
     assert states[0] == "lexical" and any(state.startswith("partial ") for state in states)
     assert report.record.index_state == "complete" and store.open(report.repo_id).size == total
-    ranks = [
-        embed_priority(path, "markdown" if path.endswith(".md") else "python") for path in embedder.paths()
-    ]
+    ranks = [embed_priority(path) for path in embedder.paths()]
     assert ranks == sorted(ranks), f"embedding order {embedder.paths()}"
+    assert embedder.paths()[0].startswith("src/") and embedder.paths()[-1].endswith(".md")
 
 
 def test_an_answer_on_a_partial_index_says_so(tmp_path: Path, embedder: OrderedEmbedder) -> None:
