@@ -577,17 +577,29 @@ _BLOB_RUN = re.compile(r"[A-Za-z0-9+/=_-]{200,}")
 
 
 def no_semantic_value(text: str) -> bool:
-    """Text a sentence embedder cannot make sense of (minified code, encoded blobs, number tables):
-    kept lexical-only, so it is still found by exact words but costs no embedding time."""
+    """A chunk a sentence embedder cannot make sense of (encoded blobs, number tables): kept
+    lexical-only, so it is still found by exact words but costs no embedding time."""
     if not text.strip():
         return True
-    lines = text.splitlines() or [text]
-    if len(text) >= 400 and len(text) / len(lines) > 300:
-        return True  # minified or one-line generated content
     if _BLOB_RUN.search(text) and sum(len(run) for run in _BLOB_RUN.findall(text)) > len(text) / 2:
         return True  # base64, hashes, inline data
-    letters = sum(char.isalpha() for char in text)
-    return len(text) >= 200 and letters / len(text) < 0.25  # hex dumps, number tables
+    visible = [char for char in text if not char.isspace()]  # indentation is not content
+    letters = sum(char.isalpha() or not char.isascii() for char in visible)  # any script counts
+    return len(visible) >= 200 and letters / len(visible) < 0.3  # hex dumps, number tables
+
+
+def _lexical_only(file: SourceFile, chunks: Sequence[Chunk]) -> set[int]:
+    """Indexes of the chunks of `file` that are never embedded (see `minified`, `no_semantic_value`)."""
+    if minified(file.text):
+        return set(range(len(chunks)))
+    return {row for row, chunk in enumerate(chunks) if no_semantic_value(chunk.text)}
+
+
+def minified(text: str) -> bool:
+    """A whole file of minified or one-line generated code: lines of hundreds of characters on
+    average with few spaces (prose and formatted code have a space every few characters)."""
+    lines = text.splitlines() or [text]
+    return len(text) >= 1000 and len(text) / len(lines) > 300 and text.count(" ") < len(text) / 10
 
 
 def _same_as_live(live: RepoRecord, record: RepoRecord, diff: _Diff) -> bool:
@@ -619,7 +631,7 @@ def _write(
             graphs.files.get(file.path),
             GRAPH_VERSION,
             priority=embed_priority(file.path, file.text),
-            skip={row for row, chunk in enumerate(chunks) if no_semantic_value(chunk.text)},
+            skip=_lexical_only(file, chunks),
         )
     started = time.monotonic()
     _backfill_graph(builder)

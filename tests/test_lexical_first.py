@@ -15,7 +15,7 @@ import pytest
 
 from ingest import IngestOptions, Progress, ingest, pipeline
 from ingest.errors import IngestCancelled
-from ingest.pipeline import embed_priority, no_semantic_value
+from ingest.pipeline import embed_priority, minified, no_semantic_value
 from rag.answer import AnswerRequest, AnswerService
 from rag.embedders import CachedEmbedder, Embedder
 from rag.settings import Settings
@@ -149,14 +149,17 @@ def test_an_answer_on_a_partial_index_says_so(tmp_path: Path, embedder: OrderedE
 def test_content_with_no_semantic_value_is_kept_lexical_only(
     tmp_path: Path, embedder: OrderedEmbedder
 ) -> None:
-    minified = "function a(b){return b+1};" * 200
+    bundle = "function a(b){return b+1};" * 200
     blob = "data = '" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=" * 40 + "'\n"
     table = "\n".join(", ".join(str(n * k) for k in range(12)) for n in range(40))
-    assert no_semantic_value(minified) and no_semantic_value(blob) and no_semantic_value(table)
+    prose = "* Tweak the ETag of `FileResponse`s: see [FIPS](https://example.org/fips-140-2-and-more). " * 5
+    assert minified(bundle) and not minified(prose) and not minified(table)
+    assert no_semantic_value(blob) and no_semantic_value(table)
     assert not no_semantic_value("def retry(attempt):\n    return min(2 ** attempt, 30)\n")
+    assert not no_semantic_value(prose) and not no_semantic_value("नमस्ते दुनिया, यह एक वाक्य है। " * 20)
     repo = make_repo(
         tmp_path / "mixed",
-        {"app/bundle.js": minified + " ZQXW_MARKER", "app/core.py": "def core():\n    return 1\n"},
+        {"app/bundle.js": bundle + " ZQXW_MARKER", "app/core.py": "def core():\n    return 1\n"},
     )
     store = Store(tmp_path / "home")
     report = ingest(str(repo), store=store, embedder=embedder)
