@@ -22,7 +22,13 @@ from tests.support.repos import commit_all, git, write_files
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 # Variables the README names that are not settings of the app: an Ollama server option
-NOT_OURS = {"OLLAMA_CONTEXT_LENGTH", "REPOLENS_BENCH_SCALE"}  # and a benchmark knob (bench/)
+NOT_OURS = {  # an Ollama server option, and benchmark knobs (bench/)
+    "OLLAMA_CONTEXT_LENGTH",
+    "REPOLENS_BENCH_SCALE",
+    "REPOLENS_BENCH_DEEPWIKI_CORPORA",
+    "REPOLENS_BENCH_CHAT_LEVELS",
+    "REPOLENS_BENCH_PROFILE",
+}
 VARIABLE = re.compile(
     r"`(?:[A-Z_]+=)?(REPOLENS_[A-Z_]+|PORT|TIKTOKEN_CACHE_DIR|[A-Z]+_(?:API_KEY|TOKEN|BASE_URL|HOST|"
     r"ENDPOINT|VERSION|WORKSPACE_ID))[`=]"
