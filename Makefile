@@ -46,6 +46,7 @@ bench:
 lint:
 	$(BIN)/ruff check ingest rag api tests bench
 	$(BIN)/ruff format --check ingest rag api tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(WEB)/node_modules $(WEB)/dist build *.egg-info

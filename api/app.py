@@ -4,7 +4,7 @@ The lifespan runs the MCP session manager and stops the ingest job pool on shutd
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     services.source_policy = SourcePolicy.for_server(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncGenerator[None, None]:
         try:
             async with mcp.running():
                 yield

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from api.schemas import ChatRequestBody
@@ -49,7 +49,7 @@ _producers: set[asyncio.Task[None]] = set()
 
 async def chat_events(
     services: Services, request: ChatRequestBody, cancel: asyncio.Event
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Every frame of one accepted request; the last is always one `done`. The request's token
     is masked (`secret_scope`) from the first step to the last, and forgotten afterwards."""
     with secret_scope(request.token):
@@ -60,7 +60,7 @@ async def chat_events(
 
 async def _request_events(
     services: Services, request: ChatRequestBody, cancel: asyncio.Event
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Every frame of one accepted request; the last is always one `done`."""
     started = time.perf_counter()
     index_ms: float | None = None
@@ -91,7 +91,7 @@ async def _request_events(
         yield done_event(started=started, timings={"index_ms": index_ms} if index_ms is not None else None)
 
 
-async def detached_events(services: Services, request: ChatRequestBody) -> AsyncIterator[Event]:
+async def detached_events(services: Services, request: ChatRequestBody) -> AsyncGenerator[Event, None]:
     """`chat_events` produced in a task of its own, for consumers that get cancelled abruptly.
 
     Starlette cancels a streaming response's task when the client disconnects. Here that
@@ -132,7 +132,7 @@ async def _check_access(services: Services, repo_id: str, token: str | None) -> 
 
 def _answer_events(
     services: Services, request: ChatRequestBody, repo_id: str, cancel: asyncio.Event
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     messages = [message.model_dump() for message in request.messages]
     if request.deep_research:
         options = ResearchOptions(max_iterations=request.max_iterations or ResearchOptions.max_iterations)
@@ -190,7 +190,7 @@ def _ingest_job(services: Services, request: ChatRequestBody) -> IngestJob:
 
 async def _ensure_indexed(
     services: Services, request: ChatRequestBody, source: RepoSource, cancel: asyncio.Event
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Ingest `source` as a job of the server's pool (joining one already running for it); yields
     its `status` frames, and raises the job's error if it failed.
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from rag.events import Event, token_event
 from rag.settings import Settings
@@ -53,9 +53,9 @@ class _Pending:
         self.ready.set()
 
 
-async def _read(events: AsyncIterator[Event], pending: _Pending) -> None:
+async def _read(events: AsyncGenerator[Event, None], pending: _Pending) -> None:
     try:
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
+        async with contextlib.aclosing(events):
             async for event in events:
                 pending.add(event)
     except asyncio.CancelledError:
@@ -67,7 +67,7 @@ async def _read(events: AsyncIterator[Event], pending: _Pending) -> None:
         pending.ready.set()
 
 
-async def coalesced(events: AsyncIterator[Event], window_s: float) -> AsyncIterator[Event]:
+async def coalesced(events: AsyncGenerator[Event, None], window_s: float) -> AsyncGenerator[Event, None]:
     """`events` with waiting `token` events merged (see the module docstring). Closing or cancelling
     the consumer stops the reader and closes `events` (and with it the provider stream)."""
     pending = _Pending()

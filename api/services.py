@@ -56,8 +56,10 @@ class Services:
 
 
 def get_services(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
 
 
 def get_ws_services(websocket: WebSocket) -> Services:
-    return websocket.app.state.services
+    services: Services = websocket.app.state.services
+    return services

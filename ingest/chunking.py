@@ -510,7 +510,7 @@ def _declarator_name(node: Node) -> Symbol:
     current = node.child_by_field_name("declarator")
     while current is not None and current.type not in _NAME_LEAVES:
         inner = current.child_by_field_name("declarator")
-        current = inner if inner is not None else (current.named_children or [None])[-1]
+        current = inner if inner is not None else _last_named(current)
     return _clean_name(_text(current))
 
 
@@ -599,7 +599,7 @@ _JS_NAMES = {
     **_named("lexical_declaration", "variable_declaration", rule=_variable_function_name),
     **_named("public_field_definition", "field_definition", rule=_field_function_name),
 }  # fmt: skip
-_JS_WRAPPERS = {
+_JS_WRAPPERS: dict[str, Callable[[Node], Node | None]] = {
     "export_statement": lambda node: (
         node.child_by_field_name("declaration") or node.child_by_field_name("value")
     ),

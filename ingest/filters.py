@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from pathspec import GitIgnoreSpec, PathSpec
@@ -99,7 +100,7 @@ class FilterSpec(BaseModel):
     @classmethod
     def _split(cls, value: object) -> list[str]:
         if value is None or isinstance(value, str | list | tuple):
-            return parse_patterns(value)  # type: ignore[arg-type]
+            return parse_patterns(value)
         raise ValueError("expected a string or a list of strings")
 
 
@@ -113,12 +114,12 @@ def _normalise(pattern: str, *, directory: bool) -> str:
     return pattern
 
 
-def _spec(patterns: Iterable[str], *, directory: bool) -> PathSpec | None:
+def _spec(patterns: Iterable[str], *, directory: bool) -> PathSpec[Any] | None:
     lines = [_normalise(p, directory=directory) for p in patterns]
     return PathSpec.from_lines("gitignore", lines) if lines else None
 
 
-def _matches(spec: PathSpec | None, path: str) -> bool:
+def _matches(spec: PathSpec[Any] | None, path: str) -> bool:
     return spec is not None and spec.match_file(path)
 
 

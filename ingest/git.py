@@ -458,6 +458,8 @@ class _GitRun:
                 process.wait()
             for reader in readers:
                 reader.join(timeout=5)
+            for pipe in (process.stdout, process.stderr):
+                pipe.close()
         if process.returncode != 0:
             raise _GitFailure("\n".join(stderr))
         return b"".join(stdout).decode("utf-8", "replace")

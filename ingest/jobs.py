@@ -25,7 +25,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -200,7 +200,7 @@ class JobQueue(Protocol):
         """Ask the job to stop (raises `NotFoundError` for an unknown id)."""
         ...
 
-    def events(self, job: IngestJob) -> AsyncIterator[Event]:
+    def events(self, job: IngestJob) -> AsyncGenerator[Event, None]:
         """The job's `status` frames from now on, then its `done` or `error` frame. Closing the
         iterator (a client gone) stops the stream, not the job."""
         ...
@@ -259,7 +259,7 @@ class JobPool:
         job.cancel.set()
         return job
 
-    async def events(self, job: IngestJob) -> AsyncIterator[Event]:
+    async def events(self, job: IngestJob) -> AsyncGenerator[Event, None]:
         listener = _Listener()
         with self._lock:
             finished = job.finished

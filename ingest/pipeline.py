@@ -25,7 +25,7 @@ import numpy as np
 from ingest import graph as code_graph
 from ingest.chunking import Chunker
 from ingest.errors import IngestCancelled, IngestError
-from ingest.filters import FileFilter, FilterSpec
+from ingest.filters import FileFilter, FilterSpec, parse_patterns
 from ingest.git import checkout, local_commit, token_for, uses_token
 from ingest.policy import SourcePolicy
 from ingest.reader import Limits, SkipStats, SourceFile, iter_source_files
@@ -100,10 +100,10 @@ class IngestOptions:
         """The options of one run from request fields or CLI flags (filters as lists or deepwiki's
         newline/comma-separated strings), limits not given taken from `settings`."""
         filters = FilterSpec(
-            include_dirs=included_dirs,  # type: ignore[arg-type]  # parsed by FilterSpec
-            exclude_dirs=excluded_dirs,  # type: ignore[arg-type]
-            include_files=included_files,  # type: ignore[arg-type]
-            exclude_files=excluded_files,  # type: ignore[arg-type]
+            include_dirs=parse_patterns(included_dirs),
+            exclude_dirs=parse_patterns(excluded_dirs),
+            include_files=parse_patterns(included_files),
+            exclude_files=parse_patterns(excluded_files),
             use_defaults=use_default_excludes,
         )
         limits = Limits.from_settings(

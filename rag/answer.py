@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -98,7 +98,7 @@ def retrieval_query(request: AnswerRequest) -> str:
     return request.question
 
 
-async def until_cancelled(events: AsyncIterator[T], cancel: asyncio.Event | None) -> AsyncIterator[T]:
+async def until_cancelled(events: AsyncIterator[T], cancel: asyncio.Event | None) -> AsyncGenerator[T, None]:
     """`events`, stopped (and closed, which closes the provider's HTTP stream) as soon as `cancel` is set,
     even while waiting for the next token."""
     async with contextlib.aclosing(events):  # type: ignore[type-var]
@@ -139,7 +139,7 @@ class AnswerService:
 
     async def answer(
         self, request: AnswerRequest, cancel: asyncio.Event | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Events for one answer: status, sources, tokens, citations, done; or an `error` event."""
         try:
             async for event in self._answer(request, cancel):
@@ -185,7 +185,9 @@ class AnswerService:
         )
         return result, reserve
 
-    async def _answer(self, request: AnswerRequest, cancel: asyncio.Event | None) -> AsyncIterator[Event]:
+    async def _answer(
+        self, request: AnswerRequest, cancel: asyncio.Event | None
+    ) -> AsyncGenerator[Event, None]:
         started = time.perf_counter()
         if not request.question.strip():
             raise RepoLensError("the question is empty", code=ErrorCode.BAD_REQUEST)

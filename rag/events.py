@@ -30,6 +30,8 @@ class _Frame(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    type: str  # each event narrows it to its `Literal` name
+
     def wire(self) -> Event:
         return {"type": self.type, **self.model_dump(mode="json", exclude_unset=True, exclude={"type"})}
 

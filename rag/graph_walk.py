@@ -49,7 +49,8 @@ class Link:
 
     @property
     def ref(self) -> str:
-        return self.definition.ref
+        result: str = self.definition.ref
+        return result
 
 
 @dataclass

@@ -145,7 +145,7 @@ class Retriever:
     def query_vector(self, query: str) -> np.ndarray:
         """The query embedding, cached: repeated questions and evaluation runs skip the model."""
         assert self.embedder is not None, "search() checks the embedder first"
-        return _cached_query_vector(self.embedder, query)
+        return _cached_query_vector(self.embedder, query)  # type: ignore[arg-type]  # embedders hash by id
 
     def search(
         self,

@@ -251,7 +251,7 @@ class Settings(BaseSettings):
         """
         marker = _explicit_environ.set(environ)
         try:
-            return cls(_env_file=dotenv or Path.cwd() / ".env")  # type: ignore[call-arg]
+            return cls(_env_file=dotenv or Path.cwd() / ".env")
         except ValidationError as error:
             raise _config_error(error) from None
         finally:

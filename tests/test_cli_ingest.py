@@ -168,6 +168,8 @@ def test_a_kill_during_the_dense_phase_leaves_the_searchable_version_serving_and
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=30)
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
     assert process.returncode == -signal.SIGKILL
     assert "searchable" in stages, "the dense phase starts after the searchable milestone"
     paths = store.paths(first.repo_id)

@@ -30,4 +30,4 @@ def main() -> None:
 __all__ = ["app", "main"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

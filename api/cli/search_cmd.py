@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,14 +15,20 @@ from rich.text import Text
 from api.cli.app import app, cli_errors, console, err_console
 from ingest import resolve_repo_id
 from rag.embedders import get_embedder
-from rag.retrieval import MAX_K, MODES, Retriever, SearchError, partial_index_note, search_payload
+from rag.retrieval import MAX_K, Retriever, SearchError, partial_index_note, search_payload
 from rag.settings import Settings
 from rag.store import Store
 from rag.types import SearchHit
 
 EXCERPT_LINES = 12
 
-SearchMode = Enum("SearchMode", {mode: mode for mode in MODES}, type=str)
+
+class SearchMode(StrEnum):
+    """`--mode` choices (the retriever's `MODES`)."""
+
+    hybrid = "hybrid"
+    dense = "dense"
+    lexical = "lexical"
 
 
 def read_queries(path: Path) -> Iterator[tuple[Any, str]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -77,13 +77,13 @@ def _wants_events(http_request: Request, request: ChatRequestBody) -> bool:
     return request.protocol == "events" or http_request.headers.get(PROTOCOL_HEADER, "").lower() == "events"
 
 
-async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[str]:
+async def _sse(events: AsyncGenerator[Event, None]) -> AsyncGenerator[str, None]:
     async with contextlib.aclosing(events):
         async for event in events:
             yield sse_frame(event)
 
 
-async def _plain_response(http_request: Request, events: AsyncIterator[Event]) -> Response:
+async def _plain_response(http_request: Request, events: AsyncGenerator[Event, None]) -> Response:
     """Hold the response until the first token so an early failure can still be an HTTP error."""
     first_task = asyncio.ensure_future(_first_answer_event(events))
     gone = asyncio.ensure_future(_wait_for_disconnect(http_request))
@@ -104,7 +104,7 @@ async def _plain_response(http_request: Request, events: AsyncIterator[Event]) -
     )
 
 
-async def _first_answer_event(events: AsyncIterator[Event]) -> Event | None:
+async def _first_answer_event(events: AsyncGenerator[Event, None]) -> Event | None:
     async for event in events:
         if event["type"] in _ANSWER_END:
             return event
@@ -116,7 +116,7 @@ async def _wait_for_disconnect(http_request: Request) -> None:
         pass
 
 
-async def _plain_text(first: Event | None, events: AsyncIterator[Event]) -> AsyncIterator[str]:
+async def _plain_text(first: Event | None, events: AsyncGenerator[Event, None]) -> AsyncGenerator[str, None]:
     async with contextlib.aclosing(events):
         event = first
         while event is not None:

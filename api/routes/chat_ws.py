@@ -190,7 +190,7 @@ class EventsConnection:
             kind = data.get("type")
             await self.send(
                 error_event(
-                    "bad_request",
+                    ErrorCode.BAD_REQUEST,
                     f"unknown frame type {kind!r}: send a chat request (with 'messages') "
                     f"or a control frame of type {' or '.join(_CONTROL_TYPES)}",
                 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -94,7 +94,7 @@ def _http_error(error: RepoLensError) -> HTTPException:
     return HTTPException(error.http_status, detail=redact(error.message))
 
 
-async def _frames(services: Services, job: IngestJob) -> AsyncIterator[str]:
+async def _frames(services: Services, job: IngestJob) -> AsyncGenerator[str, None]:
     async with contextlib.aclosing(services.jobs.events(job)) as events:
         async for event in events:
             yield sse_frame(event)

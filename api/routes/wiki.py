@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -145,7 +145,7 @@ async def generate(
     )
 
 
-async def _frames(services: Services, repo_id: str, options: WikiOptions) -> AsyncIterator[str]:
+async def _frames(services: Services, repo_id: str, options: WikiOptions) -> AsyncGenerator[str, None]:
     cancel = asyncio.Event()
     try:
         async with contextlib.aclosing(generate_wiki(services, repo_id, options, cancel)) as events:

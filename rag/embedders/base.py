@@ -20,9 +20,15 @@ Progress = Callable[[int, int], None]
 
 @runtime_checkable
 class Embedder(Protocol):
-    name: str
-    dimension: int
-    max_tokens: int
+    """Read-only attributes, so wrappers (`CachedEmbedder`) and lazily sized embedders
+    (`RemoteEmbedder.dimension`) satisfy it with properties."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def dimension(self) -> int: ...
+    @property
+    def max_tokens(self) -> int: ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -35,7 +41,8 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     """Row-wise unit length as float32, leaving all-zero rows at zero."""
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    result: np.ndarray = vectors / np.maximum(norms, 1e-12)
+    return result
 
 
 def batches(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:

@@ -129,7 +129,8 @@ class OnnxForward:
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0]
+        result: np.ndarray = self._session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0]
+        return result
 
 
 @functools.cache

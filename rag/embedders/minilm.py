@@ -39,7 +39,8 @@ def package_model_dir() -> Path:
 
 @cache
 def model_config() -> dict[str, int | float | str]:
-    return json.loads((package_model_dir() / "config.json").read_text())
+    result: dict[str, int | float | str] = json.loads((package_model_dir() / "config.json").read_text())
+    return result
 
 
 def load_tokenizer(window: int | None) -> Tokenizer:
@@ -115,4 +116,5 @@ class MiniLMEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         ids, mask = pad_batch([self._tokenizer.encode(text)])
-        return self._forward(ids, mask)[0]
+        result: np.ndarray = self._forward(ids, mask)[0]
+        return result

@@ -45,7 +45,8 @@ class _GraphBuilder:
         return self.const(key, self.weights[key])
 
     def op(self, op_type: str, inputs: list[str], output: str, domain: str = "", **attrs: object) -> str:
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, domain=domain, **attrs))
+        node = helper.make_node(op_type, inputs, [output], name=output, domain=domain, **attrs)  # type: ignore[arg-type]
+        self.nodes.append(node)
         return output
 
     def matmul(self, x: str, dense: str, output: str) -> str:

@@ -27,13 +27,16 @@ def _erf(x: np.ndarray) -> np.ndarray:
     x = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * x)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-x * x))
+    result: np.ndarray = sign * (1.0 - poly * np.exp(-x * x))
+    return result
 
 
 def _layer_norm(x: np.ndarray, weights: Weights, prefix: str, eps: float) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weights[f"{prefix}.weight"] + weights[f"{prefix}.bias"]
+    normalised = (x - mean) / np.sqrt(var + eps)
+    result: np.ndarray = normalised * weights[f"{prefix}.weight"] + weights[f"{prefix}.bias"]
+    return result
 
 
 def _dense(x: np.ndarray, weights: Weights, prefix: str) -> np.ndarray:

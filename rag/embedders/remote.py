@@ -91,7 +91,8 @@ class RemoteEmbedder:
         return np.concatenate(parts)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._embed([text], is_query=True)[0]
+        result: np.ndarray = self._embed([text], is_query=True)[0]
+        return result
 
     def _embed(self, texts: list[str], *, is_query: bool) -> np.ndarray:
         url, headers, body = self.build_request(texts, is_query)
@@ -134,7 +135,8 @@ class RemoteEmbedder:
         try:
             return min(float(header), _MAX_RETRY_WAIT)
         except ValueError:
-            return min(0.5 * 2**attempt, _MAX_RETRY_WAIT)
+            result: float = min(0.5 * 2**attempt, _MAX_RETRY_WAIT)
+            return result
 
     def _describe_failure(self, response: httpx.Response) -> str:
         detail = _error_detail(response)

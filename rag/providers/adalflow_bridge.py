@@ -30,7 +30,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -92,10 +92,10 @@ class AdalFlowProvider:
         self._client = client
         self._adapter = adapter
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         return stream_with_retry(lambda: self._attempt(request))
 
-    async def _attempt(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def _attempt(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         model = request.model or self.model
         if not self.supports_tools:
             request = dataclasses.replace(request, tools=None)

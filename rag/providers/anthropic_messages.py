@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,7 +204,7 @@ class AnthropicProvider:
         self.model = model
         self._config = config
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         return stream_with_retry(lambda: self._attempt(request))
 
     def _arguments(self, request: ChatRequest) -> dict[str, Any]:
@@ -225,7 +225,7 @@ class AnthropicProvider:
             ]
         return arguments
 
-    async def _attempt(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def _attempt(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         arguments = self._arguments(request)
         model = arguments["model"]
         try:

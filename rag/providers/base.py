@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -120,20 +120,22 @@ class ChatProvider(Protocol):
     name: str
     model: str
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]: ...
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]: ...
 
 
 class ProviderConnectionError(ProviderError):
     """The provider could not be reached or dropped the connection; worth one retry before any output."""
 
     def __init__(self, message: str, *, provider: str | None = None) -> None:
-        super().__init__("unavailable", message, provider=provider)
+        super().__init__(ErrorCode.UNAVAILABLE, message, provider=provider)
 
 
 RETRY_DELAY_S = 0.25
 
 
-async def stream_with_retry(attempt: Callable[[], AsyncIterator[StreamEvent]]) -> AsyncIterator[StreamEvent]:
+async def stream_with_retry(
+    attempt: Callable[[], AsyncGenerator[StreamEvent, None]],
+) -> AsyncGenerator[StreamEvent, None]:
     """Run `attempt()`, retrying once if it fails to connect before producing any event.
 
     Once an event has been yielded a retry would duplicate output, so later failures propagate.

@@ -381,7 +381,10 @@ def _openai_config(name: str, settings: Settings) -> OpenAIConfig:
         )
     if name == "openrouter":
         base = settings.openrouter_base_url or DEFAULT_OPENROUTER_URL
-        headers = (("HTTP-Referer", "https://github.com/repolens"), ("X-Title", "RepoLens"))
+        headers: tuple[tuple[str, str], ...] = (
+            ("HTTP-Referer", "https://github.com/repolens"),
+            ("X-Title", "RepoLens"),
+        )
         return OpenAIConfig(
             _secret(settings, "OPENROUTER_API_KEY"), base, "OPENROUTER_API_KEY", timeout, headers=headers
         )
@@ -400,7 +403,7 @@ def _openai_config(name: str, settings: Settings) -> OpenAIConfig:
         host = (settings.ollama_host or "http://localhost:11434").rstrip("/")
         host = host if "://" in host else f"http://{host}"
         return OpenAIConfig("ollama", f"{host}/v1", "OLLAMA_HOST", timeout)
-    base = settings.openai_compatible_base_url
+    base = settings.openai_compatible_base_url or ""
     key = _secret(settings, "REPOLENS_OPENAI_COMPATIBLE_API_KEY") or "none"
     return OpenAIConfig(key, base, "REPOLENS_OPENAI_COMPATIBLE_API_KEY", timeout)
 

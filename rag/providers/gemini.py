@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -115,7 +115,7 @@ class GeminiProvider:
         self._base_url = base_url.rstrip("/")
         self._timeout = httpx.Timeout(timeout_s, connect=10.0)
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         return stream_with_retry(lambda: self._attempt(request))
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
@@ -138,7 +138,7 @@ class GeminiProvider:
             body["tools"] = [{"functionDeclarations": declarations}]
         return body
 
-    async def _attempt(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def _attempt(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         model = request.model or self.model
         url = f"{self._base_url}/models/{model}:streamGenerateContent"
         http_request = _client().build_request(
@@ -177,7 +177,7 @@ class GeminiProvider:
         finally:
             await response.aclose()
 
-    async def _events(self, response: httpx.Response, model: str) -> AsyncIterator[StreamEvent]:
+    async def _events(self, response: httpx.Response, model: str) -> AsyncGenerator[StreamEvent, None]:
         usage: Usage | None = None
         calls = 0
         async for line in response.aiter_lines():

@@ -8,7 +8,7 @@ cannot invent code; it is labelled so nobody mistakes it for a model's explanati
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from rag.graph_walk import related_hits
@@ -276,7 +276,7 @@ class OfflineProvider:
     name = "offline"
     model = "grounded-excerpts"
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         question = request.question or next(
             (m.content for m in reversed(request.messages) if m.role == "user"), ""
         )

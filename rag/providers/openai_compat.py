@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,7 +222,7 @@ class OpenAICompatProvider:
         self._config = config
         self._timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         return stream_with_retry(lambda: self._attempt(request))
 
     def _arguments(self, request: ChatRequest) -> dict[str, Any]:
@@ -254,7 +254,7 @@ class OpenAICompatProvider:
             fallback=fallback,
         )
 
-    async def _attempt(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def _attempt(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         arguments = self._arguments(request)
         model = arguments["model"]
         url, query, headers = _endpoint(self._config, model)
@@ -294,7 +294,7 @@ class OpenAICompatProvider:
         finally:
             await response.aclose()
 
-    async def _events(self, response: httpx.Response, model: str) -> AsyncIterator[StreamEvent]:
+    async def _events(self, response: httpx.Response, model: str) -> AsyncGenerator[StreamEvent, None]:
         """Events of one SSE body: `data: {chunk}` lines up to `data: [DONE]`."""
         tool_calls = _ToolCallAssembler()
         async for line in response.aiter_lines():

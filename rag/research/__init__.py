@@ -17,7 +17,7 @@ following the code graph (`rag.research.offline`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from rag.research.compat import DEEP_RESEARCH_TAG, compat_events, is_deep_research
@@ -47,7 +47,7 @@ def run_research(
     language: str = "en",
     options: ResearchOptions | None = None,
     cancel: asyncio.Event | None = None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Research `question` over the indexed `repo_id` and stream typed events.
 
     `history` is the earlier conversation as `{role, content}` dicts (context for the plan).
@@ -80,7 +80,7 @@ def compat_iteration(
     language: str = "en",
     options: ResearchOptions | None = None,
     cancel: asyncio.Event | None = None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """One deepwiki-style research iteration for the full `messages` history of a request.
 
     Iteration = number of assistant messages + 1. The `[DEEP RESEARCH]` tag is stripped, and a

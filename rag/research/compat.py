@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rag.errors import ErrorCode, RepoLensError
 from rag.events import error_event, token_event
-from rag.providers.base import ProviderError
+from rag.providers.base import ChatProvider, ProviderError
 from rag.research import prompts
 from rag.research.frames import Stats, done_frame
 from rag.research.loop import ResearchCancelled, Researcher, TimeBudgetExceeded, prepare
@@ -139,7 +139,7 @@ def _normal(line: str) -> str:
     return " ".join(line.strip().lstrip("#").split()).lower()
 
 
-async def without_heading(pieces: AsyncIterator[str], heading: str) -> AsyncIterator[str]:
+async def without_heading(pieces: AsyncIterator[str], heading: str) -> AsyncGenerator[str, None]:
     """The model's text minus a leading copy of `heading` (we already sent it)."""
     buffer = ""
     decided = False
@@ -170,7 +170,7 @@ async def compat_events(
     language: str,
     options: ResearchOptions,
     cancel: asyncio.Event | None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """One compatible iteration as `token` frames, then `done` (an `error` frame before it on failure)."""
     failed = Stats(options.max_iterations, stopped_because="error")
     try:
@@ -189,13 +189,13 @@ async def compat_events(
 
 
 async def _model_iteration(
-    tools: Any,
-    chat: Any,
+    tools: RepoTools,
+    chat: ChatProvider,
     state: CompatState,
     language: str,
     options: ResearchOptions,
     cancel: asyncio.Event | None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     turns = min(_TURNS.get(min(state.iteration, FINAL_ITERATION), _UPDATE_TURNS), options.max_iterations)
     run = Researcher(
         tools,
@@ -249,7 +249,7 @@ def offline_plan(question: str, walker: CodeGraphWalker, seeds: list[Node]) -> s
 
 async def offline_compat(
     tools: RepoTools, state: CompatState, *, options: ResearchOptions, cancel: asyncio.Event | None
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """A compatible-mode iteration without a model: plan, then the graph `iteration - 1` hops deep."""
     stats = Stats(options.max_iterations)
     walker = CodeGraphWalker(tools)

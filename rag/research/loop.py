@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import error_event, token_event
 from rag.graph_walk import find_chain, related_hits
 from rag.providers.base import (
+    ChatProvider,
     ChatRequest,
     Message,
     ProviderError,
@@ -91,7 +92,7 @@ class Researcher:
     def __init__(
         self,
         tools: RepoTools,
-        provider: Any,
+        provider: ChatProvider,
         *,
         question: str,
         history: Sequence[Mapping[str, str]] = (),
@@ -124,7 +125,7 @@ class Researcher:
     async def guarded(self, awaitable: Awaitable[T], *, timed: bool) -> T:
         """`awaitable`'s result, unless cancel fires (ResearchCancelled) or, if `timed`, time runs out."""
         task = asyncio.ensure_future(awaitable)
-        waiters = {task}
+        waiters: set[asyncio.Future[Any]] = {task}
         cancel_wait = asyncio.ensure_future(self.cancel.wait()) if self.cancel else None
         if cancel_wait:
             waiters.add(cancel_wait)
@@ -174,7 +175,7 @@ class Researcher:
         self.check_cancel()
         return await self.guarded(self._complete(request), timed=timed)
 
-    async def stream_text(self, request: ChatRequest) -> AsyncIterator[str]:
+    async def stream_text(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         """The model's answer piece by piece; cancel stops it between (and during) pieces."""
         self.check_cancel()
         text = ""
@@ -210,7 +211,7 @@ class Researcher:
         turns = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in self.history[-6:]]
         return "Earlier conversation:\n" + "\n".join(turns) + "\n\n" if turns else ""
 
-    async def plan(self) -> AsyncIterator[dict[str, Any]]:
+    async def plan(self) -> AsyncGenerator[dict[str, Any], None]:
         """Ask for sub-questions and what to look for, grounded in a first retrieval and the layout."""
         overview = await asyncio.to_thread(self._overview)
         messages = [
@@ -297,7 +298,7 @@ class Researcher:
         finished = any(a.kind == "finish" for a in actions) or not calls
         return calls, finished
 
-    async def _run_calls(self, calls: list[ToolCallEvent]) -> AsyncIterator[tuple[int, ToolResult]]:
+    async def _run_calls(self, calls: list[ToolCallEvent]) -> AsyncGenerator[tuple[int, ToolResult], None]:
         """Execute calls concurrently in threads, yielding (index, result) as each completes."""
         allowed = min(self.options.max_calls_per_turn, self.options.max_tool_calls - self.stats.tool_calls)
         pending: dict[asyncio.Future[ToolResult], int] = {}
@@ -332,7 +333,7 @@ class Researcher:
             for future in pending:
                 future.cancel()
 
-    async def investigate_turn(self) -> AsyncIterator[dict[str, Any]]:
+    async def investigate_turn(self) -> AsyncGenerator[dict[str, Any], None]:
         """One turn: ask for tool calls, run them, record the finding; sets `stopped_because` to stop."""
         messages = self._turn_messages()
         estimate = sum(count_tokens(m.content) for m in messages)
@@ -399,7 +400,7 @@ class Researcher:
         ]
         return [assistant, *tool_messages]
 
-    async def investigate(self) -> AsyncIterator[dict[str, Any]]:
+    async def investigate(self) -> AsyncGenerator[dict[str, Any], None]:
         """Turns until the model is done, nothing new turns up, or a budget is reached."""
         while not self.stats.stopped_because:
             reason = self.budget_reason()
@@ -463,7 +464,7 @@ class Researcher:
             lines += ["", "Research plan:", self.plan_text]
         return "\n".join(lines) + "\n"
 
-    async def conclude(self, system: str, instruction: str = "") -> AsyncIterator[str]:
+    async def conclude(self, system: str, instruction: str = "") -> AsyncGenerator[str, None]:
         messages = self.conclusion_messages(system, instruction)
         async for piece in self.stream_text(
             self.request(messages, tools=False, max_tokens=ANSWER_MAX_TOKENS)
@@ -506,7 +507,7 @@ async def research_events(
     language: str,
     options: ResearchOptions,
     cancel: asyncio.Event | None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """The events-mode run; see `rag.research.run_research`."""
     failed = Stats(options.max_iterations, stopped_because="error")
     try:
@@ -541,7 +542,7 @@ def cited_evidence(evidence: Sequence[Evidence], answer: str) -> list[Evidence]:
     ]
 
 
-async def run_phases(run: Researcher) -> AsyncIterator[dict[str, Any]]:
+async def run_phases(run: Researcher) -> AsyncGenerator[dict[str, Any], None]:
     """Plan, investigate, conclude; on failure the findings so far, then `error`; always `done`."""
     answer = ""
     failure: dict[str, Any] | None = None

@@ -14,7 +14,7 @@ import asyncio
 import builtins
 import keyword
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,7 +302,7 @@ def write_conclusion(question: str, walker: CodeGraphWalker, hops: int, *, title
 
 async def walk_hops(
     walker: CodeGraphWalker, seeds: list[Node], hops: int, stats: Stats, cancel: asyncio.Event | None
-) -> AsyncIterator[list[Node]]:
+) -> AsyncGenerator[list[Node], None]:
     """Expand from `seeds` hop by hop, yielding each hop's new nodes; sets `stats.stopped_because`."""
     for node in seeds:
         walker.graph.add(node, 0)
@@ -330,7 +330,7 @@ def chain_evidence(tools: RepoTools, chain: Chain) -> list[Evidence]:
 
 async def graph_events(
     tools: RepoTools, *, question: str, language: str, cancel: asyncio.Event | None, stats: Stats
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Offline research over the index's code graph: the chain from the entry point to the worker.
 
     Its sources are the chain (what the answer cites), not every definition the walk looked at.
@@ -372,7 +372,7 @@ async def offline_events(
     options: ResearchOptions,
     cancel: asyncio.Event | None,
     language: str = "en",
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Events-mode offline research: the code graph's chain when the index has a graph; otherwise
     (an index built before the graph) the older walk over identifiers, progress per hop."""
     stats = Stats(options.max_iterations)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rag.errors import ErrorCode, RepoLensError
 from rag.lexical import path_matches
 from rag.tokens import count_tokens, truncate_to_tokens
+
+if TYPE_CHECKING:
+    from rag.retrieval import Retriever
+    from rag.store import RepoIndex
+    from rag.store.schema import CodeDefinition
 
 MAX_PATTERN_LENGTH = 500
 GREP_SECONDS = 2.0
@@ -256,7 +261,12 @@ class RepoTools:
     """
 
     def __init__(
-        self, index: Any, retriever: Any, *, output_tokens: int = 1_500, grep_seconds: float = GREP_SECONDS
+        self,
+        index: RepoIndex,
+        retriever: Retriever,
+        *,
+        output_tokens: int = 1_500,
+        grep_seconds: float = GREP_SECONDS,
     ) -> None:
         self.index = index
         self.grep_seconds = grep_seconds
@@ -338,7 +348,7 @@ class RepoTools:
                     for item in error.errors()
                 )
                 raise ToolError(f"bad arguments for {name}: {problems}") from error
-            result = getattr(self, f"_{name}")(parsed)
+            result: ToolResult = getattr(self, f"_{name}")(parsed)
         except ToolError as error:
             return ToolResult(name, raw_args, f"ERROR: {error.message}", error.message, is_error=True)
         result.args = raw_args
@@ -560,7 +570,7 @@ class RepoTools:
 
     # code graph ---------------------------------------------------------------------------------
 
-    def graph_definitions(self, name: str) -> list[Any]:
+    def graph_definitions(self, name: str) -> list[CodeDefinition]:
         """Definitions `name` denotes: `path:qualname`, a qualified name, or a short name."""
         if not getattr(self.index, "has_graph", False):
             raise ToolError(
@@ -575,13 +585,13 @@ class RepoTools:
             raise ToolError(f"no definition named {name!r} in the code graph; try search or find_symbol")
         return found
 
-    def _evidence(self, definition: Any) -> Evidence:
+    def _evidence(self, definition: CodeDefinition) -> Evidence:
         return Evidence(
             definition.path, definition.start_line, definition.end_line, definition.qualname,
             self.language(definition.path),
         )  # fmt: skip
 
-    def _label(self, definition: Any) -> str:
+    def _label(self, definition: CodeDefinition) -> str:
         return f"`{definition.qualname}` ({definition.kind}) at {definition.ref}"
 
     def _graph_result(

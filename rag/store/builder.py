@@ -124,7 +124,7 @@ class IndexBuilder:
         shutil.copyfile(self._base.version_dir / META_FILE, self._dir / META_FILE)
         self._conn = open_for_build(self._dir / META_FILE)
         graph.create_graph_schema(self._conn)  # a version from before the code graph gains its tables
-        self._faiss = faiss.clone_index(self._base.faiss)
+        self._faiss = faiss.clone_index(self._base.faiss)  # type: ignore[assignment]  # a clone has its type
         self._base_ids_by_hash = dict(
             self._conn.execute(
                 "SELECT content_hash, id FROM chunks WHERE id NOT IN (SELECT id FROM vectorless)"
@@ -272,7 +272,7 @@ class IndexBuilder:
 
     def _apply_vector_changes(self) -> None:
         if self._removed_ids:
-            self._faiss.remove_ids(np.asarray(self._removed_ids, dtype=np.int64))
+            self._faiss.remove_ids(np.asarray(self._removed_ids, dtype=np.int64))  # type: ignore[arg-type]  # faiss wraps arrays
         if self._added_ids:
             vectors = np.ascontiguousarray(np.concatenate(self._added_vectors))
             if vectors.shape[1] != self.record.dimension:
@@ -298,7 +298,7 @@ class IndexBuilder:
             )
         self._conn.execute("COMMIT")
         self._conn.close()
-        self._conn = None
+        self._conn = None  # type: ignore[assignment]  # closed; the builder is done
 
         number = self._paths.next_version()
         now = utc_now()

@@ -26,6 +26,7 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from rag.graph_types import RECEIVER_SELF, FileGraph
 
@@ -229,9 +230,9 @@ class _Resolver:
                     return hit[:1], True
             return [p for p in candidates if p in self.path_set][:1], name is None
         if name:
-            hit = self.python_modules.get(f"{rest}.{name}")
-            if hit:
-                return hit, True
+            module_files = self.python_modules.get(f"{rest}.{name}")
+            if module_files:
+                return module_files, True
         return self.python_modules.get(rest, []), name is None
 
     def _js_target(self, path: str, module: str) -> str | None:
@@ -284,7 +285,7 @@ class _Resolver:
     def resolve_imports(self) -> dict[str, _Bound]:
         """`path -> alias -> (target files, member or None)`, written to `import_edges` as well."""
         bound: dict[str, _Bound] = defaultdict(dict)
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for path, line, module, name, alias in self.conn.execute(
             "SELECT path, line, module, name, alias FROM imports"
         ):

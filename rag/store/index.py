@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -46,8 +46,10 @@ faiss.omp_set_num_threads(1)
 class EmbedderLike(Protocol):
     """The two attributes an index is tied to (any `rag.embedders.Embedder`)."""
 
-    name: str
-    dimension: int
+    @property
+    def name(self) -> str: ...
+    @property
+    def dimension(self) -> int: ...
 
 
 class RepoIndex:
@@ -84,7 +86,7 @@ class RepoIndex:
             f"`repolens ingest {self.record.url} --reindex` or configure the original embedder"
         )
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
@@ -114,7 +116,7 @@ class RepoIndex:
             allowed = self._allowed_ids(path_glob, language)
             if allowed.size == 0:
                 return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]  # faiss stubs lack `sel`
         scores, ids = self.faiss.search(query, min(k, self.size), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 

@@ -64,11 +64,16 @@ CHUNK_COLUMNS = "id, path, language, start_line, end_line, symbol, text, content
 class SourceFileLike(Protocol):
     """What the builder needs to know about a file (`ingest.reader.SourceFile` fits)."""
 
-    path: str
-    language: str
-    text: str
-    sha256: str
-    size: int
+    @property
+    def path(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,8 @@ class ClientWikiCache:
             entry = json.loads(self._path(key).read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return entry.get("data")
+        result: dict[str, Any] | None = entry.get("data")
+        return result
 
     def save(self, key: CacheKey, data: dict[str, Any]) -> None:
         """Write `data` (a `WikiCacheData` dict) for `key`; the repo's token is dropped first."""

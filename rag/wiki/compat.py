@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -109,7 +109,7 @@ def _answer(services: ResearchServices, repo_id: str, kind: str, text: str) -> s
 
 async def compat_wiki_events(
     services: ResearchServices, repo_id: str, kind: str, text: str
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """The answer as `token` frames (the compatible transports forward their text), then `done`."""
     try:
         answer = await asyncio.to_thread(_answer, services, repo_id, kind, text)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -169,7 +169,7 @@ async def _generate(
     cancel: asyncio.Event | None,
     counts: dict[str, int],
     result: dict[str, Any],
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     run = _Run(services, repo_id, options)
     yield status_event("wiki", f"reading the code of {repo_id}")
     index, facts, hashes = await asyncio.to_thread(run.load)
