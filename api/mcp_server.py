@@ -698,7 +698,9 @@ def mount(app: FastAPI, services: Services) -> MCPEndpoint:
     """Serve MCP at `/mcp` of `app`; the caller runs `endpoint.running()` in the app's lifespan."""
     endpoint = MCPEndpoint(build_mcp_server(services), services)
     for path in ("/mcp", "/mcp/"):
-        app.add_route(path, endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        methods = ["GET", "POST", "DELETE"]
+        # An ASGI endpoint, which Starlette accepts in place of a request handler.
+        app.add_route(path, endpoint, methods=methods, include_in_schema=False)  # type: ignore[arg-type]
     return endpoint
 
 

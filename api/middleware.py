@@ -169,7 +169,11 @@ class RequestGuard:
             if len(body) > self.max_body:
                 await reply(ErrorCode.PAYLOAD_TOO_LARGE, too_large)
                 return
-        if body and "json" in headers.get("content-type", "") and (problem := self._json_problem(body)):
+        if (
+            body
+            and "json" in headers.get("content-type", "")
+            and (problem := self._json_problem(bytes(body)))
+        ):
             await reply(ErrorCode.BAD_REQUEST, problem)
             return
         await self.app(scope, _replay(bytes(body), receive), send)

@@ -106,7 +106,8 @@ def check_size(raw: str | bytes | bytearray, limit: int) -> None:
 def decode_frame(raw: str | bytes, limit: int) -> dict[str, Any]:
     """A JSON object from one WebSocket frame, or a specific `BadRequestError`."""
     check_size(raw, limit)
-    return decode_json(raw)
+    data: dict[str, Any] = decode_json(raw)
+    return data
 
 
 # Bounds every JSON entry point shares (WebSocket frames, HTTP bodies via `api.middleware`): deep

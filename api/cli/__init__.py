@@ -8,8 +8,6 @@ being indexed by another process, 10 nothing left to index after filters, 130 in
 
 from __future__ import annotations
 
-import sys
-
 from api.cli import (  # noqa: F401  (register commands)
     ask_cmd,
     doctor_cmd,
