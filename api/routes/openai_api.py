@@ -22,7 +22,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any, Literal
 
@@ -273,7 +273,7 @@ class _Completion:
         self.base_url = base_url
         self.answer = CollectedAnswer()
 
-    async def whole(self, events: AsyncIterator[Event]) -> Response:
+    async def whole(self, events: AsyncGenerator[Event, None]) -> Response:
         async with contextlib.aclosing(events):
             async for event in events:
                 self.answer.add(event)
@@ -295,7 +295,9 @@ class _Completion:
             }
         )
 
-    async def chunks(self, events: AsyncIterator[Event], include_usage: bool) -> AsyncIterator[str]:
+    async def chunks(
+        self, events: AsyncGenerator[Event, None], include_usage: bool
+    ) -> AsyncGenerator[str, None]:
         yield self._chunk({"role": "assistant", "content": ""})
         async with contextlib.aclosing(events):
             async for event in events:
