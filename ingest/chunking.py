@@ -147,6 +147,8 @@ class _FileChunker:
         self._offsets = [0, *itertools.accumulate(len(line) + 1 for line in lines)]
         self.separator = " > " if file.language in _HEADING_PARSERS else "."
         self._header_tokens: dict[Symbol, int] = {}
+        # symbol -> (first row of its definition, "signature — doc line"), filled by the tree splitter.
+        self.contexts: dict[Symbol, tuple[int, str]] = {}
         self._counted: dict[tuple[int, int, Symbol], int] = {}
         self._observed_chars = _PRIOR_CHARS_PER_TOKEN * _PRIOR_WEIGHT
         self._observed_tokens = float(_PRIOR_WEIGHT)
@@ -189,7 +191,9 @@ class _FileChunker:
         if chunk.text != "\n".join(self.lines[chunk.start_line - 1 : chunk.end_line]):
             return None
         text = "\n".join(self.lines[start - 1 : end])
-        widened = Chunk(self.path, self.language, start, end, chunk.symbol, text)
+        widened = replace(
+            chunk, start_line=start, end_line=end, text=text, context=self._context(chunk, start)
+        )
         return widened if self._count(widened.embed_text) <= self.chunker.max_tokens else None
 
     def _fold_blank_spans(self, spans: list[_Span]) -> list[_Span]:
@@ -330,9 +334,7 @@ class _FileChunker:
     def _emit(self, span: _Span) -> list[Chunk]:
         """The span as chunks, re-split until each fits exactly (estimates can be low)."""
         text = span.text if span.text is not None else "\n".join(self.lines[span.start : span.end])
-        chunk = Chunk(
-            self.path, self.language, span.start + 1, span.end, self._symbol_text(span.symbol), text
-        )
+        chunk = self._chunk(span.start, span.end, span.symbol, text)
         key = (span.start, span.end, span.symbol)
         counted = self._counted.get(key) if span.text is None else None
         excess = (counted if counted is not None else self._count(chunk.embed_text)) - self.chunker.max_tokens
@@ -381,10 +383,7 @@ class _FileChunker:
         key = (span.start, span.end, span.symbol)
         if key not in self._counted:
             text = "\n".join(self.lines[span.start : span.end])
-            chunk = Chunk(
-                self.path, self.language, span.start + 1, span.end, self._symbol_text(span.symbol), text
-            )
-            self._counted[key] = self._count(chunk.embed_text)
+            self._counted[key] = self._count(self._chunk(span.start, span.end, span.symbol, text).embed_text)
         counted = self._counted[key]
         if counted > self.chunker.max_tokens:
             return None
@@ -400,27 +399,62 @@ class _FileChunker:
         return self._observed_chars / self._observed_tokens
 
     def _header(self, symbol: Symbol) -> int:
-        """Tokens of the header (with the widest line numbers) and its newline."""
+        """Tokens of the longest header a chunk of `symbol` can get (widest line numbers, every
+        context line) and its newline: budgets planned with it always leave room for the header."""
         header = self._header_tokens.get(symbol)
         if header is None:
             named = self._symbol_text(symbol)
             template = f"{self._header_template} {named}" if named else self._header_template
+            context = self._context_lines(symbol, -1)
+            if context:
+                template += "\n" + "\n".join(context)
             header = self._header_tokens[symbol] = self.chunker.count_tokens(template + "\n")
         return header
+
+    def _chunk(self, start: int, end: int, symbol: Symbol, text: str) -> Chunk:
+        """The chunk of lines [start, end) (0-based) with its header context."""
+        lines = self._context_lines(symbol, start)
+        return Chunk(
+            self.path,
+            self.language,
+            start + 1,
+            end,
+            self._symbol_text(symbol),
+            text,
+            "\n".join(lines) or None,
+        )
+
+    def _context(self, chunk: Chunk, start_line: int) -> str | None:
+        symbol = tuple(chunk.symbol.split(self.separator)) if chunk.symbol else ()
+        return "\n".join(self._context_lines(symbol, start_line - 1)) or None
+
+    def _context_lines(self, symbol: Symbol, start: int) -> list[str]:
+        """Signature and doc line of each enclosing definition of `symbol` that starts above row
+        `start` (its text would not show them), outermost first, the innermost `_CONTEXT_DEPTH`."""
+        lines: list[str] = []
+        for depth in range(1, len(symbol) + 1):
+            found = self.contexts.get(symbol[:depth])
+            if found is not None and found[0] < start or found is not None and start < 0:
+                lines.append(found[1])
+        return lines[-_CONTEXT_DEPTH:]
 
     def _budget(self, symbol: Symbol) -> int:
         """Tokens left for the text of a chunk with this symbol."""
         return self.chunker.max_tokens - self._header(symbol)
 
     def _exact_tokens(self, start: int, end: int, symbol: Symbol, text: str) -> int:
-        chunk = Chunk(self.path, self.language, start + 1, end, self._symbol_text(symbol), text)
-        return self.chunker.count_tokens(chunk.embed_text)
+        return self.chunker.count_tokens(self._chunk(start, end, symbol, text).embed_text)
 
     def _symbol_text(self, symbol: Symbol) -> str | None:
         return self.separator.join(symbol) if symbol else None
 
 
 _LISTED_NAMES = 3
+# Enclosing definitions named in a chunk's header, innermost first, and the characters kept of each.
+_CONTEXT_DEPTH = 2
+_CONTEXT_CHARS = 160
+_DOCSTRING_QUOTES = ('"""', "'''", 'r"""')
+_COMMENT_MARKS = re.compile(r"^\s*(?:///?|/\*\*?|\*|#|--|r?\"\"\"|''')\s?")
 
 
 def _merged_symbol(symbols: Sequence[Symbol]) -> Symbol:
@@ -732,11 +766,31 @@ class _TreeSplitter:
             stop = groups[index + 1][0] if index + 1 < len(groups) else end
             defined = [symbol for owner in owners if (symbol := self.rules.symbol(owner))]
             symbol = scope + defined[0] if len(defined) == 1 else scope
+            if len(defined) == 1 and symbol not in self.file.contexts:
+                self.file.contexts[symbol] = self._context(self.rules.unwrap(owners[0]), row)
             split = (
                 functools.partial(self.node_parts, owners[0], row, stop, scope) if len(owners) == 1 else None
             )
             parts.append(_Part(row, stop, symbol, split))
         return parts
+
+    def _context(self, node: Node, part_row: int) -> tuple[int, str]:
+        """(first row of the definition, its signature line and first doc line) for chunk headers.
+
+        The doc line is the comment right above the definition (decorators and attributes
+        skipped) or, failing that, the first line of a docstring right below the signature.
+        """
+        lines = self.file.lines
+        row = node.start_point.row
+        last = _last_row(node)
+        doc = next((text for text in (_comment_text(lines[r]) for r in range(part_row, row)) if text), None)
+        if doc is None:
+            below = [line.strip() for line in lines[_last_signature_row(lines, row, last) + 1 : last + 1][:3]]
+            if below and below[0].startswith(_DOCSTRING_QUOTES):
+                doc = next((text for text in map(_comment_text, below) if text), None)
+        signature = " ".join(line.strip() for line in lines[row : _last_signature_row(lines, row, last) + 1])
+        context = f"{signature} — {doc}" if doc else signature
+        return row, context[:_CONTEXT_CHARS]
 
     @staticmethod
     def _starts(children: Sequence[Node]) -> list[tuple[int, list[Node]]]:
@@ -774,6 +828,25 @@ class _TreeSplitter:
         if pending is not None:
             starts.append((pending, []))
         return starts
+
+
+def _comment_text(line: str) -> str:
+    """A comment or docstring line without its markers (`/// Foo` -> `Foo`); '' for other lines."""
+    stripped = line.strip()
+    if stripped.startswith(("@", "#[", "#!")) or not _COMMENT_MARKS.match(stripped):
+        return ""
+    text = _COMMENT_MARKS.sub("", stripped, count=1)
+    for quote in _DOCSTRING_QUOTES:
+        text = text.removesuffix(quote)
+    return text.removesuffix("*/").strip()
+
+
+def _last_signature_row(lines: Sequence[str], row: int, last: int) -> int:
+    """The row where a definition's signature ends: the first ending in `:`, `{` or `=>` (else `row`)."""
+    for current in range(row, min(last, row + 8) + 1):
+        if lines[current].rstrip().endswith((":", "{", "=>")):
+            return current
+    return row
 
 
 # documents ----------------------------------------------------------------------------------------

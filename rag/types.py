@@ -21,12 +21,16 @@ class Chunk:
     end_line: int
     symbol: str | None
     text: str
+    # The signature and first doc line of the definitions enclosing the chunk that its text does
+    # not show (one per line), so a method's chunk says which class it belongs to.
+    context: str | None = None
 
     @property
     def header(self) -> str:
-        """One line naming the chunk, prepended to the text that is embedded."""
+        """The line naming the chunk, and its context lines, prepended to the text that is embedded."""
         where = f"{self.path}:{self.start_line}-{self.end_line}"
-        return f"# {where} {self.symbol}" if self.symbol else f"# {where}"
+        named = f"# {where} {self.symbol}" if self.symbol else f"# {where}"
+        return f"{named}\n{self.context}" if self.context else named
 
     @property
     def embed_text(self) -> str:

@@ -196,7 +196,13 @@ class IndexBuilder:
             for chunk_id, c in zip(ids, chunks, strict=True)
         ]
         self._conn.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        lexical.index_chunks(self._conn, ((row[0], row[1], row[5], row[6]) for row in rows))
+        lexical.index_chunks(
+            self._conn,
+            (
+                (row[0], row[1], row[5], f"{c.context}\n{row[6]}" if c.context else row[6])
+                for row, c in zip(rows, chunks, strict=True)
+            ),
+        )
         if file_graph is not None:
             graph.write_file_graph(self._conn, file.path, file_graph, graph_version)
         present = [row for row, vector in enumerate(vectors) if vector is not None]
