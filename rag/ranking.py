@@ -40,21 +40,30 @@ ROLE_WEIGHTS: dict[Intent, dict[str, float]] = {
              "generated": 0.4, "vendored": 0.4},
 }  # fmt: skip
 
+# "for example" and "e.g." introduce an illustration, not a request for one.
+_ASIDE = re.compile(r"\b(?:for example|for instance|e\.g\.)", re.IGNORECASE)
 _USAGE = re.compile(
-    r"\b(?:how (?:do|can|should|would) (?:i|we|you)|how to|examples?|tutorial|guide|usage|"
+    r"\b(?:how (?:do|can|should|would) (?:i|we|you)|how to|examples?|tutorial|guide|usage of|how to use|"
     r"(?:what is|what's) the (?:best|right|recommended) way|can i|show me|snippet)\b",
     re.IGNORECASE,
 )
-_TEST = re.compile(r"\b(?:tests?|tested|testing|unit ?tests?|specs?|fixtures?|test cases?)\b", re.IGNORECASE)
+# About tests: "tests", "unit test", "which test ..."; a "test client" or "test server" is a component.
+_TEST = re.compile(
+    r"\b(?:tests|tested|unit[- ]?tests?|test (?:cases?|suite|coverage)|fixtures?|specs)\b|"
+    r"\b(?:which|what|a|the|any|some) test\b(?! (?:client|server|helper|harness|runner|utilit|double))",
+    re.IGNORECASE,
+)
+# About the documentation itself, not about code that generates documentation.
 _DOCS = re.compile(
-    r"\b(?:documentation|docs|documented|readme|changelog|change ?log|release notes?|what changed|"
-    r"changed in|migration|migrate|upgrade guide)\b",
+    r"\b(?:(?:documentation|docs) (?:for|of|on|about|say)|where is .* documented|documented|readme|"
+    r"changelog|change ?log|release notes?|what changed|changed in|migration guide|upgrade guide)\b",
     re.IGNORECASE,
 )
 
 
 def query_intent(query: str) -> Intent:
-    """The intent of a question from its wording (tests first: "how do I test X" is about tests)."""
+    """The intent of a question from its wording: tests, then docs, then usage, else code."""
+    query = _ASIDE.sub(" ", query)
     if _TEST.search(query):
         return "test"
     if _DOCS.search(query):

@@ -9,9 +9,10 @@ stored in the index (`files.role`); the rules are ordered, the first that applie
 2. generated: a generated-code marker in the first lines ("Code generated ... DO NOT EDIT",
    "@generated", "auto-generated") or a generated name (`*_pb2.py`, `*.pb.go`, `*.min.js`);
 3. changelog: `CHANGELOG`, `CHANGES`, `HISTORY`, `NEWS`, `RELEASES`, release-notes pages;
-4. test: a `test`/`tests`/`spec`/`__tests__`/`testdata`/`test_helpers` folder, or a test file name
-   (`test_x.py`, `x_test.go`, `x.test.ts`, `x.spec.js`, `conftest.py`);
-5. example: an `example(s)`/`demo(s)`/`sample(s)` folder, or an `example`/`examples` file name;
+4. test: a test file name (`test_x.py`, `x_test.go`, `x.test.ts`, `x.spec.js`, `conftest.py`);
+5. test or example: the outermost `test`/`tests`/`spec`/`__tests__`/`testdata`/`test_helpers` or
+   `example(s)`/`demo(s)`/`sample(s)` folder (`examples/testing/` is an example), else an
+   `example`/`examples` file name;
 6. docs: prose (`.md`, `.rst`, `.txt`, `.adoc`, ...), README/LICENSE/CONTRIBUTING-like names,
    or any file under a `docs`/`documentation` folder (a `doc/` folder of code is not docs);
 7. config: build and settings files (`pyproject.toml`, `package.json`, `go.mod`, `Makefile`,
@@ -137,9 +138,15 @@ def file_role(path: str, text: str = "") -> Role:
     prose = extension in _DOC_EXTENSIONS or not extension
     if (prose and stem in _CHANGELOG_STEMS) or "release-notes" in folders or "changelog" in folders:
         return "changelog"
-    if _TEST_DIRS.intersection(folders) or _TEST_NAME.match(name):
+    if _TEST_NAME.match(name):
         return "test"
-    if _EXAMPLE_DIRS.intersection(folders) or stem in {"example", "examples"}:
+    # The outermost folder decides: `examples/testing/` holds an example, `tests/examples/` tests.
+    for folder in folders:
+        if folder in _TEST_DIRS:
+            return "test"
+        if folder in _EXAMPLE_DIRS:
+            return "example"
+    if stem in {"example", "examples"}:
         return "example"
     if name in _CONFIG_NAMES or stem.startswith("requirements") and extension in {".txt", ".in"}:
         return "config"
