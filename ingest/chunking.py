@@ -638,6 +638,12 @@ _JS_WRAPPERS: dict[str, Callable[[Node], Node | None]] = {
         node.child_by_field_name("declaration") or node.child_by_field_name("value")
     ),
     "expression_statement": _only_named,
+    # `module.exports = class Cache {...}`, `exports.parse = function parse() {...}`
+    "assignment_expression": lambda node: (
+        right
+        if (right := node.child_by_field_name("right")) is not None and right.type in _FUNCTION_VALUES
+        else None
+    ),
 }
 _C_NAMES = {
     **_named("function_definition", rule=_declarator_name),

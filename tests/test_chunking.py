@@ -461,3 +461,40 @@ def test_a_file_chunks_the_same_whatever_was_chunked_before() -> None:
         used.chunk(source(name, text))
     used.chunk(source("notes.txt", "这是中文。\n" * 400))
     assert used.chunk(source("client.py", SOURCES["client.py"])) == fresh
+
+
+def test_headers_name_the_enclosing_definitions_the_text_does_not_show() -> None:
+    body = "".join(f"        total_{i} = step(total_{i - 1}, weight={i})\n" for i in range(1, 60))
+    text = (
+        "class Ledger:\n"
+        '    """Books every payment twice."""\n\n'
+        "    def balance(self, account):\n"
+        '        """Sum of the account\'s entries."""\n'
+        f"        total_0 = 0\n{body}        return total_59\n"
+    )
+    chunks = Chunker(120).chunk(source("ledger.py", text))
+    assert_complete(chunks, text, 120)
+    first, *rest = [c for c in chunks if c.symbol == "Ledger.balance"]
+    assert rest, "the method should be split"
+    assert first.context == "class Ledger: — Books every payment twice."
+    for piece in rest:
+        assert piece.context is not None
+        assert piece.context.splitlines() == [
+            "class Ledger: — Books every payment twice.",
+            "def balance(self, account): — Sum of the account's entries.",
+        ]
+        assert piece.embed_text.startswith(f"{piece.header}\n") and piece.context in piece.header
+    assert all(count_tokens(c.embed_text) <= 120 for c in chunks)
+
+
+def test_a_class_assigned_to_module_exports_is_split_by_its_methods() -> None:
+    methods = "".join(
+        f"  method{i}(value) {{\n"
+        + "".join(f"    value = transform{j}(value, {i});\n" for j in range(8))
+        + "    return value;\n  }\n"
+        for i in range(6)
+    )
+    text = f"module.exports = class CachePolicy {{\n{methods}}};\n"
+    chunks = Chunker(120).chunk(source("index.js", text))
+    assert_complete(chunks, text, 120)
+    assert {c.symbol for c in chunks} >= {f"CachePolicy.method{i}" for i in range(6)}
