@@ -506,6 +506,7 @@ _NAME_LEAVES = frozenset(
         "type_identifier", "template_function", "scoped_identifier",
     }
 )  # fmt: skip
+_CLASS_VALUES = frozenset({"class", "class_expression"})
 _GENERIC_TAIL = re.compile(r"[<\[(].*$", re.DOTALL)
 
 
@@ -566,6 +567,20 @@ def _variable_function_name(node: Node) -> Symbol:
     if value is None or value.type not in _FUNCTION_VALUES:
         return ()
     return _field_name(declarators[0])
+
+
+def _assigned_function_name(node: Node) -> Symbol:
+    """`res.send = function send(body) {...}` or `exports.parse = (text) => {...}` names a function:
+    its own name, else the last property it is assigned to."""
+    right = node.child_by_field_name("right")
+    if right is None or right.type not in _FUNCTION_VALUES:
+        return ()
+    own = right.child_by_field_name("name")
+    if own is not None:
+        return _clean_name(_text(own))
+    left = node.child_by_field_name("left")
+    target = left.child_by_field_name("property") if left is not None else None
+    return _clean_name(_text(target if target is not None else left))
 
 
 def _field_function_name(node: Node) -> Symbol:
@@ -632,16 +647,18 @@ _JS_NAMES = {
     ),
     **_named("lexical_declaration", "variable_declaration", rule=_variable_function_name),
     **_named("public_field_definition", "field_definition", rule=_field_function_name),
+    **_named("assignment_expression", rule=_assigned_function_name),
 }  # fmt: skip
 _JS_WRAPPERS: dict[str, Callable[[Node], Node | None]] = {
     "export_statement": lambda node: (
         node.child_by_field_name("declaration") or node.child_by_field_name("value")
     ),
     "expression_statement": _only_named,
-    # `module.exports = class Cache {...}`, `exports.parse = function parse() {...}`
+    # `module.exports = class Cache {...}` is the class (a function assigned is named by
+    # `_assigned_function_name`).
     "assignment_expression": lambda node: (
         right
-        if (right := node.child_by_field_name("right")) is not None and right.type in _FUNCTION_VALUES
+        if (right := node.child_by_field_name("right")) is not None and right.type in _CLASS_VALUES
         else None
     ),
 }
