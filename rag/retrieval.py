@@ -219,8 +219,7 @@ class Retriever:
                 for name, (_, ids) in zip(self._ranking_names(mode), rankings, strict=True)
             }
             explanations = {
-                chunk.id: self._explanation(chunk, intent, ranks, notes.get(chunk.id, {}))
-                for chunk in ranked[: 3 * k]
+                chunk.id: self._explanation(chunk, intent, ranks, notes.get(chunk.id, {})) for chunk in ranked
             }
         hits = merge_chunks(scored, k, self.index.file_text, explanations)
         return complete_definitions(hits, self.index) if self.ranking.whole_definitions else hits

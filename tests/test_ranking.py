@@ -172,6 +172,7 @@ def test_explain_gives_role_intent_ranks_and_weight(retriever: Retriever) -> Non
     assert first["role"] == "source" and first["intent"] == "code"
     assert first["role_weight"] == 1.0
     assert first["dense_rank"] is not None or first["lexical_rank"] is not None
+    assert all(hit.explain is not None for hit in retriever.search(HOW_QUESTION, 10, explain=True))
     assert all(hit.explain is None for hit in retriever.search(HOW_QUESTION, 3))
     assert "explain" in hits[0].to_json()
 
