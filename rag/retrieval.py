@@ -402,14 +402,15 @@ def complete_definitions(hits: list[SearchHit], index: RepoIndex) -> list[Search
 
 
 def _whole_definition(hit: SearchHit, index: RepoIndex) -> SearchHit:
-    pieces = [c for c in index.chunks_for_file(hit.path) if c.symbol == hit.symbol]
+    assert hit.symbol is not None
+    pieces = index.symbol_spans(hit.path, hit.symbol)
     start, end = hit.start_line, hit.end_line
-    for piece in pieces:  # in line order: grow downwards through touching pieces
-        if start <= piece.start_line <= end + 1 + MERGE_GAP and piece.end_line > end:
-            end = piece.end_line
-    for piece in reversed(pieces):
-        if start - 1 - MERGE_GAP <= piece.end_line <= end and piece.start_line < start:
-            start = piece.start_line
+    for first, last in pieces:  # in line order: grow downwards through touching pieces
+        if start <= first <= end + 1 + MERGE_GAP and last > end:
+            end = last
+    for first, last in reversed(pieces):
+        if start - 1 - MERGE_GAP <= last <= end and first < start:
+            start = first
     if (start, end) == (hit.start_line, hit.end_line) or end - start + 1 > MAX_DEFINITION_LINES:
         return hit
     text = index.file_text(hit.path)

@@ -167,6 +167,14 @@ class RepoIndex:
     def file_role(self, path: str) -> str:
         return self.roles().get(path, DEFAULT_ROLE)
 
+    def symbol_spans(self, path: str, symbol: str) -> list[tuple[int, int]]:
+        """`(start_line, end_line)` of the chunks of `path` named `symbol`, in line order (no texts read)."""
+        rows = self._query(
+            "SELECT start_line, end_line FROM chunks WHERE path = ? AND symbol = ? ORDER BY start_line",
+            [path, symbol],
+        )
+        return [(int(start), int(end)) for start, end in rows]
+
     def chunk_ids_at(self, path: str, line: int) -> list[int]:
         """Ids of the chunks of `path` that hold `line`."""
         rows = self._query(
