@@ -234,7 +234,9 @@ async def test_the_token_reaches_no_file_and_no_log(
 
 
 def test_a_public_local_repository_needs_no_token(chat_server: ChatServer) -> None:
-    repo_id = httpx.get(f"{chat_server.server.base_url}/api/repos").json()["repos"][0]["id"]
+    # The session's server is shared: other modules may have added private repositories to it.
+    repos = httpx.get(f"{chat_server.server.base_url}/api/repos").json()["repos"]
+    repo_id = next(repo["id"] for repo in repos if repo["platform"] == "local" and not repo["private"])
     found = httpx.post(
         f"{chat_server.server.base_url}/api/repos/{repo_id}/search", json={"query": "HttpClient"}
     )
