@@ -35,7 +35,7 @@ from ingest.jobs import IngestJob
 from ingest.sources import RepoSource, resolve_source
 from rag.answer import AnswerRequest, until_cancelled
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
-from rag.events import Event, done_event, error_event, status_event
+from rag.events import Event, done_event, failure_event, status_event
 from rag.redact import secret_scope
 from rag.research import ResearchOptions, compat_iteration, is_deep_research, run_research
 from rag.wiki.compat import answers_offline, compat_wiki_events, wiki_request_kind
@@ -82,11 +82,8 @@ async def _request_events(
                     if index_ms is not None:
                         event = {**event, "timings": {**event.get("timings", {}), "index_ms": index_ms}}
                 yield event
-    except RepoLensError as error:
-        yield error_event(error.code, str(error))
     except Exception as error:
-        logger.exception("chat request failed")
-        yield error_event(ErrorCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
+        yield failure_event(error, logger, "chat request")
     if not saw_done:
         yield done_event(started=started, timings={"index_ms": index_ms} if index_ms is not None else None)
 

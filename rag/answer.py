@@ -22,7 +22,7 @@ from rag.events import (
     Event,
     citations_event,
     done_event,
-    error_event,
+    failure_event,
     sources_event,
     status_event,
     token_event,
@@ -144,11 +144,8 @@ class AnswerService:
         try:
             async for event in self._answer(request, cancel):
                 yield event
-        except RepoLensError as error:
-            yield error_event(error.code, str(error))
         except Exception as error:
-            logger.exception("answer failed")
-            yield error_event(ErrorCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
+            yield failure_event(error, logger, "answer")
 
     def _provider(self, request: AnswerRequest) -> tuple[ChatProvider, str | None]:
         """The provider to use, and a note when falling back to the offline answer."""

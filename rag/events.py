@@ -13,12 +13,13 @@ Adding a field: add it to the model (optional, so older producers stay valid) an
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from rag.errors import ErrorCode
+from rag.errors import ErrorCode, RepoLensError
 from rag.redact import redact
 
 Event = dict[str, Any]
@@ -205,6 +206,18 @@ def wiki_done_event(summary: dict[str, Any]) -> Event:
 def error_event(code: ErrorCode, message: str) -> Event:
     """An `error` frame; the message is redacted."""
     return ErrorEvent(code=code, message=message).wire()
+
+
+def failure_event(error: Exception, log: logging.Logger, action: str) -> Event:
+    """The `error` frame for the exception that ended a stream.
+
+    A `RepoLensError` is expected: its own code and message. Anything else is a bug: logged with its
+    traceback (as `<action> failed`) and reported as `internal`, naming the exception.
+    """
+    if isinstance(error, RepoLensError):
+        return error_event(error.code, str(error))
+    log.error("%s failed", action, exc_info=error)
+    return error_event(ErrorCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
 
 
 def done_event(

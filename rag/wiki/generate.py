@@ -29,7 +29,7 @@ from typing import Any
 
 from rag.citations import Span, check_citations, extract_citations, link
 from rag.errors import ErrorCode, RepoLensError
-from rag.events import error_event, status_event, wiki_done_event, wiki_event
+from rag.events import failure_event, status_event, wiki_done_event, wiki_event
 from rag.providers.base import ChatProvider
 from rag.providers.catalog import provider_or_offline
 from rag.research.services import ResearchServices
@@ -154,11 +154,8 @@ async def generate_wiki(
     try:
         async for event in _generate(services, repo_id, options, cancel, counts, result):
             yield event
-    except RepoLensError as error:
-        yield error_event(error.code, str(error))
     except Exception as error:
-        logger.exception("wiki generation failed")
-        yield error_event(ErrorCode.INTERNAL, f"{type(error).__name__}: {error}")
+        yield failure_event(error, logger, "wiki generation")
     yield wiki_done_event({**result, **counts})
 
 
