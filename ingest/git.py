@@ -138,9 +138,21 @@ def is_git_checkout(path: Path) -> bool:
 
 
 def local_commit(path: Path) -> str | None:
-    """HEAD of the local checkout at `path`, or None for plain folders and repos without commits."""
-    repo = _open_repo(Path(path), search_parents=True)
-    return _head_commit(repo) if repo is not None and is_git_checkout(Path(path)) else None
+    """HEAD of the local checkout at `path`, or None for plain folders and repos without commits.
+
+    A folder the enclosing checkout ignores (a build output, a copy of another project under
+    `build/`) is not at that checkout's commit: it gets None rather than an unrelated sha.
+    """
+    path = Path(path)
+    repo = _open_repo(path, search_parents=True)
+    if repo is None or not is_git_checkout(path) or _is_ignored(path):
+        return None
+    return _head_commit(repo)
+
+
+def _is_ignored(path: Path) -> bool:
+    """True when the checkout around `path` ignores it (`git check-ignore` exits 0 only then)."""
+    return _quick_git(["check-ignore", "--quiet", "."], path) is not None
 
 
 def checkout(

@@ -414,3 +414,18 @@ def test_commit_sha_detection() -> None:
     assert not is_commit_sha("0123456")
     assert not is_commit_sha("main")
     assert not is_commit_sha(None)
+
+
+def test_a_folder_the_enclosing_checkout_ignores_records_no_commit(tmp_path: Path) -> None:
+    """A copy of another project under an ignored `build/` is not at the enclosing repository's commit."""
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    git(outer, "init", "--quiet")
+    write_files(
+        outer, {".gitignore": "build/\n", "src/app.py": "APP = 1\n", "build/copy/lib.py": "LIB = 1\n"}
+    )
+    head = commit_all(outer, "outer")
+
+    assert local_commit(outer) == head
+    assert local_commit(outer / "src") == head
+    assert local_commit(outer / "build" / "copy") is None
