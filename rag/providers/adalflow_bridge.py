@@ -44,6 +44,7 @@ from rag.providers.base import (
     TextDelta,
     ToolCallEvent,
     Usage,
+    broken_stream,
     stream_with_retry,
 )
 from rag.redact import redact, register_secret
@@ -391,11 +392,7 @@ class BedrockConverseAdapter:
                 provider="bedrock",
             )
         if isinstance(error, exceptions.BotoCoreError | OSError):
-            return ProviderError(
-                ErrorCode.UNAVAILABLE,
-                f"the stream broke mid-answer ({type(error).__name__})",
-                provider="bedrock",
-            )
+            return broken_stream(error, "bedrock")
         return None
 
 

@@ -32,6 +32,9 @@ from rag.providers.base import (
     TextDelta,
     ToolCallEvent,
     Usage,
+    broken_stream,
+    read_timeout,
+    request_timeout,
     stream_with_retry,
 )
 from rag.redact import redact
@@ -100,9 +103,7 @@ def messages_json(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
 def map_error(error: anthropic.APIError, *, model: str) -> ProviderError:
     """The SDK's exception as a ProviderError with a stable code and a key-free message."""
     if isinstance(error, anthropic.APITimeoutError):
-        return ProviderError(
-            ErrorCode.TIMEOUT, "the request timed out waiting for the model", provider="anthropic"
-        )
+        return request_timeout("anthropic")
     if isinstance(error, anthropic.APIConnectionError):
         return ProviderConnectionError(
             f"could not connect to the provider ({type(error).__name__})", provider="anthropic"
@@ -257,14 +258,8 @@ class AnthropicProvider:
         except anthropic.APIError as error:
             raise map_error(error, model=model) from None
         except httpx2.TimeoutException:
-            raise ProviderError(
-                ErrorCode.TIMEOUT, "the model stopped sending (read timeout)", provider=self.name
-            ) from None
+            raise read_timeout(self.name) from None
         except (httpx2.HTTPError, OSError) as error:
-            raise ProviderError(
-                ErrorCode.UNAVAILABLE,
-                f"the stream broke mid-answer ({type(error).__name__})",
-                provider=self.name,
-            ) from None
+            raise broken_stream(error, self.name) from None
         finally:
             await response.close()

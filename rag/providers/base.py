@@ -130,6 +130,23 @@ class ProviderConnectionError(ProviderError):
         super().__init__(ErrorCode.UNAVAILABLE, message, provider=provider)
 
 
+def request_timeout(provider: str | None) -> ProviderError:
+    """No response came within the timeout (before any output, so not worth repeating the wait)."""
+    return ProviderError(ErrorCode.TIMEOUT, "the request timed out waiting for the model", provider=provider)
+
+
+def read_timeout(provider: str | None) -> ProviderError:
+    """The response started, then the model stopped sending for longer than the timeout."""
+    return ProviderError(ErrorCode.TIMEOUT, "the model stopped sending (read timeout)", provider=provider)
+
+
+def broken_stream(error: BaseException, provider: str | None) -> ProviderError:
+    """The connection failed after the answer began: never retried, since it would repeat text."""
+    return ProviderError(
+        ErrorCode.UNAVAILABLE, f"the stream broke mid-answer ({type(error).__name__})", provider=provider
+    )
+
+
 RETRY_DELAY_S = 0.25
 
 

@@ -24,6 +24,9 @@ from rag.providers.base import (
     TextDelta,
     ToolCallEvent,
     Usage,
+    broken_stream,
+    read_timeout,
+    request_timeout,
     stream_with_retry,
 )
 from rag.redact import redact
@@ -152,9 +155,7 @@ class GeminiProvider:
         try:
             response = await _client().send(http_request, stream=True)
         except httpx.TimeoutException:
-            raise ProviderError(
-                ErrorCode.TIMEOUT, "the request timed out waiting for the model", provider=self.name
-            ) from None
+            raise request_timeout(self.name) from None
         except httpx.TransportError as error:
             raise ProviderConnectionError(
                 f"could not connect to the provider ({type(error).__name__})", provider=self.name
@@ -165,15 +166,9 @@ class GeminiProvider:
             async for event in self._events(response, model):
                 yield event
         except httpx.TimeoutException:
-            raise ProviderError(
-                ErrorCode.TIMEOUT, "the model stopped sending (read timeout)", provider=self.name
-            ) from None
+            raise read_timeout(self.name) from None
         except httpx.TransportError as error:
-            raise ProviderError(
-                ErrorCode.UNAVAILABLE,
-                f"the stream broke mid-answer ({type(error).__name__})",
-                provider=self.name,
-            ) from None
+            raise broken_stream(error, self.name) from None
         finally:
             await response.aclose()
 

@@ -35,6 +35,9 @@ from rag.providers.base import (
     ToolCallEvent,
     ToolSpec,
     Usage,
+    broken_stream,
+    read_timeout,
+    request_timeout,
     stream_with_retry,
 )
 from rag.redact import redact
@@ -159,9 +162,7 @@ def status_error(
 def map_error(error: openai.APIError, *, provider: str, model: str, key_variable: str) -> ProviderError:
     """The SDK's exception as the same ProviderError `status_error` gives for the raw response."""
     if isinstance(error, openai.APITimeoutError):
-        return ProviderError(
-            ErrorCode.TIMEOUT, "the request timed out waiting for the model", provider=provider
-        )
+        return request_timeout(provider)
     if isinstance(error, openai.APIConnectionError):
         return ProviderConnectionError(
             f"could not connect to the provider ({redact(str(error))})", provider=provider
@@ -265,9 +266,7 @@ class OpenAICompatProvider:
         try:
             response = await client.send(http_request, stream=True)
         except httpx.TimeoutException:
-            raise ProviderError(
-                ErrorCode.TIMEOUT, "the request timed out waiting for the model", provider=self.name
-            ) from None
+            raise request_timeout(self.name) from None
         except httpx.TransportError as error:
             raise ProviderConnectionError(
                 f"could not connect to the provider ({type(error).__name__}: {redact(str(error))})",
@@ -282,15 +281,9 @@ class OpenAICompatProvider:
             async for event in self._events(response, model):
                 yield event
         except httpx.TimeoutException:
-            raise ProviderError(
-                ErrorCode.TIMEOUT, "the model stopped sending (read timeout)", provider=self.name
-            ) from None
+            raise read_timeout(self.name) from None
         except (httpx.HTTPError, OSError) as error:
-            raise ProviderError(
-                ErrorCode.UNAVAILABLE,
-                f"the stream broke mid-answer ({type(error).__name__})",
-                provider=self.name,
-            ) from None
+            raise broken_stream(error, self.name) from None
         finally:
             await response.aclose()
 
