@@ -39,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -303,12 +305,77 @@ def _wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: f
     raise RuntimeError("repolens serve did not become healthy")
 
 
+@dataclass
+class BenchServer:
+    """A `repolens serve` process answering through the fake provider process, both on loopback."""
+
+    base_url: str
+    ws_url: str
+    provider_url: str
+    processes: dict[str, psutil.Process]
+
+
+@contextlib.contextmanager
+def bench_server(env: dict[str, str], *, warmup: int, streams: int, **settings: str) -> Iterator[BenchServer]:
+    """Start the fake provider (`warmup` sequential answers, room for `streams` concurrent ones) and a
+    server pointed at it with `settings` added to `env`; both are stopped on exit.
+
+    The per-client chat limit is off: hundreds of conversations come from one address.
+    """
+    from tests.support.live_server import free_port
+
+    provider = subprocess.Popen(
+        [sys.executable, "-c", f"import bench.chat_bench as b; b._serve_provider({warmup}, {streams})"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    port = free_port()
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        assert provider.stdout is not None
+        provider_url = provider.stdout.readline().decode().strip()
+        server_env = {
+            **env,
+            "OPENAI_API_KEY": "sk-bench-0000000000",
+            "OPENAI_BASE_URL": provider_url,
+            "REPOLENS_RATE_LIMIT_CHAT": "off",
+            **settings,
+        }
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "repolens"),
+                "serve",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=server_env,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_for_health(base_url, server)
+        processes = {
+            "server": psutil.Process(server.pid),
+            "provider": psutil.Process(provider.pid),
+            "clients": psutil.Process(),
+        }
+        yield BenchServer(base_url, f"ws://127.0.0.1:{port}", provider_url, processes)
+    finally:
+        for process in (server, provider):
+            if process is not None:
+                process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(10)
+
+
 def run() -> dict[str, Any]:
     from ingest import ingest
     from rag.embedders import get_embedder
     from rag.settings import Settings
     from rag.store import Store
-    from tests.support.live_server import free_port
     from tests.support.repos import make_fixture_repo
 
     levels = [int(n) for n in os.environ.get("REPOLENS_BENCH_CHAT_LEVELS", "").split(",") if n] or list(
@@ -321,62 +388,15 @@ def run() -> dict[str, Any]:
         repo = make_fixture_repo(Path(scratch) / "weatherline")
         ingest(str(repo), store=Store(settings.home), embedder=get_embedder(settings))
 
-        provider = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                f"import bench.chat_bench as b; b._serve_provider({WARMUP + SAMPLES}, {2 * sum(levels)})",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=ROOT,
-            env=env,
-        )
-        port = free_port()
-        server: subprocess.Popen[bytes] | None = None
-        try:
-            assert provider.stdout is not None
-            provider_url = provider.stdout.readline().decode().strip()
-            server_env = {
-                **env,
-                "OPENAI_API_KEY": "sk-bench-0000000000",
-                "OPENAI_BASE_URL": provider_url,
-                # hundreds of conversations from one address: the per-client limit would refuse them
-                "REPOLENS_RATE_LIMIT_CHAT": "off",
-            }
-            server = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "repolens"),
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=ROOT,
-                env=server_env,
-            )
-            base_url = f"http://127.0.0.1:{port}"
-            _wait_for_health(base_url, server)
-            ws_url = f"ws://127.0.0.1:{port}"
-            sequential = asyncio.run(_sequential(ws_url, repo))
-            processes = {
-                "server": psutil.Process(server.pid),
-                "provider": psutil.Process(provider.pid),
-                "clients": psutil.Process(),
-            }
-            profiler = _start_profiler(server.pid)
+        with bench_server(env, warmup=WARMUP + SAMPLES, streams=2 * sum(levels)) as served:
+            sequential = asyncio.run(_sequential(served.ws_url, repo))
+            profiler = _start_profiler(served.processes["server"].pid)
             results = [
-                asyncio.run(_level(ws_url, provider_url, repo, streams, processes)) for streams in levels
+                asyncio.run(_level(served.ws_url, served.provider_url, repo, streams, served.processes))
+                for streams in levels
             ]
             _stop_profiler(profiler)
-            idle = asyncio.run(_idle_sockets(ws_url, IDLE_SOCKETS, processes["server"]))
-        finally:
-            for process in (server, provider):
-                if process is not None:
-                    process.terminate()
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        process.wait(10)
+            idle = asyncio.run(_idle_sockets(served.ws_url, IDLE_SOCKETS, served.processes["server"]))
 
     sustained = max(
         (

@@ -16,8 +16,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from bench import chat_bench
 
@@ -65,7 +62,6 @@ def run() -> dict[str, Any]:
     from rag.embedders import get_embedder
     from rag.settings import Settings
     from rag.store import Store
-    from tests.support.live_server import free_port
     from tests.support.repos import make_fixture_repo
 
     files = int(os.environ.get("REPOLENS_BENCH_INGEST_LOAD_FILES", "2000"))
@@ -78,57 +74,19 @@ def run() -> dict[str, Any]:
         ingest(str(repo), store=Store(settings.home), embedder=get_embedder(settings))
         big = Path(scratch) / "big"
         generate(big, files)
-        provider = subprocess.Popen(
-            [sys.executable, "-c", f"import bench.chat_bench as b; b._serve_provider(0, {4 * streams})"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=ROOT,
-            env=env,
-        )
-        port = free_port()
-        server: subprocess.Popen[bytes] | None = None
-        try:
-            assert provider.stdout is not None
-            provider_url = provider.stdout.readline().decode().strip()
-            server_env = {
-                **env,
-                "OPENAI_API_KEY": "sk-bench-0000000000",
-                "OPENAI_BASE_URL": provider_url,
-                "REPOLENS_RATE_LIMIT_CHAT": "off",
-                "REPOLENS_LOCAL_ROOTS": scratch,
-            }
-            server = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "repolens"),
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=ROOT,
-                env=server_env,
-            )
-            base_url = f"http://127.0.0.1:{port}"
-            chat_bench._wait_for_health(base_url, server)
-            ws_url = f"ws://127.0.0.1:{port}"
-            processes = {"server": psutil.Process(server.pid), "provider": psutil.Process(provider.pid)}
-            processes["clients"] = psutil.Process()
-            baseline = asyncio.run(chat_bench._level(ws_url, provider_url, repo, streams, processes))
+        with chat_bench.bench_server(
+            env, warmup=0, streams=4 * streams, REPOLENS_LOCAL_ROOTS=scratch
+        ) as served:
+            ws_url, processes = served.ws_url, served.processes
+            baseline = asyncio.run(chat_bench._level(ws_url, served.provider_url, repo, streams, processes))
             state: dict[str, Any] = {"progress": False}
-            ingest_thread = _ingest_in_background(base_url, big, state)
+            ingest_thread = _ingest_in_background(served.base_url, big, state)
             deadline = time.monotonic() + 120
             while not state["progress"] and time.monotonic() < deadline:
                 time.sleep(0.1)
-            during = asyncio.run(chat_bench._level(ws_url, provider_url, repo, streams, processes))
+            during = asyncio.run(chat_bench._level(ws_url, served.provider_url, repo, streams, processes))
             progress_at_end = dict(state.get("last") or {})
             ingest_thread.join(timeout=1)
-        finally:
-            for process in (server, provider):
-                if process is not None:
-                    process.terminate()
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        process.wait(10)
 
     def added(level: dict[str, Any], name: str) -> float | None:
         return level.get(f"added_{name}_ms")
