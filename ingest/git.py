@@ -58,6 +58,7 @@ from ingest.sources import RepoSource, is_commit_sha
 from rag.errors import ErrorCode
 from rag.redact import redact, register_secret
 from rag.settings import TOKEN_VARIABLES, Settings
+from rag.store.layout import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -245,18 +246,8 @@ def _remove_partials(dest: Path) -> None:
     """Delete temporary clones left by processes that died mid-clone (never a live process's)."""
     for leftover in dest.parent.glob(f".{dest.name}.partial-*"):
         pid = leftover.name.rpartition(".partial-")[2].split("-")[0]
-        if not (pid.isdigit() and _process_alive(int(pid))):
+        if not (pid.isdigit() and process_alive(int(pid))):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _quick_git(args: list[str], cwd: Path) -> str | None:

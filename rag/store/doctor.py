@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rag.errors import IndexCorruptError
 from rag.store.index import RepoIndex
-from rag.store.layout import BUILD_PREFIX, IndexBusyError, RepoLock, RepoPaths
+from rag.store.layout import BUILD_PREFIX, IndexBusyError, RepoLock, RepoPaths, process_alive
 
 
 @dataclass
@@ -88,17 +88,7 @@ def check(home: Path, *, repair: bool = False) -> list[Finding]:
 
 def _partial_alive(clone: Path) -> bool:
     pid = clone.name.rpartition(".partial-")[2].split("-")[0]
-    return pid.isdigit() and _alive(int(pid))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid.isdigit() and process_alive(int(pid))
 
 
 def _stale_lock(paths: RepoPaths) -> int | None:
@@ -107,7 +97,7 @@ def _stale_lock(paths: RepoPaths) -> int | None:
         text = paths.lock_file.read_text().strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() and int(text) != os.getpid() and not _alive(int(text)) else None
+    return int(text) if text.isdigit() and int(text) != os.getpid() and not process_alive(int(text)) else None
 
 
 def _check_repo(paths: RepoPaths, repo: str, repair: bool) -> list[Finding]:

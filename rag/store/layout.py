@@ -141,6 +141,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a pid in a lock file or a build/partial folder name)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
 class RepoLock:
     """An exclusive, non-blocking `flock` on `repos/<folder>/lock`, released when the process dies."""
 
