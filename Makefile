@@ -7,9 +7,9 @@ WEB := api/web
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install venv python-deps browser web offline-data test run bench lint clean
+.PHONY: install venv python-deps browser redis web offline-data test run bench lint clean
 
-install: venv python-deps browser web offline-data
+install: venv python-deps browser redis web offline-data
 	@echo "RepoLens is installed: 'make run' serves http://$(HOST):$(PORT)/ and '$(BIN)/repolens --help' lists the CLI."
 
 venv:
@@ -27,6 +27,12 @@ browser:
 	@if command -v chromium >/dev/null; then echo "chromium: $$(command -v chromium)"; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation; \
 	else echo "chromium is missing: run 'sudo apt-get install chromium' (needed only by the browser tests)"; fi
+
+# The shared job queue's engine (REPOLENS_REDIS_URL); the queue tests start their own on loopback.
+redis:
+	@if command -v redis-server >/dev/null; then echo "redis-server: $$(command -v redis-server)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	else echo "redis-server is missing: run 'sudo apt-get install redis-server' (needed only by the queue tests)"; fi
 
 web:
 	@if [ -f $(WEB)/package.json ]; then cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error && npm run build; fi

@@ -31,7 +31,7 @@ from api.schemas import ChatRequestBody
 from api.services import Services
 from ingest import IngestOptions
 from ingest.access import verify_access
-from ingest.jobs import IngestJob
+from ingest.jobs import IngestJob, JobState
 from ingest.sources import RepoSource, resolve_source
 from rag.answer import AnswerRequest, until_cancelled
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
@@ -209,7 +209,7 @@ async def _ensure_indexed(
                 return  # answer now; the job's dense phase goes on
     if job.error is not None:
         raise job.error
-    if job.report is None:
+    if job.state is not JobState.DONE:
         raise RepoLensError(f"indexing {source.repo_id} failed (see the server log)", code=ErrorCode.INTERNAL)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import Request, WebSocket
 
-from ingest.jobs import JobPool
+from ingest.jobs import JobPool, JobQueue
 from ingest.policy import SourcePolicy
 from rag.answer import AnswerService
 from rag.embedders import Embedder, get_embedder
@@ -34,8 +34,13 @@ class Services:
         return get_embedder(self.settings)
 
     @functools.cached_property
-    def jobs(self) -> JobPool:
-        """The server's ingest jobs (`REPOLENS_INGEST_WORKERS` at once), shared by every route."""
+    def jobs(self) -> JobQueue:
+        """The server's ingest jobs, shared by every route: on the Redis queue that `repolens worker`
+        processes run (`REPOLENS_REDIS_URL`), else in this process (`REPOLENS_INGEST_WORKERS` at once)."""
+        if self.settings.redis_url is not None:
+            from ingest.redis_queue import RedisJobQueue  # imported only by servers that use it
+
+            return RedisJobQueue(self.settings)
         return JobPool(self.store, lambda: self.embedder, self.settings.ingest_workers)
 
     @functools.cached_property
@@ -43,7 +48,8 @@ class Services:
         return AnswerService(self.store, self.embedder, self.settings)
 
     def stop(self) -> None:
-        """Server shutdown: running ingest jobs are cancelled (their previous index stays)."""
+        """Server shutdown: in-process ingest jobs are cancelled (their previous index stays); jobs on
+        the Redis queue go on on their workers."""
         if "jobs" in self.__dict__:
             self.jobs.shutdown()
 

@@ -12,8 +12,9 @@ calling process (`IngestJob.run`, with Ctrl-C cancelling it), and the server (`P
   an explicit cancel (`POST /api/jobs/{id}/cancel`, the chat's `cancel` frame) stops it;
 - `GET /api/jobs` and `GET /api/jobs/{id}` show every job's state and latest progress.
 
-`JobQueue` is the interface the routes use; `JobPool` implements it in-process. A shared queue
-(e.g. Redis-backed workers, several server processes) can implement the same four methods.
+`JobQueue` is the interface the routes use; `JobPool` implements it in-process, and
+`ingest.redis_queue.RedisJobQueue` on Redis for several API replicas and `repolens worker` processes
+(`REPOLENS_REDIS_URL`).
 """
 
 from __future__ import annotations
@@ -201,8 +202,13 @@ class JobQueue(Protocol):
         ...
 
     def events(self, job: IngestJob) -> AsyncGenerator[Event, None]:
-        """The job's `status` frames from now on, then its `done` or `error` frame. Closing the
-        iterator (a client gone) stops the stream, not the job."""
+        """The job's `status` frames from now on, then its `done` or `error` frame (with `job`'s
+        `state` and `error` up to date by then). Closing the iterator (a client gone) stops the
+        stream, not the job."""
+        ...
+
+    def shutdown(self) -> None:
+        """Server shutdown: stop what this process runs or watches."""
         ...
 
 

@@ -55,6 +55,7 @@ class ErrorCode(StrEnum):
     EMBEDDER_MISMATCH = "embedder_mismatch"
     INDEX_CORRUPT = "index_corrupt"
     BUSY = "busy"
+    QUEUE_UNAVAILABLE = "queue_unavailable"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
 
@@ -134,6 +135,9 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.INDEX_CORRUPT: ErrorSpec(409, 12, "an index file is damaged: re-index with `--reindex`"),
     ErrorCode.BUSY: ErrorSpec(
         409, 9, "another ingest of the repository (or answer on the socket) is running"
+    ),
+    ErrorCode.QUEUE_UNAVAILABLE: ErrorSpec(
+        503, 2, "the shared job queue (`REPOLENS_REDIS_URL`) cannot be reached; nothing was queued"
     ),
     ErrorCode.CANCELLED: ErrorSpec(
         499, 130, "cancelled by the client or interrupted; the previous index is unchanged"

@@ -204,6 +204,23 @@ class Settings(BaseSettings):
     gitlab_token: SecretStr | None = setting("GITLAB_TOKEN", None, "git token for gitlab.com")
     bitbucket_token: SecretStr | None = setting("BITBUCKET_TOKEN", None, "git token for bitbucket.org")
 
+    # Job queue (several API replicas and `repolens worker` processes; unset: jobs run inside the server)
+    redis_url: SecretStr | None = setting(
+        "REPOLENS_REDIS_URL", None, "Redis URL of the shared ingest queue (`redis://host:6379/0`)"
+    )
+    queue_key: SecretStr | None = setting(
+        "REPOLENS_QUEUE_KEY",
+        None,
+        "key sealing per-request git tokens on the queue (the same on API replicas and workers)",
+    )
+    queue_lease_s: float = setting(
+        "REPOLENS_QUEUE_LEASE_S",
+        30.0,
+        "seconds a silent worker keeps its job and repository lock before another worker retries it",
+        ge=1,
+        le=3600,
+    )
+
     @field_validator("embedder", mode="before")
     @classmethod
     def _embedder_kind(cls, value: Any) -> Any:

@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.support.repos",
     "tests.support.live_server",
     "tests.support.chat",
+    "tests.support.redis_server",
 ]
 
 _PROVIDER_VARIABLES = (

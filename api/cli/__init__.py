@@ -17,6 +17,7 @@ from api.cli import (  # noqa: F401  (register commands)
     serve_cmd,
     setup_cmd,
     wiki_cmd,
+    worker_cmd,
 )
 from api.cli.app import app
 

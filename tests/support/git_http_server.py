@@ -29,6 +29,8 @@ API of `GitHttpServer`:
 - `.redirect(name, target_url)`: answer requests for `name` with a 302 to `target_url` (e.g. another
   server's `url_for(...)`), like a renamed or moved repository.
 - `.requests`: a list of `GitRequest(method, path, user, authorized, status)` (never a password).
+- `.hold(name)` / `.release(name)`: requests for `name` wait until released (a clone that stalls,
+  e.g. to kill a worker mid-job); `.held_count(name)` is how many requests have arrived held.
 
 Helpers for tests that need failing hosts: `closed_port()` / the `refused_port` fixture (a port
 nothing listens on) and the `silent_server` fixture / `SilentServer` (accepts TCP connections and
@@ -108,6 +110,8 @@ class GitHttpServer:
         self.require_auth = True
         self.requests: list[GitRequest] = []
         self.redirects: dict[str, str] = {}
+        self.gates: dict[str, threading.Event] = {}
+        self.held: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((HOST, 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -145,10 +149,30 @@ class GitHttpServer:
     def redirect(self, name: str, target_url: str) -> None:
         self.redirects[f"/{name}.git"] = target_url
 
+    def hold(self, name: str) -> None:
+        self.gates[f"/{name}.git"] = threading.Event()
+
+    def release(self, name: str) -> None:
+        gate = self.gates.pop(f"/{name}.git", None)
+        if gate is not None:
+            gate.set()
+
+    def held_count(self, name: str) -> int:
+        return self.held.get(f"/{name}.git", 0)
+
+    def _wait_if_held(self, path: str) -> None:
+        for prefix, gate in list(self.gates.items()):
+            if path.startswith(prefix + "/"):
+                with self._lock:
+                    self.held[prefix] = self.held.get(prefix, 0) + 1
+                gate.wait(60)
+
     def tag(self, name: str, tag: str, commit: str) -> None:
         git(self.repos / f"{name}.git", "tag", tag, commit)
 
     def close(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -173,6 +197,7 @@ def _handler_for(server: GitHttpServer) -> type[BaseHTTPRequestHandler]:
             user, authorized = self._check_auth()
             parts = urllib.parse.urlsplit(self.path)
             body = self._read_body()
+            server._wait_if_held(parts.path)
             for prefix, target in server.redirects.items():
                 if parts.path.startswith(prefix + "/"):
                     rest = parts.path[len(prefix) :] + (f"?{parts.query}" if parts.query else "")

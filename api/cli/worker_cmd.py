@@ -1,0 +1,47 @@
+"""`repolens worker`: run the ingest jobs of the shared Redis queue (`REPOLENS_REDIS_URL`).
+
+API replicas (`repolens serve` with the same `REPOLENS_REDIS_URL`) only queue jobs; workers clone,
+index and commit them into the shared store, `--jobs` at once per process, and report progress
+that every replica streams (see `ingest.redis_queue`). Stop a worker with Ctrl-C or SIGTERM: its
+running jobs stop and another worker retries them; a worker that dies is retried the same way once
+its lease (`REPOLENS_QUEUE_LEASE_S`) runs out.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from api.cli.app import app, cli_errors, err_console
+from rag.errors import ConfigError
+from rag.redact import register_secret
+from rag.settings import Settings
+from rag.store import Store
+
+
+@app.command()
+def worker(
+    jobs: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Jobs run at once [default: REPOLENS_INGEST_WORKERS]."),
+    ] = None,
+    burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 0 if a worker on this host is alive (a health check).")
+    ] = False,
+) -> None:
+    """Run ingest jobs from the shared Redis queue (for several API replicas and workers)."""
+    with cli_errors():
+        from ingest.redis_queue import IngestWorker, worker_alive
+
+        settings = Settings.from_env()
+        if settings.redis_url is None:
+            raise ConfigError("repolens worker needs REPOLENS_REDIS_URL (the queue the API replicas use)")
+        for secret in settings.secrets():
+            register_secret(secret)
+        if check:
+            raise typer.Exit(0 if worker_alive(settings) else 1)
+        runner = IngestWorker(settings, Store(settings.home), jobs=jobs or settings.ingest_workers)
+        err_console.print(f"repolens worker {runner.name}: {runner.jobs} job(s) at once", highlight=False)
+        runner.arq_worker(burst=burst).run()

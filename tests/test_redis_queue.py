@@ -1,0 +1,368 @@
+"""Ingest jobs on the Redis queue, with real engines: redis-server, two `repolens serve` replicas
+(real uvicorn) and two `repolens worker` processes on one shared REPOLENS_HOME, cloning from the
+token-guarded git server. A job submitted on replica A is watched and cancelled from replica B
+(HTTP and WebSocket), a repository is never ingested twice at once, a SIGKILLed worker's job is
+retried by the other worker while the previous version keeps serving, and no token reaches Redis.
+
+No timing asserts: every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import redis
+from websockets.asyncio.client import connect
+
+from ingest.jobs import IngestJob, JobState
+from ingest.pipeline import IngestOptions
+from ingest.redis_queue import RedisJobQueue, job_key
+from rag.errors import ConfigError
+from rag.settings import Settings
+from tests.conftest import SHARED_CACHE
+from tests.support.git_http_server import GitHttpServer
+from tests.support.redis_server import RedisServer
+
+T = TypeVar("T")
+REPOLENS = str(Path(sys.executable).parent / "repolens")
+DEADLINE_S = 40.0
+FILES = {"README.md": "# demo\n", "pkg/greeting.py": "def greet(name):\n    return f'hello {name}'\n"}
+
+
+def wait_for(what: str, probe: Callable[[], T | None], deadline_s: float = DEADLINE_S) -> T:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _port(start: int) -> int:
+    import socket
+
+    for port in range(start, 18900):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class Cluster:
+    """Two API replicas and two workers sharing one Redis and one REPOLENS_HOME."""
+
+    home: Path
+    env: dict[str, str]
+    git: GitHttpServer
+    redis: redis.Redis
+    logs: Path
+    apis: list[str] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    workers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{args[0]}-{len(self.processes)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [REPOLENS, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        process = self.spawn("worker", "--jobs", "1")
+        self.workers[process.pid] = process
+        return process
+
+    def start_api(self) -> str:
+        port = _port(18810 + len(self.apis))
+        self.spawn("serve", "--port", str(port), "--log-level", "warning")
+        base = f"http://127.0.0.1:{port}"
+        self.apis.append(base)
+        return base
+
+    def submit(self, api: str, body: dict[str, Any]) -> str:
+        """POST /api/repos and stop listening at once (the job goes on): the job id."""
+        with httpx.stream("POST", f"{api}/api/repos", json=body, timeout=30) as response:
+            assert response.status_code == 200, response.read()
+            return response.headers["x-repolens-job"]
+
+    def cloning(self, api: str, name: str, job_id: str) -> dict[str, Any]:
+        """The job's view once its worker's clone of `name` is held by the git server."""
+        return wait_for(f"{name} cloning", lambda: self.git.held_count(name) and self.job(api, job_id))
+
+    def job(self, api: str, job_id: str) -> dict[str, Any]:
+        response = httpx.get(f"{api}/api/jobs/{job_id}", timeout=10)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def finished(self, api: str, job_id: str) -> dict[str, Any]:
+        return wait_for(
+            f"job {job_id} to finish",
+            lambda: (job := self.job(api, job_id))["state"] in ("done", "failed", "cancelled") and job,
+        )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("queue-cluster")
+    home = root / "home"
+    home.mkdir()
+    (root / "logs").mkdir()
+    git = GitHttpServer(root / "git")
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, db=0)
+    client.flushdb()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.endswith("_TOKEN") and not k.endswith("_API_KEY")},
+        "REPOLENS_HOME": str(home),
+        "TIKTOKEN_CACHE_DIR": str(SHARED_CACHE / "tiktoken"),
+        "HF_HUB_OFFLINE": "1",
+        "REPOLENS_REDIS_URL": redis_server.url,
+        "REPOLENS_QUEUE_KEY": "queue-test-key-3f9a",
+        "REPOLENS_QUEUE_LEASE_S": "2",
+        "REPOLENS_ALLOW_PRIVATE_HOSTS": "1",
+        "REPOLENS_RATE_LIMIT_INGEST": "100000/minute",
+    }
+    cluster = Cluster(home, env, git, client, root / "logs")
+    try:
+        for _ in range(2):
+            cluster.start_worker()
+        for _ in range(2):
+            cluster.start_api()
+        for api in cluster.apis:
+            wait_for(f"{api} to answer", lambda api=api: _healthy(api))
+        yield cluster
+    finally:
+        cluster.stop()
+        git.close()
+        client.close()
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_job_submitted_on_one_replica_is_watched_and_cancelled_from_the_other(cluster: Cluster) -> None:
+    a, b = cluster.apis
+    cluster.git.add_repo("acme/watched", FILES)
+    cluster.git.require_auth = False
+    cluster.git.hold("acme/watched")
+    try:
+        body = {"repo_url": cluster.git.url_for("acme/watched"), "type": "git"}
+        job_id = cluster.submit(a, body)
+        running = cluster.cloning(b, "acme/watched", job_id)
+        assert running["state"] == "running" and running["worker"]
+        assert job_id in {job["id"] for job in httpx.get(f"{b}/api/jobs", timeout=10).json()["jobs"]}
+
+        # The same repository asked on replica B joins the running job (one ingest per repository).
+        assert cluster.submit(b, body) == job_id
+        lock = cluster.redis.get("repolens:repo:" + running["repo_id"] + ":lock")
+        assert lock, "the worker holds the repository's lock while it builds"
+
+        cancelled = httpx.post(f"{b}/api/jobs/{job_id}/cancel", timeout=10)
+        assert cancelled.status_code == 200
+    finally:
+        cluster.git.release("acme/watched")
+    ended = cluster.finished(a, job_id)
+    assert ended["state"] == "cancelled" and ended["error"]["code"] == "cancelled"
+    assert httpx.get(f"{a}/api/repos", timeout=10).json()["repos"] == [], "a cancelled job commits nothing"
+    assert not cluster.redis.exists("repolens:repo:" + running["repo_id"] + ":job"), "the slot is freed"
+
+
+async def test_the_websocket_of_another_replica_streams_the_job_and_its_cancel(cluster: Cluster) -> None:
+    a, b = cluster.apis
+    cluster.git.add_repo("acme/socket", FILES)
+    cluster.git.require_auth = False
+    cluster.git.hold("acme/socket")
+    url = cluster.git.url_for("acme/socket")
+    try:
+        job_id = cluster.submit(a, {"repo_url": url, "type": "git"})
+        wait_for("a worker to clone", lambda: cluster.git.held_count("acme/socket"))
+        ws_url = b.replace("http://", "ws://") + "/ws/chat?protocol=events"
+        async with connect(ws_url) as ws:
+            request = {"repo_url": url, "type": "git", "messages": [{"role": "user", "content": "greet?"}]}
+            await ws.send(json.dumps(request))
+            first = json.loads(await ws.recv())
+            assert first["type"] == "status"
+            httpx.post(f"{b}/api/jobs/{job_id}/cancel", timeout=10)
+            frames = [first]
+            while frames[-1]["type"] != "done":
+                frames.append(json.loads(await ws.recv()))
+    finally:
+        cluster.git.release("acme/socket")
+    assert [frame["code"] for frame in frames if frame["type"] == "error"] == ["cancelled"]
+    assert cluster.finished(a, job_id)["state"] == "cancelled"
+
+
+def _all_redis_text(client: redis.Redis) -> bytes:
+    """Every key and value in Redis, as bytes (strings, hashes, streams, sorted sets, lists)."""
+    dump = []
+    for key in client.scan_iter(count=1000):
+        dump.append(key)
+        kind = client.type(key)
+        if kind == b"string":
+            dump.append(client.get(key) or b"")
+        elif kind == b"hash":
+            dump.extend(b"%s=%s" % item for item in client.hgetall(key).items())
+        elif kind == b"stream":
+            for _, fields in client.xrange(key):
+                dump.extend(b"%s=%s" % item for item in fields.items())
+        elif kind == b"zset":
+            dump.extend(client.zrange(key, 0, -1))
+        elif kind == b"list":
+            dump.extend(client.lrange(key, 0, -1))
+        elif kind == b"set":
+            dump.extend(client.smembers(key))
+    return b"\n".join(dump)
+
+
+def test_a_private_repository_token_never_reaches_redis_in_clear(cluster: Cluster) -> None:
+    a, b = cluster.apis
+    cluster.git.add_repo("acme/private", FILES)
+    cluster.git.require_auth = True
+    token = cluster.git.token
+    spellings = [token.encode(), base64.b64encode(token.encode())]
+    users = ("x-access-token", "oauth2", "git")
+    spellings += [base64.b64encode(f"{user}:{token}".encode()) for user in users]
+    try:
+        cluster.git.hold("acme/private")
+        body = {"repo_url": cluster.git.url_for("acme/private"), "type": "git", "token": token}
+        job_id = cluster.submit(a, body)
+        wait_for("a worker to clone", lambda: cluster.git.held_count("acme/private"))
+        while_queued = _all_redis_text(cluster.redis)
+        cluster.git.release("acme/private")
+        done = cluster.finished(b, job_id)
+        assert done["state"] == "done", done
+        # A token pasted into the URL is taken out of the stored location and sealed too.
+        pasted = cluster.git.url_for("acme/private").replace("http://", f"http://x-access-token:{token}@")
+        second = cluster.submit(b, {"repo_url": pasted, "type": "git", "reindex": True})
+        assert cluster.finished(a, second)["state"] == "done"
+    finally:
+        cluster.git.release("acme/private")
+        cluster.git.require_auth = False
+    after = _all_redis_text(cluster.redis)
+    assert b"sealed=" in while_queued, "the token travels sealed while the job runs"
+    for text in (while_queued, after):
+        for spelling in spellings:
+            assert spelling not in text
+    assert b"sealed=" not in after, "the sealed token is deleted when the job ends"
+    listed = httpx.get(f"{a}/api/repos", timeout=10).json()["repos"]
+    assert any(repo["id"].endswith("acme/private") and repo["private"] for repo in listed)
+
+
+def test_a_sigkilled_worker_is_retried_by_the_other_and_the_previous_version_keeps_serving(
+    cluster: Cluster,
+) -> None:
+    a, b = cluster.apis
+    cluster.git.require_auth = False
+    first_sha = cluster.git.add_repo("acme/killed", FILES)
+    url = cluster.git.url_for("acme/killed")
+    first = cluster.finished(a, cluster.submit(a, {"repo_url": url, "type": "git"}))
+    assert first["state"] == "done" and first["repo"]["commit"] == first_sha
+    repo_id = first["repo_id"]
+
+    second_sha = cluster.git.add_repo("acme/killed", {"pkg/extra.py": "def extra():\n    return 2\n"})
+    cluster.git.hold("acme/killed")
+    try:
+        job_id = cluster.submit(b, {"repo_url": url, "type": "git"})
+        running = cluster.cloning(a, "acme/killed", job_id)
+        victim_pid = int(running["worker"].rpartition(":")[2])
+        victim = cluster.workers.pop(victim_pid)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        serving = httpx.get(f"{b}/api/repos/{repo_id}", timeout=10).json()
+        assert serving["commit"] == first_sha, "the previous version keeps serving while the job waits"
+    finally:
+        cluster.git.release("acme/killed")
+    retried = cluster.finished(a, job_id)
+    assert retried["state"] == "done", retried
+    assert retried["attempt"] == 2 and int(retried["worker"].rpartition(":")[2]) in cluster.workers
+    assert retried["repo"]["commit"] == second_sha
+    assert httpx.get(f"{a}/api/repos/{repo_id}", timeout=10).json()["commit"] == second_sha
+    assert not list(cluster.home.glob("repos/*/build-*")), "no half-built version is left behind"
+    cluster.start_worker()  # the cluster has two workers again for any later test
+
+
+# In-process checks of the queue itself (no worker needed), on their own Redis database.
+
+
+def _queue(redis_url: str, **env: str) -> RedisJobQueue:
+    return RedisJobQueue(Settings.from_env({"REPOLENS_REDIS_URL": redis_url, **env}))
+
+
+@pytest.fixture
+def queue_url(redis_server: RedisServer) -> str:
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, db=1)
+    client.flushdb()
+    client.close()
+    return f"redis://127.0.0.1:{redis_server.port}/1"
+
+
+def test_a_per_request_token_needs_the_queue_key(queue_url: str, tmp_path: Path) -> None:
+    queue = _queue(queue_url)
+    job = IngestJob.for_ingest("https://github.com/acme/demo", IngestOptions(token="ghp_secret_token_1234"))
+    with pytest.raises(ConfigError, match="REPOLENS_QUEUE_KEY"):
+        queue.submit(job)
+    queue.shutdown()
+
+
+def test_a_queued_job_cancels_at_once_and_its_repository_can_be_queued_again(queue_url: str) -> None:
+    queue = _queue(queue_url)
+    try:
+
+        def demo() -> IngestJob:
+            return IngestJob.for_ingest("https://github.com/acme/demo", IngestOptions())
+
+        job = queue.submit(demo())
+        assert queue.submit(demo()).id == job.id
+        assert [listed.id for listed in queue.list()] == [job.id]
+        cancelled = queue.cancel(job.id)
+        assert cancelled.state is JobState.CANCELLED and cancelled.to_json()["error"]["code"] == "cancelled"
+        assert queue.submit(demo()).id != job.id
+        client = redis.Redis.from_url(queue_url)
+        assert client.hget(job_key(job.id), "final")
+        client.close()
+    finally:
+        queue.shutdown()
+
+
+def test_an_unreachable_redis_is_a_clear_queue_unavailable_error(tmp_path: Path) -> None:
+    from tests.support.git_http_server import closed_port
+
+    queue = _queue(f"redis://127.0.0.1:{closed_port()}/0")
+    with pytest.raises(Exception) as raised:
+        queue.list()
+    assert getattr(raised.value, "code", None) == "queue_unavailable"
+    queue.shutdown()
