@@ -312,6 +312,8 @@ class JobRecords:
             pipe.set(repo_key, job.id)
             pipe.hset(job_key(job.id), mapping=fields)
             pipe.zadd(JOBS_KEY, {job.id: job.created_at})
+            queued = json.dumps(status_event("queued", "waiting for a worker", step="queued"))
+            pipe.xadd(events_key(job.id), {"event": queued}, maxlen=STREAM_MAXLEN, approximate=True)
             pipe.zremrangebyrank(JOBS_KEY, 0, -KEEP_JOBS - 1)
             return None
 

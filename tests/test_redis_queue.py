@@ -174,56 +174,76 @@ def _healthy(api: str) -> bool:
         return False
 
 
+def _sse_frames(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            yield json.loads(line.removeprefix("data: "))
+
+
 def test_a_job_submitted_on_one_replica_is_watched_and_cancelled_from_the_other(cluster: Cluster) -> None:
     a, b = cluster.apis
     cluster.git.add_repo("acme/watched", FILES)
     cluster.git.require_auth = False
     cluster.git.hold("acme/watched")
+    body = {"repo_url": cluster.git.url_for("acme/watched"), "type": "git"}
     try:
-        body = {"repo_url": cluster.git.url_for("acme/watched"), "type": "git"}
         job_id = cluster.submit(a, body)
         running = cluster.cloning(b, "acme/watched", job_id)
         assert running["state"] == "running" and running["worker"]
         assert job_id in {job["id"] for job in httpx.get(f"{b}/api/jobs", timeout=10).json()["jobs"]}
-
-        # The same repository asked on replica B joins the running job (one ingest per repository).
-        assert cluster.submit(b, body) == job_id
         lock = cluster.redis.get("repolens:repo:" + running["repo_id"] + ":lock")
         assert lock, "the worker holds the repository's lock while it builds"
 
-        cancelled = httpx.post(f"{b}/api/jobs/{job_id}/cancel", timeout=10)
-        assert cancelled.status_code == 200
+        # The same repository asked on replica B joins the running job (one ingest per repository),
+        # and B's stream shows its progress, then the cancel sent to B.
+        with httpx.stream("POST", f"{b}/api/repos", json=body, timeout=30) as response:
+            assert response.headers["x-repolens-job"] == job_id
+            frames = _sse_frames(response)
+            first = next(frames)
+            assert first["type"] == "status" and first["stage"] == "cloning"
+            assert httpx.post(f"{b}/api/jobs/{job_id}/cancel", timeout=10).status_code == 200
+            rest = list(frames)
     finally:
         cluster.git.release("acme/watched")
+    assert rest[-1]["type"] == "error" and rest[-1]["code"] == "cancelled"
     ended = cluster.finished(a, job_id)
     assert ended["state"] == "cancelled" and ended["error"]["code"] == "cancelled"
     assert httpx.get(f"{a}/api/repos", timeout=10).json()["repos"] == [], "a cancelled job commits nothing"
     assert not cluster.redis.exists("repolens:repo:" + running["repo_id"] + ":job"), "the slot is freed"
+    assert not cluster.redis.exists("repolens:repo:" + running["repo_id"] + ":lock"), "the lock is released"
 
 
-async def test_the_websocket_of_another_replica_streams_the_job_and_its_cancel(cluster: Cluster) -> None:
+async def test_the_chat_on_one_replica_queues_its_ingest_and_a_cancel_from_the_other_ends_it(
+    cluster: Cluster,
+) -> None:
     a, b = cluster.apis
     cluster.git.add_repo("acme/socket", FILES)
     cluster.git.require_auth = False
     cluster.git.hold("acme/socket")
     url = cluster.git.url_for("acme/socket")
     try:
-        job_id = cluster.submit(a, {"repo_url": url, "type": "git"})
-        wait_for("a worker to clone", lambda: cluster.git.held_count("acme/socket"))
-        ws_url = b.replace("http://", "ws://") + "/ws/chat?protocol=events"
-        async with connect(ws_url) as ws:
+        async with connect(a.replace("http://", "ws://") + "/ws/chat?protocol=events") as ws:
             request = {"repo_url": url, "type": "git", "messages": [{"role": "user", "content": "greet?"}]}
             await ws.send(json.dumps(request))
-            first = json.loads(await ws.recv())
-            assert first["type"] == "status"
-            httpx.post(f"{b}/api/jobs/{job_id}/cancel", timeout=10)
-            frames = [first]
+            frames = [json.loads(await ws.recv())]
+            assert frames[0]["type"] == "status"
+            # The ingest-on-first-use is a job on the queue, seen and cancelled from replica B.
+            job = wait_for(
+                "the chat's ingest job on replica B",
+                lambda: [
+                    job
+                    for job in httpx.get(f"{b}/api/jobs", timeout=10).json()["jobs"]
+                    if job["repo_id"].endswith("acme/socket")
+                ],
+            )[0]
+            wait_for("a worker to clone", lambda: cluster.git.held_count("acme/socket"))
+            assert httpx.post(f"{b}/api/jobs/{job['id']}/cancel", timeout=10).status_code == 200
             while frames[-1]["type"] != "done":
                 frames.append(json.loads(await ws.recv()))
     finally:
         cluster.git.release("acme/socket")
     assert [frame["code"] for frame in frames if frame["type"] == "error"] == ["cancelled"]
-    assert cluster.finished(a, job_id)["state"] == "cancelled"
+    assert cluster.finished(a, job["id"])["state"] == "cancelled"
 
 
 def _all_redis_text(client: redis.Redis) -> bytes:
@@ -366,3 +386,22 @@ def test_an_unreachable_redis_is_a_clear_queue_unavailable_error(tmp_path: Path)
         queue.list()
     assert getattr(raised.value, "code", None) == "queue_unavailable"
     queue.shutdown()
+
+
+async def test_a_watcher_sees_the_queued_frame_then_the_cancel_and_the_job_ends_cancelled(
+    queue_url: str,
+) -> None:
+    queue = _queue(queue_url)
+    try:
+        job = queue.submit(IngestJob.for_ingest("https://github.com/acme/watch", IngestOptions()))
+        events = queue.events(job)
+        first = await anext(events)
+        assert (first["type"], first["stage"]) == ("status", "queued")
+        queue.cancel(job.id)
+        final = await anext(events)
+        assert (final["type"], final["code"]) == ("error", "cancelled")
+        assert job.state is JobState.CANCELLED and job.error is not None
+        with pytest.raises(StopAsyncIteration):
+            await anext(events)
+    finally:
+        queue.shutdown()
