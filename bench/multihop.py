@@ -122,7 +122,7 @@ def _one_shot(services: Services, repo_id: str, question: str, mode: str) -> dic
 _SPAN = re.compile(r"^## ([^\s:]+):(\d+)-(\d+)(?: \(([^)]*)\))?", re.MULTILINE)
 _DEFINITION_LINE = re.compile(r"`([^`]+)` \((?:function|method|class|code)\) at ([^\s:]+):(\d+)-(\d+)")
 _NOT_CODE = re.compile(r"\.(md|rst|txt)$|(^|/)(tests?|docs?|examples?)/|_test\.go$|(^|/)test_")
-_CHAIN_HINT = re.compile(r"Code graph chain for the question[^:]*: (.*)")
+_LEAD = re.compile(r"Code graph chain for the question.*?\n(.*?)\nCheck a step with", re.DOTALL)
 MAX_CITED = 5
 
 
@@ -140,13 +140,13 @@ def _relevant(question: str, found: list[tuple[str, str, str, str]]) -> list[tup
 class ScriptedModel:
     """The scripted model of `llm_loop_scripted`: its next reply, chosen from what the tools showed.
 
-    It follows the investigate prompt's advice: turn 1 `search`es for the question; turn 2 asks the
-    code graph for the `callees` and `callers` of the two ends of the chain the plan prompt offers
-    (else of the two code spans that share most words with the question); turn 3 follows the
-    `callees` of the most relevant definition found; then it stops. Its
-    conclusion cites the chain it was offered, then the definitions that share most words with the
-    question (at most five in all), as a model answering from the evidence would. One run at a
-    time (state is per research run).
+    It follows the prompts' advice: the plan prompt carries the `trace` tool's chain for the question
+    (the loop runs it first); turn 1 `search`es for the question; turn 2 asks the code graph for the
+    `callees` and `callers` of the two ends of that chain (else of the two code spans that share most
+    words with the question); turn 3 follows the `callees` of the most relevant definition found;
+    then it stops. Its conclusion cites the chain it was offered with what it uses and the code
+    beside it, then the definitions that share most words with the question (five in all unless
+    the chain alone is longer), as a model answering from the evidence would. One run at a time (state is per run).
     """
 
     def __init__(self) -> None:
@@ -155,6 +155,7 @@ class ScriptedModel:
         self.followed: set[str] = set()
         self.question = ""
         self.chain: list[str] = []
+        self.lead: list[tuple[str, str, str, str]] = []
 
     def __call__(self, request: Any) -> Any:
         from tests.support.fake_provider import FakeResponse
@@ -168,12 +169,12 @@ class ScriptedModel:
                 self.__init__()  # type: ignore[misc]
                 asked = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
                 self.question = asked.split("Question: ", 1)[-1].split("\n", 1)[0]
-                lead = _CHAIN_HINT.search(asked)
-                self.chain = [sym for sym, *_ in _DEFINITION_LINE.findall(lead.group(1))] if lead else []
-                self.found += list(_DEFINITION_LINE.findall(lead.group(1))) if lead else []
+                lead = _LEAD.search(asked)
+                self.lead = list(dict.fromkeys(_DEFINITION_LINE.findall(lead.group(1)))) if lead else []
+                self.chain = [sym for sym, *_ in self.lead]
                 return FakeResponse(text="1. Find the entry point. 2. Follow its callees to the work.")
-            leads = [item for item in self.found if item[0] in self.chain]
-            cited = list(dict.fromkeys([*leads, *_relevant(self.question, self.found)]))[:MAX_CITED]
+            others = [item for item in _relevant(self.question, self.found) if item not in self.lead]
+            cited = [*self.lead, *others][: max(MAX_CITED, len(self.lead))]
             refs = ", ".join(f"`{sym}` ({path}:{a}-{b})" for sym, path, a, b in cited)
             return FakeResponse(text=f"The path through the code: {refs}.")
         self.found += [(sym or "", path, a, b) for path, a, b, sym in _SPAN.findall(text)]

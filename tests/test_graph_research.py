@@ -167,6 +167,22 @@ def test_graph_tool_errors_are_results() -> None:
     assert "no definition named 'no_such_thing'" in result.output
 
 
+def investigate_turn(request: Any) -> str:
+    return str(request.body["messages"][1]["content"])
+
+
+def test_trace_tool_gives_offline_researchs_chain_and_sources() -> None:
+    question = "How does main check out and charge the payment through a gateway?"
+    result = _tools("shop").run("trace", {"question": question})
+    assert not result.is_error, result.output
+    assert "1. `main` (function) at shop/cli.py" in result.output
+    assert "(called at shop/cli.py:7)" in result.output
+    offline, _, _ = _research("shop", question)
+    assert [(e.path, e.start_line, e.end_line) for e in result.evidence] == [
+        (s["path"], s["start_line"], s["end_line"]) for s in offline
+    ]
+
+
 def test_llm_loop_gets_the_chain_and_graph_tools_and_cites_its_sources(fake_provider: FakeProvider) -> None:
     """The plan prompt offers the code graph's chain, the model can call the graph tools, and the
     final `sources` are the evidence the answer cites (not every span a tool showed)."""
@@ -197,7 +213,10 @@ def test_llm_loop_gets_the_chain_and_graph_tools_and_cites_its_sources(fake_prov
     investigate = fake_provider.requests[1].body["messages"][0]["content"]
     assert "callees for what it calls" in investigate
     results = [e for e in events if e["type"] == "research" and e["event"] == "tool_result"]
-    assert results and "make_gateway" in results[0]["summary"] + str(results[0].get("files"))
+    assert (results[0]["phase"], results[0]["tool"]) == ("plan", "trace"), "the chain is the first finding"
+    assert results[0]["files"] == ["shop/cli.py", "shop/service.py", "shop/payments.py"]
+    assert "make_gateway" in results[1]["summary"] + str(results[1].get("files"))
+    assert "Code graph chain for the question" in investigate_turn(fake_provider.requests[1])
     sources = [e["sources"] for e in events if e["type"] == "sources"]
     assert len(sources) == 2, "all evidence first, then what the answer cites"
     assert [(s["path"], s["start_line"]) for s in sources[-1]] == [("shop/service.py", 16)]

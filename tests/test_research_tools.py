@@ -172,7 +172,7 @@ def test_schemas_describe_every_tool() -> None:
     names = [schema["name"] for schema in tool_schemas()]
     assert names == [
         "search", "grep", "glob", "list_dir", "read_file", "find_symbol",
-        "definition", "callers", "callees", "references", "subclasses",
+        "definition", "callers", "callees", "references", "subclasses", "trace",
     ]  # fmt: skip
     read = next(schema for schema in tool_schemas() if schema["name"] == "read_file")
     assert read["parameters"]["required"] == ["path"]

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from rag.citations import extract_citations
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import error_event, token_event
-from rag.graph_walk import find_chain, related_hits
 from rag.providers.base import (
     ChatProvider,
     ChatRequest,
@@ -111,6 +110,8 @@ class Researcher:
         self.evidence = EvidenceSet()
         self.findings: list[Finding] = []
         self.plan_text = ""
+        self.lead_text = ""
+        self.lead_evidence: list[Evidence] = []
         self.context_note = ""
         self._last_turn: list[Message] = []
         self.json_actions = options.tool_mode == "json" or (
@@ -205,19 +206,26 @@ class Researcher:
     def brief(self) -> str:
         """The question and the plan, which head every investigation and conclusion prompt."""
         plan = self.plan_text or "(none)"
-        return f"{self.context_note}Question: {self.question}\n\nResearch plan:\n{plan}\n\n"
+        return f"{self.context_note}Question: {self.question}\n\n{self.lead_text}Research plan:\n{plan}\n\n"
 
     def _history_text(self) -> str:
         turns = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in self.history[-6:]]
         return "Earlier conversation:\n" + "\n".join(turns) + "\n\n" if turns else ""
 
     async def plan(self) -> AsyncGenerator[dict[str, Any], None]:
-        """Ask for sub-questions and what to look for, grounded in a first retrieval and the layout."""
+        """Ask for sub-questions and what to look for, grounded in a first retrieval, the layout and
+        the code graph's chain for the question (the `trace` tool, run first: offline research's
+        answer, so a model that follows it starts from at least what offline research finds)."""
+        lead = await asyncio.to_thread(self._lead)
         overview = await asyncio.to_thread(self._overview)
         messages = [
             Message("system", prompts.plan_system(self.language)),
             Message(
-                "user", f"{self._history_text()}{self.context_note}Question: {self.question}\n\n{overview}"
+                "user",
+                f"{self._history_text()}{self.context_note}Question: {self.question}\n\n"
+                f"{prompts.LEAD_TITLE}:\n{lead.output}\n\n{overview}"
+                if lead
+                else overview,
             ),
         ]
         completion = await self.complete(
@@ -225,6 +233,27 @@ class Researcher:
         )
         self.plan_text = completion.text.strip()
         yield self.event("plan", "plan", summary=self.plan_text)
+        if lead is not None:
+            yield self.event(
+                "plan", "tool_result", tool=lead.tool, args=lead.args, summary=lead.summary, files=lead.files
+            )
+
+    def _lead(self) -> ToolResult | None:
+        """Run `trace` for the question and keep it as the first finding, and its steps (without their
+        code, which the plan prompt shows) as a lead in every later prompt; None without a graph."""
+        if not getattr(self.tools.index, "has_graph", False):
+            return None
+        result = self.tools.run("trace", {"question": self.question})
+        self.stats.tool_calls += 1
+        if result.is_error:
+            return None
+        finding = Finding(0, "The code graph's chain for the question (a lead to check).", [result])
+        finding.new_refs = [item.ref for item in result.evidence]
+        self.findings.append(finding)
+        self.lead_evidence = result.evidence
+        steps = result.output.split("\n## ", 1)[0]
+        self.lead_text = f"{prompts.LEAD_TITLE}:\n{steps}\n\n"
+        return result
 
     def _overview(self) -> str:
         top = self.tools.run("list_dir", {"path": ""})
@@ -232,32 +261,7 @@ class Researcher:
         spans = ", ".join(item.ref + (f" ({item.symbol})" if item.symbol else "") for item in hits.evidence)
         return (
             f"Repository top level:\n{top.output}\n\nFirst search results for the question: {spans or 'none'}"
-            + self._graph_hint()
         )
-
-    def _graph_hint(self) -> str:
-        """The code graph's chain for the question (what offline research would cite), as a lead to
-        verify with the graph tools; empty for an index without a graph."""
-        if not getattr(self.tools.index, "has_graph", False):
-            return ""
-        hits = self.tools.retriever.search(self.question, k=10)
-        chain = find_chain(self.tools.index, self.question, hits)
-        if not chain.links:
-            return ""
-        steps = " → ".join(
-            f"`{d.qualname}` ({d.kind}) at {d.ref}" for d in (link.definition for link in chain.links)
-        )
-        uses = "".join(
-            f"; uses `{link.definition.qualname}` ({link.definition.kind}) at {link.ref}"
-            for link in chain.uses
-        )
-        related = "".join(
-            f"; also relevant: `{hit.symbol or hit.path}` (code) at "
-            f"{hit.path}:{hit.start_line}-{hit.end_line}"
-            for hit in related_hits(chain, hits)
-        )
-        lead = "Code graph chain for the question (a lead: check it with callees/callers)"
-        return f"\n\n{lead}: {steps}{uses}{related}"
 
     def budget_reason(self) -> str | None:
         if self.stats.turns >= self.options.max_iterations:
@@ -412,9 +416,18 @@ class Researcher:
                     yield frame
             except TimeBudgetExceeded:
                 self.stats.stopped_because = "time_budget"
+        self.adopt_lead()
         yield self.event(
             "investigate", "note", summary=f"investigation stopped: {self.stats.stopped_because}"
         )
+
+    def adopt_lead(self) -> None:
+        """Make the lead's spans citable evidence, first. Not before: a turn that checks the lead's
+        steps (as the prompt advises) must not count as finding nothing new."""
+        evidence = EvidenceSet()
+        for item in [*self.lead_evidence, *self.evidence.merged()]:
+            evidence.add(item)
+        self.evidence = evidence
 
     # ---- conclusion ---------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from typing import Any
 
 from rag.errors import ErrorCode
 from rag.events import error_event, token_event
-from rag.graph_walk import Chain, code_hits, find_chain, related_hits
 from rag.providers.offline import explained_answer
 from rag.research.frames import (
     Stats,
@@ -35,7 +34,6 @@ from rag.terms import question_terms
 
 OFFLINE_LABEL = "Offline research (no LLM configured)"
 # Hits retrieved to seed the graph walk (its seeds are the best code hits outside tests and docs).
-SEARCH_HITS = 30
 MAX_HOPS = 4
 SEEDS = 4
 MAX_NODES = 24
@@ -318,16 +316,6 @@ async def walk_hops(
     stats.stopped_because = "max_iterations" if frontier else "no_new_evidence"
 
 
-def chain_evidence(tools: RepoTools, chain: Chain) -> list[Evidence]:
-    """What the chain's answer cites: each step's definition, then the settings the worker reads."""
-    spans = [
-        Evidence(d.path, d.start_line, d.end_line, d.qualname, tools.language(d.path))
-        for d in (link.definition for link in [*chain.links, *chain.uses])
-    ]
-    spans += [Evidence(path, line, line, None, tools.language(path)) for _, path, line in chain.reads]
-    return spans
-
-
 async def graph_events(
     tools: RepoTools, *, question: str, language: str, cancel: asyncio.Event | None, stats: Stats
 ) -> AsyncGenerator[dict[str, Any], None]:
@@ -335,11 +323,11 @@ async def graph_events(
 
     Its sources are the chain (what the answer cites), not every definition the walk looked at.
     """
-    hits = await asyncio.to_thread(tools.retriever.search, question, k=SEARCH_HITS)
+    trace = await asyncio.to_thread(tools.trace, question)
+    chain, hits = trace.chain, trace.hits
     start = ", ".join(f"{hit.path}:{hit.start_line}-{hit.end_line}" for hit in hits[:4]) or "nothing"
     yield research_frame(stats, "plan", "plan", summary=f"offline: walk the code graph from {start}")
     stats.turns = 1
-    chain = await asyncio.to_thread(find_chain, tools.index, question, hits)
     stats.tool_calls = chain.lookups + 1
     if cancel is not None and cancel.is_set():
         stats.stopped_because = "cancelled"
@@ -353,10 +341,7 @@ async def graph_events(
     )  # fmt: skip
     stats.stopped_because = "chain_found" if chain.links else "no_new_evidence"
     answer = explained_answer(question, chain, hits, tools.text, language)
-    beside = related_hits(chain, hits) if chain.links else code_hits(hits)[:3]
-    spans = chain_evidence(tools, chain) + [
-        Evidence(h.path, h.start_line, h.end_line, h.symbol, h.language) for h in beside
-    ]
+    spans = tools.trace_evidence(trace)
     yield research_frame(stats, "conclude", "note", summary="writing the chain through the code")
     yield sources_frame(tools, spans)
     for line in answer.splitlines(keepends=True):

@@ -26,6 +26,8 @@ CITE_RULE = (
     "using only spans you have seen in tool results."
 )
 
+LEAD_TITLE = "Code graph chain for the question (from the trace tool; a lead: check it with callees/callers)"
+
 
 def language_rule(language: str) -> str:
     return f"Write in {language_name(language)}."
@@ -47,9 +49,11 @@ def investigate_system(language: str, *, json_actions: bool) -> str:
         "identifiers, find_symbol for definitions and callers, read_file for exact lines. Follow code "
         "across files with the code graph: definition for a function's code, callees for what it "
         "calls (and the settings it reads), callers for who calls it, references for every use, "
-        "subclasses for the classes that override a method; name definitions as search results show "
-        "them (Class.method). Walk from the entry point the question implies down to the code that "
-        "does the work, and cite that chain. Refine your "
+        "subclasses for the classes that override a method, trace for the chain that answers a "
+        "question; name definitions as search results show them (Class.method). The code graph chain "
+        "above is trace's answer to the question: start from it, check its steps, look for what it "
+        "misses (trace a sub-question, search), and cite the chain you confirm with what it uses. Walk "
+        "from the entry point the question implies down to the code that does the work. Refine your "
         "queries from what earlier results showed instead of repeating the question. Alongside the "
         "calls, state briefly what you learned so far, citing path:start-end. When the evidence is "
         "enough to answer, stop calling tools and reply with a one-paragraph summary of the findings. "

@@ -26,6 +26,7 @@ import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rag.errors import ErrorCode, RepoLensError
+from rag.graph_walk import Chain, code_hits, find_chain, related_hits
 from rag.lexical import path_matches
 from rag.tokens import count_tokens, truncate_to_tokens
 
@@ -41,6 +42,8 @@ MAX_LINE_CHARS = 240
 MAX_DEFINITION_LINES = 300
 MAX_DEFINITIONS = 20
 MAX_WORD_LINES = 2_000
+TRACE_HITS = 30
+TRACE_BODY_LINES = 6
 
 
 class ToolError(RepoLensError):
@@ -76,6 +79,16 @@ class ToolResult:
     @property
     def files(self) -> list[str]:
         return list(dict.fromkeys(item.path for item in self.evidence))
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """The code graph's chain for a question, the retrieved hits it started from, and the best
+    retrieved code beside it (`RepoTools.trace_evidence` lists what an answer from it cites)."""
+
+    chain: Chain
+    hits: list[Any]
+    beside: list[Evidence]  # the best retrieved code outside the chain's files
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,12 @@ class GraphArgs(_Args):
     max_results: int = Field(20, ge=1, le=60, description="How many edges or definitions to list.")
 
 
+class TraceArgs(_Args):
+    question: str = Field(
+        min_length=1, description="The question or a sub-question, in words and the identifiers it names."
+    )
+
+
 _ARG_MODELS: dict[str, type[_Args]] = {
     "search": SearchArgs,
     "grep": GrepArgs,
@@ -150,8 +169,9 @@ _ARG_MODELS: dict[str, type[_Args]] = {
     "callees": GraphArgs,
     "references": GraphArgs,
     "subclasses": GraphArgs,
+    "trace": TraceArgs,
 }
-GRAPH_TOOLS = ("definition", "callers", "callees", "references", "subclasses")
+GRAPH_TOOLS = ("definition", "callers", "callees", "references", "subclasses", "trace")
 
 TOOL_DESCRIPTIONS: dict[str, str] = {
     "search": "Hybrid (semantic + keyword) search over the repository's code; returns line-numbered spans.",
@@ -165,6 +185,9 @@ TOOL_DESCRIPTIONS: dict[str, str] = {
     "callees": "Code graph: what a function/method calls and which settings it reads, in order, resolved.",
     "references": "Code graph: every resolved use of a definition: calls, reads, subclasses.",
     "subclasses": "Code graph: classes extending/implementing a class, and their overrides of its methods.",
+    "trace": "Code graph: the chain of code that answers a question, from the entry point down to the "
+    "code that does the work, what it uses in other files and the settings it reads (offline research's "
+    "answer; verify the steps with callees/callers).",
 }
 
 
@@ -570,13 +593,16 @@ class RepoTools:
 
     # code graph ---------------------------------------------------------------------------------
 
-    def graph_definitions(self, name: str) -> list[CodeDefinition]:
-        """Definitions `name` denotes: `path:qualname`, a qualified name, or a short name."""
+    def _require_graph(self) -> None:
         if not getattr(self.index, "has_graph", False):
             raise ToolError(
                 "this index has no code graph (it was built before the graph existed): update it with "
                 "`repolens update <repo>`, or use find_symbol and grep"
             )
+
+    def graph_definitions(self, name: str) -> list[CodeDefinition]:
+        """Definitions `name` denotes: `path:qualname`, a qualified name, or a short name."""
+        self._require_graph()
         path, _, qualname = name.rpartition(":")
         found = self.index.definition(qualname.strip())
         if path:
@@ -662,3 +688,52 @@ class RepoTools:
                 evidence += [self._evidence(sub), *(self._evidence(d) for d in overrides)]
         summary = f"{len(evidence) - 1} subclasses and overrides"
         return self._graph_result("subclasses", parts, evidence, summary)
+
+    def trace(self, question: str) -> Trace:
+        """The chain for `question` from a fresh retrieval, and what an answer from it cites: the one
+        computation behind offline research, the `trace` tool and the research loop's first finding."""
+        hits = list(self.retriever.search(question, k=TRACE_HITS))
+        chain = find_chain(self.index, question, hits)
+        beside = related_hits(chain, hits) if chain.links else code_hits(hits)[:3]
+        return Trace(
+            chain, hits, [Evidence(h.path, h.start_line, h.end_line, h.symbol, h.language) for h in beside]
+        )
+
+    def trace_evidence(self, trace: Trace) -> list[Evidence]:
+        """The spans an answer from `trace` cites, in order: steps, uses, the worker's reads, code beside."""
+        chain = trace.chain
+        evidence = [self._evidence(link.definition) for link in [*chain.links, *chain.uses]]
+        evidence += [Evidence(path, line, line, None, self.language(path)) for _, path, line in chain.reads]
+        return evidence + trace.beside
+
+    def _trace(self, args: TraceArgs) -> ToolResult:
+        """The steps first (one line each), then the advice, then each step's first lines: a tight
+        output budget cuts code, never the chain."""
+        self._require_graph()
+        trace = self.trace(args.question)
+        chain, parts, code = trace.chain, [], []
+        if chain.links:
+            parts.append("Chain from the entry point to the code that does the work:")
+            for number, link in enumerate(chain.links, 1):
+                definition = link.definition
+                how = ""
+                if link.how == "call":
+                    how = f" (called at {chain.links[number - 2].definition.path}:{link.line})"
+                elif link.how == "override":
+                    how = " (overrides the step before)"
+                parts.append(f"{number}. {self._label(definition)}{how}")
+                end = min(definition.end_line, definition.start_line + TRACE_BODY_LINES - 1)
+                lines = self.lines(definition.path)[definition.start_line - 1 : end]
+                code.append(f"## {definition.ref}\n{numbered(lines, definition.start_line)}")
+            parts += [f"- uses {self._label(link.definition)}" for link in chain.uses]
+            parts += [f"- reads `{name}` at {path}:{line}" for name, path, line in chain.reads]
+        else:
+            parts.append("No chain in the code graph for this question; the best retrieved code:")
+        parts += [
+            f"- also relevant: `{item.symbol or item.path}` (code) at {item.ref}" for item in trace.beside
+        ]
+        parts.append(
+            "Check a step with callees/callers/definition; cite the spans you rely on as path:start-end."
+        )
+        steps = " → ".join(link.definition.qualname for link in chain.links) or "no chain"
+        return self._graph_result("trace", parts + code, self.trace_evidence(trace), f"chain: {steps}")
