@@ -146,7 +146,8 @@ class ScriptedModel:
     words with the question); turn 3 follows the `callees` of the most relevant definition found;
     then it stops. Its conclusion cites the chain it was offered with what it uses and the code
     beside it, then the definitions that share most words with the question (five in all unless
-    the chain alone is longer), as a model answering from the evidence would. One run at a time (state is per run).
+    the chain alone is longer), as a model answering from the evidence would. One run at a time
+    (state is per run).
     """
 
     def __init__(self) -> None:
