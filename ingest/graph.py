@@ -34,6 +34,10 @@ _OPAQUE = frozenset(
 )  # fmt: skip
 _JS_HERITAGE = ("class_heritage", "extends_clause", "implements_clause", "extends_type_clause")
 _QUALIFIED_TYPES = ("member_expression", "qualified_type", "scoped_type_identifier", "nested_type_identifier")
+_ASSIGNMENTS = frozenset({"assignment", "assignment_expression"})
+# Names a constructor's parameter binds: plain, typed, defaulted, splat, destructured.
+_PARAM_NAMES = ("identifier", "shorthand_property_identifier_pattern")
+_INSTANCE_NAMES = frozenset({"self", "this"})
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,8 @@ class _Scope:
     qualname: str = ""
     owner: str | None = None  # qualname of the class whose method this is
     receivers: frozenset[str] = _SELF_NAMES
+    instance: str | None = None  # the class whose attributes `self.x` / `this.x` name here
+    params: frozenset[str] = frozenset()  # a constructor's parameters (empty in other code)
 
 
 @dataclass
@@ -119,6 +125,12 @@ class _Extractor:
     language: str
     syntax: _Syntax
     graph: FileGraph = field(default_factory=FileGraph)
+    # Constructor-argument flow, emitted by `finish` once the whole file is seen: the first line
+    # storing each (class, attribute) from a parameter, the stores, and candidate reads.
+    stored: dict[tuple[str, str], int] = field(default_factory=dict)
+    stores: list[GraphReference] = field(default_factory=list)
+    reads: list[tuple[str, GraphReference]] = field(default_factory=list)
+    targets: set[int] = field(default_factory=set)  # ids of `self.x` nodes assigned to
 
     # walking --------------------------------------------------------------------------------------
 
@@ -141,12 +153,18 @@ class _Extractor:
             return
         elif self._js_function_binding(node, scope):
             return
+        if kind in _ASSIGNMENTS and scope.instance:
+            self._assignment(node, scope)
         if kind in self.syntax.calls:
             self._call(node, scope)
         elif kind in self.syntax.members and self._is_callback(node, scope):
-            self._read(node, scope, "call")
+            self._read(node, scope, "call")  # a method passed to be called later, or an attribute's value
+            if scope.instance and not scope.params:
+                self._attribute_read(node, scope)
         elif kind in self.syntax.members and self._is_config_read(node):
             self._read(node, scope)
+        elif kind in self.syntax.members and scope.instance and not scope.params:
+            self._attribute_read(node, scope)
         elif kind in _IMPORTS:
             self._import(node)
         for child in node.named_children:
@@ -181,7 +199,17 @@ class _Extractor:
             return _Scope(qualname, owner, receivers)
         in_class = owner is not None and scope.qualname == owner
         qualname = self._define(node, name, "method" if in_class else "function", scope)
-        return _Scope(qualname, owner if in_class else scope.owner, receivers)
+        instance = owner if in_class else None
+        builds = in_class and (name in ("__init__", "constructor") or node.type == "constructor_declaration")
+        if (
+            not scope.qualname
+            and self.syntax is _JS
+            and node.type == "function_declaration"
+            and name[0].isupper()
+        ):
+            instance, builds = qualname, True  # `function Route(path) { this.path = path }`
+        params = self._params(node) if builds else frozenset()
+        return _Scope(qualname, owner if in_class else scope.owner, receivers, instance, params)
 
     def _js_function_binding(self, node: Node, scope: _Scope) -> bool:
         """`const f = () => ...`, `app.handle = function handle() {...}`, `x: function() {}`."""
@@ -212,7 +240,7 @@ class _Extractor:
             return False
         if owner:
             qualname = self._define(node, name, "method", _Scope(owner, owner, _SELF_NAMES))
-            inner = _Scope(qualname, owner, _SELF_NAMES)
+            inner = _Scope(qualname, owner, _SELF_NAMES, owner)
         else:
             qualname = self._define(node, name, "function", scope)
             inner = _Scope(qualname, scope.owner, scope.receivers)
@@ -344,6 +372,84 @@ class _Extractor:
         obj = _text(node.child_by_field_name(self.syntax.members[node.type][0]))
         return obj in scope.receivers or obj in _SELF_NAMES
 
+    # constructor arguments ------------------------------------------------------------------------
+
+    def _params(self, node: Node) -> frozenset[str]:
+        """The names a function's parameters bind (without `self`)."""
+        params = node.child_by_field_name("parameters")
+        names: set[str] = set()
+        for param in params.named_children if params is not None else ():
+            target = param.child_by_field_name("name") or param.child_by_field_name("left") or param
+            if param.type in (
+                "typed_parameter",
+                "list_splat_pattern",
+                "dictionary_splat_pattern",
+                "rest_pattern",
+            ):
+                target = param.named_children[0] if param.named_children else param
+            if target.type in _PARAM_NAMES:
+                names.add(_text(target))
+            elif target.type == "object_pattern":
+                names.update(_text(d) for d in _descendants(target, _PARAM_NAMES))
+        return frozenset(names - _SELF_NAMES)
+
+    def _self_member(self, node: Node | None, scope: _Scope) -> str | None:
+        """`x` of `self.x` / `this.x` / `recv.x` (a member of this instance), else None."""
+        member = self.syntax.members.get(node.type) if node is not None else None
+        if member is None or node is None:
+            return None
+        obj = _text(node.child_by_field_name(member[0]))
+        if obj not in _INSTANCE_NAMES and obj not in (scope.receivers - _SELF_NAMES):
+            return None
+        return _text(node.child_by_field_name(member[1])) or None
+
+    def _assignment(self, node: Node, scope: _Scope) -> None:
+        """`self.timeout = timeout` in a constructor: the attribute holds a constructor argument."""
+        left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
+        if left is None:
+            return
+        targets = left.named_children if left.type in ("pattern_list", "tuple_pattern") else [left]
+        given = (
+            scope.params
+            and right is not None
+            and (
+                _text(right) in scope.params
+                or any(_text(d) in scope.params for d in _descendants(right, ("identifier",)))
+            )
+        )
+        for target in targets:
+            name = self._self_member(target, scope)
+            if name is None or scope.instance is None:
+                continue
+            self.targets.add(target.id)
+            if given:
+                self.stored.setdefault((scope.instance, name), _line(node))
+                self.stores.append(GraphReference(_line(node), scope.qualname, name, "store", RECEIVER_SELF))
+
+    def _attribute_read(self, node: Node, scope: _Scope) -> None:
+        """A candidate read of `self.x` outside a constructor (kept if `x` holds a constructor argument)."""
+        if node.id in self.targets or scope.instance is None:
+            return
+        name = self._self_member(node, scope)
+        if name is not None:
+            self.reads.append(
+                (scope.instance, GraphReference(_line(node), scope.qualname, name, "read", RECEIVER_SELF))
+            )
+
+    def finish(self) -> FileGraph:
+        """The file's graph with its constructor-argument flow: an `attribute` definition per stored
+        attribute (after the file's own definitions, which win a qualified-name clash), its stores,
+        and the reads of it in the class's other methods."""
+        for (instance, name), line in self.stored.items():
+            self.graph.definitions.append(
+                GraphDefinition(name, f"{instance}.{name}", "attribute", line, line, instance)
+            )
+        self.graph.references += self.stores
+        self.graph.references += [
+            read for instance, read in self.reads if (instance, read.name) in self.stored
+        ]
+        return self.graph
+
     def _read(self, node: Node, scope: _Scope, kind: str = "read") -> None:
         member = self.syntax.members[node.type]
         name = _text(node.child_by_field_name(member[1]))
@@ -446,4 +552,4 @@ def extract(language: str, tree: Tree) -> FileGraph | None:
         return None
     extractor = _Extractor(language, syntax)
     extractor.walk(tree.root_node, _Scope(receivers=_SELF_NAMES))
-    return extractor.graph
+    return extractor.finish()

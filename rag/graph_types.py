@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Bumped when extraction changes, so an update re-extracts files graphed by an older extractor.
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 
 RECEIVER_SELF = "self"  # a call on the enclosing method's own object (`self.`, `this.`, Go/Rust receiver)
 
@@ -21,7 +21,7 @@ class GraphDefinition:
 
     name: str
     qualname: str
-    kind: str  # "function" | "method" | "class"
+    kind: str  # "function" | "method" | "class" | "impl" | "attribute" (stored from a constructor argument)
     start_line: int
     end_line: int
     parent: str | None = None  # qualname of the enclosing class/type, for methods
@@ -45,8 +45,9 @@ class GraphImport:
 class GraphReference:
     """A use of `name` at `line` inside the definition `scope` ('' for module level).
 
-    `kind` is "call" (a call or instantiation) or "read" (an attribute of a settings/options object
-    or of `self` that a constructor stored). `receiver` is what the name was reached through:
+    `kind` is "call" (a call or instantiation), "read" (an attribute of a settings/options object, or
+    of `self` that a constructor stored) or "store" (a constructor storing an argument on `self`).
+    `receiver` is what the name was reached through:
     `RECEIVER_SELF`, an identifier (`router`, `os`), or None for a bare name.
     """
 

@@ -30,6 +30,8 @@ USE_THRESHOLD = 1.0
 MIN_GAIN = 0.01
 RELATED_HITS = 1
 MAX_USES = 2
+MAX_FLOWS = 2
+MAX_FLOW_READS = 3
 ENTRY_BONUS = 1.0
 _PROSE = frozenset({"markdown", "rst", "text", "json", "yaml", "toml", "html", "css"})
 _TEST_PATH = re.compile(
@@ -37,6 +39,12 @@ _TEST_PATH = re.compile(
 )
 _IDENTIFIER = re.compile(r"`([^`]+)`|\b([A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*)\b")
 _SPLIT = re.compile(r"[._:/\-]|(?<=[a-z0-9])(?=[A-Z])")
+# Docstrings and comments, then what an abstract method's body is left with.
+_ABSTRACT_NOISE = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|#[^\n]*|//[^\n]*|/\*[\s\S]*?\*/')
+_ABSTRACT_LINE = re.compile(r":\s*(pass|\.\.\.)\s*(#.*)?$|;\s*$")
+_ABSTRACT_BODY = re.compile(
+    r"(pass|\.\.\.|raise NotImplementedError(\(.*\))?|throw new Error\(.*\);?|[{}\s])*"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +61,25 @@ class Link:
         return result
 
 
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A constructor argument: stored on the instance by `constructor` at `path:line` (`self.timeout =
+    timeout`), read back at `reads` (reader's qualname, path, line)."""
+
+    name: str
+    constructor: str
+    path: str
+    line: int
+    reads: list[tuple[str, str, int]]
+
+
 @dataclass
 class Chain:
     """The answer's skeleton: `links` from the entry point to the worker, plus what the worker reads."""
 
     links: list[Link] = field(default_factory=list)
     reads: list[tuple[str, str, int]] = field(default_factory=list)  # (name, path, line)
+    flows: list[Flow] = field(default_factory=list)  # constructor arguments the question names
     uses: list[Link] = field(default_factory=list)  # code in other files the steps call or build
     explored: int = 0
     lookups: int = 0
@@ -194,6 +215,11 @@ class ChainFinder:
             for definition in self.index.definition(name)[:4]:
                 if not self.wanted(definition.path):
                     continue
+                if definition.kind == "attribute":  # a stored constructor argument: where it is read
+                    for edge in self.index.callers(definition, ("read",))[:4]:
+                        if edge.source is not None and self.wanted(edge.source.path):
+                            seeds.setdefault(edge.source.id, (edge.source, 1.5))
+                    continue
                 if definition.kind != "class":
                     seeds[definition.id] = (definition, 3.0)
                     continue
@@ -303,8 +329,69 @@ class ChainFinder:
         return _trim(best[1], lambda path: self.path_score(path, seeds, called))
 
     def reads(self, definition: Any) -> list[tuple[str, str, int]]:
-        """Settings the worker reads (`read` edges), as (name, path, line)."""
-        return [(e.name, e.path, e.line) for e in self.index.callees(definition, ("read",))][:4]
+        """Settings the worker reads (`read` edges, not those to stored attributes): (name, path, line)."""
+        edges = self.index.callees(definition, ("read",))
+        return [(e.name, e.path, e.line) for e in edges if e.target.kind != "attribute"][:4]
+
+    def flows(self, links: Sequence[Link]) -> list[Flow]:
+        """The constructor arguments the question names that the chain touches (stored by a class on
+        the chain, or read by a step), each with where it is stored and where it is read."""
+        attributes: dict[int, Any] = {}
+        for link in links:
+            definition = link.definition
+            self.lookups += 1
+            if definition.kind == "class":
+                found = self.index.attributes_of(definition)
+            else:
+                edges = self.index.callees(definition, ("read",))
+                found = [e.target for e in edges if e.target.kind == "attribute"]
+            for attribute in found:
+                if _words(attribute.name) & self.terms:
+                    attributes.setdefault(attribute.id, attribute)
+        flows = []
+        for attribute in list(attributes.values())[:MAX_FLOWS]:
+            self.lookups += 1
+            edges = self.index.references(attribute)
+            store = next((e for e in edges if e.kind == "store" and e.source is not None), None)
+            reads = [(e.source.qualname, e.path, e.line) for e in edges if e.kind == "read" and e.source]
+            if store is not None and store.source is not None:
+                flows.append(
+                    Flow(
+                        attribute.name, store.source.qualname, store.path, store.line, reads[:MAX_FLOW_READS]
+                    )
+                )
+        return flows
+
+    def concrete(self, links: list[Link]) -> list[Link]:
+        """A chain ending at an abstract method (`raise NotImplementedError`, `pass`, no body) goes on
+        to the override that explains most of the question: that is where the work is done."""
+        worker = links[-1].definition if links else None
+        if worker is None or worker.kind != "method" or not worker.parent or not self.abstract(worker):
+            return links
+        overrides = [
+            d
+            for parent in self.index.definition(worker.parent)
+            if parent.kind == "class" and parent.path == worker.path
+            for sub in self.index.subclasses(parent)[:MAX_FANOUT]
+            if self.wanted(sub.path)
+            for d in self.index.definitions_in(sub.path)
+            if d.parent == sub.qualname and d.name == worker.name and not self.abstract(d)
+        ]
+        self.lookups += 2
+        if not overrides:
+            return links
+        best = max(overrides, key=self.relevance)  # the first of equals: definition order
+        return [*links, Link(best, "override", best.start_line)]
+
+    def abstract(self, definition: Any) -> bool:
+        """True for a body that only documents, passes or raises NotImplementedError."""
+        lines = (self.index.file_text(definition.path) or "").splitlines()
+        if definition.start_line >= definition.end_line:  # `def f(self): ...`, `abstract void run();`
+            line = lines[definition.start_line - 1] if definition.start_line <= len(lines) else ""
+            return "{" not in line and bool(_ABSTRACT_LINE.search(line))
+        body = lines[definition.start_line : definition.end_line]
+        code = _ABSTRACT_NOISE.sub("", "\n".join(body))
+        return not code.strip() or bool(_ABSTRACT_BODY.fullmatch(code.strip()))
 
     def uses(self, links: Sequence[Link]) -> list[Link]:
         """What the chain leans on in other files: the callees (or classes it builds) outside the chain's
@@ -334,10 +421,11 @@ class ChainFinder:
             return Chain(lookups=self.lookups)
         nodes, out = self.explore(seeds)
         links = self.best_chain(nodes, out, seeds)
-        chain = Chain(links, explored=len(nodes))
+        chain = Chain(self.concrete(links), explored=len(nodes))
         if chain.worker is not None:
             chain.reads = self.reads(chain.worker)
-            chain.uses = self.uses(links)
+            chain.flows = self.flows(chain.links)
+            chain.uses = self.uses(chain.links)
         chain.lookups = self.lookups
         return chain
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from ingest import ingest
 from rag.embedders import Embedder
 from rag.store import RepoIndex, Store
-from tests.support.graph_repos import GO_FILES, PYTHON_FILES, make_repo
+from tests.support.graph_repos import GO_FILES, JS_FILES, PYTHON_FILES, make_repo
 from tests.support.repos import commit_all, write_files
 
 CHECKOUT_CALLS = ["CheckoutService.total", "CheckoutService.charge"]
@@ -101,3 +101,46 @@ def test_unknown_names_and_enclosing_definitions(tmp_path: Path, shared_embedder
     index = store.open(repo_id)
     assert index.definition("no_such_function") == []
     assert index.definition_at("shop/cli.py", 6).qualname == "main"
+
+
+def _uses(index: RepoIndex, name: str) -> list[tuple[str, str, int]]:
+    return [
+        (e.kind, e.source.qualname if e.source else "", e.line) for e in index.references(_one(index, name))
+    ]
+
+
+def test_python_constructor_arguments_are_tracked_to_their_reads(
+    tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    """`CheckoutService(argv[0])` -> `self.currency = currency` -> read in `CheckoutService.charge`."""
+    store, repo_id, _ = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+    index = store.open(repo_id)
+    currency = _one(index, "CheckoutService.currency")
+    assert (currency.kind, currency.path, currency.start_line, currency.parent) == (
+        "attribute", "shop/service.py", 7, "CheckoutService",
+    )  # fmt: skip
+    assert _uses(index, "CheckoutService.currency") == [
+        ("store", "CheckoutService.__init__", 7),
+        ("read", "CheckoutService.charge", 17),
+    ]
+    assert index.attributes_of(_one(index, "CheckoutService")) == [currency]
+    assert ("read", 17, "CheckoutService.currency") in [
+        (e.kind, e.line, e.target.qualname) for e in index.callees(_one(index, "CheckoutService.charge"))
+    ]
+    # Attributes are not code: lookups by file or short name (retrieval, wikis, seeds) leave them out.
+    assert "currency" not in {d.name for d in index.definitions_in("shop/service.py")}
+    assert index.definitions_named("currency") == []
+
+
+def test_javascript_constructor_arguments_are_tracked_to_their_reads(
+    tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    store, repo_id, _ = _index(tmp_path, shared_embedder, JS_FILES, "fetcher")
+    index = store.open(repo_id)
+    assert _uses(index, "Client.timeout") == [("store", "Client.constructor", 6), ("read", "Client.send", 12)]
+    # A destructured parameter with a default is an argument too; `this.pending = []` is not one.
+    assert _uses(index, "Client.retries") == [("store", "Client.constructor", 7)]
+    assert index.definition("Client.pending") == []
+    # A constructor function, read back by a method set on its prototype.
+    assert _uses(index, "Route.path") == [("store", "Route", 4), ("read", "Route.match", 9)]
+    assert [d.qualname for d in index.attributes_of(_one(index, "Route"))] == ["Route.path"]

@@ -88,7 +88,7 @@ def test_go_chain_across_three_files_through_package_and_receiver() -> None:
     files = list(dict.fromkeys(source["path"] for source in sources))
     assert set(files) == {"cmd/relay/main.go", "server/server.go", "server/socket.go"}
     assert "`Server.listen()` (`server/server.go:15-17`)" in answer
-    assert "`openSocket` (function) is done in `server/socket.go:3-5`" in answer or (
+    assert "It is done in `openSocket()` (function, `server/socket.go:3-5`)" in answer or (
         "`openSocket()` (`server/socket.go:3-5`)" in answer
     )
 
@@ -101,6 +101,36 @@ def test_subclass_override_is_followed() -> None:
     result = _tools("shop").run("subclasses", {"name": "Gateway"})
     assert "`CardGateway` (class) at shop/payments.py:9-11" in result.output
     assert "`CardGateway.capture_payment` (shop/payments.py:10-11)" in result.output
+
+
+def test_an_abstract_worker_gives_way_to_its_override() -> None:
+    """A chain ending at `Gateway.capture_payment` (`raise NotImplementedError`) goes on to the
+    concrete override, which the answer names as where the work is done."""
+    _, answer, _ = _research("shop", "How does the gateway capture the payment?")
+    assert "It is done in `CardGateway.capture_payment()` (method, `shop/payments.py:10-11`)" in answer
+    assert (
+        "`Gateway.capture_payment()` (`shop/payments.py:5-6`) → overridden by "
+        "`CardGateway.capture_payment()` (`shop/payments.py:10-11`)"
+    ) in answer
+
+
+def test_a_constructor_argument_is_followed_to_where_it_is_read() -> None:
+    """`CheckoutService(argv[0])` -> `self.currency = currency` -> read in `charge`: in the answer, its
+    citations and the trace tool."""
+    question = "Where is the currency given to CheckoutService read when charging?"
+    sources, answer, _ = _research("shop", question)
+    assert (
+        "`currency` is a constructor argument, stored in `CheckoutService.__init__()` "
+        "(`shop/service.py:7-7`); read in `CheckoutService.charge()` (`shop/service.py:17-17`)."
+    ) in answer
+    assert {("shop/service.py", 7), ("shop/service.py", 17)} <= {
+        (s["path"], s["start_line"]) for s in sources
+    }
+    trace = _tools("shop").run("trace", {"question": question}).output
+    assert (
+        "- constructor argument `currency`: stored by `CheckoutService.__init__` at shop/service.py:7; "
+        "read by `CheckoutService.charge` at shop/service.py:17"
+    ) in trace
 
 
 def test_offline_answer_names_entry_and_worker_with_line_citations() -> None:
@@ -152,6 +182,18 @@ def test_offline_answer_labels_follow_the_language() -> None:
         ),
         ("definition", "shop/service.py:CheckoutService.total", "13|     def total(self, items):"),
         ("references", "make_gateway", "call at shop/service.py:17: `CheckoutService.charge` (method)"),
+        (
+            "references",
+            "CheckoutService",
+            "constructor argument stored as `CheckoutService.currency` (attribute) at shop/service.py:7-7 "
+            "(at shop/service.py:7); read at: shop/service.py:17 (`CheckoutService.charge`)",
+        ),
+        (
+            "callees",
+            "CheckoutService.__init__",
+            "store at shop/service.py:7: `CheckoutService.currency` (attribute)",
+        ),
+        ("definition", "CheckoutService.currency", "7|         self.currency = currency"),
     ],
 )
 def test_graph_tools(tool: str, name: str, expected: str) -> None:

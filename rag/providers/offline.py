@@ -126,41 +126,47 @@ _LABELS: dict[str, dict[str, str]] = {
     "en": {
         "uses": "It uses",
         "title": "Offline answer — generated from the code graph without a language model",
-        "done": "is done in", "reached": "It is reached from", "reads": "It reads",
+        "stored": "is a constructor argument, stored in", "read_in": "read in",
+        "done": "It is done in", "reached": "It is reached from", "reads": "It reads",
         "set": "set in", "documented": "Documented in", "key": "Key code", "other": "Other retrieved code",
         "override": "overridden by", "answer": "In short",
     },
     "ja": {
         "uses": "利用するコード",
         "title": "オフライン回答 — 言語モデルを使わずコードグラフから生成",
-        "done": "の処理は次の場所で行われます:", "reached": "呼び出し経路", "reads": "読み取る設定",
+        "stored": "はコンストラクタ引数で、保存箇所:", "read_in": "読み取り箇所:",
+        "done": "処理の場所:", "reached": "呼び出し経路", "reads": "読み取る設定",
         "set": "設定箇所", "documented": "ドキュメント", "key": "主要なコード", "other": "その他の検索結果",
         "override": "オーバーライド", "answer": "要点",
     },
     "zh": {
         "uses": "使用",
         "title": "离线回答 — 未使用语言模型，由代码图生成",
-        "done": "在此实现：", "reached": "调用路径", "reads": "读取的配置", "set": "设置于",
+        "stored": "是构造函数参数，保存于", "read_in": "读取于",
+        "done": "实现位置：", "reached": "调用路径", "reads": "读取的配置", "set": "设置于",
         "documented": "文档", "key": "关键代码", "other": "其他检索结果", "override": "被重写于",
         "answer": "要点",
     },
     "zh-tw": {
         "uses": "使用",
         "title": "離線回答 — 未使用語言模型，由程式碼圖產生",
-        "done": "在此實作：", "reached": "呼叫路徑", "reads": "讀取的設定", "set": "設定於",
+        "stored": "是建構函式參數，儲存於", "read_in": "讀取於",
+        "done": "實作位置：", "reached": "呼叫路徑", "reads": "讀取的設定", "set": "設定於",
         "documented": "文件", "key": "關鍵程式碼", "other": "其他檢索結果", "override": "被覆寫於",
         "answer": "要點",
     },
     "es": {
         "uses": "Usa",
         "title": "Respuesta sin conexión — generada a partir del grafo de código, sin modelo de lenguaje",
-        "done": "se realiza en", "reached": "Se llega desde", "reads": "Lee", "set": "definido en",
+        "stored": "es un argumento del constructor, guardado en", "read_in": "leído en",
+        "done": "Se realiza en", "reached": "Se llega desde", "reads": "Lee", "set": "definido en",
         "documented": "Documentado en", "key": "Código clave", "other": "Otro código recuperado",
         "override": "sobrescrito por", "answer": "En resumen",
     },
     "kr": {
         "uses": "사용하는 코드",
         "title": "오프라인 답변 — 언어 모델 없이 코드 그래프로 생성됨",
+        "stored": "은(는) 생성자 인수이며 저장 위치:", "read_in": "읽는 위치:",
         "done": "처리 위치:", "reached": "호출 경로", "reads": "읽는 설정", "set": "설정 위치",
         "documented": "문서", "key": "핵심 코드", "other": "기타 검색된 코드", "override": "재정의",
         "answer": "요약",
@@ -168,28 +174,32 @@ _LABELS: dict[str, dict[str, str]] = {
     "vi": {
         "uses": "Sử dụng",
         "title": "Câu trả lời ngoại tuyến — tạo từ đồ thị mã, không dùng mô hình ngôn ngữ",
-        "done": "được thực hiện trong", "reached": "Được gọi từ", "reads": "Đọc cấu hình",
+        "stored": "là tham số của hàm khởi tạo, lưu trong", "read_in": "được đọc trong",
+        "done": "Được thực hiện trong", "reached": "Được gọi từ", "reads": "Đọc cấu hình",
         "set": "đặt tại", "documented": "Tài liệu", "key": "Mã chính", "other": "Mã khác được tìm thấy",
         "override": "được ghi đè bởi", "answer": "Tóm lại",
     },
     "pt-br": {
         "uses": "Usa",
         "title": "Resposta offline — gerada a partir do grafo de código, sem modelo de linguagem",
-        "done": "é feito em", "reached": "É alcançado a partir de", "reads": "Lê", "set": "definido em",
+        "stored": "é um argumento do construtor, guardado em", "read_in": "lido em",
+        "done": "É feito em", "reached": "É alcançado a partir de", "reads": "Lê", "set": "definido em",
         "documented": "Documentado em", "key": "Código principal", "other": "Outro código recuperado",
         "override": "sobrescrito por", "answer": "Em resumo",
     },
     "fr": {
         "uses": "Il utilise",
         "title": "Réponse hors ligne — générée à partir du graphe de code, sans modèle de langage",
-        "done": "est réalisé dans", "reached": "On y arrive depuis", "reads": "Il lit", "set": "défini dans",
+        "stored": "est un argument du constructeur, stocké dans", "read_in": "lu dans",
+        "done": "C'est fait dans", "reached": "On y arrive depuis", "reads": "Il lit", "set": "défini dans",
         "documented": "Documenté dans", "key": "Code clé", "other": "Autre code retrouvé",
         "override": "redéfini par", "answer": "En bref",
     },
     "ru": {
         "uses": "Использует",
         "title": "Офлайн-ответ — построен по графу кода, без языковой модели",
-        "done": "выполняется в", "reached": "Вызывается из", "reads": "Читает", "set": "задано в",
+        "stored": "— аргумент конструктора, сохраняется в", "read_in": "читается в",
+        "done": "Выполняется в", "reached": "Вызывается из", "reads": "Читает", "set": "задано в",
         "documented": "Документация", "key": "Ключевой код", "other": "Другой найденный код",
         "override": "переопределено в", "answer": "Коротко",
     },
@@ -220,6 +230,11 @@ def _fenced(excerpt: list[tuple[int, str]], language: str) -> str:
     return f"```{language}\n" + "\n".join(body) + "\n```\n"
 
 
+def _called(definition: Any) -> str:
+    """`Session.send()` for code that runs, `Route` for a class."""
+    return f"{definition.qualname}{'()' if definition.kind in ('function', 'method') else ''}"
+
+
 def explained_answer(
     question: str, chain: Any, hits: Sequence[SearchHit], file_text: Any, language: str | None = None
 ) -> str:
@@ -234,19 +249,24 @@ def explained_answer(
     worker = chain.worker
     parts = [f"**{words['title']}**\n\n"]
     parts.append(
-        f"**{words['answer']}:** `{worker.qualname}` ({worker.kind}) {words['done']} `{worker.ref}`.\n"
+        f"**{words['answer']}:** {words['done']} `{_called(worker)}` ({worker.kind}, `{worker.ref}`).\n"
     )
     if len(chain.links) > 1:
         steps = []
         for link in chain.links:
-            arrow = f" ({words['override']})" if link.how == "override" else ""
-            steps.append(f"`{link.definition.qualname}()` (`{link.ref}`){arrow}")
+            via = f"{words['override']} " if link.how == "override" else ""
+            steps.append(f"{via}`{_called(link.definition)}` (`{link.ref}`)")
         parts.append(f"- {words['reached']} " + " → ".join(steps) + ".\n")
     if chain.uses:
         listed = ", ".join(f"`{link.definition.qualname}` (`{link.ref}`)" for link in chain.uses)
         parts.append(f"- {words['uses']} {listed}.\n")
     for name, path, line in chain.reads:
         parts.append(f"- {words['reads']} `{name}` (`{path}:{line}-{line}`).\n")
+    for flow in chain.flows:
+        reads = ", ".join(f"`{who}()` (`{path}:{line}-{line}`)" for who, path, line in flow.reads)
+        stored = f"`{flow.constructor}()` (`{flow.path}:{flow.line}-{flow.line}`)"
+        read = f"; {words['read_in']} {reads}" if reads else ""
+        parts.append(f"- `{flow.name}` {words['stored']} {stored}{read}.\n")
     docs = [hit for hit in hits if hit.language in _PROSE][:2]
     if docs:
         listed = ", ".join(f"`{_where(hit)}`" for hit in docs)

@@ -43,6 +43,7 @@ MAX_DEFINITION_LINES = 300
 MAX_DEFINITIONS = 20
 MAX_WORD_LINES = 2_000
 TRACE_HITS = 30
+FLOW_READS_LISTED = 6
 TRACE_BODY_LINES = 6
 
 
@@ -182,8 +183,11 @@ TOOL_DESCRIPTIONS: dict[str, str] = {
     "find_symbol": "Find where a function/class/method is defined and the lines that reference it.",
     "definition": "Code graph: where a function/method/class is defined (qualified name, file:lines, code).",
     "callers": "Code graph: the functions that call a function/method (resolved through imports and self).",
-    "callees": "Code graph: what a function/method calls and which settings it reads, in order, resolved.",
-    "references": "Code graph: every resolved use of a definition: calls, reads, subclasses.",
+    "callees": "Code graph: what a function/method calls, the settings and stored constructor arguments "
+    "it reads, and what a constructor stores, in order, resolved.",
+    "references": "Code graph: every resolved use of a definition: calls, reads, subclasses; for a class, "
+    "where its constructor arguments are stored (`self.timeout = timeout`) and read; for an attribute "
+    "(`Client.timeout`), its stores and reads.",
     "subclasses": "Code graph: classes extending/implementing a class, and their overrides of its methods.",
     "trace": "Code graph: the chain of code that answers a question, from the entry point down to the "
     "code that does the work, what it uses in other files and the settings it reads (offline research's "
@@ -659,8 +663,31 @@ class RepoTools:
                 count += 1
             if not edges:
                 parts.append("(none resolved)")
+            if tool == "references" and definition.kind == "class":
+                parts += self._argument_flow(definition, evidence)
         summary = f"{count} {tool} edges" + (f": {parts[1][2:60]}" if count else "")
         return self._graph_result(tool, parts, evidence, summary)
+
+    def _argument_flow(self, definition: CodeDefinition, evidence: list[Evidence]) -> list[str]:
+        """Where a class's constructor arguments go: each stored attribute, its store and its reads."""
+        parts = []
+        for attribute in self.index.attributes_of(definition):
+            edges = self.index.references(attribute)
+            stores = [e for e in edges if e.kind == "store"]
+            reads = [
+                f"{e.path}:{e.line} (`{e.source.qualname}`)" for e in edges if e.kind == "read" and e.source
+            ]
+            where = ", ".join(f"{e.path}:{e.line}" for e in stores) or attribute.ref
+            listed = ", ".join(reads[:FLOW_READS_LISTED]) + (" …" if len(reads) > FLOW_READS_LISTED else "")
+            parts.append(
+                f"- constructor argument stored as {self._label(attribute)} (at {where}); "
+                f"read at: {listed or 'nowhere resolved'}"
+            )
+            evidence.append(self._evidence(attribute))
+            evidence += [self._evidence(e.source) for e in edges if e.kind == "read" and e.source][
+                :FLOW_READS_LISTED
+            ]
+        return parts
 
     def _callers(self, args: GraphArgs) -> ToolResult:
         return self._edges_tool("callers", args)
@@ -704,6 +731,11 @@ class RepoTools:
         chain = trace.chain
         evidence = [self._evidence(link.definition) for link in [*chain.links, *chain.uses]]
         evidence += [Evidence(path, line, line, None, self.language(path)) for _, path, line in chain.reads]
+        for flow in chain.flows:
+            evidence.append(Evidence(flow.path, flow.line, flow.line, None, self.language(flow.path)))
+            evidence += [
+                Evidence(path, line, line, None, self.language(path)) for _, path, line in flow.reads
+            ]
         return evidence + trace.beside
 
     def _trace(self, args: TraceArgs) -> ToolResult:
@@ -727,6 +759,12 @@ class RepoTools:
                 code.append(f"## {definition.ref}\n{numbered(lines, definition.start_line)}")
             parts += [f"- uses {self._label(link.definition)}" for link in chain.uses]
             parts += [f"- reads `{name}` at {path}:{line}" for name, path, line in chain.reads]
+            for flow in chain.flows:
+                reads = ", ".join(f"`{who}` at {path}:{line}" for who, path, line in flow.reads) or "nowhere"
+                parts.append(
+                    f"- constructor argument `{flow.name}`: stored by `{flow.constructor}` at "
+                    f"{flow.path}:{flow.line}; read by {reads}"
+                )
         else:
             parts.append("No chain in the code graph for this question; the best retrieved code:")
         parts += [

@@ -6,15 +6,17 @@ rows of removed and changed files and inserts the new ones; unchanged files' row
 - `definitions(id, path, name, qualname, kind, parent, start_line, end_line, bases)`: indexed by
   `name`, `qualname` and `path`, so "definitions named X" is one index lookup.
 - `imports(path, line, module, name, alias)`: as written in the file.
-- `refs(path, line, scope, name, kind, receiver)`: call sites and configuration reads, unresolved.
+- `refs(path, line, scope, name, kind, receiver)`: call sites, configuration reads, and constructor
+  arguments stored on the instance (`store`) and read back in its methods (`read` through `self`),
+  unresolved. A stored attribute is a definition of kind `attribute` (`Client.timeout`).
 - `graph_files(path, version)`: files whose graph was extracted (and by which extractor version).
 
 Tables derived from all of them are rebuilt when the version is committed, because a change in one
 file can change what a name in another file resolves to:
 
 - `import_edges(path, line, alias, target_path)`: imports resolved to indexed files.
-- `edges(src_id, dst_id, kind, path, line, name, exact)`: `call`, `read` and `inherit` edges between
-  definitions (`src_id` NULL for module-level code); `exact` is 0 when a name was matched only by
+- `edges(src_id, dst_id, kind, path, line, name, exact)`: `call`, `read`, `store` and `inherit` edges
+  between definitions (`src_id` NULL for module-level code); `exact` is 0 when a name was matched only by
   being the one definition of that name in the repository.
 """
 
@@ -165,6 +167,7 @@ class _Resolver:
         self.by_name: dict[str, list[_Def]] = defaultdict(list)
         self.methods: dict[tuple[str, str], list[_Def]] = defaultdict(list)
         self.classes: dict[str, list[_Def]] = defaultdict(list)
+        self.attributes: dict[tuple[str, str], list[_Def]] = defaultdict(list)
         self.bases: dict[str, set[str]] = defaultdict(set)
         self.by_dir: dict[tuple[str, str], list[_Def]] = defaultdict(list)
         for d in self.defs:
@@ -173,6 +176,9 @@ class _Resolver:
             if d.kind == "impl":
                 continue
             self.by_qualname.setdefault((d.path, d.qualname), d)
+            if d.kind == "attribute":
+                self.attributes[((d.parent or "").rsplit(".", 1)[-1], d.name)].append(d)
+                continue
             self.by_name[d.name].append(d)
             if d.parent is not None and d.kind == "method":
                 self.methods[(d.parent.rsplit(".", 1)[-1], d.name)].append(d)
@@ -300,19 +306,29 @@ class _Resolver:
 
     # names ----------------------------------------------------------------------------------------
 
-    def method(self, owner: str, name: str) -> list[_Def]:
-        """`name` on class `owner` or the nearest base class that has it."""
+    def method(
+        self, owner: str, name: str, table: dict[tuple[str, str], list[_Def]] | None = None
+    ) -> list[_Def]:
+        """`name` on class `owner` or the nearest base class that has it (a method, or an attribute
+        with `table=self.attributes`)."""
+        members = self.methods if table is None else table
         queue, seen = [owner], set()
         while queue:
             current = queue.pop(0)
             if current in seen:
                 continue
             seen.add(current)
-            found = self.methods.get((current, name))
+            found = members.get((current, name))
             if found:
                 return found
             queue.extend(sorted(self.bases.get(current, ())))
         return []
+
+    def attribute(self, path: str, scope: str, name: str) -> list[_Def]:
+        """The stored attribute `self.name` means in `scope`: of its class (or a base), or of the
+        constructor function `scope` starts with (`function Route(path) { this.path = path }`)."""
+        owner = self.owner_of(path, scope) or scope.split(".", 1)[0]
+        return self.method(owner, name, self.attributes) if owner else []
 
     def owner_of(self, path: str, scope: str) -> str | None:
         """The class the code at `scope` is a method (or nested function) of."""
@@ -386,7 +402,9 @@ class _Resolver:
             "SELECT path, line, scope, name, kind, receiver FROM refs"
         ):
             file_imports = imports.get(path, {})
-            if receiver is None:
+            if kind in ("read", "store") and receiver == RECEIVER_SELF:
+                targets, exact = self.attribute(path, scope, name), True
+            elif receiver is None:
                 targets, exact = self.bare(path, scope, name, file_imports)
             else:
                 targets, exact = self.through(path, scope, receiver, name, file_imports)

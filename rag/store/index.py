@@ -220,11 +220,15 @@ class RepoIndex:
         rows = self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'edges'")
         return bool(rows)
 
-    def _definitions(self, where: str, params: Sequence[object]) -> list[CodeDefinition]:
+    def _definitions(
+        self, where: str, params: Sequence[object], *, attributes: bool = False
+    ) -> list[CodeDefinition]:
+        """Definitions matching `where`; stored attributes (`Client.timeout`) only with `attributes`."""
         if not self.has_graph:
             return []
+        kinds = "('impl')" if attributes else "('impl', 'attribute')"
         rows = self._query(
-            f"SELECT {DEFINITION_COLUMNS} FROM definitions WHERE {where} AND kind != 'impl' "
+            f"SELECT {DEFINITION_COLUMNS} FROM definitions WHERE {where} AND kind NOT IN {kinds} "
             "ORDER BY path, start_line",
             params,
         )
@@ -236,16 +240,19 @@ class RepoIndex:
 
     def definition(self, name: str) -> list[CodeDefinition]:
         """Definitions of `name`: a qualified name (`Router.add_route`, or its tail `routing.Router.add`
-        written with the module) or a short one (`add_route`), exact qualified matches first."""
-        exact = self._definitions("qualname = ?", [name])
+        written with the module) or a short one (`add_route`), exact qualified matches first. Stored
+        attributes count (`Client.timeout`), after the code definitions of a short name."""
+        exact = self._definitions("qualname = ?", [name], attributes=True)
         if exact:
             return exact
         parts = name.replace("::", ".").split(".")
         for start in range(1, len(parts)):
-            found = self._definitions("qualname = ?", [".".join(parts[start:])])
+            found = self._definitions("qualname = ?", [".".join(parts[start:])], attributes=True)
             if found:
                 return found
-        return self.definitions_named(parts[-1])
+        return self.definitions_named(parts[-1]) or self._definitions(
+            "name = ? AND kind = 'attribute'", [parts[-1]], attributes=True
+        )
 
     def definitions_in(self, path: str) -> list[CodeDefinition]:
         return self._definitions("path = ?", [path])
@@ -255,8 +262,15 @@ class RepoIndex:
         found = self._definitions("path = ? AND start_line <= ? AND end_line >= ?", [path, line, line])
         return min(found, key=lambda d: d.end_line - d.start_line, default=None)
 
+    def attributes_of(self, definition: CodeDefinition) -> list[CodeDefinition]:
+        """The attributes `definition`'s constructor stores from its arguments (`self.timeout = timeout`)."""
+        return self._definitions(
+            "path = ? AND parent = ? AND kind = 'attribute'", [definition.path, definition.qualname],
+            attributes=True,
+        )  # fmt: skip
+
     def definition_by_id(self, definition_id: int) -> CodeDefinition | None:
-        found = self._definitions("id = ?", [definition_id])
+        found = self._definitions("id = ?", [definition_id], attributes=True)
         return found[0] if found else None
 
     def _edges(self, where: str, params: Sequence[object]) -> list[CodeEdge]:
@@ -271,7 +285,10 @@ class RepoIndex:
         by_id: dict[int, CodeDefinition] = {}
         for start in range(0, len(ids), 500):
             batch = ids[start : start + 500]
-            by_id.update((d.id, d) for d in self._definitions(f"id IN ({','.join('?' * len(batch))})", batch))
+            by_id.update(
+                (d.id, d)
+                for d in self._definitions(f"id IN ({','.join('?' * len(batch))})", batch, attributes=True)
+            )
         return [
             CodeEdge(kind, path, line, name, bool(exact), by_id.get(src) if src else None, by_id[dst])
             for kind, path, line, name, exact, src, dst in rows
@@ -283,14 +300,17 @@ class RepoIndex:
         marks = ",".join("?" * len(kinds))
         return self._edges(f"dst_id = ? AND kind IN ({marks})", [definition.id, *kinds])
 
-    def callees(self, definition: CodeDefinition, kinds: Sequence[str] = ("call", "read")) -> list[CodeEdge]:
-        """What `definition` calls (and which settings it reads), in line order."""
+    def callees(
+        self, definition: CodeDefinition, kinds: Sequence[str] = ("call", "read", "store")
+    ) -> list[CodeEdge]:
+        """What `definition` calls, the settings and stored attributes it reads, and the constructor
+        arguments it stores, in line order."""
         marks = ",".join("?" * len(kinds))
         edges = self._edges(f"src_id = ? AND kind IN ({marks})", [definition.id, *kinds])
         return sorted(edges, key=lambda edge: edge.line)
 
     def references(self, definition: CodeDefinition) -> list[CodeEdge]:
-        """Every resolved use of `definition`: calls, reads and subclasses."""
+        """Every resolved use of `definition`: calls, reads, stores (of an attribute) and subclasses."""
         return self._edges("dst_id = ?", [definition.id])
 
     def subclasses(self, definition: CodeDefinition) -> list[CodeDefinition]:

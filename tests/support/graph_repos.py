@@ -1,5 +1,6 @@
-"""Two small repositories whose call chains cross files: Python (through an import and `self.`) and
-Go (through a package import and a method on a receiver), with a subclass override in each."""
+"""Small repositories whose call chains cross files: Python (through an import and `self.`) and
+Go (through a package import and a method on a receiver), with a subclass override in each; and
+JavaScript constructors (a class and a constructor function) storing their arguments on `this`."""
 
 from __future__ import annotations
 
@@ -92,6 +93,46 @@ func (s *Server) listen() {
 func openSocket(addr string) int {
 	return len(addr)
 }
+""",
+}
+
+JS_FILES = {
+    "package.json": '{"name": "fetcher", "main": "lib/index.js"}\n',
+    "lib/client.js": """'use strict';
+var transport = require('./transport');
+
+class Client {
+  constructor(timeout, { retries = 2 } = {}) {
+    this.timeout = timeout;
+    this.retries = retries;
+    this.pending = [];
+  }
+
+  send(request) {
+    return transport.deliver(request, this.timeout);
+  }
+}
+
+module.exports = Client;
+""",
+    "lib/route.js": """'use strict';
+
+function Route(path) {
+  this.path = path;
+  this.stack = [];
+}
+
+Route.prototype.match = function match(url) {
+  return url === this.path;
+};
+
+module.exports = Route;
+""",
+    "lib/transport.js": """'use strict';
+
+exports.deliver = function deliver(request, timeout) {
+  return { request: request, timeout: timeout };
+};
 """,
 }
 
