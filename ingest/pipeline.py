@@ -31,6 +31,7 @@ from ingest.policy import SourcePolicy
 from ingest.reader import Limits, SkipStats, SourceFile, iter_source_files
 from ingest.sources import RepoSource, resolve_source
 from rag.embedders import CachedEmbedder, Embedder
+from rag.embedders.base import run_token_counter
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.graph_types import GRAPH_VERSION, FileGraph
 from rag.roles import file_role
@@ -492,7 +493,7 @@ def _chunk(
     files: Sequence[SourceFile], embedder: Embedder, report: _Reporter, graphs: _Graphs
 ) -> list[tuple[SourceFile, list[Chunk]]]:
     """Chunks per file; each file is parsed once, and its code graph lands in `graphs`."""
-    chunker = Chunker(embedder.max_tokens, embedder.count_tokens)
+    chunker = Chunker(embedder.max_tokens, run_token_counter(embedder))
     graph_seconds = 0.0
     chunked: list[tuple[SourceFile, list[Chunk]]] = []
     for done, file in enumerate(files, start=1):
@@ -574,6 +575,8 @@ def embed_priority(path: str, text: str = "") -> int:
 
 
 _BLOB_RUN = re.compile(r"[A-Za-z0-9+/=_-]{200,}")
+_SPACE = re.compile(r"\s")  # what str.isspace calls space
+_ASCII_NON_LETTER = re.compile(r"[\x00-\x08\x0e-\x1b!-@\[-`{-\x7f]")  # neither space nor a letter
 
 
 def no_semantic_value(text: str) -> bool:
@@ -583,9 +586,11 @@ def no_semantic_value(text: str) -> bool:
         return True
     if _BLOB_RUN.search(text) and sum(len(run) for run in _BLOB_RUN.findall(text)) > len(text) / 2:
         return True  # base64, hashes, inline data
-    visible = [char for char in text if not char.isspace()]  # indentation is not content
-    letters = sum(char.isalpha() or not char.isascii() for char in visible)  # any script counts
-    return len(visible) >= 200 and letters / len(visible) < 0.3  # hex dumps, number tables
+    visible = len(text) - _SPACE.subn("", text)[1]  # indentation is not content
+    if visible < 200:
+        return False
+    letters = visible - _ASCII_NON_LETTER.subn("", text)[1]  # any other script counts as letters
+    return letters / visible < 0.3  # hex dumps, number tables
 
 
 def _lexical_only(file: SourceFile, chunks: Sequence[Chunk]) -> set[int]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from rag.errors import EmbedderError
 
-__all__ = ["Embedder", "EmbedderError", "Progress"]
+__all__ = ["Embedder", "EmbedderError", "Progress", "TokenCounter", "run_token_counter"]
 
 Progress = Callable[[int, int], None]
 
@@ -35,6 +35,25 @@ class Embedder(Protocol):
     def embed_documents(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray: ...
 
     def embed_query(self, text: str) -> np.ndarray: ...
+
+
+TokenCounter = Callable[[str], int]
+
+
+@runtime_checkable
+class CountsTokensPerRun(Protocol):
+    """An embedder with a faster way to count the many overlapping texts of one ingest run (the
+    chunker's candidate chunks) than calling `count_tokens` text by text."""
+
+    def token_counter(self) -> TokenCounter: ...
+
+
+def run_token_counter(embedder: Embedder) -> TokenCounter:
+    """The counter the chunker uses for one ingest run with `embedder`: the same counts as
+    `embedder.count_tokens`, faster where the embedder knows how."""
+    if isinstance(embedder, CountsTokensPerRun):
+        return embedder.token_counter()
+    return embedder.count_tokens
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.embedders.base import Embedder, Progress, empty
+from rag.embedders.base import Embedder, Progress, TokenCounter, empty, run_token_counter
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,9 @@ class CachedEmbedder:
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
+
+    def token_counter(self) -> TokenCounter:
+        return run_token_counter(self.inner)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.inner.embed_query(text)
