@@ -49,9 +49,11 @@ class Services:
 
     def stop(self) -> None:
         """Server shutdown: in-process ingest jobs are cancelled (their previous index stays); jobs on
-        the Redis queue go on on their workers."""
+        the Redis queue go on on their workers. Then the store's connections (a database store's pool)
+        are closed."""
         if "jobs" in self.__dict__:
             self.jobs.shutdown()
+        self.store.close()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

@@ -36,7 +36,7 @@ from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.graph_types import GRAPH_VERSION, FileGraph
 from rag.roles import file_role
 from rag.settings import Settings
-from rag.store import IndexBuilder, Store
+from rag.store import IndexWriter, Store
 from rag.store.layout import InvalidRepoIdError
 from rag.types import Chunk, RepoRecord
 
@@ -525,7 +525,7 @@ def _cached_vectors(
 
 
 def _embed_pending(
-    builder: IndexBuilder, committed: RepoRecord, embedder: Embedder, report: _Reporter, commit_every_s: float
+    builder: IndexWriter, committed: RepoRecord, embedder: Embedder, report: _Reporter, commit_every_s: float
 ) -> RepoRecord:
     """The dense phase: embed the chunks without vectors in priority order (source, tests, docs, rest),
     committing a new version every `commit_every_s` seconds and at the end. Returns the last record."""
@@ -617,7 +617,7 @@ def _same_as_live(live: RepoRecord, record: RepoRecord, diff: _Diff) -> bool:
 
 
 def _write(
-    builder: IndexBuilder,
+    builder: IndexWriter,
     diff: _Diff,
     chunked: list[tuple[SourceFile, list[Chunk]]],
     vectors: dict[str, np.ndarray],
@@ -645,7 +645,7 @@ def _write(
     return removed
 
 
-def _backfill_graph(builder: IndexBuilder) -> None:
+def _backfill_graph(builder: IndexWriter) -> None:
     """Graph the kept files that have none yet (a version indexed before the graph existed)."""
     chunker: Chunker | None = None
     for path, language, text in builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES):

@@ -46,7 +46,7 @@ POSTINGS_BUDGET = 20_000
 
 # Columns are weighted in `bm25()`: a token in the symbol name or the path says
 # more about a chunk than the same token somewhere in its body.
-_COLUMN_WEIGHTS = (2.0, 4.0, 1.0)  # path, symbol, body
+COLUMN_WEIGHTS = (2.0, 4.0, 1.0)  # path, symbol, body
 
 # Starts only at a word's start: from inside a word `\w+` would rescan the rest of it at every
 # position (quadratic: a 10,000-character one-word query took 4-5 s and blocked the event loop).
@@ -180,6 +180,12 @@ def affordable_terms(conn: sqlite3.Connection, terms: Sequence[str]) -> list[str
         row = conn.execute(f"SELECT doc FROM temp.{VOCABULARY} WHERE term = ?", (term,)).fetchone()
         if row:
             frequencies.append((int(row[0]), term))
+    return within_budget(frequencies)
+
+
+def within_budget(frequencies: Iterable[tuple[int, str]]) -> list[str]:
+    """Of `(document frequency, term)` pairs, the terms rarest first while their postings add up to at
+    most `POSTINGS_BUDGET` (every store backend drops the same terms)."""
     kept: list[str] = []
     postings = 0
     for frequency, term in sorted(frequencies):
@@ -207,7 +213,7 @@ def lexical_search(
     terms = affordable_terms(conn, query_terms(query)) if k > 0 else []
     if not terms:
         return []
-    weights = ", ".join(str(weight) for weight in _COLUMN_WEIGHTS)
+    weights = ", ".join(str(weight) for weight in COLUMN_WEIGHTS)
     sql = f"SELECT {TABLE}.rowid, bm25({TABLE}, {weights}) AS rank FROM {TABLE}"
     where = [f"{TABLE} MATCH ?"]
     params: list[object] = [match_expression(terms)]

@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.support.live_server",
     "tests.support.chat",
     "tests.support.redis_server",
+    "tests.support.postgres",
 ]
 
 _PROVIDER_VARIABLES = (
@@ -50,6 +51,7 @@ _PROVIDER_VARIABLES = (
     "REPOLENS_OPENAI_COMPATIBLE_API_KEY",
     "REPOLENS_CONTEXT_WINDOW",
     "REPOLENS_LLM_TIMEOUT",
+    "REPOLENS_DATABASE_URL",
 )
 
 # Derived model files and the tiktoken cache are shared by all tests (built once by `make install`).

@@ -1,8 +1,9 @@
 """The code graph built at ingest: definitions, resolved imports, calls and inheritance, kept
-incrementally with the files (fixture repositories in Python and Go)."""
+incrementally with the files (fixture repositories in Python and Go), on both store backends."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ingest import ingest
@@ -14,9 +15,11 @@ from tests.support.repos import commit_all, write_files
 CHECKOUT_CALLS = ["CheckoutService.total", "CheckoutService.charge"]
 
 
-def _index(tmp_path: Path, embedder: Embedder, files: dict[str, str], name: str) -> tuple[Store, str, Path]:
+def _index(
+    make_store: Callable[[Path], Store], tmp_path: Path, embedder: Embedder, files: dict[str, str], name: str
+) -> tuple[Store, str, Path]:
     repo = make_repo(tmp_path / name, files)
-    store = Store(tmp_path / f"home-{name}")
+    store = make_store(tmp_path / f"home-{name}")
     return store, ingest(str(repo), store=store, embedder=embedder).repo_id, repo
 
 
@@ -30,8 +33,10 @@ def _callee_names(index: RepoIndex, name: str) -> list[str]:
     return [edge.target.qualname for edge in index.callees(_one(index, name))]
 
 
-def test_python_definitions_have_qualified_names_and_spans(tmp_path: Path, shared_embedder: Embedder) -> None:
-    store, repo_id, _ = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+def test_python_definitions_have_qualified_names_and_spans(
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, PYTHON_FILES, "shop")
     index = store.open(repo_id)
     checkout = _one(index, "CheckoutService.checkout")
     assert (checkout.path, checkout.kind, checkout.parent) == ("shop/service.py", "method", "CheckoutService")
@@ -42,8 +47,10 @@ def test_python_definitions_have_qualified_names_and_spans(tmp_path: Path, share
     ]
 
 
-def test_python_calls_resolve_through_imports_and_self(tmp_path: Path, shared_embedder: Embedder) -> None:
-    store, repo_id, _ = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+def test_python_calls_resolve_through_imports_and_self(
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, PYTHON_FILES, "shop")
     index = store.open(repo_id)
     assert (2, "CheckoutService", "shop/service.py") in index.imports_of("shop/cli.py")
     assert "CheckoutService.checkout" in _callee_names(index, "main")
@@ -55,8 +62,10 @@ def test_python_calls_resolve_through_imports_and_self(tmp_path: Path, shared_em
     ]
 
 
-def test_subclasses_and_overrides(tmp_path: Path, shared_embedder: Embedder) -> None:
-    store, repo_id, _ = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+def test_subclasses_and_overrides(
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, PYTHON_FILES, "shop")
     index = store.open(repo_id)
     gateway = _one(index, "Gateway")
     assert [d.qualname for d in index.subclasses(gateway)] == ["CardGateway"]
@@ -64,9 +73,9 @@ def test_subclasses_and_overrides(tmp_path: Path, shared_embedder: Embedder) -> 
 
 
 def test_go_calls_resolve_through_package_import_and_receiver(
-    tmp_path: Path, shared_embedder: Embedder
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
 ) -> None:
-    store, repo_id, _ = _index(tmp_path, shared_embedder, GO_FILES, "relay")
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, GO_FILES, "relay")
     index = store.open(repo_id)
     assert {target for _, _, target in index.imports_of("cmd/relay/main.go")} == {
         "server/server.go",
@@ -80,8 +89,10 @@ def test_go_calls_resolve_through_package_import_and_receiver(
     ]
 
 
-def test_update_removing_a_function_removes_its_edges(tmp_path: Path, shared_embedder: Embedder) -> None:
-    store, repo_id, repo = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+def test_update_removing_a_function_removes_its_edges(
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    store, repo_id, repo = _index(make_store, tmp_path, shared_embedder, PYTHON_FILES, "shop")
     index = store.open(repo_id)
     assert "make_gateway" in _callee_names(index, "CheckoutService.charge")
     payments = PYTHON_FILES["shop/payments.py"].split("\n\ndef make_gateway")[0] + "\n"
@@ -96,8 +107,10 @@ def test_update_removing_a_function_removes_its_edges(tmp_path: Path, shared_emb
     assert [d.qualname for d in index.subclasses(_one(index, "Gateway"))] == ["CardGateway"]
 
 
-def test_unknown_names_and_enclosing_definitions(tmp_path: Path, shared_embedder: Embedder) -> None:
-    store, repo_id, _ = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+def test_unknown_names_and_enclosing_definitions(
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, PYTHON_FILES, "shop")
     index = store.open(repo_id)
     assert index.definition("no_such_function") == []
     assert index.definition_at("shop/cli.py", 6).qualname == "main"

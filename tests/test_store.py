@@ -1,10 +1,16 @@
-"""The store on its own: real FAISS and SQLite, with hand-made unit vectors instead of an embedder."""
+"""The store on its own, with hand-made unit vectors instead of an embedder.
+
+One suite for both backends (`store` is parametrised): the local store (real FAISS and SQLite) and
+the PostgreSQL store (a real PostgreSQL + pgvector started by `tests.support.postgres`). Tests of
+what only one backend has (version folders, lock files) use `local_store`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,18 +70,32 @@ def add(builder, path: str, language: str, symbols_and_axes: list[tuple[str, int
 
 
 @pytest.fixture
-def store(repolens_home: Path) -> Store:
-    return Store(repolens_home)
+def store(make_store: Callable[[Path], Store], repolens_home: Path) -> Store:
+    return make_store(repolens_home)
 
 
 @pytest.fixture
-def built(store: Store) -> RepoIndex:
+def local_store(repolens_home: Path) -> Store:
+    return Store(repolens_home)
+
+
+def build(store: Store) -> RepoIndex:
     with store.builder(record()) as builder:
         add(builder, "src/client.py", "python", [("HttpClient.send", 0), ("HttpClient.close", 1)])
         add(builder, "src/service.py", "python", [("Service.run", 2)])
         add(builder, "web/app.js", "javascript", [("renderChart", 3)])
         builder.commit()
     return store.open("github.com/acme/widgets")
+
+
+@pytest.fixture
+def built(store: Store) -> RepoIndex:
+    return build(store)
+
+
+@pytest.fixture
+def local_built(local_store: Store) -> RepoIndex:
+    return build(local_store)
 
 
 def test_a_built_version_is_listed_and_searchable(store: Store, built: RepoIndex) -> None:
@@ -118,14 +138,14 @@ def test_lookups_by_id_file_and_symbol(built: RepoIndex) -> None:
     assert built.languages() == {"python": 2, "javascript": 1}
 
 
-def test_version_dir_holds_no_pickles(built: RepoIndex) -> None:
-    assert sorted(p.name for p in built.version_dir.iterdir()) == [
+def test_version_dir_holds_no_pickles(local_built: RepoIndex) -> None:
+    assert sorted(p.name for p in local_built.version_dir.iterdir()) == [
         "checksums.json",
         "index.faiss",
         "meta.sqlite",
         "record.json",
     ]
-    assert json.loads((built.version_dir / "record.json").read_text())["embedder"] == "test-embedder"
+    assert json.loads((local_built.version_dir / "record.json").read_text())["embedder"] == "test-embedder"
 
 
 def test_update_from_a_base_removes_files_everywhere_and_reuses_vectors(
@@ -151,7 +171,15 @@ def test_update_from_a_base_removes_files_everywhere_and_reuses_vectors(
     (top_id, _), *_ = index.dense_search(unit(5), 1)
     assert index.get_chunks([top_id])[0].symbol == "Service.stop"
     assert index.size == 4 == index.record.chunk_count
-    assert sorted(p.name for p in store.paths("github.com/acme/widgets").versions.iterdir()) == ["000002"]
+    assert store.get("github.com/acme/widgets") == index.record
+
+
+def test_an_update_keeps_only_the_new_local_version(local_store: Store, local_built: RepoIndex) -> None:
+    with local_store.builder(dataclasses.replace(local_built.record), local_built) as builder:
+        builder.remove_file("web/app.js")
+        builder.commit()
+    versions = local_store.paths("github.com/acme/widgets").versions
+    assert sorted(p.name for p in versions.iterdir()) == ["000002"]
 
 
 def test_open_is_cached_until_the_version_changes(store: Store, built: RepoIndex) -> None:
@@ -161,30 +189,31 @@ def test_open_is_cached_until_the_version_changes(store: Store, built: RepoIndex
 
 
 def test_leaving_without_commit_keeps_the_live_version(store: Store, built: RepoIndex) -> None:
-    paths = store.paths("github.com/acme/widgets")
     with (
         pytest.raises(RuntimeError, match="boom"),
         store.builder(dataclasses.replace(built.record), built) as b,
     ):
         b.remove_file("src/client.py")
         raise RuntimeError("boom")
-    assert not list(paths.root.glob("build-*"))
+    assert not list(store.paths("github.com/acme/widgets").root.glob("build-*"))
     assert store.open("github.com/acme/widgets") is built
     assert store.get("github.com/acme/widgets").version == 1
+    assert {f.path for f in built.list_files()} == {"src/client.py", "src/service.py", "web/app.js"}
 
 
-def test_leftover_build_dirs_of_killed_runs_are_removed(store: Store, built: RepoIndex) -> None:
-    leftover = store.paths("github.com/acme/widgets").root / "build-99999-dead"
+def test_leftover_build_dirs_of_killed_runs_are_removed(local_store: Store, local_built: RepoIndex) -> None:
+    leftover = local_store.paths("github.com/acme/widgets").root / "build-99999-dead"
     leftover.mkdir()
     (leftover / "meta.sqlite").write_text("half written")
-    with store.builder(dataclasses.replace(built.record), built) as builder:
+    with local_store.builder(dataclasses.replace(local_built.record), local_built) as builder:
         assert not leftover.exists()
         builder.commit()
 
 
 def test_a_second_builder_is_refused_while_the_first_holds_the_lock(store: Store, built: RepoIndex) -> None:
+    holder = f"pid {os.getpid()}" if type(store) is Store else "another process"
     with store.builder(dataclasses.replace(built.record), built):
-        with pytest.raises(IndexBusyError, match=f"pid {os.getpid()}") as caught:
+        with pytest.raises(IndexBusyError, match=holder) as caught:
             store.builder(dataclasses.replace(built.record), built).__enter__()
         assert caught.value.code == "busy"
         with pytest.raises(IndexBusyError):

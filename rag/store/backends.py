@@ -8,7 +8,6 @@ every API replica and ingest worker pointed at the same database; clones and wik
 
 from __future__ import annotations
 
-from rag.errors import ConfigError
 from rag.settings import Settings
 from rag.store.store import Store
 
@@ -17,4 +16,6 @@ def open_store(settings: Settings) -> Store:
     """The configured store: PostgreSQL when `settings.database_url` is set, else the local one."""
     if settings.database_url is None:
         return Store(settings.home)
-    raise ConfigError("REPOLENS_DATABASE_URL is set, but the PostgreSQL store is not part of this build yet")
+    from rag.store.pg import PgStore
+
+    return PgStore(settings.home, settings.database_url.get_secret_value())

@@ -45,6 +45,15 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def check_same_embedder(record: RepoRecord, base: RepoRecord) -> None:
+    """An update must embed with the model its base version was built with (vectors would not compare)."""
+    if (base.embedder, base.dimension) != (record.embedder, record.dimension):
+        raise EmbedderMismatchError(
+            f"cannot update {record.id} built with {base.embedder} using {record.embedder}; "
+            f"re-index with `repolens ingest {base.url} --reindex`"
+        )
+
+
 class IndexBuilder:
     """Context manager for one build: holds the repo lock, commits or leaves no trace.
 
@@ -58,14 +67,8 @@ class IndexBuilder:
     """
 
     def __init__(self, paths: RepoPaths, record: RepoRecord, base: RepoIndex | None) -> None:
-        if base is not None and (base.record.embedder, base.record.dimension) != (
-            record.embedder,
-            record.dimension,
-        ):
-            raise EmbedderMismatchError(
-                f"cannot update {record.id} built with {base.record.embedder} using {record.embedder}; "
-                f"re-index with `repolens ingest {base.record.url} --reindex`"
-            )
+        if base is not None:
+            check_same_embedder(record, base.record)
         self.record = record
         self._paths = paths
         self._base = base

@@ -96,7 +96,7 @@ class RepoIndex:
         if language:
             where.append("language = ?")
             params.append(language)
-        rows = self._query(f"SELECT id, path FROM chunks WHERE {' AND '.join(where) or '1'}", params)
+        rows = self._query(f"SELECT id, path FROM chunks WHERE {' AND '.join(where) or 'TRUE'}", params)
         ids = [chunk_id for chunk_id, path in rows if not path_glob or lexical.path_matches(path, path_glob)]
         return np.asarray(ids, dtype=np.int64)
 

@@ -12,6 +12,7 @@ from rag.store.builder import IndexBuilder
 from rag.store.index import RepoIndex
 from rag.store.layout import RepoLock, RepoPaths, contained, repo_folder
 from rag.store.schema import RECORD_FILE
+from rag.store.writer import IndexWriter
 from rag.types import RepoRecord
 
 _OPEN_ATTEMPTS = 3
@@ -72,7 +73,7 @@ class Store:
                 return index
         raise NotFoundError(f"{repo_id} is not indexed; run `repolens ingest <url-or-path>` first")
 
-    def builder(self, record: RepoRecord, base: RepoIndex | None = None) -> IndexBuilder:
+    def builder(self, record: RepoRecord, base: RepoIndex | None = None) -> IndexWriter:
         """A builder for the next version (`with store.builder(...) as b: ...; b.commit()`)."""
         return IndexBuilder(self.paths(record.id), record, base)
 
@@ -88,3 +89,6 @@ class Store:
             shutil.rmtree(self.clone_dir(repo_id), ignore_errors=True)
             shutil.rmtree(paths.root)
         return True
+
+    def close(self) -> None:
+        """Release what the store holds open (nothing for local folders; a backend's connections)."""

@@ -1,0 +1,5 @@
+"""The PostgreSQL + pgvector store backend (`REPOLENS_DATABASE_URL`): see `rag.store.pg.schema`."""
+
+from rag.store.pg.store import PgStore
+
+__all__ = ["PgStore"]

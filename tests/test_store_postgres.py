@@ -1,0 +1,146 @@
+"""End to end on the PostgreSQL store: ingest, update, search, ask offline and two servers sharing
+one database, with a real PostgreSQL + pgvector (`tests.support.postgres`).
+
+The store contract itself is tested on both backends by tests/test_store.py and
+tests/test_code_graph.py; these are the paths a user takes with `REPOLENS_DATABASE_URL` set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+from ingest import ingest
+from rag.embedders import Embedder
+from rag.settings import Settings
+from rag.store import Store, open_store
+from rag.store.pg import PgStore
+from tests.support.chat import settings_for
+from tests.support.repos import commit_all
+
+runner = CliRunner()
+QUERIES = [
+    "HttpClient.send",
+    "ZORBLAX_RETRY_CEILING",
+    "forecast service run",
+    "persist forecasts to disk",
+    "chart",
+]
+
+
+@pytest.fixture
+def pg_store(postgres_url: str, repolens_home: Path) -> Iterator[PgStore]:
+    store = PgStore(repolens_home, postgres_url)
+    yield store
+    store.close()
+
+
+def test_open_store_picks_postgres_when_the_database_url_is_set(postgres_url: str, tmp_path: Path) -> None:
+    store = open_store(
+        Settings.from_env(environ={"REPOLENS_HOME": str(tmp_path), "REPOLENS_DATABASE_URL": postgres_url})
+    )
+    try:
+        assert isinstance(store, PgStore) and store.list() == []
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM repolens.schema_migrations")]
+    assert versions == [1]
+    PgStore(tmp_path, postgres_url).close()  # migrations are idempotent
+
+
+def test_a_database_that_cannot_be_reached_is_a_config_error(tmp_path: Path) -> None:
+    from rag.errors import ConfigError
+
+    url = f"postgresql://repolens:hunter2-secret@/nowhere?host={tmp_path}"
+    with pytest.raises(ConfigError, match="REPOLENS_DATABASE_URL") as caught:
+        PgStore(tmp_path, url)
+    assert "hunter2-secret" not in str(caught.value)
+
+
+def test_ingest_update_and_search(pg_store: PgStore, fixture_repo: Path, shared_embedder: Embedder) -> None:
+    report = ingest(str(fixture_repo), store=pg_store, embedder=shared_embedder)
+    index = pg_store.open(report.repo_id)
+    assert index.record.index_state == "complete" and index.record.version >= 1
+    assert index.size == index.record.dense_chunks > 0
+    top, _ = index.dense_search(shared_embedder.embed_query("retry ceiling of the http client"), 3)[0]
+    assert index.get_chunks([top])[0].path == "weatherline/client.py"
+
+    (send,) = index.find_symbol("HttpClient")
+    (fixture_repo / "weatherline" / "extra.py").write_text('def brand_new_helper():\n    return "x"\n')
+    commit_all(fixture_repo, "add a helper")
+    before = pg_store.get(report.repo_id)
+    update = ingest(str(fixture_repo), store=pg_store, embedder=shared_embedder)
+    after = pg_store.open(report.repo_id)
+    assert before is not None and after.record.version > before.version
+    assert after.record.file_count == before.file_count + 1
+    assert update.chunks["removed"] == 0 and update.chunks["added"] >= 1
+    assert send in after.get_chunks([send.id])  # an unchanged file's rows (and vector) stay as they were
+    assert after.find_symbol("brand_new_helper")[0].path == "weatherline/extra.py"
+    assert after.record.index_state == "complete"
+
+
+def test_lexical_ranking_matches_the_local_store(
+    pg_store: PgStore, fixture_repo: Path, shared_embedder: Embedder, tmp_path: Path
+) -> None:
+    local = Store(tmp_path / "local-home")
+    repo_id = ingest(str(fixture_repo), store=local, embedder=shared_embedder).repo_id
+    ingest(str(fixture_repo), store=pg_store, embedder=shared_embedder)
+    local_index, pg_index = local.open(repo_id), pg_store.open(repo_id)
+    for query in QUERIES:
+        expected = local_index.lexical_search(query, 10)
+        found = pg_index.lexical_search(query, 10)
+        assert [c.symbol for c in pg_index.get_chunks([i for i, _ in found])][:3] == [
+            c.symbol for c in local_index.get_chunks([i for i, _ in expected])
+        ][:3], query
+        assert [round(s, 3) for _, s in found] == pytest.approx([round(s, 3) for _, s in expected], abs=2e-3)
+    glob = pg_index.lexical_search("forecast", 10, path_glob="web")
+    assert glob and all(c.path.startswith("web/") for c in pg_index.get_chunks([i for i, _ in glob]))
+
+
+def test_cli_ingest_search_and_offline_ask(
+    postgres_url: str, fixture_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPOLENS_DATABASE_URL", postgres_url)
+    result = runner.invoke(app, ["ingest", str(fixture_repo), "--json"])
+    assert result.exit_code == 0, result.output
+    repo_id = json.loads(result.stdout.splitlines()[-1])["id"]
+    result = runner.invoke(app, ["search", repo_id, "HttpClient.send", "--json", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["results"][0]["path"] == "weatherline/client.py"
+    result = runner.invoke(app, ["ask", repo_id, "How does main reach HttpClient.send?", "--plain"])
+    assert result.exit_code == 0, result.output
+    assert "offline" in result.stdout.lower() and "weatherline/client.py" in result.stdout
+    result = runner.invoke(app, ["delete", repo_id, "--yes"])
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM repolens.repositories").fetchone() == (0,)
+
+
+def test_two_servers_share_one_database(
+    postgres_url: str, fixture_repo: Path, shared_embedder: Embedder, tmp_path: Path, live_server_factory
+) -> None:
+    writer = PgStore(tmp_path / "writer", postgres_url)
+    repo_id = ingest(str(fixture_repo), store=writer, embedder=shared_embedder).repo_id
+    writer.close()
+    servers = [
+        live_server_factory(settings_for(tmp_path / f"replica-{n}", REPOLENS_DATABASE_URL=postgres_url))
+        for n in (1, 2)
+    ]
+    for server in servers:
+        listed = httpx.get(f"{server.base_url}/api/repos", timeout=30).json()
+        assert repo_id in json.dumps(listed)
+        response = httpx.post(
+            f"{server.base_url}/api/repos/{repo_id}/search",
+            json={"query": "HttpClient.send", "k": 3},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["path"] == "weatherline/client.py"
