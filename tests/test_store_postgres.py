@@ -7,6 +7,7 @@ tests/test_code_graph.py; these are the paths a user takes with `REPOLENS_DATABA
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +145,60 @@ def test_two_servers_share_one_database(
         )
         assert response.status_code == 200, response.text
         assert response.json()["results"][0]["path"] == "weatherline/client.py"
+
+
+def test_migrate_store_copies_local_repositories_as_they_are(
+    postgres_url: str,
+    fixture_repo: Path,
+    shared_embedder: Embedder,
+    repolens_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local = Store(repolens_home)
+    repo_id = ingest(str(fixture_repo), store=local, embedder=shared_embedder).repo_id
+    monkeypatch.setenv("REPOLENS_DATABASE_URL", postgres_url)
+    result = runner.invoke(app, ["migrate-store", "--json"])
+    assert result.exit_code == 0, result.output
+    source = local.open(repo_id)
+    (copied,) = json.loads(result.stdout)["repos"]
+    assert copied == {
+        "id": repo_id,
+        "outcome": "copied",
+        "files": source.record.file_count,
+        "chunks": source.record.chunk_count,
+        "vectors": source.size,
+    }
+    pg_store = PgStore(repolens_home, postgres_url)
+    try:
+        moved = pg_store.open(repo_id)
+        assert dataclasses.replace(moved.record, version=0, updated_at="") == dataclasses.replace(
+            source.record, version=0, updated_at=""
+        )
+        assert moved.list_files() == source.list_files() and moved.roles() == source.roles()
+        for query in QUERIES:
+            found, expected = moved.lexical_search(query, 5), source.lexical_search(query, 5)
+            assert [i for i, _ in found] == [i for i, _ in expected], query
+            assert [s for _, s in found] == pytest.approx([s for _, s in expected], rel=1e-4)
+            vector = shared_embedder.embed_query(query)
+            assert [i for i, _ in moved.dense_search(vector, 5)] == [
+                i for i, _ in source.dense_search(vector, 5)
+            ]
+        (send,) = moved.definition("HttpClient.send")
+        assert [e.source.qualname for e in moved.callers(send) if e.source] == [
+            e.source.qualname for e in source.callers(source.definition("HttpClient.send")[0]) if e.source
+        ]
+        again = runner.invoke(app, ["migrate-store"])
+        assert again.exit_code == 0 and "skipped" in again.stdout
+
+        (fixture_repo / "weatherline" / "extra.py").write_text("def helper():\n    return 1\n")
+        commit_all(fixture_repo, "add a helper")
+        ingest(str(fixture_repo), store=pg_store, embedder=shared_embedder)  # an update on the copy
+        assert pg_store.open(repo_id).definition("helper")[0].path == "weatherline/extra.py"
+    finally:
+        pg_store.close()
+
+
+def test_migrate_store_needs_a_database(repolens_home: Path) -> None:
+    result = runner.invoke(app, ["migrate-store", "--json"])
+    assert result.exit_code == 2, result.output
+    assert "REPOLENS_DATABASE_URL" in json.loads(result.stdout)["error"]["message"]

@@ -13,6 +13,7 @@ from api.cli import (  # noqa: F401  (register commands)
     doctor_cmd,
     ingest_cmds,
     mcp_cmd,
+    migrate_cmd,
     search_cmd,
     serve_cmd,
     setup_cmd,

@@ -77,7 +77,7 @@ class PgIndexBuilder:
         self._base_ids_by_hash: dict[str, int] = {}
         self._old_schema: str | None = None
         self._files_changed = True
-        self._created_at = base.record.created_at if base is not None else ""
+        self._created_at = base.record.created_at if base is not None else record.created_at
         self.graph_resolve_s = 0.0
 
     # lifecycle ------------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ class PgIndexBuilder:
             conn.execute(f"CREATE SCHEMA {self._schema}")
             set_search_path(conn, self._schema, session=True)
             conn.execute(repo_ddl(self.record.dimension))
-            self._next_id = 1
+            self.next_id = 1
             return
         self._schema = str(live_schema)
         set_search_path(conn, self._schema, session=True)
@@ -154,7 +154,7 @@ class PgIndexBuilder:
             )
         )
         (max_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone() or (0,)
-        self._next_id = int(max_id) + 1
+        self.next_id = int(max_id) + 1
 
     @property
     def base(self) -> PgRepoIndex | None:
@@ -213,8 +213,8 @@ class PgIndexBuilder:
             "INSERT INTO files(path, sha256, language, size, text, role) VALUES (%s, %s, %s, %s, %s, %s)",
             (file.path, file.sha256, file.language, file.size, file.text, file_role(file.path, file.text)),
         )
-        ids = list(range(self._next_id, self._next_id + len(chunks)))
-        self._next_id += len(chunks)
+        ids = list(range(self.next_id, self.next_id + len(chunks)))
+        self.next_id += len(chunks)
         postings: list[tuple[str, int, float]] = []
         rows = []
         for chunk_id, c in zip(ids, chunks, strict=True):
@@ -252,7 +252,7 @@ class PgIndexBuilder:
                     if vector is None
                 ],
             )
-            self._insert_vectors(
+            self.insert_vectors(
                 cursor,
                 [(ids[row], vector) for row, vector in enumerate(vectors) if vector is not None],
             )
@@ -260,7 +260,7 @@ class PgIndexBuilder:
             self._write_file_graph(file.path, file_graph, graph_version)
         return replaced
 
-    def _insert_vectors(
+    def insert_vectors(
         self, cursor: psycopg.Cursor[TupleRow], rows: Sequence[tuple[int, np.ndarray]]
     ) -> None:
         dimension = self.record.dimension
@@ -383,7 +383,7 @@ class PgIndexBuilder:
             return 0
         self.conn.execute("DELETE FROM vectorless WHERE id = ANY(%s)", ([int(row[0]) for row in rows],))
         with self.conn.cursor() as cursor:
-            self._insert_vectors(
+            self.insert_vectors(
                 cursor, [(int(chunk_id), vectors[content_hash]) for chunk_id, content_hash in rows]
             )
         return len(rows)

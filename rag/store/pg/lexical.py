@@ -18,7 +18,6 @@ aside).
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 
 import psycopg
@@ -34,14 +33,19 @@ def postings(
     chunk_id: int, path: str, symbol: str | None, body: str
 ) -> tuple[list[tuple[str, int, float]], int]:
     """The `(term, chunk_id, weighted frequency)` rows of one chunk, and its length in tokens."""
+    columns = tuple(lexical.tokenize(text) if text else [] for text in (path, symbol, body))
+    return postings_of_terms(chunk_id, columns)
+
+
+def postings_of_terms(
+    chunk_id: int, columns: Sequence[Sequence[str]]
+) -> tuple[list[tuple[str, int, float]], int]:
+    """`postings` from already tokenised `(path, symbol, body)` terms (a local store's FTS5 columns)."""
     weighted: dict[str, float] = {}
-    length = 0
-    for text, weight in zip((path, symbol or "", body), lexical.COLUMN_WEIGHTS, strict=True):
-        tokens = lexical.tokenize(text) if text else []
-        length += len(tokens)
-        for term, count in Counter(tokens).items():
-            weighted[term] = weighted.get(term, 0.0) + weight * count
-    return [(term, chunk_id, frequency) for term, frequency in weighted.items()], length
+    for terms, weight in zip(columns, lexical.COLUMN_WEIGHTS, strict=True):
+        for term in terms:
+            weighted[term] = weighted.get(term, 0.0) + weight
+    return [(term, chunk_id, frequency) for term, frequency in weighted.items()], sum(map(len, columns))
 
 
 def search(

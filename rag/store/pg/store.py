@@ -16,10 +16,12 @@ from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from rag.errors import ConfigError, NotFoundError
+from rag.redact import register_secret
 from rag.store.index import RepoIndex
 from rag.store.pg.builder import PgIndexBuilder, try_lock
 from rag.store.pg.index import PgRepoIndex
@@ -38,6 +40,12 @@ class PgStore(Store):
     def __init__(self, home: Path, url: str) -> None:
         super().__init__(home)
         self.url = url
+        try:  # the password is masked in every message from now on
+            register_secret(str(conninfo_to_dict(url).get("password") or ""))
+        except psycopg.ProgrammingError:
+            raise ConfigError(
+                "REPOLENS_DATABASE_URL is not a PostgreSQL URL (postgresql://user:pass@host/db)"
+            ) from None
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
                 migrate(conn)
