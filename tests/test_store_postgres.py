@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from api.cli import app
 from ingest import ingest
 from rag.embedders import Embedder
 from rag.settings import Settings
-from rag.store import Store, open_store
+from rag.store import IndexBusyError, Store, open_store
 from rag.store.pg import PgStore
 from tests.support.chat import settings_for
 from tests.support.repos import commit_all
@@ -202,3 +205,47 @@ def test_migrate_store_needs_a_database(repolens_home: Path) -> None:
     result = runner.invoke(app, ["migrate-store", "--json"])
     assert result.exit_code == 2, result.output
     assert "REPOLENS_DATABASE_URL" in json.loads(result.stdout)["error"]["message"]
+
+
+_HALF_BUILD = """
+import dataclasses, sys, time
+from pathlib import Path
+from rag.store.pg import PgStore
+store = PgStore(Path(sys.argv[1]), sys.argv[2])
+index = store.open(sys.argv[3])
+with store.builder(dataclasses.replace(index.record), index) as builder:
+    for path in list(builder.file_hashes()):
+        builder.remove_file(path)
+    print("half-built", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_killed_builder_loses_nothing_and_frees_the_lock(
+    pg_store: PgStore, fixture_repo: Path, shared_embedder: Embedder, repolens_home: Path
+) -> None:
+    repo_id = ingest(str(fixture_repo), store=pg_store, embedder=shared_embedder).repo_id
+    before = pg_store.open(repo_id).list_files()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HALF_BUILD, str(repolens_home), pg_store.url, repo_id],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "half-built"
+        with pytest.raises(IndexBusyError):  # the child holds the repository's lock
+            pg_store.builder(pg_store.open(repo_id).record, pg_store.open(repo_id)).__enter__()
+        assert pg_store.open(repo_id).list_files() == before  # its deletions are invisible
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 30
+    while True:  # PostgreSQL ends the dead session's transaction and lock when it sees the socket close
+        try:
+            with pg_store.builder(dataclasses.replace(pg_store.open(repo_id).record), pg_store.open(repo_id)):
+                break
+        except IndexBusyError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert pg_store.open(repo_id).list_files() == before
+    assert pg_store.get(repo_id) == pg_store.open(repo_id).record

@@ -86,6 +86,13 @@ class PgIndexBuilder:
         self._conn = psycopg.connect(self._store.url)
         try:
             register_vector(self._conn)
+            # A worker whose machine vanishes holds the lock until PostgreSQL notices the dead
+            # connection: with these, about a minute on TCP (no effect on a unix socket).
+            self._conn.execute(
+                "SELECT set_config('tcp_keepalives_idle', '30', false), "
+                "set_config('tcp_keepalives_interval', '10', false), "
+                "set_config('tcp_keepalives_count', '3', false)"
+            )
             try_lock(self._conn, self.record.id, "indexing")
             self._refresh_stale_base()
             self._open_repository()
