@@ -17,7 +17,7 @@ from api.cli.app import app, cli_errors, err_console
 from rag.errors import ConfigError
 from rag.redact import register_secret
 from rag.settings import Settings
-from rag.store import Store
+from rag.store import open_store
 
 
 @app.command()
@@ -42,6 +42,6 @@ def worker(
             register_secret(secret)
         if check:
             raise typer.Exit(0 if worker_alive(settings) else 1)
-        runner = IngestWorker(settings, Store(settings.home), jobs=jobs or settings.ingest_workers)
+        runner = IngestWorker(settings, open_store(settings), jobs=jobs or settings.ingest_workers)
         err_console.print(f"repolens worker {runner.name}: {runner.jobs} job(s) at once", highlight=False)
         runner.arq_worker(burst=burst).run()
