@@ -1,6 +1,6 @@
 """pgvector HNSW (the PostgreSQL store) against FAISS flat (the local store): query p95 and recall@10.
 
-Vectors are real: the chunks of real repositories (`bench.corpus`: starlette, requests, rich),
+Vectors are real: the chunks of real repositories (`bench.corpus`: starlette and requests),
 ingested by the real pipeline and embedded by the default MiniLM embedder. To reach the asked
 scale they are replicated, each copy perturbed by Gaussian noise and normalised again (every
 copy a near-duplicate of a real chunk, like the many similar files of a large organisation),
@@ -42,7 +42,7 @@ from rag.settings import Settings
 from rag.store import Store
 from rag.types import RepoRecord
 
-CORPORA = ("starlette", "requests", "rich")
+CORPORA = ("starlette", "requests")
 NOISE = 0.35  # the noise vector's norm relative to the (unit) real vector
 INSERT_SAMPLE = 2_000
 SEED = 17
