@@ -11,15 +11,44 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from rag.errors import UNEXPECTED_EXIT_CODE, ErrorCode, RepoLensError, exit_code
 from rag.redact import install_log_redaction, redact
 
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    """Show a flag (`--json`, `--debug`, `--help`) bare in the help: typer prints `<bool>` after it,
+    which reads as if the flag took a value."""
+    for param in params:
+        if getattr(param, "is_bool_flag", False):
+            param.metavar = ""
+    return params
+
+
+class _Group(TyperGroup):
+    """The `repolens` group: its own and every command's help list flags without a metavar.
+
+    (typer's parameters are its vendored click's, hence `Any` for the context and parameters.)
+    """
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _plain_flags(command.get_params(ctx))
+        return command
+
+
 app = typer.Typer(
     name="repolens",
+    cls=_Group,
     help="Ask questions about code repositories, offline first.",
     no_args_is_help=True,
     add_completion=False,
