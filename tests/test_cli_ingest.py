@@ -79,9 +79,28 @@ def test_ingest_list_show_update_delete_with_json(small_repo: Path) -> None:
 def test_human_output_is_a_short_summary(small_repo: Path) -> None:
     result = runner.invoke(app, ["ingest", str(small_repo)])
     assert result.exit_code == 0
-    assert "indexed local/" in result.stdout and "2 added" in result.stdout
-    listing = runner.invoke(app, ["list"])
-    assert "greeter" in listing.stdout
+    headline = result.stdout.splitlines()[0]
+    assert headline.startswith("indexed local/") and "2 added" in result.stdout
+    assert "version" not in result.stdout  # an internal counter, not news on a first ingest
+    again = runner.invoke(app, ["ingest", str(small_repo)])
+    assert again.stdout.startswith("up to date local/") and "2 unchanged" in again.stdout
+    write_files(small_repo, {"notes.txt": "\x00binary", "pkg/new.py": "VALUE = 1\n"})
+    commit_all(small_repo, "more")
+    updated = runner.invoke(app, ["ingest", str(small_repo)])
+    assert updated.stdout.startswith("updated local/") and "1 skipped (1 binary)" in updated.stdout
+
+
+def test_list_keeps_each_repository_on_one_row_of_80_columns(small_repo: Path) -> None:
+    """Long local ids fold inside their column; commit, counts, state and time stay on the id's first line."""
+    code, report, _ = run("ingest", str(small_repo), "--json")
+    assert code == 0
+    listing = runner.invoke(app, ["list"], env={"COLUMNS": "80"})
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == ["id", "commit", "files", "chunks", "state", "updated", "(UTC)"]
+    row = lines[1].split()
+    assert row[1:5] == [report["commit"][:12], "2", str(report["chunks"]["total"]), "complete"]
+    assert report["id"] in "".join(line.split()[0] for line in lines[1:] if not line.startswith("`"))
+    assert all(len(line) <= 80 for line in lines)
 
 
 @pytest.mark.parametrize(
@@ -253,3 +272,13 @@ def test_no_wait_returns_searchable_and_a_background_embed_completes_it(
         _cli("embed", record.id, "--json"), env=env, capture_output=True, text=True, timeout=120
     )
     assert again.returncode == 0 and json.loads(again.stdout)["version"] == record.version
+
+
+@pytest.mark.parametrize("command", [[], ["ingest"], ["doctor"], ["ask"]])
+def test_help_shows_flags_without_a_value_placeholder(command: list[str]) -> None:
+    """A flag (`--json`, `--debug`, `--help`) takes no value: the help must not show `<bool>` after it."""
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    assert "--help" in result.stdout and "<bool>" not in result.stdout
+    if command == ["ingest"]:
+        assert "<int>" in result.stdout  # options that take a value keep their type

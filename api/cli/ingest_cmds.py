@@ -208,14 +208,10 @@ def _print_report(report: IngestReport, as_json: bool, background: int | None = 
         )
     record, files, chunks = report.record, report.files, report.chunks
     commit = f" @ {record.commit[:12]}" if record.commit else ""
-    console.print(
-        f"[bold green]indexed[/] {record.id}{commit} (version {record.version})",
-        highlight=False,
-        soft_wrap=True,
-    )
+    console.print(f"[bold green]{_outcome(files)}[/] {record.id}{commit}", highlight=False, soft_wrap=True)
     console.print(
         f"  files:  {files['added']} added, {files['changed']} changed, {files['removed']} removed, "
-        f"{files['unchanged']} unchanged, {files['skipped']} skipped",
+        f"{files['unchanged']} unchanged, {files['skipped']} skipped{_skip_reasons(report.skipped)}",
         highlight=False,
         soft_wrap=True,
     )
@@ -232,6 +228,28 @@ def _print_report(report: IngestReport, as_json: bool, background: int | None = 
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _outcome(files: dict[str, int]) -> str:
+    """The headline verb: what the run did to the index, in words (its version number stays in `show`)."""
+    if not (files["changed"] or files["removed"] or files["unchanged"]):
+        return "indexed"  # nothing was indexed before: a new index
+    if files["added"] or files["changed"] or files["removed"]:
+        return "updated"
+    return "up to date"
+
+
+_SKIP_WORDS = {"filtered": "by filters", "too_large": "too large"}
+
+
+def _skip_reasons(skipped: dict[str, int]) -> str:
+    """` (3 by filters, 2 binary)`: why files were left out (`--json` has the same counts)."""
+    reasons = [
+        f"{count} {_SKIP_WORDS.get(reason, reason)}"
+        for reason, count in skipped.items()
+        if reason != "filtered_dirs"  # folders, not files
+    ]
+    return f" ({', '.join(reasons)})" if reasons else ""
 
 
 WaitFlag = Annotated[
@@ -359,8 +377,8 @@ def embed_command(
             print(json.dumps(record.to_json()))
         else:
             console.print(
-                f"[bold green]{record.index_state}[/] {record.id} (version {record.version}, "
-                f"{record.dense_chunks}/{record.dense_total} chunks embedded)",
+                f"[bold green]{record.index_state}[/] {record.id} "
+                f"({record.dense_chunks}/{record.dense_total} chunks embedded)",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -378,17 +396,35 @@ def list_command(as_json: JsonFlag = False) -> None:
         if not records:
             console.print("no repositories indexed yet: try `repolens ingest <url-or-path>`")
             return
-        table = Table(Column("id", overflow="fold"), "commit", "files", "chunks", "embedder", "updated")
+        # The id takes what the short columns leave and folds (it is what you copy); the rest never wraps.
+        table = Table(
+            Column("id", overflow="fold"),
+            Column("commit", no_wrap=True),
+            Column("files", justify="right", no_wrap=True),
+            Column("chunks", justify="right", no_wrap=True),
+            Column("state", no_wrap=True),
+            Column("updated (UTC)"),
+            box=None,
+            pad_edge=False,
+        )
         for record in records:
             table.add_row(
                 record.id,
-                (record.commit or "")[:12],
+                (record.commit or "-")[:12],
                 str(record.file_count),
                 str(record.chunk_count),
-                record.embedder,
-                record.updated_at,
+                _short_state(record.index_state, record.dense_chunks, record.dense_total),
+                record.updated_at[:16].replace("T", " "),
             )
         console.print(table)
+        console.print("[dim]`repolens show <id>` has the rest (URL, ref, filters, embedder, languages)[/]")
+
+
+def _short_state(state: str, dense_chunks: int, dense_total: int) -> str:
+    """`partial 800/1787` as `partial 45%`: short enough for its column."""
+    if state.startswith("partial") and dense_total:
+        return f"partial {100 * dense_chunks // dense_total}%"
+    return state
 
 
 @app.command("show")
