@@ -392,10 +392,17 @@ def test_private_repository_token_goes_with_questions_and_sources(
 
 
 def test_wiki_view_generates_and_renders_pages_with_diagrams_and_citations(page: Page, web: Web) -> None:
+    refused: list[str] = []
+    page.on("response", lambda response: refused.append(response.url) if response.status >= 400 else None)
+    page.on("console", lambda message: refused.append(message.text) if message.type == "error" else None)
     open_repo(page, web)
     page.get_by_role("tab", name="Wiki").click()
     wiki = page.locator("section.wiki")
     expect(wiki).to_be_visible()
+    # Before the first wiki: the empty state, asked for without a 404 (no console error).
+    expect(wiki.locator("article.wiki-page")).to_contain_text("No wiki yet", timeout=TIMEOUT_MS)
+    page.wait_for_load_state("networkidle")
+    assert refused == [], refused
     page.get_by_label("Offline (no LLM)").check()
     wiki.locator("button.generate-wiki").click()
     progress = wiki.locator(".wiki-progress")

@@ -45,6 +45,7 @@ def wiki_url(served: tuple[LiveServer, str], suffix: str = "") -> str:
 def test_generate_read_and_export(served: tuple[LiveServer, str]) -> None:
     server, repo_id = served
     assert httpx.get(wiki_url(served), timeout=TIMEOUT).status_code == 404
+    assert httpx.get(wiki_url(served, "s"), timeout=TIMEOUT).json() == {"wikis": []}  # /wikis: no 404
     response = httpx.post(wiki_url(served), json={"language": "en"}, timeout=TIMEOUT)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     events = sse_events(response.text)
@@ -56,6 +57,8 @@ def test_generate_read_and_export(served: tuple[LiveServer, str]) -> None:
 
     wiki = httpx.get(wiki_url(served), timeout=TIMEOUT).json()
     assert wiki["repo_id"] == repo_id and wiki["stale_pages"] == []
+    [listed] = httpx.get(wiki_url(served, "s"), timeout=TIMEOUT).json()["wikis"]
+    assert (listed["language"], listed["mode"], listed["pages"]) == ("en", "offline", structure["total"])
     assert "overview" in wiki["pages"] and wiki["structure"]["sections"]
     assert wiki["pages"]["module-weatherline"]["citations"][0]["url"].startswith("/api/repos/")
 

@@ -5,7 +5,9 @@
 - `POST /api/repos/{id}/wiki` with `{offline, language, comprehensive, provider, model, force}`:
   Server-Sent Events of `rag.wiki.generate` (`status`, `wiki` structure/page/note frames, then `done`);
   a client that disconnects stops the generation;
-- `GET /api/repos/{id}/wiki/export?format=md|json|zip`: the wiki as an attachment.
+- `GET /api/repos/{id}/wiki/export?format=md|json|zip`: the wiki as an attachment;
+- `GET /api/repos/{id}/wikis`: a summary of every wiki generated for it (`[]` before the first), which
+  the page asks first so that "no wiki yet" is an answer, not a 404.
 
 A private repository's wiki needs its token (`X-Repo-Token`), like its files.
 """
@@ -106,6 +108,13 @@ def export_wiki(
     return Response(
         content, media_type=media_type, headers={"Content-Disposition": f"attachment; filename={filename}"}
     )
+
+
+@router.get("/api/repos/{repo_id:path}/wikis")
+def list_wikis(repo_id: RepoIdPath, services: ServicesDep, repo_token: RepoToken = None) -> dict[str, Any]:
+    """`{"wikis": [summary, ...]}`, newest first: language, detail, mode, pages, generated_at, commit."""
+    _check_access(services, repo_id, repo_token)
+    return {"wikis": WikiStore(services.store).summaries(repo_id)}
 
 
 @router.get("/api/repos/{repo_id:path}/wiki")

@@ -165,6 +165,15 @@ export interface WikiSection {
   pages: string[];
 }
 
+/** One entry of `GET /api/repos/{id}/wikis`. */
+export interface WikiSummary {
+  language: string;
+  comprehensive: boolean;
+  mode: Wiki["mode"];
+  generated_at: string;
+  pages: number;
+}
+
 export interface Wiki {
   repo_id: string;
   commit: string | null;

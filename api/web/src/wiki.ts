@@ -8,7 +8,7 @@ import { linkCitations } from "./chat";
 import { h } from "./dom";
 import { renderMarkdown } from "./markdown";
 import { accessRefused, tokenFor } from "./tokens";
-import type { ChatEvent, RepoRecord, Wiki, WikiPage } from "./types";
+import type { ChatEvent, RepoRecord, Wiki, WikiPage, WikiSummary } from "./types";
 import { openSource } from "./viewer";
 
 export class WikiView {
@@ -74,12 +74,19 @@ export class WikiView {
     const repo = this.repo;
     if (!repo) return;
     try {
-      const query = new URLSearchParams({ language: this.languageOf() });
-      const wiki = await getJson<Wiki>(`${repoPath(repo.id)}/wiki?${query}`, { headers: this.headers() });
+      // Ask which wikis exist first: before the first one this is the empty state, not a 404.
+      const language = this.languageOf();
+      const { wikis } = await getJson<{ wikis: WikiSummary[] }>(`${repoPath(repo.id)}/wikis`, { headers: this.headers() });
+      const query = new URLSearchParams({ language });
+      const wiki = wikis.some((summary) => summary.language === language)
+        ? await getJson<Wiki>(`${repoPath(repo.id)}/wiki?${query}`, { headers: this.headers() })
+        : null;
       if (this.repo?.id !== repo.id) return;
       this.wiki = wiki;
-      this.offline.checked = wiki.mode === "offline"; // updating keeps the wiki's mode unless changed
-      this.current = this.current && wiki.pages[this.current] ? this.current : (wiki.structure.pages[0]?.id ?? null);
+      if (wiki) {
+        this.offline.checked = wiki.mode === "offline"; // updating keeps the wiki's mode unless changed
+        this.current = this.current && wiki.pages[this.current] ? this.current : (wiki.structure.pages[0]?.id ?? null);
+      }
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) accessRefused(repo.id, error.message);
       else if (!(error instanceof ApiError && error.status === 404)) this.article.replaceChildren(h("p", { class: "error", role: "alert" }, (error as Error).message));
