@@ -311,6 +311,52 @@ def test_codefacts_read_rst_headings_and_skip_docstring_titles() -> None:
     assert summary is not None and summary.text == "The primary objects." and summary.start_line == 1
 
 
+def test_offline_titles_descriptions_and_entry_points_come_from_the_right_lines() -> None:
+    """Guide titles from an H1 (else the file name, never a sub-heading), module descriptions from the
+    package file or Go package comment (never another file's docstring), top-level entry points only."""
+    from rag.wiki.codefacts import entry_point_lines, first_sentence, module_summary
+    from rag.wiki.offline import RepoFacts, _doc_title, _module_summary
+
+    license_header = "// Copyright 2023 The Authors\n// Licensed under the Apache License.\n\n"
+    texts = {
+        "docs/database.md": "Intro without a title.\n\n## Queries\n\nRun them.\n",
+        "docs/index.md": "<p>logo</p>\n\n# Introduction\n\n## Install\n",
+        "docs/guide.md": "## The guide\n\nText.\n\n### Part\n",
+        "pkg/status.py": '"""HTTP codes."""\nOK = 200\n',
+        "pkg/routing.py": "def route():\n    pass\n",
+        "lib/__init__.py": '"""The lib package: tools."""\n',
+        "lib/util.py": '"""Helpers."""\n',
+        "cmd/command.go": license_header + "// Package cmd runs commands.\npackage cmd\n",
+        "cmd/other.go": license_header + "// A note that documents nothing.\n\npackage cmd\n",
+    }
+    languages = {
+        path: "markdown" if path.endswith(".md") else "go" if path.endswith(".go") else "python"
+        for path in texts
+    }
+    facts = RepoFacts("local/x", None, languages, texts)
+    for path, text in texts.items():
+        summary = module_summary(languages[path], text)
+        if summary is not None and summary.text:
+            facts.summaries[path] = summary
+    assert _doc_title(facts, "docs/database.md") == "Database"  # not its sub-heading "Queries"
+    assert _doc_title(facts, "docs/index.md") == "Introduction"
+    assert _doc_title(facts, "docs/guide.md") == "The guide"  # a heading on the first line names the doc
+    assert _module_summary(facts, ["pkg/routing.py", "pkg/status.py"]) is None  # status.py is not pkg
+    lib = _module_summary(facts, ["lib/__init__.py", "lib/util.py"])
+    assert lib is not None and lib[0] == "lib/__init__.py"
+    assert "cmd/other.go" not in facts.summaries  # not attached to `package`
+    go = _module_summary(facts, ["cmd/command.go", "cmd/other.go"])
+    assert go is not None and go[1].text == "Package cmd runs commands." and go[1].start_line == 4
+
+    assert first_sentence("Where a request is (i.e. an endpoint), use it. More.") == (
+        "Where a request is (i.e. an endpoint), use it."
+    )
+    nested = "def request_response(func):\n    async def app(scope):\n        pass\n    return app\n\ndef main():\n    pass\n"
+    from rag.wiki.codefacts import definitions
+
+    assert [d.name for d in entry_point_lines("python", nested, definitions("python", nested))] == ["main"]
+
+
 def test_outline_and_page_lookup(indexed_repo: tuple[Store, str]) -> None:
     store, repo_id = indexed_repo
     run_wiki(store, None, repo_id, offline=True)

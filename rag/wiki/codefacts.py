@@ -32,7 +32,9 @@ CODE_LANGUAGES = {
 }
 DOC_LANGUAGES = {"markdown", "rst"}
 MAX_DEFINITION_LINES = 400
-_SENTENCE = re.compile(r"(.+?[.!?])(\s|$)")
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+# A full stop after these, or inside parentheses, does not end the sentence ("(i.e. at the endpoint)").
+_ABBREVIATIONS = ("e.g.", "i.e.", "cf.", "vs.", "approx.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +61,12 @@ class Summary:
 
 def first_sentence(text: str, limit: int = 220) -> str:
     flat = " ".join(text.split())
-    match = _SENTENCE.match(flat)
-    sentence = match.group(1) if match else flat
+    sentence = flat
+    for end in _SENTENCE_END.finditer(flat):
+        candidate = flat[: end.end()]
+        if not candidate.lower().endswith(_ABBREVIATIONS) and candidate.count("(") <= candidate.count(")"):
+            sentence = candidate
+            break
     return sentence if len(sentence) <= limit else sentence[: limit - 1].rstrip() + "…"
 
 
@@ -127,13 +133,24 @@ def module_summary(language: str, text: str) -> Summary | None:
         return first_paragraph(lines)
     if language in CODE_LANGUAGES:
         index = 0
-        while index < len(lines) and not lines[index].strip():
-            index += 1
-        block = _comment_block(lines, index, 1)
-        if block and block.text.lower().startswith(("copyright", "license", "spdx", "eslint", "@ts-")):
-            return None
-        return block
+        for _ in range(_MAX_HEADER_BLOCKS):
+            while index < len(lines) and not lines[index].strip():
+                index += 1
+            block = _comment_block(lines, index, 1)
+            if block is None or not block.text.lower().startswith(_NOT_A_DESCRIPTION):
+                if block and language == "go" and not _precedes_package(lines, block.end_line):
+                    return None  # a Go package comment sits right above `package`
+                return block
+            index = block.end_line  # a license header: the description, if any, comes next
     return None
+
+
+_NOT_A_DESCRIPTION = ("copyright", "license", "spdx", "eslint", "@ts-", "go:build", "+build")
+_MAX_HEADER_BLOCKS = 3
+
+
+def _precedes_package(lines: list[str], end_line: int) -> bool:
+    return end_line < len(lines) and lines[end_line].startswith("package ")
 
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -424,8 +441,17 @@ _MAIN_GUARD = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]")
 
 
 def entry_point_lines(language: str, text: str, defs: list[Definition]) -> list[Definition]:
-    """Definitions a program starts from: `main`, `cli`, an `if __name__ == "__main__"` block."""
-    entries = [d for d in defs if d.name in ("main", "cli", "run_cli", "app") and d.kind != "method"]
+    """Definitions a program starts from: a top-level `main`, `cli`, `app` (not one nested in a function,
+    like starlette's per-request `app` closures), an `if __name__ == "__main__"` block."""
+    lines = text.splitlines()
+
+    def top_level(definition: Definition) -> bool:
+        line = lines[definition.start_line - 1] if 0 < definition.start_line <= len(lines) else ""
+        return not line[:1].isspace()
+
+    entries = [
+        d for d in defs if d.name in ("main", "cli", "run_cli", "app") and d.kind != "method" and top_level(d)
+    ]
     if language == "python":
         for number, line in enumerate(text.splitlines(), 1):
             if _MAIN_GUARD.match(line):

@@ -149,10 +149,16 @@ def _calls(index: Any, found: list[Any]) -> list[tuple[str, str, int, str, str]]
 
 
 def _doc_title(facts: RepoFacts, path: str) -> str:
-    found = headings(facts.texts[path].splitlines())
-    if found:
-        return min(found, key=lambda heading: (heading[1], heading[0]))[2]
-    return posixpath.splitext(posixpath.basename(path))[0].replace("-", " ").replace("_", " ").title()
+    """The document's H1, else a heading on its first line, else its file name (`database.md` ->
+    "Database"): a sub-heading further down ("Users", "Queries") names one section, not the document."""
+    lines = facts.texts[path].splitlines()
+    found = headings(lines)
+    first_line = next((number for number, line in enumerate(lines, 1) if line.strip()), None)
+    title = next((title for _, level, title in found if level == 1), None)
+    title = title or next((title for number, _, title in found if number == first_line), None)
+    return (
+        title or posixpath.splitext(posixpath.basename(path))[0].replace("-", " ").replace("_", " ").title()
+    )
 
 
 def _repo_title(facts: RepoFacts) -> str:
@@ -241,9 +247,9 @@ def _entry_points(facts: RepoFacts, paths: list[str] | None = None) -> list[tupl
 
 
 def label_line(facts: RepoFacts) -> str:
-    commit = (facts.commit or "unknown")[:12]
+    source = f"at commit `{facts.commit[:12]}`" if facts.commit else "of a folder with no git commit"
     return (
-        f"> Generated without a language model, from the code and docs at commit `{commit}`. "
+        f"> Generated without a language model, from the code and docs {source}. "
         "Every statement quotes or points at the lines it comes from."
     )
 
@@ -299,12 +305,25 @@ def _overview(facts: RepoFacts) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+_PACKAGE_FILES = ("__init__.py", "mod.rs", "lib.rs", "index.js", "index.ts", "doc.go")
+
+
 def _module_summary(facts: RepoFacts, paths: list[str]) -> tuple[str, Summary] | None:
-    ordered = sorted(
-        paths, key=lambda p: (not p.endswith(("__init__.py", "mod.rs", "index.js", "index.ts", "doc.go")), p)
-    )
+    """What describes a whole module: its package file's docstring (`__init__.py`, `mod.rs`, `doc.go`...),
+    a Go package comment (it documents the package, whichever file holds it), or the file named after
+    the folder. Another file's docstring describes only that file (starlette's `status.py` is not starlette)."""
+    folder = posixpath.basename(posixpath.dirname(paths[0])) if paths else ""
+
+    def describes_module(path: str) -> bool:
+        name = posixpath.basename(path)
+        stem = posixpath.splitext(name)[0]
+        return (
+            name in _PACKAGE_FILES or facts.languages.get(path) == "go" or (bool(folder) and stem == folder)
+        )
+
+    ordered = sorted(paths, key=lambda p: (posixpath.basename(p) not in _PACKAGE_FILES, p))
     for path in ordered:
-        if path in facts.summaries:
+        if path in facts.summaries and describes_module(path):
             return path, facts.summaries[path]
     return None
 
@@ -450,11 +469,12 @@ def _guide(facts: RepoFacts, path: str) -> str:
     lines_of_doc = facts.texts[path].splitlines()
     sections = headings(lines_of_doc)
     lines = [label_line(facts), "", f"This guide follows `{path}`.", ""]
+    page_title = _doc_title(facts, path)
     for position, (number, level, title) in enumerate(sections):
         end = sections[position + 1][0] - 1 if position + 1 < len(sections) else len(lines_of_doc)
         paragraph = first_paragraph(lines_of_doc[:end], number)
-        marker = "#" * min(level + 1, 6)
-        lines += [f"{marker} {title}", ""]
+        if (level, title) != (1, page_title):  # the page already has the document's title
+            lines += [f"{'#' * min(level + 1, 6)} {title}", ""]
         if paragraph:
             lines.append(f"{first_sentence(paragraph.text, 400)} ({cite_span(path, paragraph)})")
         else:
