@@ -425,7 +425,7 @@ def finish_embedding(
 
 
 def resolve_repo_id(store: Store, text: str) -> str:
-    """The id of an indexed repository named by its id, its URL, or its path."""
+    """The id of an indexed repository named by its id, its URL, its path, or its id's unique last part."""
     with contextlib.suppress(InvalidRepoIdError):  # a path such as ./repo is not an id, but may name one
         if store.get(text) is not None:
             return text
@@ -439,6 +439,12 @@ def resolve_repo_id(store: Store, text: str) -> str:
         repo_id = None
     if repo_id is not None and store.get(repo_id) is not None:
         return repo_id
+    # The last part of an id (`starlette` for github.com/encode/starlette), when only one id ends so.
+    named = sorted(record.id for record in store.list() if record.id.rsplit("/", 1)[-1] == wanted)
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise NotFoundError(f"{text!r} names several indexed repositories ({', '.join(named)}): use the id")
     raise NotFoundError(f"no indexed repository matches {text!r}; see `repolens list`")
 
 

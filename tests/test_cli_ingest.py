@@ -282,3 +282,16 @@ def test_help_shows_flags_without_a_value_placeholder(command: list[str]) -> Non
     assert "--help" in result.stdout and "<bool>" not in result.stdout
     if command == ["ingest"]:
         assert "<int>" in result.stdout  # options that take a value keep their type
+
+
+def test_a_repository_is_named_by_the_unique_last_part_of_its_id(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first = make_repo(tmp_path / "one" / "lens-app", SMALL_REPO)
+    code, report, _ = run("ingest", str(first), "--json")
+    assert code == 0
+    code, shown, _ = run("show", "lens-app", "--json")
+    assert code == 0 and shown["id"] == report["id"]
+    assert run("ingest", str(make_repo(tmp_path / "two" / "lens-app", SMALL_REPO)), "--json")[0] == 0
+    code, error, _ = run("show", "lens-app", "--json")
+    assert code == 3 and "several indexed repositories" in error["error"]["message"]

@@ -351,7 +351,10 @@ def test_offline_titles_descriptions_and_entry_points_come_from_the_right_lines(
     assert first_sentence("Where a request is (i.e. an endpoint), use it. More.") == (
         "Where a request is (i.e. an endpoint), use it."
     )
-    nested = "def request_response(func):\n    async def app(scope):\n        pass\n    return app\n\ndef main():\n    pass\n"
+    nested = (
+        "def request_response(func):\n    async def app(scope):\n        pass\n    return app\n\n"
+        "def main():\n    pass\n"
+    )
     from rag.wiki.codefacts import definitions
 
     assert [d.name for d in entry_point_lines("python", nested, definitions("python", nested))] == ["main"]

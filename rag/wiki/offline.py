@@ -311,7 +311,7 @@ _PACKAGE_FILES = ("__init__.py", "mod.rs", "lib.rs", "index.js", "index.ts", "do
 def _module_summary(facts: RepoFacts, paths: list[str]) -> tuple[str, Summary] | None:
     """What describes a whole module: its package file's docstring (`__init__.py`, `mod.rs`, `doc.go`...),
     a Go package comment (it documents the package, whichever file holds it), or the file named after
-    the folder. Another file's docstring describes only that file (starlette's `status.py` is not starlette)."""
+    the folder. Another file's docstring describes only that file (`starlette/status.py` is not starlette)."""
     folder = posixpath.basename(posixpath.dirname(paths[0])) if paths else ""
 
     def describes_module(path: str) -> bool:
