@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 def ask(
     repo: str = typer.Argument(..., help="Indexed repo id, URL or local path (indexed first if needed)."),
     question: str = typer.Argument(..., help="The question."),
-    provider: str | None = typer.Option(None, help="LLM provider [default: REPOLENS_PROVIDER or offline]."),
-    model: str | None = typer.Option(None, help="Model id [default: the provider's default]."),
+    provider: str | None = typer.Option(None, help="LLM provider (default: REPOLENS_PROVIDER or offline)."),
+    model: str | None = typer.Option(None, help="Model id (default: the provider's default)."),
     file: str | None = typer.Option(None, "--file", help="Repository file to pin into the context."),
     language: str = typer.Option("en", help="Answer language: en, ja, zh, zh-tw, es, kr, vi, pt-br, fr, ru."),
     plain: bool = typer.Option(False, "--plain", help="Print the answer as plain text."),
@@ -48,7 +48,7 @@ def ask(
     deep: bool = typer.Option(
         False, "--deep", help="Deep research: investigate with tools before answering."
     ),
-    max_iterations: int | None = typer.Option(None, help="Deep research turns (1-10) [default: 5]."),
+    max_iterations: int | None = typer.Option(None, help="Deep research turns, 1-10 (default: 5)."),
     k: int = typer.Option(10, "-k", help="How many retrieved passages to use (1-50)."),
     repo_type: str | None = typer.Option(None, "--type", help="github, gitlab, bitbucket, git or local."),
     ref: str | None = typer.Option(None, "--ref", help="Branch, tag or commit (remote repositories)."),

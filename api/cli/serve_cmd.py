@@ -20,8 +20,8 @@ from rag.settings import Settings
 
 @app.command()
 def serve(
-    host: str | None = typer.Option(None, help="Interface to bind [default: REPOLENS_HOST or 127.0.0.1]."),
-    port: int | None = typer.Option(None, help="Port [default: PORT or 8000]."),
+    host: str | None = typer.Option(None, help="Interface to bind (default: REPOLENS_HOST or 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default: PORT or 8000)."),
     log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
     workers: int = typer.Option(
         1,

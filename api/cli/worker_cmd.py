@@ -24,7 +24,7 @@ from rag.store import open_store
 def worker(
     jobs: Annotated[
         int | None,
-        typer.Option(min=1, max=64, help="Jobs run at once [default: REPOLENS_INGEST_WORKERS]."),
+        typer.Option(min=1, max=64, help="Jobs run at once (default: REPOLENS_INGEST_WORKERS)."),
     ] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
     check: Annotated[
