@@ -73,6 +73,7 @@ def test_cli_accepts_the_local_path_and_prints_excerpts(indexed: tuple[str, Path
     first = out.splitlines()[0]
     assert first.startswith("1. weatherline/client.py:") and "HttpClient" in first
     assert "def send(self, method: str, path: str) -> dict:" in out
+    assert not [line for line in out.splitlines() if line.endswith("  ")]  # no lines padded to the width
 
 
 @pytest.mark.parametrize(

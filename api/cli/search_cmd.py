@@ -90,6 +90,7 @@ def print_hits(hits: list[SearchHit]) -> None:
                 line_numbers=True,
                 start_line=hit.start_line,
                 word_wrap=True,
+                background_color="default",  # the terminal's own: no lines padded with spaces to the width
             )
         )
         if len(lines) > EXCERPT_LINES:
