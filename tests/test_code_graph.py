@@ -123,10 +123,10 @@ def _uses(index: RepoIndex, name: str) -> list[tuple[str, str, int]]:
 
 
 def test_python_constructor_arguments_are_tracked_to_their_reads(
-    tmp_path: Path, shared_embedder: Embedder
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
 ) -> None:
     """`CheckoutService(argv[0])` -> `self.currency = currency` -> read in `CheckoutService.charge`."""
-    store, repo_id, _ = _index(tmp_path, shared_embedder, PYTHON_FILES, "shop")
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, PYTHON_FILES, "shop")
     index = store.open(repo_id)
     currency = _one(index, "CheckoutService.currency")
     assert (currency.kind, currency.path, currency.start_line, currency.parent) == (
@@ -146,9 +146,9 @@ def test_python_constructor_arguments_are_tracked_to_their_reads(
 
 
 def test_javascript_constructor_arguments_are_tracked_to_their_reads(
-    tmp_path: Path, shared_embedder: Embedder
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
 ) -> None:
-    store, repo_id, _ = _index(tmp_path, shared_embedder, JS_FILES, "fetcher")
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, JS_FILES, "fetcher")
     index = store.open(repo_id)
     assert _uses(index, "Client.timeout") == [("store", "Client.constructor", 6), ("read", "Client.send", 12)]
     # A destructured parameter with a default is an argument too; `this.pending = []` is not one.
