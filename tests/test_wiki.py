@@ -315,7 +315,7 @@ def test_offline_titles_descriptions_and_entry_points_come_from_the_right_lines(
     """Guide titles from an H1 (else the file name, never a sub-heading), module descriptions from the
     package file or Go package comment (never another file's docstring), top-level entry points only."""
     from rag.wiki.codefacts import entry_point_lines, first_sentence, module_summary
-    from rag.wiki.offline import RepoFacts, _doc_title, _module_summary
+    from rag.wiki.offline import RepoFacts, _doc_title, _module_summary, _overview
 
     license_header = "// Copyright 2023 The Authors\n// Licensed under the Apache License.\n\n"
     texts = {
@@ -347,6 +347,12 @@ def test_offline_titles_descriptions_and_entry_points_come_from_the_right_lines(
     assert "cmd/other.go" not in facts.summaries  # not attached to `package`
     go = _module_summary(facts, ["cmd/command.go", "cmd/other.go"])
     assert go is not None and go[1].text == "Package cmd runs commands." and go[1].start_line == 4
+
+    readme = '<p align="center"><img src="logo.svg"></p>\n\n**Docs**: <a href="https://x.example">x</a>\n\n'
+    facts.texts["README.md"] = readme + "# Proj\n\nProj does things.\n"
+    facts.languages["README.md"], facts.readme = "markdown", "README.md"
+    overview = _overview(facts)
+    assert "Proj does things. (`README.md:7`)" in overview and "Docs" not in overview
 
     assert first_sentence("Where a request is (i.e. an endpoint), use it. More.") == (
         "Where a request is (i.e. an endpoint), use it."

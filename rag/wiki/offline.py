@@ -222,11 +222,20 @@ def plan(facts: RepoFacts) -> WikiStructure:
     )
 
 
+def _readme_paragraph(facts: RepoFacts) -> Summary | None:
+    """The README's first paragraph from its title on: before an H1 come logos, badges and links
+    ("**Documentation**: <a href=...>"), not what the project is."""
+    if not facts.readme:
+        return None
+    readme = facts.texts[facts.readme].splitlines()
+    title = next((number for number, level, _ in headings(readme) if level == 1), 0)
+    return first_paragraph(readme, title)
+
+
 def _description(facts: RepoFacts) -> str:
-    if facts.readme:
-        paragraph = first_paragraph(facts.texts[facts.readme].splitlines())
-        if paragraph:
-            return first_sentence(paragraph.text)
+    paragraph = _readme_paragraph(facts)
+    if paragraph:
+        return first_sentence(paragraph.text)
     return f"The code of {facts.repo_id}."
 
 
@@ -266,13 +275,9 @@ def write_page(facts: RepoFacts, page: WikiPage) -> str:
 
 def _overview(facts: RepoFacts) -> str:
     lines = [label_line(facts), ""]
-    if facts.readme:
-        paragraph = first_paragraph(facts.texts[facts.readme].splitlines())
-        if paragraph:
-            lines += [
-                f"{paragraph.text} ({cite(facts.readme, paragraph.start_line, paragraph.end_line)})",
-                "",
-            ]
+    paragraph = _readme_paragraph(facts)
+    if facts.readme and paragraph:
+        lines += [f"{paragraph.text} ({cite(facts.readme, paragraph.start_line, paragraph.end_line)})", ""]
     if facts.modules:
         lines += ["## Modules", ""]
         for name, paths in facts.modules.items():
