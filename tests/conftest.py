@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.support.chat",
     "tests.support.redis_server",
     "tests.support.postgres",
+    "tests.support.git_http_server",
 ]
 
 _PROVIDER_VARIABLES = (

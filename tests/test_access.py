@@ -65,8 +65,6 @@ class PrivateRepo:
 
 @pytest.fixture(scope="module")
 def private_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRepo]:
-    # Imported here: importing it at module level would defeat pytest's assertion rewriting
-    # for the modules that list it in `pytest_plugins`.
     from tests.support.git_http_server import GitHttpServer
 
     root = tmp_path_factory.mktemp("access")

@@ -36,7 +36,6 @@ from tests.support.repos import commit_all, git, write_files
 if TYPE_CHECKING:
     from tests.support.git_http_server import GitHttpServer, SilentServer
 
-pytest_plugins = ["tests.support.git_http_server"]
 
 FILES = {"README.md": "# demo\n", "src/app.py": "def main():\n    return 1\n"}
 

@@ -30,8 +30,6 @@ from tests.support.repos import (
 if TYPE_CHECKING:
     from tests.support.git_http_server import GitHttpServer
 
-pytest_plugins = ["tests.support.git_http_server"]
-
 
 class RecordingEmbedder:
     """The real embedder, remembering every text the pipeline asked it to embed."""

@@ -22,8 +22,6 @@ from rag.settings import Settings
 from rag.store import RepoIndex, Store
 from rag.types import Chunk, RepoRecord, SearchHit
 
-pytest_plugins = ["tests.support.repos"]
-
 Blocks = list[tuple[str | None, str]]
 
 CORPUS: dict[str, tuple[str, Blocks]] = {

@@ -20,7 +20,6 @@ from tests.support.fake_provider import FAKE_API_KEY, FakeProvider, FakeResponse
 from tests.support.git_http_server import GitHttpServer
 from tests.support.live_server import LiveServer
 
-pytest_plugins = ["tests.support.git_http_server"]
 API_KEY = "rl-hunt-api-key-0123456789abcdef"
 
 

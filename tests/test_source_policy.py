@@ -28,8 +28,6 @@ from tests.support.chat import TEST_POLICY_VARIABLES
 from tests.support.git_http_server import GitHttpServer
 from tests.support.live_server import LiveServer
 
-pytest_plugins = ["tests.support.git_http_server"]
-
 
 class RecordingListener:
     """A loopback socket that counts the connections made to it (proof that none was attempted)."""

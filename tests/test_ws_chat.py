@@ -17,8 +17,6 @@ from tests.support.chat import ChatServer, provider_env, server_errors, settings
 from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.repos import make_fixture_repo
 
-pytest_plugins = ["tests.support.git_http_server"]
-
 TIMEOUT = 20.0
 
 

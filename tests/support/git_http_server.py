@@ -7,9 +7,7 @@ name is accepted, so GitHub's `x-access-token:<t>`, GitLab's `oauth2:<t>`, Bitbu
 `x-token-auth:<t>` and `<username>:<t>` all work. A wrong or missing token gets
 `401` with `WWW-Authenticate: Basic`, like a real forge; an unknown repository gets 404.
 
-Usage (list the module in `pytest_plugins`, or import the fixtures into a test module)::
-
-    pytest_plugins = ["tests.support.git_http_server"]
+Usage (tests/conftest.py registers this module as a plugin, so its fixtures are everywhere)::
 
     def test_clone(git_http_server, tmp_path):
         sha = git_http_server.add_repo("acme/demo", {"README.md": "# demo\\n", "src/app.py": "x = 1\\n"})

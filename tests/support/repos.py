@@ -14,9 +14,7 @@ commit sha is the same on every run). What tests can rely on:
   `server/main.go`, and files the default filters exclude (`node_modules/`, `build/`,
   a `.gitignore`d `debug.log`).
 
-Usage::
-
-    pytest_plugins = ["tests.support.repos"]
+Usage (registered by tests/conftest.py)::
 
     def test_something(indexed_repo):
         store, repo_id = indexed_repo
