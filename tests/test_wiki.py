@@ -284,6 +284,8 @@ def test_cli_wiki_offline_with_json_export(indexed_repo: tuple[Store, str], tmp_
     assert wiki_from_json(out.read_text()).pages.keys() >= {"overview", "module-weatherline"}
     again = runner.invoke(app, ["wiki", repo_id, "--offline", "--json"])
     assert json.loads(again.stdout.strip().splitlines()[-1])["reused"] == summary["pages"]
+    plain = runner.invoke(app, ["wiki", repo_id, "--offline"])  # piped: the summary, no progress bar
+    assert "pages written without a language model" in plain.stdout and "━" not in plain.output
     unknown = runner.invoke(app, ["wiki", "github.com/nobody/nothing", "--offline"])
     assert unknown.exit_code == 3
 

@@ -44,7 +44,7 @@ async def _run(services: Services, repo_id: str, options: WikiOptions, quiet: bo
         BarColumn(),
         MofNCompleteColumn(),
         console=err_console,
-        disable=quiet,
+        disable=quiet or not err_console.is_terminal,  # piped: no bar drawn once at the end
     ) as progress:
         task = progress.add_task("reading the code", total=None)
         async for event in generate_wiki(services, repo_id, options):
