@@ -217,6 +217,25 @@ def test_streamed_answer_renders_markdown_code_and_citations(
     assert "forecast is fetched" not in page.evaluate("JSON.stringify({...localStorage})")
 
 
+def test_the_provider_picker_shows_the_whole_offline_label(page: Page, web: Web) -> None:
+    open_repo(page, web)
+    picker = page.get_by_label("Provider")
+    picker.select_option("offline")
+    text_width, box_width = picker.evaluate(
+        """(select) => {
+            const probe = document.createElement("span");
+            probe.style.font = getComputedStyle(select).font;
+            probe.style.whiteSpace = "pre";
+            probe.textContent = select.options[select.selectedIndex].text;
+            document.body.append(probe);
+            const width = probe.offsetWidth;
+            probe.remove();
+            return [width, select.clientWidth];
+        }"""
+    )
+    assert text_width + 16 <= box_width, (text_width, box_width)  # room for the text and the arrow
+
+
 def test_stop_a_long_answer(page: Page, web: Web, fake_provider: FakeProvider) -> None:
     long_text = "word " * 400
     fake_provider.script(FakeResponse(text=long_text, chunks=400, delay=0.03))
