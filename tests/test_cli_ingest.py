@@ -134,6 +134,18 @@ def test_limits_and_filters_that_leave_nothing_fail_clearly(small_repo: Path) ->
     assert run("list", "--json")[1] == {"repos": []}
 
 
+def test_update_takes_the_same_run_flags_as_ingest(small_repo: Path) -> None:
+    """`ingest` and `update` share one declaration of the limits and output flags (`RunFlags`)."""
+    code, report, _ = run("ingest", str(small_repo), "--json")
+    assert code == 0
+    write_files(small_repo, {"pkg/extra.py": "VALUE = 1\n"})
+    commit_all(small_repo, "one more file")
+    exit_code, data, _ = run("update", report["id"], "--max-files", "1", "--json")
+    assert exit_code == 5 and data["error"]["code"] == "limit_exceeded"
+    exit_code, data, _ = run("update", report["id"], "--reindex", "--json")
+    assert exit_code == 0 and data["files"]["added"] == 3
+
+
 def test_delete_without_yes_asks_and_refuses_when_it_cannot(small_repo: Path) -> None:
     assert run("ingest", str(small_repo), "--json")[0] == 0
     exit_code, _, stderr = run("delete", str(small_repo))

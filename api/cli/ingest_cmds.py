@@ -8,11 +8,14 @@ Progress is a rich display on a terminal, JSON lines on stderr with
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -149,11 +152,10 @@ class ProgressSink:
             )
 
 
-def _run_and_report(
-    job: IngestJob, settings: Settings, store: Store, progress: ProgressMode, as_json: bool
-) -> None:
+def _run_and_report(job: IngestJob, settings: Settings, store: Store, flags: RunFlags) -> None:
     """Run `job` here with the progress display (Ctrl-C cancels it), then print its report."""
     embedder = get_embedder(settings)
+    progress = flags.progress
     if progress is ProgressMode.auto:
         progress = ProgressMode.rich if err_console.is_terminal else ProgressMode.none
     with ProgressSink(progress) as sink:
@@ -166,7 +168,7 @@ def _run_and_report(
     background = None
     if not job.options.dense and report.record.index_state != "complete":
         background = _embed_in_background(report.repo_id, settings)
-    _print_report(report, as_json, background)
+    _print_report(report, flags.as_json, background)
 
 
 def _embed_in_background(repo_id: str, settings: Settings) -> int:
@@ -262,7 +264,57 @@ WaitFlag = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class RunFlags:
+    """The options `repolens ingest` and `repolens update` share: credentials, limits and output.
+
+    Declared once here; `@with_run_flags` adds these fields to a command's own parameters
+    (typer has no option groups) and hands them to the command as one `flags` argument."""
+
+    token: TokenFlag = None
+    username: UsernameFlag = None
+    max_files: MaxFilesFlag = None
+    max_bytes: MaxBytesFlag = None
+    max_file_bytes: MaxFileBytesFlag = None
+    clone_timeout: CloneTimeoutFlag = 300.0
+    reindex: ReindexFlag = False
+    as_json: JsonFlag = False
+    progress: ProgressFlag = ProgressMode.auto
+    wait: WaitFlag = True
+
+    def ingest_options(self, settings: Settings, **fields: Any) -> IngestOptions:
+        """This run's `IngestOptions`: these flags plus a command's own `fields` (source, filters)."""
+        options = IngestOptions.from_fields(
+            settings,
+            token=self.token,
+            username=self.username,
+            max_files=self.max_files,
+            max_bytes=self.max_bytes,
+            max_file_bytes=self.max_file_bytes,
+            clone_timeout=self.clone_timeout,
+            reindex=self.reindex,
+            **fields,
+        )
+        options.dense = self.wait
+        return options
+
+
+def with_run_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """`command(..., flags: RunFlags)` as a typer command taking its own options and `RunFlags`' fields."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "flags"]
+    shared = list(inspect.signature(RunFlags, eval_str=True).parameters.values())
+
+    @functools.wraps(command)
+    def run(**values: Any) -> None:
+        flags = RunFlags(**{parameter.name: values.pop(parameter.name) for parameter in shared})
+        command(**values, flags=flags)
+
+    run.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    return run
+
+
 @app.command("ingest")
+@with_run_flags
 def ingest_command(
     location: Annotated[
         str, typer.Argument(help="A repository URL, ssh remote, file:// URL or local folder.")
@@ -279,8 +331,6 @@ def ingest_command(
         str | None,
         typer.Option("--branch", "--ref", help="Branch, tag or commit to index.", show_default=False),
     ] = None,
-    token: TokenFlag = None,
-    username: UsernameFlag = None,
     include_dirs: IncludeDirs = None,
     exclude_dirs: ExcludeDirs = None,
     include_files: IncludeFiles = None,
@@ -288,73 +338,42 @@ def ingest_command(
     no_default_excludes: Annotated[
         bool, typer.Option("--no-default-excludes", help="Index vendored, build and lock files too.")
     ] = False,
-    max_files: MaxFilesFlag = None,
-    max_bytes: MaxBytesFlag = None,
-    max_file_bytes: MaxFileBytesFlag = None,
-    clone_timeout: CloneTimeoutFlag = 300.0,
-    reindex: ReindexFlag = False,
-    as_json: JsonFlag = False,
-    progress: ProgressFlag = ProgressMode.auto,
-    wait: WaitFlag = True,
+    *,
+    flags: RunFlags,
 ) -> None:
     """Index a repository, or update it if it is already indexed (only changed files are re-embedded).
 
     Filter patterns are gitignore-style, relative to the repository root, comma-separated or repeated.
     """
-    with cli_errors(as_json):
+    with cli_errors(flags.as_json):
         settings, store = _context()
-        options = IngestOptions.from_fields(
+        options = flags.ingest_options(
             settings,
             platform=platform,
             ref=ref,
-            token=token,
-            username=username,
             included_dirs=include_dirs,
             excluded_dirs=exclude_dirs,
             included_files=include_files,
             excluded_files=exclude_files,
             use_default_excludes=not no_default_excludes,
-            max_files=max_files,
-            max_bytes=max_bytes,
-            max_file_bytes=max_file_bytes,
-            clone_timeout=clone_timeout,
-            reindex=reindex,
         )
-        options.dense = wait
-        _run_and_report(IngestJob.for_ingest(location, options), settings, store, progress, as_json)
+        _run_and_report(IngestJob.for_ingest(location, options), settings, store, flags)
 
 
 @app.command("update")
+@with_run_flags
 def update_command(
     repo: Annotated[str, typer.Argument(help="An indexed repository: its id, URL or local path.")],
-    token: TokenFlag = None,
-    username: UsernameFlag = None,
-    max_files: MaxFilesFlag = None,
-    max_bytes: MaxBytesFlag = None,
-    max_file_bytes: MaxFileBytesFlag = None,
-    clone_timeout: CloneTimeoutFlag = 300.0,
-    reindex: ReindexFlag = False,
-    as_json: JsonFlag = False,
-    progress: ProgressFlag = ProgressMode.auto,
-    wait: WaitFlag = True,
+    *,
+    flags: RunFlags,
 ) -> None:
     """Fetch the latest commit of an indexed repository (same URL, ref, filters); re-index what changed."""
-    with cli_errors(as_json):
+    with cli_errors(flags.as_json):
         settings, store = _context()
         repo_id = resolve_repo_id(store, repo)
-        options = IngestOptions.from_fields(
-            settings,
-            token=token,
-            username=username,
-            max_files=max_files,
-            max_bytes=max_bytes,
-            max_file_bytes=max_file_bytes,
-            clone_timeout=clone_timeout,
-            reindex=reindex,
-        )
-        options.dense = wait
-        _run_and_report(IngestJob.for_update(repo_id, options), settings, store, progress, as_json)
-        wiki = None if as_json else refresh_after_update(settings, repo_id)
+        job = IngestJob.for_update(repo_id, flags.ingest_options(settings))
+        _run_and_report(job, settings, store, flags)
+        wiki = None if flags.as_json else refresh_after_update(settings, repo_id)
         if wiki:
             console.print(wiki, highlight=False, soft_wrap=True)
 
