@@ -6,8 +6,6 @@ to show the budget holds for whatever tokenizer the embedder brings).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from ingest.chunking import Chunker
@@ -432,16 +430,6 @@ def test_parsers_are_cached_per_language() -> None:
 def test_budget_below_minimum_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_tokens"):
         Chunker(4)
-
-
-def test_chunking_is_fast_enough_to_never_be_the_bottleneck() -> None:
-    """A loose floor (the measured figure is in bench/chunking_bench.py): far above embedding speed."""
-    text = "\n\n".join(SOURCES.values())
-    files = [source(f"f{i}{name[name.index('.') :]}", text) for i, name in enumerate(sorted(SOURCES) * 3)]
-    chunker = Chunker(256)
-    started = time.perf_counter()
-    count = sum(len(chunker.chunk(file)) for file in files)
-    assert count / (time.perf_counter() - started) > 100
 
 
 def test_text_far_denser_than_the_estimate_still_packs_lines_and_fits() -> None:
