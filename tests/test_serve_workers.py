@@ -1,40 +1,77 @@
-"""`repolens serve --workers N`: N server processes behind one port, each answering on its own."""
+"""`repolens serve --workers N`: N server processes behind one port, each answering on its own.
+
+Deterministic on a starved machine: the test waits for the workers to say they are ready (their
+uvicorn log lines), not for a deadline, and proves that each worker serves by pausing the other
+(SIGSTOP): every connection then has to be accepted by the one left running.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
-import time
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
-import psutil
 from websockets.sync.client import connect
 
 from tests.support.live_server import free_port
 
-
-def workers_of(parent: psutil.Process) -> list[psutil.Process]:
-    """uvicorn's worker processes (spawned children; not multiprocessing's resource tracker)."""
-    found = []
-    for child in parent.children():
-        try:
-            if child.is_running() and "spawn_main" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.Error:
-            continue
-    return found
+# Only a hung test waits this long; a ready server is used as soon as its workers say so.
+STARTUP_CAP_S = 600
+_STARTED = re.compile(r"Started server process \[(\d+)\]")
+_READY = "Application startup complete."
 
 
-def wait_for_children(parent: psutil.Process, count: int, timeout: float = 60.0) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(children := workers_of(parent)) >= count:
-            return children
-        time.sleep(0.2)
-    raise AssertionError(f"expected {count} worker processes, found {workers_of(parent)}")
+class ServerLog:
+    """The lines a server writes to stderr, read by a thread so the pipe never fills up."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self.lines.append("")  # end of the stream: the server exited
+            self._changed.notify_all()
+
+    def wait_for_ready_workers(self, count: int) -> list[int]:
+        """The pids of `count` workers once each has logged that its app started."""
+
+        def ready() -> bool:
+            return sum(line.endswith(_READY) for line in self.lines) >= count or self.lines[-1:] == [""]
+
+        with self._changed:
+            self._changed.wait_for(ready, timeout=STARTUP_CAP_S)
+            pids = [int(match[1]) for line in self.lines if (match := _STARTED.search(line))]
+        assert len(pids) == count and ready(), "\n".join(self.lines)
+        return pids
+
+    def join(self) -> None:
+        self._reader.join(30)
+
+
+@contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """The process `pid` stopped (SIGSTOP) for the duration: it cannot accept a connection."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def test_workers_share_one_port_and_each_serves(tmp_path: Path) -> None:
@@ -42,25 +79,28 @@ def test_workers_share_one_port_and_each_serves(tmp_path: Path) -> None:
     repolens = Path(sys.executable).parent / "repolens"
     env = {**os.environ, "REPOLENS_HOME": str(tmp_path / "home")}
     server = subprocess.Popen(
-        [str(repolens), "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"], env=env
+        [str(repolens), "serve", "--port", str(port), "--workers", "2", "--log-level", "info"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    assert server.stderr is not None
+    log = ServerLog(server.stderr)
     try:
-        workers = wait_for_children(psutil.Process(server.pid), 2)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        # Many short connections: the kernel spreads them over both workers; all must answer.
-        for _ in range(10):
-            assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["status"] == "healthy"
-        with connect(f"ws://127.0.0.1:{port}/ws/chat?protocol=events") as ws:
+        first, second = log.wait_for_ready_workers(2)
+        health = f"http://127.0.0.1:{port}/health"
+        for running, stopped in ((first, second), (second, first)):
+            with paused(stopped):
+                for _ in range(3):
+                    assert httpx.get(health, timeout=30).json()["status"] == "healthy", f"worker {running}"
+        with connect(f"ws://127.0.0.1:{port}/ws/chat?protocol=events", open_timeout=30) as ws:
             ws.send(json.dumps({"type": "ping"}))
-            assert json.loads(ws.recv(timeout=10)) == {"type": "pong"}
-        assert all(worker.is_running() for worker in workers), "a worker was restarted while serving"
+            assert json.loads(ws.recv(timeout=30)) == {"type": "pong"}
+        started = [int(match[1]) for line in log.lines if (match := _STARTED.search(line))]
+        assert started == [first, second], "a worker was restarted while serving"
     finally:
         server.terminate()
-        server.wait(20)
+        server.wait(60)
+        log.join()
+        server.stderr.close()
     assert server.returncode == 0
