@@ -12,7 +12,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,19 @@ class McpSetup:
     def url(self) -> str:
         return f"{self.server.base_url}/mcp"
 
-    def client(self, headers: dict[str, str] | None = None) -> Client:
+    @asynccontextmanager
+    async def client(self, headers: dict[str, str] | None = None) -> AsyncIterator[Client]:
+        """An MCP session with the server; `headers` go on every request (their HTTP client is ours
+        to close: the MCP SDK only closes the clients it creates)."""
         if headers is None:
-            return Client(self.url)
-        return Client(streamable_http_client(self.url, http_client=httpx2.AsyncClient(headers=headers)))
+            async with Client(self.url) as client:
+                yield client
+            return
+        async with (
+            httpx2.AsyncClient(headers=headers) as http,
+            Client(streamable_http_client(self.url, http_client=http)) as client,
+        ):
+            yield client
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ is ingested for the access tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +26,23 @@ PRIVATE_SOURCE = 'def open_vault(code):\n    """Open the vault with a code."""\n
 QUESTION = "Where is the retry ceiling defined?"
 
 
-def client_for(server: LiveServer, **options: Any) -> OpenAI:
-    return OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=60, **options)
+@pytest.fixture
+def client_for() -> Iterator[Callable[..., OpenAI]]:
+    """`client_for(server, **options)`: an `openai` SDK client of `server`'s /v1, closed after the test."""
+    clients: list[OpenAI] = []
+
+    def make(server: LiveServer, **options: Any) -> OpenAI:
+        options = {"api_key": "unused", "max_retries": 0, "timeout": 60, **options}
+        clients.append(OpenAI(base_url=f"{server.base_url}/v1", **options))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture
-def api(chat_server: ChatServer) -> OpenAI:
+def api(chat_server: ChatServer, client_for: Callable[..., OpenAI]) -> OpenAI:
     return client_for(chat_server.server)
 
 
@@ -225,7 +236,9 @@ def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private
         git.close()
 
 
-def test_private_repository_needs_its_token(private_server: PrivateServer) -> None:
+def test_private_repository_needs_its_token(
+    private_server: PrivateServer, client_for: Callable[..., OpenAI]
+) -> None:
     clear_cache()
     messages = ask("What does open_vault return?")
     extra = {"provider": "offline"}
@@ -267,13 +280,13 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
     server.stop()
 
 
-def test_the_server_api_key_guards_v1(keyed_server: LiveServer) -> None:
+def test_the_server_api_key_guards_v1(keyed_server: LiveServer, client_for: Callable[..., OpenAI]) -> None:
     with pytest.raises(openai.AuthenticationError):
         client_for(keyed_server).models.list()
     with pytest.raises(openai.AuthenticationError):
-        OpenAI(base_url=f"{keyed_server.base_url}/v1", api_key="wrong", max_retries=0).models.list()
+        client_for(keyed_server, api_key="wrong").models.list()
     # The `openai` SDK sends its api_key as `Authorization: Bearer`, which is what the server checks.
-    keyed = OpenAI(base_url=f"{keyed_server.base_url}/v1", api_key=API_KEY, max_retries=0)
+    keyed = client_for(keyed_server, api_key=API_KEY)
     assert keyed.models.list().data == []
 
 
@@ -285,5 +298,8 @@ async def test_the_server_api_key_guards_mcp(keyed_server: LiveServer) -> None:
     refused = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=10)
     assert refused.status_code == 401 and API_KEY not in refused.text
     headers = {"Authorization": f"Bearer {API_KEY}"}
-    async with Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers))) as client:
+    async with (
+        httpx2.AsyncClient(headers=headers) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
         assert "search_code" in {tool.name for tool in (await client.list_tools()).tools}

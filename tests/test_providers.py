@@ -19,8 +19,11 @@ from rag.providers import (
     ToolCallEvent,
     ToolSpec,
     Usage,
+    gemini,
+    openai_compat,
 )
 from rag.providers.catalog import PROVIDERS, default_provider, get_provider, list_providers, resolve_model
+from rag.providers.pool import ClientPool
 from rag.settings import Settings
 from tests.support.fake_provider import FAKE_API_KEY, FakeProvider, FakeResponse
 
@@ -211,15 +214,16 @@ async def test_aclose_closes_the_http_stream(fake_provider: FakeProvider, provid
 
 
 async def test_cancelling_the_consumer_task_closes_the_http_stream(fake_provider: FakeProvider) -> None:
-    fake_provider.script(FakeResponse(text="a b c d e f g h", delay=0.2))
+    fake_provider.script(FakeResponse(text="a b c d e f g h", delay=1))
     chat = get_provider("openai", settings_for(fake_provider, "openai"))
+    streaming = asyncio.Event()
 
     async def consume() -> None:
         async for _ in chat.stream(ChatRequest(QUESTION, model=chat.model)):
-            pass
+            streaming.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(streaming.wait(), 60)  # mid-stream: 7 more tokens, a second apart
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -366,3 +370,34 @@ def test_bad_timeout_setting_is_a_clear_error() -> None:
     with pytest.raises(RepoLensError, match="REPOLENS_LLM_TIMEOUT must be a positive number"):
         settings = Settings.from_env({"OPENAI_API_KEY": "sk-123456", "REPOLENS_LLM_TIMEOUT": "soon"})
         get_provider("openai", settings)
+
+
+def test_a_loop_s_pooled_clients_are_closed_when_the_loop_shuts_down() -> None:
+    """One client per loop and key, closed by the loop's shutdown (no socket left to the GC)."""
+    pool: ClientPool[httpx.AsyncClient] = ClientPool()
+
+    async def clients() -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+        first = await pool.get("a", httpx.AsyncClient)
+        assert await pool.get("a", httpx.AsyncClient) is first and not first.is_closed
+        return first, await pool.get("b", httpx.AsyncClient)
+
+    first, other_key = asyncio.run(clients())
+    assert first.is_closed and other_key.is_closed and first is not other_key
+    again, _ = asyncio.run(clients())
+    assert again is not first and again.is_closed
+
+
+@pytest.mark.parametrize("provider", ["openai", "google"])
+def test_a_provider_leaves_no_connection_open_after_its_loop(
+    fake_provider: FakeProvider, provider: str
+) -> None:
+    """`repolens ask` runs one `asyncio.run`: its provider connections close with it, not at GC."""
+    fake_provider.script(FakeResponse(text="short answer"))
+    chat = get_provider(provider, settings_for(fake_provider, provider))
+    pool = openai_compat._CLIENTS if provider == "openai" else gemini._CLIENTS
+
+    async def ask() -> httpx.AsyncClient:
+        assert text_of(await collect(chat, ChatRequest(QUESTION, model=chat.model))) == "short answer"
+        return await pool.get(None, httpx.AsyncClient)
+
+    assert asyncio.run(ask()).is_closed

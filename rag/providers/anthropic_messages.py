@@ -12,9 +12,7 @@ before the first event, so no answer is ever duplicated.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +35,7 @@ from rag.providers.base import (
     request_timeout,
     stream_with_retry,
 )
+from rag.providers.pool import ClientPool
 from rag.redact import redact
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -53,22 +52,21 @@ class AnthropicConfig:
     connect_timeout_s: float = 10.0
 
 
-_CLIENTS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[AnthropicConfig, anthropic.AsyncAnthropic]
-] = weakref.WeakKeyDictionary()
+# One client per event loop and endpoint (`rag.providers.pool`): the SDK's connection pool
+# belongs to its loop, and is closed with it.
+_CLIENTS: ClientPool[anthropic.AsyncAnthropic] = ClientPool()
 
 
-def _client(config: AnthropicConfig) -> anthropic.AsyncAnthropic:
-    """One client per event loop and endpoint: the SDK's connection pool belongs to its loop."""
-    clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
-    if config not in clients:
-        clients[config] = anthropic.AsyncAnthropic(
+async def _client(config: AnthropicConfig) -> anthropic.AsyncAnthropic:
+    return await _CLIENTS.get(
+        config,
+        lambda: anthropic.AsyncAnthropic(
             api_key=config.api_key,
             base_url=config.base_url,
             max_retries=0,
             timeout=anthropic.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-        )
-    return clients[config]
+        ),
+    )
 
 
 def messages_json(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
@@ -230,7 +228,8 @@ class AnthropicProvider:
         arguments = self._arguments(request)
         model = arguments["model"]
         try:
-            response = await _client(self._config).messages.create(**arguments)
+            client = await _client(self._config)
+            response = await client.messages.create(**arguments)
         except anthropic.APIError as error:
             raise map_error(error, model=model) from None
         blocks = _Blocks()

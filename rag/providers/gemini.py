@@ -6,9 +6,7 @@ log or an exception message that quotes the URL.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import weakref
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -29,22 +27,14 @@ from rag.providers.base import (
     request_timeout,
     stream_with_retry,
 )
+from rag.providers.pool import ClientPool
 from rag.redact import redact
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 _MAX_DETAIL = 300
 
-_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _client() -> httpx.AsyncClient:
-    """One pooled client per event loop (connections belong to the loop that opened them)."""
-    loop = asyncio.get_running_loop()
-    if loop not in _CLIENTS:
-        _CLIENTS[loop] = httpx.AsyncClient()
-    return _CLIENTS[loop]
+# One pooled client per event loop (`rag.providers.pool`), closed with its loop.
+_CLIENTS: ClientPool[httpx.AsyncClient] = ClientPool()
 
 
 def _contents(messages: list[Message]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -144,7 +134,8 @@ class GeminiProvider:
     async def _attempt(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         model = request.model or self.model
         url = f"{self._base_url}/models/{model}:streamGenerateContent"
-        http_request = _client().build_request(
+        client = await _CLIENTS.get(None, httpx.AsyncClient)
+        http_request = client.build_request(
             "POST",
             url,
             params={"alt": "sse"},
@@ -153,7 +144,7 @@ class GeminiProvider:
             timeout=self._timeout,
         )
         try:
-            response = await _client().send(http_request, stream=True)
+            response = await client.send(http_request, stream=True)
         except httpx.TimeoutException:
             raise request_timeout(self.name) from None
         except httpx.TransportError as error:

@@ -14,9 +14,7 @@ There are no automatic retries: a retry after the first token would duplicate ou
 
 from __future__ import annotations
 
-import asyncio
 import json
-import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +38,7 @@ from rag.providers.base import (
     request_timeout,
     stream_with_retry,
 )
+from rag.providers.pool import ClientPool
 from rag.redact import redact
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -63,19 +62,13 @@ class OpenAIConfig:
     max_tokens_field: str = "max_tokens"
 
 
-# One pooled client per event loop: connections belong to the loop that opened them.
-_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
+# One pooled client per event loop (`rag.providers.pool`), closed with its loop.
+_CLIENTS: ClientPool[httpx.AsyncClient] = ClientPool()
 
 
-def _client() -> httpx.AsyncClient:
-    loop = asyncio.get_running_loop()
-    if loop not in _CLIENTS:
-        # No cap on connections: 200 concurrent answers are 200 concurrent provider streams.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
-        _CLIENTS[loop] = httpx.AsyncClient(limits=limits)
-    return _CLIENTS[loop]
+def _new_client() -> httpx.AsyncClient:
+    # No cap on connections: 200 concurrent answers are 200 concurrent provider streams.
+    return httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=100))
 
 
 def _endpoint(config: OpenAIConfig, model: str) -> tuple[str, dict[str, str], dict[str, str]]:
@@ -259,7 +252,7 @@ class OpenAICompatProvider:
         arguments = self._arguments(request)
         model = arguments["model"]
         url, query, headers = _endpoint(self._config, model)
-        client = _client()
+        client = await _CLIENTS.get(None, _new_client)
         http_request = client.build_request(
             "POST", url, params=query, json=arguments, headers=headers, timeout=self._timeout
         )
