@@ -402,7 +402,7 @@ class _LoopThread:
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                threading.Thread(target=self._loop.run_forever, name="repolens-arq", daemon=True).start()
+                threading.Thread(target=_serve, args=(self._loop,), name="repolens-arq", daemon=True).start()
             loop = self._loop
         future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, loop)
         return future.result(timeout)
@@ -416,6 +416,14 @@ class _LoopThread:
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(cleanup, loop).result(5.0)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """Run `loop` until `_LoopThread.stop`, then close it (a stopped loop left open leaks its selector)."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
 
 
 class RedisJobQueue:
