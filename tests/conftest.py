@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.support.repos",
     "tests.support.live_server",
     "tests.support.chat",
+    "tests.support.git_http_server",
     "tests.support.redis_server",
     "tests.support.postgres",
     "tests.support.git_http_server",
