@@ -226,19 +226,18 @@ def test_a_killed_builder_loses_nothing_and_frees_the_lock(
 ) -> None:
     repo_id = ingest(str(fixture_repo), store=pg_store, embedder=shared_embedder).repo_id
     before = pg_store.open(repo_id).list_files()
-    child = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes the pipe and waits for the child
         [sys.executable, "-c", _HALF_BUILD, str(repolens_home), pg_store.url, repo_id],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "half-built"
-        with pytest.raises(IndexBusyError):  # the child holds the repository's lock
-            pg_store.builder(pg_store.open(repo_id).record, pg_store.open(repo_id)).__enter__()
-        assert pg_store.open(repo_id).list_files() == before  # its deletions are invisible
-    finally:
-        child.kill()
-        child.wait()
+    ) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "half-built"
+            with pytest.raises(IndexBusyError):  # the child holds the repository's lock
+                pg_store.builder(pg_store.open(repo_id).record, pg_store.open(repo_id)).__enter__()
+            assert pg_store.open(repo_id).list_files() == before  # its deletions are invisible
+        finally:
+            child.kill()
     deadline = time.monotonic() + 30
     while True:  # PostgreSQL ends the dead session's transaction and lock when it sees the socket close
         try:
