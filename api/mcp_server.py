@@ -48,7 +48,7 @@ from api.services import Services
 from ingest import resolve_repo_id
 from ingest.jobs import IngestJob
 from rag.citations import source_url
-from rag.errors import ErrorCode, NotFoundError, RepoLensError
+from rag.errors import ErrorCode, NotFoundError, RepoLensError, http_status
 from rag.prompt import LANGUAGES
 from rag.redact import redact, register_secret
 from rag.retrieval import MAX_K, search_payload
@@ -675,8 +675,9 @@ class MCPEndpoint:
         headers = Headers(scope=scope)
         origin = headers.get("origin")
         if not origin_allowed(origin, headers.get("host"), self.services.settings):
+            code = ErrorCode.FORBIDDEN_ORIGIN
             response = JSONResponse(
-                {"detail": refusal(origin or ""), "code": "forbidden_origin"}, status_code=403
+                {"detail": refusal(origin or ""), "code": str(code)}, status_code=http_status(code)
             )
             await response(scope, receive, send)
             return
