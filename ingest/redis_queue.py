@@ -82,6 +82,10 @@ FINISHED_TTL_S = 7 * 24 * 3600
 # Job ids `list` keeps (finished jobs' keys also expire after `FINISHED_TTL_S`).
 KEEP_JOBS = 500
 STREAM_MAXLEN = 500
+# A new job's queue entry follows its record within this; an unfinished job with neither a queue
+# entry nor a worker for longer is orphaned, and a new request for its repository replaces it.
+ENQUEUE_GRACE_S = 10.0
+ORPHANED = "the ingest was lost by the queue (no worker holds it and it is not queued); submit it again"
 EVENT_BLOCK_MS = 2000
 _FINISHED = {JobState.DONE.value, JobState.FAILED.value, JobState.CANCELLED.value}
 
@@ -304,7 +308,9 @@ class JobRecords:
             if active:
                 current = pipe.hget(job_key(active), "view")
                 if current and json.loads(current)["state"] not in _FINISHED:
-                    return cast(str, active)
+                    if not self._orphaned(pipe, active, json.loads(current)):
+                        return cast(str, active)
+                    orphans.append(active)
             fields = {"view": json.dumps(job.to_json()), "spec": json.dumps(spec)}
             if sealed:
                 fields["sealed"] = sealed
@@ -317,7 +323,19 @@ class JobRecords:
             pipe.zremrangebyrank(JOBS_KEY, 0, -KEEP_JOBS - 1)
             return None
 
-        return _transaction(self.redis, attempt, repo_key)
+        orphans: list[str] = []
+        joined = _transaction(self.redis, attempt, repo_key)
+        for orphan in orphans if joined is None else ():
+            self.end_with(orphan, RepoLensError(ORPHANED, code=ErrorCode.INGEST_FAILED))
+        return joined
+
+    @staticmethod
+    def _orphaned(pipe: Any, job_id: str, view: dict[str, Any]) -> bool:
+        """An unfinished job that arq no longer has (Redis lost its keys, or it failed outside RepoLens'
+        code): neither queued nor held by a worker, for longer than enqueueing takes."""
+        if time.time() - float(view["created_at"]) < ENQUEUE_GRACE_S:
+            return False
+        return not pipe.exists(in_progress_key_prefix + job_id) and pipe.zscore(QUEUE_NAME, job_id) is None
 
     def publish(self, job_id: str, view: dict[str, Any], event: Event) -> None:
         """A `status` frame for every watcher, and the view's latest progress."""
@@ -538,6 +556,12 @@ class RedisJobQueue:
             self._arq = None
 
 
+class _Stop(threading.Event):
+    """A job's cancel event that also says whether the worker lost its lease (then it reports nothing)."""
+
+    lost_lease = False
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -661,7 +685,9 @@ class IngestWorker:
             with secret_scope(token):
                 job.run(self.store, self.embedder(), report)
 
-        beat = asyncio.create_task(self._heartbeat(in_progress, lock, job.cancel))
+        stop = _Stop()
+        job.cancel = stop
+        beat = asyncio.create_task(self._heartbeat(in_progress, lock, stop))
         running = asyncio.ensure_future(asyncio.to_thread(work))
         try:
             await asyncio.shield(running)
@@ -677,6 +703,8 @@ class IngestWorker:
             logger.exception("ingest job %s failed", job_id)
         finally:
             beat.cancel()
+        if stop.lost_lease:
+            return  # the job is another worker's now: it reports the end
         state = job.state if job.finished else JobState.FAILED
         record = job.report.record.to_json() if job.report else None
         update = {"progress": current.get("progress"), "repo": record}
@@ -691,17 +719,28 @@ class IngestWorker:
         with contextlib.suppress(RedisError):
             self.records.transition(job_id, back)
 
-    async def _heartbeat(self, in_progress: str, lock: Any, cancel: threading.Event | None) -> None:
-        """Renew the job's lease and lock; pass a cancel request on to the build."""
+    async def _heartbeat(self, in_progress: str, lock: Any, cancel: _Stop | None) -> None:
+        """Renew the job's lease and lock; pass a cancel request on to the build, and stop the build
+        if the lease was lost (this worker stalled past it: another worker may run the job now)."""
         job_id = in_progress.removeprefix(in_progress_key_prefix)
         interval = max(0.2, self.lease_s / 5)
         while True:
-            with contextlib.suppress(RedisError, LockError):
+            with contextlib.suppress(RedisError):
                 self.records.redis.pexpire(in_progress, int(self.lease_s * 1000))
-                if lock.owned():
-                    lock.reacquire()
-                if cancel is not None and self.records.redis.hget(job_key(job_id), "cancel"):
-                    cancel.set()
+                if cancel is None:
+                    with contextlib.suppress(LockError):
+                        if lock.owned():
+                            lock.reacquire()
+                else:
+                    try:
+                        lock.reacquire()
+                    except LockError:
+                        logger.warning("ingest job %s: lease lost, stopping this run", job_id)
+                        cancel.lost_lease = True
+                        cancel.set()
+                        return
+                    if self.records.redis.hget(job_key(job_id), "cancel"):
+                        cancel.set()
             await asyncio.sleep(min(interval, 0.5) if cancel is not None else interval)
 
 

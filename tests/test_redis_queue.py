@@ -9,6 +9,7 @@ No timing asserts: every wait polls with a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -28,9 +29,10 @@ from websockets.asyncio.client import connect
 
 from ingest.jobs import IngestJob, JobState
 from ingest.pipeline import IngestOptions
-from ingest.redis_queue import RedisJobQueue, job_key
+from ingest.redis_queue import QUEUE_NAME, IngestWorker, RedisJobQueue, _Stop, job_key, repo_lock_key
 from rag.errors import ConfigError
 from rag.settings import Settings
+from rag.store import Store
 from tests.conftest import SHARED_CACHE
 from tests.support.git_http_server import GitHttpServer
 from tests.support.redis_server import RedisServer
@@ -335,6 +337,14 @@ def test_a_sigkilled_worker_is_retried_by_the_other_and_the_previous_version_kee
     cluster.start_worker()  # the cluster has two workers again for any later test
 
 
+def test_repolens_worker_check_reports_a_live_worker_and_needs_the_redis_url(cluster: Cluster) -> None:
+    check = subprocess.run([REPOLENS, "worker", "--check"], env=cluster.env, capture_output=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    env = {k: v for k, v in cluster.env.items() if k != "REPOLENS_REDIS_URL"}
+    missing = subprocess.run([REPOLENS, "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "REPOLENS_REDIS_URL" in missing.stderr
+
+
 # In-process checks of the queue itself (no worker needed), on their own Redis database.
 
 
@@ -405,3 +415,38 @@ async def test_a_watcher_sees_the_queued_frame_then_the_cancel_and_the_job_ends_
             await anext(events)
     finally:
         queue.shutdown()
+
+
+def test_a_job_the_queue_lost_is_replaced_by_the_next_request_for_its_repository(queue_url: str) -> None:
+    queue = _queue(queue_url)
+    client = redis.Redis.from_url(queue_url, decode_responses=True)
+    try:
+        lost = queue.submit(IngestJob.for_ingest("https://github.com/acme/lost", IngestOptions()))
+        view = json.loads(client.hget(job_key(lost.id), "view") or "{}")
+        client.hset(job_key(lost.id), "view", json.dumps({**view, "created_at": view["created_at"] - 60}))
+        assert (
+            queue.submit(IngestJob.for_ingest("https://github.com/acme/lost", IngestOptions())).id == lost.id
+        )
+        client.zrem(QUEUE_NAME, lost.id)  # arq lost it (a flushed key, a failure outside RepoLens' code)
+        fresh = queue.submit(IngestJob.for_ingest("https://github.com/acme/lost", IngestOptions()))
+        assert fresh.id != lost.id
+        ended = queue.get(lost.id)
+        assert ended is not None and ended.state is JobState.FAILED and ended.error is not None
+        assert "lost by the queue" in ended.error.message
+    finally:
+        client.close()
+        queue.shutdown()
+
+
+async def test_a_worker_whose_lease_ran_out_stops_its_build_and_reports_nothing(
+    queue_url: str, tmp_path: Path
+) -> None:
+    settings = Settings.from_env({"REPOLENS_REDIS_URL": queue_url, "REPOLENS_QUEUE_LEASE_S": "1"})
+    worker = IngestWorker(settings, Store(tmp_path / "home"), jobs=1)
+    lock = worker.records.redis.lock(repo_lock_key("github.com/acme/slow"), timeout=1, thread_local=False)
+    assert lock.acquire(blocking=False)
+    worker.records.redis.delete(repo_lock_key("github.com/acme/slow"))  # expired while the worker stalled
+    stop = _Stop()
+    await asyncio.wait_for(worker._heartbeat("arq:in-progress:some-job", lock, stop), 10)
+    assert stop.is_set() and stop.lost_lease
+    worker.records.close()
