@@ -624,7 +624,7 @@ class IngestWorker:
             return
         lock_name = repo_lock_key(spec["repo_id"])
         lock = self.records.redis.lock(lock_name, timeout=self.lease_s, thread_local=False)
-        beat = asyncio.create_task(self._heartbeat(in_progress, lock, None))
+        beat = asyncio.create_task(self._heartbeat(in_progress, lock))
         try:
             acquired = await asyncio.to_thread(lock.acquire, blocking=True, blocking_timeout=self.lease_s * 2)
         finally:
@@ -687,7 +687,7 @@ class IngestWorker:
 
         stop = _Stop()
         job.cancel = stop
-        beat = asyncio.create_task(self._heartbeat(in_progress, lock, stop))
+        beat = asyncio.create_task(self._heartbeat(in_progress, lock, stop, attempt))
         running = asyncio.ensure_future(asyncio.to_thread(work))
         try:
             await asyncio.shield(running)
@@ -719,29 +719,41 @@ class IngestWorker:
         with contextlib.suppress(RedisError):
             self.records.transition(job_id, back)
 
-    async def _heartbeat(self, in_progress: str, lock: Any, cancel: _Stop | None) -> None:
-        """Renew the job's lease and lock; pass a cancel request on to the build, and stop the build
-        if the lease was lost (this worker stalled past it: another worker may run the job now)."""
+    async def _heartbeat(
+        self, in_progress: str, lock: Any, stop: _Stop | None = None, attempt: int = 0
+    ) -> None:
+        """Renew the job's lease and lock; with `stop` (the build's cancel event), pass a cancel request
+        on, and stop the build if this run is no longer the job's (its lease ran out while this worker
+        stalled, another run took the job over or ended it): that run alone reports the end."""
         job_id = in_progress.removeprefix(in_progress_key_prefix)
         interval = max(0.2, self.lease_s / 5)
         while True:
             with contextlib.suppress(RedisError):
                 self.records.redis.pexpire(in_progress, int(self.lease_s * 1000))
-                if cancel is None:
+                if stop is None:
                     with contextlib.suppress(LockError):
                         if lock.owned():
                             lock.reacquire()
-                else:
-                    try:
-                        lock.reacquire()
-                    except LockError:
-                        logger.warning("ingest job %s: lease lost, stopping this run", job_id)
-                        cancel.lost_lease = True
-                        cancel.set()
-                        return
-                    if self.records.redis.hget(job_key(job_id), "cancel"):
-                        cancel.set()
-            await asyncio.sleep(min(interval, 0.5) if cancel is not None else interval)
+                elif not self._still_ours(job_id, lock, attempt):
+                    logger.warning("ingest job %s: this run lost its lease; stopping it", job_id)
+                    stop.lost_lease = True
+                    stop.set()
+                    return
+                elif self.records.redis.hget(job_key(job_id), "cancel"):
+                    stop.set()
+            await asyncio.sleep(min(interval, 0.5) if stop is not None else interval)
+
+    def _still_ours(self, job_id: str, lock: Any, attempt: int) -> bool:
+        """This run still holds the repository lock, and the job is running as this run (worker, attempt)."""
+        try:
+            lock.reacquire()
+        except LockError:
+            return False
+        view = self.records.view(job_id) or {}
+        return view.get("state") == JobState.RUNNING and (view.get("worker"), view.get("attempt")) == (
+            self.name,
+            attempt,
+        )
 
 
 def worker_alive(settings: Settings) -> bool:

@@ -337,6 +337,27 @@ def test_a_sigkilled_worker_is_retried_by_the_other_and_the_previous_version_kee
     cluster.start_worker()  # the cluster has two workers again for any later test
 
 
+def test_a_sigterm_hands_the_running_job_back_to_the_queue_for_another_worker(cluster: Cluster) -> None:
+    a, b = cluster.apis
+    cluster.git.require_auth = False
+    cluster.git.add_repo("acme/stopped", FILES)
+    cluster.git.hold("acme/stopped")
+    try:
+        job_id = cluster.submit(a, {"repo_url": cluster.git.url_for("acme/stopped"), "type": "git"})
+        running = cluster.cloning(b, "acme/stopped", job_id)
+        stopped = cluster.workers.pop(int(running["worker"].rpartition(":")[2]))
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(30) == 0, "the worker stops cleanly"
+        retried = wait_for(
+            "the job's next run", lambda: (job := cluster.job(a, job_id)).get("attempt") == 2 and job
+        )
+    finally:
+        cluster.git.release("acme/stopped")
+    assert retried["worker"] != running["worker"]
+    assert cluster.finished(b, job_id)["state"] == "done"
+    cluster.start_worker()
+
+
 def test_repolens_worker_check_reports_a_live_worker_and_needs_the_redis_url(cluster: Cluster) -> None:
     check = subprocess.run([REPOLENS, "worker", "--check"], env=cluster.env, capture_output=True, timeout=60)
     assert check.returncode == 0, check.stderr
@@ -449,4 +470,12 @@ async def test_a_worker_whose_lease_ran_out_stops_its_build_and_reports_nothing(
     stop = _Stop()
     await asyncio.wait_for(worker._heartbeat("arq:in-progress:some-job", lock, stop), 10)
     assert stop.is_set() and stop.lost_lease
+
+    # The lock is still this run's, but another run took the job over (a later attempt): stop too.
+    assert lock.acquire(blocking=False)
+    view = {"id": "job-1", "state": "running", "worker": "another-host:1", "attempt": 2}
+    worker.records.redis.hset(job_key("job-1"), "view", json.dumps(view))
+    taken = _Stop()
+    await asyncio.wait_for(worker._heartbeat("arq:in-progress:job-1", lock, taken, attempt=1), 10)
+    assert taken.is_set() and taken.lost_lease
     worker.records.close()

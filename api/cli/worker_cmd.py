@@ -41,7 +41,10 @@ def worker(
         for secret in settings.secrets():
             register_secret(secret)
         if check:
-            raise typer.Exit(0 if worker_alive(settings) else 1)
-        runner = IngestWorker(settings, open_store(settings), jobs=jobs or settings.ingest_workers)
-        err_console.print(f"repolens worker {runner.name}: {runner.jobs} job(s) at once", highlight=False)
-        runner.arq_worker(burst=burst).run()
+            alive = worker_alive(settings)
+        else:
+            runner = IngestWorker(settings, open_store(settings), jobs=jobs or settings.ingest_workers)
+            err_console.print(f"repolens worker {runner.name}: {runner.jobs} job(s) at once", highlight=False)
+            runner.arq_worker(burst=burst).run()
+    if check and not alive:  # outside `cli_errors`, which would take the exit for an error
+        raise typer.Exit(1)
