@@ -40,4 +40,4 @@ def test_every_setting_the_deployment_names_is_a_real_setting() -> None:
 
 def test_the_commands_the_deployment_runs_exist() -> None:
     commands = {command.name or command.callback.__name__ for command in app.registered_commands}
-    assert {"serve", "worker", "doctor"} <= commands
+    assert {"serve", "worker", "doctor", "migrate-store"} <= commands
