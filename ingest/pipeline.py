@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ingest import graph as code_graph
+from ingest.chunk_pool import chunk_files, pool_size
 from ingest.chunking import Chunker
 from ingest.errors import IngestCancelled, IngestError
 from ingest.filters import FileFilter, FilterSpec, parse_patterns
@@ -75,6 +76,8 @@ class IngestOptions:
     dense: bool = True
     # Lexical-first ingest: a new dense version is committed this often while vectors are computed.
     dense_commit_s: float = field(default_factory=lambda: Settings.from_env().dense_commit_s)
+    # Processes chunking a large run (0: one per core; see `ingest.chunk_pool`).
+    chunk_processes: int = field(default_factory=lambda: Settings.from_env().chunk_processes)
     # The server's rules for client-named sources (`ingest.policy`); None: the CLI's, anything goes.
     policy: SourcePolicy | None = field(default=None, repr=False)
 
@@ -120,6 +123,7 @@ class IngestOptions:
             clone_timeout=cls.clone_timeout if clone_timeout is None else clone_timeout,
             reindex=reindex,
             dense_commit_s=settings.dense_commit_s,
+            chunk_processes=settings.chunk_processes,
         )
 
 
@@ -305,7 +309,7 @@ def ingest(
             )
         graphs = _Graphs()
         with _timed(timings, "chunk_s"):
-            chunked = _chunk(diff.added + diff.changed, embedder, report, graphs)
+            chunked = _chunk(diff.added + diff.changed, embedder, report, graphs, options.chunk_processes)
         all_chunks = [chunk for _, chunks in chunked for chunk in chunks]
         live = builder.base
         removed_chunks = 0
@@ -496,22 +500,20 @@ def _scan(root: Path, options: IngestOptions, skipped: SkipStats, report: _Repor
 
 
 def _chunk(
-    files: Sequence[SourceFile], embedder: Embedder, report: _Reporter, graphs: _Graphs
+    files: Sequence[SourceFile], embedder: Embedder, report: _Reporter, graphs: _Graphs, processes: int
 ) -> list[tuple[SourceFile, list[Chunk]]]:
-    """Chunks per file; each file is parsed once, and its code graph lands in `graphs`."""
-    chunker = Chunker(embedder.max_tokens, run_token_counter(embedder))
-    graph_seconds = 0.0
+    """Chunks per file; each file is parsed once, and its code graph lands in `graphs`. Large runs
+    chunk on `processes` processes (`ingest.chunk_pool`: the same chunks as one process)."""
     chunked: list[tuple[SourceFile, list[Chunk]]] = []
-    for done, file in enumerate(files, start=1):
-        tree = chunker.parse(file)
-        started = time.monotonic()
-        file_graph = code_graph.extract(file.language, tree) if tree is not None else None
-        graph_seconds += time.monotonic() - started
-        if file_graph is not None:
-            graphs.files[file.path] = file_graph
-        chunked.append((file, chunker.chunk(file, tree)))
+    results = chunk_files(
+        files, embedder.max_tokens, run_token_counter(embedder), pool_size(len(files), processes)
+    )
+    for done, (file, result) in enumerate(zip(files, results, strict=True), start=1):
+        if result.graph is not None:
+            graphs.files[file.path] = result.graph
+        graphs.seconds += result.graph_s
+        chunked.append((file, result.chunks))
         report("chunking", file.path, files_done=done, files_total=len(files))
-    graphs.seconds += graph_seconds
     return chunked
 
 

@@ -199,6 +199,13 @@ class Settings(BaseSettings):
         "REPOLENS_DENSE_COMMIT_S", 10.0, "seconds between dense index versions while an ingest embeds", ge=0
     )
     ingest_workers: int = setting("REPOLENS_INGEST_WORKERS", 2, "ingest jobs run at once", ge=1, le=64)
+    chunk_processes: int = setting(
+        "REPOLENS_CHUNK_PROCESSES",
+        0,
+        "processes chunking an ingest of 300 files or more (0: one per core, 1: none)",
+        ge=0,
+        le=64,
+    )
     repolens_token: SecretStr | None = setting("REPOLENS_TOKEN", None, "git token for every host")
     github_token: SecretStr | None = setting("GITHUB_TOKEN", None, "git token for github.com")
     gitlab_token: SecretStr | None = setting("GITLAB_TOKEN", None, "git token for gitlab.com")

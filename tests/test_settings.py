@@ -77,6 +77,7 @@ def _valid(field: str) -> str:
     special = {
         "port": "8123",
         "ingest_workers": "3",
+        "chunk_processes": "3",
         "embedder": "ollama",
         "allow_local": "True",
         "home": "/tmp/somewhere",

@@ -1,0 +1,145 @@
+"""Chunking an ingest's files on every core: a process pool for large runs, the same chunks as one process.
+
+Parsing, the code graph and chunking are pure Python over each file alone (the chunker plans a file
+from that file only, so it chunks the same way whatever came before it), which makes them the part of
+an ingest that parallelises: a pool of worker processes (forked from a server that imported the
+chunker once) chunks files in input order while the ingest's own process writes the index.
+`tests/test_chunk_pool.py` proves the chunks and graphs equal a run in one process.
+
+A worker costs a fraction of a CPU-second to start, so the pool is used only from `POOL_MIN_FILES`
+files on, with a token counter that can be sent to another process, and when Python's rule for
+worker processes holds: the main module must be safe to import again (`python -m ...`, a console
+script, or a script guarded by `if __name__ == "__main__":`). Otherwise, or if the workers cannot
+start, the files are chunked in this process: same chunks, one core.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest import graph as code_graph
+from ingest.chunking import Chunker
+from ingest.reader import SourceFile
+from rag.graph_types import FileGraph
+from rag.types import Chunk
+
+# Fewer files than this are chunked in the ingest's process: starting workers would cost more.
+POOL_MIN_FILES = 300
+# Files sent to a worker at a time (fewer round trips, still an even share of the work).
+_BATCH_FILES = 16
+_PRELOAD = ["ingest.chunk_pool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkedFile:
+    """One file's chunks and code graph (None: a language the graph does not understand)."""
+
+    chunks: list[Chunk]
+    graph: FileGraph | None
+    graph_s: float
+
+
+def chunk_file(chunker: Chunker, file: SourceFile) -> ChunkedFile:
+    """Parse `file` once, extract its code graph from the tree and chunk it."""
+    tree = chunker.parse(file)
+    started = time.monotonic()
+    file_graph = code_graph.extract(file.language, tree) if tree is not None else None
+    graph_s = time.monotonic() - started
+    return ChunkedFile(chunker.chunk(file, tree), file_graph, graph_s)
+
+
+def pool_size(files: int, requested: int) -> int:
+    """Processes for a run of `files` files: `requested` (0: one per usable core), 1 below the threshold."""
+    if requested == 0:
+        requested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 1 if files < POOL_MIN_FILES else max(1, requested)
+
+
+def chunk_files(
+    files: Sequence[SourceFile],
+    max_tokens: int,
+    count_tokens: Callable[[str], int],
+    processes: int = 1,
+) -> Iterator[ChunkedFile]:
+    """Every file's `ChunkedFile`, in the order of `files`, on `processes` processes (1: this one).
+
+    A counter that cannot be pickled (a remote embedder's) chunks in this process. Stopping the
+    iteration early (a cancelled ingest) stops the workers.
+    """
+    if processes > 1 and _picklable(count_tokens) and _main_can_be_imported_again():
+        try:
+            yield from _pooled(files, max_tokens, count_tokens, processes)
+            return
+        except BrokenProcessPool:
+            pass  # nothing was yielded: a worker dies before its first batch is back
+    chunker = Chunker(max_tokens, count_tokens)
+    for file in files:
+        yield chunk_file(chunker, file)
+
+
+def _main_can_be_imported_again() -> bool:
+    """Whether a worker may import `__main__` (multiprocessing does, unless it ran as `-m pkg`)."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None and (name == "__main__" or name.endswith(".__main__")):
+        return True  # not imported again
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return True  # an interactive session
+    try:
+        source = Path(path).read_text(errors="replace")
+    except OSError:
+        return False
+    return any(guard in source for guard in ("__name__ == '__main__'", '__name__ == "__main__"'))
+
+
+def _picklable(value: object) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # noqa: BLE001  # whatever pickling raises, the answer is "no"
+        return False
+    return True
+
+
+def _pooled(
+    files: Sequence[SourceFile], max_tokens: int, count_tokens: Callable[[str], int], processes: int
+) -> Iterator[ChunkedFile]:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    batches = [files[start : start + _BATCH_FILES] for start in range(0, len(files), _BATCH_FILES)]
+    pool = ProcessPoolExecutor(
+        max_workers=min(processes, len(batches)),
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(max_tokens, count_tokens),
+    )
+    try:
+        results = pool.map(_chunk_batch, batches)
+        first = next(results)  # a pool that cannot start fails here, before anything is yielded
+        yield from first
+        for chunked in results:
+            yield from chunked
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_worker_chunker: Chunker | None = None
+
+
+def _start_worker(max_tokens: int, count_tokens: Callable[[str], int]) -> None:
+    global _worker_chunker
+    _worker_chunker = Chunker(max_tokens, count_tokens)
+
+
+def _chunk_batch(files: Sequence[SourceFile]) -> list[ChunkedFile]:
+    assert _worker_chunker is not None, "the pool's initializer builds the chunker"
+    return [chunk_file(_worker_chunker, file) for file in files]

@@ -1,0 +1,91 @@
+"""Chunking on a process pool gives exactly the chunks and code graphs of chunking in one process."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest import chunk_pool
+from ingest.chunk_pool import chunk_files, pool_size
+from ingest.languages import language_for
+from ingest.pipeline import IngestOptions, ingest
+from ingest.reader import SourceFile
+from rag.embedders.base import run_token_counter
+from rag.embedders.minilm import MiniLMEmbedder
+from rag.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _no_forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.zeros((len(ids), 384), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder(_no_forward, "count-only")
+
+
+def _files() -> list[SourceFile]:
+    paths = [*sorted((ROOT / "ingest").glob("*.py")), *sorted((ROOT / "docs").glob("*.md"))]
+    return [
+        SourceFile(str(p.relative_to(ROOT)), language_for(p.name), p.read_text(), "0" * 64, p.stat().st_size)
+        for p in paths
+    ]
+
+
+def test_pooled_chunks_and_graphs_equal_one_process(embedder: MiniLMEmbedder) -> None:
+    files = _files()
+    counter = run_token_counter(embedder)
+    serial = list(chunk_files(files, embedder.max_tokens, counter, processes=1))
+    pooled = list(chunk_pool._pooled(files, embedder.max_tokens, counter, processes=2))
+    assert [r.chunks for r in pooled] == [r.chunks for r in serial]
+    assert [r.graph for r in pooled] == [r.graph for r in serial]
+    assert sum(len(r.chunks) for r in serial) > 100
+    assert any(r.graph is not None for r in serial)
+
+
+def test_the_pool_is_for_large_runs_only_and_one_process_means_none() -> None:
+    assert pool_size(chunk_pool.POOL_MIN_FILES - 1, 0) == 1
+    assert pool_size(chunk_pool.POOL_MIN_FILES, 1) == 1
+    assert pool_size(chunk_pool.POOL_MIN_FILES, 3) == 3
+    assert pool_size(chunk_pool.POOL_MIN_FILES, 0) >= 1
+
+
+def test_a_counter_that_cannot_travel_chunks_in_this_process(embedder: MiniLMEmbedder) -> None:
+    files = _files()[:3]
+    local = embedder.count_tokens  # a bound method of an embedder holding a model: not picklable here
+    assert not chunk_pool._picklable(lambda text: local(text))
+    results = list(chunk_files(files, embedder.max_tokens, lambda text: local(text), processes=2))
+    assert [r.chunks for r in results] == [
+        r.chunks for r in chunk_files(files, embedder.max_tokens, embedder.count_tokens)
+    ]
+
+
+def test_an_ingest_on_the_pool_indexes_the_same_chunks(
+    tmp_path: Path, embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "ingest", repo / "ingest", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    monkeypatch.setattr(chunk_pool, "POOL_MIN_FILES", 1)
+    indexed = []
+    for processes in (1, 2):
+        store = Store(tmp_path / f"home-{processes}")
+        report = ingest(
+            str(repo), IngestOptions(dense=False, chunk_processes=processes), store=store, embedder=embedder
+        )
+        index = store.open(report.repo_id)
+        indexed.append(
+            [
+                (c.path, c.start_line, c.end_line, c.symbol, c.text)
+                for info in index.list_files()
+                for c in index.chunks_for_file(info.path)
+            ]
+        )
+    assert indexed[0] == indexed[1]
+    assert len(indexed[0]) > 50
