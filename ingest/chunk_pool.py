@@ -16,7 +16,6 @@ start, the files are chunked in this process: same chunks, one core.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import pickle
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from ingest import graph as code_graph
 from ingest.chunking import Chunker
 from ingest.reader import SourceFile
+from rag.embedders.local import available_cpus
 from rag.graph_types import FileGraph
 from rag.types import Chunk
 
@@ -60,7 +60,7 @@ def chunk_file(chunker: Chunker, file: SourceFile) -> ChunkedFile:
 def pool_size(files: int, requested: int) -> int:
     """Processes for a run of `files` files: `requested` (0: one per usable core), 1 below the threshold."""
     if requested == 0:
-        requested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        requested = available_cpus()
     return 1 if files < POOL_MIN_FILES else max(1, requested)
 
 
