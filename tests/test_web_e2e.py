@@ -234,6 +234,8 @@ def test_the_provider_picker_shows_the_whole_offline_label(page: Page, web: Web)
         }"""
     )
     assert text_width + 16 <= box_width, (text_width, box_width)  # room for the text and the arrow
+    language = page.get_by_label("Answer language").bounding_box()
+    assert language is not None and language["y"] == picker.bounding_box()["y"]  # the bar stays one row
 
 
 def test_stop_a_long_answer(page: Page, web: Web, fake_provider: FakeProvider) -> None:
@@ -429,7 +431,9 @@ def test_wiki_view_generates_and_renders_pages_with_diagrams_and_citations(page:
     expect(progress).to_contain_text("Done: 5 pages, 5 written, 0 unchanged")
     tree = wiki.locator(".wiki-tree")
     expect(tree.get_by_role("button", name="Overview")).to_have_class(re.compile("current"))
-    expect(wiki.locator(".wiki-meta")).to_contain_text("without a language model")
+    expect(wiki.locator(".wiki-meta")).to_contain_text(
+        re.compile(r"without a language model at commit [0-9a-f]{10}")
+    )
     article = wiki.locator("article.wiki-page")
     expect(article).to_contain_text("Generated without a language model")
     expect(article.locator(".mermaid-diagram svg").first).to_be_visible(timeout=TIMEOUT_MS)
@@ -471,3 +475,24 @@ def test_wiki_view_generates_and_renders_pages_with_diagrams_and_citations(page:
     expect(progress).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
     expect(progress).to_contain_text("Done: 5 pages, 1 written, 4 unchanged")
     expect(wiki.locator("button.generate-wiki")).to_have_text("Regenerate")
+
+
+def test_the_wiki_of_a_folder_without_git_names_no_commit(page: Page, web: Web) -> None:
+    import shutil
+
+    from ingest import ingest
+
+    folder = make_fixture_repo(web.root / "plain-folder")
+    shutil.rmtree(folder / ".git")
+    services = web.server.app.state.services
+    repo_id = ingest(str(folder), store=web.store, embedder=services.embedder).repo_id
+    try:
+        open_repo(page, web, repo_id)
+        page.get_by_role("tab", name="Wiki").click()
+        page.get_by_label("Offline (no LLM)").check()
+        page.locator("button.generate-wiki").click()
+        expect(page.locator(".wiki-progress")).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+        meta = page.locator(".wiki-meta")
+        expect(meta).to_have_text(re.compile(r"^Written without a language model( ·|$)"))
+    finally:
+        web.store.delete(repo_id)

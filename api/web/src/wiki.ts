@@ -173,7 +173,8 @@ export class WikiView {
     const how = wiki.mode === "offline" ? "without a language model" : `with ${wiki.provider} (${wiki.model})`;
     const stale = wiki.stale_pages.length ? ` · ${wiki.stale_pages.length} page(s) out of date since the last update` : "";
     const partial = wiki.complete ? "" : " · incomplete (interrupted): Update wiki resumes it";
-    this.meta.textContent = `Written ${how} at commit ${(wiki.commit ?? "").slice(0, 10)}${stale}${partial}`;
+    const source = wiki.commit ? ` at commit ${wiki.commit.slice(0, 10)}` : ""; // a plain folder has none
+    this.meta.textContent = `Written ${how}${source}${stale}${partial}`;
     this.tree.replaceChildren(...this.renderTree(wiki));
     const page = this.current ? wiki.pages[this.current] : undefined;
     if (page) this.renderPage(page);
