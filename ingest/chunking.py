@@ -3,7 +3,11 @@
 Code is parsed with tree-sitter. The file's top-level nodes partition its lines; a part that is
 over the token budget is partitioned again by its own children (a class by its methods, a function
 by its statements), and a part with no usable children falls back to line windows; a single line
-that is still too long is cut by tokens. Small neighbouring parts are merged up to the budget.
+that is still too long is cut by tokens. Small neighbouring parts are merged up to the budget, except
+that two definitions never share a chunk: each function, method or class gets chunks of its own (a
+search for what one small method does finds that method, under its own name, not a chunk of six
+neighbours named after their class), and lines that define nothing (imports, statements, a class's
+first line) join the definition beside them.
 Markdown and reStructuredText are partitioned the same way by their heading levels, then by
 paragraphs. Everything else is cut into overlapping line windows.
 
@@ -63,12 +67,16 @@ class SourceText(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Part:
-    """A range of lines [start, end) (0-based) with its symbol, and how to partition it further."""
+    """A range of lines [start, end) (0-based) with its symbol, and how to partition it further.
+
+    `defines`: the part is one definition (a function, method or class), which no other shares a chunk with.
+    """
 
     start: int
     end: int
     symbol: Symbol
     split: Callable[[], list[_Part]] | None = None
+    defines: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +84,8 @@ class _Span:
     """A planned chunk: lines [start, end) or, for a piece of a cut line, that piece's `text`.
 
     `tokens` is an estimate of the text's tokens, off by at most about `slack` (0 once counted);
-    `leaves` are the parts a merged span was made of, to split it again if it turns out too long.
+    `leaves` are the parts a merged span was made of, to split it again if it turns out too long;
+    `defines`: it holds a definition (so the next definition starts a span of its own).
     """
 
     start: int
@@ -86,6 +95,7 @@ class _Span:
     slack: float = 0.0
     text: str | None = None
     leaves: tuple[_Span, ...] = ()
+    defines: bool = False
 
 
 class Chunker:
@@ -236,20 +246,29 @@ class _FileChunker:
         group: _Span | None = None
         for part in parts:
             leaf = self._fits(self._measure(part.start, part.end, part.symbol))
+            if leaf is not None and part.defines:
+                leaf = replace(leaf, defines=True)
             if leaf is None:
+                pieces = self._split(part)
+                if group is not None and not group.defines and pieces:
+                    pieces[0], group = self._joined_head(group, pieces[0])
                 if group is not None:
                     spans.append(group)
                 group = None
-                spans.extend(self._split(part))
+                spans.extend(pieces)
                 continue
-            if group is not None:
+            if group is not None and group.defines and leaf.defines:
+                spans.append(group)
+            elif group is not None:
+                leaves = (*(group.leaves or (group,)), leaf)
                 merged = _Span(
                     group.start,
                     leaf.end,
-                    _merged_symbol((group.symbol, leaf.symbol)),
+                    _merged_symbol([piece.symbol for piece in leaves]),
                     group.tokens + leaf.tokens + 1,
                     group.slack + leaf.slack,
-                    leaves=(*(group.leaves or (group,)), leaf),
+                    leaves=leaves,
+                    defines=group.defines or leaf.defines,
                 )
                 fitting = self._fits(merged)
                 if fitting is not None:
@@ -260,6 +279,19 @@ class _FileChunker:
         if group is not None:
             spans.append(group)
         return spans
+
+    def _joined_head(self, head: _Span, first: _Span) -> tuple[_Span, _Span | None]:
+        """`head` (lines that define nothing, such as a class's own first line) joined to `first`,
+        the first piece of the part after it that had to be split, if that fits; else both as they are.
+
+        So `class Route(BaseRoute):` opens the chunk of its `__init__` instead of a one-line chunk.
+        """
+        if first.text is not None or first.start != head.end:
+            return first, head
+        joined = self._fits(self._measure(head.start, first.end, _merged_symbol((head.symbol, first.symbol))))
+        if joined is None:
+            return first, head
+        return replace(joined, leaves=(head, *(first.leaves or (first,))), defines=first.defines), None
 
     def _split(self, part: _Part) -> list[_Span]:
         children = part.split() if part.split is not None else []
@@ -794,7 +826,7 @@ class _TreeSplitter:
             split = (
                 functools.partial(self.node_parts, owners[0], row, stop, scope) if len(owners) == 1 else None
             )
-            parts.append(_Part(row, stop, symbol, split))
+            parts.append(_Part(row, stop, symbol, split, len(defined) == 1))
         return parts
 
     def _context(self, node: Node, part_row: int) -> tuple[int, str]:

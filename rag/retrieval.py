@@ -35,6 +35,7 @@ from rag.ranking import (
     shares_a_word,
 )
 from rag.store import RepoIndex, StoredChunk
+from rag.store.schema import CodeDefinition
 from rag.types import SearchHit
 
 Mode = Literal["hybrid", "dense", "lexical"]
@@ -55,6 +56,8 @@ LINK_WINDOW = 30
 _PATH_LIKE = re.compile(r"[\w\-]+(?:[./][\w\-]+)+")
 _SYMBOL_LIKE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _CAMEL_INSIDE = re.compile(r"[a-z0-9][A-Z]")
+# Dotted words of prose, not code: "e.g" would otherwise look for a definition of `g` in `e`.
+_ABBREVIATIONS = frozenset({"e.g", "i.e", "a.k.a", "n.b", "cf", "etc", "vs"})
 # A line that defines `name` in most languages: a keyword (Go methods with their
 # receiver) followed by the name, or the name assigned at the start of a line.
 _DEFINITION = (
@@ -106,7 +109,7 @@ def named_symbols(query: str) -> list[str]:
     `Client.send`, `send_all`, `sendAll` and `send()` count; a plain word counts
     only when it is the whole query, so "get the width" does not pin a `width`.
     """
-    words = _SYMBOL_LIKE.findall(query)
+    words = [word for word in _SYMBOL_LIKE.findall(query) if word.lower() not in _ABBREVIATIONS]
     if len(words) == 1 and query.strip().rstrip("()") == words[0] and words[0].lower() not in STOPWORDS:
         return words
     return [
@@ -222,7 +225,9 @@ class Retriever:
                 chunk.id: self._explanation(chunk, intent, ranks, notes.get(chunk.id, {})) for chunk in ranked
             }
         hits = merge_chunks(scored, k, self.index.file_text, explanations)
-        return complete_definitions(hits, self.index) if self.ranking.whole_definitions else hits
+        if not self.ranking.whole_definitions:
+            return hits
+        return complete_definitions(hits, self.index, lambda hit: _symbols_within(hit, ranked))
 
     @staticmethod
     def _ranking_names(mode: Mode) -> list[str]:
@@ -381,18 +386,30 @@ def merge_chunks(
     return hits
 
 
-def complete_definitions(hits: list[SearchHit], index: RepoIndex) -> list[SearchHit]:
+def complete_definitions(
+    hits: list[SearchHit],
+    index: RepoIndex,
+    symbols: Callable[[SearchHit], Sequence[str | None]] = lambda hit: (hit.symbol,),
+) -> list[SearchHit]:
     """Widen each hit that holds only a piece of a definition to the whole definition.
 
     The chunker cuts a long function into consecutive chunks of the same symbol; a hit on one of
-    them would cite a neighbour of the lines that answer. The pieces are joined while the span
-    stays within `MAX_DEFINITION_LINES`; a widened hit that now overlaps another of its file is
-    folded into the better-ranked one.
+    them would cite a neighbour of the lines that answer. `symbols(hit)` names the chunk symbols a
+    hit holds pieces of (a hit merged from a class's first lines and the start of its constructor
+    holds both), best first; each one's pieces are joined. Then the code graph's definitions
+    (`RepoIndex.definitions_in`) grow it to the function or method it is part of, whatever the
+    chunks were named. A span never grows past `MAX_DEFINITION_LINES`; a widened hit that now
+    overlaps another of its file is folded into the better-ranked one.
     """
     widened: list[SearchHit] = []
+    definitions: dict[str, list[CodeDefinition]] = {}
     for hit in hits:
-        if hit.symbol and "," not in hit.symbol:
-            hit = _whole_definition(hit, index)
+        for symbol in dict.fromkeys(symbols(hit)):
+            if symbol and "," not in symbol:
+                hit = _whole_definition(hit, symbol, index)
+        if hit.path not in definitions:
+            definitions[hit.path] = [d for d in index.definitions_in(hit.path) if d.kind != "class"]
+        hit = _whole_function(hit, definitions[hit.path], index)
         same_file = [i for i, other in enumerate(widened) if other.path == hit.path and _touching(other, hit)]
         if same_file:
             widened[same_file[0]] = _union(widened[same_file[0]], hit, index.file_text)
@@ -401,9 +418,33 @@ def complete_definitions(hits: list[SearchHit], index: RepoIndex) -> list[Search
     return widened
 
 
-def _whole_definition(hit: SearchHit, index: RepoIndex) -> SearchHit:
-    assert hit.symbol is not None
-    pieces = index.symbol_spans(hit.path, hit.symbol)
+def _whole_function(hit: SearchHit, functions: Sequence[CodeDefinition], index: RepoIndex) -> SearchHit:
+    """The hit grown to the functions and methods of the code graph it holds part of: the innermost
+    one around it or, when it holds one's first lines (a class's first lines and the start of its
+    constructor), down to that one's end. Classes are not grown to: a method's hit stays the method."""
+    start, end = hit.start_line, hit.end_line
+    around = [d for d in functions if d.start_line <= start and end <= d.end_line + MERGE_GAP]
+    if around:
+        innermost = min(around, key=lambda d: d.end_line - d.start_line)
+        return _respan(hit, innermost.start_line, max(end, innermost.end_line), index)
+    for definition in sorted(functions, key=lambda d: d.start_line):
+        if start <= definition.start_line <= end < definition.end_line:
+            end = definition.end_line
+    return _respan(hit, start, end, index)
+
+
+def _symbols_within(hit: SearchHit, ranked: Sequence[StoredChunk]) -> list[str | None]:
+    """The hit's symbol, then those of the other ranked chunks its span holds (in rank order)."""
+    inside = (
+        chunk.symbol
+        for chunk in ranked
+        if chunk.path == hit.path and hit.start_line <= chunk.start_line and chunk.end_line <= hit.end_line
+    )
+    return [hit.symbol, *inside]
+
+
+def _whole_definition(hit: SearchHit, symbol: str, index: RepoIndex) -> SearchHit:
+    pieces = index.symbol_spans(hit.path, symbol)
     start, end = hit.start_line, hit.end_line
     for first, last in pieces:  # in line order: grow downwards through touching pieces
         if start <= first <= end + 1 + MERGE_GAP and last > end:
@@ -411,13 +452,20 @@ def _whole_definition(hit: SearchHit, index: RepoIndex) -> SearchHit:
     for first, last in reversed(pieces):
         if start - 1 - MERGE_GAP <= last <= end and first < start:
             start = first
+    return _respan(hit, start, end, index)
+
+
+def _respan(hit: SearchHit, start: int, end: int, index: RepoIndex) -> SearchHit:
+    """The hit over lines start..end of its file, unless that changes nothing or exceeds
+    `MAX_DEFINITION_LINES` (then a whole definition is too long to be worth citing whole)."""
     if (start, end) == (hit.start_line, hit.end_line) or end - start + 1 > MAX_DEFINITION_LINES:
         return hit
     text = index.file_text(hit.path)
-    lines = text.splitlines()[start - 1 : end] if text is not None else None
-    if lines is None:
+    if text is None:
         return hit
-    return dataclasses.replace(hit, start_line=start, end_line=end, text="\n".join(lines))
+    return dataclasses.replace(
+        hit, start_line=start, end_line=end, text="\n".join(text.splitlines()[start - 1 : end])
+    )
 
 
 def _union(a: SearchHit, b: SearchHit, file_text: Callable[[str], str | None]) -> SearchHit:

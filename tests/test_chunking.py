@@ -314,7 +314,11 @@ def test_chunks_follow_definitions(chunked, name: str, needle: str, symbol: str,
         (c.start_line, c.end_line, c.symbol) for c in holders
     ]
     if starts:
-        assert holders[0].start_line == line
+        # The chunk opens at the definition, or at lines above it that define nothing (a
+        # namespace's or class's first lines), never inside another definition.
+        above = SOURCES[name].split("\n")[holders[0].start_line - 1 : line - 1]
+        others = [other for file, other, _, _ in EXPECTED if file == name and other != needle]
+        assert not [row for row in above if any(other in row for other in others)], above
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
@@ -331,6 +335,43 @@ def test_small_neighbours_merge_into_one_chunk_with_the_definition_symbol() -> N
     many = "".join(f"def f{i}():\n    return {i}\n\n\n" for i in range(5))
     listed = Chunker(256).chunk(source("many.py", many))
     assert [c.symbol for c in listed] == ["f0, f1, f2, …"]
+
+
+def test_small_definitions_of_a_file_over_the_budget_get_chunks_of_their_own() -> None:
+    """A file that fits the window is one chunk; past it, two definitions never share a chunk, so a
+    search for what one small method does finds that method under its own name."""
+    methods = "".join(f"  isRange{i}() {{\n    return this.inSubnet(RANGE_{i});\n  }}\n\n" for i in range(12))
+    text = f"const RANGES = loadRanges();\n\nclass Address {{\n{methods}}}\n"
+    chunks = Chunker(120).chunk(source("address.js", text))
+    assert_complete(chunks, text, 120)
+    for i in range(12):
+        holders = covering(chunks, line_of(text, f"isRange{i}()"))
+        assert [c.symbol for c in holders] == [f"Address.isRange{i}"], holders
+    first = covering(chunks, line_of(text, "const RANGES"))[0]
+    assert first.symbol == "Address.isRange0", "lines that define nothing join the definition beside them"
+
+
+def test_a_merged_chunk_is_named_after_all_it_holds_not_its_last_part() -> None:
+    """Three small sections of one page merged into a chunk are named after the page, not the third."""
+    sections = "".join(f"## Step {i}\n\nRun stage {i} of the build and check it.\n\n" for i in range(3))
+    text = "# Guide\n\n" + sections + "# Reference\n\n" + "Every option of the tool in detail.\n" * 40
+    chunks = Chunker(120).chunk(source("guide.md", text))
+    assert_complete(chunks, text, 120)
+    holder = covering(chunks, line_of(text, "Run stage 2"))[0]
+    assert holder.start_line <= line_of(text, "Run stage 0"), "the small sections merge"
+    assert holder.symbol == "Guide"
+
+
+def test_a_class_first_line_opens_the_chunk_of_its_split_first_method() -> None:
+    """`class Route:` is not a one-line chunk when the method after it had to be split."""
+    body = "".join(f"        self.option_{i} = options.get('option_{i}', {i})\n" for i in range(40))
+    text = f"import re\n\n\nclass Route(BaseRoute):\n    def __init__(self, options):\n{body}"
+    text += "\n    def matches(self, scope):\n        return re.match(self.option_1, scope)\n"
+    chunks = Chunker(120).chunk(source("routing.py", text))
+    assert_complete(chunks, text, 120)
+    holder = covering(chunks, line_of(text, "class Route"))[0]
+    assert holder.end_line > line_of(text, "def __init__"), [(c.start_line, c.end_line) for c in chunks]
+    assert holder.symbol == "Route.__init__"
 
 
 def test_large_function_is_split_inside_and_keeps_its_qualified_symbol() -> None:
@@ -456,6 +497,8 @@ def test_headers_name_the_enclosing_definitions_the_text_does_not_show() -> None
     text = (
         "class Ledger:\n"
         '    """Books every payment twice."""\n\n'
+        "    def owner(self):\n"
+        "        return self._owner\n\n"
         "    def balance(self, account):\n"
         '        """Sum of the account\'s entries."""\n'
         f"        total_0 = 0\n{body}        return total_59\n"
