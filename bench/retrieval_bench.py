@@ -310,15 +310,16 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-FUSION_ONLY = Ranking(roles=False, links=False, whole_definitions=False)
+FUSION_ONLY = Ranking(roles=False, links=False, whole_definitions=False, names=False)
 # Each ranking step added in turn on top of the plain fusion; the last is the default.
 RANKINGS: dict[str, tuple[str, Ranking]] = {
     "dense": ("dense", FUSION_ONLY),
     "lexical": ("lexical", FUSION_ONLY),
     "hybrid": ("hybrid", FUSION_ONLY),
-    "+roles": ("hybrid", Ranking(roles=True, links=False, whole_definitions=False)),
-    "+links": ("hybrid", Ranking(roles=True, links=True, whole_definitions=False)),
-    "+spans (default)": ("hybrid", DEFAULT_RANKING),
+    "+roles": ("hybrid", Ranking(roles=True, links=False, whole_definitions=False, names=False)),
+    "+links": ("hybrid", Ranking(roles=True, links=True, whole_definitions=False, names=False)),
+    "+spans": ("hybrid", Ranking(roles=True, links=True, whole_definitions=True, names=False)),
+    "+names (default)": ("hybrid", DEFAULT_RANKING),
 }
 
 

@@ -13,8 +13,10 @@ score is multiplied by `ROLE_WEIGHTS[intent][role of its file]`:
 Docs, tests and examples also **lead to code**: identifiers that a well-ranked non-source chunk
 names (`Session(max_redirects=3)`, `Router.add_route`, `resolve_redirects()`) are looked up among
 the index's definitions, and each source chunk defining one gains a share of the linking chunk's
-score (more when the identifier shares a word with the question). The figures are tuned and
-measured with `python -m bench retrieval` (docs/retrieval.md).
+score (more when the identifier shares a word with the question). And for `code` questions a
+chunk whose own definition name the question says ("pause the stream" -> `Minipass.pause`) gains up to
+`NAME_BOOST` of its score. The figures are tuned and measured with `python -m bench retrieval`
+(docs/retrieval.md).
 """
 
 from __future__ import annotations
@@ -131,6 +133,26 @@ def shares_a_word(name: str, query_terms: frozenset[str]) -> bool:
     return any(term in query_terms for term in tokenize(" ".join(parts)))
 
 
+# Names -------------------------------------------------------------------------------------------
+
+# A chunk whose definition's own name the question says ("pause the stream" -> `Minipass.pause`,
+# "is the address a loopback address" -> `Address6.isLoopback`) gains up to this share of its score:
+# the share of the name's words (`is` left out as too short) that the question holds.
+NAME_BOOST = 0.3
+
+
+def named_share(symbol: str | None, query_terms: frozenset[str]) -> float:
+    """The share of the words of a chunk's innermost name (`LRUCache.#getRemainingTTL` -> get,
+    remaining, ttl) that are terms of the question; 0 for a chunk of several definitions (`a, b`)."""
+    if not symbol or "," in symbol:
+        return 0.0
+    name = symbol.rpartition(".")[2]
+    parts = [part for part in tokenize(" ".join(split_identifier(name))) if len(part) > 1]
+    if not parts:
+        return 0.0
+    return sum(1 for part in parts if part in query_terms) / len(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class Ranking:
     """Which ranking steps after the fusion a search applies (the benchmark turns them off one by one)."""
@@ -138,9 +160,11 @@ class Ranking:
     roles: bool = True
     links: bool = True
     whole_definitions: bool = True
+    names: bool = True
     link_share: float = LINK_SHARE
     unrelated_factor: float = UNRELATED_FACTOR
     link_spread: float = LINK_SPREAD
+    name_boost: float = NAME_BOOST
 
 
 DEFAULT_RANKING = Ranking()

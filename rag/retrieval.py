@@ -30,6 +30,7 @@ from rag.ranking import (
     Intent,
     Ranking,
     mentioned_identifiers,
+    named_share,
     query_intent,
     role_weight,
     shares_a_word,
@@ -50,6 +51,8 @@ EXACT_BOOST = 1.0
 MERGE_GAP = 2
 # A hit on a piece of a definition grows to the whole definition up to this many lines.
 MAX_DEFINITION_LINES = 150
+# The code graph's definitions a hit grows to (not classes, nor the attributes a constructor stores).
+FUNCTION_KINDS = frozenset({"function", "method"})
 # Docs and tests lead to code only from among the search's best chunks.
 LINK_WINDOW = 30
 
@@ -203,6 +206,13 @@ class Retriever:
                 weight = role_weight(intent, self.index.file_role(chunk.path))
                 scores[chunk.id] *= weight
                 notes.setdefault(chunk.id, {})["role_weight"] = weight
+        if self.ranking.names and intent == "code":
+            terms = frozenset(tokenize(query))
+            for chunk in chunks.values():
+                factor = 1.0 + self.ranking.name_boost * named_share(chunk.symbol, terms)
+                if factor > 1.0:
+                    scores[chunk.id] *= factor
+                    notes.setdefault(chunk.id, {})["name_weight"] = round(factor, 4)
         if self.ranking.links and intent == "code":
             self._follow_links(query, intent, chunks, scores, fused, notes)
         if mode != "dense":
@@ -408,7 +418,8 @@ def complete_definitions(
             if symbol and "," not in symbol:
                 hit = _whole_definition(hit, symbol, index)
         if hit.path not in definitions:
-            definitions[hit.path] = [d for d in index.definitions_in(hit.path) if d.kind != "class"]
+            functions = [d for d in index.definitions_in(hit.path) if d.kind in FUNCTION_KINDS]
+            definitions[hit.path] = functions
         hit = _whole_function(hit, definitions[hit.path], index)
         same_file = [i for i, other in enumerate(widened) if other.path == hit.path and _touching(other, hit)]
         if same_file:

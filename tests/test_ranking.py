@@ -12,7 +12,8 @@ import pytest
 
 from ingest import IngestOptions, ingest
 from rag.embedders import Embedder
-from rag.ranking import Ranking, mentioned_identifiers, query_intent
+from rag.lexical import tokenize
+from rag.ranking import Ranking, mentioned_identifiers, named_share, query_intent
 from rag.retrieval import Retriever
 from rag.roles import file_role
 from rag.store import Store
@@ -163,6 +164,30 @@ def test_an_identifier_named_in_a_matched_doc_pulls_its_definition_in(retriever:
     assert linked.explain is not None
     assert linked.explain["linked_from"] == "docs/scheduling.md"
     assert linked.explain["link_boost"] > 0
+
+
+def test_a_chunk_the_question_names_gains_weight(retriever: Retriever) -> None:
+    question = "how does it pick the next job?"
+    hits = {hit.symbol: hit for hit in retriever.search(question, 10, explain=True)}
+    named = hits["pick_next_job"]
+    assert named.explain is not None and named.explain["name_weight"] == pytest.approx(1.3)
+    unnamed = Retriever(retriever.index, retriever.embedder, ranking=Ranking(names=False))
+    before = {hit.symbol: hit for hit in unnamed.search(question, 10, explain=True)}["pick_next_job"]
+    assert before.explain is not None and "name_weight" not in before.explain
+    assert named.score > before.score
+    usage = retriever.search("how do I pick the next job?", 10, explain=True)
+    assert all(hit.explain is not None and "name_weight" not in hit.explain for hit in usage)
+
+
+def test_named_share_counts_the_words_of_the_innermost_name() -> None:
+    terms = frozenset(tokenize("is the address a loopback address?"))
+    assert named_share("Address6.isLoopback", terms) == 1.0
+    assert named_share("LRUCache.#getRemainingTTL", frozenset(tokenize("remaining time"))) == pytest.approx(
+        1 / 3
+    )
+    assert named_share("Address6.isMulticast", terms) == 0.0
+    assert named_share("isLoopback, isPrivate", terms) == 0.0
+    assert named_share(None, terms) == 0.0
 
 
 def test_explain_gives_role_intent_ranks_and_weight(retriever: Retriever) -> None:

@@ -253,6 +253,7 @@ def test_a_named_path_or_symbol_ranks_first(
         ("width", [], ["width"]),
         ("the", [], []),
         ("call send_all then sendAll or emit()", [], ["send_all", "sendAll", "emit"]),
+        ("the host bracketed, e.g. [::1]; private, i.e. not routed", ["e.g", "i.e"], []),
     ],
 )
 def test_named_paths_and_symbols_come_from_code_looking_tokens(
