@@ -57,6 +57,8 @@ def explain_line(explain: dict[str, Any]) -> str:
         parts.append(f"{ranking} #{rank}" if rank else f"{ranking} -")
     if "role_weight" in explain:
         parts.append(f"role ×{explain['role_weight']}")
+    if "name_weight" in explain:
+        parts.append(f"name ×{explain['name_weight']}")
     if "link_boost" in explain:
         parts.append(
             f"link +{explain['link_boost']:.4f} from {explain['linked_from']} ({explain['linked_name']})"
