@@ -56,6 +56,7 @@ class ErrorCode(StrEnum):
     INDEX_CORRUPT = "index_corrupt"
     BUSY = "busy"
     QUEUE_UNAVAILABLE = "queue_unavailable"
+    STORE_UNAVAILABLE = "store_unavailable"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
 
@@ -138,6 +139,9 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.QUEUE_UNAVAILABLE: ErrorSpec(
         503, 2, "the shared job queue (`REPOLENS_REDIS_URL`) cannot be reached; nothing was queued"
+    ),
+    ErrorCode.STORE_UNAVAILABLE: ErrorSpec(
+        503, 2, "the shared PostgreSQL store (`REPOLENS_DATABASE_URL`) cannot be reached; nothing was changed"
     ),
     ErrorCode.CANCELLED: ErrorSpec(
         499, 130, "cancelled by the client or interrupted; the previous index is unchanged"

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -26,6 +27,7 @@ from rag.embedders import Embedder
 from rag.settings import Settings
 from rag.store import IndexBusyError, Store, open_store
 from rag.store.pg import PgStore
+from rag.store.pg.errors import StoreUnavailableError
 from tests.support.chat import settings_for
 from tests.support.repos import commit_all
 
@@ -211,6 +213,7 @@ _HALF_BUILD = """
 import dataclasses, sys, time
 from pathlib import Path
 from rag.store.pg import PgStore
+from rag.store.pg.errors import StoreUnavailableError
 store = PgStore(Path(sys.argv[1]), sys.argv[2])
 index = store.open(sys.argv[3])
 with store.builder(dataclasses.replace(index.record), index) as builder:
@@ -248,3 +251,25 @@ def test_a_killed_builder_loses_nothing_and_frees_the_lock(
             time.sleep(0.2)
     assert pg_store.open(repo_id).list_files() == before
     assert pg_store.get(repo_id) == pg_store.open(repo_id).record
+
+
+def test_a_database_that_goes_away_is_store_unavailable_not_internal(
+    postgres_server: Any, fixture_repo: Path, shared_embedder: Embedder, tmp_path: Path
+) -> None:
+    admin = postgres_server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE repolens_going_away")
+    store = PgStore(tmp_path, postgres_server.get_uri("repolens_going_away"))
+    try:
+        repo_id = ingest(str(fixture_repo), store=store, embedder=shared_embedder).repo_id
+        index = store.open(repo_id)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE repolens_going_away WITH (FORCE)")  # ends every session
+        for call in (store.list, lambda: index.lexical_search("HttpClient", 3), lambda: index.list_files()):
+            with pytest.raises(StoreUnavailableError) as caught:
+                call()
+            assert caught.value.code == "store_unavailable"
+        with pytest.raises(StoreUnavailableError):
+            store.builder(index.record, index).__enter__()
+    finally:
+        store.close()

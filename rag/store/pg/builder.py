@@ -14,6 +14,7 @@ lock on the builder's own connection (released when it closes, including when th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
@@ -34,6 +35,7 @@ from rag.store.builder import check_same_embedder, index_state, utc_now
 from rag.store.index import RepoIndex
 from rag.store.layout import IndexBusyError
 from rag.store.pg import lexical as pg_lexical
+from rag.store.pg.errors import CONNECT_TIMEOUT_S, database_errors
 from rag.store.pg.index import PgRepoIndex, set_search_path
 from rag.store.pg.schema import REGISTRY, REPO_SCHEMA_VERSION, repo_ddl
 from rag.store.schema import SourceFileLike
@@ -83,19 +85,20 @@ class PgIndexBuilder:
     # lifecycle ------------------------------------------------------------------------------------
 
     def __enter__(self) -> PgIndexBuilder:
-        self._conn = psycopg.connect(self._store.url)
         try:
-            register_vector(self._conn)
-            # A worker whose machine vanishes holds the lock until PostgreSQL notices the dead
-            # connection: with these, about a minute on TCP (no effect on a unix socket).
-            self._conn.execute(
-                "SELECT set_config('tcp_keepalives_idle', '30', false), "
-                "set_config('tcp_keepalives_interval', '10', false), "
-                "set_config('tcp_keepalives_count', '3', false)"
-            )
-            try_lock(self._conn, self.record.id, "indexing")
-            self._refresh_stale_base()
-            self._open_repository()
+            with database_errors():
+                self._conn = psycopg.connect(self._store.url, connect_timeout=CONNECT_TIMEOUT_S)
+                register_vector(self._conn)
+                # A worker whose machine vanishes holds the lock until PostgreSQL notices the dead
+                # connection: with these, about a minute on TCP (no effect on a unix socket).
+                self._conn.execute(
+                    "SELECT set_config('tcp_keepalives_idle', '30', false), "
+                    "set_config('tcp_keepalives_interval', '10', false), "
+                    "set_config('tcp_keepalives_count', '3', false)"
+                )
+                try_lock(self._conn, self.record.id, "indexing")
+                self._refresh_stale_base()
+                self._open_repository()
         except BaseException:
             self._discard()
             raise
@@ -120,7 +123,8 @@ class PgIndexBuilder:
         """Roll back whatever was not committed and release the lock (closing the connection does)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.rollback()
+            with contextlib.suppress(psycopg.Error):  # a dropped connection has nothing to roll back
+                conn.rollback()
             conn.close()
 
     def _open_repository(self) -> None:
@@ -399,6 +403,10 @@ class PgIndexBuilder:
 
     def commit(self) -> RepoRecord:
         """Flip `current_version` to the version built so far, in the transaction that wrote it."""
+        with database_errors():
+            return self._commit()
+
+    def _commit(self) -> RepoRecord:
         conn = self.conn
         if self._files_changed:
             started = time.monotonic()

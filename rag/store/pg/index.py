@@ -27,6 +27,7 @@ from psycopg_pool import ConnectionPool
 from rag import lexical
 from rag.store.index import RepoIndex
 from rag.store.pg import lexical as pg_lexical
+from rag.store.pg.errors import database_errors
 from rag.types import RepoRecord
 
 # HNSW candidates per query (pgvector's `hnsw.ef_search`, default 40): more gives better recall for
@@ -56,7 +57,7 @@ class PgRepoIndex(RepoIndex):
         self, sql: str, params: Sequence[object] | dict[str, object] = (), *, exact: bool = False
     ) -> list[tuple[Any, ...]]:
         """`sql` (psycopg placeholders) in one transaction with this repository's schema first."""
-        with self.pool.connection() as conn, conn.transaction():
+        with database_errors(), self.pool.connection() as conn, conn.transaction():
             # One round trip sets the transaction up: a filtered nearest-neighbour query scans the
             # filtered rows exactly instead of the HNSW graph (which filters after its scan).
             conn.execute(
@@ -103,7 +104,7 @@ class PgRepoIndex(RepoIndex):
             paths = [
                 p for (p,) in self._query("SELECT path FROM files") if lexical.path_matches(p, path_glob)
             ]
-        with self.pool.connection() as conn, conn.transaction():
+        with database_errors(), self.pool.connection() as conn, conn.transaction():
             set_search_path(conn, self.schema)
             return pg_lexical.search(conn, query, k, paths=paths, language=language)
 

@@ -24,6 +24,7 @@ from rag.errors import ConfigError, NotFoundError
 from rag.redact import register_secret
 from rag.store.index import RepoIndex
 from rag.store.pg.builder import PgIndexBuilder, try_lock
+from rag.store.pg.errors import CONNECT_TIMEOUT_S, database_errors
 from rag.store.pg.index import PgRepoIndex
 from rag.store.pg.schema import REGISTRY, migrate
 from rag.store.store import Store
@@ -31,7 +32,6 @@ from rag.types import RepoRecord
 
 # Connections shared by the requests of one process (a query holds one for a few milliseconds).
 POOL_SIZE = 8
-CONNECT_TIMEOUT_S = 10
 
 
 class PgStore(Store):
@@ -69,7 +69,7 @@ class PgStore(Store):
         self.pool.close()
 
     def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        with self.pool.connection() as conn:
+        with database_errors(), self.pool.connection() as conn:
             return conn.execute(sql, params).fetchall()
 
     def list(self) -> list[RepoRecord]:
@@ -109,7 +109,7 @@ class PgStore(Store):
     def delete(self, repo_id: str) -> bool:
         """Remove the repository (rows, schema, versions) and its clone and wikis on this machine."""
         self.paths(repo_id)
-        with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        with database_errors(), psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             try_lock(conn, repo_id, "indexing or deleting")
             row = conn.execute(
                 f"DELETE FROM {REGISTRY}.repositories WHERE id = %s RETURNING schema_name, current_version",
