@@ -145,5 +145,9 @@ def test_a_sigkilled_worker_is_retried_and_the_previous_version_keeps_serving(
         }
         files = {row[0] for row in conn.execute(f"SELECT path FROM {schema}.files")}
     assert files == {"README.md", "pkg/greeting.py", "pkg/extra.py"}
-    assert schema in schemas and len(schemas) == 2, "one schema per repository: nothing half-built is left"
+    with psycopg.connect(url) as conn:
+        registered = {row[0] for row in conn.execute("SELECT schema_name FROM repolens.repositories")}
+    assert schema in schemas and schemas == registered, (
+        "one schema per repository: nothing half-built is left"
+    )
     cluster.start_worker()
