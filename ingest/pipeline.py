@@ -226,10 +226,21 @@ class _Reporter:
 
 @dataclass
 class _Graphs:
-    """The code graphs of the files chunked in this run, and the seconds spent on the graph."""
+    """The code graphs of the files chunked in this run (extracted while chunking, stored and resolved
+    after the lexical version is searchable), and the seconds spent on the graph."""
 
     files: dict[str, FileGraph] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def store(self, builder: IndexWriter) -> None:
+        """Store the graph of every file chunked in this run, and of kept files graphed by an older
+        extractor (or none); the next commit resolves it."""
+        started = time.monotonic()
+        for path, file_graph in self.files.items():
+            builder.set_file_graph(path, file_graph, GRAPH_VERSION)
+        self.files.clear()
+        _backfill_graph(builder)
+        self.seconds += time.monotonic() - started
 
 
 @dataclass
@@ -313,6 +324,7 @@ def ingest(
         all_chunks = [chunk for _, chunks in chunked for chunk in chunks]
         live = builder.base
         removed_chunks = 0
+        graph_later = False
         with _timed(timings, "write_s"):
             vectors = builder.reusable_vectors(chunk.content_hash for chunk in all_chunks)
             reused = sum(1 for chunk in all_chunks if chunk.content_hash in vectors)
@@ -321,10 +333,13 @@ def ingest(
             if live is not None and graph_current and _same_as_live(live.record, record, diff):
                 committed = live.record
             else:
-                removed_chunks = _write(builder, diff, chunked, vectors, report, graphs)
-                # Lexical first: this version answers (BM25 everywhere, dense where vectors exist).
-                committed = builder.checkpoint() if builder.pending_count() else builder.commit()
-                graphs.seconds += builder.graph_resolve_s
+                removed_chunks = _write(builder, diff, chunked, vectors, report)
+                # Lexical first: this version answers (BM25 everywhere, dense where vectors exist);
+                # the code graph is built next and goes live with the first dense version.
+                graph_later = bool(graphs.files) or builder.pending_count() > 0
+                if not graph_later:
+                    graphs.store(builder)
+                committed = builder.checkpoint(resolve_graph=False) if graph_later else builder.commit()
         timings["searchable_s"] = time.monotonic() - started
         report(
             "searchable",
@@ -333,10 +348,14 @@ def ingest(
             chunks_total=committed.dense_total,
             index_state=committed.index_state,
         )
+        if graph_later:
+            graphs.store(builder)
+            if committed.index_state == "complete" or not options.dense:  # no dense version follows
+                committed = builder.commit()
         with _timed(timings, "embed_s"):
             if committed.index_state != "complete" and options.dense:
                 committed = _embed_pending(builder, committed, embedder, report, options.dense_commit_s)
-    timings["graph_s"] = graphs.seconds
+    timings["graph_s"] = graphs.seconds + builder.graph_resolve_s
     timings["total_s"] = time.monotonic() - started
     report(
         "done",
@@ -630,10 +649,9 @@ def _write(
     chunked: list[tuple[SourceFile, list[Chunk]]],
     vectors: dict[str, np.ndarray],
     report: _Reporter,
-    graphs: _Graphs,
 ) -> int:
-    """Apply the diff to the new version (chunks without a known vector wait for the dense phase);
-    returns how many chunks left the index."""
+    """Apply the diff to the new version (chunks without a known vector wait for the dense phase;
+    the code graph follows, `_Graphs.store`); returns how many chunks left the index."""
     report("writing", "writing the new index version", files_done=0, files_total=len(chunked))
     removed = sum(builder.remove_file(path) for path in diff.removed)
     for file, chunks in chunked:
@@ -641,14 +659,9 @@ def _write(
             file,
             chunks,
             [vectors.get(c.content_hash) for c in chunks],
-            graphs.files.get(file.path),
-            GRAPH_VERSION,
             priority=embed_priority(file.path, file.text),
             skip=_lexical_only(file, chunks),
         )
-    started = time.monotonic()
-    _backfill_graph(builder)
-    graphs.seconds += time.monotonic() - started
     report.check_cancel()
     return removed
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ingest import ingest
+from ingest import IngestOptions, ingest
 from rag.embedders import Embedder
 from rag.store import RepoIndex, Store
 from tests.support.graph_repos import GO_FILES, JS_FILES, PYTHON_FILES, make_repo
@@ -157,3 +158,29 @@ def test_javascript_constructor_arguments_are_tracked_to_their_reads(
     # A constructor function, read back by a method set on its prototype.
     assert _uses(index, "Route.path") == [("store", "Route", 4), ("read", "Route.match", 9)]
     assert [d.qualname for d in index.attributes_of(_one(index, "Route"))] == ["Route.path"]
+
+
+def test_the_graph_follows_the_lexical_version_and_goes_live_with_the_dense_one(
+    tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    """Lexical first: the first searchable version of a new repository has no graph yet (research
+    falls back to the identifier walk); the graph is built after it and is in the finished index.
+    With `dense=False` (no dense phase) the graph still gets its own version."""
+    repo = make_repo(tmp_path / "shop", PYTHON_FILES)
+    seen: list[bool] = []
+    for dense in (True, False):
+        store = Store(tmp_path / f"home-{dense}")
+
+        def on_progress(progress: Any, store: Store = store) -> None:
+            if progress.stage == "searchable":
+                record = store.list()[0]
+                seen.append(store.open(record.id).has_graph)
+
+        options = IngestOptions(dense=dense)
+        report = ingest(str(repo), options, store=store, embedder=shared_embedder, progress=on_progress)
+        index = store.open(report.repo_id)
+        assert index.has_graph and "CheckoutService.charge" in _callee_names(
+            index, "CheckoutService.checkout"
+        )
+        assert report.timings["graph_s"] > 0
+    assert seen == [False, False]

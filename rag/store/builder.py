@@ -82,6 +82,7 @@ class IndexBuilder:
         self.graph_resolve_s = 0.0  # time `commit` spent resolving the code graph (for ingest timings)
         self._created_at = base.record.created_at if base is not None else ""
         self._files_changed = True
+        self._graph_stale = False  # files changed since the graph was last resolved
 
     def __enter__(self) -> IndexBuilder:
         self._lock.__enter__()
@@ -288,13 +289,18 @@ class IndexBuilder:
                 raise ValueError(f"vectors have {vectors.shape[1]} dimensions, not {self.record.dimension}")
             self._faiss.add_with_ids(vectors, np.concatenate(self._added_ids))
 
-    def commit(self) -> RepoRecord:
-        """Write the version, swap `current` to it atomically, and drop older versions."""
+    def commit(self, *, resolve_graph: bool = True) -> RepoRecord:
+        """Write the version, swap `current` to it atomically, and drop older versions.
+
+        `resolve_graph=False` leaves the code graph's edges as they were (a lexical checkpoint whose
+        graph comes next): the next commit resolves them."""
         self._apply_vector_changes()
-        if self._files_changed:  # a dense checkpoint only adds vectors: the graph is as resolved
+        self._graph_stale = self._graph_stale or self._files_changed
+        if self._graph_stale and resolve_graph:  # a dense checkpoint only adds vectors: as resolved
             started = time.monotonic()
             graph.resolve(self._conn)
             self.graph_resolve_s += time.monotonic() - started
+            self._graph_stale = False
         (files,) = self._conn.execute("SELECT COUNT(*) FROM files").fetchone()
         (chunks,) = self._conn.execute("SELECT COUNT(*) FROM chunks").fetchone()
         (pending, skipped) = self._conn.execute(
@@ -335,11 +341,11 @@ class IndexBuilder:
         self._paths.remove_old_versions()
         return self.record
 
-    def checkpoint(self) -> RepoRecord:
+    def checkpoint(self, *, resolve_graph: bool = True) -> RepoRecord:
         """Commit what is built so far as the live version, then keep building on top of it with the
         lock still held (lexical-first ingest: a searchable version, then dense ones). A crash after
         this leaves the checkpoint serving; the next build starts from it."""
-        committed = self.commit()
+        committed = self.commit(resolve_graph=resolve_graph)
         self._committed = False
         self.record = dataclasses.replace(committed)
         self._created_at = committed.created_at

@@ -216,9 +216,10 @@ class RepoIndex:
 
     @functools.cached_property
     def has_graph(self) -> bool:
-        """False for a version indexed before the code graph existed (its next update adds it)."""
+        """False for a version indexed before the code graph existed (its next update adds it), and
+        for the lexical-first version of a new repository (its graph comes with the next version)."""
         rows = self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'edges'")
-        return bool(rows)
+        return bool(rows) and bool(self._query("SELECT 1 FROM graph_files LIMIT 1"))
 
     def _definitions(
         self, where: str, params: Sequence[object], *, attributes: bool = False
