@@ -262,3 +262,23 @@ def test_llm_loop_gets_the_chain_and_graph_tools_and_cites_its_sources(fake_prov
     sources = [e["sources"] for e in events if e["type"] == "sources"]
     assert len(sources) == 2, "all evidence first, then what the answer cites"
     assert [(s["path"], s["start_line"]) for s in sources[-1]] == [("shop/service.py", 16)]
+
+
+def test_documented_in_cites_documentation_not_ci_or_changelogs() -> None:
+    from rag.graph_walk import Chain, Link
+    from rag.providers.offline import explained_answer
+    from rag.store.schema import CodeDefinition
+    from rag.types import SearchHit
+
+    worker = CodeDefinition(
+        1, "shop/service.py", "charge", "CheckoutService.charge", "method", "CheckoutService", 16, 18
+    )
+    hits = [
+        SearchHit(path, language, 1, 3, None, "text", 1.0)
+        for path, language in (
+            (".github/workflows/ci.yml", "yaml"), ("CHANGELOG.md", "markdown"), ("README.md", "markdown"),
+        )
+    ]  # fmt: skip
+    answer = explained_answer("How is it charged?", Chain([Link(worker)]), hits, lambda path: "x\n" * 20)
+    assert "It is done in `CheckoutService.charge()` (method, `shop/service.py:16-18`)." in answer
+    assert "- Documented in `README.md:1-3`.\n" in answer

@@ -158,6 +158,24 @@ async def test_tool_calls_of_one_turn_run_concurrently(
     assert [r["phase"] for r in research_frames(events, "tool_result")] == ["plan", *["investigate"] * 3]
 
 
+async def test_a_slow_code_graph_lead_is_left_out_within_its_share_of_the_time_budget(
+    research_index: ResearchIndex, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = RepoTools.run
+
+    def slow_trace(self: RepoTools, name: str, args: Any) -> Any:
+        if name == "trace":
+            time.sleep(1.5)
+        return original(self, name, args)
+
+    monkeypatch.setattr(RepoTools, "run", slow_trace)
+    fake_provider.script(FakeResponse(text="plan"), FakeResponse(text="enough"), FakeResponse(text="answer"))
+    events = await collect(research(research_index, fake_provider, max_seconds=4.0))
+    assert answer_text(events) == "answer"
+    assert not [r for r in research_frames(events, "tool_result") if r["tool"] == "trace"]
+    assert "Code graph chain" not in fake_provider.requests[0].body["messages"][-1]["content"]
+
+
 async def test_reading_outside_the_repository_is_refused_and_research_goes_on(
     research_index: ResearchIndex, fake_provider: FakeProvider
 ) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from rag.graph_walk import related_hits
 from rag.providers.base import ChatRequest, StreamEvent, TextDelta, Usage
+from rag.roles import file_role
 from rag.terms import question_terms
 from rag.tokens import count_tokens
 from rag.types import SearchHit
@@ -267,7 +268,8 @@ def explained_answer(
         stored = f"`{flow.constructor}()` (`{flow.path}:{flow.line}-{flow.line}`)"
         read = f"; {words['read_in']} {reads}" if reads else ""
         parts.append(f"- `{flow.name}` {words['stored']} {stored}{read}.\n")
-    docs = [hit for hit in hits if hit.language in _PROSE][:2]
+    # "Documented in" cites documentation, not CI workflows, manifests or changelogs.
+    docs = [hit for hit in hits if hit.language in _PROSE and file_role(hit.path) == "docs"][:2]
     if docs:
         listed = ", ".join(f"`{_where(hit)}`" for hit in docs)
         parts.append(f"- {words['documented']} {listed}.\n")

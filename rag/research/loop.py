@@ -54,6 +54,7 @@ PLAN_MAX_TOKENS = 600
 TURN_MAX_TOKENS = 1_200
 ANSWER_MAX_TOKENS = 2_500
 SINGLE_LINE_CONTEXT = 2
+LEAD_SHARE = 0.25  # of the time budget, at most, for the code graph's chain before planning
 
 
 class ResearchCancelled(Exception):
@@ -123,14 +124,17 @@ class Researcher:
 
     # ---- model calls --------------------------------------------------------------------------
 
-    async def guarded(self, awaitable: Awaitable[T], *, timed: bool) -> T:
-        """`awaitable`'s result, unless cancel fires (ResearchCancelled) or, if `timed`, time runs out."""
+    async def guarded(self, awaitable: Awaitable[T], *, timed: bool, limit: float | None = None) -> T:
+        """`awaitable`'s result, unless cancel fires (ResearchCancelled) or, if `timed`, time runs out
+        (the run's budget, or `limit` seconds if sooner: TimeBudgetExceeded)."""
         task = asyncio.ensure_future(awaitable)
         waiters: set[asyncio.Future[Any]] = {task}
         cancel_wait = asyncio.ensure_future(self.cancel.wait()) if self.cancel else None
         if cancel_wait:
             waiters.add(cancel_wait)
         timeout = max(self.options.max_seconds - self.stats.seconds, 0.0) if timed else None
+        if limit is not None:
+            timeout = min(timeout, limit) if timeout is not None else limit
         try:
             done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -216,7 +220,7 @@ class Researcher:
         """Ask for sub-questions and what to look for, grounded in a first retrieval, the layout and
         the code graph's chain for the question (the `trace` tool, run first: offline research's
         answer, so a model that follows it starts from at least what offline research finds)."""
-        lead = await asyncio.to_thread(self._lead)
+        lead = await self.lead()
         overview = await asyncio.to_thread(self._overview)
         messages = [
             Message("system", prompts.plan_system(self.language)),
@@ -238,13 +242,18 @@ class Researcher:
                 "plan", "tool_result", tool=lead.tool, args=lead.args, summary=lead.summary, files=lead.files
             )
 
-    def _lead(self) -> ToolResult | None:
+    async def lead(self) -> ToolResult | None:
         """Run `trace` for the question and keep it as the first finding, and its steps (without their
-        code, which the plan prompt shows) as a lead in every later prompt; None without a graph."""
+        code, which the plan prompt shows) as a lead in every later prompt. None without a graph, or
+        when it would take more than `LEAD_SHARE` of the time budget (the run goes on without it)."""
         if not getattr(self.tools.index, "has_graph", False):
             return None
-        result = self.tools.run("trace", {"question": self.question})
         self.stats.tool_calls += 1
+        trace = asyncio.to_thread(self.tools.run, "trace", {"question": self.question})
+        try:
+            result = await self.guarded(trace, timed=True, limit=self.options.max_seconds * LEAD_SHARE)
+        except TimeBudgetExceeded:
+            return None
         if result.is_error:
             return None
         finding = Finding(0, "The code graph's chain for the question (a lead to check).", [result])
