@@ -79,6 +79,7 @@ class PgIndexBuilder:
         self._base_ids_by_hash: dict[str, int] = {}
         self._old_schema: str | None = None
         self._files_changed = True
+        self._graph_stale = False  # files changed since the graph was last resolved
         self._created_at = base.record.created_at if base is not None else record.created_at
         self.graph_resolve_s = 0.0
 
@@ -401,17 +402,21 @@ class PgIndexBuilder:
 
     # the swap -------------------------------------------------------------------------------------
 
-    def commit(self) -> RepoRecord:
-        """Flip `current_version` to the version built so far, in the transaction that wrote it."""
-        with database_errors():
-            return self._commit()
+    def commit(self, *, resolve_graph: bool = True) -> RepoRecord:
+        """Flip `current_version` to the version built so far, in the transaction that wrote it.
 
-    def _commit(self) -> RepoRecord:
+        `resolve_graph=False` leaves the code graph's edges for the next commit to resolve."""
+        with database_errors():
+            return self._commit(resolve_graph)
+
+    def _commit(self, resolve_graph: bool) -> RepoRecord:
         conn = self.conn
-        if self._files_changed:
+        self._graph_stale = self._graph_stale or self._files_changed
+        if self._graph_stale and resolve_graph:
             started = time.monotonic()
             self._resolve_graph()
             self.graph_resolve_s += time.monotonic() - started
+            self._graph_stale = False
         (files,) = conn.execute("SELECT COUNT(*) FROM files").fetchone() or (0,)
         (chunks,) = conn.execute("SELECT COUNT(*) FROM chunks").fetchone() or (0,)
         (pending, skipped) = conn.execute(
@@ -452,7 +457,7 @@ class PgIndexBuilder:
         self._created_at = self.record.created_at
         return dataclasses.replace(self.record)
 
-    def checkpoint(self) -> RepoRecord:
+    def checkpoint(self, *, resolve_graph: bool = True) -> RepoRecord:
         """Commit what is built so far as the live version, then keep building on top of it with the
         lock still held (lexical-first ingest: a searchable version, then dense ones)."""
-        return self.commit()
+        return self.commit(resolve_graph=resolve_graph)
