@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.exceptions import HTTPException
 
 from api import mcp_server
-from api.hosts import allowed_hosts
+from api.errors import code_for_status, error_response
 from api.middleware import RateLimits, RequestGuard
 from api.routes import chat_http, chat_ws, config, deepwiki, jobs, openai_api, repos, search, web, wiki
 from api.services import Services
@@ -45,9 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mcp = mcp_server.mount(app, services)
     app.add_exception_handler(RepoLensError, _repolens_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_exception)
     app.state.rate_limits = RateLimits(settings)
     app.add_middleware(RequestGuard, settings=settings, rate_limits=app.state.rate_limits)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings), www_redirect=False)
     web.mount(app)
     return app
 
@@ -59,13 +59,19 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
         {"loc": list(item.get("loc", ())), "msg": str(item.get("msg", ""))[:300], "type": item.get("type")}
         for item in error.errors()[:20]
     ]
-    return JSONResponse({"detail": problems, "code": str(ErrorCode.BAD_REQUEST)}, status_code=422)
+    return error_response(ErrorCode.BAD_REQUEST, problems, status=422)
 
 
 async def _repolens_error(request: Request, error: Exception) -> JSONResponse:
     """A `RepoLensError` no route caught (an invalid id deep in a store call) is its table status
     and code, never a 500; the message is redacted like every message a client sees."""
     assert isinstance(error, RepoLensError)
-    return JSONResponse(
-        {"detail": redact(error.message), "code": str(error.code)}, status_code=error.http_status
+    return error_response(error.code, redact(error.message))
+
+
+async def _http_exception(request: Request, error: Exception) -> JSONResponse:
+    """Starlette's own refusals (an unknown route, a wrong method) in the app's error body."""
+    assert isinstance(error, HTTPException)
+    return error_response(
+        code_for_status(error.status_code), error.detail, status=error.status_code, headers=error.headers
     )

@@ -10,11 +10,16 @@ of those allowed hosts.
 
 from __future__ import annotations
 
+import re
+import urllib.parse
+
 from rag.settings import Settings
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 # Addresses that mean "every interface": the clients' Host is then unknown until configured.
 _WILDCARD_BINDS = ("0.0.0.0", "::", "")
+# A Host header is a name or an address, an optional port, nothing else (no path, user, space).
+_HOST_HEADER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?")
 
 
 def allowed_hosts(settings: Settings, bound_host: str | None = None) -> list[str]:
@@ -33,3 +38,12 @@ def host_matches(host: str, patterns: list[str]) -> bool:
         pattern == "*" or host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
         for pattern in patterns
     )
+
+
+def host_header_allowed(header: str | None, patterns: list[str]) -> bool:
+    """True when a request's `Host` header (`name[:port]`, `[v6]:port`) names an allowed host;
+    a missing or malformed header never is."""
+    if not header or not _HOST_HEADER.fullmatch(header):
+        return False
+    name = urllib.parse.urlsplit(f"//{header}").hostname
+    return name is not None and name != "" and host_matches(name, patterns)

@@ -35,11 +35,11 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, Resource, TextContent, ToolAnnotations
 from pydantic import Field
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from api.answer_text import CollectedAnswer, absolute_url, progress_line
 from api.chat_session import detached_events
+from api.errors import error_response
 from api.origins import origin_allowed, refusal
 from api.repo_content import open_readable, read_lines, search_repo
 from api.routes.repos import IngestBody
@@ -48,7 +48,7 @@ from api.services import Services
 from ingest import resolve_repo_id
 from ingest.jobs import IngestJob
 from rag.citations import source_url
-from rag.errors import ErrorCode, NotFoundError, RepoLensError, http_status
+from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.prompt import LANGUAGES
 from rag.redact import redact, register_secret
 from rag.retrieval import MAX_K, search_payload
@@ -675,11 +675,7 @@ class MCPEndpoint:
         headers = Headers(scope=scope)
         origin = headers.get("origin")
         if not origin_allowed(origin, headers.get("host"), self.services.settings):
-            code = ErrorCode.FORBIDDEN_ORIGIN
-            response = JSONResponse(
-                {"detail": refusal(origin or ""), "code": str(code)}, status_code=http_status(code)
-            )
-            await response(scope, receive, send)
+            await error_response(ErrorCode.FORBIDDEN_ORIGIN, refusal(origin or ""))(scope, receive, send)
             return
         await self.server.session_manager.handle_request(scope, receive, send)
 

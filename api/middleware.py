@@ -1,26 +1,29 @@
 """App-wide ASGI guards, installed once by `api.app.create_app` so every route is covered,
 routes added later (`/v1`, `/mcp`, ...) included.
 
-Outermost first:
+`RequestGuard` checks, in order:
 
-1. `TrustedHostMiddleware` (Starlette): `Host` must be a loopback name, the bound address or in
-   `REPOLENS_ALLOWED_HOSTS` (`api.hosts`), so DNS rebinding fails on HTTP and WebSocket.
-2. `RequestGuard` (this module), in order:
-   - URL cap: path plus query string over `MAX_URL_BYTES` (8 KiB) is a 414;
-   - API key: with `REPOLENS_API_KEY` set, every HTTP request and WebSocket must bring it
-     (`Authorization: Bearer <key>` or `X-API-Key: <key>`; a WebSocket from a browser, which
-     cannot set headers, sends `?api_key=<key>`, which the log redaction masks), except
-     `/health` and the page shell (`GET /`, `/index.html`, `/assets/*`, `/favicon*`), so the
-     page can load and ask for the key;
-   - rate limits: chat (`POST` paths with a `chat` segment) and ingest (`POST /api/repos`,
-     `.../update`) requests per client address (`REPOLENS_RATE_LIMIT_CHAT` / `_INGEST`, the
-     `limits` library's moving window); `/ws/chat` counts each chat request frame itself;
-   - body cap: a body over `REPOLENS_MAX_BODY_BYTES` is a 413 before any route parses it
-     (`Content-Length` checked first; a chunked body is read up to the cap, then replayed);
-   - JSON limits: a JSON body nested deeper than `api.schemas.MAX_JSON_DEPTH`, with an over-long
-     number, or malformed, is a 400 before a route parses it (`api.schemas.decode_json`).
+- Host: `Host` must be a loopback name, the bound address or in `REPOLENS_ALLOWED_HOSTS`
+  (`api.hosts`, Django's ALLOWED_HOSTS / Starlette's `TrustedHostMiddleware` rule), so DNS
+  rebinding fails on HTTP and WebSocket (400 `untrusted_host`);
+- URL cap: path plus query string over `MAX_URL_BYTES` (8 KiB) is a 414;
+- API key: with `REPOLENS_API_KEY` set, every HTTP request and WebSocket must bring it
+  (`Authorization: Bearer <key>` or `X-API-Key: <key>`; a WebSocket from a browser, which
+  cannot set headers, sends `?api_key=<key>`, which the log redaction masks), except
+  `/health` and the page shell (`GET /`, `/index.html`, `/assets/*`, `/favicon*`), so the
+  page can load and ask for the key;
+- rate limits: chat (`POST` paths with a `chat` segment) and ingest (`POST /api/repos`,
+  `.../update`) requests per client address (`REPOLENS_RATE_LIMIT_CHAT` / `_INGEST`, the
+  `limits` library's moving window); `/ws/chat` counts each chat request frame itself;
+- body cap: a body over `REPOLENS_MAX_BODY_BYTES` is a 413 before any route parses it
+  (`Content-Length` checked first; a chunked body is read up to the cap, then replayed);
+- JSON limits: a JSON body nested deeper than `api.schemas.MAX_JSON_DEPTH`, with an over-long
+  number, or malformed, is a 400 before a route parses it (`api.schemas.decode_json`).
 
-Every refusal is JSON `{"detail", "code"}` with the status of `rag.errors.ERROR_TABLE`.
+Every HTTP refusal is the app's one error body (`api.errors`: `{"detail", "code"}`, the status
+of `rag.errors.ERROR_TABLE`); a refused WebSocket handshake is a 403 (`_Reply`).
+Each request runs in a `rag.redact.secret_scope`: a token a
+request brings is masked while it runs (and in the jobs it starts) and forgotten afterwards.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.datastructures import Headers, QueryParams
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import error_response
+from api.hosts import allowed_hosts, host_header_allowed
 from api.schemas import MAX_JSON_DEPTH, BadRequestError, decode_json
-from rag.errors import ErrorCode, http_status
-from rag.redact import register_secret
+from rag.errors import ErrorCode
+from rag.redact import register_configured_secret, secret_scope
 from rag.settings import Settings
 
 API_KEY_QUERY = "api_key"
@@ -102,23 +106,35 @@ class RequestGuard:
 
     def __init__(self, app: ASGIApp, settings: Settings, rate_limits: RateLimits) -> None:
         self.app = app
+        self.allowed_hosts = allowed_hosts(settings)
         self.max_url = MAX_URL_BYTES
         self.max_body = settings.max_body_bytes
         self.max_depth = MAX_JSON_DEPTH
         self.api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        register_secret(self.api_key)
+        register_configured_secret(self.api_key)
         self.rate_limits = rate_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        with secret_scope():
+            await self._guard(scope, receive, send)
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         reply = _Reply(scope, receive, send)
+        headers = Headers(scope=scope)
+        if not host_header_allowed(headers.get("host"), self.allowed_hosts):
+            await reply(
+                ErrorCode.UNTRUSTED_HOST,
+                "this server does not answer to the host this request names: add it to "
+                "REPOLENS_ALLOWED_HOSTS to allow it",
+            )
+            return
         if len(scope.get("raw_path") or path.encode()) + len(scope.get("query_string", b"")) > self.max_url:
             await reply(ErrorCode.URL_TOO_LONG, f"the URL is longer than {self.max_url} bytes")
             return
-        headers = Headers(scope=scope)
         if self.api_key and not self._open(scope, path) and not self._key_ok(scope, headers):
             await reply(
                 ErrorCode.UNAUTHORIZED,
@@ -201,7 +217,10 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 class _Reply:
-    """Refuse one HTTP request with a JSON error, or a WebSocket before its handshake (close 1008)."""
+    """Refuse one HTTP request with the app's error body, or a WebSocket before its handshake
+    (close 1008: uvicorn answers the handshake with a 403; a denial response with the error body,
+    ASGI's `websocket.http.response`, makes uvicorn's websockets-sansio log an ERROR per refusal,
+    Kludex/uvicorn#3138)."""
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope, self.receive, self.send = scope, receive, send
@@ -211,5 +230,4 @@ class _Reply:
             await self.receive()  # websocket.connect
             await self.send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
             return
-        response = JSONResponse({"detail": message, "code": str(code)}, status_code=http_status(code))
-        await response(self.scope, self.receive, self.send)
+        await error_response(code, message)(self.scope, self.receive, self.send)

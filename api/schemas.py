@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Header, HTTPException
+from fastapi import Depends, Header
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rag.errors import ErrorCode, RepoLensError
 from rag.settings import Settings
-from rag.store.layout import InvalidRepoIdError, validate_repo_id
+from rag.store.layout import validate_repo_id
 
 # A private repository's access token on routes that serve its content (a header keeps it out of URLs).
 RepoToken = Annotated[str | None, Header(alias="X-Repo-Token")]
@@ -27,12 +27,10 @@ MAX_REQUEST_BYTES_VARIABLE = "REPOLENS_MAX_REQUEST_BYTES"
 
 
 def _checked_repo_id(repo_id: str) -> str:
-    """The `{repo_id:path}` of a route, refused (400) by `rag.store.layout.validate_repo_id`
-    before any route code runs; the store checks again, so nothing bypasses it."""
-    try:
-        return validate_repo_id(repo_id)
-    except InvalidRepoIdError as error:
-        raise HTTPException(error.http_status, detail=error.message) from None
+    """The `{repo_id:path}` of a route, refused (400, `InvalidRepoIdError`) by
+    `rag.store.layout.validate_repo_id` before any route code runs; the store checks again, so
+    nothing bypasses it."""
+    return validate_repo_id(repo_id)
 
 
 RepoIdPath = Annotated[str, Depends(_checked_repo_id)]

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 from fastapi import Request, WebSocket
 
+from ingest.isolated import ProcessPool
 from ingest.jobs import JobPool, JobQueue
 from ingest.policy import SourcePolicy
 from rag.answer import AnswerService
 from rag.embedders import Embedder, get_embedder
-from rag.redact import register_secret
+from rag.redact import register_configured_secret
 from rag.settings import Settings
 from rag.store import Store, open_store
 
@@ -36,12 +37,14 @@ class Services:
     @functools.cached_property
     def jobs(self) -> JobQueue:
         """The server's ingest jobs, shared by every route: on the Redis queue that `repolens worker`
-        processes run (`REPOLENS_REDIS_URL`), else in this process (`REPOLENS_INGEST_WORKERS` at once)."""
+        processes run (`REPOLENS_REDIS_URL`), else from this process (`REPOLENS_INGEST_WORKERS` at once,
+        each in a lower-priority worker process unless `REPOLENS_INGEST_ISOLATION=thread`)."""
         if self.settings.redis_url is not None:
             from ingest.redis_queue import RedisJobQueue  # imported only by servers that use it
 
             return RedisJobQueue(self.settings)
-        return JobPool(self.store, lambda: self.embedder, self.settings.ingest_workers)
+        processes = ProcessPool(self.settings) if self.settings.ingest_isolation == "process" else None
+        return JobPool(self.store, lambda: self.embedder, self.settings.ingest_workers, processes)
 
     @functools.cached_property
     def answers(self) -> AnswerService:
@@ -59,7 +62,7 @@ class Services:
     def from_settings(cls, settings: Settings) -> Services:
         """Configured keys and tokens are masked in every log line and message from now on."""
         for secret in settings.secrets():
-            register_secret(secret)
+            register_configured_secret(secret)
         return cls(settings=settings, store=open_store(settings))
 
 

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import tempfile
@@ -84,6 +85,8 @@ _UNSAFE_OPTIONS = {
     "fetch": git.Remote.unsafe_git_fetch_options,
     "ls-remote": Git.unsafe_git_ls_remote_options,
 }
+# One `ingest.policy` pin: `host:port:address,...` (IPv6 addresses in brackets), curl's --resolve.
+_PIN = re.compile(r"(?P<host>[^:\[\]]+):(?P<port>[0-9]+):(?P<addresses>[^\s]+)")
 _STDERR_LINES_KEPT = 40
 _POLL_SECONDS = 0.05
 
@@ -296,14 +299,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def transport(source: RepoSource) -> str:
+    """`https`, `http`, `ssh` (scp-style `git@host:path` too) or `git`: how git reaches `source`."""
+    return urllib.parse.urlsplit(source.clone_url).scheme.lower() if "://" in source.clone_url else "ssh"
+
+
 def process_config_env(
     source: RepoSource, token: str | None, username: str | None, resolve: Sequence[str] = ()
 ) -> dict[str, str]:
-    """The `GIT_CONFIG_COUNT/KEY_n/VALUE_n` variables of one git process: config that lives
-    only in that process's environment, never in argv or `.git/config`.
+    """The environment of one git process: config (`GIT_CONFIG_COUNT/KEY_n/VALUE_n`) that lives
+    only there, never in argv or `.git/config`, and for ssh the command git runs.
 
     With a token: the `Authorization` header for the repository's host, and no redirects (git
     applies the header to every request of the session, also after a redirect to another host).
+    `resolve` (`host:port:address,...`, from `ingest.policy`) pins the connection to the checked
+    addresses, so a DNS answer that changes after the check (rebinding) is never used: http(s)
+    through curl's resolve list (`http.curloptResolve`, redirects off), git:// by rewriting the
+    URL to the address (`url.<address URL>.insteadOf`), ssh by `HostName=<address>` with
+    `HostKeyAlias=<host>` (the host key is still checked under the host's name).
     """
     config: dict[str, str] = {}
     if token:
@@ -311,9 +324,22 @@ def process_config_env(
         config[f"http.{scheme}://{source.host}/.extraHeader"] = auth_header(source.platform, token, username)
         config["http.followRedirects"] = "false"
     entries = list(config.items())
-    if resolve:  # pinned addresses: a redirect would lead to a host that was never checked
+    env: dict[str, str] = {}
+    pins = [pin for entry in resolve if (pin := _PIN.fullmatch(entry))]
+    kind = transport(source)
+    if pins and kind in ("https", "http"):
         entries += [("http.followRedirects", "false"), *(("http.curloptResolve", pin) for pin in resolve)]
-    env = {"GIT_CONFIG_COUNT": str(len(entries))}
+    elif pins and kind == "git":
+        pin = pins[0]
+        address = pin["addresses"].split(",")[0]
+        entries.append((f"url.git://{address}:{pin['port']}/.insteadOf", f"git://{source.host}/"))
+    elif pins and kind == "ssh":
+        pin = pins[0]
+        address = pin["addresses"].split(",")[0].strip("[]")
+        base = os.environ.get("GIT_SSH_COMMAND") or shlex.quote(os.environ.get("GIT_SSH") or "ssh")
+        pinned = f"-o HostName={shlex.quote(address)} -o HostKeyAlias={shlex.quote(pin['host'])}"
+        env["GIT_SSH_COMMAND"] = f"{base} {pinned}"
+    env["GIT_CONFIG_COUNT"] = str(len(entries))
     for index, (key, value) in enumerate(entries):
         env[f"GIT_CONFIG_KEY_{index}"] = key
         env[f"GIT_CONFIG_VALUE_{index}"] = value

@@ -4,8 +4,11 @@ Every way of starting an ingest goes through here: `repolens ingest`/`update` ru
 calling process (`IngestJob.run`, with Ctrl-C cancelling it), and the server (`POST /api/repos`,
 `POST /api/repos/{id}/update`, the chat's ingest-on-first-use) submits jobs to a `JobPool`:
 
-- at most `REPOLENS_INGEST_WORKERS` jobs run at once, each in a worker thread, so clone/parse/
+- at most `REPOLENS_INGEST_WORKERS` jobs run at once, each from a pool thread, so clone/parse/
   embed never run on the event loop and never outnumber the workers (the rest wait `queued`);
+  the server's pool runs each job in a lower-priority worker process (`ingest.isolated`,
+  `REPOLENS_INGEST_ISOLATION=process`), so an ingest does not take the GIL or the CPU from the
+  answers being streamed; `thread` runs them in the pool's threads, as the CLI does;
 - a request for a repository that already has a queued or running job joins that job (one clone,
   one build) instead of starting another;
 - a client that disconnects only stops listening: the job carries on and its result is kept;
@@ -33,11 +36,13 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 from ingest.errors import IngestCancelled
+from ingest.isolated import IngestProcess, ProcessPool
 from ingest.pipeline import IngestOptions, IngestReport, Progress, ingest, update
 from ingest.sources import resolve_source
 from rag.embedders import Embedder
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import Event, error_event, ingest_done_event, status_event
+from rag.redact import redact, secret_scope
 from rag.store import Store
 
 logger = logging.getLogger(__name__)
@@ -138,6 +143,32 @@ class IngestJob:
         self, store: Store, embedder: Embedder, progress: Callable[[Progress], None] | None = None
     ) -> IngestReport:
         """Run the job in this thread (the CLI, a pool worker); raises what the pipeline raises."""
+        pipeline = ingest if self.kind == "ingest" else update
+
+        def execute(report: Callable[[Progress], None]) -> IngestReport:
+            return pipeline(
+                self.target, self.options, store=store, embedder=embedder, progress=report, cancel=self.cancel
+            )
+
+        return self.run_with(execute, progress)
+
+    def run_in(
+        self, worker: IngestProcess, progress: Callable[[Progress], None] | None = None
+    ) -> IngestReport:
+        """Run the job in an ingest worker process (`ingest.isolated`), waiting for it here."""
+        return self.run_with(
+            lambda report: worker.run(self.kind, self.target, self.options, self.cancel, report), progress
+        )
+
+    def run_with(
+        self,
+        execute: Callable[[Callable[[Progress], None]], IngestReport],
+        progress: Callable[[Progress], None] | None = None,
+    ) -> IngestReport:
+        """Run `execute(report)` as this job: its state, progress, report or error are kept here.
+
+        The job's token, and every secret met while it runs, are masked in a `secret_scope` of the
+        job's own: forgotten when it ends (never kept process-wide)."""
         self.state, self.started_at = JobState.RUNNING, time.time()
 
         def report(update_: Progress) -> None:
@@ -145,23 +176,22 @@ class IngestJob:
             if progress is not None:
                 progress(update_)
 
-        pipeline = ingest if self.kind == "ingest" else update
-        try:
-            self.report = pipeline(
-                self.target, self.options, store=store, embedder=embedder, progress=report, cancel=self.cancel
-            )
-        except RepoLensError as error:
-            self.error = error
-            self.state = JobState.CANCELLED if error.code is ErrorCode.CANCELLED else JobState.FAILED
-            raise
-        except BaseException:
-            self.state = JobState.FAILED
-            raise
-        else:
-            self.state = JobState.DONE
-            return self.report
-        finally:
-            self.finished_at = time.time()
+        with secret_scope(self.options.token):
+            try:
+                self.report = execute(report)
+            except RepoLensError as error:
+                error.message = redact(error.message)  # while the scope still knows the secrets
+                self.error = error
+                self.state = JobState.CANCELLED if error.code is ErrorCode.CANCELLED else JobState.FAILED
+                raise
+            except BaseException:
+                self.state = JobState.FAILED
+                raise
+            else:
+                self.state = JobState.DONE
+                return self.report
+            finally:
+                self.finished_at = time.time()
 
     def final_event(self) -> Event:
         """`done` with the record and report, or the `error` the job ended with."""
@@ -227,10 +257,18 @@ class _Listener:
 class JobPool:
     """Runs ingest jobs in at most `workers` threads; joins jobs per repository; keeps the results."""
 
-    def __init__(self, store: Store, embedder: Callable[[], Embedder], workers: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Callable[[], Embedder],
+        workers: int,
+        processes: ProcessPool | None = None,
+    ) -> None:
         self.store = store
         self._embedder = embedder
         self.workers = workers
+        # Worker processes (`ingest.isolated`) the jobs run in; None: in the pool's threads.
+        self.processes = processes
         self._executor = self._new_executor()
         self._jobs: dict[str, IngestJob] = {}
         self._listeners: dict[str, list[_Listener]] = {}
@@ -290,6 +328,8 @@ class JobPool:
             job.cancel.set()
         executor, self._executor = self._executor, self._new_executor()
         executor.shutdown(wait=True)
+        if self.processes is not None:
+            self.processes.stop()
 
     def _broadcast(self, job: IngestJob, event: Event | None) -> None:
         with self._lock:
@@ -306,7 +346,11 @@ class JobPool:
             job.state, job.finished_at = JobState.CANCELLED, time.time()
         else:
             try:
-                job.run(self.store, self._embedder(), report)
+                if self.processes is None:
+                    job.run(self.store, self._embedder(), report)
+                else:
+                    with self.processes.worker() as worker:
+                        job.run_in(worker, report)
             except RepoLensError:
                 pass  # kept on the job, reported by `final_event`
             except Exception:

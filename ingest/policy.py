@@ -9,10 +9,11 @@ folder or reaches a host just because a request named it:
   indexable, neither itself, nor a folder inside it, nor a folder that contains it;
 - a remote host is resolved *before* any connection and refused when any of its addresses
   is loopback, link-local (cloud metadata 169.254.169.254 included), private, shared,
-  multicast, reserved or unspecified, unless `REPOLENS_ALLOW_PRIVATE_HOSTS=1`. For http(s)
-  the checked addresses are pinned for git (`http.curloptResolve`) and redirects are off, so
-  a DNS answer that changes between the check and the fetch (rebinding) or a redirect to an
-  internal host cannot reach it; ssh and git:// resolve on their own (checked, not pinned).
+  multicast, reserved or unspecified, unless `REPOLENS_ALLOW_PRIVATE_HOSTS=1`. The checked
+  addresses are pinned for the fetch, so a DNS answer that changes between the check and the
+  fetch (rebinding) cannot reach an internal host: http(s) through curl's resolve list with
+  redirects off (nor can a redirect), git:// by connecting to the address, ssh with
+  `HostName=<address>` and `HostKeyAlias=<host>` (`ingest.git.process_config_env`).
 
 The CLI uses no policy (`None`): its user owns the machine and may index any folder.
 """
@@ -21,12 +22,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.errors import HostUnreachableError, IngestError
+from ingest.git import transport
 from ingest.sources import RepoSource
 from rag.errors import ErrorCode
 from rag.settings import Settings
@@ -106,16 +107,15 @@ class SourcePolicy:
         return None
 
     def admit(self, source: RepoSource) -> tuple[str, ...]:
-        """Refuse `source` if the policy forbids it; for an http(s) source, return the
-        `host:port:address,...` entries that pin git to the addresses checked here."""
+        """Refuse `source` if the policy forbids it; for a remote one, return the
+        `host:port:address,...` entry that pins git to the addresses checked here
+        (`ingest.git.process_config_env` applies it for http(s), ssh and git://)."""
         if source.local_path is not None:
             refusal = self.local_refusal(source.local_path)
             if refusal is not None:
                 raise ForbiddenSourceError(refusal)
             return ()
-        scheme = (
-            urllib.parse.urlsplit(source.clone_url).scheme.lower() if "://" in source.clone_url else "ssh"
-        )
+        scheme = transport(source)
         host, _, port_text = source.host.partition(":")
         port = int(port_text) if port_text.isdigit() else _DEFAULT_PORTS.get(scheme, 443)
         addresses = list(self.resolver(host, port))
@@ -128,7 +128,5 @@ class SourcePolicy:
                 f"metadata address this server does not fetch from (set "
                 f"{ALLOW_PRIVATE_HOSTS_VARIABLE}=1 to allow internal git hosts)"
             )
-        if scheme not in ("http", "https"):
-            return ()
         pinned = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
         return (f"{host}:{port}:{pinned}",)

@@ -22,11 +22,13 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     BAD_CONFIG = "bad_config"
     FORBIDDEN_ORIGIN = "forbidden_origin"
+    UNTRUSTED_HOST = "untrusted_host"
     UNAUTHORIZED = "unauthorized"
     RATE_LIMITED = "rate_limited"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     URL_TOO_LONG = "url_too_long"
     NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     AUTH_FAILED = "auth_failed"
     LIMIT_EXCEEDED = "limit_exceeded"
     # LLM provider failures
@@ -79,6 +81,9 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.BAD_CONFIG: ErrorSpec(503, 2, "a setting has an invalid value; the message names the variable"),
     ErrorCode.FORBIDDEN_ORIGIN: ErrorSpec(403, 2, "a browser page from another site was refused"),
+    ErrorCode.UNTRUSTED_HOST: ErrorSpec(
+        400, 2, "the `Host` header names a host this server does not answer to (`REPOLENS_ALLOWED_HOSTS`)"
+    ),
     ErrorCode.UNAUTHORIZED: ErrorSpec(
         401, 2, "`REPOLENS_API_KEY` is set and the request did not bring it (Bearer or X-API-Key)"
     ),
@@ -87,7 +92,10 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.PAYLOAD_TOO_LARGE: ErrorSpec(413, 2, "the request body is over `REPOLENS_MAX_BODY_BYTES`"),
     ErrorCode.URL_TOO_LONG: ErrorSpec(414, 2, "the URL (path and query string) is over 8 KiB"),
-    ErrorCode.NOT_FOUND: ErrorSpec(404, 3, "unknown repository, local folder, ref or indexed file"),
+    ErrorCode.NOT_FOUND: ErrorSpec(
+        404, 3, "unknown repository, local folder, ref, indexed file, job or route"
+    ),
+    ErrorCode.METHOD_NOT_ALLOWED: ErrorSpec(405, 2, "the route exists but not with this HTTP method"),
     ErrorCode.AUTH_FAILED: ErrorSpec(
         401, 4, "the git host refused the credentials, or a private repository's token is missing"
     ),

@@ -1,14 +1,21 @@
 """Keep secrets out of every message and log line.
 
-Known secrets (tokens, API keys) are registered once and replaced wherever they
-appear, also in their URL-encoded form. Configured secrets (registered at start-up,
-outside any request) are masked for the life of the process; a secret registered inside
-`secret_scope()` (a request's token) is masked only while that request runs, in its
-context (tasks and threads started from it inherit it), and then forgotten. Credential-shaped
-text (URL userinfo, Authorization headers, key=value pairs, the well-known token formats of GitHub,
-GitLab, Atlassian, Google and OpenAI) is masked even when the secret was never
-registered, because a token can arrive from places we do not control (a URL a
-user pasted, a provider's error body).
+Known secrets (tokens, API keys) are registered and replaced wherever they appear, also in
+their URL-encoded form. Three kinds of registration, so the registry never grows with traffic:
+
+- configured secrets (`register_configured_secret`: provider keys, `REPOLENS_API_KEY`, read
+  from the settings) are masked for the life of the process;
+- a secret registered inside `secret_scope()` (a request's token; the server opens a scope for
+  every request, `IngestJob.run` one for every ingest) is masked while that scope runs, in its
+  context (tasks, threads and jobs started from it inherit it), and forgotten when it ends;
+- a secret registered outside any scope (a library call, a script) is masked for
+  `UNSCOPED_TTL_S` after its last registration, at most `MAX_UNSCOPED_SECRETS` of them (the
+  least recently registered go first).
+
+Credential-shaped text (URL userinfo, Authorization headers, key=value pairs, the well-known
+token formats of GitHub, GitLab, Atlassian, Google and OpenAI) is masked even when the secret
+was never registered, because a token can arrive from places we do not control (a URL a user
+pasted, a provider's error body).
 """
 
 from __future__ import annotations
@@ -18,18 +25,24 @@ import contextvars
 import logging
 import re
 import threading
+import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 MASK = "***"
 _MIN_SECRET_LENGTH = 4
+MAX_UNSCOPED_SECRETS = 256
+UNSCOPED_TTL_S = 3600.0
 
-_secrets: set[str] = set()
+_configured: set[str] = set()
+# Secrets registered outside any scope -> when they stop being masked (monotonic clock).
+_unscoped: OrderedDict[str, float] = OrderedDict()
 _lock = threading.Lock()
-# The secrets of the request running in this context (None: no request scope).
-_scoped: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
-    "repolens_scoped_secrets", default=None
+# The secret sets of the scopes this context runs in, outermost first (empty: no scope).
+_scopes: contextvars.ContextVar[tuple[set[str], ...]] = contextvars.ContextVar(
+    "repolens_secret_scopes", default=()
 )
 
 # Credential-shaped text: each rule masks its `secret` group. Every pattern starts with a
@@ -65,40 +78,75 @@ _RULES: tuple[tuple[re.Pattern[str], bool], ...] = (
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def register_secret(value: str | None) -> None:
-    """Remember a secret (and its URL-encoded spelling) so it is masked from now on: until the
-    current `secret_scope()` ends, or for the life of the process outside any scope."""
+def _spellings(value: str | None) -> set[str]:
     if not value or len(value) < _MIN_SECRET_LENGTH:
-        return
-    spellings = {value, urllib.parse.quote(value, safe="")}
+        return set()
+    return {value, urllib.parse.quote(value, safe="")}
+
+
+def register_configured_secret(value: str | None) -> None:
+    """Mask a secret read from the settings (a provider key, the API key) for the life of the process."""
+    spellings = _spellings(value)
     with _lock:
-        scope = _scoped.get()
-        (_secrets if scope is None else scope).update(spellings)
+        _configured.update(spellings)
+
+
+def register_secret(value: str | None) -> None:
+    """Mask a secret (and its URL-encoded spelling) from now on: until the innermost
+    `secret_scope()` ends, or, outside any scope, for `UNSCOPED_TTL_S` (bounded registry)."""
+    spellings = _spellings(value)
+    if not spellings:
+        return
+    scopes = _scopes.get()
+    with _lock:
+        if scopes:
+            scopes[-1].update(spellings)
+            return
+        expires = time.monotonic() + UNSCOPED_TTL_S
+        for spelling in spellings:
+            _unscoped[spelling] = expires
+            _unscoped.move_to_end(spelling)
+        while len(_unscoped) > MAX_UNSCOPED_SECRETS:
+            _unscoped.popitem(last=False)
 
 
 @contextlib.contextmanager
 def secret_scope(*values: str | None) -> Iterator[None]:
     """Mask `values`, and every secret registered meanwhile in this context, until the block ends.
 
-    Nested scopes share the outer one. Restores the previous state by value (not by token), so it
-    also works in an async generator that a different task resumes."""
-    previous = _scoped.get()
-    if previous is None:
-        _scoped.set(set())
+    An inner scope also masks its outer scopes' secrets and forgets only its own when it ends (a
+    long-lived WebSocket's scope does not collect the tokens of each of its requests). Restores
+    the previous state by value (not by token), so it also works in an async generator that a
+    different task resumes."""
+    previous = _scopes.get()
+    _scopes.set((*previous, set()))
     try:
         for value in values:
             register_secret(value)
         yield
     finally:
-        if previous is None:
-            _scoped.set(None)
+        _scopes.set(previous)
+
+
+def known_secret_count() -> int:
+    """How many spellings are registered for this context: configured, unscoped and scoped."""
+    return len(_known())
+
+
+def _known() -> set[str]:
+    now = time.monotonic()
+    with _lock:
+        for expired in [secret for secret, expires in _unscoped.items() if expires < now]:
+            del _unscoped[expired]
+        known = _configured | _unscoped.keys()
+        for scope in _scopes.get():
+            known |= scope
+    return known
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every known or credential-shaped secret replaced by ***."""
-    with _lock:
-        known = set(_secrets)
-        known.update(_scoped.get() or ())
+    known = _known()
     known.update(secret for secret in secrets if secret and len(secret) >= _MIN_SECRET_LENGTH)
     for secret in sorted(known, key=len, reverse=True):
         text = text.replace(secret, MASK)

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from rag.errors import ConfigError, EmbedderError
 
 EmbedderKind = Literal["local", "openai", "azure", "ollama", "google"]
+IngestIsolation = Literal["process", "thread"]
 EMBEDDER_KINDS: tuple[str, ...] = ("local", "openai", "azure", "ollama", "google")
 TOKEN_VARIABLES = {"github": "GITHUB_TOKEN", "gitlab": "GITLAB_TOKEN", "bitbucket": "BITBUCKET_TOKEN"}
 
@@ -205,6 +206,15 @@ class Settings(BaseSettings):
         "processes chunking an ingest of 300 files or more (0: one per core, 1: none)",
         ge=0,
         le=64,
+    )
+    ingest_isolation: IngestIsolation = setting(
+        "REPOLENS_INGEST_ISOLATION",
+        "process",
+        "where the server runs ingest jobs: `process` (worker processes, so answers never wait on an "
+        "ingest) or `thread` (in the server process)",
+    )
+    ingest_nice: int = setting(
+        "REPOLENS_INGEST_NICE", 10, "CPU niceness added to the server's ingest worker processes", ge=0, le=19
     )
     repolens_token: SecretStr | None = setting("REPOLENS_TOKEN", None, "git token for every host")
     github_token: SecretStr | None = setting("GITHUB_TOKEN", None, "git token for github.com")

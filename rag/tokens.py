@@ -12,6 +12,7 @@ import functools
 import gzip
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 import tiktoken
@@ -47,7 +48,8 @@ def seed_tiktoken_cache(settings: Settings | None = None) -> Path:
         if target.exists():
             continue
         payload = gzip.decompress((data_dir / f"{name}.tiktoken.gz").read_bytes())
-        tmp = target.with_suffix(".tmp")
+        # A name of its own: threads and processes (the server and its ingest workers) seed at once.
+        tmp = target.with_name(f"{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         tmp.write_bytes(payload)
         tmp.replace(target)
     return cache

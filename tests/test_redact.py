@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable
 
 import pytest
 
-from rag.redact import MASK, RedactingFilter, install_log_redaction, redact, register_secret
+import rag.redact
+from rag.redact import (
+    MASK,
+    RedactingFilter,
+    install_log_redaction,
+    known_secret_count,
+    redact,
+    register_configured_secret,
+    register_secret,
+    secret_scope,
+)
 from tests.support.complexity import assert_linear
 
 
@@ -118,7 +130,8 @@ def test_redaction_is_linear_time_on_hostile_text(
 ) -> None:
     """A complexity guard, not a benchmark: 125 kB against 1 MB (a backtracking pattern takes minutes
     on the megabyte). The secrets other tests registered are set aside: each costs one linear scan."""
-    monkeypatch.setattr("rag.redact._secrets", set())
+    monkeypatch.setattr("rag.redact._configured", set())
+    monkeypatch.setattr("rag.redact._unscoped", OrderedDict())
     texts = {n: hostile(n) for n in (125_000, 1_000_000)}
     assert_linear(lambda n: redact(texts[n]), 125_000)
 
@@ -127,3 +140,55 @@ def test_masking_keeps_the_text_around_each_secret() -> None:
     text = "Authorization: Bearer abcdefgh1234 then https://user:pw-secret@host/x and token=t0ps3cret!"
     cleaned = redact(text)
     assert cleaned == f"Authorization: Bearer {MASK} then https://{MASK}@host/x and token={MASK}"
+
+
+def test_secrets_registered_outside_a_scope_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: every token registered outside a `secret_scope` (ingest jobs, access checks, the
+    OpenAI/MCP routes) stayed for the life of the process, and each costs one scan of every
+    redacted string. Now they are a bounded, expiring registry; configured keys stay."""
+    monkeypatch.setattr("rag.redact._unscoped", OrderedDict())
+    register_configured_secret("configured-provider-key-0001")
+    for number in range(3 * rag.redact.MAX_UNSCOPED_SECRETS):
+        register_secret(f"transient-token-{number:06d}")
+    assert len(rag.redact._unscoped) == rag.redact.MAX_UNSCOPED_SECRETS
+    newest = f"transient-token-{3 * rag.redact.MAX_UNSCOPED_SECRETS - 1:06d}"
+    assert redact(newest) == MASK and redact("transient-token-000000") == "transient-token-000000"
+    assert redact("configured-provider-key-0001") == MASK  # never evicted by traffic
+
+    monkeypatch.setattr("rag.redact.UNSCOPED_TTL_S", -1.0)  # registered already expired
+    register_secret("expiring-token-0002")
+    assert redact("expiring-token-0002") == "expiring-token-0002"
+    assert "expiring-token-0002" not in rag.redact._unscoped
+
+
+def test_nested_scopes_forget_their_own_secrets_and_keep_the_outer_ones() -> None:
+    """A long-lived WebSocket's scope (the server opens one per connection) does not collect
+    the token of every request on it: each request's scope forgets its own."""
+    before = known_secret_count()
+    with secret_scope("socket-scope-secret-01"):
+        for number in range(50):
+            with secret_scope(f"request-token-{number:04d}"):
+                assert redact(f"request-token-{number:04d} socket-scope-secret-01") == f"{MASK} {MASK}"
+        assert redact("request-token-0003") == "request-token-0003"
+        assert redact("socket-scope-secret-01") == MASK
+        assert known_secret_count() == before + 1
+    assert known_secret_count() == before
+
+
+def test_threads_started_in_a_scope_see_its_secrets_after_it_ended() -> None:
+    """An ingest job runs in a copy of the request's context: it keeps masking the request's
+    token after the request returned, and nothing is left once the job is gone."""
+    import contextvars
+
+    seen: list[str] = []
+    release = threading.Event()
+    with secret_scope("job-token-abcdef"):
+        context = contextvars.copy_context()
+    worker = threading.Thread(
+        target=context.run, args=(lambda: (release.wait(5), seen.append(redact("job-token-abcdef"))),)
+    )
+    worker.start()
+    assert redact("job-token-abcdef") == "job-token-abcdef"  # the request's own context forgot it
+    release.set()
+    worker.join(5)
+    assert seen == [MASK]

@@ -20,7 +20,10 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+import rag.redact
 from api.cli.serve_cmd import is_loopback
+from rag.errors import ERROR_TABLE, ErrorCode
+from rag.redact import redact
 from tests.support.chat import settings_for
 from tests.support.live_server import LiveServer
 
@@ -77,7 +80,8 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 
 def test_dns_rebinding_fails_on_http_and_websocket(open_server: LiveServer) -> None:
     evil = {"Host": f"evil.example:{open_server.port}", "Origin": f"http://evil.example:{open_server.port}"}
-    assert httpx.get(f"{open_server.base_url}/health", headers=evil).status_code == 400
+    refused = httpx.get(f"{open_server.base_url}/health", headers=evil)
+    assert refused.status_code == 400 and refused.json()["code"] == "untrusted_host"
     chat = httpx.post(f"{open_server.base_url}/chat/completions/stream", json=CHAT, headers=evil)
     assert chat.status_code == 400
     assert _upgrade_status(open_server, evil["Host"], evil["Origin"]) != 101
@@ -238,3 +242,78 @@ def test_serving_beyond_loopback_without_a_key_warns_loudly(
     monkeypatch.setenv("REPOLENS_API_KEY", API_KEY)
     serve_cmd.serve(host="0.0.0.0", port=8123, log_level="warning", workers=1)
     assert "WARNING" not in capsys.readouterr().err
+
+
+def _assert_error_body(response: httpx.Response, code: str, status: int | None = None) -> None:
+    """The app's one error body: `{"detail", "code"}`, the code's status from ERROR_TABLE."""
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    body = response.json()
+    assert set(body) == {"detail", "code"} and body["detail"], body
+    assert body["code"] == code, body
+    assert response.status_code == (status or ERROR_TABLE[ErrorCode(code)].http_status), body
+
+
+def test_every_refusal_has_the_one_error_body(open_server: LiveServer, guarded: LiveServer) -> None:
+    """Before: a bad Host was Starlette's plain-text 400, route refusals (403 forbidden_source, 404
+    unknown job, 400 bad id or language) and Starlette's 404/405 carried `detail` but no `code`."""
+    base, port = open_server.base_url, open_server.port
+    key = {"X-API-Key": API_KEY}
+    cases: list[tuple[httpx.Response, str, int | None]] = [
+        (httpx.get(f"{base}/health", headers={"Host": "evil.example"}), "untrusted_host", None),
+        (httpx.get(f"{base}/health", headers={"Host": "a/b@evil"}), "untrusted_host", None),
+        (
+            httpx.post(
+                f"{base}/chat/completions/stream", json=CHAT, headers={"Origin": "http://evil.example"}
+            ),
+            "forbidden_origin",
+            None,
+        ),
+        (httpx.get(f"{guarded.base_url}/api/repos"), "unauthorized", None),
+        (httpx.get(f"{base}/api/repos/github.com/a/b/file?path=" + "a" * 9_000), "url_too_long", None),
+        (httpx.post(f"{base}/api/repos", content=b"x" * 9_000_000), "payload_too_large", None),
+        (
+            httpx.post(f"{base}/api/repos", content=b"[" * 100, headers={"Content-Type": "application/json"}),
+            "bad_request",
+            None,
+        ),
+        (httpx.post(f"{base}/api/repos/github.com/a/b/search", json={"k": "x"}), "bad_request", 422),
+        (httpx.get(f"{base}/api/repos/github.com//b"), "bad_request", None),
+        (httpx.get(f"{base}/api/repos/github.com/never/indexed"), "not_found", None),
+        (httpx.get(f"{base}/api/jobs/0123456789abcdef"), "not_found", None),
+        (httpx.post(f"{base}/api/jobs/0123456789abcdef/cancel"), "not_found", None),
+        (httpx.get(f"{base}/api/no-such-route"), "not_found", None),
+        (httpx.put(f"{base}/api/repos", json={}), "method_not_allowed", None),
+        (httpx.get(f"{base}/api/repos/github.com/a/b/wiki?language=xx"), "not_found", None),
+    ]
+    for response, code, status in cases:
+        _assert_error_body(response, code, status)
+    for _ in range(3):
+        limited = httpx.get(f"{guarded.base_url}/health")  # not limited: health is never counted
+    assert limited.status_code == 200
+    statuses = []
+    for _ in range(4):
+        response = httpx.post(f"{guarded.base_url}/api/repos", json={"repo_url": "/nope/x"}, headers=key)
+        statuses.append(response.status_code)
+    _assert_error_body(response, "rate_limited")
+    assert f"127.0.0.1:{port}" not in response.text
+
+
+def test_request_tokens_are_forgotten_when_the_request_ends(open_server: LiveServer) -> None:
+    """Before: a token a client sent (in a URL, `X-Repo-Token`, a job's options) was registered for
+    the life of the process: the registry grew with every request and each entry costs one scan
+    of every redacted string. Now each request (and the job it starts) has its own scope."""
+    before = dict(rag.redact._unscoped), set(rag.redact._configured)
+    tokens = [f"rq{number:04d}abcdefghijklmnop" for number in range(12)]
+    for token in tokens:
+        url = f"https://{token}@127.0.0.1:9/acme/app.git"  # refused connection: the job fails fast
+        with httpx.stream(
+            "POST", f"{open_server.base_url}/api/repos", json={"repo_url": url, "type": "git"}
+        ) as r:
+            text = "".join(r.iter_text())
+        assert token not in text and '"error"' in text
+        response = httpx.get(
+            f"{open_server.base_url}/api/repos/github.com/a/b/file?path=x", headers={"X-Repo-Token": token}
+        )
+        assert response.status_code == 404
+    assert (dict(rag.redact._unscoped), set(rag.redact._configured)) == before
+    assert all(redact(token) == token for token in tokens)

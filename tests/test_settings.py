@@ -152,7 +152,7 @@ def test_request_secrets_are_masked_only_while_the_request_runs() -> None:
         register_secret("found-during-request-91c")
         assert MASK in redact("found-during-request-91c")
     assert redact(token) == token and redact("found-during-request-91c") == "found-during-request-91c"
-    assert token not in rag.redact._secrets
+    assert token not in rag.redact._unscoped and token not in rag.redact._configured
 
 
 def test_a_chat_request_token_is_not_kept_after_the_request(chat_server: ChatServer) -> None:
@@ -160,4 +160,5 @@ def test_a_chat_request_token_is_not_kept_after_the_request(chat_server: ChatSer
     body = chat_server.request(token=token, protocol="events", provider="offline", model=None)
     response = httpx.post(f"{chat_server.server.base_url}/chat/completions/stream", json=body, timeout=30)
     assert response.status_code == 200 and '"done"' in response.text
-    assert token not in rag.redact._secrets and redact(token) == token
+    assert token not in rag.redact._unscoped and token not in rag.redact._configured
+    assert redact(token) == token

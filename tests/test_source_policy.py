@@ -8,8 +8,11 @@ token check, and `http://169.254.169.254/...` or `http://10.0.0.1/a/b.git` were 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,8 @@ from rag.settings import Settings
 from rag.store import Store
 from tests.support.chat import TEST_POLICY_VARIABLES
 from tests.support.git_http_server import GitHttpServer
-from tests.support.live_server import LiveServer
+from tests.support.live_server import LiveServer, free_port
+from tests.support.repos import commit_all, git, write_files
 
 
 class RecordingListener:
@@ -111,9 +115,11 @@ def test_hosts_are_checked_on_every_resolved_address_and_pinned(tmp_path: Path) 
     allowed = _policy(tmp_path, ["10.1.2.3"], allow_private_hosts=True)
     assert allowed.admit(source) == ("git.example.com:443:10.1.2.3",)
     ssh = resolve_source("git@git.example.com:acme/app.git")
-    assert public.admit(ssh) == ()  # checked; ssh resolves on its own, so nothing to pin
+    assert public.admit(ssh) == ("git.example.com:22:140.82.112.3,[2606:4700::1111]",)
     with pytest.raises(ForbiddenHostError):
         _policy(tmp_path, ["127.0.0.1"]).admit(ssh)
+    daemon = resolve_source("git://git.example.com/acme/app.git", platform="git")
+    assert public.admit(daemon) == ("git.example.com:9418:140.82.112.3,[2606:4700::1111]",)
 
 
 def test_local_folders_follow_allow_local_and_local_roots_and_never_the_data_dir(tmp_path: Path) -> None:
@@ -162,6 +168,7 @@ def _post_ingest(server: LiveServer, body: dict[str, Any]) -> httpx.Response:
 def test_the_server_refuses_folders_of_its_machine(strict_server: LiveServer, body: dict[str, Any]) -> None:
     response = _post_ingest(strict_server, body)
     assert response.status_code == 403, response.text
+    assert response.json()["code"] == "forbidden_source"  # the app's one error body
     assert "start it with REPOLENS_ALLOW_LOCAL=1" in response.json()["detail"]  # says what to do
     assert httpx.get(f"{strict_server.base_url}/api/repos", timeout=10).json() == {"repos": []}
 
@@ -195,6 +202,7 @@ def test_internal_hosts_are_refused_before_any_connection(
 ) -> None:
     response = _post_ingest(strict_server, {"repo_url": template.format(port=listener.port), "type": "git"})
     assert response.status_code == 403, response.text
+    assert response.json()["code"] == "forbidden_host"
     assert "REPOLENS_ALLOW_PRIVATE_HOSTS" in response.json()["detail"]
     assert listener.accepted() == 0
 
@@ -238,6 +246,89 @@ def test_git_is_pinned_to_the_checked_addresses(
     report = ingest(url, options, store=Store(tmp_path / "home"), embedder=shared_embedder)
     assert report.record.file_count == 1
     assert git_http_server.requests and all(request.status == 200 for request in git_http_server.requests)
+
+
+def _bare_repo(tmp_path: Path, files: dict[str, str]) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    write_files(work, files)
+    git(work, "init", "-q", "-b", "main")
+    commit_all(work, "initial")
+    bare = tmp_path / "served" / "acme" / "app.git"
+    bare.parent.mkdir(parents=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    return bare
+
+
+@pytest.fixture
+def git_daemon(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """`git daemon` on loopback serving one repository (git://)."""
+    bare = _bare_repo(tmp_path, {"daemon.py": "print('over git://')\n"})
+    port = free_port()
+    base = bare.parent.parent
+    daemon = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            f"--base-path={base}",
+            str(base),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.05)
+        yield port, bare
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def test_git_protocol_is_pinned_to_the_checked_address(
+    git_daemon: tuple[int, Path], tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    """Before: git:// was checked, then git resolved the name again itself (DNS rebinding between
+    check and connect). `.invalid` resolves nowhere: the clone works only through the pin."""
+    port, _ = git_daemon
+    policy = SourcePolicy(
+        home=tmp_path / "home", allow_private_hosts=True, resolver=lambda host, port: ["127.0.0.1"]
+    )
+    options = IngestOptions(platform="git", policy=policy)
+    url = f"git://repo.invalid:{port}/acme/app.git"
+    report = ingest(url, options, store=Store(tmp_path / "home"), embedder=shared_embedder)
+    assert report.record.file_count == 1 and report.record.url == url  # the name is what is recorded
+
+
+def test_ssh_is_pinned_to_the_checked_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: Embedder
+) -> None:
+    """ssh connects to the checked address (`HostName`) and checks the host key under the host's
+    name (`HostKeyAlias`). The `ssh` here records its arguments and runs git's remote command
+    locally, as git's own test suite does."""
+    bare = _bare_repo(tmp_path, {"remote.py": "print('over ssh')\n"})
+    record = tmp_path / "ssh-args"
+    fake = tmp_path / "bin" / "ssh"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\nfor last; do :; done\nexec sh -c "$last"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(fake))
+    policy = SourcePolicy(
+        home=tmp_path / "home", allow_private_hosts=True, resolver=lambda host, port: ["127.0.0.7"]
+    )
+    url = f"ssh://git@repo.invalid{bare}"
+    options = IngestOptions(platform="git", policy=policy)
+    report = ingest(url, options, store=Store(tmp_path / "home"), embedder=shared_embedder)
+    assert report.record.file_count == 1
+    arguments = record.read_text().splitlines()
+    assert arguments[:4] == ["-o", "HostName=127.0.0.7", "-o", "HostKeyAlias=repo.invalid"]
+    assert "git@repo.invalid" in arguments
 
 
 def test_server_policy_reads_its_settings(tmp_path: Path) -> None:

@@ -18,10 +18,11 @@ import contextlib
 from collections.abc import AsyncGenerator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from api.chat_session import detached_events
 from api.coalesce import coalesce_window_s, coalesced
+from api.errors import error_response
 from api.origins import origin_allowed, refusal
 from api.schemas import (
     BadRequestError,
@@ -32,7 +33,7 @@ from api.schemas import (
     parse_chat_request,
 )
 from api.services import get_services
-from rag.errors import ErrorCode, http_status
+from rag.errors import ErrorCode
 from rag.events import Event, sse_frame
 
 router = APIRouter()
@@ -46,14 +47,12 @@ async def chat_completions_stream(http_request: Request) -> Response:
     services = get_services(http_request)
     origin = http_request.headers.get("origin")
     if not origin_allowed(origin, http_request.headers.get("host"), services.settings):
-        return JSONResponse(
-            {"detail": refusal(origin or ""), "code": ErrorCode.FORBIDDEN_ORIGIN}, status_code=403
-        )
+        return error_response(ErrorCode.FORBIDDEN_ORIGIN, refusal(origin or ""))
     try:
         body = await read_body(http_request, max_request_bytes(services.settings))
         request = parse_chat_request(decode_json(body))
     except BadRequestError as error:
-        return JSONResponse({"detail": str(error), "code": error.code}, status_code=error.http_status)
+        return error_response(error.code, str(error))
     events = coalesced(detached_events(services, request), coalesce_window_s(services.settings))
     if _wants_events(http_request, request):
         return StreamingResponse(_sse(events), media_type="text/event-stream", headers=_STREAM_HEADERS)
@@ -97,8 +96,7 @@ async def _plain_response(http_request: Request, events: AsyncGenerator[Event, N
     first = first_task.result()
     if first is not None and first["type"] == "error":
         await events.aclose()
-        status = http_status(first["code"])
-        return JSONResponse({"detail": first["message"], "code": first["code"]}, status_code=status)
+        return error_response(first["code"], first["message"])
     return StreamingResponse(
         _plain_text(first, events), media_type="text/event-stream", headers=_STREAM_HEADERS
     )

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 
 from api.services import Services, get_services
-from rag.errors import ErrorCode, http_status
+from rag.errors import NotFoundError
 
 router = APIRouter()
 
@@ -28,7 +28,7 @@ def list_jobs(services: ServicesDep) -> dict[str, Any]:
 def show_job(job_id: str, services: ServicesDep) -> dict[str, Any]:
     job = services.jobs.get(job_id)
     if job is None:
-        raise HTTPException(http_status(ErrorCode.NOT_FOUND), detail=f"no ingest job {job_id}")
+        raise NotFoundError(f"no ingest job {job_id}")
     return job.to_json()
 
 
@@ -37,5 +37,5 @@ def cancel_job(job_id: str, services: ServicesDep) -> dict[str, Any]:
     """Ask the job to stop; it ends `cancelled` and the previous index stays as it was."""
     job = services.jobs.get(job_id)
     if job is None:
-        raise HTTPException(http_status(ErrorCode.NOT_FOUND), detail=f"no ingest job {job_id}")
+        raise NotFoundError(f"no ingest job {job_id}")
     return services.jobs.cancel(job.id).to_json()

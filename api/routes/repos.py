@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -29,9 +29,8 @@ from ingest import IngestOptions
 from ingest.access import verify_access
 from ingest.jobs import IngestJob
 from ingest.sources import resolve_source
-from rag.errors import NotFoundError, RepoLensError
+from rag.errors import NotFoundError
 from rag.events import sse_frame
-from rag.redact import redact
 from rag.settings import Settings
 
 router = APIRouter()
@@ -90,10 +89,6 @@ class UpdateBody(BaseModel):
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _http_error(error: RepoLensError) -> HTTPException:
-    return HTTPException(error.http_status, detail=redact(error.message))
-
-
 async def _frames(services: Services, job: IngestJob) -> AsyncGenerator[str, None]:
     async with contextlib.aclosing(services.jobs.events(job)) as events:
         async for event in events:
@@ -119,12 +114,9 @@ def ingest_repo(body: IngestBody, services: ServicesDep) -> StreamingResponse:
     """Ingest (or incrementally update) a repository; a malformed location is a 400 before streaming."""
     options = body.options(services.settings)
     options.policy = services.source_policy
-    try:
-        job = IngestJob.for_ingest(body.repo_url, options)
-        if options.policy is not None:  # a refused folder or host is a 403 before streaming
-            options.policy.admit(resolve_source(body.repo_url, platform=body.type, ref=body.ref))
-    except RepoLensError as error:
-        raise _http_error(error) from None
+    job = IngestJob.for_ingest(body.repo_url, options)
+    if options.policy is not None:  # a refused folder or host is a 403 before streaming
+        options.policy.admit(resolve_source(body.repo_url, platform=body.type, ref=body.ref))
     return _sse(services, job)
 
 
@@ -133,7 +125,7 @@ def update_repo(
     repo_id: RepoIdPath, services: ServicesDep, body: UpdateBody | None = None
 ) -> StreamingResponse:
     if services.store.get(repo_id) is None:
-        raise _http_error(NotFoundError(f"{repo_id} is not indexed"))
+        raise NotFoundError(f"{repo_id} is not indexed")
     given = body or UpdateBody()
     options = IngestOptions.from_fields(
         services.settings, token=given.token, username=given.username, reindex=given.reindex
@@ -155,31 +147,21 @@ def view_file(
 
     A private repository's file needs its token in `X-Repo-Token` (checked in this thread-pool
     route, since it asks the git host)."""
-    try:
-        return read_lines(open_readable(services, repo_id, repo_token), path, start, end).to_json()
-    except RepoLensError as error:
-        raise _http_error(error) from None
+    return read_lines(open_readable(services, repo_id, repo_token), path, start, end).to_json()
 
 
 @router.get("/api/repos/{repo_id:path}")
 def show_repo(repo_id: RepoIdPath, services: ServicesDep) -> dict[str, Any]:
-    try:
-        index = services.store.open(repo_id)
-    except RepoLensError as error:
-        raise _http_error(error) from None
+    index = services.store.open(repo_id)
     return {**index.record.to_json(), "languages": index.languages()}
 
 
 @router.delete("/api/repos/{repo_id:path}")
 def delete_repo(repo_id: RepoIdPath, services: ServicesDep, repo_token: RepoToken = None) -> dict[str, Any]:
     """Only someone the host lets read a private repository may delete its index."""
-    try:
-        record = services.store.get(repo_id)
-        if record is not None:
-            verify_access(record, repo_token)
-        deleted = services.store.delete(repo_id)
-    except RepoLensError as error:
-        raise _http_error(error) from None
-    if not deleted:
-        raise _http_error(NotFoundError(f"{repo_id} is not indexed"))
+    record = services.store.get(repo_id)
+    if record is not None:
+        verify_access(record, repo_token)
+    if not services.store.delete(repo_id):
+        raise NotFoundError(f"{repo_id} is not indexed")
     return {"deleted": repo_id}

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import repo_content
 from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
-from rag.errors import RepoLensError
-from rag.redact import redact
 from rag.retrieval import MAX_K, Mode, search_payload
 
 router = APIRouter()
@@ -42,18 +40,15 @@ def search_repo(
 ) -> dict[str, Any]:
     """A plain `def`: FastAPI runs it in its thread pool, so neither the search nor the access
     check (a request to the git host for private repositories) blocks the event loop."""
-    try:
-        index, hits = repo_content.search_repo(
-            services,
-            repo_id,
-            body.query,
-            k=body.k,
-            path_glob=body.path_glob,
-            language=body.language,
-            mode=body.mode,
-            explain=body.explain,
-            token=repo_token or body.token,
-        )
-    except RepoLensError as error:
-        raise HTTPException(error.http_status, detail=redact(error.message)) from None
+    index, hits = repo_content.search_repo(
+        services,
+        repo_id,
+        body.query,
+        k=body.k,
+        path_glob=body.path_glob,
+        language=body.language,
+        mode=body.mode,
+        explain=body.explain,
+        token=repo_token or body.token,
+    )
     return search_payload(index.record.id, body.query, hits, index.record.index_state)

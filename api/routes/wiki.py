@@ -19,17 +19,16 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import RepoIdPath, RepoToken
+from api.schemas import BadRequestError, RepoIdPath, RepoToken
 from api.services import Services, get_services
 from ingest.access import verify_access
-from rag.errors import RepoLensError
+from rag.errors import NotFoundError
 from rag.events import sse_frame
 from rag.prompt import DEFAULT_LANGUAGE, LANGUAGES
-from rag.redact import redact
 from rag.wiki.export import attachment_name, wiki_json, wiki_markdown, wiki_zip
 from rag.wiki.generate import DEFAULT_CONCURRENCY, WikiOptions, generate_wiki, is_fresh
 from rag.wiki.model import Wiki
@@ -61,25 +60,20 @@ def _check_access(services: Services, repo_id: str, token: str | None) -> None:
     """404 for an unknown repository; the host's verdict for a private one (blocking: thread-pool routes)."""
     record = services.store.get(repo_id)
     if record is None:
-        raise HTTPException(404, detail=f"{repo_id} is not indexed")
-    try:
-        verify_access(record, token)
-    except RepoLensError as error:
-        raise HTTPException(error.http_status, detail=redact(error.message)) from None
+        raise NotFoundError(f"{repo_id} is not indexed")
+    verify_access(record, token)
 
 
 def _language(language: str) -> str:
     if language not in LANGUAGES:
-        raise HTTPException(
-            400, detail=f"unknown language {language!r}; choose one of: {', '.join(LANGUAGES)}"
-        )
+        raise BadRequestError(f"unknown language {language!r}; choose one of: {', '.join(LANGUAGES)}")
     return language
 
 
 def _wiki(services: Services, repo_id: str, language: str, comprehensive: bool | None) -> Wiki:
     wiki = WikiStore(services.store).latest(repo_id, language, comprehensive)
     if wiki is None:
-        raise HTTPException(404, detail=f"{repo_id} has no wiki in {language} yet; generate one with POST")
+        raise NotFoundError(f"{repo_id} has no wiki in {language} yet; generate one with POST")
     return wiki
 
 

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from rag.embedders.base import EmbedderError, Progress, batches, empty, l2_normalize
-from rag.redact import redact, register_secret
+from rag.redact import redact, register_configured_secret
 from rag.settings import Settings
 from rag.tokens import count_tokens
 
@@ -189,7 +189,7 @@ def _require(settings: Settings, variable: str, provider: str) -> str:
     value = settings.value(variable)
     if not value:
         raise EmbedderError(f"REPOLENS_EMBEDDER={provider} needs {variable} to be set")
-    register_secret(value)
+    register_configured_secret(value)
     return value
 
 

@@ -47,7 +47,7 @@ from rag.providers.base import (
     broken_stream,
     stream_with_retry,
 )
-from rag.redact import redact, register_secret
+from rag.redact import redact, register_configured_secret, register_secret
 
 _MAX_DETAIL = 300
 _DONE = object()
@@ -185,8 +185,7 @@ class BedrockConfig:
 
     def __post_init__(self) -> None:
         for secret in (self.secret_access_key, self.session_token, self.access_key_id):
-            if secret:
-                register_secret(secret)
+            register_configured_secret(secret)
 
 
 _AUTH_CODES = {
@@ -258,6 +257,8 @@ def _credentials(config: BedrockConfig) -> dict[str, str]:
     cache_key = (config.role_arn, config.access_key_id)
     cached = _ROLE_CREDENTIALS.get(cache_key)
     if cached is not None and cached[1] > time.time():
+        for value in cached[0].values():  # masked in the scope of each use (the cache outlives a request)
+            register_secret(value)
         return cached[0]
     import boto3
     from botocore.config import Config

@@ -16,7 +16,7 @@ from rag.providers.gemini import DEFAULT_BASE_URL as GEMINI_BASE_URL
 from rag.providers.gemini import GeminiProvider
 from rag.providers.offline import OfflineProvider
 from rag.providers.openai_compat import OpenAICompatProvider, OpenAIConfig
-from rag.redact import register_secret
+from rag.redact import register_configured_secret
 from rag.settings import Settings
 
 
@@ -356,7 +356,7 @@ def resolve_model(info: ProviderInfo, settings: Settings, model: str | None) -> 
 
 def _secret(settings: Settings, name: str) -> str:
     value = settings.secret(name)
-    register_secret(value)
+    register_configured_secret(value)
     return value
 
 
