@@ -64,7 +64,7 @@ from ingest.sources import resolve_source
 from rag.embedders import Embedder, get_embedder
 from rag.errors import ConfigError, ErrorCode, NotFoundError, RepoLensError
 from rag.events import Event, error_event, status_event
-from rag.redact import register_secret, secret_scope
+from rag.redact import register_configured_secret, secret_scope
 from rag.settings import Settings
 from rag.store import Store
 
@@ -450,7 +450,7 @@ class RedisJobQueue:
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url is not None
         self._url = settings.redis_url.get_secret_value()
-        register_secret(urllib.parse.urlsplit(self._url).password)
+        register_configured_secret(urllib.parse.urlsplit(self._url).password)
         self.records = JobRecords(self._url)
         self._seal = TokenSeal(settings.secret("REPOLENS_QUEUE_KEY") or None)
         self._placeholder = _placeholder_options()
@@ -577,7 +577,7 @@ class IngestWorker:
         self.name = name or worker_name()
         self.lease_s = settings.queue_lease_s
         self._url = settings.redis_url.get_secret_value()
-        register_secret(urllib.parse.urlsplit(self._url).password)
+        register_configured_secret(urllib.parse.urlsplit(self._url).password)
         self.records = JobRecords(self._url)
         self._seal = TokenSeal(settings.secret("REPOLENS_QUEUE_KEY") or None)
         self._policy = SourcePolicy.for_server(settings)

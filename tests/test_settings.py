@@ -78,6 +78,8 @@ def _valid(field: str) -> str:
         "port": "8123",
         "ingest_workers": "3",
         "chunk_processes": "3",
+        "ingest_isolation": "thread",
+        "ingest_nice": "5",
         "embedder": "ollama",
         "allow_local": "True",
         "home": "/tmp/somewhere",
