@@ -4,7 +4,7 @@ Same three processes as `bench/chat_bench.py` (fake provider, `repolens serve`, 
 the clients). For each ingest isolation mode (`REPOLENS_INGEST_ISOLATION`: `process`, the
 default, then `thread`, the old in-process way), one server, and on it, side by side:
 
-1. `before`: 100 conversations on the idle server;
+1. `before`: 100 conversations on the idle server (after 10 that load the embedder and index);
 2. `during`: a 2,000-file synthetic repository (`bench/synthetic_repo.py`) is ingested through
    `POST /api/repos` and, once it reports progress, the same 100 conversations run again;
 3. `after`: the ingest job is cancelled (`POST /api/jobs/{id}/cancel`) and the conversations run
@@ -38,6 +38,7 @@ from bench import chat_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_ADDED_P95_MS = 100.0
+WARMUP_STREAMS = 10
 _LEVEL_KEYS = ("completed", "errors", "added_p50_ms", "added_p95_ms", "retrieval_p95_ms", "wall_s")
 
 
@@ -95,8 +96,13 @@ def _mode(
     mode: str, env: dict[str, str], scratch: str, repo: Path, big: Path, streams: int
 ) -> dict[str, Any]:
     with chat_bench.bench_server(
-        env, warmup=0, streams=7 * streams, REPOLENS_LOCAL_ROOTS=scratch, REPOLENS_INGEST_ISOLATION=mode
+        env,
+        warmup=0,
+        streams=2 * (3 * streams + WARMUP_STREAMS),
+        REPOLENS_LOCAL_ROOTS=scratch,
+        REPOLENS_INGEST_ISOLATION=mode,
     ) as served:
+        _level(served, repo, WARMUP_STREAMS)  # loads the embedder and the index: not part of `before`
         before = _level(served, repo, streams)
         state: dict[str, Any] = {"progress": False}
         ingest_thread = _ingest_in_background(served.base_url, big, state)

@@ -161,7 +161,7 @@ def _serve(settings: Settings, parent: int, tasks: Any, events: Any, cancel: Any
     """The worker's main loop: lower its priority, then run each task until told to stop."""
     from ingest.pipeline import ingest, update
     from rag.embedders import get_embedder
-    from rag.store import Store
+    from rag.store import open_store
 
     with contextlib.suppress(OSError):
         os.nice(settings.ingest_nice)
@@ -170,7 +170,7 @@ def _serve(settings: Settings, parent: int, tasks: Any, events: Any, cancel: Any
     install_log_redaction()
     for secret in settings.secrets():
         register_configured_secret(secret)
-    store = Store(settings.home)
+    store = open_store(settings)
     embedder = None
     while True:
         try:
