@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -244,23 +245,11 @@ class IndexBuilder:
 
     def pending_texts(self, limit: int) -> list[tuple[str, str]]:
         """Up to `limit` `(content_hash, embed_text)` still to embed, in priority order, one per text."""
-        rows = self._conn.execute(
-            "SELECT c.content_hash, v.embed_text FROM vectorless v JOIN chunks c ON c.id = v.id "
-            "WHERE v.embed_text IS NOT NULL ORDER BY v.priority, v.id"
-        )
-        found: dict[str, str] = {}
-        for content_hash, text in rows:
-            found.setdefault(content_hash, text)
-            if len(found) >= limit:
-                break
-        return list(found.items())
+        return pending_texts(self._conn, limit)
 
     def pending_count(self) -> int:
         """Chunks that will get a vector but have none yet."""
-        (count,) = self._conn.execute(
-            "SELECT COUNT(*) FROM vectorless WHERE embed_text IS NOT NULL"
-        ).fetchone()
-        return int(count)
+        return pending_count(self._conn)
 
     def add_vectors(self, vectors: Mapping[str, np.ndarray]) -> int:
         """Give every pending chunk whose content hash is in `vectors` its vector; returns how many."""
@@ -356,6 +345,34 @@ class IndexBuilder:
         self._removed_ids, self._added_ids, self._added_vectors = [], [], []
         self._files_changed = False
         return dataclasses.replace(committed)
+
+
+class SqlConnection(Protocol):
+    """What the dense-phase queries below need of a connection: SQLite's and psycopg's both fit."""
+
+    def execute(self, query: str, /) -> Iterable[Any]: ...
+
+
+# The dense phase's two queries, plain SQL that the SQLite and the PostgreSQL schemas share.
+def pending_texts(conn: SqlConnection, limit: int) -> list[tuple[str, str]]:
+    """Up to `limit` `(content_hash, embed_text)` still to embed, in priority order, one per text."""
+    rows = conn.execute(
+        "SELECT c.content_hash, v.embed_text FROM vectorless v JOIN chunks c ON c.id = v.id "
+        "WHERE v.embed_text IS NOT NULL ORDER BY v.priority, v.id"
+    )
+    found: dict[str, str] = {}
+    for content_hash, text in rows:
+        found.setdefault(content_hash, text)
+        if len(found) >= limit:
+            break
+    return list(found.items())
+
+
+def pending_count(conn: SqlConnection) -> int:
+    """Chunks that will get a vector but have none yet."""
+    for (count,) in conn.execute("SELECT COUNT(*) FROM vectorless WHERE embed_text IS NOT NULL"):
+        return int(count)
+    return 0
 
 
 def index_state(dense_chunks: int, dense_total: int) -> str:

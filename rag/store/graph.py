@@ -89,7 +89,7 @@ CREATE INDEX IF NOT EXISTS edges_dst ON edges(dst_id);
 # A bare name defined this many times or more in the repository is too generic to guess at.
 MAX_GUESSES = 3
 _JS_SUFFIXES = ("", ".js", ".ts", ".tsx", ".mjs", ".cjs", ".jsx", "/index.js", "/index.ts", "/index.tsx")
-_GRAPH_TABLES = ("definitions", "imports", "refs", "graph_files")
+GRAPH_TABLES = ("definitions", "imports", "refs", "graph_files")
 
 
 def create_graph_schema(conn: sqlite3.Connection) -> None:
@@ -103,29 +103,42 @@ def create_graph_schema(conn: sqlite3.Connection) -> None:
 
 
 def delete_file_graph(conn: sqlite3.Connection, path: str) -> None:
-    for table in _GRAPH_TABLES:
+    for table in GRAPH_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE path = ?", (path,))
+
+
+@dataclass(frozen=True)
+class FileGraphRows:
+    """The per-file rows of a `FileGraph`, in the column order of `definitions` (without its id),
+    `imports` and `refs`: built here once for the SQLite and the PostgreSQL writers."""
+
+    definitions: list[tuple[Any, ...]]
+    imports: list[tuple[Any, ...]]
+    refs: list[tuple[Any, ...]]
+
+
+def file_graph_rows(path: str, graph: FileGraph) -> FileGraphRows:
+    return FileGraphRows(
+        [
+            (path, d.name, d.qualname, d.kind, d.parent, d.start_line, d.end_line, ",".join(d.bases))
+            for d in graph.definitions
+        ],
+        [(path, i.line, i.module, i.name, i.alias) for i in graph.imports],
+        [(path, r.line, r.scope, r.name, r.kind, r.receiver) for r in graph.references],
+    )
 
 
 def write_file_graph(conn: sqlite3.Connection, path: str, graph: FileGraph, version: int) -> None:
     """Replace the rows of `path` with `graph` (edges are rebuilt by `resolve` at commit)."""
     delete_file_graph(conn, path)
+    rows = file_graph_rows(path, graph)
     conn.executemany(
         "INSERT INTO definitions(path, name, qualname, kind, parent, start_line, end_line, bases) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (path, d.name, d.qualname, d.kind, d.parent, d.start_line, d.end_line, ",".join(d.bases))
-            for d in graph.definitions
-        ],
+        rows.definitions,
     )
-    conn.executemany(
-        "INSERT INTO imports VALUES (?, ?, ?, ?, ?)",
-        [(path, i.line, i.module, i.name, i.alias) for i in graph.imports],
-    )
-    conn.executemany(
-        "INSERT INTO refs VALUES (?, ?, ?, ?, ?, ?)",
-        [(path, r.line, r.scope, r.name, r.kind, r.receiver) for r in graph.references],
-    )
+    conn.executemany("INSERT INTO imports VALUES (?, ?, ?, ?, ?)", rows.imports)
+    conn.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?, ?)", rows.refs)
     conn.execute("INSERT INTO graph_files VALUES (?, ?)", (path, version))
 
 

@@ -31,7 +31,7 @@ from psycopg.rows import TupleRow
 from rag.graph_types import FileGraph
 from rag.roles import file_role
 from rag.store import graph
-from rag.store.builder import check_same_embedder, index_state, utc_now
+from rag.store.builder import check_same_embedder, index_state, pending_count, pending_texts, utc_now
 from rag.store.index import RepoIndex
 from rag.store.layout import IndexBusyError
 from rag.store.pg import lexical as pg_lexical
@@ -287,28 +287,20 @@ class PgIndexBuilder:
     # code graph -----------------------------------------------------------------------------------
 
     def _delete_file_graph(self, path: str) -> None:
-        for table in ("definitions", "imports", "refs", "graph_files"):
+        for table in graph.GRAPH_TABLES:
             self.conn.execute(f"DELETE FROM {table} WHERE path = %s", (path,))
 
     def _write_file_graph(self, path: str, file_graph: FileGraph, version: int) -> None:
         self._delete_file_graph(path)
+        rows = graph.file_graph_rows(path, file_graph)
         with self.conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO definitions(path, name, qualname, kind, parent, start_line, end_line, bases) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (path, d.name, d.qualname, d.kind, d.parent, d.start_line, d.end_line, ",".join(d.bases))
-                    for d in file_graph.definitions
-                ],
+                rows.definitions,
             )
-            cursor.executemany(
-                "INSERT INTO imports VALUES (%s, %s, %s, %s, %s)",
-                [(path, i.line, i.module, i.name, i.alias) for i in file_graph.imports],
-            )
-            cursor.executemany(
-                "INSERT INTO refs VALUES (%s, %s, %s, %s, %s, %s)",
-                [(path, r.line, r.scope, r.name, r.kind, r.receiver) for r in file_graph.references],
-            )
+            cursor.executemany("INSERT INTO imports VALUES (%s, %s, %s, %s, %s)", rows.imports)
+            cursor.executemany("INSERT INTO refs VALUES (%s, %s, %s, %s, %s, %s)", rows.refs)
             cursor.execute("INSERT INTO graph_files VALUES (%s, %s)", (path, version))
 
     def files_needing_graph(self, version: int, languages: frozenset[str]) -> list[tuple[str, str, str]]:
@@ -364,23 +356,11 @@ class PgIndexBuilder:
 
     def pending_texts(self, limit: int) -> list[tuple[str, str]]:
         """Up to `limit` `(content_hash, embed_text)` still to embed, in priority order, one per text."""
-        rows = self.conn.execute(
-            "SELECT c.content_hash, v.embed_text FROM vectorless v JOIN chunks c ON c.id = v.id "
-            "WHERE v.embed_text IS NOT NULL ORDER BY v.priority, v.id"
-        )
-        found: dict[str, str] = {}
-        for content_hash, text in rows:
-            found.setdefault(content_hash, text)
-            if len(found) >= limit:
-                break
-        return list(found.items())
+        return pending_texts(self.conn, limit)
 
     def pending_count(self) -> int:
         """Chunks that will get a vector but have none yet."""
-        (count,) = self.conn.execute(
-            "SELECT COUNT(*) FROM vectorless WHERE embed_text IS NOT NULL"
-        ).fetchone() or (0,)
-        return int(count)
+        return pending_count(self.conn)
 
     def add_vectors(self, vectors: Mapping[str, np.ndarray]) -> int:
         """Give every pending chunk whose content hash is in `vectors` its vector; returns how many."""
