@@ -17,7 +17,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,11 +26,10 @@ import httpx
 import redis
 
 from bench.synthetic_repo import generate
-from tests.support.redis_server import start_redis
+from tests.support.cluster import REPOLENS, healthy, serve_on_a_free_port
+from tests.support.redis_server import start_redis, stop_redis
 
-REPOLENS = str(Path(sys.executable).parent / "repolens")
 ROOT = Path(__file__).resolve().parent.parent
-PORT = 18890
 DEADLINE_S = 900.0
 
 
@@ -56,13 +54,6 @@ def _wait(what: str, probe: Any, deadline_s: float = 60.0) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _scenario(workers: int, repos: list[Path], redis_url: str, scratch: Path) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix=f"home-{workers}-", dir=scratch))
     env = _env(home, redis_url, scratch)
@@ -75,16 +66,18 @@ def _scenario(workers: int, repos: list[Path], redis_url: str, scratch: Path) ->
         )
         for _ in range(workers)
     ]
-    api = subprocess.Popen(
-        [REPOLENS, "serve", "--port", str(PORT), "--log-level", "warning"],
-        env=env,
-        stdout=logs,
-        stderr=logs,
-        start_new_session=True,
+    port, api = serve_on_a_free_port(
+        lambda port: subprocess.Popen(
+            [REPOLENS, "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=logs,
+            stderr=logs,
+            start_new_session=True,
+        )
     )
-    base = f"http://127.0.0.1:{PORT}"
+    base = f"http://127.0.0.1:{port}"
     try:
-        _wait("the API", lambda: _healthy(base))
+        _wait("the API", lambda: healthy(base))
         _wait("the workers", lambda: len(client.keys("repolens:worker:*:health")) >= 1)
         _warm_up(base, scratch, workers)
         started = time.perf_counter()
@@ -153,8 +146,7 @@ def run() -> dict[str, Any]:
                 for workers in (1, 2):
                     results[workers].append(_scenario(workers, repos, server.url, scratch))
         finally:
-            server.process.terminate()
-            server.process.wait(10)
+            stop_redis(server)
     summary: dict[str, Any] = {
         "repos": repo_count,
         "files_per_repo": files,

@@ -590,6 +590,15 @@ class IngestWorker:
                 self._embedder = get_embedder(self.settings)
             return self._embedder
 
+    def load_embedder(self) -> Embedder:
+        """Load the embedder and embed one query, before taking any job: the first job does not pay
+        for the model (a load that could outlast a short lease), and a missing or broken embedder
+        (an unknown model, an unreadable model file, a remote one refusing its key) stops the worker
+        at start with its error, instead of failing every job it takes."""
+        embedder = self.embedder()
+        embedder.embed_query("repolens worker start-up check")
+        return embedder
+
     def arq_worker(self, *, burst: bool = False) -> Worker:
         function = func(self.run, name=INGEST_FUNCTION, max_tries=MAX_TRIES + 1, timeout=JOB_TIMEOUT_S)
         return Worker(

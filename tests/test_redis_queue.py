@@ -1,6 +1,7 @@
 """Ingest jobs on the Redis queue, with real engines: redis-server, two `repolens serve` replicas
 (real uvicorn) and two `repolens worker` processes on one shared REPOLENS_HOME, cloning from the
-token-guarded git server. A job submitted on replica A is watched and cancelled from replica B
+token-guarded git server (tests/support/cluster.py: isolated from every other cluster on the
+machine). A job submitted on replica A is watched and cancelled from replica B
 (HTTP and WebSocket), a repository is never ingested twice at once, a SIGKILLed worker's job is
 retried by the other worker while the previous version keeps serving, and no token reaches Redis.
 
@@ -15,12 +16,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -33,147 +31,14 @@ from ingest.redis_queue import QUEUE_NAME, IngestWorker, RedisJobQueue, _Stop, j
 from rag.errors import ConfigError
 from rag.settings import Settings
 from rag.store import Store
-from tests.conftest import SHARED_CACHE
-from tests.support.git_http_server import GitHttpServer
+from tests.support.cluster import FILES, REPOLENS, Cluster, cluster_env, running_cluster, wait_for
 from tests.support.redis_server import RedisServer
-
-T = TypeVar("T")
-REPOLENS = str(Path(sys.executable).parent / "repolens")
-DEADLINE_S = 40.0
-FILES = {"README.md": "# demo\n", "pkg/greeting.py": "def greet(name):\n    return f'hello {name}'\n"}
-
-
-def wait_for(what: str, probe: Callable[[], T | None], deadline_s: float = DEADLINE_S) -> T:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _port(start: int) -> int:
-    import socket
-
-    for port in range(start, 18900):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
-@dataclass
-class Cluster:
-    """Two API replicas and two workers sharing one Redis and one REPOLENS_HOME."""
-
-    home: Path
-    env: dict[str, str]
-    git: GitHttpServer
-    redis: redis.Redis
-    logs: Path
-    apis: list[str] = field(default_factory=list)
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    workers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{args[0]}-{len(self.processes)}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(
-            [REPOLENS, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-        self.processes.append(process)
-        return process
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        process = self.spawn("worker", "--jobs", "1")
-        self.workers[process.pid] = process
-        return process
-
-    def start_api(self) -> str:
-        port = _port(18810 + len(self.apis))
-        self.spawn("serve", "--port", str(port), "--log-level", "warning")
-        base = f"http://127.0.0.1:{port}"
-        self.apis.append(base)
-        return base
-
-    def submit(self, api: str, body: dict[str, Any]) -> str:
-        """POST /api/repos and stop listening at once (the job goes on): the job id."""
-        with httpx.stream("POST", f"{api}/api/repos", json=body, timeout=30) as response:
-            assert response.status_code == 200, response.read()
-            return response.headers["x-repolens-job"]
-
-    def cloning(self, api: str, name: str, job_id: str) -> dict[str, Any]:
-        """The job's view once its worker's clone of `name` is held by the git server."""
-        return wait_for(f"{name} cloning", lambda: self.git.held_count(name) and self.job(api, job_id))
-
-    def job(self, api: str, job_id: str) -> dict[str, Any]:
-        response = httpx.get(f"{api}/api/jobs/{job_id}", timeout=10)
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def finished(self, api: str, job_id: str) -> dict[str, Any]:
-        return wait_for(
-            f"job {job_id} to finish",
-            lambda: (job := self.job(api, job_id))["state"] in ("done", "failed", "cancelled") and job,
-        )
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 @pytest.fixture(scope="module")
-def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("queue-cluster")
-    home = root / "home"
-    home.mkdir()
-    (root / "logs").mkdir()
-    git = GitHttpServer(root / "git")
-    client = redis.Redis(host="127.0.0.1", port=redis_server.port, db=0)
-    client.flushdb()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.endswith("_TOKEN") and not k.endswith("_API_KEY")},
-        "REPOLENS_HOME": str(home),
-        "TIKTOKEN_CACHE_DIR": str(SHARED_CACHE / "tiktoken"),
-        "HF_HUB_OFFLINE": "1",
-        "REPOLENS_REDIS_URL": redis_server.url,
-        "REPOLENS_QUEUE_KEY": "queue-test-key-3f9a",
-        "REPOLENS_QUEUE_LEASE_S": "2",
-        "REPOLENS_ALLOW_PRIVATE_HOSTS": "1",
-        "REPOLENS_RATE_LIMIT_INGEST": "100000/minute",
-    }
-    cluster = Cluster(home, env, git, client, root / "logs")
-    try:
-        for _ in range(2):
-            cluster.start_worker()
-        for _ in range(2):
-            cluster.start_api()
-        for api in cluster.apis:
-            wait_for(f"{api} to answer", lambda api=api: _healthy(api))
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("queue-cluster")) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        git.close()
-        client.close()
-
-
-def _healthy(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _sse_frames(response: httpx.Response) -> Iterator[dict[str, Any]]:
@@ -320,8 +185,7 @@ def test_a_sigkilled_worker_is_retried_by_the_other_and_the_previous_version_kee
     try:
         job_id = cluster.submit(b, {"repo_url": url, "type": "git"})
         running = cluster.cloning(a, "acme/killed", job_id)
-        victim_pid = int(running["worker"].rpartition(":")[2])
-        victim = cluster.workers.pop(victim_pid)
+        victim = cluster.worker_of(running)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(10)
         serving = httpx.get(f"{b}/api/repos/{repo_id}", timeout=10).json()
@@ -345,7 +209,7 @@ def test_a_sigterm_hands_the_running_job_back_to_the_queue_for_another_worker(cl
     try:
         job_id = cluster.submit(a, {"repo_url": cluster.git.url_for("acme/stopped"), "type": "git"})
         running = cluster.cloning(b, "acme/stopped", job_id)
-        stopped = cluster.workers.pop(int(running["worker"].rpartition(":")[2]))
+        stopped = cluster.worker_of(running)
         stopped.send_signal(signal.SIGTERM)
         assert stopped.wait(30) == 0, "the worker stops cleanly"
         retried = wait_for(
@@ -479,3 +343,22 @@ async def test_a_worker_whose_lease_ran_out_stops_its_build_and_reports_nothing(
     await asyncio.wait_for(worker._heartbeat("arq:in-progress:job-1", lock, taken, attempt=1), 10)
     assert taken.is_set() and taken.lost_lease
     worker.records.close()
+
+
+def test_a_worker_loads_its_embedder_before_it_takes_jobs(cluster: Cluster) -> None:
+    for log in sorted((cluster.root / "logs").glob("worker-*.log")):
+        lines = wait_for(
+            f"{log.name} ready", lambda log=log: "taking jobs" in log.read_text() and log.read_text()
+        )
+        loading, ready = lines.index("loading the embedder"), lines.index("embedder minilm")
+        assert loading < ready < lines.index("taking jobs"), lines
+
+
+def test_a_worker_whose_embedder_is_broken_stops_at_start_with_the_reason(
+    queue_url: str, tmp_path: Path
+) -> None:
+    env = cluster_env(queue_url, REPOLENS_HOME=str(tmp_path), REPOLENS_EMBEDDING_MODEL="no-such-model")
+    started = subprocess.run([REPOLENS, "worker"], env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode != 0
+    assert "unknown local embedding model 'no-such-model'" in started.stderr
+    assert "taking jobs" not in started.stderr

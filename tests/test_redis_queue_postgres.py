@@ -4,91 +4,43 @@ its own, so the database is the only thing they share (as on separate machines).
 
 A repository ingested through replica A is served by replica B; a worker SIGKILLed mid-job is
 retried by the other while the previous version keeps serving, and nothing half-built is left in
-the database. The queue's own guarantees are tested in tests/test_redis_queue.py (same helpers).
+the database. The queue's own guarantees are tested in tests/test_redis_queue.py (same helpers:
+tests/support/cluster.py).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-import redis
 
-from tests.conftest import SHARED_CACHE
-from tests.support.git_http_server import GitHttpServer
-from tests.support.redis_server import RedisServer
-from tests.test_redis_queue import FILES, REPOLENS, Cluster, _healthy, wait_for
-
-
-class SeparateHomes(Cluster):
-    """A `Cluster` whose every process gets its own REPOLENS_HOME (clones and wikis stay per machine)."""
-
-    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        home = self.home / f"{args[0]}-{len(self.processes)}"
-        home.mkdir()
-        log = open(self.logs / f"{args[0]}-{len(self.processes)}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(
-            [REPOLENS, *args],
-            env={**self.env, "REPOLENS_HOME": str(home)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.processes.append(process)
-        return process
+from tests.support.cluster import FILES, Cluster, running_cluster
 
 
 @pytest.fixture(scope="module")
 def pg_cluster(
-    redis_server: RedisServer, postgres_server: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[SeparateHomes, str]]:
-    root = tmp_path_factory.mktemp("pg-cluster")
-    (root / "homes").mkdir()
-    (root / "logs").mkdir()
+    postgres_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cluster, str]]:
     database = f"repolens_cluster_{os.getpid()}"
     with psycopg.connect(postgres_server.get_uri(), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {database}")
     url = postgres_server.get_uri(database)
-    git = GitHttpServer(root / "git")
-    client = redis.Redis(host="127.0.0.1", port=redis_server.port, db=2)
-    client.flushdb()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.endswith("_TOKEN") and not k.endswith("_API_KEY")},
-        "TIKTOKEN_CACHE_DIR": str(SHARED_CACHE / "tiktoken"),
-        "HF_HUB_OFFLINE": "1",
-        "REPOLENS_REDIS_URL": f"{redis_server.url.rsplit('/', 1)[0]}/2",
-        "REPOLENS_DATABASE_URL": url,
-        "REPOLENS_QUEUE_KEY": "queue-test-key-pg-7c1e",
-        "REPOLENS_QUEUE_LEASE_S": "2",
-        "REPOLENS_ALLOW_PRIVATE_HOSTS": "1",
-        "REPOLENS_RATE_LIMIT_INGEST": "100000/minute",
-    }
-    cluster = SeparateHomes(root / "homes", env, git, client, root / "logs")
     try:
-        for _ in range(2):
-            cluster.start_worker()
-        for _ in range(2):
-            cluster.start_api()
-        for api in cluster.apis:
-            wait_for(f"{api} to answer", lambda api=api: _healthy(api))
-        yield cluster, url
+        root = tmp_path_factory.mktemp("pg-cluster")
+        with running_cluster(root, separate_homes=True, REPOLENS_DATABASE_URL=url) as cluster:
+            yield cluster, url
     finally:
-        cluster.stop()
-        git.close()
-        client.close()
         with psycopg.connect(postgres_server.get_uri(), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 def test_a_repository_ingested_through_one_replica_is_served_by_the_other(
-    pg_cluster: tuple[SeparateHomes, str],
+    pg_cluster: tuple[Cluster, str],
 ) -> None:
     cluster, url = pg_cluster
     a, b = cluster.apis
@@ -110,7 +62,7 @@ def test_a_repository_ingested_through_one_replica_is_served_by_the_other(
 
 
 def test_a_sigkilled_worker_is_retried_and_the_previous_version_keeps_serving(
-    pg_cluster: tuple[SeparateHomes, str],
+    pg_cluster: tuple[Cluster, str],
 ) -> None:
     cluster, url = pg_cluster
     a, b = cluster.apis
@@ -126,7 +78,7 @@ def test_a_sigkilled_worker_is_retried_and_the_previous_version_keeps_serving(
     try:
         job_id = cluster.submit(b, {"repo_url": source, "type": "git"})
         running = cluster.cloning(a, "acme/killed-pg", job_id)
-        victim = cluster.workers.pop(int(running["worker"].rpartition(":")[2]))
+        victim = cluster.worker_of(running)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(10)
         serving = httpx.get(f"{b}/api/repos/{repo_id}", timeout=10).json()

@@ -26,12 +26,23 @@ def worker(
         int | None,
         typer.Option(min=1, max=64, help="Jobs run at once (default: REPOLENS_INGEST_WORKERS)."),
     ] = None,
-    burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
+    burst: Annotated[bool, typer.Option("--burst", help="Run the jobs already queued, then exit.")] = False,
     check: Annotated[
-        bool, typer.Option("--check", help="Exit 0 if a worker on this host is alive (a health check).")
+        bool,
+        typer.Option(
+            "--check",
+            help="Exit 0 if a worker on this host is taking jobs, else 1 (a container health check).",
+        ),
     ] = False,
 ) -> None:
-    """Run ingest jobs from the shared Redis queue (for several API replicas and workers)."""
+    """Run ingest jobs from the shared Redis queue (REPOLENS_REDIS_URL) that API replicas fill.
+
+    Give every worker the API's store (the same REPOLENS_DATABASE_URL, or the same REPOLENS_HOME)
+    and REPOLENS_QUEUE_KEY (for private repositories). The embedder is loaded before any job is
+    taken: if it cannot be, the worker exits with the reason. Ctrl-C or SIGTERM stops the worker and
+    hands its running jobs back to the queue; a killed worker's jobs are retried elsewhere once its
+    lease (REPOLENS_QUEUE_LEASE_S) runs out.
+    """
     with cli_errors():
         from ingest.redis_queue import IngestWorker, worker_alive
 
@@ -44,7 +55,13 @@ def worker(
             alive = worker_alive(settings)
         else:
             runner = IngestWorker(settings, open_store(settings), jobs=jobs or settings.ingest_workers)
-            err_console.print(f"repolens worker {runner.name}: {runner.jobs} job(s) at once", highlight=False)
+            err_console.print(f"repolens worker {runner.name}: loading the embedder", highlight=False)
+            embedder = runner.load_embedder()
+            err_console.print(
+                f"repolens worker {runner.name}: embedder {embedder.name} ready; "
+                f"taking jobs, {runner.jobs} at once",
+                highlight=False,
+            )
             runner.arq_worker(burst=burst).run()
     if check and not alive:  # outside `cli_errors`, which would take the exit for an error
         raise typer.Exit(1)

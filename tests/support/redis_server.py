@@ -1,9 +1,12 @@
 """A real `redis-server` on 127.0.0.1 for the queue tests (Debian's package, installed by `make install`).
 
-`redis_server` (session fixture) starts one server with no persistence on a free port in
-18800-18899 and stops it at the end of the session; `redis_url` (per test) flushes it first, so
-every test starts with an empty queue. Tests skip with a clear reason where `redis-server` is
-missing (a developer machine without `make install`), never in CI.
+`redis_server` (session fixture) starts one server with no persistence on a port the kernel
+picked and stops it at the end of the session (tests that need an empty queue flush a database of
+their own in it); `start_redis` counts a server as started only when the one that
+answers is its own process (`INFO`'s process id): another process may bind the port first (a test
+session in another checkout), and its server must never be mistaken for ours. Tests skip with a
+clear reason where `redis-server` is missing (a developer machine without `make install`), never
+in CI.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import pytest
 import redis
 
 HOST = "127.0.0.1"
-PORTS = range(18800, 18900)
 _START_TIMEOUT_S = 10.0
+_BIND_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,9 @@ class RedisServer:
 
 
 def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1} for redis-server")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
 
 
 def start_redis(folder: Path) -> RedisServer:
@@ -55,31 +53,37 @@ def start_redis(folder: Path) -> RedisServer:
         if os.environ.get("CI"):
             raise RuntimeError("redis-server is missing: `make install` installs it")
         pytest.skip("redis-server is not installed (run `make install`)")
-    port = _free_port()
-    command = [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no"]
-    command += ["--dir", str(folder), "--protected-mode", "yes", "--loglevel", "warning"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisServer(port, process)
+    folder.mkdir(parents=True, exist_ok=True)
+    for _ in range(_BIND_ATTEMPTS):
+        port = _free_port()
+        command = [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no"]
+        command += ["--dir", str(folder), "--protected-mode", "yes", "--loglevel", "warning"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = RedisServer(port, process)
+        if _answers_as(server):
+            return server
+        stop_redis(server)
+    raise RuntimeError(f"redis-server lost its port to another process {_BIND_ATTEMPTS} times")
+
+
+def _answers_as(server: RedisServer) -> bool:
+    """Wait until `server`'s own process answers on its port (False: it exited, the port was taken)."""
     deadline = time.monotonic() + _START_TIMEOUT_S
     client = server.client()
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"redis-server did not start on port {port}") from None
+    try:
+        while server.process.poll() is None and time.monotonic() < deadline:
+            try:
+                if int(client.info("server")["process_id"]) == server.process.pid:
+                    return True
+            except redis.ConnectionError:
+                pass
             time.sleep(0.05)
-        finally:
-            client.close()
-    return server
+        return False
+    finally:
+        client.close()
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
+def stop_redis(server: RedisServer) -> None:
     server.process.terminate()
     try:
         server.process.wait(10)
@@ -88,9 +92,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.process.wait()
 
 
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    client = redis_server.client()
-    client.flushall()
-    client.close()
-    return redis_server.url
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    stop_redis(server)
