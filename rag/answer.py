@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rag.citations import Span, check_citations, extract_citations, link, source_url
 from rag.embedders import Embedder
+from rag.embedders.local import available_cpus
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import (
     Event,
@@ -165,6 +169,15 @@ class AnswerService:
             pinned = PinnedFile(path, text)
         return index, hits, pinned
 
+    def _prepare(
+        self, request: AnswerRequest, provider: ChatProvider, started: float
+    ) -> tuple[RepoIndex, list[SearchHit], PinnedFile | None, PromptResult, int, float]:
+        """Retrieve, then build the prompt; also returns the ms from `started` to the hits."""
+        index, hits, pinned = self._retrieve(request)
+        retrieval_ms = _ms(started)
+        prompt, reserve = self._prompt(request, provider, hits, pinned)
+        return index, hits, pinned, prompt, reserve, retrieval_ms
+
     def _prompt(
         self, request: AnswerRequest, provider: ChatProvider, hits: list[SearchHit], pinned: PinnedFile | None
     ) -> tuple[PromptResult, int]:
@@ -190,10 +203,11 @@ class AnswerService:
             raise RepoLensError("the question is empty", code=ErrorCode.BAD_REQUEST)
         provider, note = self._provider(request)
         yield status_event("retrieving", note or f"searching {request.repo_id}")
-        index, hits, pinned = await asyncio.to_thread(self._retrieve, request)
-        retrieval_ms = _ms(started)
-        # Token counting is CPU work: off the event loop, so other conversations keep streaming meanwhile.
-        prompt, reserve = await asyncio.to_thread(self._prompt, request, provider, hits, pinned)
+        # Retrieval and the prompt's token counting are CPU work: off the event loop, so other
+        # conversations keep streaming meanwhile, and in one hop of the retrieval pool.
+        index, hits, pinned, prompt, reserve, retrieval_ms = await _in_retrieval_pool(
+            self._prepare, request, provider, started
+        )
         record = index.record
         if record.index_state != "complete":
             yield status_event(
@@ -258,6 +272,19 @@ class AnswerService:
                 "dropped_turns": prompt.dropped_turns,
             },
         )
+
+
+# A burst of questions is CPU-bound Python (search, ranking, token counts): one thread per core runs it,
+# so the burst queues here rather than in the default executor (every other blocking call) and fewer
+# threads take the GIL from the event loop streaming the other answers.
+_RETRIEVAL_POOL = ThreadPoolExecutor(max_workers=available_cpus(), thread_name_prefix="repolens-retrieval")
+
+
+async def _in_retrieval_pool(func: Callable[..., T], *args: Any) -> T:
+    """`asyncio.to_thread` on the retrieval pool (the caller's context variables go along)."""
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, func, *args)
+    return await asyncio.get_running_loop().run_in_executor(_RETRIEVAL_POOL, call)
 
 
 def _ms(since: float) -> float:

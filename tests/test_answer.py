@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,3 +243,36 @@ async def test_cancelling_the_consumer_task_closes_the_stream_cleanly() -> None:
         await task
     assert closed.is_set()
     assert received == [1]
+
+
+def test_retrieval_runs_on_its_own_pool_not_behind_a_saturated_default_executor(indexed: Indexed) -> None:
+    """Every thread of the default executor is busy (a burst of other blocking calls): the question is
+    still retrieved and its sources sent, on a `repolens-retrieval` thread, before any of them ends."""
+    service = indexed.service()
+    threads: list[str] = []
+    retrieve = service._retrieve
+
+    def recording_retrieve(request: AnswerRequest):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return retrieve(request)
+
+    service._retrieve = recording_retrieve  # type: ignore[method-assign]
+
+    async def first_events_while_the_default_executor_is_held() -> list[str]:
+        loop = asyncio.get_running_loop()  # a loop of its own: its default executor goes with it
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1, thread_name_prefix="saturated"))
+        release = threading.Event()
+        blocker = loop.run_in_executor(None, release.wait)
+        events = service.answer(AnswerRequest(indexed.repo_id, QUESTION))
+        try:
+            # The timeout only keeps a regression (retrieval queued behind the blocker) from hanging.
+            kinds = [(await asyncio.wait_for(anext(events), 60))["type"] for _ in range(2)]
+            assert not blocker.done(), "the default executor's only thread is still held"
+            return kinds
+        finally:
+            release.set()
+            await events.aclose()
+            await blocker
+
+    assert asyncio.run(first_events_while_the_default_executor_is_held()) == ["status", "sources"]
+    assert len(threads) == 1 and threads[0].startswith("repolens-retrieval"), threads
