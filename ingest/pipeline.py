@@ -336,10 +336,16 @@ def ingest(
                 removed_chunks = _write(builder, diff, chunked, vectors, report)
                 # Lexical first: this version answers (BM25 everywhere, dense where vectors exist);
                 # the code graph is built next and goes live with the first dense version.
-                graph_later = bool(graphs.files) or builder.pending_count() > 0
-                if not graph_later:
+                pending = builder.pending_count() > 0
+                # `dense=False` (`ingest --no-wait`) returns here: `finish_embedding` graphs the files.
+                hand_off = pending and not options.dense
+                graph_later = (bool(graphs.files) or pending) and not hand_off
+                if not (graph_later or hand_off):
                     graphs.store(builder)
-                committed = builder.checkpoint(resolve_graph=False) if graph_later else builder.commit()
+                if graph_later:
+                    committed = builder.checkpoint(resolve_graph=False)
+                else:
+                    committed = builder.commit(resolve_graph=not hand_off)
         timings["searchable_s"] = time.monotonic() - started
         report(
             "searchable",
@@ -435,8 +441,9 @@ def finish_embedding(
     base = store.open(repo_id)
     with store.builder(dataclasses.replace(base.record), base) as builder:
         record = builder.base.record if builder.base is not None else base.record
+        graphed = _backfill_graph(builder)  # an ingest with `dense=False` left the graph to this
         if not builder.pending_count():
-            return record
+            return builder.commit() if graphed else record
         committed = _embed_pending(builder, dataclasses.replace(record), embedder, report, interval)
     report(
         "done",
@@ -666,9 +673,11 @@ def _write(
     return removed
 
 
-def _backfill_graph(builder: IndexWriter) -> None:
-    """Graph the kept files that have none yet (a version indexed before the graph existed)."""
+def _backfill_graph(builder: IndexWriter) -> int:
+    """Graph the kept files that have none yet (a version indexed before the graph existed, or by
+    an ingest with `dense=False`); returns how many files got one."""
     chunker: Chunker | None = None
+    graphed = 0
     for path, language, text in builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES):
         chunker = chunker or Chunker(MIN_PARSER_TOKENS)
         parser = chunker.parser(language)
@@ -677,6 +686,8 @@ def _backfill_graph(builder: IndexWriter) -> None:
         file_graph = code_graph.extract(language, parser.parse(text.encode("utf-8")))
         if file_graph is not None:
             builder.set_file_graph(path, file_graph, GRAPH_VERSION)
+            graphed += 1
+    return graphed
 
 
 @contextlib.contextmanager

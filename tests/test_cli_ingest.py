@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -15,12 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
-from ingest import ingest
+from api.cli.ingest_cmds import _times
+from ingest import IngestReport, ingest
 from rag.embedders import Embedder
 from rag.store import Store
+from rag.types import RepoRecord
 from tests.support.repos import commit_all, git, write_files
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
 
 SMALL_REPO = {
     "pkg/greeting.py": 'def greet(name: str) -> str:\n    """Say hello."""\n    return f"hello {name}"\n',
@@ -85,10 +89,40 @@ def test_human_output_is_a_short_summary(small_repo: Path) -> None:
     assert "version" not in result.stdout  # an internal counter, not news on a first ingest
     again = runner.invoke(app, ["ingest", str(small_repo)])
     assert again.stdout.startswith("up to date local/") and "2 unchanged" in again.stdout
+    assert re.search(r"time: +searchable after [\d.]+s, complete after [\d.]+s", result.stdout)
+    assert re.search(r"time: +searchable and complete after [\d.]+s", again.stdout)  # nothing embedded
     write_files(small_repo, {"notes.txt": "\x00binary", "pkg/new.py": "VALUE = 1\n"})
     commit_all(small_repo, "more")
     updated = runner.invoke(app, ["ingest", str(small_repo)])
     assert updated.stdout.startswith("updated local/") and "1 skipped (1 binary)" in updated.stdout
+
+
+def test_the_time_line_counts_from_the_command_start_and_says_what_goes_on() -> None:
+    """Times include the command's start-up (what the user waited); `--no-wait` says the index is
+    searchable and still `lexical` while the background embed runs, never "lexical after"."""
+    record = RepoRecord("local/app", "/app", "local", None, None, "minilm", 384, index_state="lexical")
+    counts = {"added": 1, "changed": 0, "removed": 0, "unchanged": 0, "skipped": 0}
+    timings = {"searchable_s": 2.0, "embed_s": 0.0, "total_s": 2.1}
+    no_wait = IngestReport(record, counts, {}, timings)
+    assert _times(no_wait, 4242, 1.5) == (
+        "searchable after 3.5s, lexical: dense embedding continues in the background "
+        "(pid 4242; `repolens show local/app` shows its index_state)"
+    )
+    complete = dataclasses.replace(record, index_state="complete")
+    waited = IngestReport(complete, counts, {}, {**timings, "embed_s": 40.0, "total_s": 42.0})
+    assert _times(waited, None, 1.5) == "searchable after 3.5s, complete after 43.5s"
+    up_to_date = IngestReport(complete, counts, {}, {**timings, "total_s": 2.02})
+    assert _times(up_to_date, None, 0.5) == "searchable and complete after 2.5s"
+
+
+def test_the_command_line_loads_without_the_server_stack() -> None:
+    """`repolens ingest` (every command) starts without importing FastAPI or a provider SDK: they took
+    two thirds of its start-up, which `--no-wait` users wait for."""
+    code = "import sys, api.cli; print(sorted({'fastapi', 'openai', 'anthropic'} & set(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert loaded.stdout.strip() == "[]"
 
 
 def test_list_keeps_each_repository_on_one_row_of_80_columns(small_repo: Path) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ingest import IngestOptions, ingest
+from ingest import IngestOptions, finish_embedding, ingest
 from rag.embedders import Embedder
 from rag.store import RepoIndex, Store
 from tests.support.graph_repos import GO_FILES, JS_FILES, PYTHON_FILES, make_repo
@@ -165,10 +165,13 @@ def test_the_graph_follows_the_lexical_version_and_goes_live_with_the_dense_one(
 ) -> None:
     """Lexical first: the first searchable version of a new repository has no graph yet (research
     falls back to the identifier walk); the graph is built after it and is in the finished index.
-    With `dense=False` (no dense phase) the graph still gets its own version."""
-    repo = make_repo(tmp_path / "shop", PYTHON_FILES)
+    With `dense=False` (`ingest --no-wait`) the run ends at the searchable version and
+    `finish_embedding` (the background `repolens embed`) builds the graph with the vectors."""
     seen: list[bool] = []
     for dense in (True, False):
+        # Texts new to the shared vector cache, so the `dense=False` run has chunks left to embed.
+        files = {path: f"# {tmp_path.name} {dense}\n{text}" for path, text in PYTHON_FILES.items()}
+        repo = make_repo(tmp_path / f"shop-{dense}", files)
         store = Store(tmp_path / f"home-{dense}")
 
         def on_progress(progress: Any, store: Store = store) -> None:
@@ -178,7 +181,11 @@ def test_the_graph_follows_the_lexical_version_and_goes_live_with_the_dense_one(
 
         options = IngestOptions(dense=dense)
         report = ingest(str(repo), options, store=store, embedder=shared_embedder, progress=on_progress)
+        if not dense:
+            assert report.record.index_state != "complete" and not store.open(report.repo_id).has_graph
+            finish_embedding(report.repo_id, store=store, embedder=shared_embedder)
         index = store.open(report.repo_id)
+        assert index.record.index_state == "complete"
         assert index.has_graph and "CheckoutService.charge" in _callee_names(
             index, "CheckoutService.checkout"
         )

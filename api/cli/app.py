@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -61,6 +62,10 @@ err_console = Console(stderr=True)
 
 class _State:
     debug: bool = False
+    # When the command started (wall clock): the process's start for `repolens ...` (`main` sets it,
+    # so start-up counts, as the user waits for it); else (the app run in-process) the group callback.
+    process_started: float | None = None
+    started: float = 0.0
 
 
 state = _State()
@@ -71,8 +76,14 @@ def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
 ) -> None:
     state.debug = debug
+    state.started = state.process_started or time.time()
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
     install_log_redaction()
+
+
+def seconds_since_start() -> float:
+    """Seconds since this command started (see `_State.started`): what the user has waited."""
+    return time.time() - state.started
 
 
 @contextmanager

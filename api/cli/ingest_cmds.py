@@ -13,7 +13,6 @@ import inspect
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Column, Table
 
-from api.cli.app import app, cli_errors, console, err_console
+from api.cli.app import app, cli_errors, console, err_console, seconds_since_start
 from api.cli.wiki_cmd import refresh_after_update
 from ingest import IngestOptions, IngestReport, Progress, finish_embedding, resolve_repo_id
 from ingest.jobs import IngestJob
@@ -105,7 +104,6 @@ class ProgressSink:
         self._mode = mode
         self._display: RichProgress | None = None
         self._task: Any = None
-        self._started = time.monotonic()
 
     def __enter__(self) -> Callable[[Progress], None]:
         if self._mode is ProgressMode.rich:
@@ -133,7 +131,7 @@ class ProgressSink:
         elif self._display is not None:
             if event.stage == "searchable":  # the first milestone stays on screen above the live bar
                 self._display.console.print(
-                    f"[bold green]searchable[/] after {time.monotonic() - self._started:.1f}s "
+                    f"[bold green]searchable[/] after {seconds_since_start():.1f}s "
                     f"({event.index_state}): ask and search now; dense embedding continues",
                     highlight=False,
                 )
@@ -168,7 +166,7 @@ def _run_and_report(job: IngestJob, settings: Settings, store: Store, flags: Run
     background = None
     if not job.options.dense and report.record.index_state != "complete":
         background = _embed_in_background(report.repo_id, settings)
-    _print_report(report, flags.as_json, background)
+    _print_report(report, flags.as_json, background, seconds_since_start() - report.timings["total_s"])
 
 
 def _embed_in_background(repo_id: str, settings: Settings) -> int:
@@ -194,20 +192,16 @@ def _embed_in_background(repo_id: str, settings: Settings) -> int:
     return child.pid
 
 
-def _print_report(report: IngestReport, as_json: bool, background: int | None = None) -> None:
+def _print_report(
+    report: IngestReport, as_json: bool, background: int | None = None, startup_s: float = 0.0
+) -> None:
+    """The report; its times count from the command's start (`startup_s` before the run began)."""
     if as_json:
         data = report.to_json()
         if background is not None:
             data["embedding_pid"] = background
         print(json.dumps(data))
         return
-    if background is not None:
-        console.print(
-            f"[bold]dense embedding continues in the background[/] (pid {background}); "
-            f"`repolens show {report.repo_id}` shows its index_state",
-            highlight=False,
-            soft_wrap=True,
-        )
     record, files, chunks = report.record, report.files, report.chunks
     commit = f" @ {record.commit[:12]}" if record.commit else ""
     console.print(f"[bold green]{_outcome(files)}[/] {record.id}{commit}", highlight=False, soft_wrap=True)
@@ -223,13 +217,24 @@ def _print_report(report: IngestReport, as_json: bool, background: int | None = 
         highlight=False,
         soft_wrap=True,
     )
-    searchable = report.timings.get("searchable_s")
-    milestones = f"searchable after {searchable:.1f}s, " if searchable is not None else ""
     console.print(
-        f"  time:   {milestones}{record.index_state} after {report.timings['total_s']:.1f}s",
-        highlight=False,
-        soft_wrap=True,
+        f"  time:   {_times(report, background, max(0.0, startup_s))}", highlight=False, soft_wrap=True
     )
+
+
+def _times(report: IngestReport, background: int | None, startup_s: float) -> str:
+    """`searchable after 2.4s, complete after 44.3s`, or with `--no-wait`, what goes on without us."""
+    record = report.record
+    searchable = startup_s + report.timings.get("searchable_s", report.timings["total_s"])
+    if background is not None:
+        return (
+            f"searchable after {searchable:.1f}s, {record.index_state}: dense embedding continues in "
+            f"the background (pid {background}; `repolens show {record.id}` shows its index_state)"
+        )
+    total = startup_s + report.timings["total_s"]
+    if total - searchable < 0.05:  # nothing embedded after the searchable version: one milestone
+        return f"searchable and {record.index_state} after {total:.1f}s"
+    return f"searchable after {searchable:.1f}s, {record.index_state} after {total:.1f}s"
 
 
 def _outcome(files: dict[str, int]) -> str:

@@ -6,13 +6,12 @@ import asyncio
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from api.cli.app import app, cli_errors, console, err_console
-from api.services import Services
 from ingest import resolve_repo_id
 from rag.errors import ErrorCode, RepoLensError
 from rag.prompt import LANGUAGES
@@ -21,6 +20,9 @@ from rag.wiki.export import wiki_json, wiki_markdown, wiki_zip
 from rag.wiki.generate import WikiOptions, generate_wiki, is_fresh
 from rag.wiki.model import Wiki
 from rag.wiki.store import WikiStore
+
+if TYPE_CHECKING:  # imported on use: the service layer (FastAPI and all) would slow every command
+    from api.services import Services
 
 
 class ExportFormat(StrEnum):
@@ -68,6 +70,8 @@ async def _run(services: Services, repo_id: str, options: WikiOptions, quiet: bo
 def refresh_after_update(settings: Settings, repo_id: str) -> str | None:
     """After `repolens update`: bring an offline wiki up to date (cheap: no model), or say how many pages
     of a model-written wiki are out of date. None when the repository has no wiki."""
+    from api.services import Services
+
     services = Services.from_settings(settings)
     latest = WikiStore(services.store).latest(repo_id)
     if latest is None:
@@ -117,6 +121,8 @@ def wiki_command(
             raise RepoLensError(
                 f"unknown language {language!r}; choose one of: {choices}", code=ErrorCode.BAD_REQUEST
             )
+        from api.services import Services
+
         settings = Settings.from_env()
         services = Services.from_settings(settings)
         repo_id = resolve_repo_id(services.store, repo)

@@ -5,8 +5,8 @@ The stream is parsed from the provider's Server-Sent Events with httpx and `json
 SDK's pydantic models for every chunk was the largest single cost of the server at 200 concurrent
 streams (see docs/ARCHITECTURE.md, "Streaming at load"). The request is the one the `openai` SDK
 sends (same URL, headers and body, Azure's deployment path and `api-version` included), and errors
-map to the same `ProviderError` codes; `map_error` still maps the SDK's exceptions for code that
-calls the SDK itself.
+map to the same `ProviderError` codes. The SDK itself is not imported: it takes over a second, which
+every CLI command paid.
 
 There are no automatic retries: a retry after the first token would duplicate output, so
 `stream_with_retry` retries once, and only before anything was produced.
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import openai
 
 from rag.errors import ErrorCode
 from rag.providers.base import (
@@ -150,24 +149,6 @@ def status_error(
     return ProviderError(
         ErrorCode.UNAVAILABLE, f"the provider failed mid-answer: {detail}", provider=provider
     )
-
-
-def map_error(error: openai.APIError, *, provider: str, model: str, key_variable: str) -> ProviderError:
-    """The SDK's exception as the same ProviderError `status_error` gives for the raw response."""
-    if isinstance(error, openai.APITimeoutError):
-        return request_timeout(provider)
-    if isinstance(error, openai.APIConnectionError):
-        return ProviderConnectionError(
-            f"could not connect to the provider ({redact(str(error))})", provider=provider
-        )
-    status = error.status_code if isinstance(error, openai.APIStatusError) else None
-    body = {"code": getattr(error, "code", None), "message": _sdk_message(error)}
-    return status_error(status, body, provider=provider, model=model, key_variable=key_variable)
-
-
-def _sdk_message(error: openai.APIError) -> str:
-    body = error.body if isinstance(error.body, dict) else {}
-    return str((body.get("message") or (body.get("error") or {}).get("message")) or error.message)
 
 
 class _ToolCallAssembler:
