@@ -10,14 +10,19 @@ A worker costs a fraction of a CPU-second to start, so the pool is used only fro
 files on, with a token counter that can be sent to another process, and when Python's rule for
 worker processes holds: the main module must be safe to import again (`python -m ...`, a console
 script, or a script guarded by `if __name__ == "__main__":`). Otherwise, or if the workers cannot
-start, the files are chunked in this process: same chunks, one core.
+start, the files are chunked in this process: same chunks, one core. Each worker ends when the
+process that started the pool ends, however it ends (a SIGTERMed or SIGKILLed server leaves no
+worker, forkserver or resource tracker behind: `tests/test_chunk_pool.py`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import select
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -120,7 +125,7 @@ def _pooled(
         max_workers=min(processes, len(batches)),
         mp_context=context,
         initializer=_start_worker,
-        initargs=(max_tokens, count_tokens),
+        initargs=(max_tokens, count_tokens, os.getpid()),
     )
     try:
         results = pool.map(_chunk_batch, batches)
@@ -135,9 +140,37 @@ def _pooled(
 _worker_chunker: Chunker | None = None
 
 
-def _start_worker(max_tokens: int, count_tokens: Callable[[str], int]) -> None:
+def _start_worker(max_tokens: int, count_tokens: Callable[[str], int], owner: int) -> None:
     global _worker_chunker
     _worker_chunker = Chunker(max_tokens, count_tokens)
+    threading.Thread(target=_exit_after, args=(owner,), name="chunk-pool-owner", daemon=True).start()
+
+
+def _exit_after(owner: int) -> None:
+    """End this worker when the process that started the pool ends, however it ends (SIGTERM, SIGKILL).
+
+    Otherwise a worker waits forever on a queue whose other end died with that process (or blocks
+    sending it a result), and holds the forkserver (and its resource tracker) alive with it."""
+    try:
+        handle = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # no pidfd (not Linux): look every second instead
+        while _alive(owner):
+            time.sleep(1.0)
+        os._exit(0)
+    select.select([handle], [], [])  # readable once the owner has exited
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _chunk_batch(files: Sequence[SourceFile]) -> list[ChunkedFile]:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from ingest import chunk_pool
@@ -89,3 +95,54 @@ def test_an_ingest_on_the_pool_indexes_the_same_chunks(
         )
     assert indexed[0] == indexed[1]
     assert len(indexed[0]) > 50
+
+
+_POOL_OWNER = """
+import json, multiprocessing, sys, time
+from multiprocessing import forkserver
+from ingest import chunk_pool
+from ingest.reader import SourceFile
+
+if __name__ == "__main__":
+    text = "".join(f"def f{n}(x):\\n    return x + {n}\\n\\n" for n in range(50))
+    files = [SourceFile(f"m{n}.py", "python", text, "0" * 64, len(text)) for n in range(400)]
+    results = chunk_pool._pooled(files, 256, len, 2)
+    next(results)  # the pool is up and chunking
+    pids = [child.pid for child in multiprocessing.active_children()]
+    print(json.dumps({"workers": pids, "forkserver": forkserver._forkserver._forkserver_pid}), flush=True)
+    time.sleep(600)
+"""
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # ended, not yet reaped
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_the_pool_and_its_forkserver_end_with_the_process_that_started_them(
+    tmp_path: Path, signal_name: str
+) -> None:
+    """A server stopped (or killed) mid-ingest leaves no chunking worker, forkserver or resource tracker."""
+    script = tmp_path / "owner.py"
+    script.write_text(_POOL_OWNER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, env=env) as owner:
+        try:
+            assert owner.stdout is not None
+            started = json.loads(owner.stdout.readline())
+            helpers = psutil.Process(started["forkserver"]).parent().children()  # tracker, forkserver
+            pids = [*started["workers"], *(helper.pid for helper in helpers)]
+            assert len(started["workers"]) == 2 and started["forkserver"] in pids
+            assert not any(_ended(pid) for pid in pids)
+        finally:
+            owner.send_signal(getattr(signal, signal_name))
+    deadline = time.monotonic() + 60  # a bound for a loaded machine; they go within a second or so
+    while not all(_ended(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in pids if not _ended(pid)]
+    for pid in left:  # a failure leaves nothing running behind it
+        psutil.Process(pid).kill()
+    assert left == []
