@@ -26,7 +26,10 @@ load shows up in every figure: run it on an idle machine.
   `lost_tokens`.
 - `idle_sockets`: 1,000 events-mode sockets opened, held 5 s, then pinged: how many answer.
 Environment: `REPOLENS_BENCH_CHAT_LEVELS=1,50,100,200,400` to change the levels;
-`REPOLENS_BENCH_PROFILE=<file>` records the server with py-spy during the levels (raw stacks).
+`REPOLENS_BENCH_PROFILE=<file>` records the server with py-spy during the levels (raw stacks);
+`REPOLENS_BENCH_CHAT_COMPARE=retrieval_pool` runs every level on a second server whose retrieval runs on
+the default executor (as before `rag.answer`'s retrieval pool), alternating which goes first, and
+reports both side by side (`retrieval_pool_side_by_side`) with the p95 ratios.
 """
 
 from __future__ import annotations
@@ -88,6 +91,19 @@ def _serve_provider(short: int, long: int) -> None:
         provider.script(*[scripted] * count)
     print(provider.base_url, flush=True)
     sys.stdin.read()
+
+
+def _serve_without_retrieval_pool() -> None:
+    """Subprocess entry: `repolens serve` with retrieval and prompt building on the default executor
+    (`asyncio.to_thread`, the code before the retrieval pool): the baseline of the side-by-side."""
+    import rag.answer
+    from api.cli import main
+
+    async def on_default_executor(func: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(func, *args)
+
+    rag.answer._in_retrieval_pool = on_default_executor  # type: ignore[assignment]  # the bench's baseline
+    main()
 
 
 def _percentile(values: list[float], fraction: float) -> float | None:
@@ -275,6 +291,12 @@ async def _sequential(ws_url: str, repo: Path) -> list[dict[str, float]]:
     return results
 
 
+async def _warm_up(ws_url: str, repo: Path) -> None:
+    """`WARMUP` conversations, so a server's first level does not pay for loading the index and model."""
+    for i in range(WARMUP):
+        await _conversation(ws_url, _request(repo, QUESTIONS[i % len(QUESTIONS)]), 0.0)
+
+
 def _start_profiler(pid: int) -> subprocess.Popen[bytes] | None:
     """With `REPOLENS_BENCH_PROFILE=<file>`: py-spy samples the server during the levels (collapsed
     stacks, one line per stack: `grep`/`sort` them, or load them in speedscope)."""
@@ -316,9 +338,12 @@ class BenchServer:
 
 
 @contextlib.contextmanager
-def bench_server(env: dict[str, str], *, warmup: int, streams: int, **settings: str) -> Iterator[BenchServer]:
+def bench_server(
+    env: dict[str, str], *, warmup: int, streams: int, baseline: bool = False, **settings: str
+) -> Iterator[BenchServer]:
     """Start the fake provider (`warmup` sequential answers, room for `streams` concurrent ones) and a
-    server pointed at it with `settings` added to `env`; both are stopped on exit.
+    server pointed at it with `settings` added to `env`; both are stopped on exit. `baseline`: the
+    server without the retrieval pool (`_serve_without_retrieval_pool`).
 
     The per-client chat limit is off: hundreds of conversations come from one address.
     """
@@ -343,9 +368,14 @@ def bench_server(env: dict[str, str], *, warmup: int, streams: int, **settings: 
             "REPOLENS_RATE_LIMIT_CHAT": "off",
             **settings,
         }
+        entry = (
+            [sys.executable, "-c", "import bench.chat_bench as b; b._serve_without_retrieval_pool()"]
+            if baseline
+            else [str(Path(sys.executable).parent / "repolens")]
+        )
         server = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "repolens"),
+                *entry,
                 "serve",
                 "--port",
                 str(port),
@@ -388,13 +418,31 @@ def run() -> dict[str, Any]:
         repo = make_fixture_repo(Path(scratch) / "weatherline")
         ingest(str(repo), store=Store(settings.home), embedder=get_embedder(settings))
 
-        with bench_server(env, warmup=WARMUP + SAMPLES, streams=2 * sum(levels)) as served:
+        compare = os.environ.get("REPOLENS_BENCH_CHAT_COMPARE") == "retrieval_pool"
+        streams_needed = 2 * sum(levels)
+        with contextlib.ExitStack() as servers:
+            served = servers.enter_context(bench_server(env, warmup=WARMUP + SAMPLES, streams=streams_needed))
+            without = (
+                servers.enter_context(bench_server(env, warmup=WARMUP, streams=streams_needed, baseline=True))
+                if compare
+                else None
+            )
             sequential = asyncio.run(_sequential(served.ws_url, repo))
+            if without is not None:
+                asyncio.run(_warm_up(without.ws_url, repo))
             profiler = _start_profiler(served.processes["server"].pid)
-            results = [
-                asyncio.run(_level(served.ws_url, served.provider_url, repo, streams, served.processes))
-                for streams in levels
-            ]
+            results, baseline = [], []
+            for number, streams in enumerate(levels):
+                pair = (
+                    [(served, results), (without, baseline)] if without is not None else [(served, results)]
+                )
+                for server, figures in pair if number % 2 == 0 else reversed(pair):
+                    assert server is not None
+                    figures.append(
+                        asyncio.run(
+                            _level(server.ws_url, server.provider_url, repo, streams, server.processes)
+                        )
+                    )
             _stop_profiler(profiler)
             idle = asyncio.run(_idle_sockets(served.ws_url, IDLE_SOCKETS, served.processes["server"]))
 
@@ -412,7 +460,9 @@ def run() -> dict[str, Any]:
         default=0,
     )
     added = [result["first_ms"] - PROVIDER_FIRST_DELAY_S * 1000 for result in sequential]
+    side_by_side = {"retrieval_pool_side_by_side": _side_by_side(results, baseline)} if baseline else {}
     return {
+        **side_by_side,
         "provider_first_token_delay_ms": PROVIDER_FIRST_DELAY_S * 1000,
         "stream": {"chunks": CHUNKS, "chunk_delay_ms": CHUNK_DELAY_S * 1000},
         "added_first_token_ms": {
@@ -431,3 +481,23 @@ def run() -> dict[str, Any]:
             "idle_sockets": IDLE_SOCKETS,
         },
     }
+
+
+_COMPARED = ("added_p95_ms", "retrieval_p95_ms", "server_first_p95_ms", "added_inter_token_p95_ms")
+
+
+def _side_by_side(pool: list[dict[str, Any]], default: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per level, the p95 figures with the retrieval pool and on the default executor, and their ratio
+    (pool / default: below 1 means the pool is faster)."""
+    rows = []
+    for with_pool, without in zip(pool, default, strict=True):
+        row: dict[str, Any] = {
+            "streams": with_pool["streams"],
+            "errors": {"pool": with_pool["errors"], "default_executor": without["errors"]},
+        }
+        for key in _COMPARED:
+            a, b = with_pool.get(key), without.get(key)
+            ratio = round(a / b, 2) if a is not None and b else None
+            row[key] = {"pool": a, "default_executor": b, "ratio": ratio}
+        rows.append(row)
+    return rows
