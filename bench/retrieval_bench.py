@@ -20,8 +20,11 @@ are cached under `build/bench/embeddings`, so reruns are fast). Reported for eac
 mode: Recall@1/5/10 and MRR@10 at file level (a hit in the right file) and at
 span level (a hit covering at least half of the function's lines).
 
-`REPOLENS_BENCH_QUERIES` caps the queries per code base (default 300); `REPOLENS_BENCH_PART`
-(`questions` or `describe`) runs one part, `REPOLENS_BENCH_CORPORA` some question sets.
+The tuning sample is 300 queries per code base drawn with a fixed seed; every other unique query is
+**held out** (never looked at while tuning) and reported apart, for the default ranking, as the
+`held_out` block. `REPOLENS_BENCH_QUERIES` caps the tuning queries evaluated per code base (default
+300; the held-out set does not change with it); `REPOLENS_BENCH_PART` (`questions` or `describe`)
+runs one part, `REPOLENS_BENCH_CORPORA` some question sets.
 """
 
 from __future__ import annotations
@@ -86,6 +89,9 @@ K = 10
 CUTOFFS = (1, 5, 10)
 MIN_QUERY_WORDS = 3
 SEED = 7
+# The queries per code base tuned against; the rest of the unique queries are held out.
+TUNING_QUERIES = 300
+DEFAULT_VARIANT = "+names (default)"
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,12 @@ Transform = Callable[[str, bytes], tuple[bytes, list[LabelledQuery]]]
 
 @dataclass
 class Corpus:
-    """A stripped copy of a code base and the queries whose answers it holds."""
+    """A stripped copy of a code base, its tuning queries and its held-out queries."""
 
     name: str
     root: Path
     queries: list[LabelledQuery]
+    held_out: list[LabelledQuery]
 
 
 def first_sentence(doc: str) -> str | None:
@@ -215,7 +222,11 @@ def javascript_file(path: str, source: bytes) -> tuple[bytes, list[LabelledQuery
 def strip_tree(
     name: str, source_root: Path, files: Iterable[Path], dest: Path, transform: Transform, cap: int
 ) -> Corpus:
-    """Copy `files` under `dest` with docstrings removed; keep up to `cap` unambiguous queries."""
+    """Copy `files` under `dest` with docstrings removed and split the unambiguous queries.
+
+    The tuning sample is always the same `TUNING_QUERIES` draw (so the held-out set, every other
+    unique query, never depends on `cap`); `cap` only limits how many tuning queries are kept.
+    """
     queries: list[LabelledQuery] = []
     for file in sorted(files):
         relative = file.relative_to(source_root).as_posix()
@@ -228,8 +239,14 @@ def strip_tree(
     for item in queries:
         counts[item.query.lower()] = counts.get(item.query.lower(), 0) + 1
     unique = [item for item in queries if counts[item.query.lower()] == 1]
-    chosen = random.Random(SEED).sample(unique, min(cap, len(unique)))
-    return Corpus(name, dest, sorted(chosen, key=lambda q: (q.path, q.start_line)))
+    tuning = random.Random(SEED).sample(unique, min(TUNING_QUERIES, len(unique)))
+    chosen = set(tuning)
+    held_out = [item for item in unique if item not in chosen]
+    return Corpus(name, dest, sorted(tuning[:cap], key=_query_order), sorted(held_out, key=_query_order))
+
+
+def _query_order(query: LabelledQuery) -> tuple[str, int]:
+    return query.path, query.start_line
 
 
 def js_files() -> list[Path]:
@@ -268,7 +285,10 @@ def metrics(ranks: list[int | None]) -> dict[str, float]:
     return {name: round(value, 4) for name, value in figures.items()}
 
 
-def evaluate(retriever: Retriever, queries: list[LabelledQuery], variant: str) -> dict[str, object]:
+def score(
+    retriever: Retriever, queries: list[LabelledQuery], variant: str
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """File-level and span-level figures of one ranking variant, and its milliseconds per query."""
     mode, ranking = RANKINGS[variant]
     ranked = Retriever(retriever.index, retriever.embedder, ranking=ranking)
     file_ranks: list[int | None] = []
@@ -279,11 +299,23 @@ def evaluate(retriever: Retriever, queries: list[LabelledQuery], variant: str) -
         file_ranks.append(first_relevant(hits, query, span=False))
         span_ranks.append(first_relevant(hits, query, span=True))
     elapsed = time.perf_counter() - started
-    return {
-        "file": metrics(file_ranks),
-        "span": metrics(span_ranks),
-        "ms_per_query": round(1000 * elapsed / max(len(queries), 1), 2),
-    }
+    return metrics(file_ranks), metrics(span_ranks), round(1000 * elapsed / max(len(queries), 1), 2)
+
+
+def evaluate(retriever: Retriever, queries: list[LabelledQuery], variant: str) -> dict[str, object]:
+    file, span, ms_per_query = score(retriever, queries, variant)
+    return {"file": file, "span": span, "ms_per_query": ms_per_query}
+
+
+def headline(file: dict[str, float], span: dict[str, float], queries: int) -> dict[str, float]:
+    """The goal figures: file MRR@10 and Span@10 (a hit covering the function in the top 10)."""
+    return {"queries": queries, "mrr@10": file["mrr@10"], "span@10": span["recall@10"]}
+
+
+def macro(rows: Iterable[dict[str, float]]) -> dict[str, float]:
+    kept = list(rows)
+    count = max(len(kept), 1)
+    return {name: round(sum(row[name] for row in kept) / count, 4) for name in ("mrr@10", "span@10")}
 
 
 def bench_embedder(home: Path) -> Embedder:
@@ -307,6 +339,17 @@ def markdown_table(results: dict[str, dict]) -> str:
             cells += [f"{100 * span[m]:.1f}" for m in ("recall@1", "recall@5", "recall@10", "mrr@10")]
             cells.append(f"{figures['ms_per_query']:.1f}")
             lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def headline_table(parts: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The default ranking's goal figures per part (tuning, held out), code base and macro."""
+    lines = ["| queries | code base | file MRR@10 | Span@10 |", "|---|---|---|---|"]
+    for part, rows in parts.items():
+        for name, row in rows.items():
+            count = f" ({int(row['queries'])} q)" if "queries" in row else ""
+            figures = f"{100 * row['mrr@10']:.1f} | {100 * row['span@10']:.1f}"
+            lines.append(f"| {part} | {name}{count} | {figures} |")
     return "\n".join(lines)
 
 
@@ -358,6 +401,8 @@ def run_describe() -> dict:
         store = Store(workdir / "home")
         embedder = bench_embedder(workdir / "home")
         results: dict[str, dict] = {}
+        tuning: dict[str, dict[str, float]] = {}
+        held_out: dict[str, dict[str, float]] = {}
         for corpus in corpora(workdir / "corpora", cap):
             started = time.perf_counter()
             report = ingest(str(corpus.root), INGEST_OPTIONS, store=store, embedder=embedder)
@@ -370,9 +415,15 @@ def run_describe() -> dict:
                 "ingest_s": round(time.perf_counter() - started, 1),
                 "modes": {variant: evaluate(retriever, corpus.queries, variant) for variant in RANKINGS},
             }
-        table = markdown_table(results)
+            default = results[corpus.name]["modes"][DEFAULT_VARIANT]
+            tuning[corpus.name] = headline(default["file"], default["span"], len(corpus.queries))
+            file, span, _ = score(retriever, corpus.held_out, DEFAULT_VARIANT)
+            held_out[corpus.name] = headline(file, span, len(corpus.held_out))
+        tuning["macro"] = macro(tuning.values())
+        held_out["macro"] = macro(held_out.values())
+        table = markdown_table(results) + "\n\n" + headline_table({"tuning": tuning, "held out": held_out})
         print(table, file=sys.stderr)
-        return {"k": K, "results": results, "table": table}
+        return {"k": K, "results": results, "tuning": tuning, "held_out": held_out, "table": table}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

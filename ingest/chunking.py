@@ -457,7 +457,9 @@ class _FileChunker:
         )
 
     def _context(self, chunk: Chunk, start_line: int) -> str | None:
-        symbol = tuple(chunk.symbol.split(self.separator)) if chunk.symbol else ()
+        # A name may hold the separator itself (`Minipass.[Symbol.iterator]`): look the text up first.
+        known = (key for key in self.contexts if self._symbol_text(key) == chunk.symbol)
+        symbol = next(known, None) or (tuple(chunk.symbol.split(self.separator)) if chunk.symbol else ())
         return "\n".join(self._context_lines(symbol, start_line - 1)) or None
 
     def _context_lines(self, symbol: Symbol, start: int) -> list[str]:
@@ -554,7 +556,11 @@ def _text(node: Node | None) -> str:
 
 
 def _field_name(node: Node) -> Symbol:
-    return _clean_name(_text(node.child_by_field_name("name")))
+    name = node.child_by_field_name("name")
+    if name is not None and name.type == "computed_property_name":
+        # `[Symbol.iterator]() {...}`, `[kConnect]() {...}`: one name, brackets kept (as the code graph has it).
+        return (" ".join(_text(name).split()),)
+    return _clean_name(_text(name))
 
 
 def _go_method_name(node: Node) -> Symbol:

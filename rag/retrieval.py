@@ -234,10 +234,27 @@ class Retriever:
             explanations = {
                 chunk.id: self._explanation(chunk, intent, ranks, notes.get(chunk.id, {})) for chunk in ranked
             }
-        hits = merge_chunks(scored, k, self.index.file_text, explanations)
         if not self.ranking.whole_definitions:
-            return hits
-        return complete_definitions(hits, self.index, lambda hit: _symbols_within(hit, ranked))
+            return merge_chunks(scored, k, self.index.file_text, explanations)
+        return self._whole_hits(scored, ranked, k, explanations)
+
+    def _whole_hits(
+        self,
+        scored: list[tuple[StoredChunk, float]],
+        ranked: list[StoredChunk],
+        k: int,
+        explanations: dict[int, dict[str, object]] | None,
+    ) -> list[SearchHit]:
+        """The `k` best hits grown to whole definitions (`complete_definitions`). A hit that grows
+        over another frees its slot, which the next-ranked chunks fill: `k` hits whenever the
+        candidates hold that many."""
+        wanted = k
+        while True:
+            merged = merge_chunks(scored, wanted, self.index.file_text, explanations)
+            hits = complete_definitions(merged, self.index, lambda hit: _symbols_within(hit, ranked))
+            if len(hits) >= k or len(merged) < wanted:
+                return hits[:k]
+            wanted += k - len(hits)
 
     @staticmethod
     def _ranking_names(mode: Mode) -> list[str]:

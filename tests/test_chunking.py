@@ -529,3 +529,23 @@ def test_a_class_assigned_to_module_exports_is_split_by_its_methods() -> None:
     chunks = Chunker(120).chunk(source("index.js", text))
     assert_complete(chunks, text, 120)
     assert {c.symbol for c in chunks} >= {f"CachePolicy.method{i}" for i in range(6)}
+
+
+def test_methods_with_computed_names_are_definitions_of_their_own() -> None:
+    """`[kConnect](opts) {...}` and `[Symbol.iterator]() {...}` (symbol-keyed methods, common in Node
+    libraries) each get chunks under their own name instead of joining the method above them."""
+    body = "".join(f"    this.step{j} = compute{j}(options);\n" for j in range(8))
+    text = (
+        "class Pool {\n"
+        f"  connect(options) {{\n{body}  }}\n"
+        f"  [kConnect](options) {{\n{body}  }}\n"
+        f"  [Symbol.iterator]() {{\n{body}  }}\n"
+        f"  get ['async']() {{\n{body}  }}\n"
+        "}\n"
+    )
+    chunks = Chunker(120).chunk(source("pool.js", text))
+    assert_complete(chunks, text, 120)
+    by_symbol = {c.symbol: c for c in chunks}
+    assert {"Pool.connect", "Pool.[kConnect]", "Pool.[Symbol.iterator]", "Pool.['async']"} <= set(by_symbol)
+    assert by_symbol["Pool.[kConnect]"].text.lstrip().startswith("[kConnect](options)")
+    assert by_symbol["Pool.[Symbol.iterator]"].text.lstrip().startswith("[Symbol.iterator]()")

@@ -94,3 +94,43 @@ def test_a_function_too_long_to_cite_whole_is_left_as_it_is(index: RepoIndex) ->
     middle = line_of("quux_threshold")
     [kept] = complete_definitions([hit(middle - 2, middle + 2)], index)
     assert (kept.start_line, kept.end_line) == (middle - 2, middle + 2)
+
+
+SLOT_OPTIONS = [f"        self.option_{i} = options.get('option_{i}', {i})\n" for i in range(60)]
+for row in (1, 2, 3, 56, 57, 58):
+    SLOT_OPTIONS[row] = f"        self.zanzibar_{row} = options.get('zanzibar', {row})  # zanzibar\n"
+WORKER = f'''class Worker:
+    def __init__(self, options):
+{"".join(SLOT_OPTIONS)}        self.ready = True
+'''
+JOB = '''def run_job_{i}(queue):
+    """Runs job {i} from the zanzibar queue."""
+    return queue.pop({i})
+'''
+
+
+@pytest.fixture(scope="module")
+def slots_index(tmp_path_factory: pytest.TempPathFactory, shared_embedder: Embedder) -> RepoIndex:
+    root = tmp_path_factory.mktemp("slots") / "worker-repo"
+    (root / "jobs").mkdir(parents=True)
+    (root / "worker.py").write_text(WORKER)
+    for i in range(6):
+        (root / "jobs" / f"job_{i}.py").write_text(JOB.format(i=i))
+    store = Store(tmp_path_factory.mktemp("slots-home"))
+    report = ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder)
+    return store.open(report.repo_id)
+
+
+def test_a_hit_grown_over_another_frees_its_slot_for_the_next(slots_index: RepoIndex) -> None:
+    """The first and last pieces of `Worker.__init__` rank first as two hits; both grow to the whole
+    method and fold into one, and the next-ranked chunk fills the freed slot: k hits, none twice."""
+    pieces = [c for c in slots_index.chunks_for_file("worker.py") if c.symbol == "Worker.__init__"]
+    assert len(pieces) >= 3, "the fixture no longer splits the method into three pieces or more"
+    plain = Retriever(slots_index, None, ranking=Ranking(whole_definitions=False))
+    cut = plain.search("zanzibar", 4, mode="lexical")
+    assert [hit.path for hit in cut[:2]] == ["worker.py", "worker.py"], "the two pieces no longer rank first"
+    hits = Retriever(slots_index, None).search("zanzibar", 4, mode="lexical")
+    assert len(hits) == 4
+    assert [hit.path for hit in hits].count("worker.py") == 1
+    [worker] = [hit for hit in hits if hit.path == "worker.py"]
+    assert (worker.start_line, worker.end_line) == (1, WORKER.count("\n"))
