@@ -558,7 +558,7 @@ def _text(node: Node | None) -> str:
 def _field_name(node: Node) -> Symbol:
     name = node.child_by_field_name("name")
     if name is not None and name.type == "computed_property_name":
-        # `[Symbol.iterator]() {...}`, `[kConnect]() {...}`: one name, brackets kept (as the code graph has it).
+        # `[Symbol.iterator]() {...}`, `[kConnect]() {...}`: one name, brackets kept (as in the code graph).
         return (" ".join(_text(name).split()),)
     return _clean_name(_text(name))
 

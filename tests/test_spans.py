@@ -99,10 +99,10 @@ def test_a_function_too_long_to_cite_whole_is_left_as_it_is(index: RepoIndex) ->
 SLOT_OPTIONS = [f"        self.option_{i} = options.get('option_{i}', {i})\n" for i in range(60)]
 for row in (1, 2, 3, 56, 57, 58):
     SLOT_OPTIONS[row] = f"        self.zanzibar_{row} = options.get('zanzibar', {row})  # zanzibar\n"
-WORKER = f'''class Worker:
+WORKER = f"""class Worker:
     def __init__(self, options):
 {"".join(SLOT_OPTIONS)}        self.ready = True
-'''
+"""
 JOB = '''def run_job_{i}(queue):
     """Runs job {i} from the zanzibar queue."""
     return queue.pop({i})
