@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from api.cli import app
@@ -325,7 +326,7 @@ def test_no_wait_returns_searchable_and_a_background_embed_completes_it(
     ("command", "shown"),
     [
         ([], "--debug"),
-        (["ingest"], "<int>"),
+        (["ingest"], "--max-files"),
         (["doctor"], "--repair"),
         (["ask"], "REPOLENS_PROVIDER or"),
         (["serve"], "REPOLENS_HOST or"),
@@ -339,6 +340,30 @@ def test_help_shows_flags_without_a_value_placeholder(command: list[str], shown:
     assert result.exit_code == 0
     assert "--help" in result.stdout and "<bool>" not in result.stdout
     assert shown in result.stdout and not re.search(r"\w \.(\s|$)", result.stdout), result.stdout
+
+
+def test_help_at_80_columns_shows_every_option_whole() -> None:
+    """On an 80-column terminal no option's name or placeholder is cut (`--no-default-exclu…`,
+    `<auto|rich|jsonl|n`): placeholders are short (`TEXT`, `N`, `DIRS`, `MODE`)."""
+    group = typer.main.get_command(app)
+    for name in [None, *group.commands]:  # type: ignore[attr-defined]
+        result = runner.invoke(app, [name, "--help"] if name else ["--help"], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.stdout
+        assert "…" not in result.stdout, result.stdout
+        assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
+        command = group.commands[name] if name else group  # type: ignore[attr-defined]
+        for param in command.params:
+            for option in [*param.opts, *param.secondary_opts]:
+                if option.startswith("--"):
+                    assert option in result.stdout, (name, option)
+    ingest_help = runner.invoke(app, ["ingest", "--help"], env={"COLUMNS": "80"}).stdout
+    assert re.search(r"--exclude-dirs +DIRS", ingest_help) and re.search(r"--max-files +N ", ingest_help)
+    assert re.search(r"--progress +MODE", ingest_help) and "<list[str]>" not in ingest_help
+    # The commands in the order a newcomer uses them, not in the order their modules are imported.
+    listed = re.findall(
+        r"^│ ([a-z][a-z-]*) ", runner.invoke(app, ["--help"], env={"COLUMNS": "80"}).stdout, re.M
+    )
+    assert listed[:9] == ["ingest", "update", "embed", "list", "show", "delete", "search", "ask", "wiki"]
 
 
 def test_a_repository_is_named_by_the_unique_last_part_of_its_id(tmp_path: Path) -> None:

@@ -21,29 +21,59 @@ from typer.core import TyperGroup
 from rag.errors import UNEXPECTED_EXIT_CODE, ErrorCode, RepoLensError, exit_code
 from rag.redact import install_log_redaction, redact
 
+# typer's own value placeholders (`<str>`, `<int range>`, `<list[str]>`) as short classic ones:
+# the option column stays narrow, so an 80-column help never cuts an option's name.
+_METAVARS = {
+    "str": "TEXT",
+    "int": "N",
+    "int range": "N",
+    "float": "NUMBER",
+    "float range": "NUMBER",
+    "path": "PATH",
+}
+_LONGEST_CHOICES = 24  # `<hybrid|dense|lexical>` is shown as is; a longer list is the help text's job
 
-def _plain_flags(params: list[Any]) -> list[Any]:
-    """Show a flag (`--json`, `--debug`, `--help`) bare in the help: typer prints `<bool>` after it,
-    which reads as if the flag took a value."""
+
+def _tidy_params(params: list[Any], ctx: Any) -> list[Any]:
+    """A flag (`--json`, `--debug`, `--help`) shows no placeholder (typer prints `<bool>`, which reads as
+    if it took a value); an option's value is `TEXT`, `N`, `PATH`... unless the command names it."""
     for param in params:
         if getattr(param, "is_bool_flag", False):
             param.metavar = ""
+        elif param.param_type_name == "option" and param.metavar is None:
+            shown = param.display_type(ctx).strip("<>")
+            inner = shown.removeprefix("list[").removesuffix("]")
+            if inner in _METAVARS:
+                param.metavar = _METAVARS[inner]
+            elif len(shown) > _LONGEST_CHOICES:
+                param.metavar = "CHOICE"
     return params
 
 
+_COMMAND_ORDER = (
+    "ingest", "update", "embed", "list", "show", "delete", "search", "ask", "wiki",
+    "serve", "worker", "mcp", "doctor", "migrate-store", "setup",
+)  # fmt: skip
+
+
 class _Group(TyperGroup):
-    """The `repolens` group: its own and every command's help list flags without a metavar.
+    """The `repolens` group: its own and every command's help show short value placeholders (`_tidy_params`).
 
     (typer's parameters are its vendored click's, hence `Any` for the context and parameters.)
     """
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return _plain_flags(super().get_params(ctx))
+        return _tidy_params(super().get_params(ctx), ctx)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """In the order a newcomer uses them (index, ask, serve, maintain), not in import order."""
+        rank = {name: number for number, name in enumerate(_COMMAND_ORDER)}
+        return sorted(super().list_commands(ctx), key=lambda name: (rank.get(name, len(rank)), name))
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is not None:
-            _plain_flags(command.get_params(ctx))
+            _tidy_params(command.get_params(ctx), ctx)
         return command
 
 

@@ -42,7 +42,12 @@ class ProgressMode(StrEnum):
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
 ProgressFlag = Annotated[
     ProgressMode,
-    typer.Option("--progress", help="auto: a live display on a terminal, silent when piped; jsonl: stderr."),
+    typer.Option(
+        "--progress",
+        metavar="MODE",
+        help="auto (a live display on a terminal, nothing when piped), rich, jsonl (JSON lines on stderr) "
+        "or none.",
+    ),
 ]
 TokenFlag = Annotated[
     str | None,
@@ -56,7 +61,9 @@ TokenFlag = Annotated[
 UsernameFlag = Annotated[
     str | None, typer.Option("--username", help="User name for Bitbucket API tokens.", show_default=False)
 ]
-CloneTimeoutFlag = Annotated[float, typer.Option("--clone-timeout", help="Seconds before git gives up.")]
+CloneTimeoutFlag = Annotated[
+    float, typer.Option("--clone-timeout", metavar="SECONDS", help="Seconds before git gives up.")
+]
 ReindexFlag = Annotated[
     bool, typer.Option("--reindex", help="Rebuild from scratch (needed after changing the embedder).")
 ]
@@ -81,14 +88,18 @@ MaxFileBytesFlag = Annotated[
     ),
 ]
 IncludeDirs = Annotated[
-    list[str] | None, typer.Option(help="Only these folders (e.g. src,lib).", show_default=False)
+    list[str] | None,
+    typer.Option(metavar="DIRS", help="Only these folders (e.g. src,lib).", show_default=False),
 ]
-ExcludeDirs = Annotated[list[str] | None, typer.Option(help="Leave out these folders.", show_default=False)]
+ExcludeDirs = Annotated[
+    list[str] | None, typer.Option(metavar="DIRS", help="Leave out these folders.", show_default=False)
+]
 IncludeFiles = Annotated[
-    list[str] | None, typer.Option(help="Only files like these (e.g. '*.py').", show_default=False)
+    list[str] | None,
+    typer.Option(metavar="PATTERNS", help="Only files like these (e.g. '*.py').", show_default=False),
 ]
 ExcludeFiles = Annotated[
-    list[str] | None, typer.Option(help="Leave out files like these.", show_default=False)
+    list[str] | None, typer.Option(metavar="PATTERNS", help="Leave out files like these.", show_default=False)
 ]
 
 
