@@ -10,10 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
+from api.cli.search_cmd import console, print_hits
 from ingest import ingest
 from rag.embedders import get_embedder
 from rag.settings import Settings
 from rag.store import RepoIndex, Store
+from rag.types import SearchHit
 from tests.conftest import SHARED_CACHE
 from tests.support.repos import RARE_IDENTIFIER, make_fixture_repo
 
@@ -247,3 +249,23 @@ def test_explain_shows_role_ranks_and_boosts_in_the_cli_and_the_api(
     code, out = run_cli(repo_id, "how is a request retried", "-k", "2", "--explain")
     assert code == 0, out
     assert "role source · intent code" in out and "dense #" in out
+
+
+def test_a_long_explain_line_wraps_under_its_hit() -> None:
+    """At 80 columns the explain line wraps; its tail (`from History.md (app.route)`) stays indented."""
+    explain = {
+        "role": "source", "intent": "code", "dense_rank": 5, "lexical_rank": 23, "role_weight": 1.0,
+        "link_boost": 0.0025, "linked_from": "docs/guide/routing-and-middleware.md",
+        "linked_name": "app.route",
+    }  # fmt: skip
+    hit = SearchHit("lib/application.js", "javascript", 190, 192, "route", "a\nb\nc", 0.036, explain)
+    width = console.width
+    console.width = 80
+    try:
+        with console.capture() as captured:
+            print_hits([hit])
+    finally:
+        console.width = width
+    lines = captured.get().splitlines()
+    explained = [line for line in lines[1:] if "role source" in line or "routing-and-middleware" in line]
+    assert len(explained) == 2 and all(line.startswith("   ") for line in explained), lines

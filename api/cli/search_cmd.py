@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.padding import Padding
 from rich.syntax import Syntax
 from rich.text import Text
 
@@ -81,8 +82,10 @@ def print_hits(hits: list[SearchHit]) -> None:
             (f"  score {hit.score:.4f}", "dim"),
         )
         console.print(title)
-        if hit.explain is not None:
-            console.print(f"   {explain_line(hit.explain)}", style="dim", highlight=False)
+        if (
+            hit.explain is not None
+        ):  # indented as a whole: a wrapped tail stays under the hit, not at column 0
+            console.print(Padding(Text(explain_line(hit.explain), style="dim"), (0, 0, 0, 3)))
         lines = hit.text.splitlines()
         excerpt = "\n".join(lines[:EXCERPT_LINES])
         console.print(
