@@ -121,6 +121,8 @@ def wiki_command(
             raise RepoLensError(
                 f"unknown language {language!r}; choose one of: {choices}", code=ErrorCode.BAD_REQUEST
             )
+        if export is ExportFormat.zip and out is None:  # before writing anything, not after
+            raise RepoLensError("a zip export needs --out <file>.zip", code=ErrorCode.BAD_REQUEST)
         from api.services import Services
 
         settings = Settings.from_env()
@@ -143,7 +145,7 @@ def wiki_command(
             record = services.store.get(repo_id)
             data = export_bytes(wiki, record.url if record else repo_id, export.value)
             if out is None:
-                typer.echo(data.decode("utf-8") if export is not ExportFormat.zip else "use --out for a zip")
+                typer.echo(data.decode("utf-8"))
                 return
             out.write_bytes(data)
             outcome["export"] = str(out)
@@ -158,3 +160,10 @@ def wiki_command(
         )
         if "export" in outcome:
             console.print(f"exported to {outcome['export']}", highlight=False)
+        else:  # where a newcomer reads what was just written
+            console.print(
+                f"read it in the Wiki tab of `repolens serve`, or export it: "
+                f"`repolens wiki {repo} --export md --out wiki.md`",
+                highlight=False,
+                markup=False,
+            )
