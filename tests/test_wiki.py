@@ -346,6 +346,10 @@ def test_offline_titles_descriptions_and_entry_points_come_from_the_right_lines(
     assert _doc_title(facts, "docs/database.md") == "Database"  # not its sub-heading "Queries"
     assert _doc_title(facts, "docs/index.md") == "Introduction"
     assert _doc_title(facts, "docs/guide.md") == "The guide"  # a heading on the first line names the doc
+    facts.texts["examples/views/index.md"] = "\n# {title}\n\nJust an example view.\n"  # a template
+    facts.texts["docs/page.md"] = "# {{ page.title }}\n\n## Usage\n"
+    assert _doc_title(facts, "examples/views/index.md") == "Views"  # its folder: "Index" names nothing
+    assert _doc_title(facts, "docs/page.md") == "Page"
     assert _module_summary(facts, ["pkg/routing.py", "pkg/status.py"]) is None  # status.py is not pkg
     lib = _module_summary(facts, ["lib/__init__.py", "lib/util.py"])
     assert lib is not None and lib[0] == "lib/__init__.py"
@@ -428,3 +432,28 @@ def test_an_interrupted_llm_wiki_resumes_where_it_stopped(
     assert len(fake_provider.requests) == 2  # no new plan, no rewrite of the finished page
     wiki = saved(store, repo_id)
     assert wiki.complete and set(wiki.pages) == {"overview", "http-client", "service"}
+
+
+def test_key_definitions_list_an_overloaded_name_once() -> None:
+    """`@overload` signatures and their implementation (and a property's getter and setter) are one entry
+    of "Key classes and functions", cited over all of them; same-named methods of two classes stay two."""
+    from rag.wiki.codefacts import definitions
+    from rag.wiki.offline import RepoFacts, _module
+
+    source = (
+        "from typing import overload\n\n"
+        "@overload\ndef is_async_callable(obj: int) -> bool: ...\n"
+        "@overload\ndef is_async_callable(obj: str) -> bool: ...\n"
+        'def is_async_callable(obj):\n    """Whether obj is async."""\n    return False\n\n'
+        "class A:\n    @property\n    def value(self):\n        return 1\n"
+        "    @value.setter\n    def value(self, new):\n        pass\n    def send(self):\n        pass\n\n"
+        "class B:\n    def send(self):\n        pass\n"
+    )
+    facts = RepoFacts("local/x", None, {"pkg/utils.py": "python"}, {"pkg/utils.py": source})
+    facts.defs["pkg/utils.py"] = definitions("python", source)
+    facts.modules["pkg"] = ["pkg/utils.py"]
+    page = _module(facts, "pkg")
+    key = page.split("## Key classes and functions")[1].split("##")[0]
+    assert key.count("`is_async_callable`") == 1, key
+    assert "Whether obj is async. (`pkg/utils.py:4-9`)" in key, key
+    assert key.count("`value`") == 1 and key.count("`send`") == 2, key

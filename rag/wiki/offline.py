@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag.wiki.codefacts import (
@@ -148,17 +148,28 @@ def _calls(index: Any, found: list[Any]) -> list[tuple[str, str, int, str, str]]
     return calls
 
 
+# A heading that is a template's placeholder (`# {title}`, `{{ page.title }}`, `<%= title %>`, `${name}`).
+_PLACEHOLDER = re.compile(r"\{\{?\s*[\w.]+\s*\}\}?|<%|\$\{")
+_NAMELESS_DOCS = frozenset({"index", "readme"})  # named by their folder: `views/index.md` -> "Views"
+
+
 def _doc_title(facts: RepoFacts, path: str) -> str:
     """The document's H1, else a heading on its first line, else its file name (`database.md` ->
-    "Database"): a sub-heading further down ("Users", "Queries") names one section, not the document."""
+    "Database"): a sub-heading further down ("Users", "Queries") names one section, not the document,
+    and a template's placeholder (`# {title}`) names nothing."""
     lines = facts.texts[path].splitlines()
-    found = headings(lines)
+    found = [
+        (number, level, title) for number, level, title in headings(lines) if not _PLACEHOLDER.search(title)
+    ]
     first_line = next((number for number, line in enumerate(lines, 1) if line.strip()), None)
     title = next((title for _, level, title in found if level == 1), None)
     title = title or next((title for number, _, title in found if number == first_line), None)
-    return (
-        title or posixpath.splitext(posixpath.basename(path))[0].replace("-", " ").replace("_", " ").title()
-    )
+    if title:
+        return title
+    stem = posixpath.splitext(posixpath.basename(path))[0]
+    if stem.lower() in _NAMELESS_DOCS and posixpath.dirname(path):
+        stem = posixpath.basename(posixpath.dirname(path))
+    return stem.replace("-", " ").replace("_", " ").title()
 
 
 def _repo_title(facts: RepoFacts) -> str:
@@ -392,8 +403,26 @@ def _module(facts: RepoFacts, name: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _merge_overloads(found: list[Definition]) -> list[Definition]:
+    """Consecutive definitions of one name are one: `@overload` signatures and their implementation, a
+    property's getter and setter, TypeScript overload declarations. Cited from the first line to the
+    last, with the first doc; `A.send` and a later `B.send` (a class between them) stay two."""
+    merged: list[Definition] = []
+    for definition in found:
+        last = merged[-1] if merged else None
+        if last is not None and (last.kind, last.name) == (definition.kind, definition.name):
+            merged[-1] = replace(
+                last, end_line=max(last.end_line, definition.end_line), doc=last.doc or definition.doc
+            )
+        else:
+            merged.append(definition)
+    return merged
+
+
 def _key_definitions(facts: RepoFacts, paths: list[str]) -> list[tuple[str, Definition]]:
-    candidates = [(path, d) for path in paths for d in facts.defs.get(path, []) if d.is_public]
+    candidates = [
+        (path, d) for path in paths for d in _merge_overloads(facts.defs.get(path, [])) if d.is_public
+    ]
     ranked = sorted(
         candidates, key=lambda item: (item[1].kind == "method", not item[1].doc, item[0], item[1].start_line)
     )
