@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from api.routes.web import IMMUTABLE, REVALIDATE
 from rag.store import Store
@@ -166,6 +166,40 @@ def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
     row.get_by_role("button", name="Confirm delete").click()
     expect(row).to_have_count(0)
     assert web.store.get(record.id) is None
+
+
+def test_the_searchable_milestone_opens_the_repository_while_embedding_goes_on(page: Page, web: Web) -> None:
+    """Lexical first: at `searchable` the page opens the repository being indexed (when none is open) and
+    keeps saying it answers during the dense phase; the row says how far the embedding is."""
+    record = httpx.get(f"{web.server.base_url}/api/repos/{web.repo_id}").json()
+    newest = {**record, "index_state": "partial 3/10", "updated_at": "2999-01-01T00:00:00+00:00"}
+    older = {**record, "id": "local/elsewhere/other", "url": "file:///elsewhere/other"}
+    older["updated_at"] = "2000-01-01T00:00:00+00:00"
+    listing = json.dumps({"repos": [older, newest]})
+    frames = [
+        {"type": "status", "stage": "indexing", "step": "searchable", "index_state": "lexical"},
+        {"type": "status", "stage": "indexing", "step": "embedding", "chunks_done": 3, "chunks_total": 10},
+    ]
+    stream = "".join(f"event: status\ndata: {json.dumps(frame)}\n\n" for frame in frames)
+
+    def repos(route: Route) -> None:
+        if route.request.method == "POST":  # the ingest: its two milestones' frames, then it hangs up
+            route.fulfill(status=200, content_type="text/event-stream", body=stream)
+        else:
+            route.fulfill(status=200, content_type="application/json", body=listing)
+
+    page.route("**/api/repos", repos)
+    page.goto(web.server.base_url)
+    expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(page.locator(".chat-title")).to_have_text("No repository selected")  # two repos: none opened
+    page.get_by_placeholder("https://github.com/owner/repo").fill(str(web.root / "weatherline"))
+    page.get_by_role("button", name="Index repository").click()
+    expect(page.locator(".chat-title")).to_have_text(f"{web.repo_id.split('/')[-1]} (local)")
+    progress = page.locator(".repos .progress")
+    expect(progress).to_contain_text("3/10 chunks")
+    expect(progress).to_contain_text("Searchable now: ask while the embedding goes on")
+    expect(page.locator(f'li[data-repo-id="{web.repo_id}"]')).to_contain_text("embedded 3/10 chunks")
+    expect(page.get_by_label("Question")).to_be_enabled()
 
 
 def test_streamed_answer_renders_markdown_code_and_citations(
@@ -425,10 +459,21 @@ def test_wiki_view_generates_and_renders_pages_with_diagrams_and_citations(page:
     page.wait_for_load_state("networkidle")
     assert refused == [], refused
     page.get_by_label("Offline (no LLM)").check()
+    held: list[Route] = []  # hold the Mermaid chunk (loaded on first use) to see the page while it loads
+    page.route("**/assets/mermaid.core-*.js", lambda route: held.append(route))
     wiki.locator("button.generate-wiki").click()
     progress = wiki.locator(".wiki-progress")
     expect(progress).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
     expect(progress).to_contain_text("Done: 5 pages, 5 written, 0 unchanged")
+    # Until the diagram is drawn: a placeholder, never the raw `graph TD` source.
+    pending = wiki.locator("article.wiki-page pre.mermaid-source[data-pending]").first
+    expect(pending).to_have_attribute("data-pending", "Drawing the diagram…", timeout=TIMEOUT_MS)
+    expect(pending.locator("code")).to_be_hidden()
+    page.wait_for_timeout(100)
+    assert held, "the Mermaid chunk was not requested"
+    for route in held:
+        route.continue_()
+    page.unroute("**/assets/mermaid.core-*.js")
     tree = wiki.locator(".wiki-tree")
     expect(tree.get_by_role("button", name="Overview")).to_have_class(re.compile("current"))
     expect(wiki.locator(".wiki-meta")).to_contain_text(
@@ -447,6 +492,8 @@ def test_wiki_view_generates_and_renders_pages_with_diagrams_and_citations(page:
     shot(page, "wiki")
     article.locator(".mermaid-diagram").first.screenshot(path=str(SCREENSHOTS / "wiki-diagram.png"))
     citation = article.locator("button.cite", has_text="weatherline/service.py:10-21")
+    # Cited in backticks: the citation is the button, with no padded code box around it ("( a.py:3 )").
+    assert citation.evaluate("(button) => getComputedStyle(button.parentElement).paddingLeft") == "0px"
     citation.click()
     viewer = page.locator("dialog.viewer[open]")
     expect(viewer).to_contain_text("weatherline/service.py:10-21")

@@ -34,7 +34,10 @@ export function renderMarkdown(target: HTMLElement, markdown: string, final: boo
   for (const code of target.querySelectorAll<HTMLElement>("pre > code")) {
     const pre = code.parentElement!;
     if (code.classList.contains("language-mermaid")) {
+      // Until it is drawn the block shows a placeholder, not its raw `graph TD` text (the
+      // Mermaid chunk loads on first use); a diagram that cannot be drawn shows its source.
       pre.classList.add("mermaid-source");
+      pre.dataset.pending = final ? "Drawing the diagram…" : "The diagram is drawn when the answer is complete.";
       continue;
     }
     const language = [...code.classList].find((name) => name.startsWith("language-"))?.slice(9);
@@ -64,7 +67,7 @@ async function renderMermaid(target: HTMLElement): Promise<void> {
   });
   const mermaid = await mermaidReady;
   for (const pre of blocks) {
-    const source = pre.textContent ?? "";
+    const source = pre.querySelector("code")?.textContent ?? "";
     try {
       const { svg } = await mermaid.render(`mermaid-${++diagramCount}`, source);
       const figure = h("div", { class: "mermaid-diagram" });
@@ -72,6 +75,7 @@ async function renderMermaid(target: HTMLElement): Promise<void> {
       pre.replaceWith(figure);
     } catch (error) {
       pre.classList.add("mermaid-error");
+      delete pre.dataset.pending;
       pre.title = `diagram could not be drawn: ${String(error)}`;
     }
   }

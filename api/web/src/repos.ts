@@ -13,6 +13,15 @@ import { h, repoName } from "./dom";
 import { onAccessRefused, rememberToken, tokenFor } from "./tokens";
 import type { FilterDefaults, RepoRecord, StatusEvent } from "./types";
 
+const SEARCHABLE_NOTE = "Searchable now: ask while the embedding goes on (keyword search first; answers improve as vectors land).";
+
+/** A record's `index_state` in a repository row: `lexical` / `partial n/m` / `complete`. */
+function indexStateText(state: string): string {
+  if (state === "lexical") return "keyword search only (not embedded yet)";
+  const partial = /^partial (\d+)\/(\d+)$/.exec(state);
+  return partial ? `embedded ${partial[1]}/${partial[2]} chunks` : state;
+}
+
 export interface RepoPanelHooks {
   onSelect(repo: RepoRecord): void;
   onDeleted(repoId: string): void;
@@ -55,6 +64,7 @@ export class RepoPanel {
   private readonly submit = h("button", { type: "submit", class: "button primary" }, "Index repository");
   private readonly cancel = h("button", { type: "button", class: "button", hidden: true }, "Cancel");
   private running: AbortController | null = null;
+  private searchable = false; // the running ingest passed its first milestone: questions work from here on
   private repos: RepoRecord[] = [];
 
   constructor(private readonly hooks: RepoPanelHooks) {
@@ -123,7 +133,7 @@ export class RepoPanel {
       repo.commit ? `@${repo.commit.slice(0, 8)}` : null,
       `${repo.file_count} files`,
       `${repo.chunk_count} chunks`,
-      repo.index_state && repo.index_state !== "complete" ? `embedding: ${repo.index_state}` : null,
+      repo.index_state && repo.index_state !== "complete" ? indexStateText(repo.index_state) : null,
       repo.updated_at ? `updated ${new Date(repo.updated_at).toLocaleString()}` : null,
     ].filter(Boolean);
     const update = h("button", { type: "button", class: "button small", title: "Fetch new commits and re-index changed files" }, "Update");
@@ -211,6 +221,7 @@ export class RepoPanel {
     this.submit.disabled = true;
     this.cancel.hidden = false;
     this.showProgress("running", `${label}: starting…`);
+    this.searchable = false;
     let finished: RepoRecord | null = null;
     try {
       await postEvents(
@@ -221,7 +232,8 @@ export class RepoPanel {
             const status = event as unknown as StatusEvent;
             this.showStatus(label, status);
             // Lexical first: the repository answers from here on, while embedding goes on.
-            if (status.step === "searchable") void this.load();
+            if (status.step === "searchable") void this.openSearchable();
+            else if (status.index_state) void this.load(); // a dense version landed: the row says how far
           }
           else if (event.type === "error") this.showProgress("error", `${label} failed: ${event.message} (${event.code})`);
           else if (event.type === "done") {
@@ -253,14 +265,23 @@ export class RepoPanel {
     }
   }
 
+  /** At the searchable milestone: refresh the list and, if no repository is open, open this one (the
+   * most recently updated record), so "Ask a question below" is true while the embedding goes on. */
+  private async openSearchable(): Promise<void> {
+    const repos = await this.load();
+    if (this.hooks.selected() !== null || repos.length === 0) return;
+    const newest = repos.reduce((a, b) => (b.updated_at > a.updated_at ? b : a));
+    this.hooks.onSelect(newest);
+  }
+
   private showStatus(label: string, status: StatusEvent): void {
     if (status.step === "searchable") {
-      const detail = "Keyword search answers now; dense embedding continues and answers improve as it lands.";
-      this.showProgress("running", `${label}: searchable (${status.index_state ?? "lexical"}). Ask a question below.`, undefined, detail);
+      this.searchable = true;
+      this.showProgress("running", `${label}: searchable (${status.index_state ?? "lexical"}). Ask a question below.`, undefined, SEARCHABLE_NOTE);
       return;
     }
     const parts = [`${label}: ${status.step ?? status.stage}`];
-    if (status.index_state) parts.push(status.index_state);
+    if (status.index_state && !status.chunks_total) parts.push(status.index_state); // else the chunk count says it
     if (status.files_total) parts.push(`${status.files_done ?? 0}/${status.files_total} files`);
     if (status.chunks_total) parts.push(`${status.chunks_done ?? 0}/${status.chunks_total} chunks`);
     if (status.rate) parts.push(`${status.rate.toFixed(1)}/s`);
@@ -270,7 +291,9 @@ export class RepoPanel {
       : status.files_total
         ? (status.files_done ?? 0) / status.files_total
         : undefined;
-    this.showProgress("running", parts.join(" · "), fraction, status.message ?? undefined);
+    // The milestone stays said during the dense phase (it used to flash by under the embedding lines).
+    const detail = [status.message, this.searchable ? SEARCHABLE_NOTE : null].filter(Boolean).join(" ");
+    this.showProgress("running", parts.join(" · "), fraction, detail || undefined);
   }
 
   private showProgress(state: "running" | "done" | "error", text: string, fraction?: number, detail?: string): void {
