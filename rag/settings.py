@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -113,6 +113,26 @@ class Settings(BaseSettings):
         None,
         "PostgreSQL (with pgvector) holding the indexes, shared by replicas and workers "
         "(`postgresql://user:pass@host/db`; unset: FAISS + SQLite under `REPOLENS_HOME`)",
+    )
+    pg_pool_size: int = setting(
+        "REPOLENS_PG_POOL_SIZE", 8, "PostgreSQL connections each process keeps for queries", ge=1, le=1000
+    )
+    pg_ef_search: int = setting(
+        "REPOLENS_PG_EF_SEARCH",
+        100,
+        "HNSW candidates per dense query (`hnsw.ef_search`: higher finds more true neighbours, slower)",
+        ge=10,
+        le=1000,
+    )
+    pg_hnsw_m: int = setting(
+        "REPOLENS_PG_HNSW_M", 16, "HNSW links per vector of an index built from now on (`m`)", ge=2, le=100
+    )
+    pg_ef_construction: int = setting(
+        "REPOLENS_PG_EF_CONSTRUCTION",
+        64,
+        "HNSW candidates while building an index from now on (`ef_construction`, at least 2 x `m`)",
+        ge=4,
+        le=1000,
     )
 
     # LLM providers
@@ -266,6 +286,14 @@ class Settings(BaseSettings):
         except (TypeError, ValueError):
             window = 20.0
         return max(0.0, min(window, 1000.0))
+
+    @field_validator("pg_ef_construction")
+    @classmethod
+    def _at_least_twice_m(cls, value: int, info: ValidationInfo) -> int:
+        m = info.data.get("pg_hnsw_m")
+        if m is not None and value < 2 * m:
+            raise ValueError(f"must be at least 2 x REPOLENS_PG_HNSW_M ({2 * m}), as pgvector requires")
+        return value
 
     @field_validator("max_file_bytes", "max_files", "max_bytes", mode="before")
     @classmethod

@@ -85,6 +85,10 @@ def _valid(field: str) -> str:
         "home": "/tmp/somewhere",
         "model_dir": "/tmp/models",
         "tiktoken_cache_dir": "/tmp/tiktoken",
+        "pg_pool_size": "12",
+        "pg_ef_search": "120",
+        "pg_hnsw_m": "12",
+        "pg_ef_construction": "96",
     }
     annotation = str(Settings.model_fields[field].annotation)
     if field in special:
@@ -111,6 +115,8 @@ def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
         ("REPOLENS_LLM_TIMEOUT", "-1"),
         ("REPOLENS_ALLOW_LOCAL", "perhaps"),
         ("REPOLENS_CONTEXT_WINDOW", "12"),
+        ("REPOLENS_PG_EF_SEARCH", "5000"),
+        ("REPOLENS_PG_EF_CONSTRUCTION", "20"),  # under 2 x REPOLENS_PG_HNSW_M (16)
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:

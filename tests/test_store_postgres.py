@@ -62,6 +62,39 @@ def test_open_store_picks_postgres_when_the_database_url_is_set(postgres_url: st
     PgStore(tmp_path, postgres_url).close()  # migrations are idempotent
 
 
+def test_the_pg_settings_reach_the_pool_the_queries_and_the_hnsw_index(
+    postgres_url: str, fixture_repo: Path, shared_embedder: Embedder, tmp_path: Path
+) -> None:
+    tuned = {
+        "REPOLENS_PG_POOL_SIZE": "3",
+        "REPOLENS_PG_EF_SEARCH": "10",
+        "REPOLENS_PG_HNSW_M": "12",
+        "REPOLENS_PG_EF_CONSTRUCTION": "48",
+    }
+    store = open_store(
+        Settings.from_env(
+            environ={"REPOLENS_HOME": str(tmp_path), "REPOLENS_DATABASE_URL": postgres_url, **tuned}
+        )
+    )
+    try:
+        assert isinstance(store, PgStore) and store.pool.max_size == 3
+        index = store.open(ingest(str(fixture_repo), store=store, embedder=shared_embedder).repo_id)
+        assert index.size > 10
+        # The transaction every query runs in has the setting (also for a query asking for more).
+        assert index._run("SELECT current_setting('hnsw.ef_search')") == [("10",)]
+        query = shared_embedder.embed_query("retry ceiling of the http client")
+        assert len(index.dense_search(query, index.size)) == index.size  # k > ef_search: raised to k
+        with psycopg.connect(postgres_url) as conn:
+            (options,) = conn.execute(
+                "SELECT c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relname = 'vectors_hnsw' AND n.nspname = %s",
+                (index.schema,),
+            ).fetchone() or (None,)
+        assert options == ["m=12", "ef_construction=48"]
+    finally:
+        store.close()
+
+
 def test_a_database_that_cannot_be_reached_is_a_config_error(tmp_path: Path) -> None:
     from rag.errors import ConfigError
 
@@ -273,3 +306,69 @@ def test_a_database_that_goes_away_is_store_unavailable_not_internal(
             store.builder(index.record, index).__enter__()
     finally:
         store.close()
+
+
+def _doctor(*args: str) -> tuple[int, dict[str, Any]]:
+    result = runner.invoke(app, ["doctor", "--json", *args])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def _schemas(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {str(name) for (name,) in conn.execute("SELECT nspname FROM pg_namespace")}
+
+
+def test_doctor_drops_orphan_schemas_and_unfinished_registrations(
+    pg_store: PgStore,
+    postgres_url: str,
+    fixture_repo: Path,
+    shared_embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rag.store.pg.schema import repo_ddl
+
+    repo_id = ingest(str(fixture_repo), store=pg_store, embedder=shared_embedder).repo_id
+    live = pg_store.open(repo_id)
+    key = int(live.schema.split("_")[1])
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        # What a full rebuild killed between its swap's COMMIT and its DROP leaves: the old schema.
+        conn.execute(f"CREATE SCHEMA repo_{key}_v0")
+        conn.execute(f"SET search_path = repo_{key}_v0, public")
+        conn.execute(repo_ddl(live.record.dimension, m=16, ef_construction=64))
+        (ghost,) = conn.execute(  # a registration whose version never committed, with its schema
+            "INSERT INTO repolens.repositories(id, schema_name, schema_version) "
+            "VALUES ('local/ghost', '', 1) RETURNING key"
+        ).fetchone() or (0,)
+        conn.execute(f"CREATE SCHEMA repo_{ghost}_v1")
+        conn.execute("CREATE SCHEMA repo_notes")  # not named like the store's: never touched
+    wiki = pg_store.paths(repo_id).root / "wikis" / "wiki.json"  # this machine's files of the repository
+    wiki.parent.mkdir(parents=True)
+    wiki.write_text("{}")
+    pg_store.clone_dir(repo_id).mkdir(parents=True)
+    monkeypatch.setenv("REPOLENS_DATABASE_URL", postgres_url)
+
+    code, report = _doctor()
+    assert code == 1 and not report["healthy"]
+    assert sorted((f["repo"], f["problem"], f["repaired"]) for f in report["findings"]) == [
+        ("local/ghost", "unfinished_registration", False),
+        (repo_id, "orphan_schema", False),
+    ]
+    with pg_store.builder(dataclasses.replace(live.record), live):  # a build holds the lock
+        code, report = _doctor("--repair")
+    assert [(f["problem"], f["repaired"]) for f in report["findings"]] == [("unfinished_registration", True)]
+    code, report = _doctor("--repair")
+    assert [(f["problem"], f["repaired"]) for f in report["findings"]] == [("orphan_schema", True)]
+    assert _doctor() == (0, {"home": str(pg_store.home), "findings": [], "healthy": True})
+    schemas = _schemas(postgres_url)
+    assert {live.schema, "repo_notes"} <= schemas
+    assert not {f"repo_{key}_v0", f"repo_{ghost}_v1"} & schemas
+    assert wiki.is_file() and pg_store.clone_dir(repo_id).is_dir()
+    assert pg_store.open(repo_id).lexical_search("HttpClient", 3)
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a live schema dropped by hand
+        conn.execute(f"DROP SCHEMA {live.schema} CASCADE")
+    code, report = _doctor("--repair")
+    assert (repo_id, "missing_schema", True) in {
+        (f["repo"], f["problem"], f["repaired"]) for f in report["findings"]
+    }
+    assert code == 0 and pg_store.list() == []

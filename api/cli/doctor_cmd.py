@@ -1,5 +1,9 @@
 """`repolens doctor`: check a data dir for what crashes and kills leave behind, and repair it.
 
+With `REPOLENS_DATABASE_URL` set it checks the PostgreSQL store too (orphan repository schemas,
+unfinished or broken registry rows: `rag.store.pg.doctor`), and leaves the wikis and clones of the
+repositories indexed there alone.
+
 Read-only unless `--repair`; `--json` prints `{"home", "findings": [...], "healthy"}`. Exit code 0
 when nothing is left to fix, 1 when a problem remains (a corrupt index with no intact version:
 re-index it with `repolens ingest <url> --reindex`).
@@ -13,7 +17,7 @@ import typer
 
 from api.cli.app import app, cli_errors, console
 from rag.settings import Settings
-from rag.store.doctor import check
+from rag.store import open_store
 
 
 @app.command()
@@ -21,10 +25,16 @@ def doctor(
     repair: bool = typer.Option(False, "--repair", help="Fix what can be fixed (never touches a held lock)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document for scripts."),
 ) -> None:
-    """Check the data dir (leftover builds, dangling `current`, corrupt versions, stale locks)."""
+    """Check the data dir (leftover builds, dangling `current`, corrupt versions, stale locks) and
+    the PostgreSQL store when one is configured (orphan schemas, unfinished registrations)."""
     with cli_errors(as_json):
-        home = Settings.from_env().home
-        findings = check(home, repair=repair)
+        settings = Settings.from_env()
+        home = settings.home
+        store = open_store(settings)
+        try:
+            findings = store.doctor(repair=repair)
+        finally:
+            store.close()
         remaining = [finding for finding in findings if not finding.repaired]
         if as_json:
             print(

@@ -40,14 +40,14 @@ def migrate_store_command(
         url = to or (settings.database_url.get_secret_value() if settings.database_url else None)
         if not url:
             raise ConfigError("set REPOLENS_DATABASE_URL (or pass --to) to the PostgreSQL to copy into")
-        from rag.store.pg import PgStore
+        from rag.store.pg import PgStore, PgTuning
         from rag.store.pg.migrate import Migrated, migrate_store
 
         def show(result: Migrated) -> None:
             if not as_json:
                 console.print(result.summary, highlight=False)
 
-        target = PgStore(settings.home, url)
+        target = PgStore(settings.home, url, PgTuning.from_settings(settings))
         try:
             results = migrate_store(Store(settings.home), target, replace=replace, progress=show)
         finally:

@@ -16,6 +16,6 @@ def open_store(settings: Settings) -> Store:
     """The configured store: PostgreSQL when `settings.database_url` is set, else the local one."""
     if settings.database_url is None:
         return Store(settings.home)
-    from rag.store.pg import PgStore
+    from rag.store.pg import PgStore, PgTuning
 
-    return PgStore(settings.home, settings.database_url.get_secret_value())
+    return PgStore(settings.home, settings.database_url.get_secret_value(), PgTuning.from_settings(settings))

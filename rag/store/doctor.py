@@ -22,12 +22,13 @@ from __future__ import annotations
 import os
 import shutil
 import urllib.parse
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rag.errors import IndexCorruptError
 from rag.store.index import RepoIndex
-from rag.store.layout import BUILD_PREFIX, IndexBusyError, RepoLock, RepoPaths, process_alive
+from rag.store.layout import BUILD_PREFIX, IndexBusyError, RepoLock, RepoPaths, process_alive, repo_folder
 
 
 @dataclass
@@ -49,13 +50,16 @@ def _intact(version: Path) -> bool:
     return True
 
 
-def check(home: Path, *, repair: bool = False) -> list[Finding]:
-    """Every problem found under `home` (each marked `repaired` when `repair` fixed it)."""
+def check(home: Path, *, repair: bool = False, shared: Collection[str] = ()) -> list[Finding]:
+    """Every problem found under `home` (each marked `repaired` when `repair` fixed it).
+
+    `shared`: the repositories indexed in a shared store (PostgreSQL), whose folders under `home`
+    hold only their wikis and whose clones are in use."""
     findings: list[Finding] = []
     repos = Path(home) / "repos"
-    indexed: set[str] = set()
+    indexed = {repo_folder(repo) for repo in shared}
     for root in sorted(repos.iterdir()) if repos.is_dir() else []:
-        if not root.is_dir():
+        if not root.is_dir() or root.name in indexed:
             continue
         repo = urllib.parse.unquote(root.name)
         stale = _stale_lock(RepoPaths(root))

@@ -22,7 +22,8 @@ META_FILE = "meta.sqlite"
 FAISS_FILE = "index.faiss"
 RECORD_FILE = "record.json"
 
-_DDL = """
+# The tables of a version (the PostgreSQL store creates the same ones: `rag.store.pg.schema`).
+META_DDL = """
 CREATE TABLE files (
     path TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL,
@@ -49,7 +50,7 @@ CREATE INDEX chunks_symbol ON chunks(symbol);
 # Chunks with no vector yet (lexical-first ingest: embedded later, in `priority` order) or never
 # (`embed_text` NULL: content with no semantic value, searchable lexically only). Created on every
 # build connection, so versions written before it existed gain it on their next update.
-_VECTORLESS_DDL = """
+VECTORLESS_DDL = """
 CREATE TABLE IF NOT EXISTS vectorless (
     id INTEGER PRIMARY KEY,
     priority INTEGER NOT NULL,
@@ -149,7 +150,7 @@ DEFINITION_COLUMNS = "id, path, name, qualname, kind, parent, start_line, end_li
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Tables of a brand-new version, including the lexical (FTS5) index."""
-    conn.executescript(_DDL)
+    conn.executescript(META_DDL)
     lexical.create_lexical_schema(conn)
     create_graph_schema(conn)
 
@@ -165,7 +166,7 @@ def open_for_build(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = OFF")
     if new:
         create_schema(conn)
-    conn.executescript(_VECTORLESS_DDL)
+    conn.executescript(VECTORLESS_DDL)
     conn.execute("BEGIN")
     if not new:
         add_missing_columns(conn)

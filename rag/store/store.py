@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rag.errors import NotFoundError
 from rag.store.builder import IndexBuilder
+from rag.store.doctor import Finding, check
 from rag.store.index import RepoIndex
 from rag.store.layout import RepoLock, RepoPaths, contained, repo_folder
 from rag.store.schema import RECORD_FILE
@@ -36,6 +37,10 @@ class Store:
         """Where the git working copy of `repo_id` lives (removed with the repo)."""
         clones = self.home / "clones"
         return contained(clones / repo_folder(repo_id), clones)
+
+    def doctor(self, *, repair: bool = False) -> list[Finding]:
+        """What crashes and kills left behind (`rag.store.doctor`), repaired with `repair`."""
+        return check(self.home, repair=repair)
 
     def list(self) -> list[RepoRecord]:
         records = [

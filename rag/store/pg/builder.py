@@ -155,7 +155,10 @@ class PgIndexBuilder:
             conn.execute(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE")  # a dead build's, never live
             conn.execute(f"CREATE SCHEMA {self._schema}")
             set_search_path(conn, self._schema, session=True)
-            conn.execute(repo_ddl(self.record.dimension))
+            tuning = self._store.tuning
+            conn.execute(
+                repo_ddl(self.record.dimension, m=tuning.hnsw_m, ef_construction=tuning.ef_construction)
+            )
             self.next_id = 1
             return
         self._schema = str(live_schema)

@@ -30,21 +30,26 @@ from rag.store.pg import lexical as pg_lexical
 from rag.store.pg.errors import database_errors
 from rag.types import RepoRecord
 
-# HNSW candidates per query (pgvector's `hnsw.ef_search`, default 40): more gives better recall for
-# a little time; a query never returns more than this many hits, so it grows with `k`.
-EF_SEARCH = 100
-
 
 class PgRepoIndex(RepoIndex):
     """Dense and lexical search plus chunk and file lookups over one repository's schema."""
 
     def __init__(
-        self, pool: ConnectionPool[psycopg.Connection[TupleRow]], schema: str, record: RepoRecord
+        self,
+        pool: ConnectionPool[psycopg.Connection[TupleRow]],
+        schema: str,
+        record: RepoRecord,
+        *,
+        ef_search: int,
     ) -> None:
         # No `super().__init__`: that opens a version folder; everything it sets up is replaced here.
         self.pool = pool
         self.schema = schema
         self.record = record
+        # HNSW candidates per query (`REPOLENS_PG_EF_SEARCH`, pgvector's `hnsw.ef_search`); an
+        # HNSW scan returns at most this many hits, so a query asking for more raises it to `k`
+        # (up to pgvector's limit, 1000).
+        self.ef_search = ef_search
         self._roles = None
 
     @property
@@ -54,7 +59,12 @@ class PgRepoIndex(RepoIndex):
         return int(rows[0][0])
 
     def _run(
-        self, sql: str, params: Sequence[object] | dict[str, object] = (), *, exact: bool = False
+        self,
+        sql: str,
+        params: Sequence[object] | dict[str, object] = (),
+        *,
+        exact: bool = False,
+        ef_search: int | None = None,
     ) -> list[tuple[Any, ...]]:
         """`sql` (psycopg placeholders) in one transaction with this repository's schema first."""
         with database_errors(), self.pool.connection() as conn, conn.transaction():
@@ -63,7 +73,7 @@ class PgRepoIndex(RepoIndex):
             conn.execute(
                 "SELECT set_config('search_path', %s, true), set_config('hnsw.ef_search', %s, true), "
                 "set_config('enable_indexscan', %s, true)",
-                (f"{self.schema}, public", str(EF_SEARCH), "off" if exact else "on"),
+                (f"{self.schema}, public", str(ef_search or self.ef_search), "off" if exact else "on"),
             )
             return conn.execute(sql, params).fetchall()
 
@@ -76,7 +86,7 @@ class PgRepoIndex(RepoIndex):
     ) -> list[tuple[int, float]]:
         """The `k` nearest chunks by cosine similarity, as `(chunk_id, score)`, best first.
 
-        Unfiltered: an HNSW scan (approximate, `EF_SEARCH` candidates). Filtered: an exact scan of
+        Unfiltered: an HNSW scan (approximate, `ef_search` candidates). Filtered: an exact scan of
         the chunks that pass the filter, so it still returns `k` hits when that many pass.
         """
         if k <= 0:
@@ -91,8 +101,9 @@ class PgRepoIndex(RepoIndex):
             sql += " WHERE id = ANY(%s)"
             params.append(allowed.tolist())
         sql += " ORDER BY embedding <=> %s LIMIT %s"
-        params += [query, min(k, EF_SEARCH)]
-        rows = self._run(sql, params, exact=bool(path_glob or language))
+        params += [query, k]
+        exact = bool(path_glob or language)
+        rows = self._run(sql, params, exact=exact, ef_search=min(max(self.ef_search, k), 1000))
         return [(int(chunk_id), float(score)) for chunk_id, score in rows]
 
     def lexical_search(

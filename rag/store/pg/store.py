@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from psycopg_pool import ConnectionPool
 
 from rag.errors import ConfigError, NotFoundError
 from rag.redact import register_secret
+from rag.settings import Settings
+from rag.store.doctor import Finding, check
 from rag.store.index import RepoIndex
 from rag.store.pg.builder import PgIndexBuilder, try_lock
 from rag.store.pg.errors import CONNECT_TIMEOUT_S, database_errors
@@ -30,16 +33,34 @@ from rag.store.pg.schema import REGISTRY, migrate
 from rag.store.store import Store
 from rag.types import RepoRecord
 
-# Connections shared by the requests of one process (a query holds one for a few milliseconds).
-POOL_SIZE = 8
+
+@dataclass(frozen=True, slots=True)
+class PgTuning:
+    """The PostgreSQL store's knobs (`REPOLENS_PG_*` settings; see `rag.settings` for each)."""
+
+    pool_size: int  # connections shared by the requests of one process (a query holds one for ms)
+    ef_search: int  # HNSW candidates per dense query
+    hnsw_m: int  # HNSW links per vector, for indexes built from now on
+    ef_construction: int  # HNSW build candidates, for indexes built from now on
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PgTuning:
+        return cls(
+            pool_size=settings.pg_pool_size,
+            ef_search=settings.pg_ef_search,
+            hnsw_m=settings.pg_hnsw_m,
+            ef_construction=settings.pg_ef_construction,
+        )
 
 
 class PgStore(Store):
     """Repositories in PostgreSQL + pgvector; clones and wikis under `home` as in the local store."""
 
-    def __init__(self, home: Path, url: str) -> None:
+    def __init__(self, home: Path, url: str, tuning: PgTuning | None = None) -> None:
         super().__init__(home)
         self.url = url
+        # Without `tuning`, the settings' defaults (not the environment: the caller passes those).
+        self.tuning = tuning or PgTuning.from_settings(Settings.model_construct())
         try:  # the password is masked in every message from now on
             register_secret(str(conninfo_to_dict(url).get("password") or ""))
         except psycopg.ProgrammingError:
@@ -56,7 +77,7 @@ class PgStore(Store):
         self.pool: ConnectionPool[psycopg.Connection[TupleRow]] = ConnectionPool(
             url,
             min_size=1,
-            max_size=POOL_SIZE,
+            max_size=self.tuning.pool_size,
             timeout=CONNECT_TIMEOUT_S,
             configure=register_vector,
             open=True,
@@ -64,6 +85,14 @@ class PgStore(Store):
         )
         self._indexes: dict[str, PgRepoIndex] = {}
         self._indexes_lock = threading.Lock()
+
+    def doctor(self, *, repair: bool = False) -> list[Finding]:
+        """The database's leftovers (`rag.store.pg.doctor`), then this machine's folders, whose
+        wikis and clones of repositories indexed in the database are in use."""
+        from rag.store.pg.doctor import check_database
+
+        findings = check_database(self, repair=repair)
+        return findings + check(self.home, repair=repair, shared=[record.id for record in self.list()])
 
     def close(self) -> None:
         self.pool.close()
@@ -98,7 +127,12 @@ class PgStore(Store):
             cached = self._indexes.get(repo_id)
             if cached is not None and cached.schema == schema and cached.record.version == version:
                 return cached
-            index = PgRepoIndex(self.pool, str(schema), RepoRecord.from_json(_document(document)))
+            index = PgRepoIndex(
+                self.pool,
+                str(schema),
+                RepoRecord.from_json(_document(document)),
+                ef_search=self.tuning.ef_search,
+            )
             self._indexes[repo_id] = index
             return index
 
