@@ -122,6 +122,23 @@ def _synthetic(real: np.ndarray, count: int, rng: np.random.Generator) -> np.nda
     return out
 
 
+def _likeness(real: np.ndarray, synthetic: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+    """How crowded the synthetic vectors' neighbourhoods are next to the real ones': the mean cosine of
+    the nearest and the 10th nearest real vector, for 1,000 real (themselves excluded) and 1,000
+    synthetic vectors, and the mean cosine between random pairs of each."""
+    figures: dict[str, float] = {}
+    for name, group in (("real", real), ("synthetic", synthetic)):
+        sample = group[rng.choice(len(group), size=min(1000, len(group)), replace=False)]
+        scores = sample @ real.T
+        if name == "real":
+            scores[scores > 0.99999] = -1.0  # the vector itself
+        top = -np.sort(-scores, axis=1)[:, :10]
+        figures[f"{name}_nearest_real_cos"] = round(float(top[:, 0].mean()), 3)
+        figures[f"{name}_10th_real_cos"] = round(float(top[:, 9].mean()), 3)
+        figures[f"{name}_pair_cos"] = round(float((sample @ sample.T).mean()), 3)
+    return figures
+
+
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     ordered = sorted(samples_ms)
     return {
@@ -235,13 +252,13 @@ class _Dataset:
         path = self.folder / "dataset.json"
         return path.is_file() and json.loads(path.read_text()) == self.fingerprint
 
-    def save(self, vectors: np.ndarray, queries: np.ndarray, build: dict[str, float]) -> None:
+    def save(self, vectors: np.ndarray, queries: np.ndarray, build: dict[str, Any]) -> None:
         np.save(self.folder / "vectors.npy", vectors)
         np.save(self.folder / "queries.npy", queries)
         (self.folder / "build.json").write_text(json.dumps(build))
         (self.folder / "dataset.json").write_text(json.dumps(self.fingerprint))
 
-    def load(self) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    def load(self) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         return (
             np.load(self.folder / "vectors.npy", mmap_mode="r"),
             np.load(self.folder / "queries.npy"),
@@ -285,6 +302,7 @@ def run() -> dict[str, Any]:
         dataset = _Dataset(folder, fingerprint)
         server = _configure(_start_postgres(folder / "pgdata", cleanup_mode="stop" if kept else "delete"))
         url = server.get_uri()
+        build: dict[str, Any]
         if dataset.ready:
             vectors, queries, build = dataset.load()
         else:
@@ -294,11 +312,14 @@ def run() -> dict[str, Any]:
             ).astype(np.float32)
             started = time.perf_counter()
             synthetic = _synthetic(real, total - len(real), rng) if total > len(real) else real[:0]
+            build = {"synthetic_s": round(time.perf_counter() - started, 1)}
+            if len(synthetic):
+                build["likeness"] = _likeness(real, synthetic, rng)
             vectors = np.ascontiguousarray(np.concatenate([real, synthetic]))
             del synthetic
-            build = {"synthetic_s": round(time.perf_counter() - started, 1)}
+            load_before = round(os.getloadavg()[0], 1)
             build.update(_load(url, vectors, m, ef_construction))
-            build["load_average_during_build"] = round(os.getloadavg()[0], 1)
+            build["load_average_before_after_build"] = [load_before, round(os.getloadavg()[0], 1)]
             dataset.save(vectors, queries, build)
         if os.environ.get("REPOLENS_BENCH_PREPARE_ONLY"):
             return {"prepared": str(folder), "vectors": total, "real_vectors": int(len(real)), **build}

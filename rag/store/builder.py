@@ -164,7 +164,7 @@ class IndexBuilder:
         )
         self._conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
         self._conn.execute("DELETE FROM files WHERE path = ?", (path,))
-        graph.delete_file_graph(self._conn, path)
+        graph.write_file_graph(self._conn, path, None)
         lexical.delete_chunks(self._conn, ids)
         self._removed_ids.extend(ids)
         return len(ids)

@@ -102,44 +102,44 @@ def create_graph_schema(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-def delete_file_graph(conn: sqlite3.Connection, path: str) -> None:
-    for table in GRAPH_TABLES:
-        conn.execute(f"DELETE FROM {table} WHERE path = ?", (path,))
+# One write: an SQL statement (SQLite's `?` placeholders) and the rows to run it with.
+GraphWrite = tuple[str, list[tuple[Any, ...]]]
 
 
-@dataclass(frozen=True)
-class FileGraphRows:
-    """The per-file rows of a `FileGraph`, in the column order of `definitions` (without its id),
-    `imports` and `refs`: built here once for the SQLite and the PostgreSQL writers."""
+def file_graph_writes(path: str, graph: FileGraph | None = None, version: int = 0) -> list[GraphWrite]:
+    """What replaces the per-file rows of `path` with `graph`'s (extracted by extractor `version`),
+    or with no `graph` only removes them; edges are rebuilt by `resolve` at commit. Written once for
+    the SQLite and the PostgreSQL writers (which swap the placeholders)."""
+    writes: list[GraphWrite] = [(f"DELETE FROM {table} WHERE path = ?", [(path,)]) for table in GRAPH_TABLES]
+    if graph is None:
+        return writes
+    definitions = [
+        (path, d.name, d.qualname, d.kind, d.parent, d.start_line, d.end_line, ",".join(d.bases))
+        for d in graph.definitions
+    ]
+    return [
+        *writes,
+        (
+            "INSERT INTO definitions(path, name, qualname, kind, parent, start_line, end_line, bases) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            definitions,
+        ),
+        (
+            "INSERT INTO imports VALUES (?, ?, ?, ?, ?)",
+            [(path, i.line, i.module, i.name, i.alias) for i in graph.imports],
+        ),
+        (
+            "INSERT INTO refs VALUES (?, ?, ?, ?, ?, ?)",
+            [(path, r.line, r.scope, r.name, r.kind, r.receiver) for r in graph.references],
+        ),
+        ("INSERT INTO graph_files VALUES (?, ?)", [(path, version)]),
+    ]
 
-    definitions: list[tuple[Any, ...]]
-    imports: list[tuple[Any, ...]]
-    refs: list[tuple[Any, ...]]
 
-
-def file_graph_rows(path: str, graph: FileGraph) -> FileGraphRows:
-    return FileGraphRows(
-        [
-            (path, d.name, d.qualname, d.kind, d.parent, d.start_line, d.end_line, ",".join(d.bases))
-            for d in graph.definitions
-        ],
-        [(path, i.line, i.module, i.name, i.alias) for i in graph.imports],
-        [(path, r.line, r.scope, r.name, r.kind, r.receiver) for r in graph.references],
-    )
-
-
-def write_file_graph(conn: sqlite3.Connection, path: str, graph: FileGraph, version: int) -> None:
-    """Replace the rows of `path` with `graph` (edges are rebuilt by `resolve` at commit)."""
-    delete_file_graph(conn, path)
-    rows = file_graph_rows(path, graph)
-    conn.executemany(
-        "INSERT INTO definitions(path, name, qualname, kind, parent, start_line, end_line, bases) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows.definitions,
-    )
-    conn.executemany("INSERT INTO imports VALUES (?, ?, ?, ?, ?)", rows.imports)
-    conn.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?, ?)", rows.refs)
-    conn.execute("INSERT INTO graph_files VALUES (?, ?)", (path, version))
+def write_file_graph(conn: sqlite3.Connection, path: str, graph: FileGraph | None, version: int = 0) -> None:
+    """Replace the rows of `path` with `graph` (None: remove them)."""
+    for sql, rows in file_graph_writes(path, graph, version):
+        conn.executemany(sql, rows)
 
 
 def graphed_files(conn: sqlite3.Connection) -> dict[str, int]:

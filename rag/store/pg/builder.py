@@ -204,7 +204,7 @@ class PgIndexBuilder:
                 conn.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s)", (ids,))
             conn.execute("DELETE FROM chunks WHERE path = %s", (path,))
         conn.execute("DELETE FROM files WHERE path = %s", (path,))
-        self._delete_file_graph(path)
+        self._write_file_graph(path, None)
         return len(ids)
 
     def add_file(
@@ -289,22 +289,11 @@ class PgIndexBuilder:
 
     # code graph -----------------------------------------------------------------------------------
 
-    def _delete_file_graph(self, path: str) -> None:
-        for table in graph.GRAPH_TABLES:
-            self.conn.execute(f"DELETE FROM {table} WHERE path = %s", (path,))
-
-    def _write_file_graph(self, path: str, file_graph: FileGraph, version: int) -> None:
-        self._delete_file_graph(path)
-        rows = graph.file_graph_rows(path, file_graph)
+    def _write_file_graph(self, path: str, file_graph: FileGraph | None, version: int = 0) -> None:
+        """Replace the graph rows of `path` (None: remove them), as the local builder does."""
         with self.conn.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO definitions(path, name, qualname, kind, parent, start_line, end_line, bases) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                rows.definitions,
-            )
-            cursor.executemany("INSERT INTO imports VALUES (%s, %s, %s, %s, %s)", rows.imports)
-            cursor.executemany("INSERT INTO refs VALUES (%s, %s, %s, %s, %s, %s)", rows.refs)
-            cursor.execute("INSERT INTO graph_files VALUES (%s, %s)", (path, version))
+            for sql, rows in graph.file_graph_writes(path, file_graph, version):
+                cursor.executemany(sql.replace("?", "%s"), rows)
 
     def files_needing_graph(self, version: int, languages: frozenset[str]) -> list[tuple[str, str, str]]:
         """(path, language, text) of kept files of `languages` with no graph, or one older than `version`."""
