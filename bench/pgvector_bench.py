@@ -75,7 +75,10 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _real_chunks(embedder: Embedder, home: Path) -> tuple[np.ndarray, list[str], list[str]]:
-    """Every chunk vector of the corpora (ingested for real), the chunks' symbols and embed texts."""
+    """Every chunk vector of the corpora (ingested for real), the chunks' symbols and embed texts.
+
+    A corpus indexed by an earlier run is used as it is (not updated: a kept data set stays valid
+    when the chunker changes meanwhile; delete `build/bench/pgvector-home` to start again)."""
     store = Store(home)
     vectors, symbols, texts = [], [], []
     for name in CORPORA:
@@ -83,7 +86,10 @@ def _real_chunks(embedder: Embedder, home: Path) -> tuple[np.ndarray, list[str],
             repo = working_copy(name)
         except CorpusUnavailable:
             continue
-        index = store.open(ingest(str(repo), store=store, embedder=embedder).repo_id)
+        repo_id = f"local/{str(repo.resolve()).lstrip('/')}"
+        if store.get(repo_id) is None:
+            repo_id = ingest(str(repo), store=store, embedder=embedder).repo_id
+        index = store.open(repo_id)
         vectorless = index.vectorless_ids()
         stored = [
             c for f in index.list_files() for c in index.chunks_for_file(f.path) if c.id not in vectorless
