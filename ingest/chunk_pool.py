@@ -1,9 +1,10 @@
 """Chunking an ingest's files on every core: a process pool for large runs, the same chunks as one process.
 
-Parsing, the code graph and chunking are pure Python over each file alone (the chunker plans a file
-from that file only, so it chunks the same way whatever came before it), which makes them the part of
-an ingest that parallelises: a pool of worker processes (forked from a server that imported the
-chunker once) chunks files in input order while the ingest's own process writes the index.
+Parsing, the code graph, chunking and the chunks' lexical terms are pure Python over each file alone
+(the chunker plans a file from that file only, so it chunks the same way whatever came before it),
+which makes them the part of an ingest that parallelises: a pool of worker processes (forked from
+a server that imported the chunker once) chunks files in input order while the ingest's own process
+writes the index (`ingest.pipeline` writes each file as its chunks arrive).
 `tests/test_chunk_pool.py` proves the chunks and graphs equal a run in one process.
 
 A worker costs a fraction of a CPU-second to start, so the pool is used only from `POOL_MIN_FILES`
@@ -24,17 +25,19 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest import graph as code_graph
 from ingest.chunking import Chunker
+from ingest.lexical_only import lexical_only
 from ingest.reader import SourceFile
 from rag.embedders.local import available_cpus
 from rag.graph_types import FileGraph
+from rag.lexical import ChunkTerms, chunk_terms
 from rag.types import Chunk
 
 # Fewer files than this are chunked in the ingest's process: starting workers would cost more.
@@ -46,20 +49,26 @@ _PRELOAD = ["ingest.chunk_pool"]
 
 @dataclass(frozen=True, slots=True)
 class ChunkedFile:
-    """One file's chunks and code graph (None: a language the graph does not understand)."""
+    """One file's chunks, code graph (None: a language the graph does not understand), and what the
+    index needs of each chunk besides: its lexical terms, and whether it is never embedded."""
 
     chunks: list[Chunk]
     graph: FileGraph | None
     graph_s: float
+    terms: list[ChunkTerms] = field(default_factory=list)  # `rag.lexical.chunk_terms`, row for row
+    lexical_only: frozenset[int] = frozenset()  # `ingest.lexical_only`
 
 
 def chunk_file(chunker: Chunker, file: SourceFile) -> ChunkedFile:
-    """Parse `file` once, extract its code graph from the tree and chunk it."""
+    """Parse `file` once, extract its code graph from the tree, chunk it, and tokenize the chunks
+    for the lexical index (a quarter of the index writer's work, done here on every core)."""
     tree = chunker.parse(file)
     started = time.monotonic()
     file_graph = code_graph.extract(file.language, tree) if tree is not None else None
     graph_s = time.monotonic() - started
-    return ChunkedFile(chunker.chunk(file, tree), file_graph, graph_s)
+    chunks = chunker.chunk(file, tree)
+    terms = [chunk_terms(chunk) for chunk in chunks]
+    return ChunkedFile(chunks, file_graph, graph_s, terms, lexical_only(file, chunks))
 
 
 def pool_size(files: int, requested: int) -> int:
@@ -74,7 +83,7 @@ def chunk_files(
     max_tokens: int,
     count_tokens: Callable[[str], int],
     processes: int = 1,
-) -> Iterator[ChunkedFile]:
+) -> Generator[ChunkedFile, None, None]:
     """Every file's `ChunkedFile`, in the order of `files`, on `processes` processes (1: this one).
 
     A counter that cannot be pickled (a remote embedder's) chunks in this process. Stopping the

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ingest import graph as code_graph
-from ingest.chunk_pool import chunk_files, pool_size
+from ingest.chunk_pool import ChunkedFile, chunk_files, pool_size
 from ingest.chunking import Chunker
 from ingest.errors import IngestCancelled, IngestError
 from ingest.filters import FileFilter, FilterSpec, parse_patterns
@@ -319,33 +318,32 @@ def ingest(
                 "check --include-dirs/--include-files or use --no-default-excludes"
             )
         graphs = _Graphs()
-        with _timed(timings, "chunk_s"):
-            chunked = _chunk(diff.added + diff.changed, embedder, report, graphs, options.chunk_processes)
-        all_chunks = [chunk for _, chunks in chunked for chunk in chunks]
         live = builder.base
-        removed_chunks = 0
+        written = _Written()
         graph_later = False
-        with _timed(timings, "write_s"):
-            vectors = builder.reusable_vectors(chunk.content_hash for chunk in all_chunks)
-            reused = sum(1 for chunk in all_chunks if chunk.content_hash in vectors)
-            vectors.update(_cached_vectors(all_chunks, vectors, embedder))
-            graph_current = not builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES)
-            if live is not None and graph_current and _same_as_live(live.record, record, diff):
-                committed = live.record
+        graph_current = not builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES)
+        if live is not None and graph_current and _same_as_live(live.record, record, diff):
+            committed = live.record
+            timings.update(chunk_s=0.0, write_s=0.0)
+        else:
+            written = _chunk_and_write(
+                builder, diff, embedder, report, graphs, options.chunk_processes, timings
+            )
+            committing = time.monotonic()
+            report("writing", "writing the new index version", files_done=0, files_total=written.files)
+            # Lexical first: this version answers (BM25 everywhere, dense where vectors exist);
+            # the code graph is built next and goes live with the first dense version.
+            pending = builder.pending_count() > 0
+            # `dense=False` (`ingest --no-wait`) returns here: `finish_embedding` graphs the files.
+            hand_off = pending and not options.dense
+            graph_later = (bool(graphs.files) or pending) and not hand_off
+            if not (graph_later or hand_off):
+                graphs.store(builder)
+            if graph_later:
+                committed = builder.checkpoint(resolve_graph=False)
             else:
-                removed_chunks = _write(builder, diff, chunked, vectors, report)
-                # Lexical first: this version answers (BM25 everywhere, dense where vectors exist);
-                # the code graph is built next and goes live with the first dense version.
-                pending = builder.pending_count() > 0
-                # `dense=False` (`ingest --no-wait`) returns here: `finish_embedding` graphs the files.
-                hand_off = pending and not options.dense
-                graph_later = (bool(graphs.files) or pending) and not hand_off
-                if not (graph_later or hand_off):
-                    graphs.store(builder)
-                if graph_later:
-                    committed = builder.checkpoint(resolve_graph=False)
-                else:
-                    committed = builder.commit(resolve_graph=not hand_off)
+                committed = builder.commit(resolve_graph=not hand_off)
+            timings["write_s"] += time.monotonic() - committing
         timings["searchable_s"] = time.monotonic() - started
         report(
             "searchable",
@@ -375,9 +373,9 @@ def ingest(
         record=committed,
         files=diff.counts(skipped.total),
         chunks={
-            "added": len(all_chunks) - reused,
-            "removed": removed_chunks,
-            "reused": reused,
+            "added": written.chunks - written.reused,
+            "removed": written.removed,
+            "reused": written.reused,
             "total": committed.chunk_count,
         },
         timings=timings,
@@ -525,22 +523,60 @@ def _scan(root: Path, options: IngestOptions, skipped: SkipStats, report: _Repor
     return files
 
 
-def _chunk(
-    files: Sequence[SourceFile], embedder: Embedder, report: _Reporter, graphs: _Graphs, processes: int
-) -> list[tuple[SourceFile, list[Chunk]]]:
-    """Chunks per file; each file is parsed once, and its code graph lands in `graphs`. Large runs
-    chunk on `processes` processes (`ingest.chunk_pool`: the same chunks as one process)."""
-    chunked: list[tuple[SourceFile, list[Chunk]]] = []
+@dataclass
+class _Written:
+    """What `_chunk_and_write` put in the new version."""
+
+    files: int = 0  # added and changed files
+    chunks: int = 0  # their chunks
+    reused: int = 0  # of them, chunks with the previous version's vector
+    removed: int = 0  # chunks that left the index (removed files, old copies of changed ones)
+
+
+# Files written at a time: one lookup of known vectors (previous version, cache) per group.
+_WRITE_FILES = 16
+
+
+def _chunk_and_write(
+    builder: IndexWriter,
+    diff: _Diff,
+    embedder: Embedder,
+    report: _Reporter,
+    graphs: _Graphs,
+    processes: int,
+    timings: dict[str, float],
+) -> _Written:
+    """Apply the diff to the new version: removed files leave; added and changed files are chunked
+    (each parsed once, its code graph landing in `graphs`) and written as their chunks come, so on
+    large runs the chunk pool (`ingest.chunk_pool`, `processes`) chunks ahead while this process
+    writes. Chunks without a known vector wait for the dense phase. `timings` gets `chunk_s`
+    (chunking, or waiting for the pool) and `write_s` (writing)."""
+    files = diff.added + diff.changed
+    written = _Written()
+    clock = time.monotonic()
+    written.removed = sum(builder.remove_file(path) for path in diff.removed)
+    chunk_s, write_s = 0.0, time.monotonic() - clock
     results = chunk_files(
         files, embedder.max_tokens, run_token_counter(embedder), pool_size(len(files), processes)
     )
-    for done, (file, result) in enumerate(zip(files, results, strict=True), start=1):
-        if result.graph is not None:
-            graphs.files[file.path] = result.graph
-        graphs.seconds += result.graph_s
-        chunked.append((file, result.chunks))
-        report("chunking", file.path, files_done=done, files_total=len(files))
-    return chunked
+    group: list[tuple[SourceFile, ChunkedFile]] = []
+    clock = time.monotonic()
+    with contextlib.closing(results):
+        for done, (file, result) in enumerate(zip(files, results, strict=True), start=1):
+            now = time.monotonic()
+            chunk_s, clock = chunk_s + now - clock, now
+            if result.graph is not None:
+                graphs.files[file.path] = result.graph
+            graphs.seconds += result.graph_s
+            group.append((file, result))
+            if len(group) >= _WRITE_FILES or done == len(files):
+                _write_group(builder, group, embedder, written)
+                group = []
+            report("chunking", file.path, files_done=done, files_total=len(files))
+            now = time.monotonic()
+            write_s, clock = write_s + now - clock, now
+    timings.update(chunk_s=chunk_s, write_s=write_s)
+    return written
 
 
 def _cached_vectors(
@@ -608,39 +644,6 @@ def embed_priority(path: str, text: str = "") -> int:
     return _ROLE_PRIORITY.get(file_role(path, text), 0)
 
 
-_BLOB_RUN = re.compile(r"[A-Za-z0-9+/=_-]{200,}")
-_SPACE = re.compile(r"\s")  # what str.isspace calls space
-_ASCII_NON_LETTER = re.compile(r"[\x00-\x08\x0e-\x1b!-@\[-`{-\x7f]")  # neither space nor a letter
-
-
-def no_semantic_value(text: str) -> bool:
-    """A chunk a sentence embedder cannot make sense of (encoded blobs, number tables): kept
-    lexical-only, so it is still found by exact words but costs no embedding time."""
-    if not text.strip():
-        return True
-    if _BLOB_RUN.search(text) and sum(len(run) for run in _BLOB_RUN.findall(text)) > len(text) / 2:
-        return True  # base64, hashes, inline data
-    visible = len(text) - _SPACE.subn("", text)[1]  # indentation is not content
-    if visible < 200:
-        return False
-    letters = visible - _ASCII_NON_LETTER.subn("", text)[1]  # any other script counts as letters
-    return letters / visible < 0.3  # hex dumps, number tables
-
-
-def _lexical_only(file: SourceFile, chunks: Sequence[Chunk]) -> set[int]:
-    """Indexes of the chunks of `file` that are never embedded (see `minified`, `no_semantic_value`)."""
-    if minified(file.text):
-        return set(range(len(chunks)))
-    return {row for row, chunk in enumerate(chunks) if no_semantic_value(chunk.text)}
-
-
-def minified(text: str) -> bool:
-    """A whole file of minified or one-line generated code: lines of hundreds of characters on
-    average with few spaces (prose and formatted code have a space every few characters)."""
-    lines = text.splitlines() or [text]
-    return len(text) >= 1000 and len(text) / len(lines) > 300 and text.count(" ") < len(text) / 10
-
-
 def _same_as_live(live: RepoRecord, record: RepoRecord, diff: _Diff) -> bool:
     """Same commit, same filters, same files: a new version would be identical to the live one."""
     return diff.empty and (live.commit, live.filters, live.private) == (
@@ -650,27 +653,26 @@ def _same_as_live(live: RepoRecord, record: RepoRecord, diff: _Diff) -> bool:
     )
 
 
-def _write(
-    builder: IndexWriter,
-    diff: _Diff,
-    chunked: list[tuple[SourceFile, list[Chunk]]],
-    vectors: dict[str, np.ndarray],
-    report: _Reporter,
-) -> int:
-    """Apply the diff to the new version (chunks without a known vector wait for the dense phase;
-    the code graph follows, `_Graphs.store`); returns how many chunks left the index."""
-    report("writing", "writing the new index version", files_done=0, files_total=len(chunked))
-    removed = sum(builder.remove_file(path) for path in diff.removed)
-    for file, chunks in chunked:
-        removed += builder.add_file(
+def _write_group(
+    builder: IndexWriter, group: list[tuple[SourceFile, ChunkedFile]], embedder: Embedder, written: _Written
+) -> None:
+    """Write a few chunked files, with the vectors already known for their chunks (the previous
+    version's, then the embedder's cache)."""
+    chunks = [chunk for _, result in group for chunk in result.chunks]
+    vectors = builder.reusable_vectors(chunk.content_hash for chunk in chunks)
+    written.files += len(group)
+    written.chunks += len(chunks)
+    written.reused += sum(1 for chunk in chunks if chunk.content_hash in vectors)
+    vectors.update(_cached_vectors(chunks, vectors, embedder))
+    for file, result in group:
+        written.removed += builder.add_file(
             file,
-            chunks,
-            [vectors.get(c.content_hash) for c in chunks],
+            result.chunks,
+            [vectors.get(chunk.content_hash) for chunk in result.chunks],
             priority=embed_priority(file.path, file.text),
-            skip=_lexical_only(file, chunks),
+            skip=result.lexical_only,
+            terms=result.terms,
         )
-    report.check_cancel()
-    return removed
 
 
 def _backfill_graph(builder: IndexWriter) -> int:

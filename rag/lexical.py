@@ -36,6 +36,8 @@ from collections.abc import Iterable, Sequence
 
 import Stemmer
 
+from rag.types import Chunk
+
 TABLE = "lexical"
 VOCABULARY = "lexical_vocab"
 # A query scores at most this many postings (the sum of its terms' document
@@ -136,12 +138,27 @@ def create_lexical_schema(conn: sqlite3.Connection) -> None:
     )
 
 
+ChunkTerms = tuple[str, str, str]
+
+
+def chunk_terms(chunk: Chunk) -> ChunkTerms:
+    """A chunk's index terms, space-joined, per column (path, symbol, body = context lines + text):
+    what every store indexes. Pure, so the chunk pool's processes compute it beside the chunks."""
+    body = f"{chunk.context}\n{chunk.text}" if chunk.context else chunk.text
+    return _joined(chunk.path), _joined(chunk.symbol), _joined(body)
+
+
 def index_chunks(conn: sqlite3.Connection, rows: Iterable[tuple[int, str, str | None, str]]) -> None:
     """Add `(chunk_id, path, symbol, text)` rows (a chunk id already present is replaced)."""
-    conn.executemany(
-        f"INSERT OR REPLACE INTO {TABLE}(rowid, path, symbol, body) VALUES (?, ?, ?, ?)",
+    index_terms(
+        conn,
         ((chunk_id, _joined(path), _joined(symbol), _joined(text)) for chunk_id, path, symbol, text in rows),
     )
+
+
+def index_terms(conn: sqlite3.Connection, rows: Iterable[tuple[int, str, str, str]]) -> None:
+    """Add `(chunk_id, *chunk_terms(chunk))` rows (a chunk id already present is replaced)."""
+    conn.executemany(f"INSERT OR REPLACE INTO {TABLE}(rowid, path, symbol, body) VALUES (?, ?, ?, ?)", rows)
 
 
 def delete_chunks(conn: sqlite3.Connection, ids: Iterable[int]) -> None:

@@ -23,6 +23,7 @@ from ingest.reader import SourceFile
 from rag.embedders.base import run_token_counter
 from rag.embedders.minilm import MiniLMEmbedder
 from rag.store import Store
+from rag.types import RepoRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,3 +147,26 @@ def test_the_pool_and_its_forkserver_end_with_the_process_that_started_them(
     for pid in left:  # a failure leaves nothing running behind it
         psutil.Process(pid).kill()
     assert left == []
+
+
+def test_the_terms_chunked_beside_the_chunks_are_what_the_index_writer_computes(
+    tmp_path: Path, embedder: MiniLMEmbedder
+) -> None:
+    """The pool's workers tokenize the chunks for BM25: the index holds the same lexical rows as when
+    the writer tokenizes them itself (and context lines are part of a chunk's body)."""
+    files = _files()
+    results = list(chunk_pool._pooled(files, embedder.max_tokens, run_token_counter(embedder), processes=2))
+    assert any(chunk.context for result in results for chunk in result.chunks)
+    rows = []
+    for given in (True, False):
+        store = Store(tmp_path / f"home-{given}")
+        record = RepoRecord(f"local/terms-{given}", "/terms", "local", None, None, embedder.name, 384)
+        with store.builder(record, None) as builder:
+            for file, result in zip(files, results, strict=True):
+                vectors = [None] * len(result.chunks)
+                builder.add_file(file, result.chunks, vectors, terms=result.terms if given else None)
+            builder.commit()
+        rows.append(
+            store.open(record.id)._query("SELECT rowid, path, symbol, body FROM lexical ORDER BY rowid")
+        )
+    assert rows[0] == rows[1] and len(rows[0]) > 100

@@ -15,7 +15,8 @@ import pytest
 
 from ingest import IngestOptions, Progress, ingest, pipeline
 from ingest.errors import IngestCancelled
-from ingest.pipeline import embed_priority, minified, no_semantic_value
+from ingest.lexical_only import minified, no_semantic_value
+from ingest.pipeline import embed_priority
 from rag.answer import AnswerRequest, AnswerService
 from rag.embedders import CachedEmbedder, Embedder
 from rag.settings import Settings

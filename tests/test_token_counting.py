@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ingest.chunking import Chunker
 from ingest.languages import language_for
-from ingest.pipeline import _BLOB_RUN, no_semantic_value
+from ingest.lexical_only import _BLOB_RUN, no_semantic_value
 from ingest.reader import SourceFile
 from rag import lexical
 from rag.embedders.base import run_token_counter

@@ -179,13 +179,15 @@ class IndexBuilder:
         *,
         priority: int = 0,
         skip: Collection[int] = (),
+        terms: Sequence[lexical.ChunkTerms] | None = None,
     ) -> int:
         """Add (or replace) a file with its chunks and their L2-normalised vectors, row for row,
         and its code graph (None: a language the graph does not understand).
 
         A `None` vector makes the chunk searchable lexically now and embedded later (`add_vectors`,
         in `priority` order, lowest first); chunk indexes in `skip` are never embedded (no semantic
-        value). Returns how many chunks of a previous copy of the file were replaced.
+        value). `terms`: the chunks' `lexical.chunk_terms`, row for row, if already computed (by
+        the chunk pool). Returns how many chunks of a previous copy of the file were replaced.
         """
         if len(chunks) != len(vectors):
             raise ValueError(f"{file.path}: {len(chunks)} chunks but {len(vectors)} vectors")
@@ -201,12 +203,9 @@ class IndexBuilder:
             for chunk_id, c in zip(ids, chunks, strict=True)
         ]
         self._conn.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        lexical.index_chunks(
-            self._conn,
-            (
-                (row[0], row[1], row[5], f"{c.context}\n{row[6]}" if c.context else row[6])
-                for row, c in zip(rows, chunks, strict=True)
-            ),
+        terms = terms if terms is not None else [lexical.chunk_terms(chunk) for chunk in chunks]
+        lexical.index_terms(
+            self._conn, ((int(chunk_id), *row) for chunk_id, row in zip(ids, terms, strict=True))
         )
         if file_graph is not None:
             graph.write_file_graph(self._conn, file.path, file_graph, graph_version)

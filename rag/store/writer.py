@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from rag.graph_types import FileGraph
+from rag.lexical import ChunkTerms
 from rag.store.index import RepoIndex
 from rag.store.schema import SourceFileLike
 from rag.types import Chunk, RepoRecord
@@ -43,6 +44,7 @@ class IndexWriter(Protocol):
         *,
         priority: int = 0,
         skip: Collection[int] = (),
+        terms: Sequence[ChunkTerms] | None = None,
     ) -> int: ...
     def files_needing_graph(self, version: int, languages: frozenset[str]) -> list[tuple[str, str, str]]: ...
     def set_file_graph(self, path: str, file_graph: FileGraph, version: int) -> None: ...

@@ -29,6 +29,7 @@ from pgvector.psycopg import register_vector
 from psycopg.rows import TupleRow
 
 from rag.graph_types import FileGraph
+from rag.lexical import ChunkTerms, chunk_terms
 from rag.roles import file_role
 from rag.store import graph
 from rag.store.builder import check_same_embedder, index_state, pending_count, pending_texts, utc_now
@@ -217,9 +218,11 @@ class PgIndexBuilder:
         *,
         priority: int = 0,
         skip: Collection[int] = (),
+        terms: Sequence[ChunkTerms] | None = None,
     ) -> int:
         """Add (or replace) a file with its chunks and their L2-normalised vectors, row for row (None:
-        embedded later, in `priority` order; chunk indexes in `skip` never), and its code graph."""
+        embedded later, in `priority` order; chunk indexes in `skip` never), and its code graph;
+        `terms` are the chunks' `lexical.chunk_terms` if already computed (by the chunk pool)."""
         if len(chunks) != len(vectors):
             raise ValueError(f"{file.path}: {len(chunks)} chunks but {len(vectors)} vectors")
         replaced = self.remove_file(file.path)
@@ -232,9 +235,11 @@ class PgIndexBuilder:
         self.next_id += len(chunks)
         postings: list[tuple[str, int, float]] = []
         rows = []
-        for chunk_id, c in zip(ids, chunks, strict=True):
-            body = f"{c.context}\n{c.text}" if c.context else c.text
-            chunk_postings, length = pg_lexical.postings(chunk_id, c.path, c.symbol, body)
+        terms = terms if terms is not None else [chunk_terms(chunk) for chunk in chunks]
+        for chunk_id, c, columns in zip(ids, chunks, terms, strict=True):
+            chunk_postings, length = pg_lexical.postings_of_terms(
+                chunk_id, [text.split() for text in columns]
+            )
             postings.extend(chunk_postings)
             rows.append(
                 (

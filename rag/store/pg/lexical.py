@@ -29,18 +29,11 @@ K1 = 1.2
 B = 0.75
 
 
-def postings(
-    chunk_id: int, path: str, symbol: str | None, body: str
-) -> tuple[list[tuple[str, int, float]], int]:
-    """The `(term, chunk_id, weighted frequency)` rows of one chunk, and its length in tokens."""
-    columns = tuple(lexical.tokenize(text) if text else [] for text in (path, symbol, body))
-    return postings_of_terms(chunk_id, columns)
-
-
 def postings_of_terms(
     chunk_id: int, columns: Sequence[Sequence[str]]
 ) -> tuple[list[tuple[str, int, float]], int]:
-    """`postings` from already tokenised `(path, symbol, body)` terms (a local store's FTS5 columns)."""
+    """The `(term, chunk_id, weighted frequency)` rows of one chunk and its length in tokens, from its
+    tokenised `(path, symbol, body)` terms (`rag.lexical.chunk_terms`, or a local store's FTS5 columns)."""
     weighted: dict[str, float] = {}
     for terms, weight in zip(columns, lexical.COLUMN_WEIGHTS, strict=True):
         for term in terms:
