@@ -43,6 +43,10 @@ Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "lexical")
 
 RRF_K = 60
+# The candidates are each ranking's top `Retriever.candidates`; for the fusion each ranking is read
+# this deep, so a candidate that one ranking puts first and the other only past its top 50 gets that
+# rank rather than none (a chunk at dense #1 and BM25 #120 used to fall below chunks both put ~#30).
+RANK_DEPTH = 500
 MAX_K = 100
 # A named path or symbol outranks every fused score (RRF scores are below 1).
 EXACT_BOOST = 1.0
@@ -99,6 +103,13 @@ def rrf(rankings: Sequence[tuple[float, Sequence[int]]], k: int = RRF_K) -> dict
         for rank, chunk_id in enumerate(ids, start=1):
             scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (k + rank)
     return scores
+
+
+def fuse(rankings: Sequence[tuple[float, Sequence[int]]], top: int) -> dict[int, float]:
+    """RRF scores of the candidates, the ids in the first `top` of some ranking, with each ranking's
+    rank read from its whole list (`RANK_DEPTH` long), not only from its first `top`."""
+    candidates = {chunk_id for _, ids in rankings for chunk_id in ids[:top]}
+    return {chunk_id: score for chunk_id, score in rrf(rankings).items() if chunk_id in candidates}
 
 
 def named_paths(query: str) -> list[str]:
@@ -181,21 +192,22 @@ class Retriever:
             self.index.check_embedder(self.embedder)
 
         pool = max(self.candidates, 3 * k)
+        depth = max(pool, RANK_DEPTH) if mode == "hybrid" else pool
         filters = {"path_glob": path_glob or None, "language": language or None}
         rankings: list[tuple[float, list[int]]] = []
         seen: dict[str, list[int]] = {}  # unfiltered BM25 results of this search, by query text
         native: dict[int, float] = {}
         if mode != "lexical":
-            dense = self.index.dense_search(self.query_vector(query), pool, **filters)
+            dense = self.index.dense_search(self.query_vector(query), depth, **filters)
             rankings.append((self.weights.dense, [chunk_id for chunk_id, _ in dense]))
-            native.update(dense)
+            native.update(dense[:pool])
         if mode != "dense":
-            lexical = self.index.lexical_search(query, pool, **filters)
+            lexical = self.index.lexical_search(query, depth, **filters)
             if not path_glob and not language:
-                seen[query] = [chunk_id for chunk_id, _ in lexical]
+                seen[query] = [chunk_id for chunk_id, _ in lexical[:pool]]
             rankings.append((self.weights.lexical, [chunk_id for chunk_id, _ in lexical]))
-            native.update(lexical)
-        scores = rrf(rankings) if mode == "hybrid" else native
+            native.update(lexical[:pool])
+        scores = fuse(rankings, pool) if mode == "hybrid" else native
 
         chunks = {chunk.id: chunk for chunk in self.index.get_chunks(list(scores))}
         notes: dict[int, dict[str, object]] = {}

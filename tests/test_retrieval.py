@@ -17,7 +17,16 @@ import pytest
 
 from rag.embedders import Embedder, get_embedder
 from rag.errors import EmbedderMismatchError
-from rag.retrieval import Retriever, SearchError, merge_chunks, named_paths, named_symbols, rrf
+from rag.retrieval import (
+    RANK_DEPTH,
+    Retriever,
+    SearchError,
+    fuse,
+    merge_chunks,
+    named_paths,
+    named_symbols,
+    rrf,
+)
 from rag.settings import Settings
 from rag.store import RepoIndex, Store
 from rag.types import Chunk, RepoRecord, SearchHit
@@ -406,6 +415,38 @@ def test_rrf_rewards_agreement() -> None:
     assert max(scores, key=scores.get) == 1
     assert scores[3] > scores[2]
     assert scores[1] == pytest.approx(1 / 61 + 1 / 62)
+
+
+def test_fusion_reads_each_ranking_past_the_candidates() -> None:
+    """Chunk 1 is dense's first and BM25's fifth: with two candidates per ranking it is still a
+    candidate, and its BM25 rank counts, so it outranks chunk 9 (BM25's first, absent from dense)."""
+    dense, lexical = [1, 2, 3, 4, 5], [9, 8, 7, 6, 1]
+    scores = fuse([(1.0, dense), (1.5, lexical)], 2)
+    assert set(scores) == {1, 2, 9, 8}
+    assert scores[1] == pytest.approx(1 / 61 + 1.5 / 65)
+    assert max(scores, key=scores.get) == 1
+    cut = rrf([(1.0, dense[:2]), (1.5, lexical[:2])])
+    assert max(cut, key=cut.get) == 9, "read only two deep, the agreement is lost"
+
+
+def test_a_hybrid_search_reads_both_rankings_deep(
+    retriever: Retriever, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fusion gets each ranking `RANK_DEPTH` deep; a single-ranking search needs only its candidates."""
+    asked: list[tuple[str, int]] = []
+    index = retriever.index
+    dense, lexical = index.dense_search, index.lexical_search
+    monkeypatch.setattr(
+        index, "dense_search", lambda v, k, **f: asked.append(("dense", k)) or dense(v, k, **f)
+    )
+    monkeypatch.setattr(
+        index, "lexical_search", lambda q, k, **f: asked.append(("lexical", k)) or lexical(q, k, **f)
+    )
+    retriever.search("how are redirects followed", 5)
+    assert asked[:2] == [("dense", RANK_DEPTH), ("lexical", RANK_DEPTH)]
+    asked.clear()
+    retriever.search("how are redirects followed", 5, mode="lexical")
+    assert asked[0] == ("lexical", retriever.candidates)
 
 
 def test_an_update_keeps_dense_and_lexical_consistent(tmp_path: Path, embedder: Embedder) -> None:
