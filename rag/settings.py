@@ -229,7 +229,7 @@ class Settings(BaseSettings):
     )
     ingest_isolation: IngestIsolation = setting(
         "REPOLENS_INGEST_ISOLATION",
-        "thread",
+        "process",
         "where the server runs ingest jobs: `process` (worker processes, so answers never wait on an "
         "ingest) or `thread` (in the server process)",
     )

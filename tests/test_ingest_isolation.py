@@ -10,10 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 
 from ingest import IngestOptions
@@ -23,6 +27,7 @@ from rag.embedders import Embedder
 from rag.settings import Settings
 from rag.store import Store
 from tests.support.git_http_server import GitHttpServer
+from tests.support.live_server import free_port
 from tests.support.repos import commit_all, git, write_files
 
 pytest_plugins = ["tests.support.git_http_server"]
@@ -119,3 +124,50 @@ def test_a_killed_worker_fails_its_job_and_the_next_job_gets_a_new_one(
     _wait(lambda: small.finished)
     assert small.state is JobState.DONE and pool.processes.pids() != [worker]
     assert small.repo_id in {record.id for record in Store(repolens_home).list()}
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_server_stopped_mid_ingest_leaves_no_process_and_no_leaked_semaphore(
+    tmp_path: Path, repolens_home: Path
+) -> None:
+    """Before: the worker's multiprocessing queues held named semaphores that only the server's
+    exit handlers release, and uvicorn ends a SIGTERMed server by re-raising the signal (no exit
+    handlers): "resource_tracker: There appear to be 11 leaked semaphore objects"."""
+    repo = _repo(tmp_path / "big", 400)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "repolens"), "serve", "--port", str(port)],
+        env={**os.environ, "REPOLENS_ALLOW_LOCAL": "1", "REPOLENS_INGEST_ISOLATION": "process"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait(lambda: _answers(f"{base}/health"))
+        with httpx.stream(
+            "POST", f"{base}/api/repos", json={"repo_url": str(repo), "type": "local"}, timeout=60
+        ) as response:
+            assert response.status_code == 200
+            next(response.iter_lines())  # the job is submitted; it goes on without this client
+        _wait(lambda: any(job["state"] == "running" for job in httpx.get(f"{base}/api/jobs").json()["jobs"]))
+        tree = psutil.Process(server.pid).children(recursive=True)
+        assert tree, "the ingest worker process"
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0].decode()
+    finally:
+        server.kill()
+    assert "leaked" not in output and "resource_tracker" not in output, output
+    _wait(lambda: not any(_running(process) for process in tree), timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

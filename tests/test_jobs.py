@@ -110,7 +110,7 @@ def test_cancel_stops_a_running_and_a_queued_job(
 def test_pool_size_is_a_setting() -> None:
     assert Settings.from_env({"REPOLENS_INGEST_WORKERS": "3"}).ingest_workers == 3
     assert Settings.from_env({}).ingest_workers == 2
-    assert Settings.from_env({}).ingest_isolation == "thread"
+    assert Settings.from_env({}).ingest_isolation == "process"
 
 
 def sse_types(response: httpx.Response) -> list[str]:

@@ -85,7 +85,7 @@ def _valid(field: str) -> str:
         "port": "8123",
         "ingest_workers": "3",
         "chunk_processes": "3",
-        "ingest_isolation": "thread",
+        "ingest_isolation": "process",
         "ingest_nice": "5",
         "embedder": "ollama",
         "allow_local": "True",
