@@ -14,7 +14,8 @@ routes added later (`/v1`, `/mcp`, ...) included.
   page can load and ask for the key;
 - rate limits: chat (`POST` paths with a `chat` segment) and ingest (`POST /api/repos`,
   `.../update`) requests per client address (`REPOLENS_RATE_LIMIT_CHAT` / `_INGEST`, the
-  `limits` library's moving window); `/ws/chat` counts each chat request frame itself;
+  `limits` library's moving window, in memory or in the queue's Redis: `RateLimits`); `/ws/chat`
+  counts each chat request frame itself;
 - body cap: a body over `REPOLENS_MAX_BODY_BYTES` is a 413 before any route parses it
   (`Content-Length` checked first; a chunked body is read up to the cap, then replayed);
 - JSON limits: a JSON body nested deeper than `api.schemas.MAX_JSON_DEPTH`, with an over-long
@@ -28,10 +29,14 @@ request brings is masked while it runs (and in the jobs it starts) and forgotten
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
+import time
 
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,27 +54,74 @@ _OPEN_PATHS = ("/health",)
 _PAGE_SHELL = ("/", "/index.html")
 _PAGE_PREFIXES = ("/assets/", "/favicon")
 _DISABLED = ("", "0", "off", "none", "unlimited")
+# Redis keys of the shared budgets; a Redis that does not answer within this is treated as down.
+RATE_LIMIT_KEY_PREFIX = "repolens:rate-limit"
+_REDIS_TIMEOUT_S = 1.0
+_WARN_EVERY_S = 60.0
+
+logger = logging.getLogger(__name__)
 
 
 class RateLimits:
-    """Per-client request budgets for chat and ingest, shared by the middleware and `/ws/chat`."""
+    """Per-client request budgets for chat and ingest, shared by the middleware and `/ws/chat`.
+
+    The counts live in this process's memory or, with `REPOLENS_REDIS_URL` set (the job queue's
+    Redis), in Redis (`limits`' Redis storage): every replica and `--workers` process of a
+    deployment then draws on one budget per client. A Redis that fails or does not answer within
+    a second does not take the API down with it: the request is counted in this process's memory
+    instead (a per-process budget, as without Redis) and a warning is logged, at most once a
+    minute, until Redis answers again."""
 
     def __init__(self, settings: Settings) -> None:
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._items: dict[str, RateLimitItem | None] = {
             "chat": _parse_limit(settings.rate_limit_chat),
             "ingest": _parse_limit(settings.rate_limit_ingest),
         }
+        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._shared: MovingWindowRateLimiter | None = None
+        if settings.redis_url is not None:
+            storage = storage_from_string(
+                settings.redis_url.get_secret_value(),
+                key_prefix=RATE_LIMIT_KEY_PREFIX,
+                wrap_exceptions=True,
+                socket_timeout=_REDIS_TIMEOUT_S,
+                socket_connect_timeout=_REDIS_TIMEOUT_S,
+            )
+            self._shared = MovingWindowRateLimiter(storage)
+        self._warned_at = float("-inf")
 
-    def hit(self, kind: str, client: str) -> str | None:
+    @property
+    def shared(self) -> bool:
+        """Whether the budgets are kept in Redis, for every replica."""
+        return self._shared is not None
+
+    async def hit(self, kind: str, client: str) -> str | None:
         """Count one request; a refusal message when `client` is over its `kind` budget."""
         item = self._items.get(kind)
-        if item is None or self._limiter.hit(item, kind, client):
+        if item is None or await self._allowed(item, kind, client):
             return None
         return (
             f"too many {kind} requests from this client (limit {item}); wait and try again "
             f"(REPOLENS_RATE_LIMIT_{kind.upper()})"
         )
+
+    async def _allowed(self, item: RateLimitItem, kind: str, client: str) -> bool:
+        if self._shared is not None:
+            try:  # network I/O: off the event loop
+                return await asyncio.to_thread(self._shared.hit, item, kind, client)
+            except StorageError as error:
+                self._warn(error)
+        return self._local.hit(item, kind, client)
+
+    def _warn(self, error: StorageError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            logger.warning(
+                "rate limits are counted per process: the shared Redis store failed (%s: %s)",
+                type(error.storage_error).__name__,
+                error.storage_error,
+            )
 
 
 def _parse_limit(text: str) -> RateLimitItem | None:
@@ -145,7 +197,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         kind = _rate_kind(scope["method"], path)
-        refusal = self.rate_limits.hit(kind, client_of(scope)) if kind else None
+        refusal = await self.rate_limits.hit(kind, client_of(scope)) if kind else None
         if refusal:
             await reply(ErrorCode.RATE_LIMITED, refusal)
             return

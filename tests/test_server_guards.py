@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from websockets.sync.client import connect
 
 import rag.redact
@@ -165,6 +166,54 @@ def test_chat_and_ingest_are_rate_limited_per_client(tmp_path: Path, live_server
         assert frames[-1] == {"type": "error", "code": "rate_limited", "message": frames[-1]["message"]}
         ws.send(json.dumps({"type": "ping"}))
         assert json.loads(ws.recv(timeout=10))["type"] == "pong"  # the socket stays usable
+
+
+def test_replicas_with_a_redis_url_share_one_rate_limit_budget(
+    tmp_path: Path, live_server_factory: Any, redis_url: str
+) -> None:
+    """With REPOLENS_REDIS_URL (the queue's Redis) the budgets live in Redis: two replicas (each
+    its own app and limiter) draw on one budget per client, HTTP and WebSocket alike."""
+    env = {"REPOLENS_REDIS_URL": redis_url, "REPOLENS_RATE_LIMIT_INGEST": "2/minute"}
+    a = live_server_factory(settings_for(tmp_path / "a", **env, REPOLENS_RATE_LIMIT_CHAT="2/minute"))
+    b = live_server_factory(settings_for(tmp_path / "b", **env, REPOLENS_RATE_LIMIT_CHAT="2/minute"))
+    assert a.app.state.rate_limits.shared and b.app.state.rate_limits.shared
+    refused = {"repo_url": "/nope/x", "type": "local"}  # refused at once (a missing folder): counted, cheap
+    ingest = [httpx.post(f"{server.base_url}/api/repos", json=refused).status_code for server in (a, b, a)]
+    assert 429 not in ingest[:2] and 500 not in ingest[:2] and ingest[2] == 429, ingest
+    assert httpx.post(f"{b.base_url}/api/repos", json=refused).json()["code"] == "rate_limited"
+    assert httpx.post(f"{a.base_url}/chat/completions/stream", json=CHAT).status_code != 429
+    with connect(f"{b.ws_url}/ws/chat?protocol=events", open_timeout=10) as ws:
+        ws.send(json.dumps({**CHAT, "protocol": "events"}))
+        first = json.loads(ws.recv(timeout=10))
+        assert first.get("code") != "rate_limited", first
+        frame = first
+        while frame["type"] != "done":  # an error frame is followed by `done`
+            frame = json.loads(ws.recv(timeout=30))
+        ws.send(json.dumps({**CHAT, "protocol": "events"}))  # the third chat request of this client
+        third = json.loads(ws.recv(timeout=10))
+        assert third.get("code") == "rate_limited", (first, third)
+    keys = redis.Redis.from_url(redis_url).keys("repolens:rate-limit*")
+    assert keys and not any(b"127.0.0.1" not in key for key in keys), keys
+
+
+def test_rate_limits_fall_back_to_the_process_when_redis_is_down(
+    tmp_path: Path, live_server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that does not answer is not a 500 (nor an unlimited API): each process counts its own
+    budget, as without Redis, and says so in the log (once a minute)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        down = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    server = live_server_factory(
+        settings_for(tmp_path / "home", REPOLENS_REDIS_URL=down, REPOLENS_RATE_LIMIT_INGEST="1/minute")
+    )
+    refused = {"repo_url": "/nope/x", "type": "local"}
+    statuses = [httpx.post(f"{server.base_url}/api/repos", json=refused).status_code for _ in range(3)]
+    assert statuses[0] not in (429, 500) and statuses[1:] == [429, 429], statuses
+    warnings = [
+        record for record in caplog.records if "rate limits are counted per process" in record.message
+    ]
+    assert len(warnings) == 1, warnings
 
 
 def test_bodies_are_capped_before_parsing(open_server: LiveServer) -> None:

@@ -91,10 +91,10 @@ async def _compat_error(websocket: WebSocket, message: str) -> None:
         await websocket.close()
 
 
-def _rate_limited(websocket: WebSocket) -> str | None:
+async def _rate_limited(websocket: WebSocket) -> str | None:
     """Each chat request on a socket counts against the client's chat budget (`api.middleware`)."""
     limits = getattr(websocket.app.state, "rate_limits", None)
-    return limits.hit("chat", client_of(websocket.scope)) if limits is not None else None
+    return await limits.hit("chat", client_of(websocket.scope)) if limits is not None else None
 
 
 async def _compat_conversation(websocket: WebSocket, services: Services, data: dict[str, Any]) -> None:
@@ -104,7 +104,7 @@ async def _compat_conversation(websocket: WebSocket, services: Services, data: d
     except BadRequestError as error:
         await _compat_error(websocket, str(error))
         return
-    if refusal := _rate_limited(websocket):
+    if refusal := await _rate_limited(websocket):
         await _compat_error(websocket, refusal)
         return
     cancel = asyncio.Event()
@@ -206,7 +206,7 @@ class EventsConnection:
         except BadRequestError as error:
             await self.send(error_event(error.code, str(error)))
             return
-        if refusal := _rate_limited(self.websocket):
+        if refusal := await _rate_limited(self.websocket):
             await self.send(error_event(ErrorCode.RATE_LIMITED, refusal))
             return
         self.cancel_flag = asyncio.Event()
