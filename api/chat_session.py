@@ -30,7 +30,6 @@ from typing import Any
 from api.schemas import ChatRequestBody
 from api.services import Services
 from ingest import IngestOptions
-from ingest.access import verify_access
 from ingest.jobs import IngestJob, JobState
 from ingest.sources import RepoSource, resolve_source
 from rag.answer import AnswerRequest, until_cancelled
@@ -124,7 +123,7 @@ async def _check_access(services: Services, repo_id: str, token: str | None) -> 
     record = services.store.get(repo_id)
     if record is None:
         raise NotFoundError(f"{repo_id} is not indexed")
-    await asyncio.to_thread(verify_access, record, token)
+    await asyncio.to_thread(services.verify_access, record, token)
 
 
 def _answer_events(

@@ -14,7 +14,6 @@ from typing import Any
 
 from api.schemas import BadRequestError
 from api.services import Services
-from ingest.access import verify_access
 from rag.errors import NotFoundError
 from rag.retrieval import MAX_K, Mode, Retriever
 from rag.roles import Role
@@ -51,7 +50,7 @@ class FileLines:
 def open_readable(services: Services, repo_id: str, token: str | None) -> RepoIndex:
     """The live index of `repo_id`, once the caller has shown it may read it (private repos: a token)."""
     index = services.store.open(repo_id)
-    verify_access(index.record, token)
+    services.verify_access(index.record, token)
     return index
 
 

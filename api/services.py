@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import Request, WebSocket
 
+from ingest.access import verify_access
 from ingest.isolated import ProcessPool
 from ingest.jobs import JobPool, JobQueue
 from ingest.policy import SourcePolicy
@@ -20,6 +21,7 @@ from rag.embedders import Embedder, get_embedder
 from rag.redact import register_configured_secret
 from rag.settings import Settings
 from rag.store import Store, open_store
+from rag.types import RepoRecord
 
 
 @dataclass
@@ -45,6 +47,11 @@ class Services:
             return RedisJobQueue(self.settings)
         processes = ProcessPool(self.settings) if self.settings.ingest_isolation == "process" else None
         return JobPool(self.store, lambda: self.embedder, self.settings.ingest_workers, processes)
+
+    def verify_access(self, record: RepoRecord, token: str | None) -> None:
+        """`ingest.access.verify_access` under this server's source policy: the host check of a
+        private repository is refused, or pinned, like a clone (blocking: call it from a thread)."""
+        verify_access(record, token, policy=self.source_policy)
 
     @functools.cached_property
     def answers(self) -> AnswerService:

@@ -4,6 +4,11 @@ Tokens are never stored, so the server cannot remember who was allowed; each req
 private repository's content brings a token, and the host is asked (`git ls-remote`) whether
 it still opens the repository. A yes is remembered in memory only, under a hash of the token,
 for `CACHE_TTL_S`, so a conversation does not ask the host for every question.
+
+On the server that question is a connection a client causes, like a clone: it goes through the
+same source policy (`ingest.policy.SourcePolicy.admit`: the host's addresses are checked before
+any connection, then git is pinned to them), because the host's DNS may have changed since the
+repository was ingested.
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from ingest.errors import AuthenticationError
 from ingest.git import ls_remote
 from ingest.sources import resolve_source
 from rag.redact import register_secret
 from rag.types import RepoRecord
+
+if TYPE_CHECKING:
+    from ingest.policy import SourcePolicy
 
 __all__ = ["CACHE_TTL_S", "LS_REMOTE_TIMEOUT_S", "clear_cache", "verify_access"]
 
@@ -29,10 +38,18 @@ _granted: OrderedDict[tuple[str, str], float] = OrderedDict()
 _lock = threading.Lock()
 
 
-def verify_access(record: RepoRecord, token: str | None, username: str | None = None) -> None:
+def verify_access(
+    record: RepoRecord,
+    token: str | None,
+    username: str | None = None,
+    *,
+    policy: SourcePolicy | None = None,
+) -> None:
     """Return if `token` may read `record`'s repository; raise `AuthenticationError` if not.
 
-    Public records always pass. Blocking (network I/O to the host): call it from a thread.
+    Public records always pass. With a `policy` (the server's), a host it forbids is refused
+    (`forbidden_host`) before any connection, and the check connects only to the addresses it
+    admitted. Blocking (network I/O to the host): call it from a thread.
     """
     if not record.private:
         return
@@ -47,8 +64,9 @@ def verify_access(record: RepoRecord, token: str | None, username: str | None = 
     if _is_granted(key):
         return
     source = resolve_source(record.url, platform=record.platform, ref=record.ref)
+    pins = policy.admit(source) if policy is not None else ()
     try:
-        ls_remote(source, token, username=username, timeout=LS_REMOTE_TIMEOUT_S)
+        ls_remote(source, token, username=username, timeout=LS_REMOTE_TIMEOUT_S, resolve=pins)
     except AuthenticationError:
         raise AuthenticationError(
             f"access to {_name(record)} refused: the host did not accept the token"

@@ -202,16 +202,24 @@ def checkout(
     return sha
 
 
-def ls_remote(source: RepoSource, token: str, *, username: str | None = None, timeout: float = 20.0) -> None:
+def ls_remote(
+    source: RepoSource,
+    token: str,
+    *,
+    username: str | None = None,
+    timeout: float = 20.0,
+    resolve: Sequence[str] = (),
+) -> None:
     """Ask the host whether `token` may read `source` (`git ls-remote`); raise the classified error if not.
 
-    The token travels exactly as in `checkout`: one process's environment, redirects off.
+    The token travels exactly as in `checkout`: one process's environment, redirects off, and
+    `resolve` pins the connection to the addresses a policy checked (as in `checkout`).
     Only http(s) can check a token: over ssh git would use the server's own keys and say yes.
     """
     if not uses_token(source):
         raise InvalidSourceError(f"{source.url} is not fetched over https: a token cannot be checked")
     register_secret(token)
-    run = _GitRun(source, token, username, time.monotonic() + timeout, timeout, None, None)
+    run = _GitRun(source, token, username, time.monotonic() + timeout, timeout, None, None, resolve)
     with tempfile.TemporaryDirectory(prefix="repolens-ls-remote-") as scratch:
         run.ls_remote(Path(scratch))
 
@@ -299,6 +307,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _pinned_to_loopback(resolve: Sequence[str]) -> bool:
+    """True when `resolve` pins the connection to loopback addresses only (the token stays on
+    this machine, as with a loopback host name)."""
+    pins = [pin for entry in resolve if (pin := _PIN.fullmatch(entry))]
+    addresses = [address for pin in pins for address in pin["addresses"].split(",")]  # [v6] bracketed
+    return bool(addresses) and all(_is_loopback(address) for address in addresses)
+
+
 def transport(source: RepoSource) -> str:
     """`https`, `http`, `ssh` (scp-style `git@host:path` too) or `git`: how git reaches `source`."""
     return urllib.parse.urlsplit(source.clone_url).scheme.lower() if "://" in source.clone_url else "ssh"
@@ -375,7 +391,7 @@ class _GitRun:
         self.env = _base_env()
         scheme = urllib.parse.urlsplit(source.clone_url).scheme
         if token and scheme in ("https", "http"):
-            if scheme == "http" and not _is_loopback(source.host):
+            if scheme == "http" and not (_is_loopback(source.host) or _pinned_to_loopback(resolve)):
                 raise InvalidSourceError(
                     f"refusing to send a token over unencrypted http to {source.host}; use an https URL"
                 )

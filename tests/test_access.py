@@ -22,10 +22,19 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from ingest.access import clear_cache, verify_access
 from ingest.errors import AuthenticationError, HostUnreachableError, InvalidSourceError
+from ingest.policy import ForbiddenHostError, SourcePolicy
 from rag.types import RepoRecord
-from tests.support.chat import PROVIDER, ChatServer, provider_env, settings_for, sse_events
+from tests.support.chat import (
+    PROVIDER,
+    TEST_POLICY_VARIABLES,
+    ChatServer,
+    provider_env,
+    settings_for,
+    sse_events,
+)
 from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.live_server import LiveServer
+from tests.test_source_policy import RecordingListener
 
 if TYPE_CHECKING:
     from tests.support.git_http_server import GitHttpServer
@@ -255,6 +264,53 @@ def test_a_check_against_an_unreachable_host_says_so(private_repo: PrivateRepo) 
     over_ssh = RepoRecord.from_json({**private_repo.record, "url": "ssh://git@127.0.0.1:1/acme/vault.git"})
     with pytest.raises(InvalidSourceError, match="token cannot be checked"):
         verify_access(over_ssh, "any-token-value-123")
+
+
+def test_the_host_check_is_refused_by_the_server_policy_before_any_connection(
+    private_repo: PrivateRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that does not fetch from internal hosts does not check tokens against them either:
+    the record's host (loopback here; its DNS may have changed since the ingest) is refused with
+    `forbidden_host` before git runs, through every route that reads a private repository."""
+    for name in TEST_POLICY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    strict = LiveServer(lambda: _app(private_repo.home)).start()
+    try:
+        before = private_repo.ls_remotes()
+        headers = {"X-Repo-Token": private_repo.token}
+        base = f"{strict.base_url}/api/repos/{private_repo.record['id']}"
+        shown = httpx.get(f"{base}/file", params={"path": "vault/lock.py"}, headers=headers)
+        found = httpx.post(f"{base}/search", json={"query": "vault"}, headers=headers)
+        for refused in (shown, found):
+            assert refused.status_code == 403 and refused.json()["code"] == "forbidden_host", refused.text
+        assert private_repo.ls_remotes() == before, "no request reached the git host"
+    finally:
+        strict.stop()
+    listener = RecordingListener()
+    try:
+        record = RepoRecord.from_json(
+            {**private_repo.record, "url": f"http://127.0.0.1:{listener.port}/acme/vault.git"}
+        )
+        with pytest.raises(ForbiddenHostError):
+            verify_access(record, private_repo.token, policy=SourcePolicy(home=private_repo.home))
+        assert listener.accepted() == 0
+    finally:
+        listener.close()
+
+
+def test_the_host_check_is_pinned_to_the_checked_address(private_repo: PrivateRepo) -> None:
+    """`repo.invalid` resolves nowhere (RFC 6761): the check reaches the git server only through
+    the pin. Pinned to loopback only, the token may go over plain http, as to a loopback name."""
+    port = private_repo.git.base_url.rsplit(":", 1)[1]
+    record = RepoRecord.from_json(
+        {**private_repo.record, "url": f"http://repo.invalid:{port}/acme/vault.git"}
+    )
+    policy = SourcePolicy(
+        home=private_repo.home, allow_private_hosts=True, resolver=lambda host, port: ["127.0.0.1"]
+    )
+    before = private_repo.ls_remotes()
+    verify_access(record, private_repo.token, policy=policy)
+    assert private_repo.ls_remotes() == before + 1  # `.invalid` never resolves: only the pin leads here
 
 
 def test_a_private_repository_stays_private_when_updated_without_a_token(private_repo: PrivateRepo) -> None:

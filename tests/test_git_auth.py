@@ -283,6 +283,9 @@ def test_token_is_never_sent_over_plain_http_to_a_remote_host(tmp_path: Path) ->
     source = resolve_source("http://git.example.com/team/app.git")
     with pytest.raises(InvalidSourceError, match="unencrypted http"):
         checkout(source, tmp_path / "clones" / "app", token="rl-some-token-value")
+    for pinned in ("git.example.com:80:10.0.0.1", "git.example.com:80:127.0.0.1,10.0.0.1"):
+        with pytest.raises(InvalidSourceError, match="unencrypted http"):  # not loopback only
+            checkout(source, tmp_path / "clones" / "app", token="rl-some-token-value", resolve=[pinned])
     assert not (tmp_path / "clones").exists()
 
 

@@ -43,7 +43,6 @@ from api.schemas import (
     parse_chat_request,
 )
 from api.services import Services, get_services
-from ingest.access import verify_access
 from rag.errors import ErrorCode, RepoLensError, http_status
 from rag.events import Event
 from rag.redact import redact, register_secret
@@ -211,7 +210,7 @@ async def chat_completions(http_request: Request) -> Response:
         register_secret(token)
         request = _chat_request(body, record, deep, token)
         # Checked before the response starts, so a missing token is a 401, not an in-stream error.
-        await asyncio.to_thread(verify_access, record, token)
+        await asyncio.to_thread(services.verify_access, record, token)
     except OpenAIError as error:
         return error.response()
     except RepoLensError as error:

@@ -26,7 +26,6 @@ from api.repo_content import open_readable, read_lines
 from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
 from ingest import IngestOptions
-from ingest.access import verify_access
 from ingest.jobs import IngestJob
 from ingest.sources import resolve_source
 from rag.errors import NotFoundError
@@ -161,7 +160,7 @@ def delete_repo(repo_id: RepoIdPath, services: ServicesDep, repo_token: RepoToke
     """Only someone the host lets read a private repository may delete its index."""
     record = services.store.get(repo_id)
     if record is not None:
-        verify_access(record, repo_token)
+        services.verify_access(record, repo_token)
     if not services.store.delete(repo_id):
         raise NotFoundError(f"{repo_id} is not indexed")
     return {"deleted": repo_id}

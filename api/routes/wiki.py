@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas import BadRequestError, RepoIdPath, RepoToken
 from api.services import Services, get_services
-from ingest.access import verify_access
 from rag.errors import NotFoundError
 from rag.events import sse_frame
 from rag.prompt import DEFAULT_LANGUAGE, LANGUAGES
@@ -61,7 +60,7 @@ def _check_access(services: Services, repo_id: str, token: str | None) -> None:
     record = services.store.get(repo_id)
     if record is None:
         raise NotFoundError(f"{repo_id} is not indexed")
-    verify_access(record, token)
+    services.verify_access(record, token)
 
 
 def _language(language: str) -> str:
