@@ -27,6 +27,7 @@ from rag.errors import ERROR_TABLE, ErrorCode
 from rag.redact import redact
 from tests.support.chat import settings_for
 from tests.support.live_server import LiveServer
+from tests.support.redis_server import RedisServer
 
 API_KEY = "rl-test-api-key-0123456789"
 CHAT = {"repo_url": "/nonexistent/never", "type": "local", "messages": [{"role": "user", "content": "hi"}]}
@@ -169,10 +170,13 @@ def test_chat_and_ingest_are_rate_limited_per_client(tmp_path: Path, live_server
 
 
 def test_replicas_with_a_redis_url_share_one_rate_limit_budget(
-    tmp_path: Path, live_server_factory: Any, redis_url: str
+    tmp_path: Path, live_server_factory: Any, redis_server: RedisServer
 ) -> None:
     """With REPOLENS_REDIS_URL (the queue's Redis) the budgets live in Redis: two replicas (each
     its own app and limiter) draw on one budget per client, HTTP and WebSocket alike."""
+    redis_url = f"{redis_server.url.rsplit('/', 1)[0]}/7"  # a database of this test's own
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
     env = {"REPOLENS_REDIS_URL": redis_url, "REPOLENS_RATE_LIMIT_INGEST": "2/minute"}
     a = live_server_factory(settings_for(tmp_path / "a", **env, REPOLENS_RATE_LIMIT_CHAT="2/minute"))
     b = live_server_factory(settings_for(tmp_path / "b", **env, REPOLENS_RATE_LIMIT_CHAT="2/minute"))
@@ -192,7 +196,8 @@ def test_replicas_with_a_redis_url_share_one_rate_limit_budget(
         ws.send(json.dumps({**CHAT, "protocol": "events"}))  # the third chat request of this client
         third = json.loads(ws.recv(timeout=10))
         assert third.get("code") == "rate_limited", (first, third)
-    keys = redis.Redis.from_url(redis_url).keys("repolens:rate-limit*")
+    with redis.Redis.from_url(redis_url) as client:
+        keys = client.keys("repolens:rate-limit*")
     assert keys and not any(b"127.0.0.1" not in key for key in keys), keys
 
 
