@@ -73,3 +73,29 @@ def test_ask_rejects_bad_options_clearly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ask", str(tmp_path), QUESTION, "-k", "0", "--plain"])
     assert result.exit_code == 2
     assert "k: Input should be greater than or equal to 1" in result.stderr
+
+
+def test_a_streamed_answer_taller_than_the_terminal_is_shown_once() -> None:
+    """On a terminal the live view redraws only what fits on the screen, then prints the whole answer
+    once: redrawing a 60-line answer on a 10-row screen used to pile copies of its top into the
+    scrollback (rich's Live cannot move the cursor above the screen's first row)."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from api.cli.ask_cmd import _LiveRenderer
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=60, height=10, color_system=None)
+    renderer = _LiveRenderer(console)
+    with renderer:
+        for number in range(1, 61):
+            renderer.show({"type": "token", "text": f"- line {number} of the answer\n"})
+            renderer.live.refresh()
+    raw = out.getvalue()
+    # Each redraw first climbs back over the previous one: never more rows than the screen has.
+    climbs = [len(run) // len("\x1b[1A\x1b[2K") for run in re.findall(r"(?:\x1b\[1A\x1b\[2K)+", raw)]
+    assert climbs and max(climbs) < console.height, max(climbs)
+    final = raw[raw.rindex("\x1b[2K") :]  # after the live view is cleared: the whole answer, once
+    assert final.count("line 1 of the answer") == 1 and "line 60 of the answer" in final

@@ -18,10 +18,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
+from rich.segment import Segment
 
 from api.answer_text import progress_line
 from api.cli.app import app, cli_errors, err_console
@@ -201,14 +202,30 @@ class _PlainRenderer(_Renderer):
         self.print_sources(Console(file=sys.stdout, force_terminal=False, no_color=True, width=10_000))
 
 
-class _LiveRenderer(_Renderer):
-    """Markdown re-rendered in place as tokens arrive (rich Live)."""
+class _Tail:
+    """The last lines of a renderable that fit on the screen. rich's Live redraws only what is on the
+    screen: an answer taller than the terminal, redrawn as tokens arrive, would pile copies of its top
+    into the scrollback (a 60-line answer on a 24-row terminal left 600 lines)."""
 
-    def __init__(self) -> None:
+    def __init__(self, renderable: RenderableType) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines = console.render_lines(self.renderable, options.reset_height(), pad=False)
+        for line in lines[-max(1, console.size.height - 1) :]:
+            yield from line
+            yield Segment.line()
+
+
+class _LiveRenderer(_Renderer):
+    """Markdown re-rendered in place as tokens arrive (rich Live): the tail that fits on the screen while
+    it streams, then the whole answer printed once."""
+
+    def __init__(self, console: Console | None = None) -> None:
         super().__init__()
-        self.console = Console()
+        self.console = console or Console()
         self.live = Live(
-            Markdown(""), console=self.console, refresh_per_second=12, vertical_overflow="visible"
+            console=self.console, refresh_per_second=12, transient=True, vertical_overflow="crop"
         )
 
     def __enter__(self) -> _Renderer:
@@ -216,15 +233,15 @@ class _LiveRenderer(_Renderer):
         return self
 
     def token(self, text: str) -> None:
-        self.live.update(Markdown(self.text))
+        self.live.update(_Tail(Markdown(self.text)))
 
     def progress(self, line: str) -> None:
         if not self.text:
             self.live.update(Markdown(f"*{line}*"))
 
     def finish(self) -> None:
-        self.live.update(Markdown(self.text))
-        self.live.stop()
+        self.live.stop()  # transient: the live tail goes, the whole answer is printed once
+        self.console.print(Markdown(self.text))
         self.print_sources(self.console)
 
 
