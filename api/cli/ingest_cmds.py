@@ -13,6 +13,7 @@ import inspect
 import json
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,6 +23,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Column, Table
+from rich.text import Text
 
 from api.cli.app import app, cli_errors, console, err_console, seconds_since_start
 from api.cli.wiki_cmd import refresh_after_update
@@ -476,12 +478,36 @@ def show_command(
             print(json.dumps(data))
             return
         for key, value in data.items():
-            shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
-            console.print(
-                f"[bold]{key:<12}[/] {shown if shown not in (None, '') else '-'}",
-                highlight=False,
-                soft_wrap=True,
+            if key == "filters" and isinstance(value, dict):
+                shown: Any = filters_text(value)
+            elif isinstance(value, dict):
+                shown = ", ".join(f"{k} {v}" for k, v in value.items())
+            else:
+                shown = value
+            # A long value wraps under itself, not under the keys (and no line is padded with spaces).
+            text = textwrap.fill(
+                str(shown) if shown not in (None, "") else "-",
+                width=max(40, console.width),
+                initial_indent=f"{key:<12} ",
+                subsequent_indent=" " * 13,
+                break_long_words=False,
+                break_on_hyphens=False,
             )
+            console.print(Text(text[:13], style="bold") + Text(text[13:]), highlight=False, soft_wrap=True)
+
+
+def filters_text(filters: dict[str, Any]) -> str:
+    """A record's filters as a person reads them: what was chosen, and whether the defaults applied
+    (`default exclusions, .gitignore; exclude dirs: tests, docs`), not a dump of empty lists."""
+    parts = ["default exclusions" if filters.get("use_defaults", True) else "no default exclusions"]
+    if filters.get("respect_gitignore", True):
+        parts.append(".gitignore")
+    chosen = [
+        f"{name.replace('_', ' ')}: {', '.join(values)}"
+        for name, values in filters.items()
+        if isinstance(values, list) and values
+    ]
+    return "; ".join([", ".join(parts), *chosen])
 
 
 @app.command("delete")
