@@ -457,3 +457,15 @@ def test_key_definitions_list_an_overloaded_name_once() -> None:
     assert key.count("`is_async_callable`") == 1, key
     assert "Whether obj is async. (`pkg/utils.py:4-9`)" in key, key
     assert key.count("`value`") == 1 and key.count("`send`") == 2, key
+
+
+def test_a_top_level_examples_or_tests_folder_is_one_module() -> None:
+    from rag.wiki.offline import ROOT_MODULE, module_name
+
+    assert module_name("src/requests/models.py", True) == "src/requests"
+    assert module_name("examples/auth/index.js", True) == "examples"  # not one page per example
+    assert module_name("tests/testserver/server.py", True) == "tests"
+    assert module_name("pkg/examples/demo.go", True) == "pkg/examples"  # only a top-level folder
+    assert (
+        module_name("src/requests/models.py", False) == "src" and module_name("setup.py", True) == ROOT_MODULE
+    )

@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rag.roles import file_role
 from rag.wiki.codefacts import (
     CODE_LANGUAGES,
     DOC_LANGUAGES,
@@ -88,11 +89,15 @@ class RepoFacts:
 
 
 def module_name(path: str, comprehensive: bool) -> str:
+    """The module a code file belongs to: its top two folders (`src/requests`), or one folder when not
+    comprehensive. A top-level examples or tests folder is one module: twenty `examples/<name>` pages
+    of one small file each read worse than one page of the examples."""
     folder = posixpath.dirname(path)
     if not folder:
         return ROOT_MODULE
     parts = folder.split("/")
-    return "/".join(parts[: 2 if comprehensive else 1])
+    whole = not comprehensive or file_role(f"{parts[0]}/x") in ("example", "test")
+    return "/".join(parts[: 1 if whole else 2])
 
 
 def collect_facts(index: Any, comprehensive: bool = True) -> RepoFacts:
