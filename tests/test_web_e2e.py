@@ -222,6 +222,8 @@ def test_streamed_answer_renders_markdown_code_and_citations(
     expect(answer.locator("pre code.hljs .hljs-keyword").first).to_have_text("def")
     chip = answer.locator(".citations .chip", has_text="weatherline/cli.py:1-12")
     expect(chip).to_be_visible()
+    # A local folder has no host to open the lines at (its link is our JSON file API): no ↗ links.
+    expect(answer.locator("a.chip-link")).to_have_count(0)
     body = fake_provider.requests[-1].body
     assert body["model"] == model and "Japanese" in json.dumps(body["messages"], ensure_ascii=False)
     expect(chip).not_to_have_class("chip unverified")
@@ -233,6 +235,7 @@ def test_streamed_answer_renders_markdown_code_and_citations(
     answer.locator(".markdown button.cite", has_text="weatherline/cli.py:1-12").click()
     viewer = page.locator("dialog.viewer[open]")
     expect(viewer).to_contain_text("weatherline/cli.py:1-12")
+    expect(viewer.get_by_role("link", name="Open at source ↗")).to_have_count(0)
     page.keyboard.press("Escape")
     chip.click()
     expect(viewer).to_contain_text("weatherline/cli.py:1-12")
@@ -373,6 +376,10 @@ def test_phone_width_layout(browser: Browser, web: Web) -> None:  # noqa: F811 (
         expect(phone.get_by_label("Question")).to_be_visible()
         assert phone.evaluate("document.documentElement.scrollWidth") <= 375
         shot(phone, "phone")
+        phone.get_by_role("tab", name="Wiki").click()  # the wiki's title gets its own row, not a sliver
+        heading = phone.locator(".wiki-heading").bounding_box()
+        assert heading is not None and heading["width"] >= 300, heading
+        phone.get_by_role("tab", name="Chat").click()
     finally:
         context.close()
 

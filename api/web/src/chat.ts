@@ -3,7 +3,7 @@
  * chips that open the source viewer, deep-research progress, stop, and per-repository history
  * kept in localStorage.
  */
-import { copyText, formatLines, h, repoName } from "./dom";
+import { copyText, formatLines, h, hostUrl, repoName } from "./dom";
 import { renderMarkdown } from "./markdown";
 import { ChatSocket, type SocketState } from "./socket";
 import { loadConversation, loadPreferences, saveConversation, savePreferences, type Turn } from "./store";
@@ -409,8 +409,9 @@ class TurnView {
       label,
     );
     open.addEventListener("click", () => void openSource(this.repoId, source));
-    const link = source.url
-      ? h("a", { class: "chip-link", href: source.url, target: "_blank", rel: "noopener noreferrer", title: "Open at the source", "aria-label": `Open ${label} at the source` }, "↗")
+    const url = hostUrl(source.url);
+    const link = url
+      ? h("a", { class: "chip-link", href: url, target: "_blank", rel: "noopener noreferrer", title: "Open at the source", "aria-label": `Open ${label} at the source` }, "↗")
       : null;
     return h("span", { class: "chip-group" }, open, link);
   }

@@ -39,3 +39,10 @@ export function formatLines(source: { start_line: number; end_line: number }): s
 export function repoName(repo: { id: string; platform: string }): string {
   return repo.platform === "local" ? `${repo.id.split("/").pop()} (local)` : repo.id;
 }
+
+/** A source's link when it points at the repository's host (GitHub, GitLab, Bitbucket). A local
+ * folder's link is our own file API (`/api/repos/…/file`): JSON in a new tab, where the source viewer
+ * already shows the lines, so no "open at source" for it. */
+export function hostUrl(url: string | null | undefined): string | null {
+  return url && /^https?:\/\//.test(url) ? url : null;
+}

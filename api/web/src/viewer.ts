@@ -3,7 +3,7 @@
  * endpoint. A private repository's token goes in the `X-Repo-Token` header, never the URL.
  */
 import { ApiError, getJson, repoPath } from "./api";
-import { formatLines, h } from "./dom";
+import { formatLines, h, hostUrl } from "./dom";
 import { highlight } from "./markdown";
 import { accessRefused, tokenFor } from "./tokens";
 import type { Source } from "./types";
@@ -35,8 +35,9 @@ export async function openSource(repoId: string, source: Source): Promise<void> 
   const box = ensureDialog();
   const title = `${source.path}:${formatLines(source)}`;
   const body = h("div", { class: "viewer-body" }, h("p", { class: "muted" }, "Loading…"));
-  const link = source.url
-    ? h("a", { href: source.url, target: "_blank", rel: "noopener noreferrer", class: "button" }, "Open at source ↗")
+  const url = hostUrl(source.url);
+  const link = url
+    ? h("a", { href: url, target: "_blank", rel: "noopener noreferrer", class: "button" }, "Open at source ↗")
     : null;
   const close = h("button", { type: "button", class: "button", onclick: () => box.close() }, "Close");
   box.replaceChildren(h("header", {}, h("h2", {}, title), h("div", { class: "row" }, link, close)), body);
