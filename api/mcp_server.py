@@ -162,8 +162,8 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
         except NotFoundError:
             record = None
         if record is None:
-            raise ToolError(
-                f"not_found: no indexed repository matches {repo!r}. Call list_repositories for the "
+            raise NotFoundError(
+                f"no indexed repository matches {repo!r}. Call list_repositories for the "
                 "indexed ones, or index_repository to index it first."
             )
         return record
@@ -495,8 +495,8 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
         """The readable index of `repo`, refused with a clear message if it has no code graph yet."""
         index = open_readable(services, indexed(repo).id, repo_token(ctx, token))
         if not index.has_graph:
-            raise ToolError(
-                f"not_found: {index.record.id} was indexed before the code graph existed: call "
+            raise NotFoundError(
+                f"{index.record.id} was indexed before the code graph existed: call "
                 "index_repository on it again (an update adds the graph)"
             )
         return index
@@ -524,8 +524,8 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
             index = graph_index(repo, token, ctx)
             found = index.definition(symbol.strip())
             if not found:
-                raise ToolError(
-                    f"not_found: no definition of {symbol!r} in {index.record.id}; try search_code "
+                raise NotFoundError(
+                    f"no definition of {symbol!r} in {index.record.id}; try search_code "
                     "to find it by description"
                 )
             base = base_url(ctx)
@@ -555,7 +555,7 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
             index = graph_index(repo, token, ctx)
             targets = index.definition(symbol.strip())
             if not targets:
-                raise ToolError(f"not_found: no definition of {symbol!r} in {index.record.id}")
+                raise NotFoundError(f"no definition of {symbol!r} in {index.record.id}")
             base = base_url(ctx)
             calls = []
             for target in targets[:10]:

@@ -259,6 +259,31 @@ def _apply_view(job: IngestJob, view: dict[str, Any]) -> None:
         job.view = view
 
 
+def _stalled(view: dict[str, Any], held: int | bool) -> bool:
+    """`running`, yet no worker holds the job (arq's in-progress key, renewed by the worker's heartbeat,
+    is gone): its worker was killed or lost and its lease ran out. arq runs it again on the next worker."""
+    return view["state"] == JobState.RUNNING and not held
+
+
+def as_seen(view: dict[str, Any], held: int | bool) -> dict[str, Any]:
+    """The view a client is shown: a stalled job is `queued` again, with a `note` saying why."""
+    return (
+        {**view, "state": JobState.QUEUED.value, "note": stalled_note(view)} if _stalled(view, held) else view
+    )
+
+
+def _without_worker(raw: str | None, held: int) -> dict[str, Any] | None:
+    view = json.loads(raw) if raw else None
+    return view if view is not None and _stalled(view, held) else None
+
+
+def stalled_note(view: dict[str, Any]) -> str:
+    return (
+        f"the worker running this ingest ({view.get('worker')}) stopped; it runs again when a worker "
+        f"takes it (run {int(view.get('attempt') or 1) + 1} of {MAX_TRIES})"
+    )
+
+
 def _transaction(client: redis.Redis, attempt: Callable[[Any], T], *watched: str) -> T:
     """redis-py's optimistic transaction (WATCH, retried on conflict), returning what `attempt` returns."""
     return cast(T, cast(Any, client).transaction(attempt, *watched, value_from_callable=True))
@@ -275,21 +300,33 @@ class JobRecords:
         return json.loads(cast(str, raw)) if raw else None
 
     def job(self, job_id: str, placeholder: IngestOptions) -> QueuedJob | None:
-        raw = cast(list[str | None], self.redis.hmget(job_key(job_id), ["view", "final"]))
-        if not raw[0]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(job_key(job_id), ["view", "final"])
+        pipe.exists(in_progress_key_prefix + job_id)
+        (view, final), held = pipe.execute()
+        if not view:
             return None
-        return self._job(json.loads(raw[0]), raw[1], placeholder)
+        return self._job(as_seen(json.loads(view), held), final, placeholder)
 
     def jobs(self, placeholder: IngestOptions) -> list[QueuedJob]:
         ids = cast(list[str], self.redis.zrevrange(JOBS_KEY, 0, KEEP_JOBS - 1))
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(job_key(job_id), ["view", "final"])
+            pipe.exists(in_progress_key_prefix + job_id)
+        replies = pipe.execute()
         found = []
-        for view, final in pipe.execute():
+        for (view, final), held in zip(replies[::2], replies[1::2], strict=True):
             if view:
-                found.append(self._job(json.loads(view), final, placeholder))
+                found.append(self._job(as_seen(json.loads(view), held), final, placeholder))
         return found
+
+    def running_without_worker(self, job_id: str) -> dict[str, Any] | None:
+        """The job's view if it says `running` while no worker holds it (its worker died), else None."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(job_key(job_id), "view")
+        pipe.exists(in_progress_key_prefix + job_id)
+        return _without_worker(*pipe.execute())
 
     @staticmethod
     def _job(view: dict[str, Any], final: str | None, placeholder: IngestOptions) -> QueuedJob:
@@ -493,6 +530,10 @@ class RedisJobQueue:
             self.records.redis.hset(job_key(job_id), "cancel", "1")
             if (view := self.records.view(job_id)) is not None and view["state"] == JobState.QUEUED:
                 self.records.end_with(job_id, IngestCancelled("the ingest was cancelled before it started"))
+            elif self.records.running_without_worker(job_id) is not None:
+                self.records.end_with(
+                    job_id, IngestCancelled("the ingest was cancelled (its worker had stopped)")
+                )
             found = self.records.job(job_id, self._placeholder)
         assert found is not None
         return found
@@ -503,7 +544,7 @@ class RedisJobQueue:
         try:
             with redis_errors():
                 latest = await client.xrevrange(events_key(job.id), count=1)
-            last_id = "0-0"
+            last_id, told_stalled = "0-0", False
             if latest:
                 last_id, fields = latest[0]
                 yield await self._frame(client, job, fields)
@@ -516,7 +557,11 @@ class RedisJobQueue:
                     if await self._ended_without_frame(client, job):
                         yield job.final_event()
                         return
+                    if not told_stalled and (stalled := await self._without_worker(client, job.id)):
+                        told_stalled = True
+                        yield status_event("queued", stalled_note(stalled), step="queued")
                     continue
+                told_stalled = False
                 for entry_id, fields in found[0][1]:
                     last_id = entry_id
                     yield await self._frame(client, job, fields)
@@ -535,6 +580,13 @@ class RedisJobQueue:
             if isinstance(job, QueuedJob):
                 job.final = event
         return event
+
+    async def _without_worker(self, client: aioredis.Redis, job_id: str) -> dict[str, Any] | None:
+        with redis_errors():
+            pipe = client.pipeline(transaction=False)
+            pipe.hget(job_key(job_id), "view")
+            pipe.exists(in_progress_key_prefix + job_id)
+            return _without_worker(*await pipe.execute())
 
     async def _ended_without_frame(self, client: aioredis.Redis, job: IngestJob) -> bool:
         """A job whose keys expired (or were flushed) while watched: end the stream with its error."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from arq.constants import in_progress_key_prefix
 from websockets.asyncio.client import connect
 
 from ingest.jobs import IngestJob, JobState
@@ -172,33 +172,12 @@ def test_a_private_repository_token_never_reaches_redis_in_clear(cluster: Cluste
 def test_a_sigkilled_worker_is_retried_by_the_other_and_the_previous_version_keeps_serving(
     cluster: Cluster,
 ) -> None:
-    a, b = cluster.apis
-    cluster.git.require_auth = False
-    first_sha = cluster.git.add_repo("acme/killed", FILES)
-    url = cluster.git.url_for("acme/killed")
-    first = cluster.finished(a, cluster.submit(a, {"repo_url": url, "type": "git"}))
-    assert first["state"] == "done" and first["repo"]["commit"] == first_sha
-    repo_id = first["repo_id"]
-
-    second_sha = cluster.git.add_repo("acme/killed", {"pkg/extra.py": "def extra():\n    return 2\n"})
-    cluster.git.hold("acme/killed")
-    try:
-        job_id = cluster.submit(b, {"repo_url": url, "type": "git"})
-        running = cluster.cloning(a, "acme/killed", job_id)
-        victim = cluster.worker_of(running)
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait(10)
-        serving = httpx.get(f"{b}/api/repos/{repo_id}", timeout=10).json()
-        assert serving["commit"] == first_sha, "the previous version keeps serving while the job waits"
-    finally:
-        cluster.git.release("acme/killed")
-    retried = cluster.finished(a, job_id)
+    repo_id, second_sha, retried = cluster.sigkill_during_update("acme/killed")
     assert retried["state"] == "done", retried
     assert retried["attempt"] == 2 and int(retried["worker"].rpartition(":")[2]) in cluster.workers
     assert retried["repo"]["commit"] == second_sha
-    assert httpx.get(f"{a}/api/repos/{repo_id}", timeout=10).json()["commit"] == second_sha
+    assert httpx.get(f"{cluster.apis[0]}/api/repos/{repo_id}", timeout=10).json()["commit"] == second_sha
     assert not list(cluster.home.glob("repos/*/build-*")), "no half-built version is left behind"
-    cluster.start_worker()  # the cluster has two workers again for any later test
 
 
 def test_a_sigterm_hands_the_running_job_back_to_the_queue_for_another_worker(cluster: Cluster) -> None:
@@ -362,3 +341,39 @@ def test_a_worker_whose_embedder_is_broken_stops_at_start_with_the_reason(
     assert started.returncode != 0
     assert "unknown local embedding model 'no-such-model'" in started.stderr
     assert "taking jobs" not in started.stderr
+
+
+async def test_a_job_whose_worker_died_shows_queued_with_the_reason_and_cancels_at_once(
+    queue_url: str,
+) -> None:
+    queue = _queue(queue_url)
+    client = redis.Redis.from_url(queue_url, decode_responses=True)
+    try:
+        job = queue.submit(IngestJob.for_ingest("https://github.com/acme/orphan", IngestOptions()))
+        view = json.loads(client.hget(job_key(job.id), "view") or "{}")
+        # A worker took it, then was SIGKILLed: the view still says running, and its lease ran out.
+        running = {**view, "state": "running", "worker": "lost-host:4242", "attempt": 1}
+        client.hset(job_key(job.id), "view", json.dumps(running))
+        for seen in (queue.get(job.id), *[listed for listed in queue.list() if listed.id == job.id]):
+            assert seen is not None
+            shown = seen.to_json()
+            assert shown["state"] == "queued" and "lost-host:4242" in shown["note"], shown
+            assert "run 2 of 3" in shown["note"]
+        events = queue.events(job)
+        await anext(events)  # the latest frame so far
+        stalled = await asyncio.wait_for(anext(events), 30)
+        assert (stalled["type"], stalled["stage"]) == ("status", "queued") and "stopped" in stalled["message"]
+
+        # While a worker holds it (its in-progress key), it is running as stored.
+        client.set(in_progress_key_prefix + job.id, "1", px=60_000)
+        held = queue.get(job.id)
+        assert held is not None and held.to_json()["state"] == "running"
+        client.delete(in_progress_key_prefix + job.id)
+
+        # No worker will ever report its end: a cancel ends it here and now.
+        cancelled = queue.cancel(job.id)
+        assert cancelled.state is JobState.CANCELLED, cancelled.to_json()
+        await events.aclose()
+    finally:
+        client.close()
+        queue.shutdown()

@@ -11,7 +11,7 @@ tests/support/cluster.py).
 from __future__ import annotations
 
 import os
-import signal
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,35 +59,18 @@ def test_a_repository_ingested_through_one_replica_is_served_by_the_other(
             "SELECT current_version FROM repolens.repositories WHERE id = %s", (repo_id,)
         ).fetchone()
     assert not list(cluster.home.glob("*/repos/*/current")), "no process wrote a local index"
+    database = urllib.parse.urlsplit(url).path.lstrip("/")
+    for log in (cluster.root / "logs").glob("worker-*.log"):
+        assert f"writing to PostgreSQL database {database} on " in log.read_text(), log.read_text()
 
 
 def test_a_sigkilled_worker_is_retried_and_the_previous_version_keeps_serving(
     pg_cluster: tuple[Cluster, str],
 ) -> None:
     cluster, url = pg_cluster
-    a, b = cluster.apis
-    cluster.git.require_auth = False
-    first_sha = cluster.git.add_repo("acme/killed-pg", FILES)
-    source = cluster.git.url_for("acme/killed-pg")
-    first = cluster.finished(a, cluster.submit(a, {"repo_url": source, "type": "git"}))
-    assert first["state"] == "done" and first["repo"]["commit"] == first_sha
-    repo_id = first["repo_id"]
-
-    second_sha = cluster.git.add_repo("acme/killed-pg", {"pkg/extra.py": "def extra():\n    return 2\n"})
-    cluster.git.hold("acme/killed-pg")
-    try:
-        job_id = cluster.submit(b, {"repo_url": source, "type": "git"})
-        running = cluster.cloning(a, "acme/killed-pg", job_id)
-        victim = cluster.worker_of(running)
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait(10)
-        serving = httpx.get(f"{b}/api/repos/{repo_id}", timeout=10).json()
-        assert serving["commit"] == first_sha, "the previous version keeps serving while the job waits"
-    finally:
-        cluster.git.release("acme/killed-pg")
-    retried = cluster.finished(a, job_id)
+    repo_id, second_sha, retried = cluster.sigkill_during_update("acme/killed-pg")
     assert retried["state"] == "done" and retried["attempt"] == 2, retried
-    assert httpx.get(f"{a}/api/repos/{repo_id}", timeout=10).json()["commit"] == second_sha
+    assert httpx.get(f"{cluster.apis[0]}/api/repos/{repo_id}", timeout=10).json()["commit"] == second_sha
     with psycopg.connect(url) as conn:
         (schema,) = conn.execute(
             "SELECT schema_name FROM repolens.repositories WHERE id = %s", (repo_id,)
@@ -102,4 +85,3 @@ def test_a_sigkilled_worker_is_retried_and_the_previous_version_keeps_serving(
     assert schema in schemas and schemas == registered, (
         "one schema per repository: nothing half-built is left"
     )
-    cluster.start_worker()

@@ -9,6 +9,7 @@ its lease (`REPOLENS_QUEUE_LEASE_S`) runs out.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Annotated
 
 import typer
@@ -55,13 +56,26 @@ def worker(
             alive = worker_alive(settings)
         else:
             runner = IngestWorker(settings, open_store(settings), jobs=jobs or settings.ingest_workers)
-            err_console.print(f"repolens worker {runner.name}: loading the embedder", highlight=False)
+            err_console.print(
+                f"repolens worker {runner.name}: loading the embedder", highlight=False, soft_wrap=True
+            )
             embedder = runner.load_embedder()
             err_console.print(
-                f"repolens worker {runner.name}: embedder {embedder.name} ready; "
-                f"taking jobs, {runner.jobs} at once",
+                f"repolens worker {runner.name}: embedder {embedder.name} ready; writing to "
+                f"{store_description(settings)}; taking jobs, {runner.jobs} at once",
                 highlight=False,
+                soft_wrap=True,
             )
             runner.arq_worker(burst=burst).run()
     if check and not alive:  # outside `cli_errors`, which would take the exit for an error
         raise typer.Exit(1)
+
+
+def store_description(settings: Settings) -> str:
+    """The store this worker writes to, without credentials: operators check that it is the API's."""
+    if settings.database_url is None:
+        return f"the local store in {settings.home}"
+    parts = urllib.parse.urlsplit(settings.database_url.get_secret_value())
+    host = parts.hostname or urllib.parse.parse_qs(parts.query).get("host", ["localhost"])[0]
+    port = f":{parts.port}" if parts.port else ""
+    return f"PostgreSQL database {parts.path.lstrip('/') or '(default)'} on {host}{port}"

@@ -168,6 +168,33 @@ class Cluster:
         """The worker process a job's view names (`host:pid`), taken out of the cluster's live workers."""
         return self.workers.pop(int(view["worker"].rpartition(":")[2]))
 
+    def sigkill_during_update(self, name: str) -> tuple[str, str, dict[str, Any]]:
+        """Ingest `name` through replica A, then update it through B and SIGKILL (process group) the
+        worker cloning the new commit; the previous version must keep serving meanwhile. Returns the
+        repository id, the new commit and the retried job's final view. The cluster has two workers
+        again afterwards."""
+        a, b = self.apis
+        self.git.require_auth = False
+        first_sha = self.git.add_repo(name, FILES)
+        url = self.git.url_for(name)
+        first = self.finished(a, self.submit(a, {"repo_url": url, "type": "git"}))
+        assert first["state"] == "done" and first["repo"]["commit"] == first_sha, first
+        repo_id = first["repo_id"]
+        second_sha = self.git.add_repo(name, {"pkg/extra.py": "def extra():\n    return 2\n"})
+        self.git.hold(name)
+        try:
+            job_id = self.submit(b, {"repo_url": url, "type": "git"})
+            victim = self.worker_of(self.cloning(a, name, job_id))
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait(10)
+            serving = httpx.get(f"{b}/api/repos/{repo_id}", timeout=10).json()
+            assert serving["commit"] == first_sha, "the previous version keeps serving while the job waits"
+        finally:
+            self.git.release(name)
+        retried = self.finished(a, job_id)
+        self.start_worker()
+        return repo_id, second_sha, retried
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
