@@ -817,6 +817,18 @@ class IngestWorker:
         )
 
 
+def ping_queue(settings: Settings) -> None:
+    """Raise `queue_unavailable` at once when Redis cannot be reached (a worker's start, before it loads
+    anything; arq alone would retry for seconds and then fail with a bare connection error)."""
+    assert settings.redis_url is not None
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5)
+    try:
+        with redis_errors():
+            client.ping()
+    finally:
+        client.close()
+
+
 def worker_alive(settings: Settings) -> bool:
     """Whether a worker on this host reported health within its lease (`repolens worker --check`)."""
     assert settings.redis_url is not None

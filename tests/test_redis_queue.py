@@ -377,3 +377,13 @@ async def test_a_job_whose_worker_died_shows_queued_with_the_reason_and_cancels_
     finally:
         client.close()
         queue.shutdown()
+
+
+def test_a_worker_whose_redis_is_unreachable_stops_at_once_with_queue_unavailable(tmp_path: Path) -> None:
+    from tests.support.git_http_server import closed_port
+
+    env = cluster_env(f"redis://127.0.0.1:{closed_port()}/0", REPOLENS_HOME=str(tmp_path))
+    started = subprocess.run([REPOLENS, "worker"], env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 2, started.stderr
+    assert "the job queue (REPOLENS_REDIS_URL) is unavailable" in started.stderr
+    assert "loading the embedder" not in started.stderr and "unexpected" not in started.stderr

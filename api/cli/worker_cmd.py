@@ -45,7 +45,7 @@ def worker(
     lease (REPOLENS_QUEUE_LEASE_S) runs out.
     """
     with cli_errors():
-        from ingest.redis_queue import IngestWorker, worker_alive
+        from ingest.redis_queue import IngestWorker, ping_queue, worker_alive
 
         settings = Settings.from_env()
         if settings.redis_url is None:
@@ -55,6 +55,7 @@ def worker(
         if check:
             alive = worker_alive(settings)
         else:
+            ping_queue(settings)
             runner = IngestWorker(settings, open_store(settings), jobs=jobs or settings.ingest_workers)
             err_console.print(
                 f"repolens worker {runner.name}: loading the embedder", highlight=False, soft_wrap=True
