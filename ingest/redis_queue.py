@@ -79,6 +79,8 @@ MAX_TRIES = 3
 JOB_TIMEOUT_S = 24 * 3600
 SEALED_TOKEN_TTL_S = 24 * 3600
 FINISHED_TTL_S = 7 * 24 * 3600
+# How long a job waits for a worker (arq's own default is a day, after which it drops the job silently).
+QUEUED_TTL_S = FINISHED_TTL_S
 # Job ids `list` keeps (finished jobs' keys also expire after `FINISHED_TTL_S`).
 KEEP_JOBS = 500
 STREAM_MAXLEN = 500
@@ -512,7 +514,9 @@ class RedisJobQueue:
     async def _enqueue(self, job_id: str) -> None:
         if self._arq is None:
             self._arq = await create_pool(RedisSettings.from_dsn(self._url), default_queue_name=QUEUE_NAME)
-        await self._arq.enqueue_job(INGEST_FUNCTION, job_id, _job_id=job_id, _queue_name=QUEUE_NAME)
+        await self._arq.enqueue_job(
+            INGEST_FUNCTION, job_id, _job_id=job_id, _queue_name=QUEUE_NAME, _expires=QUEUED_TTL_S
+        )
 
     def get(self, job_id: str) -> IngestJob | None:
         with redis_errors():

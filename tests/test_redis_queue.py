@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import signal
+import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from websockets.asyncio.client import connect
 
 from ingest.jobs import IngestJob, JobState
@@ -31,7 +34,16 @@ from ingest.redis_queue import QUEUE_NAME, IngestWorker, RedisJobQueue, _Stop, j
 from rag.errors import ConfigError
 from rag.settings import Settings
 from rag.store import Store
-from tests.support.cluster import FILES, REPOLENS, Cluster, cluster_env, running_cluster, wait_for
+from tests.support.cluster import (
+    FILES,
+    REPOLENS,
+    Cluster,
+    cluster_env,
+    owns_listener,
+    running_cluster,
+    serve_on_a_free_port,
+    wait_for,
+)
 from tests.support.redis_server import RedisServer
 
 
@@ -247,6 +259,10 @@ def test_a_queued_job_cancels_at_once_and_its_repository_can_be_queued_again(que
         assert queue.submit(demo()).id != job.id
         client = redis.Redis.from_url(queue_url)
         assert client.hget(job_key(job.id), "final")
+        waiting = queue.submit(demo())
+        assert client.pttl(job_key_prefix + waiting.id) > 6 * 24 * 3600 * 1000, (
+            "a job waits days for a worker"
+        )
         client.close()
     finally:
         queue.shutdown()
@@ -387,3 +403,28 @@ def test_a_worker_whose_redis_is_unreachable_stops_at_once_with_queue_unavailabl
     assert started.returncode == 2, started.stderr
     assert "the job queue (REPOLENS_REDIS_URL) is unavailable" in started.stderr
     assert "loading the embedder" not in started.stderr and "unexpected" not in started.stderr
+
+
+def test_a_test_server_counts_as_started_only_on_a_port_its_own_process_holds() -> None:
+    """The clusters' isolation: a server that lost its port to another process (which then answers on
+    it) is never taken for ours; the helper starts it again on another port."""
+    serve = "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); "
+    serve += "s.listen(); time.sleep(60)"
+    with socket.socket() as foreign:
+        foreign.bind(("127.0.0.1", 0))
+        foreign.listen()
+        taken = foreign.getsockname()[1]
+        assert owns_listener(os.getpid(), taken)
+        tried: list[int] = []
+
+        def start(port: int) -> subprocess.Popen[bytes]:
+            tried.append(port)  # the first start binds the taken port, as if another process won the race
+            return subprocess.Popen([sys.executable, "-c", serve, str(taken if len(tried) == 1 else port)])
+
+        port, process = serve_on_a_free_port(start)
+        try:
+            assert len(tried) == 2 and port == tried[1] != taken
+            assert owns_listener(process.pid, port) and not owns_listener(process.pid, taken)
+        finally:
+            process.kill()
+            process.wait()
