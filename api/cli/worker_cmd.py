@@ -36,13 +36,14 @@ def worker(
         ),
     ] = False,
 ) -> None:
-    """Run ingest jobs from the shared Redis queue (REPOLENS_REDIS_URL) that API replicas fill.
+    """Run ingest jobs from the shared Redis queue (REPOLENS_REDIS_URL).
 
-    Give every worker the API's store (the same REPOLENS_DATABASE_URL, or the same REPOLENS_HOME)
-    and REPOLENS_QUEUE_KEY (for private repositories). The embedder is loaded before any job is
-    taken: if it cannot be, the worker exits with the reason. Ctrl-C or SIGTERM stops the worker and
-    hands its running jobs back to the queue; a killed worker's jobs are retried elsewhere once its
-    lease (REPOLENS_QUEUE_LEASE_S) runs out.
+    Give every worker the API replicas' store (the same REPOLENS_DATABASE_URL,
+    or the same REPOLENS_HOME) and REPOLENS_QUEUE_KEY (private repositories).
+    The embedder loads before any job is taken; if it cannot, or Redis cannot
+    be reached, the worker exits with the reason. Ctrl-C or SIGTERM hands the
+    running jobs back to the queue; a killed worker's jobs run again elsewhere
+    once its lease (REPOLENS_QUEUE_LEASE_S) runs out.
     """
     with cli_errors():
         from ingest.redis_queue import IngestWorker, ping_queue, worker_alive
