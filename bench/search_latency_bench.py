@@ -158,19 +158,26 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def ranking_steps_cost(index: RepoIndex, embedder: Embedder, workload: list[str]) -> dict[str, object]:
-    """The same searches (query vectors cached) with the plain fusion and with the default ranking
-    steps (roles, links, whole definitions), interleaved so both see the same machine load."""
+    """The same searches (query vectors cached) with the plain fusion, with the default ranking
+    steps (roles, links, whole definitions) and with those steps over a fusion that reads each ranking
+    only as deep as its candidates (`shallow_fusion`, the fusion before `RANK_DEPTH`), interleaved so all
+    see the same machine load."""
     plain = Retriever(index, embedder, ranking=Ranking(roles=False, links=False, whole_definitions=False))
     ranked = Retriever(index, embedder)
-    timings: dict[str, list[float]] = {"fusion_only": [], "default_ranking": []}
+    shallow = Retriever(index, embedder, rank_depth=0)
+    variants = (("fusion_only", plain), ("default_ranking", ranked), ("shallow_fusion", shallow))
+    timings: dict[str, list[float]] = {name: [] for name, _ in variants}
     for query in workload:
-        for name, retriever in (("fusion_only", plain), ("default_ranking", ranked)):
+        for name, retriever in variants:
             started = time.perf_counter()
             retriever.search(query, 10)
             timings[name].append(1000 * (time.perf_counter() - started))
     figures: dict[str, object] = {name: summary(values) for name, values in timings.items()}
     figures["p95_ratio"] = round(
         percentile(timings["default_ranking"], 0.95) / percentile(timings["fusion_only"], 0.95), 2
+    )
+    figures["deep_fusion_p95_ratio"] = round(
+        percentile(timings["default_ranking"], 0.95) / percentile(timings["shallow_fusion"], 0.95), 2
     )
     return figures
 

@@ -152,12 +152,14 @@ class Retriever:
         weights: Weights | None = None,
         candidates: int = 50,
         ranking: Ranking = DEFAULT_RANKING,
+        rank_depth: int = RANK_DEPTH,
     ) -> None:
         self.index = index
         self.embedder = embedder
         self.weights = weights or Weights()
         self.ranking = ranking
         self.candidates = candidates
+        self.rank_depth = rank_depth
 
     def query_vector(self, query: str) -> np.ndarray:
         """The query embedding, cached: repeated questions and evaluation runs skip the model."""
@@ -192,7 +194,7 @@ class Retriever:
             self.index.check_embedder(self.embedder)
 
         pool = max(self.candidates, 3 * k)
-        depth = max(pool, RANK_DEPTH) if mode == "hybrid" else pool
+        depth = max(pool, self.rank_depth) if mode == "hybrid" else pool
         filters = {"path_glob": path_glob or None, "language": language or None}
         rankings: list[tuple[float, list[int]]] = []
         seen: dict[str, list[int]] = {}  # unfiltered BM25 results of this search, by query text

@@ -447,6 +447,9 @@ def test_a_hybrid_search_reads_both_rankings_deep(
     asked.clear()
     retriever.search("how are redirects followed", 5, mode="lexical")
     assert asked[0] == ("lexical", retriever.candidates)
+    asked.clear()
+    Retriever(index, retriever.embedder, rank_depth=0).search("how are redirects followed", 5)
+    assert asked[:2] == [("dense", retriever.candidates), ("lexical", retriever.candidates)]
 
 
 def test_an_update_keeps_dense_and_lexical_consistent(tmp_path: Path, embedder: Embedder) -> None:
