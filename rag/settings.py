@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     )
     pg_ef_search: int = setting(
         "REPOLENS_PG_EF_SEARCH",
-        100,
+        200,
         "HNSW candidates per dense query (`hnsw.ef_search`: higher finds more true neighbours, slower)",
         ge=10,
         le=1000,
@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     )
     pg_ef_construction: int = setting(
         "REPOLENS_PG_EF_CONSTRUCTION",
-        64,
+        128,
         "HNSW candidates while building an index from now on (`ef_construction`, at least 2 x `m`)",
         ge=4,
         le=1000,
