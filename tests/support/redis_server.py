@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.support.live_server import free_port
 
 HOST = "127.0.0.1"
 _START_TIMEOUT_S = 10.0
@@ -41,12 +42,6 @@ class RedisServer:
         return redis.Redis(host=HOST, port=self.port)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 def start_redis(folder: Path) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -55,7 +50,7 @@ def start_redis(folder: Path) -> RedisServer:
         pytest.skip("redis-server is not installed (run `make install`)")
     folder.mkdir(parents=True, exist_ok=True)
     for _ in range(_BIND_ATTEMPTS):
-        port = _free_port()
+        port = free_port()
         command = [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no"]
         command += ["--dir", str(folder), "--protected-mode", "yes", "--loglevel", "warning"]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
