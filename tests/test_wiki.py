@@ -320,7 +320,7 @@ def test_offline_titles_descriptions_and_entry_points_come_from_the_right_lines(
     """Guide titles from an H1 (else the file name, never a sub-heading), module descriptions from the
     package file or Go package comment (never another file's docstring), top-level entry points only."""
     from rag.wiki.codefacts import entry_point_lines, first_sentence, module_summary
-    from rag.wiki.offline import RepoFacts, _doc_title, _module_summary, _overview
+    from rag.wiki.offline import RepoFacts, _doc_title, _module_summary, _overview, plan
 
     license_header = "// Copyright 2023 The Authors\n// Licensed under the Apache License.\n\n"
     texts = {
@@ -362,6 +362,9 @@ def test_offline_titles_descriptions_and_entry_points_come_from_the_right_lines(
     facts.languages["README.md"], facts.readme = "markdown", "README.md"
     overview = _overview(facts)
     assert "Proj does things. (`README.md:7`)" in overview and "Docs" not in overview
+    assert plan(facts).title == "Proj wiki"
+    facts.texts["README.md"] = readme + "# Overview\n\nProj does things.\n"  # a section, not the name
+    assert plan(facts).title == "x wiki"  # the repository's name (local/x)
 
     assert first_sentence("Where a request is (i.e. an endpoint), use it. More.") == (
         "Where a request is (i.e. an endpoint), use it."

@@ -177,11 +177,19 @@ def _doc_title(facts: RepoFacts, path: str) -> str:
     return stem.replace("-", " ").replace("_", " ").title()
 
 
+# README headings that name a section, not the project (cobra's README starts with "# Overview").
+_SECTION_TITLES = frozenset({"overview", "introduction", "about", "readme", "contents", "table of contents"})
+
+
 def _repo_title(facts: RepoFacts) -> str:
+    """The README's first H1 when it names the project, else the repository's name."""
     if facts.readme:
         for line in facts.texts[facts.readme].splitlines():
             if line.startswith("# "):
-                return line[2:].strip()
+                title = line[2:].strip()
+                if title.lower() not in _SECTION_TITLES and not _PLACEHOLDER.search(title):
+                    return title
+                break
     return facts.repo_id.split("@")[0].rstrip("/").split("/")[-1]
 
 

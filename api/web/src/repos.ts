@@ -292,7 +292,7 @@ export class RepoPanel {
         ? (status.files_done ?? 0) / status.files_total
         : undefined;
     // The milestone stays said during the dense phase (it used to flash by under the embedding lines).
-    const detail = [status.message, this.searchable ? SEARCHABLE_NOTE : null].filter(Boolean).join(" ");
+    const detail = [status.message, this.searchable ? SEARCHABLE_NOTE : null].filter(Boolean).join(" · ");
     this.showProgress("running", parts.join(" · "), fraction, detail || undefined);
   }
 
