@@ -269,3 +269,4 @@ def test_a_long_explain_line_wraps_under_its_hit() -> None:
     lines = captured.get().splitlines()
     explained = [line for line in lines[1:] if "role source" in line or "routing-and-middleware" in line]
     assert len(explained) == 2 and all(line.startswith("   ") for line in explained), lines
+    assert all(line == line.rstrip() for line in explained), lines  # not padded with spaces to the width

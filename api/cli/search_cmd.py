@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.padding import Padding
 from rich.syntax import Syntax
 from rich.text import Text
 
@@ -82,10 +82,12 @@ def print_hits(hits: list[SearchHit]) -> None:
             (f"  score {hit.score:.4f}", "dim"),
         )
         console.print(title)
-        if (
-            hit.explain is not None
-        ):  # indented as a whole: a wrapped tail stays under the hit, not at column 0
-            console.print(Padding(Text(explain_line(hit.explain), style="dim"), (0, 0, 0, 3)))
+        if hit.explain is not None:
+            # Indented as a whole (a wrapped tail stays under the hit, not at column 0), never padded.
+            wrapped = textwrap.fill(
+                explain_line(hit.explain), width=console.width, initial_indent="   ", subsequent_indent="   "
+            )
+            console.print(wrapped, style="dim", highlight=False, markup=False, soft_wrap=True)
         lines = hit.text.splitlines()
         excerpt = "\n".join(lines[:EXCERPT_LINES])
         console.print(
