@@ -286,7 +286,7 @@ def test_cli_wiki_offline_with_json_export(indexed_repo: tuple[Store, str], tmp_
     assert json.loads(again.stdout.strip().splitlines()[-1])["reused"] == summary["pages"]
     plain = runner.invoke(app, ["wiki", repo_id, "--offline"])  # piped: the summary, no progress bar
     assert "pages written without a language model" in plain.stdout and "━" not in plain.output
-    assert f"repolens wiki {repo_id} --export md --out wiki.md" in " ".join(plain.stdout.split())
+    assert f"`repolens wiki {repo_id} --export md --out wiki.md`" in plain.stdout  # on one line
     zipped = runner.invoke(app, ["wiki", repo_id, "--offline", "--export", "zip"])  # a zip is not for stdout
     assert zipped.exit_code == 2 and "needs --out" in zipped.output
     unknown = runner.invoke(app, ["wiki", "github.com/nobody/nothing", "--offline"])

@@ -166,4 +166,5 @@ def wiki_command(
                 f"`repolens wiki {repo} --export md --out wiki.md`",
                 highlight=False,
                 markup=False,
+                soft_wrap=True,  # a command to copy is not broken over two lines
             )
