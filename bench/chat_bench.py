@@ -29,7 +29,9 @@ Environment: `REPOLENS_BENCH_CHAT_LEVELS=1,50,100,200,400` to change the levels;
 `REPOLENS_BENCH_PROFILE=<file>` records the server with py-spy during the levels (raw stacks);
 `REPOLENS_BENCH_CHAT_COMPARE=retrieval_pool` runs every level on a second server whose retrieval runs on
 the default executor (as before `rag.answer`'s retrieval pool), alternating which goes first, and
-reports both side by side (`retrieval_pool_side_by_side`) with the p95 ratios.
+reports both side by side (`retrieval_pool_side_by_side`) with the p95 ratios;
+`REPOLENS_BENCH_CHAT_WORKERS=2` serves with `repolens serve --workers 2` (the CPU figures then count the
+process manager only).
 """
 
 from __future__ import annotations
@@ -381,6 +383,8 @@ def bench_server(
                 str(port),
                 "--log-level",
                 "warning",
+                "--workers",
+                os.environ.get("REPOLENS_BENCH_CHAT_WORKERS", "1"),
             ],
             cwd=ROOT,
             env=server_env,
