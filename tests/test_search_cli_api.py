@@ -258,7 +258,8 @@ def test_a_long_explain_line_wraps_under_its_hit() -> None:
         "link_boost": 0.0025, "linked_from": "docs/guide/routing-and-middleware.md",
         "linked_name": "app.route",
     }  # fmt: skip
-    hit = SearchHit("lib/application.js", "javascript", 190, 192, "route", "a\nb\nc", 0.036, explain)
+    symbol = "SessionRedirectMixin.resolve_redirects_for_a_long_name"  # the title stays one line
+    hit = SearchHit("lib/application.js", "javascript", 190, 192, symbol, "a\nb\nc", 0.036, explain)
     width = console.width
     console.width = 80
     try:
@@ -267,6 +268,7 @@ def test_a_long_explain_line_wraps_under_its_hit() -> None:
     finally:
         console.width = width
     lines = captured.get().splitlines()
+    assert lines[0].startswith("1. lib/application.js:190-192") and lines[0].endswith("score 0.0360"), lines
     explained = [line for line in lines[1:] if "role source" in line or "routing-and-middleware" in line]
     assert len(explained) == 2 and all(line.startswith("   ") for line in explained), lines
     assert all(line == line.rstrip() for line in explained), lines  # not padded with spaces to the width

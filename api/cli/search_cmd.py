@@ -81,7 +81,7 @@ def print_hits(hits: list[SearchHit]) -> None:
             (f"  {hit.symbol}" if hit.symbol else "", "magenta"),
             (f"  score {hit.score:.4f}", "dim"),
         )
-        console.print(title)
+        console.print(title, soft_wrap=True)  # one line: a long symbol must not push the score to column 0
         if hit.explain is not None:
             # Indented as a whole (a wrapped tail stays under the hit, not at column 0), never padded.
             wrapped = textwrap.fill(
