@@ -94,7 +94,8 @@ def test_human_output_is_a_short_summary(small_repo: Path) -> None:
     assert "version" not in result.stdout  # an internal counter, not news on a first ingest
     again = runner.invoke(app, ["ingest", str(small_repo)])
     assert again.stdout.startswith("up to date local/") and "2 unchanged" in again.stdout
-    assert re.search(r"time: +searchable after [\d.]+s, complete after [\d.]+s", result.stdout)
+    # Two milestones, or one when the dense phase took under 50 ms (a tiny repo, a warm embedder).
+    assert re.search(r"time: +searchable (after [\d.]+s, |and )complete after [\d.]+s", result.stdout)
     assert re.search(r"time: +searchable and complete after [\d.]+s", again.stdout)  # nothing embedded
     write_files(small_repo, {"notes.txt": "\x00binary", "pkg/new.py": "VALUE = 1\n"})
     commit_all(small_repo, "more")
