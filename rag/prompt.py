@@ -8,6 +8,7 @@ cannot fit is refused here rather than sent and rejected (or silently truncated)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -123,6 +124,15 @@ def _cost(text: str) -> int:
     return count_tokens(text) + MESSAGE_OVERHEAD
 
 
+@functools.lru_cache(maxsize=2048)
+def hit_tokens(rendered: str) -> int:
+    """Tokens of one rendered hit (`render_hit`), remembered: the same chunks come back across the
+    questions about a repository, and counting them was most of a prompt's CPU. Keyed by the rendered
+    text itself (path, lines, symbol and code), so a re-indexed chunk (new code or shifted lines) is
+    counted afresh and a count can never be stale."""
+    return count_tokens(rendered)
+
+
 def _total(messages: Sequence[Message]) -> int:
     return sum(_cost(message.content) for message in messages) + REPLY_OVERHEAD
 
@@ -153,7 +163,7 @@ def build_prompt(
         )
     kept_hits = list(hits)
     turns = list(history)
-    hit_costs = [count_tokens(render_hit(hit)) + 8 for hit in kept_hits]
+    hit_costs = [hit_tokens(render_hit(hit)) + 8 for hit in kept_hits]
     turn_costs = [_cost(turn.content) for turn in turns]
     pinned_text = file_pin.text if file_pin else ""
     # A pinned file may take at most half the room, so one huge file cannot push out all retrieved

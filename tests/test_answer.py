@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import AnswerRequest, AnswerService, until_cancelled
+from rag.answer import AnswerCancelled, AnswerRequest, AnswerService, until_cancelled
 from rag.embedders import Embedder, get_embedder
 from rag.providers.offline import labels
 from rag.store import Store
@@ -243,6 +243,52 @@ async def test_cancelling_the_consumer_task_closes_the_stream_cleanly() -> None:
         await task
     assert closed.is_set()
     assert received == [1]
+
+
+async def test_cancel_interrupts_a_waiting_step_and_leaves_the_task_uncancelled() -> None:
+    """`cancel` set while the next event is awaited (in the consuming task, no per-step task): the
+    source is closed, `AnswerCancelled` is raised, and the task carries no cancel request afterwards."""
+    closed = asyncio.Event()
+
+    async def slow_events() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await asyncio.sleep(60)
+            yield 2
+        finally:
+            closed.set()
+
+    cancel = asyncio.Event()
+    received: list[int] = []
+
+    async def consume() -> int:
+        with pytest.raises(AnswerCancelled):
+            async for event in until_cancelled(slow_events(), cancel):
+                received.append(event)
+                asyncio.get_running_loop().call_later(0.01, cancel.set)
+        await asyncio.sleep(0)  # a cancel request left on the task would raise here
+        current = asyncio.current_task()
+        assert current is not None
+        return current.cancelling()
+
+    assert await asyncio.wait_for(consume(), 10) == 0
+    assert closed.is_set() and received == [1]
+
+
+async def test_cancel_set_between_events_stops_before_the_next() -> None:
+    cancel = asyncio.Event()
+
+    async def events() -> AsyncIterator[int]:
+        for number in range(5):
+            yield number
+
+    received: list[int] = []
+    with pytest.raises(AnswerCancelled):
+        async for event in until_cancelled(events(), cancel):
+            received.append(event)
+            if event == 2:
+                cancel.set()
+    assert received == [0, 1, 2]
 
 
 def test_retrieval_runs_on_its_own_pool_not_behind_a_saturated_default_executor(indexed: Indexed) -> None:

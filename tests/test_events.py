@@ -13,6 +13,7 @@ from rag.events import (
     EVENT_MODELS,
     Citation,
     Source,
+    TokenEvent,
     Usage,
     done_event,
     encode,
@@ -20,6 +21,7 @@ from rag.events import (
     research_event,
     sse_frame,
     status_event,
+    token_event,
 )
 from rag.redact import MASK, secret_scope
 
@@ -69,6 +71,15 @@ def test_frames_keep_their_wire_shape() -> None:
     assert done["timings"]["first_token_ms"] is None and done["timings"]["total_ms"] > 0
     frame = sse_frame(status)
     assert frame.startswith("event: status\ndata: ") and json.loads(frame.split("data: ", 1)[1]) == status
+
+
+def test_the_direct_token_builder_is_the_models_wire_form() -> None:
+    for text in ("word ", "", 'naïve — 日本語 \u2028 "quoted"\n'):
+        assert token_event(text) == TokenEvent(text=text).wire()
+        assert json.loads(encode(token_event(text))) == {"type": "token", "text": text}
+    assert "日本語" in encode(token_event("日本語"))  # not \u-escaped, as before
+    with pytest.raises(TypeError):
+        token_event(3)  # type: ignore[arg-type]
 
 
 def test_bad_frames_are_refused_when_built() -> None:

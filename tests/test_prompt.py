@@ -87,6 +87,43 @@ def test_budget_drops_least_relevant_context_first_then_oldest_turns() -> None:
     assert result.messages[-1].content.endswith("Question: Where is compute defined?")
 
 
+def test_hit_token_counts_are_remembered_by_text_and_follow_an_updated_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hit seen before is not counted again; the same chunk after a re-index (new code, shifted lines)
+    is, and the prompt's budget and totals stay exact either way."""
+    import rag.prompt
+
+    counted: list[str] = []
+
+    def counting(text: str) -> int:
+        counted.append(text)
+        return count_tokens(text)
+
+    monkeypatch.setattr(rag.prompt, "count_tokens", counting)
+    rag.prompt.hit_tokens.cache_clear()
+    hits = [hit(f"pkg/m{n}.py", 1, 30, 1.0 - n / 100) for n in range(4)]
+    window, reserve = 4000, 1000
+    first = build_prompt("Where is compute defined?", [], hits, model_context=window, reserve_output=reserve)
+    rendered = {rag.prompt.render_hit(h) for h in hits}
+    assert rendered <= set(counted)
+    counted.clear()
+    again = build_prompt("Where is compute defined?", [], hits, model_context=window, reserve_output=reserve)
+    assert not rendered & set(counted), "hits already counted are not counted again"
+    assert again.prompt_tokens == first.prompt_tokens == exact_tokens(first.messages)
+
+    updated = [hit("pkg/m0.py", 3, 60, 1.0, word="changed"), *hits[1:]]  # re-indexed: new code, new lines
+    counted.clear()
+    result = build_prompt(
+        "Where is compute defined?", [], updated, model_context=window, reserve_output=reserve
+    )
+    assert rag.prompt.render_hit(updated[0]) in counted
+    assert rag.prompt.hit_tokens(rag.prompt.render_hit(updated[0])) == count_tokens(
+        rag.prompt.render_hit(updated[0])
+    )
+    assert result.prompt_tokens == exact_tokens(result.messages) <= window - reserve
+
+
 def test_context_is_dropped_before_any_turn() -> None:
     hits = [hit(f"pkg/m{n}.py", 1, 20, 1.0 - n / 100) for n in range(6)]
     history = [Message("user", "short question"), Message("assistant", "short answer")]

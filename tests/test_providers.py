@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -394,10 +395,15 @@ def test_a_provider_leaves_no_connection_open_after_its_loop(
     """`repolens ask` runs one `asyncio.run`: its provider connections close with it, not at GC."""
     fake_provider.script(FakeResponse(text="short answer"))
     chat = get_provider(provider, settings_for(fake_provider, provider))
-    pool = openai_compat._CLIENTS if provider == "openai" else gemini._CLIENTS
 
-    async def ask() -> httpx.AsyncClient:
+    async def ask() -> Callable[[], bool]:
+        """Whether the pooled client (the one the answer used, asked for again) is closed."""
         assert text_of(await collect(chat, ChatRequest(QUESTION, model=chat.model))) == "short answer"
-        return await pool.get(None, httpx.AsyncClient)
+        if provider == "openai":
+            session = await openai_compat._CLIENTS.get(None, openai_compat._new_client)
+            return lambda: session.closed
+        client = await gemini._CLIENTS.get(None, httpx.AsyncClient)
+        return lambda: client.is_closed
 
-    assert asyncio.run(ask()).is_closed
+    is_closed = asyncio.run(ask())
+    assert is_closed()

@@ -1,12 +1,15 @@
 """Every OpenAI-style provider (OpenAI, Azure, OpenRouter, DashScope, Ollama, vLLM/LM Studio/llama.cpp)
 through streaming chat completions, read straight off the wire.
 
-The stream is parsed from the provider's Server-Sent Events with httpx and `json.loads`: building the
-SDK's pydantic models for every chunk was the largest single cost of the server at 200 concurrent
-streams (see docs/ARCHITECTURE.md, "Streaming at load"). The request is the one the `openai` SDK
-sends (same URL, headers and body, Azure's deployment path and `api-version` included), and errors
-map to the same `ProviderError` codes. The SDK itself is not imported: it takes over a second, which
-every CLI command paid.
+The stream is parsed from the provider's Server-Sent Events with `json.loads`, line by line off an
+aiohttp response: building the SDK's pydantic models for every chunk was the largest single cost of
+the server at 200 concurrent streams, and after that httpx's read path (a cancel scope per read, ten
+layers of byte/text/line iterators, a pure-Python HTTP parser) was; aiohttp's C parser and stream
+reader cost about half as much CPU per chunk (see docs/ARCHITECTURE.md, "Streaming at load"). The
+request is the one the `openai` SDK sends (same URL, headers and body, Azure's deployment path and
+`api-version` included), and errors map to the same `ProviderError` codes. The SDK itself is not
+imported: it takes over a second, which every CLI command paid. Proxies come from the environment
+(`HTTPS_PROXY`, `NO_PROXY`), as with the SDK.
 
 There are no automatic retries: a retry after the first token would duplicate output, so
 `stream_with_retry` retries once, and only before anything was produced.
@@ -19,7 +22,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from rag.errors import ErrorCode
 from rag.providers.base import (
@@ -42,6 +45,7 @@ from rag.redact import redact
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _MAX_DETAIL = 300
+_LINE_BYTES = 2**20
 # Reasoning models reject `temperature` and `max_tokens` (they take `max_completion_tokens`).
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
@@ -62,12 +66,20 @@ class OpenAIConfig:
 
 
 # One pooled client per event loop (`rag.providers.pool`), closed with its loop.
-_CLIENTS: ClientPool[httpx.AsyncClient] = ClientPool()
+_CLIENTS: ClientPool[aiohttp.ClientSession] = ClientPool()
 
 
-def _new_client() -> httpx.AsyncClient:
-    # No cap on connections: 200 concurrent answers are 200 concurrent provider streams.
-    return httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=100))
+def _new_client() -> aiohttp.ClientSession:
+    # No cap on connections: 200 concurrent answers are 200 concurrent provider streams. Timeouts are
+    # per request (`OpenAICompatProvider._timeout`); proxies from the environment.
+    # A line of the stream may be up to 2 * `read_bufsize` long (one large delta or tool call).
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=True,
+        timeout=aiohttp.ClientTimeout(total=None),
+        read_bufsize=_LINE_BYTES,
+    )
 
 
 def _endpoint(config: OpenAIConfig, model: str) -> tuple[str, dict[str, str], dict[str, str]]:
@@ -195,7 +207,10 @@ class OpenAICompatProvider:
         self.name = name
         self.model = model
         self._config = config
-        self._timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        # As the SDK: `timeout_s` at most without a byte (headers included), `connect_timeout_s` to connect.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_read=config.timeout_s, sock_connect=config.connect_timeout_s
+        )
 
     def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         return stream_with_retry(lambda: self._attempt(request))
@@ -234,45 +249,46 @@ class OpenAICompatProvider:
         model = arguments["model"]
         url, query, headers = _endpoint(self._config, model)
         client = await _CLIENTS.get(None, _new_client)
-        http_request = client.build_request(
-            "POST", url, params=query, json=arguments, headers=headers, timeout=self._timeout
-        )
         try:
-            response = await client.send(http_request, stream=True)
-        except httpx.TimeoutException:
+            response = await client.post(
+                url, params=query, json=arguments, headers=headers, timeout=self._timeout
+            )
+        except TimeoutError:
             raise request_timeout(self.name) from None
-        except httpx.TransportError as error:
+        except (aiohttp.ClientError, OSError, ValueError) as error:
+            # ValueError: a URL aiohttp cannot use (no scheme or host), as httpx's UnsupportedProtocol.
             raise ProviderConnectionError(
                 f"could not connect to the provider ({type(error).__name__}: {redact(str(error))})",
                 provider=self.name,
             ) from None
         try:
-            if response.status_code >= 400:
-                raw = await response.aread()
-                raise self._error(
-                    response.status_code, _json_or_text(raw), model, f"HTTP {response.status_code}"
-                )
+            if response.status >= 400:
+                raw = await response.read()
+                raise self._error(response.status, _json_or_text(raw), model, f"HTTP {response.status}")
             async for event in self._events(response, model):
                 yield event
-        except httpx.TimeoutException:
+        except TimeoutError:
             raise read_timeout(self.name) from None
-        except (httpx.HTTPError, OSError) as error:
+        except (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError, OSError) as error:
             raise broken_stream(error, self.name) from None
         finally:
-            await response.aclose()
+            # An answer closed early (cancel, disconnect) drops its connection rather than reading the rest.
+            response.close()
 
-    async def _events(self, response: httpx.Response, model: str) -> AsyncGenerator[StreamEvent, None]:
+    async def _events(
+        self, response: aiohttp.ClientResponse, model: str
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Events of one SSE body: `data: {chunk}` lines up to `data: [DONE]`."""
         tool_calls = _ToolCallAssembler()
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
+        async for line in response.content:  # lines, `\n` (or `\r\n`) included
+            if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()
-            if data == "[DONE]":
+            if data == b"[DONE]":
                 break
             try:
                 chunk = json.loads(data)
-            except json.JSONDecodeError:
+            except ValueError:
                 raise ProviderError(
                     ErrorCode.BAD_RESPONSE, "the provider sent malformed JSON", provider=self.name
                 ) from None

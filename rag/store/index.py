@@ -118,7 +118,8 @@ class RepoIndex:
                 return []
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]  # faiss stubs lack `sel`
         scores, ids = self.faiss.search(query, min(k, self.size), params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        # `tolist()` first: converting numpy scalars one by one held the GIL ~10x longer (rank_depth hits).
+        return [(i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0]
 
     def lexical_search(
         self, query: str, k: int, *, path_glob: str | None = None, language: str | None = None
