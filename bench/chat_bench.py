@@ -30,8 +30,8 @@ Environment: `REPOLENS_BENCH_CHAT_LEVELS=1,50,100,200,400` to change the levels;
 `REPOLENS_BENCH_CHAT_COMPARE=retrieval_pool` runs every level on a second server whose retrieval runs on
 the default executor (as before `rag.answer`'s retrieval pool), alternating which goes first, and
 reports both side by side (`retrieval_pool_side_by_side`) with the p95 ratios;
-`REPOLENS_BENCH_CHAT_WORKERS=2` serves with `repolens serve --workers 2` (the CPU figures then count the
-process manager only).
+`REPOLENS_BENCH_CHAT_WORKERS=2` serves with `repolens serve --workers 2` (the server's CPU and memory
+figures count the process manager and its worker processes together).
 """
 
 from __future__ import annotations
@@ -168,8 +168,32 @@ def _request(repo: Path, question: str) -> dict[str, Any]:
     }
 
 
+def _with_children(process: psutil.Process) -> list[psutil.Process]:
+    """`process` and its live descendants (`--workers N`: the worker processes do the serving)."""
+    with contextlib.suppress(psutil.Error):
+        return [process, *process.children(recursive=True)]
+    return [process]
+
+
 def _cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
-    return {name: sum(process.cpu_times()[:2]) for name, process in processes.items()}
+    """User + system CPU of each process, the server's workers included."""
+    totals = {}
+    for name, process in processes.items():
+        group = _with_children(process) if name == "server" else [process]
+        total = 0.0
+        for member in group:
+            with contextlib.suppress(psutil.Error):
+                total += sum(member.cpu_times()[:2])
+        totals[name] = total
+    return totals
+
+
+def _rss(process: psutil.Process) -> int:
+    total = 0
+    for member in _with_children(process):
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_info().rss
+    return total
 
 
 async def _direct_stream(client: httpx.AsyncClient, provider_url: str, delay: float) -> float | None:
@@ -263,14 +287,14 @@ async def _idle_sockets(ws_url: str, count: int, server: psutil.Process) -> dict
         except Exception:
             return False
 
-    rss_before = server.memory_info().rss
+    rss_before = _rss(server)
     opened = await asyncio.gather(*(open_one(i) for i in range(count)), return_exceptions=True)
     sockets = [ws for ws in opened if not isinstance(ws, BaseException)]
     await asyncio.sleep(IDLE_HOLD_S)
     started = time.perf_counter()
     alive = await asyncio.gather(*(ping(ws) for ws in sockets))
     ping_s = time.perf_counter() - started
-    rss_held = server.memory_info().rss
+    rss_held = _rss(server)
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     return {
         "requested": count,
