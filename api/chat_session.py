@@ -32,7 +32,7 @@ from api.services import Services
 from ingest import IngestOptions
 from ingest.jobs import IngestJob, JobState
 from ingest.sources import RepoSource, resolve_source
-from rag.answer import AnswerRequest, until_cancelled
+from rag.answer import AnswerCancelled, AnswerRequest, until_cancelled
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import Event, done_event, failure_event, status_event
 from rag.redact import secret_scope
@@ -42,6 +42,9 @@ from rag.wiki.compat import answers_offline, compat_wiki_events, wiki_request_ki
 logger = logging.getLogger(__name__)
 
 CANCEL_GRACE_S = 2.0
+# Waiting for another process's build of a repository: how often to look, and when to try the job again.
+BUSY_POLL_S = 0.25
+BUSY_RETRY_S = 2.0
 # Producer tasks of `detached_events`, referenced until they end (asyncio keeps only weak refs).
 _producers: set[asyncio.Task[None]] = set()
 
@@ -195,21 +198,50 @@ async def _ensure_indexed(
     better versions as it goes. Setting `cancel` stops waiting (error `cancelled`) but not the
     job, which other requests may share and which finishes for the next question;
     `cancel_ingest` stops the job itself.
+
+    When another process is building this repository (another `repolens serve --workers` process
+    answering the same first question, or a CLI ingest), the job stops at once with `busy`: the
+    request then waits for that build's searchable version instead of failing, and runs the job
+    again if the other build ends without one.
     """
     if source.is_local:
         yield status_event("indexing", f"indexing {source.local_path}")
     else:
         yield status_event("cloning", f"fetching {source.url}")
-    job = services.jobs.submit(_ingest_job(services, request))
-    async for event in until_cancelled(services.jobs.events(job), cancel):
-        if event["type"] == "status":
-            yield event
-            if event.get("step") == "searchable":
-                return  # answer now; the job's dense phase goes on
+    told_waiting = False
+    while True:
+        job = services.jobs.submit(_ingest_job(services, request))
+        async for event in until_cancelled(services.jobs.events(job), cancel):
+            if event["type"] == "status":
+                yield event
+                if event.get("step") == "searchable":
+                    return  # answer now; the job's dense phase goes on
+        # `busy` (`IndexBusyError`; its type may not survive the ingest worker process, its code does)
+        if not (isinstance(job.error, RepoLensError) and job.error.code == ErrorCode.BUSY):
+            break
+        if not told_waiting:
+            told_waiting = True
+            yield status_event("indexing", f"another process is indexing {source.repo_id}: waiting for it")
+        if await _indexed_elsewhere(services, source.repo_id, cancel):
+            return
     if job.error is not None:
         raise job.error
     if job.state is not JobState.DONE:
         raise RepoLensError(f"indexing {source.repo_id} failed (see the server log)", code=ErrorCode.INTERNAL)
+
+
+async def _indexed_elsewhere(services: Services, repo_id: str, cancel: asyncio.Event) -> bool:
+    """Wait up to `BUSY_RETRY_S` for another process's build of `repo_id` to commit a version: True
+    once one is there, False when it is time to try the job again. `cancel` ends the wait."""
+    deadline = time.monotonic() + BUSY_RETRY_S
+    while time.monotonic() < deadline:
+        if services.store.get(repo_id) is not None:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(cancel.wait(), BUSY_POLL_S)
+        if cancel.is_set():
+            raise AnswerCancelled("the answer was cancelled")
+    return services.store.get(repo_id) is not None
 
 
 def cancel_ingest(services: Services, request: ChatRequestBody) -> None:

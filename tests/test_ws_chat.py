@@ -317,6 +317,41 @@ async def test_first_request_indexes_the_repository_with_progress(
     assert [record.url for record in records] and records[0].chunk_count > 0
 
 
+async def test_first_request_waits_while_another_process_builds_the_repository(
+    live_server_factory: Any, tmp_path: Any, fake_provider: FakeProvider
+) -> None:
+    """Another process holds the repository's build (as a second `--workers` process answering the
+    same first question does): the request says it waits instead of failing `busy`, and answers once
+    the build is free (here the other process ends without a version, so this one indexes it)."""
+    from ingest.sources import resolve_source
+    from rag.store.layout import RepoLock
+
+    home = tmp_path / "busy-home"
+    server = live_server_factory(settings_for(home, **provider_env()))
+    repo = make_fixture_repo(tmp_path / "busy-repo")
+    fake_provider.script(FakeResponse(text="Answered after the wait.", chunks=3))
+    repo_id = resolve_source(str(repo)).repo_id
+    other_build = RepoLock(Store(home).paths(repo_id), repo_id).__enter__()
+    request = {
+        "repo_url": str(repo),
+        "type": "local",
+        "messages": [{"role": "user", "content": "What does HttpClient.send do?"}],
+        "protocol": "events",
+        "provider": "openai",
+    }
+    async with connect(f"{server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps(request))
+        seen: list[dict[str, Any]] = []
+        while not any("another process is indexing" in (frame.get("message") or "") for frame in seen):
+            seen.append(await receive_json(ws))
+            assert seen[-1]["type"] == "status", seen
+        other_build.release_and_remove_if_unindexed()
+        frames = seen + await until_done(ws)
+    assert not [frame for frame in frames if frame["type"] == "error"], frames
+    assert tokens(frames) == "Answered after the wait."
+    assert Store(home).get(repo_id) is not None
+
+
 async def test_compatible_request_with_percent_encoded_newline_filters_offline(
     live_server_factory: Any, tmp_path: Any
 ) -> None:
