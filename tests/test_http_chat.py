@@ -6,9 +6,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,7 +19,7 @@ import pytest
 from api.origins import origin_allowed
 from tests.support.chat import ChatServer, server_errors, settings_for, sse_events
 from tests.support.fake_provider import FakeProvider, FakeResponse
-from tests.support.live_server import LiveServer, free_port
+from tests.support.live_server import LiveServer, free_port, serve_on_a_free_port
 
 TIMEOUT = httpx.Timeout(20.0)
 
@@ -133,13 +135,14 @@ def test_client_disconnect_closes_the_provider_stream(
 
 @pytest.mark.slow
 def test_repolens_serve_uses_port_from_the_environment(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "REPOLENS_HOME": str(tmp_path / "home")}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "repolens"), "serve", "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    env = {**os.environ, "REPOLENS_HOME": str(tmp_path / "home")}
+    port, server = serve_on_a_free_port(
+        lambda port: subprocess.Popen(
+            [str(Path(sys.executable).parent / "repolens"), "serve", "--log-level", "warning"],
+            env={**env, "PORT": str(port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
     )
     try:
         deadline = time.monotonic() + 90  # a cold start under a loaded CI machine's full suite
@@ -190,3 +193,20 @@ def test_pages_of_other_sites_cannot_post_chat_requests(chat_server: ChatServer)
     assert not origin_allowed("https://evil.example", "127.0.0.1:8000", settings)
     assert origin_allowed("http://127.0.0.1:8000", "127.0.0.1:8000", settings_for(chat_server.home))
     assert origin_allowed(None, "127.0.0.1:8000", settings_for(chat_server.home))
+
+
+def test_live_server_starts_on_another_port_when_its_port_was_taken(
+    live_server_factory: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pick-then-bind race: another process takes the picked port before uvicorn binds it. The
+    fixture picks another port instead of failing the test ("failed to start")."""
+    import tests.support.live_server as live_server_module
+
+    with socket.socket() as other_server:
+        other_server.bind(("127.0.0.1", 0))
+        other_server.listen()
+        picks = iter([other_server.getsockname()[1]])
+        monkeypatch.setattr(live_server_module, "free_port", lambda: next(picks, free_port()))
+        server = live_server_factory()
+        assert server.port != other_server.getsockname()[1]
+        assert httpx.get(f"{server.base_url}/health", timeout=5).status_code == 200

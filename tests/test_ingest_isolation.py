@@ -27,7 +27,7 @@ from rag.embedders import Embedder
 from rag.settings import Settings
 from rag.store import Store
 from tests.support.git_http_server import GitHttpServer
-from tests.support.live_server import free_port
+from tests.support.live_server import serve_on_a_free_port
 from tests.support.repos import commit_all, git, write_files
 
 pytest_plugins = ["tests.support.git_http_server"]
@@ -140,14 +140,15 @@ def test_a_server_stopped_mid_ingest_leaves_no_process_and_no_leaked_semaphore(
     exit handlers release, and uvicorn ends a SIGTERMed server by re-raising the signal (no exit
     handlers): "resource_tracker: There appear to be 11 leaked semaphore objects"."""
     repo = _repo(tmp_path / "big", 400)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "repolens"), "serve", "--port", str(port)],
-        env={**os.environ, "REPOLENS_ALLOW_LOCAL": "1", "REPOLENS_INGEST_ISOLATION": "process"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    port, server = serve_on_a_free_port(
+        lambda port: subprocess.Popen(
+            [str(Path(sys.executable).parent / "repolens"), "serve", "--port", str(port)],
+            env={**os.environ, "REPOLENS_ALLOW_LOCAL": "1", "REPOLENS_INGEST_ISOLATION": "process"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: _answers(f"{base}/health"))
         with httpx.stream(

@@ -39,11 +39,10 @@ from tests.support.cluster import (
     REPOLENS,
     Cluster,
     cluster_env,
-    owns_listener,
     running_cluster,
-    serve_on_a_free_port,
     wait_for,
 )
+from tests.support.live_server import owns_listener, serve_on_a_free_port
 from tests.support.redis_server import RedisServer
 
 

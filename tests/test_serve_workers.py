@@ -2,7 +2,9 @@
 
 Deterministic on a starved machine: the test waits for the workers to say they are ready (their
 uvicorn log lines), not for a deadline, and proves that each worker serves by pausing the other
-(SIGSTOP): every connection then has to be accepted by the one left running.
+(SIGSTOP): every connection then has to be accepted by the one left running. The server counts as
+started only once its own process holds its port (`serve_on_a_free_port`): another test session's
+server may take a port between the pick and the bind, and would then answer our health checks.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +25,7 @@ from typing import IO
 import httpx
 from websockets.sync.client import connect
 
-from tests.support.live_server import free_port
+from tests.support.live_server import serve_on_a_free_port
 
 # Only a hung test waits this long; a ready server is used as soon as its workers say so.
 STARTUP_CAP_S = 600
@@ -31,7 +34,7 @@ _READY = "Application startup complete."
 
 
 class ServerLog:
-    """The lines a server writes to stderr, read by a thread so the pipe never fills up."""
+    """The lines a server writes to stderr, read by a thread (so the pipe never fills up) until it ends."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.lines: list[str] = []
@@ -40,10 +43,11 @@ class ServerLog:
         self._reader.start()
 
     def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
+        with stream:
+            for line in stream:
+                with self._changed:
+                    self.lines.append(line.rstrip("\n"))
+                    self._changed.notify_all()
         with self._changed:
             self.lines.append("")  # end of the stream: the server exited
             self._changed.notify_all()
@@ -75,18 +79,25 @@ def paused(pid: int) -> Iterator[None]:
 
 
 def test_workers_share_one_port_and_each_serves(tmp_path: Path) -> None:
-    port = free_port()
     repolens = Path(sys.executable).parent / "repolens"
     env = {**os.environ, "REPOLENS_HOME": str(tmp_path / "home")}
-    server = subprocess.Popen(
-        [str(repolens), "serve", "--port", str(port), "--workers", "2", "--log-level", "info"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    started: list[int] = []
+    with socket.socket() as other_server:  # another session's server, on the first port we are offered
+        other_server.bind(("127.0.0.1", 0))
+        other_server.listen()
+        taken = other_server.getsockname()[1]
+
+        def start(port: int) -> subprocess.Popen[str]:
+            port = port if started else taken  # the first start loses its port to the other server
+            started.append(port)
+            command = [str(repolens), "serve", "--port", str(port), "--workers", "2", "--log-level", "info"]
+            return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+
+        port, server = serve_on_a_free_port(start)
     assert server.stderr is not None
     log = ServerLog(server.stderr)
     try:
+        assert started == [taken, port], "the server that lost its port was taken for ours"
         first, second = log.wait_for_ready_workers(2)
         health = f"http://127.0.0.1:{port}/health"
         for running, stopped in ((first, second), (second, first)):
@@ -102,5 +113,4 @@ def test_workers_share_one_port_and_each_serves(tmp_path: Path) -> None:
         server.terminate()
         server.wait(60)
         log.join()
-        server.stderr.close()
     assert server.returncode == 0

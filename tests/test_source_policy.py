@@ -8,11 +8,9 @@ token check, and `http://169.254.169.254/...` or `http://10.0.0.1/a/b.git` were 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from rag.settings import Settings
 from rag.store import Store
 from tests.support.chat import TEST_POLICY_VARIABLES
 from tests.support.git_http_server import GitHttpServer
-from tests.support.live_server import LiveServer, free_port
+from tests.support.live_server import LiveServer, serve_on_a_free_port
 from tests.support.repos import commit_all, git, write_files
 
 
@@ -264,27 +262,18 @@ def _bare_repo(tmp_path: Path, files: dict[str, str]) -> Path:
 def git_daemon(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """`git daemon` on loopback serving one repository (git://)."""
     bare = _bare_repo(tmp_path, {"daemon.py": "print('over git://')\n"})
-    port = free_port()
     base = bare.parent.parent
-    daemon = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            f"--base-path={base}",
-            str(base),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
+
+    # git-daemon itself, not `git daemon` (which runs it as a child: the listener would not be its own)
+    exec_path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True).stdout
+    daemon_binary = Path(exec_path.strip()) / "git-daemon"
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        command = [str(daemon_binary), "--reuseaddr", "--export-all", "--listen=127.0.0.1", f"--port={port}"]
+        return subprocess.Popen([*command, f"--base-path={base}", str(base)], stderr=subprocess.DEVNULL)
+
+    port, daemon = serve_on_a_free_port(start)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            time.sleep(0.05)
         yield port, bare
     finally:
         daemon.terminate()

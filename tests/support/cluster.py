@@ -8,10 +8,10 @@ the clusters of test sessions that run at the same time in other checkouts:
 - its own redis-server (so its workers only ever see its own jobs), its own REPOLENS_HOME (one
   shared by its processes, or one per process with `separate_homes=True`, as on separate machines);
 - every server it starts listens on a port the kernel picked, and counts as started only once *its*
-  process holds the listening socket (`owns_listener`). Picking a free port and then starting a
-  server races with any other process doing the same: the loser fails to bind, and a health check
-  on that port then answers from the winner, another cluster with other repositories. (That was
-  the cause of "a cancelled job commits nothing" failing under load: another session's replica.)
+  process holds the listening socket (`tests.support.live_server.serve_on_a_free_port`): another
+  process may take the port between the pick and the bind, and a health check on that port then
+  answers from the winner, another cluster with other repositories. (That was the cause of "a
+  cancelled job commits nothing" failing under load: another session's replica.)
 
 No timing asserts: every wait polls with a deadline.
 """
@@ -33,14 +33,13 @@ import httpx
 import redis
 
 from tests.support.git_http_server import GitHttpServer
-from tests.support.live_server import free_port
+from tests.support.live_server import serve_on_a_free_port
 from tests.support.redis_server import RedisServer, start_redis, stop_redis
 
 T = TypeVar("T")
 REPOLENS = str(Path(sys.executable).parent / "repolens")
 DEADLINE_S = 40.0
 FILES = {"README.md": "# demo\n", "pkg/greeting.py": "def greet(name):\n    return f'hello {name}'\n"}
-_BIND_ATTEMPTS = 5
 _SHARED_CACHE = Path(__file__).resolve().parent.parent.parent / "build" / "test-cache"
 
 
@@ -59,41 +58,6 @@ def healthy(base: str) -> bool:
         return httpx.get(f"{base}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def owns_listener(pid: int, port: int) -> bool:
-    """Whether process `pid` holds the listening TCP socket on IPv4 `port` (Linux: /proc)."""
-    listening = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port, state, inode = int(fields[1].rpartition(":")[2], 16), fields[3], fields[9]
-        if local_port == port and state == "0A":  # 0A: LISTEN
-            listening.add(f"socket:[{inode}]")
-    if not listening:
-        return False
-    with contextlib.suppress(OSError):  # the process is gone
-        return any(os.readlink(fd) in listening for fd in Path(f"/proc/{pid}/fd").iterdir())
-    return False
-
-
-Server = subprocess.Popen[bytes]
-
-
-def serve_on_a_free_port(start: Callable[[int], Server]) -> tuple[int, Server]:
-    """Run `start(port)` until the process it returns holds its port (another process may take a port
-    between the kernel handing it out and the server binding it: then the server exits; try again)."""
-    for _ in range(_BIND_ATTEMPTS):
-        port = free_port()
-        process = start(port)
-        deadline = time.monotonic() + DEADLINE_S
-        while process.poll() is None and not owns_listener(process.pid, port):
-            if time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(f"{process.args} did not listen on port {port}")
-            time.sleep(0.05)
-        if process.poll() is None:
-            return port, process
-    raise AssertionError(f"{_BIND_ATTEMPTS} servers in a row lost their port to another process")
 
 
 @dataclass

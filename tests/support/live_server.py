@@ -22,14 +22,25 @@ Usage (tests/conftest.py lists this module in `pytest_plugins`, so the fixtures 
 
 The server binds 127.0.0.1 on a free port and runs in a background thread with its own event
 loop, with the same uvicorn options as `repolens serve` (`api.server.uvicorn_config`).
+
+A server in another process (`repolens serve`, `git daemon`, ...) is started with
+`serve_on_a_free_port(start)`: picking a free port and then starting a server races with any other
+process doing the same (other test sessions run on this machine at the same time). The loser fails
+to bind, and a health check on that port then answers from the winner, a server with other data.
+The helper counts a server as started only once *its* process holds the port (`owns_listener`),
+and starts it again on another port when it lost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +52,8 @@ from rag.settings import Settings
 HOST = "127.0.0.1"
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 10.0
+_BIND_ATTEMPTS = 5
+_LISTEN_TIMEOUT_S = 90.0  # a cold `repolens serve` on a loaded CI machine binds after loading its app
 
 
 def free_port() -> int:
@@ -49,12 +62,57 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def owns_listener(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the listening TCP socket on IPv4 `port` (Linux: /proc)."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, state, inode = int(fields[1].rpartition(":")[2], 16), fields[3], fields[9]
+        if local_port == port and state == "0A":  # 0A: LISTEN
+            listening.add(f"socket:[{inode}]")
+    if not listening:
+        return False
+    with contextlib.suppress(OSError):  # the process is gone
+        return any(os.readlink(fd) in listening for fd in Path(f"/proc/{pid}/fd").iterdir())
+    return False
+
+
+def _listened_on(port: int) -> bool:
+    """Whether some process listens on `port` (then a server of ours could not bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex((HOST, port)) == 0
+
+
+Server = subprocess.Popen[Any]
+
+
+def serve_on_a_free_port(start: Callable[[int], Server]) -> tuple[int, Server]:
+    """Run `start(port)` until the process it returns holds its port (another process may take a port
+    between the kernel handing it out and the server binding it: then the server exits; try again).
+    Read the winner's output pipes only after this returns (a loser's are read and closed here)."""
+    for _ in range(_BIND_ATTEMPTS):
+        port = free_port()
+        process = start(port)
+        deadline = time.monotonic() + _LISTEN_TIMEOUT_S
+        while process.poll() is None and not owns_listener(process.pid, port):
+            if time.monotonic() > deadline:
+                process.kill()
+                process.communicate()
+                raise AssertionError(f"{process.args} did not listen on port {port}")
+            time.sleep(0.05)
+        if process.poll() is None:
+            return port, process
+        process.communicate()  # the loser's output: its pipes closed
+    raise AssertionError(f"{_BIND_ATTEMPTS} servers in a row lost their port to another process")
+
+
 class LiveServer:
     """One uvicorn server in a thread; restartable on the same port."""
 
     def __init__(self, app_factory: Callable[[], Any], *, port: int | None = None, **overrides: Any) -> None:
         self._app_factory = app_factory
         self._overrides = overrides
+        self._port_is_ours_to_pick = port is None
         self.port = port or free_port()
         self.app: Any = None
         self._server: uvicorn.Server | None = None
@@ -69,16 +127,34 @@ class LiveServer:
         return f"ws://{HOST}:{self.port}"
 
     def start(self) -> LiveServer:
+        """Serve a freshly built app; on a port picked here, again on another one if another
+        process took it before uvicorn bound it (the pick-then-bind race)."""
         if self._thread is not None:
             raise RuntimeError("the live server is already running")
+        for _ in range(_BIND_ATTEMPTS):
+            if self._serve():
+                self._port_is_ours_to_pick = False  # restart() serves on this port again
+                return self
+            if not (self._port_is_ours_to_pick and _listened_on(self.port)):
+                break
+            self.port = free_port()
+        raise RuntimeError(f"the live server on port {self.port} failed to start (see the log above)")
+
+    def _serve(self) -> bool:
+        """Whether the server started (False: it could not bind its port and stopped)."""
         self.app = self._app_factory()
         server = uvicorn.Server(uvicorn_config(self.app, HOST, self.port, **self._overrides))
-        thread = threading.Thread(target=server.run, name=f"live-server-{self.port}", daemon=True)
+
+        def run() -> None:
+            with contextlib.suppress(SystemExit):  # uvicorn's way out when it cannot bind its port
+                server.run()
+
+        thread = threading.Thread(target=run, name=f"live-server-{self.port}", daemon=True)
         thread.start()
         deadline = time.monotonic() + _START_TIMEOUT_S
         while not server.started:
             if not thread.is_alive():
-                raise RuntimeError(f"the live server on port {self.port} failed to start (see the log above)")
+                return False
             if time.monotonic() > deadline:
                 server.should_exit = True
                 raise RuntimeError(
@@ -86,7 +162,7 @@ class LiveServer:
                 )
             time.sleep(0.01)
         self._server, self._thread = server, thread
-        return self
+        return True
 
     def stop(self) -> None:
         if self._server is None or self._thread is None:
