@@ -162,6 +162,16 @@ def test_errors_are_one_json_object_and_a_documented_exit_code(
     assert data["error"]["code"] == error_code and data["error"]["message"]
 
 
+def test_an_error_is_one_line_when_piped_with_its_brackets_as_typed() -> None:
+    """Before: rich broke a long error at 80 columns when piped (a log, grep), inside the id; and
+    read `[/]` in a path as markup (a MarkupError traceback instead of the error)."""
+    missing = "github.com/acme/" + "x" * 90 + "[/]"
+    result = runner.invoke(app, ["show", missing], env={"COLUMNS": "80"})
+    assert result.exit_code == 3
+    expected = f"error: no indexed repository matches '{missing}'; see `repolens list`"
+    assert result.stderr.splitlines() == [expected]
+
+
 def test_limits_and_filters_that_leave_nothing_fail_clearly(small_repo: Path) -> None:
     exit_code, data, _ = run("ingest", str(small_repo), "--max-files", "1", "--json")
     assert (

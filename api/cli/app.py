@@ -3,6 +3,7 @@
 Commands register themselves on `app` and wrap their body in `cli_errors()`
 so a failure is one clear line (or a JSON object with `--json`) and the exit
 code of its error code in `rag.errors.ERROR_TABLE`; `--debug` shows the traceback instead.
+A message goes through `print_message`: word-wrapped on a terminal, one line when piped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from rag.errors import UNEXPECTED_EXIT_CODE, ErrorCode, RepoLensError, exit_code
@@ -116,6 +118,13 @@ def seconds_since_start() -> float:
     return time.time() - state.started
 
 
+def print_message(target: Console, text: str, *, style: str = "") -> None:
+    """One message (an error, a warning, a note): `text` is rich markup (escape the values in it).
+    Word-wrapped on a terminal; on one line when piped (a log, grep, CI output), where rich would
+    otherwise break it at 80 columns, in the middle of a path or a URL."""
+    target.print(text, style=style, highlight=False, soft_wrap=not target.is_terminal)
+
+
 @contextmanager
 def cli_errors(as_json: bool = False) -> Iterator[None]:
     """Turn expected errors into one line and an exit code."""
@@ -128,17 +137,15 @@ def cli_errors(as_json: bool = False) -> Iterator[None]:
         if as_json:
             print(json.dumps({"error": {"code": error.code, "message": message}}))
         else:
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+            print_message(err_console, f"[bold red]error:[/] {escape(message)}")
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        print_message(err_console, "interrupted")
         raise typer.Exit(exit_code(ErrorCode.CANCELLED)) from None
     except Exception as error:
         if state.debug:
             raise
-        err_console.print(
-            f"[bold red]unexpected error:[/] {redact(str(error)) or type(error).__name__} "
-            "(run with --debug for the traceback)",
-            highlight=False,
-        )
+        detail = escape(redact(str(error)) or type(error).__name__)
+        hint = "(run with --debug for the traceback)"
+        print_message(err_console, f"[bold red]unexpected error:[/] {detail} {hint}")
         raise typer.Exit(UNEXPECTED_EXIT_CODE) from None

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.segment import Segment
 
 from api.answer_text import progress_line
-from api.cli.app import app, cli_errors, err_console
+from api.cli.app import app, cli_errors, err_console, print_message
 from rag.errors import NotFoundError, exit_code
 from rag.events import encode
 from rag.settings import Settings
@@ -87,7 +87,7 @@ def ask(
         error = asyncio.run(_stream(services, request, renderer))
     if error is not None:
         if not as_json:
-            err_console.print(f"[bold red]error:[/] {escape(error['message'])}", highlight=False)
+            print_message(err_console, f"[bold red]error:[/] {escape(error['message'])}")
         raise typer.Exit(exit_code(error["code"]))
 
 

@@ -20,12 +20,13 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Column, Table
 from rich.text import Text
 
-from api.cli.app import app, cli_errors, console, err_console, seconds_since_start
+from api.cli.app import app, cli_errors, console, err_console, print_message, seconds_since_start
 from api.cli.wiki_cmd import refresh_after_update
 from ingest import IngestOptions, IngestReport, Progress, finish_embedding, resolve_repo_id
 from ingest.jobs import IngestJob
@@ -528,7 +529,6 @@ def delete_command(
             else:
                 console.print(f"deleted {repo_id}", highlight=False, soft_wrap=True)
     if not confirmed:
-        err_console.print(
-            f"not deleted: confirm interactively or pass --yes to delete {repo_id}", highlight=False
-        )
+        hint = f"not deleted: confirm interactively or pass --yes to delete {escape(repo_id)}"
+        print_message(err_console, hint)
         raise typer.Exit(2)

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.text import Text
 
-from api.cli.app import app, cli_errors, console, err_console
+from api.cli.app import app, cli_errors, console, err_console, print_message
 from ingest import resolve_repo_id
 from rag.embedders import get_embedder
 from rag.retrieval import MAX_K, Retriever, SearchError, partial_index_note, search_payload
@@ -156,5 +157,6 @@ def search_command(
             print(json.dumps(search_payload(index.record.id, query, hits, index.record.index_state)))
         else:
             if index.record.index_state != "complete":
-                err_console.print(f"note: {partial_index_note(index.record.index_state)}", style="dim")
+                note = escape(partial_index_note(index.record.index_state))
+                print_message(err_console, f"note: {note}", style="dim")
             print_hits(hits)

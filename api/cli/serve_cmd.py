@@ -13,8 +13,9 @@ import ipaddress
 import os
 
 import typer
+from rich.markup import escape
 
-from api.cli.app import app, cli_errors, err_console
+from api.cli.app import app, cli_errors, err_console, print_message
 from rag.settings import Settings
 
 
@@ -53,9 +54,9 @@ def is_loopback(host: str) -> bool:
 
 
 def warn_open_server(host: str) -> None:
-    err_console.print(
-        f"[bold red]WARNING: serving on {host} without REPOLENS_API_KEY: anyone who can reach this "
+    print_message(
+        err_console,
+        f"[bold red]WARNING: serving on {escape(host)} without REPOLENS_API_KEY: anyone who can reach this "
         "address can ingest, read and delete indexes and use your model keys.[/] Set REPOLENS_API_KEY "
         "(and REPOLENS_ALLOWED_HOSTS to the names clients use), or bind 127.0.0.1.",
-        highlight=False,
     )
