@@ -6,9 +6,11 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -131,17 +133,26 @@ def test_the_command_line_loads_without_the_server_stack() -> None:
     assert loaded.stdout.strip() == "[]"
 
 
-def test_list_keeps_each_repository_on_one_row_of_80_columns(small_repo: Path) -> None:
-    """Long local ids fold inside their column; commit, counts, state and time stay on the id's first line."""
+def test_list_keeps_ids_whole_and_rows_within_80_columns(small_repo: Path) -> None:
+    """An id is what you copy: before, a long local id folded inside its column (`.../cor` + `pora/...`).
+    One that fits stays in its column; a longer one gets a line of its own, its row under it."""
     code, report, _ = run("ingest", str(small_repo), "--json")
     assert code == 0
-    listing = runner.invoke(app, ["list"], env={"COLUMNS": "80"})
-    lines = listing.stdout.splitlines()
+    short_home = Path(tempfile.mkdtemp(prefix="", dir="/tmp"))  # ids under tmp_path do not fit
+    short = make_repo(short_home / "a", SMALL_REPO)
+    try:
+        code, short_report, _ = run("ingest", str(short), "--json")
+        assert code == 0 and len(report["id"]) > 40 > len(short_report["id"])
+        lines = runner.invoke(app, ["list"], env={"COLUMNS": "80"}).stdout.splitlines()
+    finally:
+        shutil.rmtree(short_home)
     assert lines[0].split() == ["id", "commit", "files", "chunks", "state", "updated", "(UTC)"]
-    row = lines[1].split()
-    assert row[1:5] == [report["commit"][:12], "2", str(report["chunks"]["total"]), "complete"]
-    assert report["id"] in "".join(line.split()[0] for line in lines[1:] if not line.startswith("`"))
-    assert all(len(line) <= 80 for line in lines)
+    counts = [report["commit"][:12], "2", str(report["chunks"]["total"]), "complete"]
+    long_at = lines.index(report["id"])  # whole, on a line of its own
+    assert lines[long_at + 1].split()[:4] == counts and lines[long_at + 1].startswith(" ")
+    short_row = next(line for line in lines if line.startswith(short_report["id"] + " "))
+    assert short_row.split()[1:5] == [short_report["commit"][:12], *counts[1:]]
+    assert all(len(line) <= 80 and line == line.rstrip() for line in lines if line != report["id"])
 
 
 @pytest.mark.parametrize(

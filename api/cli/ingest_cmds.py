@@ -23,7 +23,6 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.progress import Progress as RichProgress
-from rich.table import Column, Table
 from rich.text import Text
 
 from api.cli.app import app, cli_errors, console, err_console, print_message, seconds_since_start
@@ -434,19 +433,8 @@ def list_command(as_json: JsonFlag = False) -> None:
         if not records:
             console.print("no repositories indexed yet: try `repolens ingest <url-or-path>`")
             return
-        # The id takes what the short columns leave and folds (it is what you copy); the rest never wraps.
-        table = Table(
-            Column("id", overflow="fold"),
-            Column("commit", no_wrap=True),
-            Column("files", justify="right", no_wrap=True),
-            Column("chunks", justify="right", no_wrap=True),
-            Column("state", no_wrap=True),
-            Column("updated (UTC)"),
-            box=None,
-            pad_edge=False,
-        )
-        for record in records:
-            table.add_row(
+        rows = [
+            (
                 record.id,
                 (record.commit or "-")[:12],
                 str(record.file_count),
@@ -454,8 +442,40 @@ def list_command(as_json: JsonFlag = False) -> None:
                 _short_state(record.index_state, record.dense_chunks, record.dense_total),
                 record.updated_at[:16].replace("T", " "),
             )
-        console.print(table)
+            for record in records
+        ]
+        for line in _listing_lines(rows, console.width):
+            console.print(line, highlight=False, soft_wrap=True)
         console.print("[dim]`repolens show <id>` has the rest (URL, ref, filters, embedder, languages)[/]")
+
+
+_LIST_HEADERS = ("id", "commit", "files", "chunks", "state", "updated (UTC)")
+_LIST_RIGHT_ALIGNED = {2, 3}  # the counts
+_LIST_GAP = "  "
+
+
+def _listing_lines(rows: list[tuple[str, ...]], width: int) -> list[Text]:
+    """`repolens list` as aligned columns within `width`. An id is what you copy, so it never folds:
+    one too long for what the other columns leave gets a line of its own, its row under it."""
+    columns = list(zip(_LIST_HEADERS, *rows, strict=True))
+    widths = [max(len(value) for value in column) for column in columns]
+    room = max(len(_LIST_HEADERS[0]), width - sum(widths[1:]) - len(_LIST_GAP) * (len(widths) - 1))
+    widths[0] = max([len(_LIST_HEADERS[0])] + [len(row[0]) for row in rows if len(row[0]) <= room])
+
+    def line(values: tuple[str, ...]) -> str:
+        cells = [
+            value.rjust(size) if number in _LIST_RIGHT_ALIGNED else value.ljust(size)
+            for number, (value, size) in enumerate(zip(values, widths, strict=True))
+        ]
+        return _LIST_GAP.join(cells).rstrip()
+
+    lines = [Text(line(_LIST_HEADERS), style="bold")]
+    for row in rows:
+        if len(row[0]) > widths[0]:
+            lines.append(Text(row[0]))
+            row = ("", *row[1:])
+        lines.append(Text(line(row)))
+    return lines
 
 
 def _short_state(state: str, dense_chunks: int, dense_total: int) -> str:
