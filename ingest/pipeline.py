@@ -330,7 +330,8 @@ def ingest(
                 builder, diff, embedder, report, graphs, options.chunk_processes, timings
             )
             committing = time.monotonic()
-            report("writing", "writing the new index version", files_done=0, files_total=written.files)
+            # One commit, no per-file steps: no count that would sit at 0/N for the whole step.
+            report("writing", f"writing the new index version ({written.files} files)")
             # Lexical first: this version answers (BM25 everywhere, dense where vectors exist);
             # the code graph is built next and goes live with the first dense version.
             pending = builder.pending_count() > 0

@@ -19,7 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 from api.cli import app
-from api.cli.ingest_cmds import _times
+from api.cli.ingest_cmds import _count, _times
 from ingest import IngestReport, ingest
 from rag.embedders import Embedder
 from rag.store import Store
@@ -121,6 +121,15 @@ def test_the_time_line_counts_from_the_command_start_and_says_what_goes_on() -> 
     assert _times(waited, None, 1.5) == "searchable after 3.5s, complete after 43.5s"
     up_to_date = IngestReport(complete, counts, {}, {**timings, "total_s": 2.02})
     assert _times(up_to_date, None, 0.5) == "searchable and complete after 2.5s"
+
+
+def test_the_progress_count_is_shown_only_where_it_counts() -> None:
+    """Before: rich's `0/?` for a step without counts (writing), as if it was stuck."""
+    assert [_count(57, 121, "files"), _count(57, None, "files"), _count(0, None, "files")] == [
+        "57/121",
+        "57 files",
+        "",
+    ]
 
 
 def test_the_command_line_loads_without_the_server_stack() -> None:

@@ -243,6 +243,11 @@ def test_progress_covers_every_stage(repo: Path, store: Store, spy: RecordingEmb
     last_embedding = [e for e in events if e.stage == "embedding"][-1]
     assert last_embedding.chunks_done == last_embedding.chunks_total > 0
     assert last_embedding.eta_s == 0 and last_embedding.rate > 0
+    # A count is shown only where it advances: a stage that says "of N files" ends at N (before:
+    # `writing` said 0/N once, so the CLI and the page showed "0/N files" for the whole step).
+    for stage in stages:
+        last = [event for event in events if event.stage == stage][-1]
+        assert last.files_done == last.files_total or not last.files_total, last
 
 
 def test_clone_with_a_token_and_update_after_a_push(

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+from rich.progress import BarColumn, TextColumn
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
@@ -123,7 +123,7 @@ class ProgressSink:
             self._display = RichProgress(
                 TextColumn("[bold]{task.fields[stage]:<9}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                TextColumn("{task.fields[count]}"),
                 TextColumn("{task.fields[rate]}"),
                 TextColumn("{task.fields[eta]}"),
                 TextColumn("[dim]{task.fields[message]}", justify="left"),
@@ -131,7 +131,9 @@ class ProgressSink:
                 transient=True,
             )
             self._display.start()
-            self._task = self._display.add_task("ingest", total=None, stage="", rate="", eta="", message="")
+            self._task = self._display.add_task(
+                "ingest", total=None, stage="", count="", rate="", eta="", message=""
+            )
         return self._show
 
     def __exit__(self, *exc_info: object) -> None:
@@ -151,16 +153,25 @@ class ProgressSink:
             embedding = event.stage == "embedding"
             done = event.chunks_done if embedding else event.files_done
             total = (event.chunks_total if embedding else event.files_total) or None
-            unit = "chunks/s" if embedding else "files/s"
+            unit = "chunks" if embedding else "files"
             self._display.update(
                 self._task,
                 completed=done,
                 total=total,
                 stage=event.stage,
-                rate=f"{event.rate:.1f} {unit}" if event.rate else "",
+                count=_count(done, total, unit),
+                rate=f"{event.rate:.1f} {unit}/s" if event.rate else "",
                 eta=f"ETA {event.eta_s:.0f}s" if event.eta_s is not None else "",
                 message=event.message[-60:],
             )
+
+
+def _count(done: int, total: int | None, unit: str) -> str:
+    """`57/121`, or `57 files` while the total is unknown (scanning), or nothing for a step without
+    counts (writing: rich's `0/?` read as if the step was stuck)."""
+    if total:
+        return f"{done}/{total}"
+    return f"{done} {unit}" if done else ""
 
 
 def _run_and_report(job: IngestJob, settings: Settings, store: Store, flags: RunFlags) -> None:
