@@ -8,8 +8,6 @@ being indexed by another process, 10 nothing left to index after filters, 130 in
 
 from __future__ import annotations
 
-import psutil
-
 from api.cli import (  # noqa: F401  (register commands)
     ask_cmd,
     doctor_cmd,
@@ -22,11 +20,10 @@ from api.cli import (  # noqa: F401  (register commands)
     wiki_cmd,
     worker_cmd,
 )
-from api.cli.app import app, state
+from api.cli.app import app
 
 
 def main() -> None:
-    state.process_started = psutil.Process().create_time()  # the command's times include start-up
     app()
 
 

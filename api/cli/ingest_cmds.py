@@ -219,7 +219,8 @@ def _embed_in_background(repo_id: str, settings: Settings) -> int:
 def _print_report(
     report: IngestReport, as_json: bool, background: int | None = None, startup_s: float = 0.0
 ) -> None:
-    """The report; its times count from the command's start (`startup_s` before the run began)."""
+    """The report; its times count from the command's start of work (`startup_s` before the run began:
+    opening the store, loading the embedder)."""
     if as_json:
         data = report.to_json()
         if background is not None:
