@@ -1,9 +1,11 @@
 """The FastAPI application: HTTP routes, `/ws/chat`, MCP at `/mcp`, OpenAI's API at `/v1`, the web page.
 
-The lifespan runs the MCP session manager and stops the ingest job pool on shutdown."""
+The lifespan runs the MCP session manager and stops the ingest job pool on shutdown; while it runs,
+SIGINT/SIGTERM also end the open event streams (`api.shutdown`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
@@ -17,6 +19,7 @@ from api.errors import code_for_status, error_response
 from api.middleware import RateLimits, RequestGuard
 from api.routes import chat_http, chat_ws, config, deepwiki, jobs, openai_api, repos, search, web, wiki
 from api.services import Services
+from api.shutdown import watch_exit_signals
 from ingest.policy import SourcePolicy
 from rag.errors import ErrorCode, RepoLensError
 from rag.redact import install_log_redaction, redact
@@ -29,16 +32,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     services = Services.from_settings(settings)
     services.source_policy = SourcePolicy.for_server(settings)
 
+    stopping = asyncio.Event()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncGenerator[None, None]:
         try:
-            async with mcp.running():
-                yield
+            with watch_exit_signals(stopping):
+                async with mcp.running():
+                    yield
         finally:
             services.stop()
 
     app = FastAPI(title="RepoLens", version="0.1.0", lifespan=lifespan)
     app.state.services = services
+    app.state.stopping = stopping
     # `wiki` before `repos`: its `/api/repos/{id}/wiki` paths would otherwise match `/api/repos/{id}`.
     for module in (config, deepwiki, wiki, repos, jobs, search, chat_http, chat_ws, openai_api):
         app.include_router(module.router)

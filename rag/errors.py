@@ -59,6 +59,7 @@ class ErrorCode(StrEnum):
     BUSY = "busy"
     QUEUE_UNAVAILABLE = "queue_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
+    SERVER_STOPPING = "server_stopping"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
 
@@ -150,6 +151,9 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.STORE_UNAVAILABLE: ErrorSpec(
         503, 2, "the shared PostgreSQL store (`REPOLENS_DATABASE_URL`) cannot be reached; nothing was changed"
+    ),
+    ErrorCode.SERVER_STOPPING: ErrorSpec(
+        503, 2, "the server is stopping: an event stream ends with this frame (its message says what goes on)"
     ),
     ErrorCode.CANCELLED: ErrorSpec(
         499, 130, "cancelled by the client or interrupted; the previous index is unchanged"

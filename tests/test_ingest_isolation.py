@@ -7,6 +7,7 @@ from the event loop; during a 2,000-file ingest the first token of 100 concurren
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -133,12 +134,13 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-def test_a_server_stopped_mid_ingest_leaves_no_process_and_no_leaked_semaphore(
+def test_a_server_stopped_mid_ingest_leaves_no_process_no_leaked_semaphore_and_no_traceback(
     tmp_path: Path, repolens_home: Path
 ) -> None:
-    """Before: the worker's multiprocessing queues held named semaphores that only the server's
-    exit handlers release, and uvicorn ends a SIGTERMed server by re-raising the signal (no exit
-    handlers): "resource_tracker: There appear to be 11 leaked semaphore objects"."""
+    """Stopped while a client reads the ingest's progress. Before: the worker's multiprocessing
+    queues held named semaphores that only the server's exit handlers release, and uvicorn ends a
+    SIGTERMed server by re-raising the signal (no exit handlers): "resource_tracker: There appear to
+    be 11 leaked semaphore objects"."""
     repo = _repo(tmp_path / "big", 400)
     port, server = serve_on_a_free_port(
         lambda port: subprocess.Popen(
@@ -153,17 +155,24 @@ def test_a_server_stopped_mid_ingest_leaves_no_process_and_no_leaked_semaphore(
         _wait(lambda: _answers(f"{base}/health"))
         with httpx.stream(
             "POST", f"{base}/api/repos", json={"repo_url": str(repo), "type": "local"}, timeout=60
-        ) as response:
+        ) as response:  # a client watching the progress while the server stops
             assert response.status_code == 200
-            next(response.iter_lines())  # the job is submitted; it goes on without this client
-        _wait(lambda: any(job["state"] == "running" for job in httpx.get(f"{base}/api/jobs").json()["jobs"]))
-        tree = psutil.Process(server.pid).children(recursive=True)
-        assert tree, "the ingest worker process"
-        server.send_signal(signal.SIGTERM)
+            frames = response.iter_lines()
+            next(frames)
+            jobs = f"{base}/api/jobs"
+            _wait(lambda: any(job["state"] == "running" for job in httpx.get(jobs).json()["jobs"]))
+            tree = psutil.Process(server.pid).children(recursive=True)
+            assert tree, "the ingest worker process"
+            server.send_signal(signal.SIGTERM)
+            last = [line for line in frames if line.startswith("data: ")][-1]
         output = server.communicate(timeout=60)[0].decode()
     finally:
         server.kill()
     assert "leaked" not in output and "resource_tracker" not in output, output
+    # Before: uvicorn cancelled the open stream after its graceful timeout and logged a CancelledError
+    # traceback; now the stream ends at once with a frame that says why.
+    assert json.loads(last.removeprefix("data: "))["code"] == "server_stopping"
+    assert "Traceback" not in output and "Cancel" not in output, output
     _wait(lambda: not any(_running(process) for process in tree), timeout=30)
 
 

@@ -200,6 +200,8 @@ def test_the_searchable_milestone_opens_the_repository_while_embedding_goes_on(p
     expect(progress).to_contain_text("Searchable now: ask while the embedding goes on")
     expect(page.locator(f'li[data-repo-id="{web.repo_id}"]')).to_contain_text("embedded 3/10 chunks")
     expect(page.get_by_label("Question")).to_be_enabled()
+    # The stream ended with no done or error frame (a server gone): said, not left "running" forever.
+    expect(page.locator(".repos .progress[data-state=error]")).to_contain_text("ended before the ingest did")
 
 
 def test_streamed_answer_renders_markdown_code_and_citations(

@@ -65,6 +65,7 @@ export class RepoPanel {
   private readonly cancel = h("button", { type: "button", class: "button", hidden: true }, "Cancel");
   private running: AbortController | null = null;
   private searchable = false; // the running ingest passed its first milestone: questions work from here on
+  private lastStatus: [string, string | undefined] = ["", undefined]; // what the progress says now
   private repos: RepoRecord[] = [];
 
   constructor(private readonly hooks: RepoPanelHooks) {
@@ -222,7 +223,9 @@ export class RepoPanel {
     this.cancel.hidden = false;
     this.showProgress("running", `${label}: starting…`);
     this.searchable = false;
+    this.lastStatus = ["", undefined];
     let finished: RepoRecord | null = null;
+    let ended = false; // a done or error frame came: else the stream broke off (a server gone)
     try {
       await postEvents(
         url,
@@ -235,8 +238,11 @@ export class RepoPanel {
             if (status.step === "searchable") void this.openSearchable();
             else if (status.index_state) void this.load(); // a dense version landed: the row says how far
           }
-          else if (event.type === "error") this.showProgress("error", `${label} failed: ${event.message} (${event.code})`);
-          else if (event.type === "done") {
+          else if (event.type === "error") {
+            ended = true;
+            this.showProgress("error", `${label} failed: ${event.message} (${event.code})`);
+          } else if (event.type === "done") {
+            ended = true;
             finished = event.repo as RepoRecord;
             if (token) rememberToken(finished.id, token);
             const report = event.report as { chunks?: { total?: number }; timings?: { total_s?: number } };
@@ -251,6 +257,12 @@ export class RepoPanel {
         },
         this.running.signal,
       );
+      if (!ended) {
+        // No done or error frame: the server went away. Keep how far it got, and say the rest is unknown.
+        const [said, detail] = this.lastStatus;
+        const ending = "the connection to the server ended before the ingest did (the list shows its state)";
+        this.showProgress("error", `${said || label} · ${ending}`, undefined, detail);
+      }
     } catch (error) {
       const aborted = (error as Error).name === "AbortError";
       this.showProgress("error", aborted ? `${label} cancelled; the previous index is unchanged.` : `${label} failed: ${(error as Error).message}`);
@@ -277,7 +289,9 @@ export class RepoPanel {
   private showStatus(label: string, status: StatusEvent): void {
     if (status.step === "searchable") {
       this.searchable = true;
-      this.showProgress("running", `${label}: searchable (${status.index_state ?? "lexical"}). Ask a question below.`, undefined, SEARCHABLE_NOTE);
+      const said = `${label}: searchable (${status.index_state ?? "lexical"}). Ask a question below.`;
+      this.showProgress("running", said, undefined, SEARCHABLE_NOTE);
+      this.lastStatus = [said, SEARCHABLE_NOTE];
       return;
     }
     const parts = [`${label}: ${status.step ?? status.stage}`];
@@ -294,6 +308,7 @@ export class RepoPanel {
     // The milestone stays said during the dense phase (it used to flash by under the embedding lines).
     const detail = [status.message, this.searchable ? SEARCHABLE_NOTE : null].filter(Boolean).join(" · ");
     this.showProgress("running", parts.join(" · "), fraction, detail || undefined);
+    this.lastStatus = [parts.join(" · "), detail || undefined];
   }
 
   private showProgress(state: "running" | "done" | "error", text: string, fraction?: number, detail?: string): void {
