@@ -14,7 +14,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
@@ -466,7 +466,7 @@ _LIST_RIGHT_ALIGNED = {2, 3}  # the counts
 _LIST_GAP = "  "
 
 
-def _listing_lines(rows: list[tuple[str, ...]], width: int) -> list[Text]:
+def _listing_lines(rows: Sequence[tuple[str, ...]], width: int) -> list[Text]:
     """`repolens list` as aligned columns within `width`. An id is what you copy, so it never folds:
     one too long for what the other columns leave gets a line of its own, its row under it."""
     columns = list(zip(_LIST_HEADERS, *rows, strict=True))
