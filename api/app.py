@@ -32,10 +32,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     services = Services.from_settings(settings)
     services.source_policy = SourcePolicy.for_server(settings)
 
-    stopping = asyncio.Event()
-
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncGenerator[None, None]:
+    async def lifespan(served: FastAPI) -> AsyncGenerator[None, None]:
+        # One event per serving (in its loop: an app served again, as tests do, gets a new one).
+        served.state.stopping = stopping = asyncio.Event()
         try:
             with watch_exit_signals(stopping):
                 async with mcp.running():
@@ -45,7 +45,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="RepoLens", version="0.1.0", lifespan=lifespan)
     app.state.services = services
-    app.state.stopping = stopping
     # `wiki` before `repos`: its `/api/repos/{id}/wiki` paths would otherwise match `/api/repos/{id}`.
     for module in (config, deepwiki, wiki, repos, jobs, search, chat_http, chat_ws, openai_api):
         app.include_router(module.router)

@@ -64,6 +64,7 @@ async def end_when_stopping(
                 following.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await following
+                stop.result()  # raises if the wait itself failed (not a stop)
                 yield last_frame
                 return
             try:
@@ -76,7 +77,7 @@ async def end_when_stopping(
 
 
 def stopping_event(request: Request) -> asyncio.Event:
-    """The app's "the server is stopping" event (`api.app.create_app` sets it on `app.state`)."""
+    """The app's "the server is stopping" event (`api.app.create_app`'s lifespan sets it on `app.state`)."""
     event = getattr(request.app.state, "stopping", None)
     return event if isinstance(event, asyncio.Event) else asyncio.Event()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,21 @@ def test_a_client_that_disconnects_leaves_the_ingest_running(
         time.sleep(0.1)
     assert state == "done"
     assert [record.file_count for record in Store(repolens_home).list()] == [63]
+
+
+def test_an_app_served_again_streams_an_ingest_to_its_end(
+    live_server_factory: Callable[..., LiveServer], repo: Path
+) -> None:
+    """The stop watch (`api.shutdown`) is per serving: an app served again (the test servers do) runs in a
+    new event loop. Before, its one event failed there and every ingest stream ended at once with
+    `server_stopping`."""
+    from api.app import create_app
+    from rag.settings import Settings
+
+    app = create_app(Settings.from_env())
+    server = live_server_factory(app_factory=lambda: app)
+    for serving in ("first", "again"):
+        with httpx.Client(base_url=server.base_url, timeout=120) as client:
+            events = sse(client, "/api/repos", {"repo_url": str(repo), "type": "local"})
+        assert events[-1]["type"] == "done", (serving, events[-1])
+        server.restart()
