@@ -268,14 +268,55 @@ def corpora(workdir: Path, cap: int) -> list[Corpus]:
 
 def first_relevant(hits: list[SearchHit], query: LabelledQuery, span: bool) -> int | None:
     """1-based rank of the first hit in the right file (and covering half the function, for `span`)."""
+    found = _first_relevant_hit(hits, query, span)
+    return found[0] if found else None
+
+
+def _first_relevant_hit(
+    hits: list[SearchHit], query: LabelledQuery, span: bool
+) -> tuple[int, SearchHit] | None:
     needed = (query.end_line - query.start_line + 1) / 2
     for rank, hit in enumerate(hits, start=1):
         if hit.path != query.path:
             continue
         overlap = min(hit.end_line, query.end_line) - max(hit.start_line, query.start_line) + 1
         if not span or overlap >= needed:
-            return rank
+            return rank, hit
     return None
+
+
+def span_width(hits: list[SearchHit], query: LabelledQuery) -> tuple[int, float] | None:
+    """Lines of the first hit that covers the function (a span hit in the top `K`), and that
+    width over the function's own lines: how much a reader gets beyond the answer."""
+    found = _first_relevant_hit(hits[:K], query, span=True)
+    if found is None:
+        return None
+    hit = found[1]
+    lines = hit.end_line - hit.start_line + 1
+    return lines, lines / (query.end_line - query.start_line + 1)
+
+
+def span_precision(widths: list[tuple[int, float]]) -> dict[str, float]:
+    """Median and 90th percentile of the span hits' lines and of their width over the function's.
+
+    Span@10 only asks that a hit cover half the function, so a 500-line merged hit counts as well
+    as the function itself; these figures show what such a hit costs a reader (or a prompt)."""
+    if not widths:
+        return {}
+    lines = sorted(width for width, _ in widths)
+    ratios = sorted(ratio for _, ratio in widths)
+    return {
+        "lines_p50": float(_percentile(lines, 50)),
+        "lines_p90": float(_percentile(lines, 90)),
+        "ratio_p50": round(_percentile(ratios, 50), 2),
+        "ratio_p90": round(_percentile(ratios, 90), 2),
+    }
+
+
+def _percentile(values: list, percent: int) -> float:
+    """The nearest-rank percentile of sorted `values`."""
+    rank = max(1, -(-percent * len(values) // 100))
+    return values[rank - 1]
 
 
 def metrics(ranks: list[int | None]) -> dict[str, float]:
@@ -285,31 +326,56 @@ def metrics(ranks: list[int | None]) -> dict[str, float]:
     return {name: round(value, 4) for name, value in figures.items()}
 
 
-def score(
-    retriever: Retriever, queries: list[LabelledQuery], variant: str
-) -> tuple[dict[str, float], dict[str, float], float]:
-    """File-level and span-level figures of one ranking variant, and its milliseconds per query."""
+@dataclass
+class Scores:
+    """One ranking variant on one query set."""
+
+    file: dict[str, float]
+    span: dict[str, float]
+    ms_per_query: float
+    precision: dict[str, float]
+
+
+def score(retriever: Retriever, queries: list[LabelledQuery], variant: str) -> Scores:
+    """File-level and span-level figures of one ranking variant, its milliseconds per query and the
+    width of its span hits (`span_precision`)."""
     mode, ranking = RANKINGS[variant]
     ranked = Retriever(retriever.index, retriever.embedder, ranking=ranking)
     file_ranks: list[int | None] = []
     span_ranks: list[int | None] = []
+    widths: list[tuple[int, float]] = []
     started = time.perf_counter()
     for query in queries:
         hits = ranked.search(query.query, K, mode=mode)  # type: ignore[arg-type]
         file_ranks.append(first_relevant(hits, query, span=False))
         span_ranks.append(first_relevant(hits, query, span=True))
+        if (width := span_width(hits, query)) is not None:
+            widths.append(width)
     elapsed = time.perf_counter() - started
-    return metrics(file_ranks), metrics(span_ranks), round(1000 * elapsed / max(len(queries), 1), 2)
+    ms_per_query = round(1000 * elapsed / max(len(queries), 1), 2)
+    return Scores(metrics(file_ranks), metrics(span_ranks), ms_per_query, span_precision(widths))
 
 
 def evaluate(retriever: Retriever, queries: list[LabelledQuery], variant: str) -> dict[str, object]:
-    file, span, ms_per_query = score(retriever, queries, variant)
-    return {"file": file, "span": span, "ms_per_query": ms_per_query}
+    scores = score(retriever, queries, variant)
+    return {
+        "file": scores.file,
+        "span": scores.span,
+        "ms_per_query": scores.ms_per_query,
+        "span_precision": scores.precision,
+    }
 
 
-def headline(file: dict[str, float], span: dict[str, float], queries: int) -> dict[str, float]:
-    """The goal figures: file MRR@10 and Span@10 (a hit covering the function in the top 10)."""
-    return {"queries": queries, "mrr@10": file["mrr@10"], "span@10": span["recall@10"]}
+def headline(evaluated: dict, queries: int) -> dict[str, float]:
+    """The goal figures of an `evaluate` result: file MRR@10 and Span@10 (a hit covering the function
+    in the top 10), and how wide those span hits are (median and p90 lines, and × the function's)."""
+    figures = {
+        "queries": queries,
+        "mrr@10": evaluated["file"]["mrr@10"],
+        "span@10": evaluated["span"]["recall@10"],
+    }
+    figures.update({f"span_{name}": value for name, value in evaluated["span_precision"].items()})
+    return figures
 
 
 def macro(rows: Iterable[dict[str, float]]) -> dict[str, float]:
@@ -343,12 +409,21 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 
 def headline_table(parts: dict[str, dict[str, dict[str, float]]]) -> str:
-    """The default ranking's goal figures per part (tuning, held out), code base and macro."""
-    lines = ["| queries | code base | file MRR@10 | Span@10 |", "|---|---|---|---|"]
+    """The default ranking's goal figures per part (tuning, held out), code base and macro, with
+    the width of the span hits (lines p50 / p90, and × the function's lines p50 / p90)."""
+    lines = [
+        "| queries | code base | file MRR@10 | Span@10 | span hit lines p50 / p90 | × function p50 / p90 |",
+        "|---|---|---|---|---|---|",
+    ]
     for part, rows in parts.items():
         for name, row in rows.items():
             count = f" ({int(row['queries'])} q)" if "queries" in row else ""
             figures = f"{100 * row['mrr@10']:.1f} | {100 * row['span@10']:.1f}"
+            if "span_lines_p50" in row:
+                figures += f" | {row['span_lines_p50']:.0f} / {row['span_lines_p90']:.0f}"
+                figures += f" | {row['span_ratio_p50']:.2f} / {row['span_ratio_p90']:.2f}"
+            else:
+                figures += " | | "
             lines.append(f"| {part} | {name}{count} | {figures} |")
     return "\n".join(lines)
 
@@ -416,9 +491,9 @@ def run_describe() -> dict:
                 "modes": {variant: evaluate(retriever, corpus.queries, variant) for variant in RANKINGS},
             }
             default = results[corpus.name]["modes"][DEFAULT_VARIANT]
-            tuning[corpus.name] = headline(default["file"], default["span"], len(corpus.queries))
-            file, span, _ = score(retriever, corpus.held_out, DEFAULT_VARIANT)
-            held_out[corpus.name] = headline(file, span, len(corpus.held_out))
+            tuning[corpus.name] = headline(default, len(corpus.queries))
+            held_out_figures = evaluate(retriever, corpus.held_out, DEFAULT_VARIANT)
+            held_out[corpus.name] = headline(held_out_figures, len(corpus.held_out))
         tuning["macro"] = macro(tuning.values())
         held_out["macro"] = macro(held_out.values())
         table = markdown_table(results) + "\n\n" + headline_table({"tuning": tuning, "held out": held_out})
