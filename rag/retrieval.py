@@ -32,6 +32,7 @@ from rag.ranking import (
     mentioned_identifiers,
     named_share,
     query_intent,
+    question_words,
     role_weight,
     shares_a_word,
 )
@@ -221,9 +222,9 @@ class Retriever:
                 scores[chunk.id] *= weight
                 notes.setdefault(chunk.id, {})["role_weight"] = weight
         if self.ranking.names and intent == "code":
-            terms = frozenset(tokenize(query))
+            terms, said = frozenset(tokenize(query)), question_words(query)
             for chunk in chunks.values():
-                factor = 1.0 + self.ranking.name_boost * named_share(chunk.symbol, terms)
+                factor = 1.0 + self.ranking.name_boost * named_share(chunk.symbol, terms, said)
                 if factor > 1.0:
                     scores[chunk.id] *= factor
                     notes.setdefault(chunk.id, {})["name_weight"] = round(factor, 4)

@@ -13,7 +13,7 @@ import pytest
 from ingest import IngestOptions, ingest
 from rag.embedders import Embedder
 from rag.lexical import tokenize
-from rag.ranking import Ranking, mentioned_identifiers, named_share, query_intent
+from rag.ranking import Ranking, mentioned_identifiers, named_share, query_intent, question_words
 from rag.retrieval import Retriever
 from rag.roles import file_role
 from rag.store import Store
@@ -180,14 +180,28 @@ def test_a_chunk_the_question_names_gains_weight(retriever: Retriever) -> None:
 
 
 def test_named_share_counts_the_words_of_the_innermost_name() -> None:
-    terms = frozenset(tokenize("is the address a loopback address?"))
-    assert named_share("Address6.isLoopback", terms) == 1.0
+    question = "is the address a loopback address?"
+    terms = frozenset(tokenize(question))
+    assert named_share("Address6.isLoopback", terms, question_words(question)) == 1.0
+    assert named_share("Address6.isLoopback", terms) == 0.5, (
+        "`is` is a word of the name the question must say"
+    )
     assert named_share("LRUCache.#getRemainingTTL", frozenset(tokenize("remaining time"))) == pytest.approx(
         1 / 3
     )
     assert named_share("Address6.isMulticast", terms) == 0.0
     assert named_share("isLoopback, isPrivate", terms) == 0.0
     assert named_share(None, terms) == 0.0
+
+
+def test_a_stop_word_of_a_name_counts_so_a_property_does_not_outrank_the_method() -> None:
+    """`is_redirect` is no more said by "how are redirects followed?" than `resolve_redirects`: with its
+    `is` left out it was wholly said, and the property got the whole name weight over the method."""
+    question = "how are redirects followed and limited?"
+    terms, said = frozenset(tokenize(question)), question_words(question)
+    assert named_share("Response.is_redirect", terms, said) == 0.5
+    assert named_share("SessionRedirectMixin.resolve_redirects", terms, said) == 0.5
+    assert named_share("Cache.has", frozenset(tokenize("has the key")), question_words("has the key")) == 1.0
 
 
 def test_explain_gives_role_intent_ranks_and_weight(retriever: Retriever) -> None:
