@@ -256,11 +256,9 @@ def test_streamed_answer_renders_markdown_code_and_citations(
     assert "forecast is fetched" not in page.evaluate("JSON.stringify({...localStorage})")
 
 
-def test_the_provider_picker_shows_the_whole_offline_label(page: Page, web: Web) -> None:
-    open_repo(page, web)
-    picker = page.get_by_label("Provider")
-    picker.select_option("offline")
-    text_width, box_width = picker.evaluate(
+def assert_shows_its_whole_label(select: Locator) -> None:
+    """The selected option's text fits the select, with room for the arrow."""
+    text_width, box_width = select.evaluate(
         """(select) => {
             const probe = document.createElement("span");
             probe.style.font = getComputedStyle(select).font;
@@ -272,7 +270,14 @@ def test_the_provider_picker_shows_the_whole_offline_label(page: Page, web: Web)
             return [width, select.clientWidth];
         }"""
     )
-    assert text_width + 16 <= box_width, (text_width, box_width)  # room for the text and the arrow
+    assert text_width + 16 <= box_width, (select, text_width, box_width)
+
+
+def test_the_provider_picker_shows_the_whole_offline_label(page: Page, web: Web) -> None:
+    open_repo(page, web)
+    picker = page.get_by_label("Provider")
+    picker.select_option("offline")
+    assert_shows_its_whole_label(picker)
     language = page.get_by_label("Answer language").bounding_box()
     assert language is not None and language["y"] == picker.bounding_box()["y"]  # the bar stays one row
 
@@ -377,6 +382,10 @@ def test_phone_width_layout(browser: Browser, web: Web) -> None:  # noqa: F811 (
         phone.locator(f'li[data-repo-id="{web.repo_id}"] .repo-name').click()
         expect(phone.get_by_label("Question")).to_be_visible()
         assert phone.evaluate("document.documentElement.scrollWidth") <= 375
+        # The chat bar's selects show their whole labels (before: "Offline (no LLM:", "Grounded excer").
+        phone.get_by_label("Provider").select_option("offline")
+        for select in phone.locator(".composer-bar select").all():
+            assert_shows_its_whole_label(select)
         shot(phone, "phone")
         phone.get_by_role("tab", name="Wiki").click()  # the wiki's title gets its own row, not a sliver
         heading = phone.locator(".wiki-heading").bounding_box()
