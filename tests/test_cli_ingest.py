@@ -145,6 +145,14 @@ def test_times_count_from_when_the_command_starts_its_work(monkeypatch: pytest.M
     assert exited.value.code == 0 and state.started >= before
 
 
+def test_research_points_to_ask_deep() -> None:
+    """Before: "No such command 'research'. Did you mean 'search'?" (the wrong command)."""
+    result = runner.invoke(app, ["research", "github.com/psf/requests", "how are retries configured?"])
+    assert result.exit_code == 2
+    said = " ".join(result.stderr.replace("│", " ").split())  # rich's error box wraps it
+    assert "deep research is `repolens ask REPO QUESTION --deep`" in said and "'search'" not in said
+
+
 def test_the_command_line_loads_without_the_server_stack() -> None:
     """`repolens ingest` (every command) starts without importing FastAPI or a provider SDK: they took
     two thirds of its start-up, which `--no-wait` users wait for."""

@@ -52,6 +52,7 @@ def _tidy_params(params: list[Any], ctx: Any) -> list[Any]:
     return params
 
 
+_OTHER_NAMES = {"research": "deep research is `repolens ask REPO QUESTION --deep`."}
 _COMMAND_ORDER = (
     "ingest", "update", "embed", "list", "show", "delete", "search", "ask", "wiki",
     "serve", "worker", "mcp", "doctor", "migrate-store", "setup",
@@ -71,6 +72,13 @@ class _Group(TyperGroup):
         """In the order a newcomer uses them (index, ask, serve, maintain), not in import order."""
         rank = {name: number for number, name in enumerate(_COMMAND_ORDER)}
         return sorted(super().list_commands(ctx), key=lambda name: (rank.get(name, len(rank)), name))
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """A command people look for under another name gets pointed to it (typer would suggest
+        `search` for `research`)."""
+        if args and args[0] in _OTHER_NAMES:
+            ctx.fail(f"No such command {args[0]!r}: {_OTHER_NAMES[args[0]]}")
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
