@@ -20,6 +20,7 @@ from rag.citations import extract_citations
 from rag.embedders import Embedder
 from rag.settings import Settings
 from rag.store import Store
+from rag.wiki.codefacts import first_paragraph
 from rag.wiki.export import wiki_from_json, wiki_json, wiki_markdown, wiki_zip
 from rag.wiki.generate import WikiOptions, generate_wiki
 from rag.wiki.llm import parse_plan
@@ -471,4 +472,22 @@ def test_a_top_level_examples_or_tests_folder_is_one_module() -> None:
     assert module_name("pkg/examples/demo.go", True) == "pkg/examples"  # only a top-level folder
     assert (
         module_name("src/requests/models.py", False) == "src" and module_name("setup.py", True) == ROOT_MODULE
+    )
+
+
+def test_a_quoted_paragraph_keeps_its_reference_links_as_links() -> None:
+    """Before: starlette's overview read "a lightweight [ASGI][asgi] framework" (the definition of
+    `[asgi]` is at the end of the README, outside the quoted paragraph)."""
+    readme = [
+        "# Demo",
+        "",
+        "Demo is a lightweight [ASGI][asgi] toolkit, see [the docs][] and [nowhere][gone].",
+        "",
+        "[asgi]: https://asgi.readthedocs.io/en/latest/",
+        "[The Docs]: <https://demo.example/docs>",
+    ]
+    summary = first_paragraph(readme, 1)
+    assert summary is not None and summary.text == (
+        "Demo is a lightweight [ASGI](https://asgi.readthedocs.io/en/latest/) toolkit, "
+        "see [the docs](https://demo.example/docs) and nowhere."
     )

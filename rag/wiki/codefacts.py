@@ -219,7 +219,29 @@ def first_paragraph(lines: list[str], start: int = 0) -> Summary | None:
         and not lines[end + 1].lstrip().startswith(("#", "```"))
     ):
         end += 1
-    return Summary(" ".join(line.strip() for line in lines[index : end + 1]), index + 1, end + 1)
+    text = " ".join(line.strip() for line in lines[index : end + 1])
+    return Summary(_inline_reference_links(text, lines), index + 1, end + 1)
+
+
+_REFERENCE_LINK = re.compile(r"\[([^\]\n]+)\]\[([^\]\n]*)\]")
+_LINK_DEFINITION = re.compile(r"^\s{0,3}\[([^\]]+)\]:\s*(\S+)")
+
+
+def _inline_reference_links(text: str, lines: list[str]) -> str:
+    """`[ASGI][asgi]` (its URL defined elsewhere in the file, `[asgi]: https://...`) as `[ASGI](https://...)`;
+    a quoted paragraph loses the definitions, which left the brackets as typed. Undefined: the text alone."""
+    urls = {
+        match[1].strip().lower(): match[2].strip("<>")
+        for line in lines
+        if (match := _LINK_DEFINITION.match(line))
+    }
+
+    def inline(match: re.Match[str]) -> str:
+        label = match[1]
+        url = urls.get((match[2] or label).strip().lower())
+        return f"[{label}]({url})" if url else label
+
+    return _REFERENCE_LINK.sub(inline, text)
 
 
 # --- definitions ------------------------------------------------------------------------------------
