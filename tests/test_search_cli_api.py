@@ -272,3 +272,18 @@ def test_a_long_explain_line_wraps_under_its_hit() -> None:
     explained = [line for line in lines[1:] if "role source" in line or "routing-and-middleware" in line]
     assert len(explained) == 2 and all(line.startswith("   ") for line in explained), lines
     assert all(line == line.rstrip() for line in explained), lines  # not padded with spaces to the width
+
+
+def test_a_long_code_line_stays_one_line_when_piped() -> None:
+    """Before: rich wrapped excerpt lines at 80 columns when piped (`async fn ` / `cannot_extract_...`):
+    a grep or a copy got half a line."""
+    code = '    let app = Router::new().nest_service("/{a}", Router::new().route("/{b}", get(handler)));'
+    hit = SearchHit("src/lib.rs", "rust", 250, 251, "tests.nested", f"fn main() {{\n{code}", 0.03, None)
+    width = console.width
+    console.width = 80
+    try:
+        with console.capture() as captured:
+            print_hits([hit])
+    finally:
+        console.width = width
+    assert f"  251 {code}" in captured.get().splitlines(), captured.get()

@@ -91,15 +91,18 @@ def print_hits(hits: list[SearchHit]) -> None:
             console.print(wrapped, style="dim", highlight=False, markup=False, soft_wrap=True)
         lines = hit.text.splitlines()
         excerpt = "\n".join(lines[:EXCERPT_LINES])
+        # On a terminal long code lines wrap under themselves; piped (grep, a file) each stays one line.
+        on_terminal = console.is_terminal
         console.print(
             Syntax(
                 excerpt,
                 Syntax.guess_lexer(hit.path, excerpt),
                 line_numbers=True,
                 start_line=hit.start_line,
-                word_wrap=True,
+                word_wrap=on_terminal,
                 background_color="default",  # the terminal's own: no lines padded with spaces to the width
-            )
+            ),
+            soft_wrap=not on_terminal,
         )
         if len(lines) > EXCERPT_LINES:
             console.print(f"   … {len(lines) - EXCERPT_LINES} more lines", style="dim")
