@@ -122,7 +122,10 @@ def ingest_corpus(name: str, store: Store, embedder: Embedder) -> tuple[Store, s
 
 def run(embedder: Embedder, variants: dict[str, Search]) -> dict[str, object]:
     """Figures for every question set whose corpus is available, per variant: tuning and frozen apart."""
-    home = Path(os.environ.get("REPOLENS_BENCH_QUESTIONS_HOME") or STORES_DIR / index_key())
+    # Per embedder too: an index built with another model cannot be updated (embedder_mismatch).
+    home = Path(
+        os.environ.get("REPOLENS_BENCH_QUESTIONS_HOME") or STORES_DIR / f"{index_key()}-{embedder.name}"
+    )
     store = Store(home)
     results: dict[str, dict] = {}
     skipped: dict[str, str] = {}

@@ -24,8 +24,15 @@ from rag.embedders.minilm import model_config
 from rag.embedders.reference import Weights, load_weights
 
 OPSET = 18
-FFN_DOWN_SUFFIX = "_ffn_down"  # the FFN output projections, kept in float by `quantize_int8`
+FLOAT_SUFFIX = "_float"  # nodes `quantize_int8` keeps in float
+FFN_DOWN_SUFFIX = "_down"  # the FFN output projections (both branches)
 _MS = "com.microsoft"
+# Intermediate (GELU output) channels of each layer whose activations reach 13-24 on code while all
+# others stay under ~8: one such channel would set the int8 scale of the whole FFN-down input and
+# flatten everything else to a few levels. Their slice of the FFN runs in float (a 384 x k and a
+# k x 384 product), the rest in int8. Found on RepoLens's and pydantic's source (channel absmax > 2x
+# the 99th percentile of the layer's channel maxima); `tests/test_embedders.py` checks they still stand out.
+OUTLIER_CHANNELS: dict[int, tuple[int, ...]] = {0: (856,), 1: (607,), 2: (1004, 218), 3: (358,), 5: (1302,)}
 
 
 class _GraphBuilder:
@@ -50,20 +57,35 @@ class _GraphBuilder:
         return output
 
     def matmul(self, x: str, dense: str, output: str) -> str:
-        """x @ W.T without the bias, which the following fused op adds."""
+        """x @ W.T without the bias, which the following op adds."""
         weight = self.const(f"{dense}.weight.T", self.weights[f"{dense}.weight"].T)
         return self.op("MatMul", [x, weight], output)
 
     def add_norm(self, x: str, residual: str, dense: str, norm: str, output: str) -> str:
-        """LayerNorm(x + dense bias + residual) as one SkipLayerNormalization."""
-        inputs = [
-            x,
-            residual,
-            self.param(f"{norm}.weight"),
-            self.param(f"{norm}.bias"),
-            self.param(f"{dense}.bias"),
-        ]
-        return self.op("SkipLayerNormalization", inputs, output, domain=_MS, epsilon=self.eps)
+        """LayerNorm(x + dense bias + residual) as two Adds and a LayerNormalization: onnxruntime's
+        CPU SkipLayerNormalization is ~5x slower than the three (it must stay unfused, see local.py)."""
+        biased = self.op("Add", [x, self.param(f"{dense}.bias")], f"{output}_bias")
+        summed = self.op("Add", [biased, residual], f"{output}_skip")
+        norm_params = [self.param(f"{norm}.weight"), self.param(f"{norm}.bias")]
+        return self.op("LayerNormalization", [summed, *norm_params], output, axis=-1, epsilon=self.eps)
+
+    def ffn(self, x: str, prefix: str, outliers: tuple[int, ...], output: str) -> str:
+        """GELU(x @ Wup.T + b) @ Wdown.T (no bias), the `outliers` channels in a float side branch."""
+        up = self.weights[f"{prefix}.intermediate.dense.weight"]
+        down = self.weights[f"{prefix}.output.dense.weight"]
+        bias = self.weights[f"{prefix}.intermediate.dense.bias"]
+        branches = [("", np.setdiff1d(np.arange(up.shape[0]), outliers))]
+        if outliers:
+            branches.append((FLOAT_SUFFIX, np.array(outliers)))
+        parts = []
+        for suffix, channels in branches:
+            name = f"{output}{suffix}"
+            inner = self.op("MatMul", [x, self.const(f"{prefix}.up{suffix}", up[channels].T)], f"{name}_up")
+            up_bias = self.const(f"{prefix}.up_bias{suffix}", bias[channels])
+            gelu = self.op("BiasGelu", [inner, up_bias], f"{name}_gelu", domain=_MS)
+            down_weight = self.const(f"{prefix}.down{suffix}", down[:, channels].T)
+            parts.append(self.op("MatMul", [gelu, down_weight], f"{name}{FFN_DOWN_SUFFIX}"))
+        return parts[0] if len(parts) == 1 else self.op("Add", parts, output)
 
     def attention(self, x: str, prefix: str, mask: str, heads: int, output: str) -> str:
         """Fused self-attention; its weight is [Wq.T | Wk.T | Wv.T]."""
@@ -110,9 +132,7 @@ def build_model(weights: Weights | None = None) -> onnx.ModelProto:
             f"{p}.attention.output.LayerNorm",
             f"{n}_attn_norm",
         )
-        inner = g.matmul(hidden, f"{p}.intermediate.dense", f"{n}_ffn_up")
-        gelu = g.op("BiasGelu", [inner, g.param(f"{p}.intermediate.dense.bias")], f"{n}_gelu", domain=_MS)
-        down = g.matmul(gelu, f"{p}.output.dense", f"{n}{FFN_DOWN_SUFFIX}")
+        down = g.ffn(hidden, p, OUTLIER_CHANNELS.get(layer, ()), f"{n}_ffn")
         hidden = g.add_norm(down, hidden, f"{p}.output.dense", f"{p}.output.LayerNorm", f"{n}_ffn_norm")
 
     # Mean over real tokens, then unit length.
@@ -175,18 +195,22 @@ def write_model(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def quantize_int8(source: Path, target: Path) -> Path:
-    """Dynamic int8 weights for every projection except the FFN output.
+def quantize_int8(source: Path, target: Path, *, ffn_down_in_float: bool = False) -> Path:
+    """Dynamic int8 weights (per output channel) for the projections; activations are quantised per run.
 
-    Signed 7-bit weights (`reduce_range`) use the fast u8·s8 kernels of AVX2 CPUs
-    without their 16-bit overflow. The FFN output multiplies GELU outputs whose
-    long tail int8 cannot hold, so it stays in float: on real code the vectors
-    keep a cosine >= 0.99 to the float model's (see bench/embed_bench.py).
+    Signed 7-bit weights (`reduce_range`) use the fast u8·s8 kernels of AVX2 CPUs without their
+    16-bit overflow, so one file serves every x86 CPU. The outlier channels of each FFN stay in
+    float (`OUTLIER_CHANNELS`); without them the FFN-down input would need float to keep a cosine
+    >= 0.99 to the float model, which `ffn_down_in_float` does (the `minilm-l6-v2-int8` model of
+    graph version 2, ~1.5x slower; kept so indexes built with it stay searchable).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(source), load_external_data=False)
-    keep_float = [node.name for node in model.graph.node if node.name.endswith(FFN_DOWN_SUFFIX)]
+    if ffn_down_in_float:
+        keep_float = [node.name for node in model.graph.node if node.name.endswith(FFN_DOWN_SUFFIX)]
+    else:
+        keep_float = [node.name for node in model.graph.node if FLOAT_SUFFIX in node.name]
     with _atomic_target(target) as tmp, _quiet_root_logger():
         quantize_dynamic(
             source,
