@@ -1,10 +1,10 @@
 """Build an ONNX graph of the MiniLM encoder straight from the safetensors weights (no torch).
 
-The graph uses onnxruntime's fused transformer operators (`com.microsoft`
-Attention, SkipLayerNormalization, BiasGelu), the form its own BERT optimizer
-produces, and ends in mean pooling and L2 normalisation, so one `run` call
-returns finished sentence vectors. The result is checked against
-`rag.embedders.reference` in the tests.
+The graph uses onnxruntime's fused `com.microsoft` Attention and BiasGelu (the form
+its own BERT optimizer produces; LayerNorm stays unfused, which is faster on CPU),
+splits each FFN into an int8-friendly part and a float outlier branch, and ends in
+mean pooling and L2 normalisation, so one `run` call returns finished sentence vectors.
+The result is checked against `rag.embedders.reference` in the tests.
 """
 
 from __future__ import annotations
