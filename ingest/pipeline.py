@@ -31,7 +31,7 @@ from ingest.policy import SourcePolicy
 from ingest.reader import Limits, SkipStats, SourceFile, iter_source_files
 from ingest.sources import RepoSource, resolve_source
 from rag.embedders import CachedEmbedder, Embedder
-from rag.embedders.base import run_token_counter
+from rag.embedders.base import embedder_for, run_token_counter
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.graph_types import GRAPH_VERSION, FileGraph
 from rag.roles import file_role
@@ -294,6 +294,8 @@ def ingest(
     pins = options.policy.admit(source) if options.policy is not None else ()
     report = _Reporter(progress, cancel, source.repo_id)
     base = None if options.reindex or store.get(source.repo_id) is None else store.open(source.repo_id)
+    if base is not None:  # an update embeds with its index's model (`--reindex` moves to the configured one)
+        embedder = embedder_for(embedder, base.record.embedder)
     record = RepoRecord(
         id=source.repo_id,
         url=source.url,
@@ -443,6 +445,7 @@ def finish_embedding(
         graphed = _backfill_graph(builder)  # an ingest with `dense=False` left the graph to this
         if not builder.pending_count():
             return builder.commit() if graphed else record
+        embedder = embedder_for(embedder, record.embedder)
         committed = _embed_pending(builder, dataclasses.replace(record), embedder, report, interval)
     report(
         "done",

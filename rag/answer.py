@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rag.citations import Span, check_citations, extract_citations, link, source_url
-from rag.embedders import Embedder
+from rag.embedders import Embedder, embedder_for
 from rag.embedders.local import available_cpus
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import (
@@ -181,8 +181,9 @@ class AnswerService:
     def _retrieve(self, request: AnswerRequest) -> tuple[RepoIndex, list[SearchHit], PinnedFile | None]:
         """Blocking work (index load, embedding, search); run in a thread."""
         index = self.store.open(request.repo_id)
-        index.check_embedder(self.embedder)
-        hits = Retriever(index, self.embedder).search(retrieval_query(request), request.k or DEFAULT_K)
+        embedder = embedder_for(self.embedder, index.record.embedder)
+        index.check_embedder(embedder)
+        hits = Retriever(index, embedder).search(retrieval_query(request), request.k or DEFAULT_K)
         pinned = None
         if request.file_path:
             path = request.file_path.strip().lstrip("/")

@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from rag.embedders import Embedder
+from rag.embedders import Embedder, embedder_for
 from rag.errors import ErrorCode, RepoLensError
 from rag.lexical import STOPWORDS, path_matches, tokenize
 from rag.ranking import (
@@ -156,7 +156,9 @@ class Retriever:
         rank_depth: int = RANK_DEPTH,
     ) -> None:
         self.index = index
-        self.embedder = embedder
+        # The model the index was built with, when the embedder serves it (a local index after the
+        # default local model changed); any other embedder is refused at the first dense search.
+        self.embedder = None if embedder is None else embedder_for(embedder, index.record.embedder)
         self.weights = weights or Weights()
         self.ranking = ranking
         self.candidates = candidates

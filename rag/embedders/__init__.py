@@ -5,17 +5,26 @@
 
 from __future__ import annotations
 
+import functools
+
 from rag.embedders import remote
-from rag.embedders.base import Embedder, EmbedderError
+from rag.embedders.base import Embedder, EmbedderError, embedder_for
 from rag.embedders.cache import CachedEmbedder
-from rag.embedders.local import DEFAULT_MODEL, load_local_embedder
+from rag.embedders.local import DEFAULT_MODEL, LOCAL_MODELS, load_local_embedder
 from rag.settings import Settings
 
-__all__ = ["CachedEmbedder", "Embedder", "EmbedderError", "get_embedder"]
+__all__ = ["CachedEmbedder", "Embedder", "EmbedderError", "embedder_for", "get_embedder"]
 
 
 def _local(settings: Settings) -> Embedder:
     model = (settings.embedding_model or DEFAULT_MODEL).strip().lower()
+    return load_local_embedder(settings, model, settings.embedder_threads)
+
+
+def _local_sibling(settings: Settings, model: str) -> Embedder | None:
+    """Another local model, for an index built with it (e.g. before the default changed)."""
+    if model not in LOCAL_MODELS:
+        return None
     return load_local_embedder(settings, model, settings.embedder_threads)
 
 
@@ -32,4 +41,5 @@ def get_embedder(settings: Settings | None = None, *, cache_vectors: bool = True
         embedder = remote.google(settings)
     if not cache_vectors:
         return embedder
-    return CachedEmbedder(embedder, settings.home / "cache" / "embeddings")
+    siblings = functools.partial(_local_sibling, settings) if kind == "local" else None
+    return CachedEmbedder(embedder, settings.home / "cache" / "embeddings", siblings)

@@ -13,7 +13,14 @@ import numpy as np
 
 from rag.errors import EmbedderError
 
-__all__ = ["Embedder", "EmbedderError", "Progress", "TokenCounter", "run_token_counter"]
+__all__ = [
+    "Embedder",
+    "EmbedderError",
+    "Progress",
+    "TokenCounter",
+    "embedder_for",
+    "run_token_counter",
+]
 
 Progress = Callable[[int, int], None]
 
@@ -54,6 +61,24 @@ def run_token_counter(embedder: Embedder) -> TokenCounter:
     if isinstance(embedder, CountsTokensPerRun):
         return embedder.token_counter()
     return embedder.count_tokens
+
+
+@runtime_checkable
+class ServesOtherModels(Protocol):
+    """An embedder that can hand out its sibling for another model of the same kind (the local
+    embedder: every local model runs offline), so an index keeps being read and updated with the
+    model it was built with after the default changes."""
+
+    def for_model(self, name: str) -> Embedder | None: ...
+
+
+def embedder_for(embedder: Embedder, built_with: str) -> Embedder:
+    """The embedder to read or update an index built with `built_with`: `embedder` itself, or its
+    sibling for that model when it serves one; otherwise `embedder`, which the index then refuses
+    (`embedder_mismatch`)."""
+    if embedder.name == built_with or not isinstance(embedder, ServesOtherModels):
+        return embedder
+    return embedder.for_model(built_with) or embedder
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

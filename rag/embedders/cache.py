@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,17 @@ def cache_file(cache_dir: Path, embedder_name: str) -> Path:
 class CachedEmbedder:
     """Wraps an embedder; documents are looked up by the SHA-256 of their text before embedding."""
 
-    def __init__(self, embedder: Embedder, cache_dir: Path) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        cache_dir: Path,
+        siblings: Callable[[str], Embedder | None] | None = None,
+    ) -> None:
         self.inner = embedder
         self.name = embedder.name
+        self._cache_dir = cache_dir
+        self._siblings = siblings
+        self._sibling_cache: dict[str, CachedEmbedder] = {}
         self.path = cache_file(cache_dir, embedder.name)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -78,6 +86,16 @@ class CachedEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.inner.embed_query(text)
+
+    def for_model(self, name: str) -> Embedder | None:
+        """The same kind of embedder for model `name`, with its own cache (see `embedder_for`)."""
+        with self._lock:
+            if name not in self._sibling_cache:
+                sibling = self._siblings(name) if self._siblings is not None else None
+                if sibling is None:
+                    return None
+                self._sibling_cache[name] = CachedEmbedder(sibling, self._cache_dir)
+            return self._sibling_cache[name]
 
     def embed_documents(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         if not texts:
@@ -144,3 +162,7 @@ class CachedEmbedder:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            siblings = list(self._sibling_cache.values())
+            self._sibling_cache.clear()
+        for sibling in siblings:
+            sibling.close()

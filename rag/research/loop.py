@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rag.citations import extract_citations
+from rag.embedders.base import embedder_for
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import error_event, token_event
 from rag.providers.base import (
@@ -82,8 +83,9 @@ def open_tools(services: ResearchServices, repo_id: str, options: ResearchOption
     if services.store.get(repo_id) is None:
         raise NotFoundError(f"repository {repo_id!r} is not indexed: ingest it first (repolens ingest <url>)")
     index = services.store.open(repo_id)
-    index.check_embedder(services.embedder)
-    return RepoTools(index, Retriever(index, services.embedder), output_tokens=options.tool_output_tokens)
+    embedder = embedder_for(services.embedder, index.record.embedder)
+    index.check_embedder(embedder)
+    return RepoTools(index, Retriever(index, embedder), output_tokens=options.tool_output_tokens)
 
 
 class Researcher:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rag.citations import Span, check_citations, extract_citations, link
+from rag.embedders.base import embedder_for
 from rag.errors import ErrorCode, RepoLensError
 from rag.events import failure_event, status_event, wiki_done_event, wiki_event
 from rag.providers.base import ChatProvider
@@ -136,8 +137,9 @@ class _Run:
         return text, [Span(hit.path, hit.start_line, hit.end_line) for hit in hits]
 
     def _retrieve(self, index: Any, page: WikiPage) -> list[Any]:
-        index.check_embedder(self.services.embedder)
-        found = Retriever(index, self.services.embedder).search(llm.page_query(page), 8)
+        embedder = embedder_for(self.services.embedder, index.record.embedder)
+        index.check_embedder(embedder)
+        found = Retriever(index, embedder).search(llm.page_query(page), 8)
         return llm.fit_context(llm.merge_hits(llm.file_hits(index, page.filePaths), found))
 
 
