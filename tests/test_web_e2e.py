@@ -163,6 +163,7 @@ def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
     )
 
     row.get_by_role("button", name="Delete").click()
+    row.locator(".repo-name").click()  # the list re-renders (as on a late progress frame): still armed
     row.get_by_role("button", name="Confirm delete").click()
     expect(row).to_have_count(0)
     assert web.store.get(record.id) is None

@@ -66,6 +66,8 @@ export class RepoPanel {
   private running: AbortController | null = null;
   private searchable = false; // the running ingest passed its first milestone: questions work from here on
   private lastStatus: [string, string | undefined] = ["", undefined]; // what the progress says now
+  private armedDelete: string | null = null; // the repository whose Delete was clicked once
+  private disarm = 0; // the timer that un-arms it
   private repos: RepoRecord[] = [];
 
   constructor(private readonly hooks: RepoPanelHooks) {
@@ -138,9 +140,11 @@ export class RepoPanel {
       repo.updated_at ? `updated ${new Date(repo.updated_at).toLocaleString()}` : null,
     ].filter(Boolean);
     const update = h("button", { type: "button", class: "button small", title: "Fetch new commits and re-index changed files" }, "Update");
-    const remove = h("button", { type: "button", class: "button small danger", title: "Delete this index" }, "Delete");
+    const armed = this.armedDelete === repo.id;
+    const remove = h("button", { type: "button", class: "button small danger", title: "Delete this index" }, armed ? "Confirm delete" : "Delete");
+    remove.dataset.armed = String(armed);
     update.addEventListener("click", () => void this.update(repo));
-    remove.addEventListener("click", () => void this.remove(repo, remove));
+    remove.addEventListener("click", () => void this.remove(repo));
     const open = h("button", { type: "button", class: "repo-name", title: `Ask about ${repo.id}` }, repoName(repo));
     open.addEventListener("click", () => this.hooks.onSelect(repo));
     return h(
@@ -194,17 +198,20 @@ export class RepoPanel {
     this.token.focus();
   }
 
-  private async remove(repo: RepoRecord, button: HTMLButtonElement): Promise<void> {
-    // Two clicks instead of `confirm()`: no modal, and still no accidental deletes.
-    if (button.dataset.armed !== "true") {
-      button.dataset.armed = "true";
-      button.textContent = "Confirm delete";
-      setTimeout(() => {
-        button.dataset.armed = "false";
-        button.textContent = "Delete";
+  private async remove(repo: RepoRecord): Promise<void> {
+    // Two clicks instead of `confirm()`: no modal, and still no accidental deletes. The armed state is the
+    // list's (not the button's): a list reloaded meanwhile (a late progress frame) keeps "Confirm delete".
+    window.clearTimeout(this.disarm);
+    if (this.armedDelete !== repo.id) {
+      this.armedDelete = repo.id;
+      this.renderList();
+      this.disarm = window.setTimeout(() => {
+        this.armedDelete = null;
+        this.renderList();
       }, 4000);
       return;
     }
+    this.armedDelete = null;
     try {
       const token = tokenFor(repo.id);
       await getJson(repoPath(repo.id), { method: "DELETE", headers: token ? { "X-Repo-Token": token } : {} });
