@@ -218,16 +218,31 @@ def test_http_embedder_mismatch_is_409(
     indexed: tuple[str, Path], live_server_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo_id, _ = indexed
-    record = Store(Settings.from_env().home).get(repo_id)
-    assert record is not None
-    other_model = "minilm-l6-v2" if record.embedder != "minilm-l6-v2" else "minilm-l6-v2-int8"
-    monkeypatch.setenv("REPOLENS_EMBEDDING_MODEL", other_model)
+    # A remote embedder cannot read a local index (its model's dimension is known: nothing is sent).
+    monkeypatch.setenv("REPOLENS_EMBEDDER", "ollama")
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
     server = live_server_factory()
     url = f"{server.base_url}/api/repos/{repo_id}/search"
     response = httpx.post(url, json={"query": "client"})
     assert response.status_code == 409
     assert "re-index" in response.json()["detail"]
     assert httpx.post(url, json={"query": "client", "mode": "lexical"}).status_code == 200
+
+
+def test_http_search_reads_a_local_index_with_its_own_model_whatever_model_is_configured(
+    indexed: tuple[str, Path], live_server_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo_id, _ = indexed
+    record = Store(Settings.from_env().home).get(repo_id)
+    assert record is not None
+    other_model = "minilm-l6-v2" if record.embedder != "minilm-l6-v2" else "minilm-l6-v2-int8"
+    monkeypatch.setenv("REPOLENS_EMBEDDING_MODEL", other_model)
+    server = live_server_factory()
+    response = httpx.post(
+        f"{server.base_url}/api/repos/{repo_id}/search", json={"query": "client", "mode": "dense"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["results"]
 
 
 def test_explain_shows_role_ranks_and_boosts_in_the_cli_and_the_api(
