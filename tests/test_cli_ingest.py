@@ -325,9 +325,13 @@ def test_ctrl_c_cancels_cleanly_with_exit_130(
     repo = make_repo(tmp_path / "interrupted", SMALL_REPO)
     store = Store(repolens_home)
     first = ingest(str(repo), store=store, embedder=shared_embedder)
-    write_files(
-        repo, {f"gen/part_{m}.py": f"def part_{m}(x):\n    return x * {m} + {m * m}\n" for m in range(40)}
-    )
+    # Enough text that the dense phase outlasts the signal's delivery (~2 s of embedding): with 40 tiny
+    # files a fast embedder finished before SIGINT arrived and the run exited 0.
+    body = "".join(f"    total = total * {k} + x - {k * k}  # step {k} of the part\n" for k in range(30))
+    parts = {
+        f"gen/part_{m}.py": f"def part_{m}(x):\n    total = {m}\n{body}    return total\n" for m in range(100)
+    }
+    write_files(repo, parts)
     commit_all(repo, "parts")
 
     env = {**os.environ, "REPOLENS_HOME": str(repolens_home)}
