@@ -217,22 +217,24 @@ async def test_short_follow_up_is_searched_with_the_previous_question(indexed: I
     assert one(events, "sources")["sources"][0]["path"] == "weatherline/models.py"
 
 
+async def one_then_stall(closed: asyncio.Event) -> AsyncIterator[int]:
+    """Yields 1, then waits a minute before 2; `closed` is set once the generator is closed."""
+    try:
+        yield 1
+        await asyncio.sleep(60)
+        yield 2
+    finally:
+        closed.set()
+
+
 async def test_cancelling_the_consumer_task_closes_the_stream_cleanly() -> None:
     """Cancelling the task that reads an answer must close the source without 'already running' errors."""
     closed = asyncio.Event()
 
-    async def slow_events() -> AsyncIterator[int]:
-        try:
-            yield 1
-            await asyncio.sleep(60)
-            yield 2
-        finally:
-            closed.set()
-
     received: list[int] = []
 
     async def consume() -> None:
-        async for event in until_cancelled(slow_events(), asyncio.Event()):
+        async for event in until_cancelled(one_then_stall(closed), asyncio.Event()):
             received.append(event)
 
     task = asyncio.create_task(consume())
@@ -250,20 +252,12 @@ async def test_cancel_interrupts_a_waiting_step_and_leaves_the_task_uncancelled(
     source is closed, `AnswerCancelled` is raised, and the task carries no cancel request afterwards."""
     closed = asyncio.Event()
 
-    async def slow_events() -> AsyncIterator[int]:
-        try:
-            yield 1
-            await asyncio.sleep(60)
-            yield 2
-        finally:
-            closed.set()
-
     cancel = asyncio.Event()
     received: list[int] = []
 
     async def consume() -> int:
         with pytest.raises(AnswerCancelled):
-            async for event in until_cancelled(slow_events(), cancel):
+            async for event in until_cancelled(one_then_stall(closed), cancel):
                 received.append(event)
                 asyncio.get_running_loop().call_later(0.01, cancel.set)
         await asyncio.sleep(0)  # a cancel request left on the task would raise here

@@ -266,6 +266,18 @@ def test_explain_shows_role_ranks_and_boosts_in_the_cli_and_the_api(
     assert "role source · intent code" in out and "dense #" in out
 
 
+def printed_at_80_columns(hit: SearchHit) -> str:
+    """What `print_hits` writes for `hit` on an 80-column console."""
+    width = console.width
+    console.width = 80
+    try:
+        with console.capture() as captured:
+            print_hits([hit])
+    finally:
+        console.width = width
+    return captured.get()
+
+
 def test_a_long_explain_line_wraps_under_its_hit() -> None:
     """At 80 columns the explain line wraps; its tail (`from History.md (app.route)`) stays indented."""
     explain = {
@@ -275,14 +287,7 @@ def test_a_long_explain_line_wraps_under_its_hit() -> None:
     }  # fmt: skip
     symbol = "SessionRedirectMixin.resolve_redirects_for_a_long_name"  # the title stays one line
     hit = SearchHit("lib/application.js", "javascript", 190, 192, symbol, "a\nb\nc", 0.036, explain)
-    width = console.width
-    console.width = 80
-    try:
-        with console.capture() as captured:
-            print_hits([hit])
-    finally:
-        console.width = width
-    lines = captured.get().splitlines()
+    lines = printed_at_80_columns(hit).splitlines()
     assert lines[0].startswith("1. lib/application.js:190-192") and lines[0].endswith("score 0.0360"), lines
     explained = [line for line in lines[1:] if "role source" in line or "routing-and-middleware" in line]
     assert len(explained) == 2 and all(line.startswith("   ") for line in explained), lines
@@ -294,11 +299,5 @@ def test_a_long_code_line_stays_one_line_when_piped() -> None:
     a grep or a copy got half a line."""
     code = '    let app = Router::new().nest_service("/{a}", Router::new().route("/{b}", get(handler)));'
     hit = SearchHit("src/lib.rs", "rust", 250, 251, "tests.nested", f"fn main() {{\n{code}", 0.03, None)
-    width = console.width
-    console.width = 80
-    try:
-        with console.capture() as captured:
-            print_hits([hit])
-    finally:
-        console.width = width
-    assert f"  251 {code}" in captured.get().splitlines(), captured.get()
+    printed = printed_at_80_columns(hit)
+    assert f"  251 {code}" in printed.splitlines(), printed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -284,6 +285,17 @@ async def test_request_token_never_reaches_frames_or_logs(
     assert token not in caplog.text
 
 
+def first_question(repo: Path) -> dict[str, Any]:
+    """A chat request naming a repository that is not indexed yet (its first question)."""
+    return {
+        "repo_url": str(repo),
+        "type": "local",
+        "messages": [{"role": "user", "content": "What does HttpClient.send do?"}],
+        "protocol": "events",
+        "provider": "openai",
+    }
+
+
 async def test_first_request_indexes_the_repository_with_progress(
     live_server_factory: Any, tmp_path: Any, fake_provider: FakeProvider
 ) -> None:
@@ -291,13 +303,7 @@ async def test_first_request_indexes_the_repository_with_progress(
     server = live_server_factory(settings_for(home, **provider_env()))
     repo = make_fixture_repo(tmp_path / "fresh-repo")
     fake_provider.script(FakeResponse(text="Indexed and answered.", chunks=3))
-    request = {
-        "repo_url": str(repo),
-        "type": "local",
-        "messages": [{"role": "user", "content": "What does HttpClient.send do?"}],
-        "protocol": "events",
-        "provider": "openai",
-    }
+    request = first_question(repo)
     async with connect(f"{server.ws_url}/ws/chat") as ws:
         await ws.send(json.dumps(request))
         frames = await until_done(ws)
@@ -332,13 +338,7 @@ async def test_first_request_waits_while_another_process_builds_the_repository(
     fake_provider.script(FakeResponse(text="Answered after the wait.", chunks=3))
     repo_id = resolve_source(str(repo)).repo_id
     other_build = RepoLock(Store(home).paths(repo_id), repo_id).__enter__()
-    request = {
-        "repo_url": str(repo),
-        "type": "local",
-        "messages": [{"role": "user", "content": "What does HttpClient.send do?"}],
-        "protocol": "events",
-        "provider": "openai",
-    }
+    request = first_question(repo)
     async with connect(f"{server.ws_url}/ws/chat") as ws:
         await ws.send(json.dumps(request))
         seen: list[dict[str, Any]] = []
