@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from rag.citations import Span, check_citations, extract_citations, link, source_url
+from rag.citations import Span, check_citations, covers, extract_citations, link, source_url
 from rag.embedders import Embedder, embedder_for
 from rag.embedders.local import available_cpus
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
@@ -31,7 +31,7 @@ from rag.events import (
     status_event,
     token_event,
 )
-from rag.graph_walk import find_chain
+from rag.graph_walk import Chain, find_chain
 from rag.prompt import PinnedFile, PromptResult, build_prompt
 from rag.providers.base import ChatProvider, ChatRequest, Message, TextDelta, Usage
 from rag.providers.catalog import PROVIDERS, provider_or_offline, resolve_model
@@ -82,6 +82,21 @@ def sources_payload(record: RepoRecord, hits: Sequence[SearchHit]) -> list[dict[
         }
         for hit in hits
     ]
+
+
+def chain_sources(index: RepoIndex, chain: Chain, hits: Sequence[SearchHit]) -> list[SearchHit]:
+    """The lines an offline answer cites from the code graph (`Chain.cited`) that no retrieved hit
+    covers, as sources (score 0: the graph found them, retrieval did not rank them)."""
+    covered = [Span(hit.path, hit.start_line, hit.end_line) for hit in hits]
+    extra: list[SearchHit] = []
+    for span in chain.cited():
+        if covers(covered, span.path, span.start_line, span.end_line):
+            continue
+        info = index.file_info(span.path)
+        language = info.language if info is not None else ""
+        extra.append(SearchHit(span.path, language, span.start_line, span.end_line, span.symbol, "", 0.0))
+        covered.append(Span(span.path, span.start_line, span.end_line))
+    return extra
 
 
 def history_messages(history: Sequence[dict[str, str]]) -> list[Message]:
@@ -219,6 +234,11 @@ class AnswerService:
         )
         return result, reserve
 
+    def _chain(self, index: RepoIndex, question: str, hits: list[SearchHit]) -> tuple[Chain, list[SearchHit]]:
+        """The code graph's chain for an offline answer, and the lines it cites beyond `hits`."""
+        chain = find_chain(index, question, hits)
+        return chain, chain_sources(index, chain, hits)
+
     async def _answer(
         self, request: AnswerRequest, cancel: asyncio.Event | None
     ) -> AsyncGenerator[Event, None]:
@@ -237,17 +257,21 @@ class AnswerService:
             yield status_event(
                 "retrieving", partial_index_note(record.index_state), index_state=record.index_state
             )
-        yield sources_event(sources_payload(record, prompt.used_hits))
+        chain = None
+        graph_spans: list[SearchHit] = []
+        if provider.name == "offline":
+            # Without a model, the answer explains the code graph's chain for the question; the lines
+            # it cites are sources too (linked on the page, and what its citations are checked against).
+            chain, graph_spans = await _in_retrieval_pool(
+                self._chain, index, request.question, prompt.used_hits
+            )
+        yield sources_event(sources_payload(record, [*prompt.used_hits, *graph_spans]))
         yield status_event(
             "generating",
             f"asking {provider.name} ({provider.model})",
             provider=provider.name,
             model=provider.model,
         )
-        chain = None
-        if provider.name == "offline":
-            # Without a model, the answer explains the code graph's chain for the question.
-            chain = await asyncio.to_thread(find_chain, index, request.question, prompt.used_hits)
         chat = ChatRequest(
             prompt.messages,
             model=provider.model,
@@ -270,15 +294,9 @@ class AnswerService:
             elif isinstance(event, Usage):
                 usage = event
         text = "".join(parts)
-        context: list[SearchHit | Span] = [*prompt.used_hits]
+        context: list[SearchHit | Span] = [*prompt.used_hits, *graph_spans]
         if pinned is not None:
             context.append(Span(pinned.path, 1, pinned.text.count("\n") + 1))
-        if chain is not None:
-            context += [
-                Span(link.definition.path, link.definition.start_line, link.definition.end_line)
-                for link in chain.links
-            ]
-            context += [Span(path, line, line) for _, path, line in chain.reads]
         citations = link(check_citations(extract_citations(text), context), record)
         yield citations_event([citation.to_json() for citation in citations])
         yield done_event(

@@ -97,6 +97,11 @@ def _covered(start: int, end: int, spans: Sequence[Span]) -> bool:
     return line > end
 
 
+def covers(spans: Sequence[Span], path: str, start: int, end: int) -> bool:
+    """True when lines start..end of `path` lie in the union of `spans`."""
+    return _covered(start, end, [span for span in spans if span.path == path])
+
+
 def check_citations(citations: Sequence[Citation], context: Sequence[SearchHit | Span]) -> list[Citation]:
     """Citations with `in_context` set, and their path completed when the model shortened it."""
     spans = [Span(item.path, item.start_line, item.end_line) for item in context]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from rag.roles import file_role
 from rag.terms import question_terms
 
 SEED_HITS = 10
@@ -33,6 +34,11 @@ MAX_USES = 2
 MAX_FLOWS = 2
 MAX_FLOW_READS = 3
 ENTRY_BONUS = 1.0
+# A call matched by name only (`params.items()` -> the one `items` method in the repository) is a guess:
+# a chain pays for each one, so it follows a guess only where the guess explains more of the question.
+GUESS_COST = 0.6
+# A retrieved hit names the chain's step that spans at least this share of its lines as the subject.
+PINPOINT = 0.5
 _PROSE = frozenset({"markdown", "rst", "text", "json", "yaml", "toml", "html", "css"})
 _TEST_PATH = re.compile(
     r"(^|/)(tests?|testing|spec|__tests__|examples?|benchmarks?)(/|$)|_test\.|\.test\.|test_"
@@ -45,6 +51,14 @@ _ABSTRACT_LINE = re.compile(r":\s*(pass|\.\.\.)\s*(#.*)?$|;\s*$")
 _ABSTRACT_BODY = re.compile(
     r"(pass|\.\.\.|raise NotImplementedError(\(.*\))?|throw new Error\(.*\);?|[{}\s])*"
 )
+# Tests inside a source file: a Rust `#[cfg(test)] mod tests { ... }` (not `mod tests;`, a file of its
+# own), and a function marked `#[test]` / `#[tokio::test]` just above its definition.
+_TEST_MODULE = re.compile(
+    r"^[ \t]*#\[cfg\(test\)\][ \t]*\n[ \t]*(?:pub(?:\([^)]*\))?[ \t]+)?mod[ \t]+\w+[ \t]*\{", re.M
+)
+_TEST_ATTRIBUTE = re.compile(r"^\s*#\[(?:[\w:]+::)?test\b")
+_NOT_IMPLEMENTATION = frozenset({"test", "example"})
+_EXCEPTION = re.compile(r"(Error|Exception|Warning)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,7 @@ class Link:
     definition: Any  # rag.store.CodeDefinition
     how: str = ""  # "call" | "override" | "" (the first step)
     line: int = 0
+    exact: bool = True  # False for a call resolved by name only (`rag.store.graph`)
 
     @property
     def ref(self) -> str:
@@ -73,6 +88,15 @@ class Flow:
     reads: list[tuple[str, str, int]]
 
 
+class CitedSpan(NamedTuple):
+    """Lines an answer from a chain cites: a definition, or one line where a value is read or stored."""
+
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None = None
+
+
 @dataclass
 class Chain:
     """The answer's skeleton: `links` from the entry point to the worker, plus what the worker reads."""
@@ -83,10 +107,17 @@ class Chain:
     uses: list[Link] = field(default_factory=list)  # code in other files the steps call or build
     explored: int = 0
     lookups: int = 0
+    subject_step: int = -1  # the step the answer is about (`ChainFinder.subject_step`); -1: the last
 
     @property
     def worker(self) -> Any | None:
         return self.links[-1].definition if self.links else None
+
+    @property
+    def subject(self) -> Any | None:
+        """What the answer names as doing the work: the step retrieval ranked first (the worker when
+        retrieval ranked no step)."""
+        return self.links[self.subject_step].definition if self.links else None
 
     @property
     def entry(self) -> Any | None:
@@ -95,6 +126,21 @@ class Chain:
     @property
     def files(self) -> list[str]:
         return list(dict.fromkeys(link.definition.path for link in [*self.links, *self.uses]))
+
+    def cited(self) -> list[CitedSpan]:
+        """Every span an answer explaining the chain cites (`rag.providers.offline.explained_answer`),
+        in order: the steps, the code they use, the subject's reads, and where each constructor
+        argument is stored and read. Chat, deep research and the `trace` tool send these as sources
+        and check the answer's citations against them, so the graph's lines are never flagged."""
+        spans = [
+            CitedSpan(d.path, d.start_line, d.end_line, d.qualname)
+            for d in (link.definition for link in [*self.links, *self.uses])
+        ]
+        spans += [CitedSpan(path, line, line) for _, path, line in self.reads]
+        for flow in self.flows:
+            spans.append(CitedSpan(flow.path, flow.line, flow.line, flow.constructor))
+            spans += [CitedSpan(path, line, line, who) for who, path, line in flow.reads]
+        return list(dict.fromkeys(spans))
 
 
 def stem(word: str) -> str:
@@ -144,6 +190,7 @@ class ChainFinder:
         self.wants_tests = "test" in question.lower()
         self.lookups = 0
         self._weights: dict[int, dict[str, float]] = {}
+        self._test_lines: dict[str, list[tuple[int, int]]] = {}
 
     # scoring --------------------------------------------------------------------------------------
 
@@ -171,9 +218,40 @@ class ChainFinder:
         self._weights[definition.id] = weights
         return weights
 
-    def wanted(self, path: str) -> bool:
-        """Tests, examples and docs are not where things are done, unless the question is about tests."""
-        return self.wants_tests or not _TEST_PATH.search(path)
+    def wanted(self, path: str, line: int = 0) -> bool:
+        """Tests, examples and docs are not where things are done, unless the question is about tests:
+        neither test files nor the tests inside a source file (`test_code`)."""
+        return self.wants_tests or not (_TEST_PATH.search(path) or (line and self.test_code(path, line)))
+
+    def test_code(self, path: str, line: int) -> bool:
+        """True for a line of test code: in a test or example file (`rag.roles`), in a Rust inline
+        `#[cfg(test)]` module, or a definition marked `#[test]`."""
+        if file_role(path) in _NOT_IMPLEMENTATION:
+            return True
+        if not path.endswith(".rs"):
+            return False
+        text = self.index.file_text(path) or ""
+        ranges = self._test_lines.get(path)
+        if ranges is None:
+            ranges = self._test_lines[path] = _test_modules(text)
+        if any(start <= line <= end for start, end in ranges):
+            return True
+        above = text.splitlines()[max(0, line - 4) : max(0, line - 1)]
+        return any(_TEST_ATTRIBUTE.match(text_line) for text_line in above)
+
+    def exception(self, definition: Any) -> bool:
+        """A class named like an exception, or deriving (through up to 3 bases) from one."""
+        level = [definition] if definition.kind == "class" else []
+        for _ in range(4):
+            if any(_EXCEPTION.search(cls.name) for cls in level):
+                return True
+            self.lookups += len(level)
+            level = [edge.target for cls in level for edge in self.index.callees(cls, ("inherit",))]
+        return False
+
+    def implementation(self, definition: Any) -> bool:
+        """Code that does work: outside tests (whatever the question) and not an exception class."""
+        return not self.test_code(definition.path, definition.start_line) and not self.exception(definition)
 
     def bonus(self, definition: Any) -> float:
         """What a definition is worth apart from the terms: named by the question, a test, a class."""
@@ -195,29 +273,35 @@ class ChainFinder:
     def seeds(self, hits: Sequence[Any]) -> dict[int, tuple[Any, float]]:
         """Definitions the best hits sit in (weighted by rank) and the ones the question names."""
         seeds: dict[int, tuple[Any, float]] = {}
-        code_hits = [hit for hit in hits if hit.language not in _PROSE and self.wanted(hit.path)][:SEED_HITS]
+        code_hits = [
+            hit for hit in hits if hit.language not in _PROSE and self.wanted(hit.path, hit.start_line)
+        ][:SEED_HITS]
         for rank, hit in enumerate(code_hits):
             self.lookups += 1
             inside = [
                 d
                 for d in self.index.definitions_in(hit.path)
-                if d.start_line <= hit.end_line and d.end_line >= hit.start_line and d.kind != "class"
+                if d.start_line <= hit.end_line
+                and d.end_line >= hit.start_line
+                and d.kind != "class"
+                and self.wanted(d.path, d.start_line)
             ]
             inside = sorted(inside, key=self.relevance, reverse=True)[:3]
             if not inside:
                 enclosing = self.index.definition_at(hit.path, hit.start_line)
-                inside = [enclosing] if enclosing is not None else []
+                wanted = enclosing is not None and self.wanted(enclosing.path, enclosing.start_line)
+                inside = [enclosing] if wanted else []
             for definition in inside:
                 bonus = 2.0 / (1 + rank)
                 seeds.setdefault(definition.id, (definition, bonus))
         for name in self.names:
             self.lookups += 1
             for definition in self.index.definition(name)[:4]:
-                if not self.wanted(definition.path):
+                if not self.wanted(definition.path, definition.start_line):
                     continue
                 if definition.kind == "attribute":  # a stored constructor argument: where it is read
                     for edge in self.index.callers(definition, ("read",))[:4]:
-                        if edge.source is not None and self.wanted(edge.source.path):
+                        if edge.source is not None and self.wanted(edge.source.path, edge.source.start_line):
                             seeds.setdefault(edge.source.id, (edge.source, 1.5))
                     continue
                 if definition.kind != "class":
@@ -260,21 +344,25 @@ class ChainFinder:
         callees = [
             e
             for e in self.index.callees(node, ("call",))
-            if (e.target.kind != "class" or e.exact) and self.wanted(e.target.path)
+            if (e.target.kind != "class" or e.exact) and self.wanted(e.target.path, e.target.start_line)
         ]
         callees = sorted(callees, key=lambda e: -(self.relevance(e.target) - (0 if e.exact else 0.5)))[
             :MAX_FANOUT
         ]
-        pairs += [(node, Link(edge.target, "call", edge.line)) for edge in callees]
-        callers = [e for e in self.index.callers(node) if e.source is not None and self.wanted(e.source.path)]
+        pairs += [(node, Link(edge.target, "call", edge.line, edge.exact)) for edge in callees]
+        callers = [
+            e
+            for e in self.index.callers(node)
+            if e.source is not None and self.wanted(e.source.path, e.source.start_line)
+        ]
         callers = sorted(callers, key=lambda e: -(self.relevance(e.source) - (0 if e.exact else 0.5)))[
             :MAX_FANOUT
         ]
-        pairs += [(edge.source, Link(node, "call", edge.line)) for edge in callers]
+        pairs += [(edge.source, Link(node, "call", edge.line, edge.exact)) for edge in callers]
         if node.kind == "method" and node.parent:
             for parent in self.index.definition(node.parent)[:2]:
                 for sub in self.index.subclasses(parent)[:MAX_FANOUT]:
-                    if not self.wanted(sub.path):
+                    if not self.wanted(sub.path, sub.start_line):
                         continue
                     override = [
                         d
@@ -308,8 +396,13 @@ class ChainFinder:
     ) -> list[Link]:
         """The best-scoring path through the explored graph (`path_score`), by beam search."""
         called = {link.definition.id for links in out.values() for link in links if link.how == "call"}
+
+        def score(links: Sequence[Link]) -> float:
+            guesses = sum(not link.exact for link in links)
+            return self.path_score([link.definition for link in links], seeds, called) - GUESS_COST * guesses
+
         beam: list[tuple[float, list[Link]]] = [
-            (self.path_score([node], seeds, called), [Link(node)]) for node in nodes.values()
+            (score([Link(node)]), [Link(node)]) for node in nodes.values()
         ]
         best = max(beam, key=lambda item: item[0], default=(float("-inf"), []))
         for _ in range(MAX_CHAIN - 1):
@@ -320,13 +413,13 @@ class ChainFinder:
                     if link.definition.id in seen:
                         continue
                     path = [*links, link]
-                    grown.append((self.path_score([step.definition for step in path], seeds, called), path))
+                    grown.append((score(path), path))
             if not grown:
                 break
             beam = sorted(grown, key=lambda item: -item[0])[:BEAM]
             if beam[0][0] > best[0]:
                 best = beam[0]
-        return _trim(best[1], lambda path: self.path_score(path, seeds, called))
+        return _trim(best[1], score)
 
     def reads(self, definition: Any) -> list[tuple[str, str, int]]:
         """Settings the worker reads (`read` edges, not those to stored attributes): (name, path, line)."""
@@ -373,7 +466,7 @@ class ChainFinder:
             for parent in self.index.definition(worker.parent)
             if parent.kind == "class" and parent.path == worker.path
             for sub in self.index.subclasses(parent)[:MAX_FANOUT]
-            if self.wanted(sub.path)
+            if self.wanted(sub.path, sub.start_line)
             for d in self.index.definitions_in(sub.path)
             if d.parent == sub.qualname and d.name == worker.name and not self.abstract(d)
         ]
@@ -401,7 +494,9 @@ class ChainFinder:
         for link in links:
             for edge in self.index.callees(link.definition, ("call",)):
                 target = edge.target
-                if not edge.exact or target.path in on_chain or not self.wanted(target.path):
+                if not edge.exact or target.path in on_chain or not self.implementation(target):
+                    continue
+                if not self.wanted(target.path, target.start_line):
                     continue
                 weight = sum(self.term_weights(target).values())
                 if weight >= USE_THRESHOLD and target.id not in found:
@@ -413,6 +508,36 @@ class ChainFinder:
                 chosen.append(link)
         return chosen[:MAX_USES]
 
+    def subject_step(self, links: Sequence[Link], hits: Sequence[Any]) -> int:
+        """The step the answer names as doing the work: the one the best-ranked retrieved source code
+        pinpoints (retrieval ranks better than the walk's scores): a step holding at least `PINPOINT`
+        of the hit's lines (a hit on a whole small file or class says little about which of its
+        definitions), the deepest of equals; an abstract step gives way to the override after it.
+        Not the entry point of a longer chain (it reaches the work, `main()`). A step the question
+        names (`Router::route`) comes before all of them; the last step when no hit pinpoints one."""
+        named = [number for number, link in enumerate(links) if self.bonus(link.definition) >= 3.0]
+        if named:
+            return named[-1]
+        for hit in hits:
+            if hit.language in _PROSE or file_role(hit.path) != "source":
+                continue
+            inside = [
+                number
+                for number, link in enumerate(links)
+                if (number > 0 or len(links) == 1)
+                and link.definition.path == hit.path
+                and link.definition.start_line <= hit.end_line
+                and link.definition.end_line >= hit.start_line
+                and self.implementation(link.definition)
+                and _overlap(link.definition, hit) >= PINPOINT * (hit.end_line - hit.start_line + 1)
+            ]
+            if inside:
+                step = max(reversed(inside), key=lambda number: _overlap(links[number].definition, hit))
+                while step + 1 < len(links) and links[step + 1].how == "override":
+                    step += 1
+                return step
+        return len(links) - 1
+
     def find(self, hits: Sequence[Any]) -> Chain:
         if not getattr(self.index, "has_graph", False):
             return Chain()
@@ -420,10 +545,10 @@ class ChainFinder:
         if not seeds:
             return Chain(lookups=self.lookups)
         nodes, out = self.explore(seeds)
-        links = self.best_chain(nodes, out, seeds)
-        chain = Chain(self.concrete(links), explored=len(nodes))
-        if chain.worker is not None:
-            chain.reads = self.reads(chain.worker)
+        links = self.concrete(self.best_chain(nodes, out, seeds))
+        chain = Chain(links, explored=len(nodes), subject_step=self.subject_step(links, hits))
+        if chain.subject is not None:
+            chain.reads = self.reads(chain.subject)
             chain.flows = self.flows(chain.links)
             chain.uses = self.uses(chain.links)
         chain.lookups = self.lookups
@@ -432,15 +557,30 @@ class ChainFinder:
 
 def _trim(links: list[Link], score: Any) -> list[Link]:
     """Drop trailing steps that add little to the score (a chain ends at the worker)."""
-    while len(links) > 1:
-        shorter = links[:-1]
-        if (
-            score([step.definition for step in links]) - score([step.definition for step in shorter])
-            >= MIN_GAIN
-        ):
-            break
-        links = shorter
+    while len(links) > 1 and score(links) - score(links[:-1]) < MIN_GAIN:
+        links = links[:-1]
     return links
+
+
+def _overlap(definition: Any, hit: Any) -> int:
+    """How many of `hit`'s lines `definition` spans."""
+    lines: int = min(definition.end_line, hit.end_line) - max(definition.start_line, hit.start_line) + 1
+    return lines
+
+
+def _test_modules(text: str) -> list[tuple[int, int]]:
+    """(first, last) lines of each inline Rust test module in `text`, by matching its braces (braces
+    in strings and comments are rare enough in test modules to be counted too)."""
+    ranges = []
+    for match in _TEST_MODULE.finditer(text):
+        depth, end = 0, len(text)
+        for position in range(match.end() - 1, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[position], 0)
+            if depth == 0:
+                end = position
+                break
+        ranges.append((text.count("\n", 0, match.start()) + 1, text.count("\n", 0, end) + 1))
+    return ranges
 
 
 def code_hits(hits: Sequence[Any]) -> list[Any]:

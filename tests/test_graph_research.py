@@ -20,7 +20,7 @@ from rag.research.tools import RepoTools
 from rag.settings import Settings
 from rag.store import Store
 from tests.support.fake_provider import FakeProvider, FakeResponse
-from tests.support.graph_repos import GO_FILES, PYTHON_FILES, make_repo
+from tests.support.graph_repos import GO_FILES, PYTHON_FILES, RUST_FILES, make_repo
 
 
 class _Services:
@@ -34,7 +34,7 @@ def _indexed(name: str) -> tuple[_Services, str]:
     base = Path(tempfile.mkdtemp(prefix=f"repolens-graph-{name}-"))
     home = base / "home"
     settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
-    repo = make_repo(base / name, PYTHON_FILES if name == "shop" else GO_FILES)
+    repo = make_repo(base / name, {"shop": PYTHON_FILES, "relay": GO_FILES, "router": RUST_FILES}[name])
     store = Store(home)
     embedder = get_embedder(settings)
     repo_id = ingest(str(repo), store=store, embedder=embedder).repo_id
@@ -282,3 +282,67 @@ def test_documented_in_cites_documentation_not_ci_or_changelogs() -> None:
     answer = explained_answer("How is it charged?", Chain([Link(worker)]), hits, lambda path: "x\n" * 20)
     assert "It is done in `CheckoutService.charge()` (method, `shop/service.py:16-18`)." in answer
     assert "- Documented in `README.md:1-3`.\n" in answer
+
+
+def _chat(name: str, question: str, k: int = 10) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The offline chat answer (what the WebSocket, HTTP and MCP chat send): text, sources, citations."""
+    services, repo_id = _indexed(name)
+    service = AnswerService(services.store, services.embedder, services.settings)
+
+    async def collect() -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+        text: list[str] = []
+        sources: list[dict[str, Any]] = []
+        citations: list[dict[str, Any]] = []
+        async for event in service.answer(AnswerRequest(repo_id=repo_id, question=question, k=k)):
+            if event["type"] == "token":
+                text.append(event["text"])
+            elif event["type"] == "sources":
+                sources = event["sources"]
+            elif event["type"] == "citations":
+                citations = event["citations"]
+        return "".join(text), sources, citations
+
+    return asyncio.run(collect())
+
+
+def _in_short(answer: str) -> str:
+    return next(line for line in answer.splitlines() if line.startswith("**In short:**"))
+
+
+@pytest.mark.parametrize("mode", ["chat", "deep"])
+def test_the_summary_names_the_implementation_and_no_test_is_on_the_chain(mode: str) -> None:
+    """`Router::route` is called by an inline `#[cfg(test)]` test and by `app()`: the chain starts at
+    the code, not at the test, and the summary names `route`, not the test or the error type."""
+    question = "How does `Router::route` add a route to the router?"
+    answer = _chat("router", question)[0] if mode == "chat" else _research("router", question)[1]
+    assert "`Router.route()` (method, `src/router.rs:" in _in_short(answer)
+    assert "adding_a_route_to_the_router_keeps_its_path" not in answer
+    assert "RouteError" not in _in_short(answer)
+
+
+def test_the_summary_names_what_retrieval_ranked_first_not_the_chains_last_helper() -> None:
+    """The chain goes on from `Router.route` to the helper it calls; the summary stays at the code
+    retrieval found for the question, and the helper is listed as what it calls."""
+    answer = _chat("router", "How does the router add a route?")[0]
+    assert "`Router.route()`" in _in_short(answer)
+    assert "normalize_route_path" not in _in_short(answer)
+
+
+@pytest.mark.parametrize("name, question", [
+    ("shop", "Where is the currency given to CheckoutService read when charging?"),
+    ("shop", "How does main check out and charge the payment through a gateway?"),
+    ("router", "How does `Router::route` add a route to the router?"),
+])  # fmt: skip
+def test_every_citation_of_an_offline_answer_is_in_its_sources(name: str, question: str) -> None:
+    """With one retrieved span, the chain's other lines (steps, reads, stored arguments) are sent as
+    sources too, so the page links every citation and flags none (chat: WebSocket, HTTP and MCP)."""
+    answer, sources, citations = _chat(name, question, k=1)
+    assert citations and all(citation["in_context"] for citation in citations), citations
+    listed = [(s["path"], s["start_line"], s["end_line"]) for s in sources]
+    for citation in citations:
+        assert any(
+            path == citation["path"] and start <= citation["start_line"] and citation["end_line"] <= end
+            for path, start, end in listed
+        ), (citation, listed)
+    _, research_sources, _ = _research(name, question)
+    assert research_sources

@@ -130,7 +130,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "stored": "is a constructor argument, stored in", "read_in": "read in",
         "done": "It is done in", "reached": "It is reached from", "reads": "It reads",
         "set": "set in", "documented": "Documented in", "key": "Key code", "other": "Other retrieved code",
-        "override": "overridden by", "answer": "In short",
+        "override": "overridden by", "answer": "In short", "calls": "It calls",
     },
     "ja": {
         "uses": "利用するコード",
@@ -138,7 +138,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "stored": "はコンストラクタ引数で、保存箇所:", "read_in": "読み取り箇所:",
         "done": "処理の場所:", "reached": "呼び出し経路", "reads": "読み取る設定",
         "set": "設定箇所", "documented": "ドキュメント", "key": "主要なコード", "other": "その他の検索結果",
-        "override": "オーバーライド", "answer": "要点",
+        "override": "オーバーライド", "answer": "要点", "calls": "呼び出し先",
     },
     "zh": {
         "uses": "使用",
@@ -146,7 +146,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "stored": "是构造函数参数，保存于", "read_in": "读取于",
         "done": "实现位置：", "reached": "调用路径", "reads": "读取的配置", "set": "设置于",
         "documented": "文档", "key": "关键代码", "other": "其他检索结果", "override": "被重写于",
-        "answer": "要点",
+        "answer": "要点", "calls": "调用",
     },
     "zh-tw": {
         "uses": "使用",
@@ -154,7 +154,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "stored": "是建構函式參數，儲存於", "read_in": "讀取於",
         "done": "實作位置：", "reached": "呼叫路徑", "reads": "讀取的設定", "set": "設定於",
         "documented": "文件", "key": "關鍵程式碼", "other": "其他檢索結果", "override": "被覆寫於",
-        "answer": "要點",
+        "answer": "要點", "calls": "呼叫",
     },
     "es": {
         "uses": "Usa",
@@ -162,7 +162,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "stored": "es un argumento del constructor, guardado en", "read_in": "leído en",
         "done": "Se realiza en", "reached": "Se llega desde", "reads": "Lee", "set": "definido en",
         "documented": "Documentado en", "key": "Código clave", "other": "Otro código recuperado",
-        "override": "sobrescrito por", "answer": "En resumen",
+        "override": "sobrescrito por", "answer": "En resumen", "calls": "Llama a",
     },
     "kr": {
         "uses": "사용하는 코드",
@@ -170,7 +170,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "stored": "은(는) 생성자 인수이며 저장 위치:", "read_in": "읽는 위치:",
         "done": "처리 위치:", "reached": "호출 경로", "reads": "읽는 설정", "set": "설정 위치",
         "documented": "문서", "key": "핵심 코드", "other": "기타 검색된 코드", "override": "재정의",
-        "answer": "요약",
+        "answer": "요약", "calls": "호출 대상",
     },
     "vi": {
         "uses": "Sử dụng",
@@ -178,7 +178,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "stored": "là tham số của hàm khởi tạo, lưu trong", "read_in": "được đọc trong",
         "done": "Được thực hiện trong", "reached": "Được gọi từ", "reads": "Đọc cấu hình",
         "set": "đặt tại", "documented": "Tài liệu", "key": "Mã chính", "other": "Mã khác được tìm thấy",
-        "override": "được ghi đè bởi", "answer": "Tóm lại",
+        "override": "được ghi đè bởi", "answer": "Tóm lại", "calls": "Gọi tới",
     },
     "pt-br": {
         "uses": "Usa",
@@ -186,7 +186,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "stored": "é um argumento do construtor, guardado em", "read_in": "lido em",
         "done": "É feito em", "reached": "É alcançado a partir de", "reads": "Lê", "set": "definido em",
         "documented": "Documentado em", "key": "Código principal", "other": "Outro código recuperado",
-        "override": "sobrescrito por", "answer": "Em resumo",
+        "override": "sobrescrito por", "answer": "Em resumo", "calls": "Chama",
     },
     "fr": {
         "uses": "Il utilise",
@@ -194,7 +194,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "stored": "est un argument du constructeur, stocké dans", "read_in": "lu dans",
         "done": "C'est fait dans", "reached": "On y arrive depuis", "reads": "Il lit", "set": "défini dans",
         "documented": "Documenté dans", "key": "Code clé", "other": "Autre code retrouvé",
-        "override": "redéfini par", "answer": "En bref",
+        "override": "redéfini par", "answer": "En bref", "calls": "Il appelle",
     },
     "ru": {
         "uses": "Использует",
@@ -202,7 +202,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "stored": "— аргумент конструктора, сохраняется в", "read_in": "читается в",
         "done": "Выполняется в", "reached": "Вызывается из", "reads": "Читает", "set": "задано в",
         "documented": "Документация", "key": "Ключевой код", "other": "Другой найденный код",
-        "override": "переопределено в", "answer": "Коротко",
+        "override": "переопределено в", "answer": "Коротко", "calls": "Вызывает",
     },
 }  # fmt: skip
 
@@ -231,6 +231,12 @@ def _fenced(excerpt: list[tuple[int, str]], language: str) -> str:
     return f"```{language}\n" + "\n".join(body) + "\n```\n"
 
 
+def _step(link: Any, words: dict[str, str]) -> str:
+    """One step of a chain: `Route.matches()` (`path:start-end`), marked when it overrides the last."""
+    via = f"{words['override']} " if link.how == "override" else ""
+    return f"{via}`{_called(link.definition)}` (`{link.ref}`)"
+
+
 def _called(definition: Any) -> str:
     """`Session.send()` for code that runs, `Route` for a class."""
     return f"{definition.qualname}{'()' if definition.kind in ('function', 'method') else ''}"
@@ -244,20 +250,20 @@ def explained_answer(
 
     `file_text(path)` returns an indexed file's text. Falls back to `offline_answer` without a chain.
     """
-    if chain is None or chain.worker is None:
+    if chain is None or chain.subject is None:
         return offline_answer(question, hits)
     words = labels(language)
-    worker = chain.worker
+    subject = chain.subject
     parts = [f"**{words['title']}**\n\n"]
     parts.append(
-        f"**{words['answer']}:** {words['done']} `{_called(worker)}` ({worker.kind}, `{worker.ref}`).\n"
+        f"**{words['answer']}:** {words['done']} `{_called(subject)}` ({subject.kind}, `{subject.ref}`).\n"
     )
-    if len(chain.links) > 1:
-        steps = []
-        for link in chain.links:
-            via = f"{words['override']} " if link.how == "override" else ""
-            steps.append(f"{via}`{_called(link.definition)}` (`{link.ref}`)")
-        parts.append(f"- {words['reached']} " + " → ".join(steps) + ".\n")
+    step = chain.subject_step % len(chain.links)
+    before, after = chain.links[: step + 1], chain.links[step + 1 :]
+    if len(before) > 1:
+        parts.append(f"- {words['reached']} " + " → ".join(_step(link, words) for link in before) + ".\n")
+    if after:
+        parts.append(f"- {words['calls']} " + " → ".join(_step(link, words) for link in after) + ".\n")
     if chain.uses:
         listed = ", ".join(f"`{link.definition.qualname}` (`{link.ref}`)" for link in chain.uses)
         parts.append(f"- {words['uses']} {listed}.\n")
@@ -275,7 +281,7 @@ def explained_answer(
         parts.append(f"- {words['documented']} {listed}.\n")
     terms = question_terms(question)
     parts.append(f"\n### {words['key']}\n")
-    shown = list(reversed(chain.links))[:3]
+    shown = [*reversed(before), *after][:3]
     for link in shown:
         definition = link.definition
         text = file_text(definition.path) or ""

@@ -728,14 +728,10 @@ class RepoTools:
 
     def trace_evidence(self, trace: Trace) -> list[Evidence]:
         """The spans an answer from `trace` cites, in order: steps, uses, the worker's reads, code beside."""
-        chain = trace.chain
-        evidence = [self._evidence(link.definition) for link in [*chain.links, *chain.uses]]
-        evidence += [Evidence(path, line, line, None, self.language(path)) for _, path, line in chain.reads]
-        for flow in chain.flows:
-            evidence.append(Evidence(flow.path, flow.line, flow.line, None, self.language(flow.path)))
-            evidence += [
-                Evidence(path, line, line, None, self.language(path)) for _, path, line in flow.reads
-            ]
+        evidence = [
+            Evidence(span.path, span.start_line, span.end_line, span.symbol, self.language(span.path))
+            for span in trace.chain.cited()
+        ]
         return evidence + trace.beside
 
     def _trace(self, args: TraceArgs) -> ToolResult:

@@ -143,3 +143,60 @@ def make_repo(dest: Path, files: dict[str, str]) -> Path:
     write_files(dest, files)
     commit_all(dest, "initial")
     return dest
+
+
+# A Rust router whose `route` is called by an inline test module (`#[cfg(test)] mod tests { ... }`) and
+# by the code that serves a request; the failure it reports is an exception-like error type.
+RUST_FILES = {
+    "Cargo.toml": '[package]\nname = "router"\nversion = "0.1.0"\n',
+    "src/lib.rs": "pub mod router;\npub mod serve;\n",
+    "src/router.rs": """use crate::serve::RouteError;
+
+pub struct Router {
+    routes: Vec<String>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Router { routes: Vec::new() }
+    }
+
+    pub fn route(mut self, path: &str) -> Result<Self, RouteError> {
+        if path.is_empty() {
+            return Err(RouteError::new());
+        }
+        self.routes.push(normalize_route_path(path));
+        Ok(self)
+    }
+}
+
+fn normalize_route_path(path: &str) -> String {
+    path.trim_end_matches('/').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adding_a_route_to_the_router_keeps_its_path() {
+        let router = Router::new().route("/users/").unwrap();
+        assert_eq!(router.routes, vec!["/users"]);
+    }
+}
+""",
+    "src/serve.rs": """use crate::router::Router;
+
+pub struct RouteError {}
+
+impl RouteError {
+    pub fn new() -> Self {
+        RouteError {}
+    }
+}
+
+pub fn app() -> Router {
+    Router::new().route("/health").ok().unwrap()
+}
+""",
+}
