@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def test_a_constructor_argument_is_followed_to_where_it_is_read() -> None:
     sources, answer, _ = _research("shop", question)
     assert (
         "`currency` is a constructor argument, stored in `CheckoutService.__init__()` "
-        "(`shop/service.py:7-7`); read in `CheckoutService.charge()` (`shop/service.py:17-17`)."
+        "(`shop/service.py:7`); read in `CheckoutService.charge()` (`shop/service.py:17`)."
     ) in answer
     assert {("shop/service.py", 7), ("shop/service.py", 17)} <= {
         (s["path"], s["start_line"]) for s in sources
@@ -338,6 +339,10 @@ def test_every_citation_of_an_offline_answer_is_in_its_sources(name: str, questi
     sources too, so the page links every citation and flags none (chat: WebSocket, HTTP and MCP)."""
     answer, sources, citations = _chat(name, question, k=1)
     assert citations and all(citation["in_context"] for citation in citations), citations
+    for citation in citations:  # written as the page labels it (`linkCitations`): `path:7`, `path:5-9`
+        start, end = citation["start_line"], citation["end_line"]
+        label = f"{citation['path']}:{start}" + (f"-{end}" if end != start else "")
+        assert re.search(re.escape(label) + r"(?![\d-])", answer), label
     listed = [(s["path"], s["start_line"], s["end_line"]) for s in sources]
     for citation in citations:
         assert any(

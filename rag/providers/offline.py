@@ -268,10 +268,10 @@ def explained_answer(
         listed = ", ".join(f"`{link.definition.qualname}` (`{link.ref}`)" for link in chain.uses)
         parts.append(f"- {words['uses']} {listed}.\n")
     for name, path, line in chain.reads:
-        parts.append(f"- {words['reads']} `{name}` (`{path}:{line}-{line}`).\n")
+        parts.append(f"- {words['reads']} `{name}` (`{path}:{line}`).\n")
     for flow in chain.flows:
-        reads = ", ".join(f"`{who}()` (`{path}:{line}-{line}`)" for who, path, line in flow.reads)
-        stored = f"`{flow.constructor}()` (`{flow.path}:{flow.line}-{flow.line}`)"
+        reads = ", ".join(f"`{who}()` (`{path}:{line}`)" for who, path, line in flow.reads)
+        stored = f"`{flow.constructor}()` (`{flow.path}:{flow.line}`)"
         read = f"; {words['read_in']} {reads}" if reads else ""
         parts.append(f"- `{flow.name}` {words['stored']} {stored}{read}.\n")
     # "Documented in" cites documentation, not CI workflows, manifests or changelogs.
