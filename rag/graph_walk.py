@@ -190,7 +190,7 @@ class ChainFinder:
         self.wants_tests = "test" in question.lower()
         self.lookups = 0
         self._weights: dict[int, dict[str, float]] = {}
-        self._test_lines: dict[str, list[tuple[int, int]]] = {}
+        self._test_lines: dict[str, _RustTests] = {}
 
     # scoring --------------------------------------------------------------------------------------
 
@@ -230,14 +230,10 @@ class ChainFinder:
             return True
         if not path.endswith(".rs"):
             return False
-        text = self.index.file_text(path) or ""
-        ranges = self._test_lines.get(path)
-        if ranges is None:
-            ranges = self._test_lines[path] = _test_modules(text)
-        if any(start <= line <= end for start, end in ranges):
-            return True
-        above = text.splitlines()[max(0, line - 4) : max(0, line - 1)]
-        return any(_TEST_ATTRIBUTE.match(text_line) for text_line in above)
+        tests = self._test_lines.get(path)
+        if tests is None:  # read and scan each Rust file once: the walk asks about every edge
+            tests = self._test_lines[path] = _rust_tests(self.index.file_text(path) or "")
+        return line in tests.marked or any(start <= line <= end for start, end in tests.modules)
 
     def exception(self, definition: Any) -> bool:
         """A class named like an exception, or deriving (through up to 3 bases) from one."""
@@ -564,8 +560,21 @@ def _trim(links: list[Link], score: Any) -> list[Link]:
 
 def _overlap(definition: Any, hit: Any) -> int:
     """How many of `hit`'s lines `definition` spans."""
-    lines: int = min(definition.end_line, hit.end_line) - max(definition.start_line, hit.start_line) + 1
-    return lines
+    return int(min(definition.end_line, hit.end_line) - max(definition.start_line, hit.start_line) + 1)
+
+
+class _RustTests(NamedTuple):
+    """Where a Rust file holds tests: its inline test modules, and the lines a definition marked
+    `#[test]` can start on (1-3 lines below the attribute)."""
+
+    modules: list[tuple[int, int]]
+    marked: frozenset[int]
+
+
+def _rust_tests(text: str) -> _RustTests:
+    attributes = [number for number, line in enumerate(text.splitlines(), 1) if _TEST_ATTRIBUTE.match(line)]
+    marked = frozenset(number + below for number in attributes for below in (1, 2, 3))
+    return _RustTests(_test_modules(text), marked)
 
 
 def _test_modules(text: str) -> list[tuple[int, int]]:
