@@ -1,11 +1,10 @@
 """The FastAPI application: HTTP routes, `/ws/chat`, MCP at `/mcp`, OpenAI's API at `/v1`, the web page.
 
 The lifespan runs the MCP session manager and stops the ingest job pool on shutdown; while it runs,
-SIGINT/SIGTERM also end the open event streams (`api.shutdown`)."""
+SIGINT/SIGTERM first end the open streams, each with a last `server_stopping` frame (`api.shutdown`)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
@@ -19,7 +18,7 @@ from api.errors import code_for_status, error_response
 from api.middleware import RateLimits, RequestGuard
 from api.routes import chat_http, chat_ws, config, deepwiki, jobs, openai_api, repos, search, web, wiki
 from api.services import Services
-from api.shutdown import watch_exit_signals
+from api.shutdown import ServerStop, watch_exit_signals
 from ingest.policy import SourcePolicy
 from rag.errors import ErrorCode, RepoLensError
 from rag.redact import install_log_redaction, redact
@@ -35,10 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(served: FastAPI) -> AsyncGenerator[None, None]:
         # One event per serving (in its loop: an app served again, as tests do, gets a new one).
-        served.state.stopping = stopping = asyncio.Event()
+        served.state.stopping = stop = ServerStop()
         try:
-            with watch_exit_signals(stopping):
-                async with mcp.running():
+            with watch_exit_signals(stop):
+                async with mcp.running(stop):
                     yield
         finally:
             services.stop()

@@ -13,7 +13,10 @@ the end-of-answer rule are the same everywhere:
 - the request token is masked by `rag.redact` (a `secret_scope`, forgotten when the request ends)
   before anything can log or echo it;
 - a private repository (indexed with a token) answers only when the request's `token` is
-  accepted by its host (`ingest.access.verify_access`), deep research included.
+  accepted by its host (`ingest.access.verify_access`), deep research included;
+- a server that stops (SIGINT/SIGTERM, `api.shutdown`) ends the answer at once, wherever it is
+  (indexing, retrieval, the provider's stream), with an `error` frame of code `server_stopping`
+  (`rag.events.stopping_event`) and then `done`, on every transport.
 
 Rejected input never gets here: transports validate with `api.schemas` first.
 """
@@ -29,12 +32,13 @@ from typing import Any
 
 from api.schemas import ChatRequestBody
 from api.services import Services
+from api.shutdown import ServerStop, streaming
 from ingest import IngestOptions
 from ingest.jobs import IngestJob, JobState
 from ingest.sources import RepoSource, resolve_source
 from rag.answer import AnswerCancelled, AnswerRequest, until_cancelled
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
-from rag.events import Event, done_event, failure_event, status_event
+from rag.events import Event, done_event, failure_event, status_event, stopping_event
 from rag.redact import secret_scope
 from rag.research import ResearchOptions, compat_iteration, is_deep_research, run_research
 from rag.wiki.compat import answers_offline, compat_wiki_events, wiki_request_kind
@@ -42,6 +46,7 @@ from rag.wiki.compat import answers_offline, compat_wiki_events, wiki_request_ki
 logger = logging.getLogger(__name__)
 
 CANCEL_GRACE_S = 2.0
+STOPPED_ANSWER = "the answer ends here; ask again once the server is back"
 # Waiting for another process's build of a repository: how often to look, and when to try the job again.
 BUSY_POLL_S = 0.25
 BUSY_RETRY_S = 2.0
@@ -50,32 +55,38 @@ _producers: set[asyncio.Task[None]] = set()
 
 
 async def chat_events(
-    services: Services, request: ChatRequestBody, cancel: asyncio.Event
+    services: Services, request: ChatRequestBody, cancel: asyncio.Event, stop: ServerStop | None = None
 ) -> AsyncGenerator[Event, None]:
     """Every frame of one accepted request; the last is always one `done`. The request's token
-    is masked (`secret_scope`) from the first step to the last, and forgotten afterwards."""
-    with secret_scope(request.token):
-        async with contextlib.aclosing(_request_events(services, request, cancel)) as events:
+    is masked (`secret_scope`) from the first step to the last, and forgotten afterwards.
+
+    With the serving app's `stop` (`api.shutdown`), a server that stops ends the answer at once
+    (the provider's stream closed) with `stopping_event` and `done`, and its stop waits for that."""
+    with secret_scope(request.token), streaming(stop):
+        async with contextlib.aclosing(_request_events(services, request, cancel, stop)) as events:
             async for event in events:
                 yield event
 
 
 async def _request_events(
-    services: Services, request: ChatRequestBody, cancel: asyncio.Event
+    services: Services, request: ChatRequestBody, cancel: asyncio.Event, stop: ServerStop | None
 ) -> AsyncGenerator[Event, None]:
     """Every frame of one accepted request; the last is always one `done`."""
     started = time.perf_counter()
     index_ms: float | None = None
     saw_done = False
+    stopping = stop.event if stop is not None else None
     try:
         source = resolve_source(request.repo_url, platform=request.platform, ref=request.ref)
         if services.store.get(source.repo_id) is None:
-            async with contextlib.aclosing(_ensure_indexed(services, request, source, cancel)) as progress:
+            indexing = until_cancelled(_ensure_indexed(services, request, source, cancel), stopping)
+            async with contextlib.aclosing(indexing) as progress:
                 async for event in progress:
                     yield event
             index_ms = round((time.perf_counter() - started) * 1000, 1)
         await _check_access(services, source.repo_id, request.token)
-        async with contextlib.aclosing(_answer_events(services, request, source.repo_id, cancel)) as answer:
+        answering = until_cancelled(_answer_events(services, request, source.repo_id, cancel), stopping)
+        async with contextlib.aclosing(answering) as answer:
             async for event in answer:
                 if event.get("type") == "done":
                     if saw_done:
@@ -85,12 +96,17 @@ async def _request_events(
                         event = {**event, "timings": {**event.get("timings", {}), "index_ms": index_ms}}
                 yield event
     except Exception as error:
-        yield failure_event(error, logger, "chat request")
+        if isinstance(error, AnswerCancelled) and stopping is not None and stopping.is_set():
+            yield stopping_event(STOPPED_ANSWER)
+        else:
+            yield failure_event(error, logger, "chat request")
     if not saw_done:
         yield done_event(started=started, timings={"index_ms": index_ms} if index_ms is not None else None)
 
 
-async def detached_events(services: Services, request: ChatRequestBody) -> AsyncGenerator[Event, None]:
+async def detached_events(
+    services: Services, request: ChatRequestBody, stop: ServerStop | None = None
+) -> AsyncGenerator[Event, None]:
     """`chat_events` produced in a task of its own, for consumers that get cancelled abruptly.
 
     Starlette cancels a streaming response's task when the client disconnects. Here that
@@ -103,7 +119,7 @@ async def detached_events(services: Services, request: ChatRequestBody) -> Async
 
     async def produce() -> None:
         try:
-            async with contextlib.aclosing(chat_events(services, request, cancel)) as events:
+            async with contextlib.aclosing(chat_events(services, request, cancel, stop)) as events:
                 async for event in events:
                     queue.put_nowait(event)
         finally:

@@ -16,7 +16,8 @@ Nothing here re-implements RepoLens logic: ingests are jobs of the app's pool (`
 search and file reads through `api.repo_content`, answers through `api.chat_session`. A private
 repository needs its token: the `X-Repo-Token` header over HTTP, or the tools' `token` argument
 (the only way over stdio). Errors are tool errors (`isError: true`) whose text says what to fix;
-messages pass through `rag.redact`, so a token never comes back.
+messages pass through `rag.redact`, so a token never comes back. A server that stops (`api.shutdown`)
+ends a running `ask_question` or `index_repository` at once with the tool error `server_stopping: ...`.
 """
 
 from __future__ import annotations
@@ -45,10 +46,13 @@ from api.repo_content import open_readable, read_lines, search_repo
 from api.routes.repos import IngestBody
 from api.schemas import BadRequestError, max_request_bytes, parse_chat_request
 from api.services import Services
+from api.shutdown import ServerStop, streaming
 from ingest import resolve_repo_id
 from ingest.jobs import IngestJob
+from rag.answer import AnswerCancelled, until_cancelled
 from rag.citations import source_url
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
+from rag.events import stopping_event
 from rag.prompt import LANGUAGES
 from rag.redact import redact, register_secret
 from rag.retrieval import MAX_K, search_payload
@@ -69,6 +73,10 @@ READ_MAX_LINES = 400
 READ_MAX_CHARS = 40_000
 # resources/list names at most this many files (public repositories only).
 RESOURCE_LIST_LIMIT = 2_000
+INGEST_STOPPED = (
+    "index_repository stops waiting here (an ingest this server runs is cancelled and the repository "
+    "keeps its last committed version; one a `repolens worker` runs goes on: job {id})"
+)
 
 INSTRUCTIONS = """\
 RepoLens answers questions about code repositories it has indexed (GitHub, GitLab, Bitbucket or
@@ -122,6 +130,8 @@ class RepoLensMCP(MCPServer):
             SERVER_NAME, title="RepoLens", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
         )
         self.services = services
+        # The serving app's stop while served over HTTP (`MCPEndpoint.running`); none over stdio.
+        self.stop: ServerStop | None = None
 
     async def list_resources(self) -> list[Resource]:
         return [*await super().list_resources(), *await asyncio.to_thread(self._file_resources)]
@@ -245,16 +255,24 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
         job = services.jobs.submit(IngestJob.for_ingest(body.repo_url, body.options(services.settings)))
         result: dict[str, Any] | None = None
         step = 0
-        async with contextlib.aclosing(services.jobs.events(job)) as events:
-            async for event in events:
-                if event["type"] == "status":
-                    step += 1
-                    await ctx.report_progress(step, None, progress_line(event))
-                elif event["type"] == "error":
-                    raise RepoLensError(event["message"], code=event["code"])
-                elif event["type"] == "done":
-                    record = RepoRecord.from_json(event["repo"])
-                    result = {"repository": _record_summary(record), "report": event["report"], "job": job.id}
+        stop = server.stop
+        progress = until_cancelled(services.jobs.events(job), stop.event if stop is not None else None)
+        try:
+            with streaming(stop):
+                async with contextlib.aclosing(progress) as events:
+                    async for event in events:
+                        if event["type"] == "status":
+                            step += 1
+                            await ctx.report_progress(step, None, progress_line(event))
+                        elif event["type"] == "error":
+                            raise RepoLensError(event["message"], code=event["code"])
+                        elif event["type"] == "done":
+                            record = RepoRecord.from_json(event["repo"])
+                            summary = _record_summary(record)
+                            result = {"repository": summary, "report": event["report"], "job": job.id}
+        except AnswerCancelled:  # only the server's stop sets that event
+            stopped = stopping_event(INGEST_STOPPED.format(id=job.id))
+            raise RepoLensError(stopped["message"], code=stopped["code"]) from None
         if result is None:
             raise RepoLensError("the ingest ended without a result", code=ErrorCode.INTERNAL)
         return result
@@ -469,7 +487,7 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
         request = parse_chat_request({name: value for name, value in fields.items() if value is not None})
         answer = CollectedAnswer()
         step = 0
-        events = detached_events(services, request)
+        events = detached_events(services, request, server.stop)
         async with contextlib.aclosing(events):
             async for event in events:
                 answer.add(event)
@@ -680,15 +698,20 @@ class MCPEndpoint:
         await self.server.session_manager.handle_request(scope, receive, send)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Run a fresh session manager (one per app lifespan: the SDK's cannot be restarted)."""
+    async def running(self, stop: ServerStop | None = None) -> AsyncIterator[None]:
+        """Run a fresh session manager (one per app lifespan: the SDK's cannot be restarted); the
+        tools that stream (`ask_question`, `index_repository`) end with `server_stopping` on `stop`."""
         self.server.streamable_http_app(
             stateless_http=True,
             max_request_body_size=max_request_bytes(self.services.settings),
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
-        async with self.server.session_manager.run():
-            yield
+        self.server.stop = stop
+        try:
+            async with self.server.session_manager.run():
+                yield
+        finally:
+            self.server.stop = None
 
 
 def mount(app: FastAPI, services: Services) -> MCPEndpoint:

@@ -212,6 +212,13 @@ def error_event(code: ErrorCode, message: str) -> Event:
     return ErrorEvent(code=code, message=message).wire()
 
 
+def stopping_event(what: str) -> Event:
+    """The last frame of a stream the server ends because it is stopping: an `error` frame of code
+    `server_stopping` whose message starts "the server is stopping: " and goes on with `what` (what
+    becomes of the stream's work). Every transport sends this one, in its own form (`api.shutdown`)."""
+    return error_event(ErrorCode.SERVER_STOPPING, f"the server is stopping: {what}")
+
+
 def failure_event(error: Exception, log: logging.Logger, action: str) -> Event:
     """The `error` frame for the exception that ended a stream.
 

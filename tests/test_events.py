@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from rag.events import (
     EVENT_MODELS,
     Citation,
+    ErrorEvent,
     Source,
     TokenEvent,
     Usage,
@@ -21,6 +22,7 @@ from rag.events import (
     research_event,
     sse_frame,
     status_event,
+    stopping_event,
     token_event,
 )
 from rag.redact import MASK, secret_scope
@@ -87,3 +89,13 @@ def test_bad_frames_are_refused_when_built() -> None:
         error_event("no_such_code", "x")
     with pytest.raises(ValidationError):
         research_event(iteration=1, max_iterations=5, phase="plan", event="plan", surprise=1)
+
+
+def test_the_stopping_frame_is_one_error_every_transport_sends() -> None:
+    frame = stopping_event("the answer ends here")
+    assert frame == {
+        "type": "error",
+        "code": "server_stopping",
+        "message": "the server is stopping: the answer ends here",
+    }
+    assert ErrorEvent.model_validate(frame).wire() == frame

@@ -9,6 +9,9 @@ explicitly: `"protocol": "events"` in the body or the header `X-RepoLens-Protoco
 into the answer as text, so it must get plain text.
 Token frames are coalesced as on the WebSocket (`api.coalesce`).
 A client that disconnects cancels the stream, which closes the provider's stream too.
+A server that stops ends the answer with its `server_stopping` error (`api.shutdown`): an HTTP 503
+before the first token, `\nError: the server is stopping: ...` in the plain text after it, the
+`error` and `done` frames in SSE; the response then ends normally.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from api.schemas import (
     parse_chat_request,
 )
 from api.services import get_services
+from api.shutdown import server_stop
 from rag.errors import ErrorCode
 from rag.events import Event, sse_frame
 
@@ -53,7 +57,8 @@ async def chat_completions_stream(http_request: Request) -> Response:
         request = parse_chat_request(decode_json(body))
     except BadRequestError as error:
         return error_response(error.code, str(error))
-    events = coalesced(detached_events(services, request), coalesce_window_s(services.settings))
+    answer = detached_events(services, request, server_stop(http_request.app))
+    events = coalesced(answer, coalesce_window_s(services.settings))
     if _wants_events(http_request, request):
         return StreamingResponse(_sse(events), media_type="text/event-stream", headers=_STREAM_HEADERS)
     return await _plain_response(http_request, events)

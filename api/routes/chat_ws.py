@@ -10,6 +10,10 @@ Both modes send an answer through `api.coalesce.coalesced`, the per-connection s
 answer keeps streaming while a send waits on a slow socket, and token frames that pile up meanwhile
 (or arrive within 20 ms of the previous one) go out as one frame, text in order.
 
+A server that stops ends an answer with its `server_stopping` error (`api.shutdown`): in events mode
+the `error` and `done` frames, in compatible mode the `Error: ...` text; uvicorn then closes the
+socket (code 1012).
+
 Events mode runs one answer at a time per socket: a request that arrives while an answer
 streams is refused with error `busy` (the client sends `{"type": "cancel"}` first if it wants
 to replace it). Cancel and disconnect both cancel the answer task, which closes the provider
@@ -32,6 +36,7 @@ from api.middleware import client_of
 from api.origins import origin_allowed, refusal
 from api.schemas import BadRequestError, ChatRequestBody, decode_frame, max_request_bytes, parse_chat_request
 from api.services import Services, get_ws_services
+from api.shutdown import server_stop, streaming
 from rag.errors import ErrorCode
 from rag.events import Event, done_event, encode, error_event, pong_event
 
@@ -127,15 +132,18 @@ async def _compat_answer(
     websocket: WebSocket, services: Services, request: ChatRequestBody, cancel: asyncio.Event
 ) -> None:
     window = coalesce_window_s(services.settings)
-    async with contextlib.aclosing(coalesced(chat_events(services, request, cancel), window)) as events:
-        async for event in events:
-            if event["type"] == "token":
-                await websocket.send_text(event["text"])
-            elif event["type"] == "error":
-                await websocket.send_text(f"Error: {event['message']}")
-                break
-    with contextlib.suppress(Exception):
-        await websocket.close()
+    stop = server_stop(websocket.app)
+    with streaming(stop):
+        answer = coalesced(chat_events(services, request, cancel, stop), window)
+        async with contextlib.aclosing(answer) as events:
+            async for event in events:
+                if event["type"] == "token":
+                    await websocket.send_text(event["text"])
+                elif event["type"] == "error":
+                    await websocket.send_text(f"Error: {event['message']}")
+                    break
+        with contextlib.suppress(Exception):
+            await websocket.close()
 
 
 class EventsConnection:
@@ -151,6 +159,7 @@ class EventsConnection:
         self.closed = False
         self._send_lock = asyncio.Lock()
         self.window_s = coalesce_window_s(services.settings)
+        self.stop = server_stop(websocket.app)
 
     async def run(self, first: str | bytes) -> None:
         raw: str | bytes | None = first
@@ -221,10 +230,11 @@ class EventsConnection:
     async def stream(self, request: ChatRequestBody, cancel: asyncio.Event) -> None:
         started = time.perf_counter()
         try:
-            answer = coalesced(chat_events(self.services, request, cancel), self.window_s)
-            async with contextlib.aclosing(answer) as events:
-                async for event in events:
-                    await self.send(event)
+            with streaming(self.stop):
+                answer = coalesced(chat_events(self.services, request, cancel, self.stop), self.window_s)
+                async with contextlib.aclosing(answer) as events:
+                    async for event in events:
+                        await self.send(event)
         except asyncio.CancelledError:
             if self.closed:
                 raise

@@ -11,7 +11,8 @@ The answer is the text of `api.chat_session.chat_events` followed by a **Sources
 `finish_reason: "stop"`, then a usage chunk when `stream_options.include_usage` is set) and
 `data: [DONE]`. Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}` with
 the HTTP status of the error's code; one that happens after streaming started is sent as an
-`error` data frame, which the `openai` SDK raises as `APIError`. A private repository's token
+`error` data frame, which the `openai` SDK raises as `APIError` (so does a server that stops
+mid-answer: code `server_stopping`, `api.shutdown`). A private repository's token
 comes in the `X-Repo-Token` header (or `repolens.token`).
 """
 
@@ -43,6 +44,7 @@ from api.schemas import (
     parse_chat_request,
 )
 from api.services import Services, get_services
+from api.shutdown import server_stop
 from rag.errors import ErrorCode, RepoLensError, http_status
 from rag.events import Event
 from rag.redact import redact, register_secret
@@ -216,7 +218,7 @@ async def chat_completions(http_request: Request) -> Response:
     except RepoLensError as error:
         return OpenAIError.of(error).response()
     completion = _Completion(body.model, str(http_request.base_url))
-    events = detached_events(services, request)
+    events = detached_events(services, request, server_stop(http_request.app))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(

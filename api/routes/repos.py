@@ -13,7 +13,6 @@ files need its token (`X-Repo-Token`); its record (`GET /api/repos/{id}`) is met
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
@@ -26,12 +25,12 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from api.repo_content import open_readable, read_lines
 from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
-from api.shutdown import StoppingDep, end_when_stopping
+from api.shutdown import ServerStop, StoppingDep, end_when_stopping
 from ingest import IngestOptions
 from ingest.jobs import IngestJob
 from ingest.sources import resolve_source
-from rag.errors import ErrorCode, NotFoundError
-from rag.events import error_event, sse_frame
+from rag.errors import NotFoundError
+from rag.events import sse_frame, stopping_event
 from rag.settings import Settings
 
 router = APIRouter()
@@ -97,20 +96,20 @@ async def _frames(services: Services, job: IngestJob) -> AsyncGenerator[str, Non
 
 
 _STOPPING = (
-    "the server is stopping: progress ends here (an ingest this server runs is cancelled, and the "
+    "progress ends here (an ingest this server runs is cancelled, and the "
     "repository keeps its last committed version; one a `repolens worker` runs goes on: GET /api/jobs/{id})"
 )
 
 
-def _sse(services: Services, job: IngestJob, stopping: asyncio.Event) -> StreamingResponse:
+def _sse(services: Services, job: IngestJob, stop: ServerStop) -> StreamingResponse:
     """Submit `job` (or join the running job of its repository) and stream its frames as SSE.
 
     The response names the job (`X-RepoLens-Job`); a client that disconnects stops listening only.
     A server that stops ends the stream with a `server_stopping` error frame."""
     joined = services.jobs.submit(job)
     headers = {"Cache-Control": "no-store", "X-RepoLens-Job": joined.id}
-    last = sse_frame(error_event(ErrorCode.SERVER_STOPPING, _STOPPING.format(id=joined.id)))
-    frames = end_when_stopping(_frames(services, joined), stopping, last)
+    last = sse_frame(stopping_event(_STOPPING.format(id=joined.id)))
+    frames = end_when_stopping(_frames(services, joined), stop, last)
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
 
 
@@ -120,19 +119,19 @@ def list_repos(services: ServicesDep) -> dict[str, Any]:
 
 
 @router.post("/api/repos")
-def ingest_repo(body: IngestBody, services: ServicesDep, stopping: StoppingDep) -> StreamingResponse:
+def ingest_repo(body: IngestBody, services: ServicesDep, stop: StoppingDep) -> StreamingResponse:
     """Ingest (or incrementally update) a repository; a malformed location is a 400 before streaming."""
     options = body.options(services.settings)
     options.policy = services.source_policy
     job = IngestJob.for_ingest(body.repo_url, options)
     if options.policy is not None:  # a refused folder or host is a 403 before streaming
         options.policy.admit(resolve_source(body.repo_url, platform=body.type, ref=body.ref))
-    return _sse(services, job, stopping)
+    return _sse(services, job, stop)
 
 
 @router.post("/api/repos/{repo_id:path}/update")
 def update_repo(
-    repo_id: RepoIdPath, services: ServicesDep, stopping: StoppingDep, body: UpdateBody | None = None
+    repo_id: RepoIdPath, services: ServicesDep, stop: StoppingDep, body: UpdateBody | None = None
 ) -> StreamingResponse:
     if services.store.get(repo_id) is None:
         raise NotFoundError(f"{repo_id} is not indexed")
@@ -141,7 +140,7 @@ def update_repo(
         services.settings, token=given.token, username=given.username, reindex=given.reindex
     )
     options.policy = services.source_policy
-    return _sse(services, IngestJob.for_update(repo_id, options), stopping)
+    return _sse(services, IngestJob.for_update(repo_id, options), stop)
 
 
 @router.get("/api/repos/{repo_id:path}/file")

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.schemas import BadRequestError, RepoIdPath, RepoToken
 from api.services import Services, get_services
 from api.shutdown import StoppingDep, end_when_stopping
-from rag.errors import ErrorCode, NotFoundError
-from rag.events import error_event, sse_frame
+from rag.errors import NotFoundError
+from rag.events import sse_frame, stopping_event
 from rag.prompt import DEFAULT_LANGUAGE, LANGUAGES
 from rag.wiki.export import attachment_name, wiki_json, wiki_markdown, wiki_zip
 from rag.wiki.generate import DEFAULT_CONCURRENCY, WikiOptions, generate_wiki, is_fresh
@@ -130,7 +130,7 @@ def read_wiki(
 async def generate(
     repo_id: RepoIdPath,
     services: ServicesDep,
-    stopping: StoppingDep,
+    stop: StoppingDep,
     body: WikiBody | None = None,
     repo_token: RepoToken = None,
 ) -> StreamingResponse:
@@ -145,15 +145,15 @@ async def generate(
         force=given.force,
         concurrency=given.concurrency,
     )
-    last = sse_frame(error_event(ErrorCode.SERVER_STOPPING, _STOPPING))
+    last = sse_frame(stopping_event(_STOPPING))
     return StreamingResponse(
-        end_when_stopping(_frames(services, repo_id, options), stopping, last),
+        end_when_stopping(_frames(services, repo_id, options), stop, last),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store"},
     )
 
 
-_STOPPING = "the server is stopping: the wiki's generation stops here; ask for it again after the restart"
+_STOPPING = "the wiki's generation stops here; ask for it again after the restart"
 
 
 async def _frames(services: Services, repo_id: str, options: WikiOptions) -> AsyncGenerator[str, None]:
