@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -63,6 +63,17 @@ class SourceText(Protocol):
     def language(self) -> str: ...
     @property
     def text(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """A definition's rows (0-based: its comments' first, its own first, its last) and its header line
+    ("signature — doc line")."""
+
+    top: int
+    first: int
+    last: int
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +168,12 @@ class _FileChunker:
         self._offsets = [0, *itertools.accumulate(len(line) + 1 for line in lines)]
         self.separator = " > " if file.language in _HEADING_PARSERS else "."
         self._header_tokens: dict[Symbol, int] = {}
-        # symbol -> (first row of its definition, "signature — doc line"), filled by the tree splitter.
-        self.contexts: dict[Symbol, tuple[int, str]] = {}
+        # symbol -> (first row, last row, "signature — doc line") of each of its definitions, filled by
+        # the tree splitter: a getter and its setter share a name, so a piece takes the one it is in.
+        self.contexts: dict[Symbol, list[_Context]] = {}
+        # Symbols of functions (not classes or modules), filled by the tree splitter: a function's own
+        # lines are its body, so a piece of it that also holds a nested definition keeps its name.
+        self.functions: set[Symbol] = set()
         self._counted: dict[tuple[int, int, Symbol], int] = {}
         self._observed_chars = _PRIOR_CHARS_PER_TOKEN * _PRIOR_WEIGHT
         self._observed_tokens = float(_PRIOR_WEIGHT)
@@ -169,7 +184,9 @@ class _FileChunker:
         if not self.text.strip():
             return []
         parts = self._root_parts()
-        whole = self._fits(self._measure(0, len(self.lines), _merged_symbol([part.symbol for part in parts])))
+        whole = self._fits(
+            self._measure(0, len(self.lines), _merged_symbol([part.symbol for part in parts], self.functions))
+        )
         spans = [whole] if whole is not None else self._fold_blank_spans(self._arrange(parts))
         emitted = [chunk for span in spans for chunk in self._emit(span)]
         return self._absorb_blank_chunks(emitted)
@@ -264,7 +281,7 @@ class _FileChunker:
                 merged = _Span(
                     group.start,
                     leaf.end,
-                    _merged_symbol([piece.symbol for piece in leaves]),
+                    _merged_symbol([piece.symbol for piece in leaves], self.functions),
                     group.tokens + leaf.tokens + 1,
                     group.slack + leaf.slack,
                     leaves=leaves,
@@ -288,7 +305,9 @@ class _FileChunker:
         """
         if first.text is not None or first.start != head.end:
             return first, head
-        joined = self._fits(self._measure(head.start, first.end, _merged_symbol((head.symbol, first.symbol))))
+        joined = self._fits(
+            self._measure(head.start, first.end, _merged_symbol((head.symbol, first.symbol), self.functions))
+        )
         if joined is None:
             return first, head
         return replace(joined, leaves=(head, *(first.leaves or (first,))), defines=first.defines), None
@@ -389,7 +408,7 @@ class _FileChunker:
         return [piece for sub in pieces for piece in self._emit(sub)]
 
     def _join(self, leaves: Sequence[_Span]) -> _Span:
-        symbol = _merged_symbol([leaf.symbol for leaf in leaves])
+        symbol = _merged_symbol([leaf.symbol for leaf in leaves], self.functions)
         joined = self._measure(leaves[0].start, leaves[-1].end, symbol)
         return replace(joined, leaves=tuple(leaves))
 
@@ -464,12 +483,22 @@ class _FileChunker:
 
     def _context_lines(self, symbol: Symbol, start: int) -> list[str]:
         """Signature and doc line of each enclosing definition of `symbol` that starts above row
-        `start` (its text would not show them), outermost first, the innermost `_CONTEXT_DEPTH`."""
+        `start` (its text would not show them), outermost first, the innermost `_CONTEXT_DEPTH`;
+        every context line (the longest of each name) when `start` is negative, for header budgets.
+
+        A name can have several definitions. A function's own is the one holding `start` (a
+        setter's piece shows the setter, not the getter above it); a type's is its first (the Rust
+        struct and its doc line, not the `impl` block that holds the chunk)."""
         lines: list[str] = []
         for depth in range(1, len(symbol) + 1):
-            found = self.contexts.get(symbol[:depth])
-            if found is not None and found[0] < start or found is not None and start < 0:
-                lines.append(found[1])
+            found = self.contexts.get(symbol[:depth], [])
+            if start < 0:
+                chosen = sorted(found, key=lambda context: len(context.text))[-1:]
+            elif depth == len(symbol) and symbol in self.functions:
+                chosen = [context for context in found if context.top <= start <= context.last]
+            else:
+                chosen = found
+            lines.extend(context.text for context in chosen[:1] if start < 0 or context.first < start)
         return lines[-_CONTEXT_DEPTH:]
 
     def _budget(self, symbol: Symbol) -> int:
@@ -491,17 +520,23 @@ _DOCSTRING_QUOTES = ('"""', "'''", 'r"""')
 _COMMENT_MARKS = re.compile(r"^\s*(?:///?|/\*\*?|\*|#|--|r?\"\"\"|''')\s?")
 
 
-def _merged_symbol(symbols: Sequence[Symbol]) -> Symbol:
+def _merged_symbol(symbols: Sequence[Symbol], functions: Collection[Symbol] = ()) -> Symbol:
     """The symbol of merged parts: the most specific name they share.
 
     Parts outside a definition's body (imports, a class's own header and fields) only give context,
     so they do not widen the symbol: `import x` + `def foo` is `foo`, the header of `class Client` +
-    `Client.send` is `Client.send`. Two definitions give their common scope: `Client.send` +
+    `Client.send` is `Client.send`. A function's own lines are its body, not a header: the first
+    piece of a split `Inspect._render` that also holds its nested `sort_items` is `Inspect._render`
+    (`functions` lists the function symbols). Two definitions give their common scope: `Client.send` +
     `Client.close` is `Client`. Definitions with no common scope are listed, so the header still names
     them for search: `foo` + `bar` is `foo, bar` (at most three names, then `…`).
     """
     distinct = list(dict.fromkeys(symbols))
-    named = [s for s in distinct if s and not any(len(o) > len(s) and o[: len(s)] == s for o in distinct)]
+    named = [
+        s
+        for s in distinct
+        if s and (s in functions or not any(len(o) > len(s) and o[: len(s)] == s for o in distinct))
+    ]
     if not named:
         return ()
     common = named[0]
@@ -778,6 +813,26 @@ _RULES: dict[str, _Rules] = {
 }
 
 
+_FUNCTION_WORDS = ("function", "method", "constructor", "destructor")
+
+
+def _is_function(node: Node) -> bool:
+    """Whether a definition (unwrapped) is a function or method, not a class, module or type: by its
+    node type (`function_definition`, `method_declaration`, `function_item`, ...) or, for a JavaScript
+    declaration, field or assignment, by the value it binds (`const f = () => {...}`)."""
+    value: Node | None = node
+    if node.type in {"lexical_declaration", "variable_declaration"}:
+        declarators = [child for child in node.named_children if child.type == "variable_declarator"]
+        value = declarators[0].child_by_field_name("value") if len(declarators) == 1 else None
+    elif node.type == "assignment_expression":
+        value = node.child_by_field_name("right")
+    elif node.type in {"public_field_definition", "field_definition"}:
+        value = node.child_by_field_name("value")
+    if value is None or value.type in _CLASS_VALUES:
+        return False
+    return value.type in _FUNCTION_VALUES or any(word in value.type for word in _FUNCTION_WORDS)
+
+
 def _last_row(node: Node) -> int:
     """The last line a node occupies (a node ending at column 0 ends on the line before)."""
     row = node.end_point.row
@@ -827,16 +882,20 @@ class _TreeSplitter:
             stop = groups[index + 1][0] if index + 1 < len(groups) else end
             defined = [symbol for owner in owners if (symbol := self.rules.symbol(owner))]
             symbol = scope + defined[0] if len(defined) == 1 else scope
-            if len(defined) == 1 and symbol not in self.file.contexts:
-                self.file.contexts[symbol] = self._context(self.rules.unwrap(owners[0]), row)
+            if len(defined) == 1:
+                self.file.contexts.setdefault(symbol, []).append(
+                    self._context(self.rules.unwrap(owners[0]), row)
+                )
+            if len(defined) == 1 and _is_function(self.rules.unwrap(owners[0])):
+                self.file.functions.add(symbol)
             split = (
                 functools.partial(self.node_parts, owners[0], row, stop, scope) if len(owners) == 1 else None
             )
             parts.append(_Part(row, stop, symbol, split, len(defined) == 1))
         return parts
 
-    def _context(self, node: Node, part_row: int) -> tuple[int, str]:
-        """(first row of the definition, its signature line and first doc line) for chunk headers.
+    def _context(self, node: Node, part_row: int) -> _Context:
+        """The definition's rows, its signature line and first doc line, for chunk headers.
 
         The doc line is the comment right above the definition (decorators and attributes
         skipped) or, failing that, the first line of a docstring right below the signature.
@@ -851,7 +910,7 @@ class _TreeSplitter:
                 doc = next((text for text in map(_comment_text, below) if text), None)
         signature = " ".join(line.strip() for line in lines[row : _last_signature_row(lines, row, last) + 1])
         context = f"{signature} — {doc}" if doc else signature
-        return row, context[:_CONTEXT_CHARS]
+        return _Context(min(part_row, row), row, last, context[:_CONTEXT_CHARS])
 
     @staticmethod
     def _starts(children: Sequence[Node]) -> list[tuple[int, list[Node]]]:

@@ -549,3 +549,44 @@ def test_methods_with_computed_names_are_definitions_of_their_own() -> None:
     assert {"Pool.connect", "Pool.[kConnect]", "Pool.[Symbol.iterator]", "Pool.['async']"} <= set(by_symbol)
     assert by_symbol["Pool.[kConnect]"].text.lstrip().startswith("[kConnect](options)")
     assert by_symbol["Pool.[Symbol.iterator]"].text.lstrip().startswith("[Symbol.iterator]()")
+
+
+def test_the_first_piece_of_a_split_function_is_named_for_the_function_not_its_nested_def() -> None:
+    """A split function's first piece holds its signature and a nested helper: it answers for the
+    function, so it is labelled with the function (not with the helper, which has its own lines)."""
+    body = "".join(f"        total_{i} = step(total_{i - 1}, weight={i})\n" for i in range(1, 60))
+    text = (
+        "class Report:\n"
+        "    def render(self, rows):\n"
+        "        def sort_items(item):\n"
+        "            return item.key\n"
+        f"        total_0 = sorted(rows, key=sort_items)\n{body}        return total_59\n"
+    )
+    chunks = Chunker(120).chunk(source("report.py", text))
+    assert_complete(chunks, text, 120)
+    first = next(c for c in chunks if "def render" in c.text)
+    assert first.symbol == "Report.render"
+    assert len([c for c in chunks if c.symbol == "Report.render"]) > 1, "the method should be split"
+
+
+def test_a_setter_chunk_does_not_get_its_getters_signature_as_context() -> None:
+    """`get encoding()` and `set encoding(v)` share a name: each piece's header shows the signature
+    of the accessor it is in, not the first one defined."""
+    body = "".join(f"    this.step{j} = compute{j}(value, this.options, this.state);\n" for j in range(14))
+    text = (
+        "class Stream {\n"
+        f"  get encoding() {{\n{body}    return this.step0;\n  }}\n"
+        f"  set encoding(value) {{\n{body}    this.value = value;\n  }}\n"
+        "}\n"
+    )
+    chunks = Chunker(120).chunk(source("stream.js", text))
+    assert_complete(chunks, text, 120)
+    setter = [
+        c
+        for c in chunks
+        if c.symbol == "Stream.encoding" and c.start_line > text[: text.index("set encoding")].count("\n") + 1
+    ]
+    assert setter, "the setter should be split into pieces of its own"
+    for piece in setter:
+        assert piece.context is not None and "get encoding()" not in piece.context
+        assert "set encoding(value) {" in piece.context
