@@ -48,8 +48,7 @@ def api(chat_server: ChatServer, client_for: Callable[..., OpenAI]) -> OpenAI:
 
 @pytest.fixture
 def model(chat_server: ChatServer) -> str:
-    record = chat_server.server.app.state.services.store.list()[0]
-    return f"repolens/{record.id}"
+    return f"repolens/{chat_server.repo_id}"
 
 
 def ask(text: str) -> list[dict[str, str]]:

@@ -30,6 +30,7 @@ class ChatServer:
     server: LiveServer
     repo: Path
     home: Path
+    repo_id: str  # the fixture repository's id; other tests add repositories to this server's store
 
     def request(
         self, question: str = "How does the CLI reach the HTTP client?", **fields: Any
@@ -85,9 +86,9 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer
     app = create_app(settings)
     services = app.state.services
     repo = make_fixture_repo(root / "weatherline")
-    ingest(str(repo), store=services.store, embedder=services.embedder)
+    report = ingest(str(repo), store=services.store, embedder=services.embedder)
     server = LiveServer(lambda: app).start()
-    yield ChatServer(server=server, repo=repo, home=home)
+    yield ChatServer(server=server, repo=repo, home=home, repo_id=report.repo_id)
     server.stop()
 
 
