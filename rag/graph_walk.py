@@ -39,12 +39,15 @@ ENTRY_BONUS = 1.0
 GUESS_COST = 0.6
 # A retrieved hit names the chain's step that spans at least this share of its lines as the subject.
 PINPOINT = 0.5
+# What a chain that must go through a definition (`best_chain(through=...)`) pays for missing it: more
+# than any path scores, so every path holding it ranks first.
+UNHELD_COST = 1000.0
 _PROSE = frozenset({"markdown", "rst", "text", "json", "yaml", "toml", "html", "css"})
 _TEST_PATH = re.compile(
     r"(^|/)(tests?|testing|spec|__tests__|examples?|benchmarks?)(/|$)|_test\.|\.test\.|test_"
 )
 _IDENTIFIER = re.compile(r"`([^`]+)`|\b([A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*)\b")
-_SPLIT = re.compile(r"[._:/\-]|(?<=[a-z0-9])(?=[A-Z])")
+_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 # Docstrings and comments, then what an abstract method's body is left with.
 _ABSTRACT_NOISE = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|#[^\n]*|//[^\n]*|/\*[\s\S]*?\*/')
 _ABSTRACT_LINE = re.compile(r":\s*(pass|\.\.\.)\s*(#.*)?$|;\s*$")
@@ -388,14 +391,24 @@ class ChainFinder:
         return sum(covered.values()) + extra + entry + FILE_BONUS * (files - 1) - STEP_COST * len(path)
 
     def best_chain(
-        self, nodes: dict[int, Any], out: dict[int, list[Link]], seeds: dict[int, tuple[Any, float]]
+        self,
+        nodes: dict[int, Any],
+        out: dict[int, list[Link]],
+        seeds: dict[int, tuple[Any, float]],
+        through: int | None = None,
     ) -> list[Link]:
-        """The best-scoring path through the explored graph (`path_score`), by beam search."""
+        """The best-scoring path through the explored graph (`path_score`), by beam search; with
+        `through`, the best of the paths holding that definition."""
         called = {link.definition.id for links in out.values() for link in links if link.how == "call"}
 
         def score(links: Sequence[Link]) -> float:
             guesses = sum(not link.exact for link in links)
-            return self.path_score([link.definition for link in links], seeds, called) - GUESS_COST * guesses
+            held = through is None or any(link.definition.id == through for link in links)
+            return (
+                self.path_score([link.definition for link in links], seeds, called)
+                - GUESS_COST * guesses
+                - (0.0 if held else UNHELD_COST)
+            )
 
         beam: list[tuple[float, list[Link]]] = [
             (score([Link(node)]), [Link(node)]) for node in nodes.values()
@@ -504,35 +517,115 @@ class ChainFinder:
                 chosen.append(link)
         return chosen[:MAX_USES]
 
-    def subject_step(self, links: Sequence[Link], hits: Sequence[Any]) -> int:
+    def subject_step(self, links: Sequence[Link], hits: Sequence[Any]) -> int | None:
         """The step the answer names as doing the work: the one the best-ranked retrieved source code
-        pinpoints (retrieval ranks better than the walk's scores): a step holding at least `PINPOINT`
+        pinpoints (retrieval ranks better than the walk's scores): the step the hit's symbol names
+        (a merged span is named after its best-ranked chunk), else a step holding at least `PINPOINT`
         of the hit's lines (a hit on a whole small file or class says little about which of its
         definitions), the deepest of equals; an abstract step gives way to the override after it.
         Not the entry point of a longer chain (it reaches the work, `main()`). A step the question
-        names (`Router::route`) comes before all of them; the last step when no hit pinpoints one."""
+        names (`Router::route`) comes before all of them; None when no hit pinpoints a step."""
         named = [number for number, link in enumerate(links) if self.bonus(link.definition) >= 3.0]
         if named:
             return named[-1]
-        for hit in hits:
-            if hit.language in _PROSE or file_role(hit.path) != "source":
-                continue
-            inside = [
-                number
-                for number, link in enumerate(links)
-                if (number > 0 or len(links) == 1)
-                and link.definition.path == hit.path
-                and link.definition.start_line <= hit.end_line
-                and link.definition.end_line >= hit.start_line
-                and self.implementation(link.definition)
-                and _overlap(link.definition, hit) >= PINPOINT * (hit.end_line - hit.start_line + 1)
-            ]
-            if inside:
-                step = max(reversed(inside), key=lambda number: _overlap(links[number].definition, hit))
-                while step + 1 < len(links) and links[step + 1].how == "override":
-                    step += 1
+        for hit in self.source_hits(hits):
+            step = self._pinpointed_step(links, hit)
+            if step is not None:
                 return step
-        return len(links) - 1
+        return None
+
+    def _pinpointed_step(self, links: Sequence[Link], hit: Any) -> int | None:
+        inside = [
+            number
+            for number, link in enumerate(links)
+            if (number > 0 or len(links) == 1)
+            and link.definition.path == hit.path
+            and link.definition.start_line <= hit.end_line
+            and link.definition.end_line >= hit.start_line
+            and self.implementation(link.definition)
+        ]
+        named = [number for number in inside if links[number].definition.qualname == hit.symbol]
+        inside = named or [
+            number
+            for number in inside
+            if _overlap(links[number].definition, hit) >= PINPOINT * (hit.end_line - hit.start_line + 1)
+        ]
+        if not inside:
+            return None
+        step = max(reversed(inside), key=lambda number: _overlap(links[number].definition, hit))
+        while step + 1 < len(links) and links[step + 1].how == "override":
+            step += 1
+        return step
+
+    def source_hits(self, hits: Sequence[Any]) -> list[Any]:
+        """The hits in source code (not docs, tests, examples, nor a source file's inline tests)."""
+        return [
+            hit
+            for hit in hits
+            if hit.language not in _PROSE
+            and file_role(hit.path) == "source"
+            and not self.test_code(hit.path, hit.start_line)
+        ]
+
+    def large(self, hit: Any) -> bool:
+        """A hit on a whole class or file: no function it holds spans `PINPOINT` of it, and its symbol
+        (its best-ranked chunk) names none of them."""
+        lines = hit.end_line - hit.start_line + 1
+        return not any(
+            d.kind not in ("class", "attribute")
+            and (d.qualname == hit.symbol or _overlap(d, hit) >= PINPOINT * lines)
+            for d in self.index.definitions_in(hit.path)
+            if d.start_line <= hit.end_line and d.end_line >= hit.start_line
+        )
+
+    def coverage(self, definition: Any) -> float:
+        """How many of the question's terms a definition's own name (2 each) or its text (1) holds:
+        all of its lines, docstring and comments included, not the class around it."""
+        own = _words(definition.name)
+        lines = (self.index.file_text(definition.path) or "").splitlines()
+        text = _words(" ".join(lines[definition.start_line - 1 : definition.end_line]))
+        return sum(2.0 if term in own else 1.0 if term in text else 0.0 for term in self.terms)
+
+    def focus(self, hit: Any) -> Any | None:
+        """The code a class- or file-sized hit is about: of the functions it holds (not tests,
+        exceptions or abstract stubs), the one whose name and text hold most of the question's
+        terms (`coverage`); the first of equals; None when none holds one."""
+        self.lookups += 1
+        held = [
+            d
+            for d in self.index.definitions_in(hit.path)
+            if d.kind not in ("class", "attribute")
+            and 2 * _overlap(d, hit) >= d.end_line - d.start_line + 1
+            and self.wanted(d.path, d.start_line)
+            and self.implementation(d)
+            and not self.abstract(d)
+        ]
+        scored = [(self.coverage(d), d) for d in held]
+        best = max(scored, key=lambda item: item[0], default=(0.0, None))
+        return best[1] if best[0] > 0 else None
+
+    def through_focus(
+        self,
+        links: list[Link],
+        hits: Sequence[Any],
+        nodes: dict[int, Any],
+        out: dict[int, list[Link]],
+        seeds: dict[int, tuple[Any, float]],
+    ) -> tuple[list[Link], int]:
+        """When no hit pinpoints a step, the best-ranked class- or file-sized hit still says where to
+        look: the chain goes through its `focus` (the best chain holding it), which is the subject.
+        The chain as it was, and its last step, when there is no such hit."""
+        best = next(iter(self.source_hits(hits)), None)
+        anchor = self.focus(best) if best is not None and self.large(best) else None
+        if anchor is None or (links and self.coverage(links[-1].definition) >= self.coverage(anchor)):
+            return links, len(links) - 1
+        on_chain = [n for n, link in enumerate(links) if link.definition.id == anchor.id]
+        if on_chain:
+            return links, on_chain[-1]
+        nodes = {**nodes, anchor.id: anchor}  # unexplored, it is a chain of its own
+        rerouted = self.concrete(self.best_chain(nodes, out, seeds, through=anchor.id))
+        step = next(n for n, link in enumerate(rerouted) if link.definition.id == anchor.id)
+        return rerouted, step
 
     def find(self, hits: Sequence[Any]) -> Chain:
         if not getattr(self.index, "has_graph", False):
@@ -542,7 +635,10 @@ class ChainFinder:
             return Chain(lookups=self.lookups)
         nodes, out = self.explore(seeds)
         links = self.concrete(self.best_chain(nodes, out, seeds))
-        chain = Chain(links, explored=len(nodes), subject_step=self.subject_step(links, hits))
+        step = self.subject_step(links, hits)
+        if step is None:
+            links, step = self.through_focus(links, hits, nodes, out, seeds)
+        chain = Chain(links, explored=len(nodes), subject_step=step)
         if chain.subject is not None:
             chain.reads = self.reads(chain.subject)
             chain.flows = self.flows(chain.links)

@@ -15,13 +15,15 @@ import pytest
 from ingest import ingest
 from rag.answer import AnswerRequest, AnswerService
 from rag.embedders import get_embedder
+from rag.graph_walk import find_chain
 from rag.research import ResearchOptions, run_research
 from rag.research.loop import open_tools
 from rag.research.tools import RepoTools
 from rag.settings import Settings
 from rag.store import Store
+from rag.types import SearchHit
 from tests.support.fake_provider import FakeProvider, FakeResponse
-from tests.support.graph_repos import GO_FILES, PYTHON_FILES, RUST_FILES, make_repo
+from tests.support.graph_repos import GO_FILES, PYTHON_FILES, RUST_FILES, SERVER_FILES, make_repo
 
 
 class _Services:
@@ -35,7 +37,8 @@ def _indexed(name: str) -> tuple[_Services, str]:
     base = Path(tempfile.mkdtemp(prefix=f"repolens-graph-{name}-"))
     home = base / "home"
     settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
-    repo = make_repo(base / name, {"shop": PYTHON_FILES, "relay": GO_FILES, "router": RUST_FILES}[name])
+    files = {"shop": PYTHON_FILES, "relay": GO_FILES, "router": RUST_FILES, "server": SERVER_FILES}[name]
+    repo = make_repo(base / name, files)
     store = Store(home)
     embedder = get_embedder(settings)
     repo_id = ingest(str(repo), store=store, embedder=embedder).repo_id
@@ -351,3 +354,34 @@ def test_every_citation_of_an_offline_answer_is_in_its_sources(name: str, questi
         ), (citation, listed)
     _, research_sources, _ = _research(name, question)
     assert research_sources
+
+
+def _hit_on(name: str, path: str, qualname: str, symbol: str | None) -> tuple[Any, SearchHit]:
+    """The index of fixture `name`, and a retrieved hit spanning all of `qualname` (named `symbol`)."""
+    services, repo_id = _indexed(name)
+    index = services.store.open(repo_id)
+    span = next(d for d in index.definitions_in(path) if d.qualname == qualname)
+    text = "\n".join((index.file_text(path) or "").splitlines()[span.start_line - 1 : span.end_line])
+    return index, SearchHit(path, "python", span.start_line, span.end_line, symbol, text, 1.0)
+
+
+def test_inside_a_class_sized_hit_the_subject_is_the_method_holding_the_questions_terms() -> None:
+    """Retrieval's best hit is the whole `FileServer` class: it pinpoints none of its methods, so the
+    chain goes through the one whose name and text hold most of the question (`respond`: find, file,
+    request, path, serve), not `__call__`'s first helper, and the summary names it."""
+    index, hit = _hit_on("server", "server/files.py", "FileServer", "FileServer")
+    chain = find_chain(index, "How does FileServer find the file to serve for a request path?", [hit])
+    assert chain.subject is not None and chain.subject.qualname == "FileServer.respond"
+    steps = [link.definition.qualname for link in chain.links]
+    assert steps[: chain.subject_step + 1] == ["FileServer.__call__", "FileServer.respond"], steps
+    assert "NotFound" not in steps
+
+
+def test_a_merged_hit_names_the_step_its_best_chunk_is_in() -> None:
+    """A hit merged from several chunks is named after its best-ranked one (`Index.lookup`): that step
+    is the subject, though it spans a small share of the hit's lines."""
+    index, hit = _hit_on("server", "server/index.py", "Index", "Index.lookup")
+    chain = find_chain(index, "How is the position of a name in the index looked up?", [hit])
+    steps = [link.definition.qualname for link in chain.links]
+    assert "Index.lookup" in steps[1:], steps
+    assert chain.subject is not None and chain.subject.qualname == "Index.lookup", steps

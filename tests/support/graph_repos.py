@@ -200,3 +200,67 @@ pub fn app() -> Router {
 }
 """,
 }
+
+
+# A file server class, retrieved as one class-sized hit: the question's terms are spread over its methods'
+# names and bodies, the method that does what is asked (`respond`) is not the first one `__call__` calls,
+# and the one it names in a merged span (`Index.lookup`) is not the span's longest.
+SERVER_FILES = {
+    "server/files.py": '''"""Serving files from a directory."""
+import os
+
+
+class NotFound(Exception):
+    """No file for the request."""
+
+
+class FileServer:
+    """An application serving the files under `root`."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def __call__(self, request):
+        path = self.clean_path(request)
+        return self.respond(path, request)
+
+    def clean_path(self, request):
+        return request.path.strip("/")
+
+    def respond(self, path, request):
+        """Find the file for the request path and serve it: its bytes, or 404."""
+        found = self.locate(path)
+        if found is None:
+            return 404
+        return self.read_bytes(found)
+
+    def locate(self, name):
+        full = os.path.join(self.root, name)
+        return full if os.path.exists(full) else None
+
+    def read_bytes(self, full):
+        with open(full, "rb") as handle:
+            return handle.read()
+''',
+    "server/index.py": '''"""An index of names."""
+
+
+class Index:
+    def __init__(self, names):
+        self.names = names
+        self.size = len(names)
+        self.sorted = sorted(names)
+        self.first = self.sorted[0] if self.sorted else None
+        self.last = self.sorted[-1] if self.sorted else None
+
+    def lookup(self, name):
+        return self.position(name) >= 0
+
+    def position(self, name):
+        return self.sorted.index(name) if name in self.names else -1
+
+
+def has_name(index, name):
+    return index.lookup(name)
+''',
+}
