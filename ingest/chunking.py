@@ -33,6 +33,7 @@ from tree_sitter import Node, Parser, Tree
 from ingest.languages import grammar
 from rag import tokens
 from rag.errors import ErrorCode, RepoLensError
+from rag.identifiers import name_words
 from rag.types import Chunk
 
 DEFAULT_OVERLAP_LINES = 0
@@ -456,7 +457,9 @@ class _FileChunker:
         header = self._header_tokens.get(symbol)
         if header is None:
             named = self._symbol_text(symbol)
-            template = f"{self._header_template} {named}" if named else self._header_template
+            template = (
+                f"{self._header_template} {named}{name_words(named)}" if named else self._header_template
+            )
             context = self._context_lines(symbol, -1)
             if context:
                 template += "\n" + "\n".join(context)

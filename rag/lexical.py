@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 
 import Stemmer
 
+from rag.identifiers import split_identifier
 from rag.types import Chunk
 
 TABLE = "lexical"
@@ -54,7 +55,6 @@ COLUMN_WEIGHTS = (2.0, 4.0, 1.0)  # path, symbol, body
 # position (quadratic: a 10,000-character one-word query took 4-5 s and blocked the event loop).
 _DOTTED = re.compile(r"(?<!\w)\w+(?:\.\w+)+")
 _WORD = re.compile(r"\w+")
-_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+|[^\W\d_A-Za-z]+")
 _GLOB_CHARS = frozenset("*?[")
 
 # Words that carry no meaning in a question about code; leaving them out keeps
@@ -62,14 +62,6 @@ _GLOB_CHARS = frozenset("*?[")
 _STOPWORD_TEXT = """a an and are as at be by can do does for from has have how i if in into is it its of on or
 that the their then there these this to was what when where which who why will with you your"""
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-
-
-def split_identifier(word: str) -> list[str]:
-    """`HTTPClient_sendAll2` -> `["http", "client", "send", "all", "2"]`."""
-    parts: list[str] = []
-    for piece in word.split("_"):
-        parts.extend(match.group().lower() for match in _PART.finditer(piece))
-    return parts
 
 
 @functools.cache

@@ -25,7 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from rag.lexical import STOPWORDS, split_identifier, tokenize
+from rag.identifiers import split_identifier
+from rag.lexical import STOPWORDS, tokenize
 
 Intent = Literal["code", "usage", "test", "docs"]
 INTENTS: tuple[Intent, ...] = ("code", "usage", "test", "docs")

@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.identifiers import name_words
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
@@ -27,9 +29,10 @@ class Chunk:
 
     @property
     def header(self) -> str:
-        """The line naming the chunk, and its context lines, prepended to the text that is embedded."""
+        """The line naming the chunk (camelCase names also in words), and its context lines,
+        prepended to the text that is embedded."""
         where = f"{self.path}:{self.start_line}-{self.end_line}"
-        named = f"# {where} {self.symbol}" if self.symbol else f"# {where}"
+        named = f"# {where} {self.symbol}{name_words(self.symbol)}" if self.symbol else f"# {where}"
         return f"{named}\n{self.context}" if self.context else named
 
     @property

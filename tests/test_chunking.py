@@ -590,3 +590,27 @@ def test_a_setter_chunk_does_not_get_its_getters_signature_as_context() -> None:
     for piece in setter:
         assert piece.context is not None and "get encoding()" not in piece.context
         assert "set encoding(value) {" in piece.context
+
+
+def test_camel_case_names_are_spelled_out_in_the_header_within_the_budget() -> None:
+    """The embedder's tokenizer splits `send_all` at `_` but not `fromUnsignedByteArray` at its
+    capitals: the header spells such names in words, and chunks still fit with the longer header."""
+    body = "".join(
+        f"    const part{j} = bytes.slice({j}, {j + 1}).map((b) => b & 0xff);\n" for j in range(12)
+    )
+    text = (
+        "class Address6 {\n"
+        f"  fromUnsignedByteArray(bytes) {{\n{body}    return this;\n  }}\n"
+        "  send_all(items) {\n    return items;\n  }\n"
+        "}\n"
+    )
+    for budget in range(40, 130, 3):
+        chunks = Chunker(budget).chunk(source("address.js", text))
+        assert_complete(chunks, text, budget)
+        named = [c for c in chunks if c.symbol == "Address6.fromUnsignedByteArray"]
+        assert named and all(
+            c.header.startswith(f"# address.js:{c.start_line}-{c.end_line} Address6.fromUnsignedByteArray (")
+            and "Array (from unsigned byte array)" in c.header
+            for c in named
+        )
+        assert all(" (" not in c.header.splitlines()[0] for c in chunks if c.symbol == "Address6.send_all")
