@@ -43,9 +43,6 @@ PINPOINT = 0.5
 # than any path scores, so every path holding it ranks first.
 UNHELD_COST = 1000.0
 _PROSE = frozenset({"markdown", "rst", "text", "json", "yaml", "toml", "html", "css"})
-_TEST_PATH = re.compile(
-    r"(^|/)(tests?|testing|spec|__tests__|examples?|benchmarks?)(/|$)|_test\.|\.test\.|test_"
-)
 _IDENTIFIER = re.compile(r"`([^`]+)`|\b([A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*)\b")
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 # Docstrings and comments, then what an abstract method's body is left with.
@@ -221,10 +218,10 @@ class ChainFinder:
         self._weights[definition.id] = weights
         return weights
 
-    def wanted(self, path: str, line: int = 0) -> bool:
-        """Tests, examples and docs are not where things are done, unless the question is about tests:
+    def wanted(self, path: str, line: int) -> bool:
+        """Tests and examples are not where things are done, unless the question is about tests:
         neither test files nor the tests inside a source file (`test_code`)."""
-        return self.wants_tests or not (_TEST_PATH.search(path) or (line and self.test_code(path, line)))
+        return self.wants_tests or not self.test_code(path, line)
 
     def test_code(self, path: str, line: int) -> bool:
         """True for a line of test code: in a test or example file (`rag.roles`), in a Rust inline
@@ -505,8 +502,6 @@ class ChainFinder:
                 target = edge.target
                 if not edge.exact or target.path in on_chain or not self.implementation(target):
                     continue
-                if not self.wanted(target.path, target.start_line):
-                    continue
                 weight = sum(self.term_weights(target).values())
                 if weight >= USE_THRESHOLD and target.id not in found:
                     found[target.id] = (weight, Link(target, "uses", edge.line))
@@ -689,8 +684,10 @@ def _test_modules(text: str) -> list[tuple[int, int]]:
 
 
 def code_hits(hits: Sequence[Any]) -> list[Any]:
-    """The hits in code outside tests, examples and docs."""
-    return [hit for hit in hits if hit.language not in _PROSE and not _TEST_PATH.search(hit.path)]
+    """The hits in code outside tests, examples (`rag.roles`, as the index records them) and docs."""
+    return [
+        hit for hit in hits if hit.language not in _PROSE and file_role(hit.path) not in _NOT_IMPLEMENTATION
+    ]
 
 
 def related_hits(chain: Chain, hits: Sequence[Any], limit: int = RELATED_HITS) -> list[Any]:
