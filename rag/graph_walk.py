@@ -66,7 +66,7 @@ class Link:
     """One step of a chain: `definition`, reached from the previous step by `how` at `path:line`."""
 
     definition: Any  # rag.store.CodeDefinition
-    how: str = ""  # "call" | "override" | "" (the first step)
+    how: str = ""  # "call" | "override" | "member" (a method of the class before) | "" (the first step)
     line: int = 0
     exact: bool = True  # False for a call resolved by name only (`rag.store.graph`)
 
@@ -622,6 +622,19 @@ class ChainFinder:
         step = next(n for n, link in enumerate(rerouted) if link.definition.id == anchor.id)
         return rerouted, step
 
+    def into_class(self, links: list[Link], step: int) -> tuple[list[Link], int]:
+        """A class is built, not run: a subject that is a class gives way to its method holding most of
+        the question's terms (`focus` over the class), a step of its own after it (`how="member"`)."""
+        if not links or links[step].definition.kind != "class":
+            return links, step
+        method = self.focus(links[step].definition)
+        if method is None:
+            return links, step
+        on_chain = [number for number, link in enumerate(links) if link.definition.id == method.id]
+        if on_chain:
+            return links, on_chain[-1]
+        return [*links[: step + 1], Link(method, "member", method.start_line)], step + 1
+
     def find(self, hits: Sequence[Any]) -> Chain:
         if not getattr(self.index, "has_graph", False):
             return Chain()
@@ -633,6 +646,7 @@ class ChainFinder:
         step = self.subject_step(links, hits)
         if step is None:
             links, step = self.through_focus(links, hits, nodes, out, seeds)
+        links, step = self.into_class(links, step)
         chain = Chain(links, explored=len(nodes), subject_step=step)
         if chain.subject is not None:
             chain.reads = self.reads(chain.subject)

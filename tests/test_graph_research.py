@@ -16,6 +16,7 @@ from ingest import ingest
 from rag.answer import AnswerRequest, AnswerService
 from rag.embedders import get_embedder
 from rag.graph_walk import find_chain
+from rag.providers.offline import explained_answer
 from rag.research import ResearchOptions, run_research
 from rag.research.loop import open_tools
 from rag.research.tools import RepoTools
@@ -385,3 +386,19 @@ def test_a_merged_hit_names_the_step_its_best_chunk_is_in() -> None:
     steps = [link.definition.qualname for link in chain.links]
     assert "Index.lookup" in steps[1:], steps
     assert chain.subject is not None and chain.subject.qualname == "Index.lookup", steps
+
+
+def test_a_class_the_chain_builds_gives_way_to_its_method_that_does_the_work() -> None:
+    """`attach()` builds a `Download`: the summary names the method of it that sends the file to the
+    client (`Download.__call__`), listed after the class on the chain, not the class."""
+    index, hit = _hit_on("server", "server/download.py", "attach", "attach")
+    chain = find_chain(index, "How is the file sent to the client when attached?", [hit])
+    steps = [(link.definition.qualname, link.how) for link in chain.links]
+    assert steps == [("attach", ""), ("Download", "call"), ("Download.__call__", "member")], steps
+    assert chain.subject is not None and chain.subject.qualname == "Download.__call__"
+    answer = explained_answer("How is the file sent?", chain, [hit], index.file_text)
+    assert "**In short:** It is done in `Download.__call__()` (method, `server/download.py:13-16`)." in answer
+    assert (
+        "→ `Download` (`server/download.py:4-16`) → `Download.__call__()` (`server/download.py:13-16`)."
+        in answer
+    )
