@@ -18,7 +18,6 @@ from rag.providers import (
     TextDelta,
     ToolCall,
     ToolCallEvent,
-    ToolSpec,
     Usage,
     gemini,
     openai_compat,
@@ -27,22 +26,12 @@ from rag.providers.catalog import PROVIDERS, default_provider, get_provider, lis
 from rag.providers.pool import ClientPool
 from rag.settings import Settings
 from tests.support.fake_provider import FAKE_API_KEY, FakeProvider, FakeResponse
-
-QUESTION = [Message("system", "Answer briefly."), Message("user", "What does main.py do?")]
-GREP = ToolSpec("grep", "Search the code", {"type": "object", "properties": {"pattern": {"type": "string"}}})
+from tests.support.provider_streams import GREP, QUESTION, collect, text_of
 
 
 def settings_for(fake: FakeProvider, provider: str, key: str = FAKE_API_KEY, **extra: str) -> Settings:
     env = {**fake.openai_env(key), **fake.gemini_env(key), "REPOLENS_PROVIDER": provider, **extra}
     return Settings.from_env(env)
-
-
-async def collect(provider, request: ChatRequest) -> list:
-    return [event async for event in provider.stream(request)]
-
-
-def text_of(events: list) -> str:
-    return "".join(event.text for event in events if isinstance(event, TextDelta))
 
 
 @pytest.mark.parametrize("provider", ["openai", "google"])

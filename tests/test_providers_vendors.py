@@ -21,7 +21,6 @@ from rag.providers import (
     TextDelta,
     ToolCall,
     ToolCallEvent,
-    ToolSpec,
     Usage,
 )
 from rag.providers.adalflow_bridge import AdalFlowProvider
@@ -38,9 +37,8 @@ from tests.support.fake_provider import (
 )
 from tests.support.fake_vendors import encode_event_message
 from tests.support.git_http_server import closed_port
+from tests.support.provider_streams import GREP, QUESTION, collect, text_of
 
-QUESTION = [Message("system", "Answer briefly."), Message("user", "What does main.py do?")]
-GREP = ToolSpec("grep", "Search the code", {"type": "object", "properties": {"pattern": {"type": "string"}}})
 VENDORS = ["anthropic", "bedrock"]
 BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 
@@ -53,14 +51,6 @@ def settings_for(fake: FakeProvider, **extra: str) -> Settings:
 def provider(fake: FakeProvider, name: str, **extra: str):
     model = BEDROCK_MODEL if name == "bedrock" else None
     return get_provider(name, settings_for(fake, **extra), model)
-
-
-async def collect(chat, request: ChatRequest) -> list:
-    return [event async for event in chat.stream(request)]
-
-
-def text_of(events: list) -> str:
-    return "".join(event.text for event in events if isinstance(event, TextDelta))
 
 
 @pytest.mark.parametrize("name", VENDORS)
