@@ -10,7 +10,6 @@ import base64
 import json
 import logging
 import os
-import stat
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from ingest.errors import (
 from ingest.git import checkout, local_commit, token_for
 from ingest.sources import resolve_source
 from rag.redact import install_log_redaction
+from tests.support.git_wrapper import git_on_path
 from tests.support.repos import commit_all, git, write_files
 
 if TYPE_CHECKING:
@@ -42,20 +42,8 @@ FILES = {"README.md": "# demo\n", "src/app.py": "def main():\n    return 1\n"}
 
 @pytest.fixture
 def argv_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Put a `git` first on PATH that records its argv, then runs the real git: argv is what `ps` shows."""
-    real_git = next(
-        Path(folder) / "git"
-        for folder in os.environ["PATH"].split(os.pathsep)
-        if (Path(folder) / "git").is_file()
-    )
-    wrapper_dir = tmp_path / "bin"
-    wrapper_dir.mkdir()
-    log = tmp_path / "argv.log"
-    wrapper = wrapper_dir / "git"
-    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec "{real_git}" "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{wrapper_dir}{os.pathsep}{os.environ['PATH']}")
-    return log
+    """A `git` first on PATH that records its argv, then runs the real git: argv is what `ps` shows."""
+    return git_on_path(tmp_path, monkeypatch, run_real_git=True)
 
 
 @pytest.fixture

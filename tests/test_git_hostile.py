@@ -9,8 +9,6 @@ started" is checked, not assumed.
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import pytest
 from ingest.errors import InvalidSourceError
 from ingest.git import checkout, ls_remote
 from ingest.sources import RepoSource, resolve_source
+from tests.support.git_wrapper import git_on_path
 
 HOSTILE_URLS = [
     "ext::sh -c touch% {marker}",
@@ -32,14 +31,7 @@ HOSTILE_REFS = ["--upload-pack=touch {marker}", "-utouch {marker}", "--upl=touch
 @pytest.fixture
 def git_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A `git` on PATH that only records that it was started (and never runs anything)."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    calls = tmp_path / "git-calls.log"
-    wrapper = folder / "git"
-    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{calls}"\nexit 1\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    return calls
+    return git_on_path(tmp_path, monkeypatch, run_real_git=False)
 
 
 def _source(**changes: Any) -> RepoSource:
