@@ -173,6 +173,24 @@ def named_share(
     return held / len(parts)
 
 
+# A private definition among this many best candidates (`LRUCache.#has`, `Semaphore._acquire`) lifts
+# its public twin in the same file (`LRUCache.has`) to its own score: a description of what code does
+# describes the interface, and the private twin shares its words, so it often outranks it.
+TWIN_DEPTH = 20
+
+
+def public_twin(symbol: str | None) -> str | None:
+    """The public name of a private definition: `LRUCache.#has` -> `LRUCache.has`, `_get` -> `get`;
+    None for a public or dunder name (`__init__`) and for a chunk of several definitions."""
+    if not symbol or "," in symbol:
+        return None
+    scope, dot, name = symbol.rpartition(".")
+    public = name.lstrip("#_")
+    if public == name or name.startswith("__") or not public:
+        return None
+    return f"{scope}{dot}{public}"
+
+
 @dataclass(frozen=True, slots=True)
 class Ranking:
     """Which ranking steps after the fusion a search applies (the benchmark turns them off one by one)."""

@@ -27,10 +27,12 @@ from rag.ranking import (
     LINKING_CHUNKS,
     LINKING_ROLES,
     MAX_DEFINITIONS,
+    TWIN_DEPTH,
     Intent,
     Ranking,
     mentioned_identifiers,
     named_share,
+    public_twin,
     query_intent,
     question_words,
     role_weight,
@@ -230,6 +232,7 @@ class Retriever:
                 if factor > 1.0:
                     scores[chunk.id] *= factor
                     notes.setdefault(chunk.id, {})["name_weight"] = round(factor, 4)
+            self._lift_public_twins(chunks, scores, notes)
         if self.ranking.links and intent == "code":
             self._follow_links(query, intent, chunks, scores, fused, notes)
         if mode != "dense":
@@ -254,6 +257,23 @@ class Retriever:
         if not self.ranking.whole_definitions:
             return merge_chunks(scored, k, self.index.file_text, explanations)
         return self._whole_hits(scored, ranked, k, explanations)
+
+    def _lift_public_twins(
+        self, chunks: dict[int, StoredChunk], scores: dict[int, float], notes: dict[int, dict[str, object]]
+    ) -> None:
+        """Give the public twin of each private definition among the `TWIN_DEPTH` best candidates
+        (`LRUCache.has` for `LRUCache.#has`, same file) the private one's score, if that is higher:
+        its first chunk joins the candidates, and grows to the whole definition like any hit."""
+        for chunk in sorted(chunks.values(), key=lambda c: -scores[c.id])[:TWIN_DEPTH]:
+            public = public_twin(chunk.symbol)
+            spans = self.index.symbol_spans(chunk.path, public) if public else []
+            if not spans:
+                continue
+            for twin in self.index.get_chunks(self.index.chunk_ids_at(chunk.path, spans[0][0])):
+                if twin.symbol == public and scores.get(twin.id, 0.0) < scores[chunk.id]:
+                    chunks.setdefault(twin.id, twin)
+                    scores[twin.id] = scores[chunk.id]
+                    notes.setdefault(twin.id, {})["public_twin_of"] = chunk.symbol
 
     def _whole_hits(
         self,

@@ -13,7 +13,7 @@ import pytest
 from ingest import IngestOptions, ingest
 from rag.embedders import Embedder
 from rag.lexical import tokenize
-from rag.ranking import Ranking, mentioned_identifiers, named_share, query_intent, question_words
+from rag.ranking import Ranking, mentioned_identifiers, named_share, public_twin, query_intent, question_words
 from rag.retrieval import Retriever
 from rag.roles import file_role
 from rag.store import Store
@@ -304,3 +304,61 @@ def test_mentioned_identifiers_are_calls_dotted_names_and_code_spans() -> None:
     names = mentioned_identifiers(text)
     assert {"Session", "Router.add_route", "resolve_redirects", "max_redirects"} <= set(names)
     assert "self" not in names and "self.x" not in names
+
+
+_CACHE_JS = (
+    "class LRUCache {\n"
+    "  has(key) {\n    return this.#has(key, this.options);\n  }\n\n"
+    + "".join(
+        f"  resize{i}(size) {{\n"
+        + "".join(
+            f"    this.slots{j} = this.allocate(size * {j + i}, this.weights[{j}]);\n" for j in range(6)
+        )
+        + "  }\n\n"
+        for i in range(6)
+    )
+    + "  #has(key, options) {\n"
+    "    const index = this.keyMap.get(key);\n"
+    "    if (index === undefined) return false;\n"
+    "    const stale = this.isStale(index);\n"
+    "    if (!stale || options.allowStale) return true;\n"
+    "    this.recency.touch(index, options.updateRecency);\n"
+    "    return false;\n  }\n"
+    "}\n"
+)
+
+
+@pytest.fixture(scope="module")
+def cache_retriever(tmp_path_factory: pytest.TempPathFactory, shared_embedder: Embedder) -> Retriever:
+    root = write_repo(tmp_path_factory.mktemp("twins") / "cache-repo", {"lib/cache.js": _CACHE_JS})
+    store = Store(tmp_path_factory.mktemp("twins-home"))
+    report = ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder)
+    return Retriever(store.open(report.repo_id), shared_embedder)
+
+
+def test_a_private_definition_lifts_its_public_twin(cache_retriever: Retriever) -> None:
+    """`#has` holds the words of "is the key in the cache and not stale?"; the public `has` users
+    call says little, so without the twin step only the private one is found (one hit: the file's
+    chunks touch, and more hits would fold them into one)."""
+    question = "check whether a key is stored in the cache and is not stale"
+    unnamed = Retriever(cache_retriever.index, cache_retriever.embedder, ranking=Ranking(names=False))
+    assert [hit.symbol for hit in unnamed.search(question, 1)] == ["LRUCache.#has"]
+    (public,) = cache_retriever.search(question, 1, explain=True)
+    assert public.symbol == "LRUCache.has" and "return this.#has(key" in public.text
+    assert public.explain is not None and public.explain["public_twin_of"] == "LRUCache.#has"
+
+
+@pytest.mark.parametrize(
+    ("symbol", "twin"),
+    [
+        ("LRUCache.#has", "LRUCache.has"),
+        ("Semaphore._acquire", "Semaphore.acquire"),
+        ("_get", "get"),
+        ("LRUCache.has", None),
+        ("Client.__init__", None),
+        ("a, _b", None),
+        (None, None),
+    ],
+)
+def test_public_twin_names(symbol: str | None, twin: str | None) -> None:
+    assert public_twin(symbol) == twin

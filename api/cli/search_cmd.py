@@ -65,6 +65,8 @@ def explain_line(explain: dict[str, Any]) -> str:
         parts.append(
             f"link +{explain['link_boost']:.4f} from {explain['linked_from']} ({explain['linked_name']})"
         )
+    if "public_twin_of" in explain:
+        parts.append(f"public twin of {explain['public_twin_of']}")
     if "exact_boost" in explain:
         parts.append("named in the query")
     return " · ".join(parts)
