@@ -241,11 +241,11 @@ async def test_the_token_reaches_no_file_and_no_log(
 
 
 def test_a_public_local_repository_needs_no_token(chat_server: ChatServer) -> None:
-    # The session's server is shared: other modules may have added private repositories to it.
     repos = httpx.get(f"{chat_server.server.base_url}/api/repos").json()["repos"]
-    repo_id = next(repo["id"] for repo in repos if repo["platform"] == "local" and not repo["private"])
+    listed = {repo["id"]: repo for repo in repos}[chat_server.repo_id]
+    assert listed["platform"] == "local" and not listed["private"]
     found = httpx.post(
-        f"{chat_server.server.base_url}/api/repos/{repo_id}/search", json={"query": "HttpClient"}
+        f"{chat_server.server.base_url}/api/repos/{chat_server.repo_id}/search", json={"query": "HttpClient"}
     )
     assert found.status_code == 200 and found.json()["results"]
 

@@ -75,7 +75,8 @@ def provider_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
-    """A real server over a data dir where the fixture repo is already indexed."""
+    """A real server over a data dir where the fixture repo is already indexed. Tests in other modules
+    add repositories (private ones too) to the same store: name the fixture repo by `repo_id`."""
     from api.app import create_app
     from ingest import ingest
     from tests.support.repos import make_fixture_repo
