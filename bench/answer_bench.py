@@ -3,7 +3,8 @@ does the call chain it shows stay out of tests, and does every line it cites val
 
 `bench/answer_questions.json` holds, per corpus of `bench/corpus.py`, questions with the qualnames
 of the implementing code (read from the code at the pinned commit); a third are `"frozen": true`,
-written before any tuning and never looked at while tuning, reported separately. Each question is
+written before any tuning and never looked at while tuning, reported separately; `"dev": true` ones were
+added later to check that a rule generalises (reported apart as well). Each question is
 asked twice without a model, as a user would: the chat answer (`AnswerService`, provider `offline`)
 and offline deep research (`run_research`). Per mode and part:
 
@@ -16,7 +17,7 @@ and offline deep research (`run_research`). Per mode and part:
 
 Indexes are shared with the multi-hop bench (`bench/multihop.py`: `build/bench/research-data`).
 `REPOLENS_BENCH_ANSWER_CORPORA=starlette,requests` limits the corpora, `REPOLENS_BENCH_ANSWER_PART`
-(`tuning`, `frozen`; default both) the questions; `--rows` (module run) prints each answer's subject.
+(`tuning`, `frozen`, `dev`; default all) the questions; `--rows` (module run) prints each answer's subject.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from rag.roles import file_role
 
 QUESTIONS_FILE = Path(__file__).with_name("answer_questions.json")
 MODES = ("chat", "deep")
+PARTS = ("tuning", "frozen", "dev")
 _SUMMARY = re.compile(r"^\*\*In short:\*\*[^`]*`([^`]+)`", re.MULTILINE)
 _CHAIN_LINES = re.compile(r"^(?:\*\*In short:\*\*|- It is reached from ).*$", re.MULTILINE)
 _REF = re.compile(r"`([^`\s]+):(\d+)-(\d+)`")
@@ -126,7 +128,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    """Per mode: the tuning and the frozen questions' figures, and per corpus (tuning)."""
+    """Per mode: the tuning, frozen and dev questions' figures, and per corpus (tuning)."""
     questions = load_questions()
     wanted = os.environ.get("REPOLENS_BENCH_ANSWER_CORPORA")
     names = [name.strip() for name in wanted.split(",")] if wanted else list(questions)
@@ -141,8 +143,8 @@ def run() -> dict[str, Any]:
             continue
         root = corpus.working_copy(name)
         for item in questions[name]:
-            frozen = bool(item.get("frozen"))
-            if (part == "tuning" and frozen) or (part == "frozen" and not frozen):
+            kind = "frozen" if item.get("frozen") else "dev" if item.get("dev") else "tuning"
+            if part and part != kind:
                 continue
             for mode in MODES:
                 started = time.perf_counter()
@@ -151,21 +153,22 @@ def run() -> dict[str, Any]:
                     {
                         "corpus": name,
                         "mode": mode,
-                        "frozen": frozen,
+                        "part": kind,
                         "question": item["question"],
                         "seconds": time.perf_counter() - started,
                         **judge(answer, citations, item["subject"], root),
                     }
                 )
+    tuning = [r for r in rows if r["part"] == "tuning"]
     return {
         "modes": {
             mode: {
-                "tuning": _summary([r for r in rows if r["mode"] == mode and not r["frozen"]]),
-                "frozen": _summary([r for r in rows if r["mode"] == mode and r["frozen"]]),
+                **{
+                    kind: _summary([r for r in rows if r["mode"] == mode and r["part"] == kind])
+                    for kind in PARTS
+                },
                 "per_corpus": {
-                    name: _summary(
-                        [r for r in rows if r["mode"] == mode and r["corpus"] == name and not r["frozen"]]
-                    )
+                    name: _summary([r for r in tuning if r["mode"] == mode and r["corpus"] == name])
                     for name in dict.fromkeys(r["corpus"] for r in rows)
                 },
             }

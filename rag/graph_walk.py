@@ -607,9 +607,9 @@ class ChainFinder:
         out: dict[int, list[Link]],
         seeds: dict[int, tuple[Any, float]],
     ) -> tuple[list[Link], int]:
-        """When no hit pinpoints a step, the best-ranked class- or file-sized hit still says where to
-        look: the chain goes through its `focus` (the best chain holding it), which is the subject.
-        The chain as it was, and its last step, when there is no such hit."""
+        """When no hit pinpoints a step and retrieval's best source hit is class- or file-sized, it still
+        says where to look: its `focus` is the subject, on the best chain holding it, unless the chain's
+        last step holds as many of the question's terms. Otherwise the chain as it was, its last step."""
         best = next(iter(self.source_hits(hits)), None)
         anchor = self.focus(best) if best is not None and self.large(best) else None
         if anchor is None or (links and self.coverage(links[-1].definition) >= self.coverage(anchor)):
@@ -617,7 +617,7 @@ class ChainFinder:
         on_chain = [n for n, link in enumerate(links) if link.definition.id == anchor.id]
         if on_chain:
             return links, on_chain[-1]
-        nodes = {**nodes, anchor.id: anchor}  # unexplored, it is a chain of its own
+        nodes = {**nodes, anchor.id: anchor}  # if unexplored, a chain of its own
         rerouted = self.concrete(self.best_chain(nodes, out, seeds, through=anchor.id))
         step = next(n for n, link in enumerate(rerouted) if link.definition.id == anchor.id)
         return rerouted, step

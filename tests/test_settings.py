@@ -40,6 +40,7 @@ NOT_OURS = {  # an Ollama server option, and benchmark knobs (bench/)
     "REPOLENS_BENCH_EF_SEARCH",
     "REPOLENS_BENCH_HNSW_M",
     "REPOLENS_BENCH_EF_CONSTRUCTION",
+    "REPOLENS_BENCH_ANSWER_PART",
 }
 VARIABLE = re.compile(
     r"`(?:[A-Z_]+=)?(REPOLENS_[A-Z_]+|PORT|TIKTOKEN_CACHE_DIR|[A-Z]+_(?:API_KEY|TOKEN|BASE_URL|HOST|"
