@@ -21,7 +21,6 @@ pytest_plugins = [
     "tests.support.git_http_server",
     "tests.support.redis_server",
     "tests.support.postgres",
-    "tests.support.git_http_server",
 ]
 
 _PROVIDER_VARIABLES = (

@@ -16,22 +16,15 @@ runner = CliRunner()
 QUESTION = "How does main reach HttpClient.send?"
 
 
-@pytest.fixture
-def provider_env(fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
-    for name, value in fake_provider.openai_env().items():
-        monkeypatch.setenv(name, value)
-    return fake_provider
-
-
 def test_ask_json_then_plain_then_offline(
     indexed_repo: tuple[Store, str],
     fixture_repo: Path,
-    provider_env: FakeProvider,
+    openai_fake: FakeProvider,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, repo_id = indexed_repo
     answer = "main() calls ForecastService.run (see nowhere/ghost.py:10-12)."
-    provider_env.script(FakeResponse(text=answer, chunks=4), FakeResponse(text=answer, chunks=4))
+    openai_fake.script(FakeResponse(text=answer, chunks=4), FakeResponse(text=answer, chunks=4))
 
     result = runner.invoke(app, ["ask", repo_id, QUESTION, "--json", "--provider", "openai", "-k", "5"])
     assert result.exit_code == 0, result.output
@@ -55,14 +48,14 @@ def test_ask_json_then_plain_then_offline(
     assert result.exit_code == 0, result.output
     assert "offline" in result.stdout.lower()
     assert "weatherline/client.py" in result.stdout
-    assert len(provider_env.requests) == 2
+    assert len(openai_fake.requests) == 2
 
 
 def test_ask_provider_error_exits_with_the_provider_code(
-    indexed_repo: tuple[Store, str], provider_env: FakeProvider
+    indexed_repo: tuple[Store, str], openai_fake: FakeProvider
 ) -> None:
     _, repo_id = indexed_repo
-    provider_env.script(FakeResponse(status=401))
+    openai_fake.script(FakeResponse(status=401))
     result = runner.invoke(app, ["ask", repo_id, QUESTION, "--json", "--provider", "openai"])
     assert result.exit_code == 6, result.output
     error = next(json.loads(line) for line in result.stdout.splitlines() if '"error"' in line)

@@ -180,13 +180,10 @@ BROKEN_DIAGRAM_PAGE = (
 def test_llm_wiki_repairs_a_broken_plan_and_checks_citations_and_diagrams(
     indexed_repo: tuple[Store, str],
     shared_embedder: Embedder,
-    fake_provider: FakeProvider,
-    monkeypatch: pytest.MonkeyPatch,
+    openai_fake: FakeProvider,
 ) -> None:
-    for name, value in fake_provider.openai_env().items():
-        monkeypatch.setenv(name, value)
     store, repo_id = indexed_repo
-    fake_provider.script(
+    openai_fake.script(
         FakeResponse(text='Here is the plan you asked for: {"title": "Weatherline", "pages": [{"id": '),
         FakeResponse(text=json.dumps(PLAN)),
         FakeResponse(text=BROKEN_DIAGRAM_PAGE),
@@ -197,7 +194,7 @@ def test_llm_wiki_repairs_a_broken_plan_and_checks_citations_and_diagrams(
     assert any("plan attempt 1 was not usable" in note and "asking again" in note for note in notes)
     assert any("1 diagram(s) repaired" in note for note in notes)
     assert "No valid XML" not in json.dumps(events)
-    retry = fake_provider.requests[1].body["messages"]
+    retry = openai_fake.requests[1].body["messages"]
     assert "not usable" in retry[-1]["content"]
 
     wiki = saved(store, repo_id)
@@ -217,7 +214,7 @@ def test_llm_wiki_repairs_a_broken_plan_and_checks_citations_and_diagrams(
     for page in wiki.ordered_pages():
         assert page.content and page.sources
     # The page prompts carried numbered code from the retrieved context.
-    page_prompt = fake_provider.requests[2].body["messages"][-1]["content"]
+    page_prompt = openai_fake.requests[2].body["messages"][-1]["content"]
     assert "<context>" in page_prompt and "weatherline/" in page_prompt
 
 
@@ -414,13 +411,10 @@ def test_cli_update_refreshes_an_offline_wiki_page_by_page(
 def test_an_interrupted_llm_wiki_resumes_where_it_stopped(
     indexed_repo: tuple[Store, str],
     shared_embedder: Embedder,
-    fake_provider: FakeProvider,
-    monkeypatch: pytest.MonkeyPatch,
+    openai_fake: FakeProvider,
 ) -> None:
-    for name, value in fake_provider.openai_env().items():
-        monkeypatch.setenv(name, value)
     store, repo_id = indexed_repo
-    fake_provider.script(
+    openai_fake.script(
         FakeResponse(text=json.dumps(PLAN)),
         FakeResponse(text="The overview (README.md:3-4)."),
         FakeResponse(status=400, error_code="invalid_request_error"),
@@ -430,10 +424,10 @@ def test_an_interrupted_llm_wiki_resumes_where_it_stopped(
     partial = saved(store, repo_id)
     assert not partial.complete and list(partial.pages) == ["overview"]
 
-    fake_provider.reset()
+    openai_fake.reset()
     resumed = run_wiki(store, shared_embedder, repo_id, provider="openai", concurrency=1)
     assert resumed[-1]["wiki"]["reused"] == 1 and resumed[-1]["wiki"]["regenerated"] == 2
-    assert len(fake_provider.requests) == 2  # no new plan, no rewrite of the finished page
+    assert len(openai_fake.requests) == 2  # no new plan, no rewrite of the finished page
     wiki = saved(store, repo_id)
     assert wiki.complete and set(wiki.pages) == {"overview", "http-client", "service"}
 

@@ -5,14 +5,12 @@ background thread, so the clients under test (the `openai` SDK, httpx) talk to i
 
 Quick start::
 
-    from tests.support.fake_provider import FakeResponse, fake_provider  # noqa: F401 (the fixture)
+    from tests.support.fake_provider import FakeResponse  # the fixtures come from tests/conftest.py
 
-    def test_something(fake_provider, monkeypatch):
-        for name, value in fake_provider.openai_env().items():   # OPENAI_API_KEY + OPENAI_BASE_URL
-            monkeypatch.setenv(name, value)
-        fake_provider.script(FakeResponse(text="Hello from the fake", chunks=4, delay=0.01))
+    def test_something(openai_fake):  # `fake_provider`, with OPENAI_API_KEY + OPENAI_BASE_URL set for it
+        openai_fake.script(FakeResponse(text="Hello from the fake", chunks=4, delay=0.01))
         ...  # run code that streams from provider "openai"
-        assert fake_provider.requests[-1].body["stream"] is True
+        assert openai_fake.requests[-1].body["stream"] is True
 
 Endpoints (any path prefix is accepted, so Azure/Ollama/OpenRouter-style base URLs work too):
 - `POST .../chat/completions`: OpenAI chat completions. `stream: true` gets SSE chunks
@@ -637,3 +635,11 @@ def fake_provider() -> Iterator[FakeProvider]:
     server.reset()
     yield server
     server.reset()
+
+
+@pytest.fixture
+def openai_fake(fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
+    """`fake_provider`, configured for this test as provider "openai" (OPENAI_API_KEY, OPENAI_BASE_URL)."""
+    for name, value in fake_provider.openai_env().items():
+        monkeypatch.setenv(name, value)
+    return fake_provider
