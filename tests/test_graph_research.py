@@ -396,6 +396,11 @@ def test_a_class_the_chain_builds_gives_way_to_its_method_that_does_the_work() -
     steps = [(link.definition.qualname, link.how) for link in chain.links]
     assert steps == [("attach", ""), ("Download", "call"), ("Download.__call__", "member")], steps
     assert chain.subject is not None and chain.subject.qualname == "Download.__call__"
+    trace = _tools("server").run("trace", {"question": "How does attach send a Download to the client?"})
+    assert (
+        "3. `Download.__call__` (method) at server/download.py:13-16 "
+        "(the method of the class before that does the work)"
+    ) in trace.output
     answer = explained_answer("How is the file sent?", chain, [hit], index.file_text)
     assert "**In short:** It is done in `Download.__call__()` (method, `server/download.py:13-16`)." in answer
     assert (

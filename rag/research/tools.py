@@ -749,6 +749,8 @@ class RepoTools:
                     how = f" (called at {chain.links[number - 2].definition.path}:{link.line})"
                 elif link.how == "override":
                     how = " (overrides the step before)"
+                elif link.how == "member":
+                    how = " (the method of the class before that does the work)"
                 parts.append(f"{number}. {self._label(definition)}{how}")
                 end = min(definition.end_line, definition.start_line + TRACE_BODY_LINES - 1)
                 lines = self.lines(definition.path)[definition.start_line - 1 : end]
