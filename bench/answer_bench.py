@@ -1,12 +1,19 @@
 """The offline answer's quality: does its "In short" line name the code that implements what was asked,
 does the call chain it shows stay out of tests, and does every line it cites validate?
 
-`bench/answer_questions.json` holds, per corpus of `bench/corpus.py`, questions with the qualnames
-of the implementing code (read from the code at the pinned commit); a third are `"frozen": true`,
-written before any tuning and never looked at while tuning, reported separately; `"dev": true` ones were
-added later to check that a rule generalises (reported apart as well). Each question is
-asked twice without a model, as a user would: the chat answer (`AnswerService`, provider `offline`)
-and offline deep research (`run_research`). Per mode and part:
+Questions come per corpus of `bench/corpus.py`, each with the qualnames of the implementing code (read
+from the code at the pinned commit), in four parts reported apart:
+
+- `tuning` (`bench/answer_questions.json`): the questions the offline answer is tuned on;
+- `dev` (same file, `"dev": true`): added later to check that a rule generalises beyond them;
+- `seen` (same file, `"frozen": true`): the first frozen set, written before any tuning; two of its
+  questions were seen in a diff during tuning, so it is kept for continuity only, no longer as frozen;
+- `frozen` (`bench/answer_questions_frozen.json`): a fresh set written by an engineer who did not tune
+  and did not read the other file's questions. It lives in its own file so that diffs of the tuning
+  file never show it: do not open it, or its rows, while tuning.
+
+Each question is asked twice without a model, as a user would: the chat answer (`AnswerService`,
+provider `offline`) and offline deep research (`run_research`). Per mode and part:
 
 - `subject`: share of answers whose "In short" line names one of the expected qualnames;
 - `subject_in_tests`: answers whose "In short" subject is test code;
@@ -17,8 +24,8 @@ and offline deep research (`run_research`). Per mode and part:
 
 Indexes are shared with the multi-hop bench (`bench/multihop.py`: `build/bench/research-data`).
 `REPOLENS_BENCH_ANSWER_CORPORA=starlette,requests` limits the corpora, `REPOLENS_BENCH_ANSWER_PART`
-(`tuning`, `frozen`, `dev`; default all) the questions; `--rows` (module run) prints each answer's subject.
-"""
+(`tuning`, `frozen`, `dev`, `seen`; default all) the questions; `--rows` (module run) prints each
+answer's subject; `run()` never returns the frozen part's rows."""
 
 from __future__ import annotations
 
@@ -37,8 +44,9 @@ from rag.research import ResearchOptions, run_research
 from rag.roles import file_role
 
 QUESTIONS_FILE = Path(__file__).with_name("answer_questions.json")
+FROZEN_FILE = Path(__file__).with_name("answer_questions_frozen.json")
 MODES = ("chat", "deep")
-PARTS = ("tuning", "frozen", "dev")
+PARTS = ("tuning", "frozen", "dev", "seen")
 _SUMMARY = re.compile(r"^\*\*In short:\*\*[^`]*`([^`]+)`", re.MULTILINE)
 _CHAIN_LINES = re.compile(r"^(?:\*\*In short:\*\*|- It is reached from ).*$", re.MULTILINE)
 _REF = re.compile(r"`([^`\s]+):(\d+)-(\d+)`")
@@ -46,9 +54,29 @@ _REF = re.compile(r"`([^`\s]+):(\d+)-(\d+)`")
 _CFG_TEST = re.compile(r"^\s*#\[cfg\(test\)\]\s*\n\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+\w+\s*\{", re.MULTILINE)
 
 
-def load_questions() -> dict[str, list[dict[str, Any]]]:
-    data = json.loads(QUESTIONS_FILE.read_text())
+def _corpora(path: Path) -> dict[str, list[dict[str, Any]]]:
+    data = json.loads(path.read_text())
     return {name: items for name, items in data.items() if not name.startswith("_")}
+
+
+def part_of(item: dict[str, Any]) -> str:
+    """The part of a question of `answer_questions.json`: its old frozen questions are now `seen`."""
+    return "seen" if item.get("frozen") else "dev" if item.get("dev") else "tuning"
+
+
+def load_questions(part: str = "") -> dict[str, list[dict[str, Any]]]:
+    """Per corpus, the questions of `part` (all when empty), each with its `part` key set; the
+    frozen file is read only when its part is wanted."""
+    if part and part not in PARTS:
+        raise ValueError(f"REPOLENS_BENCH_ANSWER_PART must be one of {', '.join(PARTS)}, not {part!r}")
+    questions: dict[str, list[dict[str, Any]]] = {}
+    if part != "frozen":
+        for name, items in _corpora(QUESTIONS_FILE).items():
+            questions[name] = [{**i, "part": part_of(i)} for i in items if part in ("", part_of(i))]
+    if part in ("", "frozen"):
+        for name, items in _corpora(FROZEN_FILE).items():
+            questions.setdefault(name, []).extend({**item, "part": "frozen"} for item in items)
+    return questions
 
 
 def summary_subject(answer: str) -> str | None:
@@ -128,11 +156,10 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    """Per mode: the tuning, frozen and dev questions' figures, and per corpus (tuning)."""
-    questions = load_questions()
+    """Per mode: each part's figures, and per corpus (tuning)."""
+    questions = load_questions(os.environ.get("REPOLENS_BENCH_ANSWER_PART", ""))
     wanted = os.environ.get("REPOLENS_BENCH_ANSWER_CORPORA")
     names = [name.strip() for name in wanted.split(",")] if wanted else list(questions)
-    part = os.environ.get("REPOLENS_BENCH_ANSWER_PART", "")
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     for name in names:
@@ -142,10 +169,8 @@ def run() -> dict[str, Any]:
             skipped[name] = str(error)
             continue
         root = corpus.working_copy(name)
-        for item in questions[name]:
-            kind = "frozen" if item.get("frozen") else "dev" if item.get("dev") else "tuning"
-            if part and part != kind:
-                continue
+        for item in questions.get(name, []):
+            kind = item["part"]
             for mode in MODES:
                 started = time.perf_counter()
                 answer, citations = ask(services, repo_id, item["question"], mode)
@@ -175,7 +200,8 @@ def run() -> dict[str, Any]:
             for mode in MODES
         },
         "skipped": skipped,
-        "rows": rows,
+        # Each answer's subject, but the frozen part's: whoever tunes reads these rows.
+        "rows": [row for row in rows if row["part"] != "frozen"],
     }
 
 
