@@ -427,6 +427,51 @@ class ChainFinder:
                 best = beam[0]
         return _trim(best[1], score)
 
+    def direct(
+        self, links: list[Link], step: int, nodes: dict[int, Any], out: dict[int, list[Link]]
+    ) -> tuple[list[Link], int]:
+        """The way to the subject takes the direct call, not a detour through another file: a step
+        before the subject, in a file other than the steps around it, goes when the step before it
+        calls the step after it itself (`ExecuteC` -> `initCompleteCmd` (completions.go) -> `Find`
+        becomes `ExecuteC` -> `Find`: `ExecuteC` calls `Find` to run the command, `initCompleteCmd`
+        only to check for a completion request). A first step gives way, the same way, to an explored
+        caller of it that calls the next step itself from the next step's file. Returns the chain
+        and its subject's step."""
+        steps = list(links)
+        number = 0
+        while number < step:
+            here, after = steps[number].definition, steps[number + 1]
+            if after.how != "call" or here.path == after.definition.path or self.bonus(here) >= 3.0:
+                number += 1
+                continue
+            if number > 0:
+                before = [steps[number - 1].definition]
+            else:  # the explored callers of the first step, not on the chain already
+                on_chain = {link.definition.id for link in steps}
+                before = [
+                    nodes[source]
+                    for source, edges in out.items()
+                    if source in nodes and source not in on_chain and _call(edges, here.id) is not None
+                ]
+            direct = [
+                (caller, shortcut)
+                for caller in before
+                if caller.path == after.definition.path
+                for shortcut in [_call(out.get(caller.id, []), after.definition.id)]
+                if shortcut is not None
+            ]
+            if not direct:
+                number += 1
+                continue
+            caller, shortcut = max(direct, key=lambda item: self.relevance(item[0]))
+            if number > 0:
+                steps[number : number + 2] = [shortcut]
+                step -= 1
+                number -= 1
+            else:  # the new first step is in the next step's file: the loop moves on
+                steps[0:2] = [Link(caller), shortcut]
+        return steps, step
+
     def reads(self, definition: Any) -> list[tuple[str, str, int]]:
         """Settings the worker reads (`read` edges, not those to stored attributes): (name, path, line)."""
         edges = self.index.callees(definition, ("read",))
@@ -647,6 +692,7 @@ class ChainFinder:
         if step is None:
             links, step = self.through_focus(links, hits, nodes, out, seeds)
         links, step = self.into_class(links, step)
+        links, step = self.direct(links, step, nodes, out)
         chain = Chain(links, explored=len(nodes), subject_step=step)
         if chain.subject is not None:
             chain.reads = self.reads(chain.subject)
@@ -661,6 +707,11 @@ def _trim(links: list[Link], score: Any) -> list[Link]:
     while len(links) > 1 and score(links) - score(links[:-1]) < MIN_GAIN:
         links = links[:-1]
     return links
+
+
+def _call(edges: Sequence[Link], target: int) -> Link | None:
+    """The exact call among `edges` (one definition's explored links) to the definition `target`."""
+    return next((e for e in edges if e.how == "call" and e.exact and e.definition.id == target), None)
 
 
 def _overlap(definition: Any, hit: Any) -> int:

@@ -15,7 +15,7 @@ import pytest
 from ingest import ingest
 from rag.answer import AnswerRequest, AnswerService
 from rag.embedders import get_embedder
-from rag.graph_walk import find_chain
+from rag.graph_walk import ChainFinder, Link, find_chain
 from rag.providers.offline import explained_answer
 from rag.research import ResearchOptions, run_research
 from rag.research.loop import open_tools
@@ -24,7 +24,7 @@ from rag.settings import Settings
 from rag.store import Store
 from rag.types import SearchHit
 from tests.support.fake_provider import FakeProvider, FakeResponse
-from tests.support.graph_repos import GO_FILES, PYTHON_FILES, RUST_FILES, SERVER_FILES, make_repo
+from tests.support.graph_repos import CLI_FILES, GO_FILES, PYTHON_FILES, RUST_FILES, SERVER_FILES, make_repo
 
 
 class _Services:
@@ -38,7 +38,8 @@ def _indexed(name: str) -> tuple[_Services, str]:
     base = Path(tempfile.mkdtemp(prefix=f"repolens-graph-{name}-"))
     home = base / "home"
     settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
-    files = {"shop": PYTHON_FILES, "relay": GO_FILES, "router": RUST_FILES, "server": SERVER_FILES}[name]
+    fixtures = {"shop": PYTHON_FILES, "relay": GO_FILES, "router": RUST_FILES, "server": SERVER_FILES}
+    files = {**fixtures, "cli": CLI_FILES}[name]
     repo = make_repo(base / name, files)
     store = Store(home)
     embedder = get_embedder(settings)
@@ -357,13 +358,15 @@ def test_every_citation_of_an_offline_answer_is_in_its_sources(name: str, questi
     assert research_sources
 
 
-def _hit_on(name: str, path: str, qualname: str, symbol: str | None) -> tuple[Any, SearchHit]:
+def _hit_on(
+    name: str, path: str, qualname: str, symbol: str | None, language: str = "python"
+) -> tuple[Any, SearchHit]:
     """The index of fixture `name`, and a retrieved hit spanning all of `qualname` (named `symbol`)."""
     services, repo_id = _indexed(name)
     index = services.store.open(repo_id)
     span = next(d for d in index.definitions_in(path) if d.qualname == qualname)
     text = "\n".join((index.file_text(path) or "").splitlines()[span.start_line - 1 : span.end_line])
-    return index, SearchHit(path, "python", span.start_line, span.end_line, symbol, text, 1.0)
+    return index, SearchHit(path, language, span.start_line, span.end_line, symbol, text, 1.0)
 
 
 def test_inside_a_class_sized_hit_the_subject_is_the_method_holding_the_questions_terms() -> None:
@@ -407,3 +410,35 @@ def test_a_class_the_chain_builds_gives_way_to_its_method_that_does_the_work() -
         "→ `Download` (`server/download.py:4-16`) → `Download.__call__()` (`server/download.py:13-16`)."
         in answer
     )
+
+
+def test_the_way_to_the_subject_takes_the_direct_call_not_a_detour_through_another_file() -> None:
+    """`ExecuteC` calls `Find` to run the subcommand, and calls `initCompleteCmd` (completions.go), which
+    calls `Find` only to check for a completion request: the chain reaches `Find` from `ExecuteC`, though
+    retrieval ranks the detour and its text holds more of the question."""
+    index, find = _hit_on("cli", "command.go", "Command.Find", "Command.Find", "go")
+    _, detour = _hit_on("cli", "completions.go", "Command.initCompleteCmd", "Command.initCompleteCmd", "go")
+    question = "How does the cli find which subcommand to run from the command-line args?"
+    chain = find_chain(index, question, [find, detour])
+    steps = [link.definition.qualname for link in chain.links]
+    assert chain.subject is not None and chain.subject.qualname == "Command.Find", steps
+    assert steps[: chain.subject_step + 1][-2:] == ["Command.ExecuteC", "Command.Find"], steps
+    assert "Command.initCompleteCmd" not in steps, steps
+    answer = explained_answer(question, chain, [find, detour], index.file_text)
+    assert "`Command.ExecuteC()` (`command.go:17-22`) → `Command.Find()`" in answer, answer
+
+
+def test_a_chain_starting_at_a_detour_starts_at_its_caller_that_calls_the_next_step_itself() -> None:
+    """A chain found as `initCompleteCmd` -> `Find` starts instead at `ExecuteC`, which calls both."""
+    index, find = _hit_on("cli", "command.go", "Command.Find", "Command.Find", "go")
+    _, detour = _hit_on("cli", "completions.go", "Command.initCompleteCmd", "Command.initCompleteCmd", "go")
+    finder = ChainFinder(index, "How does the cli find which subcommand to run from the command-line args?")
+    nodes, out = finder.explore(finder.seeds([find, detour]))
+    start = next(node for node in nodes.values() if node.qualname == "Command.initCompleteCmd")
+    call = next(link for link in out[start.id] if link.definition.qualname == "Command.Find")
+    links, step = finder.direct([Link(start), call], 1, nodes, out)
+    assert [(link.definition.qualname, link.how) for link in links] == [
+        ("Command.ExecuteC", ""),
+        ("Command.Find", "call"),
+    ]
+    assert step == 1 and links[1].line == 19  # `ExecuteC`'s own call to `Find`

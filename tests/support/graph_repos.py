@@ -286,3 +286,67 @@ def has_name(index, name):
     return index.lookup(name)
 ''',
 }
+
+
+# A command-line parser in Go: `ExecuteC` runs the subcommand `Find` picks from the arguments, and first
+# calls `initCompleteCmd` (another file), which calls `Find` too, only to check for a completion request.
+CLI_FILES = {
+    "go.mod": "module example.com/cli\n\ngo 1.21\n",
+    "command.go": """package cli
+
+// Command is one command of the program, with its subcommands.
+type Command struct {
+	Name     string
+	Run      func(args []string)
+	children []*Command
+}
+
+// Execute runs the program's command line.
+func (c *Command) Execute(args []string) error {
+	_, err := c.ExecuteC(args)
+	return err
+}
+
+// ExecuteC runs the subcommand the arguments name, and returns it.
+func (c *Command) ExecuteC(args []string) (*Command, error) {
+	c.initCompleteCmd(args)
+	cmd, rest := c.Find(args)
+	cmd.Run(rest)
+	return cmd, nil
+}
+
+// Find finds the subcommand to run: it walks the children, one argument at a time.
+func (c *Command) Find(args []string) (*Command, []string) {
+	cmd := c
+	for len(args) > 0 {
+		next := cmd.child(args[0])
+		if next == nil {
+			break
+		}
+		cmd, args = next, args[1:]
+	}
+	return cmd, args
+}
+
+func (c *Command) child(name string) *Command {
+	for _, sub := range c.children {
+		if sub.Name == name {
+			return sub
+		}
+	}
+	return nil
+}
+""",
+    "completions.go": """package cli
+
+// initCompleteCmd adds the hidden command the shell runs to complete a command line's args, unless
+// the args already find it.
+func (c *Command) initCompleteCmd(args []string) {
+	found, _ := c.Find(args)
+	if found.Name == "__complete" {
+		return
+	}
+	c.children = append(c.children, &Command{Name: "__complete", Run: func(line []string) {}})
+}
+""",
+}
