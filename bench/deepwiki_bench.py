@@ -40,7 +40,7 @@ from ingest import ingest
 from ingest.filters import FileFilter, FilterSpec
 from ingest.reader import Limits, SkipStats, iter_source_files
 from rag.embedders import CachedEmbedder, Embedder, get_embedder
-from rag.embedders.base import Progress, TokenCounter, run_token_counter
+from rag.embedders.base import EmbedderWrapper, Progress
 from rag.embedders.local import FLOAT_MODEL, load_local_embedder
 from rag.embedders.minilm import load_tokenizer
 from rag.settings import Settings
@@ -63,38 +63,17 @@ def word_windows(text: str) -> list[str]:
     return [window for window in windows if window.strip()]
 
 
-class RecordingEmbedder:
+class RecordingEmbedder(EmbedderWrapper):
     """An embedder that keeps every text it is asked to embed, so the tokens really embedded are
     counted after the timed run (counting inside it would slow the run down)."""
 
     def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.texts: list[str] = []
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    @property
-    def max_tokens(self) -> int:
-        return self.inner.max_tokens
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def token_counter(self) -> TokenCounter:
-        return run_token_counter(self.inner)
 
     def embed_documents(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         self.texts.extend(texts)
         return self.inner.embed_documents(texts, progress=progress)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self.inner.embed_query(text)
 
 
 def token_counts(texts: Sequence[str], window: int) -> tuple[int, int]:

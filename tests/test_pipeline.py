@@ -15,6 +15,8 @@ from ingest.errors import IngestCancelled
 from ingest.filters import FilterSpec
 from ingest.pipeline import EmptyRepositoryError
 from rag.embedders import Embedder
+from rag.embedders.base import EmbedderWrapper
+from rag.embedders.base import Progress as EmbedProgress
 from rag.errors import EmbedderMismatchError
 from rag.store import Store
 from tests.support.repos import (
@@ -31,25 +33,17 @@ if TYPE_CHECKING:
     from tests.support.git_http_server import GitHttpServer
 
 
-class RecordingEmbedder:
+class RecordingEmbedder(EmbedderWrapper):
     """The real embedder, remembering every text the pipeline asked it to embed."""
 
     def __init__(self, inner: Embedder, name: str | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.name = name or inner.name
-        self.dimension = inner.dimension
-        self.max_tokens = inner.max_tokens
         self.embedded: list[str] = []
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def embed_documents(self, texts: Sequence[str], progress=None) -> np.ndarray:
+    def embed_documents(self, texts: Sequence[str], progress: EmbedProgress | None = None) -> np.ndarray:
         self.embedded.extend(texts)
         return self.inner.embed_documents(texts, progress=progress)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self.inner.embed_query(text)
 
     def embedded_paths(self) -> set[str]:
         """The file each embedded text came from (its header is `# path:start-end ...`)."""

@@ -16,6 +16,7 @@ from rag.errors import EmbedderError
 __all__ = [
     "Embedder",
     "EmbedderError",
+    "EmbedderWrapper",
     "Progress",
     "TokenCounter",
     "embedder_for",
@@ -61,6 +62,36 @@ def run_token_counter(embedder: Embedder) -> TokenCounter:
     if isinstance(embedder, CountsTokensPerRun):
         return embedder.token_counter()
     return embedder.count_tokens
+
+
+class EmbedderWrapper:
+    """An embedder in front of another (the vector cache, a benchmark's or test's recorder): every
+    call it does not change goes to `inner`, so a wrapper states only what it adds."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    @property
+    def dimension(self) -> int:
+        """Read through: a remote embedder may learn its dimension only from its first answer."""
+        return self.inner.dimension
+
+    @property
+    def max_tokens(self) -> int:
+        return self.inner.max_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def token_counter(self) -> TokenCounter:
+        return run_token_counter(self.inner)
+
+    def embed_documents(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        return self.inner.embed_documents(texts, progress=progress)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.inner.embed_query(text)
 
 
 @runtime_checkable

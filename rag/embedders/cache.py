@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.embedders.base import Embedder, Progress, TokenCounter, empty, run_token_counter
+from rag.embedders.base import Embedder, EmbedderWrapper, Progress, empty
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def cache_file(cache_dir: Path, embedder_name: str) -> Path:
     return cache_dir / f"{urllib.parse.quote(embedder_name, safe='')}.sqlite"
 
 
-class CachedEmbedder:
+class CachedEmbedder(EmbedderWrapper):
     """Wraps an embedder; documents are looked up by the SHA-256 of their text before embedding."""
 
     def __init__(
@@ -42,8 +42,7 @@ class CachedEmbedder:
         cache_dir: Path,
         siblings: Callable[[str], Embedder | None] | None = None,
     ) -> None:
-        self.inner = embedder
-        self.name = embedder.name
+        super().__init__(embedder)
         self._cache_dir = cache_dir
         self._siblings = siblings
         self._sibling_cache: dict[str, CachedEmbedder] = {}
@@ -68,24 +67,6 @@ class CachedEmbedder:
             db.close()
             raise
         return db
-
-    @property
-    def dimension(self) -> int:
-        """Read through: a remote embedder may learn its dimension only from its first answer."""
-        return self.inner.dimension
-
-    @property
-    def max_tokens(self) -> int:
-        return self.inner.max_tokens
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def token_counter(self) -> TokenCounter:
-        return run_token_counter(self.inner)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self.inner.embed_query(text)
 
     def for_model(self, name: str) -> Embedder | None:
         """The same kind of embedder for model `name`, with its own cache (see `embedder_for`)."""
