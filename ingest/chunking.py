@@ -36,6 +36,16 @@ from rag.errors import ErrorCode, RepoLensError
 from rag.identifiers import name_words
 from rag.types import Chunk
 
+# The version of what chunking makes of a file, stored in each index's record (`RepoRecord.chunker_version`).
+# Bump it with ANY change to what a file's chunks are: chunk boundaries or sizes (the budget's use,
+# packing, overlap, windows), symbols (labels), headers, context lines, anything else in the
+# embedded text, or which chunks stay lexical-only (`ingest.lexical_only`). An update of an index
+# built with another version then re-chunks every file, not only the changed ones (chunk texts that
+# came out the same keep their vectors); without a bump, unchanged files keep their old chunks until
+# `--reindex`. (The code graph has its own `rag.graph_types.GRAPH_VERSION`.)
+# 1: the first recorded version (camelCase words in headers, no window overlap; records from before
+#    have none, read as 0, and are re-chunked).
+CHUNKER_VERSION = 1
 DEFAULT_OVERLAP_LINES = 0
 MIN_MAX_TOKENS = 16
 # A token is rarely longer than this many characters; it bounds how much of an over-long line is

@@ -2,7 +2,9 @@
 
 Every run is an update: files are diffed by SHA-256 against the live version,
 so only added and changed files are chunked and embedded, removed files leave,
-and chunks whose text did not change keep their vectors. The new version is
+and chunks whose text did not change keep their vectors. An index chunked by
+another `CHUNKER_VERSION` (RepoLens was upgraded) has every file chunked again,
+changed or not; chunks that come out the same keep their vectors. The new version is
 built beside the live one and swapped in atomically (see `rag.store`), so a
 crash, a kill or a cancel leaves the previous index as it was, and the next
 run cleans up and starts again (the vector cache keeps what was embedded).
@@ -23,7 +25,7 @@ import numpy as np
 
 from ingest import graph as code_graph
 from ingest.chunk_pool import ChunkedFile, chunk_files, pool_size
-from ingest.chunking import Chunker
+from ingest.chunking import CHUNKER_VERSION, Chunker
 from ingest.errors import IngestCancelled, IngestError
 from ingest.filters import FileFilter, FilterSpec, parse_patterns
 from ingest.git import checkout, local_commit, token_for, uses_token
@@ -154,6 +156,8 @@ class IngestReport:
     chunks: dict[str, int]
     timings: dict[str, float]
     skipped: dict[str, int] = field(default_factory=dict)
+    # Why unchanged files were chunked again (`chunker version 3 -> 4`), None if they were not.
+    rechunk_reason: str | None = None
 
     @property
     def repo_id(self) -> str:
@@ -172,6 +176,8 @@ class IngestReport:
             "index_state": self.record.index_state,
             "dense_chunks": self.record.dense_chunks,
             "dense_total": self.record.dense_total,
+            "chunker_version": self.record.chunker_version,
+            "rechunk_reason": self.rechunk_reason,
             "files": self.files,
             "chunks": self.chunks,
             "skipped": self.skipped,
@@ -250,20 +256,28 @@ class _Diff:
     added: list[SourceFile]
     changed: list[SourceFile]
     removed: list[str]
+    # Unchanged files chunked again: the version being replaced was chunked by another chunker.
+    rechunked: list[SourceFile] = field(default_factory=list)
 
     @classmethod
-    def between(cls, files: list[SourceFile], old: dict[str, str]) -> _Diff:
+    def between(cls, files: list[SourceFile], old: dict[str, str], *, rechunk: bool = False) -> _Diff:
+        """`rechunk`: the old chunks were made by another `CHUNKER_VERSION`, so no file keeps them."""
         current = {file.path for file in files}
         return cls(
             files=files,
             added=[f for f in files if f.path not in old],
             changed=[f for f in files if f.path in old and old[f.path] != f.sha256],
             removed=sorted(set(old) - current),
+            rechunked=[f for f in files if old.get(f.path) == f.sha256] if rechunk else [],
         )
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.changed or self.removed)
+        return not (self.added or self.changed or self.removed or self.rechunked)
+
+    @property
+    def to_chunk(self) -> list[SourceFile]:
+        return self.added + self.changed + self.rechunked
 
     def counts(self, skipped: int) -> dict[str, int]:
         return {
@@ -271,6 +285,7 @@ class _Diff:
             "changed": len(self.changed),
             "removed": len(self.removed),
             "unchanged": len(self.files) - len(self.added) - len(self.changed),
+            "rechunked": len(self.rechunked),
             "skipped": skipped,
         }
 
@@ -286,7 +301,7 @@ def ingest(
 ) -> IngestReport:
     """Index `location` (URL or path); if it is already indexed, update it incrementally.
 
-    With nothing changed (same commit, files and filters) no new version is written.
+    With nothing changed (same commit, files, filters and `CHUNKER_VERSION`) no new version is written.
     """
     options = options or IngestOptions()
     started = time.monotonic()
@@ -306,21 +321,28 @@ def ingest(
         dimension=embedder.dimension,
         filters=options.filters.model_dump(mode="json"),
         private=_is_private(source, options, store.get(source.repo_id)),
+        chunker_version=CHUNKER_VERSION,
     )
     timings: dict[str, float] = {}
     with store.builder(record, base) as builder:
         with _timed(timings, "clone_s"):
             root, record.commit = _fetch(source, options, store, report, cancel, pins)
         skipped = SkipStats()
+        live = builder.base
+        old_chunker = live.record.chunker_version if live is not None else CHUNKER_VERSION
         with _timed(timings, "scan_s"):
-            diff = _Diff.between(_scan(root, options, skipped, report), builder.file_hashes())
+            diff = _Diff.between(
+                _scan(root, options, skipped, report),
+                builder.file_hashes(),
+                rechunk=old_chunker != CHUNKER_VERSION,
+            )
         if not diff.files:
             raise EmptyRepositoryError(
                 f"no files to index in {source.repo_id} after filters ({_describe(skipped)}); "
                 "check --include-dirs/--include-files or use --no-default-excludes"
             )
         graphs = _Graphs()
-        live = builder.base
+        rechunk_reason: str | None = None
         written = _Written()
         graph_later = False
         graph_current = not builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES)
@@ -328,6 +350,9 @@ def ingest(
             committed = live.record
             timings.update(chunk_s=0.0, write_s=0.0)
         else:
+            if diff.rechunked:
+                rechunk_reason = _rechunk_reason(old_chunker)
+                report("chunking", f"re-chunking {len(diff.to_chunk)} files: {rechunk_reason}")
             written = _chunk_and_write(
                 builder, diff, embedder, report, graphs, options.chunk_processes, timings
             )
@@ -383,6 +408,7 @@ def ingest(
         },
         timings=timings,
         skipped=skipped.as_dict(),
+        rechunk_reason=rechunk_reason,
     )
 
 
@@ -531,7 +557,7 @@ def _scan(root: Path, options: IngestOptions, skipped: SkipStats, report: _Repor
 class _Written:
     """What `_chunk_and_write` put in the new version."""
 
-    files: int = 0  # added and changed files
+    files: int = 0  # added, changed and re-chunked files
     chunks: int = 0  # their chunks
     reused: int = 0  # of them, chunks with the previous version's vector
     removed: int = 0  # chunks that left the index (removed files, old copies of changed ones)
@@ -550,12 +576,12 @@ def _chunk_and_write(
     processes: int,
     timings: dict[str, float],
 ) -> _Written:
-    """Apply the diff to the new version: removed files leave; added and changed files are chunked
+    """Apply the diff to the new version: removed files leave; added, changed and re-chunked files are chunked
     (each parsed once, its code graph landing in `graphs`) and written as their chunks come, so on
     large runs the chunk pool (`ingest.chunk_pool`, `processes`) chunks ahead while this process
     writes. Chunks without a known vector wait for the dense phase. `timings` gets `chunk_s`
     (chunking, or waiting for the pool) and `write_s` (writing)."""
-    files = diff.added + diff.changed
+    files = diff.to_chunk
     written = _Written()
     clock = time.monotonic()
     written.removed = sum(builder.remove_file(path) for path in diff.removed)
@@ -646,6 +672,12 @@ _ROLE_PRIORITY: dict[str, int] = {
 def embed_priority(path: str, text: str = "") -> int:
     """When the dense phase embeds a file: source first, then tests, examples, docs, the rest."""
     return _ROLE_PRIORITY.get(file_role(path, text), 0)
+
+
+def _rechunk_reason(old_version: int) -> str:
+    """Why an update chunks files that did not change: `chunker version 3 -> 4`."""
+    was = f"{old_version}" if old_version else "0 (not recorded)"
+    return f"chunker version {was} -> {CHUNKER_VERSION}"
 
 
 def _same_as_live(live: RepoRecord, record: RepoRecord, diff: _Diff) -> bool:

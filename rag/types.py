@@ -98,6 +98,9 @@ class RepoRecord:
     index_state: str = "complete"
     dense_chunks: int = 0
     dense_total: int = 0
+    # The `ingest.chunking.CHUNKER_VERSION` its chunks were made with; 0: a record from before it was
+    # kept (an update re-chunks every file of an index whose version is not the running one).
+    chunker_version: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +121,7 @@ class RepoRecord:
             "index_state": self.index_state,
             "dense_chunks": self.dense_chunks,
             "dense_total": self.dense_total,
+            "chunker_version": self.chunker_version,
         }
 
     @classmethod

@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 from api.cli import app
 from api.cli.ingest_cmds import _count, _times
 from ingest import IngestReport, ingest
+from ingest import pipeline as ingest_pipeline
+from ingest.chunking import CHUNKER_VERSION
 from rag.embedders import Embedder
 from rag.store import Store
 from rag.types import RepoRecord
@@ -103,6 +105,21 @@ def test_human_output_is_a_short_summary(small_repo: Path) -> None:
     commit_all(small_repo, "more")
     updated = runner.invoke(app, ["ingest", str(small_repo)])
     assert updated.stdout.startswith("updated local/") and "1 skipped (1 binary)" in updated.stdout
+
+
+def test_update_after_a_chunker_upgrade_says_it_rechunked_and_why(
+    small_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert runner.invoke(app, ["ingest", str(small_repo)]).exit_code == 0
+    monkeypatch.setattr(ingest_pipeline, "CHUNKER_VERSION", CHUNKER_VERSION + 1)
+    updated = runner.invoke(app, ["update", str(small_repo)])
+    assert updated.stdout.startswith("updated local/") and "2 unchanged" in updated.stdout
+    reason = f"chunker version {CHUNKER_VERSION} -> {CHUNKER_VERSION + 1}"
+    assert f"re-chunked: 2 unchanged files ({reason})" in updated.stdout
+    code, shown, _ = run("show", str(small_repo), "--json")
+    assert code == 0 and shown is not None and shown["chunker_version"] == CHUNKER_VERSION + 1
+    again = runner.invoke(app, ["update", str(small_repo)])
+    assert again.stdout.startswith("up to date local/") and "re-chunked" not in again.stdout
 
 
 def test_the_time_line_counts_from_the_command_start_and_says_what_goes_on() -> None:

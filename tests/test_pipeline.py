@@ -86,6 +86,7 @@ def test_full_ingest_indexes_every_wanted_file(repo: Path, store: Store, spy: Re
         "changed": 0,
         "removed": 0,
         "unchanged": 0,
+        "rechunked": 0,
         "skipped": report.files["skipped"],
     }
     assert report.files["skipped"] >= 1  # debug.log, ignored by .gitignore

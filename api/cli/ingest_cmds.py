@@ -236,6 +236,12 @@ def _print_report(
         highlight=False,
         soft_wrap=True,
     )
+    if report.rechunk_reason:
+        console.print(
+            f"  re-chunked: {files['rechunked']} unchanged files ({report.rechunk_reason})",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(
         f"  chunks: {chunks['added']} new, {chunks['reused']} reused, {chunks['removed']} removed, "
         f"{chunks['total']} in the index",
@@ -266,7 +272,7 @@ def _outcome(files: dict[str, int]) -> str:
     """The headline verb: what the run did to the index, in words (its version number stays in `show`)."""
     if not (files["changed"] or files["removed"] or files["unchanged"]):
         return "indexed"  # nothing was indexed before: a new index
-    if files["added"] or files["changed"] or files["removed"]:
+    if files["added"] or files["changed"] or files["removed"] or files.get("rechunked"):
         return "updated"
     return "up to date"
 
@@ -526,7 +532,8 @@ def show_command(
                 break_long_words=False,
                 break_on_hyphens=False,
             )
-            console.print(Text(text[:13], style="bold") + Text(text[13:]), highlight=False, soft_wrap=True)
+            bold = max(13, len(key) + 1)  # the key, whole (`chunker_version` is longer than the column)
+            console.print(Text(text[:bold], style="bold") + Text(text[bold:]), highlight=False, soft_wrap=True)
 
 
 def filters_text(filters: dict[str, Any]) -> str:
