@@ -533,7 +533,8 @@ def show_command(
                 break_on_hyphens=False,
             )
             bold = max(13, len(key) + 1)  # the key, whole (`chunker_version` is longer than the column)
-            console.print(Text(text[:bold], style="bold") + Text(text[bold:]), highlight=False, soft_wrap=True)
+            shown_line = Text(text[:bold], style="bold") + Text(text[bold:])
+            console.print(shown_line, highlight=False, soft_wrap=True)
 
 
 def filters_text(filters: dict[str, Any]) -> str:
