@@ -10,6 +10,7 @@ the index's graph queries (`rag.store.RepoIndex`), so it is deterministic and ca
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ PINPOINT = 0.5
 # What a chain that must go through a definition (`best_chain(through=...)`) pays for missing it: more
 # than any path scores, so every path holding it ranks first.
 UNHELD_COST = 1000.0
+# Scores are rounded to this many places: equal sums are equal whatever order their terms came in.
+SCORE_PLACES = 6
 _PROSE = frozenset({"markdown", "rst", "text", "json", "yaml", "toml", "html", "css"})
 _IDENTIFIER = re.compile(r"`([^`]+)`|\b([A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*)\b")
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
@@ -182,15 +185,21 @@ class ChainFinder:
         self.index = index
         self.question = question
         # "file" is a stopword for excerpts, but often the subject here (static files, file responses).
-        self.terms = {stem(term) for term in question_terms(question)} | {
-            w for w in re.findall(r"[a-z]+", question.lower()) if w in ("file", "files")
-        }
+        # Sorted: a set's order changes with PYTHONHASHSEED, and so would the scores' float sums.
+        self.terms = tuple(
+            sorted(
+                {stem(term) for term in question_terms(question)}
+                | {w for w in re.findall(r"[a-z]+", question.lower()) if w in ("file", "files")}
+            )
+        )
         self.names = [name.replace("::", ".") for name in named_identifiers(question)]
         self.tails = {name.rsplit(".", 1)[-1] for name in self.names}
         self.wants_tests = "test" in question.lower()
         self.lookups = 0
         self._weights: dict[int, dict[str, float]] = {}
         self._test_lines: dict[str, _RustTests] = {}
+        self._code_hits: list[Any] = []
+        self._places: dict[int, tuple[int, int, str, int]] = {}
 
     # scoring --------------------------------------------------------------------------------------
 
@@ -262,7 +271,27 @@ class ChainFinder:
 
     def relevance(self, definition: Any) -> float:
         """How much of the question one definition explains on its own."""
-        return sum(self.term_weights(definition).values()) + self.bonus(definition)
+        return _total([*self.term_weights(definition).values(), self.bonus(definition)])
+
+    def place(self, definition: Any) -> tuple[int, int, str, int]:
+        """Where retrieval puts a definition, to break ties between equal scores: the rank of the first
+        code hit holding it (the hit's own symbol first: its best-ranked chunk), then path and line."""
+        cached = self._places.get(definition.id)
+        if cached is None:
+            rank, named = next(
+                (
+                    (rank, int(not _named_by(hit.symbol, definition)))
+                    for rank, hit in enumerate(self._code_hits)
+                    if hit.path == definition.path and _overlap(definition, hit) > 0
+                ),
+                (len(self._code_hits), 1),
+            )
+            cached = self._places[definition.id] = (rank, named, definition.path, definition.start_line)
+        return cached
+
+    def order(self, links: Sequence[Link]) -> tuple[tuple[int, int, str, int], ...]:
+        """A chain's place among chains of equal score: its steps' `place`s, first step first."""
+        return tuple(self.place(link.definition) for link in links)
 
     # seeds and exploration ------------------------------------------------------------------------
 
@@ -272,6 +301,7 @@ class ChainFinder:
         code_hits = [
             hit for hit in hits if hit.language not in _PROSE and self.wanted(hit.path, hit.start_line)
         ][:SEED_HITS]
+        self._code_hits = code_hits
         for rank, hit in enumerate(code_hits):
             self.lookups += 1
             inside = [
@@ -385,7 +415,7 @@ class ChainFinder:
             extra += seeded[0] + SEED_SHARE * (len(seeded) - 1)
         entry = ENTRY_BONUS if len(path) > 1 and path[0].id not in called else 0.0
         files = len({definition.path for definition in path})
-        return sum(covered.values()) + extra + entry + FILE_BONUS * (files - 1) - STEP_COST * len(path)
+        return _total([*covered.values(), extra, entry, FILE_BONUS * (files - 1), -STEP_COST * len(path)])
 
     def best_chain(
         self,
@@ -401,16 +431,21 @@ class ChainFinder:
         def score(links: Sequence[Link]) -> float:
             guesses = sum(not link.exact for link in links)
             held = through is None or any(link.definition.id == through for link in links)
-            return (
-                self.path_score([link.definition for link in links], seeds, called)
-                - GUESS_COST * guesses
-                - (0.0 if held else UNHELD_COST)
+            return _total(
+                [
+                    self.path_score([link.definition for link in links], seeds, called),
+                    -GUESS_COST * guesses,
+                    0.0 if held else -UNHELD_COST,
+                ]
             )
 
-        beam: list[tuple[float, list[Link]]] = [
-            (score([Link(node)]), [Link(node)]) for node in nodes.values()
-        ]
-        best = max(beam, key=lambda item: item[0], default=(float("-inf"), []))
+        def rank(item: tuple[float, list[Link]]) -> tuple[float, tuple[tuple[int, int, str, int], ...]]:
+            return -item[0], self.order(item[1])  # the best score; of equals, retrieval's `order`
+
+        beam: list[tuple[float, list[Link]]] = sorted(
+            ((score([Link(node)]), [Link(node)]) for node in nodes.values()), key=rank
+        )
+        best = beam[0] if beam else (float("-inf"), [])
         for _ in range(MAX_CHAIN - 1):
             grown: list[tuple[float, list[Link]]] = []
             for _, links in beam:
@@ -422,7 +457,7 @@ class ChainFinder:
                     grown.append((score(path), path))
             if not grown:
                 break
-            beam = sorted(grown, key=lambda item: -item[0])[:BEAM]
+            beam = sorted(grown, key=rank)[:BEAM]
             if beam[0][0] > best[0]:
                 best = beam[0]
         return _trim(best[1], score)
@@ -490,7 +525,7 @@ class ChainFinder:
                 edges = self.index.callees(definition, ("read",))
                 found = [e.target for e in edges if e.target.kind == "attribute"]
             for attribute in found:
-                if _words(attribute.name) & self.terms:
+                if _words(attribute.name).intersection(self.terms):
                     attributes.setdefault(attribute.id, attribute)
         flows = []
         for attribute in list(attributes.values())[:MAX_FLOWS]:
@@ -547,7 +582,7 @@ class ChainFinder:
                 target = edge.target
                 if not edge.exact or target.path in on_chain or not self.implementation(target):
                     continue
-                weight = sum(self.term_weights(target).values())
+                weight = _total(self.term_weights(target).values())
                 if weight >= USE_THRESHOLD and target.id not in found:
                     found[target.id] = (weight, Link(target, "uses", edge.line))
         ranked = sorted(found.values(), key=lambda item: -item[0])
@@ -700,6 +735,18 @@ class ChainFinder:
             chain.uses = self.uses(chain.links)
         chain.lookups = self.lookups
         return chain
+
+
+def _named_by(symbol: str | None, definition: Any) -> bool:
+    """True when a hit's symbol names `definition`: its qualname, or its tail (`sendStatus` names
+    `res.sendStatus`)."""
+    qualname: str = definition.qualname
+    return bool(symbol) and (qualname == symbol or qualname.endswith(f".{symbol}"))
+
+
+def _total(values: Any) -> float:
+    """The sum of scores, the same whatever their order (`math.fsum`, rounded to `SCORE_PLACES`)."""
+    return round(math.fsum(values), SCORE_PLACES)
 
 
 def _trim(links: list[Link], score: Any) -> list[Link]:

@@ -4,8 +4,12 @@ and Go: chains across three files, overrides, line citations, and the graph rese
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import os
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,15 @@ from rag.settings import Settings
 from rag.store import Store
 from rag.types import SearchHit
 from tests.support.fake_provider import FakeProvider, FakeResponse
-from tests.support.graph_repos import CLI_FILES, GO_FILES, PYTHON_FILES, RUST_FILES, SERVER_FILES, make_repo
+from tests.support.graph_repos import (
+    CLI_FILES,
+    GO_FILES,
+    PYTHON_FILES,
+    RUST_FILES,
+    SERVER_FILES,
+    TIE_FILES,
+    make_repo,
+)
 
 
 class _Services:
@@ -39,7 +51,7 @@ def _indexed(name: str) -> tuple[_Services, str]:
     home = base / "home"
     settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
     fixtures = {"shop": PYTHON_FILES, "relay": GO_FILES, "router": RUST_FILES, "server": SERVER_FILES}
-    files = {**fixtures, "cli": CLI_FILES}[name]
+    files = {**fixtures, "cli": CLI_FILES, "reply": TIE_FILES}[name]
     repo = make_repo(base / name, files)
     store = Store(home)
     embedder = get_embedder(settings)
@@ -442,3 +454,72 @@ def test_a_chain_starting_at_a_detour_starts_at_its_caller_that_calls_the_next_s
         ("Command.Find", "call"),
     ]
     assert step == 1 and links[1].line == 19  # `ExecuteC`'s own call to `Find`
+
+
+# Run in a fresh interpreter per PYTHONHASHSEED: the chat and deep research answers' chain lines for
+# the tie fixture, and the older identifier walk's callee order for a set of edges.
+_SEEDED_ANSWERS = """
+import asyncio, sys
+from rag.answer import AnswerRequest, AnswerService
+from rag.embedders import get_embedder
+from rag.research import ResearchOptions, run_research
+from rag.research.offline import Edge, Graph, Node
+from rag.settings import Settings
+from rag.store import Store
+from pathlib import Path
+
+home, repo_id, question = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+CHAIN_LINES = ("**In short", "- It is reached")
+settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
+store, embedder = Store(home), get_embedder(settings)
+
+class Services:
+    def __init__(self):
+        self.store, self.embedder, self.settings = store, embedder, settings
+
+async def text(events):
+    return "".join([event["text"] async for event in events if event["type"] == "token"])
+
+chat = AnswerService(store, embedder, settings).answer(AnswerRequest(repo_id, question, provider="offline"))
+options = ResearchOptions()
+deep = run_research(Services(), repo_id=repo_id, question=question, provider="offline", options=options)
+for answer in (asyncio.run(text(chat)), asyncio.run(text(deep))):
+    print([line for line in answer.splitlines() if line.startswith(CHAIN_LINES)])
+caller, callee = Node("a.py", 1, 9, "run"), Node("b.py", 1, 9, "go")
+print([e.identifier for e in Graph(edges={Edge(caller, callee, n) for n in "qwertyuiop"}).callees(caller)])
+"""
+
+
+def test_answers_are_the_same_whatever_the_hash_seed() -> None:
+    """`jsonp -> send` and `sendStatus -> send` explain the question equally: the summed scores must not
+    depend on the order a set hands out the question's terms (PYTHONHASHSEED), and the tie goes to
+    retrieval's order, then the file's (`jsonp` comes first). Each seed runs in its own interpreter."""
+    services, repo_id = _indexed("reply")
+    question = "How does res.send set the content type and send the body to the browser?"
+    outputs = set()
+    for seed in ("0", "1", "2"):
+        run = subprocess.run(
+            [sys.executable, "-c", _SEEDED_ANSWERS, str(services.store.home), repo_id, question],
+            capture_output=True, text=True, check=True, timeout=120,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )  # fmt: skip
+        outputs.add(run.stdout)
+    assert len(outputs) == 1, outputs
+    chat, deep, callees = outputs.pop().splitlines()
+    assert chat == deep
+    assert "It is reached from `res.jsonp()` (`lib/reply.js:21-25`) → `res.send()`" in chat, chat
+    assert callees == str(list("eiopqrtuwy"))
+
+
+def test_of_equal_chains_the_one_retrieval_names_wins() -> None:
+    """The same tie, with retrieval's second hit named after `sendStatus` (its best-ranked chunk): the
+    chain starts there, not at `jsonp`, which comes first in the file."""
+    index, send = _hit_on("reply", "lib/reply.js", "res.send", "send", "javascript")
+    text = index.file_text("lib/reply.js") or ""
+    helpers = SearchHit("lib/reply.js", "javascript", 18, 35, None, "\n".join(text.splitlines()[17:35]), 0.9)
+    question = "How does res.send set the content type and send the body?"
+    steps = [link.definition.qualname for link in find_chain(index, question, [send, helpers]).links]
+    assert steps[:2] == ["res.jsonp", "res.send"], steps
+    named = dataclasses.replace(helpers, symbol="sendStatus")
+    steps = [link.definition.qualname for link in find_chain(index, question, [send, named]).links]
+    assert steps[:2] == ["res.sendStatus", "res.send"], steps

@@ -98,11 +98,10 @@ class Graph:
         return True
 
     def callees(self, node: Node) -> list[Edge]:
-        """Edges out of `node`, the most specific callee (smallest span) first: a method before its class."""
+        """Edges out of `node`, the most specific callee (smallest span) first: a method before its class;
+        then by place and name, never by the edge set's order (it changes with PYTHONHASHSEED)."""
         edges = [e for e in self.edges if e.caller == node]
-        return sorted(
-            edges, key=lambda e: (e.callee.end_line - e.callee.start_line, e.callee.path, e.callee.start_line)
-        )
+        return sorted(edges, key=lambda e: (e.callee.size, e.callee.path, e.callee.start_line, e.identifier))
 
     def roots(self) -> list[Node]:
         """Nodes that call something and that nothing in the graph calls: where the code paths start."""

@@ -350,3 +350,47 @@ func (c *Command) initCompleteCmd(args []string) {
 }
 """,
 }
+
+
+# A JavaScript response object whose `send` is called by two helpers that explain the question equally
+# (`jsonp`: set, type; `sendStatus`: body, content; `send` itself holds both): the chains `jsonp -> send`
+# and `sendStatus -> send` score the same, so only a tie-break decides between them.
+TIE_FILES = {
+    "package.json": '{"name": "reply", "main": "lib/reply.js"}\n',
+    "lib/reply.js": """'use strict';
+
+var res = module.exports = {};
+
+/**
+ * Send a response body.
+ */
+res.send = function send(body) {
+  // set the content type of a string body before sending it
+  var chunk = body;
+  if (typeof chunk === 'string') {
+    this.kind = 'html';
+  }
+  this.end(chunk);
+  return this;
+};
+
+/**
+ * Send an object as JavaScript.
+ */
+res.jsonp = function jsonp(obj) {
+  var text = JSON.stringify(obj);
+  this.set('X-Type', 'text/javascript');
+  return this.send(text);
+};
+
+/**
+ * Send a status code with its text.
+ */
+res.sendStatus = function sendStatus(code) {
+  // the status text is all the content
+  var body = String(code);
+  this.statusCode = code;
+  return this.send(body);
+};
+""",
+}
