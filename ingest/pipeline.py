@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -344,7 +345,7 @@ def ingest(
         graphs = _Graphs()
         rechunk_reason: str | None = None
         written = _Written()
-        graph_later = False
+        graph_later = hold = False
         graph_current = not builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES)
         if live is not None and graph_current and _same_as_live(live.record, record, diff):
             committed = live.record
@@ -364,10 +365,16 @@ def ingest(
             pending = builder.pending_count() > 0
             # `dense=False` (`ingest --no-wait`) returns here: `finish_embedding` graphs the files.
             hand_off = pending and not options.dense
-            graph_later = (bool(graphs.files) or pending) and not hand_off
+            # After an upgrade the live version is whole, if chunked the old way: it serves until the
+            # re-chunked one is complete, not a lexical version with few vectors (`finish_embedding`,
+            # after `--no-wait`, cannot hold: it publishes at once).
+            hold = pending and options.dense and bool(diff.rechunked)
+            graph_later = (bool(graphs.files) or pending) and not (hand_off or hold)
             if not (graph_later or hand_off):
                 graphs.store(builder)
-            if graph_later:
+            if hold and live is not None:
+                committed = live.record
+            elif graph_later:
                 committed = builder.checkpoint(resolve_graph=False)
             else:
                 committed = builder.commit(resolve_graph=not hand_off)
@@ -375,7 +382,8 @@ def ingest(
         timings["searchable_s"] = time.monotonic() - started
         report(
             "searchable",
-            f"{committed.id} is searchable ({committed.index_state})",
+            f"{committed.id} is searchable ({committed.index_state})"
+            + (f"; version {committed.version} serves until the re-chunked one is embedded" if hold else ""),
             chunks_done=committed.dense_chunks,
             chunks_total=committed.dense_total,
             index_state=committed.index_state,
@@ -385,8 +393,17 @@ def ingest(
             if committed.index_state == "complete" or not options.dense:  # no dense version follows
                 committed = builder.commit()
         with _timed(timings, "embed_s"):
-            if committed.index_state != "complete" and options.dense:
-                committed = _embed_pending(builder, committed, embedder, report, options.dense_commit_s)
+            if hold:  # one version, when complete
+                committed = _embed_pending(builder, embedder, report, math.inf, 0, builder.pending_count())
+            elif committed.index_state != "complete" and options.dense:
+                committed = _embed_pending(
+                    builder,
+                    embedder,
+                    report,
+                    options.dense_commit_s,
+                    committed.dense_chunks,
+                    committed.dense_total,
+                )
     timings["graph_s"] = graphs.seconds + builder.graph_resolve_s
     timings["total_s"] = time.monotonic() - started
     report(
@@ -472,7 +489,9 @@ def finish_embedding(
         if not builder.pending_count():
             return builder.commit() if graphed else record
         embedder = embedder_for(embedder, record.embedder)
-        committed = _embed_pending(builder, dataclasses.replace(record), embedder, report, interval)
+        committed = _embed_pending(
+            builder, embedder, report, interval, record.dense_chunks, record.dense_total
+        )
     report(
         "done",
         f"embedded {committed.id}: {committed.index_state}",
@@ -625,11 +644,11 @@ def _cached_vectors(
 
 
 def _embed_pending(
-    builder: IndexWriter, committed: RepoRecord, embedder: Embedder, report: _Reporter, commit_every_s: float
+    builder: IndexWriter, embedder: Embedder, report: _Reporter, commit_every_s: float, done: int, total: int
 ) -> RepoRecord:
     """The dense phase: embed the chunks without vectors in priority order (source, tests, docs, rest),
-    committing a new version every `commit_every_s` seconds and at the end. Returns the last record."""
-    done, total = committed.dense_chunks, committed.dense_total
+    committing a new version every `commit_every_s` seconds and at the end. Returns the last record.
+    `done` of `total` chunks have vectors already (the progress counts)."""
     report("embedding", f"{total - done} chunks to embed", chunks_done=done, chunks_total=total)
     last_commit = time.monotonic()
     while pending := builder.pending_texts(EMBED_SLICE):

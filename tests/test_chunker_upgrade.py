@@ -81,8 +81,16 @@ def test_a_plain_update_after_a_chunker_upgrade_rechunks_every_file(
     old_hashes = {span[-1] for span in chunk_spans(store, old_index)}
     old_version = store.get(old_index).version  # type: ignore[union-attr]
     events: list[Progress] = []
+    serving: list[tuple[int, str]] = []
 
-    report = update(old_index, store=store, embedder=spy, progress=events.append)
+    def on_progress(event: Progress) -> None:
+        events.append(event)
+        if event.stage == "embedding":  # the old version serves, whole, until the new one is complete
+            live = store.get(old_index)
+            assert live is not None
+            serving.append((live.version, live.index_state))
+
+    report = update(old_index, store=store, embedder=spy, progress=on_progress)
 
     # Every file chunked again although none changed, and the run says why.
     reason = f"chunker version {OLD_VERSION} -> {NEW_VERSION}"
@@ -92,7 +100,8 @@ def test_a_plain_update_after_a_chunker_upgrade_rechunks_every_file(
     assert report.to_json()["chunker_version"] == NEW_VERSION
     record = store.get(old_index)
     assert record is not None and record.chunker_version == NEW_VERSION
-    assert record.version > old_version and record.index_state == "complete"
+    assert record.version == old_version + 1 and record.index_state == "complete"  # one commit
+    assert serving and set(serving) == {(old_version, "complete")}
 
     # The index holds what a fresh build with this chunker holds, and its labels are searchable.
     fresh = Store(tmp_path / "fresh-home")
@@ -134,6 +143,25 @@ def test_an_index_from_before_chunker_versions_is_rechunked(
     assert report.rechunk_reason == f"chunker version 0 (not recorded) -> {NEW_VERSION}"
     assert report.files["rechunked"] == len(INDEXED_PATHS)
     assert store.get(old_index).chunker_version == NEW_VERSION  # type: ignore[union-attr]
+
+
+def test_a_crash_while_embedding_the_rechunked_texts_leaves_the_old_version_serving(
+    store: Store, spy: RecordingEmbedder, old_index: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = store.get(old_index)
+    spans = chunk_spans(store, old_index)
+
+    def crash(*_: object, **__: object) -> None:
+        raise RuntimeError("injected crash while embedding")
+
+    with monkeypatch.context() as crashing:
+        crashing.setattr(spy, "embed_documents", crash)
+        with pytest.raises(RuntimeError, match="injected crash"):
+            update(old_index, store=store, embedder=spy)
+
+    assert store.get(old_index) == before and chunk_spans(store, old_index) == spans
+    report = update(old_index, store=store, embedder=spy)
+    assert report.record.chunker_version == NEW_VERSION and report.record.index_state == "complete"
 
 
 def test_a_crash_while_rechunking_leaves_the_old_version_serving(

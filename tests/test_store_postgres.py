@@ -23,6 +23,8 @@ from typer.testing import CliRunner
 
 from api.cli import app
 from ingest import ingest
+from ingest import pipeline as ingest_pipeline
+from ingest.chunking import CHUNKER_VERSION
 from rag.embedders import Embedder
 from rag.settings import Settings
 from rag.store import IndexBusyError, Store, open_store
@@ -30,6 +32,7 @@ from rag.store.pg import PgStore
 from rag.store.pg.errors import StoreUnavailableError
 from tests.support.chat import settings_for
 from tests.support.repos import commit_all
+from tests.test_pipeline import RecordingEmbedder
 
 runner = CliRunner()
 QUERIES = [
@@ -124,6 +127,22 @@ def test_ingest_update_and_search(pg_store: PgStore, fixture_repo: Path, shared_
     assert send in after.get_chunks([send.id])  # an unchanged file's rows (and vector) stay as they were
     assert after.find_symbol("brand_new_helper")[0].path == "weatherline/extra.py"
     assert after.record.index_state == "complete"
+
+
+def test_a_chunker_upgrade_rechunks_on_a_plain_update(
+    pg_store: PgStore, fixture_repo: Path, shared_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = ingest(str(fixture_repo), store=pg_store, embedder=shared_embedder)
+    assert first.record.chunker_version == CHUNKER_VERSION
+    monkeypatch.setattr(ingest_pipeline, "CHUNKER_VERSION", CHUNKER_VERSION + 1)
+    spy = RecordingEmbedder(shared_embedder)
+    report = ingest(str(fixture_repo), store=pg_store, embedder=spy)
+    assert report.files["rechunked"] == first.record.file_count
+    assert report.rechunk_reason == f"chunker version {CHUNKER_VERSION} -> {CHUNKER_VERSION + 1}"
+    assert spy.embedded == [] and report.chunks["reused"] == report.chunks["total"]  # same texts
+    record = pg_store.get(first.repo_id)
+    assert record is not None and record.chunker_version == CHUNKER_VERSION + 1
+    assert record.version > first.record.version and record.index_state == "complete"
 
 
 def test_lexical_ranking_matches_the_local_store(
