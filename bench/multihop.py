@@ -15,7 +15,8 @@ Metrics: sources recall (gold files cited / gold files), whole-chain rate (every
 source precision (cited files that are gold / cited files), turns, tool calls and seconds.
 
 Each corpus is ingested once with the default embedder into `build/bench/research-data/<corpus>`
-(reused by later runs; an unchanged corpus is only re-scanned), niced by the caller.
+(reused by later runs: each run is an update, so an unchanged corpus is only re-scanned, and is
+re-chunked after a `CHUNKER_VERSION` change), niced by the caller.
 """
 
 from __future__ import annotations

@@ -111,6 +111,9 @@ def test_update_after_a_chunker_upgrade_says_it_rechunked_and_why(
     small_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert runner.invoke(app, ["ingest", str(small_repo)]).exit_code == 0
+    current = f"chunker_version {CHUNKER_VERSION} (current)"
+    assert current in runner.invoke(app, ["show", str(small_repo)]).stdout
+    # The index was built by this version; an upgrade brings version + 1 (the CLI's copy stays).
     monkeypatch.setattr(ingest_pipeline, "CHUNKER_VERSION", CHUNKER_VERSION + 1)
     updated = runner.invoke(app, ["update", str(small_repo)])
     assert updated.stdout.startswith("updated local/") and "2 unchanged" in updated.stdout
@@ -120,6 +123,12 @@ def test_update_after_a_chunker_upgrade_says_it_rechunked_and_why(
     assert code == 0 and shown is not None and shown["chunker_version"] == CHUNKER_VERSION + 1
     again = runner.invoke(app, ["update", str(small_repo)])
     assert again.stdout.startswith("up to date local/") and "re-chunked" not in again.stdout
+    # Back to this version: a record it did not write, and `show` says what the next update does.
+    monkeypatch.setattr(ingest_pipeline, "CHUNKER_VERSION", CHUNKER_VERSION)
+    other = " ".join(runner.invoke(app, ["show", str(small_repo)]).stdout.split())  # unwrapped
+    assert f"this RepoLens chunks with version {CHUNKER_VERSION}: the next update re-chunks" in other
+    assert runner.invoke(app, ["update", str(small_repo)]).stdout.startswith("updated local/")
+    assert current in runner.invoke(app, ["show", str(small_repo)]).stdout
 
 
 def test_the_time_line_counts_from_the_command_start_and_says_what_goes_on() -> None:

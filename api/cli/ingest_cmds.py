@@ -28,6 +28,7 @@ from rich.text import Text
 from api.cli.app import app, cli_errors, console, err_console, print_message, seconds_since_start
 from api.cli.wiki_cmd import refresh_after_update
 from ingest import IngestOptions, IngestReport, Progress, finish_embedding, resolve_repo_id
+from ingest.chunking import CHUNKER_VERSION
 from ingest.jobs import IngestJob
 from rag.embedders import get_embedder
 from rag.settings import Settings
@@ -519,6 +520,8 @@ def show_command(
         for key, value in data.items():
             if key == "filters" and isinstance(value, dict):
                 shown: Any = filters_text(value)
+            elif key == "chunker_version":
+                shown = f"{value} ({_chunker_state(value)})"
             elif isinstance(value, dict):
                 shown = ", ".join(f"{k} {v}" for k, v in value.items())
             else:
@@ -535,6 +538,13 @@ def show_command(
             bold = max(13, len(key) + 1)  # the key, whole (`chunker_version` is longer than the column)
             shown_line = Text(text[:bold], style="bold") + Text(text[bold:])
             console.print(shown_line, highlight=False, soft_wrap=True)
+
+
+def _chunker_state(version: int) -> str:
+    """Whether an index's chunks are this RepoLens's, or the next update re-chunks every file."""
+    if version == CHUNKER_VERSION:
+        return "current"
+    return f"this RepoLens chunks with version {CHUNKER_VERSION}: the next update re-chunks every file"
 
 
 def filters_text(filters: dict[str, Any]) -> str:
