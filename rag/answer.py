@@ -31,7 +31,7 @@ from rag.events import (
     status_event,
     token_event,
 )
-from rag.graph_walk import Chain, find_chain
+from rag.graph_walk import Chain, traced_chain
 from rag.prompt import PinnedFile, PromptResult, build_prompt
 from rag.providers.base import ChatProvider, ChatRequest, Message, TextDelta, Usage
 from rag.providers.catalog import PROVIDERS, provider_or_offline, resolve_model
@@ -234,9 +234,14 @@ class AnswerService:
         )
         return result, reserve
 
-    def _chain(self, index: RepoIndex, question: str, hits: list[SearchHit]) -> tuple[Chain, list[SearchHit]]:
-        """The code graph's chain for an offline answer, and the lines it cites beyond `hits`."""
-        chain = find_chain(index, question, hits)
+    def _chain(
+        self, index: RepoIndex, request: AnswerRequest, hits: list[SearchHit]
+    ) -> tuple[Chain, list[SearchHit]]:
+        """The code graph's chain for an offline answer, found as deep research finds it
+        (`traced_chain`: its own retrieval, so both name the same subject), and the lines it cites
+        beyond `hits` (the answer's sources)."""
+        retriever = Retriever(index, self.embedder)
+        chain, _ = traced_chain(index, retriever, request.question, retrieval_query(request))
         return chain, chain_sources(index, chain, hits)
 
     async def _answer(
@@ -262,9 +267,7 @@ class AnswerService:
         if provider.name == "offline":
             # Without a model, the answer explains the code graph's chain for the question; the lines
             # it cites are sources too (linked on the page, and what its citations are checked against).
-            chain, graph_spans = await _in_retrieval_pool(
-                self._chain, index, request.question, prompt.used_hits
-            )
+            chain, graph_spans = await _in_retrieval_pool(self._chain, index, request, prompt.used_hits)
         yield sources_event(sources_payload(record, [*prompt.used_hits, *graph_spans]))
         yield status_event(
             "generating",

@@ -20,6 +20,9 @@ from rag.roles import file_role
 from rag.terms import question_terms
 
 SEED_HITS = 10
+# The hits a chain is found from, whoever asks (chat's offline answer, offline deep research, the `trace`
+# tool): one retrieval of this many hits, so that every mode names the same subject.
+CHAIN_HITS = 30
 MAX_EXPLORED = 160
 MAX_FANOUT = 14
 MAX_DEPTH = 3
@@ -816,3 +819,12 @@ def related_hits(chain: Chain, hits: Sequence[Any], limit: int = RELATED_HITS) -
 def find_chain(index: Any, question: str, hits: Sequence[Any]) -> Chain:
     """The chain of code that answers `question`, starting from the retrieved `hits`."""
     return ChainFinder(index, question).find(hits)
+
+
+def traced_chain(index: Any, retriever: Any, question: str, query: str = "") -> tuple[Chain, list[Any]]:
+    """The chain for `question` and the hits it is found from: `CHAIN_HITS` hits `retriever` (a
+    `rag.retrieval.Retriever`) finds for `query` (the question itself by default; chat searches a short
+    follow-up with the question before it). The one rule chat, deep research and the `trace` tool share,
+    so they name the same subject for the same question."""
+    hits = list(retriever.search(query or question, k=CHAIN_HITS))
+    return find_chain(index, question, hits), hits

@@ -523,3 +523,19 @@ def test_of_equal_chains_the_one_retrieval_names_wins() -> None:
     named = dataclasses.replace(helpers, symbol="sendStatus")
     steps = [link.definition.qualname for link in find_chain(index, question, [send, named]).links]
     assert steps[:2] == ["res.sendStatus", "res.send"], steps
+
+
+def _chain_lines(answer: str) -> list[str]:
+    return [line for line in answer.splitlines() if line.startswith(("**In short", "- It is reached"))]
+
+
+def test_chat_and_deep_research_name_the_same_subject_whatever_chats_k() -> None:
+    """Chat sends its `k` best hits as sources and deep research retrieves its own: both find the chain
+    from one retrieval (`traced_chain`), so a chat showing one source names the subject deep research
+    names (`openSocket`, reached from `main` through `Server.Start`), with every citation linked."""
+    question = "Where does main start the relay?"
+    chat, _, citations = _chat("relay", question, k=1)
+    deep = _research("relay", question)[1]
+    assert _chain_lines(chat) == _chain_lines(deep), (_chain_lines(chat), _chain_lines(deep))
+    assert "`openSocket()`" in _in_short(chat), _in_short(chat)
+    assert citations and all(citation["in_context"] for citation in citations), citations

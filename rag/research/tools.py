@@ -26,7 +26,7 @@ import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rag.errors import ErrorCode, RepoLensError
-from rag.graph_walk import Chain, code_hits, find_chain, related_hits
+from rag.graph_walk import Chain, code_hits, related_hits, traced_chain
 from rag.lexical import path_matches
 from rag.tokens import count_tokens, truncate_to_tokens
 
@@ -42,7 +42,6 @@ MAX_LINE_CHARS = 240
 MAX_DEFINITION_LINES = 300
 MAX_DEFINITIONS = 20
 MAX_WORD_LINES = 2_000
-TRACE_HITS = 30
 FLOW_READS_LISTED = 6
 TRACE_BODY_LINES = 6
 
@@ -719,8 +718,7 @@ class RepoTools:
     def trace(self, question: str) -> Trace:
         """The chain for `question` from a fresh retrieval, and what an answer from it cites: the one
         computation behind offline research, the `trace` tool and the research loop's first finding."""
-        hits = list(self.retriever.search(question, k=TRACE_HITS))
-        chain = find_chain(self.index, question, hits)
+        chain, hits = traced_chain(self.index, self.retriever, question)
         beside = related_hits(chain, hits) if chain.links else code_hits(hits)[:3]
         return Trace(
             chain, hits, [Evidence(h.path, h.start_line, h.end_line, h.symbol, h.language) for h in beside]
