@@ -6,6 +6,8 @@ to show the budget holds for whatever tokenizer the embedder brings).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ingest.chunking import Chunker
@@ -449,6 +451,44 @@ def test_plain_text_uses_overlapping_line_windows() -> None:
     for previous, current in zip(chunks, chunks[1:], strict=False):
         assert current.start_line == previous.end_line - 1
         assert current.symbol is None
+
+
+def could_take_next_line(chunk: Chunk, text: str, max_tokens: int, count=count_tokens) -> bool:
+    """Whether `chunk` with the line after it would still fit: a window filled to the budget never could."""
+    lines = text.split("\n")
+    longer = replace(chunk, end_line=chunk.end_line + 1, text=chunk.text + "\n" + lines[chunk.end_line])
+    return count(longer.embed_text) <= max_tokens
+
+
+def test_line_windows_are_filled_to_the_budget_by_exact_counts() -> None:
+    # Indented code whose words are one token each: about 7 characters per token, where the chunker's
+    # prior guess is 3, so windows planned from the estimate alone held well under half the budget.
+    def words(text: str) -> int:
+        return 2 + len(text.split())
+
+    text = "".join(f"            total_{i} = combine(total_{i - 1}, weight_{i})\n" for i in range(300))
+    chunks = Chunker(64, words).chunk(source("totals.cfg", text))
+    assert_complete(chunks, text, 64, words)
+    assert len(chunks) > 5
+    for chunk in chunks[:-1]:
+        assert not could_take_next_line(chunk, text, 64, words), chunk
+
+
+def test_a_test_file_is_cut_into_full_line_windows_not_one_chunk_per_test() -> None:
+    tests = "".join(
+        f"def test_case_{i}(client):\n    response = client.get('/items/{i}')\n"
+        f"    assert response.status_code == 200\n\n\n"
+        for i in range(30)
+    )
+    text = "import pytest\n\n\n" + tests
+    windows = Chunker(120).chunk(source("tests/test_items.py", text))
+    assert_complete(windows, text, 120)
+    assert {chunk.symbol for chunk in windows} == {None}
+    assert all(not could_take_next_line(chunk, text, 120) for chunk in windows[:-1])
+    # The same code outside a test folder keeps one chunk per function, named after it.
+    per_function = Chunker(120).chunk(source("items_checks.py", text))
+    assert covering(per_function, line_of(text, "def test_case_7("))[0].symbol == "test_case_7"
+    assert len(windows) < len(per_function) / 2
 
 
 def test_empty_and_blank_files_have_no_chunks() -> None:
