@@ -353,7 +353,8 @@ def ingest(
         else:
             if diff.rechunked:
                 rechunk_reason = _rechunk_reason(old_chunker)
-                report("chunking", f"re-chunking {len(diff.to_chunk)} files: {rechunk_reason}")
+                files = len(diff.to_chunk)
+                report("chunking", f"re-chunking {files} files: {rechunk_reason}", files_total=files)
             written = _chunk_and_write(
                 builder, diff, embedder, report, graphs, options.chunk_processes, timings
             )

@@ -96,7 +96,11 @@ def test_a_plain_update_after_a_chunker_upgrade_rechunks_every_file(
     reason = f"chunker version {OLD_VERSION} -> {NEW_VERSION}"
     assert report.files["unchanged"] == report.files["rechunked"] == len(INDEXED_PATHS)
     assert report.rechunk_reason == reason
-    assert f"re-chunking {len(INDEXED_PATHS)} files: {reason}" in [e.message for e in events]
+    (said,) = [e for e in events if e.message.startswith("re-chunking")]
+    assert (said.message, said.files_total) == (
+        f"re-chunking {len(INDEXED_PATHS)} files: {reason}",
+        len(INDEXED_PATHS),
+    )
     assert report.to_json()["chunker_version"] == NEW_VERSION
     record = store.get(old_index)
     assert record is not None and record.chunker_version == NEW_VERSION
