@@ -45,7 +45,7 @@ from rag.types import Chunk, RepoRecord
 
 Patterns = str | Sequence[str] | None
 
-Stage = Literal["cloning", "scanning", "chunking", "writing", "searchable", "embedding", "done"]
+Stage = Literal["cloning", "scanning", "chunking", "writing", "searchable", "graph", "embedding", "done"]
 ProgressCallback = Callable[["Progress"], None]
 
 # Texts per embedder call: small enough that progress, cancel and the vector
@@ -362,7 +362,7 @@ def ingest(
             # One commit, no per-file steps: no count that would sit at 0/N for the whole step.
             report("writing", f"writing the new index version ({written.files} files)")
             # Lexical first: this version answers (BM25 everywhere, dense where vectors exist);
-            # the code graph is built next and goes live with the first dense version.
+            # the code graph is built next and goes live in a version of its own, seconds later.
             pending = builder.pending_count() > 0
             # `dense=False` (`ingest --no-wait`) returns here: `finish_embedding` graphs the files.
             hand_off = pending and not options.dense
@@ -393,6 +393,9 @@ def ingest(
             graphs.store(builder)
             if committed.index_state == "complete" or not options.dense:  # no dense version follows
                 committed = builder.commit()
+            else:  # live now, not with the first dense version (`dense_commit_s` later)
+                committed = builder.checkpoint()
+            report("graph", f"the code graph of {committed.id} is live", index_state=committed.index_state)
         with _timed(timings, "embed_s"):
             if hold:  # one version, when complete
                 committed = _embed_pending(builder, embedder, report, math.inf, 0, builder.pending_count())

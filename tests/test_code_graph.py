@@ -160,14 +160,15 @@ def test_javascript_constructor_arguments_are_tracked_to_their_reads(
     assert [d.qualname for d in index.attributes_of(_one(index, "Route"))] == ["Route.path"]
 
 
-def test_the_graph_follows_the_lexical_version_and_goes_live_with_the_dense_one(
+def test_the_graph_follows_the_lexical_version_in_a_version_of_its_own(
     tmp_path: Path, shared_embedder: Embedder
 ) -> None:
     """Lexical first: the first searchable version of a new repository has no graph yet (research
-    falls back to the identifier walk); the graph is built after it and is in the finished index.
+    falls back to the identifier walk); the graph is built after it and goes live at the `graph`
+    milestone, before any vector (a chat waits for it: `api.graph_wait`), and is in the finished index.
     With `dense=False` (`ingest --no-wait`) the run ends at the searchable version and
     `finish_embedding` (the background `repolens embed`) builds the graph with the vectors."""
-    seen: list[bool] = []
+    seen: list[tuple[str, bool, str]] = []
     for dense in (True, False):
         # Texts new to the shared vector cache, so the `dense=False` run has chunks left to embed.
         files = {path: f"# {tmp_path.name} {dense}\n{text}" for path, text in PYTHON_FILES.items()}
@@ -175,9 +176,9 @@ def test_the_graph_follows_the_lexical_version_and_goes_live_with_the_dense_one(
         store = Store(tmp_path / f"home-{dense}")
 
         def on_progress(progress: Any, store: Store = store) -> None:
-            if progress.stage == "searchable":
+            if progress.stage in ("searchable", "graph"):
                 record = store.list()[0]
-                seen.append(store.open(record.id).has_graph)
+                seen.append((progress.stage, store.open(record.id).has_graph, record.index_state))
 
         options = IngestOptions(dense=dense)
         report = ingest(str(repo), options, store=store, embedder=shared_embedder, progress=on_progress)
@@ -190,4 +191,9 @@ def test_the_graph_follows_the_lexical_version_and_goes_live_with_the_dense_one(
             index, "CheckoutService.checkout"
         )
         assert report.timings["graph_s"] > 0
-    assert seen == [False, False]
+    # The graph goes live in a version of its own before any vector (not with the first dense version).
+    assert seen == [
+        ("searchable", False, "lexical"),
+        ("graph", True, "lexical"),
+        ("searchable", False, "lexical"),
+    ]

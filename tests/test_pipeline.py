@@ -234,7 +234,16 @@ def test_progress_covers_every_stage(repo: Path, store: Store, spy: RecordingEmb
     events: list[Progress] = []
     ingest(str(repo), store=store, embedder=spy, progress=events.append)
     stages = list(dict.fromkeys(event.stage for event in events))
-    assert stages == ["cloning", "scanning", "chunking", "writing", "searchable", "embedding", "done"]
+    assert stages == [
+        "cloning",
+        "scanning",
+        "chunking",
+        "writing",
+        "searchable",
+        "graph",
+        "embedding",
+        "done",
+    ]
     last_embedding = [e for e in events if e.stage == "embedding"][-1]
     assert last_embedding.chunks_done == last_embedding.chunks_total > 0
     assert last_embedding.eta_s == 0 and last_embedding.rate > 0
