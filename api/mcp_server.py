@@ -725,5 +725,10 @@ def mount(app: FastAPI, services: Services) -> MCPEndpoint:
 
 
 def serve_stdio(services: Services) -> None:
-    """`repolens mcp`: serve over stdin/stdout until the client closes them."""
-    asyncio.run(build_mcp_server(services).run_stdio_async())
+    """`repolens mcp`: serve over stdin/stdout until the client closes them, then stop the services (an
+    ingest still running is cancelled, its index left as it was): their ingest worker process, left
+    running, kept the command from ever exiting."""
+    try:
+        asyncio.run(build_mcp_server(services).run_stdio_async())
+    finally:
+        services.stop()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -431,6 +433,61 @@ async def test_stdio_server_lists_indexes_searches_reads_and_asks(
         assert "less than or equal to 100" in error_text(
             await client.call_tool("search_code", {"repo": repo_id, "query": "x", "k": 1000})
         )
+
+
+def test_stdio_server_exits_when_its_client_closes_stdin_after_an_ingest(tmp_path: Path) -> None:
+    """`repolens mcp` that ran an ingest (in its ingest worker process) ends when the client closes its
+    stdin: the worker process it left running kept it alive for ever (a client that does not kill its
+    server piled them up)."""
+    repo = make_fixture_repo(tmp_path / "weatherline")
+    env = {**os.environ, "REPOLENS_HOME": str(tmp_path / "stdio-exit-home")}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("repolens")), "mcp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+        start_new_session=True,  # killed whole if it does not end
+    )
+    assert server.stdin is not None and server.stdout is not None
+
+    def call(message: dict[str, Any]) -> dict[str, Any]:
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(json.dumps({"jsonrpc": "2.0", **message}) + "\n")
+        server.stdin.flush()
+        while "id" in message:
+            answer: dict[str, Any] = json.loads(server.stdout.readline())
+            if answer.get("id") == message["id"]:
+                return answer
+        return {}
+
+    client = {"name": "test", "version": "1"}
+    call(
+        {
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": client},
+        }
+    )
+    call({"method": "notifications/initialized"})
+    indexed = call(
+        {
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "index_repository", "arguments": {"location": str(repo)}},
+        }
+    )
+    assert not indexed["result"].get("isError"), indexed
+    server.stdin.close()
+    try:
+        assert server.wait(timeout=30) == 0
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        raise AssertionError("`repolens mcp` did not exit after its client closed stdin") from None
+    finally:
+        server.stdout.close()
 
 
 async def test_wiki_tools_read_the_generated_wiki(mcp_http: McpSetup) -> None:
