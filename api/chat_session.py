@@ -10,6 +10,8 @@ the end-of-answer rule are the same everywhere:
   (`ingest.jobs`; a concurrent request for it joins the same job), reporting `status` frames
   (`cloning`, then `indexing` with counts); a consumer that goes away stops waiting, the job
   goes on (an explicit `cancel` frame cancels it: `cancel_ingest`);
+- a repository whose code graph is still being built (a moment after its searchable version) is
+  waited for, briefly (`api.graph_wait`), or the answer says it is made without the graph;
 - the request token is masked by `rag.redact` (a `secret_scope`, forgotten when the request ends)
   before anything can log or echo it;
 - a private repository (indexed with a token) answers only when the request's `token` is
@@ -30,6 +32,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from api.graph_wait import GraphWait
 from api.schemas import ChatRequestBody
 from api.services import Services
 from api.shutdown import ServerStop, streaming
@@ -55,21 +58,32 @@ _producers: set[asyncio.Task[None]] = set()
 
 
 async def chat_events(
-    services: Services, request: ChatRequestBody, cancel: asyncio.Event, stop: ServerStop | None = None
+    services: Services,
+    request: ChatRequestBody,
+    cancel: asyncio.Event,
+    stop: ServerStop | None = None,
+    graph_wait_s: float | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Every frame of one accepted request; the last is always one `done`. The request's token
     is masked (`secret_scope`) from the first step to the last, and forgotten afterwards.
 
     With the serving app's `stop` (`api.shutdown`), a server that stops ends the answer at once
-    (the provider's stream closed) with `stopping_event` and `done`, and its stop waits for that."""
+    (the provider's stream closed) with `stopping_event` and `done`, and its stop waits for that.
+    A repository whose code graph is still being built is waited for up to `graph_wait_s` seconds
+    (default `REPOLENS_GRAPH_WAIT_S`; `api.graph_wait`)."""
+    wait_s = services.settings.graph_wait_s if graph_wait_s is None else graph_wait_s
     with secret_scope(request.token), streaming(stop):
-        async with contextlib.aclosing(_request_events(services, request, cancel, stop)) as events:
+        async with contextlib.aclosing(_request_events(services, request, cancel, stop, wait_s)) as events:
             async for event in events:
                 yield event
 
 
 async def _request_events(
-    services: Services, request: ChatRequestBody, cancel: asyncio.Event, stop: ServerStop | None
+    services: Services,
+    request: ChatRequestBody,
+    cancel: asyncio.Event,
+    stop: ServerStop | None,
+    graph_wait_s: float,
 ) -> AsyncGenerator[Event, None]:
     """Every frame of one accepted request; the last is always one `done`."""
     started = time.perf_counter()
@@ -85,7 +99,12 @@ async def _request_events(
                     yield event
             index_ms = round((time.perf_counter() - started) * 1000, 1)
         await _check_access(services, source.repo_id, request.token)
-        answering = until_cancelled(_answer_events(services, request, source.repo_id, cancel), stopping)
+        graph = GraphWait(services, source.repo_id, graph_wait_s)
+        async with contextlib.aclosing(until_cancelled(graph.events(cancel), stopping)) as waiting:
+            async for event in waiting:
+                yield event
+        answer_events = _answer_events(services, request, source.repo_id, cancel, graph.missing)
+        answering = until_cancelled(answer_events, stopping)
         async with contextlib.aclosing(answering) as answer:
             async for event in answer:
                 if event.get("type") == "done":
@@ -146,7 +165,7 @@ async def _check_access(services: Services, repo_id: str, token: str | None) -> 
 
 
 def _answer_events(
-    services: Services, request: ChatRequestBody, repo_id: str, cancel: asyncio.Event
+    services: Services, request: ChatRequestBody, repo_id: str, cancel: asyncio.Event, graph_missing: bool
 ) -> AsyncGenerator[Event, None]:
     messages = [message.model_dump() for message in request.messages]
     if request.deep_research:
@@ -184,6 +203,7 @@ def _answer_events(
         language=request.language,
         file_path=request.file_path,
         k=request.k,
+        graph_missing=graph_missing,
     )
     return services.answers.answer(answer_request, cancel)
 

@@ -14,7 +14,7 @@ from fastapi import Request, WebSocket
 
 from ingest.access import verify_access
 from ingest.isolated import ProcessPool
-from ingest.jobs import JobPool, JobQueue
+from ingest.jobs import IngestJob, JobPool, JobQueue
 from ingest.policy import SourcePolicy
 from rag.answer import AnswerService
 from rag.embedders import Embedder, get_embedder
@@ -47,6 +47,14 @@ class Services:
             return RedisJobQueue(self.settings)
         processes = ProcessPool(self.settings) if self.settings.ingest_isolation == "process" else None
         return JobPool(self.store, lambda: self.embedder, self.settings.ingest_workers, processes)
+
+    def running_here(self) -> list[IngestJob]:
+        """The unfinished ingest jobs this process runs (none if it started none; none on the Redis
+        queue, whose workers run them): what a command that exits must hand on or cancel."""
+        jobs = self.__dict__.get("jobs")
+        if not isinstance(jobs, JobPool):
+            return []
+        return [job for job in jobs.list() if not job.finished]
 
     def verify_access(self, record: RepoRecord, token: str | None) -> None:
         """`ingest.access.verify_access` under this server's source policy: the host check of a

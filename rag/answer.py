@@ -67,6 +67,9 @@ class AnswerRequest:
     language: str = "en"
     file_path: str | None = None
     k: int = DEFAULT_K
+    # The repository's code graph is still being built (`api.graph_wait` ran out): the offline answer
+    # is the retrieval list, and says why.
+    graph_missing: bool = False
 
 
 def sources_payload(record: RepoRecord, hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
@@ -264,7 +267,7 @@ class AnswerService:
             )
         chain = None
         graph_spans: list[SearchHit] = []
-        if provider.name == "offline":
+        if provider.name == "offline" and not request.graph_missing:
             # Without a model, the answer explains the code graph's chain for the question; the lines
             # it cites are sources too (linked on the page, and what its citations are checked against).
             chain, graph_spans = await _in_retrieval_pool(self._chain, index, request, prompt.used_hits)
@@ -284,6 +287,7 @@ class AnswerService:
             chain=chain,
             file_text=index.file_text,
             language=request.language or "en",
+            graph_missing=request.graph_missing,
         )
         parts: list[str] = []
         usage: Usage | None = None

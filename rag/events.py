@@ -178,6 +178,26 @@ def status_event(stage: str, message: str | None = None, **fields: Any) -> Event
     return StatusEvent(stage=stage, **fields).wire()
 
 
+# The `step` of the status frames of a chat that reaches a repository whose code graph is still being
+# built (a new repository's graph goes live a moment after its searchable version).
+GRAPH_BUILDING_STEP = "graph_building"
+
+
+def graph_building_event(repo_id: str, wait_s: float | None = None) -> Event:
+    """The status frame of a chat whose repository's code graph is still being built: with `wait_s`,
+    the chat waits up to that long for it (stage `indexing`); without, the answer comes without the
+    graph (stage `retrieving`): the offline answer is then the retrieval list, not the explained chain.
+    Every transport sends this one frame (`api.graph_wait`)."""
+    if wait_s is not None:
+        message = f"building the code graph of {repo_id}: waiting for it (up to {wait_s:g} s)"
+        return status_event("indexing", message, step=GRAPH_BUILDING_STEP)
+    message = (
+        f"the code graph of {repo_id} is still being built: this answer is made without it; "
+        "ask again in a moment for the answer explained from the code graph"
+    )
+    return status_event("retrieving", message, step=GRAPH_BUILDING_STEP)
+
+
 def sources_event(sources: list[dict[str, Any]]) -> Event:
     return SourcesEvent.model_validate({"sources": sources}).wire()
 

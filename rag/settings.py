@@ -219,6 +219,14 @@ class Settings(BaseSettings):
     dense_commit_s: float = setting(
         "REPOLENS_DENSE_COMMIT_S", 10.0, "seconds between dense index versions while an ingest embeds", ge=0
     )
+    graph_wait_s: float = setting(
+        "REPOLENS_GRAPH_WAIT_S",
+        5.0,
+        "seconds a server chat waits for the code graph of a repository still being indexed "
+        "(`repolens ask` waits up to 60)",
+        ge=0,
+        le=60,
+    )
     ingest_workers: int = setting("REPOLENS_INGEST_WORKERS", 2, "ingest jobs run at once", ge=1, le=64)
     chunk_processes: int = setting(
         "REPOLENS_CHUNK_PROCESSES",

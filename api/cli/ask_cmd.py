@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -29,6 +30,9 @@ from api.cli.app import app, cli_errors, err_console, print_message
 from rag.errors import NotFoundError, exit_code
 from rag.events import encode
 from rag.settings import Settings
+
+# How long `ask` waits for its cancelled ingest job to let go of the index before handing it on.
+HAND_ON_WAIT_S = 30.0
 
 if TYPE_CHECKING:
     from api.schemas import ChatRequestBody
@@ -64,27 +68,31 @@ def ask(
         from api.services import Services
 
         services = Services.from_settings(settings)
-        fields = _repo_fields(services, repo, repo_type, ref)
-        body: dict[str, Any] = {
-            **fields,
-            "messages": [{"role": "user", "content": question}],
-            "filePath": file,
-            "token": _token(fields, token, settings),
-            "provider": provider,
-            "model": model,
-            "language": language,
-            "deep_research": deep,
-            "max_iterations": max_iterations,
-            "k": k,
-        }
-        request = parse_chat_request({name: value for name, value in body.items() if value is not None})
-        if as_json:
-            renderer: _Renderer = _JsonRenderer()
-        elif plain or not sys.stdout.isatty():
-            renderer = _PlainRenderer()
-        else:
-            renderer = _LiveRenderer()
-        error = asyncio.run(_stream(services, request, renderer))
+        try:
+            fields = _repo_fields(services, repo, repo_type, ref)
+            body: dict[str, Any] = {
+                **fields,
+                "messages": [{"role": "user", "content": question}],
+                "filePath": file,
+                "token": _token(fields, token, settings),
+                "provider": provider,
+                "model": model,
+                "language": language,
+                "deep_research": deep,
+                "max_iterations": max_iterations,
+                "k": k,
+            }
+            request = parse_chat_request({name: value for name, value in body.items() if value is not None})
+            if as_json:
+                renderer: _Renderer = _JsonRenderer()
+            elif plain or not sys.stdout.isatty():
+                renderer = _PlainRenderer()
+            else:
+                renderer = _LiveRenderer()
+            error = asyncio.run(_stream(services, request, renderer))
+            _embed_the_rest_in_background(services, settings)
+        finally:
+            services.stop()  # the ingest worker process too: a live one kept the command from exiting
     if error is not None:
         if not as_json:
             print_message(err_console, f"[bold red]error:[/] {escape(error['message'])}")
@@ -120,13 +128,43 @@ def _token(fields: dict[str, Any], explicit: str | None, settings: Settings) -> 
     return None if platform == "local" else settings.git_token(platform)
 
 
+def _embed_the_rest_in_background(services: Services, settings: Settings) -> None:
+    """The ingest this command ran for the question (indexing on first use) may still be embedding
+    once the answer is out: stop it here and let a detached `repolens embed` finish it (as
+    `ingest --no-wait` does), so the command ends with its answer instead of waiting for the dense
+    phase. The versions it committed stay live (searchable, with the code graph)."""
+    jobs = services.running_here()
+    if not jobs:
+        return
+    for job in jobs:
+        services.jobs.cancel(job.id)
+    deadline = time.monotonic() + HAND_ON_WAIT_S
+    while any(not job.finished for job in jobs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    from api.cli.ingest_cmds import embed_in_background
+
+    for job in jobs:
+        record = services.store.get(job.repo_id)
+        if job.finished and record is not None and record.index_state != "complete":
+            pid = embed_in_background(record.id, settings)
+            print_message(
+                err_console,
+                f"{record.id} is {record.index_state}: dense embedding continues in the background "
+                f"(pid {pid}; `repolens show {record.id}` shows its index_state)",
+            )
+
+
 async def _stream(services: Services, request: ChatRequestBody, renderer: _Renderer) -> Event | None:
-    """Render every event; the first error event (if any) decides the exit code."""
+    """Render every event; the first error event (if any) decides the exit code. A repository whose
+    code graph is still being built is waited for (`ASK_GRAPH_WAIT_S`), so the offline answer is the
+    one explained from the graph."""
     from api.chat_session import chat_events
+    from api.graph_wait import ASK_GRAPH_WAIT_S
 
     error: Event | None = None
     with renderer:
-        async with contextlib.aclosing(chat_events(services, request, asyncio.Event())) as events:
+        chatting = chat_events(services, request, asyncio.Event(), graph_wait_s=ASK_GRAPH_WAIT_S)
+        async with contextlib.aclosing(chatting) as events:
             async for event in events:
                 renderer.show(event)
                 if event["type"] == "error" and error is None:

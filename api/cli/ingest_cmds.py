@@ -190,11 +190,11 @@ def _run_and_report(job: IngestJob, settings: Settings, store: Store, flags: Run
         )
     background = None
     if not job.options.dense and report.record.index_state != "complete":
-        background = _embed_in_background(report.repo_id, settings)
+        background = embed_in_background(report.repo_id, settings)
     _print_report(report, flags.as_json, background, seconds_since_start() - report.timings["total_s"])
 
 
-def _embed_in_background(repo_id: str, settings: Settings) -> int:
+def embed_in_background(repo_id: str, settings: Settings) -> int:
     """Start a detached `repolens embed <repo_id>` (it outlives this command); returns its pid."""
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)

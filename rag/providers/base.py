@@ -79,6 +79,8 @@ class ChatRequest:
     chain: Any = None
     file_text: Any = None
     language: str = "en"
+    # The code graph is still being built: the offline answer lists the retrieved code and says so.
+    graph_missing: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,11 @@ from rag.tokens import count_tokens
 from rag.types import SearchHit
 
 LABEL = "Offline answer (no LLM configured)"
+GRAPH_MISSING_NOTE = (
+    "The code graph of this repository is still being built (it goes live seconds after the index "
+    "becomes searchable), so this is the retrieval list: ask again in a moment for the answer explained "
+    "from the code graph.\n"
+)
 MAX_SPANS = 6
 EXCERPT_LINES = 8
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -83,13 +88,16 @@ def _where(hit: SearchHit) -> str:
     return f"{hit.path}:{hit.start_line}-{hit.end_line}"
 
 
-def offline_answer(question: str, hits: Sequence[SearchHit]) -> str:
-    """The full offline answer in Markdown, citing every span as `path:start-end`."""
+def offline_answer(question: str, hits: Sequence[SearchHit], *, graph_missing: bool = False) -> str:
+    """The full offline answer in Markdown, citing every span as `path:start-end`; `graph_missing`:
+    the code graph is still being built (`explained_answer` has nothing to explain from), say so."""
     header = (
         f"**{LABEL}** — this lists the code RepoLens retrieved for your question, without a language "
         "model's explanation. Configure a provider (e.g. `OPENAI_API_KEY` or `GOOGLE_API_KEY`) "
         "for a written answer.\n"
     )
+    if graph_missing:
+        header += "\n" + GRAPH_MISSING_NOTE
     if not hits:
         return header + "\nNo indexed code matched the question. Try naming a file, function or class.\n"
     shown = list(hits[:MAX_SPANS])
@@ -308,7 +316,9 @@ class OfflineProvider:
         question = request.question or next(
             (m.content for m in reversed(request.messages) if m.role == "user"), ""
         )
-        if request.chain is not None and request.file_text is not None:
+        if request.graph_missing:
+            text = offline_answer(question, request.context, graph_missing=True)
+        elif request.chain is not None and request.file_text is not None:
             text = explained_answer(
                 question, request.chain, request.context, request.file_text, request.language
             )

@@ -1,0 +1,79 @@
+"""A chat that reaches a repository whose code graph is still being built waits for it, briefly.
+
+A new repository's ingest commits a searchable (lexical) version first and its code graph in the next
+version, a moment later (`ingest.pipeline`: the `graph` milestone). The offline answer is explained from
+that graph, so a question asked in between (the chat's own indexing on first use, or a chat right
+after `POST /api/repos` reached its searchable milestone) would get the retrieval list instead of the
+chain. `GraphWait` waits for the graph's version, up to a bound (`REPOLENS_GRAPH_WAIT_S` for the
+server's chats; `repolens ask` waits up to `ASK_GRAPH_WAIT_S`), saying so in a status frame; when the
+graph is not there in time the answer goes on and says that it is made without it
+(`rag.events.graph_building_event`, one frame for every transport).
+
+Hot path: a live version with the graph costs one record read and the cached index's `has_graph` (the
+answer opens the same cached index next); only a version without a graph looks at the ingest jobs (a
+repository with no code the graph understands, or indexed before the graph existed, and no job: no wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from api.services import Services
+from rag.answer import AnswerCancelled
+from rag.events import Event, graph_building_event
+
+# How often the record is read while waiting (one small JSON file; the graph's version lands in ~0.1-2 s).
+POLL_S = 0.1
+# `repolens ask`: a terminal user who asked one question is already waiting for the index; the bound
+# only guards against a build that never gets there.
+ASK_GRAPH_WAIT_S = 60.0
+
+
+@dataclass
+class GraphWait:
+    """The wait of one chat for `repo_id`'s code graph. `missing` is True after `events` when the
+    answer has to go on without the graph (the wait ran out): the offline answer then says so."""
+
+    services: Services
+    repo_id: str
+    wait_s: float
+    missing: bool = False
+
+    async def events(self, cancel: asyncio.Event) -> AsyncGenerator[Event, None]:
+        """Nothing when the graph is live (or nothing is building it); else a status frame, the wait
+        (ended by the graph's version, the build's end, the bound or `cancel`), and, when the graph is
+        still not there, the frame saying the answer is made without it."""
+        store = self.services.store
+        record = store.get(self.repo_id)
+        if record is None or store.open(self.repo_id).has_graph:
+            return
+        if not await asyncio.to_thread(self._being_built):  # `ingest --no-wait`: `repolens embed` graphs it
+            return
+        if self.wait_s > 0:
+            yield graph_building_event(self.repo_id, self.wait_s)
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cancel.wait(), min(POLL_S, max(0.0, deadline - time.monotonic())))
+            if cancel.is_set():
+                raise AnswerCancelled("the answer was cancelled")
+            current = store.get(self.repo_id)
+            # The version after the searchable one carries the graph (if the repository has code it
+            # understands); a build that ended without one leaves nothing to wait for.
+            if current is None or current.version != record.version:
+                return
+            if not await asyncio.to_thread(self._being_built):
+                return
+        self.missing = True
+        yield graph_building_event(self.repo_id)
+
+    def _being_built(self) -> bool:
+        """An ingest job of this server (or its Redis queue) is still running for the repository."""
+        return any(job.repo_id == self.repo_id and not job.finished for job in self.services.jobs.list())
+
+
+__all__ = ["ASK_GRAPH_WAIT_S", "GraphWait"]
