@@ -43,6 +43,9 @@ ENTRY_BONUS = 1.0
 GUESS_COST = 0.6
 # A retrieved hit names the chain's step that spans at least this share of its lines as the subject.
 PINPOINT = 0.5
+# Of the first this many steps the best source hits pinpoint, one whose own name holds a question term
+# (`Find` for "how does cobra find the subcommand...") is the subject before the first one.
+NAMED_WINDOW = 3
 # What a chain that must go through a definition (`best_chain(through=...)`) pays for missing it: more
 # than any path scores, so every path holding it ranks first.
 UNHELD_COST = 1000.0
@@ -601,16 +604,22 @@ class ChainFinder:
         (a merged span is named after its best-ranked chunk), else a step holding at least `PINPOINT`
         of the hit's lines (a hit on a whole small file or class says little about which of its
         definitions), the deepest of equals; an abstract step gives way to the override after it.
+        Of the first `NAMED_WINDOW` steps so pinpointed, the first whose own name holds a question
+        term comes first (`Find` for "find the subcommand", though a better hit pinpoints `legacyArgs`).
         Not the entry point of a longer chain (it reaches the work, `main()`). A step the question
         names (`Router::route`) comes before all of them; None when no hit pinpoints a step."""
         named = [number for number, link in enumerate(links) if self.bonus(link.definition) >= 3.0]
         if named:
             return named[-1]
+        pinpointed: list[int] = []
         for hit in self.source_hits(hits):
             step = self._pinpointed_step(links, hit)
-            if step is not None:
-                return step
-        return None
+            if step is not None and step not in pinpointed:
+                pinpointed.append(step)
+                if len(pinpointed) == NAMED_WINDOW:
+                    break
+        termed = [step for step in pinpointed if _words(links[step].definition.name).intersection(self.terms)]
+        return next(iter(termed or pinpointed), None)
 
     def _pinpointed_step(self, links: Sequence[Link], hit: Any) -> int | None:
         inside = [

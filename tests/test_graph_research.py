@@ -539,3 +539,15 @@ def test_chat_and_deep_research_name_the_same_subject_whatever_chats_k() -> None
     assert _chain_lines(chat) == _chain_lines(deep), (_chain_lines(chat), _chain_lines(deep))
     assert "`openSocket()`" in _in_short(chat), _in_short(chat)
     assert citations and all(citation["in_context"] for citation in citations), citations
+
+
+def test_of_the_steps_the_best_hits_pinpoint_the_one_named_for_a_question_term_is_the_subject() -> None:
+    """Retrieval ranks `child` (the lookup of one argument) above `Find`: both are on the chain, and
+    `Find`, whose own name is the question's verb, is what the answer names."""
+    index, child = _hit_on("cli", "command.go", "Command.child", "Command.child", "go")
+    _, find = _hit_on("cli", "command.go", "Command.Find", "Command.Find", "go")
+    question = "How does the cli find which subcommand to run from the command-line args?"
+    chain = find_chain(index, question, [child, find])
+    steps = [link.definition.qualname for link in chain.links]
+    assert "Command.child" in steps, steps
+    assert chain.subject is not None and chain.subject.qualname == "Command.Find", steps
