@@ -200,7 +200,7 @@ async def test_a_chat_while_the_graph_is_still_building_says_so(
 ) -> None:
     """`POST /api/repos` reached its searchable milestone and its graph is held back: a chat waits
     `REPOLENS_GRAPH_WAIT_S`, then answers with the retrieval list, saying why, in a status frame and in
-    the text (the only thing the text-only transports show)."""
+    the text (the only thing the text-only transports show: the OpenAI-compatible API here)."""
     slow_graph.hold()
     home = tmp_path / "home"
     server = fresh_server(live_server_factory, home, REPOLENS_GRAPH_WAIT_S="0.3")
@@ -224,8 +224,13 @@ async def test_a_chat_while_the_graph_is_still_building_says_so(
     assert "still being built" in said[-1]["message"]
     text = tokens(frames)
     assert text.startswith(f"**{LABEL}**") and GRAPH_MISSING_NOTE.strip() in text
-    slow_graph.release()
     repo_id = resolve_source(str(repo)).repo_id
+    # A text-only transport (the OpenAI-compatible API) carries the same note in its text.
+    body = {"model": f"repolens/{repo_id}", "messages": [{"role": "user", "content": QUESTION}]}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as client:
+        completion = (await client.post("/v1/chat/completions", json=body)).json()
+    assert GRAPH_MISSING_NOTE.strip() in completion["choices"][0]["message"]["content"], completion
+    slow_graph.release()
     deadline = time.monotonic() + TIMEOUT
     while not Store(home).open(repo_id).has_graph and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
