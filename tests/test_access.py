@@ -34,6 +34,7 @@ from tests.support.chat import (
 )
 from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.live_server import LiveServer
+from tests.support.stored import files_holding
 from tests.test_source_policy import RecordingListener
 
 if TYPE_CHECKING:
@@ -232,12 +233,7 @@ async def test_the_token_reaches_no_file_and_no_log(
     assert frames[-1]["type"] == "done" and not [frame for frame in frames if frame["type"] == "error"]
     secret = private_repo.token
     assert secret not in caplog.text and secret not in json.dumps(frames)
-    stored = [
-        path
-        for path in private_repo.home.rglob("*")
-        if path.is_file() and secret.encode() in path.read_bytes()
-    ]
-    assert stored == []
+    assert files_holding(private_repo.home, secret.encode()) == []
 
 
 def test_a_public_local_repository_needs_no_token(chat_server: ChatServer) -> None:

@@ -32,6 +32,7 @@ from ingest.sources import resolve_source
 from rag.redact import install_log_redaction
 from tests.support.git_wrapper import git_on_path
 from tests.support.repos import commit_all, git, write_files
+from tests.support.stored import stored_files
 
 if TYPE_CHECKING:
     from tests.support.git_http_server import GitHttpServer, SilentServer
@@ -63,11 +64,9 @@ def _assert_no_leak(token: str, roots: list[Path], texts: list[str]) -> None:
     forms = _leak_forms(token)
     scanned = 0
     for root in roots:
-        for path in root.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                data = path.read_bytes()
-                scanned += 1
-                assert not any(form in data for form in forms), f"token found in {path}"
+        for path, data in stored_files(root):
+            scanned += 1
+            assert not any(form in data for form in forms), f"token found in {path}"
     assert scanned > 0
     for text in texts:
         assert not any(form.decode() in text for form in forms)

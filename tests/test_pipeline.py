@@ -28,6 +28,7 @@ from tests.support.repos import (
     make_fixture_repo,
     write_files,
 )
+from tests.support.stored import files_holding
 
 if TYPE_CHECKING:
     from tests.support.git_http_server import GitHttpServer
@@ -272,6 +273,4 @@ def test_clone_with_a_token_and_update_after_a_push(
     assert updated.record.commit == second_sha
     assert (updated.files["changed"], updated.files["unchanged"]) == (1, 1)
     assert "return 2" in (store.open(report.repo_id).file_text("app.py") or "")
-    for path in repolens_home.rglob("*"):
-        if path.is_file():
-            assert git_http_server.token.encode() not in path.read_bytes(), path
+    assert files_holding(repolens_home, git_http_server.token.encode()) == []

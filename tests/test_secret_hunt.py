@@ -19,6 +19,7 @@ from tests.support.chat import PROVIDER, provider_env, settings_for, sse_events
 from tests.support.fake_provider import FAKE_API_KEY, FakeProvider, FakeResponse
 from tests.support.git_http_server import GitHttpServer
 from tests.support.live_server import LiveServer
+from tests.support.stored import stored_files
 
 API_KEY = "rl-hunt-api-key-0123456789abcdef"
 
@@ -96,10 +97,10 @@ def test_no_token_or_key_reaches_disk_logs_or_frames(
     lines += [
         "".join(traceback.format_exception(*record.exc_info)) for record in caplog.records if record.exc_info
     ]
-    files = [path for path in home.rglob("*") if path.is_file()]
+    files = list(stored_files(home))
     assert files, "nothing was written to the data dir"
     for secret in secrets:
-        for path in files:
-            assert secret.encode() not in path.read_bytes(), f"a secret is in {path.relative_to(home)}"
+        for path, data in files:
+            assert secret.encode() not in data, f"a secret is in {path.relative_to(home)}"
         assert not [line for line in lines if secret in line], "a secret is in the log"
         assert not [frame for frame in frames if secret in frame], "a secret is in a frame"
