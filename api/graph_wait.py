@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from api.services import Services
 from rag.answer import AnswerCancelled
 from rag.events import Event, graph_building_event
+from rag.store.layout import build_holder
 
 # How often the record is read while waiting (one small JSON file; the graph's version lands in ~0.1-2 s).
 POLL_S = 0.1
@@ -74,7 +75,10 @@ class GraphWait:
         yield graph_building_event(self.repo_id)
 
     def _being_built(self) -> bool:
-        """An ingest job of this server (or its Redis queue) is still running for the repository."""
+        """An ingest job of this server (or its Redis queue) is still running for the repository, or
+        another process holds its build (another `--workers` process, a CLI ingest, `repolens embed`)."""
+        if build_holder(self.services.store.paths(self.repo_id)) is not None:
+            return True
         return any(job.repo_id == self.repo_id and not job.finished for job in self.services.jobs.list())
 
 

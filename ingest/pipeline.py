@@ -492,6 +492,9 @@ def finish_embedding(
         graphed = _backfill_graph(builder)  # an ingest with `dense=False` left the graph to this
         if not builder.pending_count():
             return builder.commit() if graphed else record
+        if graphed:  # the graph goes live now, as an ingest's does, not with the first dense version
+            committed = builder.checkpoint()
+            report("graph", f"the code graph of {committed.id} is live", index_state=committed.index_state)
         embedder = embedder_for(embedder, record.embedder)
         committed = _embed_pending(
             builder, embedder, report, interval, record.dense_chunks, record.dense_total

@@ -184,7 +184,7 @@ def test_the_graph_follows_the_lexical_version_in_a_version_of_its_own(
         report = ingest(str(repo), options, store=store, embedder=shared_embedder, progress=on_progress)
         if not dense:
             assert report.record.index_state != "complete" and not store.open(report.repo_id).has_graph
-            finish_embedding(report.repo_id, store=store, embedder=shared_embedder)
+            finish_embedding(report.repo_id, store=store, embedder=shared_embedder, progress=on_progress)
         index = store.open(report.repo_id)
         assert index.record.index_state == "complete"
         assert index.has_graph and "CheckoutService.charge" in _callee_names(
@@ -192,8 +192,10 @@ def test_the_graph_follows_the_lexical_version_in_a_version_of_its_own(
         )
         assert report.timings["graph_s"] > 0
     # The graph goes live in a version of its own before any vector (not with the first dense version).
+    # `finish_embedding` publishes the graph it backfills the same way, before its first vector.
     assert seen == [
         ("searchable", False, "lexical"),
         ("graph", True, "lexical"),
         ("searchable", False, "lexical"),
+        ("graph", True, "lexical"),
     ]

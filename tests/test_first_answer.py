@@ -237,3 +237,32 @@ async def test_a_chat_while_the_graph_is_still_building_says_so(
     frames = await answer_frames(server, repo)  # the graph is live: no wait, no note
     assert not [f for f in frames if f.get("step") == GRAPH_BUILDING_STEP]
     assert tokens(frames).startswith(GRAPH_TITLE)
+
+
+async def test_a_chat_waits_for_a_build_another_process_holds(
+    live_server_factory: Any, tmp_path: Path
+) -> None:
+    """The live version has no graph yet (`ingest --no-wait` left it to `repolens embed`) and another
+    process holds the repository's build (a second `repolens serve --workers` process, a CLI ingest, a
+    background `repolens embed`): the chat waits for it too, then says the answer is made without it.
+    With nobody building, it neither waits nor says so."""
+    from ingest import IngestOptions, ingest
+    from rag.embedders import get_embedder
+    from rag.store.layout import RepoLock
+
+    home = tmp_path / "home"
+    settings = settings_for(home)
+    repo = make_fixture_repo(tmp_path / "elsewhere")
+    report = ingest(str(repo), IngestOptions(dense=False), store=Store(home), embedder=get_embedder(settings))
+    assert not Store(home).open(report.repo_id).has_graph
+    server = fresh_server(live_server_factory, home, REPOLENS_GRAPH_WAIT_S="0.3")
+    other_build = RepoLock(Store(home).paths(report.repo_id), report.repo_id).__enter__()
+    try:
+        frames = await answer_frames(server, repo)
+    finally:
+        other_build.__exit__(None, None, None)
+    said = [f["stage"] for f in frames if f["type"] == "status" and f.get("step") == GRAPH_BUILDING_STEP]
+    assert said == ["indexing", "retrieving"], frames
+    assert GRAPH_MISSING_NOTE.strip() in tokens(frames)
+    frames = await answer_frames(server, repo)
+    assert not [f for f in frames if f.get("step") == GRAPH_BUILDING_STEP], frames

@@ -152,6 +152,17 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def build_holder(paths: RepoPaths) -> int | None:
+    """The pid of the live process building this repository (its held lock names it), or None: a
+    released lock names nobody, and one left by a dead process names a pid that is gone. Another
+    `repolens serve --workers` process, a CLI ingest or a background `repolens embed` count."""
+    try:
+        text = paths.lock_file.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and process_alive(int(text)) else None
+
+
 class RepoLock:
     """An exclusive, non-blocking `flock` on `repos/<folder>/lock`, released when the process dies."""
 
