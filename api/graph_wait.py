@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from api.services import Services
 from rag.answer import AnswerCancelled
+from rag.errors import RepoLensError
 from rag.events import Event, graph_building_event
 from rag.store.layout import build_holder
 
@@ -54,8 +55,8 @@ class GraphWait:
         if index.has_graph:
             return
         record = index.record
-        if not await asyncio.to_thread(self._being_built):  # `ingest --no-wait`: `repolens embed` graphs it
-            return
+        if not await asyncio.to_thread(self._being_built, record.index_state == "complete"):
+            return  # nobody builds it: code the graph does not understand, or an index left lexical
         if self.wait_s > 0:
             yield graph_building_event(self.repo_id, self.wait_s)
         deadline = time.monotonic() + self.wait_s
@@ -69,17 +70,26 @@ class GraphWait:
             # understands); a build that ended without one leaves nothing to wait for.
             if current is None or current.version != record.version:
                 return
-            if not await asyncio.to_thread(self._being_built):
+            if not await asyncio.to_thread(self._being_built, current.index_state == "complete"):
                 return
         self.missing = True
         yield graph_building_event(self.repo_id)
 
-    def _being_built(self) -> bool:
-        """An ingest job of this server (or its Redis queue) is still running for the repository, or
-        another process holds its build (another `--workers` process, a CLI ingest, `repolens embed`)."""
+    def _being_built(self, complete: bool) -> bool:
+        """A process holds the repository's build (this one, another `--workers` process, a CLI ingest,
+        `repolens embed`), or, for an index not `complete`, an ingest job of this server or its Redis
+        queue still runs for it (a worker on another host). A complete index without a graph (code the
+        graph does not understand) is not looked up in the queue on every chat; an unavailable queue
+        only means nothing is known to be building it (the answer does not need the queue)."""
         if build_holder(self.services.store.paths(self.repo_id)) is not None:
             return True
-        return any(job.repo_id == self.repo_id and not job.finished for job in self.services.jobs.list())
+        if complete:
+            return False
+        try:
+            jobs = self.services.jobs.list()
+        except RepoLensError:
+            return False
+        return any(job.repo_id == self.repo_id and not job.finished for job in jobs)
 
 
 __all__ = ["ASK_GRAPH_WAIT_S", "GraphWait"]

@@ -266,3 +266,26 @@ async def test_a_chat_waits_for_a_build_another_process_holds(
     assert GRAPH_MISSING_NOTE.strip() in tokens(frames)
     frames = await answer_frames(server, repo)
     assert not [f for f in frames if f.get("step") == GRAPH_BUILDING_STEP], frames
+
+
+async def test_a_repository_without_graph_code_never_waits_nor_needs_the_job_queue(
+    live_server_factory: Any, tmp_path: Path, shared_embedder: Any
+) -> None:
+    """A complete index of text the graph does not understand has no graph, and nothing is building it:
+    its chats neither wait nor look up the job queue (here a Redis queue that is down), so they answer."""
+    from ingest import ingest
+    from tests.support.live_server import free_port
+    from tests.support.repos import commit_all, git, write_files
+
+    home = tmp_path / "home"
+    repo = tmp_path / "notes"
+    repo.mkdir()
+    write_files(repo, {"README.md": "# Notes\n\nHow main reaches HttpClient.send is written down here.\n"})
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "notes")
+    report = ingest(str(repo), store=Store(home), embedder=shared_embedder)
+    assert report.record.index_state == "complete" and not Store(home).open(report.repo_id).has_graph
+    server = fresh_server(live_server_factory, home, REPOLENS_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    frames = await answer_frames(server, repo)
+    assert not [f for f in frames if f["type"] == "error" or f.get("step") == GRAPH_BUILDING_STEP], frames
+    assert "README.md" in tokens(frames)
