@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rag.errors import EmbedderMismatchError, NotFoundError
+import rag.store.index
+from rag.errors import EmbedderMismatchError, IndexCorruptError, NotFoundError
 from rag.store import IndexBusyError, RepoIndex, Store, repo_folder
 from rag.types import Chunk, RepoRecord
 
@@ -257,3 +259,42 @@ def test_a_builder_with_a_stale_base_builds_on_the_newest_version(store: Store, 
         assert "src/new.py" in stale.file_hashes()
         stale.commit()
     assert {f.path for f in store.open("github.com/acme/widgets").list_files()} >= {"src/new.py"}
+
+
+def test_a_version_garbage_collected_while_it_loads_is_not_called_damaged(
+    local_store: Store, local_built: RepoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that read the `current` link just before an update swapped it and removed the old
+    version finds that version's files gone half-way through loading (after its checksums, before
+    SQLite opens): it loads the new version, not an `index_corrupt` error."""
+    repo_id = local_built.record.id
+    with local_store.builder(dataclasses.replace(local_built.record), local_built) as builder:
+        builder.remove_file("web/app.js")
+        builder.commit()
+    paths = local_store.paths(repo_id)
+    old = paths.root / "versions" / "000001"
+    shutil.copytree(paths.root / os.readlink(paths.current), old)  # the version the reader read the link of
+    os.symlink("versions/000001", paths.root / "current.tmp")
+    os.replace(paths.root / "current.tmp", paths.current)
+    local_store._loaded.clear()
+    verify = rag.store.index.verify_checksums
+
+    def collected_meanwhile(version_dir: Path) -> None:
+        verify(version_dir)
+        if version_dir == old:  # the update swaps the link and removes the version being loaded
+            os.symlink("versions/000002", paths.root / "current.tmp")
+            os.replace(paths.root / "current.tmp", paths.current)
+            paths.remove_old_versions()
+
+    monkeypatch.setattr(rag.store.index, "verify_checksums", collected_meanwhile)
+    index = local_store.open(repo_id)
+    assert index.version_dir.name == "000002" and index.file_text("web/app.js") is None
+
+
+def test_a_live_version_that_fails_to_load_is_damaged(local_store: Store, local_built: RepoIndex) -> None:
+    paths = local_store.paths(local_built.record.id)
+    (paths.current / "meta.sqlite").write_bytes(b"not a database")
+    (paths.current / "checksums.json").unlink()
+    local_store._loaded.clear()
+    with pytest.raises(IndexCorruptError, match="damaged"):
+        local_store.open(local_built.record.id)

@@ -7,7 +7,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from rag.errors import NotFoundError
+from rag.errors import IndexCorruptError, NotFoundError
 from rag.store.builder import IndexBuilder
 from rag.store.doctor import Finding, check
 from rag.store.index import RepoIndex
@@ -59,7 +59,7 @@ class Store:
         """The live version, loaded once per process and reloaded after a swap.
 
         The freshness check is one `readlink`; a version garbage-collected
-        between that check and loading is retried with the new link.
+        between that check and loading (or while loading) is retried with the new link.
         """
         paths = self.paths(repo_id)
         for _ in range(_OPEN_ATTEMPTS):
@@ -74,6 +74,13 @@ class Store:
                     index = RepoIndex(paths.root / target)
                 except FileNotFoundError:
                     continue
+                except IndexCorruptError:
+                    # A version garbage-collected while it loaded fails half-way (FAISS or SQLite cannot
+                    # open a file just removed): the link has moved on, so load the new one. Only a
+                    # version that is still live and fails to load is damaged.
+                    if paths.current_target() != target:
+                        continue
+                    raise
                 self._loaded[repo_id] = index
                 return index
         raise NotFoundError(f"{repo_id} is not indexed; run `repolens ingest <url-or-path>` first")
