@@ -17,6 +17,7 @@ import dataclasses
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -421,12 +422,7 @@ def ingest(
     return IngestReport(
         record=committed,
         files=diff.counts(skipped.total),
-        chunks={
-            "added": written.chunks - written.reused,
-            "removed": written.removed,
-            "reused": written.reused,
-            "total": committed.chunk_count,
-        },
+        chunks=written.counts(committed.chunk_count),
         timings=timings,
         skipped=skipped.as_dict(),
         rechunk_reason=rechunk_reason,
@@ -581,12 +577,29 @@ def _scan(root: Path, options: IngestOptions, skipped: SkipStats, report: _Repor
 
 @dataclass
 class _Written:
-    """What `_chunk_and_write` put in the new version."""
+    """What `_chunk_and_write` put in the new version, and the chunks it took out."""
 
     files: int = 0  # added, changed and re-chunked files
-    chunks: int = 0  # their chunks
-    reused: int = 0  # of them, chunks with the previous version's vector
-    removed: int = 0  # chunks that left the index (removed files, old copies of changed ones)
+    reused: int = 0  # their chunks with the previous version's vector
+    # Texts (content hashes, one per chunk) of the chunks taken out (removed files, the old copies of
+    # rewritten ones) and of the chunks written: their overlap is what was replaced by the same text.
+    old_texts: Counter[str] = field(default_factory=Counter)
+    new_texts: Counter[str] = field(default_factory=Counter)
+
+    def counts(self, total: int) -> dict[str, int]:
+        """The report's chunk counts, so that `total` = the previous total + `added` - `removed`:
+        `added` chunks have a text the run took out nowhere, `removed` ones a text that no written
+        chunk has, and `replaced` ones came back with the same text (a re-chunked file's, or a
+        changed file's unchanged parts: rewritten, not new). `reused`: chunks given the previous
+        version's vector, so not embedded."""
+        replaced = (self.old_texts & self.new_texts).total()
+        return {
+            "added": self.new_texts.total() - replaced,
+            "replaced": replaced,
+            "removed": self.old_texts.total() - replaced,
+            "reused": self.reused,
+            "total": total,
+        }
 
 
 # Files written at a time: one lookup of known vectors (previous version, cache) per group.
@@ -610,7 +623,11 @@ def _chunk_and_write(
     files = diff.to_chunk
     written = _Written()
     clock = time.monotonic()
-    written.removed = sum(builder.remove_file(path) for path in diff.removed)
+    for start in range(0, len(diff.removed), _WRITE_FILES):
+        paths = diff.removed[start : start + _WRITE_FILES]
+        written.old_texts.update(builder.chunk_hashes(paths))
+        for path in paths:
+            builder.remove_file(path)
     chunk_s, write_s = 0.0, time.monotonic() - clock
     results = chunk_files(
         files, embedder.max_tokens, run_token_counter(embedder), pool_size(len(files), processes)
@@ -723,11 +740,12 @@ def _write_group(
     chunks = [chunk for _, result in group for chunk in result.chunks]
     vectors = builder.reusable_vectors(chunk.content_hash for chunk in chunks)
     written.files += len(group)
-    written.chunks += len(chunks)
+    written.old_texts.update(builder.chunk_hashes([file.path for file, _ in group]))
+    written.new_texts.update(chunk.content_hash for chunk in chunks)
     written.reused += sum(1 for chunk in chunks if chunk.content_hash in vectors)
     vectors.update(_cached_vectors(chunks, vectors, embedder))
     for file, result in group:
-        written.removed += builder.add_file(
+        builder.add_file(
             file,
             result.chunks,
             [vectors.get(chunk.content_hash) for chunk in result.chunks],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,8 @@ def chunk_spans(store: Store, repo_id: str) -> list[tuple[str, int, int, str | N
 def test_a_plain_update_after_a_chunker_upgrade_rechunks_every_file(
     repo: Path, store: Store, spy: RecordingEmbedder, old_index: str, tmp_path: Path
 ) -> None:
-    old_hashes = {span[-1] for span in chunk_spans(store, old_index)}
+    old_texts = Counter(span[-1] for span in chunk_spans(store, old_index))
+    old_hashes = set(old_texts)
     old_version = store.get(old_index).version  # type: ignore[union-attr]
     events: list[Progress] = []
     serving: list[tuple[int, str]] = []
@@ -124,6 +126,16 @@ def test_a_plain_update_after_a_chunker_upgrade_rechunks_every_file(
     kept = new_hashes & old_hashes
     assert kept and report.chunks["reused"] == sum(1 for span in new_spans if span[-1] in kept)
     assert not any(text.startswith("# README.md") for text in spy.embedded)
+    # Re-chunked copies that came out the same are "replaced", not counted as removed (and added).
+    new_texts = Counter(span[-1] for span in new_spans)
+    assert report.chunks == {
+        "added": (new_texts - old_texts).total(),
+        "replaced": (old_texts & new_texts).total(),
+        "removed": (old_texts - new_texts).total(),
+        "reused": report.chunks["reused"],
+        "total": len(new_spans),
+    }
+    assert report.chunks["replaced"] >= 1  # README.md and the other unchanged texts
 
     # The next plain update is a no-op again.
     spy.embedded.clear()

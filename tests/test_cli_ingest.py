@@ -119,6 +119,12 @@ def test_update_after_a_chunker_upgrade_says_it_rechunked_and_why(
     assert updated.stdout.startswith("updated local/") and "2 unchanged" in updated.stdout
     reason = f"chunker version {CHUNKER_VERSION} -> {CHUNKER_VERSION + 1}"
     assert f"re-chunked: 2 unchanged files ({reason})" in updated.stdout
+    # The same chunker under a new number: every chunk came back with its text, none is new or gone
+    # (it once read "0 new, N reused, N removed").
+    counted = re.search(
+        r"chunks: 0 new, (\d+) replaced by the same text, 0 removed, (\d+) in the index", updated.stdout
+    )
+    assert counted is not None and counted[1] == counted[2] != "0"
     code, shown, _ = run("show", str(small_repo), "--json")
     assert code == 0 and shown is not None and shown["chunker_version"] == CHUNKER_VERSION + 1
     again = runner.invoke(app, ["update", str(small_repo)])

@@ -244,8 +244,8 @@ def _print_report(
             soft_wrap=True,
         )
     console.print(
-        f"  chunks: {chunks['added']} new, {chunks['reused']} reused, {chunks['removed']} removed, "
-        f"{chunks['total']} in the index",
+        f"  chunks: {chunks['added']} new, {chunks['replaced']} replaced by the same text, "
+        f"{chunks['removed']} removed, {chunks['total']} in the index ({chunks['reused']} vectors reused)",
         highlight=False,
         soft_wrap=True,
     )

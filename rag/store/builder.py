@@ -155,6 +155,13 @@ class IndexBuilder:
         vectors = self._faiss.reconstruct_batch(ids)
         return dict(zip(found.keys(), vectors, strict=True))
 
+    def chunk_hashes(self, paths: Collection[str]) -> list[str]:
+        """The content hash of every chunk of these files in the version being built (one per chunk),
+        read before they are replaced: what ingest's report compares the new chunks with."""
+        marks = ",".join("?" * len(paths))
+        query = f"SELECT content_hash FROM chunks WHERE path IN ({marks})"  # placeholders only
+        return [row[0] for row in self._conn.execute(query, list(paths))] if paths else []
+
     def remove_file(self, path: str) -> int:
         """Drop a file and its chunks; returns how many chunks left."""
         self._files_changed = True

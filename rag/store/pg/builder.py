@@ -195,6 +195,13 @@ class PgIndexBuilder:
 
     # writes ---------------------------------------------------------------------------------------
 
+    def chunk_hashes(self, paths: Collection[str]) -> list[str]:
+        """The content hash of every chunk of these files in the version being built (one per chunk)."""
+        if not paths:
+            return []
+        rows = self.conn.execute("SELECT content_hash FROM chunks WHERE path = ANY(%s)", (list(paths),))
+        return [str(row[0]) for row in rows]
+
     def remove_file(self, path: str) -> int:
         """Drop a file and its chunks; returns how many chunks left."""
         self._files_changed = True
