@@ -278,6 +278,11 @@ class _Diff:
         return not (self.added or self.changed or self.removed or self.rechunked)
 
     @property
+    def changes(self) -> bool:
+        """Files were added, changed or removed (not only chunked again)."""
+        return bool(self.added or self.changed or self.removed)
+
+    @property
     def to_chunk(self) -> list[SourceFile]:
         return self.added + self.changed + self.rechunked
 
@@ -346,7 +351,7 @@ def ingest(
         graphs = _Graphs()
         rechunk_reason: str | None = None
         written = _Written()
-        graph_later = hold = False
+        graph_later = hold = changes_first = False
         graph_current = not builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES)
         if live is not None and graph_current and _same_as_live(live.record, record, diff):
             committed = live.record
@@ -354,10 +359,18 @@ def ingest(
         else:
             if diff.rechunked:
                 rechunk_reason = _rechunk_reason(old_chunker)
+            # A re-chunk with files changed too: the changes are published first, as any update's
+            # (searchable, graph, dense), in versions still marked with the old chunker; the unchanged
+            # files are re-chunked after, held until complete (`_rechunk_held`).
+            changes_first = bool(diff.rechunked) and diff.changes and options.dense and live is not None
+            part = dataclasses.replace(diff, rechunked=[]) if changes_first else diff
+            if changes_first:
+                builder.record.chunker_version = old_chunker
+            elif diff.rechunked:
                 files = len(diff.to_chunk)
                 report("chunking", f"re-chunking {files} files: {rechunk_reason}", files_total=files)
-            written = _chunk_and_write(
-                builder, diff, embedder, report, graphs, options.chunk_processes, timings
+            _chunk_and_write(
+                builder, part, embedder, report, graphs, options.chunk_processes, timings, written
             )
             committing = time.monotonic()
             # One commit, no per-file steps: no count that would sit at 0/N for the whole step.
@@ -370,14 +383,14 @@ def ingest(
             # After an upgrade the live version is whole, if chunked the old way: it serves until the
             # re-chunked one is complete, not a lexical version with few vectors (`finish_embedding`,
             # after `--no-wait`, cannot hold: it publishes at once).
-            hold = pending and options.dense and bool(diff.rechunked)
+            hold = pending and options.dense and bool(part.rechunked)
             graph_later = (bool(graphs.files) or pending) and not (hand_off or hold)
             if not (graph_later or hand_off):
                 graphs.store(builder)
             if hold and live is not None:
                 committed = live.record
-            elif graph_later:
-                committed = builder.checkpoint(resolve_graph=False)
+            elif graph_later or changes_first:
+                committed = builder.checkpoint(resolve_graph=not graph_later)
             else:
                 committed = builder.commit(resolve_graph=not hand_off)
             timings["write_s"] += time.monotonic() - committing
@@ -385,15 +398,20 @@ def ingest(
         report(
             "searchable",
             f"{committed.id} is searchable ({committed.index_state})"
-            + (f"; version {committed.version} serves until the re-chunked one is embedded" if hold else ""),
+            + (f"; version {committed.version} serves until the re-chunked one is embedded" if hold else "")
+            + (
+                f"; {len(diff.rechunked)} unchanged files are re-chunked next ({rechunk_reason})"
+                if changes_first
+                else ""
+            ),
             chunks_done=committed.dense_chunks,
             chunks_total=committed.dense_total,
             index_state=committed.index_state,
         )
         if graph_later:
             graphs.store(builder)
-            if committed.index_state == "complete" or not options.dense:  # no dense version follows
-                committed = builder.commit()
+            if not changes_first and (committed.index_state == "complete" or not options.dense):
+                committed = builder.commit()  # no dense version follows
             else:  # live now, not with the first dense version (`dense_commit_s` later)
                 committed = builder.checkpoint()
             report("graph", f"the code graph of {committed.id} is live", index_state=committed.index_state)
@@ -408,6 +426,19 @@ def ingest(
                     options.dense_commit_s,
                     committed.dense_chunks,
                     committed.dense_total,
+                    final=not changes_first,
+                )
+            if changes_first:
+                committed = _rechunk_held(
+                    builder,
+                    dataclasses.replace(diff, added=[], changed=[], removed=[]),
+                    embedder,
+                    report,
+                    graphs,
+                    options.chunk_processes,
+                    timings,
+                    written,
+                    rechunk_reason or "",
                 )
     timings["graph_s"] = graphs.seconds + builder.graph_resolve_s
     timings["total_s"] = time.monotonic() - started
@@ -614,14 +645,14 @@ def _chunk_and_write(
     graphs: _Graphs,
     processes: int,
     timings: dict[str, float],
-) -> _Written:
+    written: _Written,
+) -> None:
     """Apply the diff to the new version: removed files leave; added, changed and re-chunked files are chunked
     (each parsed once, its code graph landing in `graphs`) and written as their chunks come, so on
     large runs the chunk pool (`ingest.chunk_pool`, `processes`) chunks ahead while this process
-    writes. Chunks without a known vector wait for the dense phase. `timings` gets `chunk_s`
-    (chunking, or waiting for the pool) and `write_s` (writing)."""
+    writes. Chunks without a known vector wait for the dense phase. What was written adds to
+    `written`; `timings` to `chunk_s` (chunking, or waiting for the pool) and `write_s` (writing)."""
     files = diff.to_chunk
-    written = _Written()
     clock = time.monotonic()
     for start in range(0, len(diff.removed), _WRITE_FILES):
         paths = diff.removed[start : start + _WRITE_FILES]
@@ -648,8 +679,8 @@ def _chunk_and_write(
             report("chunking", file.path, files_done=done, files_total=len(files))
             now = time.monotonic()
             write_s, clock = write_s + now - clock, now
-    timings.update(chunk_s=chunk_s, write_s=write_s)
-    return written
+    timings["chunk_s"] = timings.get("chunk_s", 0.0) + chunk_s
+    timings["write_s"] = timings.get("write_s", 0.0) + write_s
 
 
 def _cached_vectors(
@@ -668,11 +699,19 @@ def _cached_vectors(
 
 
 def _embed_pending(
-    builder: IndexWriter, embedder: Embedder, report: _Reporter, commit_every_s: float, done: int, total: int
+    builder: IndexWriter,
+    embedder: Embedder,
+    report: _Reporter,
+    commit_every_s: float,
+    done: int,
+    total: int,
+    *,
+    final: bool = True,
 ) -> RepoRecord:
     """The dense phase: embed the chunks without vectors in priority order (source, tests, docs, rest),
-    committing a new version every `commit_every_s` seconds and at the end. Returns the last record.
-    `done` of `total` chunks have vectors already (the progress counts)."""
+    committing a new version every `commit_every_s` seconds and at the end (a checkpoint, if not
+    `final`: more follows). Returns the last record. `done` of `total` chunks have vectors already
+    (the progress counts)."""
     report("embedding", f"{total - done} chunks to embed", chunks_done=done, chunks_total=total)
     last_commit = time.monotonic()
     while pending := builder.pending_texts(EMBED_SLICE):
@@ -696,7 +735,7 @@ def _embed_pending(
                 chunks_total=total,
                 index_state=committed.index_state,
             )
-    return builder.commit()
+    return builder.commit() if final else builder.checkpoint()
 
 
 # Embedding order: what answers most questions first (file roles of `rag.roles`). Lower is earlier.
@@ -715,6 +754,28 @@ _ROLE_PRIORITY: dict[str, int] = {
 def embed_priority(path: str, text: str = "") -> int:
     """When the dense phase embeds a file: source first, then tests, examples, docs, the rest."""
     return _ROLE_PRIORITY.get(file_role(path, text), 0)
+
+
+def _rechunk_held(
+    builder: IndexWriter,
+    diff: _Diff,
+    embedder: Embedder,
+    report: _Reporter,
+    graphs: _Graphs,
+    processes: int,
+    timings: dict[str, float],
+    written: _Written,
+    reason: str,
+) -> RepoRecord:
+    """Re-chunk the unchanged files (`diff.rechunked`) after the changes went live: the live version
+    keeps their old chunks, whole, until the re-chunked ones are embedded; one commit, marked with
+    this `CHUNKER_VERSION` (a crash before it leaves the old chunker's version to the next run)."""
+    files = len(diff.rechunked)
+    report("chunking", f"re-chunking {files} files: {reason}", files_total=files)
+    _chunk_and_write(builder, diff, embedder, report, graphs, processes, timings, written)
+    builder.record.chunker_version = CHUNKER_VERSION
+    graphs.store(builder)
+    return _embed_pending(builder, embedder, report, math.inf, 0, builder.pending_count())
 
 
 def _rechunk_reason(old_version: int) -> str:

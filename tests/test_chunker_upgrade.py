@@ -20,7 +20,7 @@ from rag.embedders import Embedder
 from rag.store import Store
 from rag.store.layout import BUILD_PREFIX
 from rag.store.schema import RECORD_FILE
-from tests.support.repos import INDEXED_PATHS, make_fixture_repo
+from tests.support.repos import FILES, INDEXED_PATHS, commit_all, make_fixture_repo, write_files
 from tests.test_pipeline import RecordingEmbedder
 
 OLD_VERSION = CHUNKER_VERSION
@@ -209,3 +209,73 @@ def test_a_crash_while_rechunking_leaves_the_old_version_serving(
     report = update(old_index, store=store, embedder=spy)  # the next run finishes the job
     assert report.files["rechunked"] == len(INDEXED_PATHS)
     assert store.get(old_index).chunker_version == NEW_VERSION  # type: ignore[union-attr]
+
+
+EDITED_WORD = "zqxwarbleflux"
+
+
+def edit_the_repo(repo: Path) -> None:
+    """What a user does before the upgrade's first update: edits a file and adds one."""
+    client = FILES["weatherline/client.py"] + f"\n{EDITED_WORD} = 42\n"
+    write_files(repo, {"weatherline/client.py": client, "weatherline/units.py": '"""Unit conversions."""\n'})
+    commit_all(repo, "edit the client, add units")
+
+
+def test_files_changed_with_a_rechunk_are_searchable_at_the_milestone_while_the_rest_is_held(
+    repo: Path, store: Store, spy: RecordingEmbedder, old_index: str, tmp_path: Path
+) -> None:
+    """The held re-chunk used to hold back the user's edit too, until every re-chunked text was
+    embedded. Now the edit is live at the searchable milestone, and the unchanged files keep their
+    old chunks (and the record its old chunker version) until their re-chunk is complete."""
+    old_unchanged = [span for span in chunk_spans(store, old_index) if span[0] == "weatherline/service.py"]
+    edit_the_repo(repo)
+    seen: dict[str, list[tuple[bool, int, list[object]]]] = {"searchable": [], "held": []}
+    rechunking = False
+
+    def on_progress(event: Progress) -> None:
+        nonlocal rechunking
+        rechunking = rechunking or event.message.startswith("re-chunking")
+        if event.stage == "searchable" or (rechunking and event.stage == "embedding"):
+            index = store.open(old_index)
+            found = bool(index.lexical_search(EDITED_WORD, 5))
+            service = [span for span in chunk_spans(store, old_index) if span[0] == "weatherline/service.py"]
+            key = "searchable" if event.stage == "searchable" else "held"
+            seen[key].append((found, index.record.chunker_version, service))
+
+    report = update(old_index, store=store, embedder=spy, progress=on_progress)
+
+    # At the milestone: the edit answers, the rest is the old chunker's, and the record says so.
+    assert seen["searchable"] == [(True, OLD_VERSION, old_unchanged)]
+    assert seen["held"] and all(state == (True, OLD_VERSION, old_unchanged) for state in seen["held"])
+    assert (report.files["changed"], report.files["added"]) == (1, 1)
+    assert report.files["rechunked"] == len(INDEXED_PATHS) - 1
+    # At the end: one chunker, the same chunks as a fresh build of the edited repository.
+    assert report.record.chunker_version == NEW_VERSION and report.record.index_state == "complete"
+    fresh = Store(tmp_path / "fresh-home")
+    fresh_id = ingest_pipeline.ingest(str(repo), store=fresh, embedder=spy.inner).repo_id
+    assert chunk_spans(store, old_index) == chunk_spans(fresh, fresh_id)
+
+
+def test_a_crash_in_the_held_rechunk_keeps_the_edit_and_the_old_chunker_version(
+    repo: Path, store: Store, spy: RecordingEmbedder, old_index: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit_the_repo(repo)
+    real_embed = spy.embed_documents
+
+    def crash_on_rechunked(texts: list[str], progress: object = None) -> object:
+        if any(text.startswith("# weatherline/service.py") for text in texts):
+            raise RuntimeError("injected crash in the re-chunk")
+        return real_embed(texts, progress=progress)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as crashing:
+        crashing.setattr(spy, "embed_documents", crash_on_rechunked)
+        with pytest.raises(RuntimeError, match="injected crash"):
+            update(old_index, store=store, embedder=spy)
+
+    live = store.get(old_index)
+    assert live is not None and live.chunker_version == OLD_VERSION and live.index_state == "complete"
+    assert store.open(old_index).lexical_search(EDITED_WORD, 5)
+    assert not list(store.paths(old_index).root.glob(f"{BUILD_PREFIX}*"))
+    report = update(old_index, store=store, embedder=spy)  # the next run re-chunks what is left
+    assert report.files["changed"] == 0 and report.files["rechunked"] == len(INDEXED_PATHS) + 1
+    assert report.record.chunker_version == NEW_VERSION and report.record.index_state == "complete"

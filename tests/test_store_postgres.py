@@ -143,6 +143,21 @@ def test_a_chunker_upgrade_rechunks_on_a_plain_update(
     record = pg_store.get(first.repo_id)
     assert record is not None and record.chunker_version == CHUNKER_VERSION + 1
     assert record.version > first.record.version and record.index_state == "complete"
+    # Another upgrade, with a file edited: the edit is published first, then the re-chunk.
+    monkeypatch.setattr(ingest_pipeline, "CHUNKER_VERSION", CHUNKER_VERSION + 2)
+    (fixture_repo / "weatherline" / "units.py").write_text('"""zqxwarbleflux conversions."""\n')
+    commit_all(fixture_repo, "add units")
+    states: list[tuple[int, bool]] = []
+
+    def on_progress(event: ingest_pipeline.Progress) -> None:
+        if event.stage == "searchable":
+            live = pg_store.open(first.repo_id)
+            states.append((live.record.chunker_version, bool(live.lexical_search("zqxwarbleflux", 3))))
+
+    edited = ingest(str(fixture_repo), store=pg_store, embedder=spy, progress=on_progress)
+    assert states == [(CHUNKER_VERSION + 1, True)]
+    assert edited.files["added"] == 1 and edited.files["rechunked"] == record.file_count
+    assert edited.record.chunker_version == CHUNKER_VERSION + 2 and edited.record.index_state == "complete"
 
 
 def test_lexical_ranking_matches_the_local_store(
