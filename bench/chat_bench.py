@@ -25,32 +25,48 @@ load shows up in every figure: run it on an idle machine.
   pieces that queue up). A stream whose text differs from what the provider sent counts as error
   `lost_tokens`.
 - `idle_sockets`: 1,000 events-mode sockets opened, held 5 s, then pinged: how many answer.
-Environment: `REPOLENS_BENCH_CHAT_LEVELS=1,50,100,200,400` to change the levels;
+- `load_average`: the machine's at the start and the end (the other sessions' load shows in every
+  latency; read figures taken at a load above ~1 as that machine's, not the code's).
+Environment: `REPOLENS_BENCH_CHAT_LEVELS=1,50,100,200,400` to change the levels (a level may repeat:
+`200,200,200,200`);
 `REPOLENS_BENCH_PROFILE=<file>` records the server with py-spy during the levels (raw stacks);
-`REPOLENS_BENCH_CHAT_COMPARE=retrieval_pool` runs every level on a second server whose retrieval runs on
-the default executor (as before `rag.answer`'s retrieval pool), alternating which goes first, and
-reports both side by side (`retrieval_pool_side_by_side`) with the p95 ratios;
+`REPOLENS_BENCH_CHAT_PROBE=1` runs the server with `bench.loop_probe` on its event loop and adds, per
+level, `server_probe` (loop lag p50/p95/p99/max; stalls of 20 ms or more, split into time on the loop's
+thread, other threads' CPU and waiting for a core; garbage collections per generation with their
+longest pause) next to `client_probe`, the same for the clients' own loop (always on: a late reading
+there is the bench's, not the server's), and `server_tracked_objects` (what a full collection walks);
+`REPOLENS_BENCH_CHAT_COMPARE=tree:<dir>` runs every level on a second server serving another source
+tree's code (e.g. `git archive <commit> | tar -x -C <dir>`; same venv, same fake provider, same data
+dir), alternating which goes first, and reports both side by side (`tree_side_by_side`: per level and,
+`over_repeats`, each figure's values, medians and the ratio of the medians, this tree / baseline);
+`REPOLENS_BENCH_CHAT_COMPARE=retrieval_pool` does the same with this tree's server with retrieval on
+the default executor (as before `rag.answer`'s retrieval pool: `retrieval_pool_side_by_side`);
 `REPOLENS_BENCH_CHAT_WORKERS=2` serves with `repolens serve --workers 2` (the server's CPU and memory
-figures count the process manager and its worker processes together).
+figures count the process manager and its worker processes together; the probe sees only one process,
+so leave it off there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+
+from bench.loop_probe import LoopProbe, summary
 
 PROVIDER_FIRST_DELAY_S = 0.2
 CHUNKS = 100
@@ -229,6 +245,9 @@ async def _level(
     direct = await _provider_direct(provider_url, streams)
     bodies = [_request(repo, QUESTIONS[i % len(QUESTIONS)]) for i in range(streams)]
     started = time.perf_counter()
+    window_start = time.monotonic()
+    client_probe = LoopProbe()
+    client_probe.start()
     cpu_before = _cpu_seconds(processes)
     results = await asyncio.wait_for(
         asyncio.gather(
@@ -238,6 +257,7 @@ async def _level(
     )
     wall = time.perf_counter() - started
     cpu_after = _cpu_seconds(processes)
+    client_probe.stop()
     firsts = [result["first_ms"] for result in results if "first_ms" in result]
     errors: dict[str, int] = {}
     for result in results:
@@ -268,6 +288,10 @@ async def _level(
     figures["server_cpu_ms_per_stream"] = round(
         (cpu_after["server"] - cpu_before["server"]) * 1000 / streams, 1
     )
+    # Where a tail comes from: the clients' own loop (a late reading is the bench's, not the server's);
+    # the server's is cut from its probe file afterwards (`_add_server_probe`).
+    figures["window"] = (window_start, time.monotonic())
+    figures["client_probe"] = summary(client_probe.dump(), *figures["window"])
     return figures
 
 
@@ -365,11 +389,19 @@ class BenchServer:
 
 @contextlib.contextmanager
 def bench_server(
-    env: dict[str, str], *, warmup: int, streams: int, baseline: bool = False, **settings: str
+    env: dict[str, str],
+    *,
+    warmup: int,
+    streams: int,
+    baseline: Baseline | None = None,
+    probe_file: Path | None = None,
+    **settings: str,
 ) -> Iterator[BenchServer]:
     """Start the fake provider (`warmup` sequential answers, room for `streams` concurrent ones) and a
-    server pointed at it with `settings` added to `env`; both are stopped on exit. `baseline`: the
-    server without the retrieval pool (`_serve_without_retrieval_pool`).
+    server pointed at it with `settings` added to `env`; both are stopped on exit. `baseline`: serve
+    the side-by-side's baseline instead (another source tree's code, or this one's without the
+    retrieval pool). `probe_file`: the server runs with `bench.loop_probe` on its loop and writes its
+    samples there when it stops (not for the retrieval-pool baseline).
 
     The per-client chat limit is off: hundreds of conversations come from one address.
     """
@@ -394,11 +426,15 @@ def bench_server(
             "REPOLENS_RATE_LIMIT_CHAT": "off",
             **settings,
         }
-        entry = (
-            [sys.executable, "-c", "import bench.chat_bench as b; b._serve_without_retrieval_pool()"]
-            if baseline
-            else [str(Path(sys.executable).parent / "repolens")]
-        )
+        code = baseline.tree if baseline is not None and baseline.tree is not None else ROOT
+        server_env["PYTHONPATH"] = str(code)
+        if baseline is not None and baseline.without_pool:
+            entry = [sys.executable, "-c", "import bench.chat_bench as b; b._serve_without_retrieval_pool()"]
+        elif probe_file is not None:
+            # Run as a script, so it probes another tree's server too (whose `bench` may not have it).
+            entry = [sys.executable, str(ROOT / "bench" / "loop_probe.py"), str(probe_file)]
+        else:
+            entry = [str(Path(sys.executable).parent / "repolens")]
         server = subprocess.Popen(
             [
                 *entry,
@@ -410,7 +446,7 @@ def bench_server(
                 "--workers",
                 os.environ.get("REPOLENS_BENCH_CHAT_WORKERS", "1"),
             ],
-            cwd=ROOT,
+            cwd=code,
             env=server_env,
         )
         base_url = f"http://127.0.0.1:{port}"
@@ -436,6 +472,7 @@ def run() -> dict[str, Any]:
     from rag.store import Store
     from tests.support.repos import make_fixture_repo
 
+    load_start = [round(load, 2) for load in os.getloadavg()]
     levels = [int(n) for n in os.environ.get("REPOLENS_BENCH_CHAT_LEVELS", "").split(",") if n] or list(
         DEFAULT_LEVELS
     )
@@ -446,12 +483,29 @@ def run() -> dict[str, Any]:
         repo = make_fixture_repo(Path(scratch) / "weatherline")
         ingest(str(repo), store=Store(settings.home), embedder=get_embedder(settings))
 
-        compare = os.environ.get("REPOLENS_BENCH_CHAT_COMPARE") == "retrieval_pool"
+        compare = _baseline(os.environ.get("REPOLENS_BENCH_CHAT_COMPARE", ""))
+        probing = bool(os.environ.get("REPOLENS_BENCH_CHAT_PROBE"))
+        probe_file = Path(scratch) / "server-probe.json" if probing else None
+        baseline_probe_file = (
+            Path(scratch) / "baseline-probe.json"
+            if probing and compare and not compare.without_pool
+            else None
+        )
         streams_needed = 2 * sum(levels)
         with contextlib.ExitStack() as servers:
-            served = servers.enter_context(bench_server(env, warmup=WARMUP + SAMPLES, streams=streams_needed))
+            served = servers.enter_context(
+                bench_server(env, warmup=WARMUP + SAMPLES, streams=streams_needed, probe_file=probe_file)
+            )
             without = (
-                servers.enter_context(bench_server(env, warmup=WARMUP, streams=streams_needed, baseline=True))
+                servers.enter_context(
+                    bench_server(
+                        env,
+                        warmup=WARMUP,
+                        streams=streams_needed,
+                        baseline=compare,
+                        probe_file=baseline_probe_file,
+                    )
+                )
                 if compare
                 else None
             )
@@ -459,7 +513,8 @@ def run() -> dict[str, Any]:
             if without is not None:
                 asyncio.run(_warm_up(without.ws_url, repo))
             profiler = _start_profiler(served.processes["server"].pid)
-            results, baseline = [], []
+            results: list[dict[str, Any]] = []
+            baseline: list[dict[str, Any]] = []
             for number, streams in enumerate(levels):
                 pair = (
                     [(served, results), (without, baseline)] if without is not None else [(served, results)]
@@ -473,6 +528,13 @@ def run() -> dict[str, Any]:
                     )
             _stop_profiler(profiler)
             idle = asyncio.run(_idle_sockets(served.ws_url, IDLE_SOCKETS, served.processes["server"]))
+        probe = _read_probe(probe_file)
+        baseline_probe = _read_probe(baseline_probe_file)
+        for levels_run, samples in ((results, probe), (baseline, baseline_probe)):
+            for level in levels_run:
+                window = level.pop("window")
+                if samples is not None:
+                    level["server_probe"] = summary(samples, *window)
 
     sustained = max(
         (
@@ -488,9 +550,19 @@ def run() -> dict[str, Any]:
         default=0,
     )
     added = [result["first_ms"] - PROVIDER_FIRST_DELAY_S * 1000 for result in sequential]
-    side_by_side = {"retrieval_pool_side_by_side": _side_by_side(results, baseline)} if baseline else {}
+    side_by_side: dict[str, Any] = {}
+    if compare is not None:
+        rows = _side_by_side(results, baseline, compare.labels)
+        side_by_side[compare.name] = {
+            "baseline": str(compare.tree) if compare.tree else "this tree without the retrieval pool",
+            "over_repeats": _over_repeats(rows, compare.labels),
+            "levels": rows,
+        }
+    tracked = {"server_tracked_objects": probe["tracked_objects"]} if probe is not None else {}
     return {
+        "load_average": {"start": load_start, "end": [round(load, 2) for load in os.getloadavg()]},
         **side_by_side,
+        **tracked,
         "provider_first_token_delay_ms": PROVIDER_FIRST_DELAY_S * 1000,
         "stream": {"chunks": CHUNKS, "chunk_delay_ms": CHUNK_DELAY_S * 1000},
         "added_first_token_ms": {
@@ -511,21 +583,109 @@ def run() -> dict[str, Any]:
     }
 
 
-_COMPARED = ("added_p95_ms", "retrieval_p95_ms", "server_first_p95_ms", "added_inter_token_p95_ms")
+def _probe_figure(section: str, key: str) -> Callable[[dict[str, Any]], float | None]:
+    def figure(level: dict[str, Any]) -> float | None:
+        probe = level.get("server_probe")
+        if probe is None:
+            return None
+        if section == "gc_gen2":  # no full collection in the level: 0 ms
+            return float(probe["gc"].get("2", {}).get(key, 0.0))
+        value = probe[section][key]
+        return None if value is None else float(value)
+
+    return figure
 
 
-def _side_by_side(pool: list[dict[str, Any]], default: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per level, the p95 figures with the retrieval pool and on the default executor, and their ratio
-    (pool / default: below 1 means the pool is faster)."""
+_COMPARED: dict[str, Callable[[dict[str, Any]], float | None]] = {
+    **{
+        key: functools.partial(lambda key, level: level.get(key), key)
+        for key in (
+            "added_p50_ms",
+            "added_p95_ms",
+            "retrieval_p95_ms",
+            "server_first_p95_ms",
+            "added_inter_token_p50_ms",
+            "added_inter_token_p95_ms",
+            "server_cpu_ms_per_stream",
+        )
+    },
+    "server_loop_lag_p99_ms": _probe_figure("loop_lag_ms", "p99"),
+    "server_loop_lag_max_ms": _probe_figure("loop_lag_ms", "max"),
+    "server_gc_gen2_max_ms": _probe_figure("gc_gen2", "max_ms"),
+}
+
+
+def _side_by_side(
+    measured: list[dict[str, Any]], baseline: list[dict[str, Any]], labels: tuple[str, str]
+) -> list[dict[str, Any]]:
+    """Per level, each compared figure of the measured server and of the baseline, and their ratio
+    (measured / baseline: below 1 means the measured server is faster)."""
     rows = []
-    for with_pool, without in zip(pool, default, strict=True):
+    for ours, theirs in zip(measured, baseline, strict=True):
         row: dict[str, Any] = {
-            "streams": with_pool["streams"],
-            "errors": {"pool": with_pool["errors"], "default_executor": without["errors"]},
+            "streams": ours["streams"],
+            "errors": {labels[0]: ours["errors"], labels[1]: theirs["errors"]},
         }
-        for key in _COMPARED:
-            a, b = with_pool.get(key), without.get(key)
+        for key, figure in _COMPARED.items():
+            a, b = figure(ours), figure(theirs)
+            if a is None and b is None:
+                continue
             ratio = round(a / b, 2) if a is not None and b else None
-            row[key] = {"pool": a, "default_executor": b, "ratio": ratio}
+            row[key] = {labels[0]: a, labels[1]: b, "ratio": ratio}
         rows.append(row)
     return rows
+
+
+def _over_repeats(rows: list[dict[str, Any]], labels: tuple[str, str]) -> list[dict[str, Any]]:
+    """A level repeated (`REPOLENS_BENCH_CHAT_LEVELS=200,200,200,200`): each figure's values over the
+    repeats, their medians and the ratio of the medians (one noisy repeat does not decide it)."""
+    summaries = []
+    for streams in sorted({row["streams"] for row in rows}):
+        same = [row for row in rows if row["streams"] == streams]
+        entry: dict[str, Any] = {"streams": streams, "repeats": len(same)}
+        for key in _COMPARED:
+            sides = {
+                label: [row[key][label] for row in same if key in row and row[key][label] is not None]
+                for label in labels
+            }
+            if not any(sides.values()):
+                continue
+            medians = {
+                label: round(statistics.median(values), 1) if values else None
+                for label, values in sides.items()
+            }
+            a, b = medians[labels[0]], medians[labels[1]]
+            entry[key] = {
+                **{label: values for label, values in sides.items()},
+                **{f"{label}_median": median for label, median in medians.items()},
+                "ratio_of_medians": round(a / b, 2) if a is not None and b else None,
+            }
+        summaries.append(entry)
+    return summaries
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The second server of a side-by-side run (`REPOLENS_BENCH_CHAT_COMPARE`)."""
+
+    name: str  # the key of its figures in the output
+    labels: tuple[str, str]  # the measured server's and the baseline's, in each figure
+    tree: Path | None = None  # serve this source tree's code (`tree:<dir>`)
+    without_pool: bool = False  # this tree on the default executor (`retrieval_pool`)
+
+
+def _baseline(setting: str) -> Baseline | None:
+    if not setting:
+        return None
+    if setting == "retrieval_pool":
+        return Baseline("retrieval_pool_side_by_side", ("pool", "default_executor"), without_pool=True)
+    if setting.startswith("tree:"):
+        tree = Path(setting.removeprefix("tree:")).expanduser().resolve()
+        if not (tree / "api" / "server.py").is_file():
+            raise SystemExit(f"REPOLENS_BENCH_CHAT_COMPARE: {tree} is not a RepoLens source tree")
+        return Baseline("tree_side_by_side", ("this_tree", "baseline_tree"), tree=tree)
+    raise SystemExit(f"REPOLENS_BENCH_CHAT_COMPARE={setting!r}: use retrieval_pool or tree:<dir>")
+
+
+def _read_probe(path: Path | None) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path is not None and path.exists() else None
