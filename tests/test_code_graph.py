@@ -199,3 +199,33 @@ def test_the_graph_follows_the_lexical_version_in_a_version_of_its_own(
         ("searchable", False, "lexical"),
         ("graph", True, "lexical"),
     ]
+
+
+MIXED_FILES = {
+    "api/logs.py": (
+        "class LogFilter:\n"
+        "    def filter(self, record):\n"
+        "        return 'noise' not in record\n"
+        "\n"
+        "\n"
+        "def quiet(records, log_filter):\n"
+        "    return [r for r in records if log_filter.filter(r)]\n"
+    ),
+    "web/page.tsx": (
+        "export function Home(items: string[]) {\n  return items.filter((item) => item.length > 0)\n}\n"
+    ),
+}
+
+
+def test_a_name_never_binds_to_a_definition_in_another_language(
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    """A guess by method name stays inside the caller's language family: the Python call finds the
+    Python method, the TypeScript `Array.filter` call finds nothing (it used to bind to it, and the
+    offline answer then traced a web page into a logging filter)."""
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, MIXED_FILES, "mixed")
+    index = store.open(repo_id)
+    assert _callee_names(index, "quiet") == ["LogFilter.filter"]
+    assert _callee_names(index, "Home") == []
+    callers = index.callers(_one(index, "LogFilter.filter"))
+    assert [edge.source.qualname for edge in callers if edge.source] == ["quiet"]

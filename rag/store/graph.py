@@ -90,6 +90,21 @@ CREATE INDEX IF NOT EXISTS edges_dst ON edges(dst_id);
 MAX_GUESSES = 3
 _JS_SUFFIXES = ("", ".js", ".ts", ".tsx", ".mjs", ".cjs", ".jsx", "/index.js", "/index.ts", "/index.tsx")
 GRAPH_TABLES = ("definitions", "imports", "refs", "graph_files")
+# Files whose code can name each other's definitions. A name never binds across families: in a
+# repository with a TypeScript front end and a Python back end, `items.filter()` in a `.tsx` file is
+# not the Python method `LogFilter.filter`.
+_FAMILIES = {
+    ".py": "python", ".pyi": "python",
+    ".js": "js", ".mjs": "js", ".cjs": "js", ".jsx": "js",
+    ".ts": "js", ".mts": "js", ".cts": "js", ".tsx": "js",
+    ".go": "go", ".java": "java", ".rs": "rust",
+}  # fmt: skip
+
+
+def language_family(path: str) -> str:
+    """The family of `path`'s language (its extension when the graph knows no family for it)."""
+    extension = posixpath.splitext(path)[1].lower()
+    return _FAMILIES.get(extension, extension)
 
 
 def create_graph_schema(conn: sqlite3.Connection) -> None:
@@ -160,6 +175,12 @@ class _Def:
     kind: str
     parent: str | None
     bases: tuple[str, ...]
+
+
+def _kin(path: str, definitions: Iterable[_Def]) -> list[_Def]:
+    """The `definitions` that code in `path` can name: those in its language family."""
+    family = language_family(path)
+    return [d for d in definitions if language_family(d.path) == family]
 
 
 class _Resolver:
@@ -374,7 +395,7 @@ class _Resolver:
         same_package = self.by_dir.get((posixpath.dirname(path), name)) if path.endswith(".go") else None
         if same_package:
             return same_package, True
-        everywhere = [d for d in self.by_name.get(name, []) if d.qualname == d.name]
+        everywhere = [d for d in _kin(path, self.by_name.get(name, [])) if d.qualname == d.name]
         return (everywhere, False) if 0 < len(everywhere) <= MAX_GUESSES else ([], False)
 
     def through(
@@ -396,10 +417,10 @@ class _Resolver:
                 return found, True
         leaf = receiver.rsplit(".", 1)[-1]
         if leaf in self.classes:
-            found = self.method(leaf, name)
+            found = _kin(path, self.method(leaf, name))
             if found:
                 return found, True
-        guesses = [d for d in self.by_name.get(name, []) if d.kind == "method"]
+        guesses = [d for d in _kin(path, self.by_name.get(name, [])) if d.kind == "method"]
         if len(guesses) > 1:
             # `adapter.send()`: a variable is usually named after its class (`HTTPAdapter`, `BaseAdapter`).
             word = leaf.lstrip("_").replace("_", "").lower()
@@ -422,7 +443,8 @@ class _Resolver:
             else:
                 targets, exact = self.through(path, scope, receiver, name, file_imports)
             source = self.by_qualname.get((path, scope)) if scope else None
-            for target in targets:
+            # A method found through a class or base by name alone may live in another language.
+            for target in _kin(path, targets):
                 if source is not None and target.id == source.id:
                     continue
                 rows.append((source.id if source else None, target.id, kind, path, line, name, int(exact)))
