@@ -53,19 +53,46 @@ def _line_score(line: str, terms: set[str]) -> int:
     return sum(1 for term in terms if term in words or any(term in word for word in words))
 
 
-def key_excerpt(hit: SearchHit, terms: set[str], max_lines: int = EXCERPT_LINES) -> list[tuple[int, str]]:
-    """The span's first line (usually the signature) plus the window that matches `terms` best."""
+def key_excerpt(
+    hit: SearchHit,
+    terms: set[str],
+    max_lines: int = EXCERPT_LINES,
+    *,
+    focus: Sequence[tuple[int, int]] = (),
+    shown: frozenset[int] = frozenset(),
+) -> list[tuple[int, str]]:
+    """The span's first line (usually the signature) plus the window that matches `terms` best.
+
+    With `focus` (the (first, last) lines retrieval found inside a long span, best first) the window
+    is one inside or around those lines: the prompt building of an 850-line handler, not its error
+    handling that merely says "websocket" most often. A window that repeats lines in `shown` (already
+    on the page) is taken only if no other is.
+    """
     lines = hit.text.splitlines()
     if len(lines) <= max_lines:
         return [(hit.start_line + offset, line) for offset, line in enumerate(lines)]
     window = max_lines - 1
-    best_start, best_score = 1, -1
-    for start in range(1, len(lines) - window + 1):
-        score = sum(_line_score(line, terms) for line in lines[start : start + window])
+    starts = [
+        start
+        for first, last in focus
+        for start in _window_starts(first - hit.start_line, last - hit.start_line, window, len(lines))
+    ] or list(range(1, len(lines) - window + 1))
+    best_start, best_score = starts[0], (False, -1)
+    for start in starts:
+        fresh = not any(hit.start_line + offset in shown for offset in range(start, start + window))
+        score = (fresh, sum(_line_score(line, terms) for line in lines[start : start + window]))
         if score > best_score:
             best_start, best_score = start, score
     chosen = [0, *range(best_start, best_start + window)]
     return [(hit.start_line + offset, lines[offset]) for offset in chosen]
+
+
+def _window_starts(low: int, high: int, window: int, size: int) -> range:
+    """Starts (offsets after the first line) of the windows inside lines `low..high` of a span of
+    `size` lines, or holding all of them when they are fewer than `window`."""
+    first, last = sorted((low, high - window + 1))
+    first, last = min(max(1, first), size - window), max(min(size - window, last), 1)
+    return range(first, max(first, last) + 1)
 
 
 def connections(hits: Sequence[SearchHit]) -> list[tuple[SearchHit, SearchHit, list[str]]]:
@@ -220,12 +247,27 @@ def labels(language: str | None) -> dict[str, str]:
     return _LABELS.get((language or "en").strip().lower(), _LABELS["en"])
 
 
-def _span_excerpt(text: str, definition: Any, terms: set[str]) -> tuple[str, list[tuple[int, str]]]:
+def _span_excerpt(
+    text: str, definition: Any, terms: set[str], hits: Sequence[SearchHit], shown: frozenset[int]
+) -> list[tuple[int, str]]:
+    """The key lines of a chain step's definition: in one of the retrieved spans that lie within it
+    (if any), avoiding lines another step already shows."""
     lines = text.splitlines()[definition.start_line - 1 : definition.end_line]
     hit = SearchHit(
         definition.path, "", definition.start_line, definition.end_line, None, "\n".join(lines), 0.0
     )
-    return hit.path, key_excerpt(hit, terms)
+    inside = [
+        (h.start_line, h.end_line)
+        for h in hits
+        if h.path == definition.path
+        and definition.start_line <= h.start_line <= h.end_line <= definition.end_line
+        and (h.start_line, h.end_line) != (definition.start_line, definition.end_line)
+    ]
+    # Words of the definition's own name (`websocket`, `chat` in `handle_websocket_chat`) are why it
+    # is on the chain; inside it they are everywhere, so the other words pick the lines.
+    name = definition.qualname.lower()
+    telling = {term for term in terms if term not in name} or terms
+    return key_excerpt(hit, telling, focus=inside, shown=shown)
 
 
 def _fenced(excerpt: list[tuple[int, str]], language: str) -> str:
@@ -289,11 +331,13 @@ def explained_answer(
         parts.append(f"- {words['documented']} {listed}.\n")
     terms = question_terms(question)
     parts.append(f"\n### {words['key']}\n")
-    shown = [*reversed(before), *after][:3]
-    for link in shown:
+    shown: dict[str, set[int]] = {}
+    for link in [*reversed(before), *after][:3]:
         definition = link.definition
         text = file_text(definition.path) or ""
-        _, excerpt = _span_excerpt(text, definition, terms)
+        on_page = shown.setdefault(definition.path, set())
+        excerpt = _span_excerpt(text, definition, terms, hits, frozenset(on_page))
+        on_page.update(line for line, _ in excerpt[1:])
         language_name = next((h.language for h in hits if h.path == definition.path), "")
         parts.append(f"\n`{definition.qualname}` — `{definition.ref}`\n")
         parts.append(_fenced(excerpt, language_name))
