@@ -14,9 +14,13 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from rag.types import RepoRecord, SearchHit
 
-# path, then `:10-20`, `:10`, `:L10-L20`, `#L10-L20` or `#L10` (en dashes too).
+# A path segment: word characters, `.`, `-`, and the routing forms of web frameworks' file names:
+# `[id]`, `[...slug]`, `[[...slug]]`, `(group)` (Next.js), `@modal`, `+page.svelte` (SvelteKit), `~`.
+_SEGMENT = r"(?:[\w.\-@+~]|\[\[?[\w.\-]+\]?\]|\([\w.\-]+\))+"
+# path, then `:10-20`, `:10`, `:L10-L20`, `#L10-L20` or `#L10` (en dashes too). Linear in the text: a
+# start inside a word is refused at once, and no part of the pattern rescans what another matched.
 _CITATION = re.compile(
-    r"(?<![\w/.\-])(?P<path>(?:[\w.\-]+/)*[\w.\-]*[A-Za-z][\w.\-]*)"
+    rf"(?<![\w/.\-@+~])(?P<path>(?:{_SEGMENT}/)*{_SEGMENT})"
     r"(?:(?::L?(?P<start>\d+)(?:\s?[-–]\s?L?(?P<end>\d+))?)|(?:#L(?P<hstart>\d+)(?:-L?(?P<hend>\d+))?))"
     r"(?![\w])"
 )
@@ -50,7 +54,10 @@ class Span:
 
 
 def _looks_like_path(path: str) -> bool:
-    """Rules out `http:80`, times and plain words followed by a number (`step:2`)."""
+    """Rules out `http:80`, times and plain words followed by a number (`step:2`): a file name holds a
+    letter, and a path has a folder or an extension."""
+    if not re.search(r"[A-Za-z]", path.rsplit("/", 1)[-1]):
+        return False
     return "/" in path or bool(re.search(r"\.[A-Za-z0-9]+$", path)) or path in {"Makefile", "Dockerfile"}
 
 

@@ -40,6 +40,21 @@ def test_extracts_every_citation_form_once_in_order() -> None:
     ]
 
 
+def test_web_framework_route_files_are_citations() -> None:
+    """Next.js and SvelteKit name files after their routes; a Markdown link's brackets are not a path."""
+    answer = (
+        "It is built in `src/app/[owner]/[repo]/page.tsx:96-138`, guarded by "
+        "app/(auth)/@modal/[...slug]/page.js:4, pages/[[...path]].tsx:2-3 and src/routes/+page.svelte:10; see [api/rag.py:157-243](https://x/y)."
+    )
+    assert spans(extract_citations(answer)) == [
+        ("src/app/[owner]/[repo]/page.tsx", 96, 138),
+        ("app/(auth)/@modal/[...slug]/page.js", 4, 4),
+        ("pages/[[...path]].tsx", 2, 3),
+        ("src/routes/+page.svelte", 10, 10),
+        ("api/rag.py", 157, 243),
+    ]
+
+
 @pytest.mark.parametrize(
     "text",
     ["at 10:30 the job runs", "http://example.com:8080/x", "step:2 of the plan", "ratio 3:4", "file.py:0"],
