@@ -190,16 +190,18 @@ class ChainFinder:
     def __init__(self, index: Any, question: str) -> None:
         self.index = index
         self.question = question
-        # "file" is a stopword for excerpts, but often the subject here (static files, file responses).
+        # "file" is a stopword for excerpts, but often the subject here (static files, file responses);
+        # stemmed like every term, as `_words` stems names ("files" meets `_encode_files`).
         # Sorted: a set's order changes with PYTHONHASHSEED, and so would the scores' float sums.
         self.terms = tuple(
             sorted(
                 {stem(term) for term in question_terms(question)}
-                | {w for w in re.findall(r"[a-z]+", question.lower()) if w in ("file", "files")}
+                | {stem(w) for w in re.findall(r"[a-z]+", question.lower()) if w in ("file", "files")}
             )
         )
         self.names = [name.replace("::", ".") for name in named_identifiers(question)]
         self.tails = {name.rsplit(".", 1)[-1] for name in self.names}
+        self.said = frozenset(re.findall(r"[a-z_][a-z0-9_]*", question.lower()))
         self.wants_tests = "test" in question.lower()
         self.lookups = 0
         self._weights: dict[int, dict[str, float]] = {}
@@ -606,14 +608,35 @@ class ChainFinder:
         definitions), the deepest of equals; an abstract step gives way to the override after it.
         Of the first `NAMED_WINDOW` steps so pinpointed, the first whose own name holds a question
         term comes first (`Find` for "find the subcommand", though a better hit pinpoints `legacyArgs`).
-        Not the entry point of a longer chain (it reaches the work, `main()`). A step the question
-        names (`Router::route`) comes before all of them; None when no hit pinpoints a step."""
+        The entry point of a longer chain usually only reaches the work (`main()`), so it is left out,
+        unless the hits pinpoint it before any other step and it explains more of the question than
+        the step chosen without it (`SessionMiddleware.__call__` loads the session, then calls on to
+        the accessor `HTTPConnection.session`); an entry the question says by name ("where does main
+        start ...") is where the question starts, never the subject. A step the question names
+        (`Router::route`) comes before all of them; None when no hit pinpoints a step."""
         named = [number for number, link in enumerate(links) if self.bonus(link.definition) >= 3.0]
         if named:
             return named[-1]
+        step = self._pinpointed(links, hits, entry=False)
+        entry = links[0].definition if len(links) > 1 else None
+        if (
+            entry is not None
+            and step is not None
+            and not self.says(entry.name)
+            and self._pinpointed(links, hits, entry=True) == 0
+            and self.relevance(entry) > self.relevance(links[step].definition)
+        ):
+            return 0
+        return step
+
+    def says(self, name: str) -> bool:
+        """True when the question says `name` as a word of its own ("Where does main start ...")."""
+        return name.lower() in self.said
+
+    def _pinpointed(self, links: Sequence[Link], hits: Sequence[Any], entry: bool) -> int | None:
         pinpointed: list[int] = []
         for hit in self.source_hits(hits):
-            step = self._pinpointed_step(links, hit)
+            step = self._pinpointed_step(links, hit, entry)
             if step is not None and step not in pinpointed:
                 pinpointed.append(step)
                 if len(pinpointed) == NAMED_WINDOW:
@@ -621,11 +644,11 @@ class ChainFinder:
         termed = [step for step in pinpointed if _words(links[step].definition.name).intersection(self.terms)]
         return next(iter(termed or pinpointed), None)
 
-    def _pinpointed_step(self, links: Sequence[Link], hit: Any) -> int | None:
+    def _pinpointed_step(self, links: Sequence[Link], hit: Any, entry: bool) -> int | None:
         inside = [
             number
             for number, link in enumerate(links)
-            if (number > 0 or len(links) == 1)
+            if (number > 0 or len(links) == 1 or entry)
             and link.definition.path == hit.path
             and link.definition.start_line <= hit.end_line
             and link.definition.end_line >= hit.start_line

@@ -34,6 +34,7 @@ from tests.support.graph_repos import (
     PYTHON_FILES,
     RUST_FILES,
     SERVER_FILES,
+    SESSION_FILES,
     TIE_FILES,
     make_repo,
 )
@@ -51,7 +52,7 @@ def _indexed(name: str) -> tuple[_Services, str]:
     home = base / "home"
     settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
     fixtures = {"shop": PYTHON_FILES, "relay": GO_FILES, "router": RUST_FILES, "server": SERVER_FILES}
-    files = {**fixtures, "cli": CLI_FILES, "reply": TIE_FILES}[name]
+    files = {**fixtures, "cli": CLI_FILES, "reply": TIE_FILES, "web": SESSION_FILES}[name]
     repo = make_repo(base / name, files)
     store = Store(home)
     embedder = get_embedder(settings)
@@ -391,6 +392,24 @@ def test_inside_a_class_sized_hit_the_subject_is_the_method_holding_the_question
     steps = [link.definition.qualname for link in chain.links]
     assert steps[: chain.subject_step + 1] == ["FileServer.__call__", "FileServer.respond"], steps
     assert "NotFound" not in steps
+
+
+def test_an_entry_point_retrieval_ranks_first_is_the_subject_when_it_explains_more() -> None:
+    """`SessionMiddleware.__call__` loads the session and calls on to `Connection.session`: when the best
+    hit pinpoints the entry point and it explains more of the question than the step a lower hit
+    pinpoints, it is the subject; when retrieval ranks the accessor first, the accessor is."""
+    question = "How does the session middleware load the session from the cookie?"
+    index, entry = _hit_on(
+        "web", "web/sessions.py", "SessionMiddleware.__call__", "SessionMiddleware.__call__"
+    )
+    _, accessor = _hit_on("web", "web/requests.py", "Connection.session", "Connection.session")
+    chain = find_chain(index, question, [entry, accessor])
+    steps = [link.definition.qualname for link in chain.links]
+    assert chain.subject is not None and chain.subject.qualname == "SessionMiddleware.__call__", steps
+    chain = find_chain(index, question, [accessor, entry])
+    steps = [link.definition.qualname for link in chain.links]
+    assert steps[0] == "SessionMiddleware.__call__", steps
+    assert chain.subject is not None and chain.subject.qualname == "Connection.session", steps
 
 
 def test_a_merged_hit_names_the_step_its_best_chunk_is_in() -> None:

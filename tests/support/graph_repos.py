@@ -394,3 +394,37 @@ res.sendStatus = function sendStatus(code) {
 };
 """,
 }
+
+# A middleware whose entry point does the work: `SessionMiddleware.__call__` loads the session from the
+# cookie, then calls on to `Connection.session`, a one-line accessor.
+SESSION_FILES = {
+    "web/sessions.py": '''"""Sessions kept in the request's cookie."""
+from web.requests import Connection
+
+
+class SessionMiddleware:
+    """Loads the session from the request's cookie before the app runs."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, scope):
+        """Load the session from the cookie, or start an empty one."""
+        cookie = scope.get("cookie", "")
+        scope["session"] = self.decode(cookie) if cookie else {}
+        return self.app(Connection(scope).session())
+
+    def decode(self, cookie):
+        return dict(item.split("=") for item in cookie.split(";"))
+''',
+    "web/requests.py": '''"""The request's view of its scope."""
+
+
+class Connection:
+    def __init__(self, scope):
+        self.scope = scope
+
+    def session(self):
+        return self.scope["session"]
+''',
+}
