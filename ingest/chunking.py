@@ -54,6 +54,17 @@ from rag.types import Chunk
 #    have none, read as 0, and are re-chunked).
 # 2: test files as line windows; windows filled to the budget by exact counts.
 CHUNKER_VERSION = 2
+
+
+def outdated_chunker(version: int, current: int = CHUNKER_VERSION) -> str | None:
+    """`chunker version 1 -> 2` when an index built by chunker `version` is not chunked the way this
+    RepoLens chunks (`current`: its next plain update re-chunks every file), None when it is."""
+    if version == current:
+        return None
+    was = f"{version}" if version else "0 (not recorded)"
+    return f"chunker version {was} -> {current}"
+
+
 DEFAULT_OVERLAP_LINES = 0
 MIN_MAX_TOKENS = 16
 # A token is rarely longer than this many characters; it bounds how much of an over-long line is

@@ -27,7 +27,7 @@ import numpy as np
 
 from ingest import graph as code_graph
 from ingest.chunk_pool import ChunkedFile, chunk_files, pool_size
-from ingest.chunking import CHUNKER_VERSION, Chunker
+from ingest.chunking import CHUNKER_VERSION, Chunker, outdated_chunker
 from ingest.errors import IngestCancelled, IngestError
 from ingest.filters import FileFilter, FilterSpec, parse_patterns
 from ingest.git import checkout, local_commit, token_for, uses_token
@@ -358,7 +358,7 @@ def ingest(
             timings.update(chunk_s=0.0, write_s=0.0)
         else:
             if diff.rechunked:
-                rechunk_reason = _rechunk_reason(old_chunker)
+                rechunk_reason = outdated_chunker(old_chunker, CHUNKER_VERSION)
             # A re-chunk with files changed too: the changes are published first, as any update's
             # (searchable, graph, dense), in versions still marked with the old chunker; the unchanged
             # files are re-chunked after, held until complete (`_rechunk_held`).
@@ -776,12 +776,6 @@ def _rechunk_held(
     builder.record.chunker_version = CHUNKER_VERSION
     graphs.store(builder)
     return _embed_pending(builder, embedder, report, math.inf, 0, builder.pending_count())
-
-
-def _rechunk_reason(old_version: int) -> str:
-    """Why an update chunks files that did not change: `chunker version 3 -> 4`."""
-    was = f"{old_version}" if old_version else "0 (not recorded)"
-    return f"chunker version {was} -> {CHUNKER_VERSION}"
 
 
 def _same_as_live(live: RepoRecord, record: RepoRecord, diff: _Diff) -> bool:

@@ -87,7 +87,7 @@ def test_ingest_list_show_update_delete_with_json(small_repo: Path) -> None:
 
     code, deleted, _ = run("delete", small_repo.resolve().as_uri(), "--yes", "--json")  # by URL
     assert code == 0 and deleted == {"deleted": repo_id}
-    assert run("list", "--json")[1] == {"repos": []}
+    assert run("list", "--json")[1] == {"repos": [], "chunker_version": CHUNKER_VERSION}
 
 
 def test_human_output_is_a_short_summary(small_repo: Path) -> None:
@@ -133,8 +133,29 @@ def test_update_after_a_chunker_upgrade_says_it_rechunked_and_why(
     monkeypatch.setattr(ingest_pipeline, "CHUNKER_VERSION", CHUNKER_VERSION)
     other = " ".join(runner.invoke(app, ["show", str(small_repo)]).stdout.split())  # unwrapped
     assert f"this RepoLens chunks with version {CHUNKER_VERSION}: the next update re-chunks" in other
+    # `list` and `doctor` flag it too, with the fix; doctor still counts the data dir healthy.
+    repo_id = shown["id"]
+    advice = (
+        f"chunked by another chunker (chunker version {CHUNKER_VERSION + 1} -> {CHUNKER_VERSION}): "
+        f"a plain `repolens update {repo_id}` re-chunks it"
+    )
+    listed = runner.invoke(app, ["list"]).stdout
+    assert "complete*" in listed and f"* {repo_id}: {advice}" in " ".join(listed.split())
+    code, listing, _ = run("list", "--json")
+    assert listing is not None and listing["chunker_version"] == CHUNKER_VERSION
+    assert listing["repos"][0]["chunker_version"] == CHUNKER_VERSION + 1
+    doctor = runner.invoke(app, ["doctor"])
+    assert doctor.exit_code == 0 and f"outdated: {repo_id}: {advice}" in " ".join(doctor.stdout.split())
+    code, checked, _ = run("doctor", "--json")
+    assert code == 0 and checked is not None and checked["healthy"] is True
+    assert checked["outdated"] == [
+        {"repo": repo_id, "chunker_version": CHUNKER_VERSION + 1, "advice": advice}
+    ]
     assert runner.invoke(app, ["update", str(small_repo)]).stdout.startswith("updated local/")
     assert current in runner.invoke(app, ["show", str(small_repo)]).stdout
+    assert "*" not in runner.invoke(app, ["list"]).stdout.replace("`repolens show", "")
+    code, checked, _ = run("doctor", "--json")
+    assert code == 0 and checked is not None and checked["outdated"] == []
 
 
 def test_the_time_line_counts_from_the_command_start_and_says_what_goes_on() -> None:
@@ -254,7 +275,7 @@ def test_limits_and_filters_that_leave_nothing_fail_clearly(small_repo: Path) ->
     )
     exit_code, data, _ = run("ingest", str(small_repo), "--include-files", "*.rs", "--json")
     assert exit_code == 10 and data["error"]["code"] == "empty"
-    assert run("list", "--json")[1] == {"repos": []}
+    assert run("list", "--json")[1] == {"repos": [], "chunker_version": CHUNKER_VERSION}
 
 
 def test_update_takes_the_same_run_flags_as_ingest(small_repo: Path) -> None:

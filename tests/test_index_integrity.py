@@ -125,7 +125,7 @@ def test_doctor_finds_and_repairs_what_kills_and_crashes_leave(
     indexed: tuple[Path, str], repolens_home: Path, shared_embedder: Embedder
 ) -> None:
     repo, repo_id = indexed
-    assert _doctor() == (0, {"home": str(repolens_home), "findings": [], "healthy": True})
+    assert _doctor() == (0, {"home": str(repolens_home), "findings": [], "healthy": True, "outdated": []})
     store = Store(repolens_home)
     paths = store.paths(repo_id)
     live = paths.root / str(paths.current_target())
@@ -154,7 +154,7 @@ def test_doctor_finds_and_repairs_what_kills_and_crashes_leave(
     } <= problems
     code, repaired = _doctor("--repair")
     assert code == 0 and all(finding["repaired"] for finding in repaired["findings"]), repaired
-    assert _doctor() == (0, {"home": str(repolens_home), "findings": [], "healthy": True})
+    assert _doctor() == (0, {"home": str(repolens_home), "findings": [], "healthy": True, "outdated": []})
     assert Store(repolens_home).open(repo_id).version_dir.name == live.name  # the intact version serves
     assert not (repolens_home / "repos" / "github.com%2Fa%2Fnever").exists()
 
@@ -174,7 +174,7 @@ def test_doctor_finds_nothing_after_other_processes_finished_normally(
         "with RepoLock(store.paths(sys.argv[2]), sys.argv[2]): pass"
     )
     subprocess.run([sys.executable, "-c", take_and_release, str(repolens_home), repo_id], check=True)
-    assert _doctor() == (0, {"home": str(repolens_home), "findings": [], "healthy": True})
+    assert _doctor() == (0, {"home": str(repolens_home), "findings": [], "healthy": True, "outdated": []})
 
 
 def test_doctor_reports_a_corrupt_index_it_cannot_repair(

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ingest import ingest
+from ingest.chunking import CHUNKER_VERSION
 from rag.embedders import Embedder
 from rag.store import Store
 from tests.support.live_server import LiveServer
@@ -73,8 +74,9 @@ def test_ingest_streams_status_then_done_and_the_repo_is_listed(live_server: Liv
         repo_id = done["repo"]["id"]
         assert repo_id == f"local/{repo.resolve().as_posix().lstrip('/')}"
 
-        listed = client.get("/api/repos").json()["repos"]
-        assert [item["id"] for item in listed] == [repo_id]
+        listing = client.get("/api/repos").json()
+        assert [item["id"] for item in listing["repos"]] == [repo_id]
+        assert listing["repos"][0]["chunker_version"] == listing["chunker_version"] == CHUNKER_VERSION
         shown = client.get(f"/api/repos/{repo_id}").json()
         assert shown["commit"] == git(repo, "rev-parse", "HEAD") and shown["languages"]["python"] == 1
 
@@ -145,7 +147,7 @@ def test_bad_requests_fail_before_streaming_and_ingest_errors_arrive_as_frames(
             if e["type"] != "status"
         ]
         assert error["type"] == "error" and error["code"] == "empty"
-        assert client.get("/api/repos").json() == {"repos": []}
+        assert client.get("/api/repos").json() == {"repos": [], "chunker_version": CHUNKER_VERSION}
 
 
 def test_deepwiki_style_filters_are_newline_separated_and_percent_encoded(

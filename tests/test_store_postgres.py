@@ -392,7 +392,7 @@ def test_doctor_drops_orphan_schemas_and_unfinished_registrations(
     assert [(f["problem"], f["repaired"]) for f in report["findings"]] == [("unfinished_registration", True)]
     code, report = _doctor("--repair")
     assert [(f["problem"], f["repaired"]) for f in report["findings"]] == [("orphan_schema", True)]
-    assert _doctor() == (0, {"home": str(pg_store.home), "findings": [], "healthy": True})
+    assert _doctor() == (0, {"home": str(pg_store.home), "findings": [], "healthy": True, "outdated": []})
     schemas = _schemas(postgres_url)
     assert {live.schema, "repo_notes"} <= schemas
     assert not {f"repo_{key}_v0", f"repo_{ghost}_v1"} & schemas

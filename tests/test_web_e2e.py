@@ -16,7 +16,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Route, expect
 
+from api.routes import repos as repos_routes
 from api.routes.web import IMMUTABLE, REVALIDATE
+from ingest.chunking import CHUNKER_VERSION
 from rag.store import Store
 from tests.support.browser import SCREENSHOTS, browser  # noqa: F401 (the fixture)
 from tests.support.chat import provider_env, settings_for
@@ -118,6 +120,21 @@ def test_page_is_served_with_cache_headers(web: Web) -> None:
     assert httpx.get(web.server.base_url + asset).headers["cache-control"] == IMMUTABLE
     defaults = httpx.get(f"{web.server.base_url}/api/filters/defaults").json()
     assert "node_modules" in defaults["excluded_dirs"] and "*.min.js" in defaults["excluded_files"]
+
+
+def test_a_repository_chunked_by_an_older_repolens_is_flagged_in_its_row(
+    page: Page, web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an upgrade that changed chunking, the row says so and that its Update button is the fix."""
+    row = page.locator(f'li[data-repo-id="{web.repo_id}"]')
+    page.goto(web.server.base_url)
+    expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(row).to_have_count(1)
+    expect(row.locator(".outdated")).to_have_count(0)  # chunked by this RepoLens
+    monkeypatch.setattr(repos_routes, "CHUNKER_VERSION", CHUNKER_VERSION + 1)  # RepoLens was upgraded
+    page.reload()
+    expect(row.locator(".outdated")).to_have_text("chunked by an older RepoLens: Update re-chunks it")
+    shot(page, "repo-outdated-chunker")
 
 
 def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:

@@ -4,7 +4,9 @@ With `REPOLENS_DATABASE_URL` set it checks the PostgreSQL store too (orphan repo
 unfinished or broken registry rows: `rag.store.pg.doctor`), and leaves the wikis and clones of the
 repositories indexed there alone.
 
-Read-only unless `--repair`; `--json` prints `{"home", "findings": [...], "healthy"}`. Exit code 0
+Read-only unless `--repair`; `--json` prints `{"home", "findings": [...], "healthy", "outdated": [...]}`
+(`outdated`: indexes chunked by another chunker version, which a plain update re-chunks; they do not
+change the exit code). Exit code 0
 when nothing is left to fix, 1 when a problem remains (a corrupt index with no intact version:
 re-index it with `repolens ingest <url> --reindex`).
 """
@@ -16,6 +18,7 @@ import json
 import typer
 
 from api.cli.app import app, cli_errors, console
+from api.cli.ingest_cmds import rechunk_advice
 from rag.settings import Settings
 from rag.store import open_store
 
@@ -33,6 +36,12 @@ def doctor(
         store = open_store(settings)
         try:
             findings = store.doctor(repair=repair)
+            # Not damage (the index serves as it is), so not a finding: a plain update re-chunks it.
+            outdated = [
+                {"repo": record.id, "chunker_version": record.chunker_version, "advice": advice}
+                for record in store.list()
+                if (advice := rechunk_advice(record))
+            ]
         finally:
             store.close()
         remaining = [finding for finding in findings if not finding.repaired]
@@ -43,6 +52,7 @@ def doctor(
                         "home": str(home),
                         "findings": [finding.to_json() for finding in findings],
                         "healthy": not remaining,
+                        "outdated": outdated,
                     }
                 )
             )
@@ -56,5 +66,8 @@ def doctor(
                 )
             if remaining and not repair:
                 console.print("run `repolens doctor --repair` to fix them", highlight=False)
+        if not as_json:
+            for item in outdated:
+                console.print(f"outdated: {item['repo']}: {item['advice']}", highlight=False, soft_wrap=True)
     if remaining:
         raise typer.Exit(1)

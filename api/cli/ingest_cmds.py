@@ -28,11 +28,12 @@ from rich.text import Text
 from api.cli.app import app, cli_errors, console, err_console, print_message, seconds_since_start
 from api.cli.wiki_cmd import refresh_after_update
 from ingest import IngestOptions, IngestReport, Progress, finish_embedding, resolve_repo_id
-from ingest.chunking import CHUNKER_VERSION
+from ingest.chunking import CHUNKER_VERSION, outdated_chunker
 from ingest.jobs import IngestJob
 from rag.embedders import get_embedder
 from rag.settings import Settings
 from rag.store import Store, open_store
+from rag.types import RepoRecord
 
 
 class ProgressMode(StrEnum):
@@ -447,7 +448,8 @@ def list_command(as_json: JsonFlag = False) -> None:
         _, store = _context()
         records = store.list()
         if as_json:
-            print(json.dumps({"repos": [record.to_json() for record in records]}))
+            repos = [record.to_json() for record in records]
+            print(json.dumps({"repos": repos, "chunker_version": CHUNKER_VERSION}))
             return
         if not records:
             console.print("no repositories indexed yet: try `repolens ingest <url-or-path>`")
@@ -458,13 +460,17 @@ def list_command(as_json: JsonFlag = False) -> None:
                 (record.commit or "-")[:12],
                 str(record.file_count),
                 str(record.chunk_count),
-                _short_state(record.index_state, record.dense_chunks, record.dense_total),
+                _short_state(record.index_state, record.dense_chunks, record.dense_total)
+                + ("*" if rechunk_advice(record) else ""),
                 record.updated_at[:16].replace("T", " "),
             )
             for record in records
         ]
         for line in _listing_lines(rows, console.width):
             console.print(line, highlight=False, soft_wrap=True)
+        for record in records:
+            if advice := rechunk_advice(record):
+                console.print(f"* {record.id}: {advice}", highlight=False, soft_wrap=True)
         console.print("[dim]`repolens show <id>` has the rest (URL, ref, filters, embedder, languages)[/]")
 
 
@@ -545,6 +551,15 @@ def _chunker_state(version: int) -> str:
     if version == CHUNKER_VERSION:
         return "current"
     return f"this RepoLens chunks with version {CHUNKER_VERSION}: the next update re-chunks every file"
+
+
+def rechunk_advice(record: RepoRecord) -> str | None:
+    """What `list` and `doctor` say of an index built by another chunker (None: this one's): the
+    versions, and the fix, a plain update."""
+    reason = outdated_chunker(record.chunker_version, CHUNKER_VERSION)
+    if reason is None:
+        return None
+    return f"chunked by another chunker ({reason}): a plain `repolens update {record.id}` re-chunks it"
 
 
 def filters_text(filters: dict[str, Any]) -> str:

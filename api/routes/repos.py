@@ -27,6 +27,7 @@ from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
 from api.shutdown import ServerStop, StoppingDep, end_when_stopping
 from ingest import IngestOptions
+from ingest.chunking import CHUNKER_VERSION
 from ingest.jobs import IngestJob
 from ingest.sources import resolve_source
 from rag.errors import NotFoundError
@@ -115,7 +116,12 @@ def _sse(services: Services, job: IngestJob, stop: ServerStop) -> StreamingRespo
 
 @router.get("/api/repos")
 def list_repos(services: ServicesDep) -> dict[str, Any]:
-    return {"repos": [record.to_json() for record in services.store.list()]}
+    """The records, and the chunker version this RepoLens chunks with: a record with another
+    `chunker_version` is re-chunked by its next update (the page flags it)."""
+    return {
+        "repos": [record.to_json() for record in services.store.list()],
+        "chunker_version": CHUNKER_VERSION,
+    }
 
 
 @router.post("/api/repos")

@@ -69,6 +69,7 @@ export class RepoPanel {
   private armedDelete: string | null = null; // the repository whose Delete was clicked once
   private disarm = 0; // the timer that un-arms it
   private repos: RepoRecord[] = [];
+  private chunkerVersion: number | null = null; // the one this RepoLens chunks with (`GET /api/repos`)
 
   constructor(private readonly hooks: RepoPanelHooks) {
     onAccessRefused((repoId, message) => this.askForToken(repoId, message));
@@ -97,8 +98,12 @@ export class RepoPanel {
   }
 
   async load(): Promise<RepoRecord[]> {
-    const [{ repos }] = await Promise.all([getJson<{ repos: RepoRecord[] }>("/api/repos"), this.loadDefaults()]);
+    const [{ repos, chunker_version }] = await Promise.all([
+      getJson<{ repos: RepoRecord[]; chunker_version?: number }>("/api/repos"),
+      this.loadDefaults(),
+    ]);
     this.repos = repos;
+    this.chunkerVersion = chunker_version ?? null;
     this.renderList();
     return repos;
   }
@@ -139,6 +144,11 @@ export class RepoPanel {
       repo.index_state && repo.index_state !== "complete" ? indexStateText(repo.index_state) : null,
       repo.updated_at ? `updated ${new Date(repo.updated_at).toLocaleString()}` : null,
     ].filter(Boolean);
+    // Chunked by another RepoLens version: the row says so, and its Update button is the fix.
+    const outdated = this.chunkerVersion !== null && (repo.chunker_version ?? 0) !== this.chunkerVersion;
+    const stale = outdated
+      ? h("span", { class: "small outdated", title: `chunker version ${repo.chunker_version ?? 0} -> ${this.chunkerVersion}` }, "chunked by an older RepoLens: Update re-chunks it")
+      : null;
     const update = h("button", { type: "button", class: "button small", title: "Fetch new commits and re-index changed files" }, "Update");
     const armed = this.armedDelete === repo.id;
     const remove = h("button", { type: "button", class: "button small danger", title: "Delete this index" }, armed ? "Confirm delete" : "Delete");
@@ -153,6 +163,7 @@ export class RepoPanel {
       open,
       repo.platform === "local" ? h("span", { class: "muted small path" }, repo.url) : null,
       h("span", { class: "muted small" }, facts.join(" · ")),
+      stale,
       h("div", { class: "row" }, update, remove),
     );
   }

@@ -12,6 +12,8 @@ export interface RepoRecord {
   updated_at: string;
   // Lexical-first ingest: "lexical", "partial n/m" or "complete" (records from before: absent).
   index_state?: string;
+  // The chunker version that made its chunks (`GET /api/repos` says this RepoLens's: another is outdated).
+  chunker_version?: number;
 }
 
 // The event frames: one interface per model of rag/events.py (tests/test_events.py checks the fields).
