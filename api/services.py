@@ -14,6 +14,7 @@ from fastapi import Request, WebSocket
 
 from ingest.access import verify_access
 from ingest.isolated import ProcessPool
+from ingest.job_table import JobTable
 from ingest.jobs import IngestJob, JobPool, JobQueue
 from ingest.policy import SourcePolicy
 from rag.answer import AnswerService
@@ -39,22 +40,25 @@ class Services:
     @functools.cached_property
     def jobs(self) -> JobQueue:
         """The server's ingest jobs, shared by every route: on the Redis queue that `repolens worker`
-        processes run (`REPOLENS_REDIS_URL`), else from this process (`REPOLENS_INGEST_WORKERS` at once,
-        each in a lower-priority worker process unless `REPOLENS_INGEST_ISOLATION=thread`)."""
+        processes run (`REPOLENS_REDIS_URL`), else run by this process (`REPOLENS_INGEST_WORKERS` at once
+        on the host, each in a lower-priority worker process unless `REPOLENS_INGEST_ISOLATION=thread`)
+        and shared with every process on the data dir (`repolens serve --workers N`) through its job
+        table (`ingest.job_table`)."""
         if self.settings.redis_url is not None:
             from ingest.redis_queue import RedisJobQueue  # imported only by servers that use it
 
             return RedisJobQueue(self.settings)
         processes = ProcessPool(self.settings) if self.settings.ingest_isolation == "process" else None
-        return JobPool(self.store, lambda: self.embedder, self.settings.ingest_workers, processes)
+        table = JobTable(self.settings.home)
+        return JobPool(
+            self.store, lambda: self.embedder, self.settings.ingest_workers, processes, table=table
+        )
 
     def running_here(self) -> list[IngestJob]:
         """The unfinished ingest jobs this process runs (none if it started none; none on the Redis
         queue, whose workers run them): what a command that exits must hand on or cancel."""
         jobs = self.__dict__.get("jobs")
-        if not isinstance(jobs, JobPool):
-            return []
-        return [job for job in jobs.list() if not job.finished]
+        return jobs.running_here() if isinstance(jobs, JobPool) else []
 
     def verify_access(self, record: RepoRecord, token: str | None) -> None:
         """`ingest.access.verify_access` under this server's source policy: the host check of a

@@ -36,14 +36,12 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import socket
 import threading
 import time
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import redis
@@ -56,7 +54,16 @@ from redis.exceptions import LockError, RedisError
 
 from ingest.errors import IngestCancelled
 from ingest.filters import FilterSpec
-from ingest.jobs import IngestJob, JobState, Kind, status_from_progress
+from ingest.jobs import (
+    IngestJob,
+    JobState,
+    Kind,
+    StoredJob,
+    apply_view,
+    error_view,
+    status_from_progress,
+    worker_name,
+)
 from ingest.pipeline import IngestOptions, Progress
 from ingest.policy import SourcePolicy
 from ingest.reader import Limits
@@ -221,46 +228,6 @@ def options_from_spec(spec: dict[str, Any], token: str | None, policy: SourcePol
     )
 
 
-@dataclass(eq=False)
-class QueuedJob(IngestJob):
-    """A job as Redis holds it (any replica's, any worker's): `to_json`, `final_event` are the stored ones."""
-
-    view: dict[str, Any] = field(default_factory=dict, repr=False)
-    final: Event | None = field(default=None, repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.view)
-
-    def final_event(self) -> Event:
-        return self.final if self.final is not None else super().final_event()
-
-
-def _placeholder_options() -> IngestOptions:
-    """The options of a job read back from Redis: never run here, so never needed."""
-    return IngestOptions(limits=Limits(), dense_commit_s=0.0)
-
-
-def _error_of(view: dict[str, Any]) -> RepoLensError | None:
-    error = view.get("error")
-    if not error:
-        return None
-    try:
-        code = ErrorCode(error["code"])
-    except ValueError:
-        code = ErrorCode.INTERNAL
-    return RepoLensError(str(error["message"]), code=code)
-
-
-def _apply_view(job: IngestJob, view: dict[str, Any]) -> None:
-    """Bring a local `IngestJob` object up to date with the stored view (state, progress, error)."""
-    job.state = JobState(view["state"])
-    job.started_at, job.finished_at = view.get("started_at"), view.get("finished_at")
-    job.progress = Progress(**view["progress"]) if view.get("progress") else None
-    job.error = _error_of(view)
-    if isinstance(job, QueuedJob):
-        job.view = view
-
-
 def _stalled(view: dict[str, Any], held: int | bool) -> bool:
     """`running`, yet no worker holds the job (arq's in-progress key, renewed by the worker's heartbeat,
     is gone): its worker was killed or lost and its lease ran out. arq runs it again on the next worker."""
@@ -301,16 +268,16 @@ class JobRecords:
         raw = self.redis.hget(job_key(job_id), "view")
         return json.loads(cast(str, raw)) if raw else None
 
-    def job(self, job_id: str, placeholder: IngestOptions) -> QueuedJob | None:
+    def job(self, job_id: str) -> StoredJob | None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(job_key(job_id), ["view", "final"])
         pipe.exists(in_progress_key_prefix + job_id)
         (view, final), held = pipe.execute()
         if not view:
             return None
-        return self._job(as_seen(json.loads(view), held), final, placeholder)
+        return self._job(as_seen(json.loads(view), held), final)
 
-    def jobs(self, placeholder: IngestOptions) -> list[QueuedJob]:
+    def jobs(self) -> list[StoredJob]:
         ids = cast(list[str], self.redis.zrevrange(JOBS_KEY, 0, KEEP_JOBS - 1))
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
@@ -320,7 +287,7 @@ class JobRecords:
         found = []
         for (view, final), held in zip(replies[::2], replies[1::2], strict=True):
             if view:
-                found.append(self._job(as_seen(json.loads(view), held), final, placeholder))
+                found.append(self._job(as_seen(json.loads(view), held), final))
         return found
 
     def running_without_worker(self, job_id: str) -> dict[str, Any] | None:
@@ -331,12 +298,8 @@ class JobRecords:
         return _without_worker(*pipe.execute())
 
     @staticmethod
-    def _job(view: dict[str, Any], final: str | None, placeholder: IngestOptions) -> QueuedJob:
-        job = QueuedJob(view["kind"], view["repo_id"], view["repo_id"], placeholder, id=view["id"])
-        job.created_at = view["created_at"]
-        job.final = json.loads(final) if final else None
-        _apply_view(job, view)
-        return job
+    def _job(view: dict[str, Any], final: str | None) -> StoredJob:
+        return StoredJob.from_view(view, json.loads(final) if final else None)
 
     def create(self, job: IngestJob, spec: dict[str, Any], sealed: str | None) -> str | None:
         """Store a new queued job, or return the id of the unfinished job of its repository (joined)."""
@@ -438,14 +401,10 @@ class JobRecords:
     def end_with(self, job_id: str, error: RepoLensError) -> bool:
         """End the job with `error` (`cancelled` for a cancellation, else `failed`)."""
         state = JobState.CANCELLED if error.code is ErrorCode.CANCELLED else JobState.FAILED
-        return self.finish(job_id, state, error_event(error.code, error.message), _error_view(error))
+        return self.finish(job_id, state, error_event(error.code, error.message), error_view(error))
 
     def close(self) -> None:
         self.redis.close()
-
-
-def _error_view(error: RepoLensError) -> dict[str, Any]:
-    return {"error": {"code": str(error.code), "message": error.message}}
 
 
 class _LoopThread:
@@ -492,7 +451,6 @@ class RedisJobQueue:
         register_configured_secret(urllib.parse.urlsplit(self._url).password)
         self.records = JobRecords(self._url)
         self._seal = TokenSeal(settings.secret("REPOLENS_QUEUE_KEY") or None)
-        self._placeholder = _placeholder_options()
         self._loop = _LoopThread()
         self._arq: ArqRedis | None = None
 
@@ -501,7 +459,7 @@ class RedisJobQueue:
         with redis_errors():
             joined = self.records.create(job, spec, sealed)
             if joined is not None:
-                return self.records.job(joined, self._placeholder) or job
+                return self.records.job(joined) or job
         try:
             self._loop.run(self._enqueue(job.id))
         except Exception as error:  # Redis went away between the two steps: the job must not wait forever
@@ -520,11 +478,11 @@ class RedisJobQueue:
 
     def get(self, job_id: str) -> IngestJob | None:
         with redis_errors():
-            return self.records.job(job_id, self._placeholder)
+            return self.records.job(job_id)
 
     def list(self) -> list[IngestJob]:
         with redis_errors():
-            return list(self.records.jobs(self._placeholder))
+            return list(self.records.jobs())
 
     def cancel(self, job_id: str) -> IngestJob:
         """Flag the job for its worker; a job still queued ends `cancelled` here and now."""
@@ -538,7 +496,7 @@ class RedisJobQueue:
                 self.records.end_with(
                     job_id, IngestCancelled("the ingest was cancelled (its worker had stopped)")
                 )
-            found = self.records.job(job_id, self._placeholder)
+            found = self.records.job(job_id)
         assert found is not None
         return found
 
@@ -580,8 +538,8 @@ class RedisJobQueue:
         if fields.get("final"):
             raw = await cast(Any, client).hget(job_key(job.id), "view")
             if raw:
-                _apply_view(job, json.loads(raw))
-            if isinstance(job, QueuedJob):
+                apply_view(job, json.loads(raw))
+            if isinstance(job, StoredJob):
                 job.final = event
         return event
 
@@ -616,10 +574,6 @@ class _Stop(threading.Event):
     """A job's cancel event that also says whether the worker lost its lease (then it reports nothing)."""
 
     lost_lease = False
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class IngestWorker:
@@ -774,7 +728,7 @@ class IngestWorker:
         record = job.report.record.to_json() if job.report else None
         update = {"progress": current.get("progress"), "repo": record}
         if job.error is not None:
-            update.update(_error_view(job.error))
+            update.update(error_view(job.error))
         self.records.finish(job_id, state, job.final_event(), update)
 
     def _requeue(self, job_id: str) -> None:

@@ -23,6 +23,7 @@ import pytest
 
 from ingest import IngestOptions
 from ingest.isolated import ProcessPool
+from ingest.job_table import JobTable
 from ingest.jobs import IngestJob, JobPool, JobState
 from rag.embedders import Embedder
 from rag.settings import Settings
@@ -55,7 +56,13 @@ def _no_embedder() -> Embedder:
 @pytest.fixture
 def pool(repolens_home: Path) -> Iterator[JobPool]:
     settings = Settings.from_env()
-    jobs = JobPool(Store(repolens_home), _no_embedder, workers=1, processes=ProcessPool(settings))
+    jobs = JobPool(
+        Store(repolens_home),
+        _no_embedder,
+        workers=1,
+        processes=ProcessPool(settings),
+        table=JobTable(repolens_home),
+    )
     yield jobs
     jobs.shutdown()
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ingest import IngestOptions
+from ingest.job_table import JobTable
 from ingest.jobs import IngestJob, JobPool, JobState
 from rag.embedders import Embedder
 from rag.embedders.base import Progress
@@ -65,7 +66,7 @@ def gated(shared_embedder: Embedder) -> GatedEmbedder:
 def test_one_worker_runs_one_job_at_a_time_and_joins_per_repository(
     tmp_path: Path, repolens_home: Path, gated: GatedEmbedder
 ) -> None:
-    pool = JobPool(Store(repolens_home), lambda: gated, workers=1)
+    pool = JobPool(Store(repolens_home), lambda: gated, workers=1, table=JobTable(repolens_home))
     options = IngestOptions.from_fields(Settings.from_env())
     first_repo, second_repo = make_repo(tmp_path / "one", "alpha"), make_repo(tmp_path / "two", "beta")
     try:
@@ -88,7 +89,7 @@ def test_one_worker_runs_one_job_at_a_time_and_joins_per_repository(
 def test_cancel_stops_a_running_and_a_queued_job(
     tmp_path: Path, repolens_home: Path, gated: GatedEmbedder
 ) -> None:
-    pool = JobPool(Store(repolens_home), lambda: gated, workers=1)
+    pool = JobPool(Store(repolens_home), lambda: gated, workers=1, table=JobTable(repolens_home))
     options = IngestOptions.from_fields(Settings.from_env())
     try:
         running = pool.submit(IngestJob.for_ingest(str(make_repo(tmp_path / "one", "alpha")), options))

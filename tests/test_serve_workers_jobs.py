@@ -1,0 +1,237 @@
+"""Ingest jobs on a real `repolens serve --workers 2` (uvicorn, no Redis): any worker answers for any job.
+
+The two worker processes share the data dir's job table (`ingest.job_table`). To know which process
+answers a request, the test pauses the other one (SIGSTOP, as tests/test_serve_workers.py does):
+every connection is then accepted by the one left running. A job is started on one process (the
+clone held by the token-guarded git server, so it stays running), then the OTHER process shows it,
+streams its progress (HTTP SSE, and the chat's WebSocket ingest-on-first-use), and cancels it; the
+process running it stops within its poll. Also: the running limit holds across the processes
+(`REPOLENS_INGEST_WORKERS=1`), a job whose process was SIGKILLed is reported `failed` by the
+survivor, and no token reaches the data dir.
+
+No timing asserts: every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from ingest.jobs import WAITING_FOR_SLOT
+from tests.support.cluster import FILES, wait_for
+from tests.support.git_http_server import GitHttpServer
+from tests.support.live_server import serve_on_a_free_port
+from tests.support.stored import files_holding
+from tests.test_serve_workers import ServerLog, paused
+
+ENDED = ("done", "failed", "cancelled")
+
+
+@dataclass
+class Workers:
+    """A `repolens serve --workers 2` and the git server its repositories come from."""
+
+    base: str
+    pids: list[int]
+    home: Path
+    git: GitHttpServer
+
+    def body(self, name: str) -> dict[str, Any]:
+        """An ingest request for `name` with its token (the git server demands one)."""
+        return {"repo_url": self.git.url_for(name), "type": "git", "token": self.git.token}
+
+    def new_repo(self, name: str) -> dict[str, Any]:
+        self.git.add_repo(name, FILES)
+        return self.body(name)
+
+    def submit(self, body: dict[str, Any]) -> str:
+        """POST /api/repos and stop listening at once (the job goes on): the job id."""
+        with httpx.stream("POST", f"{self.base}/api/repos", json=body, timeout=60) as response:
+            assert response.status_code == 200, response.read()
+            return response.headers["x-repolens-job"]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.base}/api/jobs/{job_id}", timeout=60)
+        assert response.status_code == 200, response.text
+        view: dict[str, Any] = response.json()
+        return view
+
+    def owner(self, view: dict[str, Any]) -> int:
+        """The pid of the worker process running a job (its view's `worker`, `host:pid`)."""
+        host, _, pid = view["worker"].rpartition(":")
+        assert host == socket.gethostname() and int(pid) in self.pids, view
+        return int(pid)
+
+    def other(self, pid: int) -> int:
+        return next(other for other in self.pids if other != pid)
+
+    def finished(self, job_id: str) -> dict[str, Any]:
+        return wait_for(f"job {job_id} to end", lambda: (view := self.job(job_id))["state"] in ENDED and view)
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    root = tmp_path_factory.mktemp("serve-workers-jobs")
+    git = GitHttpServer(root / "git")
+    env = {
+        **os.environ,
+        "REPOLENS_HOME": str(root / "home"),
+        "REPOLENS_INGEST_WORKERS": "1",
+        "REPOLENS_INGEST_ISOLATION": "thread",  # no ingest process to spawn: the clones are held anyway
+    }
+    env.pop("REPOLENS_REDIS_URL", None)
+    repolens = Path(sys.executable).parent / "repolens"
+    command = [str(repolens), "serve", "--workers", "2", "--log-level", "info", "--port"]
+    port, server = serve_on_a_free_port(
+        lambda port: subprocess.Popen([*command, str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    )
+    assert server.stderr is not None
+    log = ServerLog(server.stderr)
+    try:
+        pids = log.wait_for_ready_workers(2)
+        yield Workers(f"http://127.0.0.1:{port}", pids, root / "home", git)
+    finally:
+        for name in list(git.gates):
+            git.release(name.strip("/").removesuffix(".git"))
+        server.terminate()
+        server.wait(60)
+        log.join()
+        git.close()
+
+
+def _sse_frames(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            yield json.loads(line.removeprefix("data: "))
+
+
+def _running(workers: Workers, name: str, *, on: int) -> tuple[str, dict[str, Any]]:
+    """Start an ingest of `name` (its clone held) on worker process `on`: its job id and view."""
+    body = workers.new_repo(name)
+    workers.git.hold(name)
+    with paused(workers.other(on)):
+        job_id = workers.submit(body)
+    view = wait_for(f"{name} cloning", lambda: workers.git.held_count(name) and workers.job(job_id))
+    assert view["state"] == "running" and workers.owner(view) == on, view
+    return job_id, view
+
+
+def test_the_other_process_shows_joins_streams_and_cancels_a_running_job(workers: Workers) -> None:
+    owner = workers.pids[0]
+    job_id, _ = _running(workers, "acme/watched", on=owner)
+    try:
+        with contextlib.ExitStack() as owner_paused:
+            owner_paused.enter_context(paused(owner))
+            # Only the other process can answer now: status, list, join, progress, cancel.
+            for _ in range(3):
+                view = workers.job(job_id)
+                assert view["state"] == "running" and view["progress"]["stage"] == "cloning", view
+            listed = httpx.get(f"{workers.base}/api/jobs", timeout=60).json()["jobs"]
+            assert job_id in [job["id"] for job in listed]
+            body = workers.body("acme/watched")
+            with httpx.stream("POST", f"{workers.base}/api/repos", json=body, timeout=60) as response:
+                assert response.headers["x-repolens-job"] == job_id, "a second request joins the running job"
+                frames = _sse_frames(response)
+                first = next(frames)
+                assert first["type"] == "status" and first["stage"] == "cloning", first
+                assert httpx.post(f"{workers.base}/api/jobs/{job_id}/cancel", timeout=60).status_code == 200
+                owner_paused.close()  # the owner resumes, sees the cancel and stops
+                rest = list(frames)
+    finally:
+        workers.git.release("acme/watched")
+    assert rest[-1]["type"] == "error" and rest[-1]["code"] == "cancelled", rest
+    ended = workers.finished(job_id)
+    assert ended["state"] == "cancelled" and ended["error"]["code"] == "cancelled"
+    for pid in workers.pids:  # both processes answer, and agree
+        with paused(workers.other(pid)):
+            assert workers.job(job_id)["state"] == "cancelled"
+    answers = [httpx.get(f"{workers.base}/api/jobs/{job_id}", timeout=60) for _ in range(20)]
+    assert {(answer.status_code, answer.json()["state"]) for answer in answers} == {(200, "cancelled")}
+
+
+def test_the_chat_of_one_process_indexes_as_a_job_the_other_cancels(workers: Workers) -> None:
+    chat, canceller = workers.pids
+    body = workers.new_repo("acme/socket")
+    workers.git.hold("acme/socket")
+    request = {**body, "provider": "offline", "messages": [{"role": "user", "content": "greet?"}]}
+    try:
+        with paused(canceller):
+            ws = connect(
+                f"{workers.base.replace('http://', 'ws://')}/ws/chat?protocol=events", open_timeout=60
+            )
+        with ws:
+            ws.send(json.dumps(request))
+            frames = [json.loads(ws.recv(timeout=60))]
+            assert frames[0]["type"] == "status"
+            wait_for("the chat's clone", lambda: workers.git.held_count("acme/socket"))
+            with paused(chat):
+                jobs = httpx.get(f"{workers.base}/api/jobs", timeout=60).json()["jobs"]
+                job = next(job for job in jobs if job["repo_id"].endswith("acme/socket"))
+                assert job["state"] == "running" and workers.owner(job) == chat
+                assert (
+                    httpx.post(f"{workers.base}/api/jobs/{job['id']}/cancel", timeout=60).status_code == 200
+                )
+            while frames[-1]["type"] != "done":
+                frames.append(json.loads(ws.recv(timeout=60)))
+    finally:
+        workers.git.release("acme/socket")
+    assert [frame["code"] for frame in frames if frame["type"] == "error"] == ["cancelled"], frames
+    assert workers.finished(job["id"])["state"] == "cancelled"
+
+
+def test_the_running_limit_holds_across_the_processes(workers: Workers) -> None:
+    first, second = workers.pids
+    running_id, _ = _running(workers, "acme/first", on=first)
+    body = workers.new_repo("acme/second")
+    workers.git.hold("acme/second")
+    try:
+        with paused(first):
+            waiting_id = workers.submit(body)
+            waiting = wait_for("the note", lambda: (view := workers.job(waiting_id)).get("note") and view)
+        assert waiting["state"] == "queued" and workers.owner(waiting) == second
+        assert waiting["note"] == WAITING_FOR_SLOT.format(limit=1)
+        assert httpx.post(f"{workers.base}/api/jobs/{running_id}/cancel", timeout=60).status_code == 200
+        assert workers.finished(running_id)["state"] == "cancelled"
+        started = wait_for(
+            "the second clone", lambda: workers.git.held_count("acme/second") and workers.job(waiting_id)
+        )
+        assert started["state"] == "running" and "note" not in started
+        assert httpx.post(f"{workers.base}/api/jobs/{waiting_id}/cancel", timeout=60).status_code == 200
+    finally:
+        workers.git.release("acme/first")
+        workers.git.release("acme/second")
+    assert workers.finished(waiting_id)["state"] == "cancelled"
+
+
+def test_a_job_whose_process_was_killed_is_reported_failed_by_the_other(workers: Workers) -> None:
+    """Last in this module: the SIGKILLed worker is replaced by uvicorn's supervisor."""
+    victim = workers.pids[1]
+    survivor = workers.other(victim)
+    job_id, _ = _running(workers, "acme/crashed", on=victim)
+    try:
+        os.kill(victim, signal.SIGKILL)
+        ended = workers.finished(job_id)
+        assert ended["state"] == "failed" and ended["error"]["code"] == "ingest_failed", ended
+        assert f":{victim})" in ended["error"]["message"]
+        again = workers.submit(workers.body("acme/crashed"))
+        assert again != job_id, "the dead job no longer holds its repository"
+        assert httpx.post(f"{workers.base}/api/jobs/{again}/cancel", timeout=60).status_code == 200
+    finally:
+        workers.git.release("acme/crashed")
+    assert workers.finished(again)["state"] in ("cancelled", "done")
+    workers.pids.remove(victim)
+    assert survivor in workers.pids
+    assert files_holding(workers.home, workers.git.token.encode()) == [], "no token on disk"
