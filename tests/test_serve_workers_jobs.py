@@ -38,6 +38,8 @@ from tests.support.stored import files_holding
 from tests.test_serve_workers import ServerLog, paused
 
 ENDED = ("done", "failed", "cancelled")
+# Only a hung server takes this long to stop (a worker starting under load loads its embedder first).
+STOP_CAP_S = 300
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Workers:
     pids: list[int]
     home: Path
     git: GitHttpServer
+    log: ServerLog
 
     def body(self, name: str) -> dict[str, Any]:
         """An ingest request for `name` with its token (the git server demands one)."""
@@ -102,14 +105,19 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     log = ServerLog(server.stderr)
     try:
         pids = log.wait_for_ready_workers(2)
-        yield Workers(f"http://127.0.0.1:{port}", pids, root / "home", git)
+        yield Workers(f"http://127.0.0.1:{port}", pids, root / "home", git, log)
     finally:
         for name in list(git.gates):
             git.release(name.strip("/").removesuffix(".git"))
         server.terminate()
-        server.wait(60)
+        try:
+            server.wait(STOP_CAP_S)
+        except subprocess.TimeoutExpired:
+            server.kill()  # the assertion below reports it; the test session goes on
+            server.wait(STOP_CAP_S)
         log.join()
         git.close()
+    assert server.returncode == 0, "\n".join(log.lines[-30:])
 
 
 def _sse_frames(response: httpx.Response) -> Iterator[dict[str, Any]]:
@@ -210,16 +218,17 @@ def test_the_running_limit_holds_across_the_processes(workers: Workers) -> None:
         )
         assert started["state"] == "running" and "note" not in started
         assert httpx.post(f"{workers.base}/api/jobs/{waiting_id}/cancel", timeout=60).status_code == 200
+        # Wait while the clone is still held: released, so small a build could end `done` before the
+        # owner's poll (0.25 s) passes the cancel on.
+        assert workers.finished(waiting_id)["state"] == "cancelled"
     finally:
         workers.git.release("acme/first")
         workers.git.release("acme/second")
-    assert workers.finished(waiting_id)["state"] == "cancelled"
 
 
 def test_a_job_whose_process_was_killed_is_reported_failed_by_the_other(workers: Workers) -> None:
     """Last in this module: the SIGKILLed worker is replaced by uvicorn's supervisor."""
     victim = workers.pids[1]
-    survivor = workers.other(victim)
     job_id, _ = _running(workers, "acme/crashed", on=victim)
     try:
         os.kill(victim, signal.SIGKILL)
@@ -229,9 +238,9 @@ def test_a_job_whose_process_was_killed_is_reported_failed_by_the_other(workers:
         again = workers.submit(workers.body("acme/crashed"))
         assert again != job_id, "the dead job no longer holds its repository"
         assert httpx.post(f"{workers.base}/api/jobs/{again}/cancel", timeout=60).status_code == 200
+        assert workers.finished(again)["state"] == "cancelled"
     finally:
         workers.git.release("acme/crashed")
-    assert workers.finished(again)["state"] in ("cancelled", "done")
-    workers.pids.remove(victim)
-    assert survivor in workers.pids
+    # uvicorn's supervisor replaces the killed worker; the server stops cleanly once it is ready.
+    workers.log.wait_for_ready_workers(3)
     assert files_holding(workers.home, workers.git.token.encode()) == [], "no token on disk"
