@@ -29,14 +29,15 @@ STALL_MS = 20.0
 
 class LoopProbe:
     """Lag samples `(stamp, lag_ms, loop_thread_cpu_ms, process_cpu_ms)` of the running loop, and
-    collections `(start, ms, generation, on_loop_thread)`."""
+    collections `(start, ms, generation, on_loop_thread, cpu_ms)`: `cpu_ms` is the collecting thread's CPU
+    time, which the machine's load does not stretch as it does the wall-clock `ms`."""
 
     def __init__(self, interval_s: float = PROBE_INTERVAL_S) -> None:
         self.interval_s = interval_s
         self.lags: list[tuple[float, float, float, float]] = []
-        self.collections: list[tuple[float, float, int, bool]] = []
+        self.collections: list[tuple[float, float, int, bool, float]] = []
         self._loop_thread = threading.get_ident()
-        self._gc_started: float | None = None
+        self._gc_started: tuple[float, float] | None = None  # monotonic, thread CPU time
         self._task: asyncio.Task[None] | None = None
         # Objects the collector tracks (what a full collection walks) when the probe starts and stops.
         self.tracked: dict[str, int] = {}
@@ -68,12 +69,12 @@ class LoopProbe:
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         now = time.monotonic()
         if phase == "start":
-            self._gc_started = now
+            self._gc_started = (now, time.thread_time())
         elif self._gc_started is not None:
+            started, cpu = self._gc_started
             on_loop = threading.get_ident() == self._loop_thread
-            self.collections.append(
-                (self._gc_started, (now - self._gc_started) * 1000, info["generation"], on_loop)
-            )
+            cpu_ms = (time.thread_time() - cpu) * 1000
+            self.collections.append((started, (now - started) * 1000, info["generation"], on_loop, cpu_ms))
             self._gc_started = None
 
     def dump(self) -> dict[str, Any]:
@@ -95,13 +96,15 @@ def summary(samples: dict[str, Any], start: float, end: float) -> dict[str, Any]
         return round(lags[min(len(lags) - 1, int(fraction * len(lags)))], 1) if lags else None
 
     by_generation: dict[str, dict[str, float]] = {}
-    for _, ms, generation, on_loop in collections:
+    for _, ms, generation, on_loop, cpu_ms in collections:
         entry = by_generation.setdefault(
-            str(generation), {"count": 0, "total_ms": 0.0, "max_ms": 0.0, "off_loop_thread": 0}
+            str(generation),
+            {"count": 0, "total_ms": 0.0, "max_ms": 0.0, "max_cpu_ms": 0.0, "off_loop_thread": 0},
         )
         entry["count"] += 1
         entry["total_ms"] = round(entry["total_ms"] + ms, 1)
         entry["max_ms"] = round(max(entry["max_ms"], ms), 1)
+        entry["max_cpu_ms"] = round(max(entry["max_cpu_ms"], cpu_ms), 1)
         entry["off_loop_thread"] += 0 if on_loop else 1
     stalls = [lag for lag in lags if lag >= STALL_MS]
     # Where each stalled sample's time went (approximately: two cores let other threads run alongside).

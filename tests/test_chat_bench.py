@@ -30,7 +30,7 @@ def test_a_probe_sees_a_blocked_loop_and_a_collection() -> None:
     busy = max(samples["lags"], key=lambda sample: sample[2])  # CPU time, whatever the machine's load
     assert busy[2] >= 5 and busy[1] >= busy[2] - 1  # the loop's own thread ran, so the timer was late
     assert figures["loop_lag_ms"]["max"] >= round(busy[1], 1)
-    assert any(generation == 2 and on_loop for _, _, generation, on_loop in samples["collections"])
+    assert any(generation == 2 and on_loop for _, _, generation, on_loop, _ in samples["collections"])
     assert figures["gc"]["2"]["count"] >= 1
     assert probe.tracked["start"] > 0 and probe.tracked["stop"] > 0
 
@@ -45,7 +45,7 @@ def test_stalls_split_into_the_loop_thread_other_threads_and_waiting_for_a_core(
             (3.0, 25.0, 0.0, 20.0),
             (4.0, 95.0, 0.0, 0.0),
         ],
-        "collections": [(1.5, 3.0, 0, True), (3.5, 40.0, 2, False), (9.0, 80.0, 2, True)],
+        "collections": [(1.5, 3.0, 0, True, 2.0), (3.5, 40.0, 2, False, 25.0), (9.0, 80.0, 2, True, 70.0)],
     }
     figures = summary(samples, 0.0, 5.0)
     stalls = figures["stalls_over_20ms"]
@@ -54,13 +54,9 @@ def test_stalls_split_into_the_loop_thread_other_threads_and_waiting_for_a_core(
     assert stalls["other_threads_cpu_ms"] == 20.0  # the retrieval pool held the GIL
     assert stalls["waiting_for_a_core_ms"] == 20.0 + 10.0 + 100.0  # nobody here ran: the machine's load
     assert figures["gc"] == {
-        "0": {"count": 1, "total_ms": 3.0, "max_ms": 3.0, "off_loop_thread": 0},
-        "2": {
-            "count": 1,
-            "total_ms": 40.0,
-            "max_ms": 40.0,
-            "off_loop_thread": 1,
-        },  # the one at 9.0 is outside
+        "0": {"count": 1, "total_ms": 3.0, "max_ms": 3.0, "max_cpu_ms": 2.0, "off_loop_thread": 0},
+        # the one at 9.0 is outside the window
+        "2": {"count": 1, "total_ms": 40.0, "max_ms": 40.0, "max_cpu_ms": 25.0, "off_loop_thread": 1},
     }
 
 
