@@ -333,7 +333,7 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
             token=secret,
         )
         found, roles = index.record, index.roles()
-        payload = search_payload(found.id, query, hits, found.index_state)
+        payload = search_payload(services.store, found, query, hits)
         for result, hit in zip(cast(list[dict[str, Any]], payload["results"]), hits, strict=True):
             result["role"] = roles.get(hit.path)
             result["url"] = absolute_url(source_url(found, hit.path, hit.start_line, hit.end_line), base)

@@ -23,6 +23,7 @@ from rag.embedders import Embedder, embedder_for
 from rag.embedders.local import available_cpus
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import (
+    UNFINISHED_INDEX_STEP,
     Event,
     citations_event,
     done_event,
@@ -35,7 +36,7 @@ from rag.graph_walk import Chain, traced_chain
 from rag.prompt import PinnedFile, PromptResult, build_prompt
 from rag.providers.base import ChatProvider, ChatRequest, Message, TextDelta, Usage
 from rag.providers.catalog import PROVIDERS, provider_or_offline, resolve_model
-from rag.retrieval import Retriever, partial_index_note
+from rag.retrieval import Retriever, index_note
 from rag.settings import Settings
 from rag.store import RepoIndex, Store
 from rag.tokens import count_tokens
@@ -261,10 +262,15 @@ class AnswerService:
             self._prepare, request, provider, started
         )
         record = index.record
-        if record.index_state != "complete":
-            yield status_event(
-                "retrieving", partial_index_note(record.index_state), index_state=record.index_state
-            )
+        # Not complete: embedding goes on, or (nothing building it) the answer says how to finish it.
+        state = (
+            None
+            if record.index_state == "complete"
+            else await asyncio.to_thread(index_note, self.store, record)
+        )
+        if state is not None:
+            step = UNFINISHED_INDEX_STEP if state.unfinished else None
+            yield status_event("retrieving", state.text, index_state=record.index_state, step=step)
         chain = None
         graph_spans: list[SearchHit] = []
         if provider.name == "offline" and not request.graph_missing:
@@ -300,6 +306,9 @@ class AnswerService:
                 yield token_event(event.text)
             elif isinstance(event, Usage):
                 usage = event
+        if state is not None and state.unfinished:  # in the text: MCP and the OpenAI API show no frames
+            parts.append(f"\n\n---\n**Note:** {state.text}.\n")
+            yield token_event(parts[-1])
         text = "".join(parts)
         context: list[SearchHit | Span] = [*prompt.used_hits, *graph_spans]
         if pinned is not None:

@@ -178,6 +178,10 @@ def status_event(stage: str, message: str | None = None, **fields: Any) -> Event
     return StatusEvent(stage=stage, **fields).wire()
 
 
+# The `step` of a chat's status frame when its index is not complete and nothing is embedding it (an
+# ingest stopped in its dense phase): the frame's message (`rag.retrieval.index_note`) says how to finish it.
+UNFINISHED_INDEX_STEP = "index_unfinished"
+
 # The `step` of the status frames of a chat that reaches a repository whose code graph is still being
 # built (a new repository's graph goes live a moment after its searchable version).
 GRAPH_BUILDING_STEP = "graph_building"

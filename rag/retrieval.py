@@ -38,9 +38,9 @@ from rag.ranking import (
     role_weight,
     shares_a_word,
 )
-from rag.store import RepoIndex, StoredChunk
+from rag.store import RepoIndex, Store, StoredChunk
 from rag.store.schema import CodeDefinition
-from rag.types import SearchHit
+from rag.types import RepoRecord, SearchHit
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "lexical")
@@ -566,20 +566,47 @@ def _touching(a: SearchHit, b: SearchHit) -> bool:
 
 
 def search_payload(
-    repo_id: str, query: str, hits: Sequence[SearchHit], index_state: str = "complete"
+    store: Store, record: RepoRecord, query: str, hits: Sequence[SearchHit]
 ) -> dict[str, object]:
-    """The JSON answer of `repolens search --json` and `POST /api/repos/{id}/search`; `index_state`
-    (and a `note`) tells a client when dense vectors cover only part of the index."""
-    payload: dict[str, object] = {"repo": repo_id, "query": query, "index_state": index_state}
-    if index_state != "complete":
-        payload["note"] = partial_index_note(index_state)
+    """The JSON answer of `repolens search --json`, `POST /api/repos/{id}/search` and MCP's search;
+    `index_state` (and a `note`, `index_note`'s) tells a client when dense vectors cover only part of
+    the index, and whether anything is finishing it."""
+    payload: dict[str, object] = {"repo": record.id, "query": query, "index_state": record.index_state}
+    if (note := index_note(store, record)) is not None:
+        payload["note"] = note.text
     payload["results"] = [hit.to_json() for hit in hits]
     return payload
 
 
-def partial_index_note(index_state: str) -> str:
-    """What a lexical-first index being embedded means for results (`lexical` or `partial n/m`)."""
+@dataclass(frozen=True)
+class IndexNote:
+    """What results from an index that is not `complete` mean (`text`); `unfinished`: nothing is
+    embedding it, so it stays so until `repolens embed` (the answer says so in its text too)."""
+
+    text: str
+    unfinished: bool
+
+
+def index_note(store: Store, record: RepoRecord) -> IndexNote | None:
+    """The note for `record`'s index when it is not `complete` (None when it is): embedding goes on,
+    or nothing finishes it (no process holds its build: an ingest stopped by Ctrl-C or a kill in its
+    dense phase) and how to finish it. Search, chat status frames and answers all use this one."""
+    if record.index_state == "complete":
+        return None
+    unfinished = not store.building(record.id)
+    return IndexNote(partial_index_note(record.index_state, record.id if unfinished else None), unfinished)
+
+
+def partial_index_note(index_state: str, unfinished: str | None = None) -> str:
+    """What a lexical-first index being embedded means for results (`lexical` or `partial n/m`);
+    `unfinished`: the id of an index nothing is embedding, told how to finish it."""
     covered = "no chunk yet" if index_state == "lexical" else f"{index_state.split()[-1]} chunks"
+    if unfinished is not None:
+        return (
+            f"the index is {index_state} and nothing is embedding it (its ingest stopped before the end): "
+            f"dense vectors cover {covered}, keyword (BM25) search covers every file; run "
+            f"`repolens embed {unfinished}` (or update the repository) to finish it"
+        )
     return (
         f"the index is {index_state}: dense vectors cover {covered}, keyword (BM25) search covers every "
         "file; results improve as embedding completes"

@@ -35,7 +35,7 @@ from websockets.asyncio.client import connect
 from api.cli import app
 from ingest import pipeline
 from ingest.sources import resolve_source
-from rag.events import GRAPH_BUILDING_STEP
+from rag.events import GRAPH_BUILDING_STEP, UNFINISHED_INDEX_STEP
 from rag.providers.offline import GRAPH_MISSING_NOTE, LABEL, labels
 from rag.store import Store
 from tests.support.chat import settings_for
@@ -264,8 +264,19 @@ async def test_a_chat_waits_for_a_build_another_process_holds(
     said = [f["stage"] for f in frames if f["type"] == "status" and f.get("step") == GRAPH_BUILDING_STEP]
     assert said == ["indexing", "retrieving"], frames
     assert GRAPH_MISSING_NOTE.strip() in tokens(frames)
+    assert not [f for f in frames if f.get("step") == UNFINISHED_INDEX_STEP], frames  # it is being built
     frames = await answer_frames(server, repo)
     assert not [f for f in frames if f.get("step") == GRAPH_BUILDING_STEP], frames
+    # Nobody is building it (as after a Ctrl-C during the first `repolens ask`): the retrieval list no
+    # longer comes without a word; the frame and the text say the index is unfinished and the fix.
+    fix = f"run `repolens embed {report.repo_id}` (or update the repository) to finish it"
+    (said,) = [f for f in frames if f.get("step") == UNFINISHED_INDEX_STEP]
+    assert said["index_state"] == "lexical" and fix in said["message"]
+    assert tokens(frames).startswith(f"**{LABEL}**") and f"**Note:** {said['message']}." in tokens(frames)
+    body = {"model": f"repolens/{report.repo_id}", "messages": [{"role": "user", "content": QUESTION}]}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as client:
+        completion = (await client.post("/v1/chat/completions", json=body)).json()
+    assert fix in completion["choices"][0]["message"]["content"], completion
 
 
 async def test_a_repository_without_graph_code_never_waits_nor_needs_the_job_queue(

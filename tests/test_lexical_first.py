@@ -19,8 +19,10 @@ from ingest.lexical_only import minified, no_semantic_value
 from ingest.pipeline import embed_priority
 from rag.answer import AnswerRequest, AnswerService
 from rag.embedders import CachedEmbedder, Embedder
+from rag.events import UNFINISHED_INDEX_STEP
 from rag.settings import Settings
 from rag.store import Store
+from rag.store.layout import RepoLock
 from tests.support.graph_repos import make_repo
 from tests.support.repos import RARE_IDENTIFIER, make_fixture_repo
 
@@ -77,6 +79,7 @@ def test_a_search_during_the_dense_phase_finds_lexical_hits_and_says_the_index_i
     searched = seen["search"]
     assert seen["event"].index_state == "lexical" and seen["event"].chunks_total == report.record.dense_total
     assert searched["index_state"] == "lexical" and "keyword (BM25)" in searched["note"]
+    assert "results improve as embedding completes" in searched["note"]  # this ingest is embedding it
     assert searched["results"][0]["path"] == "weatherline/client.py"
     assert (
         report.record.index_state == "complete" and report.timings["searchable_s"] < report.timings["total_s"]
@@ -87,6 +90,31 @@ def test_a_search_during_the_dense_phase_finds_lexical_hits_and_says_the_index_i
         timeout=30,
     ).json()
     assert done["index_state"] == "complete" and "note" not in done
+
+
+def test_a_lexical_index_nothing_is_embedding_says_so_and_how_to_finish_it(
+    tmp_path: Path, live_server: Any, embedder: OrderedEmbedder
+) -> None:
+    """An ingest stopped in its dense phase (Ctrl-C during the first `repolens ask`, a killed server)
+    leaves a lexical index nobody finishes: search says so and names the fix, not "results improve"."""
+    store: Store = live_server.app.state.services.store
+    repo = make_fixture_repo(tmp_path / "stopped")
+    report = ingest(str(repo), IngestOptions(dense=False), store=store, embedder=embedder)
+    assert report.record.index_state == "lexical"
+
+    def note() -> str:
+        response = httpx.post(
+            f"{live_server.base_url}/api/repos/{report.repo_id}/search", json={"query": "retry"}, timeout=30
+        )
+        return str(response.json()["note"])
+
+    assert note() == (
+        "the index is lexical and nothing is embedding it (its ingest stopped before the end): dense vectors "
+        "cover no chunk yet, keyword (BM25) search covers every file; run "
+        f"`repolens embed {report.repo_id}` (or update the repository) to finish it"
+    )
+    with RepoLock(store.paths(report.repo_id), report.repo_id):  # a `repolens embed` at work
+        assert "results improve as embedding completes" in note()
 
 
 def test_dense_versions_land_incrementally_source_before_tests_and_docs(
@@ -145,6 +173,17 @@ def test_an_answer_on_a_partial_index_says_so(tmp_path: Path, embedder: OrderedE
     sources = next(event for event in events if event["type"] == "sources")["sources"]
     assert sources and sources[0]["path"] == "weatherline/client.py"
     assert events[-1]["type"] == "done"
+    # Nothing is embedding it (the ingest was cancelled, as by Ctrl-C during the first `repolens ask`):
+    # the status frame and the answer's own text (what MCP and the OpenAI API show) say how to finish it.
+    fix = f"run `repolens embed {record.id}` (or update the repository) to finish it"
+    assert notes[0]["step"] == UNFINISHED_INDEX_STEP and fix in notes[0]["message"]
+    text = "".join(event["text"] for event in events if event["type"] == "token")
+    assert text.endswith(f"**Note:** {notes[0]['message']}.\n")
+    with RepoLock(store.paths(record.id), record.id):  # `repolens embed` at work: it will be complete
+        events = asyncio.run(frames())
+    notes = [event for event in events if event["type"] == "status" and event.get("index_state")]
+    assert notes[0].get("step") is None and "results improve as embedding completes" in notes[0]["message"]
+    assert "**Note:**" not in "".join(event["text"] for event in events if event["type"] == "token")
 
 
 def test_content_with_no_semantic_value_is_kept_lexical_only(

@@ -17,7 +17,7 @@ from rich.text import Text
 from api.cli.app import app, cli_errors, console, err_console, print_message
 from ingest import resolve_repo_id
 from rag.embedders import get_embedder
-from rag.retrieval import MAX_K, Retriever, SearchError, partial_index_note, search_payload
+from rag.retrieval import MAX_K, Retriever, SearchError, index_note, search_payload
 from rag.settings import Settings
 from rag.store import open_store
 from rag.types import SearchHit
@@ -159,9 +159,8 @@ def search_command(
         assert query is not None
         hits = retriever.search(query, k, **options)
         if as_json:
-            print(json.dumps(search_payload(index.record.id, query, hits, index.record.index_state)))
+            print(json.dumps(search_payload(store, index.record, query, hits)))
         else:
-            if index.record.index_state != "complete":
-                note = escape(partial_index_note(index.record.index_state))
-                print_message(err_console, f"note: {note}", style="dim")
+            if (note := index_note(store, index.record)) is not None:
+                print_message(err_console, f"note: {escape(note.text)}", style="dim")
             print_hits(hits)

@@ -51,4 +51,4 @@ def search_repo(
         explain=body.explain,
         token=repo_token or body.token,
     )
-    return search_payload(index.record.id, body.query, hits, index.record.index_state)
+    return search_payload(services.store, index.record, body.query, hits)

@@ -11,7 +11,7 @@ from rag.errors import IndexCorruptError, NotFoundError
 from rag.store.builder import IndexBuilder
 from rag.store.doctor import Finding, check
 from rag.store.index import RepoIndex
-from rag.store.layout import RepoLock, RepoPaths, contained, repo_folder
+from rag.store.layout import RepoLock, RepoPaths, build_holder, contained, repo_folder
 from rag.store.schema import RECORD_FILE
 from rag.store.writer import IndexWriter
 from rag.types import RepoRecord
@@ -32,6 +32,11 @@ class Store:
         """The folders of `repo_id`; an id that is not valid, or whose folder would resolve outside
         `repos/`, is an `InvalidRepoIdError` (`rag.store.layout.validate_repo_id`)."""
         return RepoPaths(contained(self.repos_dir / repo_folder(repo_id), self.repos_dir))
+
+    def building(self, repo_id: str) -> bool:
+        """A live process holds `repo_id`'s build lock: an ingest, update or `repolens embed` of this or
+        another process (`rag.store.layout.build_holder`)."""
+        return build_holder(self.paths(repo_id)) is not None
 
     def clone_dir(self, repo_id: str) -> Path:
         """Where the git working copy of `repo_id` lives (removed with the repo)."""
