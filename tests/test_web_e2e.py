@@ -300,6 +300,39 @@ def test_the_provider_picker_shows_the_whole_offline_label(page: Page, web: Web)
     assert language is not None and language["y"] == picker.bounding_box()["y"]  # the bar stays one row
 
 
+def test_an_answer_made_without_the_code_graph_keeps_saying_so(
+    page: Page, web: Web, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chat waited for a code graph still being built and went on without it: the status saying so
+    used to be replaced by the next one at once. It now stays with the answer (a model's answer does not
+    carry the offline answer's note), and after a reload."""
+    from ingest import IngestOptions, ingest
+    from rag.store.layout import RepoLock
+
+    services = web.server.app.state.services
+    monkeypatch.setattr(services, "settings", services.settings.model_copy(update={"graph_wait_s": 0.3}))
+    repo = make_fixture_repo(web.root / "graphless")
+    write_files(repo, {"weatherline/graphless.py": "def not_yet_embedded() -> int:\n    return 7\n"})
+    commit_all(repo, "a text the vector cache has not seen: the run leaves it, and the graph, to later")
+    report = ingest(str(repo), IngestOptions(dense=False), store=web.store, embedder=services.embedder)
+    assert not web.store.open(report.repo_id).has_graph
+    fake_provider.script(FakeResponse(text="The client retries with a capped backoff.", chunks=3))
+    building = RepoLock(web.store.paths(report.repo_id), report.repo_id).__enter__()  # a build at work
+    try:
+        open_repo(page, web, report.repo_id)
+        answer = ask(page, "How does the client retry?")
+        finished(answer)
+        note = answer.locator(".turn-note", has_text="is still being built: this answer is made without it")
+        expect(note).to_have_count(1)
+        expect(answer.locator(".markdown")).to_contain_text("capped backoff")
+        shot(page, "answer-without-the-graph")
+        page.reload()
+        expect(page.locator(".turn.assistant .turn-note", has_text="made without it")).to_have_count(1)
+    finally:
+        building.__exit__(None, None, None)
+        web.store.delete(report.repo_id)
+
+
 def test_stop_a_long_answer(page: Page, web: Web, fake_provider: FakeProvider) -> None:
     long_text = "word " * 400
     fake_provider.script(FakeResponse(text=long_text, chunks=400, delay=0.03))

@@ -7,7 +7,7 @@ import { copyText, formatLines, h, hostUrl, repoName } from "./dom";
 import { renderMarkdown } from "./markdown";
 import { ChatSocket, type SocketState } from "./socket";
 import { loadConversation, loadPreferences, saveConversation, savePreferences, type Turn } from "./store";
-import type { ChatEvent, Citation, ProviderInfo, RepoRecord, ResearchEvent, Source } from "./types";
+import type { ChatEvent, Citation, ProviderInfo, RepoRecord, ResearchEvent, Source, StatusEvent } from "./types";
 import { accessRefused, tokenFor } from "./tokens";
 import { openSource } from "./viewer";
 
@@ -227,9 +227,15 @@ export class ChatView {
     }
     const { turn, view } = live;
     switch (event.type) {
-      case "status":
+      case "status": {
+        const note = answerNote(event);
+        if (note && !turn.notes?.includes(note)) {
+          turn.notes = [...(turn.notes ?? []), note];
+          view.update();
+        }
         view.setStatus(event.message || `${event.stage}…`);
         break;
+      }
       case "sources":
         turn.sources = event.sources;
         view.update();
@@ -320,6 +326,7 @@ class TurnView {
   readonly element: HTMLElement;
   private readonly body = h("div", { class: "markdown" });
   private readonly status = h("p", { class: "turn-status muted small" });
+  private readonly notes = h("div", { class: "turn-notes" });
   private readonly extras = h("div", { class: "turn-extras" });
   private frame = 0;
 
@@ -334,7 +341,7 @@ class TurnView {
       this.element.append(this.body);
       return;
     }
-    this.element.append(this.status, h("div", { class: "research-slot" }), this.body, this.extras);
+    this.element.append(this.status, this.notes, h("div", { class: "research-slot" }), this.body, this.extras);
     if (live) this.setStatus("Retrieving…");
     this.update(!live);
   }
@@ -355,6 +362,7 @@ class TurnView {
 
   update(final = false): void {
     if (this.turn.content) this.setStatus("");
+    this.notes.replaceChildren(...(this.turn.notes ?? []).map((note) => h("p", { class: "turn-note small", role: "note" }, note)));
     renderMarkdown(this.body, this.turn.content, final);
     if (this.turn.citations?.length) linkCitations(this.body, this.turn.citations, (item) => void openSource(this.repoId, item));
     this.element.querySelector(".research-slot")!.replaceChildren(renderResearch(this.turn.research ?? [], final));
@@ -437,6 +445,17 @@ export function linkCitations(root: HTMLElement, citations: Citation[], open: (c
       }),
     );
   }
+}
+
+/**
+ * The text of a status frame that describes the answer itself, not a step on the way to it: the answer
+ * is made without the code graph (still being built: `graph_building` at stage `retrieving`), or from an
+ * index whose embedding goes on (`index_state`). The next status replaces a step's line; these stay
+ * with the answer. An index nothing finishes (`index_unfinished`) says so in the answer's own text.
+ */
+function answerNote(event: StatusEvent): string | null {
+  if (event.stage !== "retrieving" || !event.message || event.step === "index_unfinished") return null;
+  return event.step === "graph_building" || event.index_state ? event.message : null;
 }
 
 function renderResearch(events: ResearchEvent[], final: boolean): HTMLElement | string {

@@ -12,6 +12,8 @@ export interface Turn {
   research?: ResearchEvent[];
   error?: string;
   stopped?: boolean;
+  // Status frames about the answer itself (made without the code graph, from an index being embedded).
+  notes?: string[];
 }
 
 const CONVERSATIONS = "repolens.conversations.v1";
