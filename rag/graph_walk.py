@@ -665,7 +665,31 @@ class ChainFinder:
         step = max(reversed(inside), key=lambda number: _overlap(links[number].definition, hit))
         while step + 1 < len(links) and links[step + 1].how == "override":
             step += 1
+        if named and self._caller_says_more(links, step, hit, entry):
+            return step - 1
         return step
+
+    def _caller_says_more(self, links: Sequence[Link], step: int, hit: Any, entry: bool) -> bool:
+        """A merged hit is named after its best chunk, often a small helper whose name matches a word of
+        the question (`postRun` for "pre-run and post-run hooks"): the step calling it from inside the
+        same hit is what the hit is about when it holds more of the question's words (`execute`, which
+        runs the pre-run, run and post-run hooks in turn)."""
+        if step == 0 or links[step].how != "call" or (step == 1 and not entry):
+            return False
+        caller = links[step - 1].definition
+        return (
+            caller.path == hit.path
+            and caller.start_line <= hit.end_line
+            and caller.end_line >= hit.start_line
+            and self.implementation(caller)
+            and len(self.words_held(caller)) > len(self.words_held(links[step].definition))
+        )
+
+    def words_held(self, definition: Any) -> set[str]:
+        """The question's terms a definition's name or any of its lines hold."""
+        lines = (self.index.file_text(definition.path) or "").splitlines()
+        text = " ".join(lines[definition.start_line - 1 : definition.end_line])
+        return (_words(definition.name) | _words(text)).intersection(self.terms)
 
     def source_hits(self, hits: Sequence[Any]) -> list[Any]:
         """The hits in source code (not docs, tests, examples, nor a source file's inline tests)."""

@@ -31,6 +31,7 @@ from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.graph_repos import (
     CLI_FILES,
     GO_FILES,
+    HOOK_FILES,
     PYTHON_FILES,
     RUST_FILES,
     SERVER_FILES,
@@ -52,7 +53,9 @@ def _indexed(name: str) -> tuple[_Services, str]:
     home = base / "home"
     settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
     fixtures = {"shop": PYTHON_FILES, "relay": GO_FILES, "router": RUST_FILES, "server": SERVER_FILES}
-    files = {**fixtures, "cli": CLI_FILES, "reply": TIE_FILES, "web": SESSION_FILES}[name]
+    files = {**fixtures, "cli": CLI_FILES, "reply": TIE_FILES, "web": SESSION_FILES, "hooks": HOOK_FILES}[
+        name
+    ]
     repo = make_repo(base / name, files)
     store = Store(home)
     embedder = get_embedder(settings)
@@ -420,6 +423,17 @@ def test_a_merged_hit_names_the_step_its_best_chunk_is_in() -> None:
     steps = [link.definition.qualname for link in chain.links]
     assert "Index.lookup" in steps[1:], steps
     assert chain.subject is not None and chain.subject.qualname == "Index.lookup", steps
+
+
+def test_a_merged_hit_named_after_a_helper_is_about_its_caller_when_the_caller_says_more() -> None:
+    """A hit over the whole `Command` class is named after its best chunk, `post_run`: its caller on the
+    chain, `execute`, in the same hit, holds more of the question's words (pre, run, post, hooks,
+    command) than `post_run` (post, run, hooks), so `execute` is the subject and the helper comes after."""
+    index, hit = _hit_on("hooks", "app/command.py", "Command", "Command.post_run")
+    chain = find_chain(index, "How does a command run its pre-run and post-run hooks?", [hit])
+    steps = [link.definition.qualname for link in chain.links]
+    assert chain.subject is not None and chain.subject.qualname == "Command.execute", steps
+    assert steps[chain.subject_step + 1 :] == ["Command.post_run"], steps
 
 
 def test_a_class_the_chain_builds_gives_way_to_its_method_that_does_the_work() -> None:

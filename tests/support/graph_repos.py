@@ -428,3 +428,37 @@ class Connection:
         return self.scope["session"]
 ''',
 }
+
+# A command that runs its hooks: `Command.execute` calls the two small hook runners, whose names hold the
+# question's words.
+HOOK_FILES = {
+    "app/command.py": '''"""Running a command with its hooks."""
+
+INITIALIZERS = []
+FINALIZERS = []
+
+
+class Command:
+    def __init__(self, run):
+        self.run = run
+
+    def execute(self, args):
+        """Run the pre-run hooks, the command itself, then the post-run hooks."""
+        self.pre_run()
+        result = self.run(args)
+        self.post_run()
+        return result
+
+    def pre_run(self):
+        for hook in INITIALIZERS:
+            hook()
+
+    def post_run(self):
+        for hook in FINALIZERS:
+            hook()
+
+
+def main(argv):
+    return Command(print).execute(argv)
+''',
+}
