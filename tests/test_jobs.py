@@ -144,6 +144,7 @@ def test_two_requests_for_one_repository_share_one_job(live_server: LiveServer, 
 def test_unknown_job_is_404(live_server: LiveServer) -> None:
     assert httpx.get(f"{live_server.base_url}/api/jobs/nope").status_code == 404
     assert httpx.post(f"{live_server.base_url}/api/jobs/nope/cancel").status_code == 404
+    assert httpx.get(f"{live_server.base_url}/api/jobs/nope/events").status_code == 404
 
 
 def test_chat_ingest_on_first_use_is_a_job(live_server: LiveServer, tmp_path: Path) -> None:

@@ -141,26 +141,34 @@ def test_the_other_process_shows_joins_streams_and_cancels_a_running_job(workers
     owner = workers.pids[0]
     job_id, _ = _running(workers, "acme/watched", on=owner)
     try:
-        with contextlib.ExitStack() as owner_paused:
-            owner_paused.enter_context(paused(owner))
-            # Only the other process can answer now: status, list, join, progress, cancel.
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(paused(owner))  # resumed on the way out, whatever happens
+            # Only the other process can answer now: status, list, join, progress (SSE), cancel.
             for _ in range(3):
                 view = workers.job(job_id)
                 assert view["state"] == "running" and view["progress"]["stage"] == "cloning", view
             listed = httpx.get(f"{workers.base}/api/jobs", timeout=60).json()["jobs"]
             assert job_id in [job["id"] for job in listed]
             body = workers.body("acme/watched")
-            with httpx.stream("POST", f"{workers.base}/api/repos", json=body, timeout=60) as response:
-                assert response.headers["x-repolens-job"] == job_id, "a second request joins the running job"
-                frames = _sse_frames(response)
+            joining = stack.enter_context(
+                httpx.stream("POST", f"{workers.base}/api/repos", json=body, timeout=60)
+            )
+            assert joining.headers["x-repolens-job"] == job_id, "a second request joins the running job"
+            watching = stack.enter_context(
+                httpx.stream("GET", f"{workers.base}/api/jobs/{job_id}/events", timeout=60)
+            )
+            assert watching.status_code == 200 and watching.headers["x-repolens-job"] == job_id
+            streams = [_sse_frames(joining), _sse_frames(watching)]
+            for frames in streams:
                 first = next(frames)
                 assert first["type"] == "status" and first["stage"] == "cloning", first
-                assert httpx.post(f"{workers.base}/api/jobs/{job_id}/cancel", timeout=60).status_code == 200
-                owner_paused.close()  # the owner resumes, sees the cancel and stops
-                rest = list(frames)
+            assert httpx.post(f"{workers.base}/api/jobs/{job_id}/cancel", timeout=60).status_code == 200
+            os.kill(owner, signal.SIGCONT)  # the owner resumes, sees the cancel and stops
+            ends = [list(frames)[-1] for frames in streams]
     finally:
         workers.git.release("acme/watched")
-    assert rest[-1]["type"] == "error" and rest[-1]["code"] == "cancelled", rest
+    for last in ends:
+        assert last["type"] == "error" and last["code"] == "cancelled", ends
     ended = workers.finished(job_id)
     assert ended["state"] == "cancelled" and ended["error"]["code"] == "cancelled"
     for pid in workers.pids:  # both processes answer, and agree
@@ -168,6 +176,8 @@ def test_the_other_process_shows_joins_streams_and_cancels_a_running_job(workers
             assert workers.job(job_id)["state"] == "cancelled"
     answers = [httpx.get(f"{workers.base}/api/jobs/{job_id}", timeout=60) for _ in range(20)]
     assert {(answer.status_code, answer.json()["state"]) for answer in answers} == {(200, "cancelled")}
+    with httpx.stream("GET", f"{workers.base}/api/jobs/{job_id}/events", timeout=60) as ended_stream:
+        assert [frame["code"] for frame in _sse_frames(ended_stream)] == ["cancelled"], "its last frame only"
 
 
 def test_the_chat_of_one_process_indexes_as_a_job_the_other_cancels(workers: Workers) -> None:

@@ -13,9 +13,7 @@ files need its token (`X-Repo-Token`); its record (`GET /api/repos/{id}`) is met
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -23,15 +21,15 @@ from fastapi.responses import StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from api.repo_content import open_readable, read_lines
+from api.routes.jobs import progress_stream
 from api.schemas import RepoIdPath, RepoToken
 from api.services import Services, get_services
-from api.shutdown import ServerStop, StoppingDep, end_when_stopping
+from api.shutdown import ServerStop, StoppingDep
 from ingest import IngestOptions
 from ingest.chunking import CHUNKER_VERSION
 from ingest.jobs import IngestJob
 from ingest.sources import resolve_source
 from rag.errors import NotFoundError
-from rag.events import sse_frame, stopping_event
 from rag.settings import Settings
 
 router = APIRouter()
@@ -90,28 +88,11 @@ class UpdateBody(BaseModel):
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def _frames(services: Services, job: IngestJob) -> AsyncGenerator[str, None]:
-    async with contextlib.aclosing(services.jobs.events(job)) as events:
-        async for event in events:
-            yield sse_frame(event)
-
-
-_STOPPING = (
-    "progress ends here (an ingest this server runs is cancelled, and the "
-    "repository keeps its last committed version; one a `repolens worker` runs goes on: GET /api/jobs/{id})"
-)
-
-
 def _sse(services: Services, job: IngestJob, stop: ServerStop) -> StreamingResponse:
-    """Submit `job` (or join the running job of its repository) and stream its frames as SSE.
-
-    The response names the job (`X-RepoLens-Job`); a client that disconnects stops listening only.
-    A server that stops ends the stream with a `server_stopping` error frame."""
-    joined = services.jobs.submit(job)
-    headers = {"Cache-Control": "no-store", "X-RepoLens-Job": joined.id}
-    last = sse_frame(stopping_event(_STOPPING.format(id=joined.id)))
-    frames = end_when_stopping(_frames(services, joined), stop, last)
-    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+    """Submit `job` (or join the running job of its repository) and stream its frames as SSE
+    (`api.routes.jobs.progress_stream`: the response names the job, a client that disconnects stops
+    listening only, a server that stops ends the stream with a `server_stopping` error frame)."""
+    return progress_stream(services, services.jobs.submit(job), stop)
 
 
 @router.get("/api/repos")
