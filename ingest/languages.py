@@ -74,7 +74,9 @@ _SHEBANGS: dict[str, str] = {
     "ruby": "ruby", "php": "php", "perl": "perl", "lua": "lua", "Rscript": "r",
 }  # fmt: skip
 _SHEBANG = re.compile(r"#!\s*(?:\S*/)?(?:env\s+(?:-\S+\s+)*)?([A-Za-z]+[0-9.]*)")
-_CPP_IN_HEADER = re.compile(r"^\s*(?:class\s+\w+|namespace\s+\w*\s*\{|template\s*<)", re.MULTILINE)
+# `[ \t]*`, not `\s*`: `^\s*` crossed line ends, so a header of blank lines was rescanned from every line
+# (quadratic in a file a repository controls); possessive runs never give back what they matched.
+_CPP_IN_HEADER = re.compile(r"^[ \t]*+(?:class\s++\w|namespace\s++\w*+\s*+\{|template\s*+<)", re.MULTILINE)
 
 # language -> (module, function returning the grammar pointer)
 _GRAMMARS: dict[str, tuple[str, str]] = {

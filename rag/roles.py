@@ -114,7 +114,7 @@ _GENERATED_NAME = re.compile(
     r"(?:_pb2(?:_grpc)?\.pyi?|\.pb\.(?:go|cc|h)|\.min\.(?:js|css)|\.generated\.\w+)$"
 )
 _GENERATED_MARK = re.compile(
-    r"code generated .* do not edit|@generated\b|^\W*(?:this file (?:is|was|has been) )?"
+    r"code generated .* do not edit|@generated\b|^[^\w\n]*+(?:this file (?:is|was|has been) )?"
     r"(?:auto[- ]?|automatically )generated\b",
     re.IGNORECASE | re.MULTILINE,
 )

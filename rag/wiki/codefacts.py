@@ -223,7 +223,8 @@ def first_paragraph(lines: list[str], start: int = 0) -> Summary | None:
     return Summary(_inline_reference_links(text, lines), index + 1, end + 1)
 
 
-_REFERENCE_LINK = re.compile(r"\[([^\]\n]+)\]\[([^\]\n]*)\]")
+# Link text holds no bracket: with `[^\]\n]+` a line of `[[[[` was rescanned from every `[`.
+_REFERENCE_LINK = re.compile(r"\[([^\[\]\n]+)\]\[([^\[\]\n]*)\]")
 _LINK_DEFINITION = re.compile(r"^\s{0,3}\[([^\]]+)\]:\s*(\S+)")
 
 

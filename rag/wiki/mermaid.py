@@ -109,7 +109,9 @@ def statement_ok(line: str) -> bool:
     return at == len(stripped)
 
 
-_EDGE_SPLIT = re.compile(r"(\s*<?(?:-{2,}|={2,}|-\.+-)[->ox]?\s*(?:\|[^|\n]*\|\s*)?)")
+# An arrow with the spaces around it; it starts where a run of spaces starts (`(?<!\s)`), so a long run
+# is not rescanned from each of its spaces.
+_EDGE_SPLIT = re.compile(r"((?<!\s)\s*+<?(?:-{2,}|={2,}|-\.+-)[->ox]?\s*+(?:\|[^|\n]*\|\s*+)?)")
 _PART = re.compile(
     r"^(?P<id>[A-Za-z0-9_][\w .-]*?)\s*(?P<open>\(\[|\[\[|\[\(|\(\(|\{\{|\[|\(|\{)(?P<label>.*)$"
 )
