@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import json
 import os
@@ -591,7 +590,19 @@ def run() -> dict[str, Any]:
     }
 
 
+def _level_figure(key: str) -> Callable[[dict[str, Any]], float | None]:
+    """A figure of a level's results."""
+
+    def figure(level: dict[str, Any]) -> float | None:
+        value = level.get(key)
+        return None if value is None else float(value)
+
+    return figure
+
+
 def _probe_figure(section: str, key: str) -> Callable[[dict[str, Any]], float | None]:
+    """A figure of a level's `server_probe` (None without the probe)."""
+
     def figure(level: dict[str, Any]) -> float | None:
         probe = level.get("server_probe")
         if probe is None:
@@ -606,7 +617,7 @@ def _probe_figure(section: str, key: str) -> Callable[[dict[str, Any]], float | 
 
 _COMPARED: dict[str, Callable[[dict[str, Any]], float | None]] = {
     **{
-        key: functools.partial(lambda key, level: level.get(key), key)
+        key: _level_figure(key)
         for key in (
             "added_p50_ms",
             "added_p95_ms",
