@@ -297,6 +297,54 @@ class _Diff:
         }
 
 
+@dataclass(frozen=True)
+class PublicationPlan:
+    """How a run that wrote files publishes its versions (`publication_plan`).
+
+    `searchable`: the searchable version is a `checkpoint` (the build goes on from it), the last
+    `commit`, or none (`live`: the live version serves, whole, until a held re-chunk is complete).
+    `graph`: the code graph of the files written is stored `with_searchable` (and resolved by it), goes
+    live in a version of its own right after it (`own_checkpoint`, or `own_commit` when nothing
+    follows), is left to `finish_embedding` (`later`: `ingest --no-wait`), or there is `none` to publish.
+    `hold`: the dense phase commits one version, when complete. `final`: the build's last version
+    ends it (False: the held re-chunk of the unchanged files follows)."""
+
+    searchable: Literal["checkpoint", "commit", "live"]
+    graph: Literal["with_searchable", "own_checkpoint", "own_commit", "later", "none"]
+    hold: bool = False
+    final: bool = True
+
+
+# A run whose new version would equal the live one (or whose live version is only being embedded further).
+NOTHING_TO_PUBLISH = PublicationPlan(searchable="live", graph="none")
+
+
+def publication_plan(
+    *, pending: bool, dense: bool, rechunk: bool, new_graphs: bool, more_follows: bool = False
+) -> PublicationPlan:
+    """The plan for a run that wrote its files: `pending`, chunks wait for vectors; `dense`, this run
+    embeds them (False: `ingest --no-wait` hands them to `finish_embedding`); `rechunk`, unchanged files
+    were chunked again (an upgrade); `new_graphs`, files with a code graph were written; `more_follows`,
+    the held re-chunk of the unchanged files follows these changes (which therefore never end the build)."""
+    hand_off = pending and not dense
+    # After an upgrade the live version is whole, if chunked the old way: it serves until the re-chunked
+    # one is complete, not a lexical version with few vectors (after `--no-wait` nothing can hold).
+    hold = pending and dense and rechunk
+    if hand_off:
+        graph: Literal["with_searchable", "own_checkpoint", "own_commit", "later", "none"] = "later"
+    elif (new_graphs or pending) and not hold:  # searchable first; the graph a moment later, before vectors
+        graph = "own_checkpoint" if pending or more_follows else "own_commit"
+    else:
+        graph = "with_searchable"
+    if hold:
+        searchable: Literal["checkpoint", "commit", "live"] = "live"
+    elif graph in ("own_checkpoint", "own_commit") or more_follows:
+        searchable = "checkpoint"
+    else:
+        searchable = "commit"
+    return PublicationPlan(searchable, graph, hold=hold, final=not more_follows)
+
+
 def ingest(
     location: str,
     options: IngestOptions | None = None,
@@ -351,7 +399,7 @@ def ingest(
         graphs = _Graphs()
         rechunk_reason: str | None = None
         written = _Written()
-        graph_later = hold = changes_first = False
+        plan, changes_first = NOTHING_TO_PUBLISH, False
         graph_current = not builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES)
         if live is not None and graph_current and _same_as_live(live.record, record, diff):
             committed = live.record
@@ -377,28 +425,31 @@ def ingest(
             report("writing", f"writing the new index version ({written.files} files)")
             # Lexical first: this version answers (BM25 everywhere, dense where vectors exist);
             # the code graph is built next and goes live in a version of its own, seconds later.
-            pending = builder.pending_count() > 0
-            # `dense=False` (`ingest --no-wait`) returns here: `finish_embedding` graphs the files.
-            hand_off = pending and not options.dense
-            # After an upgrade the live version is whole, if chunked the old way: it serves until the
-            # re-chunked one is complete, not a lexical version with few vectors (`finish_embedding`,
-            # after `--no-wait`, cannot hold: it publishes at once).
-            hold = pending and options.dense and bool(part.rechunked)
-            graph_later = (bool(graphs.files) or pending) and not (hand_off or hold)
-            if not (graph_later or hand_off):
+            plan = publication_plan(
+                pending=builder.pending_count() > 0,
+                dense=options.dense,
+                rechunk=bool(part.rechunked),
+                new_graphs=bool(graphs.files),
+                more_follows=changes_first,
+            )
+            if plan.graph == "with_searchable":
                 graphs.store(builder)
-            if hold and live is not None:
+            if plan.searchable == "live" and live is not None:
                 committed = live.record
-            elif graph_later or changes_first:
-                committed = builder.checkpoint(resolve_graph=not graph_later)
+            elif plan.searchable == "checkpoint":
+                committed = builder.checkpoint(resolve_graph=plan.graph == "with_searchable")
             else:
-                committed = builder.commit(resolve_graph=not hand_off)
+                committed = builder.commit(resolve_graph=plan.graph == "with_searchable")
             timings["write_s"] += time.monotonic() - committing
         timings["searchable_s"] = time.monotonic() - started
         report(
             "searchable",
             f"{committed.id} is searchable ({committed.index_state})"
-            + (f"; version {committed.version} serves until the re-chunked one is embedded" if hold else "")
+            + (
+                f"; version {committed.version} serves until the re-chunked one is embedded"
+                if plan.hold
+                else ""
+            )
             + (
                 f"; {len(diff.rechunked)} unchanged files are re-chunked next ({rechunk_reason})"
                 if changes_first
@@ -408,15 +459,12 @@ def ingest(
             chunks_total=committed.dense_total,
             index_state=committed.index_state,
         )
-        if graph_later:
+        if plan.graph in ("own_checkpoint", "own_commit"):
             graphs.store(builder)
-            if not changes_first and (committed.index_state == "complete" or not options.dense):
-                committed = builder.commit()  # no dense version follows
-            else:  # live now, not with the first dense version (`dense_commit_s` later)
-                committed = builder.checkpoint()
+            committed = builder.commit() if plan.graph == "own_commit" else builder.checkpoint()
             report("graph", f"the code graph of {committed.id} is live", index_state=committed.index_state)
         with _timed(timings, "embed_s"):
-            if hold:  # one version, when complete
+            if plan.hold:  # one version, when complete
                 committed = _embed_pending(builder, embedder, report, math.inf, 0, builder.pending_count())
             elif committed.index_state != "complete" and options.dense:
                 committed = _embed_pending(
@@ -426,7 +474,7 @@ def ingest(
                     options.dense_commit_s,
                     committed.dense_chunks,
                     committed.dense_total,
-                    final=not changes_first,
+                    final=plan.final,
                 )
             if changes_first:
                 committed = _rechunk_held(
@@ -846,8 +894,10 @@ __all__ = [
     "IngestOptions",
     "IngestReport",
     "Progress",
+    "PublicationPlan",
     "finish_embedding",
     "ingest",
+    "publication_plan",
     "resolve_repo_id",
     "update",
 ]
