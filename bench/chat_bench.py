@@ -18,9 +18,9 @@ Figures:
   completed streams, errors, and the CPU use (cores) of the server, the fake provider and the
   clients. `sustained_streams` is the largest level with no errors and an added p95 under the
   50 ms target.
-Questions rotate over a fixed set, as in a team asking about one repository. The clients freeze their
-own heap before the first conversation (as the server does), so their garbage collections do not
-delay the readings. The machine's other
+Questions rotate over a fixed set, as in a team asking about one repository. The clients' garbage
+collector is off while they measure (`_without_collections`), so their own collections do not delay
+the readings. The machine's other
 load shows up in every figure: run it on an idle machine.
 - `inter_token_*`: gaps between token frames at the client (the provider sends a piece every
   50 ms; `added_inter_token_*` subtracts that), and `token_frames_per_stream` (coalescing merges
@@ -467,8 +467,21 @@ def bench_server(
                     process.wait(10)
 
 
+@contextlib.contextmanager
+def _without_collections() -> Iterator[None]:
+    """The clients' garbage collector off while they measure, and run once they stop: a collection in
+    this process (it holds ~170k objects: ingest, the test helpers) held every reading here for
+    106-413 ms, charged to whichever server was being measured. Reference counting still frees nearly
+    everything meanwhile; cycles wait for the collection at the end."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
 def run() -> dict[str, Any]:
-    from api.server import freeze_startup_heap
     from ingest import ingest
     from rag.embedders import get_embedder
     from rag.settings import Settings
@@ -512,10 +525,8 @@ def run() -> dict[str, Any]:
                 if compare
                 else None
             )
-            # The clients' heap too (ingest, pytest's helpers: ~170k objects): a full collection in this
-            # process held every reading here for 106-413 ms, charged to whichever server was measured.
-            freeze_startup_heap()
-            sequential = asyncio.run(_sequential(served.ws_url, repo))
+            with _without_collections():
+                sequential = asyncio.run(_sequential(served.ws_url, repo))
             if without is not None:
                 asyncio.run(_warm_up(without.ws_url, repo))
             profiler = _start_profiler(served.processes["server"].pid)
@@ -527,14 +538,11 @@ def run() -> dict[str, Any]:
                 )
                 for server, figures in pair if number % 2 == 0 else reversed(pair):
                     assert server is not None
-                    figures.append(
-                        asyncio.run(
-                            _level(server.ws_url, server.provider_url, repo, streams, server.processes)
-                        )
-                    )
+                    with _without_collections():
+                        measured = _level(server.ws_url, server.provider_url, repo, streams, server.processes)
+                        figures.append(asyncio.run(measured))
             _stop_profiler(profiler)
             idle = asyncio.run(_idle_sockets(served.ws_url, IDLE_SOCKETS, served.processes["server"]))
-        gc.unfreeze()  # the next benchmark of `make bench` runs in this process
         probe = _read_probe(probe_file)
         baseline_probe = _read_probe(baseline_probe_file)
         for levels_run, samples in ((results, probe), (baseline, baseline_probe)):
