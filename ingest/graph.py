@@ -480,17 +480,16 @@ class _Extractor:
                     add(GraphImport(line, module, _text(child), _text(child).rsplit(".", 1)[-1]))
         elif kind == "import_statement" and self.syntax is _JS:
             source = _unquote(_text(node.child_by_field_name("source")))
-            for child in _descendants(node, ("import_specifier", "namespace_import", "import_clause")):
-                if child.type == "import_specifier":
-                    name = _text(child.child_by_field_name("name"))
-                    alias = _text(child.child_by_field_name("alias")) or name
-                    add(GraphImport(line, source, name, alias))
-                elif child.type == "namespace_import":
-                    add(GraphImport(line, source, None, _text(child.named_children[-1])))
-                else:
-                    for default in child.named_children:
-                        if default.type == "identifier":
-                            add(GraphImport(line, source, None, _text(default)))
+            for clause in (c for c in node.named_children if c.type == "import_clause"):
+                for child in clause.named_children:
+                    if child.type == "identifier":  # `import Router from './router'`
+                        add(GraphImport(line, source, None, _text(child)))
+                    elif child.type == "namespace_import":  # `import * as path from 'path'`
+                        add(GraphImport(line, source, None, _text(child.named_children[-1])))
+                    for spec in _descendants(child, ("import_specifier",)):  # `import { a, b as c }`
+                        name = _text(spec.child_by_field_name("name"))
+                        alias = _text(spec.child_by_field_name("alias")) or name
+                        add(GraphImport(line, source, name, alias))
         elif kind == "import_spec":
             path = _unquote(_text(node.child_by_field_name("path")))
             alias = _text(node.child_by_field_name("name")) or path.rsplit("/", 1)[-1]

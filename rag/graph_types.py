@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Bumped when extraction or resolution changes, so an update re-extracts files graphed by an older
-# extractor and resolves the edges again (4: names no longer bind across languages).
-GRAPH_VERSION = 4
+# extractor and resolves the edges again (4: names no longer bind across languages; 5: named ES imports,
+# `import { a } from`, are recorded, and tsconfig/jsconfig aliases resolve).
+GRAPH_VERSION = 5
 
 RECEIVER_SELF = "self"  # a call on the enclosing method's own object (`self.`, `this.`, Go/Rust receiver)
 

@@ -229,3 +229,52 @@ def test_a_name_never_binds_to_a_definition_in_another_language(
     assert _callee_names(index, "Home") == []
     callers = index.callers(_one(index, "LogFilter.filter"))
     assert [edge.source.qualname for edge in callers if edge.source] == ["quiet"]
+
+
+ALIASED_FILES = {
+    "tsconfig.json": (
+        "{\n"
+        "  // Next.js writes comments and trailing commas here\n"
+        '  "compilerOptions": {\n'
+        '    "baseUrl": ".",\n'
+        '    "paths": {"@/*": ["./src/*"], "~lib": ["./src/lib/index.ts"]}, /* aliases */\n'
+        '    "types": ["https://example.com/not-a-comment"],\n'
+        "  },\n"
+        "}\n"
+    ),
+    "src/utils/url.ts": "export function parseUrl(url: string) {\n  return url\n}\n",
+    "src/lib/index.ts": "export function helper() {\n  return 1\n}\n",
+    "src/app/page.tsx": (
+        "import { parseUrl } from '@/utils/url'\n"
+        "import { helper } from '~lib'\n"
+        "export function Home() {\n"
+        "  parseUrl('x')\n"
+        "  return helper()\n"
+        "}\n"
+    ),
+    "packages/ui/tsconfig.json": '{"compilerOptions": {"paths": {"@/*": ["./lib/*"]}}}\n',
+    "packages/ui/lib/button.ts": "export function button() {\n  return 2\n}\n",
+    "packages/ui/app.ts": (
+        "import { button as b } from '@/button'\nexport function render() {\n  return b()\n}\n"
+    ),
+}
+
+
+def test_typescript_imports_resolve_through_the_nearest_tsconfig_aliases(
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    """`@/utils/url` is `src/utils/url.ts` by the root tsconfig's `paths`; in `packages/ui` its own
+    tsconfig maps `@/` to `lib/` (the nearest config wins)."""
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, ALIASED_FILES, "aliased")
+    index = store.open(repo_id)
+    assert {target for _, _, target in index.imports_of("src/app/page.tsx")} == {
+        "src/utils/url.ts",
+        "src/lib/index.ts",
+    }
+    assert [(e.target.qualname, e.exact) for e in index.callees(_one(index, "Home"))] == [
+        ("parseUrl", True),
+        ("helper", True),
+    ]
+    assert [target for _, _, target in index.imports_of("packages/ui/app.ts")] == [
+        "packages/ui/lib/button.ts"
+    ]

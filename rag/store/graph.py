@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag.graph_types import RECEIVER_SELF, FileGraph
+from rag.store.js_paths import CONFIG_NAMES, load_configs, module_target
 
 GRAPH_DDL = """
 CREATE TABLE IF NOT EXISTS definitions (
@@ -88,8 +89,9 @@ CREATE INDEX IF NOT EXISTS edges_dst ON edges(dst_id);
 
 # A bare name defined this many times or more in the repository is too generic to guess at.
 MAX_GUESSES = 3
-_JS_SUFFIXES = ("", ".js", ".ts", ".tsx", ".mjs", ".cjs", ".jsx", "/index.js", "/index.ts", "/index.tsx")
 GRAPH_TABLES = ("definitions", "imports", "refs", "graph_files")
+# The files whose text the resolver reads (module paths, import aliases); of others only the path.
+RESOLVER_READS = ("go.mod", *CONFIG_NAMES)
 # Files whose code can name each other's definitions. A name never binds across families: in a
 # repository with a TypeScript front end and a Python back end, `items.filter()` in a `.tsx` file is
 # not the Python method `LogFilter.filter`.
@@ -223,8 +225,13 @@ class _Resolver:
                 self.by_dir[(posixpath.dirname(d.path), d.name)].append(d)
         self.python_modules = _python_module_map(p for p in self.paths if p.endswith((".py", ".pyi")))
         self.go_modules = self._go_modules()
+        self.js_configs = load_configs(self.paths, self._text)
 
     # imports --------------------------------------------------------------------------------------
+
+    def _text(self, path: str) -> str | None:
+        row = self.conn.execute("SELECT text FROM files WHERE path = ?", (path,)).fetchone()
+        return row[0] if row else None
 
     def _go_modules(self) -> list[tuple[str, str]]:
         """(module path, directory) of every go.mod, longest module first."""
@@ -232,8 +239,7 @@ class _Resolver:
         for path in self.paths:
             if posixpath.basename(path) != "go.mod":
                 continue
-            (text,) = self.conn.execute("SELECT text FROM files WHERE path = ?", (path,)).fetchone()
-            match = re.search(r"^module\s+(\S+)", text, re.MULTILINE)
+            match = re.search(r"^module\s+(\S+)", self._text(path) or "", re.MULTILINE)
             if match:
                 found.append((match.group(1), posixpath.dirname(path)))
         return sorted(found, key=lambda item: -len(item[0]))
@@ -276,13 +282,7 @@ class _Resolver:
         return self.python_modules.get(rest, []), name is None
 
     def _js_target(self, path: str, module: str) -> str | None:
-        if not module.startswith("."):
-            return None
-        stem = posixpath.normpath(posixpath.join(posixpath.dirname(path), module))
-        for suffix in _JS_SUFFIXES:
-            if stem + suffix in self.path_set:
-                return stem + suffix
-        return None
+        return module_target(path, module, self.js_configs, self.path_set.__contains__)
 
     def _go_targets(self, module: str) -> list[str]:
         for prefix, folder in self.go_modules:

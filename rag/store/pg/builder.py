@@ -329,8 +329,9 @@ class PgIndexBuilder:
         try:
             memory.execute("CREATE TABLE files (path TEXT PRIMARY KEY, text TEXT NOT NULL)")
             graph.create_graph_schema(memory)
+            read = " OR ".join(f"path LIKE '%%{name}'" for name in graph.RESOLVER_READS)
             copies = (
-                ("files", "SELECT path, CASE WHEN path LIKE '%%go.mod' THEN text ELSE '' END FROM files", 2),
+                ("files", f"SELECT path, CASE WHEN {read} THEN text ELSE '' END FROM files", 2),
                 ("definitions", "SELECT id, path, name, qualname, kind, parent, start_line, end_line, bases "
                  "FROM definitions", 9),
                 ("imports", "SELECT path, line, module, name, alias FROM imports", 5),
