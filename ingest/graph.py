@@ -212,7 +212,9 @@ class _Extractor:
         return _Scope(qualname, owner if in_class else scope.owner, receivers, instance, params)
 
     def _js_function_binding(self, node: Node, scope: _Scope) -> bool:
-        """`const f = () => ...`, `app.handle = function handle() {...}`, `x: function() {}`."""
+        """`const f = () => ...`, `app.handle = function handle() {...}`, `x: function() {}`, and a
+        function wrapped in a call: `const load = useCallback(async () => {...}, [])` (React's hooks,
+        `memo`, `forwardRef`, `debounce`), so the calls in a component's handlers are the handler's."""
         if self.syntax is not _JS:
             return False
         if node.type == "variable_declarator":
@@ -225,7 +227,10 @@ class _Extractor:
             return False
         if target is None or value is None:
             return False
-        if value.type not in ("arrow_function", "function_expression", "function"):
+        wrapper: Node | None = None
+        if value.type == "call_expression" and target.type == "identifier":
+            wrapper, value = value, _wrapped_function(value) or value
+        if value.type not in _JS_FUNCTION_VALUES:
             self._require(node, target, value)
             return False
         if target.type == "member_expression":
@@ -245,6 +250,11 @@ class _Extractor:
             qualname = self._define(node, name, "function", scope)
             inner = _Scope(qualname, scope.owner, scope.receivers)
         self.walk(value, inner)
+        if wrapper is not None:  # the wrapper is called, with its other arguments (`[deps]`), where it is
+            self._call(wrapper, scope)
+            for argument in (wrapper.child_by_field_name("arguments") or wrapper).named_children:
+                if argument != value:
+                    self.walk(argument, scope)
         return True
 
     def _rust_impl(self, node: Node, scope: _Scope) -> None:
@@ -513,6 +523,16 @@ class _Extractor:
             return
         module = _unquote(_text(args.named_children[0]))
         self.graph.imports.append(GraphImport(_line(node), module, None, _text(target)))
+
+
+_JS_FUNCTION_VALUES = ("arrow_function", "function_expression", "function")
+
+
+def _wrapped_function(call: Node) -> Node | None:
+    """The function a call's first argument is (`useCallback(() => ...)`), if it is one."""
+    arguments = call.child_by_field_name("arguments")
+    first = arguments.named_children[0] if arguments is not None and arguments.named_children else None
+    return first if first is not None and first.type in _JS_FUNCTION_VALUES else None
 
 
 def _rust_uses(node: Node | None, prefix: str) -> Iterator[tuple[str, str]]:

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 # Bumped when extraction or resolution changes, so an update re-extracts files graphed by an older
 # extractor and resolves the edges again (4: names no longer bind across languages; 5: named ES imports,
-# `import { a } from`, are recorded, and tsconfig/jsconfig aliases resolve).
-GRAPH_VERSION = 5
+# `import { a } from`, are recorded, and tsconfig/jsconfig aliases resolve; 6: a function wrapped in a
+# call, `const f = useCallback(() => ...)`, is a definition).
+GRAPH_VERSION = 6
 
 RECEIVER_SELF = "self"  # a call on the enclosing method's own object (`self.`, `this.`, Go/Rust receiver)
 

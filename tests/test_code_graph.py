@@ -278,3 +278,33 @@ def test_typescript_imports_resolve_through_the_nearest_tsconfig_aliases(
     assert [target for _, _, target in index.imports_of("packages/ui/app.ts")] == [
         "packages/ui/lib/button.ts"
     ]
+
+
+HOOK_FILES = {
+    "src/api.ts": "export function fetchTree(repo: string) {\n  return repo\n}\n",
+    "src/page.tsx": (
+        "import { useCallback } from 'react'\n"
+        "import { fetchTree } from './api'\n"
+        "export function WikiPage() {\n"
+        "  const loadStructure = useCallback(async (repo: string) => {\n"
+        "    return fetchTree(repo)\n"
+        "  }, [])\n"
+        "  const plain = 3\n"
+        "  return loadStructure(String(plain))\n"
+        "}\n"
+    ),
+}
+
+
+def test_a_function_wrapped_in_a_hook_is_a_definition_of_its_own(
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    """`const loadStructure = useCallback(async () => ...)`: the handler is a definition inside the
+    component, its calls are its own, and the component calls it (React code is written this way)."""
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, HOOK_FILES, "hooks")
+    index = store.open(repo_id)
+    handler = _one(index, "WikiPage.loadStructure")
+    assert (handler.kind, handler.start_line, handler.end_line) == ("function", 4, 6)
+    assert _callee_names(index, "WikiPage.loadStructure") == ["fetchTree"]
+    assert _callee_names(index, "WikiPage") == ["WikiPage.loadStructure"]
+    assert index.definition("WikiPage.plain") == []
