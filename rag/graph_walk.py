@@ -307,7 +307,11 @@ class ChainFinder:
         """Definitions the best hits sit in (weighted by rank) and the ones the question names."""
         seeds: dict[int, tuple[Any, float]] = {}
         code_hits = [
-            hit for hit in hits if hit.language not in _PROSE and self.wanted(hit.path, hit.start_line)
+            hit
+            for hit in hits
+            if hit.language not in _PROSE
+            and self.wanted(hit.path, hit.start_line)
+            and (self.wants_tests or not self.named_test(hit))
         ][:SEED_HITS]
         self._code_hits = code_hits
         for rank, hit in enumerate(code_hits):
@@ -699,7 +703,22 @@ class ChainFinder:
             if hit.language not in _PROSE
             and file_role(hit.path) == "source"
             and not self.test_code(hit.path, hit.start_line)
+            and not self.named_test(hit)
         ]
+
+    def named_test(self, hit: Any) -> bool:
+        """True for a hit named after test code: its best chunk (its symbol) is a test, though the hit
+        starts in the code above (a Rust source file's `#[cfg(test)]` module merged with the function
+        before it, named `tests.extracting_on_handler_in_nested_router`). Its ranking says how well the
+        test matches the question, not the code: it seeds no chain and pinpoints no subject."""
+        named = [
+            d
+            for d in self.index.definitions_in(hit.path)
+            if hit.symbol
+            and (d.qualname == hit.symbol or hit.symbol.endswith(f".{d.qualname}"))
+            and _overlap(d, hit) > 0
+        ]
+        return bool(named) and all(self.test_code(d.path, d.start_line) for d in named)
 
     def large(self, hit: Any) -> bool:
         """A hit on a whole class or file: no function it holds spans `PINPOINT` of it, and its symbol

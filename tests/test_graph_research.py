@@ -342,6 +342,25 @@ def test_the_summary_names_the_implementation_and_no_test_is_on_the_chain(mode: 
     assert "RouteError" not in _in_short(answer)
 
 
+def test_a_hit_named_after_an_inline_test_seeds_no_chain_unless_the_question_is_about_tests() -> None:
+    """A hit that starts at `normalize_route_path` and runs into the `#[cfg(test)]` module is named after
+    its best chunk, the test: it says how well the test matches, so it neither seeds the chain nor
+    pinpoints the subject; a question about tests still follows it."""
+    services, repo_id = _indexed("router")
+    index = services.store.open(repo_id)
+    lines = (index.file_text("src/router.rs") or "").splitlines()
+    start = next(n for n, line in enumerate(lines, 1) if line.startswith("fn normalize_route_path"))
+    symbol = "tests.adding_a_route_to_the_router_keeps_its_path"
+    hit = SearchHit("src/router.rs", "rust", start, len(lines), symbol, "\n".join(lines[start - 1 :]), 1.0)
+    finder = ChainFinder(index, "How does the router normalize the path of a route?")
+    assert finder.named_test(hit)
+    assert finder.seeds([hit]) == {} and finder.source_hits([hit]) == []
+    assert find_chain(index, "How does the router normalize the path of a route?", [hit]).subject is None
+    about_tests = ChainFinder(index, "How is the path of a route tested?")
+    seeded = {d.qualname for d, _ in about_tests.seeds([hit]).values()}
+    assert seeded == {"normalize_route_path", "adding_a_route_to_the_router_keeps_its_path"}
+
+
 def test_the_summary_names_what_retrieval_ranked_first_not_the_chains_last_helper() -> None:
     """The chain goes on from `Router.route` to the helper it calls; the summary stays at the code
     retrieval found for the question, and the helper is listed as what it calls."""
