@@ -85,8 +85,12 @@ class ProcessLease:
         folder.mkdir(parents=True, exist_ok=True)
         self.name = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._path = folder / f"{self.name}.lock"
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by child processes
+        # Locked under a name `alive` and `sweep` never look at, then renamed: no other process
+        # ever sees this lease's file unlocked (and takes it for a dead one's).
+        making = folder / f"{self.name}.new"
+        fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)  # not inherited by children
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(making, self._path)
         self._fd: int | None = fd
         self._closer = weakref.finalize(self, os.close, fd)
 
@@ -96,6 +100,12 @@ class ProcessLease:
                 self._path.unlink()
             self._closer()
             self._fd = None
+
+    @staticmethod
+    def sweep(folder: Path) -> None:
+        """Remove the lock files of processes that ended (each run of a server leaves one)."""
+        for path in folder.glob("*.lock"):
+            ProcessLease.alive(folder, path.stem)
 
     @staticmethod
     def alive(folder: Path, name: str) -> bool:
@@ -146,6 +156,7 @@ class JobTable:
         self.folder = home / "jobs"
         self._owners = self.folder / "owners"
         self._lease = ProcessLease(self._owners)
+        ProcessLease.sweep(self._owners)
         self.owner = self._lease.name
         self.worker = worker_name()
         self._db = sqlite3.connect(

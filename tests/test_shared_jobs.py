@@ -142,6 +142,11 @@ async def test_a_job_whose_process_was_killed_is_reported_failed_not_running(
     assert "stopped before it finished" in job.error.message
     assert [frame async for frame in b.events(job)][-1]["code"] == "ingest_failed"
     assert b.table.get(job.id).view["finished_at"] <= time.time()  # type: ignore[union-attr]
+    # The dead process's lease file is gone; the live pools' ones stay (and a new table sweeps).
+    leases = {path.stem for path in (repolens_home / "jobs" / "owners").iterdir()}
+    assert leases == {pool.table.owner for pool in pools}
+    JobTable(repolens_home).close()
+    assert {path.stem for path in (repolens_home / "jobs" / "owners").iterdir()} == leases
 
 
 def test_a_per_request_token_never_reaches_the_job_table(
@@ -164,3 +169,16 @@ def test_a_per_request_token_never_reaches_the_job_table(
     assert git_http_server.token not in shown
     assert files_holding(repolens_home, git_http_server.token.encode()) == []
     assert (repolens_home / "jobs" / "jobs.sqlite3").exists()
+
+
+def test_a_new_table_sweeps_the_lease_files_of_ended_processes(repolens_home: Path) -> None:
+    owners = repolens_home / "jobs" / "owners"
+    ended = "import sys, pathlib, ingest.job_table as t; t.JobTable(pathlib.Path(sys.argv[1]))"
+    subprocess.run([sys.executable, "-c", ended, str(repolens_home)], check=True)
+    assert len(list(owners.iterdir())) == 1, "a process that ends leaves its (unlocked) lease file"
+    table = JobTable(repolens_home)
+    try:
+        assert [path.stem for path in owners.iterdir()] == [table.owner]
+    finally:
+        table.close()
+    assert list(owners.iterdir()) == []
