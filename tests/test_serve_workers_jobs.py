@@ -210,6 +210,34 @@ def test_the_chat_of_one_process_indexes_as_a_job_the_other_cancels(workers: Wor
     assert workers.finished(job["id"])["state"] == "cancelled"
 
 
+def test_the_chat_of_the_other_process_joins_the_job_and_streams_its_progress(workers: Workers) -> None:
+    owner = workers.pids[0]
+    job_id, _ = _running(workers, "acme/joined-chat", on=owner)
+    request = {**workers.body("acme/joined-chat"), "provider": "offline"}
+    request["messages"] = [{"role": "user", "content": "greet?"}]
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(paused(owner))
+            ws = stack.enter_context(
+                connect(
+                    f"{workers.base.replace('http://', 'ws://')}/ws/chat?protocol=events", open_timeout=60
+                )
+            )
+            ws.send(json.dumps(request))
+            frames = [json.loads(ws.recv(timeout=60)) for _ in range(2)]
+            # its own "fetching" frame, then the running job's latest one, read from the job table
+            assert [frame["type"] for frame in frames] == ["status", "status"], frames
+            assert "step" not in frames[0] and frames[1]["step"] == "cloning", frames
+            assert httpx.post(f"{workers.base}/api/jobs/{job_id}/cancel", timeout=60).status_code == 200
+            os.kill(owner, signal.SIGCONT)
+            while frames[-1]["type"] != "done":
+                frames.append(json.loads(ws.recv(timeout=60)))
+    finally:
+        workers.git.release("acme/joined-chat")
+    assert [frame["code"] for frame in frames if frame["type"] == "error"] == ["cancelled"], frames
+    assert workers.finished(job_id)["state"] == "cancelled"
+
+
 def test_the_running_limit_holds_across_the_processes(workers: Workers) -> None:
     first, second = workers.pids
     running_id, _ = _running(workers, "acme/first", on=first)
