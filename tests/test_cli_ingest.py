@@ -384,8 +384,10 @@ def test_ctrl_c_cancels_cleanly_with_exit_130(
     repo = make_repo(tmp_path / "interrupted", SMALL_REPO)
     store = Store(repolens_home)
     first = ingest(str(repo), store=store, embedder=shared_embedder)
+    # Enough new chunks that the dense phase outlasts the signal's way there on a loaded machine
+    # (40 were embedded before SIGINT arrived once, and the run ended complete with exit 0).
     write_files(
-        repo, {f"gen/part_{m}.py": f"def part_{m}(x):\n    return x * {m} + {m * m}\n" for m in range(40)}
+        repo, {f"gen/part_{m}.py": f"def part_{m}(x):\n    return x * {m} + {m * m}\n" for m in range(400)}
     )
     commit_all(repo, "parts")
 
