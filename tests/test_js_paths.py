@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rag.store.js_paths import load_configs, module_target, parse_config
+from rag.js_paths import load_configs, module_target, parse_config
 
 FILES = {"src/utils/url.ts", "src/lib/index.ts", "src/components/Button.tsx", "web/lib/x.js", "web/app.js"}
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag.graph_types import RECEIVER_SELF, FileGraph
-from rag.store.js_paths import CONFIG_NAMES, load_configs, module_target
+from rag.js_paths import CONFIG_NAMES, load_configs, module_target
 
 GRAPH_DDL = """
 CREATE TABLE IF NOT EXISTS definitions (

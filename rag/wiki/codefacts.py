@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from rag.js_paths import module_target
+
 CODE_LANGUAGES = {
     "python",
     "javascript",
@@ -400,7 +402,6 @@ _PY_IMPORT = re.compile(
 )
 _JS_IMPORT = re.compile(r"""(?:\bfrom\s*|\brequire\(\s*|^\s*import\s*)['"](?P<mod>\.{1,2}/[^'"]+)['"]""")
 _GO_IMPORT = re.compile(r'^\s*(?:import\s+)?(?:\w+\s+)?"(?P<mod>[\w./-]+)"')
-_JS_EXTENSIONS = ("", ".js", ".ts", ".jsx", ".tsx", ".mjs", ".cjs", "/index.js", "/index.ts")
 
 
 def _python_targets(path: str, module: str, names: list[str], known: set[str]) -> list[str]:
@@ -442,8 +443,8 @@ def imports(
         elif language in ("javascript", "typescript", "tsx"):
             match = _JS_IMPORT.search(line)
             if match:
-                stem = posixpath.normpath(posixpath.join(posixpath.dirname(path), match.group("mod")))
-                targets = [stem + ext for ext in _JS_EXTENSIONS if stem + ext in known][:1]
+                target = module_target(path, match.group("mod"), (), known.__contains__)
+                targets = [target] if target else []
         elif language == "go" and go_module:
             match = _GO_IMPORT.match(line)
             if match and match.group("mod").startswith(go_module + "/"):
