@@ -74,7 +74,7 @@ _ABBREVIATIONS = frozenset({"e.g", "i.e", "a.k.a", "n.b", "cf", "etc", "vs"})
 # receiver) followed by the name, or the name assigned at the start of a line.
 _DEFINITION = (
     r"(?:\b(?:def|class|function|func|fn|struct|interface|type|enum|trait|module|const|let|var)\s+"
-    r"(?:\([^)]*\)\s*)?{name}\b|^\s*(?:export\s+)?{name}\s*(?::[^=]*)?=[^=])"
+    r"(?:\([^)]*\)\s*)?{name}\b|^[ \t]*(?:export\s+)?{name}\s*(?::[^=\n]*)?=[^=])"
 )
 
 

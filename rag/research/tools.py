@@ -273,9 +273,8 @@ def _definition_regex(name: str) -> re.Pattern[str]:
     """
     keyword = r"(?:def|class|function|func|fn|struct|interface|trait|enum|type|module|record)"
     assign = rf"(?:const|let|var)\s+{re.escape(name)}\s*=\s*(?:async\s*)?(?:function\b|\()"
-    method = (
-        rf"^\s*(?:(?:public|private|protected|static|async|override|virtual)\s+)*{re.escape(name)}\s*\([^;]*$"
-    )
+    modifiers = r"(?:(?:public|private|protected|static|async|override|virtual)\s+)*"
+    method = rf"^[ \t]*{modifiers}{re.escape(name)}\s*\([^;\n]*$"
     return re.compile(rf"\b{keyword}\s+(?:\([^)]*\)\s*)?{re.escape(name)}\b|{assign}|{method}", re.MULTILINE)
 
 
