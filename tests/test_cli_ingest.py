@@ -485,6 +485,18 @@ def test_help_at_80_columns_shows_every_option_whole() -> None:
     assert listed[:9] == ["ingest", "update", "embed", "list", "show", "delete", "search", "ask", "wiki"]
 
 
+def test_help_paragraphs_wrap_to_the_terminal_not_to_the_source() -> None:
+    """A docstring's line breaks are the source's, not sentences' ends: on a wide terminal every
+    command's summary is one line in the list, and each paragraph of its own help is one line."""
+    group = typer.main.get_command(app)
+    listing = runner.invoke(app, ["--help"], env={"COLUMNS": "400"}).stdout
+    rows = re.findall(r"^│ ([a-z][a-z-]*) +(\S.*?) *│$", listing, re.M)
+    assert {name for name, _ in rows} == set(group.commands)  # type: ignore[attr-defined]
+    assert not re.search(r"^│ {10,}\S", listing, re.M), listing  # no summary continues on a second line
+    worker = runner.invoke(app, ["worker", "--help"], env={"COLUMNS": "400"}).stdout
+    assert re.search(r"Give every worker the API replicas' store .* once its lease", worker), worker
+
+
 def test_a_repository_is_named_by_the_unique_last_part_of_its_id(tmp_path: Path) -> None:
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()

@@ -8,6 +8,7 @@ A message goes through `print_message`: word-wrapped on a terminal, one line whe
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -52,6 +53,15 @@ def _tidy_params(params: list[Any], ctx: Any) -> list[Any]:
     return params
 
 
+def _reflowed(text: str | None) -> str | None:
+    """A docstring's paragraphs as single lines: typer keeps a docstring's line breaks in the
+    command list and after the first paragraph, so the help broke mid-sentence where the source did."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
+
+
 _OTHER_NAMES = {"research": "deep research is `repolens ask REPO QUESTION --deep`."}
 _COMMAND_ORDER = (
     "ingest", "update", "embed", "list", "show", "delete", "search", "ask", "wiki",
@@ -84,6 +94,7 @@ class _Group(TyperGroup):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             _tidy_params(command.get_params(ctx), ctx)
+            command.help = _reflowed(command.help)
         return command
 
 

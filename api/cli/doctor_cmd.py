@@ -28,8 +28,11 @@ def doctor(
     repair: bool = typer.Option(False, "--repair", help="Fix what can be fixed (never touches a held lock)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document for scripts."),
 ) -> None:
-    """Check the data dir (leftover builds, dangling `current`, corrupt versions, stale locks) and
-    the PostgreSQL store when one is configured (orphan schemas, unfinished registrations)."""
+    """Check the data dir and the PostgreSQL store for damage; `--repair` fixes it.
+
+    The data dir: leftover builds, dangling `current`, corrupt versions, stale locks. The PostgreSQL
+    store, when one is configured: orphan schemas, unfinished registrations.
+    """
     with cli_errors(as_json):
         settings = Settings.from_env()
         home = settings.home
