@@ -469,6 +469,30 @@ def test_a_top_level_examples_or_tests_folder_is_one_module() -> None:
     )
 
 
+def test_translations_are_not_guides_and_guides_with_one_title_say_which_file() -> None:
+    """deepwiki-open has nine translations of its README: they took nine of the ten guide places,
+    all titled "DeepWiki-Open". A translation is skipped; two guides with one title name their file."""
+    from rag.wiki.offline import RepoFacts, _is_translation, plan
+
+    known = {"README.md", "README.zh-tw.md", "README.pt-br.md", "docs/setup.md", "docs/setup.ja.md"}
+    known |= {"docs/api.v1.md", "notes.es.md", "docs/ollama.md", "guide/ollama.md"}
+    assert _is_translation("README.zh-tw.md", known) and _is_translation("README.pt-br.md", known)
+    assert _is_translation("docs/setup.ja.md", known)
+    assert not _is_translation("notes.es.md", known)  # no `notes.md`: the only copy is the document
+    assert not _is_translation("docs/api.v1.md", known) and not _is_translation("docs/setup.md", known)
+
+    texts = {"docs/ollama.md": "# Ollama\n\nRun it.\n", "guide/ollama.md": "# Ollama\n\nOr this.\n"}
+    texts["docs/other.md"] = "# Other\n"
+    facts = RepoFacts("local/x", None, dict.fromkeys(texts, "markdown"), texts)
+    facts.docs = sorted(texts)
+    titles = {page.filePaths[0]: page.title for page in plan(facts).pages if page.id.startswith("guide-")}
+    assert titles == {
+        "docs/ollama.md": "Ollama (docs/ollama.md)",
+        "guide/ollama.md": "Ollama (guide/ollama.md)",
+        "docs/other.md": "Other",
+    }
+
+
 def test_a_quoted_paragraph_keeps_its_reference_links_as_links() -> None:
     """Before: starlette's overview read "a lightweight [ASGI][asgi] framework" (the definition of
     `[asgi]` is at the end of the README, outside the quoted paragraph)."""

@@ -46,6 +46,8 @@ MAX_CALLS_LISTED = 30
 _SKIPPED_DOCS = re.compile(
     r"(^|/)(CHANGELOG|CHANGES|HISTORY|LICENSE|LICENCE|CODE_OF_CONDUCT|NOTICE)[^/]*$", re.I
 )
+# A translation of another document beside it: `README.zh-tw.md` next to `README.md`.
+_TRANSLATION = re.compile(r"^(?P<stem>.+)\.[a-z]{2}(?:[-_][A-Za-z]{2,4})?(?P<ext>\.(?:md|mdx|rst|txt))$")
 _TEST_DIR = re.compile(r"(^|/)(tests?|testing|spec|__tests__)(/|$)")
 
 
@@ -132,7 +134,7 @@ def collect_facts(index: Any, comprehensive: bool = True) -> RepoFacts:
         elif language in DOC_LANGUAGES:
             if posixpath.basename(path).lower() in ("readme.md", "readme.rst") and "/" not in path:
                 facts.readme = path
-            elif not _SKIPPED_DOCS.search(path):
+            elif not _SKIPPED_DOCS.search(path) and not _is_translation(path, known):
                 facts.docs.append(path)
     size = Counter({name: sum(len(texts[p]) for p in paths) for name, paths in grouped.items()})
     ranked = sorted(grouped, key=lambda name: (bool(_TEST_DIR.search(name)), -size[name], name))
@@ -140,6 +142,13 @@ def collect_facts(index: Any, comprehensive: bool = True) -> RepoFacts:
     facts.docs = sorted(facts.docs, key=lambda p: (not p.startswith(("docs/", "doc/")), p.count("/"), p))
     facts.docs = facts.docs[: MAX_GUIDES[comprehensive]]
     return facts
+
+
+def _is_translation(path: str, known: set[str]) -> bool:
+    """A copy of a document in another language (`README.ja.md` beside `README.md`): as guides, nine
+    translations of the README took nine of the ten places and all had the README's title."""
+    match = _TRANSLATION.match(path)
+    return match is not None and match.group("stem") + match.group("ext") in known
 
 
 def _calls(index: Any, found: list[Any]) -> list[tuple[str, str, int, str, str]]:
@@ -218,11 +227,13 @@ def plan(facts: RepoFacts) -> WikiStructure:
                 relatedPages=["overview"],
             )
         )
+    titles = {path: _doc_title(facts, path) for path in facts.docs}
+    shared = {title for title, count in Counter(titles.values()).items() if count > 1}
     for path in facts.docs:
         pages.append(
             WikiPage(
                 id=f"guide-{slug(path)}",
-                title=_doc_title(facts, path),
+                title=f"{titles[path]} ({path})" if titles[path] in shared else titles[path],
                 description=f"A guide to {path}, section by section.",
                 filePaths=[path],
                 importance="low",
