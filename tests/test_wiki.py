@@ -493,6 +493,31 @@ def test_translations_are_not_guides_and_guides_with_one_title_say_which_file() 
     }
 
 
+def test_key_definitions_cover_every_file_and_the_most_used_first() -> None:
+    """Ranked by path alone, a module's first file filled every place (deepwiki-open's `api/api.py`
+    took all 25 and `RAG` was missing): each file's best comes first, and best means most called."""
+    from rag.wiki.codefacts import Definition
+    from rag.wiki.offline import MAX_DEFINITIONS, RepoFacts, _key_definitions
+
+    paths = ["pkg/a.py", "pkg/b.py", "pkg/c.py", "pkg/d.py"]
+    facts = RepoFacts("local/x", None, dict.fromkeys(paths, "python"), dict.fromkeys(paths, ""))
+    facts.defs["pkg/a.py"] = [
+        Definition(f"helper{n}", "function", n * 3 + 1, n * 3 + 2, "Doc.") for n in range(40)
+    ]
+    facts.defs["pkg/b.py"] = [Definition("tiny", "function", 1, 2), Definition("Engine", "class", 5, 90)]
+    facts.defs["pkg/c.py"] = [Definition("run", "function", 1, 9)]
+    facts.defs["pkg/d.py"] = [Definition("_private", "function", 1, 3)]
+    facts.calls = [(f"caller{n}", "pkg/c.py", n, "Engine", "pkg/b.py") for n in range(3)]
+    facts.calls += [("run", "pkg/c.py", 4, "helper39", "pkg/a.py")]
+    chosen = _key_definitions(facts, paths)
+    names = [definition.name for _, definition in chosen]
+    assert len(chosen) == MAX_DEFINITIONS[True] and {"Engine", "run", "helper39"} <= set(names), names
+    assert "_private" not in names
+    assert [path for path, _ in chosen] == sorted(path for path, _ in chosen)  # in file order
+    assert "tiny" in names and "helper21" not in names  # `b.py`'s second before `a.py`'s 23rd
+    assert names[0] == "helper0" and names[21] == "helper39"  # the called one, last in `a.py`, is in
+
+
 def test_a_quoted_paragraph_keeps_its_reference_links_as_links() -> None:
     """Before: starlette's overview read "a lightweight [ASGI][asgi] framework" (the definition of
     `[asgi]` is at the end of the README, outside the quoted paragraph)."""

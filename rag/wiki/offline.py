@@ -444,12 +444,34 @@ def _merge_overloads(found: list[Definition]) -> list[Definition]:
 
 
 def _key_definitions(facts: RepoFacts, paths: list[str]) -> list[tuple[str, Definition]]:
+    """The module's definitions most worth a newcomer's time, in file order.
+
+    Each file's best first, then each file's second best, and so on: ranked by path alone, the first
+    file of deepwiki-open's `api` (`api/api.py`) filled all 25 places and `RAG` was missing. Within a
+    file and a round: the most used (distinct callers in the code graph), functions and classes before
+    methods, documented before not.
+    """
+    callers: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+    for caller, caller_path, _, target, target_path in facts.calls:
+        callers[(target_path, target.rsplit(".", 1)[-1])].add((caller_path, caller))
+
+    def merit(item: tuple[str, Definition]) -> tuple[int, bool, bool, int]:
+        path, definition = item
+        return (
+            -len(callers[(path, definition.name)]),
+            definition.kind == "method",
+            not definition.doc,
+            definition.start_line,
+        )
+
     candidates = [
         (path, d) for path in paths for d in _merge_overloads(facts.defs.get(path, [])) if d.is_public
     ]
-    ranked = sorted(
-        candidates, key=lambda item: (item[1].kind == "method", not item[1].doc, item[0], item[1].start_line)
-    )
+    by_file: dict[str, list[tuple[str, Definition]]] = defaultdict(list)
+    for item in sorted(candidates, key=merit):
+        by_file[item[0]].append(item)
+    round_of = {id(item): number for items in by_file.values() for number, item in enumerate(items)}
+    ranked = sorted(candidates, key=lambda item: (round_of[id(item)], merit(item), item[0]))
     limit = MAX_DEFINITIONS[True] if len(paths) > 3 else MAX_DEFINITIONS[False]
     chosen = set(map(id, ranked[:limit]))
     return [item for item in candidates if id(item) in chosen]
