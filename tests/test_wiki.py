@@ -518,6 +518,21 @@ def test_key_definitions_cover_every_file_and_the_most_used_first() -> None:
     assert names[0] == "helper0" and names[21] == "helper39"  # the called one, last in `a.py`, is in
 
 
+def test_the_overview_quotes_the_list_a_readme_paragraph_introduces() -> None:
+    """deepwiki-open's README says "DeepWiki will:" and lists what: the quote stopped at the colon."""
+    from rag.wiki.offline import RepoFacts, _overview
+
+    readme = "# Proj\n\nJust enter a repo name, and Proj will:\n\n1. Analyze the code\n2) Draw diagrams\n"
+    readme += "\n## Install\n\n- not part of it\n"
+    facts = RepoFacts("local/x", None, {"README.md": "markdown"}, {"README.md": readme})
+    facts.readme = "README.md"
+    overview = _overview(facts)
+    assert "and Proj will: (`README.md:3`)\n\n1. Analyze the code (`README.md:5`)\n" in overview, overview
+    assert "2. Draw diagrams (`README.md:6`)" in overview and "not part of it" not in overview
+    facts.texts["README.md"] = "# Proj\n\nProj does things.\n\n- a feature\n"
+    assert "a feature" not in _overview(facts)  # a paragraph that introduces nothing
+
+
 def test_a_quoted_paragraph_keeps_its_reference_links_as_links() -> None:
     """Before: starlette's overview read "a lightweight [ASGI][asgi] framework" (the definition of
     `[asgi]` is at the end of the README, outside the quoted paragraph)."""

@@ -313,6 +313,13 @@ def _overview(facts: RepoFacts) -> str:
     paragraph = _readme_paragraph(facts)
     if facts.readme and paragraph:
         lines += [f"{paragraph.text} ({cite(facts.readme, paragraph.start_line, paragraph.end_line)})", ""]
+        if paragraph.text.endswith(":"):
+            readme = facts.texts[facts.readme].splitlines()
+            items = _list_after(readme, paragraph.end_line)
+            lines += [
+                f"{marker} {text} ({cite(facts.readme, number, number)})" for number, marker, text in items
+            ]
+            lines += [""] if items else []
     if facts.modules:
         lines += ["## Modules", ""]
         for name, paths in facts.modules.items():
@@ -343,6 +350,27 @@ def _overview(facts: RepoFacts) -> str:
             "",
         ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+_LIST_ITEM = re.compile(r"^(?P<marker>\d{1,3}[.)]|[-*+])\s+(?P<text>\S.*)$")
+MAX_LIST_ITEMS = 10
+
+
+def _list_after(lines: list[str], end_line: int) -> list[tuple[int, str, str]]:
+    """The list a paragraph ending in ":" introduces ("DeepWiki will:" then "1. Analyze the code"):
+    (line number, marker, text) of its first items, so the quote does not stop at the colon."""
+    number = end_line + 1
+    while number <= len(lines) and not lines[number - 1].strip():
+        number += 1
+    items = []
+    while number <= len(lines) and len(items) < MAX_LIST_ITEMS:
+        match = _LIST_ITEM.match(lines[number - 1].strip())
+        if not match:
+            break
+        marker = match["marker"] if match["marker"][0].isdigit() else "-"
+        items.append((number, marker.replace(")", "."), match["text"]))
+        number += 1
+    return items
 
 
 _PACKAGE_FILES = ("__init__.py", "mod.rs", "lib.rs", "index.js", "index.ts", "doc.go")
