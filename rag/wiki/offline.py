@@ -362,7 +362,7 @@ def _list_after(lines: list[str], end_line: int) -> list[tuple[int, str, str]]:
     number = end_line + 1
     while number <= len(lines) and not lines[number - 1].strip():
         number += 1
-    items = []
+    items: list[tuple[int, str, str]] = []
     while number <= len(lines) and len(items) < MAX_LIST_ITEMS:
         match = _LIST_ITEM.match(lines[number - 1].strip())
         if not match:
