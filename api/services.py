@@ -77,6 +77,14 @@ class Services:
             self.jobs.shutdown()
         self.store.close()
 
+    def __enter__(self) -> Services:
+        """`with Services.from_settings(settings) as services:` for a command that exits: `stop` on
+        the way out, errors included (its ingest worker and the store's connections)."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         """Configured keys and tokens are masked in every log line and message from now on."""

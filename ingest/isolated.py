@@ -206,30 +206,30 @@ def _serve(settings: Settings, tasks: Connection, events: Connection) -> None:
     cancel = threading.Event()
     inbox: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
     threading.Thread(target=_read_tasks, args=(tasks, inbox, cancel), daemon=True).start()
-    store = open_store(settings)
     embedder = None
-    while (task := inbox.get()) is not None:
-        _, kind, target, options, level = task
-        root.setLevel(level)
-        pipeline = ingest if kind == "ingest" else update
-        with secret_scope(options.token):
-            try:
-                embedder = embedder or get_embedder(settings)
-                report = pipeline(
-                    target,
-                    options,
-                    store=store,
-                    embedder=embedder,
-                    progress=lambda update_: outbox.put(("progress", update_)),
-                    cancel=cancel,
-                )
-            except RepoLensError as error:
-                outbox.put(("error", str(error.code), redact(error.message)))
-            except Exception as error:  # a bug: logged here, reported as `internal`
-                logger.exception("ingest of %s failed", redact(target))
-                outbox.put(("error", str(ErrorCode.INTERNAL), redact(f"{type(error).__name__}: {error}")))
-            else:
-                outbox.put(("done", report))
+    with open_store(settings) as store:  # closed when the server stops the worker
+        while (task := inbox.get()) is not None:
+            _, kind, target, options, level = task
+            root.setLevel(level)
+            pipeline = ingest if kind == "ingest" else update
+            with secret_scope(options.token):
+                try:
+                    embedder = embedder or get_embedder(settings)
+                    report = pipeline(
+                        target,
+                        options,
+                        store=store,
+                        embedder=embedder,
+                        progress=lambda update_: outbox.put(("progress", update_)),
+                        cancel=cancel,
+                    )
+                except RepoLensError as error:
+                    outbox.put(("error", str(error.code), redact(error.message)))
+                except Exception as error:  # a bug: logged here, reported as `internal`
+                    logger.exception("ingest of %s failed", redact(target))
+                    outbox.put(("error", str(ErrorCode.INTERNAL), redact(f"{type(error).__name__}: {error}")))
+                else:
+                    outbox.put(("done", report))
 
 
 def _read_tasks(

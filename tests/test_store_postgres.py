@@ -65,6 +65,12 @@ def test_open_store_picks_postgres_when_the_database_url_is_set(postgres_url: st
     PgStore(tmp_path, postgres_url).close()  # migrations are idempotent
 
 
+def test_a_store_used_as_a_context_manager_is_closed_on_an_error(postgres_url: str, tmp_path: Path) -> None:
+    with pytest.raises(KeyError), PgStore(tmp_path, postgres_url) as store:
+        raise KeyError("a command fails half way")
+    assert store.pool.closed
+
+
 def test_the_pg_settings_reach_the_pool_the_queries_and_the_hnsw_index(
     postgres_url: str, fixture_repo: Path, shared_embedder: Embedder, tmp_path: Path
 ) -> None:
@@ -178,21 +184,69 @@ def test_lexical_ranking_matches_the_local_store(
     assert glob and all(c.path.startswith("web/") for c in pg_index.get_chunks([i for i, _ in glob]))
 
 
+@pytest.fixture
+def opened_pg_stores(monkeypatch: pytest.MonkeyPatch) -> list[PgStore]:
+    """Every `PgStore` made from now on (held, so an unclosed one keeps its connections: a command
+    that leaves its pool to garbage collection is caught, not excused by a lucky collection)."""
+    opened: list[PgStore] = []
+    make = PgStore.__init__
+
+    def recording(self: PgStore, *args: Any, **kwargs: Any) -> None:
+        make(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(PgStore, "__init__", recording)
+    return opened
+
+
+def _connections(url: str) -> int:
+    """Sessions on the test's database other than this query's own."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _cli(url: str, opened: list[PgStore], *args: str) -> str:
+    """Run `repolens <args>`; it succeeds, and every store it opened is closed with its connections."""
+    before = len(opened)
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    assert len(opened) > before, f"{args[0]} opened no PostgreSQL store"
+    assert [store.pool.closed for store in opened[before:]] == [True] * (len(opened) - before), args[0]
+    deadline = time.monotonic() + 10.0  # a closed client's backend ends a moment after its socket closes
+    while (left := _connections(url)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == 0, f"{args[0]} left {left} database sessions open"
+    return result.stdout
+
+
 def test_cli_ingest_search_and_offline_ask(
-    postgres_url: str, fixture_repo: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, fixture_repo: Path, monkeypatch: pytest.MonkeyPatch, opened_pg_stores: list[PgStore]
 ) -> None:
+    """The user's commands on PostgreSQL, each closing the store it opened (a pool left open was
+    collected later, at times in one of its own threads: psycopg_pool "cannot join current thread")."""
     monkeypatch.setenv("REPOLENS_DATABASE_URL", postgres_url)
-    result = runner.invoke(app, ["ingest", str(fixture_repo), "--json"])
-    assert result.exit_code == 0, result.output
-    repo_id = json.loads(result.stdout.splitlines()[-1])["id"]
-    result = runner.invoke(app, ["search", repo_id, "HttpClient.send", "--json", "-k", "3"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["results"][0]["path"] == "weatherline/client.py"
-    result = runner.invoke(app, ["ask", repo_id, "How does main reach HttpClient.send?", "--plain"])
-    assert result.exit_code == 0, result.output
-    assert "offline" in result.stdout.lower() and "weatherline/client.py" in result.stdout
-    result = runner.invoke(app, ["delete", repo_id, "--yes"])
-    assert result.exit_code == 0, result.output
+
+    def cli(*args: str) -> str:
+        return _cli(postgres_url, opened_pg_stores, *args)
+
+    repo_id = json.loads(cli("ingest", str(fixture_repo), "--json").splitlines()[-1])["id"]
+    found = json.loads(cli("search", repo_id, "HttpClient.send", "--json", "-k", "3"))
+    assert found["results"][0]["path"] == "weatherline/client.py"
+    answer = cli("ask", repo_id, "How does main reach HttpClient.send?", "--plain")
+    assert "offline" in answer.lower() and "weatherline/client.py" in answer
+    assert [repo["id"] for repo in json.loads(cli("list", "--json"))["repos"]] == [repo_id]
+    assert json.loads(cli("show", repo_id, "--json"))["id"] == repo_id
+    assert json.loads(cli("embed", repo_id, "--json"))["index_state"] == "complete"
+    assert json.loads(cli("wiki", repo_id, "--offline", "--concise", "--json"))["pages"] > 0
+    (fixture_repo / "weatherline" / "extra.py").write_text('def brand_new_helper():\n    return "x"\n')
+    commit_all(fixture_repo, "add a helper")
+    assert json.loads(cli("update", repo_id, "--json").splitlines()[-1])["files"]["added"] == 1
+    assert json.loads(cli("doctor", "--json"))["healthy"]
+    cli("delete", repo_id, "--yes")
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT COUNT(*) FROM repolens.repositories").fetchone() == (0,)
 

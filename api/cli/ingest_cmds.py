@@ -8,13 +8,14 @@ Progress is a rich display on a terminal, JSON lines on stderr with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
@@ -107,9 +108,13 @@ ExcludeFiles = Annotated[
 ]
 
 
-def _context() -> tuple[Settings, Store]:
+@contextlib.contextmanager
+def _opened() -> Iterator[tuple[Settings, Store]]:
+    """The settings and the configured store, closed when the command ends (a database pool's
+    threads are not left to the interpreter's exit)."""
     settings = Settings.from_env()
-    return settings, open_store(settings)
+    with open_store(settings) as store:
+        yield settings, store
 
 
 class ProgressSink:
@@ -383,8 +388,7 @@ def ingest_command(
 
     Filter patterns are gitignore-style, relative to the repository root, comma-separated or repeated.
     """
-    with cli_errors(flags.as_json):
-        settings, store = _context()
+    with cli_errors(flags.as_json), _opened() as (settings, store):
         options = flags.ingest_options(
             settings,
             platform=platform,
@@ -406,8 +410,7 @@ def update_command(
     flags: RunFlags,
 ) -> None:
     """Fetch the latest commit of an indexed repository (same URL, ref, filters); re-index what changed."""
-    with cli_errors(flags.as_json):
-        settings, store = _context()
+    with cli_errors(flags.as_json), _opened() as (settings, store):
         repo_id = resolve_repo_id(store, repo)
         job = IngestJob.for_update(repo_id, flags.ingest_options(settings))
         _run_and_report(job, settings, store, flags)
@@ -423,8 +426,7 @@ def embed_command(
     progress: ProgressFlag = ProgressMode.auto,
 ) -> None:
     """Finish embedding an index left `lexical` or `partial` (by `ingest --no-wait`, Ctrl-C or a crash)."""
-    with cli_errors(as_json):
-        settings, store = _context()
+    with cli_errors(as_json), _opened() as (settings, store):
         repo_id = resolve_repo_id(store, repo)
         if progress is ProgressMode.auto:
             progress = ProgressMode.rich if err_console.is_terminal else ProgressMode.none
@@ -444,8 +446,7 @@ def embed_command(
 @app.command("list")
 def list_command(as_json: JsonFlag = False) -> None:
     """List indexed repositories."""
-    with cli_errors(as_json):
-        _, store = _context()
+    with cli_errors(as_json), _opened() as (_, store):
         records = store.list()
         if as_json:
             repos = [record.to_json() for record in records]
@@ -516,8 +517,7 @@ def show_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Show what is known about an indexed repository, with its files per language."""
-    with cli_errors(as_json):
-        _, store = _context()
+    with cli_errors(as_json), _opened() as (_, store):
         index = store.open(resolve_repo_id(store, repo))
         data = {**index.record.to_json(), "languages": index.languages()}
         if as_json:
@@ -583,8 +583,7 @@ def delete_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Delete a repository's index and its clone (the original repository is not touched)."""
-    with cli_errors(as_json):
-        _, store = _context()
+    with cli_errors(as_json), _opened() as (_, store):
         repo_id = resolve_repo_id(store, repo)
         confirmed = yes or (sys.stdin.isatty() and typer.confirm(f"Delete the index of {repo_id}?"))
         if confirmed:

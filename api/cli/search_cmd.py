@@ -141,26 +141,26 @@ def search_command(
         if (query is None) == (queries_file is None):
             raise SearchError("give either a query or --queries-file")
         settings = Settings.from_env()
-        store = open_store(settings)
-        index = store.open(resolve_repo_id(store, repo))
-        retriever = Retriever(index, None if mode is SearchMode.lexical else get_embedder(settings))
-        options: dict[str, Any] = {
-            "path_glob": path,
-            "language": language,
-            "mode": mode.value,
-            "explain": explain,
-        }
-        if queries_file is not None:
-            for query_id, text in read_queries(queries_file):
-                hits = retriever.search(text, k, **options)
-                results = [hit.to_json() for hit in hits]
-                print(json.dumps({"id": query_id, "query": text, "results": results}), flush=True)
-            return
-        assert query is not None
-        hits = retriever.search(query, k, **options)
-        if as_json:
-            print(json.dumps(search_payload(store, index.record, query, hits)))
-        else:
-            if (note := index_note(store, index.record)) is not None:
-                print_message(err_console, f"note: {escape(note.text)}", style="dim")
-            print_hits(hits)
+        with open_store(settings) as store:
+            index = store.open(resolve_repo_id(store, repo))
+            retriever = Retriever(index, None if mode is SearchMode.lexical else get_embedder(settings))
+            options: dict[str, Any] = {
+                "path_glob": path,
+                "language": language,
+                "mode": mode.value,
+                "explain": explain,
+            }
+            if queries_file is not None:
+                for query_id, text in read_queries(queries_file):
+                    hits = retriever.search(text, k, **options)
+                    results = [hit.to_json() for hit in hits]
+                    print(json.dumps({"id": query_id, "query": text, "results": results}), flush=True)
+                return
+            assert query is not None
+            hits = retriever.search(query, k, **options)
+            if as_json:
+                print(json.dumps(search_payload(store, index.record, query, hits)))
+            else:
+                if (note := index_note(store, index.record)) is not None:
+                    print_message(err_console, f"note: {escape(note.text)}", style="dim")
+                print_hits(hits)

@@ -72,21 +72,21 @@ def refresh_after_update(settings: Settings, repo_id: str) -> str | None:
     of a model-written wiki are out of date. None when the repository has no wiki."""
     from api.services import Services
 
-    services = Services.from_settings(settings)
-    latest = WikiStore(services.store).latest(repo_id)
-    if latest is None:
-        return None
-    if latest.mode != "offline":
-        hashes = services.store.open(repo_id).file_hashes()
-        stale = [page for page in latest.ordered_pages() if not is_fresh(page, page, hashes)]
-        return (
-            f"wiki: {len(stale)} of {len(latest.pages)} pages out of date; "
-            f"`repolens wiki {repo_id}` rewrites only those"
-        )
-    options = WikiOptions(offline=True, language=latest.language, comprehensive=latest.comprehensive)
-    outcome = asyncio.run(_run(services, repo_id, options, quiet=True))
-    written, total = outcome["regenerated"], outcome["pages"]
-    return f"wiki: {written} of {total} pages regenerated (the others cite no changed file)"
+    with Services.from_settings(settings) as services:
+        latest = WikiStore(services.store).latest(repo_id)
+        if latest is None:
+            return None
+        if latest.mode != "offline":
+            hashes = services.store.open(repo_id).file_hashes()
+            stale = [page for page in latest.ordered_pages() if not is_fresh(page, page, hashes)]
+            return (
+                f"wiki: {len(stale)} of {len(latest.pages)} pages out of date; "
+                f"`repolens wiki {repo_id}` rewrites only those"
+            )
+        options = WikiOptions(offline=True, language=latest.language, comprehensive=latest.comprehensive)
+        outcome = asyncio.run(_run(services, repo_id, options, quiet=True))
+        written, total = outcome["regenerated"], outcome["pages"]
+        return f"wiki: {written} of {total} pages regenerated (the others cite no changed file)"
 
 
 @app.command("wiki")
@@ -126,29 +126,29 @@ def wiki_command(
         from api.services import Services
 
         settings = Settings.from_env()
-        services = Services.from_settings(settings)
-        repo_id = resolve_repo_id(services.store, repo)
-        options = WikiOptions(
-            offline=offline,
-            language=language,
-            comprehensive=not concise,
-            provider=provider,
-            model=model,
-            force=force,
-        )
-        quiet = as_json or (export is not None and out is None)
-        outcome = asyncio.run(_run(services, repo_id, options, quiet))
-        if export is not None:
-            wiki = WikiStore(services.store).load(repo_id, outcome["commit"], language, not concise)
-            if wiki is None:
-                raise RepoLensError("the wiki was not saved", code=ErrorCode.INTERNAL)
-            record = services.store.get(repo_id)
-            data = export_bytes(wiki, record.url if record else repo_id, export.value)
-            if out is None:
-                typer.echo(data.decode("utf-8"))
-                return
-            out.write_bytes(data)
-            outcome["export"] = str(out)
+        with Services.from_settings(settings) as services:
+            repo_id = resolve_repo_id(services.store, repo)
+            options = WikiOptions(
+                offline=offline,
+                language=language,
+                comprehensive=not concise,
+                provider=provider,
+                model=model,
+                force=force,
+            )
+            quiet = as_json or (export is not None and out is None)
+            outcome = asyncio.run(_run(services, repo_id, options, quiet))
+            if export is not None:
+                wiki = WikiStore(services.store).load(repo_id, outcome["commit"], language, not concise)
+                if wiki is None:
+                    raise RepoLensError("the wiki was not saved", code=ErrorCode.INTERNAL)
+                record = services.store.get(repo_id)
+                data = export_bytes(wiki, record.url if record else repo_id, export.value)
+                if out is None:
+                    typer.echo(data.decode("utf-8"))
+                    return
+                out.write_bytes(data)
+                outcome["export"] = str(out)
         if as_json:
             print(json.dumps(outcome))
             return

@@ -57,18 +57,19 @@ def worker(
             alive = worker_alive(settings)
         else:
             ping_queue(settings)
-            runner = IngestWorker(settings, open_store(settings), jobs=jobs or settings.ingest_workers)
-            err_console.print(
-                f"repolens worker {runner.name}: loading the embedder", highlight=False, soft_wrap=True
-            )
-            embedder = runner.load_embedder()
-            err_console.print(
-                f"repolens worker {runner.name}: embedder {embedder.name} ready; writing to "
-                f"{store_description(settings)}; taking jobs, {runner.jobs} at once",
-                highlight=False,
-                soft_wrap=True,
-            )
-            runner.arq_worker(burst=burst).run()
+            with open_store(settings) as store:  # closed when the worker stops
+                runner = IngestWorker(settings, store, jobs=jobs or settings.ingest_workers)
+                err_console.print(
+                    f"repolens worker {runner.name}: loading the embedder", highlight=False, soft_wrap=True
+                )
+                embedder = runner.load_embedder()
+                err_console.print(
+                    f"repolens worker {runner.name}: embedder {embedder.name} ready; writing to "
+                    f"{store_description(settings)}; taking jobs, {runner.jobs} at once",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                runner.arq_worker(burst=burst).run()
     if check and not alive:  # outside `cli_errors`, which would take the exit for an error
         raise typer.Exit(1)
 

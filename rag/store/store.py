@@ -6,6 +6,7 @@ import json
 import shutil
 import threading
 from pathlib import Path
+from typing import Self
 
 from rag.errors import IndexCorruptError, NotFoundError
 from rag.store.builder import IndexBuilder
@@ -109,3 +110,11 @@ class Store:
 
     def close(self) -> None:
         """Release what the store holds open (nothing for local folders; a backend's connections)."""
+
+    def __enter__(self) -> Self:
+        """`with open_store(settings) as store:` closes it on the way out, errors included: a command
+        that exits with a database pool still open leaves its threads to the interpreter's teardown."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
