@@ -246,7 +246,7 @@ async def _ensure_indexed(
         yield status_event("cloning", f"fetching {source.url}")
     told_waiting = False
     while True:
-        job = services.jobs.submit(_ingest_job(services, request))
+        job = await services.submit_job(_ingest_job(services, request))
         async for event in until_cancelled(services.jobs.events(job), cancel):
             if event["type"] == "status":
                 yield event
@@ -280,12 +280,17 @@ async def _indexed_elsewhere(services: Services, repo_id: str, cancel: asyncio.E
     return services.store.get(repo_id) is not None
 
 
-def cancel_ingest(services: Services, request: ChatRequestBody) -> None:
-    """Cancel the running ingest job of the request's repository (an explicit `cancel` frame)."""
+async def cancel_ingest(services: Services, request: ChatRequestBody) -> None:
+    """Cancel the running ingest job of the request's repository (an explicit `cancel` frame); the
+    job table is read and written in a thread (SQLite: never on the event loop)."""
     try:
         repo_id = resolve_source(request.repo_url, platform=request.platform, ref=request.ref).repo_id
     except RepoLensError:
         return
+    await asyncio.to_thread(_cancel_jobs, services, repo_id)
+
+
+def _cancel_jobs(services: Services, repo_id: str) -> None:
     for job in services.jobs.list():
         if job.repo_id == repo_id and not job.finished:
             services.jobs.cancel(job.id)

@@ -252,7 +252,7 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
             excluded_files=exclude_files,
             reindex=reindex,
         )
-        job = services.jobs.submit(IngestJob.for_ingest(body.repo_url, body.options(services.settings)))
+        job = await services.submit_job(IngestJob.for_ingest(body.repo_url, body.options(services.settings)))
         result: dict[str, Any] | None = None
         step = 0
         stop = server.stop

@@ -7,6 +7,7 @@ FastAPI dependency injection, so tests can build an app on a temporary data dir.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass
 
@@ -53,6 +54,15 @@ class Services:
         return JobPool(
             self.store, lambda: self.embedder, self.settings.ingest_workers, processes, table=table
         )
+
+    async def submit_job(self, job: IngestJob) -> IngestJob:
+        """`jobs.submit` for async code, in a thread: the job table is SQLite (and the first use opens
+        it), whose write waits for another `--workers` process's; on the event loop that would stall
+        every stream of this process. Returns `job`, or the job of its repository it joined."""
+        return await asyncio.to_thread(self._submit_job, job)
+
+    def _submit_job(self, job: IngestJob) -> IngestJob:
+        return self.jobs.submit(job)
 
     def running_here(self) -> list[IngestJob]:
         """The unfinished ingest jobs this process runs (none if it started none; none on the Redis

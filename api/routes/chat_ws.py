@@ -193,7 +193,7 @@ class EventsConnection:
             await self.send(pong_event())
         elif data.get("type") == "cancel":
             if self.request is not None and self.answer is not None and not self.answer.done():
-                cancel_ingest(self.services, self.request)
+                await cancel_ingest(self.services, self.request)
             await self.stop_answer()
         else:
             kind = data.get("type")
