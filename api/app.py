@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     yield
         finally:
             services.stop()
+            served.state.rate_limits.close()
 
     app = FastAPI(title="RepoLens", version="0.1.0", lifespan=lifespan)
     app.state.services = services

@@ -14,8 +14,9 @@ routes added later (`/v1`, `/mcp`, ...) included.
   page can load and ask for the key;
 - rate limits: chat (`POST` paths with a `chat` segment) and ingest (`POST /api/repos`,
   `.../update`) requests per client address (`REPOLENS_RATE_LIMIT_CHAT` / `_INGEST`, the
-  `limits` library's moving window, in memory or in the queue's Redis: `RateLimits`); `/ws/chat`
-  counts each chat request frame itself;
+  `limits` library's moving window, in the data dir's SQLite table (`api.rate_limit_store`, shared
+  by every process on it) or in the queue's Redis: `RateLimits`); `/ws/chat` counts each chat
+  request frame itself;
 - body cap: a body over `REPOLENS_MAX_BODY_BYTES` is a 413 before any route parses it
   (`Content-Length` checked first; a chunked body is read up to the cap, then replayed);
 - JSON limits: a JSON body nested deeper than `api.schemas.MAX_JSON_DEPTH`, with an over-long
@@ -43,6 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
 from api.hosts import allowed_hosts, host_header_allowed
+from api.rate_limit_store import SQLiteStorage
 from api.schemas import MAX_JSON_DEPTH, BadRequestError, decode_json
 from rag.errors import ErrorCode
 from rag.redact import register_configured_secret, secret_scope
@@ -65,12 +67,14 @@ logger = logging.getLogger(__name__)
 class RateLimits:
     """Per-client request budgets for chat and ingest, shared by the middleware and `/ws/chat`.
 
-    The counts live in this process's memory or, with `REPOLENS_REDIS_URL` set (the job queue's
-    Redis), in Redis (`limits`' Redis storage): every replica and `--workers` process of a
-    deployment then draws on one budget per client. A Redis that fails or does not answer within
-    a second does not take the API down with it: the request is counted in this process's memory
-    instead (a per-process budget, as without Redis) and a warning is logged, at most once a
-    minute, until Redis answers again."""
+    The counts live in the data dir (`api.rate_limit_store`, SQLite): every process serving one
+    REPOLENS_HOME (`repolens serve --workers N`, or two servers on one data dir) draws on one
+    budget per client, and a restart keeps it. With `REPOLENS_REDIS_URL` set (the job queue's
+    Redis) they live in Redis instead (`limits`' Redis storage), for every replica of a
+    deployment. A shared store that fails (a Redis that does not answer within a second, a data
+    dir whose database cannot be written) does not take the API down with it: the request is
+    counted in this process's memory instead (a per-process budget) and a warning is logged, at
+    most once a minute, until the store answers again. Both stores are called off the event loop."""
 
     def __init__(self, settings: Settings) -> None:
         self._items: dict[str, RateLimitItem | None] = {
@@ -78,7 +82,7 @@ class RateLimits:
             "ingest": _parse_limit(settings.rate_limit_ingest),
         }
         self._local = MovingWindowRateLimiter(MemoryStorage())
-        self._shared: MovingWindowRateLimiter | None = None
+        self._data_dir: SQLiteStorage | None = None
         if settings.redis_url is not None:
             storage = storage_from_string(
                 settings.redis_url.get_secret_value(),
@@ -87,13 +91,22 @@ class RateLimits:
                 socket_timeout=_REDIS_TIMEOUT_S,
                 socket_connect_timeout=_REDIS_TIMEOUT_S,
             )
-            self._shared = MovingWindowRateLimiter(storage)
+            self.store = "redis"
+        else:
+            storage = self._data_dir = SQLiteStorage(settings.home)
+            self.store = "data dir"
+        self._shared = MovingWindowRateLimiter(storage)
         self._warned_at = float("-inf")
 
     @property
     def shared(self) -> bool:
-        """Whether the budgets are kept in Redis, for every replica."""
-        return self._shared is not None
+        """Whether the budgets are kept in Redis, for every replica (else in the data dir, for its host)."""
+        return self.store == "redis"
+
+    def close(self) -> None:
+        """Close the data dir's database (a Redis connection pool closes with the process)."""
+        if self._data_dir is not None:
+            self._data_dir.close()
 
     async def hit(self, kind: str, client: str) -> str | None:
         """Count one request; a refusal message when `client` is over its `kind` budget."""
@@ -106,19 +119,20 @@ class RateLimits:
         )
 
     async def _allowed(self, item: RateLimitItem, kind: str, client: str) -> bool:
-        if self._shared is not None:
-            try:  # network I/O: off the event loop
-                return await asyncio.to_thread(self._shared.hit, item, kind, client)
-            except StorageError as error:
-                self._warn(error)
+        try:  # network or disk I/O, and another process's lock: off the event loop
+            return await asyncio.to_thread(self._shared.hit, item, kind, client)
+        except StorageError as error:
+            self._warn(error)
         return self._local.hit(item, kind, client)
 
     def _warn(self, error: StorageError) -> None:
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY_S:
             self._warned_at = now
+            where = "Redis store" if self.shared else "data dir's store"
             logger.warning(
-                "rate limits are counted per process: the shared Redis store failed (%s: %s)",
+                "rate limits are counted per process: the shared %s failed (%s: %s)",
+                where,
                 type(error.storage_error).__name__,
                 error.storage_error,
             )

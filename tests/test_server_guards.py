@@ -169,6 +169,56 @@ def test_chat_and_ingest_are_rate_limited_per_client(tmp_path: Path, live_server
         assert json.loads(ws.recv(timeout=10))["type"] == "pong"  # the socket stays usable
 
 
+def test_servers_on_one_data_dir_share_one_rate_limit_budget_without_redis(
+    tmp_path: Path, live_server_factory: Any
+) -> None:
+    """Without Redis the budgets live in the data dir (`api.rate_limit_store`): two servers on one
+    REPOLENS_HOME (each its own app, limiter and database connection, as each `--workers` process
+    has) draw on one budget per client, HTTP and WebSocket alike; a server on another data dir has
+    its own. (The real multi-process server: tests/test_rate_limit_store.py.)"""
+    env = {"REPOLENS_RATE_LIMIT_INGEST": "2/minute", "REPOLENS_RATE_LIMIT_CHAT": "2/minute"}
+    a = live_server_factory(settings_for(tmp_path / "home", **env))
+    b = live_server_factory(settings_for(tmp_path / "home", **env))
+    elsewhere = live_server_factory(settings_for(tmp_path / "other", **env))
+    assert not a.app.state.rate_limits.shared and a.app.state.rate_limits.store == "data dir"
+    refused = {"repo_url": "/nope/x", "type": "local"}  # refused at once (a missing folder): counted, cheap
+    ingest = [httpx.post(f"{server.base_url}/api/repos", json=refused).status_code for server in (a, b, a)]
+    assert 429 not in ingest[:2] and 500 not in ingest[:2] and ingest[2] == 429, ingest
+    limited = httpx.post(f"{b.base_url}/api/repos", json=refused)
+    assert limited.status_code == 429 and limited.json()["code"] == "rate_limited", limited.text
+    assert httpx.post(f"{elsewhere.base_url}/api/repos", json=refused).status_code != 429
+    assert httpx.post(f"{a.base_url}/chat/completions/stream", json=CHAT).status_code != 429
+    with connect(f"{b.ws_url}/ws/chat?protocol=events", open_timeout=10) as ws:
+        ws.send(json.dumps({**CHAT, "protocol": "events"}))
+        first = json.loads(ws.recv(timeout=10))
+        assert first.get("code") != "rate_limited", first
+        frame = first
+        while frame["type"] != "done":  # an error frame is followed by `done`
+            frame = json.loads(ws.recv(timeout=30))
+        ws.send(json.dumps({**CHAT, "protocol": "events"}))  # the third chat request of this client
+        third = json.loads(ws.recv(timeout=10))
+        assert third.get("code") == "rate_limited", (first, third)
+    assert (tmp_path / "home" / "limits" / "rate_limits.sqlite3").is_file()
+
+
+def test_rate_limits_fall_back_to_the_process_when_the_data_dir_store_fails(
+    tmp_path: Path, live_server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A data dir whose rate-limit database cannot be made (here `limits` is a file) is not a 500
+    (nor an unlimited API): the process counts its own budget and says so in the log, once."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "limits").write_text("not a folder")
+    server = live_server_factory(settings_for(home, REPOLENS_RATE_LIMIT_INGEST="1/minute"))
+    refused = {"repo_url": "/nope/x", "type": "local"}
+    statuses = [httpx.post(f"{server.base_url}/api/repos", json=refused).status_code for _ in range(3)]
+    assert statuses[0] not in (429, 500) and statuses[1:] == [429, 429], statuses
+    warnings = [
+        record for record in caplog.records if "rate limits are counted per process" in record.message
+    ]
+    assert len(warnings) == 1 and "data dir" in warnings[0].message, warnings
+
+
 def test_replicas_with_a_redis_url_share_one_rate_limit_budget(
     tmp_path: Path, live_server_factory: Any, redis_server: RedisServer
 ) -> None:
