@@ -92,7 +92,7 @@ async def _request_events(
     stopping = stop.event if stop is not None else None
     try:
         source = resolve_source(request.repo_url, platform=request.platform, ref=request.ref)
-        if services.store.get(source.repo_id) is None:
+        if await asyncio.to_thread(services.store.get, source.repo_id) is None:
             indexing = until_cancelled(_ensure_indexed(services, request, source, cancel), stopping)
             async with contextlib.aclosing(indexing) as progress:
                 async for event in progress:
@@ -157,11 +157,16 @@ async def detached_events(
 
 
 async def _check_access(services: Services, repo_id: str, token: str | None) -> None:
-    """A private repository answers only requests whose token the host accepts (network I/O: a thread)."""
+    """A private repository answers only requests whose token the host accepts (the record's read and
+    the host's answer: a thread)."""
+    await asyncio.to_thread(_verify_access, services, repo_id, token)
+
+
+def _verify_access(services: Services, repo_id: str, token: str | None) -> None:
     record = services.store.get(repo_id)
     if record is None:
         raise NotFoundError(f"{repo_id} is not indexed")
-    await asyncio.to_thread(services.verify_access, record, token)
+    services.verify_access(record, token)
 
 
 def _answer_events(
@@ -271,13 +276,13 @@ async def _indexed_elsewhere(services: Services, repo_id: str, cancel: asyncio.E
     once one is there, False when it is time to try the job again. `cancel` ends the wait."""
     deadline = time.monotonic() + BUSY_RETRY_S
     while time.monotonic() < deadline:
-        if services.store.get(repo_id) is not None:
+        if await asyncio.to_thread(services.store.get, repo_id) is not None:
             return True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(cancel.wait(), BUSY_POLL_S)
         if cancel.is_set():
             raise AnswerCancelled("the answer was cancelled")
-    return services.store.get(repo_id) is not None
+    return await asyncio.to_thread(services.store.get, repo_id) is not None
 
 
 async def cancel_ingest(services: Services, request: ChatRequestBody) -> None:

@@ -10,7 +10,8 @@ graph is not there in time the answer goes on and says that it is made without i
 (`rag.events.graph_building_event`, one frame for every transport).
 
 Hot path: a live version with the graph costs the cached index's freshness check (one `readlink`) and
-its cached `has_graph` (the answer opens the same cached index next), about 0.2 ms; only a version
+its cached `has_graph` (the answer opens the same cached index next), about 0.2 ms, in one thread hop
+(never on the event loop: the store may load a new version, or be a database); only a version
 without a graph looks at the ingest jobs (a repository with no code the graph understands, or indexed
 before the graph existed, and no job: no wait).
 """
@@ -28,6 +29,7 @@ from rag.answer import AnswerCancelled
 from rag.errors import RepoLensError
 from rag.events import Event, graph_building_event
 from rag.store.layout import build_holder
+from rag.types import RepoRecord
 
 # How often the record is read while waiting (one small JSON file; the graph's version lands in ~0.1-2 s).
 POLL_S = 0.1
@@ -50,13 +52,10 @@ class GraphWait:
         """Nothing when the graph is live (or nothing is building it); else a status frame, the wait
         (ended by the graph's version, the build's end, the bound or `cancel`), and, when the graph is
         still not there, the frame saying the answer is made without it."""
-        store = self.services.store
-        index = store.open(self.repo_id)  # cached, reloaded after a swap: what the answer opens next
-        if index.has_graph:
-            return
-        record = index.record
-        if not await asyncio.to_thread(self._being_built, record.index_state == "complete"):
-            return  # nobody builds it: code the graph does not understand, or an index left lexical
+        record = await asyncio.to_thread(self._building_without_graph)
+        if record is None:
+            return  # the graph is live, or nobody builds it (code the graph does not understand, or an
+            # index left lexical)
         if self.wait_s > 0:
             yield graph_building_event(self.repo_id, self.wait_s)
         deadline = time.monotonic() + self.wait_s
@@ -65,15 +64,29 @@ class GraphWait:
                 await asyncio.wait_for(cancel.wait(), min(POLL_S, max(0.0, deadline - time.monotonic())))
             if cancel.is_set():
                 raise AnswerCancelled("the answer was cancelled")
-            current = store.get(self.repo_id)
-            # The version after the searchable one carries the graph (if the repository has code it
-            # understands); a build that ended without one leaves nothing to wait for.
-            if current is None or current.version != record.version:
-                return
-            if not await asyncio.to_thread(self._being_built, current.index_state == "complete"):
+            if not await asyncio.to_thread(self._still_without_graph, record):
                 return
         self.missing = True
         yield graph_building_event(self.repo_id)
+
+    def _building_without_graph(self) -> RepoRecord | None:
+        """The live version's record when it has no graph and something builds the repository; else
+        None. In a thread: the open loads a version committed since (FAISS and SQLite, ~60 ms for
+        rich), or waits for the store's lock while another thread loads one."""
+        index = self.services.store.open(self.repo_id)  # cached, reloaded after a swap (the answer's next)
+        if index.has_graph:
+            return None
+        record = index.record
+        return record if self._being_built(record.index_state == "complete") else None
+
+    def _still_without_graph(self, record: RepoRecord) -> bool:
+        """`record`'s version is still the live one and still being built. The version after the
+        searchable one carries the graph (if the repository has code it understands); a build that
+        ended without one leaves nothing to wait for."""
+        current = self.services.store.get(self.repo_id)
+        if current is None or current.version != record.version:
+            return False
+        return self._being_built(current.index_state == "complete")
 
     def _being_built(self, complete: bool) -> bool:
         """A process holds the repository's build (this one, another `--workers` process, a CLI ingest,

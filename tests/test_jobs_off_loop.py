@@ -1,4 +1,4 @@
-"""The shared job table (`ingest.job_table`, SQLite) is never used on a server's event loop.
+"""The shared job table (`ingest.job_table`, SQLite) and the store are never used on a server's event loop.
 
 A job-table call is a SQLite transaction that can wait up to `BUSY_TIMEOUT_S` for another process's
 write (`repolens serve --workers N`): on the loop it would stall every stream of the process. The guard
@@ -7,6 +7,7 @@ whether the calling thread runs an event loop; a real uvicorn server (in this pr
 a thread: `tests.support.live_server`) then serves what reaches the table from async code: a chat's
 ingest on first use, over WebSocket and HTTP, the graph wait that follows it, a `cancel` frame during
 that ingest, and the MCP `index_repository` tool. The sync routes (`/api/jobs`) run in the threadpool.
+The same guard on the store's registry reads covers a chat's own reads (an `open` loads a new version).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mcp import Client
 from websockets.asyncio.client import connect
 
 from ingest.job_table import JobTable
+from rag.store import Store
 from tests.support.chat import provider_env, settings_for
 from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.repos import make_fixture_repo
@@ -54,19 +56,35 @@ def _caller() -> str:
     return "?"
 
 
-@pytest.fixture
-def table_calls(monkeypatch: pytest.MonkeyPatch) -> list[TableCall]:
-    """Every SQLite use of a `JobTable` from now on (every public method goes through these)."""
+def _guard(monkeypatch: pytest.MonkeyPatch, cls: type, uses: tuple[str, ...]) -> list[TableCall]:
+    """Every call of `cls`'s `uses` from now on, with whether its thread runs an event loop."""
     calls: list[TableCall] = []
-    for use in ("__init__", "_read", "_write"):
-        original = getattr(JobTable, use)
+    for use in uses:
+        original = getattr(cls, use)
 
-        def guarded(self: JobTable, *args: Any, _original: Any = original, _use: str = use, **kw: Any) -> Any:
+        def guarded(self: Any, *args: Any, _original: Any = original, _use: str = use, **kw: Any) -> Any:
             calls.append(TableCall(_use, _on_loop(), _caller()))
             return _original(self, *args, **kw)
 
-        monkeypatch.setattr(JobTable, use, guarded)
+        monkeypatch.setattr(cls, use, guarded)
     return calls
+
+
+@pytest.fixture
+def table_calls(monkeypatch: pytest.MonkeyPatch) -> list[TableCall]:
+    """Every SQLite use of a `JobTable` from now on (every public method goes through these)."""
+    return _guard(monkeypatch, JobTable, ("__init__", "_read", "_write"))
+
+
+@pytest.fixture
+def store_calls(monkeypatch: pytest.MonkeyPatch) -> list[TableCall]:
+    """Every read of the store's registry from now on (`open` may load a new version, FAISS and
+    SQLite, and waits for the store's lock while another thread loads one; a `PgStore` queries)."""
+    return _guard(monkeypatch, Store, ("get", "open", "list", "building"))
+
+
+def _on_loop_calls(calls: list[TableCall]) -> list[str]:
+    return sorted({f"{call.use} from {call.caller}" for call in calls if call.on_loop})
 
 
 def _question(repo: Path, text: str = "What does HttpClient.send do?") -> dict[str, Any]:
@@ -116,7 +134,26 @@ async def test_no_job_table_call_runs_on_the_event_loop(
         indexed = await client.call_tool("index_repository", {"location": str(by_mcp)})
         assert not indexed.is_error, indexed.content
 
-    on_loop = sorted({f"{call.use} from {call.caller}" for call in table_calls if call.on_loop})
+    on_loop = _on_loop_calls(table_calls)
     assert on_loop == [], "job-table calls on the event loop:\n" + "\n".join(on_loop)
     callers = {call.caller.split(" ")[-1] for call in table_calls}
     assert {"_submit_job", "_cancel_jobs", "list_jobs"} <= callers, callers  # the guard saw them all
+
+
+async def test_a_chat_reads_the_store_off_the_event_loop(
+    store_calls: list[TableCall], live_server_factory: Any, tmp_path: Path, fake_provider: FakeProvider
+) -> None:
+    """The chat's own store reads (is it indexed, the access check's record, the graph wait's open and
+    polls) run in threads, like the answer's retrieval: first use, a second question, deep research."""
+    server = live_server_factory(settings_for(tmp_path / "home", **provider_env()))
+    repo = make_fixture_repo(tmp_path / "repo")
+    async with connect(f"{server.ws_url}/ws/chat") as ws:
+        for deep in (False, False, True):
+            fake_provider.script(FakeResponse(text="Answered.", chunks=2))
+            await ws.send(json.dumps({**_question(repo), "deep_research": deep}))
+            frames = await _frames_until_done(ws)
+            assert not [f for f in frames if f["type"] == "error"], frames
+    on_loop = _on_loop_calls(store_calls)
+    assert on_loop == [], "store reads on the event loop:\n" + "\n".join(on_loop)
+    callers = {call.caller.split(" ")[-1] for call in store_calls}
+    assert {"_verify_access", "_building_without_graph"} <= callers, callers  # the guard saw them
