@@ -592,11 +592,20 @@ class IndexNote:
 def index_note(store: Store, record: RepoRecord) -> IndexNote | None:
     """The note for `record`'s index when it is not `complete` (None when it is): embedding goes on,
     or nothing finishes it (no process holds its build: an ingest stopped by Ctrl-C or a kill in its
-    dense phase) and how to finish it. Search, chat status frames and answers all use this one."""
+    dense phase) and how to finish it. Search, chat status frames and answers all use this one.
+
+    `record` was read before the search; its build may have completed since and released the lock.
+    So the lock is looked at first and the live record after: a build that completed in between is
+    seen complete, not called unfinished."""
     if record.index_state == "complete":
         return None
-    unfinished = not store.building(record.id)
+    unfinished = not store.building(record.id) and _still_partial(store, record.id)
     return IndexNote(partial_index_note(record.index_state, record.id if unfinished else None), unfinished)
+
+
+def _still_partial(store: Store, repo_id: str) -> bool:
+    live = store.get(repo_id)
+    return live is not None and live.index_state != "complete"
 
 
 def partial_index_note(index_state: str, unfinished: str | None = None) -> str:

@@ -20,6 +20,7 @@ from ingest.pipeline import embed_priority
 from rag.answer import AnswerRequest, AnswerService
 from rag.embedders import CachedEmbedder, Embedder
 from rag.events import UNFINISHED_INDEX_STEP
+from rag.retrieval import index_note
 from rag.settings import Settings
 from rag.store import Store
 from rag.store.layout import RepoLock
@@ -115,6 +116,27 @@ def test_a_lexical_index_nothing_is_embedding_says_so_and_how_to_finish_it(
     )
     with RepoLock(store.paths(report.repo_id), report.repo_id):  # a `repolens embed` at work
         assert "results improve as embedding completes" in note()
+
+
+def test_a_build_that_completes_after_the_search_is_not_called_unfinished(
+    tmp_path: Path, embedder: OrderedEmbedder
+) -> None:
+    """The record a search read was lexical; by the time the note is made its build has completed and
+    released the lock (a chat's first question while the dense phase ends): not "nothing is embedding
+    it", and no `repolens embed` advice (the answer once ended with that note)."""
+    store = Store(tmp_path / "home")
+    report = ingest(
+        str(make_fixture_repo(tmp_path / "racing")),
+        IngestOptions(dense=False),
+        store=store,
+        embedder=embedder,
+    )
+    read_before = report.record
+    pipeline.finish_embedding(report.repo_id, store=store, embedder=embedder)
+    assert not store.building(report.repo_id)
+    note = index_note(store, read_before)
+    assert note is not None and not note.unfinished
+    assert note.text.startswith("the index is lexical: ") and "repolens embed" not in note.text
 
 
 def test_dense_versions_land_incrementally_source_before_tests_and_docs(
