@@ -19,6 +19,7 @@ __all__ = [
     "IngestError",
     "InvalidSourceError",
     "LimitExceededError",
+    "NotASourceError",
     "RepositoryNotFoundError",
     "UnknownRefError",
 ]
@@ -34,6 +35,12 @@ class InvalidSourceError(IngestError):
     """The location is not a URL or path we can ingest."""
 
     code = ErrorCode.BAD_URL
+
+
+class NotASourceError(InvalidSourceError):
+    """The text is no URL, ssh remote or existing path at all (a bare word such as `cobra`). A command
+    that also takes an indexed repository's name (`repolens ask`) reports such a text as a name
+    that matches nothing, not as a malformed URL."""
 
 
 class HostUnreachableError(IngestError):

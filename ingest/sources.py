@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.errors import InvalidSourceError, RepositoryNotFoundError
+from ingest.errors import InvalidSourceError, NotASourceError, RepositoryNotFoundError
 from rag.redact import redact, register_secret
 from rag.store.layout import repo_folder
 
@@ -103,7 +103,7 @@ def resolve_source(location: str, *, platform: str | None = None, ref: str | Non
     first = text.split("/", 1)[0].lower()
     if "." in first and _HOST_RE.match(first.split(":")[0]) and text.count("/") >= 2:
         return _url_source(f"https://{text}", platform, ref)
-    raise InvalidSourceError(f"{redact(text)!r} is neither a URL nor an existing folder; {ACCEPTED}")
+    raise NotASourceError(f"{redact(text)!r} is neither a URL nor an existing folder; {ACCEPTED}")
 
 
 def _looks_like_path(text: str) -> bool:

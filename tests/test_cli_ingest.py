@@ -508,3 +508,12 @@ def test_a_repository_is_named_by_the_unique_last_part_of_its_id(tmp_path: Path)
     assert run("ingest", str(make_repo(tmp_path / "two" / "lens-app", SMALL_REPO)), "--json")[0] == 0
     code, error, _ = run("show", "lens-app", "--json")
     assert code == 3 and "several indexed repositories" in error["error"]["message"]
+    # `ask` takes the same names: one that is ambiguous, or names nothing indexed and is no source to
+    # index either, is a name not found (exit 3) saying so, not a malformed URL (exit 7).
+    code, error, _ = run("ask", "lens-app", "What does greet return?", "--json")
+    assert code == 3 and "several indexed repositories" in error["error"]["message"]
+    code, error, _ = run("ask", "lens-ap", "What does greet return?", "--json")
+    assert code == 3 and error["error"]["code"] == "not_found", error
+    message = error["error"]["message"]
+    assert "no indexed repository matches 'lens-ap'" in message and "`repolens list`" in message
+    assert "not a source RepoLens can index" in message and "https://github.com/<owner>/<repo>" in message

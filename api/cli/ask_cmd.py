@@ -27,7 +27,7 @@ from rich.segment import Segment
 
 from api.answer_text import progress_line
 from api.cli.app import app, cli_errors, err_console, print_message
-from rag.errors import NotFoundError, exit_code
+from rag.errors import NotFoundError, RepoLensError, exit_code
 from rag.events import encode
 from rag.settings import Settings
 
@@ -100,12 +100,25 @@ def ask(
 
 
 def _repo_fields(services: Services, repo: str, repo_type: str | None, ref: str | None) -> dict[str, Any]:
-    """Request fields naming the repository: an indexed one by its stored URL, else `repo` as given."""
+    """Request fields naming the repository: an indexed one by its stored URL, else `repo` as given
+    (a source to index on first use). A bare word that names no indexed repository is no source
+    either (`cobra` when nothing indexed ends so): that is a name not found, said as such, not a
+    malformed URL."""
+    from ingest.errors import NotASourceError
     from ingest.pipeline import resolve_repo_id
+    from ingest.sources import ACCEPTED, resolve_source
 
     try:
         record = services.store.get(resolve_repo_id(services.store, repo))
-    except NotFoundError:
+    except NotFoundError as missing:
+        try:
+            resolve_source(repo)
+        except NotASourceError:
+            raise NotFoundError(
+                f"{missing.message}, and {repo!r} is not a source RepoLens can index either; {ACCEPTED}"
+            ) from None
+        except RepoLensError:  # a source with another fault: the request's validation reports it
+            pass
         record = None
     if record is not None and repo_type is None and ref is None:
         return {"repo_url": record.url, "type": record.platform, "ref": record.ref}
