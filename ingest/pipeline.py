@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +37,7 @@ from ingest.sources import RepoSource, resolve_source
 from rag.embedders import CachedEmbedder, Embedder
 from rag.embedders.base import embedder_for, run_token_counter
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
-from rag.graph_types import GRAPH_VERSION, FileGraph
+from rag.graph_types import GRAPH_VERSION, FileGraph, graph_change
 from rag.roles import file_role
 from rag.settings import Settings
 from rag.store import IndexWriter, Store
@@ -160,6 +160,9 @@ class IngestReport:
     skipped: dict[str, int] = field(default_factory=dict)
     # Why unchanged files were chunked again (`chunker version 3 -> 4`), None if they were not.
     rechunk_reason: str | None = None
+    # Why unchanged files had their code graph extracted again (`graph version 5 -> 6`; `files.regraphed`
+    # counts them), None if none had.
+    graph_reason: str | None = None
 
     @property
     def repo_id(self) -> str:
@@ -180,6 +183,7 @@ class IngestReport:
             "dense_total": self.record.dense_total,
             "chunker_version": self.record.chunker_version,
             "rechunk_reason": self.rechunk_reason,
+            "graph_reason": self.graph_reason,
             "files": self.files,
             "chunks": self.chunks,
             "skipped": self.skipped,
@@ -238,6 +242,7 @@ class _Graphs:
 
     files: dict[str, FileGraph] = field(default_factory=dict)
     seconds: float = 0.0
+    regraphed: int = 0  # kept files given a graph by this extractor (theirs was older, or none)
 
     def store(self, builder: IndexWriter) -> None:
         """Store the graph of every file chunked in this run, and of kept files graphed by an older
@@ -246,7 +251,7 @@ class _Graphs:
         for path, file_graph in self.files.items():
             builder.set_file_graph(path, file_graph, GRAPH_VERSION)
         self.files.clear()
-        _backfill_graph(builder)
+        self.regraphed += _backfill_graph(builder)
         self.seconds += time.monotonic() - started
 
 
@@ -286,15 +291,21 @@ class _Diff:
     def to_chunk(self) -> list[SourceFile]:
         return self.added + self.changed + self.rechunked
 
-    def counts(self, skipped: int) -> dict[str, int]:
+    def counts(self, skipped: int, regraphed: int) -> dict[str, int]:
         return {
             "added": len(self.added),
             "changed": len(self.changed),
             "removed": len(self.removed),
             "unchanged": len(self.files) - len(self.added) - len(self.changed),
             "rechunked": len(self.rechunked),
+            "regraphed": regraphed,
             "skipped": skipped,
         }
+
+    def kept(self, paths: Iterable[str]) -> list[str]:
+        """The `paths` this run neither writes nor removes (their files stay as they are)."""
+        touched = {file.path for file in self.to_chunk} | set(self.removed)
+        return [path for path in paths if path not in touched]
 
 
 @dataclass(frozen=True)
@@ -400,7 +411,12 @@ def ingest(
         rechunk_reason: str | None = None
         written = _Written()
         plan, changes_first = NOTHING_TO_PUBLISH, False
-        graph_current = not builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES)
+        needing_graph = builder.files_needing_graph(GRAPH_VERSION, code_graph.LANGUAGES)
+        graph_current = not needing_graph
+        # Kept files graphed by an older extractor (RepoLens was upgraded), or by none: graphed again.
+        regraph = len(diff.kept(path for path, _, _ in needing_graph))
+        old_graph = live.graph_version if live is not None else None
+        graph_reason = graph_change(old_graph, GRAPH_VERSION) or "files without a code graph"
         if live is not None and graph_current and _same_as_live(live.record, record, diff):
             committed = live.record
             timings.update(chunk_s=0.0, write_s=0.0)
@@ -432,6 +448,8 @@ def ingest(
                 new_graphs=bool(graphs.files),
                 more_follows=changes_first,
             )
+            if regraph and plan.graph != "later":
+                report("graph", f"rebuilding the code graph of {regraph} unchanged files: {graph_reason}")
             if plan.graph == "with_searchable":
                 graphs.store(builder)
             if plan.searchable == "live" and live is not None:
@@ -490,9 +508,11 @@ def ingest(
                 )
     timings["graph_s"] = graphs.seconds + builder.graph_resolve_s
     timings["total_s"] = time.monotonic() - started
+    rebuilt = f"; code graph rebuilt for {graphs.regraphed} unchanged files ({graph_reason})"
     report(
         "done",
-        f"indexed {committed.id}: {committed.file_count} files, {committed.chunk_count} chunks",
+        f"indexed {committed.id}: {committed.file_count} files, {committed.chunk_count} chunks"
+        + (rebuilt if graphs.regraphed else ""),
         files_done=committed.file_count,
         files_total=committed.file_count,
         chunks_done=committed.chunk_count,
@@ -500,11 +520,12 @@ def ingest(
     )
     return IngestReport(
         record=committed,
-        files=diff.counts(skipped.total),
+        files=diff.counts(skipped.total, graphs.regraphed),
         chunks=written.counts(committed.chunk_count),
         timings=timings,
         skipped=skipped.as_dict(),
         rechunk_reason=rechunk_reason,
+        graph_reason=graph_reason if graphs.regraphed else None,
     )
 
 

@@ -15,6 +15,18 @@ from dataclasses import dataclass, field
 # call, `const f = useCallback(() => ...)`, is a definition).
 GRAPH_VERSION = 6
 
+
+def graph_change(version: int | None, current: int | None = GRAPH_VERSION) -> str | None:
+    """`graph version 5 -> 6` from a code graph made by extractor `version` (`RepoIndex.graph_version`;
+    None: no graph) to one made by `current`, None when they are the same: the one wording of why an
+    update re-extracted unchanged files (`IngestReport.graph_reason`) and why a wiki page built from the
+    graph is written again (`rag.wiki.freshness`)."""
+    if version == current:
+        return None
+    was, now = ("none" if value is None else str(value) for value in (version, current))
+    return f"graph version {was} -> {now}"
+
+
 RECEIVER_SELF = "self"  # a call on the enclosing method's own object (`self.`, `this.`, Go/Rust receiver)
 
 

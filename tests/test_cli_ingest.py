@@ -24,6 +24,7 @@ from ingest import IngestReport, ingest
 from ingest import pipeline as ingest_pipeline
 from ingest.chunking import CHUNKER_VERSION
 from rag.embedders import Embedder
+from rag.graph_types import GRAPH_VERSION
 from rag.store import Store
 from rag.types import RepoRecord
 from tests.support.repos import commit_all, git, write_files
@@ -156,6 +157,34 @@ def test_update_after_a_chunker_upgrade_says_it_rechunked_and_why(
     assert "*" not in runner.invoke(app, ["list"]).stdout.replace("`repolens show", "")
     code, checked, _ = run("doctor", "--json")
     assert code == 0 and checked is not None and checked["outdated"] == []
+
+
+def test_an_update_that_only_rebuilds_the_code_graph_says_so_not_up_to_date(
+    small_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An index whose graph the previous extractor made; this RepoLens extracts with GRAPH_VERSION.
+    with monkeypatch.context() as upgraded_from:
+        upgraded_from.setattr(ingest_pipeline, "GRAPH_VERSION", GRAPH_VERSION - 1)
+        assert runner.invoke(app, ["ingest", str(small_repo)]).exit_code == 0
+    updated = runner.invoke(app, ["update", str(small_repo), "--progress", "jsonl"])
+    assert updated.exit_code == 0, updated.output
+    reason = f"graph version {GRAPH_VERSION - 1} -> {GRAPH_VERSION}"
+    assert updated.stdout.startswith("updated local/") and "2 unchanged" in updated.stdout
+    assert f"code graph: rebuilt for 1 unchanged files ({reason})" in updated.stdout  # pkg/greeting.py
+    progress = [json.loads(line) for line in updated.stderr.splitlines()]
+    said = [(event["stage"], event["message"]) for event in progress]
+    assert ("graph", f"rebuilding the code graph of 1 unchanged files: {reason}") in said
+    assert any(stage == "done" and f"code graph rebuilt for 1 unchanged files ({reason})" in message
+               for stage, message in said)  # fmt: skip
+    again = runner.invoke(app, ["update", str(small_repo)])
+    assert again.stdout.startswith("up to date local/") and "code graph" not in again.stdout
+    # The next upgrade, in `--json`: what was rebuilt and why; nothing else changed.
+    monkeypatch.setattr(ingest_pipeline, "GRAPH_VERSION", GRAPH_VERSION + 1)
+    code, report, _ = run("update", str(small_repo), "--json")
+    assert code == 0 and report is not None
+    assert report["graph_reason"] == f"graph version {GRAPH_VERSION} -> {GRAPH_VERSION + 1}"
+    assert report["files"]["regraphed"] == 1 and report["files"]["changed"] == 0
+    assert report["rechunk_reason"] is None
 
 
 def test_the_time_line_counts_from_the_command_start_and_says_what_goes_on() -> None:

@@ -7,8 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ingest import IngestOptions, finish_embedding, ingest
+import pytest
+
+from ingest import IngestOptions, finish_embedding, ingest, update
+from ingest import pipeline as ingest_pipeline
 from rag.embedders import Embedder
+from rag.graph_types import GRAPH_VERSION
 from rag.store import RepoIndex, Store
 from tests.support.graph_repos import GO_FILES, JS_FILES, PYTHON_FILES, make_repo
 from tests.support.repos import commit_all, write_files
@@ -158,6 +162,26 @@ def test_javascript_constructor_arguments_are_tracked_to_their_reads(
     # A constructor function, read back by a method set on its prototype.
     assert _uses(index, "Route.path") == [("store", "Route", 4), ("read", "Route.match", 9)]
     assert [d.qualname for d in index.attributes_of(_one(index, "Route"))] == ["Route.path"]
+
+
+def test_an_update_graphs_again_what_an_older_extractor_graphed_and_says_so(
+    make_store: Callable[[Path], Store],
+    tmp_path: Path,
+    shared_embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with monkeypatch.context() as older:  # the index of the RepoLens before an upgrade
+        older.setattr(ingest_pipeline, "GRAPH_VERSION", GRAPH_VERSION - 1)
+        store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, PYTHON_FILES, "shop")
+    assert store.open(repo_id).graph_version == GRAPH_VERSION - 1
+    report = update(repo_id, store=store, embedder=shared_embedder)
+    assert report.graph_reason == f"graph version {GRAPH_VERSION - 1} -> {GRAPH_VERSION}"
+    graphed = [path for path in PYTHON_FILES if path.endswith(".py")]
+    assert report.files["regraphed"] == len(graphed) and report.files["changed"] == 0
+    index = store.open(repo_id)
+    assert index.graph_version == GRAPH_VERSION and _callee_names(index, "CheckoutService.checkout")
+    again = update(repo_id, store=store, embedder=shared_embedder)
+    assert again.graph_reason is None and again.files["regraphed"] == 0
 
 
 def test_the_graph_follows_the_lexical_version_in_a_version_of_its_own(

@@ -89,6 +89,7 @@ def test_full_ingest_indexes_every_wanted_file(repo: Path, store: Store, spy: Re
         "removed": 0,
         "unchanged": 0,
         "rechunked": 0,
+        "regraphed": 0,
         "skipped": report.files["skipped"],
     }
     assert report.files["skipped"] >= 1  # debug.log, ignored by .gitignore

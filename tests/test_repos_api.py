@@ -12,8 +12,10 @@ import httpx
 import pytest
 
 from ingest import ingest
+from ingest import pipeline as ingest_pipeline
 from ingest.chunking import CHUNKER_VERSION
 from rag.embedders import Embedder
+from rag.graph_types import GRAPH_VERSION
 from rag.store import Store
 from tests.support.live_server import LiveServer
 from tests.support.repos import commit_all, git, write_files
@@ -96,6 +98,25 @@ def test_update_streams_only_the_changes_and_delete_removes(
         assert client.get(f"/api/repos/{repo_id}").status_code == 404
         assert client.delete(f"/api/repos/{repo_id}").status_code == 404
         assert client.post(f"/api/repos/{repo_id}/update", json={}).status_code == 404
+
+
+def test_an_update_that_only_rebuilds_the_code_graph_says_what_it_did(
+    live_server: LiveServer,
+    repo: Path,
+    repolens_home: Path,
+    shared_embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with monkeypatch.context() as upgraded_from:  # indexed by the previous extractor; the server is newer
+        upgraded_from.setattr(ingest_pipeline, "GRAPH_VERSION", GRAPH_VERSION - 1)
+        repo_id = ingest(str(repo), store=Store(repolens_home), embedder=shared_embedder).repo_id
+    with httpx.Client(base_url=live_server.base_url, timeout=120) as client:
+        *statuses, done = sse(client, f"/api/repos/{repo_id}/update")
+    reason = f"graph version {GRAPH_VERSION - 1} -> {GRAPH_VERSION}"
+    assert done["type"] == "done" and done["report"]["graph_reason"] == reason
+    assert done["report"]["files"]["regraphed"] == 1 and done["report"]["files"]["unchanged"] == 3
+    said = {(event["step"], event["message"]) for event in statuses}
+    assert ("graph", f"rebuilding the code graph of 1 unchanged files: {reason}") in said
 
 
 def test_file_view_serves_line_ranges_of_indexed_files_only(live_server: LiveServer, repo_id: str) -> None:

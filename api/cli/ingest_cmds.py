@@ -249,6 +249,12 @@ def _print_report(
             highlight=False,
             soft_wrap=True,
         )
+    if report.graph_reason:
+        console.print(
+            f"  code graph: rebuilt for {files['regraphed']} unchanged files ({report.graph_reason})",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(
         f"  chunks: {chunks['added']} new, {chunks['replaced']} replaced by the same text, "
         f"{chunks['removed']} removed, {chunks['total']} in the index ({chunks['reused']} vectors reused)",
@@ -279,8 +285,8 @@ def _outcome(files: dict[str, int]) -> str:
     """The headline verb: what the run did to the index, in words (its version number stays in `show`)."""
     if not (files["changed"] or files["removed"] or files["unchanged"]):
         return "indexed"  # nothing was indexed before: a new index
-    if files["added"] or files["changed"] or files["removed"] or files.get("rechunked"):
-        return "updated"
+    if any(files.get(kind) for kind in ("added", "changed", "removed", "rechunked", "regraphed")):
+        return "updated"  # a re-chunk or a graph rebuild alone is work done, not "up to date"
     return "up to date"
 
 

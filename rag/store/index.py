@@ -222,6 +222,16 @@ class RepoIndex:
         rows = self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'edges'")
         return bool(rows) and bool(self._query("SELECT 1 FROM graph_files LIMIT 1"))
 
+    @functools.cached_property
+    def graph_version(self) -> int | None:
+        """The extractor version (`rag.graph_types.GRAPH_VERSION`) of this version's code graph: its
+        oldest graphed file's, None without a graph. What an update compares with the current extractor
+        (`graph_change`) and what an offline wiki page records it was built from."""
+        if not self.has_graph:
+            return None
+        [(oldest,)] = self._query("SELECT MIN(version) FROM graph_files")
+        return None if oldest is None else int(oldest)
+
     def _definitions(
         self, where: str, params: Sequence[object], *, attributes: bool = False
     ) -> list[CodeDefinition]:
