@@ -88,6 +88,9 @@ _UNSAFE_OPTIONS = {
 # One `ingest.policy` pin: `host:port:address,...` (IPv6 addresses in brackets), curl's --resolve.
 _PIN = re.compile(r"(?P<host>[^:\[\]]+):(?P<port>[0-9]+):(?P<addresses>[^\s]+)")
 _STDERR_LINES_KEPT = 40
+# A progress line ("Receiving objects:  42% (...)"); one digit before the sign, as `\d+%` rescans a
+# run of digits from each of its starts (quadratic on a long line a hostile server sends).
+_PROGRESS = re.compile(r"\d%")
 _POLL_SECONDS = 0.05
 
 _AUTH_PATTERNS = re.compile(
@@ -523,7 +526,7 @@ class _GitRun:
         line = redact(raw.decode("utf-8", "replace").strip(), [self.token] if self.token else [])
         if not line:
             return
-        if self.progress is not None and re.search(r"\d+%", line):
+        if self.progress is not None and _PROGRESS.search(line):
             self.progress(line)
         else:
             lines.append(line)

@@ -46,6 +46,7 @@ _QUOTED_LABEL = re.compile(r'"[^"]*"')
 _ARROW = re.compile(r"\s*<?(?:-{2,}|={2,}|-\.+-)[->ox]?\s*(?:\|[^|\n]*\|\s*)?")
 _TEXT_ARROW = re.compile(r"\s*--\s+[^-|>\n]+?\s+-->\s*")
 _DIRECTIVES = re.compile(r"^(?:classDef|class|style|linkStyle|click|direction)\b")
+_AMPERSAND = re.compile(r"\s*&\s*")  # joins nodes; applied with `match` at one position
 _KEYWORDS = {"end", "graph", "subgraph", "flowchart"}
 
 
@@ -85,7 +86,7 @@ def _group(line: str, at: int) -> int | None:
     """Nodes joined by `&`."""
     end = _node(line, at)
     while end is not None:
-        amp = re.compile(r"\s*&\s*").match(line, end)
+        amp = _AMPERSAND.match(line, end)
         if not amp:
             return end
         end = _node(line, amp.end())
