@@ -149,6 +149,11 @@ def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
     refusal = httpx.post(f"{web.server.base_url}/api/repos", json={"repo_url": bad})
     assert refusal.status_code == 400
     expect(page.locator(".progress[data-state=error]")).to_contain_text(refusal.json()["detail"])
+    # The message lists the accepted URL forms (long unbreakable words): they wrap inside the box.
+    widths = page.evaluate(
+        "[...document.querySelectorAll('.progress, .progress p')].map(e => e.scrollWidth - e.clientWidth)"
+    )
+    assert max(widths) <= 0, widths
 
     second = make_fixture_repo(web.root / "second-copy")
     page.evaluate(
