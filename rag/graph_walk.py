@@ -167,7 +167,9 @@ def _words(text: str) -> set[str]:
 
 
 def named_identifiers(question: str) -> list[str]:
-    """Identifiers the question names in code form: `quoted`, snake_case, CamelCase, dotted or call()."""
+    """Identifiers the question names in code form: `quoted`, snake_case, CamelCase, dotted or call().
+    A bare all-capitals word is an acronym of the sentence ("build a URL", "the RAG prompt"), not a
+    name: quoted (`URL`) it is one."""
     found = []
     for match in _IDENTIFIER.finditer(question):
         text = (match.group(1) or match.group(2) or "").strip().rstrip("()")
@@ -177,7 +179,7 @@ def named_identifiers(question: str) -> list[str]:
             or "." in text
             or "::" in text
             or (re.search(r"[a-z][A-Z]", text) is not None)
-            or (text[:1].isupper() and text[1:].lower() != text[1:] and len(text) > 2)
+            or (text[:1].isupper() and text[1:].lower() != text[1:] and len(text) > 2 and not text.isupper())
         )
         if looks_like_code and re.fullmatch(r"[\w.:]+", text):
             found.append(text)
@@ -616,22 +618,23 @@ class ChainFinder:
         unless the hits pinpoint it before any other step and it explains more of the question than
         the step chosen without it (`SessionMiddleware.__call__` loads the session, then calls on to
         the accessor `HTTPConnection.session`); an entry the question says by name ("where does main
-        start ...") is where the question starts, never the subject. A step the question names
-        (`Router::route`) comes before all of them; None when no hit pinpoints a step."""
+        start ...") is where the question starts, never the subject. When the hits pinpoint the entry
+        and no later step, those steps are the walk's guess: the entry is the subject when it explains
+        more of the question than the chain's last step, by its name and first lines and by all of its
+        lines (a handler building the prompt itself, calling on to a class and a formatter). A step the
+        question names (`Router::route`) comes before all of them; None when no hit pinpoints a step."""
         named = [number for number, link in enumerate(links) if self.bonus(link.definition) >= 3.0]
         if named:
             return named[-1]
         step = self._pinpointed(links, hits, entry=False)
         entry = links[0].definition if len(links) > 1 else None
-        if (
-            entry is not None
-            and step is not None
-            and not self.says(entry.name)
-            and self._pinpointed(links, hits, entry=True) == 0
-            and self.relevance(entry) > self.relevance(links[step].definition)
-        ):
-            return 0
-        return step
+        if entry is None or self.says(entry.name) or self._pinpointed(links, hits, entry=True) != 0:
+            return step
+        if step is not None:
+            return 0 if self.relevance(entry) > self.relevance(links[step].definition) else step
+        last = links[-1].definition
+        held = len(self.words_held(entry)) > len(self.words_held(last))
+        return 0 if held and self.relevance(entry) > self.relevance(last) else None
 
     def says(self, name: str) -> bool:
         """True when the question says `name` as a word of its own ("Where does main start ...")."""

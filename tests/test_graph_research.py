@@ -19,7 +19,7 @@ import pytest
 from ingest import ingest
 from rag.answer import AnswerRequest, AnswerService
 from rag.embedders import get_embedder
-from rag.graph_walk import ChainFinder, Link, find_chain
+from rag.graph_walk import ChainFinder, Link, find_chain, named_identifiers
 from rag.providers.offline import explained_answer
 from rag.research import ResearchOptions, run_research
 from rag.research.loop import open_tools
@@ -29,6 +29,7 @@ from rag.store import Store
 from rag.types import SearchHit
 from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.graph_repos import (
+    CHAT_FILES,
     CLI_FILES,
     GO_FILES,
     HOOK_FILES,
@@ -53,9 +54,14 @@ def _indexed(name: str) -> tuple[_Services, str]:
     home = base / "home"
     settings = Settings.from_env({"REPOLENS_HOME": str(home)}, dotenv=home / "no.env")
     fixtures = {"shop": PYTHON_FILES, "relay": GO_FILES, "router": RUST_FILES, "server": SERVER_FILES}
-    files = {**fixtures, "cli": CLI_FILES, "reply": TIE_FILES, "web": SESSION_FILES, "hooks": HOOK_FILES}[
-        name
-    ]
+    files = {
+        **fixtures,
+        "cli": CLI_FILES,
+        "reply": TIE_FILES,
+        "web": SESSION_FILES,
+        "hooks": HOOK_FILES,
+        "chat": CHAT_FILES,
+    }[name]
     repo = make_repo(base / name, files)
     store = Store(home)
     embedder = get_embedder(settings)
@@ -603,3 +609,35 @@ def test_of_the_steps_the_best_hits_pinpoint_the_one_named_for_a_question_term_i
     steps = [link.definition.qualname for link in chain.links]
     assert "Command.child" in steps, steps
     assert chain.subject is not None and chain.subject.qualname == "Command.Find", steps
+
+
+def test_an_entry_point_only_retrieval_pinpoints_is_the_subject_when_its_lines_hold_more() -> None:
+    """Every hit lands in `handle_websocket_chat`, which builds the prompt in its own lines, and none in
+    what it calls (`RAG`, `format_history`): the chain's later steps are the walk's guess, so the answer
+    names the handler, not the class it builds (`RAG.__init__`) or the formatter the walk ends at."""
+    index, hit = _hit_on("chat", "server/chat.py", "handle_websocket_chat", "handle_websocket_chat")
+    for question in (
+        "How does the websocket chat handler build the prompt?",
+        "How does the websocket chat handler build the RAG prompt?",
+    ):
+        chain = find_chain(index, question, [hit])
+        steps = [link.definition.qualname for link in chain.links]
+        assert len(steps) > 1 and steps[0] == "handle_websocket_chat", steps
+        assert chain.subject is not None and chain.subject.qualname == "handle_websocket_chat", steps
+
+
+def test_a_bare_acronym_is_a_word_of_the_question_not_a_name() -> None:
+    """An all-capitals word ("build a URL", "the RAG prompt") is the sentence's acronym: it neither
+    seeds the class of that name nor pins it down as the subject; quoted, it is a name."""
+    assert named_identifiers("How does the websocket chat handler build the RAG prompt?") == []
+    assert named_identifiers("How does url_for build a URL from a route name?") == ["url_for"]
+    assert named_identifiers("What does `RAG` retrieve for HTTPAdapter?") == ["RAG", "HTTPAdapter"]
+
+
+@pytest.mark.parametrize("mode", ["chat", "deep"])
+def test_chat_and_deep_research_name_the_handler_that_builds_the_prompt(mode: str) -> None:
+    """Both offline answers, from their real retrieval: the websocket chat handler builds the RAG prompt
+    (deepwiki-open's question named `RAG.__init__` instead)."""
+    question = "How does the websocket chat handler build the RAG prompt?"
+    answer = _chat("chat", question)[0] if mode == "chat" else _research("chat", question)[1]
+    assert "`handle_websocket_chat()` (function, `server/chat.py:" in _in_short(answer), _in_short(answer)

@@ -462,3 +462,46 @@ def main(argv):
     return Command(print).execute(argv)
 ''',
 }
+
+# A WebSocket chat endpoint in the style of deepwiki-open's `handle_websocket_chat`: the handler builds
+# the prompt itself, in its own lines, and only calls on to the `RAG` class and a small formatter.
+CHAT_FILES = {
+    "server/chat.py": '''"""The WebSocket chat endpoint."""
+from server.prompts import format_history
+from server.rag import RAG
+
+
+async def handle_websocket_chat(websocket):
+    """Answer one chat request over the WebSocket: retrieve, build the prompt, stream the reply."""
+    request = await websocket.receive_json()
+    rag = RAG(request["provider"])
+    documents = rag.retrieve(request["query"])
+    context = "\\n\\n".join(document["text"] for document in documents)
+    history = format_history(request.get("messages", []))
+    system_prompt = f"<role>You answer questions about {request['repo']}.</role>"
+    prompt = f"{system_prompt}\\n\\n<history>\\n{history}</history>\\n\\n"
+    prompt += f"<context>\\n{context}\\n</context>\\n\\n<query>\\n{request['query']}\\n</query>"
+    async for text in rag.generate(prompt):
+        await websocket.send_text(text)
+''',
+    "server/rag.py": '''"""Retrieval-augmented generation over an indexed repository."""
+
+
+class RAG:
+    def __init__(self, provider):
+        self.provider = provider
+        self.documents = []
+
+    def retrieve(self, query):
+        return [document for document in self.documents if query in document["text"]]
+
+    async def generate(self, prompt):
+        yield f"{self.provider}: {prompt[:20]}"
+''',
+    "server/prompts.py": '''"""Pieces of the chat prompt."""
+
+
+def format_history(messages):
+    return "".join(f"{message['role']}: {message['content']}\\n" for message in messages)
+''',
+}
