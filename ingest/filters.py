@@ -178,7 +178,12 @@ class FileFilter:
         return self._ignored_by_git(rel_dir, is_dir=True)
 
     def _is_virtualenv(self, rel_dir: str) -> bool:
-        return self.root is not None and (self.root / rel_dir / "pyvenv.cfg").is_file()
+        if self.root is None:
+            return False
+        try:
+            return (self.root / rel_dir / "pyvenv.cfg").is_file()
+        except OSError:  # a folder this user may not enter: the walk counts it unreadable
+            return False
 
     def _ignored_by_git(self, rel_path: str, *, is_dir: bool) -> bool:
         """gitignore semantics: the deepest `.gitignore` with a matching pattern decides."""

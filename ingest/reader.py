@@ -19,7 +19,7 @@ from pathlib import Path
 
 from charset_normalizer import from_bytes
 
-from ingest.errors import LimitExceededError
+from ingest.errors import IngestError, LimitExceededError
 from ingest.filters import FileFilter
 from ingest.languages import language_for
 from rag.settings import Settings
@@ -86,7 +86,11 @@ class SkipStats:
         "too_large",
         "undecodable",
         "unreadable",
+        "unreadable_dirs",
     )
+    # Folders, not files: `filtered_dirs` pruned by the filters, `unreadable_dirs` the walk may not
+    # open (permissions), whose files are then not indexed (and leave the index on an update).
+    DIR_REASONS = ("filtered_dirs", "unreadable_dirs")
     MAX_EXAMPLES = 5
 
     def add(self, reason: str, path: str) -> None:
@@ -97,8 +101,8 @@ class SkipStats:
 
     @property
     def total(self) -> int:
-        """Skipped files (pruned directories are counted separately, as `filtered_dirs`)."""
-        return sum(count for reason, count in self.counts.items() if reason != "filtered_dirs")
+        """Skipped files (folders are counted separately: `DIR_REASONS`)."""
+        return sum(count for reason, count in self.counts.items() if reason not in self.DIR_REASONS)
 
     def as_dict(self) -> dict[str, int]:
         return {reason: self.counts[reason] for reason in self.REASONS if self.counts[reason]}
@@ -122,7 +126,14 @@ def scan(
     stack = [""]
     while stack:
         rel_dir = stack.pop()
-        with os.scandir(root / rel_dir) as entries:
+        try:
+            listing = os.scandir(root / rel_dir)
+        except OSError as error:
+            if not rel_dir:  # the repository itself (the source check saw it readable: it changed)
+                raise IngestError(f"cannot read the folder {root}: {error.strerror or error}") from None
+            skipped.add("unreadable_dirs", rel_dir)
+            continue
+        with listing as entries:
             for entry in entries:
                 rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
                 if entry.is_symlink():
@@ -137,7 +148,11 @@ def scan(
                 elif not file_filter.accepts(rel):
                     skipped.add("filtered", rel)
                 else:
-                    info = entry.stat()
+                    try:
+                        info = entry.stat()
+                    except OSError:  # a folder we may list but not enter (r--)
+                        skipped.add("unreadable", rel)
+                        continue
                     size = info.st_size
                     if info.st_nlink > 1:  # a hard link may be a file from outside the repository
                         skipped.add("hardlink", rel)

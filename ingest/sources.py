@@ -9,6 +9,7 @@ taken out here, before the URL can reach a log, the registry or `.git/config`.
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 from dataclasses import dataclass, field
@@ -131,10 +132,16 @@ def _local_source(path: Path, ref: str | None) -> RepoSource:
             "(check the ref out there first)"
         )
     resolved = path.resolve()
-    if not resolved.exists():
-        raise RepositoryNotFoundError(f"no such local folder: {resolved}")
+    try:
+        resolved.stat()
+    except FileNotFoundError:
+        raise RepositoryNotFoundError(f"no such local folder: {resolved}") from None
+    except OSError as error:  # a parent folder this user may not enter (EACCES), a dead mount...
+        raise InvalidSourceError(_unreadable(resolved, error.strerror or str(error))) from None
     if not resolved.is_dir():
         raise InvalidSourceError(f"{resolved} is a file; give the repository's folder")
+    if not os.access(resolved, os.R_OK | os.X_OK):
+        raise InvalidSourceError(_unreadable(resolved, "permission denied"))
     posix = resolved.as_posix()
     return RepoSource(
         repo_id=f"local/{posix.lstrip('/')}",
@@ -145,6 +152,12 @@ def _local_source(path: Path, ref: str | None) -> RepoSource:
         path=posix.lstrip("/"),
         local_path=resolved,
     )
+
+
+def _unreadable(folder: Path, reason: str) -> str:
+    """Why a local folder cannot be indexed, and for whom: the user RepoLens runs as."""
+    user = f"the user RepoLens runs as (uid {os.getuid()})"
+    return f"cannot read local folder {folder}: {reason.lower()} for {user}"
 
 
 def _url_source(text: str, platform: str | None, ref: str | None, *, remote: str | None = None) -> RepoSource:

@@ -19,7 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 from api.cli import app
-from api.cli.ingest_cmds import _count, _times
+from api.cli.ingest_cmds import _count, _skip_reasons, _times
 from ingest import IngestReport, ingest
 from ingest import pipeline as ingest_pipeline
 from ingest.chunking import CHUNKER_VERSION
@@ -283,6 +283,55 @@ def test_errors_are_one_json_object_and_a_documented_exit_code(
     exit_code, data, _ = run(*args, "--json")
     assert exit_code == code
     assert data["error"]["code"] == error_code and data["error"]["message"]
+
+
+def _ingest_as_an_unprivileged_user(folder: Path, home: Path) -> tuple[int, dict, str]:
+    """`repolens ingest folder --json` by a user file permissions apply to: `nobody` when the suite
+    runs as root (root reads every folder), else the suite's own user."""
+    command = [sys.executable, "-c", "from api.cli import main; main()", "ingest", str(folder), "--json"]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: no user to whom permissions apply")
+        command = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+    env = {**os.environ, "REPOLENS_HOME": str(home / "data"), "HOME": str(home)}
+    done = subprocess.run(command, env=env, cwd=home, capture_output=True, text=True, timeout=300)
+    assert done.stdout.startswith("{"), done.stderr  # one JSON document, not a crash
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def test_folders_the_user_may_not_read_are_said_not_a_crash() -> None:
+    """Before: a subfolder without read permission ended the ingest with exit 1, "unexpected error:
+    [Errno 13] Permission denied: '.../sub/pyvenv.cfg'", and an unreadable repository folder the same.
+    Now unreadable files and folders are skipped and counted, and an unreadable repository is a
+    `bad_url` (exit 7) that says who may not read it."""
+    # Under the system temp folder, not pytest's (its 0700 folders keep another user out of all of it).
+    home = Path(tempfile.mkdtemp(prefix="repolens-perm-"))
+    repo = home / "repo"
+    try:
+        home.chmod(0o777)
+        write_files(
+            repo, {"app.py": "def main():\n    return 1\n", "locked/inner.py": "X = 1\n", "key.py": "K = 2\n"}
+        )
+        repo.chmod(0o755)
+        (repo / "app.py").chmod(0o644)
+        (repo / "locked").chmod(0o000)
+        (repo / "key.py").chmod(0o000)
+        code, report, stderr = _ingest_as_an_unprivileged_user(repo, home)
+        assert code == 0, stderr
+        assert report["files"]["added"] == 1 and report["files"]["skipped"] == 1
+        assert report["skipped"] == {"unreadable": 1, "unreadable_dirs": 1}
+        assert "1 folder could not be read (permissions)" in _skip_reasons(report["skipped"])
+
+        repo.chmod(0o000)
+        code, error, _ = _ingest_as_an_unprivileged_user(repo, home)
+        assert code == 7 and error["error"]["code"] == "bad_url"
+        assert f"cannot read local folder {repo.resolve()}: permission denied" in error["error"]["message"]
+    finally:
+        for folder in (repo, repo / "locked"):
+            if folder.is_dir():
+                folder.chmod(0o755)
+        shutil.rmtree(home)
 
 
 def test_an_error_is_one_line_when_piped_with_its_brackets_as_typed() -> None:

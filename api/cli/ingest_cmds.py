@@ -31,6 +31,7 @@ from api.cli.wiki_cmd import refresh_after_update
 from ingest import IngestOptions, IngestReport, Progress, finish_embedding, resolve_repo_id
 from ingest.chunking import CHUNKER_VERSION, outdated_chunker
 from ingest.jobs import IngestJob
+from ingest.reader import SkipStats
 from rag.embedders import get_embedder
 from rag.settings import Settings
 from rag.store import Store, open_store
@@ -294,13 +295,18 @@ _SKIP_WORDS = {"filtered": "by filters", "too_large": "too large"}
 
 
 def _skip_reasons(skipped: dict[str, int]) -> str:
-    """` (3 by filters, 2 binary)`: why files were left out (`--json` has the same counts)."""
+    """` (3 by filters, 2 binary)`: why files were left out (`--json` has the same counts), and the
+    folders the walk could not open, whose files are missing from the index."""
     reasons = [
         f"{count} {_SKIP_WORDS.get(reason, reason)}"
         for reason, count in skipped.items()
-        if reason != "filtered_dirs"  # folders, not files
+        if reason not in SkipStats.DIR_REASONS  # folders, not files
     ]
-    return f" ({', '.join(reasons)})" if reasons else ""
+    text = f" ({', '.join(reasons)})" if reasons else ""
+    if unreadable := skipped.get("unreadable_dirs"):
+        folders = "1 folder" if unreadable == 1 else f"{unreadable} folders"
+        text += f"; {folders} could not be read (permissions): their files are not indexed"
+    return text
 
 
 WaitFlag = Annotated[
