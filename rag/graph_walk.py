@@ -783,6 +783,40 @@ class ChainFinder:
         step = next(n for n, link in enumerate(rerouted) if link.definition.id == anchor.id)
         return rerouted, step
 
+    def through_best_hit(
+        self,
+        links: list[Link],
+        hits: Sequence[Any],
+        nodes: dict[int, Any],
+        out: dict[int, list[Link]],
+        seeds: dict[int, tuple[Any, float]],
+    ) -> list[Link]:
+        """The chain goes through the function retrieval's best source hit pinpoints (named by its
+        symbol, or spanning `PINPOINT` of it): a walk that covers more of the question's words across
+        other steps (`RichHandler.emit` -> `Traceback.from_exception` for "How does rich install its
+        traceback handler?") has left out the code the question is about (`install`)."""
+        best = next(iter(self.source_hits(hits)), None)
+        if best is None or any(
+            self.bonus(link.definition) >= 3.0
+            or (link.definition.path == best.path and _overlap(link.definition, best) > 0)
+            for link in links
+        ):
+            return links  # the chain holds a step the question names, or code of the best hit
+        lines = best.end_line - best.start_line + 1
+        pinned = [
+            d
+            for d in self.index.definitions_in(best.path)
+            if d.kind not in ("class", "attribute")
+            and self.implementation(d)
+            and (_named_by(best.symbol, d) or _overlap(d, best) >= PINPOINT * lines)
+            and _overlap(d, best) > 0
+        ]
+        if not pinned:
+            return links
+        anchor = max(pinned, key=lambda d: (_named_by(best.symbol, d), _overlap(d, best)))
+        nodes = {**nodes, anchor.id: anchor}  # if unexplored, a chain of its own
+        return self.concrete(self.best_chain(nodes, out, seeds, through=anchor.id))
+
     def into_class(self, links: list[Link], step: int) -> tuple[list[Link], int]:
         """A class is built, not run: a subject that is a class gives way to its method holding most of
         the question's terms (`focus` over the class), a step of its own after it (`how="member"`)."""
@@ -804,6 +838,7 @@ class ChainFinder:
             return Chain(lookups=self.lookups)
         nodes, out = self.explore(seeds)
         links = self.concrete(self.best_chain(nodes, out, seeds))
+        links = self.through_best_hit(links, hits, nodes, out, seeds)
         step = self.subject_step(links, hits)
         if step is None:
             links, step = self.through_focus(links, hits, nodes, out, seeds)

@@ -33,6 +33,7 @@ from tests.support.graph_repos import (
     CLI_FILES,
     GO_FILES,
     HOOK_FILES,
+    HOOK_INSTALL_FILES,
     PYTHON_FILES,
     RUST_FILES,
     SERVER_FILES,
@@ -61,6 +62,7 @@ def _indexed(name: str) -> tuple[_Services, str]:
         "web": SESSION_FILES,
         "hooks": HOOK_FILES,
         "chat": CHAT_FILES,
+        "fancy": HOOK_INSTALL_FILES,
     }[name]
     repo = make_repo(base / name, files)
     store = Store(home)
@@ -641,3 +643,17 @@ def test_chat_and_deep_research_name_the_handler_that_builds_the_prompt(mode: st
     question = "How does the websocket chat handler build the RAG prompt?"
     answer = _chat("chat", question)[0] if mode == "chat" else _research("chat", question)[1]
     assert "`handle_websocket_chat()` (function, `server/chat.py:" in _in_short(answer), _in_short(answer)
+
+
+def test_the_chain_goes_through_the_function_retrievals_best_hit_pinpoints() -> None:
+    """The best hit is `install`, the next the `FancyHandler` class; the walk alone prefers
+    `FancyHandler.emit` -> `Traceback.from_exception`,
+    whose steps hold more of the question's words (fancy, handler, traceback): the chain is found again
+    through `install`, which is what the answer names."""
+    index, hit = _hit_on("fancy", "fancy/traceback.py", "install", "install")
+    _, handler = _hit_on("fancy", "fancy/logging.py", "FancyHandler", "FancyHandler")
+    question = "How does fancy install its traceback handler?"
+    chain = find_chain(index, question, [hit, handler])
+    steps = [link.definition.qualname for link in chain.links]
+    assert "install" in steps and "FancyHandler.emit" not in steps, steps
+    assert chain.subject is not None and chain.subject.qualname == "install", steps

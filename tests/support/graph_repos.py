@@ -505,3 +505,44 @@ def format_history(messages):
     return "".join(f"{message['role']}: {message['content']}\\n" for message in messages)
 ''',
 }
+
+# Installing a traceback hook, and a logging handler that renders tracebacks: the handler's path holds
+# more of "How does fancy install its traceback handler?" across its steps than `install` alone.
+HOOK_INSTALL_FILES = {
+    "fancy/traceback.py": '''"""Tracebacks drawn with colours."""
+import sys
+
+
+class Traceback:
+    def __init__(self, frames):
+        self.frames = frames
+
+    @classmethod
+    def from_exception(cls, kind, value, tb):
+        """A traceback built from the exception being handled."""
+        return cls([kind, value, tb])
+
+
+def install(width=100):
+    """Replace sys.excepthook, so every uncaught exception is printed with colours."""
+    previous = sys.excepthook
+
+    def excepthook(kind, value, tb):
+        print("\\n".join(str(frame)[:width] for frame in (kind, value, tb)))
+
+    sys.excepthook = excepthook
+    return previous
+''',
+    "fancy/logging.py": '''"""A logging handler for fancy output."""
+import logging
+
+from fancy.traceback import Traceback
+
+
+class FancyHandler(logging.Handler):
+    def emit(self, record):
+        if record.exc_info:
+            print(Traceback.from_exception(*record.exc_info).frames)
+        print(record.getMessage())
+''',
+}
