@@ -54,6 +54,8 @@ SCORE_PLACES = 6
 _PROSE = frozenset({"markdown", "rst", "text", "json", "yaml", "toml", "html", "css"})
 _IDENTIFIER = re.compile(r"`([^`]+)`|\b([A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*)\b")
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_HUMPED = re.compile(r"[A-Za-z0-9]*[a-z0-9][A-Z][A-Za-z0-9]*")
 # Docstrings and comments, then what an abstract method's body is left with.
 _ABSTRACT_NOISE = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|#[^\n]*|//[^\n]*|/\*[\s\S]*?\*/')
 _ABSTRACT_LINE = re.compile(r":\s*(pass|\.\.\.)\s*(#.*)?$|;\s*$")
@@ -153,17 +155,25 @@ class Chain:
 
 
 def stem(word: str) -> str:
-    """A crude English stem, so `matching`, `matches` and `match` meet (`directories` -> `directory`)."""
+    """A crude English stem, so `matching`, `matches` and `match` meet (`directories` -> `directory`),
+    and so do `parse`, `parsed` and `parses` (a final e goes too: `validate` meets `validated`)."""
     if word.endswith("ies") and len(word) > 5:
         return word[:-3] + "y"
-    for suffix in ("ing", "es", "ed", "s"):
+    for suffix in ("ing", "es", "ed", "s", "e"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
             return word[: -len(suffix)]
     return word
 
 
 def _words(text: str) -> set[str]:
-    return {stem(part.lower()) for part in _SPLIT.split(text) if len(part) > 2}
+    """The stemmed words of a name or text: snake_case and camelCase parts, and each two neighbouring
+    camelCase parts joined, as a question writes a compound split at its capital (`MultiPartParser`:
+    multipart; `WebSocket`: websocket)."""
+    words = {part.lower() for part in _SPLIT.split(text) if len(part) > 2}
+    for name in _HUMPED.findall(text):
+        humps = [hump.lower() for hump in _HUMP.split(name)]
+        words.update(a + b for a, b in zip(humps, humps[1:], strict=False))
+    return {stem(word) for word in words}
 
 
 def named_identifiers(question: str) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 from ingest import ingest
 from rag.answer import AnswerRequest, AnswerService
 from rag.embedders import get_embedder
-from rag.graph_walk import ChainFinder, Link, find_chain, named_identifiers
+from rag.graph_walk import ChainFinder, Link, find_chain, named_identifiers, stem
 from rag.providers.offline import explained_answer
 from rag.research import ResearchOptions, run_research
 from rag.research.loop import open_tools
@@ -31,6 +31,7 @@ from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.graph_repos import (
     CHAT_FILES,
     CLI_FILES,
+    FORM_FILES,
     GO_FILES,
     HOOK_FILES,
     HOOK_INSTALL_FILES,
@@ -63,6 +64,7 @@ def _indexed(name: str) -> tuple[_Services, str]:
         "hooks": HOOK_FILES,
         "chat": CHAT_FILES,
         "fancy": HOOK_INSTALL_FILES,
+        "forms": FORM_FILES,
     }[name]
     repo = make_repo(base / name, files)
     store = Store(home)
@@ -657,3 +659,15 @@ def test_the_chain_goes_through_the_function_retrievals_best_hit_pinpoints() -> 
     steps = [link.definition.qualname for link in chain.links]
     assert "install" in steps and "FancyHandler.emit" not in steps, steps
     assert chain.subject is not None and chain.subject.qualname == "install", steps
+
+
+def test_a_compound_split_at_its_capital_and_a_verbs_forms_meet_the_questions_words() -> None:
+    """ "multipart" is `MultiPartParser`'s name, written as one word, and "parsed" is `parse`: the chain
+    goes to the multipart parser's `parse`, not to `FormParser`, whose name only says "form"."""
+    assert stem("parse") == stem("parsed") == stem("parses") == stem("parsing")
+    assert stem("validate") == stem("validated") and stem("route") == stem("routes")
+    index, hit = _hit_on("forms", "web/request.py", "Request.form", "Request.form")
+    chain = find_chain(index, "How are multipart form fields parsed from the request body?", [hit])
+    steps = [link.definition.qualname for link in chain.links]
+    assert "FormParser" not in steps, steps
+    assert chain.subject is not None and chain.subject.qualname == "MultiPartParser.parse", steps

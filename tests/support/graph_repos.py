@@ -546,3 +546,48 @@ class FancyHandler(logging.Handler):
         print(record.getMessage())
 ''',
 }
+
+# A request's form, parsed by one of two parsers: `FormParser` (its name says "form") or
+# `MultiPartParser` (its name says "multipart" split at a capital) for a multipart body.
+FORM_FILES = {
+    "web/forms.py": '''"""Form bodies."""
+
+
+class FormParser:
+    def __init__(self, body):
+        self.body = body
+
+    def parse(self):
+        """Parse the url-encoded form fields of the body."""
+        return dict(pair.split("=") for pair in self.body.split("&"))
+
+
+class MultiPartParser:
+    def __init__(self, body, boundary):
+        self.body = body
+        self.boundary = boundary
+
+    def parse(self):
+        """Split the body at each boundary."""
+        items = {}
+        for part in self.body.split(self.boundary):
+            name, _, value = part.partition("\\n\\n")
+            items[name.strip()] = value
+        return items
+''',
+    "web/request.py": '''"""An incoming request."""
+from web.forms import FormParser, MultiPartParser
+
+
+class Request:
+    def __init__(self, content_type, body):
+        self.content_type = content_type
+        self.body = body
+
+    def form(self):
+        if self.content_type.startswith("multipart/form-data"):
+            boundary = self.content_type.split("boundary=")[1]
+            return MultiPartParser(self.body, boundary).parse()
+        return FormParser(self.body).parse()
+''',
+}
