@@ -625,6 +625,11 @@ def resolve_repo_id(store: Store, text: str) -> str:
         return named[0]
     if named:
         raise NotFoundError(f"{text!r} names several indexed repositories ({', '.join(named)}): use the id")
+    if repo_id is not None:  # a repository it could index: say how (a newcomer's search before ingest)
+        raise NotFoundError(
+            f"{text!r} is not indexed yet: `repolens ingest {text}` indexes it "
+            "(`repolens list` shows what is)"
+        )
     raise NotFoundError(f"no indexed repository matches {text!r}; see `repolens list`")
 
 

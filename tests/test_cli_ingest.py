@@ -344,6 +344,16 @@ def test_an_error_is_one_line_when_piped_with_its_brackets_as_typed() -> None:
     assert result.stderr.splitlines() == [expected]
 
 
+def test_a_repository_that_is_not_indexed_yet_is_named_with_the_command_that_indexes_it() -> None:
+    """Before: `repolens search github.com/encode/httpx ...` ahead of its ingest said only "no indexed
+    repository matches"; a text that is a source RepoLens could index now says how to index it."""
+    code, error, _ = run("search", "github.com/acme/widget", "how are widgets drawn", "--json")
+    assert code == 3 and error["error"]["code"] == "not_found"
+    assert "`repolens ingest github.com/acme/widget` indexes it" in error["error"]["message"]
+    code, error, _ = run("show", "widget", "--json")  # no source: nothing to suggest
+    assert code == 3 and error["error"]["message"].startswith("no indexed repository matches 'widget'")
+
+
 def test_limits_and_filters_that_leave_nothing_fail_clearly(small_repo: Path) -> None:
     exit_code, data, _ = run("ingest", str(small_repo), "--max-files", "1", "--json")
     assert (
