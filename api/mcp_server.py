@@ -48,6 +48,7 @@ from api.schemas import BadRequestError, max_request_bytes, parse_chat_request
 from api.services import Services
 from api.shutdown import ServerStop, streaming
 from ingest import resolve_repo_id
+from ingest.errors import AmbiguousRepoError
 from ingest.jobs import IngestJob
 from rag.answer import AnswerCancelled, until_cancelled
 from rag.citations import source_url
@@ -169,6 +170,8 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
         """The record of the indexed repository `repo` names (id, URL or path), or a tool error."""
         try:
             record = store.get(resolve_repo_id(store, repo.strip()))
+        except AmbiguousRepoError:
+            raise  # its message names the ids to use
         except NotFoundError:
             record = None
         if record is None:

@@ -8,9 +8,10 @@ do, and never contain a token.
 
 from __future__ import annotations
 
-from rag.errors import EmbedderMismatchError, ErrorCode, RepoLensError
+from rag.errors import EmbedderMismatchError, ErrorCode, NotFoundError, RepoLensError
 
 __all__ = [
+    "AmbiguousRepoError",
     "AuthenticationError",
     "CloneTimeoutError",
     "EmbedderMismatchError",
@@ -35,6 +36,11 @@ class InvalidSourceError(IngestError):
     """The location is not a URL or path we can ingest."""
 
     code = ErrorCode.BAD_URL
+
+
+class AmbiguousRepoError(NotFoundError):
+    """A short name (the last part of an id) that several indexed repositories share: every surface
+    that takes names passes this message on as it is (it lists the ids to use instead)."""
 
 
 class NotASourceError(InvalidSourceError):

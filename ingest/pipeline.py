@@ -28,7 +28,7 @@ import numpy as np
 from ingest import graph as code_graph
 from ingest.chunk_pool import ChunkedFile, chunk_files, pool_size
 from ingest.chunking import CHUNKER_VERSION, Chunker, outdated_chunker
-from ingest.errors import IngestCancelled, IngestError
+from ingest.errors import AmbiguousRepoError, IngestCancelled, IngestError
 from ingest.filters import FileFilter, FilterSpec, parse_patterns
 from ingest.git import checkout, local_commit, token_for, uses_token
 from ingest.policy import SourcePolicy
@@ -624,7 +624,8 @@ def resolve_repo_id(store: Store, text: str) -> str:
     if len(named) == 1:
         return named[0]
     if named:
-        raise NotFoundError(f"{text!r} names several indexed repositories ({', '.join(named)}): use the id")
+        several = ", ".join(named)
+        raise AmbiguousRepoError(f"{text!r} names several indexed repositories ({several}): use the id")
     if repo_id is not None:  # a repository it could index: say how (a newcomer's search before ingest)
         raise NotFoundError(
             f"{text!r} is not indexed yet: `repolens ingest {text}` indexes it "

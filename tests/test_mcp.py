@@ -310,6 +310,32 @@ async def test_unknown_repository_says_what_to_do(mcp_http: McpSetup) -> None:
         assert "not_found" in text and "index_repository" in text and "list_repositories" in text
 
 
+async def test_a_short_name_two_repositories_share_is_said_with_their_ids(tmp_path: Path) -> None:
+    """Before: `repo: "weatherline"` with two indexed weatherline folders said "no indexed repository
+    matches 'weatherline'" (the ambiguity was swallowed); now the error names both ids, as the CLI does."""
+    from api.app import create_app
+    from ingest import ingest
+
+    app = create_app(settings_for(tmp_path / "home", **provider_env()))
+    services = app.state.services
+    ids = [
+        ingest(
+            str(make_fixture_repo(tmp_path / part / "weatherline")),
+            store=services.store,
+            embedder=services.embedder,
+        ).repo_id
+        for part in ("one", "two")
+    ]
+    server = LiveServer(lambda: app).start()
+    try:
+        async with Client(f"{server.base_url}/mcp") as client:
+            result = await client.call_tool("search_code", {"repo": "weatherline", "query": "retry"})
+    finally:
+        server.stop()
+    text = error_text(result)
+    assert "names several indexed repositories" in text and all(repo_id in text for repo_id in ids), text
+
+
 @pytest.mark.parametrize(
     ("tool", "args", "expected"),
     [
