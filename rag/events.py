@@ -110,7 +110,8 @@ class ResearchEvent(_Frame):
 
 class WikiEvent(_Frame):
     """Wiki generation progress (`rag.wiki.generate`): the planned `structure`, each finished `page`
-    (k of n, `reused` when unchanged since the last wiki), or a `note` for the reader."""
+    (k of n, `reused` when unchanged since the last wiki, else `reason`: why it was written again), or a
+    `note` for the reader."""
 
     type: Literal["wiki"] = "wiki"
     event: Literal["structure", "page", "note"]
@@ -121,6 +122,7 @@ class WikiEvent(_Frame):
     index: int | None = None
     page_id: str | None = None
     reused: bool | None = None
+    reason: str | None = None
     message: str | None = None
 
 
@@ -227,7 +229,8 @@ def wiki_event(**fields: Any) -> Event:
 
 
 def wiki_done_event(summary: dict[str, Any]) -> Event:
-    """The end of a wiki generation: its summary with `regenerated` and `reused` page counts."""
+    """The end of a wiki generation: its summary with `regenerated` and `reused` page counts, and
+    `reasons` (`{why: pages}` of the regenerated ones, `rag.wiki.freshness`)."""
     return DoneEvent(wiki=summary).wire()
 
 

@@ -591,10 +591,10 @@ def test_wiki_view_generates_and_renders_pages_with_diagrams_and_citations(page:
     page.reload()
     expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
     page.get_by_role("tab", name="Wiki").click()
-    expect(wiki.locator(".wiki-meta")).to_contain_text("out of date", timeout=TIMEOUT_MS)
+    expect(wiki.locator(".wiki-meta")).to_contain_text("out of date: their files changed", timeout=TIMEOUT_MS)
     wiki.locator("button.generate-wiki", has_text="Update wiki").click()
     expect(progress).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
-    expect(progress).to_contain_text("Done: 5 pages, 1 written, 4 unchanged")
+    expect(progress).to_contain_text("Done: 5 pages, 1 written (1 because their files changed), 4 unchanged")
     expect(wiki.locator("button.generate-wiki")).to_have_text("Regenerate")
 
 

@@ -15,11 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
-from ingest import update
+from ingest import ingest, update
+from ingest import pipeline as ingest_pipeline
 from rag.citations import extract_citations
 from rag.embedders import Embedder
+from rag.graph_types import GRAPH_VERSION
 from rag.settings import Settings
 from rag.store import Store
+from rag.wiki import freshness
 from rag.wiki.codefacts import first_paragraph
 from rag.wiki.export import wiki_from_json, wiki_json, wiki_markdown, wiki_zip
 from rag.wiki.generate import WikiOptions, generate_wiki
@@ -406,6 +409,103 @@ def test_cli_update_refreshes_an_offline_wiki_page_by_page(
     assert (
         "wiki: 2 of 5 pages regenerated" in result.stdout
     )  # module-server, and the overview (its entry point)
+
+
+def written_again(events: list[dict[str, Any]]) -> dict[str, str]:
+    """`page id -> reason` of the pages a generation wrote again."""
+    return {e["page_id"]: e["reason"] for e in events if e.get("event") == "page" and not e["reused"]}
+
+
+def test_an_upgraded_wiki_generator_rewrites_every_page_and_says_why(
+    indexed_repo: tuple[Store, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, repo_id = indexed_repo
+    runner = CliRunner()
+    first = runner.invoke(app, ["wiki", repo_id, "--offline"])
+    assert first.exit_code == 0 and "regenerated:" not in first.stdout  # new pages: nothing to explain
+    total = len(saved(store, repo_id).pages)
+    monkeypatch.setattr(freshness, "WIKI_GENERATOR_VERSION", freshness.WIKI_GENERATOR_VERSION + 1)
+    reason = f"the wiki generator changed (version {freshness.WIKI_GENERATOR_VERSION - 1} -> "
+    reason += f"{freshness.WIKI_GENERATOR_VERSION})"
+    upgraded = runner.invoke(app, ["wiki", repo_id, "--offline"])
+    assert upgraded.exit_code == 0, upgraded.output
+    said = " ".join(upgraded.stdout.split())  # unwrapped
+    assert f"({total} regenerated, 0 unchanged) regenerated: {total} because {reason} " in said  # no --force
+    wiki = saved(store, repo_id)
+    assert {page.made_by.generator for page in wiki.pages.values() if page.made_by} == {
+        freshness.WIKI_GENERATOR_VERSION
+    } and wiki.generator == freshness.WIKI_GENERATOR_VERSION
+    events = run_wiki(store, None, repo_id, offline=True)  # and now it is current
+    assert events[-1]["wiki"]["reused"] == total and events[-1]["wiki"]["reasons"] == {}
+    forced = run_wiki(store, None, repo_id, offline=True, force=True)
+    assert set(written_again(forced).values()) == {freshness.FORCED}
+
+
+def test_pages_stored_before_they_recorded_how_they_were_made_are_written_again(
+    indexed_repo: tuple[Store, str],
+) -> None:
+    store, repo_id = indexed_repo
+    run_wiki(store, None, repo_id, offline=True)
+    [path] = WikiStore(store).folder(repo_id).glob("*.json")
+    stored = json.loads(path.read_text())
+    del stored["generator"]  # the format of the RepoLens before: no key on the wiki or its pages
+    for page in stored["pages"].values():
+        del page["made_by"]
+    path.write_text(json.dumps(stored))
+    assert all(page.made_by is None for page in saved(store, repo_id).pages.values())  # it still reads
+
+    events = run_wiki(store, None, repo_id, offline=True)
+    assert [e for e in events if e["type"] == "error"] == []
+    assert set(written_again(events).values()) == {freshness.UNRECORDED}
+    assert events[-1]["wiki"]["reasons"] == {freshness.UNRECORDED: len(stored["pages"])}
+    assert all(page.made_by is not None for page in saved(store, repo_id).pages.values())
+
+
+def test_an_offline_wiki_is_rewritten_when_an_update_rebuilds_the_code_graph(
+    fixture_repo: Path, shared_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as older:  # indexed by the RepoLens before the graph extractor changed
+        older.setattr(ingest_pipeline, "GRAPH_VERSION", GRAPH_VERSION - 1)
+        repo_id = ingest(
+            str(fixture_repo), store=Store(Settings.from_env().home), embedder=shared_embedder
+        ).repo_id
+    runner = CliRunner()
+    assert runner.invoke(app, ["wiki", repo_id, "--offline"]).exit_code == 0
+    store = Store(Settings.from_env().home)
+    before = saved(store, repo_id)
+    assert {page.made_by.graph for page in before.pages.values() if page.made_by} == {GRAPH_VERSION - 1}
+    wiki = runner.invoke(app, ["wiki", repo_id, "--offline"])  # the index is as it was: nothing to do
+    assert f"(0 regenerated, {len(before.pages)} unchanged)" in " ".join(wiki.stdout.split())
+
+    updated = runner.invoke(app, ["update", repo_id])  # no file changed; the graph is rebuilt
+    assert updated.exit_code == 0, updated.output
+    assert updated.stdout.startswith("updated ") and "code graph: rebuilt for" in updated.stdout
+    reason = f"the code graph was rebuilt (graph version {GRAPH_VERSION - 1} -> {GRAPH_VERSION})"
+    total = len(before.pages)
+    assert f"wiki: {total} of {total} pages regenerated: {total} because {reason}" in " ".join(
+        updated.stdout.split()
+    )
+    assert {page.made_by.graph for page in saved(store, repo_id).pages.values() if page.made_by} == {
+        GRAPH_VERSION
+    }
+
+
+def test_another_model_plans_and_writes_the_wiki_again(
+    indexed_repo: tuple[Store, str], shared_embedder: Embedder, openai_fake: FakeProvider
+) -> None:
+    store, repo_id = indexed_repo
+    openai_fake.script(FakeResponse(text=json.dumps(PLAN)), *[FakeResponse(text="Text (README.md:3-4).")] * 3)
+    first = run_wiki(store, shared_embedder, repo_id, provider="openai", model="model-a", concurrency=1)
+    assert first[-1]["wiki"]["regenerated"] == 3
+    openai_fake.reset()
+    openai_fake.script(FakeResponse(text=json.dumps(PLAN)), *[FakeResponse(text="Text (README.md:3-4).")] * 3)
+    again = run_wiki(store, shared_embedder, repo_id, provider="openai", model="model-b", concurrency=1)
+    reason = "another writer makes them (openai/model-a -> openai/model-b)"
+    assert written_again(again) == dict.fromkeys(["overview", "http-client", "service"], reason)
+    assert len(openai_fake.requests) == 4  # a new plan too: the old model's is not kept
+    wiki = saved(store, repo_id)
+    assert wiki.model == "model-b"
+    assert {page.made_by.writer for page in wiki.pages.values() if page.made_by} == {"openai/model-b"}
 
 
 def test_an_interrupted_llm_wiki_resumes_where_it_stopped(

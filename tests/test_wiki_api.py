@@ -12,6 +12,7 @@ import pytest
 
 from ingest import ingest
 from rag.embedders import Embedder
+from rag.wiki import freshness
 from rag.wiki.export import wiki_from_json
 from tests.support.chat import settings_for, sse_events
 from tests.support.live_server import LiveServer
@@ -81,6 +82,27 @@ def test_generate_read_and_export(served: tuple[LiveServer, str]) -> None:
     assert [page["id"] for page in cached["wiki_structure"]["pages"]] == list(cached["generated_pages"])
     projects = httpx.get(f"{server.base_url}/api/processed_projects", timeout=TIMEOUT).json()
     assert any(p["name"] == "local/weatherline" and p["repo_type"] == "local" for p in projects)
+
+
+def test_after_an_upgrade_of_the_generator_the_wiki_says_which_pages_are_stale_and_why(
+    served: tuple[LiveServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    httpx.post(wiki_url(served), json={}, timeout=TIMEOUT)  # a wiki of this RepoLens (or the one there)
+    assert httpx.get(wiki_url(served), timeout=TIMEOUT).json()["stale_pages"] == []
+    monkeypatch.setattr(freshness, "WIKI_GENERATOR_VERSION", freshness.WIKI_GENERATOR_VERSION + 1)
+    reason = f"the wiki generator changed (version {freshness.WIKI_GENERATOR_VERSION - 1} -> "
+    reason += f"{freshness.WIKI_GENERATOR_VERSION})"
+    wiki = httpx.get(wiki_url(served), timeout=TIMEOUT).json()
+    assert sorted(wiki["stale_pages"]) == sorted(wiki["pages"])  # what the Wiki tab counts as out of date
+    assert wiki["stale_reasons"] == dict.fromkeys(wiki["stale_pages"], reason)
+
+    events = sse_events(httpx.post(wiki_url(served), json={}, timeout=TIMEOUT).text)
+    pages = [event for event in events if event.get("event") == "page"]
+    assert pages and all(not event["reused"] and event["reason"] == reason for event in pages)
+    assert (
+        events[-1]["wiki"]["reasons"] == {reason: len(pages)} == {reason: events[-1]["wiki"]["regenerated"]}
+    )
+    assert httpx.get(wiki_url(served), timeout=TIMEOUT).json()["stale_reasons"] == {}
 
 
 def test_wiki_errors_are_clear(served: tuple[LiveServer, str]) -> None:

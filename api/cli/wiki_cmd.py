@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,7 +18,8 @@ from rag.errors import ErrorCode, RepoLensError
 from rag.prompt import LANGUAGES
 from rag.settings import Settings
 from rag.wiki.export import wiki_json, wiki_markdown, wiki_zip
-from rag.wiki.generate import WikiOptions, generate_wiki, is_fresh
+from rag.wiki.freshness import because, stale_pages
+from rag.wiki.generate import WikiOptions, generate_wiki
 from rag.wiki.model import Wiki
 from rag.wiki.store import WikiStore
 
@@ -77,16 +79,18 @@ def refresh_after_update(settings: Settings, repo_id: str) -> str | None:
         if latest is None:
             return None
         if latest.mode != "offline":
-            hashes = services.store.open(repo_id).file_hashes()
-            stale = [page for page in latest.ordered_pages() if not is_fresh(page, page, hashes)]
+            stale = stale_pages(latest, services.store.open(repo_id))
+            why = because(Counter(stale.values()))
             return (
-                f"wiki: {len(stale)} of {len(latest.pages)} pages out of date; "
+                f"wiki: {len(stale)} of {len(latest.pages)} pages out of date{f' ({why})' if why else ''}; "
                 f"`repolens wiki {repo_id}` rewrites only those"
             )
         options = WikiOptions(offline=True, language=latest.language, comprehensive=latest.comprehensive)
         outcome = asyncio.run(_run(services, repo_id, options, quiet=True))
-        written, total = outcome["regenerated"], outcome["pages"]
-        return f"wiki: {written} of {total} pages regenerated (the others cite no changed file)"
+        written, total, why = outcome["regenerated"], outcome["pages"], because(outcome["reasons"])
+        return f"wiki: {written} of {total} pages regenerated" + (
+            f": {why}" if why else " (the others cite no changed file)"
+        )
 
 
 @app.command("wiki")
@@ -158,6 +162,8 @@ def wiki_command(
             f"({outcome['regenerated']} regenerated, {outcome['reused']} unchanged)",
             highlight=False,
         )
+        if why := because(outcome["reasons"]):  # never silently: an upgrade or a new model rewrote them
+            console.print(f"  regenerated: {why}", highlight=False, soft_wrap=True)
         if "export" in outcome:
             console.print(f"exported to {outcome['export']}", highlight=False)
         else:  # where a newcomer reads what was just written

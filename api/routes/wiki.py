@@ -1,7 +1,8 @@
 """The wiki routes: read, generate (SSE progress) and export the wiki of an indexed repository.
 
 - `GET /api/repos/{id}/wiki?language=en&comprehensive=true`: the newest wiki (`Wiki` JSON, plus
-  `stale_pages`: pages whose files changed since it was written), 404 if there is none;
+  `stale_pages`: pages the next generation writes again, and `stale_reasons`: `{page id: why}`, e.g. their
+  files changed or RepoLens's wiki generator did, `rag.wiki.freshness`), 404 if there is none;
 - `POST /api/repos/{id}/wiki` with `{offline, language, comprehensive, provider, model, force}`:
   Server-Sent Events of `rag.wiki.generate` (`status`, `wiki` structure/page/note frames, then `done`);
   a client that disconnects stops the generation;
@@ -30,7 +31,8 @@ from rag.errors import NotFoundError
 from rag.events import sse_frame, stopping_event
 from rag.prompt import DEFAULT_LANGUAGE, LANGUAGES
 from rag.wiki.export import attachment_name, wiki_json, wiki_markdown, wiki_zip
-from rag.wiki.generate import DEFAULT_CONCURRENCY, WikiOptions, generate_wiki, is_fresh
+from rag.wiki.freshness import stale_pages
+from rag.wiki.generate import DEFAULT_CONCURRENCY, WikiOptions, generate_wiki
 from rag.wiki.model import Wiki
 from rag.wiki.store import WikiStore
 
@@ -121,9 +123,8 @@ def read_wiki(
 ) -> dict[str, Any]:
     _check_access(services, repo_id, repo_token)
     wiki = _wiki(services, repo_id, _language(language), comprehensive)
-    hashes = services.store.open(repo_id).file_hashes()
-    stale = [page.id for page in wiki.ordered_pages() if not is_fresh(page, page, hashes)]
-    return {**wiki.model_dump(), "stale_pages": stale}
+    stale = stale_pages(wiki, services.store.open(repo_id))
+    return {**wiki.model_dump(), "stale_pages": list(stale), "stale_reasons": stale}
 
 
 @router.post("/api/repos/{repo_id:path}/wiki")

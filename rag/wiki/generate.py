@@ -6,14 +6,18 @@
 - `{"type": "wiki", "event": "structure", "title", "pages": [{id, title}], "total", "mode"}` once planned;
 - `{"type": "wiki", "event": "note", "message"}` for what the reader should know (a repaired plan, a
   fallback to the offline plan, diagrams repaired or dropped);
-- `{"type": "wiki", "event": "page", "index": k, "total": n, "page_id", "title", "reused"}` per page;
+- `{"type": "wiki", "event": "page", "index": k, "total": n, "page_id", "title", "reused", "reason"}` per
+  page (`reason`: why the previous wiki's page was written again, `rag.wiki.freshness.stale_reason`);
 - `{"type": "error", "code", "message"}` on failure; always last, one `{"type": "done", "wiki": {...}}`
-  with the summary and `regenerated`/`reused` counts.
+  with the summary, `regenerated`/`reused` counts and `reasons` (`{reason: pages}` of the pages written
+  again; new pages have none).
 
 Pages are written concurrently (at most `options.concurrency` at once). A page of the previous wiki of the
 same repository, language and detail is reused when the files it was written from (`WikiPage.sources`,
-their sha256 at generation) and its planned files are unchanged; so after `repolens update` only pages
-whose cited files changed are written again. With no provider configured (or `offline=True`) the wiki is
+their sha256 at generation) and its planned files are unchanged, and it was made the way it would be made
+now (`WikiPage.made_by`: generator version, writer, code graph version; `rag.wiki.freshness`); so after
+`repolens update` only pages whose cited files changed are written again, and after an upgrade of RepoLens
+that writes pages differently every page is. With no provider configured (or `offline=True`) the wiki is
 written without a language model (`rag.wiki.offline`).
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,8 +41,9 @@ from rag.providers.catalog import provider_or_offline
 from rag.research.services import ResearchServices
 from rag.retrieval import Retriever
 from rag.wiki import llm, offline
+from rag.wiki.freshness import FORCED, NEW, page_maker, stale_reason
 from rag.wiki.mermaid import clean_diagrams
-from rag.wiki.model import Wiki, WikiMode, WikiPage, WikiStructure
+from rag.wiki.model import OFFLINE_WRITER, PageMaker, Wiki, WikiMode, WikiPage, WikiStructure
 from rag.wiki.store import WikiStore, summary
 
 logger = logging.getLogger(__name__)
@@ -60,27 +66,26 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def is_fresh(previous: WikiPage | None, planned: WikiPage, hashes: dict[str, str]) -> bool:
-    """Whether `previous` can stand for `planned`: same files planned, and none of its sources changed."""
-    if previous is None or not previous.content or not previous.sources:
-        return False
-    if sorted(previous.filePaths) != sorted(planned.filePaths):
-        return False
-    return all(hashes.get(path) == sha for path, sha in previous.sources.items())
-
-
 def finish_page(
-    planned: WikiPage, content: str, context: list[Span], record: Any, hashes: dict[str, str]
+    planned: WikiPage,
+    content: str,
+    context: list[Span],
+    record: Any,
+    hashes: dict[str, str],
+    made_by: PageMaker,
 ) -> tuple[WikiPage, int, int]:
-    """Diagrams checked, citations checked against `context` and linked, sources recorded."""
+    """Diagrams checked, citations checked against `context` and linked, sources and maker recorded."""
     cleaned, repaired, dropped = clean_diagrams(content)
     citations = link(check_citations(extract_citations(cleaned), context), record)
     cited = [c.path for c in citations if c.in_context]
     sources = {path: hashes[path] for path in dict.fromkeys([*planned.filePaths, *cited]) if path in hashes}
-    page = planned.model_copy(
-        update={"content": cleaned, "citations": [c.to_json() for c in citations], "sources": sources}
-    )
-    return page, repaired, dropped
+    update = {
+        "content": cleaned,
+        "citations": [c.to_json() for c in citations],
+        "sources": sources,
+        "made_by": made_by,
+    }
+    return planned.model_copy(update=update), repaired, dropped
 
 
 class _Run:
@@ -109,11 +114,16 @@ class _Run:
         return None if chat.name == "offline" else chat
 
     async def structure(
-        self, chat: ChatProvider | None, facts: offline.RepoFacts, previous: Wiki | None
+        self, chat: ChatProvider | None, facts: offline.RepoFacts, previous: Wiki | None, made_by: PageMaker
     ) -> WikiStructure:
         if chat is None:
             return offline.plan(facts)
-        if previous is not None and previous.mode == "llm" and not self.options.force:
+        # A model's plan is kept (an interrupted run resumes) only if this generator and model made it.
+        made_now = ("llm", made_by.generator, chat.name, chat.model)
+        if (
+            previous is not None
+            and (previous.mode, previous.generator, previous.provider, previous.model) == made_now
+        ):
             return previous.structure
         planned = await llm.plan_with_model(
             chat, facts, self.options.comprehensive, self.options.language, self.notes
@@ -152,13 +162,14 @@ async def generate_wiki(
     """See the module docstring."""
     options = options or WikiOptions()
     counts = {"regenerated": 0, "reused": 0}
+    reasons: Counter[str] = Counter()  # why the regenerated pages were written again
     result: dict[str, Any] = {}
     try:
-        async for event in _generate(services, repo_id, options, cancel, counts, result):
+        async for event in _generate(services, repo_id, options, cancel, counts, reasons, result):
             yield event
     except Exception as error:
         yield failure_event(error, logger, "wiki generation")
-    yield wiki_done_event({**result, **counts})
+    yield wiki_done_event({**result, **counts, "reasons": dict(reasons)})
 
 
 async def _generate(
@@ -167,6 +178,7 @@ async def _generate(
     options: WikiOptions,
     cancel: asyncio.Event | None,
     counts: dict[str, int],
+    reasons: Counter[str],
     result: dict[str, Any],
 ) -> AsyncGenerator[Event, None]:
     run = _Run(services, repo_id, options)
@@ -176,15 +188,14 @@ async def _generate(
     chat = run.chat()
     previous = None if options.force else run.wikis.latest(repo_id, options.language, options.comprehensive)
     mode: WikiMode = "offline" if chat is None else "llm"
-    if previous is not None and previous.mode != mode:
-        previous = None
+    made_by = page_maker(OFFLINE_WRITER if chat is None else f"{chat.name}/{chat.model}", index)
     if chat is not None:
         yield {
             "type": "status",
             "stage": "wiki",
             "message": f"planning the wiki with {chat.name} ({chat.model})",
         }
-    structure = await run.structure(chat, facts, previous)
+    structure = await run.structure(chat, facts, previous, made_by)
     for note in run.notes:
         yield wiki_event(event="note", message=note)
     shown = len(run.notes)
@@ -195,15 +206,17 @@ async def _generate(
     old = previous.pages if previous is not None else {}
     limit = asyncio.Semaphore(max(1, options.concurrency))
 
-    async def produce(planned: WikiPage) -> tuple[WikiPage, bool, int, int]:
-        if is_fresh(old.get(planned.id), planned, hashes):
-            return old[planned.id], True, 0, 0
+    async def produce(planned: WikiPage) -> tuple[WikiPage, str | None, int, int]:
+        """The page, and why it was written again (None: the previous one is reused)."""
+        reason = FORCED if options.force else stale_reason(old.get(planned.id), planned, hashes, made_by)
+        if reason is None:
+            return old[planned.id], None, 0, 0
         async with limit:
             if cancel is not None and cancel.is_set():
                 raise RepoLensError("the wiki generation was cancelled", code=ErrorCode.CANCELLED)
             content, context = await run.write(chat, index, facts, structure, planned)
-        page, repaired, dropped = finish_page(planned, content, context, record, hashes)
-        return page, False, repaired, dropped
+        page, repaired, dropped = finish_page(planned, content, context, record, hashes, made_by)
+        return page, reason, repaired, dropped
 
     skeleton = structure.model_copy(
         update={"pages": [page.model_copy(update={"content": ""}) for page in structure.pages]}
@@ -220,6 +233,7 @@ async def _generate(
             model=None if chat is None else chat.model,
             generated_at=_now(),
             complete=complete,
+            generator=made_by.generator,
             structure=skeleton,
             pages=dict(pages),
         )
@@ -227,17 +241,21 @@ async def _generate(
     tasks = [asyncio.ensure_future(produce(page)) for page in structure.pages]
     try:
         for done_number, finished in enumerate(asyncio.as_completed(tasks), 1):
-            page, reused, repaired, dropped = await finished
+            page, reason, repaired, dropped = await finished
             pages[page.id] = page
-            if not reused and chat is not None:
+            if reason is not None and chat is not None:
                 # Saved page by page: an interrupted run resumes from here (the next run reuses these).
                 await asyncio.to_thread(run.wikis.save, snapshot(complete=False))
-            counts["reused" if reused else "regenerated"] += 1
+            counts["reused" if reason is None else "regenerated"] += 1
+            replaced = None if reason == NEW else reason  # a previous page was there: why it went is news
+            if replaced is not None:
+                reasons[replaced] += 1
             if repaired or dropped:
                 message = f"{page.title}: {repaired} diagram(s) repaired, {dropped} dropped (invalid Mermaid)"
                 yield wiki_event(event="note", message=message)
+            said = {"reused": reason is None, **({} if replaced is None else {"reason": replaced})}
             yield wiki_event(
-                event="page", index=done_number, total=total, page_id=page.id, title=page.title, reused=reused
+                event="page", index=done_number, total=total, page_id=page.id, title=page.title, **said
             )
     finally:
         for task in tasks:

@@ -14,6 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Importance = Literal["high", "medium", "low"]
 WikiMode = Literal["offline", "llm", "client"]
 OFFLINE_LABEL = "Generated without a language model, from the code and docs at commit"
+OFFLINE_WRITER = "offline"
+
+
+class PageMaker(BaseModel):
+    """How a page was made: a later generation reuses it only when it would make it the same way
+    (`rag.wiki.freshness`), so an upgrade of RepoLens or another model never leaves a page as it was."""
+
+    generator: int  # `rag.wiki.freshness.WIKI_GENERATOR_VERSION` when it was written
+    writer: str = OFFLINE_WRITER  # or `<provider>/<model>` for a page a model wrote
+    # The index's `RepoIndex.graph_version` an offline page was built from (None: no graph); None for a
+    # page a model wrote (it reads retrieved code, not the graph).
+    graph: int | None = None
 
 
 class WikiPage(BaseModel):
@@ -32,6 +44,8 @@ class WikiPage(BaseModel):
     citations: list[dict[str, Any]] = Field(default_factory=list)
     # The files this page was written from, with their sha256 at generation: what an update diffs against.
     sources: dict[str, str] = Field(default_factory=dict)
+    # How it was made; None on a page written before RepoLens recorded it (never reused: written again).
+    made_by: PageMaker | None = None
 
     @field_validator("importance", mode="before")
     @classmethod
@@ -72,6 +86,9 @@ class Wiki(BaseModel):
     generated_at: str = ""
     # False while a generation is still writing pages (or was interrupted: the next run resumes it).
     complete: bool = True
+    # The `WIKI_GENERATOR_VERSION` that planned it (0: before it was recorded): a model's plan is kept by
+    # the next run only when the same generator and model would make it.
+    generator: int = 0
     structure: WikiStructure
     pages: dict[str, WikiPage]
 

@@ -117,6 +117,7 @@ export interface WikiEvent {
   index?: number | null;
   page_id?: string | null;
   reused?: boolean | null;
+  reason?: string | null;
   message?: string | null;
 }
 
@@ -188,4 +189,5 @@ export interface Wiki {
   structure: { title: string; description: string; pages: WikiPage[]; sections?: WikiSection[] | null };
   pages: Record<string, WikiPage>;
   stale_pages: string[];
+  stale_reasons?: Record<string, string>; // page id -> why the next generation writes it again
 }

@@ -121,12 +121,17 @@ export class WikiView {
           line.textContent = `Planned ${event.total} pages: ${event.title}`;
         } else if (event.type === "wiki" && event.event === "page") {
           bar.value = event.index ?? 0;
-          line.textContent = `Page ${event.index} of ${event.total}: ${event.title}${event.reused ? " (unchanged)" : ""}`;
+          const why = event.reused ? " (unchanged)" : event.reason ? ` (written again: ${event.reason})` : "";
+          line.textContent = `Page ${event.index} of ${event.total}: ${event.title}${why}`;
         } else if (event.type === "wiki" && event.event === "note") notes.append(h("li", {}, event.message ?? ""));
         else if (event.type === "error") failed = event.message;
         else if (event.type === "done" && event.wiki) {
-          const { pages, regenerated, reused } = event.wiki as { pages: number; regenerated: number; reused: number };
-          line.textContent = `Done: ${pages} pages, ${regenerated} written, ${reused} unchanged`;
+          const { pages, regenerated, reused, reasons } = event.wiki as {
+            pages: number; regenerated: number; reused: number; reasons?: Record<string, number>;
+          };
+          // Why pages of the previous wiki were written again (an upgrade, another model, changed files).
+          const because = Object.entries(reasons ?? {}).map(([why, count]) => `${count} because ${why}`).join(", ");
+          line.textContent = `Done: ${pages} pages, ${regenerated} written${because ? ` (${because})` : ""}, ${reused} unchanged`;
         }
       }, controller.signal);
     } catch (error) {
@@ -171,7 +176,8 @@ export class WikiView {
     }
     this.title.textContent = wiki.structure.title;
     const how = wiki.mode === "offline" ? "without a language model" : `with ${wiki.provider} (${wiki.model})`;
-    const stale = wiki.stale_pages.length ? ` · ${wiki.stale_pages.length} page(s) out of date since the last update` : "";
+    const why = [...new Set(Object.values(wiki.stale_reasons ?? {}))].join("; ");
+    const stale = wiki.stale_pages.length ? ` · ${wiki.stale_pages.length} page(s) out of date${why ? `: ${why}` : ""}` : "";
     const partial = wiki.complete ? "" : " · incomplete (interrupted): Update wiki resumes it";
     const source = wiki.commit ? ` at commit ${wiki.commit.slice(0, 10)}` : ""; // a plain folder has none
     this.meta.textContent = `Written ${how}${source}${stale}${partial}`;
