@@ -137,6 +137,28 @@ def test_a_repository_chunked_by_an_older_repolens_is_flagged_in_its_row(
     shot(page, "repo-outdated-chunker")
 
 
+def test_an_update_that_rebuilds_the_code_graph_says_so_on_the_page(
+    page: Page, web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ingest import ingest
+    from ingest import pipeline as ingest_pipeline
+    from rag.graph_types import GRAPH_VERSION
+
+    repo = make_fixture_repo(web.root / "graphed-by-an-older-repolens")
+    with monkeypatch.context() as older:  # indexed before an upgrade changed the graph extractor
+        older.setattr(ingest_pipeline, "GRAPH_VERSION", GRAPH_VERSION - 1)
+        record = ingest(str(repo), store=web.store, embedder=web.server.app.state.services.embedder).record
+    page.goto(web.server.base_url)
+    expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
+    page.locator(f'li[data-repo-id="{record.id}"]').get_by_role("button", name="Update").click()
+    done = page.locator(".progress[data-state=done]")
+    expect(done).to_contain_text(f"Indexed {repo.name}", timeout=TIMEOUT_MS)
+    expect(done).to_contain_text(
+        f"unchanged files (graph version {GRAPH_VERSION - 1} -> {GRAPH_VERSION})", timeout=TIMEOUT_MS
+    )
+    expect(done).to_contain_text("code graph rebuilt for ")
+
+
 def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
     page.goto(web.server.base_url)
     expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)

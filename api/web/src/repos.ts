@@ -263,12 +263,23 @@ export class RepoPanel {
             ended = true;
             finished = event.repo as RepoRecord;
             if (token) rememberToken(finished.id, token);
-            const report = event.report as { chunks?: { total?: number }; timings?: { total_s?: number } };
+            const report = event.report as {
+              timings?: { total_s?: number };
+              files?: { rechunked?: number; regraphed?: number };
+              rechunk_reason?: string | null;
+              graph_reason?: string | null;
+            };
             const seconds = report.timings?.total_s;
+            // What an upgrade of RepoLens made this run do to unchanged files (it is never "nothing").
+            const rebuilt = [
+              report.rechunk_reason ? `re-chunked ${report.files?.rechunked ?? 0} unchanged files (${report.rechunk_reason})` : "",
+              report.graph_reason ? `code graph rebuilt for ${report.files?.regraphed ?? 0} unchanged files (${report.graph_reason})` : "",
+            ].filter(Boolean);
             this.showProgress(
               "done",
               `Indexed ${repoName(finished)}: ${finished.file_count} files, ${finished.chunk_count} chunks` +
                 (seconds !== undefined ? ` in ${seconds.toFixed(1)} s` : "") +
+                rebuilt.map((said) => `; ${said}`).join("") +
                 ". Ask a question below.",
             );
           }
