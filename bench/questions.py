@@ -15,7 +15,8 @@ of `build/bench/embeddings`, so only new chunk texts are embedded.
 
 A question counts as found at rank r when the r-th hit is in one of its files. Reported per
 corpus and macro-averaged: Recall@1/5/10 and MRR@10, for each mode and ranking variant, plus the
-share of top-1 hits that are source files.
+share of top-1 hits that are source files. `REPOLENS_BENCH_SPLIT=tuning` (or `frozen`) evaluates
+one part only: whoever tunes runs `tuning`, so no frozen figure is ever printed while tuning.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ INDEX_SHAPING = (
 K = 10
 CUTOFFS = (1, 5, 10)
 PARTS = ("tuning", "frozen")
+# `REPOLENS_BENCH_SPLIT` values: the parts, and `dev` (describing-to-code dev sets, no question part).
+SPLITS = ("tuning", "dev", "frozen")
 
 
 @dataclass(frozen=True)
@@ -142,8 +145,9 @@ def run(embedder: Embedder, variants: dict[str, Search]) -> dict[str, object]:
         retriever = Retriever(index, embedder)
         questions = load_questions(name)
         parts = {
-            "tuning": [q for q in questions if not q.frozen],
-            "frozen": [q for q in questions if q.frozen],
+            part: [q for q in questions if q.frozen == (part == "frozen")]
+            for part in selected_parts()
+            if part in PARTS
         }
         results[name] = {
             "files": index.record.file_count,
@@ -156,7 +160,11 @@ def run(embedder: Embedder, variants: dict[str, Search]) -> dict[str, object]:
             },
         }
     summary = {
-        variant: {part: macro([r["variants"][variant][part] for r in results.values()]) for part in PARTS}
+        variant: {
+            part: macro([r["variants"][variant][part] for r in results.values()])
+            for part in selected_parts()
+            if part in PARTS
+        }
         for variant in variants
     }
     table = markdown_table(results, summary)
@@ -177,15 +185,25 @@ def markdown_table(results: dict[str, dict], summary: dict[str, dict]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
+        shown = "tuning" if "tuning" in result["questions"] else "frozen"
         for variant, parts in result["variants"].items():
-            label = f"{name} ({result['questions']['tuning']} q)"
-            lines.append("| " + " | ".join([label, variant, *_cells(parts["tuning"])]) + " |")
-    for part in ("tuning", "frozen"):
+            label = f"{name} ({result['questions'][shown]} q{'' if shown == 'tuning' else ', frozen'})"
+            lines.append("| " + " | ".join([label, variant, *_cells(parts[shown])]) + " |")
+    for part in (part for part in selected_parts() if part in PARTS):
         count = sum(r["questions"][part] for r in results.values())
         for variant, parts in summary.items():
             label = f"**macro, {part}** ({count} q)"
             lines.append("| " + " | ".join([label, variant, *_cells(parts[part])]) + " |")
     return "\n".join(lines)
+
+
+def selected_parts() -> tuple[str, ...]:
+    """`REPOLENS_BENCH_SPLIT=tuning`, `dev` or `frozen` evaluates that part only (all by default); the
+    describing-to-code part's held-out queries count as `frozen`, and only it has `dev` sets."""
+    raw = os.environ.get("REPOLENS_BENCH_SPLIT", "").strip()
+    if raw and raw not in SPLITS:
+        raise ValueError(f"REPOLENS_BENCH_SPLIT must be one of {', '.join(SPLITS)}, not {raw!r}")
+    return (raw,) if raw else SPLITS
 
 
 def selected_sets() -> list[str] | None:

@@ -25,11 +25,18 @@ The tuning sample is 300 queries per code base drawn with a fixed seed; every ot
 `held_out` block. `REPOLENS_BENCH_QUERIES` caps the tuning queries evaluated per code base (default
 300; the held-out set does not change with it); `REPOLENS_BENCH_PART` (`questions` or `describe`)
 runs one part, `REPOLENS_BENCH_CORPORA` some question sets.
+
+**Dev sets** (`dev` block): code no other part holds, built the same way, every unique query kept:
+`dev-py` (anyio, diskcache, fsspec and GitPython from this virtualenv) and `dev-npm` (eight more of
+npm's bundled libraries). A ranking change tuned on the tuning parts is kept when it does not cost
+here. `REPOLENS_BENCH_SPLIT=tuning`, `dev` or `frozen` runs one part: the tuning questions and
+sample, the dev sets, or the frozen questions and held-out queries (run once, at the end).
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import json
 import os
@@ -83,6 +90,19 @@ JS_SOURCES: dict[str, tuple[str, ...]] = {
     "socks": ("build/**/*.js",),
     "http-cache-semantics": ("index.js",),
 }
+# The dev sets: code no other part holds, every unique query of it a dev query. Changes tuned on the
+# tuning parts are kept when they help here too (`REPOLENS_BENCH_SPLIT=dev` runs these alone).
+DEV_PY_PACKAGES = ("anyio", "diskcache", "fsspec", "git")
+DEV_JS_SOURCES: dict[str, tuple[str, ...]] = {
+    "diff": ("libcjs/**/*.js",),
+    "glob": ("dist/commonjs/*.js",),
+    "minimatch": ("dist/commonjs/*.js",),
+    "debug": ("src/*.js",),
+    "node-gyp": ("lib/*.js",),
+    "semver": ("index.js", "classes/*.js", "functions/*.js", "ranges/*.js", "internal/*.js"),
+    "cacache": ("lib/**/*.js",),
+    "tar": ("dist/commonjs/*.js",),
+}
 # Everything copied is source: the default excludes would drop the packages' `build/` and `dist/` folders.
 INGEST_OPTIONS = IngestOptions(filters=FilterSpec(use_defaults=False, respect_gitignore=False))
 K = 10
@@ -91,7 +111,7 @@ MIN_QUERY_WORDS = 3
 SEED = 7
 # The queries per code base tuned against; the rest of the unique queries are held out.
 TUNING_QUERIES = 300
-DEFAULT_VARIANT = "+names (default)"
+DEFAULT_VARIANT = "+paths (default)"
 
 
 @dataclass(frozen=True)
@@ -249,9 +269,9 @@ def _query_order(query: LabelledQuery) -> tuple[str, int]:
     return query.path, query.start_line
 
 
-def js_files() -> list[Path]:
+def js_files(sources: dict[str, tuple[str, ...]] = JS_SOURCES) -> list[Path]:
     files: set[Path] = set()
-    for package, patterns in JS_SOURCES.items():
+    for package, patterns in sources.items():
         for pattern in patterns:
             files.update(path for path in (NPM_MODULES / package).glob(pattern) if path.is_file())
     return sorted(files)
@@ -264,6 +284,23 @@ def corpora(workdir: Path, cap: int) -> list[Corpus]:
     if NPM_MODULES.is_dir():
         found.append(strip_tree("npm-js", NPM_MODULES, js_files(), workdir / "npm-js", javascript_file, cap))
     return found
+
+
+def dev_corpora(workdir: Path) -> list[Corpus]:
+    """The dev sets (`DEV_PY_PACKAGES` from this virtualenv, `DEV_JS_SOURCES` from Debian's npm),
+    each with all its unique queries."""
+    found: list[Corpus] = []
+    site = RICH_DIR.parent
+    py_files = [file for package in DEV_PY_PACKAGES for file in (site / package).rglob("*.py")]
+    if py_files:
+        found.append(strip_tree("dev-py", site, py_files, workdir / "dev-py", python_file, TUNING_QUERIES))
+    if NPM_MODULES.is_dir():
+        js = js_files(DEV_JS_SOURCES)
+        found.append(
+            strip_tree("dev-npm", NPM_MODULES, js, workdir / "dev-npm", javascript_file, TUNING_QUERIES)
+        )
+    every = [sorted(c.queries + c.held_out, key=_query_order) for c in found]
+    return [Corpus(c.name, c.root, queries, []) for c, queries in zip(found, every, strict=True)]
 
 
 def first_relevant(hits: list[SearchHit], query: LabelledQuery, span: bool) -> int | None:
@@ -428,16 +465,17 @@ def headline_table(parts: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-FUSION_ONLY = Ranking(roles=False, links=False, whole_definitions=False, names=False)
+FUSION_ONLY = Ranking(roles=False, links=False, whole_definitions=False, names=False, paths=False)
 # Each ranking step added in turn on top of the plain fusion; the last is the default.
 RANKINGS: dict[str, tuple[str, Ranking]] = {
     "dense": ("dense", FUSION_ONLY),
     "lexical": ("lexical", FUSION_ONLY),
     "hybrid": ("hybrid", FUSION_ONLY),
-    "+roles": ("hybrid", Ranking(roles=True, links=False, whole_definitions=False, names=False)),
-    "+links": ("hybrid", Ranking(roles=True, links=True, whole_definitions=False, names=False)),
-    "+spans": ("hybrid", Ranking(roles=True, links=True, whole_definitions=True, names=False)),
-    "+names (default)": ("hybrid", DEFAULT_RANKING),
+    "+roles": ("hybrid", dataclasses.replace(FUSION_ONLY, roles=True)),
+    "+links": ("hybrid", dataclasses.replace(FUSION_ONLY, roles=True, links=True)),
+    "+spans": ("hybrid", dataclasses.replace(FUSION_ONLY, roles=True, links=True, whole_definitions=True)),
+    "+names": ("hybrid", dataclasses.replace(DEFAULT_RANKING, paths=False)),
+    "+paths (default)": ("hybrid", DEFAULT_RANKING),
 }
 
 
@@ -458,7 +496,7 @@ def run() -> dict:
     """Both parts; `REPOLENS_BENCH_PART=questions` (or `describe`) runs one of them."""
     part = os.environ.get("REPOLENS_BENCH_PART", "").strip()
     result: dict[str, object] = {}
-    if part in ("", "questions"):
+    if part in ("", "questions") and set(questions.selected_parts()) & set(questions.PARTS):
         home = Path(tempfile.mkdtemp(prefix="repolens-retrieval-bench-"))
         try:
             result["questions"] = questions.run(bench_embedder(home), question_variants())
@@ -478,27 +516,51 @@ def run_describe() -> dict:
         results: dict[str, dict] = {}
         tuning: dict[str, dict[str, float]] = {}
         held_out: dict[str, dict[str, float]] = {}
-        for corpus in corpora(workdir / "corpora", cap):
+        parts = questions.selected_parts()
+        scored = corpora(workdir / "corpora", cap) if {"tuning", "frozen"} & set(parts) else []
+        for corpus in scored:
             started = time.perf_counter()
             report = ingest(str(corpus.root), INGEST_OPTIONS, store=store, embedder=embedder)
             index = store.open(report.repo_id)
             retriever = Retriever(index, embedder)
-            results[corpus.name] = {
-                "files": report.record.file_count,
-                "chunks": report.record.chunk_count,
-                "queries": len(corpus.queries),
-                "ingest_s": round(time.perf_counter() - started, 1),
-                "modes": {variant: evaluate(retriever, corpus.queries, variant) for variant in RANKINGS},
-            }
-            default = results[corpus.name]["modes"][DEFAULT_VARIANT]
-            tuning[corpus.name] = headline(default, len(corpus.queries))
-            held_out_figures = evaluate(retriever, corpus.held_out, DEFAULT_VARIANT)
-            held_out[corpus.name] = headline(held_out_figures, len(corpus.held_out))
-        tuning["macro"] = macro(tuning.values())
-        held_out["macro"] = macro(held_out.values())
-        table = markdown_table(results) + "\n\n" + headline_table({"tuning": tuning, "held out": held_out})
+            ingest_s = round(time.perf_counter() - started, 1)
+            if "tuning" in parts:
+                results[corpus.name] = {
+                    "files": report.record.file_count,
+                    "chunks": report.record.chunk_count,
+                    "queries": len(corpus.queries),
+                    "ingest_s": ingest_s,
+                    "modes": {variant: evaluate(retriever, corpus.queries, variant) for variant in RANKINGS},
+                }
+                default = results[corpus.name]["modes"][DEFAULT_VARIANT]
+                tuning[corpus.name] = headline(default, len(corpus.queries))
+            if "frozen" in parts:
+                held_out_figures = evaluate(retriever, corpus.held_out, DEFAULT_VARIANT)
+                held_out[corpus.name] = headline(held_out_figures, len(corpus.held_out))
+        dev: dict[str, dict[str, float]] = {}
+        if "dev" in parts:
+            for corpus in dev_corpora(workdir / "corpora"):
+                report = ingest(str(corpus.root), INGEST_OPTIONS, store=store, embedder=embedder)
+                retriever = Retriever(store.open(report.repo_id), embedder)
+                dev[corpus.name] = headline(
+                    evaluate(retriever, corpus.queries, DEFAULT_VARIANT), len(corpus.queries)
+                )
+        shown = {"tuning": tuning, "dev": dev, "held out": held_out}
+        for rows in shown.values():
+            if rows:
+                rows["macro"] = macro(rows.values())
+        table = (
+            markdown_table(results) + "\n\n" + headline_table({p: rows for p, rows in shown.items() if rows})
+        )
         print(table, file=sys.stderr)
-        return {"k": K, "results": results, "tuning": tuning, "held_out": held_out, "table": table}
+        return {
+            "k": K,
+            "results": results,
+            "tuning": tuning,
+            "dev": dev,
+            "held_out": held_out,
+            "table": table,
+        }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

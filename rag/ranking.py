@@ -173,6 +173,24 @@ def named_share(
     return held / len(parts)
 
 
+# Files -------------------------------------------------------------------------------------------
+
+# A chunk of a file named after the question's words (`rich/markup.py` for "how is console markup
+# parsed?", `examples/session/index.js` for "an example of keeping user sessions") gains up to this
+# share of its score: the share of the file name's words the question holds (`named_share`).
+PATH_BOOST = 0.05
+# File names that say nothing about their content: their folder names it (`routing/mod.rs`).
+_GENERIC_STEMS = frozenset({"index", "mod", "lib", "main", "__init__", "__main__", "init"})
+
+
+def file_topic(path: str) -> str:
+    """What a file's name says it is about: its name before the first dot (`path_router.rs` ->
+    `path_router`, `x.test.ts` -> `x`), or its folder's name for a generic one (`session/index.js`)."""
+    folders, _, name = path.rpartition("/")
+    stem = name.lstrip(".").split(".")[0]
+    return folders.rpartition("/")[2] if stem.lower() in _GENERIC_STEMS else stem
+
+
 # A private definition among this many best candidates (`LRUCache.#has`, `Semaphore._acquire`) lifts
 # its public twin in the same file (`LRUCache.has`) to its own score: a description of what code does
 # describes the interface, and the private twin shares its words, so it often outranks it.
@@ -199,10 +217,12 @@ class Ranking:
     links: bool = True
     whole_definitions: bool = True
     names: bool = True
+    paths: bool = True
     link_share: float = LINK_SHARE
     unrelated_factor: float = UNRELATED_FACTOR
     link_spread: float = LINK_SPREAD
     name_boost: float = NAME_BOOST
+    path_boost: float = PATH_BOOST
 
 
 DEFAULT_RANKING = Ranking()

@@ -30,6 +30,7 @@ from rag.ranking import (
     TWIN_DEPTH,
     Intent,
     Ranking,
+    file_topic,
     mentioned_identifiers,
     named_share,
     public_twin,
@@ -227,8 +228,10 @@ class Retriever:
                 weight = role_weight(intent, self.index.file_role(chunk.path))
                 scores[chunk.id] *= weight
                 notes.setdefault(chunk.id, {})["role_weight"] = weight
+        terms, said = frozenset(tokenize(query)), question_words(query)
+        if self.ranking.paths:
+            self._weigh_named_files(chunks, scores, notes, terms, said)
         if self.ranking.names and intent == "code":
-            terms, said = frozenset(tokenize(query)), question_words(query)
             for chunk in chunks.values():
                 factor = 1.0 + self.ranking.name_boost * named_share(chunk.symbol, terms, said)
                 if factor > 1.0:
@@ -259,6 +262,28 @@ class Retriever:
         if not self.ranking.whole_definitions:
             return merge_chunks(scored, k, self.index.file_text, explanations)
         return self._whole_hits(scored, ranked, k, explanations)
+
+    def _weigh_named_files(
+        self,
+        chunks: dict[int, StoredChunk],
+        scores: dict[int, float],
+        notes: dict[int, dict[str, object]],
+        terms: frozenset[str],
+        said: frozenset[str],
+    ) -> None:
+        """Weigh the best chunk of each file named with the question's words (`file_topic`) by
+        `1 + path_boost × share`: the file rises, and its other chunks stay where they were, so they
+        are not pulled into its hit as neighbours (which widened spans when every chunk rose)."""
+        best: dict[str, StoredChunk] = {}
+        for chunk in chunks.values():
+            if chunk.path not in best or scores[chunk.id] > scores[best[chunk.path].id]:
+                best[chunk.path] = chunk
+        for path, chunk in best.items():
+            share = named_share(file_topic(path), terms, said)
+            if share > 0.0:
+                factor = 1.0 + self.ranking.path_boost * share
+                scores[chunk.id] *= factor
+                notes.setdefault(chunk.id, {})["path_weight"] = round(factor, 4)
 
     def _lift_public_twins(
         self, chunks: dict[int, StoredChunk], scores: dict[int, float], notes: dict[int, dict[str, object]]

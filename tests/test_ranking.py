@@ -10,10 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from api.cli.search_cmd import explain_line
 from ingest import IngestOptions, ingest
 from rag.embedders import Embedder
 from rag.lexical import tokenize
-from rag.ranking import Ranking, mentioned_identifiers, named_share, public_twin, query_intent, question_words
+from rag.ranking import (
+    Ranking,
+    file_topic,
+    mentioned_identifiers,
+    named_share,
+    public_twin,
+    query_intent,
+    question_words,
+)
 from rag.retrieval import Retriever
 from rag.roles import file_role
 from rag.store import Store
@@ -362,3 +371,71 @@ def test_a_private_definition_lifts_its_public_twin(cache_retriever: Retriever) 
 )
 def test_public_twin_names(symbol: str | None, twin: str | None) -> None:
     assert public_twin(symbol) == twin
+
+
+_SESSION_EXAMPLES = {
+    "examples/session/index.js": """const app = require("../../lib/app")();
+const store = require("./store");
+
+app.use(store.middleware({ secret: "keyboard cat" }));
+
+app.get("/", function (req, res) {
+  const views = (req.session.views || 0) + 1;
+  req.session.views = views;
+  res.send("viewed " + views + " times");
+});
+""",
+    "examples/auth/index.js": """const app = require("../../lib/app")();
+
+app.post("/login", function (req, res) {
+  authenticate(req.body.username, req.body.password, function (err, user) {
+    if (user) {
+      // keep the user in the session: regenerate the session, then store the user in the session
+      req.session.regenerate(function () {
+        req.session.user = user;
+        req.session.success = "Authenticated as " + user.name;
+        res.redirect("/");
+      });
+    }
+  });
+});
+
+function restrict(req, res, next) {
+  if (req.session.user) next();
+  else res.redirect("/login");
+}
+""",
+}
+
+
+def test_a_file_named_after_the_question_gains_weight(tmp_path: Path, shared_embedder: Embedder) -> None:
+    """The auth example repeats "user" and "session"; the session example is named for the question
+    (its folder: `index.js` names nothing). Without the path weight the auth example comes first."""
+    root = write_repo(tmp_path / "examples-repo", _SESSION_EXAMPLES)
+    store = Store(tmp_path / "home")
+    index = store.open(ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder).repo_id)
+    question = "example of keeping user sessions in express"
+    unweighted = Retriever(index, shared_embedder, ranking=Ranking(paths=False))
+    assert paths(unweighted.search(question, 2))[0] == "examples/auth/index.js"
+    best, other = Retriever(index, shared_embedder).search(question, 2, explain=True)
+    assert best.path == "examples/session/index.js"
+    assert best.explain is not None and best.explain["path_weight"] == pytest.approx(1.05)
+    assert other.explain is not None and "path_weight" not in other.explain
+    assert "file name ×1.05" in explain_line(best.explain)
+
+
+@pytest.mark.parametrize(
+    ("path", "topic"),
+    [
+        ("rich/markup.py", "markup"),
+        ("axum/src/routing/path_router.rs", "path_router"),
+        ("examples/session/index.js", "session"),
+        ("axum/src/routing/mod.rs", "routing"),
+        ("starlette/__init__.py", "starlette"),
+        ("lib/router.test.ts", "router"),
+        ("index.js", ""),
+        (".eslintrc.json", "eslintrc"),
+    ],
+)
+def test_file_topic_is_the_name_or_the_folder_of_a_generic_one(path: str, topic: str) -> None:
+    assert file_topic(path) == topic

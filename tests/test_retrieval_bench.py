@@ -3,6 +3,9 @@ hit, and how wide the span hits are."""
 
 from __future__ import annotations
 
+import pytest
+
+from bench import questions
 from bench.retrieval_bench import LabelledQuery, first_relevant, span_precision, span_width
 from rag.types import SearchHit
 
@@ -34,3 +37,13 @@ def test_span_precision_reports_median_and_p90_of_lines_and_ratios() -> None:
         "ratio_p90": 9.0,
     }
     assert span_precision([]) == {}
+
+
+def test_a_split_selects_one_part_and_a_wrong_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tuning run never evaluates the frozen questions or the held-out queries."""
+    assert questions.selected_parts() == ("tuning", "dev", "frozen")
+    monkeypatch.setenv("REPOLENS_BENCH_SPLIT", "tuning")
+    assert questions.selected_parts() == ("tuning",)
+    monkeypatch.setenv("REPOLENS_BENCH_SPLIT", "held-out")
+    with pytest.raises(ValueError, match="REPOLENS_BENCH_SPLIT"):
+        questions.selected_parts()

@@ -43,6 +43,7 @@ NOT_OURS = {  # an Ollama server option, a code constant (the graph extractor's)
     "REPOLENS_BENCH_HNSW_M",
     "REPOLENS_BENCH_EF_CONSTRUCTION",
     "REPOLENS_BENCH_ANSWER_PART",
+    "REPOLENS_BENCH_SPLIT",
 }
 VARIABLE = re.compile(
     r"`(?:[A-Z_]+=)?(REPOLENS_[A-Z_]+|PORT|TIKTOKEN_CACHE_DIR|[A-Z]+_(?:API_KEY|TOKEN|BASE_URL|HOST|"

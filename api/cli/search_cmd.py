@@ -59,6 +59,8 @@ def explain_line(explain: dict[str, Any]) -> str:
         parts.append(f"{ranking} #{rank}" if rank else f"{ranking} -")
     if "role_weight" in explain:
         parts.append(f"role ×{explain['role_weight']}")
+    if "path_weight" in explain:
+        parts.append(f"file name ×{explain['path_weight']}")
     if "name_weight" in explain:
         parts.append(f"name ×{explain['name_weight']}")
     if "link_boost" in explain:
