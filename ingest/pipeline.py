@@ -619,19 +619,25 @@ def resolve_repo_id(store: Store, text: str) -> str:
         repo_id = None
     if repo_id is not None and store.get(repo_id) is not None:
         return repo_id
-    # The last part of an id (`starlette` for github.com/encode/starlette), when only one id ends so.
-    named = sorted(record.id for record in store.list() if record.id.rsplit("/", 1)[-1] == wanted)
-    if len(named) == 1:
-        return named[0]
-    if named:
-        several = ", ".join(named)
-        raise AmbiguousRepoError(f"{text!r} names several indexed repositories ({several}): use the id")
+    if (named := repo_id_by_last_part(store, wanted)) is not None:
+        return named
     if repo_id is not None:  # a repository it could index: say how (a newcomer's search before ingest)
         raise NotFoundError(
             f"{text!r} is not indexed yet: `repolens ingest {text}` indexes it "
             "(`repolens list` shows what is)"
         )
     raise NotFoundError(f"no indexed repository matches {text!r}; see `repolens list`")
+
+
+def repo_id_by_last_part(store: Store, name: str) -> str | None:
+    """The id whose last part is `name` (`starlette` for github.com/encode/starlette) when only one id
+    ends so; None when none does. Reads no disk but the store's records: what a server may resolve for
+    a client (the OpenAI API's model names), where a path or URL must not be looked at."""
+    named = sorted(record.id for record in store.list() if record.id.rsplit("/", 1)[-1] == name)
+    if len(named) > 1:
+        several = ", ".join(named)
+        raise AmbiguousRepoError(f"{name!r} names several indexed repositories ({several}): use the id")
+    return named[0] if named else None
 
 
 def _fetch(

@@ -153,7 +153,15 @@ async def test_a_chat_reads_the_store_off_the_event_loop(
             await ws.send(json.dumps({**_question(repo), "deep_research": deep}))
             frames = await _frames_until_done(ws)
             assert not [f for f in frames if f["type"] == "error"], frames
+    # The OpenAI API finds the model's repository (here by the last part of its id) in a thread too.
+    fake_provider.script(FakeResponse(text="Answered.", chunks=2))
+    body = {"model": f"repolens/{repo.name}", "messages": [{"role": "user", "content": "How is retry done?"}]}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
+        completion = await http.post("/v1/chat/completions", json=body)
+    assert completion.status_code == 200, completion.text
     on_loop = _on_loop_calls(store_calls)
     assert on_loop == [], "store reads on the event loop:\n" + "\n".join(on_loop)
     callers = {call.caller.split(" ")[-1] for call in store_calls}
-    assert {"_verify_access", "_building_without_graph"} <= callers, callers  # the guard saw them
+    assert {"_verify_access", "_building_without_graph", "_model_record"} <= callers, (
+        callers
+    )  # the guard saw them

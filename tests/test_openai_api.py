@@ -148,6 +148,18 @@ def test_unknown_model_is_a_404_in_openai_shape(api: OpenAI) -> None:
     assert "/v1/models" in error["message"] and error["param"] == "model"
 
 
+def test_a_model_may_name_the_repository_by_the_last_part_of_its_id(
+    api: OpenAI, chat_server: ChatServer
+) -> None:
+    """`repolens/<name>`, as `repolens ask <name>` and MCP take it, when one indexed id ends so."""
+    short = chat_server.repo_id.rsplit("/", 1)[-1]
+    completion = api.chat.completions.create(
+        model=f"repolens/{short}", messages=ask("How is the retry done?")
+    )
+    assert completion.choices[0].message.content
+    assert api.models.retrieve(f"repolens/{short}+deep").id == f"repolens/{short}+deep"
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [

@@ -45,9 +45,12 @@ from api.schemas import (
 )
 from api.services import Services, get_services
 from api.shutdown import server_stop
+from ingest.errors import AmbiguousRepoError
+from ingest.pipeline import repo_id_by_last_part
 from rag.errors import ErrorCode, RepoLensError, http_status
 from rag.events import Event
 from rag.redact import redact, register_secret
+from rag.store.layout import InvalidRepoIdError
 from rag.types import RepoRecord
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -167,12 +170,23 @@ def _created(record: RepoRecord) -> int:
 
 
 def _model_record(services: Services, model: str) -> tuple[RepoRecord, bool]:
+    """The repository a model name names: `repolens/<repo-id>`, or the unique last part of an id
+    (`repolens/cobra`), as the CLI and MCP take it. Reads the store: call it from a thread."""
     repo_id, deep = parse_model(model)
-    record = services.store.get(repo_id) if repo_id else None
+    record = None
+    with contextlib.suppress(InvalidRepoIdError):  # `cobra` is no id, but may be the last part of one
+        record = services.store.get(repo_id) if repo_id else None
+    if record is None and repo_id:
+        try:
+            short = repo_id_by_last_part(services.store, repo_id)
+        except AmbiguousRepoError as several:
+            raise OpenAIError(several.message, "model_not_found", status=404, param="model") from None
+        record = services.store.get(short) if short is not None else None
     if record is None:
         raise OpenAIError(
             f"The model {model!r} does not exist: use {MODEL_PREFIX}<repo-id> (or {MODEL_PREFIX}<repo-id>"
-            f"{DEEP_SUFFIX}) for an indexed repository; GET /v1/models lists them",
+            f"{DEEP_SUFFIX}, or the unique last part of an id) for an indexed repository; "
+            "GET /v1/models lists them",
             "model_not_found",
             status=404,
             param="model",
@@ -207,7 +221,7 @@ async def chat_completions(http_request: Request) -> Response:
         return OpenAIError(refusal(origin or ""), ErrorCode.FORBIDDEN_ORIGIN).response()
     try:
         body = await _completion_request(http_request, services)
-        record, deep = _model_record(services, body.model)
+        record, deep = await asyncio.to_thread(_model_record, services, body.model)
         token = body.repolens.token or http_request.headers.get("x-repo-token") or None
         register_secret(token)
         request = _chat_request(body, record, deep, token)
