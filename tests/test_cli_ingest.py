@@ -598,10 +598,11 @@ def test_a_repository_is_named_by_the_unique_last_part_of_its_id(tmp_path: Path)
     assert code == 3 and "several indexed repositories" in error["error"]["message"]
     # `ask` takes the same names: one that is ambiguous, or names nothing indexed and is no source to
     # index either, is a name not found (exit 3) saying so, not a malformed URL (exit 7).
+    # Its `--json` prints event lines, so the error is an `error` event, as one during the answer is.
     code, error, _ = run("ask", "lens-app", "What does greet return?", "--json")
-    assert code == 3 and "several indexed repositories" in error["error"]["message"]
+    assert code == 3 and error["type"] == "error" and "several indexed repositories" in error["message"]
     code, error, _ = run("ask", "lens-ap", "What does greet return?", "--json")
-    assert code == 3 and error["error"]["code"] == "not_found", error
-    message = error["error"]["message"]
+    assert code == 3 and error["type"] == "error" and error["code"] == "not_found", error
+    message = error["message"]
     assert "no indexed repository matches 'lens-ap'" in message and "`repolens list`" in message
     assert "not a source RepoLens can index" in message and "https://github.com/<owner>/<repo>" in message

@@ -22,6 +22,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from rag.errors import UNEXPECTED_EXIT_CODE, ErrorCode, RepoLensError, exit_code
+from rag.events import encode, error_event
 from rag.redact import install_log_redaction, redact
 
 # typer's own value placeholders (`<str>`, `<int range>`, `<list[str]>`) as short classic ones:
@@ -145,15 +146,19 @@ def print_message(target: Console, text: str, *, style: str = "") -> None:
 
 
 @contextmanager
-def cli_errors(as_json: bool = False) -> Iterator[None]:
-    """Turn expected errors into one line and an exit code."""
+def cli_errors(as_json: bool = False, *, events: bool = False) -> Iterator[None]:
+    """Turn expected errors into one line and an exit code. `events`: the command's `--json` output is
+    a stream of event lines (`ask`), so an error found before the stream starts is an `error` event
+    too, the shape of one found during it (one `select(.type == "error")` catches both)."""
     try:
         yield
     except RepoLensError as error:
         if state.debug:
             raise
         message = redact(str(error))
-        if as_json:
+        if as_json and events:
+            print(encode(error_event(error.code, message)))
+        elif as_json:
             print(json.dumps({"error": {"code": error.code, "message": message}}))
         else:
             print_message(err_console, f"[bold red]error:[/] {escape(message)}")

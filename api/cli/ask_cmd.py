@@ -62,7 +62,7 @@ def ask(
     ),
 ) -> None:
     """Ask a question about a repository and stream the answer with its sources."""
-    with cli_errors(as_json):
+    with cli_errors(as_json, events=True):
         settings = Settings.from_env()
         from api.schemas import parse_chat_request
         from api.services import Services
