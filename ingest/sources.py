@@ -37,7 +37,8 @@ _REF_MARKERS = {"tree", "blob", "commit", "commits", "src", "branch", "raw"}
 
 ACCEPTED = (
     "accepted sources: https://github.com/<owner>/<repo>, https://gitlab.com/<group>/<subgroup>/<repo>, "
-    "https://bitbucket.org/<workspace>/<repo>, self-hosted https URLs (--type github|gitlab|bitbucket), "
+    "https://bitbucket.org/<workspace>/<repo>, self-hosted https URLs with their platform named "
+    "(github, gitlab or bitbucket: the CLI's --type, the API's type, the page's Platform), "
     "ssh remotes (git@host:group/repo.git, ssh://git@host/group/repo.git), file:// URLs and local folders"
 )
 

@@ -330,6 +330,8 @@ def test_bad_urls_say_what_is_accepted(location: str) -> None:
     message = str(caught.value)
     assert "accepted sources" in message or "no repository given" in message
     assert "ftp-secret-value" not in message
+    # The page shows this message too: the platform is named for every client, not as a CLI flag only.
+    assert "the CLI's --type, the API's type, the page's Platform" in message
 
 
 @pytest.mark.parametrize(
