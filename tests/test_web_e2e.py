@@ -157,6 +157,7 @@ def test_an_update_that_rebuilds_the_code_graph_says_so_on_the_page(
         f"unchanged files (graph version {GRAPH_VERSION - 1} -> {GRAPH_VERSION})", timeout=TIMEOUT_MS
     )
     expect(done).to_contain_text("code graph rebuilt for ")
+    web.store.delete(record.id)  # the other tests see the module's repositories only
 
 
 def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
