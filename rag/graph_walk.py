@@ -55,7 +55,7 @@ _PROSE = frozenset({"markdown", "rst", "text", "json", "yaml", "toml", "html", "
 _IDENTIFIER = re.compile(r"`([^`]+)`|\b([A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*)\b")
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_HUMPED = re.compile(r"[A-Za-z0-9]*[a-z0-9][A-Z][A-Za-z0-9]*")
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")  # a name's letters and digits (its humps are `_HUMP`)
 # Docstrings and comments, then what an abstract method's body is left with.
 _ABSTRACT_NOISE = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|#[^\n]*|//[^\n]*|/\*[\s\S]*?\*/')
 _ABSTRACT_LINE = re.compile(r":\s*(pass|\.\.\.)\s*(#.*)?$|;\s*$")
@@ -170,7 +170,9 @@ def _words(text: str) -> set[str]:
     camelCase parts joined, as a question writes a compound split at its capital (`MultiPartParser`:
     multipart; `WebSocket`: websocket)."""
     words = {part.lower() for part in _SPLIT.split(text) if len(part) > 2}
-    for name in _HUMPED.findall(text):
+    for name in _ALNUM_RUN.findall(text):
+        # Each run apart, then its humps: one pattern for a run holding a hump rescanned the rest of a
+        # run without one from each of its starts (59 s on 100,000 letters).
         humps = [hump.lower() for hump in _HUMP.split(name)]
         words.update(a + b for a, b in zip(humps, humps[1:], strict=False))
     return {stem(word) for word in words}
