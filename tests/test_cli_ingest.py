@@ -601,6 +601,7 @@ def test_a_repository_is_named_by_the_unique_last_part_of_its_id(tmp_path: Path)
     # Its `--json` prints event lines, so the error is an `error` event, as one during the answer is.
     code, error, _ = run("ask", "lens-app", "What does greet return?", "--json")
     assert code == 3 and error["type"] == "error" and "several indexed repositories" in error["message"]
+    assert "not a source" not in error["message"]  # the ids to use, not the accepted source forms
     code, error, _ = run("ask", "lens-ap", "What does greet return?", "--json")
     assert code == 3 and error["type"] == "error" and error["code"] == "not_found", error
     message = error["message"]

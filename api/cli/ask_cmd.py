@@ -104,12 +104,14 @@ def _repo_fields(services: Services, repo: str, repo_type: str | None, ref: str 
     (a source to index on first use). A bare word that names no indexed repository is no source
     either (`cobra` when nothing indexed ends so): that is a name not found, said as such, not a
     malformed URL."""
-    from ingest.errors import NotASourceError
+    from ingest.errors import AmbiguousRepoError, NotASourceError
     from ingest.pipeline import resolve_repo_id
     from ingest.sources import ACCEPTED, resolve_source
 
     try:
         record = services.store.get(resolve_repo_id(services.store, repo))
+    except AmbiguousRepoError:
+        raise  # its message names the ids to use; "is not a source either" would only blur it
     except NotFoundError as missing:
         try:
             resolve_source(repo)
