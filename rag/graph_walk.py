@@ -790,8 +790,7 @@ class ChainFinder:
         on_chain = [n for n, link in enumerate(links) if link.definition.id == anchor.id]
         if on_chain:
             return links, on_chain[-1]
-        nodes = {**nodes, anchor.id: anchor}  # if unexplored, a chain of its own
-        rerouted = self.concrete(self.best_chain(nodes, out, seeds, through=anchor.id))
+        rerouted = self.rerouted(anchor, nodes, out, seeds)
         step = next(n for n, link in enumerate(rerouted) if link.definition.id == anchor.id)
         return rerouted, step
 
@@ -826,7 +825,17 @@ class ChainFinder:
         if not pinned:
             return links
         anchor = max(pinned, key=lambda d: (_named_by(best.symbol, d), _overlap(d, best)))
-        nodes = {**nodes, anchor.id: anchor}  # if unexplored, a chain of its own
+        return self.rerouted(anchor, nodes, out, seeds)
+
+    def rerouted(
+        self,
+        anchor: Any,
+        nodes: dict[int, Any],
+        out: dict[int, list[Link]],
+        seeds: dict[int, tuple[Any, float]],
+    ) -> list[Link]:
+        """The best concrete chain through `anchor` (if the walk never reached it, a chain of its own)."""
+        nodes = {**nodes, anchor.id: anchor}
         return self.concrete(self.best_chain(nodes, out, seeds, through=anchor.id))
 
     def into_class(self, links: list[Link], step: int) -> tuple[list[Link], int]:
