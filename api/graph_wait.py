@@ -10,10 +10,13 @@ graph is not there in time the answer goes on and says that it is made without i
 (`rag.events.graph_building_event`, one frame for every transport).
 
 Hot path: a live version with the graph costs the cached index's freshness check (one `readlink`) and
-its cached `has_graph` (the answer opens the same cached index next), about 0.2 ms, in one thread hop
-(never on the event loop: the store may load a new version, or be a database); only a version
-without a graph looks at the ingest jobs (a repository with no code the graph understands, or indexed
-before the graph existed, and no job: no wait).
+its cached `has_graph` (the answer opens the same cached index next), about 0.2 ms. It is never on the
+event loop (the store may load a new version, or be a database) and takes no thread hop of its own:
+the chat calls `building_without_graph` inside the one hop that also reads the record and checks
+access (`api.chat_session`). Each hop under 200 streams waits for the GIL behind the loop, so three
+hops per question doubled the first-token tail. Only a version without a graph looks at the ingest
+jobs (a repository with no code the graph understands, or indexed before the graph existed, and no
+job: no wait).
 """
 
 from __future__ import annotations
@@ -48,14 +51,12 @@ class GraphWait:
     wait_s: float
     missing: bool = False
 
-    async def events(self, cancel: asyncio.Event) -> AsyncGenerator[Event, None]:
-        """Nothing when the graph is live (or nothing is building it); else a status frame, the wait
-        (ended by the graph's version, the build's end, the bound or `cancel`), and, when the graph is
-        still not there, the frame saying the answer is made without it."""
-        record = await asyncio.to_thread(self._building_without_graph)
+    async def events(self, record: RepoRecord | None, cancel: asyncio.Event) -> AsyncGenerator[Event, None]:
+        """Nothing when `record` is None (`building_without_graph`: the graph is live, or nobody builds
+        it); else a status frame, the wait (ended by the graph's version, the build's end, the bound or
+        `cancel`), and, when the graph is still not there, the frame saying the answer is made without it."""
         if record is None:
-            return  # the graph is live, or nobody builds it (code the graph does not understand, or an
-            # index left lexical)
+            return
         if self.wait_s > 0:
             yield graph_building_event(self.repo_id, self.wait_s)
         deadline = time.monotonic() + self.wait_s
@@ -69,10 +70,11 @@ class GraphWait:
         self.missing = True
         yield graph_building_event(self.repo_id)
 
-    def _building_without_graph(self) -> RepoRecord | None:
+    def building_without_graph(self) -> RepoRecord | None:
         """The live version's record when it has no graph and something builds the repository; else
-        None. In a thread: the open loads a version committed since (FAISS and SQLite, ~60 ms for
-        rich), or waits for the store's lock while another thread loads one."""
+        None (code the graph does not understand, or an index left lexical). Blocking, for a thread:
+        the open loads a version committed since (FAISS and SQLite, ~60 ms for rich), or waits for the
+        store's lock while another thread loads one."""
         index = self.services.store.open(self.repo_id)  # cached, reloaded after a swap (the answer's next)
         if index.has_graph:
             return None

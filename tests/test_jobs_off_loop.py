@@ -39,6 +39,7 @@ class TableCall:
     use: str  # `__init__`, `_read` or `_write`
     on_loop: bool  # the calling thread runs an event loop
     caller: str  # the first frame outside the job modules: who reached the table
+    stack: tuple[str, ...] = ()  # the names of every function on the calling thread's stack
 
 
 def _on_loop() -> bool:
@@ -63,7 +64,8 @@ def _guard(monkeypatch: pytest.MonkeyPatch, cls: type, uses: tuple[str, ...]) ->
         original = getattr(cls, use)
 
         def guarded(self: Any, *args: Any, _original: Any = original, _use: str = use, **kw: Any) -> Any:
-            calls.append(TableCall(_use, _on_loop(), _caller()))
+            stack = tuple(frame.name for frame in traceback.extract_stack())
+            calls.append(TableCall(_use, _on_loop(), _caller(), stack))
             return _original(self, *args, **kw)
 
         monkeypatch.setattr(cls, use, guarded)
@@ -162,6 +164,8 @@ async def test_a_chat_reads_the_store_off_the_event_loop(
     on_loop = _on_loop_calls(store_calls)
     assert on_loop == [], "store reads on the event loop:\n" + "\n".join(on_loop)
     callers = {call.caller.split(" ")[-1] for call in store_calls}
-    assert {"_verify_access", "_building_without_graph", "_model_record"} <= callers, (
-        callers
-    )  # the guard saw them
+    assert {"_readiness", "building_without_graph", "_model_record"} <= callers, callers  # the guard saw them
+    # One thread hop per question: the graph's open runs inside the hop that read the record and
+    # checked access (each hop waits for the GIL behind the streaming loop: three doubled the tail).
+    graph_opens = [call for call in store_calls if call.caller.endswith(" building_without_graph")]
+    assert graph_opens and all("_readiness" in call.stack for call in graph_opens), graph_opens
