@@ -120,7 +120,9 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.BAD_RESPONSE: ErrorSpec(
         502, _PROVIDER, "the LLM provider sent something unusable or refused the request"
     ),
-    ErrorCode.NOT_CONFIGURED: ErrorSpec(400, _PROVIDER, "the requested provider has no key configured"),
+    ErrorCode.NOT_CONFIGURED: ErrorSpec(
+        400, _PROVIDER, "the requested provider has no key configured (`/v1`: or lacks the requested model)"
+    ),
     ErrorCode.PROVIDER_ERROR: ErrorSpec(502, _PROVIDER, "deep research stopped on a provider failure"),
     ErrorCode.TOOL_ERROR: ErrorSpec(
         502, _PROVIDER, "a deep-research tool failed; research ends with its findings"

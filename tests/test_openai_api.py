@@ -160,6 +160,81 @@ def test_a_model_may_name_the_repository_by_the_last_part_of_its_id(
     assert api.models.retrieve(f"repolens/{short}+deep").id == f"repolens/{short}+deep"
 
 
+@pytest.fixture(scope="module")
+def bare_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
+    """A server with no provider configured (its default is `offline`) over the indexed fixture repo."""
+    from api.app import create_app
+    from ingest import ingest
+    from tests.support.repos import make_fixture_repo
+
+    root = tmp_path_factory.mktemp("openai-bare")
+    app = create_app(settings_for(root / "home"))
+    repo = make_fixture_repo(root / "weatherline")
+    report = ingest(str(repo), store=app.state.services.store, embedder=app.state.services.embedder)
+    server = LiveServer(lambda: app).start()
+    yield ChatServer(server=server, repo=repo, home=root / "home", repo_id=report.repo_id)
+    server.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_provider_not_configured_is_refused_not_answered_offline(
+    bare_server: ChatServer, client_for: Callable[..., OpenAI], stream: bool
+) -> None:
+    """On a server without any provider, naming one is a 400 before any chunk (streamed too), not an
+    offline answer that only `model_extra["repolens"]["provider"]` would give away."""
+    api = client_for(bare_server.server)
+    with pytest.raises(openai.BadRequestError) as raised:
+        api.chat.completions.create(
+            model=f"repolens/{bare_server.repo_id}",
+            messages=ask(QUESTION),
+            stream=stream,
+            extra_body={"repolens": {"provider": "anthropic"}},
+        )
+    error = raised.value.body
+    assert error["code"] == "not_configured" and error["type"] == "invalid_request_error"
+    assert error["param"] == "repolens.provider"
+    message = error["message"]
+    assert "anthropic" in message and "ANTHROPIC_API_KEY" in message and "configured: offline" in message
+
+
+def test_a_model_the_provider_lacks_is_refused(
+    bare_server: ChatServer, client_for: Callable[..., OpenAI]
+) -> None:
+    api = client_for(bare_server.server)
+    with pytest.raises(openai.BadRequestError) as raised:
+        api.chat.completions.create(
+            model=f"repolens/{bare_server.repo_id}",
+            messages=ask(QUESTION),
+            extra_body={"repolens": {"model": "gpt-4o"}},
+        )
+    error = raised.value.body
+    assert error["code"] == "not_configured" and error["param"] == "repolens.model"
+    assert "gpt-4o" in error["message"] and "grounded-excerpts" in error["message"]
+    # What is configured still answers: the default, and the offline provider by name.
+    for options in ({}, {"provider": "offline", "model": "grounded-excerpts"}):
+        completion = api.chat.completions.create(
+            model=f"repolens/{bare_server.repo_id}", messages=ask(QUESTION), extra_body={"repolens": options}
+        )
+        assert completion.model_extra["repolens"]["provider"] == "offline"
+        assert "weatherline/client.py" in (completion.choices[0].message.content or "")
+
+
+def test_an_unconfigured_provider_fails_before_the_stream_starts(api: OpenAI, model: str) -> None:
+    """With other providers configured the request was refused too, but only in an `error` frame
+    after a `200`: the SDK raised a bare `APIError` mid-iteration instead of `BadRequestError`."""
+    with pytest.raises(openai.BadRequestError) as raised:
+        api.chat.completions.create(
+            model=model, messages=ask(QUESTION), stream=True, extra_body={"repolens": {"provider": "google"}}
+        )
+    message = raised.value.body["message"]
+    assert "GOOGLE_API_KEY" in message and "openai" in message and "anthropic" in message
+    with pytest.raises(openai.BadRequestError) as unknown:
+        api.chat.completions.create(
+            model=model, messages=ask(QUESTION), extra_body={"repolens": {"provider": "nosuch"}}
+        )
+    assert unknown.value.body["param"] == "repolens.provider" and "openai" in unknown.value.body["message"]
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [

@@ -4,7 +4,9 @@ Any OpenAI client or chat UI (the `openai` SDK, Open WebUI, LibreChat, ...) can 
 indexed repository by choosing it as the model: `repolens/<repo-id>` answers like `/ws/chat`,
 `repolens/<repo-id>+deep` runs deep research. The answer comes from the server's configured
 provider (offline without one); the `repolens` extra body field overrides it per request
-(`{"provider", "model", "language", "k", "file_path", "max_iterations", "token"}`).
+(`{"provider", "model", "language", "k", "file_path", "max_iterations", "token"}`), and a provider
+or model not configured here is a `400 not_configured` before the response starts, never an
+offline answer in its place.
 
 The answer is the text of `api.chat_session.chat_events` followed by a **Sources** list of links
 (`api.answer_text`). Streaming sends `chat.completion.chunk`s (role first, then content, then
@@ -49,7 +51,9 @@ from ingest.errors import AmbiguousRepoError
 from ingest.pipeline import repo_id_by_last_part
 from rag.errors import ErrorCode, RepoLensError, http_status
 from rag.events import Event
+from rag.providers.catalog import check_model, usable_provider
 from rag.redact import redact, register_secret
+from rag.settings import Settings
 from rag.store.layout import InvalidRepoIdError
 from rag.types import RepoRecord
 
@@ -222,6 +226,7 @@ async def chat_completions(http_request: Request) -> Response:
     try:
         body = await _completion_request(http_request, services)
         record, deep = await asyncio.to_thread(_model_record, services, body.model)
+        _check_choice(body.repolens, services.settings)
         token = body.repolens.token or http_request.headers.get("x-repo-token") or None
         register_secret(token)
         request = _chat_request(body, record, deep, token)
@@ -239,6 +244,23 @@ async def chat_completions(http_request: Request) -> Response:
             completion.chunks(events, include_usage), media_type="text/event-stream", headers=_STREAM_HEADERS
         )
     return await completion.whole(events)
+
+
+def _check_choice(options: RepoLensOptions, settings: Settings) -> None:
+    """Refuse a `repolens.provider`/`model` this server cannot answer with, before the response starts.
+
+    The WebSocket and deepwiki routes answer offline when an unconfigured provider is named on a
+    server without any (deepwiki-open clients always send `google`); a client of this API names one
+    only on purpose, and an answer from another provider, flagged only in a field the SDK hides in
+    `model_extra`, would pass for the one it asked for.
+    """
+    param = "repolens.provider"
+    try:
+        info = usable_provider(options.provider, settings)
+        param = "repolens.model"
+        check_model(info, options.model, settings)
+    except RepoLensError as error:
+        raise OpenAIError(error.message, error.code, param=param) from None
 
 
 async def _completion_request(http_request: Request, services: Services) -> CompletionRequest:

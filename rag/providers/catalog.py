@@ -408,16 +408,43 @@ def _openai_config(name: str, settings: Settings) -> OpenAIConfig:
     return OpenAIConfig(key, base, "REPOLENS_OPENAI_COMPATIBLE_API_KEY", timeout)
 
 
-def get_provider(name: str | None, settings: Settings, model: str | None = None) -> ChatProvider:
-    """The provider `name` (None: the default) ready to stream, or a clear error if it is not set up."""
+def configured_providers(settings: Settings) -> list[str]:
+    """The providers set up here (`is_configured`), in the catalogue's order: what an error lists."""
+    return [name for name in PROVIDERS if is_configured(name, settings)]
+
+
+def usable_provider(name: str | None, settings: Settings) -> ProviderInfo:
+    """The provider `name` (None: the default) if it can answer here; else an error that names what
+    to set and which providers are configured, so a user sees what to do without reading the docs."""
     info = provider_info(name or default_provider(settings))
     if not _usable(info, settings):
         missing = " and ".join(variable for variable in info.required if not settings.value(variable))
         raise ProviderError(
             ErrorCode.NOT_CONFIGURED,
-            f"not configured: set {missing} (see README, Configuration)",
+            f"not configured: set {missing} in the environment or .env (see README, Configuration); "
+            f"configured: {', '.join(configured_providers(settings))}",
             provider=info.id,
         )
+    return info
+
+
+def check_model(info: ProviderInfo, model: str | None, settings: Settings) -> None:
+    """Refuse a model a provider without custom models (offline) does not have, which
+    `resolve_model` would quietly replace by its default: for clients that pick the model on
+    purpose (the OpenAI API) and must not get an answer from another than they asked for."""
+    if model and not info.supports_custom_model and model not in {m.id for m in info.models}:
+        raise ProviderError(
+            ErrorCode.NOT_CONFIGURED,
+            f"has no model '{model}' (its models: {', '.join(m.id for m in info.models)}); "
+            f"configured providers: {', '.join(configured_providers(settings))}; "
+            "name one as the provider, or configure another (see README, Configuration)",
+            provider=info.id,
+        )
+
+
+def get_provider(name: str | None, settings: Settings, model: str | None = None) -> ChatProvider:
+    """The provider `name` (None: the default) ready to stream, or a clear error if it is not set up."""
+    info = usable_provider(name, settings)
     resolved = resolve_model(info, settings, model)
     if info.id == "offline":
         return OfflineProvider()
