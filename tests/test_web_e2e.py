@@ -214,40 +214,69 @@ def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
     assert web.store.get(record.id) is None
 
 
+# The ingest's SSE held open in the page, so a test sends each frame when it wants (`window.ingestFrame`)
+# and ends the stream (`window.ingestEnd`): playwright's `route.fulfill` sends a whole body at once.
+HELD_INGEST = """
+(() => {
+  const realFetch = window.fetch;
+  let stream;
+  window.fetch = (input, init) => {
+    if (String(input).endsWith("/api/repos") && init && init.method === "POST") {
+      const body = new ReadableStream({ start(controller) { stream = controller; } });
+      const headers = { "Content-Type": "text/event-stream" };
+      const response = new Response(body.pipeThrough(new TextEncoderStream()), { status: 200, headers });
+      return Promise.resolve(response);
+    }
+    return realFetch(input, init);
+  };
+  window.ingestFrame = (frame) => stream.enqueue(`event: ${frame.type}\ndata: ${JSON.stringify(frame)}\n\n`);
+  window.ingestEnd = () => stream.close();
+})();
+"""
+
+
 def test_the_searchable_milestone_opens_the_repository_while_embedding_goes_on(page: Page, web: Web) -> None:
     """Lexical first: at `searchable` the page opens the repository being indexed (when none is open) and
-    keeps saying it answers during the dense phase; the row says how far the embedding is."""
+    keeps saying it answers during the dense phase, with one count of the embedding: the live one above,
+    not also a committed version's lagging one in its row or the detail line."""
     record = httpx.get(f"{web.server.base_url}/api/repos/{web.repo_id}").json()
     newest = {**record, "index_state": "partial 3/10", "updated_at": "2999-01-01T00:00:00+00:00"}
     older = {**record, "id": "local/elsewhere/other", "url": "file:///elsewhere/other"}
     older["updated_at"] = "2000-01-01T00:00:00+00:00"
     listing = json.dumps({"repos": [older, newest]})
-    frames = [
-        {"type": "status", "stage": "indexing", "step": "searchable", "index_state": "lexical"},
-        {"type": "status", "stage": "indexing", "step": "embedding", "chunks_done": 3, "chunks_total": 10},
-    ]
-    stream = "".join(f"event: status\ndata: {json.dumps(frame)}\n\n" for frame in frames)
-
-    def repos(route: Route) -> None:
-        if route.request.method == "POST":  # the ingest: its two milestones' frames, then it hangs up
-            route.fulfill(status=200, content_type="text/event-stream", body=stream)
-        else:
-            route.fulfill(status=200, content_type="application/json", body=listing)
-
-    page.route("**/api/repos", repos)
+    page.route(
+        "**/api/repos", lambda route: route.fulfill(status=200, content_type="application/json", body=listing)
+    )
+    page.add_init_script(HELD_INGEST)
     page.goto(web.server.base_url)
     expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
     expect(page.locator(".chat-title")).to_have_text("No repository selected")  # two repos: none opened
     page.get_by_placeholder("https://github.com/owner/repo").fill(str(web.root / "weatherline"))
     page.get_by_role("button", name="Index repository").click()
+    frame = {"type": "status", "stage": "indexing"}
+    page.evaluate("f => window.ingestFrame(f)", {**frame, "step": "searchable", "index_state": "lexical"})
     expect(page.locator(".chat-title")).to_have_text(f"{web.repo_id.split('/')[-1]} (local)")
+    # A dense version landed at 3 of 10 chunks; the embedding went on to 7.
+    landed = {"step": "embedding", "chunks_done": 3, "chunks_total": 10, "index_state": "partial 3/10"}
+    page.evaluate(
+        "f => window.ingestFrame(f)", {**frame, **landed, "message": "dense version 2: partial 3/10"}
+    )
+    page.evaluate(
+        "f => window.ingestFrame(f)", {**frame, "step": "embedding", "chunks_done": 7, "chunks_total": 10}
+    )
     progress = page.locator(".repos .progress")
-    expect(progress).to_contain_text("3/10 chunks")
+    row = page.locator(f'li[data-repo-id="{web.repo_id}"]')
+    expect(progress).to_contain_text("7/10 chunks")
     expect(progress).to_contain_text("Searchable now: ask while the embedding goes on")
-    expect(page.locator(f'li[data-repo-id="{web.repo_id}"]')).to_contain_text("embedded 3/10 chunks")
+    expect(row).to_contain_text("embedding now (progress above)")
+    shot(page, "embedding")
+    assert "3/10" not in progress.inner_text() and "3/10" not in row.inner_text()
     expect(page.get_by_label("Question")).to_be_enabled()
-    # The stream ended with no done or error frame (a server gone): said, not left "running" forever.
+    # The stream ended with no done or error frame (a server gone): said, not left "running" forever,
+    # and the row says again how far the committed index got.
+    page.evaluate("window.ingestEnd()")
     expect(page.locator(".repos .progress[data-state=error]")).to_contain_text("ended before the ingest did")
+    expect(row).to_contain_text("embedded 3/10 chunks")
 
 
 def test_streamed_answer_renders_markdown_code_and_citations(

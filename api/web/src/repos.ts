@@ -65,6 +65,9 @@ export class RepoPanel {
   private readonly cancel = h("button", { type: "button", class: "button", hidden: true }, "Cancel");
   private running: AbortController | null = null;
   private searchable = false; // the running ingest passed its first milestone: questions work from here on
+  // The repository the running ingest or update is indexing: while it runs, the progress above is its one
+  // count (its row's count of committed vectors lags the live one, and two numbers disagreed).
+  private indexing: string | null = null;
   private lastStatus: [string, string | undefined] = ["", undefined]; // what the progress says now
   private armedDelete: string | null = null; // the repository whose Delete was clicked once
   private disarm = 0; // the timer that un-arms it
@@ -141,7 +144,11 @@ export class RepoPanel {
       repo.commit ? `@${repo.commit.slice(0, 8)}` : null,
       `${repo.file_count} files`,
       `${repo.chunk_count} chunks`,
-      repo.index_state && repo.index_state !== "complete" ? indexStateText(repo.index_state) : null,
+      repo.index_state && repo.index_state !== "complete"
+        ? this.running && repo.id === this.indexing
+          ? "embedding now (progress above)"
+          : indexStateText(repo.index_state)
+        : null,
       repo.updated_at ? `updated ${new Date(repo.updated_at).toLocaleString()}` : null,
     ].filter(Boolean);
     // Chunked by another RepoLens version: the row says so, and its Update button is the fix.
@@ -190,12 +197,12 @@ export class RepoPanel {
     const body = this.body();
     const token = this.takeToken();
     if (token) body.token = token;
-    await this.run("/api/repos", body, "Indexing", token);
+    await this.run("/api/repos", body, "Indexing", token, null);
   }
 
   private async update(repo: RepoRecord): Promise<void> {
     const token = this.takeToken() ?? tokenFor(repo.id) ?? null;
-    await this.run(`${repoPath(repo.id)}/update`, token ? { token } : {}, `Updating ${repo.id}`, token);
+    await this.run(`${repoPath(repo.id)}/update`, token ? { token } : {}, `Updating ${repo.id}`, token, repo.id);
   }
 
   /** A private repository's content was refused: say why, and prepare re-indexing it with a token. */
@@ -234,9 +241,11 @@ export class RepoPanel {
     }
   }
 
-  private async run(url: string, body: unknown, label: string, token: string | null): Promise<void> {
+  /** `repoId`: the repository being indexed, when known before the server names it (an update). */
+  private async run(url: string, body: unknown, label: string, token: string | null, repoId: string | null): Promise<void> {
     if (this.running) return;
     this.running = new AbortController();
+    this.indexing = repoId;
     this.submit.disabled = true;
     this.cancel.hidden = false;
     this.showProgress("running", `${label}: starting…`);
@@ -254,7 +263,6 @@ export class RepoPanel {
             this.showStatus(label, status);
             // Lexical first: the repository answers from here on, while embedding goes on.
             if (status.step === "searchable") void this.openSearchable();
-            else if (status.index_state) void this.load(); // a dense version landed: the row says how far
           }
           else if (event.type === "error") {
             ended = true;
@@ -297,12 +305,16 @@ export class RepoPanel {
       this.showProgress("error", aborted ? `${label} cancelled; the previous index is unchanged.` : `${label} failed: ${(error as Error).message}`);
     } finally {
       this.running = null;
+      this.indexing = null;
       this.submit.disabled = false;
       this.cancel.hidden = true;
     }
     if (finished) {
       await this.load();
       this.hooks.onSelect(finished);
+    } else {
+      // Its row says again how far the committed index got: the server's list, or the last one seen.
+      await this.load().catch(() => this.renderList());
     }
   }
 
@@ -310,9 +322,13 @@ export class RepoPanel {
    * most recently updated record), so "Ask a question below" is true while the embedding goes on. */
   private async openSearchable(): Promise<void> {
     const repos = await this.load();
-    if (this.hooks.selected() !== null || repos.length === 0) return;
+    if (repos.length === 0) return;
     const newest = repos.reduce((a, b) => (b.updated_at > a.updated_at ? b : a));
-    this.hooks.onSelect(newest);
+    if (this.running && this.indexing === null) {
+      this.indexing = newest.id;
+      this.renderList();
+    }
+    if (this.hooks.selected() === null) this.hooks.onSelect(newest);
   }
 
   private showStatus(label: string, status: StatusEvent): void {
@@ -334,8 +350,11 @@ export class RepoPanel {
       : status.files_total
         ? (status.files_done ?? 0) / status.files_total
         : undefined;
-    // The milestone stays said during the dense phase (it used to flash by under the embedding lines).
-    const detail = [status.message, this.searchable ? SEARCHABLE_NOTE : null].filter(Boolean).join(" · ");
+    // The milestone stays said during the dense phase (it used to flash by under the embedding lines). An
+    // embedding step's message only repeats its count ("900 chunks to embed", "dense version 3: partial
+    // 512/900", a number behind the live one): the count line is the one progress.
+    const message = status.step === "embedding" ? null : status.message;
+    const detail = [message, this.searchable ? SEARCHABLE_NOTE : null].filter(Boolean).join(" · ");
     this.showProgress("running", parts.join(" · "), fraction, detail || undefined);
     this.lastStatus = [parts.join(" · "), detail || undefined];
   }
