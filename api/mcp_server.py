@@ -55,6 +55,7 @@ from rag.citations import source_url
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import stopping_event
 from rag.prompt import LANGUAGES
+from rag.providers.catalog import require_choice
 from rag.redact import redact, register_secret
 from rag.retrieval import MAX_K, search_payload
 from rag.roles import Role
@@ -475,6 +476,7 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
         record = indexed(repo)
         if language not in LANGUAGES:
             raise BadRequestError(f"language must be one of {', '.join(LANGUAGES)}")
+        require_choice(provider, model, services.settings)  # never an offline answer in its place
         fields: dict[str, Any] = {
             "repo_url": record.url,
             "type": record.platform,

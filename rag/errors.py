@@ -121,7 +121,9 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
         502, _PROVIDER, "the LLM provider sent something unusable or refused the request"
     ),
     ErrorCode.NOT_CONFIGURED: ErrorSpec(
-        400, _PROVIDER, "the requested provider has no key configured (`/v1`: or lacks the requested model)"
+        400,
+        _PROVIDER,
+        "the requested provider has no key configured (or lacks the model `ask`, MCP or `/v1` named)",
     ),
     ErrorCode.PROVIDER_ERROR: ErrorSpec(502, _PROVIDER, "deep research stopped on a provider failure"),
     ErrorCode.TOOL_ERROR: ErrorSpec(

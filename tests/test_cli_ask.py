@@ -62,6 +62,22 @@ def test_ask_provider_error_exits_with_the_provider_code(
     assert error["message"] and "sk-fake-test-key" not in result.stdout
 
 
+def test_a_provider_or_model_named_but_not_configured_is_an_error_not_an_offline_answer(
+    indexed_repo: tuple[Store, str],
+) -> None:
+    """With no provider configured, `--provider google` answered offline with exit 0 and not a word
+    about it (the fallback's note is a status line the plain and JSON outputs leave out)."""
+    _, repo_id = indexed_repo
+    result = runner.invoke(app, ["ask", repo_id, QUESTION, "--json", "--provider", "google"])
+    assert result.exit_code == 6, result.output
+    error = json.loads(result.stdout.splitlines()[-1])
+    assert error["type"] == "error" and error["code"] == "not_configured"
+    assert "GOOGLE_API_KEY" in error["message"] and "configured: offline" in error["message"]
+    result = runner.invoke(app, ["ask", repo_id, QUESTION, "--plain", "--model", "gpt-4o"])
+    assert result.exit_code == 6 and result.stdout == ""
+    assert "'gpt-4o'" in result.stderr and "grounded-excerpts" in result.stderr
+
+
 def test_ask_rejects_bad_options_clearly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ask", str(tmp_path), QUESTION, "-k", "0", "--plain"])
     assert result.exit_code == 2

@@ -300,6 +300,18 @@ async def test_provider_errors_come_back_as_tool_errors(
     assert "auth" in text
 
 
+async def test_a_provider_or_model_the_server_lacks_is_a_tool_error(mcp_http: McpSetup) -> None:
+    """An agent naming a model gets that model or an error: `offline` with `gpt-4o` was answered by
+    the offline provider, the model dropped without a word."""
+    args = {"repo": mcp_http.repo_id, "question": "What is the retry ceiling?"}
+    text = error_text(
+        await call(mcp_http, "ask_question", {**args, "provider": "offline", "model": "gpt-4o"})
+    )
+    assert "not_configured: offline" in text and "'gpt-4o'" in text and "grounded-excerpts" in text
+    text = error_text(await call(mcp_http, "ask_question", {**args, "provider": "google"}))
+    assert "GOOGLE_API_KEY" in text and "openai" in text
+
+
 async def test_unknown_repository_says_what_to_do(mcp_http: McpSetup) -> None:
     for tool, args in (
         ("search_code", {"repo": "github.com/nobody/nothing", "query": "x"}),

@@ -66,6 +66,9 @@ def ask(
         settings = Settings.from_env()
         from api.schemas import parse_chat_request
         from api.services import Services
+        from rag.providers.catalog import require_choice
+
+        require_choice(provider, model, settings)  # before any work: never an offline answer instead
 
         services = Services.from_settings(settings)
         try:

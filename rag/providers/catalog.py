@@ -442,6 +442,15 @@ def check_model(info: ProviderInfo, model: str | None, settings: Settings) -> No
         )
 
 
+def require_choice(name: str | None, model: str | None, settings: Settings) -> ProviderInfo:
+    """`usable_provider`, then `check_model`: what a client that names its provider or model on
+    purpose (`repolens ask`, MCP's `ask_question`) gets instead of `provider_or_offline`'s fallback,
+    which is for deepwiki-open clients (they always name `google`)."""
+    info = usable_provider(name, settings)
+    check_model(info, model, settings)
+    return info
+
+
 def get_provider(name: str | None, settings: Settings, model: str | None = None) -> ChatProvider:
     """The provider `name` (None: the default) ready to stream, or a clear error if it is not set up."""
     info = usable_provider(name, settings)
