@@ -146,6 +146,7 @@ def test_unknown_model_is_a_404_in_openai_shape(api: OpenAI) -> None:
     error = raised.value.body
     assert error["code"] == "model_not_found" and error["type"] == "not_found_error"
     assert "/v1/models" in error["message"] and error["param"] == "model"
+    assert "indexed: repolens/" in error["message"]  # what to ask for instead (other tests add repositories)
 
 
 def test_a_model_may_name_the_repository_by_the_last_part_of_its_id(
@@ -374,6 +375,9 @@ def test_the_server_api_key_guards_v1(keyed_server: LiveServer, client_for: Call
     # The `openai` SDK sends its api_key as `Authorization: Bearer`, which is what the server checks.
     keyed = client_for(keyed_server, api_key=API_KEY)
     assert keyed.models.list().data == []
+    with pytest.raises(openai.NotFoundError) as raised:
+        keyed.chat.completions.create(model="gpt-4o", messages=ask("x"))
+    assert "nothing is indexed yet" in raised.value.body["message"]
 
 
 async def test_the_server_api_key_guards_mcp(keyed_server: LiveServer) -> None:

@@ -190,12 +190,24 @@ def _model_record(services: Services, model: str) -> tuple[RepoRecord, bool]:
         raise OpenAIError(
             f"The model {model!r} does not exist: use {MODEL_PREFIX}<repo-id> (or {MODEL_PREFIX}<repo-id>"
             f"{DEEP_SUFFIX}, or the unique last part of an id) for an indexed repository; "
-            "GET /v1/models lists them",
+            f"{_indexed_models(services)}",
             "model_not_found",
             status=404,
             param="model",
         )
     return record, deep
+
+
+_LISTED_MODELS = 5
+
+
+def _indexed_models(services: Services) -> str:
+    """What a client could have asked for instead, so a first try with `gpt-4o` shows the way."""
+    ids = [f"{MODEL_PREFIX}{record.id}" for record in services.store.list()]
+    if not ids:
+        return "nothing is indexed yet: index a repository first (`repolens ingest`, POST /api/repos)"
+    more = f" and {len(ids) - _LISTED_MODELS} more" if len(ids) > _LISTED_MODELS else ""
+    return f"indexed: {', '.join(ids[:_LISTED_MODELS])}{more} (GET /v1/models lists them all)"
 
 
 @router.get("/models")
