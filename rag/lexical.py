@@ -175,10 +175,29 @@ def path_matches(path: str, pattern: str) -> bool:
 MAX_QUERY_TERMS = 64
 
 
+# "get" before a past participle is the passive's auxiliary ("how does the help command get added?",
+# "when do routes get matched?"), unless a person or a modal does the getting ("how do I get cached
+# values?", "how to get parsed headers").
+_PASSIVE_GET = re.compile(r"\b(\w+)\s+(?:get|gets|got|getting|gotten)\s+(?=\w+ed\b)", re.IGNORECASE)
+_ACTIVE_GETTERS = frozenset(
+    {"i", "we", "you", "they", "to", "can", "could", "should", "would", "will", "must", "may", "might",
+     "and", "or", "how", "please"}
+)  # fmt: skip
+
+
+def _without_passive_get(query: str) -> str:
+    def keep_subject(match: re.Match[str]) -> str:
+        subject = match.group(1)
+        return match.group(0) if subject.lower() in _ACTIVE_GETTERS else subject + " "
+
+    return _PASSIVE_GET.sub(keep_subject, query)
+
+
 def query_terms(query: str) -> list[str]:
     """The distinct tokens of a query, in order of first appearance; at most `MAX_QUERY_TERMS`
-    (each costs an index lookup, and a question never needs more)."""
-    return list(dict.fromkeys(tokenize(query)))[:MAX_QUERY_TERMS]
+    (each costs an index lookup, and a question never needs more). A passive's "get" is left out:
+    it says nothing of the code, and as a term it finds every getter (`GetActiveHelpConfig`)."""
+    return list(dict.fromkeys(tokenize(_without_passive_get(query))))[:MAX_QUERY_TERMS]
 
 
 def affordable_terms(conn: sqlite3.Connection, terms: Sequence[str]) -> list[str]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from rag.embedders import Embedder, embedder_for
 from rag.errors import ErrorCode, RepoLensError
-from rag.lexical import STOPWORDS, path_matches, tokenize
+from rag.lexical import STOPWORDS, path_matches, query_terms
 from rag.ranking import (
     DEFAULT_RANKING,
     LINKING_CHUNKS,
@@ -30,9 +30,9 @@ from rag.ranking import (
     TWIN_DEPTH,
     Intent,
     Ranking,
-    file_topic,
     mentioned_identifiers,
     named_share,
+    names_the_file,
     public_twin,
     query_intent,
     question_words,
@@ -228,9 +228,9 @@ class Retriever:
                 weight = role_weight(intent, self.index.file_role(chunk.path))
                 scores[chunk.id] *= weight
                 notes.setdefault(chunk.id, {})["role_weight"] = weight
-        terms, said = frozenset(tokenize(query)), question_words(query)
+        terms, said = frozenset(query_terms(query)), question_words(query)
         if self.ranking.paths:
-            self._weigh_named_files(chunks, scores, notes, terms, said)
+            self._weigh_named_files(chunks, scores, notes, terms)
         if self.ranking.names and intent == "code":
             for chunk in chunks.values():
                 factor = 1.0 + self.ranking.name_boost * named_share(chunk.symbol, terms, said)
@@ -269,19 +269,17 @@ class Retriever:
         scores: dict[int, float],
         notes: dict[int, dict[str, object]],
         terms: frozenset[str],
-        said: frozenset[str],
     ) -> None:
-        """Weigh the best chunk of each file named with the question's words (`file_topic`) by
-        `1 + path_boost × share`: the file rises, and its other chunks stay where they were, so they
-        are not pulled into its hit as neighbours (which widened spans when every chunk rose)."""
+        """Weigh the best chunk of each file the question names (`names_the_file`) by `1 + path_boost`:
+        the file rises, and its other chunks stay where they were, so they are not pulled into its
+        hit as neighbours (which widened spans when every chunk rose)."""
         best: dict[str, StoredChunk] = {}
         for chunk in chunks.values():
             if chunk.path not in best or scores[chunk.id] > scores[best[chunk.path].id]:
                 best[chunk.path] = chunk
+        factor = 1.0 + self.ranking.path_boost
         for path, chunk in best.items():
-            share = named_share(file_topic(path), terms, said)
-            if share > 0.0:
-                factor = 1.0 + self.ranking.path_boost * share
+            if names_the_file(path, terms):
                 scores[chunk.id] *= factor
                 notes.setdefault(chunk.id, {})["path_weight"] = round(factor, 4)
 
@@ -366,7 +364,7 @@ class Retriever:
         ]
         if not linking:
             return
-        terms = frozenset(tokenize(query))
+        terms = frozenset(query_terms(query))
         source_weight = role_weight(intent, "source") if self.ranking.roles else 1.0
         boosts: dict[int, tuple[float, str, str]] = {}
         for chunk in linking[:LINKING_CHUNKS]:

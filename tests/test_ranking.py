@@ -13,12 +13,13 @@ import pytest
 from api.cli.search_cmd import explain_line
 from ingest import IngestOptions, ingest
 from rag.embedders import Embedder
-from rag.lexical import tokenize
+from rag.lexical import query_terms, tokenize
 from rag.ranking import (
     Ranking,
     file_topic,
     mentioned_identifiers,
     named_share,
+    names_the_file,
     public_twin,
     query_intent,
     question_words,
@@ -439,3 +440,154 @@ def test_a_file_named_after_the_question_gains_weight(tmp_path: Path, shared_emb
 )
 def test_file_topic_is_the_name_or_the_folder_of_a_generic_one(path: str, topic: str) -> None:
     assert file_topic(path) == topic
+
+
+# A command tree's help command and, in a file named after something else, "active help" for
+# completions, which says "help" and "added" more often than the function that adds the command.
+_HELP_COMMAND = {
+    "command.go": """package cli
+
+import "fmt"
+
+// Command is one node of the tree of a command line application.
+type Command struct {
+	Use         string
+	Short       string
+	Run         func(c *Command, args []string)
+	commands    []*Command
+	helpCommand *Command
+}
+
+// Execute runs the command with the arguments of the process, finding the subcommand to run.
+func (c *Command) Execute(args []string) error {
+	c.InitDefaultHelpCmd()
+	cmd, rest := c.Find(args)
+	if cmd == nil {
+		return fmt.Errorf("unknown command %q for %q", args[0], c.Use)
+	}
+	if cmd.Run == nil {
+		return cmd.Usage()
+	}
+	cmd.Run(cmd, rest)
+	return nil
+}
+
+// Find walks the tree of commands along the arguments and returns the deepest one they name.
+func (c *Command) Find(args []string) (*Command, []string) {
+	for i, arg := range args {
+		next := c.findChild(arg)
+		if next == nil {
+			return c, args[i:]
+		}
+		c = next
+	}
+	return c, nil
+}
+
+// Usage prints how to call the command to its output.
+func (c *Command) Usage() error {
+	fmt.Println("Usage: " + c.Use + " " + c.Short)
+	for _, child := range c.commands {
+		fmt.Println("  " + child.Use + " " + child.Short)
+	}
+	return nil
+}
+
+// InitDefaultHelpCmd adds the default help command to c.
+// It is called when c executes; if c already has a help command it does nothing.
+func (c *Command) InitDefaultHelpCmd() {
+	if c.helpCommand == nil {
+		c.helpCommand = &Command{
+			Use:   "help [command]",
+			Short: "Help about any command",
+			Run: func(c *Command, args []string) {
+				c.Usage()
+			},
+		}
+	}
+	c.commands = append(c.commands, c.helpCommand)
+}
+""",
+    "active_help.go": """package cli
+
+import (
+	"os"
+	"strings"
+)
+
+// AppendActiveHelp adds the string to the completions, to be shown as active help.
+// Active help strings are added to the array of completions and shown to the user
+// when completion is triggered; call it before or after the completions are added.
+func AppendActiveHelp(completions []string, help string) []string {
+	return append(completions, activeHelpMarker+help)
+}
+
+// activeHelpEnvVar returns the name of the program's environment variable for active help:
+// the program name in upper case, with every other character than letters and digits replaced.
+func activeHelpEnvVar(name string) string {
+	upper := strings.ToUpper(name)
+	upper = strings.ReplaceAll(upper, "-", "_")
+	return upper + "_" + activeHelpEnvVarSuffix
+}
+
+// GetActiveHelpConfig gets the active help setting of the command from its environment variable.
+func GetActiveHelpConfig(cmd *Command) string {
+	return os.Getenv(activeHelpEnvVar(cmd.Use))
+}
+""",
+}
+
+
+def test_one_word_of_a_compound_file_name_does_not_name_it(tmp_path: Path, shared_embedder: Embedder) -> None:
+    """Before, `active_help.go` gained half the file-name weight from "help", the passive's "get" found
+    every getter (`GetActiveHelpConfig`) and `Cmd` was not "command": both active-help functions
+    ranked above the function that adds the help command, which fell out of the top 3 (on
+    spf13/cobra it was 4th, under `active_help.go`)."""
+    root = write_repo(tmp_path / "cli-repo", _HELP_COMMAND)
+    store = Store(tmp_path / "home")
+    index = store.open(ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder).repo_id)
+    hits = Retriever(index, shared_embedder).search("How does the help command get added?", 3, explain=True)
+    symbols = [hit.symbol for hit in hits]
+    assert "Command.InitDefaultHelpCmd" in symbols, symbols
+    adds = hits[symbols.index("Command.InitDefaultHelpCmd")]
+    assert adds.explain is not None and adds.explain["name_weight"] == pytest.approx(1.15), "help, cmd"
+    active = [hit for hit in hits if hit.path == "active_help.go"]
+    assert all(hits.index(hit) > hits.index(adds) for hit in active)
+    assert all(hit.explain is not None and "path_weight" not in hit.explain for hit in active)
+
+
+@pytest.mark.parametrize(
+    ("path", "question", "named"),
+    [
+        ("active_help.go", "how does the help command get added?", False),
+        ("help.go", "how does the help command get added?", True),
+        ("axum/src/routing/path_router.rs", "how does the router match a request path?", True),
+        ("examples/session/index.js", "example of keeping user sessions", True),
+        ("anyio/to_process.py", "call a function in a worker process", True),
+        ("fsspec/_concurrency_utils.py", "run coroutines with limited concurrency", True),
+        ("cmd.go", "where is the command parsed?", True),
+        ("utils.py", "where are the utils?", False),
+    ],
+)
+def test_a_file_is_named_when_its_whole_topic_is_said(path: str, question: str, named: bool) -> None:
+    assert names_the_file(path, frozenset(query_terms(question))) is named
+
+
+def test_a_short_form_in_a_name_counts_as_the_word_it_stands_for() -> None:
+    terms = frozenset(query_terms("how does the help command get added?"))
+    assert named_share("Command.InitDefaultHelpCmd", terms) == 0.5
+    assert named_share("Context.ctxValue", frozenset(query_terms("the context value"))) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("question", "terms"),
+    [
+        ("How does the help command get added?", ["help", "command", "add"]),
+        ("does it get called twice?", ["call", "twice"]),
+        ("how do I get cached values?", ["get", "cach", "valu"]),
+        ("how to get parsed headers", ["get", "pars", "header"]),
+        ("how do I get the value", ["get", "valu"]),
+    ],
+)
+def test_the_passive_get_is_no_query_term(question: str, terms: list[str]) -> None:
+    assert query_terms(question) == terms
