@@ -22,6 +22,7 @@ chunk whose own definition name the question says ("pause the stream" -> `Minipa
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -225,6 +226,22 @@ def names_the_file(path: str, query_terms: frozenset[str]) -> bool:
         if len(part) > 1 and part not in STOPWORDS and part not in _GENERIC_FILE_WORDS
     ]
     return bool(words) and all(_said(part, query_terms) for part in words)
+
+
+def module_names(paths: Iterable[str]) -> frozenset[str]:
+    """The dotted names, two parts or more, of the modules the files are: `src/rich/markup.py` ->
+    `rich.markup`, `axum/src/routing/mod.rs` -> `axum.routing` (a `src` folder is no part of a
+    module's name; a generic file name is its folder). A docs page that names `rich.markup` names
+    that module, not the `Text.markup` property its last part would find (`Retriever._definitions_of`)."""
+    names: set[str] = set()
+    for path in paths:
+        folders, _, name = path.rpartition("/")
+        parts = [part for part in folders.split("/") if part and part != "src"]
+        stem = name.split(".")[0]
+        if stem and stem.lower() not in _GENERIC_STEMS:
+            parts.append(stem)
+        names.update(".".join(parts[start:]) for start in range(len(parts) - 1))
+    return frozenset(names)
 
 
 # A private definition among this many best candidates (`LRUCache.#has`, `Semaphore._acquire`) lifts

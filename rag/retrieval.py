@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -31,6 +32,7 @@ from rag.ranking import (
     Intent,
     Ranking,
     mentioned_identifiers,
+    module_names,
     named_share,
     names_the_file,
     public_twin,
@@ -100,6 +102,18 @@ def _cached_query_vector(embedder: Embedder, query: str) -> np.ndarray:
     vector = np.asarray(embedder.embed_query(query), dtype=np.float32)
     vector.flags.writeable = False
     return vector
+
+
+# Each index's `module_names`, computed once: an index is one version, whose files never change, and
+# the names cost ~15 ms on 5,000 files, too much for every search. Weak keys: a closed index goes.
+_MODULES: weakref.WeakKeyDictionary[RepoIndex, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def _modules_of(index: RepoIndex) -> frozenset[str]:
+    names = _MODULES.get(index)
+    if names is None:
+        names = _MODULES[index] = module_names(index.roles())
+    return names
 
 
 def rrf(rankings: Sequence[tuple[float, Sequence[int]]], k: int = RRF_K) -> dict[int, float]:
@@ -325,7 +339,10 @@ class Retriever:
     def _definitions_of(self, name: str) -> list[int]:
         """Chunks holding the first line of each definition of `name` in the code graph
         (`RepoIndex.definition`: qualified names first, then the short name); none when the name
-        has more than `MAX_DEFINITIONS` definitions, as it then names nothing in particular."""
+        has more than `MAX_DEFINITIONS` definitions, as it then names nothing in particular, and
+        none when it is a module's dotted name (`rich.markup`: `module_names`)."""
+        if name.replace("::", ".") in _modules_of(self.index):
+            return []
         found = self.index.definition(name)
         if len(found) > MAX_DEFINITIONS:
             return []

@@ -18,6 +18,7 @@ from rag.ranking import (
     Ranking,
     file_topic,
     mentioned_identifiers,
+    module_names,
     named_share,
     names_the_file,
     public_twin,
@@ -591,3 +592,67 @@ def test_a_short_form_in_a_name_counts_as_the_word_it_stands_for() -> None:
 )
 def test_the_passive_get_is_no_query_term(question: str, terms: list[str]) -> None:
     assert query_terms(question) == terms
+
+
+_MARKUP = {
+    "docs/markup.md": """# Console markup
+
+Markup is parsed by the `richtext.markup` module: square brackets open and close a style,
+so `[bold]Hello[/bold]` prints Hello in bold. Escape a bracket with a backslash.
+""",
+    "richtext/markup.py": '''"""Console markup: square-bracketed tags that set styles."""
+
+import re
+
+TAG = re.compile(r"\\[(/?)([a-z ]+)\\]")
+
+
+def parse(text):
+    """Split marked-up text into (text, style) runs at each tag in square brackets."""
+    runs, style, position = [], [], 0
+    for match in TAG.finditer(text):
+        runs.append((text[position : match.start()], " ".join(style)))
+        if match.group(1):
+            style.pop()
+        else:
+            style.append(match.group(2))
+        position = match.end()
+    runs.append((text[position:], " ".join(style)))
+    return runs
+''',
+    "richtext/text.py": '''"""Styled text."""
+
+
+class Text:
+    """A string with styles."""
+
+    def __init__(self, plain="", spans=None):
+        self.plain = plain
+        self.spans = spans or []
+
+    @property
+    def markup(self):
+        """The text as console markup, each styled span inside its tag."""
+        return "".join(f"[{style}]{part}[/{style}]" if style else part for part, style in self.spans)
+''',
+}
+
+
+def test_a_module_named_in_the_docs_links_to_no_definition_of_its_last_name(
+    tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    """`richtext.markup` in the docs is the module, not `Text.markup`: before, the link went to the
+    property, which outranked the parser for a question about parsing markup (rich: `markup.py`
+    2nd under `Text.markup`)."""
+    root = write_repo(tmp_path / "markup-repo", _MARKUP)
+    store = Store(tmp_path / "home")
+    index = store.open(ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder).repo_id)
+    question = "how is console markup parsed into styles?"
+    hits = Retriever(index, shared_embedder).search(question, 5, explain=True)
+    assert hits[0].path == "richtext/markup.py", paths(hits)
+    linked = [hit.explain.get("linked_name") for hit in hits if hit.explain is not None]
+    assert "richtext.markup" not in linked
+    assert module_names(["src/richtext/markup.py", "axum/src/routing/mod.rs", "README"]) == {
+        "richtext.markup",
+        "axum.routing",
+    }
