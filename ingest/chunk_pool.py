@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingest import graph as code_graph
@@ -50,25 +50,29 @@ _PRELOAD = ["ingest.chunk_pool"]
 @dataclass(frozen=True, slots=True)
 class ChunkedFile:
     """One file's chunks, code graph (None: a language the graph does not understand), and what the
-    index needs of each chunk besides: its lexical terms, and whether it is never embedded."""
+    index needs of each chunk besides: its lexical terms, its content hash, and whether it is never
+    embedded."""
 
     chunks: list[Chunk]
     graph: FileGraph | None
     graph_s: float
-    terms: list[ChunkTerms] = field(default_factory=list)  # `rag.lexical.chunk_terms`, row for row
-    lexical_only: frozenset[int] = frozenset()  # `ingest.lexical_only`
+    terms: list[ChunkTerms]  # `rag.lexical.chunk_terms`, row for row
+    hashes: list[str]  # `Chunk.content_hash`, row for row
+    lexical_only: frozenset[int]  # `ingest.lexical_only`
 
 
 def chunk_file(chunker: Chunker, file: SourceFile) -> ChunkedFile:
-    """Parse `file` once, extract its code graph from the tree, chunk it, and tokenize the chunks
-    for the lexical index (a quarter of the index writer's work, done here on every core)."""
+    """Parse `file` once, extract its code graph from the tree, chunk it, and tokenize and hash the
+    chunks for the index (most of the index writer's own work, done here on every core: the writer
+    is one process, and a chunk's hash needs its header built)."""
     tree = chunker.parse(file)
     started = time.monotonic()
     file_graph = code_graph.extract(file.language, tree) if tree is not None else None
     graph_s = time.monotonic() - started
     chunks = chunker.chunk(file, tree)
     terms = [chunk_terms(chunk) for chunk in chunks]
-    return ChunkedFile(chunks, file_graph, graph_s, terms, lexical_only(file, chunks))
+    hashes = [chunk.content_hash for chunk in chunks]
+    return ChunkedFile(chunks, file_graph, graph_s, terms, hashes, lexical_only(file, chunks))
 
 
 def pool_size(files: int, requested: int) -> int:

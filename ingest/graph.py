@@ -35,6 +35,8 @@ _OPAQUE = frozenset(
 _JS_HERITAGE = ("class_heritage", "extends_clause", "implements_clause", "extends_type_clause")
 _QUALIFIED_TYPES = ("member_expression", "qualified_type", "scoped_type_identifier", "nested_type_identifier")
 _ASSIGNMENTS = frozenset({"assignment", "assignment_expression"})
+# What may bind a JavaScript function to a name (`_Extractor._js_function_binding`).
+_JS_BINDINGS = frozenset({"variable_declarator", "assignment_expression", "pair"})
 # Names a constructor's parameter binds: plain, typed, defaulted, splat, destructured.
 _PARAM_NAMES = ("identifier", "shorthand_property_identifier_pattern")
 _INSTANCE_NAMES = frozenset({"self", "this"})
@@ -48,6 +50,14 @@ class _Syntax:
     classes: frozenset[str]
     calls: dict[str, str]  # call node type -> field holding the callee
     members: dict[str, tuple[str, str]]  # member node type -> (object field, name field)
+    # Every node type `_Extractor.walk` does something with; it only walks through the others (most
+    # nodes: a file's graph took a fifth of chunking's CPU, much of it in asking each node each question).
+    handled: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        kinds = self.functions | self.classes | set(self.calls) | set(self.members)
+        handled = kinds | _IMPORTS | _ASSIGNMENTS | _JS_BINDINGS | {"impl_item"}
+        object.__setattr__(self, "handled", frozenset(handled))
 
 
 _PY = _Syntax(
@@ -136,23 +146,32 @@ class _Extractor:
 
     def walk(self, node: Node, scope: _Scope) -> None:
         kind = node.type
+        if kind in self.syntax.handled and self._visit(node, kind, scope):
+            return
+        for child in node.named_children:
+            if child.type not in _OPAQUE:
+                self.walk(child, scope)
+
+    def _visit(self, node: Node, kind: str, scope: _Scope) -> bool:
+        """Record what `node` defines, imports, calls or reads; True if it walked its children too
+        (a definition's, in the definition's own scope)."""
         if kind in self.syntax.classes:
             inner = self._class(node, scope)
             if inner is not None:
                 for child in node.named_children:
                     self.walk(child, inner)
-                return
+                return True
         elif kind in self.syntax.functions:
             inner = self._function(node, scope)
             if inner is not None:
                 for child in node.named_children:
                     self.walk(child, inner)
-                return
+                return True
         elif kind == "impl_item":
             self._rust_impl(node, scope)
-            return
+            return True
         elif self._js_function_binding(node, scope):
-            return
+            return True
         if kind in _ASSIGNMENTS and scope.instance:
             self._assignment(node, scope)
         if kind in self.syntax.calls:
@@ -167,9 +186,7 @@ class _Extractor:
             self._attribute_read(node, scope)
         elif kind in _IMPORTS:
             self._import(node)
-        for child in node.named_children:
-            if child.type not in _OPAQUE:
-                self.walk(child, scope)
+        return False
 
     def _define(self, node: Node, name: str, kind: str, scope: _Scope, bases: tuple[str, ...] = ()) -> str:
         qualname = f"{scope.qualname}.{name}" if scope.qualname else name

@@ -765,12 +765,17 @@ def _chunk_and_write(
 
 
 def _cached_vectors(
-    chunks: Sequence[Chunk], known: dict[str, np.ndarray], embedder: Embedder
+    chunks: Sequence[Chunk], hashes: Sequence[str], known: dict[str, np.ndarray], embedder: Embedder
 ) -> dict[str, np.ndarray]:
-    """Vectors the embedder's cache already holds for chunk texts not in `known` (no embedding)."""
+    """Vectors the embedder's cache already holds for chunk texts (`hashes`: their content hashes,
+    row for row) not in `known` (no embedding)."""
     if not isinstance(embedder, CachedEmbedder):
         return {}
-    pending = {c.content_hash: c.embed_text for c in chunks if c.content_hash not in known}
+    pending = {
+        content_hash: chunk.embed_text
+        for chunk, content_hash in zip(chunks, hashes, strict=True)
+        if content_hash not in known
+    }
     found = embedder.lookup(list(pending.values()))
     return {
         content_hash: vector
@@ -874,20 +879,22 @@ def _write_group(
     """Write a few chunked files, with the vectors already known for their chunks (the previous
     version's, then the embedder's cache)."""
     chunks = [chunk for _, result in group for chunk in result.chunks]
-    vectors = builder.reusable_vectors(chunk.content_hash for chunk in chunks)
+    hashes = [content_hash for _, result in group for content_hash in result.hashes]
+    vectors = builder.reusable_vectors(hashes)
     written.files += len(group)
     written.old_texts.update(builder.chunk_hashes([file.path for file, _ in group]))
-    written.new_texts.update(chunk.content_hash for chunk in chunks)
-    written.reused += sum(1 for chunk in chunks if chunk.content_hash in vectors)
-    vectors.update(_cached_vectors(chunks, vectors, embedder))
+    written.new_texts.update(hashes)
+    written.reused += sum(1 for content_hash in hashes if content_hash in vectors)
+    vectors.update(_cached_vectors(chunks, hashes, vectors, embedder))
     for file, result in group:
         builder.add_file(
             file,
             result.chunks,
-            [vectors.get(chunk.content_hash) for chunk in result.chunks],
+            [vectors.get(content_hash) for content_hash in result.hashes],
             priority=embed_priority(file.path, file.text),
             skip=result.lexical_only,
             terms=result.terms,
+            hashes=result.hashes,
         )
 
 

@@ -7,6 +7,7 @@ chunk header (which spells out camelCase names for the embedder, whose tokenizer
 
 from __future__ import annotations
 
+import functools
 import re
 
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+|[^\W\d_A-Za-z]+")
@@ -22,6 +23,9 @@ def split_identifier(word: str) -> list[str]:
     return parts
 
 
+# A chunk's header is built each time its text is needed (counting candidates, hashing, writing), for
+# few distinct symbols: each symbol's words are worked out once.
+@functools.lru_cache(maxsize=1 << 14)
 def name_words(symbol: str | None) -> str:
     """The words of a symbol's camelCase names, for a chunk header: `Address6.fromUnsignedByteArray`
     -> ` (from unsigned byte array)`; '' when no name has a hump (`Client.send_all`, `Router`)."""

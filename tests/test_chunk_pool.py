@@ -149,11 +149,11 @@ def test_the_pool_and_its_forkserver_end_with_the_process_that_started_them(
     assert left == []
 
 
-def test_the_terms_chunked_beside_the_chunks_are_what_the_index_writer_computes(
+def test_the_terms_and_hashes_chunked_beside_the_chunks_are_what_the_index_writer_computes(
     tmp_path: Path, embedder: MiniLMEmbedder
 ) -> None:
-    """The pool's workers tokenize the chunks for BM25: the index holds the same lexical rows as when
-    the writer tokenizes them itself (and context lines are part of a chunk's body)."""
+    """The pool's workers tokenize and hash the chunks: the index holds the same lexical and chunk rows
+    as when the writer tokenizes and hashes them itself (and context lines are part of a chunk's body)."""
     files = _files()
     results = list(chunk_pool._pooled(files, embedder.max_tokens, run_token_counter(embedder), processes=2))
     assert any(chunk.context for result in results for chunk in result.chunks)
@@ -164,9 +164,17 @@ def test_the_terms_chunked_beside_the_chunks_are_what_the_index_writer_computes(
         with store.builder(record, None) as builder:
             for file, result in zip(files, results, strict=True):
                 vectors = [None] * len(result.chunks)
-                builder.add_file(file, result.chunks, vectors, terms=result.terms if given else None)
+                builder.add_file(
+                    file,
+                    result.chunks,
+                    vectors,
+                    terms=result.terms if given else None,
+                    hashes=result.hashes if given else None,
+                )
             builder.commit()
+        index = store.open(record.id)
         rows.append(
-            store.open(record.id)._query("SELECT rowid, path, symbol, body FROM lexical ORDER BY rowid")
+            index._query("SELECT rowid, path, symbol, body FROM lexical ORDER BY rowid")
+            + index._query("SELECT id, path, start_line, content_hash FROM chunks ORDER BY id")
         )
-    assert rows[0] == rows[1] and len(rows[0]) > 100
+    assert rows[0] == rows[1] and len(rows[0]) > 200

@@ -17,6 +17,7 @@ from ingest import pipeline as ingest_pipeline
 from ingest.chunking import CHUNKER_VERSION, Chunker
 from ingest.reader import SourceFile
 from rag.embedders import Embedder
+from rag.lexical import chunk_terms
 from rag.store import Store
 from rag.store.layout import BUILD_PREFIX
 from rag.store.schema import RECORD_FILE
@@ -35,7 +36,8 @@ def old_chunk_file(chunker: Chunker, file: SourceFile) -> chunk_pool.ChunkedFile
     if file.language != "python":
         return result
     chunks = [dataclasses.replace(chunk, symbol=None, context=None) for chunk in result.chunks]
-    return dataclasses.replace(result, chunks=chunks)
+    terms = [chunk_terms(chunk) for chunk in chunks]
+    return dataclasses.replace(result, chunks=chunks, terms=terms, hashes=[c.content_hash for c in chunks])
 
 
 @pytest.fixture

@@ -6,11 +6,21 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.errors import LimitExceededError
 from ingest.filters import FileFilter, FilterSpec
 from ingest.languages import has_grammar, language_for
-from ingest.reader import Limits, SkipStats, is_binary, iter_source_files, scan
+from ingest.reader import (
+    MAX_CONTROL_RATIO,
+    SNIFF_BYTES,
+    Limits,
+    SkipStats,
+    is_binary,
+    iter_source_files,
+    scan,
+)
 from rag.errors import RepoLensError
 
 
@@ -35,6 +45,26 @@ def test_binary_is_detected_by_content_not_extension(tmp_path: Path) -> None:
 def test_ansi_coloured_logs_and_form_feeds_are_text() -> None:
     assert not is_binary(b"\x1b[31mred\x1b[0m line\n\x0c next page\n" * 50)
     assert not is_binary(b"")
+
+
+def _reference_is_binary(data: bytes) -> bool:
+    """`is_binary` byte by byte, as first written."""
+    head = data[:SNIFF_BYTES]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return False
+    if b"\x00" in head:
+        return True
+    controls = sum(1 for byte in head if (byte < 32 and byte not in b"\t\n\r\f\v\x1b") or byte == 0x7F)
+    return bool(head) and controls / len(head) > MAX_CONTROL_RATIO
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=SNIFF_BYTES + 200)
+    | st.lists(st.sampled_from(b"\x01\x07\x7f\x1b\t\nab~"), max_size=400).map(bytes)
+)
+def test_binary_detection_counts_control_bytes_as_its_definition(data: bytes) -> None:
+    assert is_binary(data) == _reference_is_binary(data)
 
 
 def test_encodings_fall_back_and_newlines_are_normalised(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tokenizers import Tokenizer, models
 
 from ingest.chunking import Chunker
 from ingest.languages import language_for
@@ -21,7 +22,7 @@ from ingest.lexical_only import _BLOB_RUN, no_semantic_value
 from ingest.reader import SourceFile
 from rag import lexical
 from rag.embedders.base import run_token_counter
-from rag.embedders.minilm import MiniLMEmbedder, WordTokenCounter
+from rag.embedders.minilm import MiniLMEmbedder, WordPieces, WordTokenCounter
 
 ROOT = Path(__file__).resolve().parent.parent
 # Characters where BERT's normaliser and pre-tokeniser differ from a plain split: controls it drops,
@@ -67,6 +68,47 @@ def test_a_full_word_cache_starts_again_and_stays_exact(embedder: MiniLMEmbedder
     counter = WordTokenCounter(embedder._counter, ["[SEP]"], max_words=5)
     for text in ["alpha beta gamma", "delta epsilon zeta eta theta", "alpha iota kappa lambda mu nu xi"]:
         assert counter(text) == embedder.count_tokens(text)
+
+
+def test_a_full_line_cache_starts_again_and_stays_exact(embedder: MiniLMEmbedder) -> None:
+    counter = WordTokenCounter(embedder._counter, ["[SEP]"], max_lines=3)
+    texts = ["a = 1\nb = 2", "c = 3\nd = 4\ne = 5", "a = 1\nf(x)\n\ng.h", "a = 1\nb = 2"]
+    for text in texts:
+        assert counter(text) == embedder.count_tokens(text)
+
+
+# Words of ASCII letters and digits, as code has them: identifiers with numbers, long and short,
+# upper case, words past the tokenizer's 100 characters, and pieces no vocabulary entry starts.
+ASCII_WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCXYZ0123456789", min_size=1, max_size=120)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(ASCII_WORDS, min_size=1, max_size=20))
+def test_word_pieces_counted_in_python_equal_the_tokenizer(
+    embedder: MiniLMEmbedder, words: list[str]
+) -> None:
+    pieces = WordPieces.of(embedder._counter)
+    assert pieces is not None
+    expected = [len(e.ids) for e in embedder._counter.encode_batch_fast(words, add_special_tokens=False)]
+    assert [pieces(word) for word in words] == expected
+
+
+def test_word_pieces_of_this_repository_and_unknown_words_equal_the_tokenizer(
+    embedder: MiniLMEmbedder,
+) -> None:
+    pieces = WordPieces.of(embedder._counter)
+    assert pieces is not None
+    words = sorted({word for path in (ROOT / "rag").rglob("*.py") for word in path.read_text().split()})
+    words = [word for word in words if word.isascii() and word.isalnum()]
+    words += ["x" * 100, "x" * 101, "Q" * 30, "zzzzqqqq", "a1b2c3d4e5f6"]
+    expected = [len(e.ids) for e in embedder._counter.encode_batch_fast(words, add_special_tokens=False)]
+    assert [pieces(word) for word in words] == expected
+    assert len(words) > 500
+
+
+def test_only_bert_s_uncased_tokenizer_is_counted_in_python() -> None:
+    """Another tokenizer's words all go to the tokenizer itself."""
+    assert WordPieces.of(Tokenizer(models.BPE())) is None
 
 
 def _source(path: str, text: str) -> SourceFile:

@@ -7,9 +7,10 @@ L2-normalised sentence vectors (mean over real tokens, as sentence-transformers 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
@@ -30,8 +31,9 @@ SPECIAL_TOKENS = 2  # [CLS] and [SEP]
 _ASCII_PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 _WORD = re.compile("[^ \t\n\r" + re.escape(_ASCII_PUNCTUATION) + "]+")
 _DROP_PUNCTUATION = str.maketrans("", "", _ASCII_PUNCTUATION)
-# Words a run's counter remembers before it starts again (a few MB).
+# Words and lines a run's counter remembers before it starts again (a few MB, tens of MB).
 _MAX_WORDS = 200_000
+_MAX_LINES = 200_000
 
 
 def package_model_dir() -> Path:
@@ -74,40 +76,131 @@ def pad_batch(encodings: Sequence[Encoding]) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
+class WordPieces:
+    """The word pieces of a word of ASCII letters and digits, counted as the tokenizer's WordPiece
+    model counts them, in plain Python: the tokenizer costs about 12 us a call, this about 3 (most
+    words of code are new to a run's counter: identifiers with numbers, names of one file).
+
+    The longest piece of the vocabulary that starts the word comes first, then the longest
+    continuation piece (`##...`) of the rest, and so on; a rest that no piece starts makes the whole
+    word one [UNK], as does a word over `max_input_chars_per_word`. Only BERT's uncased tokenizer is
+    counted so (`of`); for such a word its normaliser only lower-cases and its pre-tokeniser keeps
+    the word whole.
+    """
+
+    def __init__(self, vocabulary: Collection[str], prefix: str, max_chars: int) -> None:
+        self._first = frozenset(piece for piece in vocabulary if not piece.startswith(prefix))
+        self._rest = frozenset(piece[len(prefix) :] for piece in vocabulary if piece.startswith(prefix))
+        self._longest = max(map(len, vocabulary), default=0)
+        self._max_chars = max_chars
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> WordPieces | None:
+        """The counter for `tokenizer`, or None unless it is BERT's uncased WordPiece tokenizer."""
+        config = json.loads(tokenizer.to_str())
+        normalizer, model = config.get("normalizer") or {}, config.get("model") or {}
+        bert = (
+            normalizer.get("type") == "BertNormalizer"
+            and normalizer.get("lowercase") is True
+            and (config.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
+            and model.get("type") == "WordPiece"
+        )
+        if not bert:
+            return None
+        prefix, max_chars = model["continuing_subword_prefix"], model["max_input_chars_per_word"]
+        return cls(tokenizer.get_vocab(), prefix, max_chars)
+
+    def __call__(self, word: str) -> int:
+        """Tokens of `word`, which must be ASCII letters and digits (`word.isascii() and word.isalnum()`)."""
+        word = word.lower()
+        if len(word) > self._max_chars:
+            return 1
+        count = start = 0
+        pieces = self._first
+        while start < len(word):
+            end = min(len(word), start + self._longest)
+            while word[start:end] not in pieces:
+                end -= 1
+                if end == start:
+                    return 1  # [UNK]
+            count, start, pieces = count + 1, end, self._rest
+        return count
+
+
 class WordTokenCounter:
-    """`MiniLMEmbedder.count_tokens`, exactly, each distinct word tokenized once per ingest run.
+    """`MiniLMEmbedder.count_tokens`, exactly, each distinct line and word counted once per ingest run.
 
     BERT's tokenizer normalises character by character (dropping control and format characters,
     spacing out CJK ideographs, lower-casing, stripping accents), then cuts the text at whitespace and
     makes every punctuation character a word of its own, then splits each word into word pieces
     independently of the others. So the tokens of a text are: [CLS] and [SEP], one per ASCII
     punctuation character, and each run of other characters between ASCII spaces, tabs, newlines and
-    punctuation counted on its own. The chunker counts many overlapping candidate chunks of the same
-    code, whose words repeat: a count is a sum of remembered word counts, and only new words are
-    tokenized, in one batch. Texts holding a special-token literal such as `[SEP]` (matched before
-    normalising, across punctuation) are counted whole.
+    punctuation counted on its own. A newline ends every word, so a text's count is [CLS], [SEP] and
+    the sum of its lines' counts. The chunker counts many overlapping candidate chunks of the same
+    code, whose lines repeat: a count is a sum of remembered line counts; a new line's count is a
+    sum of remembered word counts, and only new words are tokenized, in one batch. Texts holding a
+    special-token literal such as `[SEP]` (matched before normalising, across punctuation) are
+    counted whole.
     """
 
-    def __init__(self, tokenizer: Tokenizer, special: Sequence[str], max_words: int = _MAX_WORDS) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        special: Sequence[str],
+        max_words: int = _MAX_WORDS,
+        max_lines: int = _MAX_LINES,
+    ) -> None:
         self._tokenizer = tokenizer
         self._special = tuple(special)
         self._max_words = max_words
+        self._max_lines = max_lines
         self._words: dict[str, int] = {}
+        self._lines: dict[str, int] = {}
+        self._pieces = WordPieces.of(tokenizer)
 
     def __call__(self, text: str) -> int:
         if "[" in text and any(literal in text for literal in self._special):
             return len(self._tokenizer.encode_batch_fast([text])[0].ids)
-        words = _WORD.findall(text)
+        lines = text.split("\n")
+        known = self._lines
+        missing = [line for line in dict.fromkeys(lines) if line not in known]
+        if missing:
+            if len(known) + len(missing) > self._max_lines:
+                known.clear()
+                missing = list(dict.fromkeys(lines))
+            known.update(zip(missing, self._line_counts(missing), strict=True))
+        return SPECIAL_TOKENS + sum(map(known.__getitem__, lines))
+
+    def _line_counts(self, lines: Sequence[str]) -> list[int]:
+        """The tokens of each line, without [CLS] and [SEP]: its punctuation and its words' pieces."""
+        words = [_WORD.findall(line) for line in lines]
         known = self._words
-        missing = [word for word in dict.fromkeys(words) if word not in known]
+        distinct = dict.fromkeys(itertools.chain.from_iterable(words))
+        missing = [word for word in distinct if word not in known]
         if missing:
             if len(known) + len(missing) > self._max_words:
                 known.clear()
-                missing = list(dict.fromkeys(words))
-            encodings = self._tokenizer.encode_batch_fast(missing, add_special_tokens=False)
-            known.update((word, len(encoding.ids)) for word, encoding in zip(missing, encodings, strict=True))
-        punctuation = len(text) - len(text.translate(_DROP_PUNCTUATION))
-        return SPECIAL_TOKENS + punctuation + sum(map(known.__getitem__, words))
+                missing = list(distinct)
+            self._learn(missing)
+        return [
+            len(line) - len(line.translate(_DROP_PUNCTUATION)) + sum(map(known.__getitem__, line_words))
+            for line, line_words in zip(lines, words, strict=True)
+        ]
+
+    def _learn(self, words: Sequence[str]) -> None:
+        """Count new words: ASCII letters and digits by `WordPieces`, the rest by the tokenizer, batched."""
+        pieces, known = self._pieces, self._words
+        others = words
+        if pieces is not None:
+            others = []
+            for word in words:
+                if word.isascii() and word.isalnum():
+                    known[word] = pieces(word)
+                else:
+                    others.append(word)
+        if others:
+            encodings = self._tokenizer.encode_batch_fast(list(others), add_special_tokens=False)
+            known.update((word, len(encoding.ids)) for word, encoding in zip(others, encodings, strict=True))
 
 
 class MiniLMEmbedder:
@@ -140,7 +233,7 @@ class MiniLMEmbedder:
         return len(self._counter.encode_batch_fast([text])[0].ids)
 
     def token_counter(self) -> TokenCounter:
-        """Counts for one ingest run: each distinct word tokenized once (`WordTokenCounter`)."""
+        """Counts for one ingest run: each distinct line and word counted once (`WordTokenCounter`)."""
         special = [token.content for token in self._counter.get_added_tokens_decoder().values()]
         return WordTokenCounter(self._counter, special)
 

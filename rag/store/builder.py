@@ -187,14 +187,16 @@ class IndexBuilder:
         priority: int = 0,
         skip: Collection[int] = (),
         terms: Sequence[lexical.ChunkTerms] | None = None,
+        hashes: Sequence[str] | None = None,
     ) -> int:
         """Add (or replace) a file with its chunks and their L2-normalised vectors, row for row,
         and its code graph (None: a language the graph does not understand).
 
         A `None` vector makes the chunk searchable lexically now and embedded later (`add_vectors`,
         in `priority` order, lowest first); chunk indexes in `skip` are never embedded (no semantic
-        value). `terms`: the chunks' `lexical.chunk_terms`, row for row, if already computed (by
-        the chunk pool). Returns how many chunks of a previous copy of the file were replaced.
+        value). `terms` and `hashes`: the chunks' `lexical.chunk_terms` and `content_hash`, row for
+        row, if already computed (by the chunk pool). Returns how many chunks of a previous copy of
+        the file were replaced.
         """
         if len(chunks) != len(vectors):
             raise ValueError(f"{file.path}: {len(chunks)} chunks but {len(vectors)} vectors")
@@ -205,9 +207,10 @@ class IndexBuilder:
         )
         ids = np.arange(self._next_id, self._next_id + len(chunks), dtype=np.int64)
         self._next_id += len(chunks)
+        hashes = hashes if hashes is not None else [chunk.content_hash for chunk in chunks]
         rows = [
-            (int(chunk_id), c.path, c.language, c.start_line, c.end_line, c.symbol, c.text, c.content_hash)
-            for chunk_id, c in zip(ids, chunks, strict=True)
+            (int(chunk_id), c.path, c.language, c.start_line, c.end_line, c.symbol, c.text, content_hash)
+            for chunk_id, c, content_hash in zip(ids, chunks, hashes, strict=True)
         ]
         self._conn.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         terms = terms if terms is not None else [lexical.chunk_terms(chunk) for chunk in chunks]

@@ -226,10 +226,12 @@ class PgIndexBuilder:
         priority: int = 0,
         skip: Collection[int] = (),
         terms: Sequence[ChunkTerms] | None = None,
+        hashes: Sequence[str] | None = None,
     ) -> int:
         """Add (or replace) a file with its chunks and their L2-normalised vectors, row for row (None:
         embedded later, in `priority` order; chunk indexes in `skip` never), and its code graph;
-        `terms` are the chunks' `lexical.chunk_terms` if already computed (by the chunk pool)."""
+        `terms` and `hashes` are the chunks' `lexical.chunk_terms` and `content_hash` if already
+        computed (by the chunk pool)."""
         if len(chunks) != len(vectors):
             raise ValueError(f"{file.path}: {len(chunks)} chunks but {len(vectors)} vectors")
         replaced = self.remove_file(file.path)
@@ -243,7 +245,8 @@ class PgIndexBuilder:
         postings: list[tuple[str, int, float]] = []
         rows = []
         terms = terms if terms is not None else [chunk_terms(chunk) for chunk in chunks]
-        for chunk_id, c, columns in zip(ids, chunks, terms, strict=True):
+        hashes = hashes if hashes is not None else [chunk.content_hash for chunk in chunks]
+        for chunk_id, c, columns, content_hash in zip(ids, chunks, terms, hashes, strict=True):
             chunk_postings, length = pg_lexical.postings_of_terms(
                 chunk_id, [text.split() for text in columns]
             )
@@ -257,7 +260,7 @@ class PgIndexBuilder:
                     c.end_line,
                     c.symbol,
                     c.text,
-                    c.content_hash,
+                    content_hash,
                     length,
                 )
             )
