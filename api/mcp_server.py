@@ -50,6 +50,7 @@ from api.shutdown import ServerStop, streaming
 from ingest import resolve_repo_id
 from ingest.errors import AmbiguousRepoError
 from ingest.jobs import IngestJob
+from ingest.pipeline import did_you_mean
 from rag.answer import AnswerCancelled, until_cancelled
 from rag.citations import source_url
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
@@ -177,8 +178,8 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
             record = None
         if record is None:
             raise NotFoundError(
-                f"no indexed repository matches {repo!r}. Call list_repositories for the "
-                "indexed ones, or index_repository to index it first."
+                f"no indexed repository matches {repo!r}{did_you_mean(store, repo.strip())}. Call "
+                "list_repositories for the indexed ones, or index_repository to index it first."
             )
         return record
 

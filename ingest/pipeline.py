@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import math
 import threading
 import time
@@ -626,7 +627,20 @@ def resolve_repo_id(store: Store, text: str) -> str:
             f"{text!r} is not indexed yet: `repolens ingest {text}` indexes it "
             "(`repolens list` shows what is)"
         )
-    raise NotFoundError(f"no indexed repository matches {text!r}; see `repolens list`")
+    raise NotFoundError(
+        f"no indexed repository matches {text!r}{did_you_mean(store, wanted)}; see `repolens list`"
+    )
+
+
+def did_you_mean(store: Store, name: str) -> str:
+    """` (did you mean <id>?)` for the indexed ids whose last part is close to `name`'s (a typo:
+    `cobar` for `cobra`), else ``: a not-found message that names the likely fix saves a `list`."""
+    ids_by_part: dict[str, list[str]] = {}
+    for record in store.list():
+        ids_by_part.setdefault(record.id.rsplit("/", 1)[-1], []).append(record.id)
+    close = difflib.get_close_matches(name.rsplit("/", 1)[-1], list(ids_by_part), n=3, cutoff=0.75)
+    ids = sorted(repo_id for part in close for repo_id in ids_by_part[part])
+    return f" (did you mean {' or '.join(ids)}?)" if ids else ""
 
 
 def repo_id_by_last_part(store: Store, name: str) -> str | None:

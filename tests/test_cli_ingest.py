@@ -602,8 +602,15 @@ def test_a_repository_is_named_by_the_unique_last_part_of_its_id(tmp_path: Path)
     code, error, _ = run("ask", "lens-app", "What does greet return?", "--json")
     assert code == 3 and error["type"] == "error" and "several indexed repositories" in error["message"]
     assert "not a source" not in error["message"]  # the ids to use, not the accepted source forms
-    code, error, _ = run("ask", "lens-ap", "What does greet return?", "--json")
+    code, error, _ = run("ask", "widgetry", "What does greet return?", "--json")
     assert code == 3 and error["type"] == "error" and error["code"] == "not_found", error
     message = error["message"]
-    assert "no indexed repository matches 'lens-ap'" in message and "`repolens list`" in message
+    assert "no indexed repository matches 'widgetry'" in message and "`repolens list`" in message
     assert "not a source RepoLens can index" in message and "https://github.com/<owner>/<repo>" in message
+    # A typo of an indexed name says the likely id (in every command that takes a name), not the
+    # accepted source forms.
+    code, error, _ = run("ask", "lens-ap", "What does greet return?", "--json")
+    assert code == 3 and "(did you mean local/" in error["message"] and "not a source" not in error["message"]
+    assert "/one/lens-app or local/" in error["message"] and error["message"].count("/two/lens-app") == 1
+    code, error, _ = run("show", "lens-ap", "--json")
+    assert code == 3 and "(did you mean local/" in error["error"]["message"]

@@ -320,6 +320,9 @@ async def test_unknown_repository_says_what_to_do(mcp_http: McpSetup) -> None:
     ):
         text = error_text(await call(mcp_http, tool, args))
         assert "not_found" in text and "index_repository" in text and "list_repositories" in text
+    typo = mcp_http.repo_id.rsplit("/", 1)[-1][:-1]  # `weatherlin`: the likely id is named
+    text = error_text(await call(mcp_http, "search_code", {"repo": typo, "query": "retry"}))
+    assert f"(did you mean {mcp_http.repo_id}?)" in text
 
 
 async def test_a_short_name_two_repositories_share_is_said_with_their_ids(tmp_path: Path) -> None:

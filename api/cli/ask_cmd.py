@@ -108,7 +108,7 @@ def _repo_fields(services: Services, repo: str, repo_type: str | None, ref: str 
     either (`cobra` when nothing indexed ends so): that is a name not found, said as such, not a
     malformed URL."""
     from ingest.errors import AmbiguousRepoError, NotASourceError
-    from ingest.pipeline import resolve_repo_id
+    from ingest.pipeline import did_you_mean, resolve_repo_id
     from ingest.sources import ACCEPTED, resolve_source
 
     try:
@@ -119,6 +119,8 @@ def _repo_fields(services: Services, repo: str, repo_type: str | None, ref: str 
         try:
             resolve_source(repo)
         except NotASourceError:
+            if did_you_mean(services.store, repo):  # a typo of an indexed name: its fix is said already
+                raise missing from None
             raise NotFoundError(
                 f"{missing.message}, and {repo!r} is not a source RepoLens can index either; {ACCEPTED}"
             ) from None
