@@ -169,3 +169,6 @@ async def test_a_chat_reads_the_store_off_the_event_loop(
     # checked access (each hop waits for the GIL behind the streaming loop: three doubled the tail).
     graph_opens = [call for call in store_calls if call.caller.endswith(" building_without_graph")]
     assert graph_opens and all("_readiness" in call.stack for call in graph_opens), graph_opens
+    # The OpenAI API's lookup of the model's repository shares its hop with the access check.
+    lookups = [call for call in store_calls if call.caller.endswith(" _model_record")]
+    assert lookups and all("_admitted_record" in call.stack for call in lookups), lookups

@@ -198,6 +198,18 @@ def _model_record(services: Services, model: str) -> tuple[RepoRecord, bool]:
     return record, deep
 
 
+def _admitted_record(
+    services: Services, body: CompletionRequest, token: str | None
+) -> tuple[RepoRecord, bool]:
+    """The model's repository (404), the provider choice (400), then a private repository's access
+    check (401), all before the response starts, so none is an in-stream error. Blocking, and ONE
+    thread hop: each hop waits for the GIL behind an event loop streaming other answers."""
+    record, deep = _model_record(services, body.model)
+    _check_choice(body.repolens, services.settings)
+    services.verify_access(record, token)
+    return record, deep
+
+
 _LISTED_MODELS = 5
 
 
@@ -237,13 +249,10 @@ async def chat_completions(http_request: Request) -> Response:
         return OpenAIError(refusal(origin or ""), ErrorCode.FORBIDDEN_ORIGIN).response()
     try:
         body = await _completion_request(http_request, services)
-        record, deep = await asyncio.to_thread(_model_record, services, body.model)
-        _check_choice(body.repolens, services.settings)
         token = body.repolens.token or http_request.headers.get("x-repo-token") or None
         register_secret(token)
+        record, deep = await asyncio.to_thread(_admitted_record, services, body, token)
         request = _chat_request(body, record, deep, token)
-        # Checked before the response starts, so a missing token is a 401, not an in-stream error.
-        await asyncio.to_thread(services.verify_access, record, token)
     except OpenAIError as error:
         return error.response()
     except RepoLensError as error:
