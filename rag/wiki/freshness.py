@@ -30,7 +30,9 @@ WIKI_GENERATOR_VERSION = 1
 makes a page come out differently: the offline plan or pages (`rag.wiki.offline`, `rag.wiki.codefacts`),
 the model's plan and page prompts (`rag.wiki.llm`), diagram checks (`rag.wiki.mermaid`) or citation
 linking (`rag.wiki.generate.finish_page`). The next generation then writes every page again, model-written
-ones too (at the model's cost), and says why; without the bump users keep the old pages until `--force`."""
+ones too (at the model's cost), and says why; without the bump users keep the old pages until `--force`.
+tests/test_wiki_fingerprint.py fails when what the generator makes from its fixture repository changes
+and this does not."""
 
 NEW = "they are new"
 FORCED = "a rewrite of every page was asked for"
