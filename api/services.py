@@ -8,8 +8,10 @@ FastAPI dependency injection, so tests can build an app on a temporary data dir.
 from __future__ import annotations
 
 import asyncio
-import functools
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
 
 from fastapi import Request, WebSocket
 
@@ -25,6 +27,44 @@ from rag.settings import Settings
 from rag.store import Store, open_store
 from rag.types import RepoRecord
 
+T = TypeVar("T")
+
+
+class built_once(Generic[T]):  # a decorator, named like functools.cached_property
+    """`functools.cached_property` that builds its value once per instance when threads ask at once.
+
+    The server's worker threads reach `jobs` or `embedder` together at first use: without a lock both
+    build one (two job pools each start ingest workers; the embedder's model is loaded twice). Python
+    3.12 dropped cached_property's lock, and 3.11's was one per class, so building one `Services`'
+    embedder held up every other instance's. Here each instance and attribute has its own lock, taken
+    only while the value is missing. The value lives in the instance's `__dict__` under the attribute's
+    name, like cached_property's: a test may put one there, and `"jobs" in services.__dict__` says
+    whether it was built."""
+
+    def __init__(self, build: Callable[[Any], T]) -> None:
+        self.build = build
+        self.name = build.__name__
+        self.__doc__ = build.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> built_once[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> built_once[T] | T:
+        if instance is None:
+            return self
+        cache = instance.__dict__
+        if self.name not in cache:
+            # setdefault is atomic: racing threads all get the lock the first of them put there.
+            lock: threading.Lock = cache.setdefault(f"_{self.name}_lock", threading.Lock())
+            with lock:
+                if self.name not in cache:
+                    cache[self.name] = self.build(instance)
+        value: T = cache[self.name]
+        return value
+
 
 @dataclass
 class Services:
@@ -33,12 +73,12 @@ class Services:
     # Rules for client-named sources: set by `create_app` (the server); None for the CLI.
     source_policy: SourcePolicy | None = None
 
-    @functools.cached_property
+    @built_once
     def embedder(self) -> Embedder:
         """Loaded on first use: the server starts fast and tests that never embed never pay."""
         return get_embedder(self.settings)
 
-    @functools.cached_property
+    @built_once
     def jobs(self) -> JobQueue:
         """The server's ingest jobs, shared by every route: on the Redis queue that `repolens worker`
         processes run (`REPOLENS_REDIS_URL`), else run by this process (`REPOLENS_INGEST_WORKERS` at once
@@ -75,7 +115,7 @@ class Services:
         private repository is refused, or pinned, like a clone (blocking: call it from a thread)."""
         verify_access(record, token, policy=self.source_policy)
 
-    @functools.cached_property
+    @built_once
     def answers(self) -> AnswerService:
         return AnswerService(self.store, self.embedder, self.settings)
 
