@@ -3,7 +3,8 @@
 Exit codes (documented in the README): 0 success, 1 unexpected error, 2 usage error,
 3 not found, 4 authentication failed, 5 a limit was exceeded, 6 provider error,
 7 source unreachable or invalid, 8 index built with another embedder, 9 the repository is
-being indexed by another process, 10 nothing left to index after filters, 130 interrupted.
+being indexed by another process, 10 nothing left to index after filters, 130 interrupted,
+141 the reader of the output closed it early (`| head -1`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Commands register themselves on `app` and wrap their body in `cli_errors()`
 so a failure is one clear line (or a JSON object with `--json`) and the exit
 code of its error code in `rag.errors.ERROR_TABLE`; `--debug` shows the traceback instead.
 A message goes through `print_message`: word-wrapped on a terminal, one line when piped.
+Output to a reader that stopped reading (`| head -1`) ends the command quietly with
+`CLOSED_PIPE_EXIT_CODE` (`_closed_pipe_exits`, around everything the group runs).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +67,40 @@ def _reflowed(text: str | None) -> str | None:
     return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
 
 
+#: The exit code when the reader of the output closed it early (`repolens search ... | head -1`):
+#: 128 + SIGPIPE, what a shell reports for git, cat or grep in that case.
+CLOSED_PIPE_EXIT_CODE = 141
+
+
+@contextmanager
+def _closed_pipe_exits() -> Iterator[None]:
+    """End the command quietly with `CLOSED_PIPE_EXIT_CODE` when its reader has gone.
+
+    Unix tools die of SIGPIPE there; Python ignores that signal, so a write fails with
+    BrokenPipeError instead, which click turned into a bare exit 1 (the code of an unexpected
+    error). rich's consoles (ours, typer's help) answer it themselves with `SystemExit(1)`, raised
+    while handling the BrokenPipeError (`Console.on_broken_pipe`): that one is ours to end too.
+    Not SIGPIPE's default action: that would also kill `serve`, `mcp` or `ask` when a network
+    peer closes its socket.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        _exit_closed_pipe()
+    except SystemExit as done:
+        if not isinstance(done.__context__, BrokenPipeError):
+            raise
+        _exit_closed_pipe()
+
+
+def _exit_closed_pipe() -> None:
+    # Output still buffered for the closed pipe would fail again as Python exits
+    # ("Exception ignored ... BrokenPipeError"): /dev/null takes it (rich may have done so already).
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(CLOSED_PIPE_EXIT_CODE)
+
+
 _OTHER_NAMES = {"research": "deep research is `repolens ask REPO QUESTION --deep`."}
 _COMMAND_ORDER = (
     "ingest", "update", "embed", "list", "show", "delete", "search", "ask", "wiki",
@@ -78,6 +116,20 @@ class _Group(TyperGroup):
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _tidy_params(super().get_params(ctx), ctx)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        """Parsing prints the help (`repolens --help | head -1`): a closed pipe exits there too."""
+        with _closed_pipe_exits():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Every command runs here: a closed pipe exits quietly (`_closed_pipe_exits`), also when only
+        the last output, still buffered, finds it."""
+        with _closed_pipe_exits():
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()
 
     def list_commands(self, ctx: Any) -> list[str]:
         """In the order a newcomer uses them (index, ask, serve, maintain), not in import order."""
@@ -163,6 +215,8 @@ def cli_errors(as_json: bool = False, *, events: bool = False) -> Iterator[None]
         else:
             print_message(err_console, f"[bold red]error:[/] {escape(message)}")
         raise typer.Exit(error.exit_code) from None
+    except BrokenPipeError:
+        raise  # not an error of the command: the entry point ends it quietly (`_closed_pipe_exits`)
     except KeyboardInterrupt:
         print_message(err_console, "interrupted")
         raise typer.Exit(exit_code(ErrorCode.CANCELLED)) from None
