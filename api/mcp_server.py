@@ -63,6 +63,7 @@ from rag.roles import Role
 from rag.store import RepoIndex
 from rag.store.schema import CodeDefinition
 from rag.types import RepoRecord
+from rag.wiki.freshness import stale_pages
 from rag.wiki.model import Wiki
 from rag.wiki.store import WikiStore
 
@@ -378,18 +379,24 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
 
         return await asyncio.to_thread(read)
 
-    def latest_wiki(record: RepoRecord, language: str, secret: str | None) -> Wiki:
-        """The newest wiki of `record` in `language`, once the caller may read the repository (blocking)."""
+    def latest_wiki(record: RepoRecord, language: str, secret: str | None) -> tuple[Wiki, RepoIndex]:
+        """The newest wiki of `record` in `language` and the index it is read against, once the caller
+        may read the repository (blocking)."""
         if language not in LANGUAGES:
             raise BadRequestError(f"language must be one of {', '.join(LANGUAGES)}")
-        open_readable(services, record.id, secret)
+        index = open_readable(services, record.id, secret)
         wiki = WikiStore(store).latest(record.id, language)
         if wiki is None:
             raise NotFoundError(
                 f"{record.id} has no wiki in {language} yet: generate it with `repolens wiki {record.id}` "
                 "(or POST /api/repos/{id}/wiki, or the web page's Wiki tab); --offline needs no model"
             )
-        return wiki
+        return wiki, index
+
+    def wiki_outline(record: RepoRecord, language: str, secret: str | None) -> dict[str, Any]:
+        """The outline, each page fresh or stale and why (the words of the HTTP API's `stale_reasons`)."""
+        wiki, index = latest_wiki(record, language, secret)
+        return wiki.outline(stale_pages(wiki, index))
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     @_tool_errors
@@ -401,10 +408,12 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
     ) -> dict[str, Any]:
         """The table of contents of the repository's generated wiki: title, description, the commit and
         mode it was written at (offline = from the code alone), and its sections with their pages (id,
-        title, description, importance). Read a page's text with read_wiki_page."""
+        title, description, importance, and `fresh`: false when the page no longer matches the indexed
+        code or this RepoLens, with `stale_reason` saying why, e.g. 'their files changed'; the ids of
+        those are `stale_pages`). Read a page's text with read_wiki_page."""
         record = indexed(repo)
         secret = repo_token(ctx, token)
-        return (await asyncio.to_thread(latest_wiki, record, language, secret)).outline()
+        return await asyncio.to_thread(wiki_outline, record, language, secret)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     @_tool_errors
@@ -423,7 +432,7 @@ def build_mcp_server(services: Services) -> RepoLensMCP:
         a URL to the cited lines and `in_context` (false: those lines were not in its context)."""
         record = indexed(repo)
         secret = repo_token(ctx, token)
-        wiki = await asyncio.to_thread(latest_wiki, record, language, secret)
+        wiki, _ = await asyncio.to_thread(latest_wiki, record, language, secret)
         found = wiki.page(page)
         if found is None:
             raise NotFoundError(f"the wiki of {record.id} has no page {page!r}; see read_wiki_structure")

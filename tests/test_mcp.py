@@ -29,6 +29,7 @@ from mcp.shared.exceptions import MCPError
 
 from api import mcp_server
 from ingest.access import clear_cache
+from rag.wiki import freshness
 from tests.support.chat import provider_env, settings_for
 from tests.support.fake_provider import FakeProvider, FakeResponse
 from tests.support.live_server import LiveServer
@@ -552,3 +553,30 @@ async def test_wiki_tools_read_the_generated_wiki(mcp_http: McpSetup) -> None:
     assert httpx.get(cited["url"], timeout=10).status_code == 200
     unknown = await call(mcp_http, "read_wiki_page", {"repo": mcp_http.repo_id, "page": "nope"})
     assert "no page 'nope'" in error_text(unknown)
+
+
+def outline_pages(outline: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {page["id"]: page for section in outline["sections"] for page in section["pages"]}
+
+
+async def test_the_wiki_structure_says_which_pages_are_stale_and_why(
+    mcp_http: McpSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the words of the HTTP API's `stale_reasons` (one definition: `rag.wiki.freshness`)."""
+    url = f"{mcp_http.server.base_url}/api/repos/{mcp_http.repo_id}/wiki"
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert "event: done" in (await client.post(url, json={"offline": True})).text
+        outline = (await call(mcp_http, "read_wiki_structure", {"repo": mcp_http.repo_id})).structured_content
+        pages = outline_pages(outline)
+        assert pages and outline["stale_pages"] == []
+        assert all(page["fresh"] and page["stale_reason"] is None for page in pages.values())
+
+        # An upgrade of RepoLens that writes pages differently (the server runs in this process).
+        monkeypatch.setattr(freshness, "WIKI_GENERATOR_VERSION", freshness.WIKI_GENERATOR_VERSION + 1)
+        outline = (await call(mcp_http, "read_wiki_structure", {"repo": mcp_http.repo_id})).structured_content
+        pages = outline_pages(outline)
+        reason = f"the wiki generator changed (version {freshness.WIKI_GENERATOR_VERSION - 1} -> "
+        assert all(not page["fresh"] and page["stale_reason"].startswith(reason) for page in pages.values())
+        http = (await client.get(url)).json()
+        assert sorted(outline["stale_pages"]) == sorted(pages) == sorted(http["stale_pages"])
+        assert {page_id: page["stale_reason"] for page_id, page in pages.items()} == http["stale_reasons"]

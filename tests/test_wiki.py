@@ -383,7 +383,7 @@ def test_outline_and_page_lookup(indexed_repo: tuple[Store, str]) -> None:
     store, repo_id = indexed_repo
     run_wiki(store, None, repo_id, offline=True)
     wiki = saved(store, repo_id)
-    outline = wiki.outline()
+    outline = wiki.outline(freshness.stale_pages(wiki, store.open(repo_id)))
     assert outline["mode"] == "offline" and [s["title"] for s in outline["sections"]] == [
         "Overview",
         "Modules",

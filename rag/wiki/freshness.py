@@ -14,7 +14,8 @@ A page is reused only when writing it again would give the same page:
 
 A page with no `made_by` was written before RepoLens recorded it and is written again. Each reason is
 said, never silently acted on: on the page's `page` event (`reason`), counted in the `done` summary
-(`reasons`), in `repolens wiki`'s and `repolens update`'s output, and in the Wiki tab (`stale_reasons`).
+(`reasons`), in `repolens wiki`'s and `repolens update`'s output, in the Wiki tab (`stale_reasons`), and
+page by page in MCP's `read_wiki_structure` (`stale_reason`).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def stale_reason(
 
 def stale_pages(wiki: Wiki, index: Any) -> dict[str, str]:
     """`page id -> reason` for the pages of a stored wiki that its writer would write again from `index`
-    now (the Wiki tab's `stale_pages`, `repolens update`'s word on a model's wiki)."""
+    now (the Wiki tab's `stale_pages`, MCP's `read_wiki_structure`, `repolens update`'s word on a model's
+    wiki)."""
     now = page_maker(wiki_writer(wiki), index)
     hashes = index.file_hashes()
     found = ((page.id, stale_reason(page, page, hashes, now)) for page in wiki.ordered_pages())

@@ -7,6 +7,7 @@ here. Our additions (`citations`, `sources` on a page; the `Wiki` envelope) are 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -96,8 +97,12 @@ class Wiki(BaseModel):
         """Pages in the structure's order (pages missing from `pages` are left out)."""
         return [self.pages[page.id] for page in self.structure.pages if page.id in self.pages]
 
-    def outline(self) -> dict[str, Any]:
-        """The table of contents (no page text): what a reader, or an agent over MCP, looks at first."""
+    def outline(self, stale: Mapping[str, str]) -> dict[str, Any]:
+        """The table of contents (no page text): what a reader, or an agent over MCP, looks at first.
+
+        `stale` is `rag.wiki.freshness.stale_pages` (`page id -> why the next generation writes it
+        again`): each page says whether it is `fresh` and, if not, why (`stale_reason`), so a reader
+        knows which pages may no longer match the code."""
         pages = {page.id: page for page in self.ordered_pages()}
         sections = self.structure.sections or [WikiSection(id="pages", title="Pages", pages=list(pages))]
         return {
@@ -108,6 +113,7 @@ class Wiki(BaseModel):
             "generated_at": self.generated_at,
             "title": self.structure.title,
             "description": self.structure.description,
+            "stale_pages": [page_id for page_id in pages if page_id in stale],
             "sections": [
                 {
                     "id": section.id,
@@ -118,6 +124,8 @@ class Wiki(BaseModel):
                             "title": pages[page_id].title,
                             "description": pages[page_id].description,
                             "importance": pages[page_id].importance,
+                            "fresh": page_id not in stale,
+                            "stale_reason": stale.get(page_id),
                         }
                         for page_id in section.pages
                         if page_id in pages
