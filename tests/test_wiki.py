@@ -294,6 +294,22 @@ def test_cli_wiki_offline_with_json_export(indexed_repo: tuple[Store, str], tmp_
     assert unknown.exit_code == 3
 
 
+def test_cli_wiki_refuses_a_provider_or_model_that_is_not_configured(indexed_repo: tuple[Store, str]) -> None:
+    """`--provider google` with no key wrote offline pages and exited 0; now it says what to set, like
+    `repolens ask`, and writes nothing. Named nothing, the wiki is offline as before."""
+    store, repo_id = indexed_repo
+    runner = CliRunner()
+    named = runner.invoke(app, ["wiki", repo_id, "--provider", "google", "--json"])
+    assert named.exit_code == 6, named.output
+    error = json.loads(named.stdout.strip().splitlines()[-1])["error"]
+    assert error["code"] == "not_configured" and "GOOGLE_API_KEY" in error["message"]
+    model = runner.invoke(app, ["wiki", repo_id, "--model", "gpt-4o"])
+    assert model.exit_code == 6 and "'gpt-4o'" in model.stderr
+    assert WikiStore(store).latest(repo_id) is None
+    default = runner.invoke(app, ["wiki", repo_id, "--json"])
+    assert default.exit_code == 0 and json.loads(default.stdout.strip().splitlines()[-1])["mode"] == "offline"
+
+
 def test_codefacts_read_rst_headings_and_skip_docstring_titles() -> None:
     from rag.wiki.codefacts import headings, module_summary
 

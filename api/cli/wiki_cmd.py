@@ -16,6 +16,7 @@ from api.cli.app import app, cli_errors, console, err_console
 from ingest import resolve_repo_id
 from rag.errors import ErrorCode, RepoLensError
 from rag.prompt import LANGUAGES
+from rag.providers.catalog import require_choice
 from rag.settings import Settings
 from rag.wiki.export import wiki_json, wiki_markdown, wiki_zip
 from rag.wiki.freshness import because, stale_pages
@@ -118,7 +119,11 @@ def wiki_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Generate the wiki of an indexed repository (only pages whose files changed are rewritten)."""
+    """Generate the wiki of an indexed repository (only pages whose files changed are rewritten).
+
+    With no provider configured and none named it is written offline; a `--provider` or `--model` that
+    is not set up is an error (`not_configured`, exit 6), like `repolens ask`'s, never offline pages in
+    their place."""
     with cli_errors(as_json):
         if language not in LANGUAGES:
             choices = ", ".join(LANGUAGES)
@@ -130,6 +135,8 @@ def wiki_command(
         from api.services import Services
 
         settings = Settings.from_env()
+        if not offline:  # a provider or model named but not set up is refused, not replaced by offline pages
+            require_choice(provider, model, settings)
         with Services.from_settings(settings) as services:
             repo_id = resolve_repo_id(services.store, repo)
             options = WikiOptions(
