@@ -26,7 +26,7 @@ from rag.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings.from_env()
+    settings = (settings or Settings.from_env()).for_server()
     install_log_redaction()
     services = Services.from_settings(settings)
     services.source_policy = SourcePolicy.for_server(settings)

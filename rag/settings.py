@@ -7,7 +7,8 @@ the settings are loaded, with a `ConfigError` (code `bad_config`) that names the
 embedder settings raise `EmbedderError` (`embedder_error`) like every other embedder misconfiguration.
 
 Load once at start-up (`Settings.from_env()`: the CLI commands, `create_app`) and pass the object
-down; nothing else reads `os.environ` for configuration.
+down; nothing else reads `os.environ` for configuration. A server holds its settings for as long as it
+runs (`for_server`): a message that says to set a variable says to restart it too.
 
 Adding a setting: add one field below with `setting("VARIABLE_NAME", default, "what it does")`
 (a type with constraints, `SecretStr | None` for a secret), read it as `settings.<field>`, and
@@ -21,7 +22,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -332,6 +341,21 @@ class Settings(BaseSettings):
             raise _config_error(error) from None
         finally:
             _explicit_environ.reset(marker)
+
+    # Set by `for_server`; not a variable, so not a field (the settings table lists fields).
+    _held_by_server: bool = PrivateAttr(False)
+
+    def for_server(self) -> Settings:
+        """These settings as a long-running server holds them (`create_app`, `repolens mcp`): read once,
+        at its start, so setting a variable changes nothing until it restarts. Messages that say to
+        set one say so (`held_by_server`); a CLI command reads them afresh each run."""
+        held = self.model_copy()
+        held._held_by_server = True
+        return held
+
+    @property
+    def held_by_server(self) -> bool:
+        return self._held_by_server
 
     def value(self, variable: str) -> str | None:
         """The value of the field read from `variable`, as text (for tables keyed by variable name,

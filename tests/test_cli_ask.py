@@ -73,6 +73,7 @@ def test_a_provider_or_model_named_but_not_configured_is_an_error_not_an_offline
     error = json.loads(result.stdout.splitlines()[-1])
     assert error["type"] == "error" and error["code"] == "not_configured"
     assert "GOOGLE_API_KEY" in error["message"] and "configured: offline" in error["message"]
+    assert "restart" not in error["message"]  # each command reads the settings afresh
     result = runner.invoke(app, ["ask", repo_id, QUESTION, "--plain", "--model", "gpt-4o"])
     assert result.exit_code == 6 and result.stdout == ""
     assert "'gpt-4o'" in result.stderr and "grounded-excerpts" in result.stderr

@@ -310,7 +310,7 @@ async def test_a_provider_or_model_the_server_lacks_is_a_tool_error(mcp_http: Mc
     )
     assert "not_configured: offline" in text and "'gpt-4o'" in text and "grounded-excerpts" in text
     text = error_text(await call(mcp_http, "ask_question", {**args, "provider": "google"}))
-    assert "GOOGLE_API_KEY" in text and "openai" in text
+    assert "GOOGLE_API_KEY" in text and "openai" in text and "restart the server" in text
 
 
 async def test_unknown_repository_says_what_to_do(mcp_http: McpSetup) -> None:

@@ -196,6 +196,7 @@ def test_a_provider_not_configured_is_refused_not_answered_offline(
     assert error["param"] == "repolens.provider"
     message = error["message"]
     assert "anthropic" in message and "ANTHROPIC_API_KEY" in message and "configured: offline" in message
+    assert "then restart the server to pick it up" in message  # it read its settings at start
 
 
 def test_a_model_the_provider_lacks_is_refused(

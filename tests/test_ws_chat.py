@@ -202,6 +202,22 @@ async def test_cancel_stops_the_answer_and_closes_the_provider_stream(
     assert server_errors(caplog) == []
 
 
+async def test_a_provider_without_its_key_says_to_set_it_and_restart_the_server(
+    chat_server: ChatServer,
+) -> None:
+    """The server read its settings when it started: a key put into `.env` now reaches it only after a
+    restart, which the message did not say (a newcomer set the key and asked again, in vain)."""
+    async with connect(f"{chat_server.server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps(chat_server.request(protocol="events", provider="google")))
+        frames = await until_done(ws)
+    error = next(frame for frame in frames if frame["type"] == "error")
+    assert error["code"] == "not_configured"
+    assert (
+        "set GOOGLE_API_KEY in the environment or .env, then restart the server to pick it up"
+        in (error["message"])
+    )
+
+
 async def test_a_second_request_while_answering_is_refused_as_busy(
     chat_server: ChatServer, fake_provider: FakeProvider
 ) -> None:

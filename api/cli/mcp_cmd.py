@@ -15,4 +15,5 @@ def mcp() -> None:
         from api.mcp_server import serve_stdio
         from api.services import Services
 
-        serve_stdio(Services.from_settings(Settings.from_env()))
+        # Held until the client restarts it, as a server's are.
+        serve_stdio(Services.from_settings(Settings.from_env().for_server()))

@@ -419,10 +419,12 @@ def usable_provider(name: str | None, settings: Settings) -> ProviderInfo:
     info = provider_info(name or default_provider(settings))
     if not _usable(info, settings):
         missing = " and ".join(variable for variable in info.required if not settings.value(variable))
+        # A server read its settings at start: a variable set now reaches it when it restarts.
+        restart = ", then restart the server to pick it up" if settings.held_by_server else ""
         raise ProviderError(
             ErrorCode.NOT_CONFIGURED,
-            f"not configured: set {missing} in the environment or .env (see README, Configuration); "
-            f"configured: {', '.join(configured_providers(settings))}",
+            f"not configured: set {missing} in the environment or .env{restart} "
+            f"(see README, Configuration); configured: {', '.join(configured_providers(settings))}",
             provider=info.id,
         )
     return info
