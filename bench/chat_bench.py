@@ -55,7 +55,6 @@ import contextlib
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,6 +67,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.compare import over_repeats, source_tree
 from bench.loop_probe import LoopProbe, summary
 
 PROVIDER_FIRST_DELAY_S = 0.2
@@ -676,18 +676,8 @@ def _over_repeats(rows: list[dict[str, Any]], labels: tuple[str, str]) -> list[d
                 label: [row[key][label] for row in same if key in row and row[key][label] is not None]
                 for label in labels
             }
-            if not any(sides.values()):
-                continue
-            medians = {
-                label: round(statistics.median(values), 1) if values else None
-                for label, values in sides.items()
-            }
-            a, b = medians[labels[0]], medians[labels[1]]
-            entry[key] = {
-                **{label: values for label, values in sides.items()},
-                **{f"{label}_median": median for label, median in medians.items()},
-                "ratio_of_medians": round(a / b, 2) if a is not None and b else None,
-            }
+            if any(sides.values()):
+                entry[key] = over_repeats(sides)
         summaries.append(entry)
     return summaries
 
@@ -708,9 +698,7 @@ def _baseline(setting: str) -> Baseline | None:
     if setting == "retrieval_pool":
         return Baseline("retrieval_pool_side_by_side", ("pool", "default_executor"), without_pool=True)
     if setting.startswith("tree:"):
-        tree = Path(setting.removeprefix("tree:")).expanduser().resolve()
-        if not (tree / "api" / "server.py").is_file():
-            raise SystemExit(f"REPOLENS_BENCH_CHAT_COMPARE: {tree} is not a RepoLens source tree")
+        tree = source_tree(setting, "REPOLENS_BENCH_CHAT_COMPARE")
         return Baseline("tree_side_by_side", ("this_tree", "baseline_tree"), tree=tree)
     raise SystemExit(f"REPOLENS_BENCH_CHAT_COMPARE={setting!r}: use retrieval_pool or tree:<dir>")
 

@@ -13,13 +13,20 @@ under 1.5 GB.
 `searchable_full_scale` measures (never projects) time to first answer: the full
 2,000-file repository ingested up to its searchable milestone (`dense=False`, what
 `repolens ingest --no-wait` waits for), target <= 10 s. `REPOLENS_BENCH_INGEST_PART=searchable`
-runs only that.
+runs only that. `REPOLENS_BENCH_INGEST_COMPARE=tree:<dir>` runs only that too, for this tree and
+another source tree's code (e.g. `git archive <commit> | tar -x -C <dir>`; same venv, same repository),
+each run in a process of its own, alternating which goes first, `REPOLENS_BENCH_INGEST_ROUNDS` (3) times:
+`searchable_side_by_side` has each figure's values, medians and the ratio of the medians (this tree /
+baseline) and the load average at the start and the end.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,8 +38,9 @@ from typing import Any
 import psutil
 
 from bench import synthetic_repo
-from ingest import IngestOptions, IngestReport, ingest, update
-from ingest.chunk_pool import pool_size
+from bench.compare import over_repeats, source_tree
+from bench.searchable_run import run_to_searchable
+from ingest import IngestReport, ingest, update
 from rag.embedders import Embedder, get_embedder
 from rag.settings import Settings
 from rag.store import Store
@@ -175,29 +183,68 @@ def _generated(workdir: Path, scale: float) -> dict[str, Any]:
     }
 
 
-def _searchable_full_scale(workdir: Path) -> dict[str, Any]:
-    """The 2,000-file repository, fresh data dir and vector cache, ingested up to its searchable
-    milestone: the time-to-first-answer goal, measured."""
+def _full_scale_repo(workdir: Path) -> tuple[Path, int]:
+    """The 2,000-file generated repository, committed; and its size in bytes."""
     repo = workdir / "generated-full"
     size = synthetic_repo.generate(repo, FULL_SCALE_FILES)
     _git(repo, "init", "-q", "-b", "main")
     _commit(repo, "generated")
-    settings = Settings.from_env({**os.environ, "REPOLENS_HOME": str(workdir / "home-full")})
-    store, embedder = Store(settings.home), get_embedder(settings)
-    options = IngestOptions(dense=False)
-    report, seconds = _timed(lambda: ingest(str(repo), options, store=store, embedder=embedder))
-    searchable = report.timings["searchable_s"]
+    return repo, size
+
+
+def _searchable_full_scale(workdir: Path) -> dict[str, Any]:
+    """The 2,000-file repository, fresh data dir and vector cache, ingested up to its searchable
+    milestone: the time-to-first-answer goal, measured."""
+    repo, size = _full_scale_repo(workdir)
+    figures = run_to_searchable(repo, workdir / "home-full")
     return {
-        "files": report.record.file_count,
         "source_mb": round(size / 2**20, 2),
-        "chunks": report.record.chunk_count,
-        "index_state": report.record.index_state,
-        "chunk_processes": pool_size(report.record.file_count, options.chunk_processes),
-        "searchable_s": round(searchable, 2),
-        "run_s": round(seconds, 2),
-        "timings": {name: round(value, 2) for name, value in report.timings.items()},
+        **figures,
         "target_s": SEARCHABLE_TARGET_S,
-        "meets": searchable <= SEARCHABLE_TARGET_S,
+        "meets": figures["searchable_s"] <= SEARCHABLE_TARGET_S,
+    }
+
+
+# Figures of each round that `searchable_side_by_side` compares.
+_COMPARED = ("searchable_s", "cpu_s", "writer_cpu_s", "scan_s", "chunk_s", "write_s")
+
+
+def _searchable_side_by_side(workdir: Path, baseline: Path, rounds: int) -> dict[str, Any]:
+    """`searchable_full_scale` of this tree and of `baseline`, each run in a process of its own on
+    the same repository (a fresh data dir each run), alternating which goes first, `rounds` times."""
+    repo, size = _full_scale_repo(workdir)
+    load_start = [round(load, 2) for load in os.getloadavg()]
+    trees = [("this_tree", PROJECT_ROOT), ("baseline_tree", baseline)]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
+    for number in range(rounds):
+        for label, tree in trees if number % 2 == 0 else reversed(trees):
+            home = workdir / f"home-{label}-{number}"
+            done = subprocess.run(
+                [sys.executable, str(PROJECT_ROOT / "bench" / "searchable_run.py"), str(repo), str(home)],
+                cwd=workdir,
+                env={**os.environ, "PYTHONPATH": str(tree)},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[label].append(json.loads(done.stdout.splitlines()[-1]))
+            shutil.rmtree(home, ignore_errors=True)
+
+    def figure(run: dict[str, Any], key: str) -> float:
+        return float(run[key] if key in run else run["timings"][key])
+
+    return {
+        "baseline": str(baseline),
+        "rounds": rounds,
+        "files": FULL_SCALE_FILES,
+        "source_mb": round(size / 2**20, 2),
+        # Both trees must index the same chunks for the times to compare.
+        "chunks": {label: sorted({run["chunks"] for run in done}) for label, done in runs.items()},
+        "load_average": {"start": load_start, "end": [round(load, 2) for load in os.getloadavg()]},
+        **{
+            key: over_repeats({label: [figure(run, key) for run in done] for label, done in runs.items()}, 2)
+            for key in _COMPARED
+        },
     }
 
 
@@ -217,6 +264,13 @@ def run() -> dict[str, Any]:
     scale = float(os.environ.get("REPOLENS_BENCH_SCALE", DEFAULT_SCALE))
     with tempfile.TemporaryDirectory(prefix="repolens-ingest-bench-") as tmp:
         workdir = Path(tmp)
+        compare = os.environ.get("REPOLENS_BENCH_INGEST_COMPARE", "")
+        if compare:
+            if not compare.startswith("tree:"):
+                raise SystemExit(f"REPOLENS_BENCH_INGEST_COMPARE={compare!r}: use tree:<dir>")
+            baseline = source_tree(compare, "REPOLENS_BENCH_INGEST_COMPARE")
+            rounds = int(os.environ.get("REPOLENS_BENCH_INGEST_ROUNDS", "3"))
+            return {"searchable_side_by_side": _searchable_side_by_side(workdir, baseline, rounds)}
         searchable = _searchable_full_scale(workdir)
         if os.environ.get("REPOLENS_BENCH_INGEST_PART") == "searchable":
             return {"searchable_full_scale": searchable}
