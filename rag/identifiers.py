@@ -17,10 +17,8 @@ _HUMP = re.compile(r"[a-z][A-Z]|[A-Z]{2}[a-z]")
 
 def split_identifier(word: str) -> list[str]:
     """`HTTPClient_sendAll2` -> `["http", "client", "send", "all", "2"]`."""
-    parts: list[str] = []
-    for piece in word.split("_"):
-        parts.extend(match.group().lower() for match in _PART.finditer(piece))
-    return parts
+    # No part holds `_` (and no lookahead of `_PART` crosses one): the word's parts are its pieces'.
+    return [part.lower() for part in _PART.findall(word)]
 
 
 # A chunk's header is built each time its text is needed (counting candidates, hashing, writing), for

@@ -9,6 +9,7 @@ import pytest
 
 from rag import lexical
 from rag.store.schema import create_schema
+from rag.types import Chunk
 
 CHUNKS = [
     # id, path, language, symbol, text
@@ -84,6 +85,37 @@ def test_tokenize_stems_plain_words_but_not_compound_names() -> None:
         "client",
         "send",
     ]
+
+
+# Texts the index's columns are made of: dotted names, stopwords, a word past the remembered length,
+# non-ASCII words, underscores, digits, and words seen before (remembered) and not.
+COLUMN_TEXTS = [
+    "def follow_redirects(self, response):\n    return self.session.send(response.next)",
+    "the of and if is",
+    "x" * 70 + " " + "getY" * 20 + " plain",
+    "ΣΑΣ_Σx naïve 名前_nameΩmega café.latte",
+    "__init__ _private __x__ HTTPClient_sendAll2 queue12 queue13 getQueue",
+    "a.b.c a. .b rag/prompt.py Client.send_all()",
+    "",
+]
+
+
+def test_index_columns_are_the_space_joined_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`chunk_terms` builds each column from words' terms remembered per word: the same string as
+    joining `tokenize`'s terms, for words first seen, remembered, or forgotten when the memory fills."""
+    for limit in (lexical._MAX_REMEMBERED, 3):
+        monkeypatch.setattr(lexical, "_MAX_REMEMBERED", limit)
+        for _ in range(2):
+            for text in COLUMN_TEXTS:
+                chunk = Chunk("src/net/http_client.py", "python", 1, 2, "HttpClient.send", text, text or None)
+                body = f"{text}\n{text}" if text else text
+                assert lexical.chunk_terms(chunk) == (
+                    " ".join(lexical.tokenize("src/net/http_client.py")),
+                    " ".join(lexical.tokenize("HttpClient.send")),
+                    " ".join(lexical.tokenize(body)),
+                )
+    stemmed = ["queue12", "queue", "12", "queue", "getqueu", "get", "queue"]
+    assert lexical.tokenize("queue12 queues getQueue") == stemmed
 
 
 def test_very_common_terms_are_left_out_of_big_indexes(
