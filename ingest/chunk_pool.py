@@ -38,6 +38,7 @@ from ingest.reader import SourceFile
 from rag.embedders.local import available_cpus
 from rag.graph_types import FileGraph
 from rag.lexical import ChunkTerms, chunk_terms
+from rag.pickling import pickled_by_fields
 from rag.types import Chunk
 
 # Fewer files than this are chunked in the ingest's process: starting workers would cost more.
@@ -47,6 +48,7 @@ _BATCH_FILES = 16
 _PRELOAD = ["ingest.chunk_pool"]
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ChunkedFile:
     """One file's chunks, code graph (None: a language the graph does not understand), and what the

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rag.pickling import pickled_by_fields
+
 # Bumped when extraction or resolution changes, so an update re-extracts files graphed by an older
 # extractor and resolves the edges again (4: names no longer bind across languages; 5: named ES imports,
 # `import { a } from`, are recorded, and tsconfig/jsconfig aliases resolve; 6: a function wrapped in a
@@ -30,6 +32,7 @@ def graph_change(version: int | None, current: int | None = GRAPH_VERSION) -> st
 RECEIVER_SELF = "self"  # a call on the enclosing method's own object (`self.`, `this.`, Go/Rust receiver)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class GraphDefinition:
     """A function, method or type: `qualname` is dotted inside the file (`Router.add_route`)."""
@@ -43,6 +46,7 @@ class GraphDefinition:
     bases: tuple[str, ...] = ()  # names the class extends/implements/embeds, as written
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class GraphImport:
     """`module` as written (`starlette.routing`, `./router`, `github.com/spf13/cobra`), bound to `alias`.
@@ -56,6 +60,7 @@ class GraphImport:
     alias: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class GraphReference:
     """A use of `name` at `line` inside the definition `scope` ('' for module level).
@@ -73,6 +78,7 @@ class GraphReference:
     receiver: str | None = None
 
 
+@pickled_by_fields
 @dataclass(slots=True)
 class FileGraph:
     """Everything the graph knows about one file."""

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.identifiers import name_words
+from rag.pickling import pickled_by_fields
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """A piece of one file: a function, class, section or window of lines.
