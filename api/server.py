@@ -12,12 +12,15 @@ collector's full collections then skip the ~170k objects every process has once 
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
+import socket
 from typing import Any
 
 import uvicorn
 
+from rag.errors import ConfigError
 from rag.redact import RedactingFilter, install_log_redaction
 
 WS_PING_INTERVAL_S = 20.0
@@ -73,6 +76,7 @@ def freeze_startup_heap() -> None:
 
 def serve(host: str, port: int, *, log_level: str, workers: int = 1) -> None:
     """Run the server in this process, or in `workers` processes sharing one listening socket."""
+    check_can_listen(host, port)
     if workers <= 1:
         from api.app import create_app
 
@@ -96,6 +100,31 @@ def serve(host: str, port: int, *, log_level: str, workers: int = 1) -> None:
     )
     redact_server_logs()
     Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Fail at once, in words and with `bad_config`'s exit code, when the address cannot be bound.
+
+    uvicorn finds out only after the app is built (the embedder loaded: seconds), then logs
+    `[Errno 98] error while attempting to bind on address ...` and exits with 3, the CLI's code for
+    "not found". The probe binds as uvicorn does (IPv6 for a host with a colon, SO_REUSEADDR) and
+    lets go: a server started between this and uvicorn's bind still gets uvicorn's own error.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} on {host} is in use (another `repolens serve`?): stop that server, or "
+                    "serve on another port with --port (or PORT)"
+                ) from None
+            reason = error.strerror or str(error)
+            raise ConfigError(
+                f"cannot listen on {host} port {port}: {reason} (--host or REPOLENS_HOST, --port or PORT)"
+            ) from None
 
 
 def redact_server_logs() -> None:
