@@ -19,6 +19,7 @@ worker, forkserver or resource tracker behind: `tests/test_chunk_pool.py`).
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
 import os
 import pickle
 import select
@@ -29,6 +30,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import forkserver
 from pathlib import Path
 
 from ingest import graph as code_graph
@@ -106,6 +108,23 @@ def chunk_files(
         yield chunk_file(chunker, file)
 
 
+def prepare(requested: int) -> None:
+    """Start the pool's forkserver now if a run of `POOL_MIN_FILES` files would chunk on the pool
+    (`requested` as for `pool_size`): its import of the chunker is most of a worker's start (a second
+    or more of a 2,000-file run's critical path). The pipeline calls it once its scan has found that
+    many files to chunk, so the import overlaps the rest of the scan; the pool's workers then fork
+    from it, as they do from the one a server's earlier ingest started."""
+    if pool_size(POOL_MIN_FILES, requested) > 1 and _main_can_be_imported_again():
+        _context()
+        forkserver.ensure_running()
+
+
+def _context() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    return context
+
+
 def _main_can_be_imported_again() -> bool:
     """Whether a worker may import `__main__` (multiprocessing does, unless it ran as `-m pkg`)."""
     main = sys.modules.get("__main__")
@@ -133,8 +152,7 @@ def _picklable(value: object) -> bool:
 def _pooled(
     files: Sequence[SourceFile], max_tokens: int, count_tokens: Callable[[str], int], processes: int
 ) -> Iterator[ChunkedFile]:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(_PRELOAD)
+    context = _context()
     batches = [files[start : start + _BATCH_FILES] for start in range(0, len(files), _BATCH_FILES)]
     pool = ProcessPoolExecutor(
         max_workers=min(processes, len(batches)),

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ingest import chunk_pool
 from ingest import graph as code_graph
 from ingest.chunk_pool import ChunkedFile, chunk_files, pool_size
 from ingest.chunking import CHUNKER_VERSION, Chunker, outdated_chunker
@@ -398,11 +399,15 @@ def ingest(
         live = builder.base
         old_chunker = live.record.chunker_version if live is not None else CHUNKER_VERSION
         with _timed(timings, "scan_s"):
-            diff = _Diff.between(
-                _scan(root, options, skipped, report),
-                builder.file_hashes(),
-                rechunk=old_chunker != CHUNKER_VERSION,
+            old_files, rechunk = builder.file_hashes(), old_chunker != CHUNKER_VERSION
+            scanned = _scan(
+                root,
+                options,
+                skipped,
+                report,
+                lambda file: rechunk or old_files.get(file.path) != file.sha256,
             )
+            diff = _Diff.between(scanned, old_files, rechunk=rechunk)
         if not diff.files:
             raise EmptyRepositoryError(
                 f"no files to index in {source.repo_id} after filters ({_describe(skipped)}); "
@@ -692,11 +697,24 @@ def _is_private(source: RepoSource, options: IngestOptions, live: RepoRecord | N
     return uses_token(source) and token_for(source.platform, options.token or source.url_token) is not None
 
 
-def _scan(root: Path, options: IngestOptions, skipped: SkipStats, report: _Reporter) -> list[SourceFile]:
+def _scan(
+    root: Path,
+    options: IngestOptions,
+    skipped: SkipStats,
+    report: _Reporter,
+    to_chunk: Callable[[SourceFile], bool],
+) -> list[SourceFile]:
+    """The files to index. Once `chunk_pool.POOL_MIN_FILES` of them are to be chunked (`to_chunk`:
+    not in the old version as they are), the chunk pool's forkserver starts, while the scan goes on."""
     file_filter = FileFilter.from_spec(options.filters, root)
     files: list[SourceFile] = []
+    chunking = 0
     for file in iter_source_files(root, file_filter, options.limits, skipped):
         files.append(file)
+        if to_chunk(file):
+            chunking += 1
+            if chunking == chunk_pool.POOL_MIN_FILES:
+                chunk_pool.prepare(options.chunk_processes)
         report("scanning", file.path, files_done=len(files))
     return files
 

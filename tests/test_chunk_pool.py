@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
 import pytest
 
-from ingest import chunk_pool
+from ingest import chunk_pool, pipeline
 from ingest.chunk_pool import chunk_files, pool_size
 from ingest.languages import language_for
 from ingest.pipeline import IngestOptions, ingest
@@ -96,6 +98,71 @@ def test_an_ingest_on_the_pool_indexes_the_same_chunks(
         )
     assert indexed[0] == indexed[1]
     assert len(indexed[0]) > 50
+
+
+_PREPARED = """
+import json, multiprocessing
+from multiprocessing import forkserver
+from ingest import chunk_pool
+from ingest.reader import SourceFile
+
+if __name__ == "__main__":
+    chunk_pool.prepare(2)
+    prepared = forkserver._forkserver._forkserver_pid
+    text = "def f(x):\\n    return x\\n"
+    files = [SourceFile(f"m{n}.py", "python", text, "0" * 64, len(text)) for n in range(40)]
+    results = chunk_pool._pooled(files, 256, len, 2)
+    next(results)
+    workers = [child.pid for child in multiprocessing.active_children()]
+    running = forkserver._forkserver._forkserver_pid
+    print(json.dumps({"prepared": prepared, "forkserver": running, "workers": workers}))
+    results.close()
+"""
+
+
+def test_a_prepared_pool_forks_its_workers_from_the_forkserver_started_early(tmp_path: Path) -> None:
+    """`prepare` (called while the scan runs) starts the forkserver the pool's workers then come from."""
+    script = tmp_path / "prepared.py"
+    script.write_text(_PREPARED)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, check=True)
+    started = json.loads(done.stdout)
+    assert started["prepared"] is not None and started["prepared"] == started["forkserver"]
+    assert len(started["workers"]) == 2
+
+
+def test_the_scan_starts_the_pool_once_enough_files_are_to_be_chunked(
+    tmp_path: Path, embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the `POOL_MIN_FILES`th file to chunk, while the scan goes on; an update chunking fewer does not."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for n in range(6):
+        (repo / f"m{n}.py").write_text(f"def f{n}(x):\n    return x + {n}\n")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    monkeypatch.setattr(chunk_pool, "POOL_MIN_FILES", 4)
+    scanned: list[str] = []
+    prepared: list[tuple[int, int]] = []  # (files scanned then, processes requested)
+    real_scan, real_prepare = pipeline.iter_source_files, chunk_pool.prepare
+
+    def scan(*args: Any) -> Iterator[SourceFile]:
+        for file in real_scan(*args):
+            scanned.append(file.path)
+            yield file
+
+    def prepare(requested: int) -> None:
+        prepared.append((len(scanned), requested))
+        real_prepare(requested)
+
+    monkeypatch.setattr(pipeline, "iter_source_files", scan)
+    monkeypatch.setattr(chunk_pool, "prepare", prepare)
+    store = Store(tmp_path / "home")
+    options = IngestOptions(dense=False, chunk_processes=2)
+    ingest(str(repo), options, store=store, embedder=embedder)
+    assert prepared == [(4, 2)] and len(scanned) == 6
+    (repo / "m0.py").write_text("def changed():\n    return 0\n")
+    report = ingest(str(repo), options, store=store, embedder=embedder)
+    assert report.files["changed"] == 1 and prepared == [(4, 2)]
 
 
 _POOL_OWNER = """
