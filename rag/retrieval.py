@@ -74,10 +74,17 @@ _CAMEL_INSIDE = re.compile(r"[a-z0-9][A-Z]")
 # Dotted words of prose, not code: "e.g" would otherwise look for a definition of `g` in `e`.
 _ABBREVIATIONS = frozenset({"e.g", "i.e", "a.k.a", "n.b", "cf", "etc", "vs"})
 # A line that defines `name` in most languages: a keyword (Go methods with their
-# receiver) followed by the name, or the name assigned at the start of a line.
+# receiver) followed by the name, or the name assigned at the start of a line. A name bound to
+# a module (`var express = require('express')`) defines nothing: every example and test of a
+# JavaScript package has that line, and `express()` must find the package's own code.
+_NOT_A_MODULE = r"(?![ \t]*=?[ \t]*(?:require|import)[ \t]*\()"
 _DEFINITION = (
     r"(?:\b(?:def|class|function|func|fn|struct|interface|type|enum|trait|module|const|let|var)\s+"
-    r"(?:\([^)]*\)\s*)?{name}\b|^[ \t]*(?:export\s+)?{name}\s*(?::[^=\n]*)?=[^=])"
+    r"(?:\([^)]*\)\s*)?{name}\b"
+    + _NOT_A_MODULE
+    + r"|^[ \t]*(?:export\s+)?{name}\s*(?::[^=\n]*)?="
+    + _NOT_A_MODULE
+    + r"[^=])"
 )
 
 

@@ -35,6 +35,7 @@ from tests.support.graph_repos import (
     GO_FILES,
     HOOK_FILES,
     HOOK_INSTALL_FILES,
+    PACKAGE_FILES,
     PYTHON_FILES,
     RUST_FILES,
     SERVER_FILES,
@@ -65,6 +66,7 @@ def _indexed(name: str) -> tuple[_Services, str]:
         "chat": CHAT_FILES,
         "fancy": HOOK_INSTALL_FILES,
         "forms": FORM_FILES,
+        "tiny": PACKAGE_FILES,
     }[name]
     repo = make_repo(base / name, files)
     store = Store(home)
@@ -671,3 +673,13 @@ def test_a_compound_split_at_its_capital_and_a_verbs_forms_meet_the_questions_wo
     steps = [link.definition.qualname for link in chain.links]
     assert "FormParser" not in steps, steps
     assert chain.subject is not None and chain.subject.qualname == "MultiPartParser.parse", steps
+
+
+def test_a_package_called_by_name_is_traced_through_its_own_code_not_its_examples() -> None:
+    """`tiny()` is the package's `createApplication`: the 36 examples and tests that bind the package
+    (`var tiny = require(...)`) and call it define nothing, so they do not fill the hits the chain is
+    found from (express 'How does express() create and initialize a new application?' cited nothing)."""
+    sources, answer, _ = _research("tiny", "How does tiny() create and initialize a new application?")
+    cited = [source["path"] for source in sources]
+    assert cited[:2] == ["lib/tiny.js", "lib/application.js"], cited
+    assert "`createApplication()`" in answer, answer

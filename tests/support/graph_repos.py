@@ -591,3 +591,78 @@ class Request:
         return FormParser(self.body).parse()
 ''',
 }
+
+
+# A JavaScript package in the shape of express: `tiny()` is `createApplication` in lib/tiny.js, which
+# calls `app.init` in lib/application.js; its many examples and tests each bind the package
+# (`var tiny = require('../..')`) and call `tiny()`, as every express example does.
+PACKAGE_FILES = {
+    "package.json": '{"name": "tiny", "main": "index.js"}\n',
+    "index.js": "'use strict';\n\nmodule.exports = require('./lib/tiny');\n",
+    "lib/tiny.js": """'use strict';
+
+var proto = require('./application');
+
+exports = module.exports = createApplication;
+
+/**
+ * Create an application: a request handler with the application's methods.
+ */
+function createApplication() {
+  var app = function (req, res, next) {
+    app.handle(req, res, next);
+  };
+  Object.assign(app, proto);
+  app.init();
+  return app;
+}
+""",
+    "lib/application.js": """'use strict';
+
+var app = exports = module.exports = {};
+
+/**
+ * Initialize the application: its settings and their defaults.
+ */
+app.init = function init() {
+  this.settings = {};
+  this.defaultConfiguration();
+};
+
+app.defaultConfiguration = function defaultConfiguration() {
+  this.settings.env = process.env.NODE_ENV || 'development';
+  this.settings['x-powered-by'] = true;
+};
+
+app.handle = function handle(req, res, next) {
+  next();
+};
+""",
+    **{
+        f"examples/{name}/index.js": f"""'use strict';
+
+var tiny = require('../..');
+
+var app = module.exports = tiny();
+
+app.handle('/{name}', function (req, res) {{
+  res.end('the {name} example');
+}});
+"""
+        for name in [f"demo{number}" for number in range(24)]
+    },
+    **{
+        f"test/app.{name}.js": f"""'use strict';
+
+var tiny = require('..');
+
+describe('app.{name}', function () {{
+  it('should create an application', function () {{
+    var app = tiny();
+    app.handle('/{name}');
+  }});
+}});
+"""
+        for name in [f"case{number}" for number in range(12)]
+    },
+}
