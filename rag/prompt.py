@@ -77,6 +77,18 @@ class PromptResult:
     pinned_truncated: bool = False
 
 
+def known_language(code: str) -> str:
+    """`code` if answers and wikis are written in it, else a `bad_request` that names the codes: for a
+    client that names one on purpose (`repolens ask`, `repolens wiki`), where an answer in English
+    instead would go unexplained. A chat request's unknown code falls back to English
+    (`language_name`), as deepwiki-open's does."""
+    if code not in LANGUAGES:
+        raise RepoLensError(
+            f"unknown language {code!r}; choose one of: {', '.join(LANGUAGES)}", code=ErrorCode.BAD_REQUEST
+        )
+    return code
+
+
 def language_name(code: str | None) -> str:
     """The language to answer in; unknown codes fall back to English."""
     return LANGUAGES.get((code or DEFAULT_LANGUAGE).strip().lower(), LANGUAGES[DEFAULT_LANGUAGE])

@@ -62,6 +62,18 @@ def test_ask_provider_error_exits_with_the_provider_code(
     assert error["message"] and "sk-fake-test-key" not in result.stdout
 
 
+@pytest.mark.parametrize("command", ["ask", "wiki"])
+def test_a_language_there_are_no_answers_in_is_refused_not_answered_in_english(
+    indexed_repo: tuple[Store, str], command: str
+) -> None:
+    """`repolens ask --language de` answered in English, exit 0, not a word (`repolens wiki` refused it)."""
+    _, repo_id = indexed_repo
+    args = [command, repo_id, QUESTION] if command == "ask" else [command, repo_id]
+    result = runner.invoke(app, [*args, "--language", "de"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "unknown language 'de'; choose one of: en, ja, zh" in result.stderr
+
+
 def test_a_provider_or_model_named_but_not_configured_is_an_error_not_an_offline_answer(
     indexed_repo: tuple[Store, str],
 ) -> None:

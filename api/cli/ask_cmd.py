@@ -29,6 +29,7 @@ from api.answer_text import progress_line
 from api.cli.app import app, cli_errors, err_console, print_message
 from rag.errors import NotFoundError, RepoLensError, exit_code
 from rag.events import encode
+from rag.prompt import known_language
 from rag.settings import Settings
 
 # How long `ask` waits for its cancelled ingest job to let go of the index before handing it on.
@@ -69,6 +70,7 @@ def ask(
         from rag.providers.catalog import require_choice
 
         require_choice(provider, model, settings)  # before any work: never an offline answer instead
+        known_language(language)  # nor one in English for a language there is none in
 
         services = Services.from_settings(settings)
         try:

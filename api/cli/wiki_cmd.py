@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from api.cli.app import app, cli_errors, console, err_console
 from ingest import resolve_repo_id
 from rag.errors import ErrorCode, RepoLensError
-from rag.prompt import LANGUAGES
+from rag.prompt import LANGUAGES, known_language
 from rag.providers.catalog import require_choice
 from rag.settings import Settings
 from rag.wiki.export import wiki_json, wiki_markdown, wiki_zip
@@ -125,11 +125,7 @@ def wiki_command(
     is not set up is an error (`not_configured`, exit 6), like `repolens ask`'s, never offline pages in
     their place."""
     with cli_errors(as_json):
-        if language not in LANGUAGES:
-            choices = ", ".join(LANGUAGES)
-            raise RepoLensError(
-                f"unknown language {language!r}; choose one of: {choices}", code=ErrorCode.BAD_REQUEST
-            )
+        known_language(language)
         if export is ExportFormat.zip and out is None:  # before writing anything, not after
             raise RepoLensError("a zip export needs --out <file>.zip", code=ErrorCode.BAD_REQUEST)
         from api.services import Services
