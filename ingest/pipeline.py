@@ -44,7 +44,7 @@ from rag.roles import file_role
 from rag.settings import Settings
 from rag.store import IndexWriter, Store
 from rag.store.layout import InvalidRepoIdError
-from rag.types import Chunk, RepoRecord
+from rag.types import RepoRecord
 
 Patterns = str | Sequence[str] | None
 
@@ -797,18 +797,14 @@ def _chunk_and_write(
 
 
 def _cached_vectors(
-    chunks: Sequence[Chunk], hashes: Sequence[str], known: dict[str, np.ndarray], embedder: Embedder
+    hashes: Sequence[str], known: dict[str, np.ndarray], embedder: Embedder
 ) -> dict[str, np.ndarray]:
-    """Vectors the embedder's cache already holds for chunk texts (`hashes`: their content hashes,
-    row for row) not in `known` (no embedding)."""
+    """Vectors the embedder's cache already holds for chunk texts (by their content hashes) not in
+    `known` (no embedding)."""
     if not isinstance(embedder, CachedEmbedder):
         return {}
-    pending = {
-        content_hash: chunk.embed_text
-        for chunk, content_hash in zip(chunks, hashes, strict=True)
-        if content_hash not in known
-    }
-    found = embedder.lookup(list(pending.values()))
+    pending = [content_hash for content_hash in dict.fromkeys(hashes) if content_hash not in known]
+    found = embedder.lookup(pending)
     return {
         content_hash: vector
         for content_hash, vector in zip(pending, found, strict=True)
@@ -910,14 +906,13 @@ def _write_group(
 ) -> None:
     """Write a few chunked files, with the vectors already known for their chunks (the previous
     version's, then the embedder's cache)."""
-    chunks = [chunk for _, result in group for chunk in result.chunks]
     hashes = [content_hash for _, result in group for content_hash in result.hashes]
     vectors = builder.reusable_vectors(hashes)
     written.files += len(group)
     written.old_texts.update(builder.chunk_hashes([file.path for file, _ in group]))
     written.new_texts.update(hashes)
     written.reused += sum(1 for content_hash in hashes if content_hash in vectors)
-    vectors.update(_cached_vectors(chunks, hashes, vectors, embedder))
+    vectors.update(_cached_vectors(hashes, vectors, embedder))
     for file, result in group:
         builder.add_file(
             file,

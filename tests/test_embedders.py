@@ -44,6 +44,7 @@ from rag.embedders.local import (
 from rag.embedders.minilm import MiniLMEmbedder, load_tokenizer
 from rag.embedders.reference import NumpyForward
 from rag.settings import Settings
+from rag.types import Chunk
 
 ROOT = Path(__file__).resolve().parent.parent
 SORT_CODE = "def sort_items(items):\n    return sorted(items, key=lambda item: item.name)"
@@ -278,6 +279,19 @@ def test_cache_embeds_each_text_once_and_persists(repolens_home: Path) -> None:
     assert np.array_equal(again[0], vectors[1]) and np.array_equal(again[2], vectors[0])
     assert progress[0] == (2, 3) and progress[-1] == (3, 3)
     assert reopened.path == cache_file(cache_dir, INT8_MODEL) == cache_dir / f"{INT8_MODEL}.sqlite"
+
+
+def test_a_chunks_content_hash_looks_up_the_vector_cached_for_its_text(repolens_home: Path) -> None:
+    """An ingest asks the cache by the hashes its chunk workers computed, never hashing a text again."""
+    counting = CountingEmbedder(get_embedder(settings(), cache_vectors=False))
+    cache = CachedEmbedder(counting, repolens_home / "cache")
+    chunk = Chunk(
+        "src/naïve.py", "python", 3, 4, "Client.send", "def send(self):\n    return 'ü'", "class Client:"
+    )
+    (vector,) = cache.embed_documents([chunk.embed_text])
+    found = cache.lookup([chunk.content_hash, hashlib.sha256(b"never embedded").hexdigest()])
+    assert found[0] is not None and np.array_equal(found[0], vector) and found[1] is None
+    assert cache.lookup([]) == []
 
 
 def test_get_embedder_caches_under_the_data_dir(repolens_home: Path) -> None:

@@ -15,7 +15,7 @@ from ingest import IngestOptions, Progress, ingest, update
 from ingest.errors import IngestCancelled
 from ingest.filters import FilterSpec
 from ingest.pipeline import EmptyRepositoryError
-from rag.embedders import Embedder
+from rag.embedders import CachedEmbedder, Embedder
 from rag.embedders.base import EmbedderWrapper
 from rag.embedders.base import Progress as EmbedProgress
 from rag.errors import EmbedderMismatchError
@@ -300,3 +300,17 @@ def test_clone_with_a_token_and_update_after_a_push(
     assert (updated.files["changed"], updated.files["unchanged"]) == (1, 1)
     assert "return 2" in (store.open(report.repo_id).file_text("app.py") or "")
     assert files_holding(repolens_home, git_http_server.token.encode()) == []
+
+
+def test_a_fresh_data_dir_takes_the_vectors_the_cache_has_for_its_chunks(
+    repo: Path, tmp_path: Path, spy: RecordingEmbedder
+) -> None:
+    """The vector cache outlives a data dir: a new index of the same files finds every chunk's vector
+    there by the hash its chunk worker computed, and is complete at its searchable milestone."""
+    cached = CachedEmbedder(spy, tmp_path / "cache")
+    ingest(str(repo), store=Store(tmp_path / "first"), embedder=cached)
+    assert spy.embedded
+    spy.embedded.clear()
+    report = ingest(str(repo), IngestOptions(dense=False), store=Store(tmp_path / "second"), embedder=cached)
+    assert spy.embedded == [] and report.record.index_state == "complete"
+    assert report.record.dense_chunks == report.record.dense_total > 0

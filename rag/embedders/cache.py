@@ -102,11 +102,13 @@ class CachedEmbedder(EmbedderWrapper):
             found.update(new)
         return np.stack([found[key] for key in hashes]).astype(np.float32, copy=False)
 
-    def lookup(self, texts: Sequence[str]) -> list[np.ndarray | None]:
-        """The cached vector of each text, or None: what an ingest can use without embedding."""
-        hashes = [content_hash(text) for text in texts]
-        found = self._lookup(set(hashes)) if hashes else {}
-        return [found.get(key) for key in hashes]
+    def lookup(self, hashes: Sequence[str]) -> list[np.ndarray | None]:
+        """The cached vector of each text named by its hash, or None: what an ingest can use without
+        embedding. A hash is the SHA-256 hex digest of the text's UTF-8 (`Chunk.content_hash`, which
+        the chunk workers computed: the cache's key, so no text is built or hashed again here)."""
+        keys = [bytes.fromhex(text_hash) for text_hash in hashes]
+        found = self._lookup(set(keys)) if keys else {}
+        return [found.get(key) for key in keys]
 
     def _lookup(self, keys: set[bytes]) -> dict[bytes, np.ndarray]:
         """Cached vectors by hash; a cache that cannot be read only costs re-embedding."""
