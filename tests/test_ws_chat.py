@@ -218,6 +218,26 @@ async def test_a_provider_without_its_key_says_to_set_it_and_restart_the_server(
     )
 
 
+async def test_the_offline_fallback_says_what_to_set_and_to_restart_the_server(
+    live_server_factory: Any, tmp_path: Path
+) -> None:
+    """On a server with no provider, a chat naming one is answered offline; its status said only
+    "openai is not configured", not how to configure it, nor that the server must restart then."""
+    server = live_server_factory(settings_for(tmp_path / "bare-home"))
+    request = first_question(make_fixture_repo(tmp_path / "bare-repo"))
+    async with connect(f"{server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps(request))
+        frames = await until_done(ws)
+    assert not [frame for frame in frames if frame["type"] == "error"]
+    notes = [
+        frame["message"] for frame in frames if frame["type"] == "status" and frame["stage"] == "retrieving"
+    ]
+    assert (
+        "openai is not configured (set OPENAI_API_KEY in the environment or .env, then restart the server to "
+        "pick it up); answering offline from the retrieved code"
+    ) in notes
+
+
 async def test_a_second_request_while_answering_is_refused_as_busy(
     chat_server: ChatServer, fake_provider: FakeProvider
 ) -> None:

@@ -418,16 +418,21 @@ def usable_provider(name: str | None, settings: Settings) -> ProviderInfo:
     to set and which providers are configured, so a user sees what to do without reading the docs."""
     info = provider_info(name or default_provider(settings))
     if not _usable(info, settings):
-        missing = " and ".join(variable for variable in info.required if not settings.value(variable))
-        # A server read its settings at start: a variable set now reaches it when it restarts.
-        restart = ", then restart the server to pick it up" if settings.held_by_server else ""
         raise ProviderError(
             ErrorCode.NOT_CONFIGURED,
-            f"not configured: set {missing} in the environment or .env{restart} "
-            f"(see README, Configuration); configured: {', '.join(configured_providers(settings))}",
+            f"not configured: {_setup_advice(info, settings)} (see README, Configuration); "
+            f"configured: {', '.join(configured_providers(settings))}",
             provider=info.id,
         )
     return info
+
+
+def _setup_advice(info: ProviderInfo, settings: Settings) -> str:
+    """How to make `info` usable here: the variables to set, and on a server the restart (it read its
+    settings at start: a variable set now reaches it when it restarts)."""
+    missing = " and ".join(variable for variable in info.required if not settings.value(variable))
+    restart = ", then restart the server to pick it up" if settings.held_by_server else ""
+    return f"set {missing} in the environment or .env{restart}"
 
 
 def check_model(info: ProviderInfo, model: str | None, settings: Settings) -> None:
@@ -507,7 +512,9 @@ def provider_or_offline(
     except ProviderError as error:
         if error.code != "not_configured" or default_provider(settings) != "offline":
             raise
-        note = f"{name} is not configured; answering offline from the retrieved code"
+        info = PROVIDERS.get((name or "").strip().lower())
+        advice = f" ({_setup_advice(info, settings)})" if info and not _usable(info, settings) else ""
+        note = f"{name} is not configured{advice}; answering offline from the retrieved code"
         return get_provider("offline", settings), note
 
 
