@@ -8,6 +8,7 @@ per-file work, so the chunk pool's processes decide it beside the chunks (`inges
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Sequence
 
 from ingest.reader import SourceFile
@@ -16,6 +17,9 @@ from rag.types import Chunk
 _BLOB_RUN = re.compile(r"[A-Za-z0-9+/=_-]{200,}")
 _SPACE = re.compile(r"\s")  # what str.isspace calls space
 _ASCII_NON_LETTER = re.compile(r"[\x00-\x08\x0e-\x1b!-@\[-`{-\x7f]")  # neither space nor a letter
+# The same classes of ASCII as bytes: `_SPACE`, and it with the letters (the rest: `_ASCII_NON_LETTER`).
+_ASCII_SPACE = bytes(byte for byte in range(128) if chr(byte).isspace())
+_ASCII_SPACE_OR_LETTER = _ASCII_SPACE + string.ascii_letters.encode("ascii")
 
 
 def no_semantic_value(text: str) -> bool:
@@ -25,11 +29,24 @@ def no_semantic_value(text: str) -> bool:
         return True
     if _BLOB_RUN.search(text) and sum(len(run) for run in _BLOB_RUN.findall(text)) > len(text) / 2:
         return True  # base64, hashes, inline data
-    visible = len(text) - _SPACE.subn("", text)[1]  # indentation is not content
+    visible, non_letters = _visible_and_non_letters(text)
     if visible < 200:
         return False
-    letters = visible - _ASCII_NON_LETTER.subn("", text)[1]  # any other script counts as letters
-    return letters / visible < 0.3  # hex dumps, number tables
+    return (visible - non_letters) / visible < 0.3  # hex dumps, number tables
+
+
+def _visible_and_non_letters(text: str) -> tuple[int, int]:
+    """Characters that are not space (indentation is not content), and those of them that are ASCII
+    but no letter (any other script counts as letters). An ASCII text is counted by bytes in C."""
+    if text.isascii():
+        data = text.encode("ascii")
+        visible = len(data.translate(None, _ASCII_SPACE))
+        return visible, len(data.translate(None, _ASCII_SPACE_OR_LETTER))
+    return _visible_and_non_letters_by_pattern(text)
+
+
+def _visible_and_non_letters_by_pattern(text: str) -> tuple[int, int]:
+    return len(text) - _SPACE.subn("", text)[1], _ASCII_NON_LETTER.subn("", text)[1]
 
 
 def lexical_only(file: SourceFile, chunks: Sequence[Chunk]) -> frozenset[int]:

@@ -176,3 +176,15 @@ def _reference_no_semantic_value(text: str) -> bool:
 @given(st.text(alphabet="abc XYZ 0123456789 ,.;{}[]\t\n\x1c\x0b\xa0é中\u2003=+/", min_size=150, max_size=700))
 def test_the_lexical_only_rule_equals_its_definition(text: str) -> None:
     assert no_semantic_value(text) == _reference_no_semantic_value(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet=st.characters(max_codepoint=127), min_size=150, max_size=700),
+        st.text(alphabet="abcXYZ 0123456789,.;\t\n\x1c\x0b\x0e\x7f", min_size=150, max_size=700),
+    )
+)
+def test_the_lexical_only_rule_counts_ascii_text_as_its_definition(text: str) -> None:
+    """ASCII text is counted by bytes (`bytes.translate`), the rest by patterns: the same rule."""
+    assert no_semantic_value(text) == _reference_no_semantic_value(text)

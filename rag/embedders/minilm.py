@@ -30,7 +30,6 @@ SPECIAL_TOKENS = 2  # [CLS] and [SEP]
 # are dropped, joining their neighbours), and punctuation, each character a token of its own.
 _ASCII_PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 _WORD = re.compile("[^ \t\n\r" + re.escape(_ASCII_PUNCTUATION) + "]+")
-_DROP_PUNCTUATION = str.maketrans("", "", _ASCII_PUNCTUATION)
 # Words and lines a run's counter remembers before it starts again (a few MB, tens of MB).
 _MAX_WORDS = 200_000
 _MAX_LINES = 200_000
@@ -183,7 +182,13 @@ class WordTokenCounter:
                 missing = list(distinct)
             self._learn(missing)
         return [
-            len(line) - len(line.translate(_DROP_PUNCTUATION)) + sum(map(known.__getitem__, line_words))
+            # Each character is a space, punctuation or in a word: one token per punctuation character.
+            len(line)
+            - sum(map(len, line_words))
+            - line.count(" ")
+            - line.count("\t")
+            - line.count("\r")
+            + sum(map(known.__getitem__, line_words))
             for line, line_words in zip(lines, words, strict=True)
         ]
 
