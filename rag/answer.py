@@ -23,6 +23,7 @@ from rag.embedders import Embedder, embedder_for
 from rag.embedders.local import available_cpus
 from rag.errors import ErrorCode, NotFoundError, RepoLensError
 from rag.events import (
+    OFFLINE_FALLBACK_STEP,
     UNFINISHED_INDEX_STEP,
     Event,
     citations_event,
@@ -255,7 +256,10 @@ class AnswerService:
         if not request.question.strip():
             raise RepoLensError("the question is empty", code=ErrorCode.BAD_REQUEST)
         provider, note = self._provider(request)
-        yield status_event("retrieving", note or f"searching {request.repo_id}")
+        if note:
+            yield status_event("retrieving", note, step=OFFLINE_FALLBACK_STEP)
+        else:
+            yield status_event("retrieving", f"searching {request.repo_id}")
         # Retrieval and the prompt's token counting are CPU work: off the event loop, so other
         # conversations keep streaming meanwhile, and in one hop of the retrieval pool.
         index, hits, pinned, prompt, reserve, retrieval_ms = await _in_retrieval_pool(

@@ -188,6 +188,11 @@ UNFINISHED_INDEX_STEP = "index_unfinished"
 # built (a new repository's graph goes live a moment after its searchable version).
 GRAPH_BUILDING_STEP = "graph_building"
 
+# The `step` of a chat's `retrieving` status frame when the provider it named is not configured on a
+# server with none configured, so the answer is made offline: the message says what to set
+# (`rag.providers.catalog.provider_or_offline`). The page keeps it with the answer.
+OFFLINE_FALLBACK_STEP = "offline_fallback"
+
 
 def graph_building_event(repo_id: str, wait_s: float | None = None) -> Event:
     """The status frame of a chat whose repository's code graph is still being built: with `wait_s`,

@@ -390,6 +390,33 @@ def test_an_answer_made_without_the_code_graph_keeps_saying_so(
         web.store.delete(report.repo_id)
 
 
+def test_a_provider_picked_but_not_configured_says_what_to_set_with_the_offline_answer(
+    page: Page, web: Web
+) -> None:
+    """On a server with no provider, picking OpenAI (listed "not configured") got the offline answer, and
+    the status that said why ("openai is not configured", no more) was replaced at once: now the answer
+    keeps it, with what to set and that the server must restart."""
+    from api.app import create_app
+    from ingest import ingest
+
+    app = create_app(settings_for(web.root / "bare-home"))
+    services = app.state.services
+    repo = make_fixture_repo(web.root / "bare-weatherline")
+    report = ingest(str(repo), store=services.store, embedder=services.embedder)
+    server = LiveServer(lambda: app).start()
+    try:
+        open_repo(page, Web(server=server, store=services.store, repo_id=report.repo_id, root=web.root))
+        page.get_by_label("Provider").select_option("openai")
+        answer = ask(page, "How does main reach HttpClient.send?")
+        finished(answer)
+        advice = "set OPENAI_API_KEY in the environment or .env, then restart the server to pick it up"
+        expect(answer.locator(".turn-note", has_text=f"openai is not configured ({advice})")).to_have_count(1)
+        expect(answer.locator(".markdown")).to_contain_text("Offline answer")
+        shot(page, "answer-offline-fallback")
+    finally:
+        server.stop()
+
+
 def test_stop_a_long_answer(page: Page, web: Web, fake_provider: FakeProvider) -> None:
     long_text = "word " * 400
     fake_provider.script(FakeResponse(text=long_text, chunks=400, delay=0.03))

@@ -449,13 +449,15 @@ export function linkCitations(root: HTMLElement, citations: Citation[], open: (c
 
 /**
  * The text of a status frame that describes the answer itself, not a step on the way to it: the answer
- * is made without the code graph (still being built: `graph_building` at stage `retrieving`), or from an
- * index whose embedding goes on (`index_state`). The next status replaces a step's line; these stay
+ * is made without the code graph (still being built: `graph_building` at stage `retrieving`), offline
+ * because the provider picked is not configured (`offline_fallback`: what to set), or from an index whose
+ * embedding goes on (`index_state`). The next status replaces a step's line; these stay
  * with the answer. An index nothing finishes (`index_unfinished`) says so in the answer's own text.
  */
 function answerNote(event: StatusEvent): string | null {
   if (event.stage !== "retrieving" || !event.message || event.step === "index_unfinished") return null;
-  return event.step === "graph_building" || event.index_state ? event.message : null;
+  const kept = event.step === "graph_building" || event.step === "offline_fallback" || event.index_state;
+  return kept ? event.message : null;
 }
 
 function renderResearch(events: ResearchEvent[], final: boolean): HTMLElement | string {
