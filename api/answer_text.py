@@ -76,7 +76,10 @@ def progress_line(event: Event) -> str | None:
             counts = f" {event['chunks_done']}/{event['chunks_total']} chunks"
         elif event.get("files_total"):
             counts = f" {event['files_done']}/{event['files_total']} files"
-        return f"{event['stage']}{counts} {event.get('message') or ''}".strip()
+        message = event.get("message") or ""
+        # "indexing /tmp/x" is not said as "indexing indexing /tmp/x"
+        stage = "" if message.startswith(event["stage"]) and not counts else event["stage"]
+        return f"{stage}{counts} {message}".strip()
     if event.get("type") == "research":
         step = f"[{event.get('iteration', '?')}/{event.get('max_iterations', '?')}] {event.get('phase', '')}"
         detail = event.get("summary") or event.get("tool") or event.get("event", "")

@@ -121,3 +121,14 @@ def test_a_streamed_answer_taller_than_the_terminal_is_shown_once() -> None:
     assert climbs and max(climbs) < console.height, max(climbs)
     final = raw[raw.rindex("\x1b[2K") :]  # after the live view is cleared: the whole answer, once
     assert final.count("line 1 of the answer") == 1 and "line 60 of the answer" in final
+
+
+def test_a_progress_line_says_its_stage_once() -> None:
+    """`repolens ask` on a folder it indexes first printed "indexing indexing /tmp/x"."""
+    from api.answer_text import progress_line
+    from rag.events import status_event
+
+    assert progress_line(status_event("indexing", "indexing /tmp/x")) == "indexing /tmp/x"
+    assert progress_line(status_event("retrieving", "searching local/x")) == "retrieving searching local/x"
+    counted = status_event("indexing", "a.py", files_done=1, files_total=2)
+    assert progress_line(counted) == "indexing 1/2 files a.py"
