@@ -18,6 +18,8 @@ from fastapi import Depends, Header
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rag.errors import ErrorCode, RepoLensError
+from rag.prompt import MAX_ANSWER_K
+from rag.research.options import MAX_ITERATIONS, MIN_ITERATIONS
 from rag.settings import Settings
 from rag.store.layout import validate_repo_id
 
@@ -66,8 +68,8 @@ class ChatRequestBody(BaseModel):
     included_files: str | list[str] | None = None
     protocol: Literal["events"] | None = None
     deep_research: bool = False
-    max_iterations: int | None = Field(None, ge=1, le=10)
-    k: int = Field(10, ge=1, le=50)
+    max_iterations: int | None = Field(None, ge=MIN_ITERATIONS, le=MAX_ITERATIONS)
+    k: int = Field(10, ge=1, le=MAX_ANSWER_K)
     ref: str | None = None
 
     @property

@@ -31,6 +31,8 @@ LANGUAGES: dict[str, str] = {
     "ru": "Русский (Russian)",
 }
 DEFAULT_LANGUAGE = "en"
+# The most retrieved passages one answer may take into its prompt (a chat request's `k`, `ask -k`).
+MAX_ANSWER_K = 50
 
 # Chat formats add a few tokens per message (role markers) and per reply (priming).
 MESSAGE_OVERHEAD = 4

@@ -29,7 +29,8 @@ from api.answer_text import progress_line
 from api.cli.app import app, cli_errors, err_console, print_message
 from rag.errors import NotFoundError, RepoLensError, exit_code
 from rag.events import encode
-from rag.prompt import known_language
+from rag.prompt import MAX_ANSWER_K, known_language
+from rag.research.options import MAX_ITERATIONS, MIN_ITERATIONS
 from rag.settings import Settings
 
 # How long `ask` waits for its cancelled ingest job to let go of the index before handing it on.
@@ -54,8 +55,10 @@ def ask(
     deep: bool = typer.Option(
         False, "--deep", help="Deep research: investigate with tools before answering."
     ),
-    max_iterations: int | None = typer.Option(None, help="Deep research turns, 1-10 (default: 5)."),
-    k: int = typer.Option(10, "-k", help="How many retrieved passages to use (1-50)."),
+    max_iterations: int | None = typer.Option(
+        None, min=MIN_ITERATIONS, max=MAX_ITERATIONS, help="Deep research turns (default: 5)."
+    ),
+    k: int = typer.Option(10, "-k", min=1, max=MAX_ANSWER_K, help="How many retrieved passages to use."),
     repo_type: str | None = typer.Option(None, "--type", help="github, gitlab, bitbucket, git or local."),
     ref: str | None = typer.Option(None, "--ref", help="Branch, tag or commit (remote repositories)."),
     token: str | None = typer.Option(

@@ -51,8 +51,10 @@ from ingest.errors import AmbiguousRepoError
 from ingest.pipeline import repo_id_by_last_part
 from rag.errors import ErrorCode, RepoLensError, http_status
 from rag.events import Event
+from rag.prompt import MAX_ANSWER_K
 from rag.providers.catalog import check_model, usable_provider
 from rag.redact import redact, register_secret
+from rag.research.options import MAX_ITERATIONS, MIN_ITERATIONS
 from rag.settings import Settings
 from rag.store.layout import InvalidRepoIdError
 from rag.types import RepoRecord
@@ -103,9 +105,9 @@ class RepoLensOptions(BaseModel):
     provider: str | None = None
     model: str | None = None
     language: str | None = None
-    k: int | None = Field(None, ge=1, le=50)
+    k: int | None = Field(None, ge=1, le=MAX_ANSWER_K)
     file_path: str | None = None
-    max_iterations: int | None = Field(None, ge=1, le=10)
+    max_iterations: int | None = Field(None, ge=MIN_ITERATIONS, le=MAX_ITERATIONS)
     token: str | None = Field(None, repr=False)
 
 
