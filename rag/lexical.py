@@ -53,7 +53,9 @@ COLUMN_WEIGHTS = (2.0, 4.0, 1.0)  # path, symbol, body
 
 # Starts only at a word's start: from inside a word `\w+` would rescan the rest of it at every
 # position (quadratic: a 10,000-character one-word query took 4-5 s and blocked the event loop).
-_DOTTED = re.compile(r"(?<!\w)\w+(?:\.\w+)+")
+# Possessive (`\w++`): a word not followed by `.` fails at once instead of giving back one character at
+# a time, and a shorter word could never be followed by `.` anyway (same matches, a quarter faster).
+_DOTTED = re.compile(r"(?<!\w)\w++(?:\.\w++)+")
 _WORD = re.compile(r"\w+")
 _GLOB_CHARS = frozenset("*?[")
 
@@ -130,22 +132,25 @@ _JOINED_WORDS: dict[str, str] = {}
 
 def _joined(text: str | None) -> str:
     """`" ".join(tokenize(text))`, exactly, from each distinct word's terms joined once per process
-    (the index's columns are these strings: per word, a lookup and no list of terms to join)."""
+    (the index's columns are these strings): the words new to the process are found and worked out
+    as a set, then every word is a dictionary lookup, and no Python loop runs per word."""
     if not text:
         return ""
-    parts = [dotted.lower() for dotted in _DOTTED.findall(text)]
+    words = _WORD.findall(text)
     known = _JOINED_WORDS
-    for word in _WORD.findall(text):
-        joined = known.get(word)
-        if joined is None:
-            joined = " ".join(_index_terms(word))
-            if len(word) <= _CACHED_WORD_CHARS:
-                if len(known) >= _MAX_REMEMBERED:
-                    known.clear()
-                known[word] = joined
-        if joined:
-            parts.append(joined)
-    return " ".join(parts)
+    new = set(words).difference(known)
+    if new:
+        if len(known) + len(new) > _MAX_REMEMBERED:
+            known.clear()
+            new = set(words)
+        for word in new:
+            known[word] = " ".join(_index_terms(word))
+    terms = [dotted.lower() for dotted in _DOTTED.findall(text)]
+    terms.extend(map(known.__getitem__, words))
+    for word in new:
+        if len(word) > _CACHED_WORD_CHARS:  # not kept: long words are rarely seen twice
+            del known[word]
+    return " ".join(filter(None, terms))  # a stopword's terms are ''
 
 
 def create_lexical_schema(conn: sqlite3.Connection) -> None:
