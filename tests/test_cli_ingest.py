@@ -77,8 +77,11 @@ def test_ingest_list_show_update_delete_with_json(small_repo: Path) -> None:
     assert code == 0 and shown["id"] == repo_id and shown["languages"] == {"markdown": 1, "python": 1}
     # For people: the filters as chosen (not a dump of empty lists), long values wrapped under themselves.
     text = runner.invoke(app, ["show", repo_id]).stdout
-    assert "filters      default exclusions, .gitignore\n" in text and "include_dirs []" not in text
+    assert "filters         default exclusions, .gitignore\n" in text and "include_dirs []" not in text
     assert all(line == line.rstrip() for line in text.splitlines()), text  # no padding to the width
+    # Every value starts in one column, `chunker_version`'s too (it stuck out by three).
+    starts = {len(line) - len(line.split(maxsplit=1)[1]) for line in text.splitlines() if " " in line.strip()}
+    assert starts == {len("chunker_version ")}, text
 
     write_files(small_repo, {"pkg/greeting.py": SMALL_REPO["pkg/greeting.py"].replace("hello", "hi")})
     commit_all(small_repo, "say hi")

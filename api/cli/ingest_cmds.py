@@ -535,6 +535,7 @@ def show_command(
         if as_json:
             print(json.dumps(data))
             return
+        column = max(len(key) for key in data) + 1  # every value starts under the first
         for key, value in data.items():
             if key == "filters" and isinstance(value, dict):
                 shown: Any = filters_text(value)
@@ -548,13 +549,12 @@ def show_command(
             text = textwrap.fill(
                 str(shown) if shown not in (None, "") else "-",
                 width=max(40, console.width),
-                initial_indent=f"{key:<12} ",
-                subsequent_indent=" " * 13,
+                initial_indent=f"{key:<{column}}",
+                subsequent_indent=" " * column,
                 break_long_words=False,
                 break_on_hyphens=False,
             )
-            bold = max(13, len(key) + 1)  # the key, whole (`chunker_version` is longer than the column)
-            shown_line = Text(text[:bold], style="bold") + Text(text[bold:])
+            shown_line = Text(text[:column], style="bold") + Text(text[column:])
             console.print(shown_line, highlight=False, soft_wrap=True)
 
 
