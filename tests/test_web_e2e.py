@@ -357,6 +357,20 @@ def test_the_provider_picker_shows_the_whole_offline_label(page: Page, web: Web)
     assert language is not None and language["y"] == picker.bounding_box()["y"]  # the bar stays one row
 
 
+def test_the_platform_menu_says_what_it_is(page: Page, web: Web) -> None:
+    """Errors name "the page's Platform" (a self-hosted URL needs one), but the menu showed only
+    "Auto-detect": nothing on the page was called Platform."""
+    page.goto(web.server.base_url)
+    platform = page.get_by_label("Platform")
+    expect(platform.locator("option:checked")).to_have_text("Platform: auto")
+    assert_shows_its_whole_label(platform)
+    phone = page.context.new_page()
+    phone.set_viewport_size({"width": 390, "height": 800})
+    phone.goto(web.server.base_url)
+    phone.get_by_role("button", name="Show repositories").click()
+    assert_shows_its_whole_label(phone.get_by_label("Platform"))
+
+
 def test_an_answer_made_without_the_code_graph_keeps_saying_so(
     page: Page, web: Web, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -44,7 +44,7 @@ export class RepoPanel {
     "select",
     { name: "type", "aria-label": "Platform" },
     ...["auto", "github", "gitlab", "bitbucket", "git", "local"].map((value) =>
-      h("option", { value }, value === "auto" ? "Auto-detect" : value),
+      h("option", { value }, value === "auto" ? "Platform: auto" : value), // the box says what it is: messages name it
     ),
   );
   private readonly token = h("input", {
