@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from rag.comments import comment_only
 from rag.embedders import Embedder, embedder_for
 from rag.errors import ErrorCode, RepoLensError
 from rag.lexical import STOPWORDS, path_matches, query_terms
@@ -63,6 +64,8 @@ MERGE_GAP = 2
 MAX_DEFINITION_LINES = 150
 # The code graph's definitions a hit grows to (not classes, nor the attributes a constructor stores).
 FUNCTION_KINDS = frozenset({"function", "method"})
+# The definitions whose body's comments are that code's own, not documentation (`Retriever._role`).
+BODY_KINDS = FUNCTION_KINDS | {"class"}
 # Docs and tests lead to code only from among the search's best chunks.
 LINK_WINDOW = 30
 
@@ -246,7 +249,7 @@ class Retriever:
         fused = dict(scores)
         if self.ranking.roles:
             for chunk in chunks.values():
-                weight = role_weight(intent, self.index.file_role(chunk.path))
+                weight = role_weight(intent, self._role(chunk))
                 scores[chunk.id] *= weight
                 notes.setdefault(chunk.id, {})["role_weight"] = weight
         terms, said = frozenset(query_terms(query)), question_words(query)
@@ -339,6 +342,23 @@ class Retriever:
                 return hits[:k]
             wanted += k - len(hits)
 
+    def _role(self, chunk: StoredChunk) -> str:
+        """The role the chunk plays in the ranking: its file's, but `docs` for a source chunk that holds
+        only comments outside a definition's body (`rag.comments`: a crate's `//!` overview, a piece of
+        a long `///` doc comment, a module docstring alone, an exception class and its docstring). Weighed as
+        code, such a chunk outranked the code it describes for "how does X work?" questions, since it
+        says X in words; as docs it ranks below it and leads to it (links). Comments inside a function's
+        or a class's body (`# END for each base`, a block of notes cut into a chunk of its own, an
+        attribute's docstring) are that code's own: as docs they cost the dev sets two queries."""
+        role = self.index.file_role(chunk.path)
+        if role != "source" or not comment_only(chunk.text, chunk.language):
+            return role
+        inside = any(
+            d.kind in BODY_KINDS and d.start_line < chunk.start_line and chunk.end_line <= d.end_line
+            for d in self.index.definitions_in(chunk.path)
+        )
+        return role if inside else "docs"
+
     @staticmethod
     def _ranking_names(mode: Mode) -> list[str]:
         return {"hybrid": ["dense", "lexical"], "dense": ["dense"], "lexical": ["lexical"]}[mode]
@@ -360,7 +380,7 @@ class Retriever:
     ) -> dict[str, object]:
         """Why a chunk ranked: its file's role, the question's intent, its rank per ranking, its boosts."""
         explanation: dict[str, object] = {
-            "role": self.index.file_role(chunk.path),
+            "role": self._role(chunk),
             "intent": intent,
             "dense_rank": ranks.get("dense", {}).get(chunk.id),
             "lexical_rank": ranks.get("lexical", {}).get(chunk.id),
@@ -383,9 +403,7 @@ class Retriever:
         definition gains a share of its linking chunk's fused score.
         """
         best = sorted(fused, key=lambda chunk_id: -fused[chunk_id])[:LINK_WINDOW]
-        linking = [
-            chunks[i] for i in best if i in chunks and self.index.file_role(chunks[i].path) in LINKING_ROLES
-        ]
+        linking = [chunks[i] for i in best if i in chunks and self._role(chunks[i]) in LINKING_ROLES]
         if not linking:
             return
         terms = frozenset(query_terms(query))
@@ -409,7 +427,7 @@ class Retriever:
         for chunk_id, (boost, linked_from, name) in boosts.items():
             if chunk_id not in chunks:
                 continue
-            if self.index.file_role(chunks[chunk_id].path) != "source":
+            if self._role(chunks[chunk_id]) != "source":
                 if chunk_id in missing:
                     del chunks[chunk_id]
                 continue

@@ -12,6 +12,7 @@ import pytest
 
 from api.cli.search_cmd import explain_line
 from ingest import IngestOptions, ingest
+from rag.comments import comment_only
 from rag.embedders import Embedder
 from rag.lexical import query_terms, tokenize
 from rag.ranking import (
@@ -656,3 +657,101 @@ def test_a_module_named_in_the_docs_links_to_no_definition_of_its_last_name(
         "richtext.markup",
         "axum.routing",
     }
+
+
+_DOCUMENTED_LIMITER = {
+    "throttle/__init__.py": '''"""Throttling: how many requests a client may send each second.
+
+Every client has its own allowance of requests each second, kept by a `TokenBucket`. Each request a
+client sends spends one with `TokenBucket.take()`; a client that has spent its allowance for this
+second must wait until it is refilled.
+"""
+''',
+    "throttle/bucket.py": '''import time
+
+
+class TokenBucket:
+    def __init__(self, rate, burst):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = burst, time.monotonic()
+
+    def take(self):
+        """Spend a token on one request; False when none is left."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+''',
+}
+
+
+def test_a_source_chunk_of_comments_alone_plays_the_docs_role(
+    tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    """A package's docstring says the question's words; the code it describes does not. Weighed as
+    code, the docstring came first; as docs it ranks below the code and links to it."""
+    root = write_repo(tmp_path / "throttle-repo", _DOCUMENTED_LIMITER)
+    store = Store(tmp_path / "home")
+    index = store.open(ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder).repo_id)
+    question = "how many requests can a client send each second before it must wait?"
+    unranked = Retriever(index, shared_embedder, ranking=Ranking(roles=False, links=False))
+    assert paths(unranked.search(question, 2))[0] == "throttle/__init__.py", "the fixture no longer tests it"
+    first, second = Retriever(index, shared_embedder).search(question, 2, explain=True)
+    assert first.path == "throttle/bucket.py"
+    assert first.explain is not None and first.explain["linked_from"] == "throttle/__init__.py"
+    assert second.explain is not None and second.explain["role"] == "docs"
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "comments"),
+    [
+        ('"""Throttling.\n\nEach client has a bucket.\n"""\n', "python", True),
+        ("# Copyright 2024\n# Licensed under MIT\n", "python", True),
+        ('"""Throttling."""\n\nimport time\n', "python", False),
+        (
+            'class Timeout(RequestError):\n    """The request timed out."""\n\n\n'
+            "class ReadTimeout(Timeout):\n    pass\n",
+            "python",
+            True,
+        ),
+        ('def take(self):\n    """Take a token."""\n    return self.tokens.pop()\n', "python", False),
+        ("class Sized(Protocol):\n    def size(self) -> int: ...\n", "python", False),
+        ("//! The crate's overview.\n//!\n//! # Example\n", "rust", True),
+        ("    /// Take a token.\n    ///\n    /// ```\n    /// bucket.take();\n    /// ```\n", "rust", True),
+        ("/// Take a token.\npub fn take(&mut self) -> bool {\n", "rust", False),
+        ("/**\n * The router.\n * @param {string} path\n */\n", "javascript", True),
+        ("/* a note */ const x = 1;\n", "javascript", False),
+        ("// Package cobra is a commander.\npackage cobra\n", "go", False),
+        ("#[derive(Clone)]\n", "rust", False),
+        ("# Title\n\nProse.\n", "markdown", False),
+        ("\n\n", "python", False),
+    ],
+)
+def test_comment_only_knows_each_languages_comments(text: str, language: str, comments: bool) -> None:
+    assert comment_only(text, language) is comments
+
+
+def _function_with_notes() -> str:
+    """A function whose body holds a block of notes longer than a chunk: the chunker cuts a chunk of
+    comments alone out of it."""
+    notes = "\n".join(
+        f"    # note {n}: the ledger keeps every settled invoice until the auditor signs the quarter off"
+        for n in range(60)
+    )
+    code = "\n".join(f"    total_{n} = ledger.settle(invoices[{n}])" for n in range(12))
+    return f"def close_quarter(ledger, invoices):\n{code}\n{notes}\n{code}\n    return ledger\n"
+
+
+def test_comments_inside_a_function_stay_its_code(tmp_path: Path, shared_embedder: Embedder) -> None:
+    """Notes in a function's body explain that code: a chunk of them alone keeps the source role."""
+    root = write_repo(tmp_path / "ledger-repo", {"books/ledger.py": _function_with_notes()})
+    store = Store(tmp_path / "home")
+    index = store.open(ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder).repo_id)
+    alone = [c for c in index.chunks_for_file("books/ledger.py") if comment_only(c.text, c.language)]
+    assert alone, "the fixture no longer cuts out a chunk of comments"
+    # Only the notes say "auditor": every candidate of a keyword search is a chunk of comments.
+    best = Retriever(index, None).search("when does the auditor sign off?", 1, mode="lexical", explain=True)
+    assert best[0].explain is not None and best[0].explain["role"] == "source"
