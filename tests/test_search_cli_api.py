@@ -93,6 +93,22 @@ def test_cli_filters(indexed: tuple[str, Path], options: list[str], prefix: str)
         assert {result["language"] for result in results} == {"markdown"}
 
 
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        (["--language", "rust"], "no file here is in language 'rust' (its languages: python, "),
+        (["--path", "no_such_folder"], "no indexed file matches --path 'no_such_folder'"),
+    ],
+)
+def test_cli_says_when_a_filter_leaves_nothing_to_search(
+    indexed: tuple[str, Path], options: list[str], why: str
+) -> None:
+    """A bare "no results" read as if the query had found nothing, not the filter."""
+    repo_id, _ = indexed
+    code, out = run_cli(repo_id, "retry ceiling", *options)
+    assert code == 0 and out.startswith(f"no results: {why}")
+
+
 def test_cli_queries_file_answers_each_query_with_one_loaded_index(
     indexed: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,9 +17,10 @@ from rich.text import Text
 from api.cli.app import app, cli_errors, console, err_console, print_message
 from ingest import resolve_repo_id
 from rag.embedders import get_embedder
+from rag.lexical import path_matches
 from rag.retrieval import MAX_K, Retriever, SearchError, index_note, search_payload
 from rag.settings import Settings
-from rag.store import open_store
+from rag.store import RepoIndex, open_store
 from rag.types import SearchHit
 
 EXCERPT_LINES = 12
@@ -74,10 +75,10 @@ def explain_line(explain: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def print_hits(hits: list[SearchHit]) -> None:
-    """path:lines, symbol and a highlighted excerpt per hit."""
+def print_hits(hits: list[SearchHit], why_none: str | None = None) -> None:
+    """path:lines, symbol and a highlighted excerpt per hit; `why_none`: what the filters left out."""
     if not hits:
-        console.print("no results")
+        print_message(console, f"no results: {escape(why_none)}" if why_none else "no results")
         return
     for rank, hit in enumerate(hits, start=1):
         title = Text.assemble(
@@ -111,6 +112,17 @@ def print_hits(hits: list[SearchHit]) -> None:
         if len(lines) > EXCERPT_LINES:
             console.print(f"   … {len(lines) - EXCERPT_LINES} more lines", style="dim")
         console.print()
+
+
+def filters_match_nothing(index: RepoIndex, path: str | None, language: str | None) -> str | None:
+    """Why `--path` or `--language` leaves nothing to search, when it does: a bare "no results"
+    read as if the query had found nothing (`--language rust` in a Go repository, a mistyped folder)."""
+    languages = index.languages()
+    if language and language not in languages:
+        return f"no file here is in language {language!r} (its languages: {', '.join(languages)})"
+    if path and not any(path_matches(file, path) for file in index.file_hashes()):
+        return f"no indexed file matches --path {path!r}"
+    return None
 
 
 @app.command("search")
@@ -165,4 +177,4 @@ def search_command(
             else:
                 if (note := index_note(store, index.record)) is not None:
                     print_message(err_console, f"note: {escape(note.text)}", style="dim")
-                print_hits(hits)
+                print_hits(hits, None if hits else filters_match_nothing(index, path, language))
