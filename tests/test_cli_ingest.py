@@ -238,6 +238,17 @@ def test_research_points_to_ask_deep() -> None:
     assert "deep research is `repolens ask REPO QUESTION --deep`" in said and "'search'" not in said
 
 
+def test_version_and_the_short_help_option() -> None:
+    """`repolens --version` and `-h` were "No such option" (exit 2): the first things many try."""
+    from importlib.metadata import version
+
+    shown = runner.invoke(app, ["--version"])
+    assert shown.exit_code == 0 and shown.stdout == f"repolens {version('repolens')}\n"
+    for args in (["-h"], ["ask", "-h"]):
+        helped = runner.invoke(app, args)
+        assert helped.exit_code == 0 and f"Usage: repolens {' '.join(args[:-1])}".strip() in helped.stdout
+
+
 def test_the_command_line_loads_without_the_server_stack() -> None:
     """`repolens ingest` (every command) starts without importing FastAPI or a provider SDK: they took
     two thirds of its start-up, which `--no-wait` users wait for."""

@@ -10,6 +10,7 @@ Output to a reader that stopped reading (`| head -1`) ends the command quietly w
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import json
 import logging
@@ -158,6 +159,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # `-h` is what many try first
 )
 
 console = Console()
@@ -175,9 +177,18 @@ class _State:
 state = _State()
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        print(f"repolens {importlib.metadata.version('repolens')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     state.debug = debug
     state.started = time.time()
