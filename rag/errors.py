@@ -123,7 +123,7 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.NOT_CONFIGURED: ErrorSpec(
         400,
         _PROVIDER,
-        "the requested provider has no key configured (or lacks the model `ask`, MCP or `/v1` named)",
+        "the requested provider has no key configured (or lacks the model `ask`, `wiki`, MCP or `/v1` named)",
     ),
     ErrorCode.PROVIDER_ERROR: ErrorSpec(502, _PROVIDER, "deep research stopped on a provider failure"),
     ErrorCode.TOOL_ERROR: ErrorSpec(
