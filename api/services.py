@@ -65,6 +65,18 @@ class built_once(Generic[T]):  # a decorator, named like functools.cached_proper
         value: T = cache[self.name]
         return value
 
+    def built(self, instance: object) -> T | None:
+        """The value if it was built, without building it; a build under way in another thread is
+        waited for. What `stop` must shut down may be mid-build when shutdown begins (a request's
+        first use of the job pool): reading the `__dict__` alone would miss it, and its workers would
+        outlive the server."""
+        lock: threading.Lock | None = instance.__dict__.get(f"_{self.name}_lock")
+        if lock is not None:
+            with lock:
+                pass
+        value: T | None = instance.__dict__.get(self.name)
+        return value
+
 
 @dataclass
 class Services:
@@ -123,8 +135,9 @@ class Services:
         """Server shutdown: in-process ingest jobs are cancelled (their previous index stays); jobs on
         the Redis queue go on on their workers. Then the store's connections (a database store's pool)
         are closed."""
-        if "jobs" in self.__dict__:
-            self.jobs.shutdown()
+        jobs = Services.jobs.built(self)
+        if jobs is not None:
+            jobs.shutdown()
         self.store.close()
 
     def __enter__(self) -> Services:

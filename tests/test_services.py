@@ -96,3 +96,50 @@ def test_one_services_building_its_embedder_holds_up_no_other(
         finally:
             release.set()
         assert blocked.result(WAIT) is loading.embedder
+
+
+class ShutDownPool:
+    """Stands in for the job pool: records whether it was shut down."""
+
+    def __init__(self) -> None:
+        self.shut_down = False
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def test_stop_shuts_down_a_job_pool_that_was_being_built_when_shutdown_began(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's first use of `jobs` may still be building the pool (starting its workers) when the
+    server stops: `stop` waits for that build and shuts the pool down, rather than finding nothing built
+    and leaving its workers running past the server."""
+    release = threading.Event()
+    slow = SlowBuild(release=release)
+    pool_built = ShutDownPool()
+
+    def build_pool(*args: Any, **kwargs: Any) -> ShutDownPool:
+        slow()
+        return pool_built
+
+    monkeypatch.setattr(services_module, "JobPool", build_pool)
+    services = new_services(tmp_path)
+    with ThreadPoolExecutor(2) as pool:
+        first_use = pool.submit(lambda: services.jobs)
+        assert slow.started.wait(WAIT)
+        stopping = pool.submit(services.stop)
+        time.sleep(0.2)
+        assert not stopping.done(), "stop returned before the pool under way was built"
+        release.set()
+        stopping.result(WAIT)
+        assert first_use.result(WAIT) is pool_built
+    assert pool_built.shut_down
+
+
+def test_stop_builds_no_job_pool_that_was_never_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = SlowBuild(seconds=0)
+    monkeypatch.setattr(services_module, "JobPool", built)
+    new_services(tmp_path).stop()
+    assert built.calls == 0
