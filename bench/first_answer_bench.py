@@ -1,7 +1,8 @@
 """The first answer on a repository being indexed: how soon its code graph is live, and what the first
 `repolens ask` on a fresh path gives.
 
-Per corpus (`bench.corpus`: cobra, rich), on a fresh data dir and vector cache:
+Per corpus (`bench.corpus`: cobra, rich; and `generated_2000`, `ingest_bench`'s 2,000-file generated
+repository, the size the searchable target is stated for), on a fresh data dir and vector cache:
 - `searchable_s`, `graph_live_s`: an in-process ingest's searchable milestone and its `graph` milestone
   (the version that publishes the code graph), `graph_after_searchable_s` their difference (what a chat
   asked at the searchable milestone waits: target <= `REPOLENS_GRAPH_WAIT_S`, 5 s). The ingest is
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.corpus import CorpusUnavailable, working_copy
+from bench.ingest_bench import full_scale_repo
 from ingest import ingest
 from ingest.errors import IngestCancelled
 from ingest.pipeline import Progress
@@ -120,4 +122,7 @@ def run() -> dict[str, Any]:
         results[name] = _milestones(path)
         if name == "cobra":
             results[name]["first_ask"] = _first_ask(path)
+    with tempfile.TemporaryDirectory(prefix="repolens-first-generated-") as workdir:
+        repo, _ = full_scale_repo(Path(workdir))
+        results["generated_2000"] = _milestones(repo)
     return results

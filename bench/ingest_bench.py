@@ -183,7 +183,7 @@ def _generated(workdir: Path, scale: float) -> dict[str, Any]:
     }
 
 
-def _full_scale_repo(workdir: Path) -> tuple[Path, int]:
+def full_scale_repo(workdir: Path) -> tuple[Path, int]:
     """The 2,000-file generated repository, committed; and its size in bytes."""
     repo = workdir / "generated-full"
     size = synthetic_repo.generate(repo, FULL_SCALE_FILES)
@@ -195,7 +195,7 @@ def _full_scale_repo(workdir: Path) -> tuple[Path, int]:
 def _searchable_full_scale(workdir: Path) -> dict[str, Any]:
     """The 2,000-file repository, fresh data dir and vector cache, ingested up to its searchable
     milestone: the time-to-first-answer goal, measured."""
-    repo, size = _full_scale_repo(workdir)
+    repo, size = full_scale_repo(workdir)
     figures = run_to_searchable(repo, workdir / "home-full")
     return {
         "source_mb": round(size / 2**20, 2),
@@ -212,7 +212,7 @@ _COMPARED = ("searchable_s", "cpu_s", "writer_cpu_s", "scan_s", "chunk_s", "writ
 def _searchable_side_by_side(workdir: Path, baseline: Path, rounds: int) -> dict[str, Any]:
     """`searchable_full_scale` of this tree and of `baseline`, each run in a process of its own on
     the same repository (a fresh data dir each run), alternating which goes first, `rounds` times."""
-    repo, size = _full_scale_repo(workdir)
+    repo, size = full_scale_repo(workdir)
     load_start = [round(load, 2) for load in os.getloadavg()]
     trees = [("this_tree", PROJECT_ROOT), ("baseline_tree", baseline)]
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
