@@ -80,7 +80,7 @@ def sources_payload(record: RepoRecord, hits: Sequence[SearchHit]) -> list[dict[
             "path": hit.path,
             "start_line": hit.start_line,
             "end_line": hit.end_line,
-            "symbol": hit.symbol,
+            "symbol": hit.label,
             "language": hit.language,
             "score": round(hit.score, 6),
             "url": source_url(record, hit.path, hit.start_line, hit.end_line),

@@ -601,7 +601,8 @@ def _respan(hit: SearchHit, start: int, end: int, index: RepoIndex) -> SearchHit
 
 
 def _union(a: SearchHit, b: SearchHit, file_text: Callable[[str], str | None]) -> SearchHit:
-    """One hit covering both spans, named and scored after the better of the two."""
+    """One hit covering both spans, named and scored after the better of the two; the names of
+    both, in line order, are its `names` (its `label`)."""
     best = a if a.score >= b.score else b
     start = min(a.start_line, b.start_line)
     end = max(a.end_line, b.end_line)
@@ -614,7 +615,16 @@ def _union(a: SearchHit, b: SearchHit, file_text: Callable[[str], str | None]) -
         text=_span_text(a, b, start, end, file_text(a.path)),
         score=best.score,
         explain=best.explain,
+        names=_joined_names(a, b),
     )
+
+
+def _joined_names(a: SearchHit, b: SearchHit) -> tuple[str, ...]:
+    """The names of the definitions two hits span, in line order, each once. A scope of another name
+    (`Client`, a class's first lines, beside `Client.send`) adds nothing and is left out."""
+    first, second = sorted((a, b), key=lambda hit: hit.start_line)
+    names = dict.fromkeys(name for hit in (first, second) for name in hit.names or (hit.symbol,) if name)
+    return tuple(name for name in names if not any(o.startswith((f"{name}.", f"{name} > ")) for o in names))
 
 
 def _span_text(a: SearchHit, b: SearchHit, start: int, end: int, file_text: str | None) -> str:

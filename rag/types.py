@@ -47,6 +47,10 @@ class Chunk:
         return hashlib.sha256(self.embed_text.encode("utf-8")).hexdigest()
 
 
+# A merged hit's label lists this many names, then `…` (`SearchHit.label`).
+LISTED_NAMES = 3
+
+
 @dataclass(frozen=True, slots=True)
 class SearchHit:
     """A retrieved span of a file, with its fused relevance score."""
@@ -60,13 +64,25 @@ class SearchHit:
     score: float
     # Why it ranked (`Retriever.search(..., explain=True)`): role, intent, ranks, boosts.
     explain: dict[str, Any] | None = None
+    # A hit merged from chunks of several definitions: their names in line order (`f`, `g`). `symbol`
+    # stays its best-ranked chunk's, which ranking and the code graph's walk go by; `label` is for readers.
+    names: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str | None:
+        """What the hit is called in search results and citations: every definition it spans, in line
+        order (`f, g`, at most `LISTED_NAMES`, then `…`), as the chunker names a chunk of two functions.
+        Named after its best-ranked chunk alone, a hit holding `f` then `g` read as if all were `g`."""
+        if len(self.names) < 2:
+            return self.symbol
+        return ", ".join(self.names[:LISTED_NAMES]) + (", …" if len(self.names) > LISTED_NAMES else "")
 
     def to_json(self) -> dict[str, Any]:
         data = {
             "path": self.path,
             "start_line": self.start_line,
             "end_line": self.end_line,
-            "symbol": self.symbol,
+            "symbol": self.label,
             "language": self.language,
             "score": round(self.score, 6),
             "text": self.text,

@@ -310,9 +310,12 @@ def test_merge_joins_touching_spans_only(retriever: Retriever) -> None:
         (16, 19, "check_queue_capacity", 0.7),
     ]
     assert joined[0].text.splitlines() == shard.text.splitlines() + [""] + disk.text.splitlines()
+    # Its symbol is its best chunk's (what ranking goes by); readers see both names, in line order.
+    assert joined[0].label == joined[0].to_json()["symbol"] == "check_shard_capacity, check_disk_capacity"
     # A chunk between two hits bridges them into one.
     bridged = merge_chunks([(shard, 0.9), (memory, 0.8), (disk, 0.7)], 5, retriever.index.file_text)
     assert [(hit.start_line, hit.end_line) for hit in bridged] == [(1, 14)]
+    assert bridged[0].label == "check_shard_capacity, check_disk_capacity, check_memory_capacity"
     # Without the stored file the spans' own lines are joined, none twice.
     no_file = merge_chunks([(shard, 0.9), (disk, 0.8)], 5, lambda path: None)
     assert no_file[0].text.splitlines() == shard.text.splitlines() + disk.text.splitlines()

@@ -17,7 +17,7 @@ from rag.settings import Settings
 from rag.store import RepoIndex, Store
 from rag.types import SearchHit
 from tests.conftest import SHARED_CACHE
-from tests.support.repos import RARE_IDENTIFIER, make_fixture_repo
+from tests.support.repos import RARE_IDENTIFIER, commit_all, git, make_fixture_repo, write_files
 
 RESULT_FIELDS = {"path", "start_line", "end_line", "symbol", "language", "score", "text"}
 
@@ -317,3 +317,36 @@ def test_a_long_code_line_stays_one_line_when_piped() -> None:
     hit = SearchHit("src/lib.rs", "rust", 250, 251, "tests.nested", f"fn main() {{\n{code}", 0.03, None)
     printed = printed_at_80_columns(hit)
     assert f"  251 {code}" in printed.splitlines(), printed
+
+
+def _function(name: str, topic: str) -> str:
+    """A function long enough to get a chunk of its own (each is well under the window)."""
+    steps = "".join(
+        f"    {topic}_step_{i} = {topic}_value * {i} + len('{topic} step {i}')\n" for i in range(7)
+    )
+    return (
+        f'def {name}({topic}_value: int) -> int:\n    """Compute the {topic} total."""\n{steps}    return 0\n'
+    )
+
+
+def test_a_hit_holding_two_functions_is_named_after_both_in_line_order(
+    tmp_path: Path, shared_embedder
+) -> None:
+    """`-k 2` on a file of two functions merges their chunks into one hit. It was named after its
+    best chunk alone, so a query for the second function printed lines 1-22 as `melt_glacier`."""
+    repo = tmp_path / "twofold"
+    write_files(
+        repo,
+        {"twofold.py": _function("brew_coffee", "coffee") + "\n\n" + _function("melt_glacier", "glacier")},
+    )
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "two functions")
+    repo_id = ingest(str(repo), store=Store(Settings.from_env().home), embedder=shared_embedder).repo_id
+    index = Store(Settings.from_env().home).open(repo_id)
+    assert [c.symbol for c in index.chunks_for_file("twofold.py")] == ["brew_coffee", "melt_glacier"]
+    code, out = run_cli(repo_id, "melt_glacier glacier total", "-k", "2")
+    assert code == 0, out
+    assert out.splitlines()[0].startswith("1. twofold.py:1-") and "  brew_coffee, melt_glacier  score" in out
+    code, out = run_cli(repo_id, "melt_glacier glacier total", "-k", "2", "--json")
+    [hit] = json.loads(out)["results"]
+    assert hit["symbol"] == "brew_coffee, melt_glacier"

@@ -84,7 +84,7 @@ def print_hits(hits: list[SearchHit], why_none: str | None = None) -> None:
         title = Text.assemble(
             (f"{rank}. ", "bold"),
             (f"{hit.path}:{hit.start_line}-{hit.end_line}", "bold cyan"),
-            (f"  {hit.symbol}" if hit.symbol else "", "magenta"),
+            (f"  {hit.label}" if hit.label else "", "magenta"),
             (f"  score {hit.score:.4f}", "dim"),
         )
         console.print(title, soft_wrap=True)  # one line: a long symbol must not push the score to column 0

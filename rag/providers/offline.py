@@ -131,7 +131,7 @@ def offline_answer(question: str, hits: Sequence[SearchHit], *, graph_missing: b
     names = set().union(*(defined_names(hit) for hit in shown))
     parts = [header, f"\n### Most relevant code for: {question.strip()[:200]}\n"]
     for number, hit in enumerate(shown, 1):
-        symbol = f" — `{hit.symbol}`" if hit.symbol else ""
+        symbol = f" — `{hit.label}`" if hit.label else ""
         parts.append(f"\n{number}. `{_where(hit)}`{symbol} ({hit.language})\n")
         others = {name.lower() for name in names - defined_names(hit)}
         excerpt = key_excerpt(hit, question_terms(question) | others)
@@ -344,9 +344,7 @@ def explained_answer(
     others = related_hits(chain, hits)
     if others:
         parts.append(f"\n### {words['other']}\n")
-        parts.extend(
-            f"- `{_where(hit)}`" + (f" `{hit.symbol}`" if hit.symbol else "") + "\n" for hit in others
-        )
+        parts.extend(f"- `{_where(hit)}`" + (f" `{hit.label}`" if hit.label else "") + "\n" for hit in others)
     return "".join(parts)
 
 
