@@ -59,7 +59,7 @@ def _m(model_id: str, context: int, name: str | None = None, max_output: int = 4
 @dataclass(frozen=True)
 class OpenAIStyleVendor:
     """A vendor AdalFlow ships a client for whose API is OpenAI's chat completions: RepoLens streams it
-    with the OpenAI SDK (see the README's provider table for why not through AdalFlow's client), at
+    with the OpenAI SDK (docs/providers.md, "Why each path", says why not through AdalFlow's client), at
     the base URL and with the key variable AdalFlow's client uses (a test holds them equal)."""
 
     id: str
