@@ -286,8 +286,15 @@ def test_cli_wiki_offline_with_json_export(indexed_repo: tuple[Store, str], tmp_
     again = runner.invoke(app, ["wiki", repo_id, "--offline", "--json"])
     assert json.loads(again.stdout.strip().splitlines()[-1])["reused"] == summary["pages"]
     plain = runner.invoke(app, ["wiki", repo_id, "--offline"])  # piped: the summary, no progress bar
-    assert "pages written without a language model" in plain.stdout and "━" not in plain.output
-    assert f"`repolens wiki {repo_id} --export md --out wiki.md`" in plain.stdout  # on one line
+    assert "━" not in plain.output
+    lines = plain.stdout.splitlines()
+    assert lines[:2] == [
+        f"Weatherline wiki: {summary['pages']} pages, made without a language model",
+        f"up to date: {summary['pages']} pages unchanged, nothing regenerated",  # not "0 regenerated"
+    ]
+    command = f"  repolens wiki {repo_id} --export md --out wiki.md"
+    assert command in lines  # a command to copy, whole (this local id is long)
+    assert max(len(line) for line in lines if line != command) <= 80  # piped: none rich has to break
     zipped = runner.invoke(app, ["wiki", repo_id, "--offline", "--export", "zip"])  # a zip is not for stdout
     assert zipped.exit_code == 2 and "needs --out" in zipped.output
     unknown = runner.invoke(app, ["wiki", "github.com/nobody/nothing", "--offline"])
@@ -445,8 +452,9 @@ def test_an_upgraded_wiki_generator_rewrites_every_page_and_says_why(
     reason += f"{freshness.WIKI_GENERATOR_VERSION})"
     upgraded = runner.invoke(app, ["wiki", repo_id, "--offline"])
     assert upgraded.exit_code == 0, upgraded.output
+    assert max(map(len, upgraded.stdout.splitlines()[:-1])) <= 80  # wrapped when piped (but the command)
     said = " ".join(upgraded.stdout.split())  # unwrapped
-    assert f"({total} regenerated, 0 unchanged) regenerated: {total} because {reason} " in said  # no --force
+    assert f"all {total} pages regenerated regenerated: {total} because {reason} " in said  # no --force
     wiki = saved(store, repo_id)
     assert {page.made_by.generator for page in wiki.pages.values() if page.made_by} == {
         freshness.WIKI_GENERATOR_VERSION
@@ -491,7 +499,7 @@ def test_an_offline_wiki_is_rewritten_when_an_update_rebuilds_the_code_graph(
     before = saved(store, repo_id)
     assert {page.made_by.graph for page in before.pages.values() if page.made_by} == {GRAPH_VERSION - 1}
     wiki = runner.invoke(app, ["wiki", repo_id, "--offline"])  # the index is as it was: nothing to do
-    assert f"(0 regenerated, {len(before.pages)} unchanged)" in " ".join(wiki.stdout.split())
+    assert f"up to date: {len(before.pages)} pages unchanged, nothing regenerated" in wiki.stdout
 
     updated = runner.invoke(app, ["update", repo_id])  # no file changed; the graph is rebuilt
     assert updated.exit_code == 0, updated.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import textwrap
 from collections import Counter
 from enum import StrEnum
 from pathlib import Path
@@ -94,6 +95,51 @@ def refresh_after_update(settings: Settings, repo_id: str) -> str | None:
         )
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def what_happened(outcome: dict[str, Any]) -> str:
+    """The run in words: `up to date: 13 pages unchanged, nothing regenerated`, `2 pages regenerated,
+    11 unchanged`, `all 13 pages written` (a new wiki). (`13 pages written ... (0 regenerated,
+    13 unchanged)` read as if pages were both written and not.)"""
+    written, kept = outcome["regenerated"], outcome["reused"]
+    if written == 0:
+        return f"up to date: {_plural(kept, 'page')} unchanged, nothing regenerated"
+    if kept == 0:  # a new wiki, or one rewritten whole (`--force`, a new generator or model)
+        verb = "regenerated" if because(outcome["reasons"]) else "written"
+        return f"all {written} pages {verb}" if written > 1 else f"1 page {verb}"
+    return f"{_plural(written, 'page')} regenerated, {kept} unchanged"
+
+
+def summary_lines(outcome: dict[str, Any], repo: str, width: int | None = None) -> list[str]:
+    """What `repolens wiki` prints when done, each line wrapped to `width` (the console's: its
+    terminal's, 80 when piped, where rich used to cut the first line mid-sentence). A command to
+    copy stays on a line of its own, whole."""
+    width = width or console.width
+    made = "without a language model" if outcome["mode"] == "offline" else f"with {outcome['provider']}"
+    said = [f"{outcome['title']}: {_plural(outcome['pages'], 'page')}, made {made}", what_happened(outcome)]
+    if why := because(outcome["reasons"]):  # never silently: an upgrade or a new model rewrote them
+        said.append(f"  regenerated: {why}")
+    if "export" in outcome:
+        said.append(f"exported to {outcome['export']}")
+    lines = [wrapped for line in said for wrapped in _wrapped(line, width)]
+    if "export" not in outcome:  # where a newcomer reads what was just written
+        lines += [
+            "read it in the Wiki tab of `repolens serve`, or export it:",
+            f"  repolens wiki {repo} --export md --out wiki.md",
+        ]
+    return lines
+
+
+def _wrapped(line: str, width: int) -> list[str]:
+    """`line` in lines of at most `width`, continued under its indent; a path or URL is never cut."""
+    indent = " " * (len(line) - len(line.lstrip()) + 2)
+    return textwrap.wrap(
+        line, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    ) or [line]
+
+
 @app.command("wiki")
 def wiki_command(
     repo: Annotated[str, typer.Argument(help="Repository id, URL or local path of an indexed repository.")],
@@ -159,21 +205,5 @@ def wiki_command(
         if as_json:
             print(json.dumps(outcome))
             return
-        mode = "without a language model" if outcome["mode"] == "offline" else f"with {outcome['provider']}"
-        console.print(
-            f"[bold]{outcome['title']}[/]: {outcome['pages']} pages written {mode} "
-            f"({outcome['regenerated']} regenerated, {outcome['reused']} unchanged)",
-            highlight=False,
-        )
-        if why := because(outcome["reasons"]):  # never silently: an upgrade or a new model rewrote them
-            console.print(f"  regenerated: {why}", highlight=False, soft_wrap=True)
-        if "export" in outcome:
-            console.print(f"exported to {outcome['export']}", highlight=False)
-        else:  # where a newcomer reads what was just written
-            console.print(
-                f"read it in the Wiki tab of `repolens serve`, or export it: "
-                f"`repolens wiki {repo} --export md --out wiki.md`",
-                highlight=False,
-                markup=False,
-                soft_wrap=True,  # a command to copy is not broken over two lines
-            )
+        for line in summary_lines(outcome, repo):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)  # wrapped by `summary_lines`
