@@ -8,6 +8,7 @@ what only one backend has (version folders, lock files) use `local_store`.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import shutil
@@ -138,6 +139,31 @@ def test_lookups_by_id_file_and_symbol(built: RepoIndex) -> None:
     files = {info.path: info for info in built.list_files()}
     assert files["src/client.py"].chunk_count == 2 and files["web/app.js"].language == "javascript"
     assert built.languages() == {"python": 2, "javascript": 1}
+
+
+def test_repeated_span_lookups_are_remembered_per_version(
+    local_built: RepoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search repeats these lookups; a version's database never changes, so a repeat asks SQLite
+    nothing (each SQLite call gives the GIL up and waits for it behind the event loop)."""
+    first = (
+        local_built.symbol_spans("src/client.py", "HttpClient.send"),
+        local_built.chunk_ids_at("src/client.py", 12),
+    )
+    statements: list[str] = []
+    local_built._conn.set_trace_callback(statements.append)
+    assert (
+        local_built.symbol_spans("src/client.py", "HttpClient.send"),
+        local_built.chunk_ids_at("src/client.py", 12),
+    ) == first
+    assert first == ([(1, 9)], [2]) and statements == []
+    gc.collect()
+    gc.collect()  # the outer tuple is untracked once its rows are
+    assert not any(gc.is_tracked(rows) for rows in local_built._lookups.values())
+    monkeypatch.setattr(rag.store.index, "LOOKUP_MEMO_ROWS", 2)
+    local_built.chunk_ids_at("src/client.py", 1)  # a third lookup drops the oldest
+    assert len(local_built._lookups) == 2
+    assert local_built.symbol_spans("src/client.py", "HttpClient.send") == [(1, 9)] and len(statements) == 2
 
 
 def test_version_dir_holds_no_pickles(local_built: RepoIndex) -> None:

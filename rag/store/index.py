@@ -41,6 +41,8 @@ from rag.types import RepoRecord
 # One query is a memory-bound scan: OpenMP threads only fight the embedder and the event loop for the
 # cores (100k chunks under load: 34 ms with one thread, 175 ms with two).
 faiss.omp_set_num_threads(1)
+# Results `RepoIndex._lookup` keeps per loaded version (a few hundred bytes each).
+LOOKUP_MEMO_ROWS = 4096
 
 
 class EmbedderLike(Protocol):
@@ -69,6 +71,7 @@ class RepoIndex:
             raise corrupt(version_dir, f"{type(error).__name__}: {str(error)[:120]}") from None
         self._lock = threading.Lock()
         self._roles: dict[str, str] | None = None
+        self._lookups: dict[tuple[str, tuple[object, ...]], tuple[tuple[Any, ...], ...]] = {}
 
     @property
     def size(self) -> int:
@@ -89,6 +92,26 @@ class RepoIndex:
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    def _lookup(self, sql: str, params: Sequence[object]) -> tuple[tuple[Any, ...], ...]:
+        """`_query` for the small graph lookups a search repeats (definitions by name or path, spans,
+        chunks at a line), remembered for this version: its database never changes.
+
+        A question's retrieval makes ~45 of them. Each SQLite call lets go of the GIL and then waits for
+        it behind the event loop (up to the 5 ms switch interval while the loop streams other answers),
+        so at 200 streams a search with ~3 ms of CPU took 30-600 ms. Remembered rows are tuples of
+        plain values: the garbage collector stops tracking them, so full collections do not walk them.
+        At most `LOOKUP_MEMO_ROWS` results are kept, the oldest dropped first.
+        """
+        key = (sql, tuple(params))
+        rows = self._lookups.get(key)
+        if rows is None:
+            rows = tuple(self._query(sql, params))
+            with self._lock:
+                if len(self._lookups) >= LOOKUP_MEMO_ROWS:
+                    self._lookups.pop(next(iter(self._lookups)), None)
+                self._lookups[key] = rows
+        return rows
 
     def _allowed_ids(self, path_glob: str | None, language: str | None) -> np.ndarray:
         where: list[str] = []
@@ -170,7 +193,7 @@ class RepoIndex:
 
     def symbol_spans(self, path: str, symbol: str) -> list[tuple[int, int]]:
         """`(start_line, end_line)` of the chunks of `path` named `symbol`, in line order (no texts read)."""
-        rows = self._query(
+        rows = self._lookup(
             "SELECT start_line, end_line FROM chunks WHERE path = ? AND symbol = ? ORDER BY start_line",
             [path, symbol],
         )
@@ -178,7 +201,7 @@ class RepoIndex:
 
     def chunk_ids_at(self, path: str, line: int) -> list[int]:
         """Ids of the chunks of `path` that hold `line`."""
-        rows = self._query(
+        rows = self._lookup(
             "SELECT id FROM chunks WHERE path = ? AND start_line <= ? AND end_line >= ?", [path, line, line]
         )
         return [int(row[0]) for row in rows]
@@ -239,7 +262,7 @@ class RepoIndex:
         if not self.has_graph:
             return []
         kinds = "('impl')" if attributes else "('impl', 'attribute')"
-        rows = self._query(
+        rows = self._lookup(
             f"SELECT {DEFINITION_COLUMNS} FROM definitions WHERE {where} AND kind NOT IN {kinds} "
             "ORDER BY path, start_line",
             params,

@@ -81,6 +81,11 @@ class PgRepoIndex(RepoIndex):
         """The inherited lookups' SQLite-style SQL (`?` placeholders), run on PostgreSQL."""
         return self._run(sql.replace("%", "%%").replace("?", "%s"), params)
 
+    def _lookup(self, sql: str, params: Sequence[object]) -> tuple[tuple[Any, ...], ...]:
+        """Every lookup asks the database: nothing here says a schema's rows stay as they are while
+        this index is cached, which the SQLite version's memo relies on."""
+        return tuple(self._query(sql, params))
+
     def dense_search(
         self, vector: np.ndarray, k: int, *, path_glob: str | None = None, language: str | None = None
     ) -> list[tuple[int, float]]:
