@@ -628,3 +628,24 @@ def test_a_repository_is_named_by_the_unique_last_part_of_its_id(tmp_path: Path)
     assert "/one/lens-app or local/" in error["message"] and error["message"].count("/two/lens-app") == 1
     code, error, _ = run("show", "lens-ap", "--json")
     assert code == 3 and "(did you mean local/" in error["error"]["message"]
+
+
+def test_help_shows_each_option_once_and_one_placeholder_style() -> None:
+    """`repolens search --help` listed `--k` and `-k` in two columns (two options, it read), and
+    arguments as `{repo}` / `<str>` beside options' `TEXT`. Now `-k, --k` is one row, arguments read
+    `REPO [QUERY]` and `TEXT` like options; both spellings of `-k` still work."""
+    group = typer.main.get_command(app)
+    for name in [None, *group.commands]:  # type: ignore[attr-defined]
+        shown = runner.invoke(app, [name, "--help"] if name else ["--help"], env={"COLUMNS": "80"}).stdout
+        assert re.search(r"-h, --help +Show this message", shown), shown
+        assert not re.search(r"<(str|int|path|float)[^>]*>|\{[a-z]+\}", shown), shown
+        assert not re.search(r"│ --\S+ +-\w\b", shown), shown  # no long name with its short one beside it
+    search = runner.invoke(app, ["search", "--help"], env={"COLUMNS": "80"}).stdout
+    assert "Usage: repolens search [OPTIONS] REPO [QUERY]" in search
+    assert re.search(r"│ -k, --k +N \[1<=x<=100\] +Number of results", search), search
+    assert re.search(r"│ \*    repo +TEXT +Repository id", search), search
+    missing = runner.invoke(app, ["search"])
+    assert missing.exit_code == 2 and "Missing argument 'REPO'" in missing.output
+    for spelling in ("-k", "--k"):  # neither spelling broke: a bad value is refused by both
+        refused = runner.invoke(app, ["search", "some-repo", "query", spelling, "0"])
+        assert refused.exit_code == 2 and "'-k' / '--k'" in refused.output, refused.output

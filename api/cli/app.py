@@ -19,12 +19,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from rag.errors import UNEXPECTED_EXIT_CODE, ErrorCode, RepoLensError, exit_code
 from rag.events import encode, error_event
@@ -43,20 +43,71 @@ _METAVARS = {
 _LONGEST_CHOICES = 24  # `<hybrid|dense|lexical>` is shown as is; a longer list is the help text's job
 
 
+def _placeholder(param: Any, ctx: Any) -> str | None:
+    """`TEXT`, `N`, `PATH`... for typer's `<str>`, `<int range>`, `<path>`; `CHOICE` for a long list of
+    choices; None to keep typer's (`<hybrid|dense|lexical>`)."""
+    shown = param.display_type(ctx).strip("<>")
+    inner = shown.removeprefix("list[").removesuffix("]")
+    if inner in _METAVARS:
+        return _METAVARS[inner]
+    return "CHOICE" if len(shown) > _LONGEST_CHOICES else None
+
+
+class _Argument(TyperArgument):
+    """An argument in the options' style: `REPO [QUERY]` in the usage line (typer wrote `{repo}
+    [query]`) and `TEXT` as its placeholder in the list (typer wrote `<str>`, options `TEXT`)."""
+
+    placeholder: str | None = None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw.upper()
+        return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return self.placeholder or super().display_type_rich(ctx)
+
+    def get_error_hint(self, ctx: Any = None) -> str:
+        """`Missing argument 'REPO'.`, the name the usage line shows."""
+        return f"'{self.display_name_raw.upper()}'"
+
+
 def _tidy_params(params: list[Any], ctx: Any) -> list[Any]:
     """A flag (`--json`, `--debug`, `--help`) shows no placeholder (typer prints `<bool>`, which reads as
-    if it took a value); an option's value is `TEXT`, `N`, `PATH`... unless the command names it."""
+    if it took a value); an option's value is `TEXT`, `N`, `PATH`... unless the command names it, and
+    so is an argument's (`_Argument`)."""
     for param in params:
         if getattr(param, "is_bool_flag", False):
             param.metavar = ""
         elif param.param_type_name == "option" and param.metavar is None:
-            shown = param.display_type(ctx).strip("<>")
-            inner = shown.removeprefix("list[").removesuffix("]")
-            if inner in _METAVARS:
-                param.metavar = _METAVARS[inner]
-            elif len(shown) > _LONGEST_CHOICES:
-                param.metavar = "CHOICE"
+            param.metavar = _placeholder(param, ctx)
+        elif type(param) is TyperArgument:
+            param.__class__ = _Argument  # typer builds the parameters; only their help differs
+            cast(_Argument, param).placeholder = _placeholder(param, ctx)
     return params
+
+
+@contextmanager
+def _one_row_per_option(params: list[Any]) -> Iterator[None]:
+    """While the help is drawn, an option's names as one `-k, --k` (typer's panel put `--k` and `-k`
+    in two columns, which read as two options). Parsing never sees it: it reads the names before."""
+    renamed = [
+        (param, param.opts) for param in params if param.param_type_name == "option" and len(param.opts) > 1
+    ]
+    for param, names in renamed:
+        param.opts = [", ".join(sorted(names, key=lambda name: (name.startswith("--"), name)))]
+    try:
+        yield
+    finally:
+        for param, names in renamed:
+            param.opts = names
+
+
+class _Command(TyperCommand):
+    """A command whose help shows each option on one row (`_one_row_per_option`)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        with _one_row_per_option(self.get_params(ctx)):
+            super().format_help(ctx, formatter)
 
 
 def _reflowed(text: str | None) -> str | None:
@@ -144,9 +195,15 @@ class _Group(TyperGroup):
             ctx.fail(f"No such command {args[0]!r}: {_OTHER_NAMES[args[0]]}")
         return super().resolve_command(ctx, args)
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        with _one_row_per_option(self.get_params(ctx)):
+            super().format_help(ctx, formatter)
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is not None:
+            if type(command) is TyperCommand:
+                command.__class__ = _Command  # typer builds the commands; only their help differs
             _tidy_params(command.get_params(ctx), ctx)
             command.help = _reflowed(command.help)
         return command
