@@ -230,12 +230,23 @@ def test_times_count_from_when_the_command_starts_its_work(monkeypatch: pytest.M
     assert exited.value.code == 0 and state.started >= before
 
 
-def test_research_points_to_ask_deep() -> None:
-    """Before: "No such command 'research'. Did you mean 'search'?" (the wrong command)."""
-    result = runner.invoke(app, ["research", "github.com/psf/requests", "how are retries configured?"])
+@pytest.mark.parametrize(
+    ("command", "pointer"),
+    [
+        (
+            ["research", "github.com/psf/requests", "how?"],
+            "deep research is `repolens ask REPO QUESTION --deep`",
+        ),
+        (["status"], "`repolens list` shows the state of every indexed repository, `repolens show REPO`"),
+    ],
+)
+def test_a_command_under_another_name_points_to_it(command: list[str], pointer: str) -> None:
+    """Before: "No such command 'research'. Did you mean 'search'?" (the wrong command), and for
+    `status` (what a newcomer tries after an ingest) nothing at all."""
+    result = runner.invoke(app, command)
     assert result.exit_code == 2
     said = " ".join(result.stderr.replace("│", " ").split())  # rich's error box wraps it
-    assert "deep research is `repolens ask REPO QUESTION --deep`" in said and "'search'" not in said
+    assert pointer in said and "'search'" not in said
 
 
 def test_version_and_the_short_help_option() -> None:

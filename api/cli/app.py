@@ -153,7 +153,10 @@ def _exit_closed_pipe() -> None:
     sys.exit(CLOSED_PIPE_EXIT_CODE)
 
 
-_OTHER_NAMES = {"research": "deep research is `repolens ask REPO QUESTION --deep`."}
+_OTHER_NAMES = {
+    "research": "deep research is `repolens ask REPO QUESTION --deep`.",
+    "status": "`repolens list` shows the state of every indexed repository, `repolens show REPO` one's in full.",
+}
 _COMMAND_ORDER = (
     "ingest", "update", "embed", "list", "show", "delete", "search", "ask", "wiki",
     "serve", "worker", "mcp", "doctor", "migrate-store", "setup",
@@ -190,7 +193,7 @@ class _Group(TyperGroup):
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         """A command people look for under another name gets pointed to it (typer would suggest
-        `search` for `research`)."""
+        `search` for `research`, and nothing for `status`)."""
         if args and args[0] in _OTHER_NAMES:
             ctx.fail(f"No such command {args[0]!r}: {_OTHER_NAMES[args[0]]}")
         return super().resolve_command(ctx, args)
