@@ -155,7 +155,9 @@ def _exit_closed_pipe() -> None:
 
 _OTHER_NAMES = {
     "research": "deep research is `repolens ask REPO QUESTION --deep`.",
-    "status": "`repolens list` shows the state of every indexed repository, `repolens show REPO` one's in full.",
+    "status": (
+        "`repolens list` shows the state of every indexed repository, `repolens show REPO` one's in full."
+    ),
 }
 _COMMAND_ORDER = (
     "ingest", "update", "embed", "list", "show", "delete", "search", "ask", "wiki",
