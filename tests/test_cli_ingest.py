@@ -660,3 +660,20 @@ def test_help_shows_each_option_once_and_one_placeholder_style() -> None:
     for spelling in ("-k", "--k"):  # neither spelling broke: a bad value is refused by both
         refused = runner.invoke(app, ["search", "some-repo", "query", spelling, "0"])
         assert refused.exit_code == 2 and "'-k' / '--k'" in refused.output, refused.output
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (
+            ["search", "some-repo", "q", "--mode", "fuzzy"],
+            "Invalid value for '--mode': 'fuzzy' is not one of",
+        ),
+        (["wiki", "some-repo", "--export", "pdf"], "Invalid value for '--export': 'pdf' is not one of"),
+    ],
+)
+def test_a_refused_value_is_said_without_the_validators_prefix(command: list[str], said: str) -> None:
+    """typer passed pydantic's message on: "Invalid value for '--mode': Value error, 'fuzzy' is ..."."""
+    result = runner.invoke(app, command)
+    shown = " ".join(result.stderr.replace("│", " ").split())  # rich's error box wraps it
+    assert result.exit_code == 2 and said in shown and "Value error" not in shown, shown

@@ -153,6 +153,17 @@ def _exit_closed_pipe() -> None:
     sys.exit(CLOSED_PIPE_EXIT_CODE)
 
 
+@contextmanager
+def _plain_bad_values() -> Iterator[None]:
+    """A refused value said without the validator's `Value error, ` prefix (typer passes pydantic's
+    message on: "Invalid value for '--mode': Value error, 'fuzzy' is not one of ...")."""
+    try:
+        yield
+    except typer.BadParameter as error:
+        error.message = error.message.removeprefix("Value error, ")
+        raise
+
+
 _OTHER_NAMES = {
     "research": "deep research is `repolens ask REPO QUESTION --deep`.",
     "status": (
@@ -176,13 +187,13 @@ class _Group(TyperGroup):
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         """Parsing prints the help (`repolens --help | head -1`): a closed pipe exits there too."""
-        with _closed_pipe_exits():
+        with _closed_pipe_exits(), _plain_bad_values():
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: Any) -> Any:
         """Every command runs here: a closed pipe exits quietly (`_closed_pipe_exits`), also when only
         the last output, still buffered, finds it."""
-        with _closed_pipe_exits():
+        with _closed_pipe_exits(), _plain_bad_values():
             try:
                 return super().invoke(ctx)
             finally:
