@@ -7,7 +7,8 @@ specific `bad_request` error instead of uvicorn dropping the connection with cod
 Server-side pings keep idle `/ws/chat` sockets alive through proxies.
 
 A server process freezes its startup heap before it serves (`freeze_startup_heap`): the garbage
-collector's full collections then skip the ~170k objects every process has once the app is built.
+collector's full collections then skip the ~170k objects every process has once the app is built,
+and run a tenth as often (`collect_fully_less_often`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ WS_PING_INTERVAL_S = 20.0
 WS_PING_TIMEOUT_S = 20.0
 WS_TRANSPORT_MAX_BYTES = 16 * 1024 * 1024
 WORKER_HEALTHCHECK_S = 60
+# Generation-1 collections between two full ones in a server process (CPython: 10).
+FULL_COLLECTION_AFTER = 100
 
 
 def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Config:
@@ -54,8 +57,26 @@ def create_worker_app() -> Any:
 
     redact_server_logs()
     app = create_app()
-    freeze_startup_heap()
+    prepare_serving_process()
     return app
+
+
+def prepare_serving_process() -> None:
+    """What a server process does to its garbage collector once the app is built, before it serves."""
+    freeze_startup_heap()
+    collect_fully_less_often()
+
+
+def collect_fully_less_often() -> None:
+    """Run a full collection after `FULL_COLLECTION_AFTER` generation-1 collections instead of CPython's 10.
+
+    With the startup heap frozen, what a full collection walks is the live conversations (~68,000
+    objects at 200 streams): 36-49 ms of CPU holding the GIL, about once per 9 s at that load, stalling
+    every stream's next frame. Young collections, which free most garbage, run as before; cyclic
+    garbage that outlived two of them waits longer to be freed.
+    """
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
 def freeze_startup_heap() -> None:
@@ -82,7 +103,7 @@ def serve(host: str, port: int, *, log_level: str, workers: int = 1) -> None:
 
         config = uvicorn_config(create_app(), host, port, log_level=log_level)
         redact_server_logs()
-        freeze_startup_heap()
+        prepare_serving_process()
         uvicorn.Server(config).run()
         return
     from uvicorn.supervisors import Multiprocess

@@ -26,15 +26,19 @@ class _Cycle:
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
-    """Each test starts and ends with nothing frozen (the test process is not a server)."""
+    """Each test starts and ends with nothing frozen and the collector's own thresholds (the test
+    process is not a server)."""
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
-def test_serve_freezes_the_startup_heap_before_uvicorn_serves(
+def test_serve_freezes_the_startup_heap_and_collects_fully_less_often_before_uvicorn_serves(
     monkeypatch: pytest.MonkeyPatch, unfrozen: None
 ) -> None:
+    thresholds = gc.get_threshold()
     garbage = _Cycle()
     dropped = weakref.ref(garbage)
     del garbage
@@ -42,6 +46,7 @@ def test_serve_freezes_the_startup_heap_before_uvicorn_serves(
 
     def run(self: uvicorn.Server, sockets: Any = None) -> None:
         seen["frozen"] = gc.get_freeze_count()
+        seen["thresholds"] = gc.get_threshold()
         seen["app"] = self.config.app
         seen["garbage_alive"] = dropped() is not None
 
@@ -51,11 +56,14 @@ def test_serve_freezes_the_startup_heap_before_uvicorn_serves(
     assert seen["frozen"] > 1000  # modules, the app and its routes
     assert seen["app"].state.services is not None  # frozen once the app is built
     assert not seen["garbage_alive"]  # collected before the freeze, not kept for good
+    young, middle, _ = thresholds
+    assert seen["thresholds"] == (young, middle, server.FULL_COLLECTION_AFTER)  # young ones as before
 
 
 def test_each_worker_process_freezes_its_heap_once_its_app_is_built(unfrozen: None) -> None:
     app = server.create_worker_app()
     assert gc.get_freeze_count() > 1000
+    assert gc.get_threshold()[2] == server.FULL_COLLECTION_AFTER
     assert app.state.services is not None
 
 
