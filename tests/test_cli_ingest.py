@@ -292,6 +292,18 @@ def test_list_keeps_ids_whole_and_rows_within_80_columns(small_repo: Path) -> No
     assert all(len(line) <= 80 and line == line.rstrip() for line in lines if line != report["id"])
 
 
+def test_list_hints_name_arguments_as_the_usage_lines_do(small_repo: Path) -> None:
+    """`repolens list`'s hints spell the arguments as `repolens ingest -h` and `show -h` do (`LOCATION`,
+    `REPO`): before, `<url-or-path>` and `<id>` beside usage lines that said neither."""
+    empty = runner.invoke(app, ["list"]).stdout
+    assert "`repolens ingest LOCATION` (a URL or a folder)" in empty
+    assert run("ingest", str(small_repo), "--json")[0] == 0
+    listed = runner.invoke(app, ["list"], env={"COLUMNS": "120"}).stdout
+    assert "`repolens show REPO` has the rest" in listed
+    for command, argument in (("ingest", "LOCATION"), ("show", "REPO")):
+        assert f"repolens {command} [OPTIONS] {argument}" in runner.invoke(app, [command, "-h"]).stdout
+
+
 @pytest.mark.parametrize(
     ("args", "code", "error_code"),
     [

@@ -465,7 +465,7 @@ def list_command(as_json: JsonFlag = False) -> None:
             print(json.dumps({"repos": repos, "chunker_version": CHUNKER_VERSION}))
             return
         if not records:
-            console.print("no repositories indexed yet: try `repolens ingest <url-or-path>`")
+            console.print("no repositories indexed yet: try `repolens ingest LOCATION` (a URL or a folder)")
             return
         rows = [
             (
@@ -484,7 +484,7 @@ def list_command(as_json: JsonFlag = False) -> None:
         for record in records:
             if advice := rechunk_advice(record):
                 console.print(f"* {record.id}: {advice}", highlight=False, soft_wrap=True)
-        console.print("[dim]`repolens show <id>` has the rest (URL, ref, filters, embedder, languages)[/]")
+        console.print("[dim]`repolens show REPO` has the rest (URL, ref, filters, embedder, languages)[/]")
 
 
 _LIST_HEADERS = ("id", "commit", "files", "chunks", "state", "updated (UTC)")
