@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from api.cli.app import app, cli_errors, console, err_console
 from ingest import resolve_repo_id
 from rag.errors import ErrorCode, RepoLensError
+from rag.plural import plural
 from rag.prompt import LANGUAGES, known_language
 from rag.providers.catalog import require_choice
 from rag.settings import Settings
@@ -95,21 +96,17 @@ def refresh_after_update(settings: Settings, repo_id: str) -> str | None:
         )
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def what_happened(outcome: dict[str, Any]) -> str:
     """The run in words: `up to date: 13 pages unchanged, nothing regenerated`, `2 pages regenerated,
     11 unchanged`, `all 13 pages written` (a new wiki). (`13 pages written ... (0 regenerated,
     13 unchanged)` read as if pages were both written and not.)"""
     written, kept = outcome["regenerated"], outcome["reused"]
     if written == 0:
-        return f"up to date: {_plural(kept, 'page')} unchanged, nothing regenerated"
+        return f"up to date: {plural(kept, 'page')} unchanged, nothing regenerated"
     if kept == 0:  # a new wiki, or one rewritten whole (`--force`, a new generator or model)
         verb = "regenerated" if because(outcome["reasons"]) else "written"
         return f"all {written} pages {verb}" if written > 1 else f"1 page {verb}"
-    return f"{_plural(written, 'page')} regenerated, {kept} unchanged"
+    return f"{plural(written, 'page')} regenerated, {kept} unchanged"
 
 
 def summary_lines(outcome: dict[str, Any], repo: str, width: int | None = None) -> list[str]:
@@ -118,7 +115,7 @@ def summary_lines(outcome: dict[str, Any], repo: str, width: int | None = None) 
     copy stays on a line of its own, whole."""
     width = width or console.width
     made = "without a language model" if outcome["mode"] == "offline" else f"with {outcome['provider']}"
-    said = [f"{outcome['title']}: {_plural(outcome['pages'], 'page')}, made {made}", what_happened(outcome)]
+    said = [f"{outcome['title']}: {plural(outcome['pages'], 'page')}, made {made}", what_happened(outcome)]
     if why := because(outcome["reasons"]):  # never silently: an upgrade or a new model rewrote them
         said.append(f"  regenerated: {why}")
     if "export" in outcome:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rag.errors import ErrorCode, RepoLensError
 from rag.graph_walk import Chain, code_hits, related_hits, traced_chain
 from rag.lexical import path_matches
+from rag.plural import plural
 from rag.tokens import count_tokens, truncate_to_tokens
 
 if TYPE_CHECKING:
@@ -243,10 +244,6 @@ _OWNER = re.compile(
 )
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
@@ -415,7 +412,7 @@ class RepoTools:
         evidence = [Evidence(path, line, line, None, self.language(path)) for path, line, _ in matches]
         files = list(dict.fromkeys(path for path, _, _ in matches))
         output = self._bounded(rendered, "narrow the pattern or path_glob")
-        summary = f"{_plural(len(matches), 'line')} in {_plural(len(files), 'file')}: " + ", ".join(files[:4])
+        summary = f"{plural(len(matches), 'line')} in {plural(len(files), 'file')}: " + ", ".join(files[:4])
         return ToolResult("grep", {}, output, summary, evidence)
 
     def grep_lines(

@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rag.plural import plural
 from rag.roles import file_role
 from rag.wiki.codefacts import (
     CODE_LANGUAGES,
@@ -59,10 +60,6 @@ def cite(path: str, start: int, end: int | None = None) -> str:
     """`path:start-end` in backticks, so Markdown leaves names like `__init__.py` alone."""
     end = end or start
     return f"`{path}:{start}`" if end == start else f"`{path}:{start}-{end}`"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def cite_span(path: str, summary: Summary) -> str:
