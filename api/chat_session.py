@@ -93,7 +93,12 @@ async def _request_events(
     saw_done = False
     stopping = stop.event if stop is not None else None
     try:
-        source = resolve_source(request.repo_url, platform=request.platform, ref=request.ref)
+        source = resolve_source(
+            request.repo_url,
+            platform=request.platform,
+            ref=request.ref,
+            platform_is_hint=request.platform_is_hint,
+        )
         graph = GraphWait(services, source.repo_id, graph_wait_s)
         ready = await asyncio.to_thread(_readiness, services, graph, request.token)
         if ready is None:
@@ -227,10 +232,12 @@ def _answer_events(
     return services.answers.answer(answer_request, cancel)
 
 
-def _ingest_job(services: Services, request: ChatRequestBody) -> IngestJob:
+def _ingest_job(services: Services, request: ChatRequestBody, source: RepoSource) -> IngestJob:
+    """The job indexing `source` for this request, named by its resolved platform: the request's
+    `type` may have been a hint only (`ChatRequestBody.platform_is_hint`)."""
     options = IngestOptions.from_fields(
         services.settings,
-        platform=request.platform,
+        platform=source.platform,
         ref=request.ref,
         token=request.token,
         included_dirs=request.included_dirs,
@@ -265,7 +272,7 @@ async def _ensure_indexed(
         yield status_event("cloning", f"fetching {source.url}")
     told_waiting = False
     while True:
-        job = await services.submit_job(_ingest_job(services, request))
+        job = await services.submit_job(_ingest_job(services, request, source))
         async for event in until_cancelled(services.jobs.events(job), cancel):
             if event["type"] == "status":
                 yield event
@@ -303,7 +310,9 @@ async def cancel_ingest(services: Services, request: ChatRequestBody) -> None:
     """Cancel the running ingest job of the request's repository (an explicit `cancel` frame); the
     job table is read and written in a thread (SQLite: never on the event loop)."""
     try:
-        repo_id = resolve_source(request.repo_url, platform=request.platform, ref=request.ref).repo_id
+        repo_id = resolve_source(
+            request.repo_url, platform=request.platform, ref=request.ref, platform_is_hint=True
+        ).repo_id
     except RepoLensError:
         return
     await asyncio.to_thread(_cancel_jobs, services, repo_id)

@@ -89,6 +89,16 @@ class ChatRequestBody(BaseModel):
         """
         return self.type if "type" in self.model_fields_set else None
 
+    @property
+    def platform_is_hint(self) -> bool:
+        """Whether a `type` the location contradicts is ignored rather than refused (`type_mismatch`).
+
+        deepwiki-open's page sends `type: github` whenever its URL lacks `?type=`, a local folder's
+        included, so its plain-text protocol keeps `type` a hint, as it always did; RepoLens' own
+        events protocol (the page, `repolens ask`) refuses it as `repolens ingest` does.
+        """
+        return self.protocol != "events"
+
 
 def max_request_bytes(settings: Settings) -> int:
     return settings.max_request_bytes

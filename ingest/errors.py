@@ -21,6 +21,7 @@ __all__ = [
     "InvalidSourceError",
     "LimitExceededError",
     "NotASourceError",
+    "PlatformMismatchError",
     "RepositoryNotFoundError",
     "UnknownRefError",
 ]
@@ -47,6 +48,15 @@ class NotASourceError(InvalidSourceError):
     """The text is no URL, ssh remote or existing path at all (a bare word such as `cobra`). A command
     that also takes an indexed repository's name (`repolens ask`) reports such a text as a name
     that matches nothing, not as a malformed URL."""
+
+
+class PlatformMismatchError(InvalidSourceError):
+    """The platform named beside the location (`--type`, the API's `type`) contradicts it: a local
+    folder said to be on GitHub, a github.com URL said to be GitLab. Ignoring it would index
+    something other than what the user asked for without a word, so it is refused; only
+    deepwiki-open's chat requests, whose `type` defaults to `github`, keep it as a hint."""
+
+    code = ErrorCode.TYPE_MISMATCH
 
 
 class HostUnreachableError(IngestError):

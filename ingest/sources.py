@@ -15,7 +15,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.errors import InvalidSourceError, NotASourceError, RepositoryNotFoundError
+from ingest.errors import (
+    InvalidSourceError,
+    NotASourceError,
+    PlatformMismatchError,
+    RepositoryNotFoundError,
+)
 from rag.redact import redact, register_secret
 from rag.store.layout import repo_folder
 
@@ -74,8 +79,16 @@ class RepoSource:
         return self.url
 
 
-def resolve_source(location: str, *, platform: str | None = None, ref: str | None = None) -> RepoSource:
-    """Parse a URL, ssh remote or path into a `RepoSource`; raise `InvalidSourceError` if it is none."""
+def resolve_source(
+    location: str, *, platform: str | None = None, ref: str | None = None, platform_is_hint: bool = False
+) -> RepoSource:
+    """Parse a URL, ssh remote or path into a `RepoSource`; raise `InvalidSourceError` if it is none.
+
+    A `platform` the location contradicts (a local folder named `github`, a github.com URL named
+    `gitlab`) is refused with `PlatformMismatchError`: ignoring it would index something other
+    than what was asked without a word. `platform_is_hint` keeps it a hint instead, for
+    deepwiki-open's chat requests, whose `type` is `github` unless its page knew better.
+    """
     text = (location or "").strip()
     if not text:
         raise InvalidSourceError(f"no repository given; {ACCEPTED}")
@@ -83,8 +96,25 @@ def resolve_source(location: str, *, platform: str | None = None, ref: str | Non
         platform = platform.strip().lower() or None
     if platform is not None and platform not in PLATFORMS:
         raise InvalidSourceError(f"unknown --type {platform!r}: use one of {', '.join(PLATFORMS)}")
-    ref = _check_ref(ref.strip() if ref else None)
+    source = _resolve(text, platform, _check_ref(ref.strip() if ref else None))
+    if platform is not None and not platform_is_hint and source.platform != platform:
+        raise PlatformMismatchError(_contradiction(text, platform, source))
+    return source
 
+
+def _contradiction(text: str, platform: str, source: RepoSource) -> str:
+    """What is wrong with `--type platform` for this location, and what to give instead."""
+    if source.is_local:
+        found = f"{source.local_path} is a local folder"
+    else:
+        found = f"{source.host} is a {source.platform} host"
+    return (
+        f"--type {platform} contradicts {redact(text)!r}: {found}; "
+        f"leave --type out (it is detected) or give --type {source.platform}"
+    )
+
+
+def _resolve(text: str, platform: str | None, ref: str | None) -> RepoSource:
     scheme = urllib.parse.urlsplit(text).scheme.lower() if "://" in text else ""
     if scheme == "file":
         return _local_source(_file_url_path(text), ref)
@@ -174,7 +204,10 @@ def _url_source(text: str, platform: str | None, ref: str | None, *, remote: str
     if not host or not _HOST_RE.match(host):
         raise InvalidSourceError(f"malformed URL {redact(text)!r}: missing or invalid host name; {ACCEPTED}")
     if platform == "local":
-        raise InvalidSourceError("--type local needs a folder or file:// URL, not a remote URL")
+        raise PlatformMismatchError(
+            f"--type local contradicts {redact(text)!r}: it is a remote URL; "
+            "leave --type out (it is detected) or give a folder or file:// URL"
+        )
     # The three cloud hosts are known for sure; a --type hint only matters for self-hosted servers
     # (deepwiki clients send type "github" by default, even with a GitLab URL).
     platform = _CLOUD_HOSTS.get(host) or platform or _detect_platform(host)

@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     EMBEDDER_ERROR = "embedder_error"
     # sources and ingest
     BAD_URL = "bad_url"
+    TYPE_MISMATCH = "type_mismatch"
     FORBIDDEN_SOURCE = "forbidden_source"
     FORBIDDEN_HOST = "forbidden_host"
     UNREACHABLE = "unreachable"
@@ -131,6 +132,12 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.EMBEDDER_ERROR: ErrorSpec(502, _PROVIDER, "the embedder failed or is misconfigured"),
     ErrorCode.BAD_URL: ErrorSpec(400, _SOURCE, "the location is not a URL or path RepoLens can ingest"),
+    ErrorCode.TYPE_MISMATCH: ErrorSpec(
+        400,
+        _SOURCE,
+        "the platform named (`--type`, the API's `type`) contradicts the location (a local folder "
+        "named `github`); leave it out or name the location's own",
+    ),
     ErrorCode.FORBIDDEN_SOURCE: ErrorSpec(
         403, _SOURCE, "the server does not index this local folder (`REPOLENS_ALLOW_LOCAL`, `_LOCAL_ROOTS`)"
     ),

@@ -62,6 +62,16 @@ def test_ask_provider_error_exits_with_the_provider_code(
     assert error["message"] and "sk-fake-test-key" not in result.stdout
 
 
+def test_ask_refuses_a_type_the_folder_contradicts_as_ingest_does(
+    indexed_repo: tuple[Store, str], fixture_repo: Path
+) -> None:
+    """`repolens ask ./folder --type github` speaks RepoLens' own protocol: `type_mismatch`, exit 7."""
+    result = runner.invoke(app, ["ask", str(fixture_repo), QUESTION, "--json", "--type", "github"])
+    assert result.exit_code == 7, result.output
+    error = next(json.loads(line) for line in result.stdout.splitlines() if '"error"' in line)
+    assert error["code"] == "type_mismatch" and error["message"].endswith("or give --type local")
+
+
 @pytest.mark.parametrize("command", ["ask", "wiki"])
 def test_a_language_there_are_no_answers_in_is_refused_not_answered_in_english(
     indexed_repo: tuple[Store, str], command: str

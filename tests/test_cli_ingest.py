@@ -322,6 +322,40 @@ def test_errors_are_one_json_object_and_a_documented_exit_code(
     assert data["error"]["code"] == error_code and data["error"]["message"]
 
 
+def test_a_type_the_location_contradicts_is_refused_with_what_to_give_instead(
+    small_repo: Path, tmp_path: Path
+) -> None:
+    """`repolens ingest ./folder --type github` used to index the folder as local without a word: the
+    real command refuses it (exit 7, `type_mismatch`) and names the type to give; so it does for a
+    cloud host named as another platform, before any clone."""
+    env = {**os.environ, "REPOLENS_HOME": str(tmp_path / "home")}
+    folder = subprocess.run(
+        _cli("ingest", "./" + small_repo.name, "--type", "github"),
+        cwd=small_repo.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert folder.returncode == 7, folder.stderr
+    assert f"--type github contradicts './{small_repo.name}': {small_repo.resolve()} is a local folder; " in (
+        " ".join(folder.stderr.split())
+    )
+    assert "leave --type out (it is detected) or give --type local" in " ".join(folder.stderr.split())
+    cloud = subprocess.run(
+        _cli("ingest", "https://github.com/acme/app", "--type", "gitlab", "--json"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cloud.returncode == 7
+    error = json.loads(cloud.stdout)["error"]
+    assert error["code"] == "type_mismatch" and error["message"].endswith("or give --type github")
+    assert not (tmp_path / "home" / "clones").exists()
+    assert run("ingest", str(small_repo), "--type", "local", "--json")[0] == 0
+
+
 def _ingest_as_an_unprivileged_user(folder: Path, home: Path) -> tuple[int, dict, str]:
     """`repolens ingest folder --json` by a user file permissions apply to: `nobody` when the suite
     runs as root (root reads every folder), else the suite's own user."""

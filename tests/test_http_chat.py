@@ -60,6 +60,23 @@ def test_sse_carries_the_typed_events(chat_server: ChatServer, fake_provider: Fa
     assert "".join(event["text"] for event in events if event["type"] == "token") == "Service.run calls send."
 
 
+def test_a_type_the_folder_contradicts_is_a_hint_in_plain_text_and_refused_in_sse(
+    chat_server: ChatServer, fake_provider: FakeProvider
+) -> None:
+    """deepwiki-open's `type: github` for a local folder is answered as before; RepoLens' typed SSE
+    (asked for by the header as by the body) refuses it with `type_mismatch`."""
+    fake_provider.script(FakeResponse(text="Plain answer.", chunks=1))
+    body = chat_server.request(type="github")
+    plain = httpx.post(url(chat_server), json=body, timeout=TIMEOUT)
+    assert (plain.status_code, plain.text) == (200, "Plain answer.")
+    events_header = {"X-RepoLens-Protocol": "events"}
+    typed = httpx.post(url(chat_server), json=body, headers=events_header, timeout=TIMEOUT)
+    events = sse_events(typed.text)
+    (error,) = [event for event in events if event["type"] == "error"]
+    assert error["code"] == "type_mismatch" and error["message"].endswith("or give --type local")
+    assert events[-1]["type"] == "done"
+
+
 @pytest.mark.parametrize(
     ("change", "status", "detail"),
     [

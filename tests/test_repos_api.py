@@ -159,6 +159,13 @@ def test_bad_requests_fail_before_streaming_and_ingest_errors_arrive_as_frames(
         bad_url = client.post("/api/repos", json={"repo_url": "ftp://example.invalid/x"})
         assert bad_url.status_code == 400 and "ftp" in bad_url.json()["detail"]
         assert client.post("/api/repos", json={}).status_code == 422
+        for body, detected in (
+            ({"repo_url": str(repo), "type": "github"}, "local"),
+            ({"repo_url": "https://github.com/acme/app", "type": "gitlab"}, "github"),
+        ):
+            contradicted = client.post("/api/repos", json=body)
+            assert contradicted.status_code == 400 and contradicted.json()["code"] == "type_mismatch"
+            assert contradicted.json()["detail"].endswith(f"or give --type {detected}")
         missing = client.post("/api/repos", json={"repo_url": str(repo / "nope")})
         assert missing.status_code == 404
 

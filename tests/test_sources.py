@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import InvalidSourceError, RepositoryNotFoundError
+from ingest.errors import InvalidSourceError, PlatformMismatchError, RepositoryNotFoundError
 from ingest.git import is_git_checkout, local_commit
 from ingest.sources import is_commit_sha, repo_folder, resolve_source
 from tests.support.repos import commit_all, git, write_files
@@ -342,19 +342,41 @@ def test_bad_refs_are_rejected(ref: str) -> None:
         resolve_source("https://github.com/encode/httpx", ref=ref)
 
 
-def test_cloud_hosts_ignore_a_wrong_type_hint() -> None:
-    """deepwiki clients send type "github" by default, also for GitLab and Bitbucket URLs."""
-    source = resolve_source("https://gitlab.com/group/sub/repo", platform="github")
-    assert (source.platform, source.repo_id) == ("gitlab", "gitlab.com/group/sub/repo")
-    assert resolve_source("https://bitbucket.org/team/app", platform="gitlab").platform == "bitbucket"
+def test_a_type_the_location_contradicts_is_refused_and_says_what_to_give() -> None:
+    """`--type gitlab` with a github.com URL used to be dropped without a word."""
+    with pytest.raises(PlatformMismatchError) as caught:
+        resolve_source("https://gitlab.com/group/sub/repo", platform="github")
+    assert caught.value.code == "type_mismatch" and caught.value.exit_code == 7
+    assert caught.value.http_status == 400
+    assert str(caught.value) == (
+        "--type github contradicts 'https://gitlab.com/group/sub/repo': gitlab.com is "
+        "a gitlab host; leave --type out (it is detected) or give --type gitlab"
+    )
+    with pytest.raises(PlatformMismatchError, match="give --type bitbucket"):
+        resolve_source("https://bitbucket.org/team/app", platform="gitlab")
+    token = "ghp_" + "t" * 36
+    with pytest.raises(PlatformMismatchError, match="github.com is a github host") as pasted:
+        resolve_source(f"https://{token}@github.com/a/b", platform="git")
+    assert token not in str(pasted.value)
     assert resolve_source("https://git.example.com/team/app", platform="gitlab").platform == "gitlab"
+    assert resolve_source("https://github.com/a/b", platform=" GitHub ").platform == "github"
+
+
+def test_a_type_hint_is_ignored_where_the_host_says_otherwise() -> None:
+    """deepwiki clients send type "github" by default, also for GitLab and Bitbucket URLs: their
+    chat requests resolve with `platform_is_hint`."""
+    source = resolve_source("https://gitlab.com/group/sub/repo", platform="github", platform_is_hint=True)
+    assert (source.platform, source.repo_id) == ("gitlab", "gitlab.com/group/sub/repo")
+    hinted = resolve_source("https://bitbucket.org/team/app", platform="gitlab", platform_is_hint=True)
+    assert hinted.platform == "bitbucket"
 
 
 def test_unknown_platform_is_rejected() -> None:
     with pytest.raises(InvalidSourceError, match="unknown --type 'svn'"):
         resolve_source("https://github.com/encode/httpx", platform="svn")
-    with pytest.raises(InvalidSourceError, match="--type local"):
-        resolve_source("https://github.com/encode/httpx", platform="local")
+    with pytest.raises(PlatformMismatchError, match="--type local .* it is a remote URL") as remote:
+        resolve_source(f"https://{'t' * 30}@github.com/encode/httpx", platform="local", platform_is_hint=True)
+    assert "t" * 30 not in str(remote.value)
 
 
 def test_default_ref_names_mean_no_ref() -> None:
@@ -382,7 +404,13 @@ def test_local_git_checkout_and_plain_folder(tmp_path: Path) -> None:
     assert resolve_source(checkout_dir.resolve().as_uri()) == source
     assert resolve_source("proj").repo_id == source.repo_id  # relative to the test's cwd (tmp_path)
     assert resolve_source("./proj/").repo_id == source.repo_id
-    assert resolve_source(str(plain), platform="github").platform == "local"
+    assert resolve_source(str(plain), platform="github", platform_is_hint=True).platform == "local"
+    for named in (str(plain), plain.resolve().as_uri()):
+        with pytest.raises(PlatformMismatchError) as caught:
+            resolve_source(named, platform="github")
+        assert f"{plain.resolve()} is a local folder" in str(caught.value)
+        assert "leave --type out (it is detected) or give --type local" in str(caught.value)
+    assert resolve_source(str(plain), platform="local").platform == "local"
 
 
 def test_local_errors(tmp_path: Path) -> None:

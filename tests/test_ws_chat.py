@@ -418,6 +418,46 @@ async def test_compatible_request_with_percent_encoded_newline_filters_offline(
     assert not {"server/main.go", "web/chart.js", "docs/architecture.md", "README.md"} & paths
 
 
+async def test_deepwiki_keeps_type_github_a_hint_for_a_local_folder_it_indexes(
+    live_server_factory: Any, tmp_path: Any
+) -> None:
+    """deepwiki-open's page sends `type: github` whenever its URL has no `?type=`, a local folder's
+    included: its first question still indexes the folder (as `local`) and answers, as before
+    `type_mismatch` existed."""
+    home = tmp_path / "deepwiki-home"
+    server = live_server_factory(settings_for(home))
+    repo = make_fixture_repo(tmp_path / "weatherline")
+    request = {**first_question(repo), "type": "github", "protocol": None}
+    async with connect(f"{server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({key: value for key, value in request.items() if value is not None}))
+        answer = "".join(await compat_frames(ws))
+    assert not answer.startswith("Error:") and "weatherline/client.py" in answer, answer
+    (record,) = Store(home).list()
+    assert record.platform == "local"
+
+
+@pytest.mark.parametrize("selected_by", ["body", "query"])
+async def test_events_mode_refuses_a_type_the_folder_contradicts_and_keeps_the_socket(
+    chat_server: ChatServer, fake_provider: FakeProvider, selected_by: str
+) -> None:
+    """RepoLens' own protocol refuses `type: github` for a local folder as `repolens ingest` does
+    (`type_mismatch`, saying what to send); the same request in deepwiki's protocol is answered."""
+    fake_provider.script(FakeResponse(text="Answered anyway.", chunks=1))
+    query, fields = ("?protocol=events", {}) if selected_by == "query" else ("", {"protocol": "events"})
+    async with connect(f"{chat_server.server.ws_url}/ws/chat{query}") as ws:
+        await ws.send(json.dumps(chat_server.request(type="github", **fields)))
+        refused = await until_done(ws)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await receive_json(ws))["type"] == "pong"
+    (error,) = [frame for frame in refused if frame["type"] == "error"]
+    assert error["code"] == "type_mismatch"
+    assert "is a local folder; leave --type out (it is detected) or give --type local" in error["message"]
+    assert not [frame for frame in refused if frame["type"] == "token"]
+    async with connect(f"{chat_server.server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps(chat_server.request(type="github")))
+        assert "".join(await compat_frames(ws)) == "Answered anyway."
+
+
 async def test_deep_research_in_events_mode_streams_research_frames(chat_server: ChatServer) -> None:
     request = chat_server.request(
         "How does main reach HttpClient.send?",

@@ -80,6 +80,7 @@ def ask(
             fields = _repo_fields(services, repo, repo_type, ref)
             body: dict[str, Any] = {
                 **fields,
+                "protocol": "events",  # RepoLens' own protocol: a contradicting --type is refused
                 "messages": [{"role": "user", "content": question}],
                 "filePath": file,
                 "token": _token(fields, token, settings),

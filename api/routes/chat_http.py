@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -29,7 +30,6 @@ from api.errors import error_response
 from api.origins import origin_allowed, refusal
 from api.schemas import (
     BadRequestError,
-    ChatRequestBody,
     check_size,
     decode_json,
     max_request_bytes,
@@ -54,12 +54,12 @@ async def chat_completions_stream(http_request: Request) -> Response:
         return error_response(ErrorCode.FORBIDDEN_ORIGIN, refusal(origin or ""))
     try:
         body = await read_body(http_request, max_request_bytes(services.settings))
-        request = parse_chat_request(decode_json(body))
+        request = parse_chat_request(_with_protocol(http_request, decode_json(body)))
     except BadRequestError as error:
         return error_response(error.code, str(error))
     answer = detached_events(services, request, server_stop(http_request.app))
     events = coalesced(answer, coalesce_window_s(services.settings))
-    if _wants_events(http_request, request):
+    if request.protocol == "events":
         return StreamingResponse(_sse(events), media_type="text/event-stream", headers=_STREAM_HEADERS)
     return await _plain_response(http_request, events)
 
@@ -77,8 +77,13 @@ async def read_body(http_request: Request, limit: int) -> bytes:
 PROTOCOL_HEADER = "x-repolens-protocol"
 
 
-def _wants_events(http_request: Request, request: ChatRequestBody) -> bool:
-    return request.protocol == "events" or http_request.headers.get(PROTOCOL_HEADER, "").lower() == "events"
+def _with_protocol(http_request: Request, data: dict[str, Any]) -> dict[str, Any]:
+    """The body, in the events protocol when the header asks for it as the body can: the request
+    then carries its protocol, which decides its SSE framing and whether its `type` is a hint
+    (`ChatRequestBody.platform_is_hint`)."""
+    if http_request.headers.get(PROTOCOL_HEADER, "").lower() == "events":
+        return {**data, "protocol": "events"}
+    return data
 
 
 async def _sse(events: AsyncGenerator[Event, None]) -> AsyncGenerator[str, None]:

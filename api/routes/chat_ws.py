@@ -211,7 +211,7 @@ class EventsConnection:
             await self.send(error_event(ErrorCode.BUSY, message))
             return
         try:
-            request = parse_chat_request(data)
+            request = parse_chat_request({**data, "protocol": "events"})  # this socket's protocol
         except BadRequestError as error:
             await self.send(error_event(error.code, str(error)))
             return
