@@ -100,7 +100,7 @@ class SourcePolicy:
                 "local folders are disabled on this server: start it with "
                 f"{ALLOW_LOCAL_VARIABLE}=1 (any folder) or {LOCAL_ROOTS_VARIABLE}=<folders> (only under "
                 f"them), e.g. `{ALLOW_LOCAL_VARIABLE}=1 repolens serve`; "
-                "the CLI (`repolens ingest <folder>`) needs neither"
+                "the CLI (`repolens ingest LOCATION` with a folder) needs neither"
             )
         if folder.is_relative_to(home) or home.is_relative_to(folder):
             return f"{folder} holds RepoLens' own data ({home}): it is never indexable"

@@ -304,6 +304,19 @@ def test_list_hints_name_arguments_as_the_usage_lines_do(small_repo: Path) -> No
         assert f"repolens {command} [OPTIONS] {argument}" in runner.invoke(app, [command, "-h"]).stdout
 
 
+def test_messages_spell_command_arguments_as_the_usage_lines_do() -> None:
+    """Error messages, hints and the research tools' words to the model name a command's arguments
+    as `repolens CMD -h` does (`repolens update REPO`), never `<repo>`, `<id>`, `<url-or-path>`."""
+    placeholder = re.compile(r"repolens [a-z-]+ (?:[A-Z]+ )*<[^>]*>")
+    found = [
+        f"{path.relative_to(ROOT)}: {match.group()}"
+        for package in ("ingest", "rag", "api")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for match in placeholder.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert not found
+
+
 @pytest.mark.parametrize(
     ("args", "code", "error_code"),
     [

@@ -8,7 +8,7 @@ Read-only unless `--repair`; `--json` prints `{"home", "findings": [...], "healt
 (`outdated`: indexes chunked by another chunker version, which a plain update re-chunks; they do not
 change the exit code). Exit code 0
 when nothing is left to fix, 1 when a problem remains (a corrupt index with no intact version:
-re-index it with `repolens ingest <url> --reindex`).
+re-index it with `repolens ingest LOCATION --reindex`).
 """
 
 from __future__ import annotations

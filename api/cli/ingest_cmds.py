@@ -202,7 +202,7 @@ def _run_and_report(job: IngestJob, settings: Settings, store: Store, flags: Run
 
 
 def embed_in_background(repo_id: str, settings: Settings) -> int:
-    """Start a detached `repolens embed <repo_id>` (it outlives this command); returns its pid."""
+    """Start a detached `repolens embed REPO` (it outlives this command); returns its pid."""
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / "embed.log").open("ab") as log:

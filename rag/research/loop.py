@@ -81,7 +81,9 @@ class Completion:
 def open_tools(services: ResearchServices, repo_id: str, options: ResearchOptions) -> RepoTools:
     """The tools over `repo_id`'s current index (blocking: run it in a thread)."""
     if services.store.get(repo_id) is None:
-        raise NotFoundError(f"repository {repo_id!r} is not indexed: ingest it first (repolens ingest <url>)")
+        raise NotFoundError(
+            f"repository {repo_id!r} is not indexed: ingest it first (`repolens ingest LOCATION`)"
+        )
     index = services.store.open(repo_id)
     embedder = embedder_for(services.embedder, index.record.embedder)
     index.check_embedder(embedder)

@@ -596,7 +596,7 @@ class RepoTools:
         if not getattr(self.index, "has_graph", False):
             raise ToolError(
                 "this index has no code graph (it was built before the graph existed): update it with "
-                "`repolens update <repo>`, or use find_symbol and grep"
+                "`repolens update REPO`, or use find_symbol and grep"
             )
 
     def graph_definitions(self, name: str) -> list[CodeDefinition]:

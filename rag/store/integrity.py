@@ -40,7 +40,8 @@ def corrupt(version_dir: Path, problem: str) -> IndexCorruptError:
     repo_id = urllib.parse.unquote(version_dir.parent.parent.name)
     return IndexCorruptError(
         f"the index of {repo_id} is damaged ({problem}); rebuild it with "
-        f'`repolens ingest <its url or path> --reindex` (HTTP: POST /api/repos with "reindex": true), '
+        "`repolens ingest LOCATION --reindex` (its URL or folder; "
+        'HTTP: POST /api/repos with "reindex": true), '
         "or run `repolens doctor --repair`"
     )
 

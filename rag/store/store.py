@@ -89,7 +89,7 @@ class Store:
                     raise
                 self._loaded[repo_id] = index
                 return index
-        raise NotFoundError(f"{repo_id} is not indexed; run `repolens ingest <url-or-path>` first")
+        raise NotFoundError(f"{repo_id} is not indexed; run `repolens ingest LOCATION` first")
 
     def builder(self, record: RepoRecord, base: RepoIndex | None = None) -> IndexWriter:
         """A builder for the next version (`with store.builder(...) as b: ...; b.commit()`)."""

@@ -121,7 +121,7 @@ class PgStore(Store):
             (repo_id,),
         )
         if not rows:
-            raise NotFoundError(f"{repo_id} is not indexed; run `repolens ingest <url-or-path>` first")
+            raise NotFoundError(f"{repo_id} is not indexed; run `repolens ingest LOCATION` first")
         schema, version, document = rows[0]
         with self._indexes_lock:
             cached = self._indexes.get(repo_id)
