@@ -110,19 +110,22 @@ def covers(spans: Sequence[Span], path: str, start: int, end: int) -> bool:
 
 
 def check_citations(citations: Sequence[Citation], context: Sequence[SearchHit | Span]) -> list[Citation]:
-    """Citations with `in_context` set, and their path completed when the model shortened it."""
+    """Citations with `in_context` set, and their path completed when the model shortened it. Two
+    spellings of the same lines (`httpx/_client.py:1-12` and `_client.py:1-12`) are one citation: a
+    reader would otherwise get the same chip twice."""
     spans = [Span(item.path, item.start_line, item.end_line) for item in context]
     known = sorted({span.path for span in spans})
-    checked = []
+    checked: dict[tuple[str, int, int], Citation] = {}
     for citation in citations:
         path = _resolve_path(citation.path, known)
         if path is None:
-            checked.append(replace(citation, in_context=False))
-            continue
-        file_spans = [span for span in spans if span.path == path]
-        inside = _covered(citation.start_line, citation.end_line, file_spans)
-        checked.append(replace(citation, path=path, in_context=inside))
-    return checked
+            resolved = replace(citation, in_context=False)
+        else:
+            file_spans = [span for span in spans if span.path == path]
+            inside = _covered(citation.start_line, citation.end_line, file_spans)
+            resolved = replace(citation, path=path, in_context=inside)
+        checked.setdefault((resolved.path, resolved.start_line, resolved.end_line), resolved)
+    return list(checked.values())
 
 
 def _web_base(record: RepoRecord) -> str:

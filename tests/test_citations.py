@@ -79,6 +79,16 @@ def test_check_flags_files_and_lines_outside_the_context() -> None:
     ]
 
 
+def test_a_shortened_spelling_of_the_same_lines_is_one_citation() -> None:
+    """`pkg/cli.py:1-12` and `cli.py:1-12` were two citations once the path was completed: one chip twice."""
+    answer = "See pkg/cli.py:1-12, then cli.py:1-12 and pkg/cli.py:L1-L12; elsewhere ghost.py:3."
+    checked = check_citations(extract_citations(answer), [hit("pkg/cli.py", 1, 20)])
+    assert [(c.path, c.start_line, c.end_line, c.in_context) for c in checked] == [
+        ("pkg/cli.py", 1, 12, True),
+        ("ghost.py", 3, 3, False),
+    ]
+
+
 def test_pinned_file_span_counts_as_context() -> None:
     checked = check_citations(extract_citations("src/main.py:100-120"), [Span("src/main.py", 1, 300)])
     assert checked[0].in_context
