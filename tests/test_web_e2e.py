@@ -331,6 +331,28 @@ def test_streamed_answer_renders_markdown_code_and_citations(
     assert "forecast is fetched" not in page.evaluate("JSON.stringify({...localStorage})")
 
 
+def test_every_citation_form_the_server_reports_links_in_the_answer(
+    page: Page, web: Web, fake_provider: FakeProvider
+) -> None:
+    """The server reads `:L1-L12`, `#L3`, `:3-3` and a shortened path as citations (rag/citations.py); each
+    one the answer wrote opens the viewer, not only the `path:1-12` spelling of the chips (the offline
+    answer writes a one-line span `path:153-153`, which stayed plain text beside its `path:153` chip)."""
+    written = ["weatherline/cli.py:L1-L12", "cli.py:1-12", "weatherline/cli.py#L3", "weatherline/cli.py:3-3"]
+    text = f"See {written[0]} and {written[1]}; one line: {written[2]}, {written[3]}."
+    fake_provider.script(FakeResponse(text=text))
+    open_repo(page, web)
+    page.get_by_label("Model").select_option(index=1)
+    answer = ask(page, "How is a forecast fetched?")
+    finished(answer)
+    expect(answer.locator(".markdown button.cite")).to_have_text(written)
+    answer.locator(".markdown button.cite", has_text=written[1]).click()
+    viewer = page.locator("dialog.viewer[open]")
+    expect(viewer).to_contain_text("weatherline/cli.py:1-12")
+    page.keyboard.press("Escape")
+    answer.locator(".markdown button.cite", has_text=written[3]).click()
+    expect(viewer).to_contain_text("weatherline/cli.py:3")
+
+
 # What chromium's select keeps beside its text for its arrow: 'Platform: auto' lost its 'o' in a 141 px box
 # (text 107 px, padding 18 px) and shows whole in its own width, 145 px.
 ARROW_PX = 20

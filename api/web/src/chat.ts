@@ -425,25 +425,45 @@ class TurnView {
   }
 }
 
+// The citation forms rag/citations.py recognises (`path:10-20`, `path:10`, `path:L10-L20`, `path#L10-L20`,
+// en dashes, a shortened path), so every citation the server reports links, however the answer wrote it.
+const SEGMENT = String.raw`(?:[\w.\-@+~]|\[\[?[\w.\-]+\]?\]|\([\w.\-]+\))+`;
+const CITATION = new RegExp(
+  String.raw`(?<![\w/.\-@+~])((?:${SEGMENT}/)*${SEGMENT})(?::L?(\d+)(?:\s?[-–]\s?L?(\d+))?|#L(\d+)(?:-L?(\d+))?)(?!\w)`,
+  "g",
+);
+
+/** The reported citation a written `path:lines` means: the same lines of the same path, or of the one
+ * cited path ending in `/path` (the server completes a path the model shortened). */
+function citationFor(match: RegExpExecArray, citations: Citation[]): Citation | undefined {
+  const path = match[1].replace(/^\.\//, "");
+  const first = Number(match[2] ?? match[4]);
+  const last = Number(match[3] ?? match[5] ?? first);
+  const [start, end] = [Math.min(first, last), Math.max(first, last)];
+  const same = citations.filter((item) => item.start_line === start && item.end_line === end);
+  const suffixed = same.filter((item) => item.path.endsWith(`/${path}`));
+  const onePath = new Set(suffixed.map((item) => item.path)).size === 1;
+  return same.find((item) => item.path === path) ?? (onePath ? suffixed[0] : undefined);
+}
+
 /** Make each `path:lines` the server recognised as a citation in the answer text open the viewer. */
 export function linkCitations(root: HTMLElement, citations: Citation[], open: (citation: Citation) => void): void {
-  const byLabel = new Map(citations.map((item) => [`${item.path}:${formatLines(item)}`, item]));
-  const escaped = [...byLabel.keys()].sort((a, b) => b.length - a.length).map((label) => label.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
-  const pattern = new RegExp(`(${escaped.join("|")})(?![\\d-])`, "g");
   const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
   const nodes: Text[] = [];
   while (walker.nextNode()) if (!walker.currentNode.parentElement?.closest("pre")) nodes.push(walker.currentNode as Text);
   for (const node of nodes) {
-    const parts = node.data.split(pattern);
-    if (parts.length === 1) continue;
-    node.replaceWith(
-      ...parts.map((part, index) => {
-        const citation = index % 2 === 1 ? byLabel.get(part) : undefined;
-        if (!citation) return part;
-        const warn = citation.in_context ? "" : " (not in the retrieved context)";
-        return h("button", { type: "button", class: citation.in_context ? "cite" : "cite unverified", title: `Show ${part}${warn}`, onclick: () => open(citation) }, part);
-      }),
-    );
+    const parts: (string | HTMLElement)[] = [];
+    let done = 0;
+    for (const match of node.data.matchAll(CITATION)) {
+      const citation = citationFor(match, citations);
+      if (!citation) continue;
+      const text = match[0];
+      const warn = citation.in_context ? "" : " (not in the retrieved context)";
+      parts.push(node.data.slice(done, match.index));
+      parts.push(h("button", { type: "button", class: citation.in_context ? "cite" : "cite unverified", title: `Show ${text}${warn}`, onclick: () => open(citation) }, text));
+      done = match.index + text.length;
+    }
+    if (parts.length) node.replaceWith(...parts, node.data.slice(done));
   }
 }
 
