@@ -340,6 +340,18 @@ def test_codefacts_read_rst_headings_and_skip_docstring_titles() -> None:
     assert summary is not None and summary.text == "The primary objects." and summary.start_line == 1
 
 
+def test_a_rust_inner_doc_comment_is_the_module_summary_without_its_marker() -> None:
+    """axum's `//! HTTP body utilities.` was summarised `!`: its overview said `axum/src (58 files): !`."""
+    from rag.wiki.codefacts import first_sentence, module_summary
+
+    text = "//! HTTP body utilities.\n//!\n//! More.\n\n#[doc(no_inline)]\npub use x;\n"
+    summary = module_summary("rust", text)
+    assert summary is not None and summary.start_line == 1 and "!" not in summary.text
+    assert first_sentence(summary.text) == "HTTP body utilities."
+    block = module_summary("rust", "/*! Macros for routing. */\nfn f() {}\n")
+    assert block is not None and block.text == "Macros for routing."
+
+
 def test_offline_titles_descriptions_and_entry_points_come_from_the_right_lines() -> None:
     """Guide titles from an H1 (else the file name, never a sub-heading), module descriptions from the
     package file or Go package comment (never another file's docstring), top-level entry points only."""

@@ -96,7 +96,9 @@ def _python_docstring(lines: list[str], index: int) -> Summary | None:
 
 
 def _comment_block(lines: list[str], start: int, step: int) -> Summary | None:
-    """A run of `//`, `///`, `#` or `/** */` comment lines from `start` going `step` (+1 down, -1 up)."""
+    """A run of `//`, `///`, `#` or `/** */` comment lines from `start` going `step` (+1 down, -1 up).
+    Rust's inner doc comments (`//!`, `/*!`) are a module's own description: their `!` is a marker, not
+    text (left in, `//! HTTP body utilities.` was summarised as `!`)."""
     taken: list[int] = []
     index = start
     while 0 <= index < len(lines):
@@ -113,7 +115,7 @@ def _comment_block(lines: list[str], start: int, step: int) -> Summary | None:
         return None
     first, last = min(taken), max(taken)
     text = " ".join(
-        re.sub(r"^(///?|/\*\*?|\*/?|#)\s?", "", lines[i].strip()).removesuffix("*/")
+        re.sub(r"^(//[/!]?|/\*[*!]?|\*/?|#)\s?", "", lines[i].strip()).removesuffix("*/")
         for i in range(first, last + 1)
     )
     text = text.strip()
