@@ -147,11 +147,14 @@ async def until_cancelled(events: AsyncIterator[T], cancel: asyncio.Event | None
                 interrupted = True
                 waiting.cancel()
 
+        # `current_task(loop)`: without the loop it looks the loop up, which on Python 3.11 is a
+        # `getpid` system call, once per event per stream.
+        loop = asyncio.get_running_loop()
         waiter = asyncio.ensure_future(cancel.wait())
         waiter.add_done_callback(interrupt)
         try:
             while not cancel.is_set():
-                task = waiting = asyncio.current_task()
+                task = waiting = asyncio.current_task(loop)
                 try:
                     event = await anext(events)
                 except StopAsyncIteration:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 from collections.abc import Callable
@@ -263,6 +264,58 @@ async def test_openai_style_providers_reach_their_endpoint(
         assert sent.headers["x-dashscope-workspace"] == "ws-42"
     if provider == "azure":
         assert sent.headers["api-key"] == "az-key-1234"
+
+
+def _without_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+async def test_a_proxy_from_the_environment_carries_the_request(
+    fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """`HTTP_PROXY` is honoured, with the proxy's login from the netrc file: here the fake provider plays
+    the proxy for a provider host that does not even resolve."""
+    _without_proxies(monkeypatch)
+    proxy = fake_provider.base_url.removesuffix("/v1")
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login proxy-user password proxy-pass\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    fake_provider.script(FakeResponse(text="through the proxy"))
+    settings = Settings.from_env(
+        {"OPENAI_API_KEY": FAKE_API_KEY, "OPENAI_BASE_URL": "http://provider.invalid/v1"}
+    )
+    chat = get_provider("openai", settings)
+    events = await collect(chat, ChatRequest(QUESTION, model=chat.model))
+    assert text_of(events) == "through the proxy"
+    sent = fake_provider.requests[-1]
+    assert sent.headers["host"] == "provider.invalid"
+    assert sent.path == "/v1/chat/completions"
+    login = base64.b64encode(b"proxy-user:proxy-pass").decode()
+    assert sent.headers["proxy-authorization"] == f"Basic {login}"
+    assert sent.api_key == FAKE_API_KEY
+
+
+async def test_no_proxy_and_a_netrc_login_for_the_provider_leave_the_request_as_it_is(
+    fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """A netrc entry for the provider's own host is not a login for it (the request carries its key; aiohttp's
+    `trust_env` would add the entry and then refuse the request), and `NO_PROXY` keeps the host direct."""
+    _without_proxies(monkeypatch)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-key\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    fake_provider.script(FakeResponse(text="alpha beta"))
+    chat = get_provider("openai", settings_for(fake_provider, "openai"))
+    events = await collect(chat, ChatRequest(QUESTION, model=chat.model))
+    assert text_of(events) == "alpha beta"
+    sent = fake_provider.requests[-1]
+    assert sent.api_key == FAKE_API_KEY
+    assert "proxy-authorization" not in sent.headers
 
 
 def test_offline_is_the_default_without_keys() -> None:

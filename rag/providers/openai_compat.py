@@ -9,7 +9,7 @@ reader cost about half as much CPU per chunk (see docs/ARCHITECTURE.md, "Streami
 request is the one the `openai` SDK sends (same URL, headers and body, Azure's deployment path and
 `api-version` included), and errors map to the same `ProviderError` codes. The SDK itself is not
 imported: it takes over a second, which every CLI command paid. Proxies come from the environment
-(`HTTPS_PROXY`, `NO_PROXY`), as with the SDK.
+(`HTTPS_PROXY`, `NO_PROXY`, a proxy's login in `~/.netrc`), as with the SDK (`_env_proxy`).
 
 There are no automatic retries: a retry after the first token would duplicate output, so
 `stream_with_retry` retries once, and only before anything was produced.
@@ -17,12 +17,17 @@ There are no automatic retries: a retry after the first token would duplicate ou
 
 from __future__ import annotations
 
+import asyncio
 import json
+import urllib.request
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from rag.errors import ErrorCode
 from rag.providers.base import (
@@ -71,15 +76,33 @@ _CLIENTS: ClientPool[aiohttp.ClientSession] = ClientPool()
 
 def _new_client() -> aiohttp.ClientSession:
     # No cap on connections: 200 concurrent answers are 200 concurrent provider streams. Timeouts are
-    # per request (`OpenAICompatProvider._timeout`); proxies from the environment.
-    # A line of the stream may be up to 2 * `read_bufsize` long (one large delta or tool call).
+    # per request (`OpenAICompatProvider._timeout`); proxies per request too (`_env_proxy`), not with
+    # `trust_env`. A line of the stream may be up to 2 * `read_bufsize` long (one large delta or tool call).
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     return aiohttp.ClientSession(
         connector=connector,
-        trust_env=True,
         timeout=aiohttp.ClientTimeout(total=None),
         read_bufsize=_LINE_BYTES,
     )
+
+
+async def _env_proxy(url: str) -> URL | None:
+    """The proxy the environment names for `url`, as aiohttp's `trust_env` finds it (`HTTP(S)_PROXY`,
+    `NO_PROXY`; its login from `~/.netrc` unless the proxy URL has one), or None.
+
+    Not `trust_env` itself: it also looks up the provider's host in `~/.netrc` as a login, which
+    clashes with the `Authorization` header every request sends (aiohttp then refuses the request), and
+    each request paid two thread hops for those look-ups, in an answer's way to its first token (at
+    200 streams each hop waits for the GIL behind the event loop). Without a proxy in the environment
+    (the usual case) this reads only the environment; with one, the `~/.netrc` read is in a thread.
+    The login travels in the proxy URL, which aiohttp sends as `Proxy-Authorization`."""
+    if urlsplit(url).scheme not in urllib.request.getproxies():
+        return None
+    try:
+        proxy, login = await asyncio.to_thread(get_env_proxy_for_url, URL(url))
+    except LookupError:  # `NO_PROXY` names the host
+        return None
+    return proxy if login is None else proxy.with_user(login.login).with_password(login.password)
 
 
 def _endpoint(config: OpenAIConfig, model: str) -> tuple[str, dict[str, str], dict[str, str]]:
@@ -249,9 +272,15 @@ class OpenAICompatProvider:
         model = arguments["model"]
         url, query, headers = _endpoint(self._config, model)
         client = await _CLIENTS.get(None, _new_client)
+        proxy = await _env_proxy(url)
         try:
             response = await client.post(
-                url, params=query, json=arguments, headers=headers, timeout=self._timeout
+                url,
+                params=query,
+                json=arguments,
+                headers=headers,
+                timeout=self._timeout,
+                proxy=proxy,
             )
         except TimeoutError:
             raise request_timeout(self.name) from None
