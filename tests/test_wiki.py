@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
+from api.cli.wiki_cmd import same_wiki_options
 from ingest import ingest, update
 from ingest import pipeline as ingest_pipeline
 from rag.citations import extract_citations
@@ -292,13 +293,35 @@ def test_cli_wiki_offline_with_json_export(indexed_repo: tuple[Store, str], tmp_
         f"Weatherline wiki: {summary['pages']} pages, made without a language model",
         f"up to date: {summary['pages']} pages unchanged, nothing regenerated",  # not "0 regenerated"
     ]
-    command = f"  repolens wiki {repo_id} --export md --out wiki.md"
+    command = f"  repolens wiki {repo_id} --offline --export md --out wiki.md"
     assert command in lines  # a command to copy, whole (this local id is long)
     assert max(len(line) for line in lines if line != command) <= 80  # piped: none rich has to break
     zipped = runner.invoke(app, ["wiki", repo_id, "--offline", "--export", "zip"])  # a zip is not for stdout
     assert zipped.exit_code == 2 and "needs --out" in zipped.output
     unknown = runner.invoke(app, ["wiki", "github.com/nobody/nothing", "--offline"])
     assert unknown.exit_code == 3
+
+
+def test_the_export_command_it_suggests_exports_the_wiki_just_made(
+    indexed_repo: tuple[Store, str], tmp_path: Path
+) -> None:
+    """After `--language ja --concise`, the suggested `repolens wiki REPO --export md --out wiki.md` exported
+    (generating it first) the English comprehensive wiki: the command now names the same wiki."""
+    _, repo_id = indexed_repo
+    runner = CliRunner()
+    made = runner.invoke(app, ["wiki", repo_id, "--language", "ja", "--concise"])
+    assert made.exit_code == 0, made.output
+    suggested = made.stdout.splitlines()[-1].split()
+    assert suggested[:2] == ["repolens", "wiki"]
+    assert suggested[3:7] == ["--language", "ja", "--concise", "--offline"]
+    again = runner.invoke(app, [*suggested[1:-1], str(tmp_path / "wiki.md"), "--json"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (summary["language"], summary["comprehensive"], summary["regenerated"]) == ("ja", False, 0)
+    assert (tmp_path / "wiki.md").is_file()
+    assert same_wiki_options({**summary, "mode": "llm", "provider": "openai", "model": "gpt-4o"}) == (
+        " --language ja --concise --provider openai --model gpt-4o"
+    )
 
 
 def test_cli_wiki_refuses_a_provider_or_model_that_is_not_configured(indexed_repo: tuple[Store, str]) -> None:

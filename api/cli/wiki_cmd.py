@@ -124,9 +124,23 @@ def summary_lines(outcome: dict[str, Any], repo: str, width: int | None = None) 
     if "export" not in outcome:  # where a newcomer reads what was just written
         lines += [
             "read it in the Wiki tab of `repolens serve`, or export it:",
-            f"  repolens wiki {repo} --export md --out wiki.md",
+            f"  repolens wiki {repo}{same_wiki_options(outcome)} --export md --out wiki.md",
         ]
     return lines
+
+
+def same_wiki_options(outcome: dict[str, Any]) -> str:
+    """The options that name the wiki just made, for a command that exports it: without them, the export
+    of a `--language ja --concise` wiki exported (and generated first) the English one, and the export of
+    an offline wiki with a provider configured would have had a model write a new one."""
+    options = [] if outcome["language"] == "en" else [f"--language {outcome['language']}"]
+    if not outcome["comprehensive"]:
+        options.append("--concise")
+    if outcome["mode"] == "offline":
+        options.append("--offline")
+    else:
+        options += [f"--provider {outcome['provider']}", f"--model {outcome['model']}"]
+    return "".join(f" {option}" for option in options)
 
 
 def _wrapped(line: str, width: int) -> list[str]:
