@@ -7,8 +7,11 @@ is ingested for the access tests.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +27,7 @@ from tests.support.live_server import LiveServer
 
 PRIVATE_SOURCE = 'def open_vault(code):\n    """Open the vault with a code."""\n    return code * 2\n'
 QUESTION = "Where is the retry ceiling defined?"
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture
@@ -175,6 +179,25 @@ def bare_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer
     server = LiveServer(lambda: app).start()
     yield ChatServer(server=server, repo=repo, home=root / "home", repo_id=report.repo_id)
     server.stop()
+
+
+def readme_example() -> str:
+    """The Python example of README's "OpenAI-compatible API" section."""
+    section = README.read_text(encoding="utf-8").split("## OpenAI-compatible API", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_runs_on_a_fresh_install(bare_server: ChatServer) -> None:
+    """Copied into a new install (no provider configured), README's example raised `BadRequestError`
+    (`openai: not configured`): it named `provider: openai` in `extra_body`. It must print the models and
+    an answer with its sources there."""
+    code = readme_example().replace("http://127.0.0.1:8000", bare_server.server.base_url)
+    code = code.replace("github.com/encode/httpx", bare_server.repo_id)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (our own README's example)
+    assert f"repolens/{bare_server.repo_id}+deep" in printed.getvalue()
+    assert "**Sources**" in printed.getvalue()
 
 
 @pytest.mark.parametrize("stream", [False, True])
