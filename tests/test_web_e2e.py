@@ -399,6 +399,32 @@ def test_the_platform_menu_says_what_it_is(page: Page, web: Web) -> None:
     assert_shows_its_whole_label(phone.get_by_label("Platform"))
 
 
+def test_the_token_field_shows_its_whole_placeholder_in_the_forms_one_size(page: Page, web: Web) -> None:
+    """At 1280 px the token field said "Access token (privat" (no "optional": a newcomer read a token as
+    required), and it and the platform menu were larger than the Repository field above them."""
+    page.goto(web.server.base_url)
+    token = page.locator("input[name=token]")
+    text_width, room = token.evaluate(
+        """(input) => {
+            const style = getComputedStyle(input);
+            const probe = document.createElement("span");
+            probe.style.font = style.font;
+            probe.style.whiteSpace = "pre";
+            probe.textContent = input.placeholder;
+            document.body.append(probe);
+            const width = probe.offsetWidth;
+            probe.remove();
+            const padding = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+            return [width, input.clientWidth - padding];
+        }"""
+    )
+    assert "private" in (token.get_attribute("placeholder") or "") and text_width <= room, (text_width, room)
+    sizes = page.locator(".index-form input:not([type=checkbox]), .index-form select").evaluate_all(
+        "(fields) => fields.map((field) => getComputedStyle(field).fontSize)"
+    )
+    assert len(sizes) == 3 and len(set(sizes)) == 1, sizes
+
+
 def test_an_answer_made_without_the_code_graph_keeps_saying_so(
     page: Page, web: Web, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,7 +50,7 @@ export class RepoPanel {
   private readonly token = h("input", {
     name: "token",
     type: "password",
-    placeholder: "Access token (private repos, optional)",
+    placeholder: "Access token (if private)",
     autocomplete: "off",
   });
   private readonly filters = {
