@@ -425,6 +425,20 @@ def test_the_token_field_shows_its_whole_placeholder_in_the_forms_one_size(page:
     assert len(sizes) == 3 and len(set(sizes)) == 1, sizes
 
 
+def test_send_keeps_to_the_right_of_the_composer(browser: Browser, web: Web) -> None:  # noqa: F811
+    """At 1280 px the pickers fill the composer's row and Send wraps onto the next: it sat alone at the
+    bottom left, under the controls, instead of at the right where the eye ends the question."""
+    for width in (1280, 390):
+        context = browser.new_context(viewport={"width": width, "height": 860})
+        page = context.new_page()
+        page.goto(web.server.base_url)
+        send = page.get_by_role("button", name="Send").bounding_box()
+        bar = page.locator(".composer-bar").bounding_box()
+        context.close()
+        assert send is not None and bar is not None
+        assert abs((send["x"] + send["width"]) - (bar["x"] + bar["width"])) <= 1, (width, send, bar)
+
+
 def test_an_answer_made_without_the_code_graph_keeps_saying_so(
     page: Page, web: Web, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
