@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 
 from api import server
+from tests.support.live_server import free_port
 
 
 class _Cycle:
@@ -51,7 +52,7 @@ def test_serve_freezes_the_startup_heap_and_collects_fully_less_often_before_uvi
         seen["garbage_alive"] = dropped() is not None
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
-    server.serve("127.0.0.1", 8812, log_level="warning")
+    server.serve("127.0.0.1", free_port(), log_level="warning")  # serve refuses a port in use
 
     assert seen["frozen"] > 1000  # modules, the app and its routes
     assert seen["app"].state.services is not None  # frozen once the app is built
