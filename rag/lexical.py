@@ -32,6 +32,7 @@ import fnmatch
 import functools
 import re
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 
 import Stemmer
@@ -80,7 +81,7 @@ def words(text: str) -> list[str]:
     """
     tokens: list[str] = [match.group().lower() for match in _DOTTED.finditer(text)]
     for word in _WORD.findall(text):
-        tokens.extend(_cached_word_terms(word) if len(word) <= _CACHED_WORD_CHARS else _word_terms(word))
+        tokens.extend(_word_terms(word))
     return tokens
 
 
@@ -90,9 +91,19 @@ def tokenize(text: str) -> list[str]:
     Compound names (`follow_redirects`, `client.send`) stay exact.
     """
     terms: list[str] = [match.group().lower() for match in _DOTTED.finditer(text)]
-    for word in _WORD.findall(text):
-        terms.extend(_cached_index_terms(word) if len(word) <= _CACHED_WORD_CHARS else _index_terms(word))
+    joined = _joined_words(_WORD.findall(text))
+    if joined:
+        terms.extend(joined.split(" "))
     return terms
+
+
+def _joined(text: str | None) -> str:
+    """`" ".join(tokenize(text))`, exactly: the strings the index's columns hold."""
+    if not text:
+        return ""
+    dotted = " ".join(match.lower() for match in _DOTTED.findall(text))
+    joined = _joined_words(_WORD.findall(text))
+    return f"{dotted} {joined}" if dotted and joined else dotted or joined
 
 
 def _word_terms(word: str) -> tuple[str, ...]:
@@ -105,12 +116,12 @@ def _word_terms(word: str) -> tuple[str, ...]:
 
 
 def _index_terms(word: str) -> tuple[str, ...]:
+    """The index terms of one `\\w+` word (`()` for a stopword): its `words`, plain ones stemmed."""
     return tuple(term if "_" in term else _stem(term) for term in _word_terms(word))  # no `.` in a word
 
 
 def _stem(term: str) -> str:
-    """`term` stemmed, each distinct part once per process: a repository's words share their parts
-    (`queue12`, `queue13`, `getQueue`), and a dictionary lookup is 30 times cheaper than the stemmer."""
+    """`term` stemmed, each distinct part once per process (`_STEMS`)."""
     stem = _STEMS.get(term)
     if stem is None:
         if len(_STEMS) >= _MAX_REMEMBERED:
@@ -119,38 +130,39 @@ def _stem(term: str) -> str:
     return stem
 
 
-# Code repeats its identifiers: each distinct word is split and stemmed once, not at every use
-# (a quarter of an ingest's CPU before). Long words are not kept, so the caches stay small.
+def _joined_words(found: list[str]) -> str:
+    """The index terms of the `\\w+` words `found`, space-joined, from `_WORD_TERMS`: the words new to
+    it are found as a set and worked out once, then every word is a dictionary lookup, and no Python
+    loop runs per word (the indexing of a repository and every query's ranking come through here)."""
+    with _WORD_TERMS_LOCK:  # search threads share it: a clear between two steps would lose a word
+        known = _WORD_TERMS
+        new = set(found).difference(known)
+        if new:
+            if len(known) + len(new) > _MAX_REMEMBERED:
+                known.clear()
+                new = set(found)
+            for word in new:
+                known[word] = " ".join(_index_terms(word))
+        joined = " ".join(filter(None, map(known.__getitem__, found)))  # a stopword's terms are ''
+        for word in new:
+            if len(word) > _CACHED_WORD_CHARS:  # not kept: long words are rarely seen twice
+                del known[word]
+    return joined
+
+
+# Code repeats its identifiers, so a word's terms are worked out once per process, not at every use
+# (splitting and stemming were a quarter of an ingest's CPU before). Two computations, one cache each:
+# - `_WORD_TERMS`, a `\w+` word -> its index terms space-joined, the form the index columns hold
+#   (`tokenize` splits them again: cheaper than joining each word's terms at every use);
+# - `_STEMS`, one part -> its stem: words new to `_WORD_TERMS` share their parts (`queue12`, `queue13`,
+#   `getQueue`), and a dictionary lookup is 30 times cheaper than the stemmer.
+# `words` (unstemmed, for tests and readers of the definition) is not cached. Both caches are
+# bounded by `_MAX_REMEMBERED` (cleared when full); words longer than `_CACHED_WORD_CHARS` are not kept.
 _CACHED_WORD_CHARS = 64
 _MAX_REMEMBERED = 1 << 18
+_WORD_TERMS: dict[str, str] = {}
+_WORD_TERMS_LOCK = threading.Lock()
 _STEMS: dict[str, str] = {}
-_cached_word_terms = functools.lru_cache(maxsize=1 << 16)(_word_terms)
-_cached_index_terms = functools.lru_cache(maxsize=1 << 16)(_index_terms)
-# A word's index terms space-joined ('' for a stopword), as `_joined` puts them in a column.
-_JOINED_WORDS: dict[str, str] = {}
-
-
-def _joined(text: str | None) -> str:
-    """`" ".join(tokenize(text))`, exactly, from each distinct word's terms joined once per process
-    (the index's columns are these strings): the words new to the process are found and worked out
-    as a set, then every word is a dictionary lookup, and no Python loop runs per word."""
-    if not text:
-        return ""
-    words = _WORD.findall(text)
-    known = _JOINED_WORDS
-    new = set(words).difference(known)
-    if new:
-        if len(known) + len(new) > _MAX_REMEMBERED:
-            known.clear()
-            new = set(words)
-        for word in new:
-            known[word] = " ".join(_index_terms(word))
-    terms = [dotted.lower() for dotted in _DOTTED.findall(text)]
-    terms.extend(map(known.__getitem__, words))
-    for word in new:
-        if len(word) > _CACHED_WORD_CHARS:  # not kept: long words are rarely seen twice
-            del known[word]
-    return " ".join(filter(None, terms))  # a stopword's terms are ''
 
 
 def create_lexical_schema(conn: sqlite3.Connection) -> None:

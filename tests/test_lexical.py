@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import sqlite3
 from collections.abc import Iterator
 
@@ -116,6 +117,19 @@ def test_index_columns_are_the_space_joined_tokens(monkeypatch: pytest.MonkeyPat
                 )
     stemmed = ["queue12", "queue", "12", "queue", "getqueu", "get", "queue"]
     assert lexical.tokenize("queue12 queues getQueue") == stemmed
+
+
+def test_threads_sharing_the_word_cache_get_every_word_while_it_fills_and_clears(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Search threads tokenize at once through the one per-word cache: one clearing it (it is full)
+    between another's lookups used to lose that one's words (a `KeyError`)."""
+    monkeypatch.setattr(lexical, "_MAX_REMEMBERED", 16)
+    texts = [" ".join(f"word{n}_{i} Part{i}Name" for i in range(40)) for n in range(8)]
+    expected = {text: [*lexical.tokenize(text)] for text in texts}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lexical.tokenize, texts * 50))
+    assert results == [expected[text] for text in texts * 50]
 
 
 def test_very_common_terms_are_left_out_of_big_indexes(

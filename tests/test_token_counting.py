@@ -158,6 +158,7 @@ def test_cached_lexical_terms_equal_their_definition(text: str) -> None:
     assert lexical.words(text) == expected
     stem = lexical._stemmer().stemWord
     assert lexical.tokenize(text) == [w if "_" in w or "." in w else stem(w) for w in expected]
+    assert lexical._joined(text) == " ".join(lexical.tokenize(text))  # what the index columns hold
 
 
 def _reference_no_semantic_value(text: str) -> bool:
