@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from rag.roles import file_role
+from rag.roles import file_role, inline_test_modules
 from rag.terms import question_terms
 
 SEED_HITS = 10
@@ -62,11 +62,8 @@ _ABSTRACT_LINE = re.compile(r":\s*(pass|\.\.\.)\s*(#.*)?$|;\s*$")
 _ABSTRACT_BODY = re.compile(
     r"(pass|\.\.\.|raise NotImplementedError(\(.*\))?|throw new Error\(.*\);?|[{}\s])*"
 )
-# Tests inside a source file: a Rust `#[cfg(test)] mod tests { ... }` (not `mod tests;`, a file of its
-# own), and a function marked `#[test]` / `#[tokio::test]` just above its definition.
-_TEST_MODULE = re.compile(
-    r"^[ \t]*#\[cfg\(test\)\][ \t]*\n[ \t]*(?:pub(?:\([^)]*\))?[ \t]+)?mod[ \t]+\w+[ \t]*\{", re.M
-)
+# Tests inside a source file: a Rust inline test module (`rag.roles.inline_test_modules`), and a
+# function marked `#[test]` / `#[tokio::test]` just above its definition.
 _TEST_ATTRIBUTE = re.compile(r"^\s*#\[(?:[\w:]+::)?test\b")
 _NOT_IMPLEMENTATION = frozenset({"test", "example"})
 _EXCEPTION = re.compile(r"(Error|Exception|Warning)$")
@@ -263,7 +260,7 @@ class ChainFinder:
             return False
         tests = self._test_lines.get(path)
         if tests is None:  # read and scan each Rust file once: the walk asks about every edge
-            tests = self._test_lines[path] = _rust_tests(self.index.file_text(path) or "")
+            tests = self._test_lines[path] = _rust_tests(path, self.index.file_text(path) or "")
         return line in tests.marked or any(start <= line <= end for start, end in tests.modules)
 
     def exception(self, definition: Any) -> bool:
@@ -911,25 +908,10 @@ class _RustTests(NamedTuple):
     marked: frozenset[int]
 
 
-def _rust_tests(text: str) -> _RustTests:
+def _rust_tests(path: str, text: str) -> _RustTests:
     attributes = [number for number, line in enumerate(text.splitlines(), 1) if _TEST_ATTRIBUTE.match(line)]
     marked = frozenset(number + below for number in attributes for below in (1, 2, 3))
-    return _RustTests(_test_modules(text), marked)
-
-
-def _test_modules(text: str) -> list[tuple[int, int]]:
-    """(first, last) lines of each inline Rust test module in `text`, by matching its braces (braces
-    in strings and comments are rare enough in test modules to be counted too)."""
-    ranges = []
-    for match in _TEST_MODULE.finditer(text):
-        depth, end = 0, len(text)
-        for position in range(match.end() - 1, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[position], 0)
-            if depth == 0:
-                end = position
-                break
-        ranges.append((text.count("\n", 0, match.start()) + 1, text.count("\n", 0, end) + 1))
-    return ranges
+    return _RustTests(inline_test_modules(path, text), marked)
 
 
 def code_hits(hits: Sequence[Any]) -> list[Any]:

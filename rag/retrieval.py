@@ -42,6 +42,7 @@ from rag.ranking import (
     role_weight,
     shares_a_word,
 )
+from rag.roles import inline_test_modules, mostly_within
 from rag.store import RepoIndex, Store, StoredChunk
 from rag.store.schema import CodeDefinition
 from rag.types import RepoRecord, SearchHit
@@ -124,6 +125,23 @@ def _modules_of(index: RepoIndex) -> frozenset[str]:
     if names is None:
         names = _MODULES[index] = module_names(index.roles())
     return names
+
+
+# Each index's inline test modules (`rag.roles.inline_test_modules`) per source file, found once per
+# file: the role of every candidate chunk of a Rust source file is asked at every search.
+_TEST_MODULES: weakref.WeakKeyDictionary[RepoIndex, dict[str, list[tuple[int, int]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _test_modules_of(index: RepoIndex, path: str) -> list[tuple[int, int]]:
+    files = _TEST_MODULES.get(index)
+    if files is None:
+        files = _TEST_MODULES[index] = {}
+    modules = files.get(path)
+    if modules is None:
+        modules = files[path] = inline_test_modules(path, index.file_text(path) or "")
+    return modules
 
 
 def rrf(rankings: Sequence[tuple[float, Sequence[int]]], k: int = RRF_K) -> dict[int, float]:
@@ -343,7 +361,9 @@ class Retriever:
             wanted += k - len(hits)
 
     def _role(self, chunk: StoredChunk) -> str:
-        """The role the chunk plays in the ranking: its file's, but `docs` for a source chunk that holds
+        """The role the chunk plays in the ranking: its file's, but `test` for a source chunk mostly in
+        an inline test module (`rag.roles.inline_test_modules`: Rust's `#[cfg(test)] mod tests`, weighed
+        as the implementation before), and `docs` for a source chunk that holds
         only comments outside a definition's body (`rag.comments`: a crate's `//!` overview, a piece of
         a long `///` doc comment, a module docstring alone, an exception class and its docstring). Weighed as
         code, such a chunk outranked the code it describes for "how does X work?" questions, since it
@@ -351,7 +371,11 @@ class Retriever:
         or a class's body (`# END for each base`, a block of notes cut into a chunk of its own, an
         attribute's docstring) are that code's own: as docs they cost the dev sets two queries."""
         role = self.index.file_role(chunk.path)
-        if role != "source" or not comment_only(chunk.text, chunk.language):
+        if role != "source":
+            return role
+        if mostly_within(chunk.start_line, chunk.end_line, _test_modules_of(self.index, chunk.path)):
+            return "test"
+        if not comment_only(chunk.text, chunk.language):
             return role
         inside = any(
             d.kind in BODY_KINDS and d.start_line < chunk.start_line and chunk.end_line <= d.end_line

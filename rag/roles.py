@@ -18,6 +18,10 @@ stored in the index (`files.role`); the rules are ordered, the first that applie
 7. config: build and settings files (`pyproject.toml`, `package.json`, `go.mod`, `Makefile`,
    `*.yml`, `*.toml`, `*.ini`, dotfiles, `setup.py`, ...);
 8. source: everything else.
+
+Within a source file, the lines of an inline test module (Rust's `#[cfg(test)] mod tests { ... }`,
+`inline_test_modules`) are test code: retrieval gives the chunks mostly made of them the test role
+(`rag.retrieval`), and the code graph's walk leaves them out of implementations (`rag.graph_walk`).
 """
 
 from __future__ import annotations
@@ -155,3 +159,33 @@ def file_role(path: str, text: str = "") -> Role:
     if extension in _CONFIG_EXTENSIONS or (name.startswith(".") and not folders):
         return "config"
     return "source"
+
+
+# A Rust `#[cfg(test)] mod tests { ... }` (not `mod tests;`, a file of its own).
+_TEST_MODULE = re.compile(
+    r"^[ \t]*#\[cfg\(test\)\][ \t]*\n[ \t]*(?:pub(?:\([^)]*\))?[ \t]+)?mod[ \t]+\w+[ \t]*\{", re.M
+)
+
+
+def inline_test_modules(path: str, text: str) -> list[tuple[int, int]]:
+    """(first, last) lines of each inline test module of the file at `path` (Rust only), by matching
+    its braces (braces in strings and comments are rare enough in test modules to be counted too)."""
+    if not path.endswith(".rs"):
+        return []
+    ranges = []
+    for match in _TEST_MODULE.finditer(text):
+        depth, end = 0, len(text)
+        for position in range(match.end() - 1, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[position], 0)
+            if depth == 0:
+                end = position
+                break
+        ranges.append((text.count("\n", 0, match.start()) + 1, text.count("\n", 0, end) + 1))
+    return ranges
+
+
+def mostly_within(start_line: int, end_line: int, ranges: list[tuple[int, int]]) -> bool:
+    """Whether more than half the lines `start_line..end_line` lie in `ranges` (a chunk that merged
+    the end of the code above with the start of a test module is the code's, not the tests')."""
+    inside = sum(max(0, min(end_line, last) - max(start_line, first) + 1) for first, last in ranges)
+    return 2 * inside > end_line - start_line + 1

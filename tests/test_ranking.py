@@ -27,7 +27,7 @@ from rag.ranking import (
     question_words,
 )
 from rag.retrieval import Retriever
-from rag.roles import file_role
+from rag.roles import file_role, inline_test_modules, mostly_within
 from rag.store import Store
 
 pytest_plugins = ["tests.support.repos"]
@@ -755,3 +755,97 @@ def test_comments_inside_a_function_stay_its_code(tmp_path: Path, shared_embedde
     # Only the notes say "auditor": every candidate of a keyword search is a chunk of comments.
     best = Retriever(index, None).search("when does the auditor sign off?", 1, mode="lexical", explain=True)
     assert best[0].explain is not None and best[0].explain["role"] == "source"
+
+
+def _rust_bucket() -> str:
+    """A Rust source file long enough to be cut into several chunks: the implementation, then an
+    inline test module from line `_RUST_TESTS_FROM` on."""
+    methods = "".join(
+        f"""
+    /// Refills {n} tokens, up to the capacity.
+    pub fn refill_{n}(&mut self) {{
+        self.tokens = (self.tokens + {n}).min(self.capacity);
+        self.refills += 1;
+        self.last = {n};
+    }}
+"""
+        for n in range(1, 9)
+    )
+    tests = "".join(
+        f"""
+    #[test]
+    fn take_refuses_once_the_bucket_is_empty_after_{n}() {{
+        let mut bucket = Bucket::new({n});
+        for _ in 0..{n} {{
+            assert!(bucket.take());
+        }}
+        assert!(!bucket.take(), "an empty bucket refuses to take");
+    }}
+"""
+        for n in range(1, 9)
+    )
+    head = f"""pub struct Bucket {{
+    tokens: u32,
+    capacity: u32,
+    refills: u32,
+    last: u32,
+}}
+
+impl Bucket {{
+    /// A bucket holding `tokens` tokens.
+    pub fn new(tokens: u32) -> Self {{
+        Bucket {{ tokens, capacity: tokens, refills: 0, last: 0 }}
+    }}
+
+    /// Takes one token; false once the bucket is empty.
+    pub fn take(&mut self) -> bool {{
+        if self.tokens == 0 {{
+            return false;
+        }}
+        self.tokens -= 1;
+        true
+    }}
+{methods}}}
+
+"""
+    assert head.count("\n") + 1 == _RUST_TESTS_FROM
+    return head + f"#[cfg(test)]\nmod tests {{\n    use super::*;\n{tests}}}\n"
+
+
+_RUST_TESTS_FROM = 80
+_RUST_BUCKET = {
+    "Cargo.toml": '[package]\nname = "bucket"\nversion = "0.1.0"\n',
+    "src/lib.rs": "pub mod bucket;\n",
+    "src/bucket.rs": _rust_bucket(),
+}
+
+
+def test_a_rust_inline_test_module_plays_the_test_role_and_the_rest_of_its_file_source(
+    tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    """`#[cfg(test)] mod tests { ... }` inside a source file is test code, as a file under `tests/`
+    is: its chunks play the test role (weighed as tests for a question about how code works); the
+    implementation above it stays source."""
+    root = write_repo(tmp_path / "bucket-repo", _RUST_BUCKET)
+    store = Store(tmp_path / "home")
+    index = store.open(ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder).repo_id)
+    assert index.file_role("src/bucket.rs") == "source"
+    retriever = Retriever(index, shared_embedder)
+    (test,) = retriever.search(
+        "which test checks that take refuses once the bucket is empty?", 1, explain=True
+    )
+    assert test.explain is not None and test.explain["role"] == "test"
+    assert test.symbol is not None and test.symbol.startswith("tests.take_refuses")
+    (code,) = retriever.search("how does take refuse once the bucket is empty?", 1, explain=True)
+    assert code.explain is not None and code.explain["role"] == "source"
+    assert code.symbol == "Bucket.take"
+
+
+def test_inline_test_modules_are_found_by_their_braces_in_rust_files_only() -> None:
+    text = _RUST_BUCKET["src/bucket.rs"]
+    last = text.count("\n")
+    assert inline_test_modules("src/bucket.rs", text) == [(_RUST_TESTS_FROM, last)]
+    assert inline_test_modules("src/bucket.py", text) == []
+    assert inline_test_modules("src/lib.rs", "#[cfg(test)]\nmod tests;\n") == []
+    assert mostly_within(21, 31, [(21, 31)]) and mostly_within(15, 31, [(21, 31)])
+    assert not mostly_within(5, 22, [(21, 31)])
