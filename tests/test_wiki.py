@@ -375,6 +375,27 @@ def test_a_rust_inner_doc_comment_is_the_module_summary_without_its_marker() -> 
     assert block is not None and block.text == "Macros for routing."
 
 
+def test_a_module_is_described_by_its_own_package_file_not_a_sub_folders() -> None:
+    """axum's overview said `axum/src (58 files): HTTP body utilities.`: `axum/src/body/mod.rs` sorted
+    before `axum/src/lib.rs`, and a sub-folder's package file counted as the module's."""
+    from rag.wiki.codefacts import module_summary
+    from rag.wiki.offline import RepoFacts, _module_summary
+
+    texts = {
+        "axum/src/body/mod.rs": "//! HTTP body utilities.\npub use x;\n",
+        "axum/src/lib.rs": "//! axum is a web application framework.\npub mod body;\n",
+        "axum/src/routing.rs": "//! Routing between services.\npub fn route() {}\n",
+    }
+    facts = RepoFacts("local/axum", None, dict.fromkeys(texts, "rust"), texts)
+    for path, text in texts.items():
+        summary = module_summary("rust", text)
+        assert summary is not None
+        facts.summaries[path] = summary
+    described = _module_summary(facts, sorted(texts))
+    assert described is not None and described[0] == "axum/src/lib.rs"
+    assert _module_summary(facts, ["axum/src/body/mod.rs", "axum/src/routing.rs"]) is None
+
+
 def test_offline_titles_descriptions_and_entry_points_come_from_the_right_lines() -> None:
     """Guide titles from an H1 (else the file name, never a sub-heading), module descriptions from the
     package file or Go package comment (never another file's docstring), top-level entry points only."""

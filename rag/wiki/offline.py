@@ -376,13 +376,16 @@ _PACKAGE_FILES = ("__init__.py", "mod.rs", "lib.rs", "index.js", "index.ts", "do
 def _module_summary(facts: RepoFacts, paths: list[str]) -> tuple[str, Summary] | None:
     """What describes a whole module: its package file's docstring (`__init__.py`, `mod.rs`, `doc.go`...),
     a Go package comment (it documents the package, whichever file holds it), or the file named after
-    the folder. Another file's docstring describes only that file (`starlette/status.py` is not starlette)."""
-    folder = posixpath.basename(posixpath.dirname(paths[0])) if paths else ""
+    the folder. Another file's docstring describes only that file (`starlette/status.py` is not starlette),
+    and a package file in a sub-folder only that sub-folder: axum's `axum/src` was described by
+    `axum/src/body/mod.rs` ("HTTP body utilities."), which sorts before its `lib.rs`."""
+    root = posixpath.commonpath([posixpath.dirname(path) for path in paths]) if paths else ""
+    folder = posixpath.basename(root)
 
     def describes_module(path: str) -> bool:
         name = posixpath.basename(path)
         stem = posixpath.splitext(name)[0]
-        return (
+        return posixpath.dirname(path) == root and (
             name in _PACKAGE_FILES or facts.languages.get(path) == "go" or (bool(folder) and stem == folder)
         )
 
