@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 from tree_sitter import Node, Tree
 
-from rag.graph_types import RECEIVER_SELF, FileGraph, GraphDefinition, GraphImport, GraphReference
+from rag.graph_types import (
+    PATH_RECEIVER,
+    RECEIVER_SELF,
+    FileGraph,
+    GraphDefinition,
+    GraphImport,
+    GraphReference,
+)
 
 # Object names that stand for the enclosing method's own instance.
 _SELF_NAMES = frozenset({"self", "this", "cls", "super"})
@@ -115,6 +122,20 @@ def _line(node: Node) -> int:
 def _end_line(node: Node) -> int:
     row = node.end_point.row
     return row if node.end_point.column == 0 and row > node.start_point.row else row + 1
+
+
+def _path_of(node: Node) -> bool:
+    """Whether `node` is the path of a Rust path (`serde_path_to_error` of
+    `serde_path_to_error::deserialize`): what it names is a module, a crate or a type."""
+    return node.parent is not None and node.parent.type == "scoped_identifier"
+
+
+def _path_receiver(raw: str) -> str:
+    """The receiver of a name reached through the path `raw`: `Self` is the own type (`RECEIVER_SELF`),
+    any other path is marked (`PATH_RECEIVER`), so resolution never takes it for a value."""
+    if raw == "Self":
+        return RECEIVER_SELF
+    return raw.replace("::", ".") + PATH_RECEIVER if len(raw) <= _MAX_RECEIVER else "?"
 
 
 def _unquote(text: str) -> str:
@@ -377,7 +398,9 @@ class _Extractor:
         if not name or not (name[0].isalpha() or name[0] == "_"):
             return
         receiver: str | None = None
-        if receiver_node is not None:
+        if receiver_node is not None and _path_of(receiver_node):
+            receiver = _path_receiver(_text(receiver_node))
+        elif receiver_node is not None:
             raw = _text(receiver_node)
             if raw in scope.receivers or raw in _SELF_NAMES:
                 receiver = RECEIVER_SELF

@@ -14,8 +14,10 @@ from rag.pickling import pickled_by_fields
 # Bumped when extraction or resolution changes, so an update re-extracts files graphed by an older
 # extractor and resolves the edges again (4: names no longer bind across languages; 5: named ES imports,
 # `import { a } from`, are recorded, and tsconfig/jsconfig aliases resolve; 6: a function wrapped in a
-# call, `const f = useCallback(() => ...)`, is a definition).
-GRAPH_VERSION = 6
+# call, `const f = useCallback(() => ...)`, is a definition; 7: a Rust path's receiver is marked
+# (`PATH_RECEIVER`) and never guessed as a value, `Self::f()` is a call on the own type, and a call on
+# the own object goes to the class of its own file when two classes share the name).
+GRAPH_VERSION = 7
 
 
 def graph_change(version: int | None, current: int | None = GRAPH_VERSION) -> str | None:
@@ -30,6 +32,9 @@ def graph_change(version: int | None, current: int | None = GRAPH_VERSION) -> st
 
 
 RECEIVER_SELF = "self"  # a call on the enclosing method's own object (`self.`, `this.`, Go/Rust receiver)
+# Ends the receiver of a name reached through a path (Rust `serde_path_to_error::deserialize`: receiver
+# `serde_path_to_error::`): a module, a crate or a type, never a value, so no method is guessed for it.
+PATH_RECEIVER = "::"
 
 
 @pickled_by_fields
@@ -68,7 +73,8 @@ class GraphReference:
     `kind` is "call" (a call or instantiation), "read" (an attribute of a settings/options object, or
     of `self` that a constructor stored) or "store" (a constructor storing an argument on `self`).
     `receiver` is what the name was reached through:
-    `RECEIVER_SELF`, an identifier (`router`, `os`), or None for a bare name.
+    `RECEIVER_SELF`, an identifier (`router`, `os`), a path ending with `PATH_RECEIVER`
+    (`crate.routing::` for `crate::routing::get`), or None for a bare name.
     """
 
     line: int

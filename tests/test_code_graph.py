@@ -332,3 +332,57 @@ def test_a_function_wrapped_in_a_hook_is_a_definition_of_its_own(
     assert _callee_names(index, "WikiPage.loadStructure") == ["fetchTree"]
     assert _callee_names(index, "WikiPage") == ["WikiPage.loadStructure"]
     assert index.definition("WikiPage.plain") == []
+
+
+RUST_PATH_FILES = {
+    "core/src/query.rs": (
+        "pub struct Query;\n"
+        "impl Query {\n"
+        "    pub fn from_parts(parts: &str) -> Self {\n"
+        "        Self::from_text(parts)\n"
+        "    }\n"
+        "    pub fn from_text(text: &str) -> Self {\n"
+        "        serde_path_to_error::deserialize(text);\n"
+        "        Query\n"
+        "    }\n"
+        "}\n"
+        "pub fn read(body: &Body) {\n"
+        "    body.deserialize();\n"
+        "}\n"
+    ),
+    "extra/src/query.rs": (
+        "pub struct Query;\n"
+        "impl Query {\n"
+        "    pub fn from_text(text: &str) -> Self {\n"
+        "        Query\n"
+        "    }\n"
+        "}\n"
+    ),
+    "extra/src/json.rs": (
+        "pub struct JsonDeserializer;\n"
+        "impl JsonDeserializer {\n"
+        "    pub fn deserialize(&self) -> u8 {\n"
+        "        0\n"
+        "    }\n"
+        "}\n"
+    ),
+}
+
+
+def test_a_rust_path_names_a_module_or_a_type_never_a_value(
+    make_store: Callable[[Path], Store], tmp_path: Path, shared_embedder: Embedder
+) -> None:
+    """`serde_path_to_error::deserialize(text)` calls a function of a crate outside the repository: it
+    is no call of the one method named `deserialize` (axum's offline answer named
+    `JsonDeserializer.deserialize` as the code that deserializes a query string), while a value's
+    `body.deserialize()` is still guessed by name. `Self::from_text` is the own type's method, in its
+    own file, though another crate's `Query` has one too."""
+    store, repo_id, _ = _index(make_store, tmp_path, shared_embedder, RUST_PATH_FILES, "rust-paths")
+    index = store.open(repo_id)
+    own = [d for d in index.definitions_in("core/src/query.rs") if d.qualname == "Query.from_text"]
+    assert [edge.target.qualname for edge in index.callees(own[0])] == []
+    edges = index.callees(_one(index, "Query.from_parts"))
+    assert [(edge.target.path, edge.target.qualname, edge.exact) for edge in edges] == [
+        ("core/src/query.rs", "Query.from_text", True)
+    ]
+    assert _callee_names(index, "read") == ["JsonDeserializer.deserialize"]

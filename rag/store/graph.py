@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rag.graph_types import RECEIVER_SELF, FileGraph
+from rag.graph_types import PATH_RECEIVER, RECEIVER_SELF, FileGraph
 from rag.js_paths import CONFIG_NAMES, load_configs, module_target
 
 GRAPH_DDL = """
@@ -364,6 +364,15 @@ class _Resolver:
         owner = self.owner_of(path, scope) or scope.split(".", 1)[0]
         return self.method(owner, name, self.attributes) if owner else []
 
+    def own_method(self, path: str, scope: str, name: str) -> tuple[list[_Def], bool]:
+        """`self.name()` (`Self::name()`) at `scope`: the method of the class the code is in, or of a base.
+        Of two classes of that name (axum's `Query` and axum-extra's), the one in this file."""
+        owner = self.owner_of(path, scope)
+        if not owner:
+            return [], False
+        found = self.method(owner, name)
+        return [d for d in found if d.path == path] or found, True
+
     def owner_of(self, path: str, scope: str) -> str | None:
         """The class the code at `scope` is a method (or nested function) of."""
         parts = scope.split(".")
@@ -401,10 +410,13 @@ class _Resolver:
     def through(
         self, path: str, scope: str, receiver: str, name: str, imports: _Bound
     ) -> tuple[list[_Def], bool]:
-        """What `receiver.name` means: a module member, a class's method, or a guess by method name."""
+        """What `receiver.name` means: a module member, a class's method, or a guess by method name (for
+        a value only: a path's receiver, `serde_path_to_error::deserialize`, names a module or a type,
+        and a crate outside the repository has no method of it here)."""
         if receiver == RECEIVER_SELF:
-            owner = self.owner_of(path, scope)
-            return (self.method(owner, name), True) if owner else ([], False)
+            return self.own_method(path, scope, name)
+        is_path = receiver.endswith(PATH_RECEIVER)
+        receiver = receiver.removesuffix(PATH_RECEIVER)
         head = receiver.split(".", 1)[0]
         bound = imports.get(receiver) or imports.get(head)
         if bound is not None:
@@ -420,6 +432,8 @@ class _Resolver:
             found = _kin(path, self.method(leaf, name))
             if found:
                 return found, True
+        if is_path:
+            return [], False
         guesses = [d for d in _kin(path, self.by_name.get(name, [])) if d.kind == "method"]
         if len(guesses) > 1:
             # `adapter.send()`: a variable is usually named after its class (`HTTPAdapter`, `BaseAdapter`).
