@@ -439,6 +439,22 @@ def test_send_keeps_to_the_right_of_the_composer(browser: Browser, web: Web) -> 
         assert abs((send["x"] + send["width"]) - (bar["x"] + bar["width"])) <= 1, (width, send, bar)
 
 
+def test_the_empty_chat_names_the_index_button_as_it_reads(page: Page, tmp_path: Path) -> None:
+    """On a new install it said "press Index", and no button on the page is called that: it is "Index
+    repository"."""
+    from api.app import create_app
+
+    app = create_app(settings_for(tmp_path / "home"))  # nothing indexed: no repository is selected
+    server = LiveServer(lambda: app).start()
+    try:
+        page.goto(server.base_url)
+        expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=TIMEOUT_MS)
+        button = page.locator(".index-form button[type=submit]").inner_text()
+        expect(page.locator(".conversation .empty p")).to_contain_text(f"press {button} ")
+    finally:
+        server.stop()
+
+
 def test_an_answer_made_without_the_code_graph_keeps_saying_so(
     page: Page, web: Web, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:

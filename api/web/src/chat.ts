@@ -164,7 +164,7 @@ export class ChatView {
     this.send.disabled = !this.repo || this.live !== null;
     if (!this.repo) {
       this.log.replaceChildren(
-        h("div", { class: "empty" }, h("h3", {}, "Ask questions about any repository"), h("p", {}, "Paste a GitHub, GitLab or Bitbucket URL, or a local folder, in the Repositories panel and press Index — or pick one you indexed before.")),
+        h("div", { class: "empty" }, h("h3", {}, "Ask questions about any repository"), h("p", {}, "Paste a GitHub, GitLab or Bitbucket URL, or a local folder, in the Repositories panel and press Index repository — or pick one you indexed before.")),
       );
       return;
     }
