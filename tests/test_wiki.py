@@ -649,6 +649,22 @@ def test_a_top_level_examples_or_tests_folder_is_one_module() -> None:
     )
 
 
+def test_issue_and_pull_request_templates_are_not_guides() -> None:
+    """axum's offline wiki listed "Pull Request Template", "Bug Report" and "Feature Request" as guides."""
+    from rag.wiki.offline import _is_guide
+
+    templates = [
+        ".github/PULL_REQUEST_TEMPLATE.md",
+        ".github/pull_request_template.md",
+        ".github/ISSUE_TEMPLATE/bug_report.md",
+        ".gitlab/merge_request_templates/Default.md",
+        "CHANGELOG.md",
+    ]
+    assert not any(_is_guide(path, set(templates)) for path in templates)
+    guides = ["CONTRIBUTING.md", "docs/templates.md", "examples/README.md", "axum/src/docs/routing/route.md"]
+    assert all(_is_guide(path, set(guides)) for path in guides)
+
+
 def test_translations_are_not_guides_and_guides_with_one_title_say_which_file() -> None:
     """deepwiki-open has nine translations of its README: they took nine of the ten guide places,
     all titled "DeepWiki-Open". A translation is skipped; two guides with one title name their file."""

@@ -44,8 +44,13 @@ MAX_DEFINITIONS = {True: 25, False: 10}
 MAX_DIAGRAM_NODES = 24
 MAX_GRAPH_DEFINITIONS_PER_FILE = 60
 MAX_CALLS_LISTED = 30
+# Documents that are no guide: histories, legal texts, and the forms a host shows with a new issue or pull
+# request (`.github/ISSUE_TEMPLATE/bug_report.md`, `PULL_REQUEST_TEMPLATE.md`): axum's wiki had "Pull
+# Request Template", "Bug Report" and "Feature Request" among its guides.
 _SKIPPED_DOCS = re.compile(
-    r"(^|/)(CHANGELOG|CHANGES|HISTORY|LICENSE|LICENCE|CODE_OF_CONDUCT|NOTICE)[^/]*$", re.I
+    r"(^|/)((CHANGELOG|CHANGES|HISTORY|LICENSE|LICENCE|CODE_OF_CONDUCT|NOTICE|PULL_REQUEST_TEMPLATE|"
+    r"ISSUE_TEMPLATE|MERGE_REQUEST_TEMPLATE)[^/]*$|(ISSUE|PULL_REQUEST|MERGE_REQUEST)_TEMPLATES?/)",
+    re.I,
 )
 # A translation of another document beside it: `README.zh-tw.md` next to `README.md`.
 _TRANSLATION = re.compile(r"^(?P<stem>.+)\.[a-z]{2}(?:[-_][A-Za-z]{2,4})?(?P<ext>\.(?:md|mdx|rst|txt))$")
@@ -131,7 +136,7 @@ def collect_facts(index: Any, comprehensive: bool = True) -> RepoFacts:
         elif language in DOC_LANGUAGES:
             if posixpath.basename(path).lower() in ("readme.md", "readme.rst") and "/" not in path:
                 facts.readme = path
-            elif not _SKIPPED_DOCS.search(path) and not _is_translation(path, known):
+            elif _is_guide(path, known):
                 facts.docs.append(path)
     size = Counter({name: sum(len(texts[p]) for p in paths) for name, paths in grouped.items()})
     ranked = sorted(grouped, key=lambda name: (bool(_TEST_DIR.search(name)), -size[name], name))
@@ -139,6 +144,11 @@ def collect_facts(index: Any, comprehensive: bool = True) -> RepoFacts:
     facts.docs = sorted(facts.docs, key=lambda p: (not p.startswith(("docs/", "doc/")), p.count("/"), p))
     facts.docs = facts.docs[: MAX_GUIDES[comprehensive]]
     return facts
+
+
+def _is_guide(path: str, known: set[str]) -> bool:
+    """A document (not the top README) worth a guide page: not skipped (`_SKIPPED_DOCS`), no translation."""
+    return not _SKIPPED_DOCS.search(path) and not _is_translation(path, known)
 
 
 def _is_translation(path: str, known: set[str]) -> bool:
