@@ -553,6 +553,26 @@ def test_deep_research_shows_each_iteration(page: Page, web: Web, fake_provider:
     shot(page, "deep-research")
 
 
+def test_the_spans_research_steps_name_open_the_viewer(page: Page, web: Web) -> None:
+    """Research steps say where they looked (on express: `plan offline: walk the code graph from
+    lib/response.js:780-868, ...`): plain text, while the answer's citations below open the viewer."""
+    open_repo(page, web)
+    page.get_by_label("Provider").select_option("offline")
+    page.get_by_label("Deep research").check()
+    answer = ask(page, "How does the CLI fetch a forecast?")
+    finished(answer)
+    research = answer.locator(".research")
+    research.locator("summary").click()
+    spans = research.locator("button.cite")
+    expect(spans.first).to_be_visible()
+    first = spans.first.inner_text()
+    assert re.fullmatch(r"[\w./-]+:\d+(-\d+)?", first), first
+    spans.first.click()
+    viewer = page.locator("dialog.viewer[open]")
+    expect(viewer).to_contain_text(first)
+    expect(viewer.locator(".line.cited").first).to_be_visible(timeout=TIMEOUT_MS)
+
+
 def test_answer_markup_cannot_run_script(page: Page, web: Web, fake_provider: FakeProvider) -> None:
     hostile = (
         "Look: <script>window.pwned = 1</script>"

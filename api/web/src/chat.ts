@@ -365,7 +365,9 @@ class TurnView {
     this.notes.replaceChildren(...(this.turn.notes ?? []).map((note) => h("p", { class: "turn-note small", role: "note" }, note)));
     renderMarkdown(this.body, this.turn.content, final);
     if (this.turn.citations?.length) linkCitations(this.body, this.turn.citations, (item) => void openSource(this.repoId, item));
-    this.element.querySelector(".research-slot")!.replaceChildren(renderResearch(this.turn.research ?? [], final));
+    const research = renderResearch(this.turn.research ?? [], final);
+    if (typeof research !== "string") linkResearchSteps(research, (span) => void openSource(this.repoId, span));
+    this.element.querySelector(".research-slot")!.replaceChildren(research);
     this.extras.replaceChildren(...this.renderExtras(final));
   }
 
@@ -433,13 +435,17 @@ const CITATION = new RegExp(
   "g",
 );
 
+/** The path and lines a `CITATION` match wrote. */
+function spanOf(match: RegExpExecArray): Citation {
+  const first = Number(match[2] ?? match[4]);
+  const last = Number(match[3] ?? match[5] ?? first);
+  return { path: match[1].replace(/^\.\//, ""), start_line: Math.min(first, last), end_line: Math.max(first, last), in_context: true };
+}
+
 /** The reported citation a written `path:lines` means: the same lines of the same path, or of the one
  * cited path ending in `/path` (the server completes a path the model shortened). */
 function citationFor(match: RegExpExecArray, citations: Citation[]): Citation | undefined {
-  const path = match[1].replace(/^\.\//, "");
-  const first = Number(match[2] ?? match[4]);
-  const last = Number(match[3] ?? match[5] ?? first);
-  const [start, end] = [Math.min(first, last), Math.max(first, last)];
+  const { path, start_line: start, end_line: end } = spanOf(match);
   const same = citations.filter((item) => item.start_line === start && item.end_line === end);
   const suffixed = same.filter((item) => item.path.endsWith(`/${path}`));
   const onePath = new Set(suffixed.map((item) => item.path)).size === 1;
@@ -448,6 +454,26 @@ function citationFor(match: RegExpExecArray, citations: Citation[]): Citation | 
 
 /** Make each `path:lines` the server recognised as a citation in the answer text open the viewer. */
 export function linkCitations(root: HTMLElement, citations: Citation[], open: (citation: Citation) => void): void {
+  linkSpans(root, (match) => citationFor(match, citations), open);
+}
+
+/** A research step's `path:lines` as a span to show: a file name has a letter, and a path a folder or an
+ * extension (as rag/citations.py reads them), so `step:2` or `10:30` stay text. */
+function stepSpan(match: RegExpExecArray): Citation | undefined {
+  const span = spanOf(match);
+  const name = span.path.split("/").pop() ?? "";
+  const pathLike = /[A-Za-z]/.test(name) && (span.path.includes("/") || /\.[A-Za-z0-9]+$/.test(name));
+  return pathLike && span.start_line > 0 ? span : undefined;
+}
+
+/** Research steps name the spans the tools showed (`plan … from lib/response.js:780-868`): each opens the
+ * viewer like the answer's citations do (the server checks the path; one not indexed says so there). */
+function linkResearchSteps(root: HTMLElement, open: (span: Citation) => void): void {
+  linkSpans(root, stepSpan, open);
+}
+
+/** Every `path:lines` in `root`'s text (code blocks aside) that `resolve` knows becomes a button that opens it. */
+function linkSpans(root: HTMLElement, resolve: (match: RegExpExecArray) => Citation | undefined, open: (citation: Citation) => void): void {
   const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
   const nodes: Text[] = [];
   while (walker.nextNode()) if (!walker.currentNode.parentElement?.closest("pre")) nodes.push(walker.currentNode as Text);
@@ -455,7 +481,7 @@ export function linkCitations(root: HTMLElement, citations: Citation[], open: (c
     const parts: (string | HTMLElement)[] = [];
     let done = 0;
     for (const match of node.data.matchAll(CITATION)) {
-      const citation = citationFor(match, citations);
+      const citation = resolve(match);
       if (!citation) continue;
       const text = match[0];
       const warn = citation.in_context ? "" : " (not in the retrieved context)";
