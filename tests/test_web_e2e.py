@@ -193,6 +193,9 @@ def test_index_a_repository_with_live_progress(page: Page, web: Web) -> None:
 
     log = page.evaluate("window.progressLog")
     assert any("files" in entry and "chunks" in entry for entry in log), log
+    # It said "Ask a question below": below the sidebar's progress is the list; the chat is beside it.
+    expect(page.locator(".progress[data-state=done]")).to_contain_text("Ask a question in the chat.")
+    assert not any("below" in entry for entry in log), log
     record = next(r for r in web.store.list() if r.url.endswith("second-copy"))
     row = page.locator(f'li[data-repo-id="{record.id}"]')
     expect(row).to_contain_text(f"{record.file_count} files")

@@ -288,7 +288,7 @@ export class RepoPanel {
               `Indexed ${repoName(finished)}: ${finished.file_count} files, ${finished.chunk_count} chunks` +
                 (seconds !== undefined ? ` in ${seconds.toFixed(1)} s` : "") +
                 rebuilt.map((said) => `; ${said}`).join("") +
-                ". Ask a question below.",
+                ". Ask a question in the chat.",
             );
           }
         },
@@ -319,7 +319,7 @@ export class RepoPanel {
   }
 
   /** At the searchable milestone: refresh the list and, if no repository is open, open this one (the
-   * most recently updated record), so "Ask a question below" is true while the embedding goes on. */
+   * most recently updated record), so "Ask a question in the chat" is true while the embedding goes on. */
   private async openSearchable(): Promise<void> {
     const repos = await this.load();
     if (repos.length === 0) return;
@@ -334,7 +334,7 @@ export class RepoPanel {
   private showStatus(label: string, status: StatusEvent): void {
     if (status.step === "searchable") {
       this.searchable = true;
-      const said = `${label}: searchable (${status.index_state ?? "lexical"}). Ask a question below.`;
+      const said = `${label}: searchable (${status.index_state ?? "lexical"}). Ask a question in the chat.`;
       this.showProgress("running", said, undefined, SEARCHABLE_NOTE);
       this.lastStatus = [said, SEARCHABLE_NOTE];
       return;
