@@ -373,6 +373,10 @@ def test_a_rust_inner_doc_comment_is_the_module_summary_without_its_marker() -> 
     assert first_sentence(summary.text) == "HTTP body utilities."
     block = module_summary("rust", "/*! Macros for routing. */\nfn f() {}\n")
     assert block is not None and block.text == "Macros for routing."
+    # rustdoc links show their text: axum-macros' summary read "Macros for [ axum ]." on the page.
+    book = "[the book](https://x.example)"
+    linked = module_summary("rust", f"//! Macros for [`axum`], see [Router] and {book}.\n")
+    assert linked is not None and linked.text == f"Macros for `axum`, see Router and {book}."
 
 
 def test_a_module_is_described_by_its_own_package_file_not_a_sub_folders() -> None:

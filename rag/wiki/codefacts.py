@@ -144,11 +144,17 @@ def module_summary(language: str, text: str) -> Summary | None:
             if block is None or not block.text.lower().startswith(_NOT_A_DESCRIPTION):
                 if block and language == "go" and not _precedes_package(lines, block.end_line):
                     return None  # a Go package comment sits right above `package`
+                if block and language == "rust":
+                    block = Summary(_RUSTDOC_LINK.sub(r"\1", block.text), block.start_line, block.end_line)
                 return block
             index = block.end_line  # a license header: the description, if any, comes next
     return None
 
 
+# A rustdoc intra-doc link, `[`axum`]` or `[Router]` (its target defined elsewhere or resolved by rustdoc):
+# its text is what rustdoc shows; kept whole, axum-macros' summary read "Macros for [ axum ]." A Markdown
+# link `[text](url)` or `[text][ref]` is left alone.
+_RUSTDOC_LINK = re.compile(r"\[(`[^`\]\[]+`|[\w:]+)\](?![(\[:])")
 _NOT_A_DESCRIPTION = ("copyright", "license", "spdx", "eslint", "@ts-", "go:build", "+build")
 _MAX_HEADER_BLOCKS = 3
 
