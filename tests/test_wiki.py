@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
-from api.cli.wiki_cmd import same_wiki_options
+from api.cli.wiki_cmd import same_wiki_options, what_happened
 from ingest import ingest, update
 from ingest import pipeline as ingest_pipeline
 from rag.citations import extract_citations
@@ -497,6 +497,16 @@ def test_cli_update_refreshes_an_offline_wiki_page_by_page(
 def written_again(events: list[dict[str, Any]]) -> dict[str, str]:
     """`page id -> reason` of the pages a generation wrote again."""
     return {e["page_id"]: e["reason"] for e in events if e.get("event") == "page" and not e["reused"]}
+
+
+def test_a_rewrite_with_new_pages_counts_them_apart() -> None:
+    """After an upgrade that also planned 3 new pages, axum's summary said "all 20 pages regenerated" and
+    then "regenerated: 17 because the wiki generator changed": three pages regenerated for no reason."""
+    reason = "the wiki generator changed (version 2 -> 5)"
+    outcome = {"regenerated": 20, "reused": 0, "reasons": {reason: 17, freshness.NEW: 3}}
+    assert what_happened(outcome) == "all 20 pages written: 17 regenerated, 3 new"
+    assert what_happened({**outcome, "reasons": {freshness.NEW: 20}}) == "all 20 pages written"
+    assert what_happened({**outcome, "reasons": {reason: 20}}) == "all 20 pages regenerated"
 
 
 def test_an_upgraded_wiki_generator_rewrites_every_page_and_says_why(

@@ -21,7 +21,7 @@ from rag.prompt import LANGUAGES, known_language
 from rag.providers.catalog import require_choice
 from rag.settings import Settings
 from rag.wiki.export import wiki_json, wiki_markdown, wiki_zip
-from rag.wiki.freshness import because, stale_pages
+from rag.wiki.freshness import NEW, because, stale_pages
 from rag.wiki.generate import WikiOptions, generate_wiki
 from rag.wiki.model import Wiki
 from rag.wiki.store import WikiStore
@@ -103,7 +103,10 @@ def what_happened(outcome: dict[str, Any]) -> str:
     written, kept = outcome["regenerated"], outcome["reused"]
     if written == 0:
         return f"up to date: {plural(kept, 'page')} unchanged, nothing regenerated"
+    new = outcome["reasons"].get(NEW, 0)
     if kept == 0:  # a new wiki, or one rewritten whole (`--force`, a new generator or model)
+        if 0 < new < written:  # else "all 20 pages regenerated" above "regenerated: 17 because ..."
+            return f"all {written} pages written: {written - new} regenerated, {new} new"
         verb = "regenerated" if because(outcome["reasons"]) else "written"
         return f"all {written} pages {verb}" if written > 1 else f"1 page {verb}"
     return f"{plural(written, 'page')} regenerated, {kept} unchanged"
