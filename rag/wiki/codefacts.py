@@ -98,11 +98,16 @@ def _python_docstring(lines: list[str], index: int) -> Summary | None:
 def _comment_block(lines: list[str], start: int, step: int) -> Summary | None:
     """A run of `//`, `///`, `#` or `/** */` comment lines from `start` going `step` (+1 down, -1 up).
     Rust's inner doc comments (`//!`, `/*!`) are a module's own description: their `!` is a marker, not
-    text (left in, `//! HTTP body utilities.` was summarised as `!`)."""
+    text (left in, `//! HTTP body utilities.` was summarised as `!`). Going up from a definition, Rust's
+    attributes between it and its docs (`#[inline]`, `#[track_caller]`) are stepped over, not read as `#`
+    comments (axum's `Path::new` was documented as "[inline]")."""
     taken: list[int] = []
     index = start
     while 0 <= index < len(lines):
         stripped = lines[index].strip()
+        if stripped.startswith("#[") and step == -1 and not taken:
+            index += step
+            continue
         if not stripped.startswith(("//", "/*", "*", "#")) or stripped.startswith("#!") or stripped == "*/":
             if stripped == "*/" and step == -1:
                 taken.append(index)
@@ -144,8 +149,8 @@ def module_summary(language: str, text: str) -> Summary | None:
             if block is None or not block.text.lower().startswith(_NOT_A_DESCRIPTION):
                 if block and language == "go" and not _precedes_package(lines, block.end_line):
                     return None  # a Go package comment sits right above `package`
-                if block and language == "rust":
-                    block = Summary(_RUSTDOC_LINK.sub(r"\1", block.text), block.start_line, block.end_line)
+                if block:
+                    block = Summary(_shown(language, block.text), block.start_line, block.end_line)
                 return block
             index = block.end_line  # a license header: the description, if any, comes next
     return None
@@ -155,6 +160,13 @@ def module_summary(language: str, text: str) -> Summary | None:
 # its text is what rustdoc shows; kept whole, axum-macros' summary read "Macros for [ axum ]." A Markdown
 # link `[text](url)` or `[text][ref]` is left alone.
 _RUSTDOC_LINK = re.compile(r"\[(`[^`\]\[]+`|[\w:]+)\](?![(\[:])")
+
+
+def _shown(language: str, text: str) -> str:
+    """A doc comment's text as its docs show it: a Rust one without rustdoc's link brackets."""
+    return _RUSTDOC_LINK.sub(r"\1", text) if language == "rust" else text
+
+
 _NOT_A_DESCRIPTION = ("copyright", "license", "spdx", "eslint", "@ts-", "go:build", "+build")
 _MAX_HEADER_BLOCKS = 3
 
@@ -359,7 +371,7 @@ def definition_doc(language: str, lines: list[str], start_line: int) -> str:
         doc = _python_docstring(lines, body)
     else:
         doc = _comment_block(lines, index - 1, -1) if index else None
-    return first_sentence(doc.text) if doc else ""
+    return first_sentence(_shown(language, doc.text)) if doc else ""
 
 
 def graph_definitions(language: str, text: str, found: list[Any]) -> list[Definition]:
@@ -397,7 +409,7 @@ def definitions(language: str, text: str) -> list[Definition]:
             if match:
                 doc = _comment_block(lines, index - 1, -1) if index else None
                 end = _brace_end(lines, index)
-                sentence = first_sentence(doc.text) if doc else ""
+                sentence = first_sentence(_shown(language, doc.text)) if doc else ""
                 found.append(Definition(match.group("name"), kind, index + 1, end + 1, sentence))
                 break
     return found
