@@ -14,10 +14,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
+from ingest import ingest
 from rag.store import Store
 from tests.support.chat import ChatServer, provider_env, server_errors, settings_for
 from tests.support.fake_provider import FakeProvider, FakeResponse
-from tests.support.repos import make_fixture_repo
+from tests.support.repos import commit_all, make_fixture_repo, write_files
 from tests.support.stored import files_holding
 
 TIMEOUT = 20.0
@@ -549,3 +550,46 @@ async def test_fast_tokens_are_coalesced_into_fewer_frames_without_losing_any(
     assert tokens(frames) == answer
     assert len(token_frames) < 120
     assert [frame["type"] for frame in frames][-2:] == ["citations", "done"]
+
+
+async def test_a_question_about_a_loaded_public_repository_takes_no_readiness_hop(
+    chat_server: ChatServer, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once this process has the live version loaded with its graph, a question skips `_readiness`'s
+    thread hop (each hop waits for the GIL behind the streaming loop); after a swap, the first question
+    goes through it again and sees the new version."""
+    import api.chat_session
+
+    hops: list[str] = []
+    readiness = api.chat_session._readiness
+
+    def counted(services: Any, graph: Any, token: str | None) -> Any:
+        hops.append(graph.repo_id)
+        return readiness(services, graph, token)
+
+    monkeypatch.setattr(api.chat_session, "_readiness", counted)
+    store = chat_server.server.app.state.services.store
+
+    async def ask() -> list[dict[str, Any]]:
+        async with connect(f"{chat_server.server.ws_url}/ws/chat") as ws:
+            await ws.send(json.dumps(chat_server.request(protocol="events")))
+            return await until_done(ws)
+
+    fake_provider.script(*[FakeResponse(text="It calls HttpClient.send.")] * 3)
+    await ask()  # loads the version if no earlier test did
+    hops.clear()
+    answered = await ask()
+    assert tokens(answered) == "It calls HttpClient.send."
+    assert hops == []
+    loaded = store.loaded(chat_server.repo_id)
+    assert loaded is not None and loaded.has_graph_known()
+
+    services = chat_server.server.app.state.services
+    write_files(chat_server.repo, {"weatherline/extra.py": "def extra():\n    return 1\n"})
+    commit_all(chat_server.repo, "one more file")
+    ingest(str(chat_server.repo), store=services.store, embedder=services.embedder)
+    assert store.loaded(chat_server.repo_id) is None, "the loaded version is no longer the live one"
+    answered = await ask()
+    assert tokens(answered) == "It calls HttpClient.send."
+    assert hops == [chat_server.repo_id]
+    assert store.loaded(chat_server.repo_id) is not None

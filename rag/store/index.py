@@ -245,6 +245,11 @@ class RepoIndex:
         rows = self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'edges'")
         return bool(rows) and bool(self._query("SELECT 1 FROM graph_files LIMIT 1"))
 
+    def has_graph_known(self) -> bool:
+        """`has_graph`, True only once it has been looked up (False before, without a query): for a
+        caller on an event loop, where no SQLite runs."""
+        return bool(self.__dict__.get("has_graph", False))
+
     @functools.cached_property
     def graph_version(self) -> int | None:
         """The extractor version (`rag.graph_types.GRAPH_VERSION`) of this version's code graph: its

@@ -91,6 +91,18 @@ class Store:
                 return index
         raise NotFoundError(f"{repo_id} is not indexed; run `repolens ingest LOCATION` first")
 
+    def loaded(self, repo_id: str) -> RepoIndex | None:
+        """The live version if this process has it loaded already, else None. It never loads one nor
+        waits for the store's lock (held while another thread loads a version), so an event loop may
+        call it: the folder check and one `readlink`. A store without local versions (PostgreSQL)
+        never has one loaded here."""
+        paths = self.paths(repo_id)
+        target = paths.current_target()
+        cached = self._loaded.get(repo_id)  # no lock: one dict read
+        if target is None or cached is None or cached.version_dir != paths.root / target:
+            return None
+        return cached
+
     def builder(self, record: RepoRecord, base: RepoIndex | None = None) -> IndexWriter:
         """A builder for the next version (`with store.builder(...) as b: ...; b.commit()`)."""
         return IndexBuilder(self.paths(record.id), record, base)
