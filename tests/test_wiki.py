@@ -382,13 +382,16 @@ def test_a_rust_inner_doc_comment_is_the_module_summary_without_its_marker() -> 
 def test_a_rust_definition_is_documented_by_its_doc_comment_not_its_attributes() -> None:
     """axum's module page said `new (method in axum/src/extract/path/de.rs): [inline]` and `headers ...: Get a
     map of headers as [HeaderMap].`: the attribute was read as a `#` comment, the rustdoc link kept whole."""
-    from rag.wiki.codefacts import definition_doc, definitions
+    from rag.wiki.codefacts import definition_doc, definitions, module_summary
 
     lines = ["/// Get a map of headers as [`HeaderMap`].", "#[inline]", "#[must_use]", "pub fn headers() {}"]
     documented = "Get a map of headers as `HeaderMap`."
     assert definition_doc("rust", lines, 4) == documented
     assert definition_doc("rust", ["}", "#[inline]", "pub fn new() {}"], 3) == ""
     assert [item.doc for item in definitions("rust", "\n".join(lines))] == [documented]
+    example = "//! Run with `cargo run`.\n#[cfg(unix)]\n#[tokio::main]\nasync fn main() {}\n"
+    summary = module_summary("rust", example)
+    assert summary is not None and (summary.text, summary.end_line) == ("Run with `cargo run`.", 1)
 
 
 def test_a_module_is_described_by_its_own_package_file_not_a_sub_folders() -> None:

@@ -100,14 +100,17 @@ def _comment_block(lines: list[str], start: int, step: int) -> Summary | None:
     Rust's inner doc comments (`//!`, `/*!`) are a module's own description: their `!` is a marker, not
     text (left in, `//! HTTP body utilities.` was summarised as `!`). Going up from a definition, Rust's
     attributes between it and its docs (`#[inline]`, `#[track_caller]`) are stepped over, not read as `#`
-    comments (axum's `Path::new` was documented as "[inline]")."""
+    comments (axum's `Path::new` was documented as "[inline]"); going down, one ends the block (an example's
+    summary ended "[cfg(unix)] tokio::main")."""
     taken: list[int] = []
     index = start
     while 0 <= index < len(lines):
         stripped = lines[index].strip()
-        if stripped.startswith("#[") and step == -1 and not taken:
-            index += step
-            continue
+        if stripped.startswith("#["):  # an attribute, no comment: it ends a block it follows
+            if step == -1 and not taken:
+                index += step
+                continue
+            break
         if not stripped.startswith(("//", "/*", "*", "#")) or stripped.startswith("#!") or stripped == "*/":
             if stripped == "*/" and step == -1:
                 taken.append(index)
