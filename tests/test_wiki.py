@@ -389,6 +389,10 @@ def test_a_rust_definition_is_documented_by_its_doc_comment_not_its_attributes()
     assert definition_doc("rust", lines, 4) == documented
     assert definition_doc("rust", ["}", "#[inline]", "pub fn new() {}"], 3) == ""
     assert [item.doc for item in definitions("rust", "\n".join(lines))] == [documented]
+    header = "/*!\n * express\n * Copyright(c) 2009-2013 TJ Holowaychuk\n * MIT Licensed\n */\n\n"
+    assert module_summary("javascript", header + "'use strict';\n") is None  # was every module's description
+    described = module_summary("javascript", header + "/** Routing for apps. */\nvar x = 1;\n")
+    assert described is not None and described.text == "Routing for apps."
     example = "//! Run with `cargo run`.\n#[cfg(unix)]\n#[tokio::main]\nasync fn main() {}\n"
     summary = module_summary("rust", example)
     assert summary is not None and (summary.text, summary.end_line) == ("Run with `cargo run`.", 1)

@@ -146,10 +146,10 @@ def module_summary(language: str, text: str) -> Summary | None:
     if language in CODE_LANGUAGES:
         index = 0
         for _ in range(_MAX_HEADER_BLOCKS):
-            while index < len(lines) and not lines[index].strip():
+            while index < len(lines) and lines[index].strip() in ("", "*/"):  # a header's closing `*/` too
                 index += 1
             block = _comment_block(lines, index, 1)
-            if block is None or not block.text.lower().startswith(_NOT_A_DESCRIPTION):
+            if block is None or not _is_notice(block.text):
                 if block and language == "go" and not _precedes_package(lines, block.end_line):
                     return None  # a Go package comment sits right above `package`
                 if block:
@@ -168,6 +168,14 @@ _RUSTDOC_LINK = re.compile(r"\[(`[^`\]\[]+`|[\w:]+)\](?![(\[:])")
 def _shown(language: str, text: str) -> str:
     """A doc comment's text as its docs show it: a Rust one without rustdoc's link brackets."""
     return _RUSTDOC_LINK.sub(r"\1", text) if language == "rust" else text
+
+
+def _is_notice(text: str) -> bool:
+    """A license header or a tool's directive, not what the file is about. A header that names the project
+    first (express's `/*! express Copyright(c) 2009-2013 TJ Holowaychuk ... MIT Licensed */`) is one too:
+    it was every express module's description."""
+    lowered = text.lower()
+    return lowered.startswith(_NOT_A_DESCRIPTION) or re.search(r"\bcopyright\b", lowered) is not None
 
 
 _NOT_A_DESCRIPTION = ("copyright", "license", "spdx", "eslint", "@ts-", "go:build", "+build")
