@@ -389,6 +389,11 @@ def test_a_rust_definition_is_documented_by_its_doc_comment_not_its_attributes()
     assert definition_doc("rust", lines, 4) == documented
     assert definition_doc("rust", ["}", "#[inline]", "pub fn new() {}"], 3) == ""
     assert [item.doc for item in definitions("rust", "\n".join(lines))] == [documented]
+    jsdoc = ["/**", " * Dispatch a req, res pair.", " */", "", "app.handle = function handle() {", "};"]
+    assert (
+        definition_doc("javascript", jsdoc, 5) == "Dispatch a req, res pair."
+    )  # express: a blank line between
+    assert definition_doc("javascript", ["// Section", "", "function f() {", "}"], 3) == ""
     header = "/*!\n * express\n * Copyright(c) 2009-2013 TJ Holowaychuk\n * MIT Licensed\n */\n\n"
     assert module_summary("javascript", header + "'use strict';\n") is None  # was every module's description
     described = module_summary("javascript", header + "/** Routing for apps. */\nvar x = 1;\n")

@@ -101,11 +101,21 @@ def _comment_block(lines: list[str], start: int, step: int) -> Summary | None:
     text (left in, `//! HTTP body utilities.` was summarised as `!`). Going up from a definition, Rust's
     attributes between it and its docs (`#[inline]`, `#[track_caller]`) are stepped over, not read as `#`
     comments (axum's `Path::new` was documented as "[inline]"); going down, one ends the block (an example's
-    summary ended "[cfg(unix)] tokio::main")."""
+    summary ended "[cfg(unix)] tokio::main"). A `/** */` block one blank line above a definition documents it:
+    express writes them so, and none of its functions had a description."""
     taken: list[int] = []
     index = start
     while 0 <= index < len(lines):
         stripped = lines[index].strip()
+        if (
+            step == -1
+            and not taken
+            and not stripped
+            and index > 0
+            and lines[index - 1].strip().endswith("*/")
+        ):
+            index += step  # a `/** */` block a blank line above its definition is still its doc (express's)
+            continue
         if stripped.startswith("#["):  # an attribute, no comment: it ends a block it follows
             if step == -1 and not taken:
                 index += step

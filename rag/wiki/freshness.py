@@ -26,7 +26,7 @@ from typing import Any
 from rag.graph_types import graph_change
 from rag.wiki.model import OFFLINE_WRITER, PageMaker, Wiki, WikiPage
 
-WIKI_GENERATOR_VERSION = 8
+WIKI_GENERATOR_VERSION = 9
 """The version of how wiki pages are made from the same code and index. Bump it with any change that
 makes a page come out differently: the offline plan or pages (`rag.wiki.offline`, `rag.wiki.codefacts`),
 the model's plan and page prompts (`rag.wiki.llm`), diagram checks (`rag.wiki.mermaid`) or citation
