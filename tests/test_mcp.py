@@ -572,10 +572,10 @@ async def test_the_wiki_structure_says_which_pages_are_stale_and_why(
         assert all(page["fresh"] and page["stale_reason"] is None for page in pages.values())
 
         # An upgrade of RepoLens that writes pages differently (the server runs in this process).
-        monkeypatch.setattr(freshness, "WIKI_GENERATOR_VERSION", freshness.WIKI_GENERATOR_VERSION + 1)
+        monkeypatch.setattr(freshness, "OFFLINE_GENERATOR_VERSION", freshness.OFFLINE_GENERATOR_VERSION + 1)
         outline = (await call(mcp_http, "read_wiki_structure", {"repo": mcp_http.repo_id})).structured_content
         pages = outline_pages(outline)
-        reason = f"the wiki generator changed (version {freshness.WIKI_GENERATOR_VERSION - 1} -> "
+        reason = f"the wiki generator changed (version {freshness.OFFLINE_GENERATOR_VERSION - 1} -> "
         assert all(not page["fresh"] and page["stale_reason"].startswith(reason) for page in pages.values())
         http = (await client.get(url)).json()
         assert sorted(outline["stale_pages"]) == sorted(pages) == sorted(http["stale_pages"])

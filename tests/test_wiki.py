@@ -541,9 +541,9 @@ def test_an_upgraded_wiki_generator_rewrites_every_page_and_says_why(
     first = runner.invoke(app, ["wiki", repo_id, "--offline"])
     assert first.exit_code == 0 and "regenerated:" not in first.stdout  # new pages: nothing to explain
     total = len(saved(store, repo_id).pages)
-    monkeypatch.setattr(freshness, "WIKI_GENERATOR_VERSION", freshness.WIKI_GENERATOR_VERSION + 1)
-    reason = f"the wiki generator changed (version {freshness.WIKI_GENERATOR_VERSION - 1} -> "
-    reason += f"{freshness.WIKI_GENERATOR_VERSION})"
+    monkeypatch.setattr(freshness, "OFFLINE_GENERATOR_VERSION", freshness.OFFLINE_GENERATOR_VERSION + 1)
+    reason = f"the wiki generator changed (version {freshness.OFFLINE_GENERATOR_VERSION - 1} -> "
+    reason += f"{freshness.OFFLINE_GENERATOR_VERSION})"
     upgraded = runner.invoke(app, ["wiki", repo_id, "--offline"])
     assert upgraded.exit_code == 0, upgraded.output
     assert max(map(len, upgraded.stdout.splitlines()[:-1])) <= 80  # wrapped when piped (but the command)
@@ -551,8 +551,8 @@ def test_an_upgraded_wiki_generator_rewrites_every_page_and_says_why(
     assert f"all {total} pages regenerated regenerated: {total} because {reason} " in said  # no --force
     wiki = saved(store, repo_id)
     assert {page.made_by.generator for page in wiki.pages.values() if page.made_by} == {
-        freshness.WIKI_GENERATOR_VERSION
-    } and wiki.generator == freshness.WIKI_GENERATOR_VERSION
+        freshness.OFFLINE_GENERATOR_VERSION
+    } and wiki.generator == freshness.OFFLINE_GENERATOR_VERSION
     events = run_wiki(store, None, repo_id, offline=True)  # and now it is current
     assert events[-1]["wiki"]["reused"] == total and events[-1]["wiki"]["reasons"] == {}
     forced = run_wiki(store, None, repo_id, offline=True, force=True)
@@ -624,6 +624,32 @@ def test_another_model_plans_and_writes_the_wiki_again(
     wiki = saved(store, repo_id)
     assert wiki.model == "model-b"
     assert {page.made_by.writer for page in wiki.pages.values() if page.made_by} == {"openai/model-b"}
+
+
+def test_an_offline_generator_change_costs_a_model_written_wiki_nothing(
+    indexed_repo: tuple[Store, str],
+    shared_embedder: Embedder,
+    openai_fake: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One version for both writers made each of nine offline-only fixes in a session rewrite every
+    model-written wiki at the model's cost; each writer's pages now follow their own version."""
+    store, repo_id = indexed_repo
+    openai_fake.script(FakeResponse(text=json.dumps(PLAN)), *[FakeResponse(text="Text (README.md:3-4).")] * 3)
+    assert (
+        run_wiki(store, shared_embedder, repo_id, provider="openai", concurrency=1)[-1]["wiki"]["regenerated"]
+        == 3
+    )
+    openai_fake.reset()
+    monkeypatch.setattr(freshness, "OFFLINE_GENERATOR_VERSION", freshness.OFFLINE_GENERATOR_VERSION + 1)
+    again = run_wiki(store, shared_embedder, repo_id, provider="openai", concurrency=1)
+    assert again[-1]["wiki"]["reused"] == 3 and openai_fake.requests == []  # no plan, no page: nothing paid
+    assert freshness.stale_pages(saved(store, repo_id), store.open(repo_id)) == {}
+
+    monkeypatch.setattr(freshness, "MODEL_GENERATOR_VERSION", freshness.MODEL_GENERATOR_VERSION + 1)
+    reason = f"the wiki generator changed (version {freshness.MODEL_GENERATOR_VERSION - 1} -> "
+    reason += f"{freshness.MODEL_GENERATOR_VERSION})"
+    assert set(freshness.stale_pages(saved(store, repo_id), store.open(repo_id)).values()) == {reason}
 
 
 def test_an_interrupted_llm_wiki_resumes_where_it_stopped(

@@ -89,9 +89,9 @@ def test_after_an_upgrade_of_the_generator_the_wiki_says_which_pages_are_stale_a
 ) -> None:
     httpx.post(wiki_url(served), json={}, timeout=TIMEOUT)  # a wiki of this RepoLens (or the one there)
     assert httpx.get(wiki_url(served), timeout=TIMEOUT).json()["stale_pages"] == []
-    monkeypatch.setattr(freshness, "WIKI_GENERATOR_VERSION", freshness.WIKI_GENERATOR_VERSION + 1)
-    reason = f"the wiki generator changed (version {freshness.WIKI_GENERATOR_VERSION - 1} -> "
-    reason += f"{freshness.WIKI_GENERATOR_VERSION})"
+    monkeypatch.setattr(freshness, "OFFLINE_GENERATOR_VERSION", freshness.OFFLINE_GENERATOR_VERSION + 1)
+    reason = f"the wiki generator changed (version {freshness.OFFLINE_GENERATOR_VERSION - 1} -> "
+    reason += f"{freshness.OFFLINE_GENERATOR_VERSION})"
     wiki = httpx.get(wiki_url(served), timeout=TIMEOUT).json()
     assert sorted(wiki["stale_pages"]) == sorted(wiki["pages"])  # what the Wiki tab counts as out of date
     assert wiki["stale_reasons"] == dict.fromkeys(wiki["stale_pages"], reason)

@@ -3,8 +3,9 @@
 A page is reused only when writing it again would give the same page:
 
 - the files it was written from (`WikiPage.sources`, their sha256) and its planned files are unchanged;
-- it was made by this version of the generator (`WIKI_GENERATOR_VERSION`), so an upgrade of RepoLens
-  that writes pages differently rewrites them without `--force`;
+- it was made by this version of its writer's generator (`OFFLINE_GENERATOR_VERSION` for offline pages,
+  `MODEL_GENERATOR_VERSION` for a model's), so an upgrade of RepoLens that writes pages differently
+  rewrites them without `--force`, and one that changes only the offline pages costs no model a page;
 - by the same writer (`WikiPage.made_by.writer`): offline, or the same provider and model. Who asks
   for a wiki with another model expects that model's pages, not the old model's kept beside them;
 - an offline page, from a code graph of the same version (`RepoIndex.graph_version`): its definitions,
@@ -26,14 +27,20 @@ from typing import Any
 from rag.graph_types import graph_change
 from rag.wiki.model import OFFLINE_WRITER, PageMaker, Wiki, WikiPage
 
-WIKI_GENERATOR_VERSION = 9
-"""The version of how wiki pages are made from the same code and index. Bump it with any change that
-makes a page come out differently: the offline plan or pages (`rag.wiki.offline`, `rag.wiki.codefacts`),
-the model's plan and page prompts (`rag.wiki.llm`), diagram checks (`rag.wiki.mermaid`) or citation
-linking (`rag.wiki.generate.finish_page`). The next generation then writes every page again, model-written
-ones too (at the model's cost), and says why; without the bump users keep the old pages until `--force`.
-tests/test_wiki_fingerprint.py fails when what the generator makes from its fixture repository changes
-and this does not."""
+OFFLINE_GENERATOR_VERSION = 9
+"""The version of how offline pages are made from the same code and index. Bump it with any change that
+makes an offline page or plan come out differently (`rag.wiki.offline`, `rag.wiki.codefacts`, and the
+shared diagram checks of `rag.wiki.mermaid` and citation linking of `rag.wiki.generate`): the next
+offline generation writes every offline page again and says why; without the bump users keep the old
+pages until `--force`."""
+
+MODEL_GENERATOR_VERSION = 9
+"""The version of how a model's pages are made: its plan and page prompts (`rag.wiki.llm`, which include
+the offline facts of `rag.wiki.offline.collect_facts`), how its replies are parsed, diagram checks and
+citation linking. Apart from `OFFLINE_GENERATOR_VERSION` because a bump rewrites every model-written
+page at the model's cost: a change to the offline pages alone is no reason to pay for that.
+tests/test_wiki_fingerprint.py fails when what either generator makes from its fixture repository
+changes and its version does not (the offline parts and the model's parts are fingerprinted apart)."""
 
 NEW = "they are new"
 FORCED = "a rewrite of every page was asked for"
@@ -43,7 +50,12 @@ UNRECORDED = "an older RepoLens wrote them without recording how"
 def page_maker(writer: str, index: Any) -> PageMaker:
     """How a page is made now by `writer` (`OFFLINE_WRITER` or `<provider>/<model>`) from `index`."""
     graph = index.graph_version if writer == OFFLINE_WRITER else None
-    return PageMaker(generator=WIKI_GENERATOR_VERSION, writer=writer, graph=graph)
+    return PageMaker(generator=generator_version(writer), writer=writer, graph=graph)
+
+
+def generator_version(writer: str) -> int:
+    """The generator version of `writer`'s pages: `OFFLINE_GENERATOR_VERSION` or `MODEL_GENERATOR_VERSION`."""
+    return OFFLINE_GENERATOR_VERSION if writer == OFFLINE_WRITER else MODEL_GENERATOR_VERSION
 
 
 def wiki_writer(wiki: Wiki) -> str:

@@ -22,7 +22,7 @@ class PageMaker(BaseModel):
     """How a page was made: a later generation reuses it only when it would make it the same way
     (`rag.wiki.freshness`), so an upgrade of RepoLens or another model never leaves a page as it was."""
 
-    generator: int  # `rag.wiki.freshness.WIKI_GENERATOR_VERSION` when it was written
+    generator: int  # `rag.wiki.freshness.generator_version(writer)` when it was written
     writer: str = OFFLINE_WRITER  # or `<provider>/<model>` for a page a model wrote
     # The index's `RepoIndex.graph_version` an offline page was built from (None: no graph); None for a
     # page a model wrote (it reads retrieved code, not the graph).
@@ -87,8 +87,8 @@ class Wiki(BaseModel):
     generated_at: str = ""
     # False while a generation is still writing pages (or was interrupted: the next run resumes it).
     complete: bool = True
-    # The `WIKI_GENERATOR_VERSION` that planned it (0: before it was recorded): a model's plan is kept by
-    # the next run only when the same generator and model would make it.
+    # The generator version that planned it (`rag.wiki.freshness.generator_version`; 0: before it was
+    # recorded): a model's plan is kept by the next run only when the same generator and model would make it.
     generator: int = 0
     structure: WikiStructure
     pages: dict[str, WikiPage]

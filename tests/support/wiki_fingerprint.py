@@ -1,7 +1,9 @@
 """A fingerprint of what the wiki generator makes from a fixed repository, so a change to it asks for a
-`WIKI_GENERATOR_VERSION` bump (tests/test_wiki_fingerprint.py checks it against `FINGERPRINT_FILE`).
+bump of its writer's generator version (tests/test_wiki_fingerprint.py checks it against
+`FINGERPRINT_FILE`): `offline/` parts ask for `OFFLINE_GENERATOR_VERSION`, `llm/` parts for
+`MODEL_GENERATOR_VERSION`.
 
-Pages are reused while `WikiPage.made_by.generator` equals `rag.wiki.freshness.WIKI_GENERATOR_VERSION`:
+Pages are reused while `WikiPage.made_by.generator` equals `rag.wiki.freshness.generator_version(writer)`:
 a change to how pages come out that does not bump it leaves every user with the old pages. What is
 fingerprinted is the generator's output, not its source text (a comment or a refactor that writes the
 same pages asks for nothing):
