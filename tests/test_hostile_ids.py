@@ -7,7 +7,9 @@ Before: `DELETE /api/repos/..` removed everything under REPOLENS_HOME, and `/api
 from __future__ import annotations
 
 import http.client
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +117,48 @@ def test_a_failed_first_ingest_leaves_no_repository_folder(
     with pytest.raises(Exception, match="no files to index"):
         ingest(str(empty), store=store, embedder=shared_embedder)
     assert not (repolens_home / "repos").exists() or list((repolens_home / "repos").iterdir()) == []
+
+
+def test_a_repository_folder_that_links_outside_repos_is_refused_even_after_a_first_check(
+    tmp_path: Path, repolens_home: Path
+) -> None:
+    """The folder is checked on every use: one swapped for a symlink to elsewhere after the store has
+    already used it is refused, while a link to another folder inside `repos/` still resolves."""
+    store = Store(repolens_home)
+    repo_id = "github.com/a/b"
+    folder = store.paths(repo_id).root
+    folder.mkdir(parents=True)
+    assert store.paths(repo_id).root == folder
+    folder.rmdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    folder.symlink_to(outside)
+    for operation in (store.paths, store.get, store.open, store.delete):
+        with pytest.raises(InvalidRepoIdError):
+            operation(repo_id)
+    inside = folder.parent / "github.com%2Fother%2Frepo"
+    inside.mkdir()
+    folder.unlink()
+    folder.symlink_to(inside)
+    assert store.paths(repo_id).root == inside.resolve()
+
+
+def test_checking_a_repository_folder_is_one_stat_call(
+    repolens_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a resolve of every path component per check: a question checks its folder five times, and
+    each system call there hands the GIL to the event loop streaming other answers."""
+    store = Store(repolens_home)
+    store.paths("github.com/a/b")  # `repos/` is resolved once per store
+    calls: list[object] = []
+    for name in ("stat", "lstat"):
+        real = getattr(os, name)
+
+        def counted(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+            calls.append(args[0])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, counted)
+    store.paths("github.com/a/b")
+    store.paths("github.com/c/d")
+    assert len(calls) == 2

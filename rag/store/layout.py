@@ -67,6 +67,20 @@ def contained(path: Path, base: Path) -> Path:
     return resolved
 
 
+def contained_folder(root: Path, name: str) -> Path:
+    """`contained(root / name, root)` for a `root` already resolved and one folder name (`repo_folder`'s),
+    with one `lstat` instead of resolving every component of both paths: a folder that is not a symlink
+    resolves to itself; a symlink is resolved and checked in full. A question's readiness and retrieval
+    check their repository's folder five times, and each full check was ~11 `lstat`s, every one a GIL
+    hand-off behind the event loop streaming other answers."""
+    folder = root / name
+    if folder.is_symlink():
+        return contained(folder, root)
+    if name in ("", ".", "..") or folder.parent != root:
+        raise InvalidRepoIdError(f"refusing a path outside {root.name}/")
+    return folder
+
+
 def repo_folder(repo_id: str) -> str:
     """A repo id as one safe folder name (`github.com/a/b` -> `github.com%2Fa%2Fb`).
 

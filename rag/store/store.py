@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import threading
@@ -12,7 +13,7 @@ from rag.errors import IndexCorruptError, NotFoundError
 from rag.store.builder import IndexBuilder
 from rag.store.doctor import Finding, check
 from rag.store.index import RepoIndex
-from rag.store.layout import RepoLock, RepoPaths, build_holder, contained, repo_folder
+from rag.store.layout import RepoLock, RepoPaths, build_holder, contained, contained_folder, repo_folder
 from rag.store.schema import RECORD_FILE
 from rag.store.writer import IndexWriter
 from rag.types import RepoRecord
@@ -29,10 +30,15 @@ class Store:
         self._loaded: dict[str, RepoIndex] = {}
         self._lock = threading.Lock()
 
+    @functools.cached_property
+    def _repos_root(self) -> Path:
+        """`repos/` resolved, once per store: the data dir does not move under a running process."""
+        return self.repos_dir.resolve()
+
     def paths(self, repo_id: str) -> RepoPaths:
         """The folders of `repo_id`; an id that is not valid, or whose folder would resolve outside
-        `repos/`, is an `InvalidRepoIdError` (`rag.store.layout.validate_repo_id`)."""
-        return RepoPaths(contained(self.repos_dir / repo_folder(repo_id), self.repos_dir))
+        `repos/`, is an `InvalidRepoIdError` (`rag.store.layout.validate_repo_id`, `contained_folder`)."""
+        return RepoPaths(contained_folder(self._repos_root, repo_folder(repo_id)))
 
     def building(self, repo_id: str) -> bool:
         """A live process holds `repo_id`'s build lock: an ingest, update or `repolens embed` of this or
