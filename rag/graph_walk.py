@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from rag.roles import file_role, inline_test_modules
+from rag.roles import file_role, inline_test_modules, may_hold_inline_tests
 from rag.terms import question_terms
 
 SEED_HITS = 10
@@ -256,7 +256,7 @@ class ChainFinder:
         `#[cfg(test)]` module, or a definition marked `#[test]`."""
         if file_role(path) in _NOT_IMPLEMENTATION:
             return True
-        if not path.endswith(".rs"):
+        if not may_hold_inline_tests(path):
             return False
         tests = self._test_lines.get(path)
         if tests is None:  # read and scan each Rust file once: the walk asks about every edge

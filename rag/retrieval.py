@@ -42,7 +42,7 @@ from rag.ranking import (
     role_weight,
     shares_a_word,
 )
-from rag.roles import inline_test_modules, mostly_within
+from rag.roles import inline_test_modules, may_hold_inline_tests, mostly_within
 from rag.store import RepoIndex, Store, StoredChunk
 from rag.store.schema import CodeDefinition
 from rag.types import RepoRecord, SearchHit
@@ -139,8 +139,9 @@ def _test_modules_of(index: RepoIndex, path: str) -> list[tuple[int, int]]:
     if files is None:
         files = _TEST_MODULES[index] = {}
     modules = files.get(path)
-    if modules is None:
-        modules = files[path] = inline_test_modules(path, index.file_text(path) or "")
+    if modules is None:  # only a file that can hold them is read (a SQLite read of the whole text)
+        text = index.file_text(path) if may_hold_inline_tests(path) else None
+        modules = files[path] = inline_test_modules(path, text or "")
     return modules
 
 

@@ -167,10 +167,15 @@ _TEST_MODULE = re.compile(
 )
 
 
+def may_hold_inline_tests(path: str) -> bool:
+    """Whether the file at `path` can hold inline test modules (Rust's): the others need not be read."""
+    return path.endswith(".rs")
+
+
 def inline_test_modules(path: str, text: str) -> list[tuple[int, int]]:
     """(first, last) lines of each inline test module of the file at `path` (Rust only), by matching
     its braces (braces in strings and comments are rare enough in test modules to be counted too)."""
-    if not path.endswith(".rs"):
+    if not may_hold_inline_tests(path):
         return []
     ranges = []
     for match in _TEST_MODULE.finditer(text):

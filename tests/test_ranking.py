@@ -849,3 +849,24 @@ def test_inline_test_modules_are_found_by_their_braces_in_rust_files_only() -> N
     assert inline_test_modules("src/lib.rs", "#[cfg(test)]\nmod tests;\n") == []
     assert mostly_within(21, 31, [(21, 31)]) and mostly_within(15, 31, [(21, 31)])
     assert not mostly_within(5, 22, [(21, 31)])
+
+
+def test_only_a_file_that_can_hold_inline_tests_is_read_for_its_role(
+    tmp_path: Path, shared_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding a source chunk's inline test modules reads its file's whole text (a SQLite read); a
+    Python, Go or JS file holds none, so a search reads none of them for it."""
+    script = (
+        "def take_or_refuse(bucket):\n"
+        "    '''Take a token; refuse once the bucket is empty.'''\n"
+        "    return bucket.take()\n"
+    )
+    root = write_repo(tmp_path / "bucket-repo", {**_RUST_BUCKET, "tools/take.py": script})
+    store = Store(tmp_path / "home")
+    index = store.open(ingest(str(root), IngestOptions(), store=store, embedder=shared_embedder).repo_id)
+    read: list[str] = []
+    file_text = index.file_text
+    monkeypatch.setattr(index, "file_text", lambda path: read.append(path) or file_text(path))
+    hits = Retriever(index, shared_embedder).search("how does take refuse once the bucket is empty?", 10)
+    assert {"tools/take.py", "src/bucket.rs"} <= {hit.path for hit in hits}
+    assert read and set(read) <= {"src/bucket.rs", "src/lib.rs"}
